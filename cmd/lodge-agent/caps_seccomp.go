@@ -1,0 +1,5 @@
+//go:build seccomp
+
+package main
+
+var capabilities = []string{"cgroup2", "seccomp"}

@@ -1,0 +1,65 @@
+// Command lodge-agent is PID 1 inside a Lodge microVM. With the argument
+// "init" it is libcontainer's container init instead (runc init).
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	_ "github.com/opencontainers/cgroups/devices" // device rules for container cgroups
+	"github.com/opencontainers/runc/libcontainer"
+	_ "github.com/opencontainers/runc/libcontainer/nsenter" // container setup before the Go runtime starts
+
+	"github.com/lodgeruntime/lodge/internal/guest/agent"
+	"github.com/lodgeruntime/lodge/internal/guest/boot"
+	"github.com/lodgeruntime/lodge/internal/transport"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "init" {
+		libcontainer.Init() // never returns
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if err := run(log); err != nil {
+		log.Error("lodge-agent failed", "err", err)
+		fmt.Fprintln(os.Stderr, "lodge-agent:", err)
+	}
+	if os.Getpid() == 1 {
+		boot.PowerOff()
+	}
+	os.Exit(1)
+}
+
+func run(log *slog.Logger) error {
+	if os.Getpid() != 1 {
+		return fmt.Errorf("must run as PID 1 inside a Lodge VM")
+	}
+	res, err := boot.Setup(log)
+	if err != nil {
+		return err
+	}
+	port, err := transport.OpenSerialPort(transport.AgentPortName)
+	if err != nil {
+		return err
+	}
+	var up float64
+	if b, err := os.ReadFile("/proc/uptime"); err == nil {
+		fmt.Sscanf(string(b), "%f", &up)
+	}
+	log.Info("lodge-agent ready", "version", version, "modules", res.Modules,
+		"setup", res.Duration.Round(time.Millisecond), "uptime_s", up)
+	srv := agent.New(agent.Config{
+		Log:          log,
+		StateDir:     "/run/lodge/containers",
+		SharesDir:    "/run/lodge/shares",
+		Version:      version,
+		Capabilities: capabilities,
+	})
+	return srv.Serve(context.Background(), port)
+}

@@ -1,0 +1,151 @@
+// Package agent is the host side of the guest agent: it starts the stream
+// multiplexer on the VM's agent channel, checks the agent's API version
+// (the handshake) and offers typed calls that validate what the guest sends
+// back. The client does not know whether the channel is virtio-serial or
+// vsock.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/containerd/ttrpc"
+
+	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
+	"github.com/lodgeruntime/lodge/internal/transport"
+)
+
+// ErrIncompatible reports an agent that speaks another API version.
+var ErrIncompatible = errors.New("incompatible agent")
+
+// ErrBadReply reports a reply from the guest that fails validation.
+var ErrBadReply = errors.New("invalid reply from guest agent")
+
+// Limits on strings the guest sends back.
+const (
+	maxVersionLen = 128
+	maxCaps       = 32
+)
+
+// Client talks to one guest agent.
+type Client struct {
+	sess       *transport.Session
+	rpc        *ttrpc.Client
+	health     agentv1.HealthService
+	containers agentv1.ContainersService
+	version    *agentv1.VersionResponse
+}
+
+// Connect starts the multiplexer on conn and performs the version
+// handshake, which waits for the guest to boot: ctx bounds it.
+func Connect(ctx context.Context, conn net.Conn) (*Client, error) {
+	sess, err := transport.HostSession(conn)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	st, err := transport.Open(sess, transport.Header{Kind: transport.KindRPC})
+	if err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("agent: open rpc stream: %w", err)
+	}
+	rpc := ttrpc.NewClient(st)
+	c := &Client{sess: sess, rpc: rpc,
+		health: agentv1.NewHealthClient(rpc), containers: agentv1.NewContainersClient(rpc)}
+	v, err := c.health.Version(ctx, &agentv1.VersionRequest{ApiVersion: agentv1.APIVersion})
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("agent: handshake: %w", err)
+	}
+	if err := validateVersion(v); err != nil {
+		c.Close()
+		return nil, err
+	}
+	c.version = v
+	return c, nil
+}
+
+func validateVersion(v *agentv1.VersionResponse) error {
+	if v.ApiVersion != agentv1.APIVersion {
+		return fmt.Errorf("%w: agent speaks API v%d, host speaks v%d (rebuild the initrd with `make setup`)",
+			ErrIncompatible, v.ApiVersion, agentv1.APIVersion)
+	}
+	if len(v.AgentVersion) > maxVersionLen || len(v.KernelRelease) > maxVersionLen || len(v.Capabilities) > maxCaps {
+		return fmt.Errorf("%w: oversized version reply", ErrBadReply)
+	}
+	for _, c := range v.Capabilities {
+		if len(c) > maxVersionLen {
+			return fmt.Errorf("%w: oversized capability", ErrBadReply)
+		}
+	}
+	return nil
+}
+
+// Version is the agent's handshake reply.
+func (c *Client) Version() *agentv1.VersionResponse { return c.version }
+
+// OpenStdio opens a stdio stream for a process; call it before Create.
+func (c *Client) OpenStdio(containerID, execID string, kind transport.Kind) (net.Conn, error) {
+	return transport.Open(c.sess, transport.Header{Kind: kind, ContainerID: containerID, ExecID: execID})
+}
+
+// Create creates a container in the guest and returns its guest PID.
+func (c *Client) Create(ctx context.Context, req *agentv1.CreateRequest) (int, error) {
+	r, err := c.containers.Create(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	if r.Pid <= 0 {
+		return 0, fmt.Errorf("%w: pid %d", ErrBadReply, r.Pid)
+	}
+	return int(r.Pid), nil
+}
+
+// Start starts a created container.
+func (c *Client) Start(ctx context.Context, id string) error {
+	_, err := c.containers.Start(ctx, &agentv1.StartRequest{ContainerId: id})
+	return err
+}
+
+// Signal signals a container's init process.
+func (c *Client) Signal(ctx context.Context, id string, sig uint32) error {
+	_, err := c.containers.Signal(ctx, &agentv1.SignalRequest{ContainerId: id, Signal: sig})
+	return err
+}
+
+// ExitStatus is how a process ended.
+type ExitStatus struct {
+	Code   int // runc's exit code: the status, or 128+signal
+	Signal int // 0 unless killed by a signal
+}
+
+// Wait waits for a container's init process to exit.
+func (c *Client) Wait(ctx context.Context, id string) (ExitStatus, error) {
+	r, err := c.containers.Wait(ctx, &agentv1.WaitRequest{ContainerId: id})
+	if err != nil {
+		return ExitStatus{}, err
+	}
+	return validateExit(r)
+}
+
+func validateExit(r *agentv1.WaitResponse) (ExitStatus, error) {
+	if r.ExitStatus < 0 || r.ExitStatus > 255 || r.Signal > 64 ||
+		(r.Signal != 0 && r.ExitStatus != 128+int32(r.Signal)) {
+		return ExitStatus{}, fmt.Errorf("%w: exit status %d, signal %d", ErrBadReply, r.ExitStatus, r.Signal)
+	}
+	return ExitStatus{Code: int(r.ExitStatus), Signal: int(r.Signal)}, nil
+}
+
+// Delete removes a container from the guest.
+func (c *Client) Delete(ctx context.Context, id string) error {
+	_, err := c.containers.Delete(ctx, &agentv1.DeleteRequest{ContainerId: id})
+	return err
+}
+
+// Close ends the channel.
+func (c *Client) Close() error {
+	c.rpc.Close()
+	return c.sess.Close()
+}

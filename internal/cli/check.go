@@ -1,0 +1,101 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lodgeruntime/lodge/internal/config"
+	"github.com/lodgeruntime/lodge/internal/host"
+	"github.com/lodgeruntime/lodge/internal/transport"
+)
+
+// cmdCheck prints what Lodge will use on this host and fails with what to
+// do when something required is missing.
+func cmdCheck(ctx context.Context, cfg config.Config, log *slog.Logger, out io.Writer) error {
+	line := func(k, v string) { fmt.Fprintf(out, "%-12s %s\n", k+":", v) }
+	var missing []string
+	req := func(k, v string, err error) {
+		if err != nil {
+			line(k, "MISSING: "+err.Error())
+			missing = append(missing, k)
+			return
+		}
+		line(k, v)
+	}
+
+	accel, err := host.ChooseAccel(cfg)
+	req("accelerator", fmt.Sprintf("%s (%s)", accel.Accel, accel.Reason), err)
+
+	qemuPath, err := exec.LookPath(cfg.VMM.QEMU)
+	if err == nil {
+		v, verr := exec.CommandContext(ctx, qemuPath, "--version").Output()
+		first, _, _ := strings.Cut(string(v), "\n")
+		if verr != nil {
+			err = fmt.Errorf("%s --version: %w", qemuPath, verr)
+		}
+		req("qemu", qemuPath+" ("+first+")", err)
+	} else {
+		req("qemu", "", fmt.Errorf("%s not found: apt-get install qemu-system-x86", cfg.VMM.QEMU))
+	}
+	req("kernel", describeFile(cfg.Guest.Kernel, cfg.Guest.Dir+"/kernel.release"), statErr(cfg.Guest.Kernel))
+	req("initrd", describeFile(cfg.Guest.Initrd, ""), statErr(cfg.Guest.Initrd))
+	_, err = exec.LookPath(cfg.Sharefs.Virtiofsd)
+	if err != nil {
+		err = fmt.Errorf("%s not found: apt-get install qemu-system-common", cfg.Sharefs.Virtiofsd)
+	}
+	req("virtiofsd", cfg.Sharefs.Virtiofsd, err)
+	req("cgroups", cgroupMode(), nil)
+	if transport.VsockAvailable() {
+		line("agent link", "vsock available (/dev/vhost-vsock); using virtio-serial")
+	} else {
+		line("agent link", "virtio-serial (no /dev/vhost-vsock)")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("not ready: %s missing", strings.Join(missing, ", "))
+	}
+	if _, err := host.Resolve(cfg, log); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "ready")
+	return nil
+}
+
+func statErr(path string) error {
+	if _, err := os.Stat(path); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s not found: run `make setup`", path)
+		}
+		return err
+	}
+	return nil
+}
+
+func describeFile(path, releaseFile string) string {
+	st, err := os.Stat(path)
+	if err != nil {
+		return path
+	}
+	s := fmt.Sprintf("%s (%.1f MiB", path, float64(st.Size())/(1<<20))
+	if releaseFile != "" {
+		if b, err := os.ReadFile(releaseFile); err == nil {
+			s += ", " + strings.TrimSpace(string(b))
+		}
+	}
+	return s + ")"
+}
+
+func cgroupMode() string {
+	var st unix.Statfs_t
+	if unix.Statfs("/sys/fs/cgroup", &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+		return "v2 (unified) on the host; the guest always uses v2"
+	}
+	return "v1/hybrid on the host; the guest always uses v2"
+}

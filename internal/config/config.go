@@ -1,0 +1,148 @@
+// Package config reads Lodge's TOML configuration file and holds its
+// defaults. It is the only package that reads configuration files or
+// environment variables.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultPath is where Lodge looks for its configuration.
+const DefaultPath = "/etc/lodge/config.toml"
+
+// EnvPath names an environment variable that overrides DefaultPath.
+const EnvPath = "LODGE_CONFIG"
+
+// DefaultGuestDir holds the guest kernel and initrd that `make setup` builds.
+const DefaultGuestDir = "/var/lib/lodge/guest"
+
+// Config is Lodge's configuration. Every field has a default.
+type Config struct {
+	Guest   Guest   `toml:"guest"`
+	VMM     VMM     `toml:"vmm"`
+	Sharefs Sharefs `toml:"sharefs"`
+}
+
+// Guest locates the guest boot artifacts.
+type Guest struct {
+	// Dir is the artifacts directory `lodge setup` fills.
+	Dir string `toml:"dir"`
+	// Kernel and Initrd default to Dir/vmlinux and Dir/initrd.img.
+	Kernel string `toml:"kernel"`
+	Initrd string `toml:"initrd"`
+	// KernelPackage is the Debian package setup unpacks the kernel from.
+	KernelPackage string `toml:"kernel_package"`
+}
+
+// VMM configures the virtual machines.
+type VMM struct {
+	// QEMU is the qemu-system-x86_64 binary (a name is looked up in PATH).
+	QEMU string `toml:"qemu"`
+	// Accel is "auto" (KVM when usable, else TCG), "kvm" or "tcg".
+	Accel string `toml:"accel"`
+	// VCPUs and MemoryMiB size a sandbox's VM.
+	VCPUs     int `toml:"vcpus"`
+	MemoryMiB int `toml:"memory_mib"`
+	// BootTimeout bounds the wait for the guest agent (TCG is slow).
+	BootTimeout Duration `toml:"boot_timeout"`
+}
+
+// Sharefs configures virtio-fs.
+type Sharefs struct {
+	Virtiofsd string `toml:"virtiofsd"`
+}
+
+// Duration is a time.Duration written as "60s" in TOML.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	d.Duration = v
+	return err
+}
+
+// MarshalText prints a duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Default returns the built-in configuration.
+func Default() Config {
+	return Config{
+		Guest: Guest{Dir: DefaultGuestDir, KernelPackage: "linux-image-cloud-amd64"},
+		VMM: VMM{QEMU: "qemu-system-x86_64", Accel: "auto", VCPUs: 1, MemoryMiB: 256,
+			BootTimeout: Duration{60 * time.Second}},
+		Sharefs: Sharefs{Virtiofsd: "/usr/lib/qemu/virtiofsd"},
+	}
+}
+
+// Load reads the file named by $LODGE_CONFIG, else DefaultPath. A missing
+// default file means the defaults; a missing file that was asked for by
+// name is an error.
+func Load() (Config, error) {
+	path, explicit := os.LookupEnv(EnvPath)
+	if !explicit {
+		path = DefaultPath
+	}
+	cfg, err := LoadFile(path)
+	if errors.Is(err, os.ErrNotExist) && !explicit {
+		cfg = Default()
+		cfg.fill()
+		return cfg, cfg.Validate()
+	}
+	return cfg, err
+}
+
+// LoadFile reads one configuration file over the defaults.
+func LoadFile(path string) (Config, error) {
+	cfg := Default()
+	md, err := toml.DecodeFile(path, &cfg)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return Config{}, fmt.Errorf("config %s: unknown key %q", path, und[0].String())
+	}
+	cfg.fill()
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+func (c *Config) fill() {
+	if c.Guest.Kernel == "" {
+		c.Guest.Kernel = filepath.Join(c.Guest.Dir, "vmlinux")
+	}
+	if c.Guest.Initrd == "" {
+		c.Guest.Initrd = filepath.Join(c.Guest.Dir, "initrd.img")
+	}
+}
+
+// Validate reports every invalid setting.
+func (c Config) Validate() error {
+	var errs []error
+	if !filepath.IsAbs(c.Guest.Dir) {
+		errs = append(errs, fmt.Errorf("guest.dir %q must be an absolute path", c.Guest.Dir))
+	}
+	switch c.VMM.Accel {
+	case "auto", "kvm", "tcg":
+	default:
+		errs = append(errs, fmt.Errorf("vmm.accel %q: want auto, kvm or tcg", c.VMM.Accel))
+	}
+	if c.VMM.VCPUs < 1 || c.VMM.VCPUs > 64 {
+		errs = append(errs, fmt.Errorf("vmm.vcpus %d: want 1..64", c.VMM.VCPUs))
+	}
+	if c.VMM.MemoryMiB < 64 {
+		errs = append(errs, fmt.Errorf("vmm.memory_mib %d: want at least 64", c.VMM.MemoryMiB))
+	}
+	if c.VMM.BootTimeout.Duration <= 0 {
+		errs = append(errs, fmt.Errorf("vmm.boot_timeout must be positive"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,45 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(body), 0o644)
+		return p
+	}
+	cfg, err := LoadFile(write("ok.toml", "[guest]\ndir = \"/opt/lodge\"\n[vmm]\naccel = \"tcg\"\nboot_timeout = \"90s\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Guest.Kernel != "/opt/lodge/vmlinux" || cfg.VMM.Accel != "tcg" || cfg.VMM.BootTimeout.Duration != 90*time.Second ||
+		cfg.VMM.MemoryMiB != 256 {
+		t.Fatalf("got %+v", cfg)
+	}
+	for name, c := range map[string]struct{ body, want string }{
+		"unknown key": {"[vmm]\nspeed = 3\n", "unknown key"},
+		"bad accel":   {"[vmm]\naccel = \"hvf\"\n", "vmm.accel"},
+		"relative":    {"[guest]\ndir = \"guest\"\n", "absolute"},
+		"bad toml":    {"[vmm\n", "config"},
+		"bad time":    {"[vmm]\nboot_timeout = \"soon\"\n", "config"},
+	} {
+		if _, err := LoadFile(write(name+".toml", c.body)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want it to mention %q", name, err, c.want)
+		}
+	}
+}
+
+func TestLoadEnv(t *testing.T) {
+	t.Setenv(EnvPath, filepath.Join(t.TempDir(), "missing.toml"))
+	if _, err := Load(); err == nil {
+		t.Fatal("a config file named in $LODGE_CONFIG that does not exist was ignored")
+	}
+}

@@ -1,0 +1,162 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/containerd/ttrpc"
+
+	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
+	"github.com/lodgeruntime/lodge/internal/transport"
+)
+
+// Server is the agent: it owns the multiplexed session and the containers.
+type Server struct {
+	log        *slog.Logger
+	streams    *streams
+	containers *containers
+	version    string
+}
+
+// Config configures a Server.
+type Config struct {
+	Log *slog.Logger
+	// StateDir holds libcontainer state (a tmpfs in the guest).
+	StateDir string
+	// SharesDir is where virtio-fs shares are mounted, one directory per tag.
+	SharesDir string
+	// Version is lodge-agent's build version.
+	Version string
+	// Capabilities are the optional features this agent offers.
+	Capabilities []string
+}
+
+// New returns a server.
+func New(cfg Config) *Server {
+	st := newStreams()
+	return &Server{
+		log:        cfg.Log,
+		streams:    st,
+		version:    cfg.Version,
+		containers: newContainers(cfg, st),
+	}
+}
+
+// Serve runs the agent on one byte stream from the host until it fails.
+func (s *Server) Serve(ctx context.Context, conn io.ReadWriteCloser) error {
+	sess, err := transport.GuestSession(conn, slogWriter{s.log})
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+
+	rpc := newChanListener(sess.Addr())
+	defer rpc.Close()
+	srv, err := ttrpc.NewServer()
+	if err != nil {
+		return err
+	}
+	agentv1.RegisterHealthService(srv, &health{version: s.version, caps: s.containers.caps})
+	agentv1.RegisterContainersService(srv, s.containers)
+	go srv.Serve(ctx, rpc)
+	defer srv.Close()
+
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			return err
+		}
+		go s.route(st, rpc)
+	}
+}
+
+// route reads a stream's header and passes the stream to its user.
+func (s *Server) route(st net.Conn, rpc *chanListener) {
+	st.SetReadDeadline(time.Now().Add(10 * time.Second))
+	h, err := transport.ReadHeader(st)
+	st.SetReadDeadline(time.Time{})
+	if err != nil {
+		s.log.Warn("reject stream", "err", err)
+		st.Close()
+		return
+	}
+	switch h.Kind {
+	case transport.KindRPC:
+		if !rpc.deliver(st) {
+			st.Close()
+		}
+	case transport.KindStdin, transport.KindStdout, transport.KindStderr:
+		if err := s.streams.put(streamKey{h.ContainerID, h.ExecID, h.Kind}, st); err != nil {
+			s.log.Warn("reject stream", "err", err)
+			st.Close()
+		}
+	default:
+		st.Close()
+	}
+}
+
+// chanListener is a net.Listener fed with the session's rpc streams.
+type chanListener struct {
+	addr  net.Addr
+	conns chan net.Conn
+	once  sync.Once
+	done  chan struct{}
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *chanListener) deliver(c net.Conn) bool {
+	select {
+	case l.conns <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+type health struct {
+	version string
+	caps    []string
+}
+
+func (h *health) Version(ctx context.Context, req *agentv1.VersionRequest) (*agentv1.VersionResponse, error) {
+	return &agentv1.VersionResponse{
+		ApiVersion:    agentv1.APIVersion,
+		AgentVersion:  h.version,
+		Capabilities:  h.caps,
+		KernelRelease: kernelRelease(),
+	}, nil
+}
+
+// slogWriter sends the multiplexer's own log lines to slog.
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.log.Warn("mux", "msg", string(p))
+	return len(p), nil
+}
+
+var errNotFound = errors.New("not found")

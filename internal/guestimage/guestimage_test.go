@@ -1,0 +1,168 @@
+package guestimage
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func TestResolveModules(t *testing.T) {
+	t.Parallel()
+	deps := map[string][]string{
+		"virtio_mmio":    {"virtio", "virtio_ring"},
+		"virtio_console": {"virtio", "virtio_ring"},
+		"virtiofs":       {"fuse", "virtio", "virtio_ring"},
+		"virtio":         nil,
+		"virtio_ring":    {"virtio"},
+		"fuse":           nil,
+	}
+	idx := ModuleIndex{}
+	for name := range deps {
+		idx[name] = name
+	}
+	got, err := ResolveModules(GuestModules, idx, func(p string) ([]string, error) { return deps[p], nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range got {
+		names = append(names, m.Name)
+	}
+	want := []string{"virtio", "virtio_ring", "virtio_mmio", "virtio_console", "fuse", "virtiofs"}
+	if diff := cmp.Diff(want, names); diff != "" {
+		t.Fatalf("order (-want +got):\n%s", diff)
+	}
+
+	deps["virtio"] = []string{"virtiofs"}
+	if _, err := ResolveModules(GuestModules, idx, func(p string) ([]string, error) { return deps[p], nil }); err == nil ||
+		!strings.Contains(err.Error(), "cycle") {
+		t.Fatalf("cycle not reported: %v", err)
+	}
+	delete(idx, "fuse")
+	deps["virtio"] = nil
+	if _, err := ResolveModules(GuestModules, idx, func(p string) ([]string, error) { return deps[p], nil }); err == nil ||
+		!strings.Contains(err.Error(), "fuse not found") {
+		t.Fatalf("missing module not reported: %v", err)
+	}
+}
+
+func TestParseDepends(t *testing.T) {
+	t.Parallel()
+	info := []byte("license=GPL\x00depends=virtio,virtio-ring,\x00intree=Y\x00name=virtio_mmio\x00")
+	if diff := cmp.Diff([]string{"virtio", "virtio_ring"}, parseDepends(info)); diff != "" {
+		t.Fatal(diff)
+	}
+	if d := parseDepends([]byte("depends=\x00")); d != nil {
+		t.Fatalf("empty depends parsed as %q", d)
+	}
+}
+
+// TestInitrdManifest pins what goes into the initrd and where.
+func TestInitrdManifest(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(content), 0o644)
+		return p
+	}
+	spec := InitrdSpec{Agent: write("agent", "AGENT-BINARY"), Modules: []Module{
+		{Name: "virtio", Path: write("virtio.ko", "mod1")},
+		{Name: "virtio_mmio", Path: write("virtio_mmio.ko", "module2")},
+	}}
+	es, err := Manifest(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, e := range es {
+		lines = append(lines, e.String())
+	}
+	got := strings.Join(lines, "\n") + "\n"
+	golden := filepath.Join("testdata", "initrd-manifest.golden")
+	if *update {
+		os.WriteFile(golden, []byte(got), 0o644)
+	}
+	want, _ := os.ReadFile(golden)
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Fatalf("manifest (-want +got), -update to accept:\n%s", diff)
+	}
+
+	var a, b bytes.Buffer
+	if err := WriteInitrd(&a, spec); err != nil {
+		t.Fatal(err)
+	}
+	WriteInitrd(&b, spec)
+	if !bytes.Equal(a.Bytes(), b.Bytes()) {
+		t.Fatal("initrd is not reproducible")
+	}
+	if a.Len()%4 != 0 || !bytes.HasPrefix(a.Bytes(), []byte("070701")) || !bytes.Contains(a.Bytes(), []byte("TRAILER!!!")) {
+		t.Fatal("not a newc archive")
+	}
+	if !bytes.Contains(a.Bytes(), []byte("/lodge/modules/virtio.ko\n/lodge/modules/virtio_mmio.ko\n")) {
+		t.Fatal("modules.list missing or out of order")
+	}
+}
+
+// TestInitrdUnpacks checks the archive with the system's cpio, when present.
+func TestInitrdUnpacks(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat("/usr/bin/cpio"); err != nil {
+		t.Skip("cpio not installed")
+	}
+	dir := t.TempDir()
+	agent := filepath.Join(dir, "agent")
+	os.WriteFile(agent, []byte("#!/bin/true\n"), 0o755)
+	var buf bytes.Buffer
+	if err := WriteInitrd(&buf, InitrdSpec{Agent: agent}); err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	cmd := exec.Command("/usr/bin/cpio", "-t")
+	cmd.Stdin = &buf
+	cmd.Dir = out
+	list, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(list), "init\n") || !strings.Contains(string(list), "dev/console") {
+		t.Fatalf("cpio -t lists:\n%s", list)
+	}
+}
+
+// TestExtractVmlinuxRealKernel runs on the cloud kernel that setup fetched.
+func TestExtractVmlinuxRealKernel(t *testing.T) {
+	kernels, _ := filepath.Glob("/var/lib/lodge/guest/kernel/*/vmlinuz")
+	if len(kernels) == 0 {
+		t.Skip("no fetched kernel under /var/lib/lodge/guest (run make setup)")
+	}
+	bz, err := os.ReadFile(kernels[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	elf, err := ExtractVmlinux(bz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(elf, []byte("\x7fELF")) || len(elf) < len(bz) {
+		t.Fatalf("extracted %d bytes, not a larger ELF", len(elf))
+	}
+	if _, err := ExtractVmlinux(bz[:len(bz)/2]); err != nil {
+		t.Logf("truncated image: %v", err)
+	}
+}
+
+func FuzzExtractVmlinux(f *testing.F) {
+	f.Add(append([]byte("junk"), lz4LegacyMagic...))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ExtractVmlinux(data)
+	})
+}

@@ -1,0 +1,197 @@
+package guestimage
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+// DefaultKernelPackage is Debian's metapackage for the cloud kernel.
+const DefaultKernelPackage = "linux-image-cloud-amd64"
+
+// Files in the guest artifacts directory.
+const (
+	VmlinuxFile = "vmlinux"    // PVH-bootable ELF kernel
+	InitrdFile  = "initrd.img" // newc cpio
+	releaseFile = "kernel.release"
+	kernelDir   = "kernel"
+)
+
+// Artifacts are the boot files Setup produced.
+type Artifacts struct {
+	Kernel  string
+	Initrd  string
+	Release string
+	Modules []Module
+}
+
+// SetupArgs configures Setup.
+type SetupArgs struct {
+	Dir     string // artifacts directory Lodge owns
+	Package string // Debian kernel package (a metapackage is resolved)
+	Agent   string // static lodge-agent to put in the initrd
+	Log     *slog.Logger
+}
+
+// Setup makes sure the kernel is unpacked in Dir (downloading it with
+// apt-get only when missing) and rebuilds the initrd from Agent.
+func Setup(ctx context.Context, a SetupArgs) (Artifacts, error) {
+	if err := os.MkdirAll(a.Dir, 0o755); err != nil {
+		return Artifacts{}, err
+	}
+	rel, err := ensureKernel(ctx, a)
+	if err != nil {
+		return Artifacts{}, err
+	}
+	modDir := filepath.Join(a.Dir, kernelDir, rel, "modules")
+	idx, err := IndexModules(modDir)
+	if err != nil {
+		return Artifacts{}, fmt.Errorf("index modules: %w", err)
+	}
+	mods, err := ResolveModules(GuestModules, idx, ModuleDepends)
+	if err != nil {
+		return Artifacts{}, err
+	}
+	initrd := filepath.Join(a.Dir, InitrdFile)
+	if err := writeFileAtomic(initrd, func(f *os.File) error {
+		w := bufio.NewWriterSize(f, 1<<20)
+		if err := WriteInitrd(w, InitrdSpec{Agent: a.Agent, Modules: mods}); err != nil {
+			return err
+		}
+		return w.Flush()
+	}); err != nil {
+		return Artifacts{}, fmt.Errorf("write initrd: %w", err)
+	}
+	return Artifacts{Kernel: filepath.Join(a.Dir, VmlinuxFile), Initrd: initrd, Release: rel, Modules: mods}, nil
+}
+
+var safeName = regexp.MustCompile(`^[a-z0-9][a-z0-9.+-]*$`)
+
+// ensureKernel returns the unpacked kernel's release, fetching it first if
+// the directory has none.
+func ensureKernel(ctx context.Context, a SetupArgs) (string, error) {
+	if b, err := os.ReadFile(filepath.Join(a.Dir, releaseFile)); err == nil {
+		rel := strings.TrimSpace(string(b))
+		if _, err := os.Stat(filepath.Join(a.Dir, VmlinuxFile)); err == nil && safeName.MatchString(rel) {
+			return rel, nil
+		}
+	}
+	pkg, err := resolvePackage(ctx, a.Package)
+	if err != nil {
+		return "", err
+	}
+	a.Log.Info("fetching guest kernel", "package", pkg)
+	tmp, err := os.MkdirTemp(a.Dir, ".fetch-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	if err := run(ctx, tmp, "apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", pkg); err != nil {
+		return "", fmt.Errorf("download %s: %w", pkg, err)
+	}
+	debs, _ := filepath.Glob(filepath.Join(tmp, "*.deb"))
+	if len(debs) != 1 {
+		return "", fmt.Errorf("download %s: expected one .deb, found %d", pkg, len(debs))
+	}
+	root := filepath.Join(tmp, "root")
+	if err := run(ctx, tmp, "dpkg-deb", "-x", debs[0], root); err != nil {
+		return "", err
+	}
+	vmlinuz, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
+	if len(vmlinuz) != 1 {
+		return "", fmt.Errorf("%s holds %d kernels, want 1", pkg, len(vmlinuz))
+	}
+	rel := strings.TrimPrefix(filepath.Base(vmlinuz[0]), "vmlinuz-")
+	if !safeName.MatchString(rel) {
+		return "", fmt.Errorf("unexpected kernel release %q", rel)
+	}
+	bz, err := os.ReadFile(vmlinuz[0])
+	if err != nil {
+		return "", err
+	}
+	elf, err := ExtractVmlinux(bz)
+	if err != nil {
+		return "", err
+	}
+	dest := filepath.Join(a.Dir, kernelDir, rel)
+	os.RemoveAll(dest)
+	if err := os.MkdirAll(dest, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.Rename(filepath.Join(root, "lib", "modules", rel), filepath.Join(dest, "modules")); err != nil {
+		return "", err
+	}
+	if err := os.Rename(vmlinuz[0], filepath.Join(dest, "vmlinuz")); err != nil {
+		return "", err
+	}
+	if err := writeFileAtomic(filepath.Join(a.Dir, VmlinuxFile), func(f *os.File) error {
+		_, err := f.Write(elf)
+		return err
+	}); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(a.Dir, releaseFile), []byte(rel+"\n"), 0o644); err != nil {
+		return "", err
+	}
+	return rel, nil
+}
+
+var dependsLine = regexp.MustCompile(`(?m)^\s*Depends:\s*(linux-image-[a-z0-9.+-]+)\s*$`)
+
+// resolvePackage turns a metapackage into the kernel image package it
+// depends on (apt-cache reads local lists only).
+func resolvePackage(ctx context.Context, pkg string) (string, error) {
+	if !safeName.MatchString(pkg) {
+		return "", fmt.Errorf("invalid package name %q", pkg)
+	}
+	out, err := exec.CommandContext(ctx, "apt-cache", "depends", pkg).Output()
+	if err != nil {
+		return "", fmt.Errorf("apt-cache depends %s: %w (is apt's package list current? run apt-get update)", pkg, err)
+	}
+	if m := dependsLine.FindSubmatch(out); m != nil && bytes.Contains(m[1], []byte("-")) {
+		return string(m[1]), nil
+	}
+	return pkg, nil
+}
+
+func run(ctx context.Context, dir, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		var ee *exec.Error
+		if errors.As(err, &ee) {
+			return fmt.Errorf("%s not found: install it (Debian package apt/dpkg)", name)
+		}
+		return fmt.Errorf("%s: %w: %s", name, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+func writeFileAtomic(path string, fill func(*os.File) error) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := fill(tmp); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,118 @@
+package guestimage
+
+import (
+	"bytes"
+	"debug/elf"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strings"
+)
+
+// GuestModules are the modules the agent needs on the Debian cloud kernel:
+// the virtio-mmio transport, the virtio-serial port of the agent channel and
+// virtio-fs for root filesystems. Their dependencies are added from the
+// modules' own metadata.
+var GuestModules = []string{"virtio_mmio", "virtio_console", "virtiofs"}
+
+// Module is one kernel module file.
+type Module struct {
+	Name string
+	Path string
+}
+
+// ModuleIndex maps module names to files under a modules tree.
+type ModuleIndex map[string]string
+
+// IndexModules walks a /lib/modules/<release> tree.
+func IndexModules(dir string) (ModuleIndex, error) {
+	idx := ModuleIndex{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasSuffix(p, ".ko") {
+			idx[moduleName(p)] = p
+		}
+		return nil
+	})
+	return idx, err
+}
+
+func moduleName(path string) string {
+	return strings.ReplaceAll(strings.TrimSuffix(filepath.Base(path), ".ko"), "-", "_")
+}
+
+// ModuleDepends reads the "depends=" entry of a module's .modinfo section.
+func ModuleDepends(path string) ([]string, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	s := f.Section(".modinfo")
+	if s == nil {
+		return nil, fmt.Errorf("%s: no .modinfo section", path)
+	}
+	data, err := s.Data()
+	if err != nil {
+		return nil, err
+	}
+	return parseDepends(data), nil
+}
+
+// parseDepends extracts the dependency list from .modinfo contents
+// (NUL-separated key=value strings).
+func parseDepends(modinfo []byte) []string {
+	for _, kv := range bytes.Split(modinfo, []byte{0}) {
+		if v, ok := bytes.CutPrefix(kv, []byte("depends=")); ok {
+			var deps []string
+			for _, d := range strings.Split(string(v), ",") {
+				if d = strings.TrimSpace(d); d != "" {
+					deps = append(deps, strings.ReplaceAll(d, "-", "_"))
+				}
+			}
+			return deps
+		}
+	}
+	return nil
+}
+
+// ResolveModules returns want plus their dependencies, each after the
+// modules it depends on. deps reports a module's direct dependencies.
+func ResolveModules(want []string, idx ModuleIndex, deps func(path string) ([]string, error)) ([]Module, error) {
+	var order []Module
+	state := map[string]int{} // 1 visiting, 2 done
+	var visit func(name string, from []string) error
+	visit = func(name string, from []string) error {
+		switch state[name] {
+		case 2:
+			return nil
+		case 1:
+			return fmt.Errorf("module dependency cycle: %s -> %s", strings.Join(from, " -> "), name)
+		}
+		path, ok := idx[name]
+		if !ok {
+			return fmt.Errorf("module %s not found in the kernel's modules (needed by %s)", name, strings.Join(from, " -> "))
+		}
+		state[name] = 1
+		ds, err := deps(path)
+		if err != nil {
+			return err
+		}
+		for _, d := range ds {
+			if err := visit(d, append(from, name)); err != nil {
+				return err
+			}
+		}
+		state[name] = 2
+		order = append(order, Module{Name: name, Path: path})
+		return nil
+	}
+	for _, w := range want {
+		if err := visit(w, []string{"lodge"}); err != nil {
+			return nil, err
+		}
+	}
+	return order, nil
+}

@@ -1,0 +1,148 @@
+// Package host turns Lodge's configuration into working drivers for this
+// machine: it finds QEMU, virtiofsd, the guest kernel and initrd, picks the
+// accelerator (KVM when usable, else TCG, and says why) and reads the
+// host's TSC frequency. Every missing piece is reported with what to do.
+package host
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/lodgeruntime/lodge/internal/config"
+	"github.com/lodgeruntime/lodge/internal/sandbox"
+	"github.com/lodgeruntime/lodge/internal/sharefs"
+	"github.com/lodgeruntime/lodge/internal/vmm"
+	"github.com/lodgeruntime/lodge/internal/vmm/qemu"
+)
+
+// ErrMissing reports a host requirement that is not met.
+var ErrMissing = errors.New("host requirement missing")
+
+// Accel is the accelerator choice and the reason for it.
+type Accel struct {
+	Accel  vmm.Accel
+	Reason string
+}
+
+// kvmVerdictFile records a KVM boot probe's result (see ProbeKVM).
+const kvmVerdictFile = "kvm-verdict.json"
+
+// KVMVerdict is the outcome of booting a guest with KVM on this host boot.
+type KVMVerdict struct {
+	BootID string    `json:"boot_id"`
+	Usable bool      `json:"usable"`
+	Reason string    `json:"reason,omitempty"`
+	When   time.Time `json:"when"`
+}
+
+func bootID() string {
+	b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	return strings.TrimSpace(string(b))
+}
+
+// ReadKVMVerdict returns the verdict recorded on this host boot, if any.
+func ReadKVMVerdict(guestDir string) (KVMVerdict, bool) {
+	b, err := os.ReadFile(filepath.Join(guestDir, kvmVerdictFile))
+	if err != nil {
+		return KVMVerdict{}, false
+	}
+	var v KVMVerdict
+	if json.Unmarshal(b, &v) != nil || v.BootID != bootID() {
+		return KVMVerdict{}, false
+	}
+	return v, true
+}
+
+// WriteKVMVerdict records a probe's result for this host boot.
+func WriteKVMVerdict(guestDir string, usable bool, reason string) error {
+	b, _ := json.MarshalIndent(KVMVerdict{BootID: bootID(), Usable: usable, Reason: reason, When: time.Now().UTC()}, "", "  ")
+	return os.WriteFile(filepath.Join(guestDir, kvmVerdictFile), append(b, '\n'), 0o644)
+}
+
+// ChooseAccel resolves the configured accelerator.
+func ChooseAccel(cfg config.Config) (Accel, error) {
+	switch cfg.VMM.Accel {
+	case "tcg":
+		return Accel{vmm.AccelTCG, "vmm.accel = \"tcg\" in the config"}, nil
+	case "kvm":
+		if err := qemu.CheckKVM(); err != nil {
+			return Accel{}, fmt.Errorf("%w: vmm.accel is \"kvm\" but %w", ErrMissing, err)
+		}
+		return Accel{vmm.AccelKVM, "vmm.accel = \"kvm\" in the config"}, nil
+	}
+	if err := qemu.CheckKVM(); err != nil {
+		return Accel{vmm.AccelTCG, err.Error() + ": falling back to TCG, expect slow boots"}, nil
+	}
+	if v, ok := ReadKVMVerdict(cfg.Guest.Dir); ok && !v.Usable {
+		return Accel{vmm.AccelTCG, "/dev/kvm works but a KVM guest failed to boot on this host (" + v.Reason +
+			"; `lodge setup` re-probes): falling back to TCG, expect slow boots"}, nil
+	}
+	return Accel{vmm.AccelKVM, "/dev/kvm is usable"}, nil
+}
+
+// Env is everything needed to create sandboxes on this host.
+type Env struct {
+	Config config.Config
+	Accel  Accel
+	QEMU   string
+	Deps   sandbox.Deps
+	// VM is the machine template for new sandboxes.
+	VM vmm.Config
+}
+
+// Resolve checks the host against cfg and builds the drivers. An error
+// names what is missing and how to get it.
+func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
+	var errs []error
+	for _, f := range []struct{ what, path string }{
+		{"guest kernel", cfg.Guest.Kernel}, {"guest initrd", cfg.Guest.Initrd},
+	} {
+		if _, err := os.Stat(f.path); err != nil {
+			errs = append(errs, fmt.Errorf("%w: %s %s not found (run `make setup`, or set guest.%s in %s)",
+				ErrMissing, f.what, f.path, strings.Fields(f.what)[1], config.DefaultPath))
+		}
+	}
+	qemuBin, err := qemu.FindBinary(cfg.VMM.QEMU)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%w: %w", ErrMissing, err))
+	}
+	fsd := &sharefs.Virtiofsd{Binary: cfg.Sharefs.Virtiofsd, Log: log}
+	if err := fsd.Check(); err != nil {
+		errs = append(errs, fmt.Errorf("%w: %w", ErrMissing, err))
+	}
+	accel, err := ChooseAccel(cfg)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	var h qemu.Host
+	if accel.Accel == vmm.AccelTCG {
+		if h.TSCkHz, err = qemu.HostTSCkHz(); err != nil {
+			errs = append(errs, fmt.Errorf("%w: %w", ErrMissing, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if accel.Accel == vmm.AccelTCG {
+		log.Debug("accelerator", "accel", accel.Accel, "reason", accel.Reason)
+	}
+	return &Env{
+		Config: cfg,
+		Accel:  accel,
+		QEMU:   qemuBin,
+		Deps:   sandbox.Deps{Driver: &qemu.Driver{Binary: qemuBin, Host: h, Log: log}, Virtiofsd: fsd, Log: log},
+		VM: vmm.Config{Kernel: cfg.Guest.Kernel, Initrd: cfg.Guest.Initrd, VCPUs: cfg.VMM.VCPUs,
+			MemoryMiB: cfg.VMM.MemoryMiB, Accel: accel.Accel},
+	}, nil
+}
+
+// SandboxConfig returns the configuration of a new sandbox under root.
+func (e *Env) SandboxConfig(root, id string) sandbox.Config {
+	return sandbox.Config{ID: id, Dir: filepath.Join(root, id), VM: e.VM, BootTimeout: e.Config.VMM.BootTimeout.Duration}
+}

@@ -1,0 +1,155 @@
+package runtimecli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/lodgeruntime/lodge/internal/host"
+)
+
+// DefaultRoot is where sandbox state lives (runc uses /run/runc).
+const DefaultRoot = "/run/lodge-runtime"
+
+// Version is the runtime's version, set by main.
+type Version struct {
+	Lodge string
+	Spec  string
+}
+
+// IO is the process's standard streams.
+type IO struct {
+	In       io.Reader
+	Out, Err io.Writer
+}
+
+// Env is what main hands the command line.
+type Env struct {
+	IO      IO
+	Version Version
+	// Resolve builds the host environment once flags have set up logging.
+	Resolve func(log *slog.Logger) (*host.Env, error)
+}
+
+// globals are runc's global options.
+type globals struct {
+	root, logFile, logFormat string
+	debug, systemdCgroup     bool
+	version                  bool
+}
+
+// usageError is a command-line mistake: exit status 2 and one line.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// Main runs the command line and returns the exit status.
+func Main(ctx context.Context, args []string, env Env) int {
+	err := dispatch(ctx, args, env)
+	var exit exitCode
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &exit):
+		return int(exit)
+	}
+	fmt.Fprintf(env.IO.Err, "lodge-runtime: %s\n", oneLine(err))
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+// exitCode carries a container's exit status out of a command.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+func oneLine(err error) string {
+	s := err.Error()
+	first, rest, ok := strings.Cut(s, "\n")
+	if !ok {
+		return s
+	}
+	// Multi-line detail (a console tail) stays below the summary line.
+	return first + "\n" + rest
+}
+
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return usageError{fs.Name() + ": see the runc-compatible usage in the README"}
+		}
+		return usageError{fs.Name() + ": " + err.Error()}
+	}
+	return nil
+}
+
+func dispatch(ctx context.Context, args []string, env Env) error {
+	var g globals
+	fs := newFlagSet("lodge-runtime")
+	fs.StringVar(&g.root, "root", DefaultRoot, "state directory")
+	fs.StringVar(&g.logFile, "log", "", "log file (default stderr)")
+	fs.StringVar(&g.logFormat, "log-format", "text", "text or json")
+	fs.BoolVar(&g.debug, "debug", false, "debug logging")
+	fs.BoolVar(&g.systemdCgroup, "systemd-cgroup", false, "accepted for runc compatibility")
+	fs.BoolVar(&g.version, "version", false, "print the version")
+	fs.BoolVar(&g.version, "v", false, "print the version")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if g.version {
+		fmt.Fprintf(env.IO.Out, "lodge-runtime version %s\nspec: %s\n", env.Version.Lodge, env.Version.Spec)
+		return nil
+	}
+	if g.logFormat != "text" && g.logFormat != "json" {
+		return usageError{fmt.Sprintf("--log-format %q: want text or json", g.logFormat)}
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		return usageError{"no command given (commands: run)"}
+	}
+	log, closeLog, err := newLogger(g, env.IO.Err)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	switch rest[0] {
+	case "run":
+		return cmdRun(ctx, g, log, env, rest[1:])
+	}
+	return usageError{fmt.Sprintf("unknown command %q (commands: run)", rest[0])}
+}
+
+func newLogger(g globals, stderr io.Writer) (*slog.Logger, func(), error) {
+	w, closeFn := stderr, func() {}
+	if g.logFile != "" {
+		f, err := os.OpenFile(g.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--log: %w", err)
+		}
+		w, closeFn = f, func() { f.Close() }
+	}
+	level := slog.LevelWarn
+	if g.debug {
+		level = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
+	if g.logFormat == "json" {
+		h = slog.NewJSONHandler(w, opts)
+	}
+	return slog.New(h), closeFn, nil
+}

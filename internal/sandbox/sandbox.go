@@ -1,0 +1,208 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/lodgeruntime/lodge/internal/agent"
+	"github.com/lodgeruntime/lodge/internal/sharefs"
+	"github.com/lodgeruntime/lodge/internal/vmm"
+)
+
+// SharedTag is the virtio-fs tag of the sandbox's shared directory.
+const SharedTag = "lodge-shared"
+
+// Files and directories in a sandbox's state directory.
+const (
+	sharedDir    = "shared"
+	virtiofsSock = "virtiofsd.sock"
+	virtiofsLog  = "virtiofsd.log"
+)
+
+// ErrBoot reports a guest that did not come up.
+var ErrBoot = errors.New("guest did not boot")
+
+// ErrExists reports a sandbox id that is already in use.
+var ErrExists = errors.New("sandbox already exists")
+
+// Config describes a sandbox to create.
+type Config struct {
+	ID  string
+	Dir string // state directory; must not exist yet
+	// VM is the machine; its ID, StateDir, Channel and Shares are set here.
+	VM          vmm.Config
+	BootTimeout time.Duration
+}
+
+// Deps are the drivers a sandbox uses.
+type Deps struct {
+	Driver    vmm.Driver
+	Virtiofsd *sharefs.Virtiofsd
+	Log       *slog.Logger
+}
+
+// Sandbox is one running microVM.
+type Sandbox struct {
+	id     string
+	dir    string
+	log    *slog.Logger
+	phases *phases
+	vm     vmm.VM
+	fsd    *sharefs.Daemon
+	agent  *agent.Client
+
+	mu         sync.Mutex // guards containers
+	containers map[string]*Container
+}
+
+// Create boots a sandbox. On error everything it made is gone.
+func Create(ctx context.Context, deps Deps, cfg Config) (_ *Sandbox, retErr error) {
+	log := deps.Log.With("sandbox_id", cfg.ID)
+	ph := newPhases(log)
+	var cu cleanup
+	defer cu.run()
+
+	if err := os.Mkdir(cfg.Dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("%w: %s (state in %s)", ErrExists, cfg.ID, cfg.Dir)
+		}
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
+	cu.add(func() { os.RemoveAll(cfg.Dir) })
+	shared := filepath.Join(cfg.Dir, sharedDir)
+	if err := makeSharedDir(shared); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
+	cu.add(func() { unmount(shared) })
+	ph.done(PhaseHostPrep)
+
+	fsd, err := deps.Virtiofsd.Start(ctx, sharefs.Share{
+		Dir:     shared,
+		Socket:  filepath.Join(cfg.Dir, virtiofsSock),
+		LogFile: filepath.Join(cfg.Dir, virtiofsLog),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
+	cu.add(fsd.Stop)
+
+	vc := cfg.VM
+	vc.ID, vc.StateDir, vc.Channel = cfg.ID, cfg.Dir, vmm.ChannelSerial
+	vc.Shares = []vmm.Share{{Tag: SharedTag, Socket: filepath.Join(cfg.Dir, virtiofsSock)}}
+	vm, err := deps.Driver.Start(ctx, vc)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
+	cu.add(func() { vm.Shutdown(context.Background()) })
+	log.Info("vm started", "vmm", "qemu", "pid", vm.Info().PID, "accel", vc.Accel, "virtiofsd_pid", fsd.PID())
+	ph.done(PhaseVMMStart)
+
+	client, err := connectAgent(ctx, vm, cfg.BootTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
+	v := client.Version()
+	log.Info("agent ready", "agent_version", v.AgentVersion, "kernel", v.KernelRelease)
+	ph.done(PhaseBoot)
+
+	cu.release()
+	return &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, fsd: fsd, agent: client,
+		containers: map[string]*Container{}}, nil
+}
+
+// connectAgent waits for the guest agent's handshake, or for the VM to die,
+// or for the boot timeout; a failure says how far the boot got.
+func connectAgent(ctx context.Context, vm vmm.VM, timeout time.Duration) (*agent.Client, error) {
+	bctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-vm.Done():
+			cancel()
+		case <-bctx.Done():
+		}
+	}()
+	conn, err := vm.Dial(bctx)
+	if err == nil {
+		var c *agent.Client
+		if c, err = agent.Connect(bctx, conn); err == nil {
+			return c, nil
+		}
+	}
+	console := consoleTail(vm.Info().Console, 15)
+	select {
+	case <-vm.Done():
+		return nil, fmt.Errorf("%w: qemu exited while the guest booted (%v); console:\n%s", ErrBoot, vm.Wait(context.Background()), console)
+	default:
+	}
+	if errors.Is(bctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+		return nil, fmt.Errorf("%w: the agent did not answer within %s (VMM running; raise vmm.boot_timeout on a slow host); console:\n%s",
+			ErrBoot, timeout, console)
+	}
+	return nil, fmt.Errorf("%w: %w; console:\n%s", ErrBoot, err, console)
+}
+
+// consoleTail returns the last n lines of the guest console log.
+func consoleTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(no console log: " + err.Error() + ")"
+	}
+	if len(b) > 64<<10 {
+		b = b[len(b)-64<<10:]
+	}
+	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	out := bytes.Join(lines, []byte("\n"))
+	if len(bytes.TrimSpace(out)) == 0 {
+		return "(console is empty: the kernel printed nothing)"
+	}
+	return string(bytes.ToValidUTF8(out, []byte("?")))
+}
+
+// ID is the sandbox's id.
+func (s *Sandbox) ID() string { return s.id }
+
+// VMInfo describes the sandbox's VM.
+func (s *Sandbox) VMInfo() vmm.Info { return s.vm.Info() }
+
+// AgentVersion is the guest agent's handshake reply.
+func (s *Sandbox) AgentVersion() (agentVersion, kernel string) {
+	v := s.agent.Version()
+	return v.AgentVersion, v.KernelRelease
+}
+
+// Destroy stops the VM and virtiofsd, unmounts everything and removes the
+// state directory. It is safe to call on a sandbox whose VM already died.
+func (s *Sandbox) Destroy(ctx context.Context) error {
+	s.phases.mark()
+	s.mu.Lock()
+	ctrs := s.containers
+	s.containers = map[string]*Container{}
+	s.mu.Unlock()
+	var errs []error
+	for _, c := range ctrs {
+		errs = append(errs, c.unmount())
+	}
+	s.agent.Close()
+	errs = append(errs, s.vm.Shutdown(ctx))
+	s.fsd.Stop()
+	errs = append(errs, unmount(filepath.Join(s.dir, sharedDir)))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("sandbox %s: destroy: %w (state kept in %s)", s.id, err, s.dir)
+	}
+	if err := os.RemoveAll(s.dir); err != nil {
+		return fmt.Errorf("sandbox %s: remove state: %w", s.id, err)
+	}
+	s.phases.done(PhaseTeardown)
+	return nil
+}

@@ -1,0 +1,99 @@
+package qemu
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/lodgeruntime/lodge/internal/vmm"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func baseConfig() vmm.Config {
+	return vmm.Config{
+		ID:        "sb1",
+		StateDir:  "/run/lodge/sb1",
+		Kernel:    "/var/lib/lodge/guest/vmlinux",
+		Initrd:    "/var/lib/lodge/guest/initrd.img",
+		VCPUs:     1,
+		MemoryMiB: 256,
+		Accel:     vmm.AccelTCG,
+		Channel:   vmm.ChannelSerial,
+		Shares:    []vmm.Share{{Tag: "lodge-shared", Socket: "/run/lodge/sb1/virtiofsd.sock"}},
+	}
+}
+
+func TestArgvGolden(t *testing.T) {
+	t.Parallel()
+	host := Host{TSCkHz: 2096015}
+	cases := map[string]func(*vmm.Config){
+		"tcg-serial": func(*vmm.Config) {},
+		"kvm-serial": func(c *vmm.Config) { c.Accel = vmm.AccelKVM },
+		"kvm-vsock-2cpu": func(c *vmm.Config) {
+			c.Accel, c.Channel, c.VsockCID, c.VCPUs = vmm.AccelKVM, vmm.ChannelVsock, 42, 2
+		},
+		"tcg-noshare-extra-args": func(c *vmm.Config) {
+			c.Shares = nil
+			c.KernelArgs = []string{"lodge.debug=1"}
+		},
+	}
+	for name, mod := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cfg := baseConfig()
+			mod(&cfg)
+			argv, err := Argv(cfg, host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := strings.Join(argv, "\n") + "\n"
+			golden := filepath.Join("testdata", name+".golden")
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(string(want), got); diff != "" {
+				t.Errorf("argv differs from %s (-want +got); rerun with -update if intended:\n%s", golden, diff)
+			}
+		})
+	}
+}
+
+func TestArgvRejects(t *testing.T) {
+	t.Parallel()
+	cases := map[string]struct {
+		mod  func(*vmm.Config)
+		host Host
+	}{
+		"tcg without tsc":   {func(*vmm.Config) {}, Host{}},
+		"no kernel":         {func(c *vmm.Config) { c.Kernel = "" }, Host{TSCkHz: 1}},
+		"tiny memory":       {func(c *vmm.Config) { c.MemoryMiB = 16 }, Host{TSCkHz: 1}},
+		"bad accel":         {func(c *vmm.Config) { c.Accel = "hvf" }, Host{TSCkHz: 1}},
+		"reserved cid":      {func(c *vmm.Config) { c.Channel, c.VsockCID = vmm.ChannelVsock, 2 }, Host{TSCkHz: 1}},
+		"space in arg":      {func(c *vmm.Config) { c.KernelArgs = []string{"a b"} }, Host{TSCkHz: 1}},
+		"comma in socket":   {func(c *vmm.Config) { c.Shares[0].Socket = "/x,y" }, Host{TSCkHz: 1}},
+		"bad share tag":     {func(c *vmm.Config) { c.Shares[0].Tag = "a/b" }, Host{TSCkHz: 1}},
+		"zero vcpus":        {func(c *vmm.Config) { c.VCPUs = 0 }, Host{TSCkHz: 1}},
+		"unknown transport": {func(c *vmm.Config) { c.Channel = "tcp" }, Host{TSCkHz: 1}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cfg := baseConfig()
+			tc.mod(&cfg)
+			if argv, err := Argv(cfg, tc.host); err == nil {
+				t.Fatalf("Argv accepted a bad config: %q", argv)
+			}
+		})
+	}
+}

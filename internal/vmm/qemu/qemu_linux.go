@@ -1,0 +1,261 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/lodgeruntime/lodge/internal/transport"
+	"github.com/lodgeruntime/lodge/internal/vmm"
+)
+
+// VsockAgentPort is the vsock port the agent listens on.
+const VsockAgentPort = 1024
+
+// qemuLog holds QEMU's own stdout and stderr.
+const qemuLog = "qemu.log"
+
+// Driver starts VMs with qemu-system-x86_64.
+type Driver struct {
+	Binary string
+	Host   Host
+	Log    *slog.Logger
+}
+
+var _ vmm.Driver = (*Driver)(nil)
+
+// Start launches QEMU and connects to its monitor.
+func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (_ vmm.VM, retErr error) {
+	argv, err := Argv(cfg, d.Host)
+	if err != nil {
+		return nil, err
+	}
+	log := d.Log.With("vmm", "qemu", "sandbox_id", cfg.ID)
+	var cleanups []func()
+	defer func() {
+		if retErr != nil {
+			for i := len(cleanups) - 1; i >= 0; i-- {
+				cleanups[i]()
+			}
+		}
+	}()
+
+	// Listening sockets QEMU inherits (fd 3 QMP, fd 4 agent): they exist
+	// before QEMU starts, so nobody polls for a socket file.
+	qmpPath := filepath.Join(cfg.StateDir, QMPSocket)
+	agentPath := filepath.Join(cfg.StateDir, AgentSocket)
+	files := []*os.File{}
+	for _, p := range []string{qmpPath, agentPath} {
+		if p == agentPath && cfg.Channel != vmm.ChannelSerial {
+			continue
+		}
+		f, err := listenFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("qemu: %w", err)
+		}
+		files = append(files, f)
+		cleanups = append(cleanups, func() { os.Remove(p) })
+	}
+	defer func() {
+		for _, f := range files {
+			f.Close() // QEMU holds its own copies
+		}
+	}()
+
+	logFile, err := os.OpenFile(filepath.Join(cfg.StateDir, qemuLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: %w", err)
+	}
+	defer logFile.Close()
+
+	cmd := exec.Command(d.Binary, argv...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.ExtraFiles = files
+	// QEMU dies with its owner, so a crashed supervisor leaves no VM behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	started := time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("qemu: start %s: %w", d.Binary, err)
+	}
+	v := &vm{cfg: cfg, cmd: cmd, log: log, done: make(chan struct{}), qmpPath: qmpPath, agentPath: agentPath,
+		info: vmm.Info{PID: cmd.Process.Pid, Accel: cfg.Accel, Console: filepath.Join(cfg.StateDir, ConsoleLog), Started: started}}
+	go v.reap()
+	cleanups = append(cleanups, func() { v.kill() })
+	log.Debug("qemu started", "pid", cmd.Process.Pid, "argv", strings.Join(argv, " "))
+
+	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", qmpPath)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: connect monitor: %w", err)
+	}
+	v.qmp, err = ConnectQMP(ctx, conn)
+	if err != nil {
+		conn.Close()
+		return nil, v.exitError("connect monitor", err)
+	}
+	log.Debug("qemu monitor ready", "after", time.Since(started).Round(time.Millisecond))
+	return v, nil
+}
+
+func listenFile(path string) (*os.File, error) {
+	os.Remove(path)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	l.SetUnlinkOnClose(false)
+	f, err := l.File()
+	l.Close()
+	return f, err
+}
+
+// vm is a running QEMU.
+type vm struct {
+	cfg       vmm.Config
+	cmd       *exec.Cmd
+	log       *slog.Logger
+	info      vmm.Info
+	qmpPath   string
+	agentPath string
+	qmp       *QMP
+
+	done    chan struct{} // closed when QEMU has been reaped
+	waitErr error         // set before done is closed
+	once    sync.Once     // guards the final cleanup
+}
+
+func (v *vm) reap() {
+	v.waitErr = v.cmd.Wait()
+	close(v.done)
+}
+
+// exitError explains a start-up failure, with QEMU's own words if it died.
+func (v *vm) exitError(phase string, err error) error {
+	select {
+	case <-v.done:
+		return fmt.Errorf("qemu: exited during %s (%v): %s", phase, v.waitErr, v.stderrTail())
+	case <-time.After(200 * time.Millisecond):
+		return fmt.Errorf("qemu: %s: %w", phase, err)
+	}
+}
+
+func (v *vm) stderrTail() string {
+	b, _ := os.ReadFile(filepath.Join(v.cfg.StateDir, qemuLog))
+	b = bytes.TrimSpace(b)
+	if len(b) > 2048 {
+		b = b[len(b)-2048:]
+	}
+	if len(b) == 0 {
+		return "(no output)"
+	}
+	return string(b)
+}
+
+func (v *vm) Info() vmm.Info        { return v.info }
+func (v *vm) Done() <-chan struct{} { return v.done }
+
+func (v *vm) Dial(ctx context.Context) (net.Conn, error) {
+	switch v.cfg.Channel {
+	case vmm.ChannelVsock:
+		for {
+			c, err := transport.DialVsock(ctx, v.cfg.VsockCID, VsockAgentPort)
+			if err == nil {
+				return c, nil
+			}
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("qemu: dial agent: %w", err)
+			case <-v.done:
+				return nil, fmt.Errorf("qemu: dial agent: %w", vmm.ErrExited)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	default:
+		c, err := (&net.Dialer{}).DialContext(ctx, "unix", v.agentPath)
+		if err != nil {
+			return nil, fmt.Errorf("qemu: dial agent: %w", err)
+		}
+		return c, nil
+	}
+}
+
+// Shutdown asks QEMU to quit, kills it if it does not, and removes its
+// sockets. The guest holds no state worth a graceful poweroff.
+func (v *vm) Shutdown(ctx context.Context) error {
+	select {
+	case <-v.done:
+	default:
+		if v.qmp != nil {
+			qctx, cancel := context.WithTimeout(ctx, time.Second)
+			err := v.qmp.Quit(qctx)
+			cancel()
+			if err != nil {
+				v.log.Debug("qmp quit", "err", err)
+			}
+		}
+		select {
+		case <-v.done:
+		case <-time.After(2 * time.Second):
+			v.log.Warn("qemu did not quit, killing it", "pid", v.info.PID)
+			v.kill()
+		case <-ctx.Done():
+			v.kill()
+		}
+	}
+	v.release()
+	return nil
+}
+
+// kill ends QEMU by force and waits for it.
+func (v *vm) kill() {
+	select {
+	case <-v.done:
+	default:
+		v.cmd.Process.Kill()
+		<-v.done
+	}
+	v.release()
+}
+
+func (v *vm) release() {
+	v.once.Do(func() {
+		if v.qmp != nil {
+			v.qmp.Close()
+		}
+		os.Remove(v.qmpPath)
+		os.Remove(v.agentPath)
+	})
+}
+
+func (v *vm) Wait(ctx context.Context) error {
+	select {
+	case <-v.done:
+		if v.waitErr != nil {
+			return fmt.Errorf("%w: %w", vmm.ErrExited, v.waitErr)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ErrNoQEMU reports a missing QEMU binary.
+var ErrNoQEMU = errors.New("qemu not found")
+
+// FindBinary resolves the QEMU binary path.
+func FindBinary(name string) (string, error) {
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s (install Debian's qemu-system-x86 or set vmm.qemu in the config)", ErrNoQEMU, name)
+	}
+	return p, nil
+}

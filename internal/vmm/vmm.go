@@ -1,0 +1,122 @@
+// Package vmm defines what Lodge needs from a virtual machine monitor: a
+// complete, declarative VM description (Config) handed to a Driver, and the
+// small VM handle it returns. Drivers live in subpackages (vmm/qemu); this
+// package holds no implementation.
+package vmm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// Accel is the CPU accelerator a VM runs with.
+type Accel string
+
+// Accelerators.
+const (
+	AccelKVM Accel = "kvm" // hardware virtualisation through /dev/kvm
+	AccelTCG Accel = "tcg" // QEMU's software emulation: slow, works anywhere
+)
+
+// AgentChannel says how the host reaches the guest agent.
+type AgentChannel string
+
+// Agent channels.
+const (
+	// ChannelSerial is a virtio-serial port backed by a unix socket.
+	ChannelSerial AgentChannel = "virtio-serial"
+	// ChannelVsock is AF_VSOCK through /dev/vhost-vsock.
+	ChannelVsock AgentChannel = "vsock"
+)
+
+// Share is a vhost-user-fs (virtio-fs) device served by a daemon listening
+// on Socket.
+type Share struct {
+	Tag    string
+	Socket string
+}
+
+// Config describes one VM completely, before it boots.
+type Config struct {
+	ID       string
+	StateDir string // sockets and the console log live here
+	Kernel   string
+	Initrd   string
+	// KernelArgs are appended to the driver's own command line.
+	KernelArgs []string
+	VCPUs      int
+	MemoryMiB  int
+	Accel      Accel
+	Channel    AgentChannel
+	// VsockCID is the guest's context id when Channel is ChannelVsock.
+	VsockCID uint32
+	Shares   []Share
+}
+
+// Validate checks that the config describes a VM a driver can start.
+func (c Config) Validate() error {
+	var errs []error
+	if c.ID == "" {
+		errs = append(errs, errors.New("no VM id"))
+	}
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("no state directory"))
+	}
+	if c.Kernel == "" || c.Initrd == "" {
+		errs = append(errs, errors.New("kernel and initrd are required"))
+	}
+	if c.VCPUs < 1 || c.VCPUs > 255 {
+		errs = append(errs, fmt.Errorf("vcpus %d out of range 1..255", c.VCPUs))
+	}
+	if c.MemoryMiB < 64 {
+		errs = append(errs, fmt.Errorf("memory %d MiB is below the 64 MiB minimum", c.MemoryMiB))
+	}
+	if c.Accel != AccelKVM && c.Accel != AccelTCG {
+		errs = append(errs, fmt.Errorf("unknown accelerator %q", c.Accel))
+	}
+	switch c.Channel {
+	case ChannelSerial:
+	case ChannelVsock:
+		if c.VsockCID < 3 {
+			errs = append(errs, fmt.Errorf("vsock cid %d is reserved", c.VsockCID))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("unknown agent channel %q", c.Channel))
+	}
+	return errors.Join(errs...)
+}
+
+// Info describes a running VM.
+type Info struct {
+	PID     int
+	Accel   Accel
+	Console string // path of the guest console log
+	Started time.Time
+}
+
+// Driver starts VMs.
+type Driver interface {
+	// Start boots a VM. It returns once the VMM runs; the guest may still
+	// be booting. On error nothing the call created is left behind.
+	Start(ctx context.Context, cfg Config) (VM, error)
+}
+
+// VM is a running virtual machine.
+type VM interface {
+	// Dial connects to the guest agent's byte stream.
+	Dial(ctx context.Context) (net.Conn, error)
+	// Shutdown stops the VM (gracefully if it can, then by force) and
+	// releases everything the driver created for it.
+	Shutdown(ctx context.Context) error
+	// Wait blocks until the VMM process has exited and returns why.
+	Wait(ctx context.Context) error
+	// Done is closed when the VMM process has exited.
+	Done() <-chan struct{}
+	Info() Info
+}
+
+// ErrExited reports a VMM that exited on its own.
+var ErrExited = errors.New("vmm exited")

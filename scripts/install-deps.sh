@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Lodge and its tests need. Idempotent: it
+# calls apt only when something is missing.
+set -euo pipefail
+pkgs=(
+  qemu-system-x86      # the VMM
+  qemu-system-common   # /usr/lib/qemu/virtiofsd
+  busybox-static       # demo and test root filesystems
+  libseccomp-dev       # static libseccomp for the guest agent
+  gcc libc6-dev        # cgo for the agent (libcontainer's nsenter)
+  kmod                 # not needed at run time; handy for debugging modules
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# `lodge setup` resolves the kernel package from apt's lists.
+if ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+  apt-get update -q
+fi
