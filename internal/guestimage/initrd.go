@@ -3,8 +3,8 @@ package guestimage
 import (
 	"fmt"
 	"io"
-	"os"
 	"io/fs"
+	"os"
 	"path"
 	"strings"
 )

@@ -118,4 +118,3 @@ func measureTSCkHz() (uint64, error) {
 
 // rdtsc is implemented in tsc_amd64.s.
 func rdtsc() uint64
-
