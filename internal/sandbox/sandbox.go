@@ -136,12 +136,14 @@ func connectAgent(ctx context.Context, vm vmm.VM, timeout time.Duration) (*agent
 			return c, nil
 		}
 	}
-	console := consoleTail(vm.Info().Console, 15)
+	// A dying VM closes the channel a moment before QEMU is reaped.
 	select {
 	case <-vm.Done():
-		return nil, fmt.Errorf("%w: qemu exited while the guest booted (%v); console:\n%s", ErrBoot, vm.Wait(context.Background()), console)
-	default:
+		return nil, fmt.Errorf("%w: qemu exited while the guest booted (%v); console:\n%s",
+			ErrBoot, vm.Wait(context.Background()), consoleTail(vm.Info().Console, 15))
+	case <-time.After(500 * time.Millisecond):
 	}
+	console := consoleTail(vm.Info().Console, 15)
 	if errors.Is(bctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
 		return nil, fmt.Errorf("%w: the agent did not answer within %s (VMM running; raise vmm.boot_timeout on a slow host); console:\n%s",
 			ErrBoot, timeout, console)
