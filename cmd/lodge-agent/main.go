@@ -40,9 +40,15 @@ func run(log *slog.Logger) error {
 	if os.Getpid() != 1 {
 		return fmt.Errorf("must run as PID 1 inside a Lodge VM")
 	}
-	res, err := boot.Setup(log)
-	if err != nil {
-		return err
+	// First pass: set the guest up, then re-exec from a sealed copy of the
+	// binary; the second pass (sealed) goes straight to serving.
+	if !boot.Sealed() {
+		res, err := boot.Setup(log)
+		if err != nil {
+			return err
+		}
+		log.Info("guest set up", "modules", res.Modules, "took", res.Duration.Round(time.Millisecond))
+		return boot.SealSelf() // returns only on error
 	}
 	port, err := transport.OpenSerialPort(transport.AgentPortName)
 	if err != nil {
@@ -52,8 +58,7 @@ func run(log *slog.Logger) error {
 	if b, err := os.ReadFile("/proc/uptime"); err == nil {
 		fmt.Sscanf(string(b), "%f", &up)
 	}
-	log.Info("lodge-agent ready", "version", version, "modules", res.Modules,
-		"setup", res.Duration.Round(time.Millisecond), "uptime_s", up)
+	log.Info("lodge-agent ready", "version", version, "uptime_s", up)
 	srv := agent.New(agent.Config{
 		Log:          log,
 		StateDir:     "/run/lodge/containers",

@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/lodgeruntime/lodge/internal/testbundle"
 )
 
 // binDir returns the directory holding lodge-runtime, or skips.
@@ -31,73 +32,7 @@ func binDir(t *testing.T) string {
 	return dir
 }
 
-// busyboxRootfs builds a root filesystem from Debian's busybox-static.
-func busyboxRootfs(t *testing.T, dir string) {
-	t.Helper()
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Fatalf("busybox not found (apt-get install busybox-static): %v", err)
-	}
-	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "etc", "root"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	data, err := os.ReadFile(bb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "bin", "busybox"), data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	list, err := exec.Command(bb, "--list").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, applet := range strings.Fields(string(list)) {
-		os.Symlink("busybox", filepath.Join(dir, "bin", applet))
-	}
-	os.WriteFile(filepath.Join(dir, "etc", "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
-	os.WriteFile(filepath.Join(dir, "etc", "group"), []byte("root:x:0:\n"), 0o644)
-}
-
-// defaultSpec is close to `runc spec` with terminal off.
-func defaultSpec(args ...string) *specs.Spec {
-	caps := []string{"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"}
-	return &specs.Spec{
-		Version: specs.Version,
-		Process: &specs.Process{
-			Args: args,
-			Env:  []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"},
-			Cwd:  "/",
-			Capabilities: &specs.LinuxCapabilities{
-				Bounding: caps, Effective: caps, Permitted: caps,
-			},
-			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
-			NoNewPrivileges: true,
-		},
-		Root:     &specs.Root{Path: "rootfs", Readonly: true},
-		Hostname: "lodge-test",
-		Mounts: []specs.Mount{
-			{Destination: "/proc", Type: "proc", Source: "proc"},
-			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
-			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
-			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
-			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
-			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
-			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}},
-		},
-		Linux: &specs.Linux{
-			Resources: &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}},
-			Namespaces: []specs.LinuxNamespace{
-				{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace}, {Type: specs.IPCNamespace},
-				{Type: specs.UTSNamespace}, {Type: specs.MountNamespace},
-			},
-			MaskedPaths:   []string{"/proc/kcore", "/proc/keys", "/sys/firmware"},
-			ReadonlyPaths: []string{"/proc/bus", "/proc/sys", "/proc/sysrq-trigger"},
-		},
-	}
-}
+func defaultSpec(args ...string) *specs.Spec { return testbundle.Spec(args...) }
 
 // fixture is a state root and a bundle for one test.
 type fixture struct {
@@ -111,18 +46,16 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	f := &fixture{t: t, bin: binDir(t), root: t.TempDir(), bundle: t.TempDir()}
-	busyboxRootfs(t, filepath.Join(f.bundle, "rootfs"))
+	if err := testbundle.Rootfs(filepath.Join(f.bundle, "rootfs")); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(f.assertNoLeftovers)
 	return f
 }
 
 func (f *fixture) writeSpec(s *specs.Spec) {
 	f.t.Helper()
-	b, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(f.bundle, "config.json"), b, 0o644); err != nil {
+	if err := testbundle.WriteSpec(f.bundle, s); err != nil {
 		f.t.Fatal(err)
 	}
 }

@@ -123,6 +123,7 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (_
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "container %s: %v", id, err)
 	}
+	t0 := time.Now()
 	lc, err := libcontainer.Create(cs.stateDir, id, cfg)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "container %s: create: %v", id, err)
@@ -143,6 +144,7 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (_
 	if err != nil {
 		return nil, err
 	}
+	t1 := time.Now()
 	err = lc.Start(p)
 	release()
 	if err != nil {
@@ -155,7 +157,8 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (_
 	cs.mu.Lock()
 	cs.byID[id] = c
 	cs.mu.Unlock()
-	cs.log.Info("container created", "container_id", id, "pid", pid)
+	cs.log.Info("container created", "container_id", id, "pid", pid,
+		"libcontainer_create", t1.Sub(t0).Round(time.Millisecond), "init_start", time.Since(t1).Round(time.Millisecond))
 	return &agentv1.CreateResponse{Pid: int32(pid)}, nil
 }
 

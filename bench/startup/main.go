@@ -1,0 +1,198 @@
+// Command startup measures how long `lodge-runtime run` of /bin/true takes,
+// phase by phase, beside a raw QEMU boot of the same kernel and initrd to
+// agent-ready and beside runc on the same bundle, all in one interleaved
+// run so that machine load hits each equally. It prints medians and ratios.
+//
+//	go run ./bench/startup -bin ./bin -runs 5
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/lodgeruntime/lodge/internal/agent"
+	"github.com/lodgeruntime/lodge/internal/config"
+	"github.com/lodgeruntime/lodge/internal/host"
+	"github.com/lodgeruntime/lodge/internal/sandbox"
+	"github.com/lodgeruntime/lodge/internal/testbundle"
+)
+
+func main() {
+	bin := flag.String("bin", "bin", "directory with lodge-runtime")
+	runs := flag.Int("runs", 5, "runs of each measurement")
+	flag.Parse()
+	if err := run(*bin, *runs); err != nil {
+		fmt.Fprintln(os.Stderr, "startup bench:", err)
+		os.Exit(1)
+	}
+}
+
+type samples map[string][]time.Duration
+
+func (s samples) median(k string) time.Duration {
+	v := slices.Clone(s[k])
+	if len(v) == 0 {
+		return 0
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+func run(bin string, runs int) error {
+	work, err := os.MkdirTemp("", "lodge-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	bundle := filepath.Join(work, "bundle")
+	if err := testbundle.Write(bundle, testbundle.Spec("/bin/true")); err != nil {
+		return err
+	}
+	cfg, err := config.Load()
+	if err != nil {
+		return err
+	}
+	env, err := host.Resolve(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return err
+	}
+	runc, _ := exec.LookPath("runc")
+	fmt.Printf("accelerator: %s (%s)\nruns: %d each, interleaved\n\n", env.Accel.Accel, env.Accel.Reason, runs)
+
+	s := samples{}
+	for i := range runs {
+		d, phases, err := lodgeRun(bin, work, bundle, i)
+		if err != nil {
+			return err
+		}
+		s["lodge run"] = append(s["lodge run"], d)
+		for k, v := range phases {
+			s[k] = append(s[k], v)
+		}
+		if d, err = rawBoot(env, work, i); err != nil {
+			return err
+		}
+		s["raw boot"] = append(s["raw boot"], d)
+		if runc != "" {
+			if d, err = runcRun(runc, work, bundle, i); err != nil {
+				return err
+			}
+			s["runc run"] = append(s["runc run"], d)
+		}
+	}
+
+	ms := func(d time.Duration) string { return fmt.Sprintf("%8.1f ms", float64(d.Microseconds())/1000) }
+	fmt.Println("lodge-runtime run /bin/true, phases (median):")
+	for _, p := range []string{sandbox.PhaseHostPrep, sandbox.PhaseVMMStart, sandbox.PhaseBoot,
+		sandbox.PhaseCreate, sandbox.PhaseStart, sandbox.PhaseTeardown} {
+		fmt.Printf("  %-18s %s\n", p, ms(s.median(p)))
+	}
+	fmt.Printf("\n%-38s %s\n", "lodge-runtime run (wall, median)", ms(s.median("lodge run")))
+	fmt.Printf("%-38s %s\n", "raw QEMU boot to agent-ready (median)", ms(s.median("raw boot")))
+	fmt.Printf("%-38s %8.2f\n", "ratio lodge run / raw boot", ratio(s.median("lodge run"), s.median("raw boot")))
+	if runc != "" {
+		fmt.Printf("%-38s %s\n", "runc run (wall, median)", ms(s.median("runc run")))
+		fmt.Printf("%-38s %8.1f\n", "ratio lodge run / runc run", ratio(s.median("lodge run"), s.median("runc run")))
+	} else {
+		fmt.Println("runc not installed: no runc baseline")
+	}
+	return nil
+}
+
+func ratio(a, b time.Duration) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+// lodgeRun times one `lodge-runtime run` and reads its phase log.
+func lodgeRun(bin, work, bundle string, i int) (time.Duration, map[string]time.Duration, error) {
+	logf := filepath.Join(work, fmt.Sprintf("run-%d.log", i))
+	cmd := exec.Command(filepath.Join(bin, "lodge-runtime"), "--root", filepath.Join(work, "root"),
+		"--debug", "--log-format", "json", "--log", logf, "run", "--bundle", bundle, fmt.Sprintf("bench-%d", i))
+	out, err := timed(cmd)
+	if err != nil {
+		return 0, nil, fmt.Errorf("lodge-runtime run: %w: %s", err, out.output)
+	}
+	f, err := os.Open(logf)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer f.Close()
+	phases := map[string]time.Duration{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var rec struct {
+			Msg   string  `json:"msg"`
+			Phase string  `json:"phase"`
+			MS    float64 `json:"ms"`
+		}
+		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Phase != "" {
+			phases[rec.Phase] = time.Duration(rec.MS * float64(time.Millisecond))
+		}
+	}
+	return out.d, phases, nil
+}
+
+// rawBoot starts QEMU through the vmm driver with the same kernel and
+// initrd, without virtiofsd or a container, and times it to the agent's
+// handshake.
+func rawBoot(env *host.Env, work string, i int) (time.Duration, error) {
+	dir := filepath.Join(work, fmt.Sprintf("raw-%d", i))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	vc := env.VM
+	vc.ID, vc.StateDir, vc.Channel = fmt.Sprintf("raw-%d", i), dir, "virtio-serial"
+	ctx, cancel := context.WithTimeout(context.Background(), env.Config.VMM.BootTimeout.Duration)
+	defer cancel()
+	start := time.Now()
+	vm, err := env.Deps.Driver.Start(ctx, vc)
+	if err != nil {
+		return 0, err
+	}
+	defer vm.Shutdown(context.Background())
+	conn, err := vm.Dial(ctx)
+	if err != nil {
+		return 0, err
+	}
+	c, err := agent.Connect(ctx, conn)
+	if err != nil {
+		return 0, err
+	}
+	d := time.Since(start)
+	c.Close()
+	return d, nil
+}
+
+func runcRun(runc, work, bundle string, i int) (time.Duration, error) {
+	cmd := exec.Command(runc, "--root", filepath.Join(work, "runc"), "run", "--bundle", bundle, fmt.Sprintf("runc-%d", i))
+	out, err := timed(cmd)
+	if err != nil {
+		return 0, fmt.Errorf("runc run: %w: %s", err, out.output)
+	}
+	return out.d, nil
+}
+
+type timing struct {
+	d      time.Duration
+	output []byte
+}
+
+func timed(cmd *exec.Cmd) (timing, error) {
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	return timing{d: time.Since(start), output: out}, err
+}
