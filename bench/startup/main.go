@@ -155,7 +155,7 @@ func rawBoot(env *host.Env, work string, i int) (time.Duration, error) {
 	}
 	defer os.RemoveAll(dir)
 	vc := env.VM
-	vc.ID, vc.StateDir, vc.Channel = fmt.Sprintf("raw-%d", i), dir, "virtio-serial"
+	vc.ID, vc.StateDir = fmt.Sprintf("raw-%d", i), dir
 	ctx, cancel := context.WithTimeout(context.Background(), env.Config.VMM.BootTimeout.Duration)
 	defer cancel()
 	start := time.Now()

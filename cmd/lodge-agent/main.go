@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"time"
@@ -50,7 +51,7 @@ func run(log *slog.Logger) error {
 		log.Info("guest set up", "modules", res.Modules, "took", res.Duration.Round(time.Millisecond))
 		return boot.SealSelf() // returns only on error
 	}
-	port, err := transport.OpenSerialPort(transport.AgentPortName)
+	conn, err := openChannel()
 	if err != nil {
 		return err
 	}
@@ -66,5 +67,18 @@ func run(log *slog.Logger) error {
 		Version:      version,
 		Capabilities: capabilities,
 	})
-	return srv.Serve(context.Background(), port)
+	return srv.Serve(context.Background(), conn)
+}
+
+// openChannel opens the host link the kernel command line names.
+func openChannel() (io.ReadWriteCloser, error) {
+	if ch, _ := boot.KernelParam("lodge.channel"); ch == "vsock" {
+		l, err := transport.ListenVsock(transport.VsockAgentPort)
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		return l.Accept()
+	}
+	return transport.OpenSerialPort(transport.AgentPortName)
 }

@@ -53,9 +53,12 @@ func cmdCheck(ctx context.Context, cfg config.Config, log *slog.Logger, out io.W
 	}
 	req("virtiofsd", cfg.Sharefs.Virtiofsd, err)
 	req("cgroups", cgroupMode(), nil)
-	if transport.VsockAvailable() {
-		line("agent link", "vsock available (/dev/vhost-vsock); using virtio-serial")
-	} else {
+	switch {
+	case cfg.VMM.AgentChannel != "auto":
+		line("agent link", cfg.VMM.AgentChannel+" (vmm.agent_channel in the config)")
+	case transport.VsockAvailable():
+		line("agent link", "vsock (/dev/vhost-vsock is available)")
+	default:
 		line("agent link", "virtio-serial (no /dev/vhost-vsock)")
 	}
 	if len(missing) > 0 {

@@ -51,6 +51,9 @@ type VMM struct {
 	MemoryMiB int `toml:"memory_mib"`
 	// BootTimeout bounds the wait for the guest agent (TCG is slow).
 	BootTimeout Duration `toml:"boot_timeout"`
+	// AgentChannel is "auto" (vsock where /dev/vhost-vsock exists, else
+	// virtio-serial), "vsock" or "virtio-serial".
+	AgentChannel string `toml:"agent_channel"`
 }
 
 // Sharefs configures virtio-fs.
@@ -76,7 +79,7 @@ func Default() Config {
 	return Config{
 		Guest: Guest{Dir: DefaultGuestDir, KernelPackage: "linux-image-cloud-amd64"},
 		VMM: VMM{QEMU: "qemu-system-x86_64", Accel: "auto", VCPUs: 1, MemoryMiB: 256,
-			BootTimeout: Duration{60 * time.Second}},
+			BootTimeout: Duration{60 * time.Second}, AgentChannel: "auto"},
 		Sharefs: Sharefs{Virtiofsd: "/usr/lib/qemu/virtiofsd"},
 	}
 }
@@ -134,6 +137,11 @@ func (c Config) Validate() error {
 	case "auto", "kvm", "tcg":
 	default:
 		errs = append(errs, fmt.Errorf("vmm.accel %q: want auto, kvm or tcg", c.VMM.Accel))
+	}
+	switch c.VMM.AgentChannel {
+	case "auto", "vsock", "virtio-serial":
+	default:
+		errs = append(errs, fmt.Errorf("vmm.agent_channel %q: want auto, vsock or virtio-serial", c.VMM.AgentChannel))
 	}
 	if c.VMM.VCPUs < 1 || c.VMM.VCPUs > 64 {
 		errs = append(errs, fmt.Errorf("vmm.vcpus %d: want 1..64", c.VMM.VCPUs))

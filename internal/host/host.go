@@ -17,6 +17,7 @@ import (
 	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/sharefs"
+	"github.com/lodgeruntime/lodge/internal/transport"
 	"github.com/lodgeruntime/lodge/internal/vmm"
 	"github.com/lodgeruntime/lodge/internal/vmm/qemu"
 )
@@ -126,6 +127,10 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 			errs = append(errs, fmt.Errorf("%w: %w", ErrMissing, err))
 		}
 	}
+	channel, err := chooseChannel(cfg.VMM.AgentChannel)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -138,11 +143,28 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 		QEMU:   qemuBin,
 		Deps:   sandbox.Deps{Driver: &qemu.Driver{Binary: qemuBin, Host: h, Log: log}, Virtiofsd: fsd, Log: log},
 		VM: vmm.Config{Kernel: cfg.Guest.Kernel, Initrd: cfg.Guest.Initrd, VCPUs: cfg.VMM.VCPUs,
-			MemoryMiB: cfg.VMM.MemoryMiB, Accel: accel.Accel},
+			MemoryMiB: cfg.VMM.MemoryMiB, Accel: accel.Accel, Channel: channel},
 	}, nil
 }
 
 // SandboxConfig returns the configuration of a new sandbox under root.
 func (e *Env) SandboxConfig(root, id string) sandbox.Config {
 	return sandbox.Config{ID: id, Dir: filepath.Join(root, id), VM: e.VM, BootTimeout: e.Config.VMM.BootTimeout.Duration}
+}
+
+// chooseChannel resolves vmm.agent_channel.
+func chooseChannel(want string) (vmm.AgentChannel, error) {
+	switch want {
+	case "virtio-serial":
+		return vmm.ChannelSerial, nil
+	case "vsock":
+		if !transport.VsockAvailable() {
+			return "", fmt.Errorf("%w: vmm.agent_channel is \"vsock\" but /dev/vhost-vsock is unavailable (modprobe vhost_vsock)", ErrMissing)
+		}
+		return vmm.ChannelVsock, nil
+	}
+	if transport.VsockAvailable() {
+		return vmm.ChannelVsock, nil
+	}
+	return vmm.ChannelSerial, nil
 }

@@ -3,6 +3,8 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -94,7 +96,13 @@ func Create(ctx context.Context, deps Deps, cfg Config) (_ *Sandbox, retErr erro
 	cu.add(fsd.Stop)
 
 	vc := cfg.VM
-	vc.ID, vc.StateDir, vc.Channel = cfg.ID, cfg.Dir, vmm.ChannelSerial
+	vc.ID, vc.StateDir = cfg.ID, cfg.Dir
+	if vc.Channel == "" {
+		vc.Channel = vmm.ChannelSerial
+	}
+	if vc.Channel == vmm.ChannelVsock && vc.VsockCID == 0 {
+		vc.VsockCID = newCID()
+	}
 	vc.Shares = []vmm.Share{{Tag: SharedTag, Socket: filepath.Join(cfg.Dir, virtiofsSock)}}
 	vm, err := deps.Driver.Start(ctx, vc)
 	if err != nil {
@@ -115,6 +123,14 @@ func Create(ctx context.Context, deps Deps, cfg Config) (_ *Sandbox, retErr erro
 	cu.release()
 	return &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, fsd: fsd, agent: client,
 		containers: map[string]*Container{}}, nil
+}
+
+// newCID picks a random guest context id; vhost-vsock refuses one in use
+// and the VM start then fails, which a collision in 2^32 makes unlikely.
+func newCID() uint32 {
+	var b [4]byte
+	rand.Read(b[:])
+	return 3 + binary.LittleEndian.Uint32(b[:])%(1<<31)
 }
 
 // connectAgent waits for the guest agent's handshake, or for the VM to die,

@@ -9,6 +9,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// VsockAgentPort is the vsock port the agent listens on.
+const VsockAgentPort = 1024
+
 // VsockAvailable reports whether the host can reach guests over AF_VSOCK
 // (needs /dev/vhost-vsock, which QEMU's vhost-vsock device opens).
 func VsockAvailable() bool {

@@ -19,9 +19,6 @@ import (
 	"github.com/lodgeruntime/lodge/internal/vmm"
 )
 
-// VsockAgentPort is the vsock port the agent listens on.
-const VsockAgentPort = 1024
-
 // qemuLog holds QEMU's own stdout and stderr.
 const qemuLog = "qemu.log"
 
@@ -167,7 +164,7 @@ func (v *vm) Dial(ctx context.Context) (net.Conn, error) {
 	switch v.cfg.Channel {
 	case vmm.ChannelVsock:
 		for {
-			c, err := transport.DialVsock(ctx, v.cfg.VsockCID, VsockAgentPort)
+			c, err := transport.DialVsock(ctx, v.cfg.VsockCID, transport.VsockAgentPort)
 			if err == nil {
 				return c, nil
 			}
