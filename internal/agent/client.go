@@ -109,9 +109,70 @@ func (c *Client) Start(ctx context.Context, id string) error {
 	return err
 }
 
-// Signal signals a container's init process.
-func (c *Client) Signal(ctx context.Context, id string, sig uint32) error {
-	_, err := c.containers.Signal(ctx, &agentv1.SignalRequest{ContainerId: id, Signal: sig})
+// Exec starts a process in a container and returns its guest PID.
+func (c *Client) Exec(ctx context.Context, req *agentv1.ExecRequest) (int, error) {
+	r, err := c.containers.Exec(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	if r.Pid <= 0 {
+		return 0, fmt.Errorf("%w: pid %d", ErrBadReply, r.Pid)
+	}
+	return int(r.Pid), nil
+}
+
+// Signal signals a process (exec "" is init), or all of a container's.
+func (c *Client) Signal(ctx context.Context, id, exec string, sig uint32, all bool) error {
+	_, err := c.containers.Signal(ctx, &agentv1.SignalRequest{ContainerId: id, ExecId: exec, Signal: sig, All: all})
+	return err
+}
+
+// ResizePty sets a terminal's window size.
+func (c *Client) ResizePty(ctx context.Context, id, exec string, width, height uint32) error {
+	_, err := c.containers.ResizePty(ctx, &agentv1.ResizePtyRequest{ContainerId: id, ExecId: exec, Width: width, Height: height})
+	return err
+}
+
+// Pause freezes a container.
+func (c *Client) Pause(ctx context.Context, id string) error {
+	_, err := c.containers.Pause(ctx, &agentv1.ContainerRequest{ContainerId: id})
+	return err
+}
+
+// Resume thaws a container.
+func (c *Client) Resume(ctx context.Context, id string) error {
+	_, err := c.containers.Resume(ctx, &agentv1.ContainerRequest{ContainerId: id})
+	return err
+}
+
+// maxPids bounds the process list a guest may return.
+const maxPids = 1 << 16
+
+// Pids lists a container's processes.
+func (c *Client) Pids(ctx context.Context, id string) ([]*agentv1.ProcessInfo, error) {
+	r, err := c.containers.Pids(ctx, &agentv1.ContainerRequest{ContainerId: id})
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Processes) > maxPids {
+		return nil, fmt.Errorf("%w: %d processes", ErrBadReply, len(r.Processes))
+	}
+	for _, p := range r.Processes {
+		if p.Pid <= 0 || len(p.Command) > 256 {
+			return nil, fmt.Errorf("%w: process %d", ErrBadReply, p.Pid)
+		}
+	}
+	return r.Processes, nil
+}
+
+// Stats reads a container's cgroup counters.
+func (c *Client) Stats(ctx context.Context, id string) (*agentv1.StatsResponse, error) {
+	return c.containers.Stats(ctx, &agentv1.ContainerRequest{ContainerId: id})
+}
+
+// Update changes a container's resources (an OCI LinuxResources as JSON).
+func (c *Client) Update(ctx context.Context, id string, resources []byte) error {
+	_, err := c.containers.Update(ctx, &agentv1.UpdateRequest{ContainerId: id, Resources: resources})
 	return err
 }
 
@@ -121,9 +182,9 @@ type ExitStatus struct {
 	Signal int // 0 unless killed by a signal
 }
 
-// Wait waits for a container's init process to exit.
-func (c *Client) Wait(ctx context.Context, id string) (ExitStatus, error) {
-	r, err := c.containers.Wait(ctx, &agentv1.WaitRequest{ContainerId: id})
+// Wait waits for a process (exec "" is init) to exit.
+func (c *Client) Wait(ctx context.Context, id, exec string) (ExitStatus, error) {
+	r, err := c.containers.Wait(ctx, &agentv1.WaitRequest{ContainerId: id, ExecId: exec})
 	if err != nil {
 		return ExitStatus{}, err
 	}
@@ -140,7 +201,7 @@ func validateExit(r *agentv1.WaitResponse) (ExitStatus, error) {
 
 // Delete removes a container from the guest.
 func (c *Client) Delete(ctx context.Context, id string) error {
-	_, err := c.containers.Delete(ctx, &agentv1.DeleteRequest{ContainerId: id})
+	_, err := c.containers.Delete(ctx, &agentv1.ContainerRequest{ContainerId: id})
 	return err
 }
 

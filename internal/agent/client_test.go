@@ -38,8 +38,30 @@ func (f *fakeAgent) Signal(context.Context, *agentv1.SignalRequest) (*agentv1.Em
 func (f *fakeAgent) Wait(context.Context, *agentv1.WaitRequest) (*agentv1.WaitResponse, error) {
 	return f.wait, nil
 }
-func (f *fakeAgent) Delete(context.Context, *agentv1.DeleteRequest) (*agentv1.Empty, error) {
+func (f *fakeAgent) Delete(context.Context, *agentv1.ContainerRequest) (*agentv1.Empty, error) {
 	return nil, errors.New("no such container")
+}
+
+func (f *fakeAgent) Exec(context.Context, *agentv1.ExecRequest) (*agentv1.CreateResponse, error) {
+	return &agentv1.CreateResponse{Pid: 9}, nil
+}
+func (f *fakeAgent) ResizePty(context.Context, *agentv1.ResizePtyRequest) (*agentv1.Empty, error) {
+	return &agentv1.Empty{}, nil
+}
+func (f *fakeAgent) Pause(context.Context, *agentv1.ContainerRequest) (*agentv1.Empty, error) {
+	return &agentv1.Empty{}, nil
+}
+func (f *fakeAgent) Resume(context.Context, *agentv1.ContainerRequest) (*agentv1.Empty, error) {
+	return &agentv1.Empty{}, nil
+}
+func (f *fakeAgent) Pids(context.Context, *agentv1.ContainerRequest) (*agentv1.PidsResponse, error) {
+	return &agentv1.PidsResponse{Processes: []*agentv1.ProcessInfo{{Pid: 1, Command: "sh"}, {Pid: -4}}}, nil
+}
+func (f *fakeAgent) Stats(context.Context, *agentv1.ContainerRequest) (*agentv1.StatsResponse, error) {
+	return &agentv1.StatsResponse{MemoryUsage: 42}, nil
+}
+func (f *fakeAgent) Update(context.Context, *agentv1.UpdateRequest) (*agentv1.Empty, error) {
+	return &agentv1.Empty{}, nil
 }
 
 func (f *fakeAgent) serve(t *testing.T, conn net.Conn) {
@@ -116,12 +138,18 @@ func TestClientRoundTrip(t *testing.T) {
 	if pid, err := c.Create(ctx, &agentv1.CreateRequest{ContainerId: "c1"}); err != nil || pid != 7 {
 		t.Fatalf("Create = %d, %v", pid, err)
 	}
-	es, err := c.Wait(ctx, "c1")
+	es, err := c.Wait(ctx, "c1", "")
 	if err != nil || es != (ExitStatus{Code: 137, Signal: 9}) {
 		t.Fatalf("Wait = %+v, %v", es, err)
 	}
 	if err := c.Delete(ctx, "c1"); err == nil {
 		t.Fatal("Delete error from the agent was lost")
+	}
+	if _, err := c.Pids(ctx, "c1"); !errors.Is(err, ErrBadReply) {
+		t.Fatalf("Pids with a negative pid = %v, want ErrBadReply", err)
+	}
+	if pid, err := c.Exec(ctx, &agentv1.ExecRequest{ContainerId: "c1", ExecId: "e1"}); err != nil || pid != 9 {
+		t.Fatalf("Exec = %d, %v", pid, err)
 	}
 }
 
@@ -137,7 +165,7 @@ func TestClientRejectsBadAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Wait(context.Background(), "c1"); !errors.Is(err, ErrBadReply) {
+	if _, err := c.Wait(context.Background(), "c1", ""); !errors.Is(err, ErrBadReply) {
 		t.Fatalf("Wait with inconsistent status = %v, want ErrBadReply", err)
 	}
 }

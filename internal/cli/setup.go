@@ -66,7 +66,7 @@ func probeKVM(ctx context.Context, cfg config.Config, log *slog.Logger) {
 		return
 	}
 	defer os.RemoveAll(root)
-	sc := env.SandboxConfig(root, "kvm-probe")
+	sc := env.SandboxConfig("kvm-probe", filepath.Join(root, "kvm-probe"))
 	sc.VM.Accel = vmm.AccelKVM
 	log.Info("probing KVM with a test boot", "timeout", kvmProbeTimeout)
 	sb, err := sandbox.Create(ctx, env.Deps, sc)

@@ -147,9 +147,10 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 	}, nil
 }
 
-// SandboxConfig returns the configuration of a new sandbox under root.
-func (e *Env) SandboxConfig(root, id string) sandbox.Config {
-	return sandbox.Config{ID: id, Dir: filepath.Join(root, id), VM: e.VM, BootTimeout: e.Config.VMM.BootTimeout.Duration}
+// SandboxConfig returns the configuration of a new sandbox whose state
+// lives in dir (which must not exist yet).
+func (e *Env) SandboxConfig(id, dir string) sandbox.Config {
+	return sandbox.Config{ID: id, Dir: dir, VM: e.VM, BootTimeout: e.Config.VMM.BootTimeout.Duration}
 }
 
 // chooseChannel resolves vmm.agent_channel.

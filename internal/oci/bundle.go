@@ -86,8 +86,5 @@ func ParseSpec(b []byte) (*specs.Spec, error) {
 	if spec.Process.Cwd == "" || !filepath.IsAbs(spec.Process.Cwd) {
 		return nil, fmt.Errorf("%w: process.cwd %q must be an absolute path", ErrBadBundle, spec.Process.Cwd)
 	}
-	if spec.Process.Terminal {
-		return nil, fmt.Errorf("%w: process.terminal is not supported by `run` yet; set it to false", ErrBadBundle)
-	}
 	return &spec, nil
 }

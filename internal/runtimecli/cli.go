@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/lodgeruntime/lodge/internal/host"
@@ -119,18 +120,40 @@ func dispatch(ctx context.Context, args []string, env Env) error {
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
-		return usageError{"no command given (commands: run)"}
+		return usageError{"no command given (commands: " + commandNames() + ")"}
 	}
 	log, closeLog, err := newLogger(g, env.IO.Err)
 	if err != nil {
 		return err
 	}
 	defer closeLog()
-	switch rest[0] {
-	case "run":
-		return cmdRun(ctx, g, log, env, rest[1:])
+	cmd, ok := commands[rest[0]]
+	if !ok {
+		return usageError{fmt.Sprintf("unknown command %q (commands: %s)", rest[0], commandNames())}
 	}
-	return usageError{fmt.Sprintf("unknown command %q (commands: run)", rest[0])}
+	return cmd(ctx, g, log, env, rest[1:])
+}
+
+type command func(ctx context.Context, g globals, log *slog.Logger, env Env, args []string) error
+
+// commands are runc's, plus two hidden ones (names starting "__") that
+// lodge-runtime runs as its own detached children.
+var commands = map[string]command{
+	"create": cmdCreate, "start": cmdStart, "run": cmdRun, "state": cmdState, "kill": cmdKill,
+	"delete": cmdDelete, "exec": cmdExec, "ps": cmdPs, "list": cmdList, "pause": cmdPause,
+	"resume": cmdResume, "events": cmdEvents, "update": cmdUpdate, "spec": cmdSpec, "features": cmdFeatures,
+	"__supervise": cmdSupervise, "__exec-hold": cmdExecHold,
+}
+
+func commandNames() string {
+	var names []string
+	for n := range commands {
+		if !strings.HasPrefix(n, "__") {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
 }
 
 func newLogger(g globals, stderr io.Writer) (*slog.Logger, func(), error) {

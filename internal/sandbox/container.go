@@ -5,11 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"path/filepath"
-	"sync"
-	"time"
+	"strconv"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -17,17 +15,6 @@ import (
 	"github.com/lodgeruntime/lodge/internal/agent"
 	"github.com/lodgeruntime/lodge/internal/transport"
 )
-
-// outputGrace bounds the wait for the last output after a process exited.
-const outputGrace = 5 * time.Second
-
-// Stdio connects a container process to the caller. Nil fields are
-// /dev/null in the guest.
-type Stdio struct {
-	Stdin  io.Reader
-	Stdout io.Writer
-	Stderr io.Writer
-}
 
 // ContainerConfig describes a container to create in a sandbox.
 type ContainerConfig struct {
@@ -37,20 +24,31 @@ type ContainerConfig struct {
 	Stdio  Stdio
 }
 
-// ExitStatus is how a container's process ended.
+// ExitStatus is how a process ended.
 type ExitStatus = agent.ExitStatus
+
+// Stats are a container's cgroup counters in the guest.
+type Stats = agentv1.StatsResponse
+
+// ProcessInfo is one process of a container (guest PID and command).
+type ProcessInfo = agentv1.ProcessInfo
+
+// Errors.
+var (
+	// ErrUnsupported reports a spec that asks for something a VM cannot do.
+	ErrUnsupported = errors.New("not supported inside a Lodge VM")
+	// ErrVMGone reports a VM that exited under a running container.
+	ErrVMGone = errors.New("vm gone")
+)
 
 // Container is a container inside a sandbox.
 type Container struct {
 	id     string
 	sb     *Sandbox
-	rootfs string // host mount point below the shared dir
-	pid    int    // in the guest
-	output sync.WaitGroup
+	dir    string // host directory below the shared dir
+	mounts []string
+	init   *Process
 }
-
-// ErrUnsupported reports a spec that asks for something a VM cannot do.
-var ErrUnsupported = errors.New("not supported inside a Lodge VM")
 
 // CreateContainer makes a container in the sandbox, created but not
 // started. On error nothing it made is left.
@@ -63,9 +61,9 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *C
 	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", cc.ID, err)
 	}
-	specJSON, err := json.Marshal(gs)
-	if err != nil {
-		return nil, err
+	if cc.Stdio.Terminal != gs.Process.Terminal {
+		return nil, fmt.Errorf("container %s: process.terminal is %v but a terminal was %s", cc.ID,
+			gs.Process.Terminal, map[bool]string{true: "set up", false: "not set up"}[cc.Stdio.Terminal])
 	}
 	var cu cleanup
 	defer cu.run()
@@ -75,7 +73,8 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *C
 		s.mu.Unlock()
 		return nil, fmt.Errorf("container %s: %w", cc.ID, ErrExists)
 	}
-	c := &Container{id: cc.ID, sb: s, rootfs: filepath.Join(s.dir, sharedDir, cc.ID, "rootfs")}
+	c := &Container{id: cc.ID, sb: s, dir: filepath.Join(s.dir, sharedDir, cc.ID)}
+	c.init = &Process{sb: s, cid: cc.ID}
 	s.containers[cc.ID] = c
 	s.mu.Unlock()
 	cu.add(func() {
@@ -83,88 +82,71 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *C
 		delete(s.containers, cc.ID)
 		s.mu.Unlock()
 	})
-
-	readonly := cc.Spec.Root != nil && cc.Spec.Root.Readonly
-	if err := bindMount(cc.Rootfs, c.rootfs, readonly); err != nil {
-		return nil, fmt.Errorf("container %s: rootfs: %w", cc.ID, err)
-	}
 	cu.add(func() { c.unmount() })
 
-	streams, err := c.attach(cc.Stdio)
+	readonly := cc.Spec.Root != nil && cc.Spec.Root.Readonly
+	if err := c.bind(cc.Rootfs, "rootfs", readonly); err != nil {
+		return nil, fmt.Errorf("container %s: rootfs: %w", cc.ID, err)
+	}
+	// Host paths reach the guest as binds below the share.
+	for i, m := range gs.Mounts {
+		if !isBind(m) {
+			continue
+		}
+		rel := filepath.Join("mounts", strconv.Itoa(i))
+		if err := c.bind(m.Source, rel, hasOption(m.Options, "ro")); err != nil {
+			return nil, fmt.Errorf("container %s: mount %s: %w", cc.ID, m.Destination, err)
+		}
+		gs.Mounts[i].Source = filepath.Join(cc.ID, rel)
+	}
+	specJSON, err := json.Marshal(gs)
+	if err != nil {
+		return nil, err
+	}
+
+	streams, err := c.init.attach(cc.Stdio)
 	if err != nil {
 		return nil, fmt.Errorf("container %s: stdio: %w", cc.ID, err)
 	}
-	cu.add(func() {
-		for _, st := range streams {
-			st.Close()
-		}
-	})
-	c.pid, err = s.agent.Create(ctx, &agentv1.CreateRequest{
+	cu.add(func() { closeAll(streams) })
+	c.init.pid, err = s.agent.Create(ctx, &agentv1.CreateRequest{
 		ContainerId: cc.ID,
 		Spec:        specJSON,
 		Rootfs:      &agentv1.Rootfs{ShareTag: SharedTag, Path: cc.ID + "/rootfs"},
-		Stdio:       &agentv1.Stdio{Stdin: cc.Stdio.Stdin != nil, Stdout: cc.Stdio.Stdout != nil, Stderr: cc.Stdio.Stderr != nil},
+		Stdio:       wireStdio(cc.Stdio),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("container %s: create in guest: %w", cc.ID, err)
 	}
 	cu.release()
-	s.log.Debug("container created", "container_id", cc.ID, "pid", c.pid)
+	s.log.Debug("container created", "container_id", cc.ID, "pid", c.init.pid)
 	s.phases.done(PhaseCreate)
 	return c, nil
 }
 
-// attach opens the stdio streams and starts copying; the agent matches
-// them to the process by the stream headers.
-func (c *Container) attach(io_ Stdio) ([]net.Conn, error) {
-	var streams []net.Conn
-	open := func(kind transport.Kind) (net.Conn, error) {
-		st, err := c.sb.agent.OpenStdio(c.id, "", kind)
-		if err != nil {
-			for _, s := range streams {
-				s.Close()
-			}
-			return nil, err
-		}
-		streams = append(streams, st)
-		return st, nil
+func wireStdio(s Stdio) *agentv1.Stdio {
+	return &agentv1.Stdio{Stdin: s.Stdin != nil, Stdout: s.Stdout != nil,
+		Stderr: s.Stderr != nil && !s.Terminal, Terminal: s.Terminal}
+}
+
+func closeAll(cs []net.Conn) {
+	for _, c := range cs {
+		c.Close()
 	}
-	if io_.Stdin != nil {
-		st, err := open(transport.KindStdin)
-		if err != nil {
-			return nil, err
-		}
-		go func() {
-			io.Copy(st, io_.Stdin)
-			st.Close() // half-close: the process sees EOF
-		}()
-	}
-	for _, o := range []struct {
-		w    io.Writer
-		kind transport.Kind
-	}{{io_.Stdout, transport.KindStdout}, {io_.Stderr, transport.KindStderr}} {
-		if o.w == nil {
-			continue
-		}
-		st, err := open(o.kind)
-		if err != nil {
-			return nil, err
-		}
-		c.output.Add(1)
-		go func(w io.Writer) {
-			defer c.output.Done()
-			io.Copy(w, st)
-			st.Close()
-		}(o.w)
-	}
-	return streams, nil
+}
+
+// bind mounts a host path at rel below the container's share directory.
+func (c *Container) bind(src, rel string, readonly bool) error {
+	dst := filepath.Join(c.dir, rel)
+	c.mounts = append(c.mounts, dst)
+	return bindMount(src, dst, readonly)
 }
 
 // ID is the container's id.
 func (c *Container) ID() string { return c.id }
 
-// GuestPID is the init process's PID in the guest.
-func (c *Container) GuestPID() int { return c.pid }
+// Init is the container's init process.
+func (c *Container) Init() *Process { return c.init }
 
 // Start runs the container's process.
 func (c *Container) Start(ctx context.Context) error {
@@ -176,49 +158,68 @@ func (c *Container) Start(ctx context.Context) error {
 	return nil
 }
 
-// Signal sends sig to the container's init process.
-func (c *Container) Signal(ctx context.Context, sig int) error {
-	if sig <= 0 || sig > 64 {
-		return fmt.Errorf("container %s: invalid signal %d", c.id, sig)
-	}
-	if err := c.sb.agent.Signal(ctx, c.id, uint32(sig)); err != nil {
-		return fmt.Errorf("container %s: signal %d: %w", c.id, sig, err)
-	}
-	return nil
+// ExecConfig describes a process to start in a running container.
+type ExecConfig struct {
+	ID      string
+	Process *specs.Process
+	Stdio   Stdio
 }
 
-// Wait waits for the init process to exit and for its output to arrive.
-// If the VM dies first, Wait fails.
-func (c *Container) Wait(ctx context.Context) (ExitStatus, error) {
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-c.sb.vm.Done():
-			cancel()
-		case <-wctx.Done():
-		}
-	}()
-	es, err := c.sb.agent.Wait(wctx, c.id)
+// Exec starts a process in the container.
+func (c *Container) Exec(ctx context.Context, ec ExecConfig) (*Process, error) {
+	if !transport.ValidID(ec.ID) {
+		return nil, fmt.Errorf("invalid exec id %q", ec.ID)
+	}
+	if ec.Process == nil || len(ec.Process.Args) == 0 {
+		return nil, fmt.Errorf("exec %s: no process args", ec.ID)
+	}
+	b, err := json.Marshal(ec.Process)
 	if err != nil {
-		select {
-		case <-c.sb.vm.Done():
-			return ExitStatus{}, fmt.Errorf("container %s: the VM exited before the container (qemu: %v)", c.id, c.sb.vm.Wait(ctx))
-		default:
-		}
-		return ExitStatus{}, fmt.Errorf("container %s: wait: %w", c.id, err)
+		return nil, err
 	}
-	done := make(chan struct{})
-	go func() { c.output.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(outputGrace):
-		c.sb.log.Warn("output streams still open after exit", "container_id", c.id)
+	p := &Process{sb: c.sb, cid: c.id, execID: ec.ID}
+	streams, err := p.attach(ec.Stdio)
+	if err != nil {
+		return nil, fmt.Errorf("exec %s: stdio: %w", ec.ID, err)
 	}
-	return es, nil
+	p.pid, err = c.sb.agent.Exec(ctx, &agentv1.ExecRequest{ContainerId: c.id, ExecId: ec.ID, Process: b, Stdio: wireStdio(ec.Stdio)})
+	if err != nil {
+		closeAll(streams)
+		return nil, fmt.Errorf("exec %s in %s: %w", ec.ID, c.id, err)
+	}
+	return p, nil
 }
 
-// Delete removes the container from the guest and unmounts its rootfs.
+// SignalAll sends sig to every process of the container.
+func (c *Container) SignalAll(ctx context.Context, sig int) error {
+	if sig <= 0 || sig > 64 {
+		return fmt.Errorf("invalid signal %d", sig)
+	}
+	return c.sb.agent.Signal(ctx, c.id, "", uint32(sig), true)
+}
+
+// Pause freezes the container's processes.
+func (c *Container) Pause(ctx context.Context) error { return c.sb.agent.Pause(ctx, c.id) }
+
+// Resume thaws the container's processes.
+func (c *Container) Resume(ctx context.Context) error { return c.sb.agent.Resume(ctx, c.id) }
+
+// Pids lists the container's processes.
+func (c *Container) Pids(ctx context.Context) ([]*ProcessInfo, error) { return c.sb.agent.Pids(ctx, c.id) }
+
+// Stats reads the container's cgroup counters in the guest.
+func (c *Container) Stats(ctx context.Context) (*Stats, error) { return c.sb.agent.Stats(ctx, c.id) }
+
+// Update changes the container's resource limits.
+func (c *Container) Update(ctx context.Context, r *specs.LinuxResources) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return c.sb.agent.Update(ctx, c.id, b)
+}
+
+// Delete removes the container from the guest and unmounts its files.
 func (c *Container) Delete(ctx context.Context) error {
 	err := c.sb.agent.Delete(ctx, c.id)
 	c.sb.mu.Lock()
@@ -227,6 +228,12 @@ func (c *Container) Delete(ctx context.Context) error {
 	return errors.Join(err, c.unmount())
 }
 
+// unmount undoes the container's binds, last first.
 func (c *Container) unmount() error {
-	return unmount(c.rootfs)
+	var errs []error
+	for i := len(c.mounts) - 1; i >= 0; i-- {
+		errs = append(errs, unmount(c.mounts[i]))
+	}
+	c.mounts = nil
+	return errors.Join(errs...)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,16 +26,22 @@ func makeSharedDir(dir string) error {
 	return nil
 }
 
-// bindMount mounts src on dst (created as a directory), read-only if asked.
+// bindMount mounts src on dst (created as a directory or an empty file,
+// like src), read-only if asked.
 func bindMount(src, dst string, readonly bool) error {
 	st, err := os.Stat(src)
 	if err != nil {
 		return err
 	}
-	if !st.IsDir() {
-		return fmt.Errorf("%s is not a directory", src)
+	if st.IsDir() {
+		err = os.MkdirAll(dst, 0o755)
+	} else if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
+		var f *os.File
+		if f, err = os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+			f.Close()
+		}
 	}
-	if err := os.MkdirAll(dst, 0o755); err != nil {
+	if err != nil {
 		return err
 	}
 	if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"fmt"
+	"path/filepath"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -31,11 +32,32 @@ func guestSpec(in *specs.Spec) (*specs.Spec, error) {
 		l.CgroupsPath = "" // the guest chooses its own cgroup layout
 		s.Linux = &l
 	}
+	s.Mounts = append([]specs.Mount(nil), s.Mounts...)
 	for _, m := range s.Mounts {
+		if isBind(m) {
+			if !filepath.IsAbs(m.Source) {
+				return nil, fmt.Errorf("bind mount source %q for %s must be an absolute host path", m.Source, m.Destination)
+			}
+			continue
+		}
 		if !guestMountTypes[m.Type] {
-			return nil, fmt.Errorf("%w: mount of %q on %s (type %q): host bind mounts are not shared with the guest yet",
-				ErrUnsupported, m.Source, m.Destination, m.Type)
+			return nil, fmt.Errorf("%w: mount of %q on %s (type %q): only bind mounts of host paths and the guest's own filesystems (%s) can be used",
+				ErrUnsupported, m.Source, m.Destination, m.Type, "proc, sysfs, tmpfs, devpts, mqueue, cgroup")
 		}
 	}
 	return &s, nil
+}
+
+// isBind reports a bind mount (of a host path).
+func isBind(m specs.Mount) bool {
+	return m.Type == "bind" || hasOption(m.Options, "bind") || hasOption(m.Options, "rbind")
+}
+
+func hasOption(opts []string, o string) bool {
+	for _, x := range opts {
+		if x == o {
+			return true
+		}
+	}
+	return false
 }

@@ -240,12 +240,15 @@ func (x *Rootfs) GetPath() string {
 	return ""
 }
 
-// Stdio says which stdio streams the host attaches (opened before Create).
+// Stdio says which stdio streams the host attaches (opened before the
+// call). With terminal set, stdout carries the terminal's output and
+// stderr is unused.
 type Stdio struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Stdin         bool                   `protobuf:"varint,1,opt,name=stdin,proto3" json:"stdin,omitempty"`
 	Stdout        bool                   `protobuf:"varint,2,opt,name=stdout,proto3" json:"stdout,omitempty"`
 	Stderr        bool                   `protobuf:"varint,3,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	Terminal      bool                   `protobuf:"varint,4,opt,name=terminal,proto3" json:"terminal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -301,11 +304,19 @@ func (x *Stdio) GetStderr() bool {
 	return false
 }
 
+func (x *Stdio) GetTerminal() bool {
+	if x != nil {
+		return x.Terminal
+	}
+	return false
+}
+
 type CreateRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	// The OCI runtime spec (config.json) as JSON; root.path is ignored in
-	// favour of rootfs.
+	// favour of rootfs, and mount sources of type "bind" name paths inside
+	// the share (see ShareMount).
 	Spec          []byte  `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
 	Rootfs        *Rootfs `protobuf:"bytes,3,opt,name=rootfs,proto3" json:"rootfs,omitempty"`
 	Stdio         *Stdio  `protobuf:"bytes,4,opt,name=stdio,proto3" json:"stdio,omitempty"`
@@ -373,7 +384,7 @@ func (x *CreateRequest) GetStdio() *Stdio {
 
 type CreateResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// PID of the init process in the guest's PID namespace.
+	// PID of the process in the guest's PID namespace.
 	Pid           int32 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -460,17 +471,88 @@ func (x *StartRequest) GetContainerId() string {
 	return ""
 }
 
+type ExecRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId      string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	// The OCI process (config.json's "process") as JSON.
+	Process       []byte `protobuf:"bytes,3,opt,name=process,proto3" json:"process,omitempty"`
+	Stdio         *Stdio `protobuf:"bytes,4,opt,name=stdio,proto3" json:"stdio,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecRequest) Reset() {
+	*x = ExecRequest{}
+	mi := &file_agent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecRequest) ProtoMessage() {}
+
+func (x *ExecRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
+func (*ExecRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ExecRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ExecRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *ExecRequest) GetProcess() []byte {
+	if x != nil {
+		return x.Process
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetStdio() *Stdio {
+	if x != nil {
+		return x.Stdio
+	}
+	return nil
+}
+
 type SignalRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	Signal        uint32                 `protobuf:"varint,2,opt,name=signal,proto3" json:"signal,omitempty"`
+	ExecId        string                 `protobuf:"bytes,3,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	All           bool                   `protobuf:"varint,4,opt,name=all,proto3" json:"all,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SignalRequest) Reset() {
 	*x = SignalRequest{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -482,7 +564,7 @@ func (x *SignalRequest) String() string {
 func (*SignalRequest) ProtoMessage() {}
 
 func (x *SignalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -495,7 +577,7 @@ func (x *SignalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalRequest.ProtoReflect.Descriptor instead.
 func (*SignalRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SignalRequest) GetContainerId() string {
@@ -512,16 +594,31 @@ func (x *SignalRequest) GetSignal() uint32 {
 	return 0
 }
 
+func (x *SignalRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *SignalRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
 type WaitRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WaitRequest) Reset() {
 	*x = WaitRequest{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +630,7 @@ func (x *WaitRequest) String() string {
 func (*WaitRequest) ProtoMessage() {}
 
 func (x *WaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,12 +643,19 @@ func (x *WaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitRequest.ProtoReflect.Descriptor instead.
 func (*WaitRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WaitRequest) GetContainerId() string {
 	if x != nil {
 		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *WaitRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
 	}
 	return ""
 }
@@ -568,7 +672,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -580,7 +684,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -593,7 +697,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WaitResponse) GetExitStatus() int32 {
@@ -610,28 +714,31 @@ func (x *WaitResponse) GetSignal() uint32 {
 	return 0
 }
 
-type DeleteRequest struct {
+type ResizePtyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Width         uint32                 `protobuf:"varint,3,opt,name=width,proto3" json:"width,omitempty"`
+	Height        uint32                 `protobuf:"varint,4,opt,name=height,proto3" json:"height,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *DeleteRequest) Reset() {
-	*x = DeleteRequest{}
-	mi := &file_agent_proto_msgTypes[11]
+func (x *ResizePtyRequest) Reset() {
+	*x = ResizePtyRequest{}
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *DeleteRequest) String() string {
+func (x *ResizePtyRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*DeleteRequest) ProtoMessage() {}
+func (*ResizePtyRequest) ProtoMessage() {}
 
-func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -642,16 +749,363 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
-func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+// Deprecated: Use ResizePtyRequest.ProtoReflect.Descriptor instead.
+func (*ResizePtyRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
-func (x *DeleteRequest) GetContainerId() string {
+func (x *ResizePtyRequest) GetContainerId() string {
 	if x != nil {
 		return x.ContainerId
 	}
 	return ""
+}
+
+func (x *ResizePtyRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *ResizePtyRequest) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
+func (x *ResizePtyRequest) GetHeight() uint32 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+type ContainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerRequest) Reset() {
+	*x = ContainerRequest{}
+	mi := &file_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerRequest) ProtoMessage() {}
+
+func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerRequest.ProtoReflect.Descriptor instead.
+func (*ContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+type ProcessInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pid   int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	// Command line, NUL bytes replaced by spaces, truncated to 256 bytes.
+	Command       string `protobuf:"bytes,2,opt,name=command,proto3" json:"command,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessInfo) Reset() {
+	*x = ProcessInfo{}
+	mi := &file_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessInfo) ProtoMessage() {}
+
+func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
+func (*ProcessInfo) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ProcessInfo) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetCommand() string {
+	if x != nil {
+		return x.Command
+	}
+	return ""
+}
+
+type PidsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Processes     []*ProcessInfo         `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PidsResponse) Reset() {
+	*x = PidsResponse{}
+	mi := &file_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PidsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PidsResponse) ProtoMessage() {}
+
+func (x *PidsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PidsResponse.ProtoReflect.Descriptor instead.
+func (*PidsResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *PidsResponse) GetProcesses() []*ProcessInfo {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
+type StatsResponse struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	CpuUsageNs          uint64                 `protobuf:"varint,1,opt,name=cpu_usage_ns,json=cpuUsageNs,proto3" json:"cpu_usage_ns,omitempty"`
+	CpuUserNs           uint64                 `protobuf:"varint,2,opt,name=cpu_user_ns,json=cpuUserNs,proto3" json:"cpu_user_ns,omitempty"`
+	CpuSystemNs         uint64                 `protobuf:"varint,3,opt,name=cpu_system_ns,json=cpuSystemNs,proto3" json:"cpu_system_ns,omitempty"`
+	MemoryUsage         uint64                 `protobuf:"varint,4,opt,name=memory_usage,json=memoryUsage,proto3" json:"memory_usage,omitempty"`
+	MemoryLimit         uint64                 `protobuf:"varint,5,opt,name=memory_limit,json=memoryLimit,proto3" json:"memory_limit,omitempty"`
+	MemoryMaxUsage      uint64                 `protobuf:"varint,6,opt,name=memory_max_usage,json=memoryMaxUsage,proto3" json:"memory_max_usage,omitempty"`
+	PidsCurrent         uint64                 `protobuf:"varint,7,opt,name=pids_current,json=pidsCurrent,proto3" json:"pids_current,omitempty"`
+	PidsLimit           uint64                 `protobuf:"varint,8,opt,name=pids_limit,json=pidsLimit,proto3" json:"pids_limit,omitempty"`
+	OomKills            uint64                 `protobuf:"varint,9,opt,name=oom_kills,json=oomKills,proto3" json:"oom_kills,omitempty"`
+	CpuThrottledPeriods uint64                 `protobuf:"varint,10,opt,name=cpu_throttled_periods,json=cpuThrottledPeriods,proto3" json:"cpu_throttled_periods,omitempty"`
+	CpuThrottledNs      uint64                 `protobuf:"varint,11,opt,name=cpu_throttled_ns,json=cpuThrottledNs,proto3" json:"cpu_throttled_ns,omitempty"`
+	CpuPeriods          uint64                 `protobuf:"varint,12,opt,name=cpu_periods,json=cpuPeriods,proto3" json:"cpu_periods,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *StatsResponse) Reset() {
+	*x = StatsResponse{}
+	mi := &file_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsResponse) ProtoMessage() {}
+
+func (x *StatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
+func (*StatsResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *StatsResponse) GetCpuUsageNs() uint64 {
+	if x != nil {
+		return x.CpuUsageNs
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetCpuUserNs() uint64 {
+	if x != nil {
+		return x.CpuUserNs
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetCpuSystemNs() uint64 {
+	if x != nil {
+		return x.CpuSystemNs
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetMemoryUsage() uint64 {
+	if x != nil {
+		return x.MemoryUsage
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetMemoryLimit() uint64 {
+	if x != nil {
+		return x.MemoryLimit
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetMemoryMaxUsage() uint64 {
+	if x != nil {
+		return x.MemoryMaxUsage
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetPidsCurrent() uint64 {
+	if x != nil {
+		return x.PidsCurrent
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetPidsLimit() uint64 {
+	if x != nil {
+		return x.PidsLimit
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetOomKills() uint64 {
+	if x != nil {
+		return x.OomKills
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetCpuThrottledPeriods() uint64 {
+	if x != nil {
+		return x.CpuThrottledPeriods
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetCpuThrottledNs() uint64 {
+	if x != nil {
+		return x.CpuThrottledNs
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetCpuPeriods() uint64 {
+	if x != nil {
+		return x.CpuPeriods
+	}
+	return 0
+}
+
+type UpdateRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// An OCI LinuxResources object as JSON.
+	Resources     []byte `protobuf:"bytes,2,opt,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateRequest) Reset() {
+	*x = UpdateRequest{}
+	mi := &file_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateRequest) ProtoMessage() {}
+
+func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateRequest.ProtoReflect.Descriptor instead.
+func (*UpdateRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *UpdateRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *UpdateRequest) GetResources() []byte {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
 }
 
 var File_agent_proto protoreflect.FileDescriptor
@@ -671,11 +1125,12 @@ const file_agent_proto_rawDesc = "" +
 	"\x05Empty\"9\n" +
 	"\x06Rootfs\x12\x1b\n" +
 	"\tshare_tag\x18\x01 \x01(\tR\bshareTag\x12\x12\n" +
-	"\x04path\x18\x02 \x01(\tR\x04path\"M\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\"i\n" +
 	"\x05Stdio\x12\x14\n" +
 	"\x05stdin\x18\x01 \x01(\bR\x05stdin\x12\x16\n" +
 	"\x06stdout\x18\x02 \x01(\bR\x06stdout\x12\x16\n" +
-	"\x06stderr\x18\x03 \x01(\bR\x06stderr\"\xa3\x01\n" +
+	"\x06stderr\x18\x03 \x01(\bR\x06stderr\x12\x1a\n" +
+	"\bterminal\x18\x04 \x01(\bR\bterminal\"\xa3\x01\n" +
 	"\rCreateRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
 	"\x04spec\x18\x02 \x01(\fR\x04spec\x12.\n" +
@@ -684,27 +1139,72 @@ const file_agent_proto_rawDesc = "" +
 	"\x0eCreateResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\"1\n" +
 	"\fStartRequest\x12!\n" +
-	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"J\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"\x90\x01\n" +
+	"\vExecRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x18\n" +
+	"\aprocess\x18\x03 \x01(\fR\aprocess\x12+\n" +
+	"\x05stdio\x18\x04 \x01(\v2\x15.lodge.agent.v1.StdioR\x05stdio\"u\n" +
 	"\rSignalRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x16\n" +
-	"\x06signal\x18\x02 \x01(\rR\x06signal\"0\n" +
+	"\x06signal\x18\x02 \x01(\rR\x06signal\x12\x17\n" +
+	"\aexec_id\x18\x03 \x01(\tR\x06execId\x12\x10\n" +
+	"\x03all\x18\x04 \x01(\bR\x03all\"I\n" +
 	"\vWaitRequest\x12!\n" +
-	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"G\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"G\n" +
 	"\fWaitResponse\x12\x1f\n" +
 	"\vexit_status\x18\x01 \x01(\x05R\n" +
 	"exitStatus\x12\x16\n" +
-	"\x06signal\x18\x02 \x01(\rR\x06signal\"2\n" +
-	"\rDeleteRequest\x12!\n" +
-	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId2T\n" +
+	"\x06signal\x18\x02 \x01(\rR\x06signal\"|\n" +
+	"\x10ResizePtyRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x14\n" +
+	"\x05width\x18\x03 \x01(\rR\x05width\x12\x16\n" +
+	"\x06height\x18\x04 \x01(\rR\x06height\"5\n" +
+	"\x10ContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"9\n" +
+	"\vProcessInfo\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x18\n" +
+	"\acommand\x18\x02 \x01(\tR\acommand\"I\n" +
+	"\fPidsResponse\x129\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x1b.lodge.agent.v1.ProcessInfoR\tprocesses\"\xc3\x03\n" +
+	"\rStatsResponse\x12 \n" +
+	"\fcpu_usage_ns\x18\x01 \x01(\x04R\n" +
+	"cpuUsageNs\x12\x1e\n" +
+	"\vcpu_user_ns\x18\x02 \x01(\x04R\tcpuUserNs\x12\"\n" +
+	"\rcpu_system_ns\x18\x03 \x01(\x04R\vcpuSystemNs\x12!\n" +
+	"\fmemory_usage\x18\x04 \x01(\x04R\vmemoryUsage\x12!\n" +
+	"\fmemory_limit\x18\x05 \x01(\x04R\vmemoryLimit\x12(\n" +
+	"\x10memory_max_usage\x18\x06 \x01(\x04R\x0ememoryMaxUsage\x12!\n" +
+	"\fpids_current\x18\a \x01(\x04R\vpidsCurrent\x12\x1d\n" +
+	"\n" +
+	"pids_limit\x18\b \x01(\x04R\tpidsLimit\x12\x1b\n" +
+	"\toom_kills\x18\t \x01(\x04R\boomKills\x122\n" +
+	"\x15cpu_throttled_periods\x18\n" +
+	" \x01(\x04R\x13cpuThrottledPeriods\x12(\n" +
+	"\x10cpu_throttled_ns\x18\v \x01(\x04R\x0ecpuThrottledNs\x12\x1f\n" +
+	"\vcpu_periods\x18\f \x01(\x04R\n" +
+	"cpuPeriods\"P\n" +
+	"\rUpdateRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1c\n" +
+	"\tresources\x18\x02 \x01(\fR\tresources2T\n" +
 	"\x06Health\x12J\n" +
-	"\aVersion\x12\x1e.lodge.agent.v1.VersionRequest\x1a\x1f.lodge.agent.v1.VersionResponse2\xd6\x02\n" +
+	"\aVersion\x12\x1e.lodge.agent.v1.VersionRequest\x1a\x1f.lodge.agent.v1.VersionResponse2\xbb\x06\n" +
 	"\n" +
 	"Containers\x12G\n" +
 	"\x06Create\x12\x1d.lodge.agent.v1.CreateRequest\x1a\x1e.lodge.agent.v1.CreateResponse\x12<\n" +
-	"\x05Start\x12\x1c.lodge.agent.v1.StartRequest\x1a\x15.lodge.agent.v1.Empty\x12>\n" +
+	"\x05Start\x12\x1c.lodge.agent.v1.StartRequest\x1a\x15.lodge.agent.v1.Empty\x12C\n" +
+	"\x04Exec\x12\x1b.lodge.agent.v1.ExecRequest\x1a\x1e.lodge.agent.v1.CreateResponse\x12>\n" +
 	"\x06Signal\x12\x1d.lodge.agent.v1.SignalRequest\x1a\x15.lodge.agent.v1.Empty\x12A\n" +
-	"\x04Wait\x12\x1b.lodge.agent.v1.WaitRequest\x1a\x1c.lodge.agent.v1.WaitResponse\x12>\n" +
-	"\x06Delete\x12\x1d.lodge.agent.v1.DeleteRequest\x1a\x15.lodge.agent.v1.EmptyB4Z2github.com/lodgeruntime/lodge/api/agent/v1;agentv1b\x06proto3"
+	"\x04Wait\x12\x1b.lodge.agent.v1.WaitRequest\x1a\x1c.lodge.agent.v1.WaitResponse\x12D\n" +
+	"\tResizePty\x12 .lodge.agent.v1.ResizePtyRequest\x1a\x15.lodge.agent.v1.Empty\x12@\n" +
+	"\x05Pause\x12 .lodge.agent.v1.ContainerRequest\x1a\x15.lodge.agent.v1.Empty\x12A\n" +
+	"\x06Resume\x12 .lodge.agent.v1.ContainerRequest\x1a\x15.lodge.agent.v1.Empty\x12F\n" +
+	"\x04Pids\x12 .lodge.agent.v1.ContainerRequest\x1a\x1c.lodge.agent.v1.PidsResponse\x12H\n" +
+	"\x05Stats\x12 .lodge.agent.v1.ContainerRequest\x1a\x1d.lodge.agent.v1.StatsResponse\x12>\n" +
+	"\x06Update\x12\x1d.lodge.agent.v1.UpdateRequest\x1a\x15.lodge.agent.v1.Empty\x12A\n" +
+	"\x06Delete\x12 .lodge.agent.v1.ContainerRequest\x1a\x15.lodge.agent.v1.EmptyB4Z2github.com/lodgeruntime/lodge/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -718,41 +1218,63 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_agent_proto_goTypes = []any{
-	(*VersionRequest)(nil),  // 0: lodge.agent.v1.VersionRequest
-	(*VersionResponse)(nil), // 1: lodge.agent.v1.VersionResponse
-	(*Empty)(nil),           // 2: lodge.agent.v1.Empty
-	(*Rootfs)(nil),          // 3: lodge.agent.v1.Rootfs
-	(*Stdio)(nil),           // 4: lodge.agent.v1.Stdio
-	(*CreateRequest)(nil),   // 5: lodge.agent.v1.CreateRequest
-	(*CreateResponse)(nil),  // 6: lodge.agent.v1.CreateResponse
-	(*StartRequest)(nil),    // 7: lodge.agent.v1.StartRequest
-	(*SignalRequest)(nil),   // 8: lodge.agent.v1.SignalRequest
-	(*WaitRequest)(nil),     // 9: lodge.agent.v1.WaitRequest
-	(*WaitResponse)(nil),    // 10: lodge.agent.v1.WaitResponse
-	(*DeleteRequest)(nil),   // 11: lodge.agent.v1.DeleteRequest
+	(*VersionRequest)(nil),   // 0: lodge.agent.v1.VersionRequest
+	(*VersionResponse)(nil),  // 1: lodge.agent.v1.VersionResponse
+	(*Empty)(nil),            // 2: lodge.agent.v1.Empty
+	(*Rootfs)(nil),           // 3: lodge.agent.v1.Rootfs
+	(*Stdio)(nil),            // 4: lodge.agent.v1.Stdio
+	(*CreateRequest)(nil),    // 5: lodge.agent.v1.CreateRequest
+	(*CreateResponse)(nil),   // 6: lodge.agent.v1.CreateResponse
+	(*StartRequest)(nil),     // 7: lodge.agent.v1.StartRequest
+	(*ExecRequest)(nil),      // 8: lodge.agent.v1.ExecRequest
+	(*SignalRequest)(nil),    // 9: lodge.agent.v1.SignalRequest
+	(*WaitRequest)(nil),      // 10: lodge.agent.v1.WaitRequest
+	(*WaitResponse)(nil),     // 11: lodge.agent.v1.WaitResponse
+	(*ResizePtyRequest)(nil), // 12: lodge.agent.v1.ResizePtyRequest
+	(*ContainerRequest)(nil), // 13: lodge.agent.v1.ContainerRequest
+	(*ProcessInfo)(nil),      // 14: lodge.agent.v1.ProcessInfo
+	(*PidsResponse)(nil),     // 15: lodge.agent.v1.PidsResponse
+	(*StatsResponse)(nil),    // 16: lodge.agent.v1.StatsResponse
+	(*UpdateRequest)(nil),    // 17: lodge.agent.v1.UpdateRequest
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: lodge.agent.v1.CreateRequest.rootfs:type_name -> lodge.agent.v1.Rootfs
 	4,  // 1: lodge.agent.v1.CreateRequest.stdio:type_name -> lodge.agent.v1.Stdio
-	0,  // 2: lodge.agent.v1.Health.Version:input_type -> lodge.agent.v1.VersionRequest
-	5,  // 3: lodge.agent.v1.Containers.Create:input_type -> lodge.agent.v1.CreateRequest
-	7,  // 4: lodge.agent.v1.Containers.Start:input_type -> lodge.agent.v1.StartRequest
-	8,  // 5: lodge.agent.v1.Containers.Signal:input_type -> lodge.agent.v1.SignalRequest
-	9,  // 6: lodge.agent.v1.Containers.Wait:input_type -> lodge.agent.v1.WaitRequest
-	11, // 7: lodge.agent.v1.Containers.Delete:input_type -> lodge.agent.v1.DeleteRequest
-	1,  // 8: lodge.agent.v1.Health.Version:output_type -> lodge.agent.v1.VersionResponse
-	6,  // 9: lodge.agent.v1.Containers.Create:output_type -> lodge.agent.v1.CreateResponse
-	2,  // 10: lodge.agent.v1.Containers.Start:output_type -> lodge.agent.v1.Empty
-	2,  // 11: lodge.agent.v1.Containers.Signal:output_type -> lodge.agent.v1.Empty
-	10, // 12: lodge.agent.v1.Containers.Wait:output_type -> lodge.agent.v1.WaitResponse
-	2,  // 13: lodge.agent.v1.Containers.Delete:output_type -> lodge.agent.v1.Empty
-	8,  // [8:14] is the sub-list for method output_type
-	2,  // [2:8] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	4,  // 2: lodge.agent.v1.ExecRequest.stdio:type_name -> lodge.agent.v1.Stdio
+	14, // 3: lodge.agent.v1.PidsResponse.processes:type_name -> lodge.agent.v1.ProcessInfo
+	0,  // 4: lodge.agent.v1.Health.Version:input_type -> lodge.agent.v1.VersionRequest
+	5,  // 5: lodge.agent.v1.Containers.Create:input_type -> lodge.agent.v1.CreateRequest
+	7,  // 6: lodge.agent.v1.Containers.Start:input_type -> lodge.agent.v1.StartRequest
+	8,  // 7: lodge.agent.v1.Containers.Exec:input_type -> lodge.agent.v1.ExecRequest
+	9,  // 8: lodge.agent.v1.Containers.Signal:input_type -> lodge.agent.v1.SignalRequest
+	10, // 9: lodge.agent.v1.Containers.Wait:input_type -> lodge.agent.v1.WaitRequest
+	12, // 10: lodge.agent.v1.Containers.ResizePty:input_type -> lodge.agent.v1.ResizePtyRequest
+	13, // 11: lodge.agent.v1.Containers.Pause:input_type -> lodge.agent.v1.ContainerRequest
+	13, // 12: lodge.agent.v1.Containers.Resume:input_type -> lodge.agent.v1.ContainerRequest
+	13, // 13: lodge.agent.v1.Containers.Pids:input_type -> lodge.agent.v1.ContainerRequest
+	13, // 14: lodge.agent.v1.Containers.Stats:input_type -> lodge.agent.v1.ContainerRequest
+	17, // 15: lodge.agent.v1.Containers.Update:input_type -> lodge.agent.v1.UpdateRequest
+	13, // 16: lodge.agent.v1.Containers.Delete:input_type -> lodge.agent.v1.ContainerRequest
+	1,  // 17: lodge.agent.v1.Health.Version:output_type -> lodge.agent.v1.VersionResponse
+	6,  // 18: lodge.agent.v1.Containers.Create:output_type -> lodge.agent.v1.CreateResponse
+	2,  // 19: lodge.agent.v1.Containers.Start:output_type -> lodge.agent.v1.Empty
+	6,  // 20: lodge.agent.v1.Containers.Exec:output_type -> lodge.agent.v1.CreateResponse
+	2,  // 21: lodge.agent.v1.Containers.Signal:output_type -> lodge.agent.v1.Empty
+	11, // 22: lodge.agent.v1.Containers.Wait:output_type -> lodge.agent.v1.WaitResponse
+	2,  // 23: lodge.agent.v1.Containers.ResizePty:output_type -> lodge.agent.v1.Empty
+	2,  // 24: lodge.agent.v1.Containers.Pause:output_type -> lodge.agent.v1.Empty
+	2,  // 25: lodge.agent.v1.Containers.Resume:output_type -> lodge.agent.v1.Empty
+	15, // 26: lodge.agent.v1.Containers.Pids:output_type -> lodge.agent.v1.PidsResponse
+	16, // 27: lodge.agent.v1.Containers.Stats:output_type -> lodge.agent.v1.StatsResponse
+	2,  // 28: lodge.agent.v1.Containers.Update:output_type -> lodge.agent.v1.Empty
+	2,  // 29: lodge.agent.v1.Containers.Delete:output_type -> lodge.agent.v1.Empty
+	17, // [17:30] is the sub-list for method output_type
+	4,  // [4:17] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -766,7 +1288,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

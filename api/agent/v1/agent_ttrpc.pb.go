@@ -46,9 +46,16 @@ func (c *healthClient) Version(ctx context.Context, req *VersionRequest) (*Versi
 type ContainersService interface {
 	Create(context.Context, *CreateRequest) (*CreateResponse, error)
 	Start(context.Context, *StartRequest) (*Empty, error)
+	Exec(context.Context, *ExecRequest) (*CreateResponse, error)
 	Signal(context.Context, *SignalRequest) (*Empty, error)
 	Wait(context.Context, *WaitRequest) (*WaitResponse, error)
-	Delete(context.Context, *DeleteRequest) (*Empty, error)
+	ResizePty(context.Context, *ResizePtyRequest) (*Empty, error)
+	Pause(context.Context, *ContainerRequest) (*Empty, error)
+	Resume(context.Context, *ContainerRequest) (*Empty, error)
+	Pids(context.Context, *ContainerRequest) (*PidsResponse, error)
+	Stats(context.Context, *ContainerRequest) (*StatsResponse, error)
+	Update(context.Context, *UpdateRequest) (*Empty, error)
+	Delete(context.Context, *ContainerRequest) (*Empty, error)
 }
 
 func RegisterContainersService(srv *ttrpc.Server, svc ContainersService) {
@@ -68,6 +75,13 @@ func RegisterContainersService(srv *ttrpc.Server, svc ContainersService) {
 				}
 				return svc.Start(ctx, &req)
 			},
+			"Exec": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ExecRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Exec(ctx, &req)
+			},
 			"Signal": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req SignalRequest
 				if err := unmarshal(&req); err != nil {
@@ -82,8 +96,50 @@ func RegisterContainersService(srv *ttrpc.Server, svc ContainersService) {
 				}
 				return svc.Wait(ctx, &req)
 			},
+			"ResizePty": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ResizePtyRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ResizePty(ctx, &req)
+			},
+			"Pause": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Pause(ctx, &req)
+			},
+			"Resume": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Resume(ctx, &req)
+			},
+			"Pids": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Pids(ctx, &req)
+			},
+			"Stats": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Stats(ctx, &req)
+			},
+			"Update": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req UpdateRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Update(ctx, &req)
+			},
 			"Delete": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
-				var req DeleteRequest
+				var req ContainerRequest
 				if err := unmarshal(&req); err != nil {
 					return nil, err
 				}
@@ -119,6 +175,14 @@ func (c *containersClient) Start(ctx context.Context, req *StartRequest) (*Empty
 	return &resp, nil
 }
 
+func (c *containersClient) Exec(ctx context.Context, req *ExecRequest) (*CreateResponse, error) {
+	var resp CreateResponse
+	if err := c.client.Call(ctx, "lodge.agent.v1.Containers", "Exec", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
 func (c *containersClient) Signal(ctx context.Context, req *SignalRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "lodge.agent.v1.Containers", "Signal", req, &resp); err != nil {
@@ -135,7 +199,55 @@ func (c *containersClient) Wait(ctx context.Context, req *WaitRequest) (*WaitRes
 	return &resp, nil
 }
 
-func (c *containersClient) Delete(ctx context.Context, req *DeleteRequest) (*Empty, error) {
+func (c *containersClient) ResizePty(ctx context.Context, req *ResizePtyRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "lodge.agent.v1.Containers", "ResizePty", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *containersClient) Pause(ctx context.Context, req *ContainerRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "lodge.agent.v1.Containers", "Pause", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *containersClient) Resume(ctx context.Context, req *ContainerRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "lodge.agent.v1.Containers", "Resume", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *containersClient) Pids(ctx context.Context, req *ContainerRequest) (*PidsResponse, error) {
+	var resp PidsResponse
+	if err := c.client.Call(ctx, "lodge.agent.v1.Containers", "Pids", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *containersClient) Stats(ctx context.Context, req *ContainerRequest) (*StatsResponse, error) {
+	var resp StatsResponse
+	if err := c.client.Call(ctx, "lodge.agent.v1.Containers", "Stats", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *containersClient) Update(ctx context.Context, req *UpdateRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "lodge.agent.v1.Containers", "Update", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *containersClient) Delete(ctx context.Context, req *ContainerRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "lodge.agent.v1.Containers", "Delete", req, &resp); err != nil {
 		return nil, err

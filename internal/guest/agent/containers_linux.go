@@ -4,14 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
@@ -26,13 +23,6 @@ import (
 	"github.com/lodgeruntime/lodge/internal/transport"
 )
 
-// stdioWait bounds how long Create waits for the stdio streams the host
-// announced; it opens them before calling Create.
-const stdioWait = 10 * time.Second
-
-// outputDrain bounds how long Wait waits for output after the process died.
-const outputDrain = 5 * time.Second
-
 // containers implements agentv1.ContainersService.
 type containers struct {
 	log       *slog.Logger
@@ -41,21 +31,17 @@ type containers struct {
 	streams   *streams
 	caps      []string
 
-	mu     sync.Mutex // guards byID and mounted
+	mu     sync.Mutex // guards byID and shares
 	byID   map[string]*container
-	shares sharesMounted
+	shares map[string]bool // mounted share tags
 }
-
-type sharesMounted map[string]bool
 
 // container is one OCI container in the guest.
 type container struct {
-	c       *libcontainer.Container
-	init    *libcontainer.Process
-	output  sync.WaitGroup // stdout/stderr copies
-	closers []io.Closer    // stdio streams, closed on delete
-	exited  chan struct{}  // closed when init has been waited for
-	status  *agentv1.WaitResponse
+	c *libcontainer.Container
+
+	mu    sync.Mutex          // guards procs
+	procs map[string]*process // by exec id; "" is init
 }
 
 func newContainers(cfg Config, st *streams) *containers {
@@ -66,18 +52,28 @@ func newContainers(cfg Config, st *streams) *containers {
 		streams:   st,
 		caps:      cfg.Capabilities,
 		byID:      map[string]*container{},
-		shares:    sharesMounted{},
+		shares:    map[string]bool{},
 	}
 }
 
 func (cs *containers) get(id string) (*container, error) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	c, ok := cs.byID[id]
-	if !ok {
+	c := cs.byID[id]
+	if c == nil {
 		return nil, status.Errorf(codes.NotFound, "container %q: %v", id, errNotFound)
 	}
 	return c, nil
+}
+
+func (c *container) proc(execID string) (*process, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.procs[execID]
+	if p == nil {
+		return nil, status.Errorf(codes.NotFound, "process %q of container %s: %v", execID, c.c.ID(), errNotFound)
+	}
+	return p, nil
 }
 
 func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (_ *agentv1.CreateResponse, retErr error) {
@@ -87,14 +83,25 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (_
 	}
 	var spec specs.Spec
 	if err := json.Unmarshal(req.Spec, &spec); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "container %s: decode spec: %v", id, err)
+		return nil, status.Errorf(codes.InvalidArgument, "decode spec: %v", err)
 	}
 	if spec.Process == nil || len(spec.Process.Args) == 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "container %s: spec has no process args", id)
+		return nil, status.Errorf(codes.InvalidArgument, "spec has no process args")
 	}
-	rootfs, err := cs.rootfs(req.Rootfs)
+	rootfs, err := cs.shareFile(req.Rootfs)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "container %s: %v", id, err)
+		return nil, status.Errorf(codes.InvalidArgument, "rootfs: %v", err)
+	}
+	share := filepath.Join(cs.sharesDir, req.Rootfs.ShareTag)
+	for i, m := range spec.Mounts {
+		if !isBind(m) {
+			continue
+		}
+		src, err := shareRelative(share, m.Source)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "mount %s: %v", m.Destination, err)
+		}
+		spec.Mounts[i].Source = src
 	}
 
 	cs.mu.Lock()
@@ -121,58 +128,69 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (_
 	spec.Linux.CgroupsPath = "/lodge/" + id
 	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: &spec})
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "container %s: %v", id, err)
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
 	t0 := time.Now()
 	lc, err := libcontainer.Create(cs.stateDir, id, cfg)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "container %s: create: %v", id, err)
+		return nil, status.Errorf(codes.Internal, "create: %v", err)
 	}
-	c := &container{c: lc, exited: make(chan struct{})}
 	defer func() {
 		if retErr != nil {
-			c.closeStreams()
 			lc.Destroy()
 		}
 	}()
-	p, err := newProcess(spec.Process)
+	lp, err := newProcess(spec.Process)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "container %s: %v", id, err)
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
-	p.Init = true
-	release, err := cs.attachStdio(ctx, c, p, id, "", req.Stdio)
+	lp.Init = true
+	t1 := time.Now()
+	p, err := cs.startProcess(ctx, id, "", lp, req.Stdio, lc.Start)
 	if err != nil {
 		return nil, err
 	}
-	t1 := time.Now()
-	err = lc.Start(p)
-	release()
-	if err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "container %s: start init: %v", id, err)
-	}
-	c.init = p
-	pid, _ := p.Pid()
-	go c.wait()
-
+	c := &container{c: lc, procs: map[string]*process{"": p}}
 	cs.mu.Lock()
 	cs.byID[id] = c
 	cs.mu.Unlock()
-	cs.log.Info("container created", "container_id", id, "pid", pid,
+	cs.log.Info("container created", "container_id", id, "pid", p.pid,
 		"libcontainer_create", t1.Sub(t0).Round(time.Millisecond), "init_start", time.Since(t1).Round(time.Millisecond))
-	return &agentv1.CreateResponse{Pid: int32(pid)}, nil
+	return &agentv1.CreateResponse{Pid: int32(p.pid)}, nil
 }
 
-// rootfs mounts the share that holds the root filesystem (once) and returns
-// the guest path of the rootfs.
-func (cs *containers) rootfs(r *agentv1.Rootfs) (string, error) {
-	if r == nil || !transport.ValidID(r.ShareTag) {
-		return "", fmt.Errorf("invalid rootfs share")
+func isBind(m specs.Mount) bool {
+	if m.Type == "bind" {
+		return true
 	}
-	rel := filepath.Clean("/" + r.Path)
-	if rel == "/" || strings.Contains(r.Path, "..") {
-		return "", fmt.Errorf("invalid rootfs path %q", r.Path)
+	for _, o := range m.Options {
+		if o == "bind" || o == "rbind" {
+			return true
+		}
+	}
+	return false
+}
+
+// shareRelative resolves a bind mount source the host rewrote to a path
+// relative to the share.
+func shareRelative(share, src string) (string, error) {
+	if src == "" || filepath.IsAbs(src) || strings.Contains(src, "..") {
+		return "", fmt.Errorf("bind source %q is not a path inside the share", src)
+	}
+	return filepath.Join(share, filepath.Clean(src)), nil
+}
+
+// shareFile mounts the share that holds r (once) and returns the guest path
+// of r.
+func (cs *containers) shareFile(r *agentv1.Rootfs) (string, error) {
+	if r == nil || !transport.ValidID(r.ShareTag) {
+		return "", fmt.Errorf("invalid share")
 	}
 	dir := filepath.Join(cs.sharesDir, r.ShareTag)
+	p, err := shareRelative(dir, r.Path)
+	if err != nil {
+		return "", err
+	}
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	if !cs.shares[r.ShareTag] {
@@ -184,130 +202,7 @@ func (cs *containers) rootfs(r *agentv1.Rootfs) (string, error) {
 		}
 		cs.shares[r.ShareTag] = true
 	}
-	return filepath.Join(dir, rel), nil
-}
-
-// attachStdio wires the process's stdio to the host's streams (or to
-// /dev/null). The returned release closes the agent's copies of the
-// process's ends once the process holds them.
-func (cs *containers) attachStdio(ctx context.Context, c *container, p *libcontainer.Process, id, exec string, want *agentv1.Stdio) (func(), error) {
-	if want == nil {
-		want = &agentv1.Stdio{}
-	}
-	ctx, cancel := context.WithTimeout(ctx, stdioWait)
-	defer cancel()
-	var childEnds []*os.File
-	release := func() {
-		for _, f := range childEnds {
-			f.Close()
-		}
-	}
-	fail := func(err error) (func(), error) {
-		release()
-		c.closeStreams()
-		return nil, status.Errorf(codes.FailedPrecondition, "container %s: stdio: %v", id, err)
-	}
-	devNull := func() (*os.File, error) {
-		f, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-		if err == nil {
-			childEnds = append(childEnds, f)
-		}
-		return f, err
-	}
-	take := func(kind transport.Kind) (net.Conn, error) {
-		st, err := cs.streams.take(ctx, streamKey{id, exec, kind})
-		if err == nil {
-			c.closers = append(c.closers, st)
-		}
-		return st, err
-	}
-
-	if want.Stdin {
-		st, err := take(transport.KindStdin)
-		if err != nil {
-			return fail(err)
-		}
-		r, w, err := os.Pipe()
-		if err != nil {
-			return fail(err)
-		}
-		childEnds = append(childEnds, r)
-		p.Stdin = r
-		go func() {
-			io.Copy(w, st)
-			w.Close()
-		}()
-	} else if f, err := devNull(); err != nil {
-		return fail(err)
-	} else {
-		p.Stdin = f
-	}
-	for _, o := range []struct {
-		on   bool
-		kind transport.Kind
-		set  func(*os.File)
-	}{
-		{want.Stdout, transport.KindStdout, func(f *os.File) { p.Stdout = f }},
-		{want.Stderr, transport.KindStderr, func(f *os.File) { p.Stderr = f }},
-	} {
-		if !o.on {
-			f, err := devNull()
-			if err != nil {
-				return fail(err)
-			}
-			o.set(f)
-			continue
-		}
-		st, err := take(o.kind)
-		if err != nil {
-			return fail(err)
-		}
-		r, w, err := os.Pipe()
-		if err != nil {
-			return fail(err)
-		}
-		childEnds = append(childEnds, w)
-		o.set(w)
-		c.output.Add(1)
-		go func() {
-			defer c.output.Done()
-			io.Copy(st, r)
-			r.Close()
-			st.Close() // half-close: the host sees EOF
-		}()
-	}
-	return release, nil
-}
-
-func (c *container) closeStreams() {
-	for _, cl := range c.closers {
-		cl.Close()
-	}
-}
-
-// wait reaps the init process and records its status as runc reports it.
-func (c *container) wait() {
-	st, _ := c.init.Wait()
-	resp := &agentv1.WaitResponse{ExitStatus: 255}
-	if st != nil {
-		if ws, ok := st.Sys().(syscall.WaitStatus); ok {
-			switch {
-			case ws.Signaled():
-				resp.Signal = uint32(ws.Signal())
-				resp.ExitStatus = 128 + int32(ws.Signal())
-			default:
-				resp.ExitStatus = int32(ws.ExitStatus())
-			}
-		}
-	}
-	done := make(chan struct{})
-	go func() { c.output.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(outputDrain):
-	}
-	c.status = resp
-	close(c.exited)
+	return p, nil
 }
 
 func (cs *containers) Start(ctx context.Context, req *agentv1.StartRequest) (*agentv1.Empty, error) {
@@ -316,9 +211,51 @@ func (cs *containers) Start(ctx context.Context, req *agentv1.StartRequest) (*ag
 		return nil, err
 	}
 	if err := c.c.Exec(); err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "container %s: start: %v", req.ContainerId, err)
+		return nil, status.Errorf(codes.FailedPrecondition, "start: %v", err)
 	}
 	return &agentv1.Empty{}, nil
+}
+
+func (cs *containers) Exec(ctx context.Context, req *agentv1.ExecRequest) (*agentv1.CreateResponse, error) {
+	c, err := cs.get(req.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	if req.ExecId == "" || !transport.ValidID(req.ExecId) {
+		return nil, status.Errorf(codes.InvalidArgument, "invalid exec id %q", req.ExecId)
+	}
+	var sp specs.Process
+	if err := json.Unmarshal(req.Process, &sp); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "decode process: %v", err)
+	}
+	if len(sp.Args) == 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "process has no args")
+	}
+	c.mu.Lock()
+	if _, dup := c.procs[req.ExecId]; dup {
+		c.mu.Unlock()
+		return nil, status.Errorf(codes.AlreadyExists, "exec %q already exists", req.ExecId)
+	}
+	c.procs[req.ExecId] = nil
+	c.mu.Unlock()
+	lp, err := newProcess(&sp)
+	if err == nil {
+		var p *process
+		if p, err = cs.startProcess(ctx, req.ContainerId, req.ExecId, lp, req.Stdio, c.c.Run); err == nil {
+			c.mu.Lock()
+			c.procs[req.ExecId] = p
+			c.mu.Unlock()
+			return &agentv1.CreateResponse{Pid: int32(p.pid)}, nil
+		}
+	}
+	c.mu.Lock()
+	delete(c.procs, req.ExecId)
+	c.mu.Unlock()
+	cs.streams.dropProcess(req.ContainerId, req.ExecId)
+	if _, ok := status.FromError(err); ok {
+		return nil, err
+	}
+	return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 }
 
 func (cs *containers) Signal(ctx context.Context, req *agentv1.SignalRequest) (*agentv1.Empty, error) {
@@ -329,8 +266,29 @@ func (cs *containers) Signal(ctx context.Context, req *agentv1.SignalRequest) (*
 	if req.Signal == 0 || req.Signal > 64 {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid signal %d", req.Signal)
 	}
-	if err := c.c.Signal(unix.Signal(req.Signal)); err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "container %s: signal %d: %v", req.ContainerId, req.Signal, err)
+	sig := unix.Signal(req.Signal)
+	switch {
+	case req.All:
+		pids, err := c.c.Processes()
+		if err != nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "list processes: %v", err)
+		}
+		for _, pid := range pids {
+			unix.Kill(pid, sig)
+		}
+	case req.ExecId == "":
+		err = c.c.Signal(sig)
+	default:
+		var p *process
+		if p, err = c.proc(req.ExecId); err == nil {
+			err = p.p.Signal(sig)
+		}
+	}
+	if err != nil {
+		if _, ok := status.FromError(err); ok {
+			return nil, err
+		}
+		return nil, status.Errorf(codes.FailedPrecondition, "signal %d: %v", req.Signal, err)
 	}
 	return &agentv1.Empty{}, nil
 }
@@ -340,23 +298,173 @@ func (cs *containers) Wait(ctx context.Context, req *agentv1.WaitRequest) (*agen
 	if err != nil {
 		return nil, err
 	}
+	p, err := c.proc(req.ExecId)
+	if err != nil {
+		return nil, err
+	}
 	select {
-	case <-c.exited:
-		return c.status, nil
+	case <-p.exited:
+		return p.status, nil
 	case <-ctx.Done():
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 }
 
-func (cs *containers) Delete(ctx context.Context, req *agentv1.DeleteRequest) (*agentv1.Empty, error) {
+func (cs *containers) ResizePty(ctx context.Context, req *agentv1.ResizePtyRequest) (*agentv1.Empty, error) {
+	c, err := cs.get(req.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	p, err := c.proc(req.ExecId)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.resize(req.Width, req.Height); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "%v", err)
+	}
+	return &agentv1.Empty{}, nil
+}
+
+func (cs *containers) Pause(ctx context.Context, req *agentv1.ContainerRequest) (*agentv1.Empty, error) {
+	return cs.each(req, (*libcontainer.Container).Pause)
+}
+
+func (cs *containers) Resume(ctx context.Context, req *agentv1.ContainerRequest) (*agentv1.Empty, error) {
+	return cs.each(req, (*libcontainer.Container).Resume)
+}
+
+func (cs *containers) each(req *agentv1.ContainerRequest, f func(*libcontainer.Container) error) (*agentv1.Empty, error) {
+	c, err := cs.get(req.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	if err := f(c.c); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "%v", err)
+	}
+	return &agentv1.Empty{}, nil
+}
+
+func (cs *containers) Pids(ctx context.Context, req *agentv1.ContainerRequest) (*agentv1.PidsResponse, error) {
+	c, err := cs.get(req.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	pids, err := c.c.Processes()
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "%v", err)
+	}
+	resp := &agentv1.PidsResponse{}
+	for _, pid := range pids {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		cmd := strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
+		if len(cmd) > 256 {
+			cmd = cmd[:256]
+		}
+		resp.Processes = append(resp.Processes, &agentv1.ProcessInfo{Pid: int32(pid), Command: cmd})
+	}
+	return resp, nil
+}
+
+func (cs *containers) Stats(ctx context.Context, req *agentv1.ContainerRequest) (*agentv1.StatsResponse, error) {
+	c, err := cs.get(req.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	st, err := c.c.Stats()
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "%v", err)
+	}
+	cg := st.CgroupStats
+	if cg == nil {
+		return &agentv1.StatsResponse{}, nil
+	}
+	cpu, mem := cg.CpuStats, cg.MemoryStats
+	return &agentv1.StatsResponse{
+		CpuUsageNs:          cpu.CpuUsage.TotalUsage,
+		CpuUserNs:           cpu.CpuUsage.UsageInUsermode,
+		CpuSystemNs:         cpu.CpuUsage.UsageInKernelmode,
+		CpuPeriods:          cpu.ThrottlingData.Periods,
+		CpuThrottledPeriods: cpu.ThrottlingData.ThrottledPeriods,
+		CpuThrottledNs:      cpu.ThrottlingData.ThrottledTime,
+		MemoryUsage:         mem.Usage.Usage,
+		MemoryLimit:         mem.Usage.Limit,
+		MemoryMaxUsage:      mem.Usage.MaxUsage,
+		PidsCurrent:         cg.PidsStats.Current,
+		PidsLimit:           cg.PidsStats.Limit,
+		OomKills:            mem.Stats["oom_kill"],
+	}, nil
+}
+
+func (cs *containers) Update(ctx context.Context, req *agentv1.UpdateRequest) (*agentv1.Empty, error) {
+	c, err := cs.get(req.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	var r specs.LinuxResources
+	if err := json.Unmarshal(req.Resources, &r); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "decode resources: %v", err)
+	}
+	cfg := c.c.Config()
+	applyResources(&cfg, &r)
+	if err := c.c.Set(cfg); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "update: %v", err)
+	}
+	return &agentv1.Empty{}, nil
+}
+
+// applyResources copies the fields `runc update` changes.
+func applyResources(cfg *configs.Config, r *specs.LinuxResources) {
+	res := cfg.Cgroups.Resources
+	if m := r.Memory; m != nil {
+		set(&res.Memory, m.Limit)
+		set(&res.MemoryReservation, m.Reservation)
+		set(&res.MemorySwap, m.Swap)
+	}
+	if cpu := r.CPU; cpu != nil {
+		if cpu.Shares != nil {
+			res.CpuShares = *cpu.Shares
+			res.CpuWeight = 0
+		}
+		set(&res.CpuQuota, cpu.Quota)
+		if cpu.Period != nil {
+			res.CpuPeriod = *cpu.Period
+		}
+		if cpu.Cpus != "" {
+			res.CpusetCpus = cpu.Cpus
+		}
+		if cpu.Mems != "" {
+			res.CpusetMems = cpu.Mems
+		}
+	}
+	if p := r.Pids; p != nil && p.Limit != nil {
+		res.PidsLimit = p.Limit
+	}
+	if b := r.BlockIO; b != nil && b.Weight != nil {
+		res.BlkioWeight = *b.Weight
+	}
+}
+
+func set(dst *int64, v *int64) {
+	if v != nil {
+		*dst = *v
+	}
+}
+
+func (cs *containers) Delete(ctx context.Context, req *agentv1.ContainerRequest) (*agentv1.Empty, error) {
 	c, err := cs.get(req.ContainerId)
 	if err != nil {
 		return nil, err
 	}
 	if err := c.c.Destroy(); err != nil {
-		return nil, status.Errorf(codes.Internal, "container %s: destroy: %v", req.ContainerId, err)
+		return nil, status.Errorf(codes.Internal, "destroy: %v", err)
 	}
-	c.closeStreams()
+	c.mu.Lock()
+	for _, p := range c.procs {
+		if p != nil {
+			p.closeStreams()
+		}
+	}
+	c.mu.Unlock()
 	cs.mu.Lock()
 	delete(cs.byID, req.ContainerId)
 	cs.mu.Unlock()
@@ -375,6 +483,11 @@ func newProcess(p *specs.Process) (*libcontainer.Process, error) {
 		NoNewPrivileges: &p.NoNewPrivileges,
 		Scheduler:       p.Scheduler,
 		IOPriority:      p.IOPriority,
+		AppArmorProfile: p.ApparmorProfile,
+		Label:           p.SelinuxLabel,
+	}
+	if p.ConsoleSize != nil {
+		lp.ConsoleWidth, lp.ConsoleHeight = uint16(p.ConsoleSize.Width), uint16(p.ConsoleSize.Height)
 	}
 	for _, g := range p.User.AdditionalGids {
 		lp.AdditionalGroups = append(lp.AdditionalGroups, int(g))

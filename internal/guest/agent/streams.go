@@ -76,3 +76,15 @@ func (s *streams) drop(container string) {
 		}
 	}
 }
+
+// dropProcess closes the unclaimed streams of one process.
+func (s *streams) dropProcess(container, exec string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, c := range s.pending {
+		if k.container == container && k.exec == exec {
+			c.Close()
+			delete(s.pending, k)
+		}
+	}
+}

@@ -1,0 +1,310 @@
+package runtimecli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+
+	"github.com/lodgeruntime/lodge/internal/oci"
+	"github.com/lodgeruntime/lodge/internal/shim"
+)
+
+// createFlags are the options `create` and `run` share.
+type createFlags struct {
+	bundle, pidFile, consoleSocket string
+	preserveFDs                    int
+	noPivot, noNewKeyring, detach  bool
+}
+
+func parseCreate(name string, args []string, withDetach bool) (createFlags, string, error) {
+	var f createFlags
+	fs := newFlagSet(name)
+	fs.StringVar(&f.bundle, "bundle", ".", "bundle directory")
+	fs.StringVar(&f.bundle, "b", ".", "bundle directory")
+	fs.StringVar(&f.pidFile, "pid-file", "", "write the container's host PID here")
+	fs.StringVar(&f.consoleSocket, "console-socket", "", "unix socket that receives the terminal master")
+	fs.IntVar(&f.preserveFDs, "preserve-fds", 0, "accepted; descriptors cannot cross into a VM")
+	fs.BoolVar(&f.noPivot, "no-pivot", false, "accepted; the guest always pivots")
+	fs.BoolVar(&f.noNewKeyring, "no-new-keyring", false, "accepted")
+	if withDetach {
+		fs.BoolVar(&f.detach, "detach", false, "detach from the container")
+		fs.BoolVar(&f.detach, "d", false, "detach from the container")
+	}
+	if err := parse(fs, args); err != nil {
+		return f, "", err
+	}
+	if fs.NArg() != 1 {
+		return f, "", usageError{name + ": expects exactly one container id"}
+	}
+	return f, fs.Arg(0), checkID(fs.Arg(0))
+}
+
+func cmdCreate(ctx context.Context, g globals, log *slog.Logger, env Env, args []string) error {
+	f, id, err := parseCreate("create", args, false)
+	if err != nil {
+		return err
+	}
+	cmd, err := createContainer(g, f, id, true)
+	if err != nil {
+		return err
+	}
+	cmd.Process.Release() // it outlives us; the caller (or init) reaps it
+	return nil
+}
+
+// createContainer validates the bundle, reserves the id and starts the
+// supervisor, returning once the container is created (or has failed, with
+// nothing left behind).
+func createContainer(g globals, f createFlags, id string, detached bool) (*exec.Cmd, error) {
+	b, err := oci.LoadBundle(f.bundle)
+	if err != nil {
+		return nil, err
+	}
+	if b.Spec.Process.Terminal && f.consoleSocket == "" && detached {
+		return nil, errors.New("cannot allocate a terminal for a detached container without --console-socket")
+	}
+	if f.consoleSocket != "" {
+		if f.consoleSocket, err = filepath.Abs(f.consoleSocket); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(g.root, 0o711); err != nil {
+		return nil, fmt.Errorf("state root %s: %w", g.root, err)
+	}
+	dir := containerDir(g.root, id)
+	if err := os.Mkdir(dir, 0o711); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("container with id %q already exists", id)
+		}
+		return nil, err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	args := append(g.args(dir), "__supervise", "--bundle", b.Dir)
+	if f.consoleSocket != "" {
+		args = append(args, "--console-socket", f.consoleSocket)
+	}
+	cmd := exec.Command("/proc/self/exe", append(args, id)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.ExtraFiles = []*os.File{w} // fd 3: syncFD
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: detached}
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		r.Close()
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start supervisor: %w", err)
+	}
+	var m syncMsg
+	err = json.NewDecoder(io.LimitReader(r, 64<<10)).Decode(&m)
+	r.Close()
+	if err != nil || !m.OK {
+		cmd.Wait()
+		cleanupContainer(g.root, id)
+		if m.Error != "" {
+			return nil, errors.New(m.Error)
+		}
+		return nil, fmt.Errorf("supervisor died while creating the container (see %s)", filepath.Join(dir, superLog))
+	}
+	if f.pidFile != "" {
+		if err := writePidFile(f.pidFile, cmd.Process.Pid); err != nil {
+			return nil, err
+		}
+	}
+	return cmd, nil
+}
+
+// args are the global options a child lodge-runtime needs: the same root,
+// and the same log (or the container's own log file).
+func (g globals) args(dir string) []string {
+	a := []string{"--root", g.root, "--log-format", g.logFormat}
+	if g.logFile != "" {
+		a = append(a, "--log", g.logFile)
+	} else {
+		a = append(a, "--log", filepath.Join(dir, superLog))
+	}
+	if g.debug {
+		a = append(a, "--debug")
+	}
+	return a
+}
+
+func writePidFile(path string, pid int) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(filepath.Dir(abs), "."+filepath.Base(abs))
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(pid)), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, abs)
+}
+
+func cmdStart(ctx context.Context, g globals, log *slog.Logger, env Env, args []string) error {
+	id, err := oneID("start", args)
+	if err != nil {
+		return err
+	}
+	rec, err := loadRecord(g.root, id)
+	if err != nil {
+		return err
+	}
+	switch rec.Status {
+	case statusCreated:
+	case statusStopped:
+		return errors.New("cannot start a container that has stopped")
+	default:
+		return fmt.Errorf("cannot start an already %s container", rec.Status)
+	}
+	task, closeFn, err := dialTask(ctx, g.root, id)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	_, err = task.Start(ctx, &taskapi.StartRequest{ID: id})
+	return shim.FromWire(err)
+}
+
+func oneID(name string, args []string) (string, error) {
+	fs := newFlagSet(name)
+	if err := parse(fs, args); err != nil {
+		return "", err
+	}
+	if fs.NArg() != 1 {
+		return "", usageError{name + ": expects exactly one container id"}
+	}
+	return fs.Arg(0), checkID(fs.Arg(0))
+}
+
+// cmdRun is create + start, then (unless detached) wait for the container,
+// relay signals to it, delete it, and exit with its status.
+func cmdRun(ctx context.Context, g globals, log *slog.Logger, env Env, args []string) error {
+	f, id, err := parseCreate("run", args, true)
+	if err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 32)
+	signal.Notify(sigs)
+	defer signal.Stop(sigs)
+	cmd, err := createContainer(g, f, id, f.detach)
+	if err != nil {
+		return err
+	}
+	task, closeFn, err := dialTask(ctx, g.root, id)
+	if err == nil {
+		defer closeFn()
+		_, err = task.Start(ctx, &taskapi.StartRequest{ID: id})
+		err = shim.FromWire(err)
+	}
+	if err != nil {
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		cleanupContainer(g.root, id)
+		return err
+	}
+	if f.detach {
+		cmd.Process.Release()
+		return nil
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				n, ok := s.(syscall.Signal)
+				if !ok || n == syscall.SIGCHLD || n == syscall.SIGPIPE || n == syscall.SIGURG || n == syscall.SIGWINCH {
+					continue
+				}
+				if _, err := task.Kill(ctx, &taskapi.KillRequest{ID: id, Signal: uint32(n)}); err != nil {
+					log.Debug("forward signal", "signal", n, "err", err)
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	werr := cmd.Wait()
+	close(done)
+	code := exitCodeOf(cmd, werr)
+	if err := deleteStopped(ctx, g.root, id); err != nil {
+		log.Warn("delete container", "container_id", id, "err", err)
+	}
+	if code != 0 {
+		return exitCode(code)
+	}
+	return nil
+}
+
+// exitCodeOf turns the supervisor's wait status into runc's exit code.
+func exitCodeOf(cmd *exec.Cmd, err error) int {
+	ps := cmd.ProcessState
+	if ps == nil {
+		return 255
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ps.ExitCode()
+}
+
+// deleteStopped runs poststop hooks and removes a stopped container's
+// state, cleaning up after a supervisor that died.
+func deleteStopped(ctx context.Context, root, id string) error {
+	rec, err := loadRecord(root, id)
+	if err != nil {
+		return err
+	}
+	var herr error
+	if rec.Bundle != "" {
+		if b, err := oci.LoadBundle(rec.Bundle); err == nil && b.Spec.Hooks != nil {
+			st := ociState(rec)
+			herr = shim.RunHooks(ctx, "poststop", b.Spec.Hooks.Poststop, st)
+		}
+	}
+	return errors.Join(cleanupContainer(root, id), herr)
+}
+
+// cleanupContainer removes what a supervisor leaves when it dies: mounts
+// below the container's directory, then the directory.
+func cleanupContainer(root, id string) error {
+	dir := containerDir(root, id)
+	if err := unmountBelow(dir); err != nil {
+		return err
+	}
+	for i := 0; ; i++ {
+		err := os.RemoveAll(dir)
+		if err == nil || i == 10 {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond) // a dying supervisor may still remove its sockets
+	}
+}
+
+// waitGone waits for a supervisor to exit.
+func waitGone(ctx context.Context, rec *record) error {
+	for alive(rec.Pid, rec.PidStart) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("container %s: supervisor (pid %d) did not exit", rec.ID, rec.Pid)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+

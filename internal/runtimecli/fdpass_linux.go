@@ -1,0 +1,142 @@
+package runtimecli
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Passing stdio to the supervisor: `exec` connects to fd.sock and sends a
+// token with its stdin, stdout and stderr as SCM_RIGHTS; then it names them
+// in the task API as "fdpass://TOKEN/N" (N = 0, 1, 2).
+//
+//	exec CLI                      supervisor
+//	connect(fd.sock)  ──────────> accept
+//	"TOKEN" + rights[0,1,2] ────> store[TOKEN] (expires after fdTTL)
+//	<───────────────────────────  "ok"
+//	Exec{stdin: fdpass://TOKEN/0 ...}, Start ──> take(TOKEN)
+
+const (
+	fdTTL      = time.Minute
+	maxPending = 32
+	tokenLen   = 32
+)
+
+// fdStore holds passed descriptors until an exec claims them.
+type fdStore struct {
+	mu      sync.Mutex // guards pending
+	pending map[string]*passed
+}
+
+type passed struct {
+	files []*os.File
+	at    time.Time
+}
+
+func newToken() string {
+	b := make([]byte, tokenLen/2)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// serve accepts descriptors on l until it is closed.
+func (s *fdStore) serve(l *net.UnixListener) {
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			return
+		}
+		go s.receive(c)
+	}
+}
+
+func (s *fdStore) receive(c *net.UnixConn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, tokenLen)
+	oob := make([]byte, unix.CmsgSpace(3*4))
+	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil {
+		return
+	}
+	files := make([]*os.File, len(fds))
+	for i, fd := range fds {
+		files[i] = os.NewFile(uintptr(fd), fmt.Sprintf("passed-%d", i))
+	}
+	if n != tokenLen || len(files) != 3 || !s.put(string(buf[:n]), files) {
+		for _, f := range files {
+			f.Close()
+		}
+		return
+	}
+	c.Write([]byte("ok"))
+}
+
+func (s *fdStore) put(token string, files []*os.File) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, p := range s.pending {
+		if time.Since(p.at) > fdTTL {
+			for _, f := range p.files {
+				f.Close()
+			}
+			delete(s.pending, k)
+		}
+	}
+	if len(s.pending) >= maxPending {
+		return false
+	}
+	if _, dup := s.pending[token]; dup {
+		return false
+	}
+	s.pending[token] = &passed{files: files, at: time.Now()}
+	return true
+}
+
+// take returns and forgets the descriptors passed under token.
+func (s *fdStore) take(token string) ([]*os.File, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.pending[token]
+	if !ok {
+		return nil, errors.New("no descriptors passed under that token")
+	}
+	delete(s.pending, token)
+	return p.files, nil
+}
+
+// passStdio sends this process's stdio to the supervisor of the container
+// in dir and returns the token naming them.
+func passStdio(dir string) (string, error) {
+	c, err := net.Dial("unix", dir+"/"+fdSock)
+	if err != nil {
+		return "", fmt.Errorf("connect to the container's supervisor: %w", err)
+	}
+	defer c.Close()
+	token := newToken()
+	rights := unix.UnixRights(int(os.Stdin.Fd()), int(os.Stdout.Fd()), int(os.Stderr.Fd()))
+	if _, _, err := c.(*net.UnixConn).WriteMsgUnix([]byte(token), rights, nil); err != nil {
+		return "", fmt.Errorf("pass stdio: %w", err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	ack := make([]byte, 2)
+	if _, err := c.Read(ack); err != nil || string(ack) != "ok" {
+		return "", fmt.Errorf("pass stdio: supervisor refused the descriptors")
+	}
+	return token, nil
+}

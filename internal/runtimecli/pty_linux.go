@@ -1,0 +1,57 @@
+package runtimecli
+
+import (
+	"fmt"
+	"net"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// openPTY creates a pseudo-terminal pair on the host.
+func openPTY() (master, slave *os.File, err error) {
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		m.Close()
+		return nil, nil, fmt.Errorf("unlock pty: %w", err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		m.Close()
+		return nil, nil, err
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		m.Close()
+		return nil, nil, err
+	}
+	return m, s, nil
+}
+
+// sendFile sends f over the unix socket at path, as runc sends a terminal
+// master to --console-socket: the file's name as data, the fd as rights.
+func sendFile(path string, f *os.File) error {
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		return fmt.Errorf("console socket: %w", err)
+	}
+	defer c.Close()
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return fmt.Errorf("console socket %s is not a unix socket", path)
+	}
+	_, _, err = uc.WriteMsgUnix([]byte(f.Name()), unix.UnixRights(int(f.Fd())), nil)
+	return err
+}
+
+// winsize reads a terminal's window size.
+func winsize(f *os.File) (uint16, uint16, error) {
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil {
+		return 0, 0, err
+	}
+	return ws.Col, ws.Row, nil
+}

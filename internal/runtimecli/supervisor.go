@@ -1,0 +1,284 @@
+package runtimecli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/ttrpc"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/lodgeruntime/lodge/internal/oci"
+	"github.com/lodgeruntime/lodge/internal/sandbox"
+	"github.com/lodgeruntime/lodge/internal/shim"
+)
+
+// The supervisor is a detached process per container that owns its VM.
+// `create` starts it and waits for its verdict on a pipe:
+//
+//	create (CLI)                         supervisor (__supervise, setsid)
+//	mkdir <root>/<id>  (reserves the id)
+//	fork/exec, stdio = the caller's ───> sandbox: virtiofsd, QEMU, agent
+//	                                     container created (guest init waits)
+//	                                     state.json {created, pid = own pid}
+//	                                     serve task.sock (containerd task API)
+//	                                     serve fd.sock (stdio passed by exec)
+//	<── sync pipe: {"ok":true} or {"error": "..."}
+//	write --pid-file, exit
+//	                                     ... start/kill/exec/pause via task.sock
+//	                                     container exits: state.json {stopped},
+//	                                     VM torn down, exit with the
+//	                                     container's status (or its signal)
+//
+// The supervisor's PID is what `state` reports: it is a host process that
+// lives exactly as long as the container and exits with its status, which
+// is what conmon and containerd's runc shim wait for. The container's own
+// processes live in the guest, where host PIDs mean nothing.
+
+// syncMsg is the supervisor's verdict.
+type syncMsg struct {
+	OK    bool   `json:"ok,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+const syncFD = 3
+
+// cmdSupervise runs the supervisor (hidden command `__supervise`).
+func cmdSupervise(ctx context.Context, g globals, log *slog.Logger, env Env, args []string) error {
+	fs := newFlagSet("__supervise")
+	bundleDir := fs.String("bundle", "", "")
+	consoleSocket := fs.String("console-socket", "", "")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	id := fs.Arg(0)
+	syncPipe := os.NewFile(syncFD, "sync")
+	report := func(err error) {
+		m := syncMsg{OK: err == nil}
+		if err != nil {
+			m.Error = err.Error()
+		}
+		json.NewEncoder(syncPipe).Encode(m)
+		syncPipe.Close()
+	}
+	sigs := make(chan os.Signal, 32)
+	signal.Notify(sigs) // also keeps SIGPIPE from killing us when a reader leaves
+
+	sup, err := newSupervisor(ctx, g, log, env, id, *bundleDir, *consoleSocket)
+	if err != nil {
+		log.Error("create failed", "container_id", id, "err", err)
+		report(err)
+		return exitCode(1) // the caller prints the error
+	}
+	report(nil)
+	return sup.run(sigs)
+}
+
+type supervisor struct {
+	id, dir string
+	root    string
+	log     *slog.Logger
+	svc     *shim.Service
+	rec     *record
+	exited  chan sandbox.ExitStatus
+	ls      []net.Listener
+}
+
+func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id, bundleDir, consoleSocket string) (_ *supervisor, retErr error) {
+	dir := containerDir(g.root, id)
+	b, err := oci.LoadBundle(bundleDir)
+	if err != nil {
+		return nil, err
+	}
+	henv, err := env.Resolve(log)
+	if err != nil {
+		return nil, err
+	}
+	s := &supervisor{id: id, dir: dir, root: g.root, log: log, exited: make(chan sandbox.ExitStatus, 1)}
+	fds := &fdStore{pending: map[string]*passed{}}
+	opener := &cliStdio{fds: fds, log: log}
+	s.svc = shim.New(shim.Config{
+		Log: log,
+		NewSandbox: func(ctx context.Context, id string) (*sandbox.Sandbox, error) {
+			return sandbox.Create(ctx, henv.Deps, henv.SandboxConfig(id, filepath.Join(dir, vmDir)))
+		},
+		Stdio:   opener,
+		HostPID: func(string, string) uint32 { return uint32(os.Getpid()) },
+		Exited:  func(_ string, es sandbox.ExitStatus) { s.exited <- es },
+	})
+	opener.resize = func(ctx context.Context, id, exec string, w, h uint32) error {
+		_, err := s.svc.ResizePty(ctx, &taskapi.ResizePtyRequest{ID: id, ExecID: exec, Width: w, Height: h})
+		return shim.FromWire(err)
+	}
+	defer func() {
+		if retErr != nil {
+			s.close()
+		}
+	}()
+
+	req := &taskapi.CreateTaskRequest{ID: id, Bundle: b.Dir, Stdin: "fd://0", Stdout: "fd://1", Stderr: "fd://2"}
+	if b.Spec.Process.Terminal {
+		req.Terminal = true
+		if consoleSocket != "" {
+			req.Stdin, req.Stdout, req.Stderr = schemeConsole+consoleSocket, schemeConsole+consoleSocket, ""
+		}
+	}
+	if _, err := s.svc.Create(ctx, req); err != nil {
+		return nil, shim.FromWire(err)
+	}
+	start, err := procStart(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
+	s.rec = &record{ID: id, Bundle: b.Dir, Rootfs: b.Rootfs, Pid: os.Getpid(), PidStart: start,
+		Status: statusCreated, Created: time.Now().UTC(), Annotations: b.Spec.Annotations}
+	if err := s.rec.save(g.root); err != nil {
+		return nil, err
+	}
+	srv, err := ttrpc.NewServer()
+	if err != nil {
+		return nil, err
+	}
+	taskapi.RegisterTTRPCTaskService(srv, &persisting{Service: s.svc, sup: s})
+	tl, err := listenUnix(filepath.Join(dir, taskSock))
+	if err != nil {
+		return nil, err
+	}
+	s.ls = append(s.ls, tl)
+	go srv.Serve(context.Background(), tl)
+	fl, err := listenUnix(filepath.Join(dir, fdSock))
+	if err != nil {
+		return nil, err
+	}
+	s.ls = append(s.ls, fl)
+	go fds.serve(fl.(*net.UnixListener))
+	return s, nil
+}
+
+func listenUnix(path string) (net.Listener, error) {
+	os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w (is the --root path too long for a unix socket?)", path, err)
+	}
+	return l, nil
+}
+
+// run forwards signals to the container until it exits, then tears the VM
+// down and ends this process the way the container ended.
+func (s *supervisor) run(sigs <-chan os.Signal) error {
+	for {
+		select {
+		case sig := <-sigs:
+			s.forward(sig)
+		case es := <-s.exited:
+			s.setStatus(statusStopped, &es.Code)
+			s.close()
+			s.exit(es)
+			return nil
+		}
+	}
+}
+
+func (s *supervisor) forward(sig os.Signal) {
+	n, ok := sig.(syscall.Signal)
+	if !ok || n == syscall.SIGCHLD || n == syscall.SIGPIPE || n == syscall.SIGURG || n == syscall.SIGWINCH {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := s.svc.Kill(ctx, &taskapi.KillRequest{ID: s.id, Signal: uint32(n)}); err != nil {
+		s.log.Debug("forward signal", "signal", n, "err", err)
+	}
+}
+
+func (s *supervisor) setStatus(st string, code *int) {
+	s.rec.Status, s.rec.ExitStatus = st, code
+	if err := s.rec.save(s.root); err != nil {
+		s.log.Warn("save container state", "container_id", s.id, "err", err)
+	}
+}
+
+func (s *supervisor) close() {
+	for _, l := range s.ls {
+		l.Close()
+	}
+	os.Remove(filepath.Join(s.dir, taskSock))
+	os.Remove(filepath.Join(s.dir, fdSock))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.svc.Close(ctx); err != nil {
+		s.log.Warn("tear down sandbox", "container_id", s.id, "err", err)
+	}
+}
+
+// exit ends the supervisor with the container's status: by the same signal
+// where the default action terminates, else with the exit code.
+func (s *supervisor) exit(es sandbox.ExitStatus) {
+	if es.Signal > 0 {
+		sig := syscall.Signal(es.Signal)
+		switch sig {
+		case syscall.SIGCHLD, syscall.SIGURG, syscall.SIGWINCH, syscall.SIGCONT,
+			syscall.SIGSTOP, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU:
+		default:
+			unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{})
+			signal.Reset(sig)
+			syscall.Kill(os.Getpid(), sig)
+			time.Sleep(time.Second)
+		}
+	}
+	os.Exit(es.Code)
+}
+
+// persisting records status changes made through the task API.
+type persisting struct {
+	*shim.Service
+	sup *supervisor
+}
+
+func (p *persisting) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.StartResponse, error) {
+	resp, err := p.Service.Start(ctx, r)
+	if err == nil && r.ExecID == "" {
+		p.sup.setStatus(statusRunning, nil)
+	}
+	return resp, err
+}
+
+func (p *persisting) Pause(ctx context.Context, r *taskapi.PauseRequest) (*emptypb.Empty, error) {
+	resp, err := p.Service.Pause(ctx, r)
+	if err == nil {
+		p.sup.setStatus(statusPaused, nil)
+	}
+	return resp, err
+}
+
+func (p *persisting) Resume(ctx context.Context, r *taskapi.ResumeRequest) (*emptypb.Empty, error) {
+	resp, err := p.Service.Resume(ctx, r)
+	if err == nil {
+		p.sup.setStatus(statusRunning, nil)
+	}
+	return resp, err
+}
+
+// dialTask connects to a container's supervisor.
+func dialTask(ctx context.Context, root, id string) (taskapi.TTRPCTaskService, func(), error) {
+	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(containerDir(root, id), taskSock))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, nil, fmt.Errorf("container %s is not running", id)
+		}
+		return nil, nil, fmt.Errorf("connect to the supervisor of %s: %w", id, err)
+	}
+	c := ttrpc.NewClient(conn)
+	return taskapi.NewTTRPCTaskClient(c), func() { c.Close() }, nil
+}

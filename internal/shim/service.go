@@ -1,0 +1,635 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	eventsapi "github.com/containerd/containerd/api/events"
+	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+	apitypes "github.com/containerd/containerd/api/types/task"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/lodgeruntime/lodge/internal/oci"
+	"github.com/lodgeruntime/lodge/internal/sandbox"
+)
+
+// Config wires the service to its front end.
+type Config struct {
+	Log *slog.Logger
+	// NewSandbox boots the VM the first container runs in.
+	NewSandbox func(ctx context.Context, id string) (*sandbox.Sandbox, error)
+	Stdio      StdioOpener
+	// HostPID is the host pid reported for a task (the process a caller can
+	// wait for; the container's processes live in the guest).
+	HostPID func(id, execID string) uint32
+	// Publish receives task events; nil drops them.
+	Publish func(topic string, ev proto.Message)
+	// Exited is called once a container's init process has exited.
+	Exited func(id string, es sandbox.ExitStatus)
+}
+
+// Service implements containerd's task service over one sandbox.
+type Service struct {
+	cfg Config
+
+	mu    sync.Mutex // guards sb and tasks
+	sb    *sandbox.Sandbox
+	tasks map[string]*task // nil value: being created
+}
+
+var _ taskapi.TTRPCTaskService = (*Service)(nil)
+
+// New returns a service with no sandbox yet.
+func New(cfg Config) *Service {
+	if cfg.Publish == nil {
+		cfg.Publish = func(string, proto.Message) {}
+	}
+	if cfg.Exited == nil {
+		cfg.Exited = func(string, sandbox.ExitStatus) {}
+	}
+	return &Service{cfg: cfg, tasks: map[string]*task{}}
+}
+
+// task is one container.
+type task struct {
+	id, bundle string
+	spec       *specs.Spec
+	c          *sandbox.Container
+	init       *proc
+	cleanups   []func() // host mounts of the rootfs, undone on delete
+
+	mu     sync.Mutex // guards status and execs
+	status apitypes.Status
+	execs  map[string]*proc
+}
+
+// proc is a task's init process or an exec'd one.
+type proc struct {
+	execID string
+	spec   *specs.Process // exec'd processes only
+	stdio  StdioRequest
+	p      *sandbox.Process // nil until started
+	closer io.Closer
+
+	done     chan struct{} // closed when exited
+	exit     sandbox.ExitStatus
+	exitedAt time.Time
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Service) get(id string) (*task, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.tasks[id]
+	if t == nil {
+		return nil, fmt.Errorf("%w: container %q", ErrNotFound, id)
+	}
+	return t, nil
+}
+
+func (t *task) proc(execID string) (*proc, error) {
+	if execID == "" {
+		return t.init, nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.execs[execID]
+	if p == nil {
+		return nil, fmt.Errorf("%w: exec %q in container %s", ErrNotFound, execID, t.id)
+	}
+	return p, nil
+}
+
+func (t *task) getStatus() apitypes.Status {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.status
+}
+
+func (t *task) setStatus(st apitypes.Status) {
+	t.mu.Lock()
+	t.status = st
+	t.mu.Unlock()
+}
+
+func (s *Service) ociState(t *task, status string) specs.State {
+	return specs.State{Version: specs.Version, ID: t.id, Status: specs.ContainerState(status),
+		Pid: int(s.cfg.HostPID(t.id, "")), Bundle: t.bundle, Annotations: t.spec.Annotations}
+}
+
+// Create boots the sandbox if needed and creates the container in it.
+func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*taskapi.CreateTaskResponse, error) {
+	t, err := s.create(ctx, r)
+	if err != nil {
+		return nil, toWire(err)
+	}
+	return &taskapi.CreateTaskResponse{Pid: s.cfg.HostPID(t.id, "")}, nil
+}
+
+func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *task, retErr error) {
+	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
+		return nil, fmt.Errorf("%w: restoring from a checkpoint", ErrNotImpl)
+	}
+	s.mu.Lock()
+	if _, dup := s.tasks[r.ID]; dup {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%w: container %q", ErrExists, r.ID)
+	}
+	s.tasks[r.ID] = nil
+	s.mu.Unlock()
+	var cu []func()
+	defer func() {
+		if retErr != nil {
+			for i := len(cu) - 1; i >= 0; i-- {
+				cu[i]()
+			}
+			s.mu.Lock()
+			delete(s.tasks, r.ID)
+			s.mu.Unlock()
+		}
+	}()
+
+	undo, err := mountRootfs(r.Rootfs, r.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	cu = append(cu, undo)
+	b, err := oci.LoadBundle(r.Bundle)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	sb, err := s.sandbox(ctx, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	stdio := StdioRequest{ID: r.ID, Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
+	sio, closer, err := s.cfg.Stdio.Open(ctx, stdio)
+	if err != nil {
+		return nil, fmt.Errorf("stdio: %w", err)
+	}
+	cu = append(cu, func() { closer.Close() })
+	c, err := sb.CreateContainer(ctx, sandbox.ContainerConfig{ID: r.ID, Spec: b.Spec, Rootfs: b.Rootfs, Stdio: sio})
+	if err != nil {
+		return nil, err
+	}
+	cu = append(cu, func() { c.Delete(context.Background()) })
+	t := &task{id: r.ID, bundle: b.Dir, spec: b.Spec, c: c, status: apitypes.Status_CREATED,
+		execs: map[string]*proc{}, cleanups: []func(){undo},
+		init: &proc{stdio: stdio, p: c.Init(), closer: closer, done: make(chan struct{})}}
+	if h := b.Spec.Hooks; h != nil {
+		st := s.ociState(t, "created")
+		for _, hs := range []struct {
+			kind  string
+			hooks []specs.Hook
+		}{{"prestart", h.Prestart}, {"createRuntime", h.CreateRuntime}, {"createContainer", h.CreateContainer}} { //nolint:staticcheck // prestart is deprecated but still run
+			if err := RunHooks(ctx, hs.kind, hs.hooks, st); err != nil {
+				return nil, err
+			}
+		}
+	}
+	s.mu.Lock()
+	s.tasks[r.ID] = t
+	s.mu.Unlock()
+	go s.waitInit(t)
+	s.cfg.Publish(topicCreate, &eventCreate{ContainerID: r.ID, Bundle: b.Dir, Pid: s.cfg.HostPID(r.ID, "")})
+	return t, nil
+}
+
+// sandbox returns the service's sandbox, booting it for the first task.
+func (s *Service) sandbox(ctx context.Context, id string) (*sandbox.Sandbox, error) {
+	s.mu.Lock()
+	sb := s.sb
+	s.mu.Unlock()
+	if sb != nil {
+		return sb, nil
+	}
+	sb, err := s.cfg.NewSandbox(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.sb = sb
+	s.mu.Unlock()
+	return sb, nil
+}
+
+// waitInit records the init process's exit.
+func (s *Service) waitInit(t *task) {
+	es, err := t.init.p.Wait(context.Background())
+	if err != nil {
+		s.cfg.Log.Warn("container ended without a status", "container_id", t.id, "err", err)
+		es = sandbox.ExitStatus{Code: 255}
+	}
+	s.finish(t, t.init, es)
+	t.setStatus(apitypes.Status_STOPPED)
+	s.cfg.Publish(topicExit, &eventExit{ContainerID: t.id, ID: t.id, Pid: s.cfg.HostPID(t.id, ""),
+		ExitStatus: uint32(es.Code), ExitedAt: timestamppb.New(t.init.exitedAt)})
+	s.cfg.Exited(t.id, es)
+}
+
+func (s *Service) finish(t *task, p *proc, es sandbox.ExitStatus) {
+	p.exit, p.exitedAt = es, time.Now()
+	close(p.done)
+	if p.closer != nil {
+		p.closer.Close()
+	}
+}
+
+// Start runs a created container, or starts a declared exec.
+func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.StartResponse, error) {
+	t, err := s.get(r.ID)
+	if err != nil {
+		return nil, toWire(err)
+	}
+	if r.ExecID == "" {
+		return &taskapi.StartResponse{Pid: s.cfg.HostPID(t.id, "")}, toWire(s.startInit(ctx, t))
+	}
+	return &taskapi.StartResponse{Pid: s.cfg.HostPID(t.id, r.ExecID)}, toWire(s.startExec(ctx, t, r.ExecID))
+}
+
+func (s *Service) startInit(ctx context.Context, t *task) error {
+	if st := t.getStatus(); st != apitypes.Status_CREATED {
+		return fmt.Errorf("%w: container %s is %s, not created", ErrPrecondition, t.id, statusName(st))
+	}
+	if h := t.spec.Hooks; h != nil {
+		if err := RunHooks(ctx, "startContainer", h.StartContainer, s.ociState(t, "created")); err != nil {
+			return err
+		}
+	}
+	if err := t.c.Start(ctx); err != nil {
+		return err
+	}
+	t.setStatus(apitypes.Status_RUNNING)
+	if h := t.spec.Hooks; h != nil {
+		if err := RunHooks(ctx, "poststart", h.Poststart, s.ociState(t, "running")); err != nil {
+			s.cfg.Log.Warn("poststart hook failed", "container_id", t.id, "err", err)
+		}
+	}
+	s.cfg.Publish(topicStart, &eventStart{ContainerID: t.id, Pid: s.cfg.HostPID(t.id, "")})
+	return nil
+}
+
+func (s *Service) startExec(ctx context.Context, t *task, execID string) error {
+	p, err := t.proc(execID)
+	if err != nil {
+		return err
+	}
+	if p.p != nil {
+		return fmt.Errorf("%w: exec %s already started", ErrPrecondition, execID)
+	}
+	if st := t.getStatus(); st != apitypes.Status_RUNNING {
+		return fmt.Errorf("%w: container %s is %s, not running", ErrPrecondition, t.id, statusName(st))
+	}
+	sio, closer, err := s.cfg.Stdio.Open(ctx, p.stdio)
+	if err != nil {
+		return fmt.Errorf("stdio: %w", err)
+	}
+	sp, err := t.c.Exec(ctx, sandbox.ExecConfig{ID: execID, Process: p.spec, Stdio: sio})
+	if err != nil {
+		closer.Close()
+		return err
+	}
+	t.mu.Lock()
+	p.p, p.closer = sp, closer
+	t.mu.Unlock()
+	go func() {
+		es, err := sp.Wait(context.Background())
+		if err != nil {
+			es = sandbox.ExitStatus{Code: 255}
+		}
+		s.finish(t, p, es)
+		s.cfg.Publish(topicExit, &eventExit{ContainerID: t.id, ID: execID, Pid: s.cfg.HostPID(t.id, execID),
+			ExitStatus: uint32(es.Code), ExitedAt: timestamppb.New(p.exitedAt)})
+	}()
+	s.cfg.Publish(topicExecStarted, &eventExecStarted{ContainerID: t.id, ExecID: execID, Pid: s.cfg.HostPID(t.id, execID)})
+	return nil
+}
+
+// Exec declares a process to run in a container; Start runs it.
+func (s *Service) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*emptypb.Empty, error) {
+	t, err := s.get(r.ID)
+	if err != nil {
+		return nil, toWire(err)
+	}
+	if r.Spec == nil {
+		return nil, toWire(fmt.Errorf("%w: exec %s has no process spec", ErrInvalid, r.ExecID))
+	}
+	var sp specs.Process
+	if err := json.Unmarshal(r.Spec.Value, &sp); err != nil || len(sp.Args) == 0 {
+		return nil, toWire(fmt.Errorf("%w: exec %s: process spec: %v", ErrInvalid, r.ExecID, err))
+	}
+	if sp.Terminal != r.Terminal {
+		sp.Terminal = r.Terminal
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, dup := t.execs[r.ExecID]; dup || r.ExecID == "" {
+		return nil, toWire(fmt.Errorf("%w: exec %q in container %s", ErrExists, r.ExecID, t.id))
+	}
+	t.execs[r.ExecID] = &proc{execID: r.ExecID, spec: &sp, done: make(chan struct{}),
+		stdio: StdioRequest{ID: t.id, ExecID: r.ExecID, Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}}
+	s.cfg.Publish(topicExecAdded, &eventExecAdded{ContainerID: t.id, ExecID: r.ExecID})
+	return &emptypb.Empty{}, nil
+}
+
+// Delete removes an exited exec, or a stopped (or never started)
+// container.
+func (s *Service) Delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskapi.DeleteResponse, error) {
+	resp, err := s.delete(ctx, r)
+	return resp, toWire(err)
+}
+
+func (s *Service) delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskapi.DeleteResponse, error) {
+	t, err := s.get(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if r.ExecID != "" {
+		p, err := t.proc(r.ExecID)
+		if err != nil {
+			return nil, err
+		}
+		if p.p != nil && !p.exited() {
+			return nil, fmt.Errorf("%w: exec %s is still running", ErrPrecondition, r.ExecID)
+		}
+		t.mu.Lock()
+		delete(t.execs, r.ExecID)
+		t.mu.Unlock()
+		return &taskapi.DeleteResponse{Pid: s.cfg.HostPID(t.id, r.ExecID), ExitStatus: uint32(p.exit.Code),
+			ExitedAt: timestamppb.New(p.exitedAt)}, nil
+	}
+	switch st := t.getStatus(); st {
+	case apitypes.Status_CREATED:
+		// Never started: kill the waiting init, as runc delete does.
+		t.init.p.Signal(ctx, 9)
+		select {
+		case <-t.init.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	case apitypes.Status_STOPPED:
+	default:
+		return nil, fmt.Errorf("%w: container %s is %s; stop it first", ErrPrecondition, t.id, statusName(st))
+	}
+	<-t.init.done
+	if err := t.c.Delete(ctx); err != nil {
+		s.cfg.Log.Debug("delete in guest", "container_id", t.id, "err", err)
+	}
+	for _, f := range t.cleanups {
+		f()
+	}
+	if h := t.spec.Hooks; h != nil {
+		if err := RunHooks(ctx, "poststop", h.Poststop, s.ociState(t, "stopped")); err != nil {
+			s.cfg.Log.Warn("poststop hook failed", "container_id", t.id, "err", err)
+		}
+	}
+	s.mu.Lock()
+	delete(s.tasks, t.id)
+	s.mu.Unlock()
+	s.cfg.Publish(topicDelete, &eventDelete{ContainerID: t.id, Pid: s.cfg.HostPID(t.id, ""),
+		ExitStatus: uint32(t.init.exit.Code), ExitedAt: timestamppb.New(t.init.exitedAt)})
+	return &taskapi.DeleteResponse{Pid: s.cfg.HostPID(t.id, ""), ExitStatus: uint32(t.init.exit.Code),
+		ExitedAt: timestamppb.New(t.init.exitedAt)}, nil
+}
+
+// State reports a process's status.
+func (s *Service) State(ctx context.Context, r *taskapi.StateRequest) (*taskapi.StateResponse, error) {
+	t, err := s.get(r.ID)
+	if err != nil {
+		return nil, toWire(err)
+	}
+	p, err := t.proc(r.ExecID)
+	if err != nil {
+		return nil, toWire(err)
+	}
+	st := t.getStatus()
+	switch {
+	case p.exited():
+		st = apitypes.Status_STOPPED
+	case r.ExecID != "" && p.p == nil:
+		st = apitypes.Status_CREATED
+	case r.ExecID != "":
+		st = apitypes.Status_RUNNING
+	}
+	resp := &taskapi.StateResponse{ID: r.ID, ExecID: r.ExecID, Bundle: t.bundle, Pid: s.cfg.HostPID(t.id, r.ExecID),
+		Status: st, Stdin: p.stdio.Stdin, Stdout: p.stdio.Stdout, Stderr: p.stdio.Stderr, Terminal: p.stdio.Terminal}
+	if p.exited() {
+		resp.ExitStatus, resp.ExitedAt = uint32(p.exit.Code), timestamppb.New(p.exitedAt)
+	}
+	return resp, nil
+}
+
+// Kill signals a process, or every process of a container.
+func (s *Service) Kill(ctx context.Context, r *taskapi.KillRequest) (*emptypb.Empty, error) {
+	return empty(s.kill(ctx, r))
+}
+
+func (s *Service) kill(ctx context.Context, r *taskapi.KillRequest) error {
+	t, err := s.get(r.ID)
+	if err != nil {
+		return err
+	}
+	p, err := t.proc(r.ExecID)
+	if err != nil {
+		return err
+	}
+	if p.p == nil {
+		return fmt.Errorf("%w: exec %s is not started", ErrPrecondition, r.ExecID)
+	}
+	if p.exited() {
+		return fmt.Errorf("%w: process already finished", ErrNotFound)
+	}
+	if r.All && r.ExecID == "" {
+		return t.c.SignalAll(ctx, int(r.Signal))
+	}
+	return p.p.Signal(ctx, int(r.Signal))
+}
+
+// Pids lists a container's processes (guest PIDs).
+func (s *Service) Pids(ctx context.Context, r *taskapi.PidsRequest) (*taskapi.PidsResponse, error) {
+	t, err := s.get(r.ID)
+	if err != nil {
+		return nil, toWire(err)
+	}
+	ps, err := t.c.Pids(ctx)
+	if err != nil {
+		return nil, toWire(err)
+	}
+	resp := &taskapi.PidsResponse{}
+	for _, p := range ps {
+		resp.Processes = append(resp.Processes, &apitypes.ProcessInfo{Pid: uint32(p.Pid)})
+	}
+	return resp, nil
+}
+
+// Pause freezes a running container.
+func (s *Service) Pause(ctx context.Context, r *taskapi.PauseRequest) (*emptypb.Empty, error) {
+	return empty(s.freeze(ctx, r.ID, true))
+}
+
+// Resume thaws a paused container.
+func (s *Service) Resume(ctx context.Context, r *taskapi.ResumeRequest) (*emptypb.Empty, error) {
+	return empty(s.freeze(ctx, r.ID, false))
+}
+
+func (s *Service) freeze(ctx context.Context, id string, pause bool) error {
+	t, err := s.get(id)
+	if err != nil {
+		return err
+	}
+	from, to, do, topic := apitypes.Status_RUNNING, apitypes.Status_PAUSED, t.c.Pause, topicPaused
+	if !pause {
+		from, to, do, topic = apitypes.Status_PAUSED, apitypes.Status_RUNNING, t.c.Resume, topicResumed
+	}
+	if st := t.getStatus(); st != from {
+		return fmt.Errorf("%w: container %s is %s, not %s", ErrPrecondition, id, statusName(st), statusName(from))
+	}
+	if err := do(ctx); err != nil {
+		return err
+	}
+	t.setStatus(to)
+	if pause {
+		s.cfg.Publish(topic, &eventPaused{ContainerID: id})
+	} else {
+		s.cfg.Publish(topic, &eventsapi.TaskResumed{ContainerID: id})
+	}
+	return nil
+}
+
+// Checkpoint is not supported.
+func (s *Service) Checkpoint(ctx context.Context, r *taskapi.CheckpointTaskRequest) (*emptypb.Empty, error) {
+	return nil, toWire(fmt.Errorf("%w: checkpoint of a Lodge container", ErrNotImpl))
+}
+
+// ResizePty sets a terminal's window size.
+func (s *Service) ResizePty(ctx context.Context, r *taskapi.ResizePtyRequest) (*emptypb.Empty, error) {
+	t, err := s.get(r.ID)
+	if err != nil {
+		return nil, toWire(err)
+	}
+	p, err := t.proc(r.ExecID)
+	if err != nil || p.p == nil {
+		return nil, toWire(fmt.Errorf("%w: process %q not running", ErrNotFound, r.ExecID))
+	}
+	return empty(p.p.Resize(ctx, r.Width, r.Height))
+}
+
+// CloseIO closes a process's stdin.
+func (s *Service) CloseIO(ctx context.Context, r *taskapi.CloseIORequest) (*emptypb.Empty, error) {
+	t, err := s.get(r.ID)
+	if err != nil {
+		return nil, toWire(err)
+	}
+	p, err := t.proc(r.ExecID)
+	if err != nil {
+		return nil, toWire(err)
+	}
+	if r.Stdin && p.p != nil {
+		p.p.CloseStdin()
+	}
+	return &emptypb.Empty{}, nil
+}
+
+// Update changes a container's resources (an OCI LinuxResources, JSON).
+func (s *Service) Update(ctx context.Context, r *taskapi.UpdateTaskRequest) (*emptypb.Empty, error) {
+	t, err := s.get(r.ID)
+	if err != nil {
+		return nil, toWire(err)
+	}
+	var res specs.LinuxResources
+	if r.Resources == nil || json.Unmarshal(r.Resources.Value, &res) != nil {
+		return nil, toWire(fmt.Errorf("%w: resources must be an OCI LinuxResources object", ErrInvalid))
+	}
+	return empty(t.c.Update(ctx, &res))
+}
+
+// Wait blocks until a process exits.
+func (s *Service) Wait(ctx context.Context, r *taskapi.WaitRequest) (*taskapi.WaitResponse, error) {
+	t, err := s.get(r.ID)
+	if err != nil {
+		return nil, toWire(err)
+	}
+	p, err := t.proc(r.ExecID)
+	if err != nil {
+		return nil, toWire(err)
+	}
+	select {
+	case <-p.done:
+		return &taskapi.WaitResponse{ExitStatus: uint32(p.exit.Code), ExitedAt: timestamppb.New(p.exitedAt)}, nil
+	case <-ctx.Done():
+		return nil, toWire(ctx.Err())
+	}
+}
+
+// Connect reports the serving process.
+func (s *Service) Connect(ctx context.Context, r *taskapi.ConnectRequest) (*taskapi.ConnectResponse, error) {
+	return &taskapi.ConnectResponse{ShimPid: uint32(os.Getpid()), TaskPid: s.cfg.HostPID(r.ID, ""), Version: "2"}, nil
+}
+
+// Shutdown tears the sandbox down once no container is left.
+func (s *Service) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*emptypb.Empty, error) {
+	s.mu.Lock()
+	n := len(s.tasks)
+	s.mu.Unlock()
+	if n > 0 && !r.Now {
+		return &emptypb.Empty{}, nil
+	}
+	return empty(s.Close(ctx))
+}
+
+// Close destroys the sandbox and everything in it.
+func (s *Service) Close(ctx context.Context) error {
+	s.mu.Lock()
+	sb, tasks := s.sb, s.tasks
+	s.sb, s.tasks = nil, map[string]*task{}
+	s.mu.Unlock()
+	for _, t := range tasks {
+		if t != nil {
+			for _, f := range t.cleanups {
+				f()
+			}
+		}
+	}
+	if sb == nil {
+		return nil
+	}
+	return sb.Destroy(ctx)
+}
+
+func empty(err error) (*emptypb.Empty, error) {
+	if err != nil {
+		return nil, toWire(err)
+	}
+	return &emptypb.Empty{}, nil
+}
+
+func statusName(s apitypes.Status) string {
+	switch s {
+	case apitypes.Status_CREATED:
+		return "created"
+	case apitypes.Status_RUNNING:
+		return "running"
+	case apitypes.Status_PAUSED:
+		return "paused"
+	case apitypes.Status_STOPPED:
+		return "stopped"
+	}
+	return "unknown"
+}
