@@ -307,4 +307,3 @@ func waitGone(ctx context.Context, rec *record) error {
 	}
 	return nil
 }
-

@@ -15,7 +15,6 @@ import (
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/anypb"
-
 )
 
 // event is one line of `events` output, as runc prints it.
@@ -225,4 +224,3 @@ func cmdUpdate(ctx context.Context, g globals, log *slog.Logger, env Env, args [
 		return err
 	})
 }
-

@@ -280,4 +280,3 @@ func cmdResume(ctx context.Context, g globals, log *slog.Logger, env Env, args [
 		return err
 	})
 }
-

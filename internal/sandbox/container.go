@@ -205,7 +205,9 @@ func (c *Container) Pause(ctx context.Context) error { return c.sb.agent.Pause(c
 func (c *Container) Resume(ctx context.Context) error { return c.sb.agent.Resume(ctx, c.id) }
 
 // Pids lists the container's processes.
-func (c *Container) Pids(ctx context.Context) ([]*ProcessInfo, error) { return c.sb.agent.Pids(ctx, c.id) }
+func (c *Container) Pids(ctx context.Context) ([]*ProcessInfo, error) {
+	return c.sb.agent.Pids(ctx, c.id)
+}
 
 // Stats reads the container's cgroup counters in the guest.
 func (c *Container) Stats(ctx context.Context) (*Stats, error) { return c.sb.agent.Stats(ctx, c.id) }
