@@ -1,0 +1,334 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// rt runs one lodge-runtime command and returns stdout, stderr and the
+// exit code.
+func (f *fixture) rt(args ...string) result {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	// Files, not pipes: a detached container keeps its stdio open, and a
+	// pipe would make Run wait for the container to end.
+	dir := f.t.TempDir()
+	outF, _ := os.Create(filepath.Join(dir, "stdout"))
+	errF, _ := os.Create(filepath.Join(dir, "stderr"))
+	defer outF.Close()
+	defer errF.Close()
+	cmd := f.command(ctx, args...)
+	cmd.Stdout, cmd.Stderr = outF, errF
+	err := cmd.Run()
+	out, _ := os.ReadFile(outF.Name())
+	errb, _ := os.ReadFile(errF.Name())
+	r := result{stdout: string(out), stderr: string(errb)}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		f.t.Fatalf("lodge-runtime %v: %v", args, err)
+	}
+	return r
+}
+
+func (f *fixture) mustRT(args ...string) string {
+	f.t.Helper()
+	r := f.rt(args...)
+	if r.code != 0 {
+		f.t.Fatalf("lodge-runtime %v: exit %d: %s", args, r.code, r.stderr)
+	}
+	return r.stdout
+}
+
+type ociState struct {
+	ID     string `json:"id"`
+	Pid    int    `json:"pid"`
+	Status string `json:"status"`
+	Bundle string `json:"bundle"`
+}
+
+func (f *fixture) state(id string) ociState {
+	f.t.Helper()
+	var s ociState
+	if err := json.Unmarshal([]byte(f.mustRT("state", id)), &s); err != nil {
+		f.t.Fatal(err)
+	}
+	return s
+}
+
+func (f *fixture) waitStatus(id, want string) {
+	f.t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if s := f.state(id); s.Status == want {
+			return
+		} else if time.Now().After(deadline) {
+			f.t.Fatalf("container %s is %s, waited for %s", id, s.Status, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestLifecycle walks one container through runc's commands.
+func TestLifecycle(t *testing.T) {
+	f := newFixture(t)
+	out := filepath.Join(t.TempDir(), "out")
+	f.writeSpec(defaultSpec("sh", "-c", `echo started; trap 'echo got-term; exit 5' TERM; while :; do sleep 0.1; done`))
+	outFile, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outFile.Close()
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	cmd := f.command(context.Background(), "create", "--bundle", f.bundle, "--pid-file", pidFile, "life")
+	cmd.Stdout, cmd.Stderr = outFile, outFile
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+
+	st := f.state("life")
+	pid, _ := os.ReadFile(pidFile)
+	if st.Status != "created" || strconv.Itoa(st.Pid) != string(pid) || unix.Kill(st.Pid, 0) != nil {
+		t.Fatalf("after create: state %+v, pid file %q", st, pid)
+	}
+	if r := f.rt("create", "--bundle", f.bundle, "life"); r.code == 0 || !strings.Contains(r.stderr, "already exists") {
+		t.Errorf("duplicate create: exit %d, %q", r.code, r.stderr)
+	}
+	if r := f.rt("exec", "life", "true"); r.code == 0 {
+		t.Error("exec into a created (not started) container succeeded")
+	}
+	f.mustRT("start", "life")
+	if f.state("life").Status != "running" {
+		t.Fatal("not running after start")
+	}
+	if r := f.rt("start", "life"); r.code == 0 || !strings.Contains(r.stderr, "already running") {
+		t.Errorf("second start: exit %d, %q", r.code, r.stderr)
+	}
+
+	r := f.rt("exec", "--env", "X=from-exec", "--cwd", "/tmp", "life", "sh", "-c", `echo "$X $(pwd)"; echo to-err >&2; exit 3`)
+	if r.code != 3 || r.stdout != "from-exec /tmp\n" || r.stderr != "to-err\n" {
+		t.Errorf("exec: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	var pids []int
+	if err := json.Unmarshal([]byte(f.mustRT("ps", "--format", "json", "life")), &pids); err != nil || len(pids) == 0 {
+		t.Errorf("ps --format json: %v %v", pids, err)
+	}
+
+	f.mustRT("pause", "life")
+	if s := f.state("life").Status; s != "paused" {
+		t.Errorf("after pause: %s", s)
+	}
+	f.mustRT("resume", "life")
+	if s := f.state("life").Status; s != "running" {
+		t.Errorf("after resume: %s", s)
+	}
+	var ev struct {
+		Type string `json:"type"`
+		ID   string `json:"id"`
+		Data struct {
+			Memory struct {
+				Usage struct {
+					Usage uint64 `json:"usage"`
+				} `json:"usage"`
+			} `json:"memory"`
+			Pids struct {
+				Current uint64 `json:"current"`
+			} `json:"pids"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(f.mustRT("events", "--stats", "life")), &ev); err != nil ||
+		ev.Type != "stats" || ev.Data.Memory.Usage.Usage == 0 || ev.Data.Pids.Current == 0 {
+		t.Errorf("events --stats: %+v, %v", ev, err)
+	}
+	f.mustRT("update", "--pids-limit", "50", "--memory", "100000000", "life")
+	if err := json.Unmarshal([]byte(f.mustRT("events", "--stats", "life")), &ev); err != nil {
+		t.Error(err)
+	}
+
+	if r := f.rt("delete", "life"); r.code == 0 || !strings.Contains(r.stderr, "not stopped") {
+		t.Errorf("delete of a running container: exit %d, %q", r.code, r.stderr)
+	}
+	f.mustRT("kill", "life", "TERM")
+	f.waitStatus("life", "stopped")
+	if b, _ := os.ReadFile(out); string(b) != "started\ngot-term\n" {
+		t.Errorf("container output %q", b)
+	}
+	if r := f.rt("kill", "life", "KILL"); r.code == 0 {
+		t.Error("kill of a stopped container succeeded")
+	}
+	f.mustRT("delete", "life")
+	if r := f.rt("state", "life"); r.code == 0 || !strings.Contains(r.stderr, "does not exist") {
+		t.Errorf("state after delete: exit %d, %q", r.code, r.stderr)
+	}
+}
+
+// TestDetachedExecAndForceDelete: run -d, exec -d with a pid file naming a
+// host process that exits with the exec's status, then delete --force.
+func TestDetachedExecAndForceDelete(t *testing.T) {
+	f := newFixture(t)
+	f.writeSpec(defaultSpec("sleep", "1000"))
+	f.mustRT("run", "-d", "--bundle", f.bundle, "det")
+	if s := f.state("det").Status; s != "running" {
+		t.Fatalf("run -d: %s", s)
+	}
+	pidFile := filepath.Join(t.TempDir(), "exec.pid")
+	f.mustRT("exec", "-d", "--pid-file", pidFile, "det", "sh", "-c", "sleep 1; exit 4")
+	b, _ := os.ReadFile(pidFile)
+	pid, err := strconv.Atoi(string(b))
+	if err != nil {
+		t.Fatalf("exec pid file %q", b)
+	}
+	// Not our child: poll until it is gone (its status goes to its reaper).
+	deadline := time.Now().Add(time.Minute)
+	for unix.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("exec holder still alive")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r := f.rt("exec", "-p", "/nonexistent/process.json", "det"); r.code == 0 {
+		t.Error("exec with a missing process.json succeeded")
+	}
+	bad := filepath.Join(t.TempDir(), "process.json")
+	os.WriteFile(bad, []byte(`{"args": [}`), 0o644)
+	if r := f.rt("exec", "-p", bad, "det"); r.code == 0 || !strings.Contains(r.stderr, "not a valid process.json") {
+		t.Errorf("malformed process.json: exit %d, %q", r.code, r.stderr)
+	}
+	f.mustRT("delete", "--force", "det")
+	for _, args := range [][]string{{"state", "nope"}, {"start", "nope"}, {"kill", "nope"}, {"delete", "nope"}, {"exec", "nope", "true"}} {
+		if r := f.rt(args...); r.code == 0 || !strings.Contains(r.stderr, "does not exist") {
+			t.Errorf("%v on an unknown id: exit %d, %q", args, r.code, r.stderr)
+		}
+	}
+}
+
+// TestTerminalMountsHooks: a terminal through --console-socket, a host
+// directory bind-mounted read-only, and hooks run on the host.
+func TestTerminalMountsHooks(t *testing.T) {
+	f := newFixture(t)
+	share := t.TempDir()
+	os.WriteFile(filepath.Join(share, "greeting"), []byte("hello from the host\n"), 0o644)
+	hookOut := t.TempDir()
+	s := defaultSpec("sh", "-c", `cat /mnt/greeting; touch /mnt/x 2>/dev/null && echo mnt=rw || echo mnt=ro; tty; read line; echo "read:$line"`)
+	s.Process.Terminal = true
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/mnt", Type: "bind", Source: share, Options: []string{"rbind", "ro"}})
+	hook := func(name string) specs.Hook {
+		return specs.Hook{Path: "/bin/sh", Args: []string{"sh", "-c", "cat > " + filepath.Join(hookOut, name)}}
+	}
+	s.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{hook("createRuntime")}, Poststart: []specs.Hook{hook("poststart")},
+		Poststop: []specs.Hook{hook("poststop")}}
+	f.writeSpec(s)
+
+	sock := filepath.Join(t.TempDir(), "console.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	masterCh := make(chan *os.File, 1)
+	go func() {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf, oob := make([]byte, 256), make([]byte, unix.CmsgSpace(4))
+		_, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+		if err != nil {
+			return
+		}
+		msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+		fds, _ := unix.ParseUnixRights(&msgs[0])
+		masterCh <- os.NewFile(uintptr(fds[0]), "master")
+	}()
+	f.mustRT("create", "--bundle", f.bundle, "--console-socket", sock, "term")
+	var master *os.File
+	select {
+	case master = <-masterCh:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no terminal master on the console socket")
+	}
+	defer master.Close()
+	var st specs.State
+	b, _ := os.ReadFile(filepath.Join(hookOut, "createRuntime"))
+	if err := json.Unmarshal(b, &st); err != nil || st.ID != "term" || st.Status != "created" {
+		t.Errorf("createRuntime hook got %q (%v)", b, err)
+	}
+	f.mustRT("start", "term")
+	master.Write([]byte("typed-line\n"))
+	var got bytes.Buffer
+	master.SetReadDeadline(time.Now().Add(time.Minute))
+	buf := make([]byte, 4096)
+	for !strings.Contains(got.String(), "read:typed-line") {
+		n, err := master.Read(buf)
+		got.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	for _, want := range []string{"hello from the host", "mnt=ro", "/dev/pts/", "read:typed-line"} {
+		if !strings.Contains(got.String(), want) {
+			t.Errorf("terminal output lacks %q:\n%s", want, got.String())
+		}
+	}
+	f.waitStatus("term", "stopped")
+	if _, err := os.Stat(filepath.Join(hookOut, "poststart")); err != nil {
+		t.Errorf("poststart hook did not run: %v", err)
+	}
+	f.mustRT("delete", "term")
+	if _, err := os.Stat(filepath.Join(hookOut, "poststop")); err != nil {
+		t.Errorf("poststop hook did not run: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(share, "x")); err == nil {
+		t.Error("the read-only mount was written")
+	}
+}
+
+// TestSupervisorKilled: if the supervisor dies, the container reads as
+// stopped and delete cleans everything (checked by the fixture).
+func TestSupervisorKilled(t *testing.T) {
+	f := newFixture(t)
+	f.writeSpec(defaultSpec("sleep", "1000"))
+	f.mustRT("run", "-d", "--bundle", f.bundle, "victim")
+	st := f.state("victim")
+	syscall.Kill(st.Pid, syscall.SIGKILL)
+	f.waitStatus("victim", "stopped")
+	f.mustRT("delete", "victim")
+}
+
+func TestSpecAndFeatures(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	f.mustRT("spec", "--bundle", dir)
+	var s specs.Spec
+	b, _ := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err := json.Unmarshal(b, &s); err != nil || s.Process == nil || s.Process.Args[0] != "sh" || !s.Process.Terminal {
+		t.Errorf("spec wrote %s (%v)", b, err)
+	}
+	if r := f.rt("spec", "--bundle", dir); r.code == 0 {
+		t.Error("spec overwrote an existing config.json")
+	}
+	var feat struct {
+		OCIVersionMax string `json:"ociVersionMax"`
+	}
+	if err := json.Unmarshal([]byte(f.mustRT("features")), &feat); err != nil || feat.OCIVersionMax == "" {
+		t.Errorf("features: %+v %v", feat, err)
+	}
+	if v := f.mustRT("--version"); !strings.Contains(v, "lodge-runtime version") || !strings.Contains(v, "spec: ") {
+		t.Errorf("--version: %q", v)
+	}
+}
