@@ -9,6 +9,7 @@ pkgs=(
   libseccomp-dev       # static libseccomp for the guest agent
   gcc libc6-dev        # cgo for the agent (libcontainer's nsenter)
   kmod                 # not needed at run time; handy for debugging modules
+  podman conmon        # the Podman integration test
 )
 missing=()
 for p in "${pkgs[@]}"; do

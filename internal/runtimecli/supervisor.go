@@ -92,6 +92,7 @@ type supervisor struct {
 	rec     *record
 	exited  chan sandbox.ExitStatus
 	ls      []net.Listener
+	srv     *ttrpc.Server
 }
 
 func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id, bundleDir, consoleSocket string) (_ *supervisor, retErr error) {
@@ -149,6 +150,7 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id
 	if err != nil {
 		return nil, err
 	}
+	s.srv = srv
 	taskapi.RegisterTTRPCTaskService(srv, &persisting{Service: s.svc, sup: s})
 	tl, err := listenUnix(filepath.Join(dir, taskSock))
 	if err != nil {
@@ -210,6 +212,13 @@ func (s *supervisor) setStatus(st string, code *int) {
 }
 
 func (s *supervisor) close() {
+	if s.srv != nil {
+		// Let calls in flight (a kill that ended the container) finish
+		// before the VM goes.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.srv.Shutdown(ctx)
+		cancel()
+	}
 	for _, l := range s.ls {
 		l.Close()
 	}

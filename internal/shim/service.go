@@ -457,9 +457,20 @@ func (s *Service) kill(ctx context.Context, r *taskapi.KillRequest) error {
 		return fmt.Errorf("%w: process already finished", ErrNotFound)
 	}
 	if r.All && r.ExecID == "" {
-		return t.c.SignalAll(ctx, int(r.Signal))
+		err = t.c.SignalAll(ctx, int(r.Signal))
+	} else {
+		err = p.p.Signal(ctx, int(r.Signal))
 	}
-	return p.p.Signal(ctx, int(r.Signal))
+	if err != nil {
+		// A fatal signal may end the process (and the VM with it) before the
+		// agent's answer arrives: that is success.
+		select {
+		case <-p.done:
+			return nil
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return err
 }
 
 // Pids lists a container's processes (guest PIDs).
