@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -93,6 +94,7 @@ type supervisor struct {
 	exited  chan sandbox.ExitStatus
 	ls      []net.Listener
 	srv     *ttrpc.Server
+	calls   sync.WaitGroup // task API calls in flight
 }
 
 func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id, bundleDir, consoleSocket string) (_ *supervisor, retErr error) {
@@ -111,7 +113,11 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id
 	s.svc = shim.New(shim.Config{
 		Log: log,
 		NewSandbox: func(ctx context.Context, id string) (*sandbox.Sandbox, error) {
-			return sandbox.Create(ctx, henv.Deps, henv.SandboxConfig(id, filepath.Join(dir, vmDir)))
+			sc := henv.SandboxConfig(id, filepath.Join(dir, vmDir))
+			if b.Spec.Linux != nil {
+				sc.VM = sandbox.SizeVM(sc.VM, b.Spec.Linux.Resources)
+			}
+			return sandbox.Create(ctx, henv.Deps, sc)
 		},
 		Stdio:   opener,
 		HostPID: func(string, string) uint32 { return uint32(os.Getpid()) },
@@ -146,7 +152,15 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id
 	if err := s.rec.save(g.root); err != nil {
 		return nil, err
 	}
-	srv, err := ttrpc.NewServer()
+	// Count calls in flight so that teardown waits for them (a kill that
+	// ended the container must still get its answer). ttrpc's own Shutdown
+	// can close a connection whose request has just arrived.
+	srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(
+		func(ctx context.Context, u ttrpc.Unmarshaler, _ *ttrpc.UnaryServerInfo, m ttrpc.Method) (any, error) {
+			s.calls.Add(1)
+			defer s.calls.Done()
+			return m(ctx, u)
+		}))
 	if err != nil {
 		return nil, err
 	}
@@ -212,15 +226,21 @@ func (s *supervisor) setStatus(st string, code *int) {
 }
 
 func (s *supervisor) close() {
-	if s.srv != nil {
-		// Let calls in flight (a kill that ended the container) finish
-		// before the VM goes.
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		s.srv.Shutdown(ctx)
-		cancel()
-	}
 	for _, l := range s.ls {
 		l.Close()
+	}
+	if s.srv != nil {
+		done := make(chan struct{})
+		go func() { s.calls.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+		// Answers are written after the handler returns: let them go out.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		s.srv.Shutdown(ctx)
+		cancel()
+		s.srv.Close()
 	}
 	os.Remove(filepath.Join(s.dir, taskSock))
 	os.Remove(filepath.Join(s.dir, fdSock))

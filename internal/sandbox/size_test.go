@@ -1,0 +1,36 @@
+package sandbox
+
+import (
+	"runtime"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/lodgeruntime/lodge/internal/vmm"
+)
+
+func TestSizeVM(t *testing.T) {
+	t.Parallel()
+	base := vmm.Config{VCPUs: 1, MemoryMiB: 256}
+	i64 := func(v int64) *int64 { return &v }
+	u64 := func(v uint64) *uint64 { return &v }
+	cases := []struct {
+		name      string
+		res       []*specs.LinuxResources
+		mem, cpus int
+	}{
+		{"no limits", []*specs.LinuxResources{nil, {}}, 256, 1},
+		{"memory limit", []*specs.LinuxResources{{Memory: &specs.LinuxMemory{Limit: i64(512 << 20)}}}, 512 + VMOverheadMiB, 1},
+		{"pod sums", []*specs.LinuxResources{
+			{Memory: &specs.LinuxMemory{Limit: i64(100 << 20)}, CPU: &specs.LinuxCPU{Quota: i64(50000), Period: u64(100000)}},
+			{Memory: &specs.LinuxMemory{Limit: i64(50<<20 + 1)}, CPU: &specs.LinuxCPU{Quota: i64(100000), Period: u64(100000)}},
+		}, 151 + VMOverheadMiB, min(2, runtime.NumCPU())},
+		{"huge quota capped", []*specs.LinuxResources{{CPU: &specs.LinuxCPU{Quota: i64(1 << 30), Period: u64(1000)}}}, 256, runtime.NumCPU()},
+	}
+	for _, c := range cases {
+		got := SizeVM(base, c.res...)
+		if got.MemoryMiB != c.mem || got.VCPUs != c.cpus {
+			t.Errorf("%s: %d MiB, %d vCPUs; want %d, %d", c.name, got.MemoryMiB, got.VCPUs, c.mem, c.cpus)
+		}
+	}
+}
