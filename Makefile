@@ -6,7 +6,7 @@ LDFLAGS := -X main.version=$(VERSION)
 AGENT_TAGS := netgo osusergo seccomp
 BIN := bin
 
-.PHONY: all build setup deps demo test unit integration bench generate fmt vet clean
+.PHONY: all build setup deps demo test unit integration conformance-oci conformance-oci-quick bench generate fmt vet clean
 
 all: build
 
@@ -33,7 +33,17 @@ setup: deps build
 demo: setup
 	scripts/demo.sh
 
-test: setup unit integration
+test: setup unit integration conformance-oci-quick
+
+# The OCI runtime-tools validation suite, all 58 programs (slow: a VM per
+# container). docs/conformance-oci.md explains each failure.
+conformance-oci: setup
+	conformance/runtime-tools.sh
+
+# The subset CI runs.
+OCI_QUICK := ^(default|create|start|state|kill|kill_no_effect|delete_only_create_resources|hostname|hooks_stdin|process|process_capabilities|process_oom_score_adj|process_rlimits_fail|linux_masked_paths|linux_readonly_paths|linux_sysctl|linux_rootfs_propagation|mounts|pidfile|poststart|poststop|prestart|root_readonly_true)$$
+conformance-oci-quick: setup
+	conformance/runtime-tools.sh '$(OCI_QUICK)' | tail -3
 
 unit:
 	$(GO) vet ./...

@@ -10,6 +10,8 @@ pkgs=(
   gcc libc6-dev        # cgo for the agent (libcontainer's nsenter)
   kmod                 # not needed at run time; handy for debugging modules
   podman conmon        # the Podman integration test
+  containerd runc      # the containerd (runc shim -> lodge-runtime) integration test
+  jq bc                # conformance and demo scripts
 )
 missing=()
 for p in "${pkgs[@]}"; do

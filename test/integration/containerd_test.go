@@ -1,0 +1,173 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lodgeruntime/lodge/internal/testbundle"
+)
+
+// ctrd is a private containerd (Debian's 1.6) whose runc shim drives
+// lodge-runtime instead of runc.
+type ctrd struct {
+	t       *testing.T
+	dir     string
+	runtime string
+}
+
+func startContainerd(t *testing.T) *ctrd {
+	bin := binDir(t)
+	if _, err := exec.LookPath("containerd"); err != nil {
+		if os.Getenv("LODGE_INTEGRATION") != "" {
+			t.Fatal("containerd not installed (make setup installs it)")
+		}
+		t.Skip("containerd not installed")
+	}
+	c := &ctrd{t: t, dir: t.TempDir(), runtime: filepath.Join(bin, "lodge-runtime")}
+	cfg := fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+`, filepath.Join(c.dir, "root"), filepath.Join(c.dir, "state"), c.sock(), c.sock()+".ttrpc")
+	os.WriteFile(filepath.Join(c.dir, "config.toml"), []byte(cfg), 0o644)
+	logf, _ := os.Create(filepath.Join(c.dir, "containerd.log"))
+	cmd := exec.Command("containerd", "--config", filepath.Join(c.dir, "config.toml"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Shims and the VMs they drove must be gone before containerd is.
+		for _, id := range strings.Fields(c.ctrOut("containers", "ls", "-q")) {
+			c.ctrOut("tasks", "kill", "-s", "KILL", id)
+			time.Sleep(500 * time.Millisecond)
+			c.ctrOut("tasks", "rm", "-f", id)
+			c.ctrOut("containers", "rm", id)
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		logf.Close()
+		if procs := processesMentioning(c.dir); len(procs) > 0 {
+			t.Errorf("processes left behind: %v", procs)
+		}
+		for _, m := range mountsBelow(c.dir) {
+			syscall.Unmount(m, syscall.MNT_DETACH)
+		}
+	})
+	for i := 0; ; i++ {
+		if _, err := c.ctr("version"); err == nil {
+			break
+		} else if i > 100 {
+			t.Fatalf("containerd did not come up: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return c
+}
+
+func (c *ctrd) sock() string { return filepath.Join(c.dir, "containerd.sock") }
+
+func (c *ctrd) ctr(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", c.sock(), "-n", "lodge-test"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (c *ctrd) ctrOut(args ...string) string {
+	out, _ := c.ctr(args...)
+	return out
+}
+
+func (c *ctrd) runArgs() []string {
+	return []string{"--runtime", "io.containerd.runc.v2", "--runc-binary", c.runtime,
+		"--runc-root", filepath.Join(c.dir, "lodge-root")}
+}
+
+func mountsBelow(dir string) []string {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir) {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
+
+// TestContainerdRuncShim: containerd's own runc shim, pointed at
+// lodge-runtime, runs tasks in Lodge VMs (the ctr smoke checks).
+func TestContainerdRuncShim(t *testing.T) {
+	c := startContainerd(t)
+	dir := t.TempDir()
+	if err := testbundle.Rootfs(filepath.Join(dir, "rootfs")); err != nil {
+		t.Fatal(err)
+	}
+	layer := filepath.Join(dir, "layer.tar")
+	if err := tarDir(filepath.Join(dir, "rootfs"), layer); err != nil {
+		t.Fatal(err)
+	}
+	img, ref := filepath.Join(dir, "image.tar"), "docker.io/library/busybox:lodge"
+	if err := writeOCIArchive(img, layer, ref); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.ctr("images", "import", img); err != nil {
+		t.Fatalf("import: %v: %s", err, out)
+	}
+	run := func(args ...string) (string, error) {
+		a := append([]string{"run", "--rm"}, c.runArgs()...)
+		return c.ctr(append(a, args...)...)
+	}
+	if out, err := run(ref, "echo1", "sh", "-c", "echo hello-$((6*7)); uname -r"); err != nil ||
+		!strings.Contains(out, "hello-42") || strings.Contains(out, hostKernel(t)) {
+		t.Errorf("run echo: %v: %q", err, out)
+	}
+	if _, err := run(ref, "exit3", "sh", "-c", "exit 3"); err == nil {
+		t.Error("exit 3 reported as success")
+	} else if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+		t.Errorf("exit 3 reported as %v", err)
+	}
+	if out, err := run("--env", "FOO=bar", "--cwd", "/tmp", ref, "env1", "sh", "-c", "echo $FOO $(pwd) $(id -u)"); err != nil ||
+		strings.TrimSpace(out) != "bar /tmp 0" {
+		t.Errorf("env/cwd/uid: %v: %q", err, out)
+	}
+
+	a := append([]string{"run", "-d"}, c.runArgs()...)
+	if out, err := c.ctr(append(a, ref, "svc", "sh", "-c", `trap "exit 7" TERM; while :; do sleep 0.2; done`)...); err != nil {
+		t.Fatalf("run -d: %v: %s", err, out)
+	}
+	if out := c.ctrOut("tasks", "ls"); !strings.Contains(out, "RUNNING") {
+		t.Errorf("tasks ls: %q", out)
+	}
+	if out, err := c.ctr("tasks", "exec", "--exec-id", "e1", "svc", "sh", "-c", "echo exec-ok"); err != nil || !strings.Contains(out, "exec-ok") {
+		t.Errorf("tasks exec: %v: %q", err, out)
+	}
+	if out, err := c.ctr("tasks", "kill", "-s", "TERM", "svc"); err != nil {
+		t.Errorf("kill: %v: %s", err, out)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(c.ctrOut("tasks", "ls"), "STOPPED") {
+		if time.Now().After(deadline) {
+			t.Fatalf("task not stopped after TERM: %s", c.ctrOut("tasks", "ls"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if out, err := c.ctr("tasks", "rm", "svc"); err != nil {
+		t.Errorf("tasks rm: %v: %s", err, out)
+	}
+	if out, err := c.ctr("containers", "rm", "svc"); err != nil {
+		t.Errorf("containers rm: %v: %s", err, out)
+	}
+}
