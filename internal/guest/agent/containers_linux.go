@@ -213,7 +213,28 @@ func (cs *containers) Start(ctx context.Context, req *agentv1.StartRequest) (*ag
 	if err := c.c.Exec(); err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "start: %v", err)
 	}
+	if p, err := c.proc(""); err == nil {
+		waitExeced(p.pid)
+	}
 	return &agentv1.Empty{}, nil
+}
+
+// waitExeced waits (briefly) until pid runs the user's program rather than
+// libcontainer's init, so that a signal sent right after start reaches the
+// program and not the init that is about to exec it.
+func waitExeced(pid int) {
+	self, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		return
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if err != nil || exe != self {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 func (cs *containers) Exec(ctx context.Context, req *agentv1.ExecRequest) (*agentv1.CreateResponse, error) {
