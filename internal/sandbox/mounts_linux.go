@@ -12,8 +12,13 @@ import (
 // makeSharedDir creates dir as a mount point with shared propagation, so
 // bind mounts made below it later also appear in virtiofsd's (slave) mount
 // namespace.
+// It is traversable by anyone (0711, not listable): a container's root in
+// a user namespace maps to another uid and must reach its rootfs below.
 func makeSharedDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
 		return err
 	}
 	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {

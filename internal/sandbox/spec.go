@@ -3,6 +3,7 @@ package sandbox
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -33,11 +34,20 @@ func guestSpec(in *specs.Spec) (*specs.Spec, error) {
 		s.Linux = &l
 	}
 	s.Mounts = append([]specs.Mount(nil), s.Mounts...)
-	for _, m := range s.Mounts {
+	for i, m := range s.Mounts {
 		if isBind(m) {
 			if !filepath.IsAbs(m.Source) {
 				return nil, fmt.Errorf("bind mount source %q for %s must be an absolute host path", m.Source, m.Destination)
 			}
+			// A bind mount takes no filesystem data; drop such options as
+			// runc 1.1 did, rather than fail in the guest.
+			var opts []string
+			for _, o := range m.Options {
+				if bindOptions[o] {
+					opts = append(opts, o)
+				}
+			}
+			s.Mounts[i].Options = opts
 			continue
 		}
 		if !guestMountTypes[m.Type] {
@@ -47,6 +57,20 @@ func guestSpec(in *specs.Spec) (*specs.Spec, error) {
 	}
 	return &s, nil
 }
+
+// bindOptions are the mount options that are flags (and so apply to a bind
+// mount).
+var bindOptions = func() map[string]bool {
+	m := map[string]bool{}
+	for _, o := range strings.Fields(`ro rw bind rbind nosuid suid nodev dev noexec exec sync async dirsync
+		remount mand nomand atime noatime diratime nodiratime relatime norelatime strictatime nostrictatime
+		private rprivate shared rshared slave rslave unbindable runbindable rro rrw rnosuid rsuid rnodev rdev
+		rnoexec rexec rnoatime ratime rnodiratime rdiratime rrelatime rnorelatime rstrictatime rnostrictatime
+		idmap ridmap tmpcopyup nosymfollow rnosymfollow`) {
+		m[o] = true
+	}
+	return m
+}()
 
 // isBind reports a bind mount (of a host path).
 func isBind(m specs.Mount) bool {

@@ -126,6 +126,11 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (_
 		spec.Linux = &specs.Linux{}
 	}
 	spec.Linux.CgroupsPath = "/lodge/" + id
+	for i, d := range spec.Linux.Devices {
+		if d.Type == "p" { // a FIFO has no device number; libcontainer checks it
+			spec.Linux.Devices[i].Major, spec.Linux.Devices[i].Minor = 0, 0
+		}
+	}
 	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: &spec})
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
