@@ -8,6 +8,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -58,6 +59,17 @@ func run(bin string, runs int) error {
 	if err := testbundle.Write(bundle, testbundle.Spec("/bin/true")); err != nil {
 		return err
 	}
+	// A long-running container for exec latency.
+	sleeper := filepath.Join(work, "sleeper")
+	if err := os.Mkdir(sleeper, 0o755); err != nil {
+		return err
+	}
+	if err := os.Symlink(filepath.Join(bundle, "rootfs"), filepath.Join(sleeper, "rootfs")); err != nil {
+		return err
+	}
+	if err := testbundle.WriteSpec(sleeper, testbundle.Spec("sleep", "100000")); err != nil {
+		return err
+	}
 	cfg, err := config.Load()
 	if err != nil {
 		return err
@@ -83,11 +95,18 @@ func run(bin string, runs int) error {
 			return err
 		}
 		s["raw boot"] = append(s["raw boot"], d)
+		lodgeRT := []string{filepath.Join(bin, "lodge-runtime"), "--root", filepath.Join(work, "root")}
+		if err := lifecycle(s, "lodge", lodgeRT, bundle, sleeper, i); err != nil {
+			return err
+		}
 		if runc != "" {
 			if d, err = runcRun(runc, work, bundle, i); err != nil {
 				return err
 			}
 			s["runc run"] = append(s["runc run"], d)
+			if err := lifecycle(s, "runc", []string{runc, "--root", filepath.Join(work, "runc")}, bundle, sleeper, i); err != nil {
+				return err
+			}
 		}
 	}
 
@@ -105,6 +124,64 @@ func run(bin string, runs int) error {
 		fmt.Printf("%-38s %8.1f\n", "ratio lodge run / runc run", ratio(s.median("lodge run"), s.median("runc run")))
 	} else {
 		fmt.Println("runc not installed: no runc baseline")
+	}
+	fmt.Println("\nCLI lifecycle (median):               lodge        runc    ratio")
+	for _, k := range []string{"create", "start", "delete", "create+start+delete", "exec true"} {
+		fmt.Printf("  %-30s %s %s %8.1f\n", k, ms(s.median("lodge "+k)), ms(s.median("runc "+k)),
+			ratio(s.median("lodge "+k), s.median("runc "+k)))
+	}
+	return nil
+}
+
+// lifecycle times create, start, delete of /bin/true, then exec of true
+// in a running container (median of 3 per run), through the runc command
+// line of either runtime.
+func lifecycle(s samples, name string, rt []string, bundle, sleeper string, i int) error {
+	do := func(args ...string) (time.Duration, error) {
+		out, err := timed(exec.Command(rt[0], append(rt[1:], args...)...))
+		if err != nil {
+			return 0, fmt.Errorf("%s %v: %w: %s", name, args, err, out.output)
+		}
+		return out.d, nil
+	}
+	id := fmt.Sprintf("%s-life-%d", name, i)
+	c, err := do("create", "--bundle", bundle, id)
+	if err != nil {
+		return err
+	}
+	st, err := do("start", id)
+	if err != nil {
+		return err
+	}
+	// /bin/true exits at once; delete once it is stopped.
+	for j := 0; j < 500; j++ {
+		out, _ := exec.Command(rt[0], append(rt[1:], "state", id)...).Output()
+		if json.Valid(out) && bytes.Contains(out, []byte(`"stopped"`)) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	d, err := do("delete", id)
+	if err != nil {
+		return err
+	}
+	s[name+" create"] = append(s[name+" create"], c)
+	s[name+" start"] = append(s[name+" start"], st)
+	s[name+" delete"] = append(s[name+" delete"], d)
+	s[name+" create+start+delete"] = append(s[name+" create+start+delete"], c+st+d)
+
+	sid := fmt.Sprintf("%s-exec-%d", name, i)
+	// Detached: the container keeps its stdio, so give it /dev/null, not a pipe.
+	if err := exec.Command(rt[0], append(rt[1:], "run", "-d", "--bundle", sleeper, sid)...).Run(); err != nil {
+		return fmt.Errorf("%s run -d: %w", name, err)
+	}
+	defer do("delete", "--force", sid)
+	for range 3 {
+		e, err := do("exec", sid, "true")
+		if err != nil {
+			return err
+		}
+		s[name+" exec true"] = append(s[name+" exec true"], e)
 	}
 	return nil
 }

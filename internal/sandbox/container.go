@@ -93,7 +93,8 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *C
 		if !isBind(m) {
 			continue
 		}
-		rel := filepath.Join("mounts", strconv.Itoa(i))
+		// Keep the source's name last, as a bind mount shows it in mountinfo.
+		rel := filepath.Join("mounts", strconv.Itoa(i), filepath.Base(m.Source))
 		if err := c.bind(m.Source, rel, hasOption(m.Options, "ro")); err != nil {
 			return nil, fmt.Errorf("container %s: mount %s: %w", cc.ID, m.Destination, err)
 		}
