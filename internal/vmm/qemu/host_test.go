@@ -32,7 +32,7 @@ func TestMeasureTSC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := float64(got)/float64(want) - 1; diff > 0.02 || diff < -0.02 {
+	if diff := float64(got)/float64(want) - 1; diff > 0.05 || diff < -0.05 {
 		t.Fatalf("measured %d kHz, kernel says %d kHz", got, want)
 	}
 }
