@@ -154,15 +154,22 @@ func (c *Client) Pids(ctx context.Context, id string) ([]*agentv1.ProcessInfo, e
 	if err != nil {
 		return nil, err
 	}
+	if err := validatePids(r); err != nil {
+		return nil, err
+	}
+	return r.Processes, nil
+}
+
+func validatePids(r *agentv1.PidsResponse) error {
 	if len(r.Processes) > maxPids {
-		return nil, fmt.Errorf("%w: %d processes", ErrBadReply, len(r.Processes))
+		return fmt.Errorf("%w: %d processes", ErrBadReply, len(r.Processes))
 	}
 	for _, p := range r.Processes {
 		if p.Pid <= 0 || len(p.Command) > 256 {
-			return nil, fmt.Errorf("%w: process %d", ErrBadReply, p.Pid)
+			return fmt.Errorf("%w: process %d", ErrBadReply, p.Pid)
 		}
 	}
-	return r.Processes, nil
+	return nil
 }
 
 // Stats reads a container's cgroup counters.

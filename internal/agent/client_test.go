@@ -225,3 +225,21 @@ func (l *pipeListener) Accept() (net.Conn, error) {
 }
 func (l *pipeListener) Close() error   { return nil }
 func (l *pipeListener) Addr() net.Addr { return &net.UnixAddr{Name: "pipe"} }
+
+func FuzzPidsReply(f *testing.F) {
+	b, _ := proto.Marshal(&agentv1.PidsResponse{Processes: []*agentv1.ProcessInfo{{Pid: 1, Command: "sh"}}})
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var r agentv1.PidsResponse
+		if proto.Unmarshal(data, &r) != nil {
+			return
+		}
+		if err := validatePids(&r); err == nil {
+			for _, p := range r.Processes {
+				if p.Pid <= 0 || len(p.Command) > 256 {
+					t.Fatalf("accepted %+v", p)
+				}
+			}
+		}
+	})
+}

@@ -292,15 +292,7 @@ func cmdExecHold(ctx context.Context, g globals, log *slog.Logger, env Env, args
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	sync := os.NewFile(syncFD, "sync")
-	report := func(err error) {
-		m := syncMsg{OK: err == nil}
-		if err != nil {
-			m.Error = err.Error()
-		}
-		json.NewEncoder(sync).Encode(m)
-		sync.Close()
-	}
+	report := syncReporter()
 	var proc specs.Process
 	err := state.Read(*pfile, &proc)
 	os.Remove(*pfile)

@@ -54,6 +54,20 @@ type syncMsg struct {
 
 const syncFD = 3
 
+// syncReporter returns the function a child uses, once, to tell its
+// parent (reading the other end of fd 3) that it succeeded or why not.
+func syncReporter() func(error) {
+	pipe := os.NewFile(syncFD, "sync")
+	return func(err error) {
+		m := syncMsg{OK: err == nil}
+		if err != nil {
+			m.Error = err.Error()
+		}
+		json.NewEncoder(pipe).Encode(m)
+		pipe.Close()
+	}
+}
+
 // cmdSupervise runs the supervisor (hidden command `__supervise`).
 func cmdSupervise(ctx context.Context, g globals, log *slog.Logger, env Env, args []string) error {
 	fs := newFlagSet("__supervise")
@@ -63,15 +77,7 @@ func cmdSupervise(ctx context.Context, g globals, log *slog.Logger, env Env, arg
 		return err
 	}
 	id := fs.Arg(0)
-	syncPipe := os.NewFile(syncFD, "sync")
-	report := func(err error) {
-		m := syncMsg{OK: err == nil}
-		if err != nil {
-			m.Error = err.Error()
-		}
-		json.NewEncoder(syncPipe).Encode(m)
-		syncPipe.Close()
-	}
+	report := syncReporter()
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs) // also keeps SIGPIPE from killing us when a reader leaves
 

@@ -184,7 +184,20 @@ func consoleTail(path string, n int) string {
 	if len(bytes.TrimSpace(out)) == 0 {
 		return "(console is empty: the kernel printed nothing)"
 	}
-	return string(bytes.ToValidUTF8(out, []byte("?")))
+	return printable(out)
+}
+
+// printable makes guest output safe to show on the user's terminal: the
+// guest writes the console, and escape sequences must not reach the host's
+// terminal.
+func printable(b []byte) string {
+	b = bytes.ToValidUTF8(b, []byte("?"))
+	return string(bytes.Map(func(r rune) rune {
+		if r == '\n' || r == '\t' || (r >= 0x20 && r != 0x7f && (r < 0x80 || r > 0x9f)) {
+			return r
+		}
+		return '?'
+	}, b))
 }
 
 // ID is the sandbox's id.
