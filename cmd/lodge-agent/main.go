@@ -26,8 +26,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "init" {
 		libcontainer.Init() // never returns
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	if err := run(log); err != nil {
+	sink := agent.NewLogSink(os.Stderr)
+	log := slog.New(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if err := run(log, sink); err != nil {
 		log.Error("lodge-agent failed", "err", err)
 		fmt.Fprintln(os.Stderr, "lodge-agent:", err)
 	}
@@ -37,7 +38,7 @@ func main() {
 	os.Exit(1)
 }
 
-func run(log *slog.Logger) error {
+func run(log *slog.Logger, sink *agent.LogSink) error {
 	if os.Getpid() != 1 {
 		return fmt.Errorf("must run as PID 1 inside a Lodge VM")
 	}
@@ -66,6 +67,7 @@ func run(log *slog.Logger) error {
 		SharesDir:    "/run/lodge/shares",
 		Version:      version,
 		Capabilities: capabilities,
+		Sink:         sink,
 	})
 	return srv.Serve(context.Background(), conn)
 }

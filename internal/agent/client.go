@@ -6,10 +6,14 @@
 package agent
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"strings"
 
 	"github.com/containerd/ttrpc"
 
@@ -89,6 +93,53 @@ func (c *Client) Version() *agentv1.VersionResponse { return c.version }
 // OpenStdio opens a stdio stream for a process; call it before Create.
 func (c *Client) OpenStdio(containerID, execID string, kind transport.Kind) (net.Conn, error) {
 	return transport.Open(c.sess, transport.Header{Kind: kind, ContainerID: containerID, ExecID: execID})
+}
+
+// maxLogLine bounds one log record from the guest.
+const maxLogLine = 4096
+
+// ForwardLogs opens the agent's log stream and re-emits each record on log
+// with source=guest, until the channel closes. Records are bounded and
+// made printable: the guest writes them.
+func (c *Client) ForwardLogs(log *slog.Logger) error {
+	st, err := transport.Open(c.sess, transport.Header{Kind: transport.KindLog})
+	if err != nil {
+		return err
+	}
+	go func() {
+		defer st.Close()
+		r := bufio.NewReaderSize(st, maxLogLine)
+		for {
+			line, err := r.ReadSlice('\n')
+			if len(line) > 0 {
+				emitGuestLine(log, line)
+			}
+			if err == bufio.ErrBufferFull {
+				continue
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return nil
+}
+
+func emitGuestLine(log *slog.Logger, line []byte) {
+	text := strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, string(bytes.ToValidUTF8(line, []byte("?"))))
+	level := slog.LevelDebug
+	switch {
+	case strings.Contains(text, " level=ERROR "):
+		level = slog.LevelError
+	case strings.Contains(text, " level=WARN "):
+		level = slog.LevelWarn
+	}
+	log.Log(context.Background(), level, "guest", "source", "guest", "record", text)
 }
 
 // Create creates a container in the guest and returns its guest PID.

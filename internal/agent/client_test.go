@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"io"
 	"net"
 	"testing"
@@ -239,6 +242,25 @@ func FuzzPidsReply(f *testing.F) {
 				if p.Pid <= 0 || len(p.Command) > 256 {
 					t.Fatalf("accepted %+v", p)
 				}
+			}
+		}
+	})
+}
+
+// FuzzGuestLogLine: a guest log record never panics the host and never
+// carries control characters into the host's log.
+func FuzzGuestLogLine(f *testing.F) {
+	f.Add([]byte("time=x level=WARN msg=\"hi\x1b[2J\"\n"))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		var buf bytes.Buffer
+		emitGuestLine(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), line)
+		var rec struct{ Record string }
+		if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rec.Record {
+			if r < 0x20 || r == 0x7f {
+				t.Fatalf("control character %U in %q", r, rec.Record)
 			}
 		}
 	})

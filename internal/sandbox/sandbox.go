@@ -118,6 +118,9 @@ func Create(ctx context.Context, deps Deps, cfg Config) (_ *Sandbox, retErr erro
 	}
 	v := client.Version()
 	log.Info("agent ready", "agent_version", v.AgentVersion, "kernel", v.KernelRelease)
+	if err := client.ForwardLogs(log); err != nil {
+		log.Warn("guest log stream", "err", err)
+	}
 	ph.done(PhaseBoot)
 
 	cu.release()

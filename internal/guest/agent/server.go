@@ -18,6 +18,7 @@ import (
 // Server is the agent: it owns the multiplexed session and the containers.
 type Server struct {
 	log        *slog.Logger
+	sink       *LogSink
 	streams    *streams
 	containers *containers
 	version    string
@@ -34,6 +35,8 @@ type Config struct {
 	Version string
 	// Capabilities are the optional features this agent offers.
 	Capabilities []string
+	// Sink receives Log's records; a host log stream attaches to it.
+	Sink *LogSink
 }
 
 // New returns a server.
@@ -41,6 +44,7 @@ func New(cfg Config) *Server {
 	st := newStreams()
 	return &Server{
 		log:        cfg.Log,
+		sink:       cfg.Sink,
 		streams:    st,
 		version:    cfg.Version,
 		containers: newContainers(cfg, st),
@@ -90,6 +94,12 @@ func (s *Server) route(st net.Conn, rpc *chanListener) {
 		if !rpc.deliver(st) {
 			st.Close()
 		}
+	case transport.KindLog:
+		if s.sink == nil {
+			st.Close()
+			return
+		}
+		s.sink.attach(st)
 	case transport.KindStdin, transport.KindStdout, transport.KindStderr:
 		if err := s.streams.put(streamKey{h.ContainerID, h.ExecID, h.Kind}, st); err != nil {
 			s.log.Warn("reject stream", "err", err)
