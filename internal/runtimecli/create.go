@@ -242,7 +242,7 @@ func cmdRun(ctx context.Context, g globals, log *slog.Logger, env Env, args []st
 	werr := cmd.Wait()
 	close(done)
 	code := exitCodeOf(cmd, werr)
-	if err := deleteStopped(ctx, g.root, id); err != nil {
+	if err := deleteStopped(ctx, log, g.root, id); err != nil {
 		log.Warn("delete container", "container_id", id, "err", err)
 	}
 	if code != 0 {
@@ -265,19 +265,20 @@ func exitCodeOf(cmd *exec.Cmd, err error) int {
 
 // deleteStopped runs poststop hooks and removes a stopped container's
 // state, cleaning up after a supervisor that died.
-func deleteStopped(ctx context.Context, root, id string) error {
+// A failing poststop hook is a warning: the delete goes on (runtime spec).
+func deleteStopped(ctx context.Context, log *slog.Logger, root, id string) error {
 	rec, err := loadRecord(root, id)
 	if err != nil {
 		return err
 	}
-	var herr error
 	if rec.Bundle != "" {
 		if b, err := oci.LoadBundle(rec.Bundle); err == nil && b.Spec.Hooks != nil {
-			st := ociState(rec)
-			herr = shim.RunHooks(ctx, "poststop", b.Spec.Hooks.Poststop, st)
+			if err := shim.RunHooks(ctx, "poststop", b.Spec.Hooks.Poststop, ociState(rec)); err != nil {
+				log.Warn("poststop hook failed", "container_id", id, "err", err)
+			}
 		}
 	}
-	return errors.Join(cleanupContainer(root, id), herr)
+	return cleanupContainer(root, id)
 }
 
 // cleanupContainer removes what a supervisor leaves when it dies: mounts

@@ -164,7 +164,7 @@ func cmdDelete(ctx context.Context, g globals, log *slog.Logger, env Env, args [
 			return err
 		}
 	}
-	return deleteStopped(ctx, g.root, id)
+	return deleteStopped(ctx, log, g.root, id)
 }
 
 func killAndWait(ctx context.Context, g globals, rec *record) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os/exec"
 	"time"
@@ -17,8 +18,12 @@ const defaultHookTimeout = 60 * time.Second
 // RunHooks runs hooks in order on the host with the container's state on
 // stdin, as the runtime spec says. All of Lodge's hooks run on the host:
 // createContainer and startContainer hooks, which the spec runs in the
-// container's namespaces, cannot reach inside the VM.
+// container's namespaces, cannot reach inside the VM. A failing hook stops
+// the rest, except for poststart and poststop hooks, where the spec wants
+// a warning and the remaining hooks run: their errors are joined.
 func RunHooks(ctx context.Context, kind string, hooks []specs.Hook, st specs.State) error {
+	keepGoing := kind == "poststart" || kind == "poststop"
+	var errs []error
 	if len(hooks) == 0 {
 		return nil
 	}
@@ -46,8 +51,12 @@ func RunHooks(ctx context.Context, kind string, hooks []specs.Hook, st specs.Sta
 		err := cmd.Run()
 		cancel()
 		if err != nil {
-			return fmt.Errorf("%s hook %d (%s): %w: %s", kind, i, h.Path, err, bytes.TrimSpace(out.Bytes()))
+			err = fmt.Errorf("%s hook %d (%s): %w: %s", kind, i, h.Path, err, bytes.TrimSpace(out.Bytes()))
+			if !keepGoing {
+				return err
+			}
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
