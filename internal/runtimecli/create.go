@@ -17,6 +17,7 @@ import (
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 
+	"github.com/lodgeruntime/lodge/internal/hostcg"
 	"github.com/lodgeruntime/lodge/internal/oci"
 	"github.com/lodgeruntime/lodge/internal/shim"
 )
@@ -116,6 +117,9 @@ func createContainer(g globals, f createFlags, id string, detached bool) (*exec.
 	if err != nil || !m.OK {
 		cmd.Wait()
 		cleanupContainer(g.root, id)
+		if l := b.Spec.Linux; l != nil {
+			hostcg.Remove(l.CgroupsPath)
+		}
 		if m.Error != "" {
 			return nil, errors.New(m.Error)
 		}
@@ -276,6 +280,11 @@ func deleteStopped(ctx context.Context, log *slog.Logger, root, id string) error
 			if err := shim.RunHooks(ctx, "poststop", b.Spec.Hooks.Poststop, ociState(rec)); err != nil {
 				log.Warn("poststop hook failed", "container_id", id, "err", err)
 			}
+		}
+	}
+	if rec.CgroupPath != "" {
+		if err := hostcg.Remove(rec.CgroupPath); err != nil {
+			log.Warn("remove host cgroup", "container_id", id, "err", err)
 		}
 	}
 	return cleanupContainer(root, id)

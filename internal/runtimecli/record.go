@@ -42,6 +42,8 @@ type record struct {
 	Created     time.Time         `json:"created"`
 	Annotations map[string]string `json:"annotations,omitempty"`
 	ExitStatus  *int              `json:"exit_status,omitempty"`
+	// CgroupPath is the host cgroup the VM runs in (spec linux.cgroupsPath).
+	CgroupPath string `json:"cgroup_path,omitempty"`
 }
 
 // errNoContainer reports an unknown container id.

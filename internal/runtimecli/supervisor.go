@@ -16,9 +16,11 @@ import (
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/lodgeruntime/lodge/internal/hostcg"
 	"github.com/lodgeruntime/lodge/internal/oci"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/shim"
@@ -113,6 +115,15 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id
 	if err != nil {
 		return nil, err
 	}
+	// The VM's processes inherit the host cgroup (and its CPU limits).
+	var cgPath string
+	if l := b.Spec.Linux; l != nil && hostcg.Usable(l.CgroupsPath) {
+		if err := hostcg.Enter(l.CgroupsPath, l.Resources); err != nil {
+			log.Warn("host cgroup: the VM runs unfenced on the host (limits still apply in the guest)", "err", err)
+		} else {
+			cgPath = l.CgroupsPath
+		}
+	}
 	s := &supervisor{id: id, dir: dir, root: g.root, log: log, exited: make(chan sandbox.ExitStatus, 1)}
 	fds := &fdStore{pending: map[string]*passed{}}
 	opener := &cliStdio{fds: fds, log: log}
@@ -154,7 +165,7 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id
 		return nil, err
 	}
 	s.rec = &record{ID: id, Bundle: b.Dir, Rootfs: b.Rootfs, Pid: os.Getpid(), PidStart: start,
-		Status: statusCreated, Created: time.Now().UTC(), Annotations: b.Spec.Annotations}
+		Status: statusCreated, Created: time.Now().UTC(), Annotations: b.Spec.Annotations, CgroupPath: cgPath}
 	if err := s.rec.save(g.root); err != nil {
 		return nil, err
 	}
@@ -285,6 +296,19 @@ func (p *persisting) Start(ctx context.Context, r *taskapi.StartRequest) (*taska
 	resp, err := p.Service.Start(ctx, r)
 	if err == nil && r.ExecID == "" {
 		p.sup.setStatus(statusRunning, nil)
+	}
+	return resp, err
+}
+
+func (p *persisting) Update(ctx context.Context, r *taskapi.UpdateTaskRequest) (*emptypb.Empty, error) {
+	resp, err := p.Service.Update(ctx, r)
+	if err == nil && p.sup.rec.CgroupPath != "" {
+		var res specs.LinuxResources
+		if json.Unmarshal(r.Resources.Value, &res) == nil {
+			if err := hostcg.Update(p.sup.rec.CgroupPath, &res); err != nil {
+				p.sup.log.Warn("update host cgroup", "err", err)
+			}
+		}
 	}
 	return resp, err
 }

@@ -87,7 +87,12 @@ func (f *fixture) waitStatus(id, want string) {
 func TestLifecycle(t *testing.T) {
 	f := newFixture(t)
 	out := filepath.Join(t.TempDir(), "out")
-	f.writeSpec(defaultSpec("sh", "-c", `echo started; trap 'echo got-term; exit 5' TERM; while :; do sleep 0.1; done`))
+	s := defaultSpec("sh", "-c", `echo started; trap 'echo got-term; exit 5' TERM; while :; do sleep 0.1; done`)
+	quota, period := int64(50000), uint64(100000)
+	s.Linux.Resources.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
+	cgPath := "/lodge-test-" + strconv.Itoa(os.Getpid())
+	s.Linux.CgroupsPath = cgPath
+	f.writeSpec(s)
 	outFile, err := os.Create(out)
 	if err != nil {
 		t.Fatal(err)
@@ -104,6 +109,14 @@ func TestLifecycle(t *testing.T) {
 	pid, _ := os.ReadFile(pidFile)
 	if st.Status != "created" || strconv.Itoa(st.Pid) != string(pid) || unix.Kill(st.Pid, 0) != nil {
 		t.Fatalf("after create: state %+v, pid file %q", st, pid)
+	}
+	// The VM runs in the host cgroup the spec names, with the CPU quota.
+	procs, quotaFile := hostCgroupFiles(cgPath)
+	if b, err := os.ReadFile(quotaFile); err != nil || !strings.HasPrefix(string(b), "50000") {
+		t.Errorf("host cgroup CPU quota %q (%v)", b, err)
+	}
+	if b, _ := os.ReadFile(procs); !strings.Contains("\n"+string(b), "\n"+strconv.Itoa(st.Pid)+"\n") {
+		t.Errorf("supervisor %d not in host cgroup %s: %q", st.Pid, cgPath, b)
 	}
 	if r := f.rt("create", "--bundle", f.bundle, "life"); r.code == 0 || !strings.Contains(r.stderr, "already exists") {
 		t.Errorf("duplicate create: exit %d, %q", r.code, r.stderr)
@@ -174,6 +187,18 @@ func TestLifecycle(t *testing.T) {
 	if r := f.rt("state", "life"); r.code == 0 || !strings.Contains(r.stderr, "does not exist") {
 		t.Errorf("state after delete: exit %d, %q", r.code, r.stderr)
 	}
+	if _, err := os.Stat(filepath.Dir(procs)); err == nil {
+		t.Errorf("host cgroup %s left behind", cgPath)
+	}
+}
+
+// hostCgroupFiles returns the host cgroup's process list and CPU quota
+// files, for cgroup v1 (cpu controller) or v2.
+func hostCgroupFiles(path string) (procs, quota string) {
+	if _, err := os.Stat("/sys/fs/cgroup/cpu"); err == nil {
+		return filepath.Join("/sys/fs/cgroup/cpu", path, "cgroup.procs"), filepath.Join("/sys/fs/cgroup/cpu", path, "cpu.cfs_quota_us")
+	}
+	return filepath.Join("/sys/fs/cgroup", path, "cgroup.procs"), filepath.Join("/sys/fs/cgroup", path, "cpu.max")
 }
 
 // TestDetachedExecAndForceDelete: run -d, exec -d with a pid file naming a

@@ -1,0 +1,99 @@
+// Package hostcg fences a VM on the host: the supervisor enters the host
+// cgroup the spec names (linux.cgroupsPath) before it starts QEMU and
+// virtiofsd, which inherit it, and that cgroup gets the container's CPU
+// limits (shares, quota and period, realtime budget, cpuset). The guest
+// enforces every limit on the container itself; this keeps the whole VM,
+// device emulation included, within the CPU the container was given.
+//
+// Memory and pids limits are not copied: the VM needs more memory than
+// its container (the guest kernel, QEMU itself) and more threads, so the
+// exact values would kill the VM. They stay in the guest only.
+package hostcg
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/opencontainers/cgroups"
+	"github.com/opencontainers/cgroups/manager"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Usable reports whether path names a cgroupfs path this package handles
+// (systemd's "slice:prefix:name" form is not).
+func Usable(path string) bool {
+	return path != "" && !strings.Contains(path, ":")
+}
+
+// cpuResources copies the CPU limits of r.
+func cpuResources(r *specs.LinuxResources) *cgroups.Resources {
+	res := &cgroups.Resources{SkipDevices: true}
+	if r == nil || r.CPU == nil {
+		return res
+	}
+	c := r.CPU
+	if c.Shares != nil {
+		res.CpuShares = *c.Shares
+	}
+	if c.Quota != nil {
+		res.CpuQuota = *c.Quota
+	}
+	if c.Period != nil {
+		res.CpuPeriod = *c.Period
+	}
+	if c.RealtimeRuntime != nil {
+		res.CpuRtRuntime = *c.RealtimeRuntime
+	}
+	if c.RealtimePeriod != nil {
+		res.CpuRtPeriod = *c.RealtimePeriod
+	}
+	res.CpusetCpus, res.CpusetMems = c.Cpus, c.Mems
+	return res
+}
+
+// Enter moves the calling process into the host cgroup at path (created
+// if needed; a relative path is below the caller's cgroup, as runc does)
+// and sets its CPU limits.
+func Enter(path string, r *specs.LinuxResources) error {
+	if !Usable(path) {
+		return nil
+	}
+	res := cpuResources(r)
+	m, err := manager.New(&cgroups.Cgroup{Path: path, Resources: res})
+	if err != nil {
+		return fmt.Errorf("host cgroup %s: %w", path, err)
+	}
+	if err := m.Apply(os.Getpid()); err != nil {
+		return fmt.Errorf("enter host cgroup %s: %w", path, err)
+	}
+	if err := m.Set(res); err != nil {
+		return fmt.Errorf("set CPU limits on host cgroup %s: %w", path, err)
+	}
+	return nil
+}
+
+// Update changes the CPU limits of the host cgroup at path.
+func Update(path string, r *specs.LinuxResources) error {
+	if !Usable(path) {
+		return nil
+	}
+	res := cpuResources(r)
+	m, err := manager.New(&cgroups.Cgroup{Path: path, Resources: res})
+	if err != nil {
+		return err
+	}
+	return m.Set(res)
+}
+
+// Remove deletes the host cgroup at path once its processes are gone.
+func Remove(path string) error {
+	if !Usable(path) {
+		return nil
+	}
+	m, err := manager.New(&cgroups.Cgroup{Path: path, Resources: &cgroups.Resources{SkipDevices: true}})
+	if err != nil {
+		return err
+	}
+	return m.Destroy()
+}
