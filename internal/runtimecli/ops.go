@@ -69,6 +69,9 @@ func cmdState(ctx context.Context, g globals, log *slog.Logger, env Env, args []
 	return printJSON(env.IO.Out, toStateJSON(rec))
 }
 
+// rpcTimeout bounds a call to a supervisor that should answer at once.
+const rpcTimeout = 30 * time.Second
+
 // withTask runs f against a live container's supervisor.
 func withTask(ctx context.Context, g globals, id string, f func(taskapi.TTRPCTaskService, *record) error) error {
 	rec, err := loadRecord(g.root, id)
@@ -169,10 +172,13 @@ func cmdDelete(ctx context.Context, g globals, log *slog.Logger, env Env, args [
 
 func killAndWait(ctx context.Context, g globals, rec *record) error {
 	if rec.Pid > 0 {
-		withTask(ctx, g, rec.ID, func(t taskapi.TTRPCTaskService, _ *record) error {
-			_, err := t.Kill(ctx, &taskapi.KillRequest{ID: rec.ID, Signal: uint32(unix.SIGKILL), All: true})
+		// A supervisor that does not answer is killed below.
+		kctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+		withTask(kctx, g, rec.ID, func(t taskapi.TTRPCTaskService, _ *record) error {
+			_, err := t.Kill(kctx, &taskapi.KillRequest{ID: rec.ID, Signal: uint32(unix.SIGKILL), All: true})
 			return err
 		})
+		cancel()
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

@@ -2,6 +2,8 @@ package sandbox
 
 import (
 	"runtime"
+	"strconv"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -21,6 +23,7 @@ const VMOverheadMiB = 128
 func SizeVM(base vmm.Config, resources ...*specs.LinuxResources) vmm.Config {
 	var memBytes int64
 	var cpus float64
+	var cpusetCPUs int // vCPUs a cpuset needs: its highest CPU + 1
 	for _, r := range resources {
 		if r == nil {
 			continue
@@ -30,6 +33,9 @@ func SizeVM(base vmm.Config, resources ...*specs.LinuxResources) vmm.Config {
 		}
 		if c := r.CPU; c != nil && c.Quota != nil && *c.Quota > 0 && c.Period != nil && *c.Period > 0 {
 			cpus += float64(*c.Quota) / float64(*c.Period)
+		}
+		if c := r.CPU; c != nil && c.Cpus != "" {
+			cpusetCPUs = max(cpusetCPUs, maxCPU(c.Cpus)+1)
 		}
 	}
 	if memBytes > 0 {
@@ -42,5 +48,23 @@ func SizeVM(base vmm.Config, resources ...*specs.LinuxResources) vmm.Config {
 		}
 		base.VCPUs = min(n, runtime.NumCPU())
 	}
+	if cpusetCPUs > base.VCPUs {
+		base.VCPUs = min(cpusetCPUs, runtime.NumCPU())
+	}
 	return base
+}
+
+// maxCPU returns the highest CPU in a cpuset list ("0-3,8"), -1 if none.
+func maxCPU(list string) int {
+	hi := -1
+	for _, part := range strings.Split(list, ",") {
+		_, last, _ := strings.Cut(strings.TrimSpace(part), "-")
+		if last == "" {
+			last = strings.TrimSpace(part)
+		}
+		if n, err := strconv.Atoi(last); err == nil && n > hi {
+			hi = n
+		}
+	}
+	return hi
 }

@@ -25,6 +25,7 @@ func TestSizeVM(t *testing.T) {
 			{Memory: &specs.LinuxMemory{Limit: i64(100 << 20)}, CPU: &specs.LinuxCPU{Quota: i64(50000), Period: u64(100000)}},
 			{Memory: &specs.LinuxMemory{Limit: i64(50<<20 + 1)}, CPU: &specs.LinuxCPU{Quota: i64(100000), Period: u64(100000)}},
 		}, 151 + VMOverheadMiB, min(2, runtime.NumCPU())},
+		{"cpuset", []*specs.LinuxResources{{CPU: &specs.LinuxCPU{Cpus: "0,1"}}}, 256, min(2, runtime.NumCPU())},
 		{"huge quota capped", []*specs.LinuxResources{{CPU: &specs.LinuxCPU{Quota: i64(1 << 30), Period: u64(1000)}}}, 256, runtime.NumCPU()},
 	}
 	for _, c := range cases {
