@@ -135,7 +135,7 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 		return nil, err
 	}
 	if accel.Accel == vmm.AccelTCG {
-		log.Debug("accelerator", "accel", accel.Accel, "reason", accel.Reason)
+		log.Warn("no usable KVM: VMs run under TCG, expect slow boots", "accel", accel.Accel, "reason", accel.Reason)
 	}
 	return &Env{
 		Config: cfg,
