@@ -35,6 +35,13 @@ demo: setup
 
 test: setup unit integration conformance-oci-quick
 
+unit:
+	$(GO) vet ./...
+	$(GO) test -count=1 ./internal/... ./api/...
+
+integration:
+	LODGE_INTEGRATION=1 LODGE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m -v ./test/...
+
 # The OCI runtime-tools validation suite, all 58 programs (slow: a VM per
 # container). docs/conformance-oci.md explains each failure.
 conformance-oci: setup
