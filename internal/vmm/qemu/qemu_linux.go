@@ -22,6 +22,10 @@ import (
 // qemuLog holds QEMU's own stdout and stderr.
 const qemuLog = "qemu.log"
 
+// monitorTimeout bounds QEMU's start-up to a greeting on the monitor (it
+// takes ~100 ms; far more means QEMU is stuck or gone).
+const monitorTimeout = 30 * time.Second
+
 // Driver starts VMs with qemu-system-x86_64.
 type Driver struct {
 	Binary string
@@ -63,11 +67,13 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (_ vmm.VM, retErr er
 		files = append(files, f)
 		cleanups = append(cleanups, func() { os.Remove(p) })
 	}
-	defer func() {
+	closeFiles := func() {
 		for _, f := range files {
-			f.Close() // QEMU holds its own copies
+			f.Close()
 		}
-	}()
+		files = nil
+	}
+	defer closeFiles()
 
 	logFile, err := os.OpenFile(filepath.Join(cfg.StateDir, qemuLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -81,7 +87,11 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (_ vmm.VM, retErr er
 	// QEMU dies with its owner, so a crashed supervisor leaves no VM behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	started := time.Now()
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	// QEMU holds its own copies now. Ours must go at once: while we hold a
+	// listener, a connection to it waits in its backlog even if QEMU died.
+	closeFiles()
+	if err != nil {
 		return nil, fmt.Errorf("qemu: start %s: %w", d.Binary, err)
 	}
 	v := &vm{cfg: cfg, cmd: cmd, log: log, done: make(chan struct{}), qmpPath: qmpPath, agentPath: agentPath,
@@ -90,11 +100,13 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (_ vmm.VM, retErr er
 	cleanups = append(cleanups, func() { v.kill() })
 	log.Debug("qemu started", "pid", cmd.Process.Pid, "argv", strings.Join(argv, " "))
 
-	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", qmpPath)
+	qctx, cancel := context.WithTimeout(ctx, monitorTimeout)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(qctx, "unix", qmpPath)
 	if err != nil {
-		return nil, fmt.Errorf("qemu: connect monitor: %w", err)
+		return nil, v.exitError("connect monitor", err)
 	}
-	v.qmp, err = ConnectQMP(ctx, conn)
+	v.qmp, err = ConnectQMP(qctx, conn)
 	if err != nil {
 		conn.Close()
 		return nil, v.exitError("connect monitor", err)
