@@ -103,7 +103,8 @@ func createContainer(g globals, f createFlags, id string, detached bool) (*exec.
 	cmd := exec.Command("/proc/self/exe", append(args, id)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.ExtraFiles = []*os.File{w} // fd 3: syncFD
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: detached}
+	// Its own session: terminal signals reach the CLI, which forwards them once.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
 	w.Close()
 	if err != nil {
