@@ -1,7 +1,8 @@
 // Package hostcg fences a VM on the host: the supervisor enters the host
 // cgroup the spec names (linux.cgroupsPath) before it starts QEMU and
-// virtiofsd, which inherit it, and that cgroup gets the container's CPU
-// limits (shares, quota and period, realtime budget, cpuset). The guest
+// virtiofsd, which inherit it, and once the container exists that cgroup
+// gets the container's CPU limits (shares, quota and period, realtime
+// budget, cpuset). The guest
 // enforces every limit on the container itself; this keeps the whole VM,
 // device emulation included, within the CPU the container was given.
 //
@@ -54,26 +55,24 @@ func cpuResources(r *specs.LinuxResources) *cgroups.Resources {
 
 // Enter moves the calling process into the host cgroup at path (created
 // if needed; a relative path is below the caller's cgroup, as runc does)
-// and sets its CPU limits.
-func Enter(path string, r *specs.LinuxResources) error {
+// without limits: the VM's boot is not charged to the container (under a
+// 10% quota a TCG boot takes minutes). Update sets the limits once the
+// container exists.
+func Enter(path string) error {
 	if !Usable(path) {
 		return nil
 	}
-	res := cpuResources(r)
-	m, err := manager.New(&cgroups.Cgroup{Path: path, Resources: res})
+	m, err := manager.New(&cgroups.Cgroup{Path: path, Resources: &cgroups.Resources{SkipDevices: true}})
 	if err != nil {
 		return fmt.Errorf("host cgroup %s: %w", path, err)
 	}
 	if err := m.Apply(os.Getpid()); err != nil {
 		return fmt.Errorf("enter host cgroup %s: %w", path, err)
 	}
-	if err := m.Set(res); err != nil {
-		return fmt.Errorf("set CPU limits on host cgroup %s: %w", path, err)
-	}
 	return nil
 }
 
-// Update changes the CPU limits of the host cgroup at path.
+// Update sets the CPU limits of the host cgroup at path.
 func Update(path string, r *specs.LinuxResources) error {
 	if !Usable(path) {
 		return nil

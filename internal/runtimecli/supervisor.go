@@ -118,7 +118,7 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id
 	// The VM's processes inherit the host cgroup (and its CPU limits).
 	var cgPath string
 	if l := b.Spec.Linux; l != nil && hostcg.Usable(l.CgroupsPath) {
-		if err := hostcg.Enter(l.CgroupsPath, l.Resources); err != nil {
+		if err := hostcg.Enter(l.CgroupsPath); err != nil {
 			log.Warn("host cgroup: the VM runs unfenced on the host (limits still apply in the guest)", "err", err)
 		} else {
 			cgPath = l.CgroupsPath
@@ -159,6 +159,11 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id
 	}
 	if _, err := s.svc.Create(ctx, req); err != nil {
 		return nil, shim.FromWire(err)
+	}
+	if cgPath != "" {
+		if err := hostcg.Update(cgPath, b.Spec.Linux.Resources); err != nil {
+			log.Warn("host cgroup: CPU limits not set on the VM (they still apply in the guest)", "err", err)
+		}
 	}
 	start, err := procStart(os.Getpid())
 	if err != nil {
