@@ -283,6 +283,18 @@ func deleteStopped(ctx context.Context, log *slog.Logger, root, id string) error
 			}
 		}
 	}
+	// QEMU and virtiofsd die with the supervisor (Pdeathsig), but not
+	// instantly: make sure they are gone before their mounts and state.
+	for _, p := range rec.VMProcs {
+		if alive(p.Pid, p.Start) {
+			syscall.Kill(p.Pid, syscall.SIGKILL)
+		}
+	}
+	for _, p := range rec.VMProcs {
+		for i := 0; i < 500 && alive(p.Pid, p.Start); i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	if rec.CgroupPath != "" {
 		if err := hostcg.Remove(rec.CgroupPath); err != nil {
 			log.Warn("remove host cgroup", "container_id", id, "err", err)

@@ -44,6 +44,20 @@ type record struct {
 	ExitStatus  *int              `json:"exit_status,omitempty"`
 	// CgroupPath is the host cgroup the VM runs in (spec linux.cgroupsPath).
 	CgroupPath string `json:"cgroup_path,omitempty"`
+	// VMProcs are QEMU and virtiofsd: delete ends them if the supervisor
+	// died without taking them along.
+	VMProcs []proc `json:"vm_procs,omitempty"`
+}
+
+// proc names a process by PID and start time (PIDs are reused).
+type proc struct {
+	Pid   int    `json:"pid"`
+	Start uint64 `json:"start"`
+}
+
+func procOf(pid int) proc {
+	st, _ := procStart(pid)
+	return proc{Pid: pid, Start: st}
 }
 
 // errNoContainer reports an unknown container id.

@@ -125,6 +125,7 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id
 		}
 	}
 	s := &supervisor{id: id, dir: dir, root: g.root, log: log, exited: make(chan sandbox.ExitStatus, 1)}
+	var vmProcs []proc
 	fds := &fdStore{pending: map[string]*passed{}}
 	opener := &cliStdio{fds: fds, log: log}
 	s.svc = shim.New(shim.Config{
@@ -134,7 +135,13 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id
 			if b.Spec.Linux != nil {
 				sc.VM = sandbox.SizeVM(sc.VM, b.Spec.Linux.Resources)
 			}
-			return sandbox.Create(ctx, henv.Deps, sc)
+			sb, err := sandbox.Create(ctx, henv.Deps, sc)
+			if err == nil {
+				for _, pid := range sb.HostPIDs() {
+					vmProcs = append(vmProcs, procOf(pid))
+				}
+			}
+			return sb, err
 		},
 		Stdio:   opener,
 		HostPID: func(string, string) uint32 { return uint32(os.Getpid()) },
@@ -170,7 +177,8 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id
 		return nil, err
 	}
 	s.rec = &record{ID: id, Bundle: b.Dir, Rootfs: b.Rootfs, Pid: os.Getpid(), PidStart: start,
-		Status: statusCreated, Created: time.Now().UTC(), Annotations: b.Spec.Annotations, CgroupPath: cgPath}
+		Status: statusCreated, Created: time.Now().UTC(), Annotations: b.Spec.Annotations, CgroupPath: cgPath,
+		VMProcs: vmProcs}
 	if err := s.rec.save(g.root); err != nil {
 		return nil, err
 	}

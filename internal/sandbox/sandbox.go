@@ -209,6 +209,10 @@ func (s *Sandbox) ID() string { return s.id }
 // VMInfo describes the sandbox's VM.
 func (s *Sandbox) VMInfo() vmm.Info { return s.vm.Info() }
 
+// HostPIDs are the host processes the sandbox runs (QEMU, virtiofsd), so
+// that an owner that dies can be cleaned up after.
+func (s *Sandbox) HostPIDs() []int { return []int{s.vm.Info().PID, s.fsd.PID()} }
+
 // AgentVersion is the guest agent's handshake reply.
 func (s *Sandbox) AgentVersion() (agentVersion, kernel string) {
 	v := s.agent.Version()
