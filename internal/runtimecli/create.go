@@ -276,6 +276,16 @@ func deleteStopped(ctx context.Context, log *slog.Logger, root, id string) error
 	if err != nil {
 		return err
 	}
+	// The record says stopped as soon as the container exits, while the
+	// supervisor may still be tearing the VM down in this directory: wait
+	// for it, or a container created next under the same id would lose its
+	// files to that teardown.
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	if err := waitGone(wctx, rec); err != nil {
+		syscall.Kill(rec.Pid, syscall.SIGKILL)
+		waitGone(ctx, rec)
+	}
+	cancel()
 	if rec.Bundle != "" {
 		if b, err := oci.LoadBundle(rec.Bundle); err == nil && b.Spec.Hooks != nil {
 			if err := shim.RunHooks(ctx, "poststop", b.Spec.Hooks.Poststop, ociState(rec)); err != nil {

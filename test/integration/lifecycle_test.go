@@ -357,3 +357,20 @@ func TestSpecAndFeatures(t *testing.T) {
 		t.Errorf("--version: %q", v)
 	}
 }
+
+// TestIDReuse: a container id can be used again as soon as delete returns,
+// even if the supervisor was still tearing the VM down when the container
+// was reported stopped.
+func TestIDReuse(t *testing.T) {
+	f := newFixture(t)
+	f.writeSpec(defaultSpec("true"))
+	for i := range 3 {
+		f.mustRT("create", "--bundle", f.bundle, "again")
+		f.mustRT("start", "again")
+		f.waitStatus("again", "stopped")
+		f.mustRT("delete", "again")
+		if _, err := os.Stat(filepath.Join(f.root, "again")); err == nil {
+			t.Fatalf("round %d: state directory still there after delete", i)
+		}
+	}
+}
