@@ -266,11 +266,11 @@ func (s *supervisor) close() {
 		case <-done:
 		case <-time.After(5 * time.Second):
 		}
-		// Answers are written after the handler returns: let them go out.
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		s.srv.Shutdown(ctx)
-		cancel()
-		s.srv.Close()
+		// Answers are written after a handler returns. ttrpc's Shutdown and
+		// Close can drop an answer not yet written (its connection loop may
+		// pick "shut down" over "send"), so the server is left to die with
+		// the process, after the teardown below has given them time to go.
+		time.Sleep(50 * time.Millisecond)
 	}
 	os.Remove(filepath.Join(s.dir, taskSock))
 	os.Remove(filepath.Join(s.dir, fdSock))
