@@ -56,6 +56,9 @@ type syncMsg struct {
 
 const syncFD = 3
 
+// createGrace is how long creating the container may take after the boot.
+const createGrace = 2 * time.Minute
+
 // syncReporter returns the function a child uses, once, to tell its
 // parent (reading the other end of fd 3) that it succeeded or why not.
 func syncReporter() func(error) {
@@ -164,7 +167,12 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id
 			req.Stdin, req.Stdout, req.Stderr = schemeConsole+consoleSocket, schemeConsole+consoleSocket, ""
 		}
 	}
-	if _, err := s.svc.Create(ctx, req); err != nil {
+	// Bound the whole creation: a guest that never answers must not leave
+	// create waiting (the boot itself has its own, shorter timeout).
+	cctx, cancel := context.WithTimeout(ctx, henv.Config.VMM.BootTimeout.Duration+createGrace)
+	_, err = s.svc.Create(cctx, req)
+	cancel()
+	if err != nil {
 		return nil, shim.FromWire(err)
 	}
 	if cgPath != "" {
