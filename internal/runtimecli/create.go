@@ -112,6 +112,11 @@ func createContainer(g globals, f createFlags, id string, detached bool) (*exec.
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start supervisor: %w", err)
 	}
+	// Until the supervisor writes its own record, this one lets `delete`
+	// find (and end) a supervisor that is still creating.
+	pidStart, _ := procStart(cmd.Process.Pid)
+	(&record{ID: id, Bundle: b.Dir, Rootfs: b.Rootfs, Pid: cmd.Process.Pid, PidStart: pidStart,
+		Status: statusCreating, Created: time.Now().UTC()}).save(g.root)
 	var m syncMsg
 	err = json.NewDecoder(io.LimitReader(r, 64<<10)).Decode(&m)
 	r.Close()

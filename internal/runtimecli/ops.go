@@ -154,7 +154,16 @@ func cmdDelete(ctx context.Context, g globals, log *slog.Logger, env Env, args [
 	}
 	switch rec.Status {
 	case statusStopped:
-	case statusCreated, statusCreating:
+	case statusCreating:
+		// Its supervisor is still creating it: end the supervisor (its VM
+		// dies with it).
+		if rec.Pid > 0 {
+			syscall.Kill(rec.Pid, syscall.SIGKILL)
+			if err := waitGone(ctx, rec); err != nil {
+				return err
+			}
+		}
+	case statusCreated:
 		// Never started: delete kills it, as runc does.
 		if err := killAndWait(ctx, g, rec); err != nil {
 			return err
@@ -167,7 +176,11 @@ func cmdDelete(ctx context.Context, g globals, log *slog.Logger, env Env, args [
 			return err
 		}
 	}
-	return deleteStopped(ctx, log, g.root, id)
+	err = deleteStopped(ctx, log, g.root, id)
+	if errors.Is(err, errNoContainer) {
+		return nil // gone meanwhile (a failed create cleans up after itself)
+	}
+	return err
 }
 
 func killAndWait(ctx context.Context, g globals, rec *record) error {

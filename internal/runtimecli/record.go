@@ -92,6 +92,9 @@ func loadRecord(root, id string) (*record, error) {
 	if r.Status != statusStopped && !alive(r.Pid, r.PidStart) {
 		r.Status = statusStopped
 	}
+	if r.Status == statusCreating && r.Pid == 0 {
+		r.Status = statusStopped
+	}
 	return &r, nil
 }
 
