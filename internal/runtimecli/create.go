@@ -237,8 +237,8 @@ func cmdRun(ctx context.Context, g globals, log *slog.Logger, env Env, args []st
 		for {
 			select {
 			case s := <-sigs:
-				n, ok := s.(syscall.Signal)
-				if !ok || n == syscall.SIGCHLD || n == syscall.SIGPIPE || n == syscall.SIGURG || n == syscall.SIGWINCH {
+				n, ok := forwardable(s)
+				if !ok {
 					continue
 				}
 				if _, err := task.Kill(ctx, &taskapi.KillRequest{ID: id, Signal: uint32(n)}); err != nil {

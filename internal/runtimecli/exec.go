@@ -222,8 +222,8 @@ func runExec(ctx context.Context, g globals, log *slog.Logger, id string, proc *
 	started()
 	go func() {
 		for s := range sigs {
-			n, ok := s.(syscall.Signal)
-			if !ok || n == syscall.SIGCHLD || n == syscall.SIGPIPE || n == syscall.SIGURG || n == syscall.SIGWINCH {
+			n, ok := forwardable(s)
+			if !ok {
 				continue
 			}
 			task.Kill(ctx, &taskapi.KillRequest{ID: id, ExecID: execID, Signal: uint32(n)})

@@ -245,8 +245,8 @@ func (s *supervisor) run(sigs <-chan os.Signal) error {
 }
 
 func (s *supervisor) forward(sig os.Signal) {
-	n, ok := sig.(syscall.Signal)
-	if !ok || n == syscall.SIGCHLD || n == syscall.SIGPIPE || n == syscall.SIGURG || n == syscall.SIGWINCH {
+	n, ok := forwardable(sig)
+	if !ok {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -361,4 +361,16 @@ func dialTask(ctx context.Context, root, id string) (taskapi.TTRPCTaskService, f
 	}
 	c := ttrpc.NewClient(conn)
 	return taskapi.NewTTRPCTaskClient(c), func() { c.Close() }, nil
+}
+
+// forwardable reports whether a signal received by lodge-runtime goes on
+// to the container, as runc forwards them: all but SIGCHLD, SIGPIPE,
+// SIGURG and SIGWINCH, which concern this process itself.
+func forwardable(sig os.Signal) (syscall.Signal, bool) {
+	n, ok := sig.(syscall.Signal)
+	switch {
+	case !ok, n == syscall.SIGCHLD, n == syscall.SIGPIPE, n == syscall.SIGURG, n == syscall.SIGWINCH:
+		return 0, false
+	}
+	return n, true
 }
