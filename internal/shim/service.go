@@ -117,6 +117,16 @@ func (t *task) proc(execID string) (*proc, error) {
 	return p, nil
 }
 
+// process finds a task and one of its processes.
+func (s *Service) process(id, execID string) (*task, *proc, error) {
+	t, err := s.get(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := t.proc(execID)
+	return t, p, err
+}
+
 func (t *task) getStatus() apitypes.Status {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -411,11 +421,7 @@ func (s *Service) delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 
 // State reports a process's status.
 func (s *Service) State(ctx context.Context, r *taskapi.StateRequest) (*taskapi.StateResponse, error) {
-	t, err := s.get(r.ID)
-	if err != nil {
-		return nil, toWire(err)
-	}
-	p, err := t.proc(r.ExecID)
+	t, p, err := s.process(r.ID, r.ExecID)
 	if err != nil {
 		return nil, toWire(err)
 	}
@@ -544,11 +550,7 @@ func (s *Service) ResizePty(ctx context.Context, r *taskapi.ResizePtyRequest) (*
 
 // CloseIO closes a process's stdin.
 func (s *Service) CloseIO(ctx context.Context, r *taskapi.CloseIORequest) (*emptypb.Empty, error) {
-	t, err := s.get(r.ID)
-	if err != nil {
-		return nil, toWire(err)
-	}
-	p, err := t.proc(r.ExecID)
+	_, p, err := s.process(r.ID, r.ExecID)
 	if err != nil {
 		return nil, toWire(err)
 	}
@@ -573,11 +575,7 @@ func (s *Service) Update(ctx context.Context, r *taskapi.UpdateTaskRequest) (*em
 
 // Wait blocks until a process exits.
 func (s *Service) Wait(ctx context.Context, r *taskapi.WaitRequest) (*taskapi.WaitResponse, error) {
-	t, err := s.get(r.ID)
-	if err != nil {
-		return nil, toWire(err)
-	}
-	p, err := t.proc(r.ExecID)
+	_, p, err := s.process(r.ID, r.ExecID)
 	if err != nil {
 		return nil, toWire(err)
 	}
