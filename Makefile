@@ -10,9 +10,9 @@ BIN := bin
 
 all: build
 
-build: $(BIN)/lodge $(BIN)/lodge-runtime $(BIN)/lodge-agent
+build: $(BIN)/lodge $(BIN)/lodge-runtime $(BIN)/containerd-shim-lodge-v2 $(BIN)/lodge-agent
 
-$(BIN)/lodge $(BIN)/lodge-runtime: FORCE
+$(BIN)/lodge $(BIN)/lodge-runtime $(BIN)/containerd-shim-lodge-v2: FORCE
 	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./cmd/$(@F)
 
 # The agent is PID 1 in the guest: static, with libcontainer's nsenter (cgo)

@@ -39,6 +39,7 @@ type Client struct {
 	rpc        *ttrpc.Client
 	health     agentv1.HealthService
 	containers agentv1.ContainersService
+	network    agentv1.NetworkService
 	version    *agentv1.VersionResponse
 }
 
@@ -57,7 +58,8 @@ func Connect(ctx context.Context, conn net.Conn) (*Client, error) {
 	}
 	rpc := ttrpc.NewClient(st)
 	c := &Client{sess: sess, rpc: rpc,
-		health: agentv1.NewHealthClient(rpc), containers: agentv1.NewContainersClient(rpc)}
+		health: agentv1.NewHealthClient(rpc), containers: agentv1.NewContainersClient(rpc),
+		network: agentv1.NewNetworkClient(rpc)}
 	v, err := c.health.Version(ctx, &agentv1.VersionRequest{ApiVersion: agentv1.APIVersion})
 	if err != nil {
 		c.Close()
@@ -231,6 +233,12 @@ func (c *Client) Stats(ctx context.Context, id string) (*agentv1.StatsResponse, 
 // Update changes a container's resources (an OCI LinuxResources as JSON).
 func (c *Client) Update(ctx context.Context, id string, resources []byte) error {
 	_, err := c.containers.Update(ctx, &agentv1.UpdateRequest{ContainerId: id, Resources: resources})
+	return err
+}
+
+// ConfigureNetwork gives the guest the pod's interfaces and routes.
+func (c *Client) ConfigureNetwork(ctx context.Context, req *agentv1.NetworkRequest) error {
+	_, err := c.network.Configure(ctx, req)
 	return err
 }
 

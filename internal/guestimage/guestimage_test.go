@@ -23,6 +23,9 @@ func TestResolveModules(t *testing.T) {
 		"virtio":         nil,
 		"virtio_ring":    {"virtio"},
 		"fuse":           nil,
+		"virtio_net":     {"net_failover", "virtio", "virtio_ring"},
+		"net_failover":   {"failover"},
+		"failover":       nil,
 	}
 	idx := ModuleIndex{}
 	for name := range deps {
@@ -36,7 +39,8 @@ func TestResolveModules(t *testing.T) {
 	for _, m := range got {
 		names = append(names, m.Name)
 	}
-	want := []string{"virtio", "virtio_ring", "virtio_mmio", "virtio_console", "fuse", "virtiofs"}
+	want := []string{"virtio", "virtio_ring", "virtio_mmio", "virtio_console", "fuse", "virtiofs",
+		"failover", "net_failover", "virtio_net"}
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Fatalf("order (-want +got):\n%s", diff)
 	}

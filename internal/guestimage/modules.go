@@ -11,9 +11,9 @@ import (
 
 // GuestModules are the modules the agent needs on the Debian cloud kernel:
 // the virtio-mmio transport, the virtio-serial port of the agent channel and
-// virtio-fs for root filesystems. Their dependencies are added from the
+// virtio-fs for root filesystems, virtio-net for pod networks. Their dependencies are added from the
 // modules' own metadata.
-var GuestModules = []string{"virtio_mmio", "virtio_console", "virtiofs"}
+var GuestModules = []string{"virtio_mmio", "virtio_console", "virtiofs", "virtio_net"}
 
 // Module is one kernel module file.
 type Module struct {

@@ -18,7 +18,9 @@ import (
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 
 	"github.com/lodgeruntime/lodge/internal/hostcg"
+	"github.com/lodgeruntime/lodge/internal/hostmount"
 	"github.com/lodgeruntime/lodge/internal/oci"
+	"github.com/lodgeruntime/lodge/internal/procid"
 	"github.com/lodgeruntime/lodge/internal/shim"
 )
 
@@ -114,7 +116,7 @@ func createContainer(g globals, f createFlags, id string, detached bool) (*exec.
 	}
 	// Until the supervisor writes its own record, this one lets `delete`
 	// find (and end) a supervisor that is still creating.
-	pidStart, _ := procStart(cmd.Process.Pid)
+	pidStart, _ := procid.StartTime(cmd.Process.Pid)
 	(&record{ID: id, Bundle: b.Dir, Rootfs: b.Rootfs, Pid: cmd.Process.Pid, PidStart: pidStart,
 		Status: statusCreating, Created: time.Now().UTC()}).save(g.root)
 	var m syncMsg
@@ -300,16 +302,9 @@ func deleteStopped(ctx context.Context, log *slog.Logger, root, id string) error
 	}
 	// QEMU and virtiofsd die with the supervisor (Pdeathsig), but not
 	// instantly: make sure they are gone before their mounts and state.
-	for _, p := range rec.VMProcs {
-		if alive(p.Pid, p.Start) {
-			syscall.Kill(p.Pid, syscall.SIGKILL)
-		}
-	}
-	for _, p := range rec.VMProcs {
-		for i := 0; i < 500 && alive(p.Pid, p.Start); i++ {
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
+	kctx, kcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	procid.KillAll(kctx, rec.VMProcs)
+	kcancel()
 	if rec.CgroupPath != "" {
 		if err := hostcg.Remove(rec.CgroupPath); err != nil {
 			log.Warn("remove host cgroup", "container_id", id, "err", err)
@@ -322,7 +317,7 @@ func deleteStopped(ctx context.Context, log *slog.Logger, root, id string) error
 // below the container's directory, then the directory.
 func cleanupContainer(root, id string) error {
 	dir := containerDir(root, id)
-	if err := unmountBelow(dir); err != nil {
+	if err := hostmount.UnmountBelow(dir); err != nil {
 		return err
 	}
 	for i := 0; ; i++ {

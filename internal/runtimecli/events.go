@@ -86,7 +86,7 @@ func cmdEvents(ctx context.Context, g globals, log *slog.Logger, env Env, args [
 	}
 	id := fs.Arg(0)
 	enc := json.NewEncoder(env.IO.Out)
-	return withTask(ctx, g, id, func(t taskapi.TTRPCTaskService, _ *record) error {
+	return withTask(ctx, g, id, func(t taskapi.TaskService, _ *record) error {
 		for {
 			resp, err := t.Stats(ctx, &taskapi.StatsRequest{ID: id})
 			if err != nil {
@@ -218,7 +218,7 @@ func cmdUpdate(ctx context.Context, g globals, log *slog.Logger, env Env, args [
 	if err != nil {
 		return err
 	}
-	return withTask(ctx, g, id, func(t taskapi.TTRPCTaskService, _ *record) error {
+	return withTask(ctx, g, id, func(t taskapi.TaskService, _ *record) error {
 		_, err := t.Update(ctx, &taskapi.UpdateTaskRequest{ID: id,
 			Resources: &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", Value: b}})
 		return err

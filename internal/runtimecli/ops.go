@@ -73,7 +73,7 @@ func cmdState(ctx context.Context, g globals, log *slog.Logger, env Env, args []
 const rpcTimeout = 30 * time.Second
 
 // withTask runs f against a live container's supervisor.
-func withTask(ctx context.Context, g globals, id string, f func(taskapi.TTRPCTaskService, *record) error) error {
+func withTask(ctx context.Context, g globals, id string, f func(taskapi.TaskService, *record) error) error {
 	rec, err := loadRecord(g.root, id)
 	if err != nil {
 		return err
@@ -110,7 +110,7 @@ func cmdKill(ctx context.Context, g globals, log *slog.Logger, env Env, args []s
 			return err
 		}
 	}
-	return withTask(ctx, g, id, func(t taskapi.TTRPCTaskService, _ *record) error {
+	return withTask(ctx, g, id, func(t taskapi.TaskService, _ *record) error {
 		_, err := t.Kill(ctx, &taskapi.KillRequest{ID: id, Signal: uint32(sig), All: *all})
 		return err
 	})
@@ -187,7 +187,7 @@ func killAndWait(ctx context.Context, g globals, rec *record) error {
 	if rec.Pid > 0 {
 		// A supervisor that does not answer is killed below.
 		kctx, cancel := context.WithTimeout(ctx, rpcTimeout)
-		withTask(kctx, g, rec.ID, func(t taskapi.TTRPCTaskService, _ *record) error {
+		withTask(kctx, g, rec.ID, func(t taskapi.TaskService, _ *record) error {
 			_, err := t.Kill(kctx, &taskapi.KillRequest{ID: rec.ID, Signal: uint32(unix.SIGKILL), All: true})
 			return err
 		})
@@ -257,7 +257,7 @@ func cmdPs(ctx context.Context, g globals, log *slog.Logger, env Env, args []str
 	if *format != "table" && *format != "json" {
 		return usageError{fmt.Sprintf("ps: unknown format %q", *format)}
 	}
-	return withTask(ctx, g, id, func(t taskapi.TTRPCTaskService, _ *record) error {
+	return withTask(ctx, g, id, func(t taskapi.TaskService, _ *record) error {
 		resp, err := t.Pids(ctx, &taskapi.PidsRequest{ID: id})
 		if err != nil {
 			return err
@@ -283,7 +283,7 @@ func cmdPause(ctx context.Context, g globals, log *slog.Logger, env Env, args []
 	if err != nil {
 		return err
 	}
-	return withTask(ctx, g, id, func(t taskapi.TTRPCTaskService, _ *record) error {
+	return withTask(ctx, g, id, func(t taskapi.TaskService, _ *record) error {
 		_, err := t.Pause(ctx, &taskapi.PauseRequest{ID: id})
 		return err
 	})
@@ -294,7 +294,7 @@ func cmdResume(ctx context.Context, g globals, log *slog.Logger, env Env, args [
 	if err != nil {
 		return err
 	}
-	return withTask(ctx, g, id, func(t taskapi.TTRPCTaskService, _ *record) error {
+	return withTask(ctx, g, id, func(t taskapi.TaskService, _ *record) error {
 		_, err := t.Resume(ctx, &taskapi.ResumeRequest{ID: id})
 		return err
 	})

@@ -5,10 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/lodgeruntime/lodge/internal/procid"
 	"github.com/lodgeruntime/lodge/internal/state"
 	"github.com/lodgeruntime/lodge/internal/transport"
 )
@@ -46,20 +45,10 @@ type record struct {
 	CgroupPath string `json:"cgroup_path,omitempty"`
 	// VMProcs are QEMU and virtiofsd: delete ends them if the supervisor
 	// died without taking them along.
-	VMProcs []proc `json:"vm_procs,omitempty"`
+	VMProcs []procid.ID `json:"vm_procs,omitempty"`
 }
 
 // proc names a process by PID and start time (PIDs are reused).
-type proc struct {
-	Pid   int    `json:"pid"`
-	Start uint64 `json:"start"`
-}
-
-func procOf(pid int) proc {
-	st, _ := procStart(pid)
-	return proc{Pid: pid, Start: st}
-}
-
 // errNoContainer reports an unknown container id.
 var errNoContainer = errors.New("container does not exist")
 
@@ -103,35 +92,7 @@ func (r *record) save(root string) error {
 }
 
 // alive reports whether pid is still the process that started at start.
-func alive(pid int, start uint64) bool {
-	if pid <= 0 {
-		return false
-	}
-	st, err := procStart(pid)
-	return err == nil && st == start
-}
-
-// procStart reads a process's start time (field 22 of /proc/PID/stat).
-func procStart(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command (field 2) may contain spaces; fields restart after ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	if f[0] == "Z" || f[0] == "X" {
-		return 0, fmt.Errorf("process %d is a zombie", pid)
-	}
-	return strconv.ParseUint(f[19], 10, 64)
-}
+func alive(pid int, start uint64) bool { return procid.ID{Pid: pid, Start: start}.Alive() }
 
 // listRecords returns every container under root.
 func listRecords(root string) ([]*record, error) {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/lodgeruntime/lodge/internal/hostcg"
 	"github.com/lodgeruntime/lodge/internal/oci"
+	"github.com/lodgeruntime/lodge/internal/procid"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/shim"
 )
@@ -128,12 +129,12 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id
 		}
 	}
 	s := &supervisor{id: id, dir: dir, root: g.root, log: log, exited: make(chan sandbox.ExitStatus, 1)}
-	var vmProcs []proc
+	var vmProcs []procid.ID
 	fds := &fdStore{pending: map[string]*passed{}}
 	opener := &cliStdio{fds: fds, log: log}
 	s.svc = shim.New(shim.Config{
 		Log: log,
-		NewSandbox: func(ctx context.Context, id string) (*sandbox.Sandbox, error) {
+		NewSandbox: func(ctx context.Context, id string, _ *specs.Spec) (*sandbox.Sandbox, error) {
 			sc := henv.SandboxConfig(id, filepath.Join(dir, vmDir))
 			if b.Spec.Linux != nil {
 				sc.VM = sandbox.SizeVM(sc.VM, b.Spec.Linux.Resources)
@@ -141,7 +142,7 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id
 			sb, err := sandbox.Create(ctx, henv.Deps, sc)
 			if err == nil {
 				for _, pid := range sb.HostPIDs() {
-					vmProcs = append(vmProcs, procOf(pid))
+					vmProcs = append(vmProcs, procid.Of(pid))
 				}
 			}
 			return sb, err
@@ -180,7 +181,7 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id
 			log.Warn("host cgroup: CPU limits not set on the VM (they still apply in the guest)", "err", err)
 		}
 	}
-	start, err := procStart(os.Getpid())
+	start, err := procid.StartTime(os.Getpid())
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +204,7 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id
 		return nil, err
 	}
 	s.srv = srv
-	taskapi.RegisterTTRPCTaskService(srv, &persisting{Service: s.svc, sup: s})
+	taskapi.RegisterTaskService(srv, &persisting{Service: s.svc, sup: s})
 	tl, err := listenUnix(filepath.Join(dir, taskSock))
 	if err != nil {
 		return nil, err
@@ -351,7 +352,7 @@ func (p *persisting) Resume(ctx context.Context, r *taskapi.ResumeRequest) (*emp
 }
 
 // dialTask connects to a container's supervisor.
-func dialTask(ctx context.Context, root, id string) (taskapi.TTRPCTaskService, func(), error) {
+func dialTask(ctx context.Context, root, id string) (taskapi.TaskService, func(), error) {
 	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(containerDir(root, id), taskSock))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
@@ -360,7 +361,7 @@ func dialTask(ctx context.Context, root, id string) (taskapi.TTRPCTaskService, f
 		return nil, nil, fmt.Errorf("connect to the supervisor of %s: %w", id, err)
 	}
 	c := ttrpc.NewClient(conn)
-	return taskapi.NewTTRPCTaskClient(c), func() { c.Close() }, nil
+	return taskapi.NewTaskClient(c), func() { c.Close() }, nil
 }
 
 // forwardable reports whether a signal received by lodge-runtime goes on

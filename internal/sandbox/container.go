@@ -22,6 +22,19 @@ type ContainerConfig struct {
 	Spec   *specs.Spec
 	Rootfs string // host directory of the root filesystem
 	Stdio  Stdio
+	// Pod places the container in a pod; nil for a lone container.
+	Pod *Placement
+}
+
+// Placement says how a container shares its pod's VM. In a pod, the
+// namespace paths of a spec name the host side of the pod (the pod's
+// network namespace, the sandbox container's process): in the guest the
+// network namespace is the VM's own, which holds the pod's interfaces, and
+// the others are those of the sandbox container's init.
+type Placement struct {
+	// SandboxContainer is the container whose namespaces the others join;
+	// empty for the sandbox container itself.
+	SandboxContainer string
 }
 
 // ExitStatus is how a process ended.
@@ -57,7 +70,17 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *C
 	if !transport.ValidID(cc.ID) {
 		return nil, fmt.Errorf("invalid container id %q", cc.ID)
 	}
-	gs, err := guestSpec(cc.Spec)
+	var joinPID int
+	if cc.Pod != nil && cc.Pod.SandboxContainer != "" {
+		s.mu.Lock()
+		sc := s.containers[cc.Pod.SandboxContainer]
+		s.mu.Unlock()
+		if sc == nil {
+			return nil, fmt.Errorf("container %s: the pod's sandbox container %s is not in this VM", cc.ID, cc.Pod.SandboxContainer)
+		}
+		joinPID = sc.init.pid
+	}
+	gs, err := guestSpec(cc.Spec, cc.Pod != nil, joinPID)
 	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", cc.ID, err)
 	}

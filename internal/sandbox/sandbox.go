@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
 	"github.com/lodgeruntime/lodge/internal/agent"
 	"github.com/lodgeruntime/lodge/internal/sharefs"
 	"github.com/lodgeruntime/lodge/internal/vmm"
@@ -217,6 +218,15 @@ func (s *Sandbox) HostPIDs() []int { return []int{s.vm.Info().PID, s.fsd.PID()} 
 func (s *Sandbox) AgentVersion() (agentVersion, kernel string) {
 	v := s.agent.Version()
 	return v.AgentVersion, v.KernelRelease
+}
+
+// ConfigureNetwork gives the guest its NICs' addresses and routes (see
+// internal/netsetup for the host side).
+func (s *Sandbox) ConfigureNetwork(ctx context.Context, req *agentv1.NetworkRequest) error {
+	if err := s.agent.ConfigureNetwork(ctx, req); err != nil {
+		return fmt.Errorf("sandbox %s: configure the guest network: %w", s.id, err)
+	}
+	return nil
 }
 
 // Destroy stops the VM and virtiofsd, unmounts everything and removes the

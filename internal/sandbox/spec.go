@@ -15,8 +15,11 @@ var guestMountTypes = map[string]bool{
 }
 
 // guestSpec returns the spec as the agent should see it, or an error for
-// what cannot apply inside a VM. The caller's spec is not modified.
-func guestSpec(in *specs.Spec) (*specs.Spec, error) {
+// what cannot apply inside a VM. The caller's spec is not modified. In a
+// pod (see Placement) a network namespace path means the VM's network,
+// and other namespace paths mean those of the guest process joinPID (none
+// for the sandbox container, which makes its own).
+func guestSpec(in *specs.Spec, inPod bool, joinPID int) (*specs.Spec, error) {
 	if in == nil || in.Process == nil || len(in.Process.Args) == 0 {
 		return nil, fmt.Errorf("spec has no process args")
 	}
@@ -24,11 +27,21 @@ func guestSpec(in *specs.Spec) (*specs.Spec, error) {
 	s.Hooks = nil // run on the host by the front end
 	if s.Linux != nil {
 		l := *s.Linux
-		for _, ns := range l.Namespaces {
-			if ns.Path != "" {
+		l.Namespaces = nil
+		for _, ns := range in.Linux.Namespaces {
+			switch {
+			case ns.Path == "":
+			case inPod && ns.Type == specs.NetworkNamespace:
+				continue // the VM's own
+			case inPod && joinPID > 0:
+				ns.Path = fmt.Sprintf("/proc/%d/ns/%s", joinPID, nsFile[ns.Type])
+			case inPod:
+				ns.Path = "" // the sandbox container makes the pod's
+			default:
 				return nil, fmt.Errorf("%w: joining the host's %s namespace %s (a container in a VM cannot share the host's namespaces)",
 					ErrUnsupported, ns.Type, ns.Path)
 			}
+			l.Namespaces = append(l.Namespaces, ns)
 		}
 		l.CgroupsPath = "" // the guest chooses its own cgroup layout
 		s.Linux = &l
@@ -56,6 +69,13 @@ func guestSpec(in *specs.Spec) (*specs.Spec, error) {
 		}
 	}
 	return &s, nil
+}
+
+// nsFile names a namespace type's file in /proc/PID/ns.
+var nsFile = map[specs.LinuxNamespaceType]string{
+	specs.PIDNamespace: "pid", specs.NetworkNamespace: "net", specs.MountNamespace: "mnt",
+	specs.IPCNamespace: "ipc", specs.UTSNamespace: "uts", specs.UserNamespace: "user",
+	specs.CgroupNamespace: "cgroup", specs.TimeNamespace: "time",
 }
 
 // bindOptions are the mount options that are flags (and so apply to a bind

@@ -25,9 +25,11 @@ import (
 // Config wires the service to its front end.
 type Config struct {
 	Log *slog.Logger
-	// NewSandbox boots the VM the first container runs in.
-	NewSandbox func(ctx context.Context, id string) (*sandbox.Sandbox, error)
-	Stdio      StdioOpener
+	// NewSandbox boots the VM the first container (id, spec) runs in.
+	NewSandbox func(ctx context.Context, id string, spec *specs.Spec) (*sandbox.Sandbox, error)
+	// Placement says whether a container belongs to a pod; nil: never.
+	Placement func(id string, spec *specs.Spec) *sandbox.Placement
+	Stdio     StdioOpener
 	// HostPID is the host pid reported for a task (the process a caller can
 	// wait for; the container's processes live in the guest).
 	HostPID func(id, execID string) uint32
@@ -46,7 +48,7 @@ type Service struct {
 	tasks map[string]*task // nil value: being created
 }
 
-var _ taskapi.TTRPCTaskService = (*Service)(nil)
+var _ taskapi.TaskService = (*Service)(nil)
 
 // New returns a service with no sandbox yet.
 func New(cfg Config) *Service {
@@ -185,7 +187,7 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	sb, err := s.sandbox(ctx, r.ID)
+	sb, err := s.sandbox(ctx, r.ID, b.Spec)
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +197,11 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 		return nil, fmt.Errorf("stdio: %w", err)
 	}
 	cu = append(cu, func() { closer.Close() })
-	c, err := sb.CreateContainer(ctx, sandbox.ContainerConfig{ID: r.ID, Spec: b.Spec, Rootfs: b.Rootfs, Stdio: sio})
+	cc := sandbox.ContainerConfig{ID: r.ID, Spec: b.Spec, Rootfs: b.Rootfs, Stdio: sio}
+	if s.cfg.Placement != nil {
+		cc.Pod = s.cfg.Placement(r.ID, b.Spec)
+	}
+	c, err := sb.CreateContainer(ctx, cc)
 	if err != nil {
 		return nil, err
 	}
@@ -223,14 +229,14 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 }
 
 // sandbox returns the service's sandbox, booting it for the first task.
-func (s *Service) sandbox(ctx context.Context, id string) (*sandbox.Sandbox, error) {
+func (s *Service) sandbox(ctx context.Context, id string, spec *specs.Spec) (*sandbox.Sandbox, error) {
 	s.mu.Lock()
 	sb := s.sb
 	s.mu.Unlock()
 	if sb != nil {
 		return sb, nil
 	}
-	sb, err := s.cfg.NewSandbox(ctx, id)
+	sb, err := s.cfg.NewSandbox(ctx, id, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -590,6 +596,13 @@ func (s *Service) Wait(ctx context.Context, r *taskapi.WaitRequest) (*taskapi.Wa
 // Connect reports the serving process.
 func (s *Service) Connect(ctx context.Context, r *taskapi.ConnectRequest) (*taskapi.ConnectResponse, error) {
 	return &taskapi.ConnectResponse{ShimPid: uint32(os.Getpid()), TaskPid: s.cfg.HostPID(r.ID, ""), Version: "2"}, nil
+}
+
+// Tasks counts the containers the service holds.
+func (s *Service) Tasks() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.tasks)
 }
 
 // Shutdown tears the sandbox down once no container is left.

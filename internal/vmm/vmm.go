@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
 )
 
@@ -39,6 +40,12 @@ type Share struct {
 	Socket string
 }
 
+// NIC is a virtio-net device backed by an open tap queue.
+type NIC struct {
+	Tap *os.File // the caller keeps ownership; the VMM gets a copy
+	MAC string   // aa:bb:cc:dd:ee:ff
+}
+
 // Config describes one VM completely, before it boots.
 type Config struct {
 	ID       string
@@ -54,6 +61,7 @@ type Config struct {
 	// VsockCID is the guest's context id when Channel is ChannelVsock.
 	VsockCID uint32
 	Shares   []Share
+	NICs     []NIC
 }
 
 // Validate checks that the config describes a VM a driver can start.
@@ -76,6 +84,11 @@ func (c Config) Validate() error {
 	}
 	if c.Accel != AccelKVM && c.Accel != AccelTCG {
 		errs = append(errs, fmt.Errorf("unknown accelerator %q", c.Accel))
+	}
+	for _, n := range c.NICs {
+		if _, err := net.ParseMAC(n.MAC); err != nil || n.Tap == nil {
+			errs = append(errs, fmt.Errorf("NIC %q: needs a tap and a MAC", n.MAC))
+		}
 	}
 	switch c.Channel {
 	case ChannelSerial:

@@ -1108,6 +1108,190 @@ func (x *UpdateRequest) GetResources() []byte {
 	return nil
 }
 
+type NetworkInterface struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The guest NIC is found by its MAC (aa:bb:cc:dd:ee:ff), then renamed.
+	Mac  string `protobuf:"bytes,1,opt,name=mac,proto3" json:"mac,omitempty"`
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Mtu  uint32 `protobuf:"varint,3,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	// CIDR, e.g. 10.88.0.5/16.
+	Addresses     []string `protobuf:"bytes,4,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkInterface) Reset() {
+	*x = NetworkInterface{}
+	mi := &file_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkInterface) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkInterface) ProtoMessage() {}
+
+func (x *NetworkInterface) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkInterface.ProtoReflect.Descriptor instead.
+func (*NetworkInterface) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *NetworkInterface) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *NetworkInterface) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NetworkInterface) GetMtu() uint32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *NetworkInterface) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+type NetworkRoute struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CIDR; empty for the default route.
+	Destination string `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"`
+	// Empty for a link route.
+	Gateway       string `protobuf:"bytes,2,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	Device        string `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkRoute) Reset() {
+	*x = NetworkRoute{}
+	mi := &file_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkRoute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkRoute) ProtoMessage() {}
+
+func (x *NetworkRoute) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkRoute.ProtoReflect.Descriptor instead.
+func (*NetworkRoute) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *NetworkRoute) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *NetworkRoute) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *NetworkRoute) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+type NetworkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Interfaces    []*NetworkInterface    `protobuf:"bytes,1,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	Routes        []*NetworkRoute        `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkRequest) Reset() {
+	*x = NetworkRequest{}
+	mi := &file_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkRequest) ProtoMessage() {}
+
+func (x *NetworkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkRequest.ProtoReflect.Descriptor instead.
+func (*NetworkRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *NetworkRequest) GetInterfaces() []*NetworkInterface {
+	if x != nil {
+		return x.Interfaces
+	}
+	return nil
+}
+
+func (x *NetworkRequest) GetRoutes() []*NetworkRoute {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -1188,7 +1372,21 @@ const file_agent_proto_rawDesc = "" +
 	"cpuPeriods\"P\n" +
 	"\rUpdateRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1c\n" +
-	"\tresources\x18\x02 \x01(\fR\tresources2T\n" +
+	"\tresources\x18\x02 \x01(\fR\tresources\"h\n" +
+	"\x10NetworkInterface\x12\x10\n" +
+	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
+	"\x03mtu\x18\x03 \x01(\rR\x03mtu\x12\x1c\n" +
+	"\taddresses\x18\x04 \x03(\tR\taddresses\"b\n" +
+	"\fNetworkRoute\x12 \n" +
+	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x18\n" +
+	"\agateway\x18\x02 \x01(\tR\agateway\x12\x16\n" +
+	"\x06device\x18\x03 \x01(\tR\x06device\"\x88\x01\n" +
+	"\x0eNetworkRequest\x12@\n" +
+	"\n" +
+	"interfaces\x18\x01 \x03(\v2 .lodge.agent.v1.NetworkInterfaceR\n" +
+	"interfaces\x124\n" +
+	"\x06routes\x18\x02 \x03(\v2\x1c.lodge.agent.v1.NetworkRouteR\x06routes2T\n" +
 	"\x06Health\x12J\n" +
 	"\aVersion\x12\x1e.lodge.agent.v1.VersionRequest\x1a\x1f.lodge.agent.v1.VersionResponse2\xbb\x06\n" +
 	"\n" +
@@ -1204,7 +1402,9 @@ const file_agent_proto_rawDesc = "" +
 	"\x04Pids\x12 .lodge.agent.v1.ContainerRequest\x1a\x1c.lodge.agent.v1.PidsResponse\x12H\n" +
 	"\x05Stats\x12 .lodge.agent.v1.ContainerRequest\x1a\x1d.lodge.agent.v1.StatsResponse\x12>\n" +
 	"\x06Update\x12\x1d.lodge.agent.v1.UpdateRequest\x1a\x15.lodge.agent.v1.Empty\x12A\n" +
-	"\x06Delete\x12 .lodge.agent.v1.ContainerRequest\x1a\x15.lodge.agent.v1.EmptyB4Z2github.com/lodgeruntime/lodge/api/agent/v1;agentv1b\x06proto3"
+	"\x06Delete\x12 .lodge.agent.v1.ContainerRequest\x1a\x15.lodge.agent.v1.Empty2M\n" +
+	"\aNetwork\x12B\n" +
+	"\tConfigure\x12\x1e.lodge.agent.v1.NetworkRequest\x1a\x15.lodge.agent.v1.EmptyB4Z2github.com/lodgeruntime/lodge/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -1218,7 +1418,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_agent_proto_goTypes = []any{
 	(*VersionRequest)(nil),   // 0: lodge.agent.v1.VersionRequest
 	(*VersionResponse)(nil),  // 1: lodge.agent.v1.VersionResponse
@@ -1238,43 +1438,50 @@ var file_agent_proto_goTypes = []any{
 	(*PidsResponse)(nil),     // 15: lodge.agent.v1.PidsResponse
 	(*StatsResponse)(nil),    // 16: lodge.agent.v1.StatsResponse
 	(*UpdateRequest)(nil),    // 17: lodge.agent.v1.UpdateRequest
+	(*NetworkInterface)(nil), // 18: lodge.agent.v1.NetworkInterface
+	(*NetworkRoute)(nil),     // 19: lodge.agent.v1.NetworkRoute
+	(*NetworkRequest)(nil),   // 20: lodge.agent.v1.NetworkRequest
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: lodge.agent.v1.CreateRequest.rootfs:type_name -> lodge.agent.v1.Rootfs
 	4,  // 1: lodge.agent.v1.CreateRequest.stdio:type_name -> lodge.agent.v1.Stdio
 	4,  // 2: lodge.agent.v1.ExecRequest.stdio:type_name -> lodge.agent.v1.Stdio
 	14, // 3: lodge.agent.v1.PidsResponse.processes:type_name -> lodge.agent.v1.ProcessInfo
-	0,  // 4: lodge.agent.v1.Health.Version:input_type -> lodge.agent.v1.VersionRequest
-	5,  // 5: lodge.agent.v1.Containers.Create:input_type -> lodge.agent.v1.CreateRequest
-	7,  // 6: lodge.agent.v1.Containers.Start:input_type -> lodge.agent.v1.StartRequest
-	8,  // 7: lodge.agent.v1.Containers.Exec:input_type -> lodge.agent.v1.ExecRequest
-	9,  // 8: lodge.agent.v1.Containers.Signal:input_type -> lodge.agent.v1.SignalRequest
-	10, // 9: lodge.agent.v1.Containers.Wait:input_type -> lodge.agent.v1.WaitRequest
-	12, // 10: lodge.agent.v1.Containers.ResizePty:input_type -> lodge.agent.v1.ResizePtyRequest
-	13, // 11: lodge.agent.v1.Containers.Pause:input_type -> lodge.agent.v1.ContainerRequest
-	13, // 12: lodge.agent.v1.Containers.Resume:input_type -> lodge.agent.v1.ContainerRequest
-	13, // 13: lodge.agent.v1.Containers.Pids:input_type -> lodge.agent.v1.ContainerRequest
-	13, // 14: lodge.agent.v1.Containers.Stats:input_type -> lodge.agent.v1.ContainerRequest
-	17, // 15: lodge.agent.v1.Containers.Update:input_type -> lodge.agent.v1.UpdateRequest
-	13, // 16: lodge.agent.v1.Containers.Delete:input_type -> lodge.agent.v1.ContainerRequest
-	1,  // 17: lodge.agent.v1.Health.Version:output_type -> lodge.agent.v1.VersionResponse
-	6,  // 18: lodge.agent.v1.Containers.Create:output_type -> lodge.agent.v1.CreateResponse
-	2,  // 19: lodge.agent.v1.Containers.Start:output_type -> lodge.agent.v1.Empty
-	6,  // 20: lodge.agent.v1.Containers.Exec:output_type -> lodge.agent.v1.CreateResponse
-	2,  // 21: lodge.agent.v1.Containers.Signal:output_type -> lodge.agent.v1.Empty
-	11, // 22: lodge.agent.v1.Containers.Wait:output_type -> lodge.agent.v1.WaitResponse
-	2,  // 23: lodge.agent.v1.Containers.ResizePty:output_type -> lodge.agent.v1.Empty
-	2,  // 24: lodge.agent.v1.Containers.Pause:output_type -> lodge.agent.v1.Empty
-	2,  // 25: lodge.agent.v1.Containers.Resume:output_type -> lodge.agent.v1.Empty
-	15, // 26: lodge.agent.v1.Containers.Pids:output_type -> lodge.agent.v1.PidsResponse
-	16, // 27: lodge.agent.v1.Containers.Stats:output_type -> lodge.agent.v1.StatsResponse
-	2,  // 28: lodge.agent.v1.Containers.Update:output_type -> lodge.agent.v1.Empty
-	2,  // 29: lodge.agent.v1.Containers.Delete:output_type -> lodge.agent.v1.Empty
-	17, // [17:30] is the sub-list for method output_type
-	4,  // [4:17] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	18, // 4: lodge.agent.v1.NetworkRequest.interfaces:type_name -> lodge.agent.v1.NetworkInterface
+	19, // 5: lodge.agent.v1.NetworkRequest.routes:type_name -> lodge.agent.v1.NetworkRoute
+	0,  // 6: lodge.agent.v1.Health.Version:input_type -> lodge.agent.v1.VersionRequest
+	5,  // 7: lodge.agent.v1.Containers.Create:input_type -> lodge.agent.v1.CreateRequest
+	7,  // 8: lodge.agent.v1.Containers.Start:input_type -> lodge.agent.v1.StartRequest
+	8,  // 9: lodge.agent.v1.Containers.Exec:input_type -> lodge.agent.v1.ExecRequest
+	9,  // 10: lodge.agent.v1.Containers.Signal:input_type -> lodge.agent.v1.SignalRequest
+	10, // 11: lodge.agent.v1.Containers.Wait:input_type -> lodge.agent.v1.WaitRequest
+	12, // 12: lodge.agent.v1.Containers.ResizePty:input_type -> lodge.agent.v1.ResizePtyRequest
+	13, // 13: lodge.agent.v1.Containers.Pause:input_type -> lodge.agent.v1.ContainerRequest
+	13, // 14: lodge.agent.v1.Containers.Resume:input_type -> lodge.agent.v1.ContainerRequest
+	13, // 15: lodge.agent.v1.Containers.Pids:input_type -> lodge.agent.v1.ContainerRequest
+	13, // 16: lodge.agent.v1.Containers.Stats:input_type -> lodge.agent.v1.ContainerRequest
+	17, // 17: lodge.agent.v1.Containers.Update:input_type -> lodge.agent.v1.UpdateRequest
+	13, // 18: lodge.agent.v1.Containers.Delete:input_type -> lodge.agent.v1.ContainerRequest
+	20, // 19: lodge.agent.v1.Network.Configure:input_type -> lodge.agent.v1.NetworkRequest
+	1,  // 20: lodge.agent.v1.Health.Version:output_type -> lodge.agent.v1.VersionResponse
+	6,  // 21: lodge.agent.v1.Containers.Create:output_type -> lodge.agent.v1.CreateResponse
+	2,  // 22: lodge.agent.v1.Containers.Start:output_type -> lodge.agent.v1.Empty
+	6,  // 23: lodge.agent.v1.Containers.Exec:output_type -> lodge.agent.v1.CreateResponse
+	2,  // 24: lodge.agent.v1.Containers.Signal:output_type -> lodge.agent.v1.Empty
+	11, // 25: lodge.agent.v1.Containers.Wait:output_type -> lodge.agent.v1.WaitResponse
+	2,  // 26: lodge.agent.v1.Containers.ResizePty:output_type -> lodge.agent.v1.Empty
+	2,  // 27: lodge.agent.v1.Containers.Pause:output_type -> lodge.agent.v1.Empty
+	2,  // 28: lodge.agent.v1.Containers.Resume:output_type -> lodge.agent.v1.Empty
+	15, // 29: lodge.agent.v1.Containers.Pids:output_type -> lodge.agent.v1.PidsResponse
+	16, // 30: lodge.agent.v1.Containers.Stats:output_type -> lodge.agent.v1.StatsResponse
+	2,  // 31: lodge.agent.v1.Containers.Update:output_type -> lodge.agent.v1.Empty
+	2,  // 32: lodge.agent.v1.Containers.Delete:output_type -> lodge.agent.v1.Empty
+	2,  // 33: lodge.agent.v1.Network.Configure:output_type -> lodge.agent.v1.Empty
+	20, // [20:34] is the sub-list for method output_type
+	6,  // [6:20] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1288,9 +1495,9 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_agent_proto_goTypes,
 		DependencyIndexes: file_agent_proto_depIdxs,

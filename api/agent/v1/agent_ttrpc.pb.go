@@ -254,3 +254,39 @@ func (c *containersClient) Delete(ctx context.Context, req *ContainerRequest) (*
 	}
 	return &resp, nil
 }
+
+type NetworkService interface {
+	Configure(context.Context, *NetworkRequest) (*Empty, error)
+}
+
+func RegisterNetworkService(srv *ttrpc.Server, svc NetworkService) {
+	srv.RegisterService("lodge.agent.v1.Network", &ttrpc.ServiceDesc{
+		Methods: map[string]ttrpc.Method{
+			"Configure": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req NetworkRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Configure(ctx, &req)
+			},
+		},
+	})
+}
+
+type networkClient struct {
+	client *ttrpc.Client
+}
+
+func NewNetworkClient(client *ttrpc.Client) NetworkService {
+	return &networkClient{
+		client: client,
+	}
+}
+
+func (c *networkClient) Configure(ctx context.Context, req *NetworkRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "lodge.agent.v1.Network", "Configure", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}

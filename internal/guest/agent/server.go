@@ -67,6 +67,7 @@ func (s *Server) Serve(ctx context.Context, conn io.ReadWriteCloser) error {
 	}
 	agentv1.RegisterHealthService(srv, &health{version: s.version, caps: s.containers.caps})
 	agentv1.RegisterContainersService(srv, s.containers)
+	agentv1.RegisterNetworkService(srv, network{log: s.log})
 	go srv.Serve(ctx, rpc)
 	defer srv.Close()
 

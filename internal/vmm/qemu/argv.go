@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,6 +16,15 @@ const (
 	fdQMP   = 3 // listening unix socket for the QMP monitor
 	fdAgent = 4 // listening unix socket behind the agent's virtio-serial port
 )
+
+// firstNICFD is the descriptor of the first NIC's tap: NICs follow the
+// listening sockets.
+func firstNICFD(cfg vmm.Config) int {
+	if cfg.Channel == vmm.ChannelSerial {
+		return fdAgent + 1
+	}
+	return fdQMP + 1
+}
 
 // Host carries the facts about the host that the command line depends on.
 type Host struct {
@@ -93,6 +103,17 @@ func Argv(cfg vmm.Config, host Host) ([]string, error) {
 		)
 	case vmm.ChannelVsock:
 		a = append(a, "-device", "vhost-vsock-device,guest-cid="+strconv.FormatUint(uint64(cfg.VsockCID), 10))
+	}
+	for i, n := range cfg.NICs {
+		mac, err := net.ParseMAC(n.MAC)
+		if err != nil {
+			return nil, fmt.Errorf("qemu: NIC %d: %w", i, err)
+		}
+		id := "net" + strconv.Itoa(i)
+		a = append(a,
+			"-netdev", "tap,id="+id+",fd="+strconv.Itoa(firstNICFD(cfg)+i),
+			"-device", "virtio-net-device,netdev="+id+",mac="+mac.String(),
+		)
 	}
 	for i, s := range cfg.Shares {
 		if !transport.ValidID(s.Tag) || strings.Contains(s.Socket, ",") {

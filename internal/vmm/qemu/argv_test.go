@@ -37,6 +37,13 @@ func TestArgvGolden(t *testing.T) {
 		"kvm-vsock-2cpu": func(c *vmm.Config) {
 			c.Accel, c.Channel, c.VsockCID, c.VCPUs = vmm.AccelKVM, vmm.ChannelVsock, 42, 2
 		},
+		"tcg-serial-2nic": func(c *vmm.Config) {
+			c.NICs = []vmm.NIC{{Tap: os.Stdin, MAC: "0A:58:0a:58:00:05"}, {Tap: os.Stdin, MAC: "02:42:ac:11:00:02"}}
+		},
+		"kvm-vsock-nic": func(c *vmm.Config) {
+			c.Accel, c.Channel, c.VsockCID = vmm.AccelKVM, vmm.ChannelVsock, 42
+			c.NICs = []vmm.NIC{{Tap: os.Stdin, MAC: "0a:58:0a:58:00:05"}}
+		},
 		"tcg-noshare-extra-args": func(c *vmm.Config) {
 			c.Shares = nil
 			c.KernelArgs = []string{"lodge.debug=1"}
@@ -78,6 +85,7 @@ func TestArgvRejects(t *testing.T) {
 		"tcg without tsc":   {func(*vmm.Config) {}, Host{}},
 		"no kernel":         {func(c *vmm.Config) { c.Kernel = "" }, Host{TSCkHz: 1}},
 		"tiny memory":       {func(c *vmm.Config) { c.MemoryMiB = 16 }, Host{TSCkHz: 1}},
+		"bad NIC MAC":       {func(c *vmm.Config) { c.NICs = []vmm.NIC{{Tap: os.Stdin, MAC: "zz"}} }, Host{TSCkHz: 1}},
 		"bad accel":         {func(c *vmm.Config) { c.Accel = "hvf" }, Host{TSCkHz: 1}},
 		"reserved cid":      {func(c *vmm.Config) { c.Channel, c.VsockCID = vmm.ChannelVsock, 2 }, Host{TSCkHz: 1}},
 		"space in arg":      {func(c *vmm.Config) { c.KernelArgs = []string{"a b"} }, Host{TSCkHz: 1}},

@@ -83,7 +83,10 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (_ vmm.VM, retErr er
 
 	cmd := exec.Command(d.Binary, argv...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.ExtraFiles = files
+	cmd.ExtraFiles = append([]*os.File(nil), files...)
+	for _, n := range cfg.NICs {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, n.Tap)
+	}
 	// QEMU dies with its owner, so a crashed supervisor leaves no VM behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	started := time.Now()

@@ -1,4 +1,5 @@
-package runtimecli
+// Package hostmount undoes host mounts a Lodge process left behind.
+package hostmount
 
 import (
 	"bufio"
@@ -9,8 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// unmountBelow detaches every mount at or below dir, deepest first.
-func unmountBelow(dir string) error {
+// UnmountBelow detaches every mount at or below dir, deepest first.
+func UnmountBelow(dir string) error {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return err

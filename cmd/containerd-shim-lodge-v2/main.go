@@ -1,0 +1,7 @@
+// Command containerd-shim-lodge-v2 is Lodge's containerd shim (runtime type
+// io.containerd.lodge.v2): one shim process and one microVM per pod.
+package main
+
+import "github.com/lodgeruntime/lodge/internal/ctrshim"
+
+func main() { ctrshim.Main() }

@@ -1,0 +1,213 @@
+package ctrshim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/pkg/shutdown"
+	"github.com/containerd/containerd/plugin"
+	cshim "github.com/containerd/containerd/runtime/v2/shim"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/lodgeruntime/lodge/internal/config"
+	"github.com/lodgeruntime/lodge/internal/host"
+	"github.com/lodgeruntime/lodge/internal/oci"
+	"github.com/lodgeruntime/lodge/internal/procid"
+	"github.com/lodgeruntime/lodge/internal/sandbox"
+	"github.com/lodgeruntime/lodge/internal/shim"
+)
+
+// Main runs the containerd-shim-lodge-v2 binary.
+func Main() {
+	plugin.Register(&plugin.Registration{
+		Type:     plugin.TTRPCPlugin,
+		ID:       "task",
+		Requires: []plugin.Type{plugin.EventPlugin, plugin.InternalPlugin},
+		InitFn:   initTaskService,
+	})
+	// The shim waits for its own children (QEMU, virtiofsd) with os/exec:
+	// containerd's reaper would steal their exit statuses.
+	cshim.RunManager(context.Background(), &manager{stateRoot: stateRoot()},
+		func(c *cshim.Config) { c.NoReaper = true })
+}
+
+// stateRoot is where pod state lives ($LODGE_SHIM_STATE overrides, for
+// tests that run a private containerd).
+func stateRoot() string {
+	if d := os.Getenv("LODGE_SHIM_STATE"); d != "" {
+		return d
+	}
+	return DefaultStateRoot
+}
+
+// taskService is internal/shim's task service plus what a containerd shim
+// adds: the pod's record and network, and exiting with the last container.
+type taskService struct {
+	*shim.Service
+	log      *slog.Logger
+	sd       shutdown.Service
+	dir      string // the pod's state directory
+	ns       string
+	rec      *podRecord
+	mu       sync.Mutex // guards net
+	net      *podNetwork
+	closeOne sync.Once
+}
+
+func initTaskService(ic *plugin.InitContext) (any, error) {
+	pp, err := ic.GetByID(plugin.EventPlugin, "publisher")
+	if err != nil {
+		return nil, err
+	}
+	sp, err := ic.GetByID(plugin.InternalPlugin, "shutdown")
+	if err != nil {
+		return nil, err
+	}
+	publisher := pp.(cshim.Publisher)
+	ctx := ic.Context
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return nil, err
+	}
+	level := slog.LevelInfo
+	if ic.Context.Value(cshim.OptsKey{}).(cshim.Opts).Debug {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(log.G(ctx).Logger.Out, &slog.HandlerOptions{Level: level}))
+
+	// The shim was started in its first container's bundle.
+	cwd, err := os.Getwd()
+	if err != nil {
+		return nil, err
+	}
+	b, err := oci.LoadBundle(cwd)
+	if err != nil {
+		return nil, err
+	}
+	r := roleOf(filepath.Base(cwd), b.Spec)
+	dir := podDir(stateRoot(), ns, r.group)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	t := &taskService{log: logger, sd: sp.(shutdown.Service), dir: dir, ns: ns,
+		rec: &podRecord{Namespace: ns, Sandbox: r.group, Shim: procid.Of(os.Getpid())}}
+	if err := t.rec.save(dir); err != nil {
+		return nil, err
+	}
+	var henv *host.Env
+	t.Service = shim.New(shim.Config{
+		Log: logger,
+		NewSandbox: func(ctx context.Context, id string, spec *specs.Spec) (_ *sandbox.Sandbox, retErr error) {
+			if henv == nil {
+				cfg, err := config.Load()
+				if err != nil {
+					return nil, err
+				}
+				if henv, err = host.Resolve(cfg, logger); err != nil {
+					return nil, err
+				}
+			}
+			sc := henv.SandboxConfig(id, filepath.Join(dir, "vm"))
+			if sc.VM, err = sizeVM(sc.VM, spec); err != nil {
+				return nil, fmt.Errorf("%w: %w", shim.ErrInvalid, err)
+			}
+			pn, err := t.attachNetwork(spec)
+			if err != nil {
+				return nil, err
+			}
+			defer func() {
+				if retErr != nil {
+					t.detachNetwork()
+				}
+			}()
+			if pn != nil {
+				sc.VM.NICs = pn.nics()
+			}
+			sb, err := sandbox.Create(ctx, henv.Deps, sc)
+			if pn != nil {
+				pn.closeFiles() // QEMU holds the taps now
+			}
+			if err != nil {
+				return nil, err
+			}
+			for _, pid := range sb.HostPIDs() {
+				t.rec.VMProcs = append(t.rec.VMProcs, procid.Of(pid))
+			}
+			if err := t.rec.save(dir); err != nil {
+				sb.Destroy(context.WithoutCancel(ctx))
+				return nil, err
+			}
+			if pn != nil {
+				if err := sb.ConfigureNetwork(ctx, pn.guestConfig()); err != nil {
+					sb.Destroy(context.WithoutCancel(ctx))
+					return nil, err
+				}
+			}
+			return sb, nil
+		},
+		Placement: func(id string, spec *specs.Spec) *sandbox.Placement {
+			r := roleOf(id, spec)
+			switch {
+			case r.sandbox:
+				return &sandbox.Placement{}
+			case r.joinsPod:
+				return &sandbox.Placement{SandboxContainer: r.group}
+			}
+			return nil
+		},
+		Stdio:   fifoStdio{},
+		HostPID: func(string, string) uint32 { return uint32(os.Getpid()) },
+		Publish: func(topic string, ev proto.Message) {
+			if err := publisher.Publish(namespaces.WithNamespace(context.Background(), ns), topic, ev); err != nil {
+				logger.Warn("publish event", "topic", topic, "err", err)
+			}
+		},
+	})
+	return t, nil
+}
+
+// RegisterTTRPC serves the task API.
+func (t *taskService) RegisterTTRPC(s *ttrpc.Server) error {
+	taskapi.RegisterTaskService(s, t)
+	return nil
+}
+
+// Shutdown ends the shim once its last container is gone: the VM, its
+// network plumbing and the pod's state go with it.
+func (t *taskService) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*emptypb.Empty, error) {
+	if t.Tasks() > 0 && !r.Now {
+		return &emptypb.Empty{}, nil
+	}
+	err := t.close(ctx)
+	t.sd.Shutdown()
+	if err != nil {
+		return nil, err
+	}
+	return &emptypb.Empty{}, nil
+}
+
+func (t *taskService) close(ctx context.Context) error {
+	var err error
+	t.closeOne.Do(func() {
+		errs := []error{t.Service.Close(ctx)}
+		errs = append(errs, t.detachNetwork())
+		if e := errors.Join(errs...); e != nil {
+			t.log.Warn("shim shutdown", "err", e)
+			err = e
+			return
+		}
+		err = os.RemoveAll(t.dir)
+	})
+	return err
+}
