@@ -10,7 +10,8 @@ pkgs=(
   gcc libc6-dev        # cgo for the agent (libcontainer's nsenter)
   kmod                 # not needed at run time; handy for debugging modules
   podman conmon        # the Podman integration test
-  containerd runc      # the containerd (runc shim -> lodge-runtime) integration test
+  containerd runc      # the containerd integration tests (lodge shim; runc shim -> lodge-runtime)
+  containernetworking-plugins iptables  # CNI bridge for the CRI pod test
   jq bc                # conformance and demo scripts
 )
 missing=()
@@ -26,4 +27,10 @@ fi
 # `lodge setup` resolves the kernel package from apt's lists.
 if ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
   apt-get update -q
+fi
+# crictl drives containerd's CRI in the pod test (not packaged in Debian 12).
+CRICTL_VERSION=v1.37.0
+if ! command -v crictl >/dev/null 2>&1; then
+  echo "installing crictl $CRICTL_VERSION (go install)"
+  GOBIN=/usr/local/bin CGO_ENABLED=0 GOFLAGS=-mod=mod go install sigs.k8s.io/cri-tools/cmd/crictl@"$CRICTL_VERSION"
 fi

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
 	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/host"
 	"github.com/lodgeruntime/lodge/internal/oci"
@@ -75,6 +76,10 @@ func initTaskService(ic *plugin.InitContext) (any, error) {
 		return nil, err
 	}
 	publisher := pp.(cshim.Publisher)
+	sd := sp.(shutdown.Service)
+	// The library waits for the publisher to close before the process
+	// exits; close it (after the last event) when the shim shuts down.
+	sd.RegisterCallback(func(context.Context) error { return publisher.Close() })
 	ctx := ic.Context
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
@@ -100,7 +105,7 @@ func initTaskService(ic *plugin.InitContext) (any, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	t := &taskService{log: logger, sd: sp.(shutdown.Service), dir: dir, ns: ns,
+	t := &taskService{log: logger, sd: sd, dir: dir, ns: ns,
 		rec: &podRecord{Namespace: ns, Sandbox: r.group, Shim: procid.Of(os.Getpid())}}
 	if err := t.rec.save(dir); err != nil {
 		return nil, err
@@ -148,8 +153,13 @@ func initTaskService(ic *plugin.InitContext) (any, error) {
 				sb.Destroy(context.WithoutCancel(ctx))
 				return nil, err
 			}
-			if pn != nil {
-				if err := sb.ConfigureNetwork(ctx, pn.guestConfig()); err != nil {
+			if r := roleOf(id, spec); r.inPod || pn != nil {
+				req := &agentv1.NetworkRequest{}
+				if pn != nil {
+					req = pn.guestConfig()
+				}
+				req.Sysctls = sandbox.PodSysctls(spec)
+				if err := sb.ConfigureNetwork(ctx, req); err != nil {
 					sb.Destroy(context.WithoutCancel(ctx))
 					return nil, err
 				}

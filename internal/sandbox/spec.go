@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -25,6 +26,11 @@ func guestSpec(in *specs.Spec, inPod bool, joinPID int) (*specs.Spec, error) {
 	}
 	s := *in
 	s.Hooks = nil // run on the host by the front end
+	if s.Hostname == "" && newUTS(in) {
+		// A new UTS namespace starts with the host's name under runc; in
+		// the guest it would start with the guest's.
+		s.Hostname, _ = os.Hostname()
+	}
 	if s.Linux != nil {
 		l := *s.Linux
 		l.Namespaces = nil
@@ -44,6 +50,17 @@ func guestSpec(in *specs.Spec, inPod bool, joinPID int) (*specs.Spec, error) {
 			l.Namespaces = append(l.Namespaces, ns)
 		}
 		l.CgroupsPath = "" // the guest chooses its own cgroup layout
+		if inPod && len(l.Sysctl) > 0 {
+			// The pod's network namespace is the guest's own: its net.*
+			// sysctls are set once for the VM (PodSysctls), not by the
+			// container runtime, which refuses them outside a new netns.
+			l.Sysctl = map[string]string{}
+			for k, v := range in.Linux.Sysctl {
+				if !strings.HasPrefix(k, "net.") {
+					l.Sysctl[k] = v
+				}
+			}
+		}
 		s.Linux = &l
 	}
 	s.Mounts = append([]specs.Mount(nil), s.Mounts...)
@@ -69,6 +86,19 @@ func guestSpec(in *specs.Spec, inPod bool, joinPID int) (*specs.Spec, error) {
 		}
 	}
 	return &s, nil
+}
+
+// newUTS reports a spec that makes its own UTS namespace.
+func newUTS(s *specs.Spec) bool {
+	if s.Linux == nil {
+		return false
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.UTSNamespace {
+			return ns.Path == ""
+		}
+	}
+	return false
 }
 
 // nsFile names a namespace type's file in /proc/PID/ns.
@@ -104,4 +134,18 @@ func hasOption(opts []string, o string) bool {
 		}
 	}
 	return false
+}
+
+// PodSysctls are the net.* sysctls of a pod's spec: the guest applies them
+// to its network namespace, which is the pod's.
+func PodSysctls(s *specs.Spec) map[string]string {
+	out := map[string]string{}
+	if s.Linux != nil {
+		for k, v := range s.Linux.Sysctl {
+			if strings.HasPrefix(k, "net.") {
+				out[k] = v
+			}
+		}
+	}
+	return out
 }

@@ -253,8 +253,10 @@ func (s *Service) waitInit(t *task) {
 		s.cfg.Log.Warn("container ended without a status", "container_id", t.id, "err", err)
 		es = sandbox.ExitStatus{Code: 255}
 	}
-	s.finish(t, t.init, es)
+	// Stopped before the exit is announced: a caller woken by Wait may
+	// delete the container at once.
 	t.setStatus(apitypes.Status_STOPPED)
+	s.finish(t, t.init, es)
 	s.cfg.Publish(topicExit, &eventExit{ContainerID: t.id, ID: t.id, Pid: s.cfg.HostPID(t.id, ""),
 		ExitStatus: uint32(es.Code), ExitedAt: timestamppb.New(t.init.exitedAt)})
 	s.cfg.Exited(t.id, es)

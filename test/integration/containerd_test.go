@@ -14,15 +14,28 @@ import (
 	"github.com/lodgeruntime/lodge/internal/testbundle"
 )
 
-// ctrd is a private containerd (Debian's 1.6) whose runc shim drives
-// lodge-runtime instead of runc.
+// ctrd is a private containerd (Debian's 1.6): its runc shim drives
+// lodge-runtime instead of runc, and containerd-shim-lodge-v2 is in its
+// PATH (runtime io.containerd.lodge.v2, CRI handler "lodge").
 type ctrd struct {
 	t       *testing.T
 	dir     string
 	runtime string
+	cri     bool
+	env     []string
+	cmd     *exec.Cmd
+	logf    *os.File
+	ns      string // ctr's namespace
 }
 
-func startContainerd(t *testing.T) *ctrd {
+// shimState is where the lodge shims of a test's containerd keep pod state.
+func (c *ctrd) shimState() string { return filepath.Join(c.dir, "lodge-shim") }
+
+func startContainerd(t *testing.T) *ctrd { return startContainerdWith(t, false) }
+
+// startContainerdWith starts containerd, with its CRI plugin if cri (CNI:
+// a bridge lodgetest0 on 10.99.0.0/24, gateway 10.99.0.1).
+func startContainerdWith(t *testing.T, cri bool) *ctrd {
 	bin := binDir(t)
 	if _, err := exec.LookPath("containerd"); err != nil {
 		if os.Getenv("LODGE_INTEGRATION") != "" {
@@ -30,50 +43,102 @@ func startContainerd(t *testing.T) *ctrd {
 		}
 		t.Skip("containerd not installed")
 	}
-	c := &ctrd{t: t, dir: t.TempDir(), runtime: filepath.Join(bin, "lodge-runtime")}
+	c := &ctrd{t: t, dir: t.TempDir(), runtime: filepath.Join(bin, "lodge-runtime"), cri: cri, ns: "lodge-test"}
+	c.env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "LODGE_SHIM_STATE="+c.shimState())
 	cfg := fmt.Sprintf(`version = 2
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [grpc]
   address = %q
 [ttrpc]
   address = %q
 `, filepath.Join(c.dir, "root"), filepath.Join(c.dir, "state"), c.sock(), c.sock()+".ttrpc")
-	os.WriteFile(filepath.Join(c.dir, "config.toml"), []byte(cfg), 0o644)
-	logf, _ := os.Create(filepath.Join(c.dir, "containerd.log"))
-	cmd := exec.Command("containerd", "--config", filepath.Join(c.dir, "config.toml"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	if !cri {
+		cfg += "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"
+	} else {
+		c.ns = "k8s.io"
+		cfg += fmt.Sprintf(`[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %q
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = %q
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "lodge"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.lodge]
+    runtime_type = "io.containerd.lodge.v2"
+`, pauseRef, filepath.Join(c.dir, "net.d"))
+		os.MkdirAll(filepath.Join(c.dir, "net.d"), 0o755)
+		os.WriteFile(filepath.Join(c.dir, "net.d", "10-lodgetest.conflist"), []byte(fmt.Sprintf(`{
+  "cniVersion": "1.0.0", "name": "lodgetest",
+  "plugins": [{"type": "bridge", "bridge": "lodgetest0", "isGateway": true, "ipMasq": false,
+    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.99.0.0/24", "gateway": "10.99.0.1"}]],
+             "routes": [{"dst": "0.0.0.0/0"}], "dataDir": %q}}]
+}`, filepath.Join(c.dir, "cni-ipam"))), 0o644)
 	}
+	os.WriteFile(filepath.Join(c.dir, "config.toml"), []byte(cfg), 0o644)
+	c.logf, _ = os.Create(filepath.Join(c.dir, "containerd.log"))
+	c.start()
 	t.Cleanup(func() {
 		// Shims and the VMs they drove must be gone before containerd is.
+		if c.cri {
+			for _, p := range strings.Fields(c.crictlOut("pods", "-q")) {
+				c.crictlOut("stopp", p)
+				c.crictlOut("rmp", "-f", p)
+			}
+		}
 		for _, id := range strings.Fields(c.ctrOut("containers", "ls", "-q")) {
 			c.ctrOut("tasks", "kill", "-s", "KILL", id)
 			time.Sleep(500 * time.Millisecond)
 			c.ctrOut("tasks", "rm", "-f", id)
 			c.ctrOut("containers", "rm", id)
 		}
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		logf.Close()
+		c.stop()
+		c.logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log"))
+			if len(b) > 6000 {
+				b = b[len(b)-6000:]
+			}
+			t.Logf("containerd.log (tail):\n%s", b)
+		}
 		if procs := processesMentioning(c.dir); len(procs) > 0 {
 			t.Errorf("processes left behind: %v", procs)
 		}
 		for _, m := range mountsBelow(c.dir) {
 			syscall.Unmount(m, syscall.MNT_DETACH)
 		}
+		if cri {
+			exec.Command("ip", "link", "del", "lodgetest0").Run()
+		}
 	})
+	return c
+}
+
+// start runs containerd and waits until it answers.
+func (c *ctrd) start() {
+	c.t.Helper()
+	c.cmd = exec.Command("containerd", "--config", filepath.Join(c.dir, "config.toml"))
+	c.cmd.Stdout, c.cmd.Stderr, c.cmd.Env = c.logf, c.logf, c.env
+	if err := c.cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
 	for i := 0; ; i++ {
 		if _, err := c.ctr("version"); err == nil {
 			break
 		} else if i > 100 {
-			t.Fatalf("containerd did not come up: %v", err)
+			c.t.Fatalf("containerd did not come up: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return c
+}
+
+// stop ends containerd (its shims keep running).
+func (c *ctrd) stop() {
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	c.cmd.Wait()
 }
 
 func (c *ctrd) sock() string { return filepath.Join(c.dir, "containerd.sock") }
@@ -81,7 +146,7 @@ func (c *ctrd) sock() string { return filepath.Join(c.dir, "containerd.sock") }
 func (c *ctrd) ctr(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", c.sock(), "-n", "lodge-test"}, args...)...)
+	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", c.sock(), "-n", c.ns}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

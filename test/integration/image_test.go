@@ -12,8 +12,11 @@ import (
 
 // writeOCIArchive writes an OCI image layout, as a tar, holding one image
 // named ref whose single layer is the tar at layerPath (what `ctr images
-// import` loads).
-func writeOCIArchive(out, layerPath, ref string) error {
+// import` loads). cmd is the image's Cmd (sh if empty).
+func writeOCIArchive(out, layerPath, ref string, cmd ...string) error {
+	if len(cmd) == 0 {
+		cmd = []string{"sh"}
+	}
 	layer, err := os.ReadFile(layerPath)
 	if err != nil {
 		return err
@@ -30,7 +33,7 @@ func writeOCIArchive(out, layerPath, ref string) error {
 	}
 	config, _ := json.Marshal(map[string]any{
 		"architecture": "amd64", "os": "linux",
-		"config": map[string]any{"Cmd": []string{"sh"}, "Env": []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}},
+		"config": map[string]any{"Cmd": cmd, "Env": []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}},
 		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{digest(layer)}},
 	})
 	manifest, _ := json.Marshal(map[string]any{

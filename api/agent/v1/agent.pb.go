@@ -1241,9 +1241,11 @@ func (x *NetworkRoute) GetDevice() string {
 }
 
 type NetworkRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Interfaces    []*NetworkInterface    `protobuf:"bytes,1,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
-	Routes        []*NetworkRoute        `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Interfaces []*NetworkInterface    `protobuf:"bytes,1,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	Routes     []*NetworkRoute        `protobuf:"bytes,2,rep,name=routes,proto3" json:"routes,omitempty"`
+	// The pod's net.* sysctls (the guest's network namespace is the pod's).
+	Sysctls       map[string]string `protobuf:"bytes,3,rep,name=sysctls,proto3" json:"sysctls,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1288,6 +1290,13 @@ func (x *NetworkRequest) GetInterfaces() []*NetworkInterface {
 func (x *NetworkRequest) GetRoutes() []*NetworkRoute {
 	if x != nil {
 		return x.Routes
+	}
+	return nil
+}
+
+func (x *NetworkRequest) GetSysctls() map[string]string {
+	if x != nil {
+		return x.Sysctls
 	}
 	return nil
 }
@@ -1381,12 +1390,16 @@ const file_agent_proto_rawDesc = "" +
 	"\fNetworkRoute\x12 \n" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x18\n" +
 	"\agateway\x18\x02 \x01(\tR\agateway\x12\x16\n" +
-	"\x06device\x18\x03 \x01(\tR\x06device\"\x88\x01\n" +
+	"\x06device\x18\x03 \x01(\tR\x06device\"\x8b\x02\n" +
 	"\x0eNetworkRequest\x12@\n" +
 	"\n" +
 	"interfaces\x18\x01 \x03(\v2 .lodge.agent.v1.NetworkInterfaceR\n" +
 	"interfaces\x124\n" +
-	"\x06routes\x18\x02 \x03(\v2\x1c.lodge.agent.v1.NetworkRouteR\x06routes2T\n" +
+	"\x06routes\x18\x02 \x03(\v2\x1c.lodge.agent.v1.NetworkRouteR\x06routes\x12E\n" +
+	"\asysctls\x18\x03 \x03(\v2+.lodge.agent.v1.NetworkRequest.SysctlsEntryR\asysctls\x1a:\n" +
+	"\fSysctlsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012T\n" +
 	"\x06Health\x12J\n" +
 	"\aVersion\x12\x1e.lodge.agent.v1.VersionRequest\x1a\x1f.lodge.agent.v1.VersionResponse2\xbb\x06\n" +
 	"\n" +
@@ -1418,7 +1431,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_agent_proto_goTypes = []any{
 	(*VersionRequest)(nil),   // 0: lodge.agent.v1.VersionRequest
 	(*VersionResponse)(nil),  // 1: lodge.agent.v1.VersionResponse
@@ -1441,6 +1454,7 @@ var file_agent_proto_goTypes = []any{
 	(*NetworkInterface)(nil), // 18: lodge.agent.v1.NetworkInterface
 	(*NetworkRoute)(nil),     // 19: lodge.agent.v1.NetworkRoute
 	(*NetworkRequest)(nil),   // 20: lodge.agent.v1.NetworkRequest
+	nil,                      // 21: lodge.agent.v1.NetworkRequest.SysctlsEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	3,  // 0: lodge.agent.v1.CreateRequest.rootfs:type_name -> lodge.agent.v1.Rootfs
@@ -1449,39 +1463,40 @@ var file_agent_proto_depIdxs = []int32{
 	14, // 3: lodge.agent.v1.PidsResponse.processes:type_name -> lodge.agent.v1.ProcessInfo
 	18, // 4: lodge.agent.v1.NetworkRequest.interfaces:type_name -> lodge.agent.v1.NetworkInterface
 	19, // 5: lodge.agent.v1.NetworkRequest.routes:type_name -> lodge.agent.v1.NetworkRoute
-	0,  // 6: lodge.agent.v1.Health.Version:input_type -> lodge.agent.v1.VersionRequest
-	5,  // 7: lodge.agent.v1.Containers.Create:input_type -> lodge.agent.v1.CreateRequest
-	7,  // 8: lodge.agent.v1.Containers.Start:input_type -> lodge.agent.v1.StartRequest
-	8,  // 9: lodge.agent.v1.Containers.Exec:input_type -> lodge.agent.v1.ExecRequest
-	9,  // 10: lodge.agent.v1.Containers.Signal:input_type -> lodge.agent.v1.SignalRequest
-	10, // 11: lodge.agent.v1.Containers.Wait:input_type -> lodge.agent.v1.WaitRequest
-	12, // 12: lodge.agent.v1.Containers.ResizePty:input_type -> lodge.agent.v1.ResizePtyRequest
-	13, // 13: lodge.agent.v1.Containers.Pause:input_type -> lodge.agent.v1.ContainerRequest
-	13, // 14: lodge.agent.v1.Containers.Resume:input_type -> lodge.agent.v1.ContainerRequest
-	13, // 15: lodge.agent.v1.Containers.Pids:input_type -> lodge.agent.v1.ContainerRequest
-	13, // 16: lodge.agent.v1.Containers.Stats:input_type -> lodge.agent.v1.ContainerRequest
-	17, // 17: lodge.agent.v1.Containers.Update:input_type -> lodge.agent.v1.UpdateRequest
-	13, // 18: lodge.agent.v1.Containers.Delete:input_type -> lodge.agent.v1.ContainerRequest
-	20, // 19: lodge.agent.v1.Network.Configure:input_type -> lodge.agent.v1.NetworkRequest
-	1,  // 20: lodge.agent.v1.Health.Version:output_type -> lodge.agent.v1.VersionResponse
-	6,  // 21: lodge.agent.v1.Containers.Create:output_type -> lodge.agent.v1.CreateResponse
-	2,  // 22: lodge.agent.v1.Containers.Start:output_type -> lodge.agent.v1.Empty
-	6,  // 23: lodge.agent.v1.Containers.Exec:output_type -> lodge.agent.v1.CreateResponse
-	2,  // 24: lodge.agent.v1.Containers.Signal:output_type -> lodge.agent.v1.Empty
-	11, // 25: lodge.agent.v1.Containers.Wait:output_type -> lodge.agent.v1.WaitResponse
-	2,  // 26: lodge.agent.v1.Containers.ResizePty:output_type -> lodge.agent.v1.Empty
-	2,  // 27: lodge.agent.v1.Containers.Pause:output_type -> lodge.agent.v1.Empty
-	2,  // 28: lodge.agent.v1.Containers.Resume:output_type -> lodge.agent.v1.Empty
-	15, // 29: lodge.agent.v1.Containers.Pids:output_type -> lodge.agent.v1.PidsResponse
-	16, // 30: lodge.agent.v1.Containers.Stats:output_type -> lodge.agent.v1.StatsResponse
-	2,  // 31: lodge.agent.v1.Containers.Update:output_type -> lodge.agent.v1.Empty
-	2,  // 32: lodge.agent.v1.Containers.Delete:output_type -> lodge.agent.v1.Empty
-	2,  // 33: lodge.agent.v1.Network.Configure:output_type -> lodge.agent.v1.Empty
-	20, // [20:34] is the sub-list for method output_type
-	6,  // [6:20] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	21, // 6: lodge.agent.v1.NetworkRequest.sysctls:type_name -> lodge.agent.v1.NetworkRequest.SysctlsEntry
+	0,  // 7: lodge.agent.v1.Health.Version:input_type -> lodge.agent.v1.VersionRequest
+	5,  // 8: lodge.agent.v1.Containers.Create:input_type -> lodge.agent.v1.CreateRequest
+	7,  // 9: lodge.agent.v1.Containers.Start:input_type -> lodge.agent.v1.StartRequest
+	8,  // 10: lodge.agent.v1.Containers.Exec:input_type -> lodge.agent.v1.ExecRequest
+	9,  // 11: lodge.agent.v1.Containers.Signal:input_type -> lodge.agent.v1.SignalRequest
+	10, // 12: lodge.agent.v1.Containers.Wait:input_type -> lodge.agent.v1.WaitRequest
+	12, // 13: lodge.agent.v1.Containers.ResizePty:input_type -> lodge.agent.v1.ResizePtyRequest
+	13, // 14: lodge.agent.v1.Containers.Pause:input_type -> lodge.agent.v1.ContainerRequest
+	13, // 15: lodge.agent.v1.Containers.Resume:input_type -> lodge.agent.v1.ContainerRequest
+	13, // 16: lodge.agent.v1.Containers.Pids:input_type -> lodge.agent.v1.ContainerRequest
+	13, // 17: lodge.agent.v1.Containers.Stats:input_type -> lodge.agent.v1.ContainerRequest
+	17, // 18: lodge.agent.v1.Containers.Update:input_type -> lodge.agent.v1.UpdateRequest
+	13, // 19: lodge.agent.v1.Containers.Delete:input_type -> lodge.agent.v1.ContainerRequest
+	20, // 20: lodge.agent.v1.Network.Configure:input_type -> lodge.agent.v1.NetworkRequest
+	1,  // 21: lodge.agent.v1.Health.Version:output_type -> lodge.agent.v1.VersionResponse
+	6,  // 22: lodge.agent.v1.Containers.Create:output_type -> lodge.agent.v1.CreateResponse
+	2,  // 23: lodge.agent.v1.Containers.Start:output_type -> lodge.agent.v1.Empty
+	6,  // 24: lodge.agent.v1.Containers.Exec:output_type -> lodge.agent.v1.CreateResponse
+	2,  // 25: lodge.agent.v1.Containers.Signal:output_type -> lodge.agent.v1.Empty
+	11, // 26: lodge.agent.v1.Containers.Wait:output_type -> lodge.agent.v1.WaitResponse
+	2,  // 27: lodge.agent.v1.Containers.ResizePty:output_type -> lodge.agent.v1.Empty
+	2,  // 28: lodge.agent.v1.Containers.Pause:output_type -> lodge.agent.v1.Empty
+	2,  // 29: lodge.agent.v1.Containers.Resume:output_type -> lodge.agent.v1.Empty
+	15, // 30: lodge.agent.v1.Containers.Pids:output_type -> lodge.agent.v1.PidsResponse
+	16, // 31: lodge.agent.v1.Containers.Stats:output_type -> lodge.agent.v1.StatsResponse
+	2,  // 32: lodge.agent.v1.Containers.Update:output_type -> lodge.agent.v1.Empty
+	2,  // 33: lodge.agent.v1.Containers.Delete:output_type -> lodge.agent.v1.Empty
+	2,  // 34: lodge.agent.v1.Network.Configure:output_type -> lodge.agent.v1.Empty
+	21, // [21:35] is the sub-list for method output_type
+	7,  // [7:21] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1495,7 +1510,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -43,6 +44,11 @@ func (n network) Configure(ctx context.Context, r *agentv1.NetworkRequest) (*age
 	for _, rt := range r.Routes {
 		if err := addRoute(rt); err != nil {
 			return nil, fmt.Errorf("route %q via %q dev %s: %w", rt.Destination, rt.Gateway, rt.Device, err)
+		}
+	}
+	for k, v := range r.Sysctls {
+		if err := setNetSysctl(k, v); err != nil {
+			return nil, err
 		}
 	}
 	n.log.Info("network configured", "interfaces", len(r.Interfaces), "routes", len(r.Routes))
@@ -131,6 +137,18 @@ func addRoute(rt *agentv1.NetworkRoute) error {
 	}
 	if err := netlink.RouteAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
 		return err
+	}
+	return nil
+}
+
+// setNetSysctl writes one net.* sysctl of the guest's network namespace.
+func setNetSysctl(key, value string) error {
+	if !strings.HasPrefix(key, "net.") || strings.Contains(key, "..") || strings.ContainsAny(key, "/ ") {
+		return fmt.Errorf("sysctl %q: only net.* keys are set here", key)
+	}
+	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
+	if err := os.WriteFile(path, []byte(value), 0); err != nil {
+		return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
 	}
 	return nil
 }

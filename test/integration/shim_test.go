@@ -1,0 +1,392 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lodgeruntime/lodge/internal/testbundle"
+)
+
+// pauseRef is the sandbox image the CRI tests import (busybox sleeping).
+const pauseRef = "lodge.test/pause:1"
+
+const lodgeRuntime = "io.containerd.lodge.v2"
+
+// importImage builds a busybox image named ref with Cmd cmd and imports it.
+func (c *ctrd) importImage(ref string, cmd ...string) {
+	c.t.Helper()
+	dir := c.t.TempDir()
+	if err := testbundle.Rootfs(filepath.Join(dir, "rootfs")); err != nil {
+		c.t.Fatal(err)
+	}
+	layer := filepath.Join(dir, "layer.tar")
+	if err := tarDir(filepath.Join(dir, "rootfs"), layer); err != nil {
+		c.t.Fatal(err)
+	}
+	img := filepath.Join(dir, "image.tar")
+	if err := writeOCIArchive(img, layer, ref, cmd...); err != nil {
+		c.t.Fatal(err)
+	}
+	if out, err := c.ctr("images", "import", img); err != nil {
+		c.t.Fatalf("import: %v: %s", err, out)
+	}
+}
+
+// waitTask waits until ctr lists the task with this status.
+func (c *ctrd) waitTask(id, status string) {
+	c.t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		out := c.ctrOut("tasks", "ls")
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) >= 3 && f[0] == id && f[2] == status {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("task %s not %s: %s", id, status, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// podRecords reads the lodge shims' pod records (one per running VM).
+func (c *ctrd) podRecords() []podRecord {
+	files, _ := filepath.Glob(filepath.Join(c.shimState(), "*", "pod.json"))
+	var out []podRecord
+	for _, f := range files {
+		var r podRecord
+		if b, err := os.ReadFile(f); err == nil && json.Unmarshal(b, &r) == nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+type podRecord struct {
+	Sandbox string `json:"sandbox"`
+	Shim    struct {
+		Pid int `json:"pid"`
+	} `json:"shim"`
+	VMProcs []struct {
+		Pid int `json:"pid"`
+	} `json:"vm_procs"`
+}
+
+// assertPodStateGone checks that no shim, VM or pod state is left.
+func (c *ctrd) assertPodStateGone() {
+	c.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		entries, _ := os.ReadDir(c.shimState())
+		procs := processesMentioning(c.shimState())
+		shims := processesMentioning("containerd-shim-lodge-v2 -namespace " + c.ns + " -address " + c.sock())
+		if len(entries) == 0 && len(procs) == 0 && len(shims) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("left behind: state %v, processes %v %v", entries, procs, shims)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestShimCtr: containerd runs tasks through containerd-shim-lodge-v2, a VM
+// per container: output, exit codes, env, stdin, exec, pause, metrics, kill.
+func TestShimCtr(t *testing.T) {
+	c := startContainerd(t)
+	ref := "docker.io/library/busybox:lodge"
+	c.importImage(ref)
+	run := func(args ...string) (string, error) {
+		return c.ctr(append([]string{"run", "--rm", "--runtime", lodgeRuntime}, args...)...)
+	}
+	if out, err := run(ref, "echo1", "sh", "-c", "echo hello-$((6*7)); uname -r"); err != nil ||
+		!strings.Contains(out, "hello-42") || strings.Contains(out, hostKernel(t)) {
+		t.Errorf("run echo (want hello-42 and a guest kernel): %v: %q", err, out)
+	}
+	if _, err := run(ref, "exit3", "sh", "-c", "exit 3"); err == nil {
+		t.Error("exit 3 reported as success")
+	} else if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+		t.Errorf("exit 3 reported as %v", err)
+	}
+	if out, err := run("--env", "FOO=bar", "--cwd", "/tmp", ref, "env1", "sh", "-c", "echo $FOO $(pwd) $(id -u)"); err != nil ||
+		strings.TrimSpace(out) != "bar /tmp 0" {
+		t.Errorf("env/cwd/uid: %v: %q", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ctr", "--address", c.sock(), "-n", c.ns, "run", "--rm", "--runtime", lodgeRuntime,
+		ref, "stdin1", "sh", "-c", "read l; echo got-$l")
+	cmd.Stdin = strings.NewReader("piped\n")
+	if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "got-piped" {
+		t.Errorf("stdin: %v: %q", err, out)
+	}
+
+	if out, err := c.ctr("run", "-d", "--runtime", lodgeRuntime, ref, "svc", "sh", "-c",
+		`trap "exit 7" TERM; while :; do sleep 0.2; done`); err != nil {
+		t.Fatalf("run -d: %v: %s", err, out)
+	}
+	c.waitTask("svc", "RUNNING")
+	if out, err := c.ctr("tasks", "exec", "--exec-id", "e1", "svc", "sh", "-c", "echo exec-ok; exit 4"); !strings.Contains(out, "exec-ok") {
+		t.Errorf("tasks exec: %v: %q", err, out)
+	} else if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 4 {
+		t.Errorf("exec exit 4 reported as %v", err)
+	}
+	if out, err := c.ctr("tasks", "pause", "svc"); err != nil {
+		t.Errorf("pause: %v: %s", err, out)
+	}
+	c.waitTask("svc", "PAUSED")
+	if out, err := c.ctr("tasks", "resume", "svc"); err != nil {
+		t.Errorf("resume: %v: %s", err, out)
+	}
+	c.waitTask("svc", "RUNNING")
+	if out, err := c.ctr("tasks", "metrics", "svc"); err != nil || !strings.Contains(out, "memory.usage_in_bytes") && !strings.Contains(out, "memory.usage") {
+		t.Errorf("metrics: %v: %s", err, out)
+	}
+	if out, err := c.ctr("tasks", "ps", "svc"); err != nil || len(strings.Split(strings.TrimSpace(out), "\n")) < 2 {
+		t.Errorf("tasks ps: %v: %s", err, out)
+	}
+	if out, err := c.ctr("tasks", "kill", "-s", "TERM", "svc"); err != nil {
+		t.Errorf("kill: %v: %s", err, out)
+	}
+	c.waitTask("svc", "STOPPED")
+	if out, err := c.ctr("tasks", "rm", "svc"); err != nil {
+		t.Errorf("tasks rm: %v: %s", err, out)
+	}
+	if out, err := c.ctr("containers", "rm", "svc"); err != nil {
+		t.Errorf("containers rm: %v: %s", err, out)
+	}
+	c.assertPodStateGone()
+}
+
+// TestShimFaults: QEMU killed, the shim killed, containerd restarted.
+func TestShimFaults(t *testing.T) {
+	c := startContainerd(t)
+	ref := "docker.io/library/busybox:lodge"
+	c.importImage(ref)
+	runD := func(id string) podRecord {
+		t.Helper()
+		if out, err := c.ctr("run", "-d", "--runtime", lodgeRuntime, ref, id, "sh", "-c", "while :; do sleep 0.5; done"); err != nil {
+			t.Fatalf("run -d %s: %v: %s", id, err, out)
+		}
+		c.waitTask(id, "RUNNING")
+		for _, r := range c.podRecords() {
+			if r.Sandbox == id && len(r.VMProcs) > 0 {
+				return r
+			}
+		}
+		t.Fatalf("no pod record for %s", id)
+		return podRecord{}
+	}
+	remove := func(id string) {
+		t.Helper()
+		if out, err := c.ctr("tasks", "rm", "-f", id); err != nil && !strings.Contains(out, "not found") {
+			t.Errorf("tasks rm %s: %v: %s", id, err, out)
+		}
+		if out, err := c.ctr("containers", "rm", id); err != nil {
+			t.Errorf("containers rm %s: %v: %s", id, err, out)
+		}
+	}
+
+	t.Run("qemu killed", func(t *testing.T) {
+		r := runD("vmdies")
+		syscall.Kill(r.VMProcs[0].Pid, syscall.SIGKILL)
+		c.waitTask("vmdies", "STOPPED")
+		out := c.ctrOut("tasks", "ls")
+		if !strings.Contains(out, "vmdies") {
+			t.Fatalf("task gone: %s", out)
+		}
+		// The exit status is not 0: ctr task delete warns about it.
+		if out, err := c.ctr("tasks", "rm", "vmdies"); err != nil || !strings.Contains(out, "non-zero exit code") {
+			t.Errorf("tasks rm after VM death: %v: %s", err, out)
+		}
+		c.ctr("containers", "rm", "vmdies")
+		c.assertPodStateGone()
+	})
+
+	t.Run("shim killed", func(t *testing.T) {
+		r := runD("shimdies")
+		syscall.Kill(r.Shim.Pid, syscall.SIGKILL)
+		deadline := time.Now().Add(time.Minute)
+		for strings.Contains(c.ctrOut("tasks", "ls"), "RUNNING") {
+			if time.Now().After(deadline) {
+				t.Fatalf("containerd still sees the task running: %s", c.ctrOut("tasks", "ls"))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		remove("shimdies")
+		c.assertPodStateGone()
+		if m := mountsBelow(c.dir); len(m) > 0 {
+			t.Errorf("mounts left: %v", m)
+		}
+	})
+
+	t.Run("containerd restarted", func(t *testing.T) {
+		r := runD("survivor")
+		c.stop()
+		c.start()
+		c.waitTask("survivor", "RUNNING")
+		if out, err := c.ctr("tasks", "exec", "--exec-id", "after", "survivor", "echo", "still-here"); err != nil || !strings.Contains(out, "still-here") {
+			t.Errorf("exec after restart: %v: %q", err, out)
+		}
+		if rs := c.podRecords(); len(rs) != 1 || rs[0].Shim.Pid != r.Shim.Pid {
+			t.Errorf("the pod's shim changed across the restart: %+v", rs)
+		}
+		c.ctr("tasks", "kill", "-s", "KILL", "survivor")
+		c.waitTask("survivor", "STOPPED")
+		remove("survivor")
+		c.assertPodStateGone()
+	})
+}
+
+// crictl runs crictl against the test's containerd.
+func (c *ctrd) crictl(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	sock := "unix://" + c.sock()
+	cmd := exec.CommandContext(ctx, "crictl", append([]string{"-r", sock, "-i", sock, "-t", "2m"}, args...)...)
+	out, err := cmd.Output()
+	if ee, ok := err.(*exec.ExitError); ok {
+		err = fmt.Errorf("%w: %s", err, ee.Stderr)
+	}
+	return strings.TrimSpace(string(out)), err
+}
+
+func (c *ctrd) crictlOut(args ...string) string {
+	out, _ := c.crictl(args...)
+	return out
+}
+
+func writeJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, _ := json.Marshal(v)
+	p := filepath.Join(t.TempDir(), "x.json")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestShimCRIPod: a Kubernetes-style pod through CRI (handler lodge): one
+// VM for the pod, its containers inside; the pod is on the CNI network
+// (reachable from the host, reaches the host), containers talk over
+// localhost; exec, logs, stop and remove leave nothing behind.
+func TestShimCRIPod(t *testing.T) {
+	if _, err := exec.LookPath("crictl"); err != nil {
+		if os.Getenv("LODGE_INTEGRATION") != "" {
+			t.Fatal("crictl not installed (make setup installs it)")
+		}
+		t.Skip("crictl not installed")
+	}
+	c := startContainerdWith(t, true)
+	ref := "lodge.test/busybox:1"
+	c.importImage(pauseRef, "sleep", "2147483647")
+	c.importImage(ref)
+	logs := t.TempDir()
+	podCfg := writeJSON(t, map[string]any{
+		"metadata":      map[string]any{"name": "web", "namespace": "lodge", "uid": "uid-web", "attempt": 1},
+		"hostname":      "webpod",
+		"log_directory": logs,
+		"linux":         map[string]any{},
+	})
+	pod, err := c.crictl("runp", "--runtime", "lodge", podCfg)
+	if err != nil {
+		t.Fatalf("runp: %v", err)
+	}
+	if st := c.crictlOut("inspectp", "-o", "go-template", "--template", "{{.status.state}}", pod); st != "SANDBOX_READY" {
+		t.Fatalf("pod state %q", st)
+	}
+	if rs := c.podRecords(); len(rs) != 1 || len(rs[0].VMProcs) == 0 {
+		t.Fatalf("want one VM for the pod, records: %+v", rs)
+	}
+	ip := c.crictlOut("inspectp", "-o", "go-template", "--template", "{{.status.network.ip}}", pod)
+	if net.ParseIP(ip) == nil {
+		t.Fatalf("pod IP %q", ip)
+	}
+
+	newCtr := func(name string, cmd ...string) string {
+		t.Helper()
+		cfg := writeJSON(t, map[string]any{
+			"metadata": map[string]any{"name": name}, "image": map[string]any{"image": ref},
+			"command": cmd, "log_path": name + ".log", "linux": map[string]any{},
+		})
+		id, err := c.crictl("create", pod, cfg, podCfg)
+		if err != nil {
+			t.Fatalf("create %s: %v", name, err)
+		}
+		if _, err := c.crictl("start", id); err != nil {
+			t.Fatalf("start %s: %v", name, err)
+		}
+		return id
+	}
+	web := newCtr("web", "sh", "-c", "mkdir -p /www && echo hello-from-pod > /www/index.html && echo serving && exec httpd -f -p 8080 -h /www")
+	client := newCtr("client", "sleep", "3600")
+	if rs := c.podRecords(); len(rs) != 1 {
+		t.Errorf("containers of one pod must share its VM; records: %+v", rs)
+	}
+
+	// The host reaches the pod on its IP.
+	var body string
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := (&http.Client{Timeout: 3 * time.Second}).Get("http://" + ip + ":8080/")
+		if err == nil {
+			b := make([]byte, 100)
+			n, _ := resp.Body.Read(b)
+			resp.Body.Close()
+			body = string(b[:n])
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if strings.TrimSpace(body) != "hello-from-pod" {
+		t.Errorf("GET http://%s:8080/ from the host: %q", ip, body)
+	}
+	// Containers of the pod talk over localhost.
+	if out, err := c.crictl("exec", client, "wget", "-qO-", "http://127.0.0.1:8080/"); err != nil || out != "hello-from-pod" {
+		t.Errorf("localhost between containers: %v: %q", err, out)
+	}
+	// The pod reaches a server on the host side of its network.
+	l, err := net.Listen("tcp", "10.99.0.1:0")
+	if err != nil {
+		t.Fatalf("listen on the bridge: %v", err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "hello-from-host") })}
+	go srv.Serve(l)
+	defer srv.Close()
+	if out, err := c.crictl("exec", client, "wget", "-qO-", "http://"+l.Addr().String()+"/"); err != nil || out != "hello-from-host" {
+		t.Errorf("pod -> host: %v: %q", err, out)
+	}
+	if out, err := c.crictl("exec", client, "hostname"); err != nil || out != "webpod" {
+		t.Errorf("hostname: %v: %q", err, out)
+	}
+	if out, err := c.crictl("exec", client, "sh", "-c", "exit 5"); err == nil {
+		t.Errorf("exec exit 5 reported as success: %q", out)
+	}
+	if out := c.crictlOut("logs", web); !strings.Contains(out, "serving") {
+		t.Errorf("logs: %q", out)
+	}
+	if _, err := c.crictl("stop", web); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+	if st := c.crictlOut("inspect", "-o", "go-template", "--template", "{{.status.state}}", web); st != "CONTAINER_EXITED" {
+		t.Errorf("state after stop: %q", st)
+	}
+	if _, err := c.crictl("stopp", pod); err != nil {
+		t.Errorf("stopp: %v", err)
+	}
+	if _, err := c.crictl("rmp", pod); err != nil {
+		t.Errorf("rmp: %v", err)
+	}
+	c.assertPodStateGone()
+}
