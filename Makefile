@@ -6,7 +6,7 @@ LDFLAGS := -X main.version=$(VERSION)
 AGENT_TAGS := netgo osusergo seccomp
 BIN := bin
 
-.PHONY: all build setup deps demo test unit integration conformance-oci conformance-oci-quick bench generate fmt vet clean
+.PHONY: all build setup deps demo test unit integration conformance-oci conformance-oci-quick conformance-cri bench bench-cri generate fmt vet clean
 
 all: build
 
@@ -52,6 +52,16 @@ OCI_QUICK := ^(default|create|state|kill|kill_no_effect|hostname|hooks_stdin|lin
 conformance-oci-quick: setup
 	WORK=/tmp/lodge-oci-quick conformance/runtime-tools.sh '$(OCI_QUICK)' > /tmp/lodge-oci-quick.log 2>&1; tail -3 /tmp/lodge-oci-quick.log
 	@grep -Eq '^runtime-tools: [0-9]+ passed, 0 failed' /tmp/lodge-oci-quick.log || { cat /tmp/lodge-oci-quick.log; exit 1; }
+
+# containerd 1.6/2.4.2 ctr checks and critest through containerd-shim-lodge-v2 (slow:
+# builds containerd 2.4.2 and cri-tools once; needs ../shared/tools).
+# docs/conformance-cri.md explains each failure.
+conformance-cri: setup
+	conformance/cri.sh
+
+# CRI pod start-up and PSS, lodge against runc (needs ../shared/tools).
+bench-cri: setup
+	bench/cri.sh
 
 bench: setup
 	$(GO) run ./bench/startup -bin $(CURDIR)/$(BIN) -runs $${RUNS:-5}

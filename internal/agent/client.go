@@ -97,6 +97,12 @@ func (c *Client) OpenStdio(containerID, execID string, kind transport.Kind) (net
 	return transport.Open(c.sess, transport.Header{Kind: kind, ContainerID: containerID, ExecID: execID})
 }
 
+// DialPort opens a TCP connection to 127.0.0.1:port in the guest's network
+// namespace, carried on its own stream.
+func (c *Client) DialPort(port uint16) (net.Conn, error) {
+	return transport.Open(c.sess, transport.PortHeader(port))
+}
+
 // maxLogLine bounds one log record from the guest.
 const maxLogLine = 4096
 
@@ -246,6 +252,9 @@ func (c *Client) ConfigureNetwork(ctx context.Context, req *agentv1.NetworkReque
 type ExitStatus struct {
 	Code   int // runc's exit code: the status, or 128+signal
 	Signal int // 0 unless killed by a signal
+	// OOMKilled: the OOM killer killed a process of the container (init
+	// only).
+	OOMKilled bool
 }
 
 // Wait waits for a process (exec "" is init) to exit.
@@ -262,7 +271,7 @@ func validateExit(r *agentv1.WaitResponse) (ExitStatus, error) {
 		(r.Signal != 0 && r.ExitStatus != 128+int32(r.Signal)) {
 		return ExitStatus{}, fmt.Errorf("%w: exit status %d, signal %d", ErrBadReply, r.ExitStatus, r.Signal)
 	}
-	return ExitStatus{Code: int(r.ExitStatus), Signal: int(r.Signal)}, nil
+	return ExitStatus{Code: int(r.ExitStatus), Signal: int(r.Signal), OOMKilled: r.OomKilled}, nil
 }
 
 // Delete removes a container from the guest.

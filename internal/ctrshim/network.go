@@ -1,16 +1,20 @@
 package ctrshim
 
 import (
+	"errors"
+
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
 	"github.com/lodgeruntime/lodge/internal/netsetup"
+	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/vmm"
 )
 
 // podNetwork is the pod's network namespace wired to its VM.
 type podNetwork struct {
 	*netsetup.Attachment
+	fwd *netsetup.PortForwarder // localhost in the pod's namespace -> guest
 }
 
 // netRecord lets `shim delete` undo the wiring after a crash.
@@ -18,9 +22,17 @@ type netRecord struct {
 	NetNS string   `json:"netns"`
 	Veths []string `json:"veths"`
 	Taps  []string `json:"taps"`
+	// ForwardPort is the port-forwarding listener's port (its nat rule).
+	ForwardPort int `json:"forward_port,omitempty"`
 }
 
-func (r *netRecord) teardown() error { return netsetup.Teardown(r.NetNS, r.Veths, r.Taps) }
+func (r *netRecord) teardown() error {
+	var errs []error
+	if r.ForwardPort != 0 {
+		errs = append(errs, netsetup.RemoveRedirect(r.NetNS, r.ForwardPort))
+	}
+	return errors.Join(append(errs, netsetup.Teardown(r.NetNS, r.Veths, r.Taps))...)
+}
 
 // netnsPath is the network namespace the spec joins, if any: CRI's pod
 // namespace, where CNI has put the pod's interfaces.
@@ -47,7 +59,7 @@ func (t *taskService) attachNetwork(s *specs.Spec) (*podNetwork, error) {
 	if err != nil {
 		return nil, err
 	}
-	pn := &podNetwork{a}
+	pn := &podNetwork{Attachment: a}
 	rec := &netRecord{NetNS: path}
 	for _, l := range a.Links {
 		rec.Veths, rec.Taps = append(rec.Veths, l.Veth), append(rec.Taps, l.Tap)
@@ -63,6 +75,18 @@ func (t *taskService) attachNetwork(s *specs.Spec) (*podNetwork, error) {
 	return pn, nil
 }
 
+// forwardPorts makes localhost in the pod's namespace on the host reach
+// the guest, which is what CRI's port forwarding dials.
+func (t *taskService) forwardPorts(pn *podNetwork, sb *sandbox.Sandbox) error {
+	fwd, err := netsetup.ForwardLocalhost(pn.NetNS, sb.DialPort, t.log)
+	if err != nil {
+		return err
+	}
+	pn.fwd = fwd
+	t.rec.Network.ForwardPort = fwd.Port
+	return t.rec.save(t.dir)
+}
+
 // detachNetwork removes the taps and redirects, if there are any.
 func (t *taskService) detachNetwork() error {
 	t.mu.Lock()
@@ -72,7 +96,11 @@ func (t *taskService) detachNetwork() error {
 	if pn == nil {
 		return nil
 	}
-	return pn.Detach()
+	var errs []error
+	if pn.fwd != nil {
+		errs = append(errs, pn.fwd.Close())
+	}
+	return errors.Join(append(errs, pn.Detach())...)
 }
 
 func (p *podNetwork) closeFiles() { p.CloseFiles() }

@@ -164,6 +164,12 @@ func initTaskService(ic *plugin.InitContext) (any, error) {
 					return nil, err
 				}
 			}
+			if pn != nil {
+				if err := t.forwardPorts(pn, sb); err != nil {
+					sb.Destroy(context.WithoutCancel(ctx))
+					return nil, err
+				}
+			}
 			return sb, nil
 		},
 		Placement: func(id string, spec *specs.Spec) *sandbox.Placement {

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -228,6 +229,9 @@ func (s *Sandbox) ConfigureNetwork(ctx context.Context, req *agentv1.NetworkRequ
 	}
 	return nil
 }
+
+// DialPort connects to 127.0.0.1:port in the guest's network namespace.
+func (s *Sandbox) DialPort(port uint16) (net.Conn, error) { return s.agent.DialPort(port) }
 
 // Destroy stops the VM and virtiofsd, unmounts everything and removes the
 // state directory. It is safe to call on a sandbox whose VM already died.

@@ -14,6 +14,7 @@ const (
 	topicExecStarted = "/tasks/exec-started"
 	topicPaused      = "/tasks/paused"
 	topicResumed     = "/tasks/resumed"
+	topicOOM         = "/tasks/oom"
 )
 
 // The event messages are containerd's own.
@@ -25,4 +26,5 @@ type (
 	eventExecAdded   = eventsapi.TaskExecAdded
 	eventExecStarted = eventsapi.TaskExecStarted
 	eventPaused      = eventsapi.TaskPaused
+	eventOOM         = eventsapi.TaskOOM
 )

@@ -255,6 +255,9 @@ func (s *Service) waitInit(t *task) {
 	}
 	// Stopped before the exit is announced: a caller woken by Wait may
 	// delete the container at once.
+	if es.OOMKilled {
+		s.cfg.Publish(topicOOM, &eventOOM{ContainerID: t.id})
+	}
 	t.setStatus(apitypes.Status_STOPPED)
 	s.finish(t, t.init, es)
 	s.cfg.Publish(topicExit, &eventExit{ContainerID: t.id, ID: t.id, Pid: s.cfg.HostPID(t.id, ""),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strconv"
 )
 
 // Kind says what a multiplexed stream carries.
@@ -18,6 +19,10 @@ const (
 	KindStdout Kind = 3 // process stdout -> host
 	KindStderr Kind = 4 // process stderr -> host
 	KindLog    Kind = 5 // agent log records -> host
+	// KindPort is a TCP connection to 127.0.0.1:<port> in the guest's
+	// network namespace (port forwarding); ContainerID carries the port in
+	// decimal.
+	KindPort Kind = 6
 )
 
 func (k Kind) String() string {
@@ -32,6 +37,8 @@ func (k Kind) String() string {
 		return "stderr"
 	case KindLog:
 		return "log"
+	case KindPort:
+		return "port"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -75,10 +82,28 @@ func (h Header) Validate() error {
 		if h.ExecID != "" && !ValidID(h.ExecID) {
 			return fmt.Errorf("%w: invalid exec id %q", ErrBadHeader, h.ExecID)
 		}
+	case KindPort:
+		if _, err := PortOf(h); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("%w: unknown kind %d", ErrBadHeader, uint8(h.Kind))
 	}
 	return nil
+}
+
+// PortHeader opens a port-forwarding stream to port.
+func PortHeader(port uint16) Header {
+	return Header{Kind: KindPort, ContainerID: strconv.Itoa(int(port))}
+}
+
+// PortOf returns the port a KindPort header names.
+func PortOf(h Header) (uint16, error) {
+	n, err := strconv.ParseUint(h.ContainerID, 10, 16)
+	if err != nil || n == 0 || h.ExecID != "" || h.ContainerID != strconv.FormatUint(n, 10) {
+		return 0, fmt.Errorf("%w: bad port %q", ErrBadHeader, h.ContainerID)
+	}
+	return uint16(n), nil
 }
 
 // MarshalBinary encodes the header:

@@ -18,6 +18,7 @@ func TestHeaderRoundTrip(t *testing.T) {
 		{Kind: KindStdin, ContainerID: "c1"},
 		{Kind: KindStdout, ContainerID: "abc.def_1-2", ExecID: "e1"},
 		{Kind: KindStderr, ContainerID: strings.Repeat("a", MaxIDLen)},
+		PortHeader(8080),
 	} {
 		t.Run(h.Kind.String(), func(t *testing.T) {
 			var buf bytes.Buffer
@@ -45,6 +46,11 @@ func TestHeaderRejects(t *testing.T) {
 		"id too long":       {Kind: KindStdin, ContainerID: strings.Repeat("a", MaxIDLen+1)},
 		"bad exec id":       {Kind: KindStdin, ContainerID: "c", ExecID: "a/b"},
 		"leading separator": {Kind: KindStdin, ContainerID: "-c"},
+		"port zero":         {Kind: KindPort, ContainerID: "0"},
+		"port too big":      {Kind: KindPort, ContainerID: "65536"},
+		"port not decimal":  {Kind: KindPort, ContainerID: "0x50"},
+		"port leading zero": {Kind: KindPort, ContainerID: "080"},
+		"port with exec":    {Kind: KindPort, ContainerID: "80", ExecID: "e"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := h.MarshalBinary(); !errors.Is(err, ErrBadHeader) {

@@ -314,11 +314,11 @@ func TestShimCRIPod(t *testing.T) {
 		t.Fatalf("pod IP %q", ip)
 	}
 
-	newCtr := func(name string, cmd ...string) string {
+	newCtrWith := func(name string, linux map[string]any, cmd ...string) string {
 		t.Helper()
 		cfg := writeJSON(t, map[string]any{
 			"metadata": map[string]any{"name": name}, "image": map[string]any{"image": ref},
-			"command": cmd, "log_path": name + ".log", "linux": map[string]any{},
+			"command": cmd, "log_path": name + ".log", "linux": linux,
 		})
 		id, err := c.crictl("create", pod, cfg, podCfg)
 		if err != nil {
@@ -329,6 +329,7 @@ func TestShimCRIPod(t *testing.T) {
 		}
 		return id
 	}
+	newCtr := func(name string, cmd ...string) string { return newCtrWith(name, map[string]any{}, cmd...) }
 	web := newCtr("web", "sh", "-c", "mkdir -p /www && echo hello-from-pod > /www/index.html && echo serving && exec httpd -f -p 8080 -h /www")
 	client := newCtr("client", "sleep", "3600")
 	if rs := c.podRecords(); len(rs) != 1 {
@@ -352,6 +353,10 @@ func TestShimCRIPod(t *testing.T) {
 	if strings.TrimSpace(body) != "hello-from-pod" {
 		t.Errorf("GET http://%s:8080/ from the host: %q", ip, body)
 	}
+	// crictl port-forward reaches the pod's server.
+	if got := portForward(t, c, pod, 8080); got != "hello-from-pod" {
+		t.Errorf("port-forward: %q", got)
+	}
 	// Containers of the pod talk over localhost.
 	if out, err := c.crictl("exec", client, "wget", "-qO-", "http://127.0.0.1:8080/"); err != nil || out != "hello-from-pod" {
 		t.Errorf("localhost between containers: %v: %q", err, out)
@@ -373,6 +378,21 @@ func TestShimCRIPod(t *testing.T) {
 	if out, err := c.crictl("exec", client, "sh", "-c", "exit 5"); err == nil {
 		t.Errorf("exec exit 5 reported as success: %q", out)
 	}
+	// A container over its memory limit is OOM-killed in the guest, and
+	// CRI says so.
+	hog := newCtrWith("hog", map[string]any{"resources": map[string]any{"memory_limit_in_bytes": 15 << 20}},
+		"dd", "if=/dev/zero", "of=/dev/null", "bs=40M")
+	tmpl := "{{.status.state}} {{.status.reason}} {{.status.exitCode}}"
+	deadline = time.Now().Add(time.Minute)
+	st := ""
+	for ; time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		if st = c.crictlOut("inspect", "-o", "go-template", "--template", tmpl, hog); strings.HasPrefix(st, "CONTAINER_EXITED") {
+			break
+		}
+	}
+	if st != "CONTAINER_EXITED OOMKilled 137" {
+		t.Errorf("memory hog: %q, want CONTAINER_EXITED OOMKilled 137", st)
+	}
 	if out := c.crictlOut("logs", web); !strings.Contains(out, "serving") {
 		t.Errorf("logs: %q", out)
 	}
@@ -389,4 +409,35 @@ func TestShimCRIPod(t *testing.T) {
 		t.Errorf("rmp: %v", err)
 	}
 	c.assertPodStateGone()
+}
+
+// portForward runs `crictl port-forward POD LOCAL:port` and fetches / through
+// it.
+func portForward(t *testing.T, c *ctrd, pod string, port int) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	sock := "unix://" + c.sock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "crictl", "-r", sock, "port-forward", pod, fmt.Sprintf("%d:%d", local, port))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	for i := 0; i < 50; i++ {
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(fmt.Sprintf("http://127.0.0.1:%d/", local))
+		if err == nil {
+			b := make([]byte, 100)
+			n, _ := resp.Body.Read(b)
+			resp.Body.Close()
+			return strings.TrimSpace(string(b[:n]))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return ""
 }

@@ -665,7 +665,10 @@ type WaitResponse struct {
 	// Exit code as runc reports it: the status, or 128+N after signal N.
 	ExitStatus int32 `protobuf:"varint,1,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"`
 	// The signal that killed the process, 0 if it exited.
-	Signal        uint32 `protobuf:"varint,2,opt,name=signal,proto3" json:"signal,omitempty"`
+	Signal uint32 `protobuf:"varint,2,opt,name=signal,proto3" json:"signal,omitempty"`
+	// For a container's init: the kernel's OOM killer killed a process of
+	// the container (its memory cgroup counted an oom_kill).
+	OomKilled     bool `protobuf:"varint,3,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -712,6 +715,13 @@ func (x *WaitResponse) GetSignal() uint32 {
 		return x.Signal
 	}
 	return 0
+}
+
+func (x *WaitResponse) GetOomKilled() bool {
+	if x != nil {
+		return x.OomKilled
+	}
+	return false
 }
 
 type ResizePtyRequest struct {
@@ -1345,11 +1355,13 @@ const file_agent_proto_rawDesc = "" +
 	"\x03all\x18\x04 \x01(\bR\x03all\"I\n" +
 	"\vWaitRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
-	"\aexec_id\x18\x02 \x01(\tR\x06execId\"G\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"f\n" +
 	"\fWaitResponse\x12\x1f\n" +
 	"\vexit_status\x18\x01 \x01(\x05R\n" +
 	"exitStatus\x12\x16\n" +
-	"\x06signal\x18\x02 \x01(\rR\x06signal\"|\n" +
+	"\x06signal\x18\x02 \x01(\rR\x06signal\x12\x1d\n" +
+	"\n" +
+	"oom_killed\x18\x03 \x01(\bR\toomKilled\"|\n" +
 	"\x10ResizePtyRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x14\n" +

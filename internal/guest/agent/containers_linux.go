@@ -7,9 +7,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
@@ -330,10 +333,32 @@ func (cs *containers) Wait(ctx context.Context, req *agentv1.WaitRequest) (*agen
 	}
 	select {
 	case <-p.exited:
-		return p.status, nil
 	case <-ctx.Done():
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
+	resp := proto.Clone(p.status).(*agentv1.WaitResponse)
+	if req.ExecId == "" {
+		// The container's cgroup lives until Delete: its counter tells
+		// an OOM kill from any other SIGKILL.
+		resp.OomKilled = oomKills(req.ContainerId) > 0
+	}
+	return resp, nil
+}
+
+// oomKills reads the oom_kill count of a container's memory cgroup (cgroup
+// v2 memory.events; libcontainer's stats read memory.stat, which lacks it).
+func oomKills(id string) uint64 {
+	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/lodge", id, "memory.events"))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "oom_kill "); ok {
+			n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 func (cs *containers) ResizePty(ctx context.Context, req *agentv1.ResizePtyRequest) (*agentv1.Empty, error) {
@@ -417,7 +442,7 @@ func (cs *containers) Stats(ctx context.Context, req *agentv1.ContainerRequest) 
 		MemoryMaxUsage:      mem.Usage.MaxUsage,
 		PidsCurrent:         cg.PidsStats.Current,
 		PidsLimit:           cg.PidsStats.Limit,
-		OomKills:            mem.Stats["oom_kill"],
+		OomKills:            oomKills(req.ContainerId),
 	}, nil
 }
 

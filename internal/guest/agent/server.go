@@ -101,6 +101,9 @@ func (s *Server) route(st net.Conn, rpc *chanListener) {
 			return
 		}
 		s.sink.attach(st)
+	case transport.KindPort:
+		port, _ := transport.PortOf(h) // validated by ReadHeader
+		go forwardPort(st, port, s.log)
 	case transport.KindStdin, transport.KindStdout, transport.KindStderr:
 		if err := s.streams.put(streamKey{h.ContainerID, h.ExecID, h.Kind}, st); err != nil {
 			s.log.Warn("reject stream", "err", err)

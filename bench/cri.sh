@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# CRI start-up and footprint benchmark: Lodge (handler "lodge") against runc
+# (handler "runc") in the same run, on a private containerd.
+#
+# Prints, per handler and concurrency (1 and 4):
+#   runp   median ms of `crictl runp` until the pod is SANDBOX_READY (the
+#          metric RunD reports)
+#   start  median ms of `crictl create` + `crictl start` of a container in a
+#          ready pod
+#   pss    median host PSS per pod in MB (lodge: shim + QEMU + virtiofsd;
+#          runc: shim + pause + container), read from smaps_rollup while idle
+# and the lodge/runc ratios.
+#
+# Usage: bench/cri.sh            Env: ROUNDS (default 5), CONC (default "1 4"),
+#   TOOLS (../shared/tools: setup-containerd.sh, build-critest-images.sh),
+#   CTRD_DIR (/tmp/lodge-bench-ctrd), CTRD_BIN/CTR (containerd 2.x, optional)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOP=$PWD
+TOOLS=${TOOLS:-$TOP/../shared/tools}
+ROUNDS=${ROUNDS:-5}
+CONC=${CONC:-1 4}
+export CTRD_DIR=${CTRD_DIR:-/tmp/lodge-bench-ctrd}
+[ -x "$TOOLS/setup-containerd.sh" ] || { echo "need the shared harness in $TOOLS (set TOOLS=)"; exit 2; }
+command -v crictl >/dev/null || { echo "crictl not found (make deps installs it)"; exit 2; }
+SOCK=unix://$CTRD_DIR/containerd.sock
+C=(crictl -r "$SOCK" -i "$SOCK" -t 5m)
+IMG=registry.k8s.io/e2e-test-images/busybox:1.29-2
+WORK=$(mktemp -d /tmp/lodge-bench-cri.XXXXXX)
+
+"$TOOLS/build-critest-images.sh" start >/dev/null
+EXTRA_HANDLERS="lodge=io.containerd.lodge.v2" SHIM_PATH=$TOP/bin "$TOOLS/setup-containerd.sh" start >/dev/null
+cleanup() {
+  for p in $("${C[@]}" pods -q 2>/dev/null); do "${C[@]}" stopp "$p" >/dev/null 2>&1; "${C[@]}" rmp -f "$p" >/dev/null 2>&1; done
+  "$TOOLS/setup-containerd.sh" stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+"${C[@]}" pull "$IMG" >/dev/null 2>&1
+"${C[@]}" pull registry.k8s.io/pause:3.10 >/dev/null 2>&1 || true
+
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) {print "nan"; exit}; if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+# pss_kb PID...: summed PSS of processes
+pss_kb() { local t=0 p v; for p in "$@"; do v=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0); t=$((t+${v:-0})); done; echo $t; }
+descendants() { local p=$1 c; echo "$p"; for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do descendants "$c"; done; }
+
+# one_pod HANDLER N: runs pod N, records runp and start times and PSS
+one_pod() {
+  local h=$1 n=$2 t0 t1 pod ctr
+  cat > "$WORK/pod-$h-$n.json" <<J
+{"metadata":{"name":"b-$h-$n","namespace":"bench","uid":"u-$h-$n-$RANDOM","attempt":1},"log_directory":"$WORK/logs","linux":{}}
+J
+  cat > "$WORK/ctr-$h-$n.json" <<J
+{"metadata":{"name":"c"},"image":{"image":"$IMG"},"command":["sleep","3600"],"log_path":"c-$h-$n.log","linux":{}}
+J
+  t0=$(now_ms); pod=$("${C[@]}" runp --runtime "$h" "$WORK/pod-$h-$n.json" 2>/dev/null); t1=$(now_ms)
+  [ "$("${C[@]}" inspectp -o go-template --template '{{.status.state}}' "$pod" 2>/dev/null)" = SANDBOX_READY ] || { echo "pod $h-$n not ready" >&2; return 1; }
+  echo $((t1-t0)) >> "$WORK/runp-$h-$3"
+  t0=$(now_ms)
+  ctr=$("${C[@]}" create "$pod" "$WORK/ctr-$h-$n.json" "$WORK/pod-$h-$n.json" 2>/dev/null) && "${C[@]}" start "$ctr" >/dev/null 2>&1
+  t1=$(now_ms)
+  echo $((t1-t0)) >> "$WORK/start-$h-$3"
+  echo "$pod" >> "$WORK/pods-$h-$3"
+}
+
+# pod_pss HANDLER POD: PSS (kB) of the processes serving one pod
+pod_pss() {
+  local h=$1 pod=$2 shim pids
+  shim=$(pgrep -f "containerd-shim-.*-address $CTRD_DIR/containerd.sock" | while read -r s; do
+    if grep -qa "$pod" /proc/"$s"/cmdline 2>/dev/null; then echo "$s"; fi; done | head -1)
+  [ -n "$shim" ] || { echo 0; return; }
+  pids=$(descendants "$shim")
+  pss_kb $pids
+}
+
+printf '%-6s %4s %10s %10s %8s\n' handler conc runp_ms start_ms pss_MB
+declare -A R
+for conc in $CONC; do
+  for h in runc lodge; do
+    : > "$WORK/runp-$h-$conc"; : > "$WORK/start-$h-$conc"; : > "$WORK/pss-$h-$conc"
+    for r in $(seq "$ROUNDS"); do
+      : > "$WORK/pods-$h-$conc"
+      for i in $(seq "$conc"); do one_pod "$h" "$r-$i" "$conc" & done
+      wait
+      sleep 2
+      for p in $(cat "$WORK/pods-$h-$conc"); do echo $(( $(pod_pss "$h" "$p") / 1024 )) >> "$WORK/pss-$h-$conc"; done
+      for p in $(cat "$WORK/pods-$h-$conc"); do "${C[@]}" stopp "$p" >/dev/null 2>&1; "${C[@]}" rmp -f "$p" >/dev/null 2>&1; done
+    done
+    R[$h-$conc-runp]=$(median < "$WORK/runp-$h-$conc")
+    R[$h-$conc-start]=$(median < "$WORK/start-$h-$conc")
+    R[$h-$conc-pss]=$(median < "$WORK/pss-$h-$conc")
+    printf '%-6s %4s %10s %10s %8s\n' "$h" "$conc" "${R[$h-$conc-runp]}" "${R[$h-$conc-start]}" "${R[$h-$conc-pss]}"
+  done
+  printf '%-6s %4s %10s %10s %8s\n' ratio "$conc" \
+    "$(echo "scale=1; ${R[lodge-$conc-runp]}/${R[runc-$conc-runp]}" | bc)" \
+    "$(echo "scale=1; ${R[lodge-$conc-start]}/${R[runc-$conc-start]}" | bc)" \
+    "$(echo "scale=1; ${R[lodge-$conc-pss]}/(${R[runc-$conc-pss]}+0.001)" | bc)"
+done
+echo "rounds=$ROUNDS load: $(cut -d' ' -f1-3 /proc/loadavg)"

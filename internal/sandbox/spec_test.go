@@ -1,0 +1,75 @@
+package sandbox
+
+import (
+	"errors"
+	"os"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func podSpec(ns ...specs.LinuxNamespace) *specs.Spec {
+	return &specs.Spec{
+		Process: &specs.Process{Args: []string{"sh"}},
+		Linux: &specs.Linux{Namespaces: ns, CgroupsPath: "/kubepods/pod1/c1",
+			Sysctl: map[string]string{"net.ipv4.ip_unprivileged_port_start": "0", "kernel.shm_rmid_forced": "1"}},
+	}
+}
+
+func TestGuestSpecPodPlacement(t *testing.T) {
+	t.Parallel()
+	hostNet := specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: "/var/run/netns/cni-1"}
+	sandboxNS := []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace},
+		{Type: specs.UTSNamespace}, {Type: specs.MountNamespace}, hostNet}
+	workloadNS := []specs.LinuxNamespace{{Type: specs.PIDNamespace, Path: "/proc/4242/ns/pid"},
+		{Type: specs.IPCNamespace, Path: "/proc/4242/ns/ipc"}, {Type: specs.UTSNamespace, Path: "/proc/4242/ns/uts"},
+		{Type: specs.MountNamespace}, {Type: specs.NetworkNamespace, Path: "/proc/4242/ns/net"}}
+
+	// The sandbox container: the pod's network is the VM's own.
+	in := podSpec(sandboxNS...)
+	gs, err := guestSpec(in, true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(sandboxNS[:4], gs.Linux.Namespaces); diff != "" {
+		t.Errorf("sandbox namespaces (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]string{"kernel.shm_rmid_forced": "1"}, gs.Linux.Sysctl); diff != "" {
+		t.Errorf("net.* sysctls must be left to the VM (-want +got):\n%s", diff)
+	}
+	if len(in.Linux.Namespaces) != 5 || len(in.Linux.Sysctl) != 2 {
+		t.Error("the caller's spec was modified")
+	}
+	if h, _ := os.Hostname(); gs.Hostname != h {
+		t.Errorf("hostname of a new UTS namespace: %q, want the host's %q", gs.Hostname, h)
+	}
+
+	// A workload container joins the sandbox container's guest namespaces.
+	gs, err = guestSpec(podSpec(workloadNS...), true, 77)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []specs.LinuxNamespace{{Type: specs.PIDNamespace, Path: "/proc/77/ns/pid"},
+		{Type: specs.IPCNamespace, Path: "/proc/77/ns/ipc"}, {Type: specs.UTSNamespace, Path: "/proc/77/ns/uts"},
+		{Type: specs.MountNamespace}}
+	if diff := cmp.Diff(want, gs.Linux.Namespaces); diff != "" {
+		t.Errorf("workload namespaces (-want +got):\n%s", diff)
+	}
+	if gs.Hostname != "" {
+		t.Errorf("a joined UTS namespace got hostname %q", gs.Hostname)
+	}
+
+	// Outside a pod a host namespace path is an error a user can act on.
+	if _, err := guestSpec(podSpec(hostNet), false, 0); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("host netns outside a pod: %v", err)
+	}
+}
+
+func TestPodSysctls(t *testing.T) {
+	t.Parallel()
+	got := PodSysctls(podSpec())
+	if diff := cmp.Diff(map[string]string{"net.ipv4.ip_unprivileged_port_start": "0"}, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
