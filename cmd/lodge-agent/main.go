@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	_ "github.com/opencontainers/cgroups/devices" // device rules for container cgroups
@@ -25,6 +26,9 @@ var version = "dev"
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "init" {
 		libcontainer.Init() // never returns
+	}
+	if filepath.Base(os.Args[0]) == "modprobe" {
+		os.Exit(boot.Modprobe(os.Args[1:]))
 	}
 	sink := agent.NewLogSink(os.Stderr)
 	log := slog.New(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: slog.LevelInfo}))

@@ -81,6 +81,9 @@ func TestInitrdManifest(t *testing.T) {
 	spec := InitrdSpec{Agent: write("agent", "AGENT-BINARY"), Modules: []Module{
 		{Name: "virtio", Path: write("virtio.ko", "mod1")},
 		{Name: "virtio_mmio", Path: write("virtio_mmio.ko", "module2")},
+	}, OnDemand: [][]Module{
+		{{Name: "llc", Path: write("llc.ko", "l")}, {Name: "bridge", Path: write("bridge.ko", "br"), Aliases: []string{"rtnl-link-bridge"}}},
+		{{Name: "veth", Path: write("veth.ko", "v"), Aliases: []string{"rtnl-link-veth"}}},
 	}}
 	es, err := Manifest(spec)
 	if err != nil {
@@ -113,6 +116,9 @@ func TestInitrdManifest(t *testing.T) {
 	}
 	if !bytes.Contains(a.Bytes(), []byte("/lodge/modules/virtio.ko\n/lodge/modules/virtio_mmio.ko\n")) {
 		t.Fatal("modules.list missing or out of order")
+	}
+	if !bytes.Contains(a.Bytes(), []byte("rtnl-link-bridge /lodge/ondemand/llc.ko /lodge/ondemand/bridge.ko\nveth /lodge/ondemand/veth.ko\n")) {
+		t.Fatal("modprobe.list missing or wrong")
 	}
 }
 

@@ -33,11 +33,18 @@ func (e Entry) String() string {
 type InitrdSpec struct {
 	Agent   string   // path of the static lodge-agent binary
 	Modules []Module // in load order
+	// OnDemand are loaded by the agent as the guest's modprobe; each entry
+	// lists a requested module after the on-demand modules it needs.
+	OnDemand [][]Module
 }
 
 // ModulesDir is where the initrd keeps modules; the agent's boot code reads
 // /lodge/modules.list (see internal/guest/boot).
 const ModulesDir = "lodge/modules"
+
+// OnDemandDir holds the on-demand modules; lodge/modprobe.list maps each
+// name and alias to the files to load, in order ("name path path...").
+const OnDemandDir = "lodge/ondemand"
 
 // Manifest lists the initrd's entries in archive order.
 func Manifest(spec InitrdSpec) ([]Entry, error) {
@@ -68,6 +75,33 @@ func Manifest(spec InitrdSpec) ([]Entry, error) {
 	}
 	es = append(es, Entry{Path: "lodge/modules.list", Mode: 0o644,
 		Size: int64(list.Len()), data: []byte(list.String())})
+	if len(spec.OnDemand) == 0 {
+		return es, nil
+	}
+	es = append(es, Entry{Path: OnDemandDir, Mode: fs.ModeDir | 0o755})
+	var mp strings.Builder
+	seen := map[string]bool{}
+	for _, chain := range spec.OnDemand {
+		var paths []string
+		for _, m := range chain {
+			p := path.Join(OnDemandDir, m.Name+".ko")
+			paths = append(paths, "/"+p)
+			if seen[m.Name] {
+				continue
+			}
+			seen[m.Name] = true
+			st, err := os.Stat(m.Path)
+			if err != nil {
+				return nil, err
+			}
+			es = append(es, Entry{Path: p, Mode: 0o644, Size: st.Size(), src: m.Path})
+		}
+		last := chain[len(chain)-1]
+		for _, name := range append([]string{last.Name}, last.Aliases...) {
+			mp.WriteString(name + " " + strings.Join(paths, " ") + "\n")
+		}
+	}
+	es = append(es, Entry{Path: "lodge/modprobe.list", Mode: 0o644, Size: int64(mp.Len()), data: []byte(mp.String())})
 	return es, nil
 }
 

@@ -60,10 +60,14 @@ func Setup(ctx context.Context, a SetupArgs) (Artifacts, error) {
 	if err != nil {
 		return Artifacts{}, err
 	}
+	onDemand, err := resolveOnDemand(mods, idx)
+	if err != nil {
+		return Artifacts{}, err
+	}
 	initrd := filepath.Join(a.Dir, InitrdFile)
 	if err := writeFileAtomic(initrd, func(f *os.File) error {
 		w := bufio.NewWriterSize(f, 1<<20)
-		if err := WriteInitrd(w, InitrdSpec{Agent: a.Agent, Modules: mods}); err != nil {
+		if err := WriteInitrd(w, InitrdSpec{Agent: a.Agent, Modules: mods, OnDemand: onDemand}); err != nil {
 			return err
 		}
 		return w.Flush()
@@ -71,6 +75,34 @@ func Setup(ctx context.Context, a SetupArgs) (Artifacts, error) {
 		return Artifacts{}, fmt.Errorf("write initrd: %w", err)
 	}
 	return Artifacts{Kernel: filepath.Join(a.Dir, VmlinuxFile), Initrd: initrd, Release: rel, Modules: mods}, nil
+}
+
+// resolveOnDemand gives each on-demand module the chain of modules to load
+// for it, leaving out those loaded at boot.
+func resolveOnDemand(boot []Module, idx ModuleIndex) ([][]Module, error) {
+	loaded := map[string]bool{}
+	for _, m := range boot {
+		loaded[m.Name] = true
+	}
+	var out [][]Module
+	for _, name := range OnDemandModules {
+		chain, err := ResolveModules([]string{name}, idx, ModuleDepends)
+		if err != nil {
+			return nil, err
+		}
+		var need []Module
+		for _, m := range chain {
+			if !loaded[m.Name] {
+				need = append(need, m)
+			}
+		}
+		last := &need[len(need)-1]
+		if last.Aliases, err = ModuleAliases(last.Path); err != nil {
+			return nil, err
+		}
+		out = append(out, need)
+	}
+	return out, nil
 }
 
 var safeName = regexp.MustCompile(`^[a-z0-9][a-z0-9.+-]*$`)

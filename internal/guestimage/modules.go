@@ -15,10 +15,18 @@ import (
 // modules' own metadata.
 var GuestModules = []string{"virtio_mmio", "virtio_console", "virtiofs", "virtio_net"}
 
+// OnDemandModules go into the initrd but are loaded only when the guest
+// kernel asks for them (request_module: a pod creating a bridge or a veth
+// pair); the agent answers as the guest's modprobe.
+var OnDemandModules = []string{"bridge", "veth"}
+
 // Module is one kernel module file.
 type Module struct {
 	Name string
 	Path string
+	// Aliases are the names the kernel may request it by (on-demand
+	// modules only), e.g. rtnl-link-bridge.
+	Aliases []string
 }
 
 // ModuleIndex maps module names to files under a modules tree.
@@ -59,6 +67,31 @@ func ModuleDepends(path string) ([]string, error) {
 		return nil, err
 	}
 	return parseDepends(data), nil
+}
+
+// ModuleAliases reads the "alias=" entries of a module's .modinfo section
+// that are plain names (not device match patterns).
+func ModuleAliases(path string) ([]string, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	s := f.Section(".modinfo")
+	if s == nil {
+		return nil, fmt.Errorf("%s: no .modinfo section", path)
+	}
+	data, err := s.Data()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, kv := range bytes.Split(data, []byte{0}) {
+		if v, ok := bytes.CutPrefix(kv, []byte("alias=")); ok && !bytes.ContainsAny(v, "*?[:") {
+			out = append(out, string(v))
+		}
+	}
+	return out, nil
 }
 
 // parseDepends extracts the dependency list from .modinfo contents

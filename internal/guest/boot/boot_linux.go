@@ -77,6 +77,16 @@ func Setup(log *slog.Logger) (Result, error) {
 			log.Warn("enable cgroup controllers", "err", err)
 		}
 	}
+	// The kernel runs modprobe for a module it lacks; the agent is it.
+	if _, err := os.Stat(ModprobeList); err == nil {
+		os.MkdirAll("/sbin", 0o755)
+		if err := os.Symlink("/proc/1/exe", ModprobePath); err != nil {
+			return Result{}, err
+		}
+		if err := os.WriteFile("/proc/sys/kernel/modprobe", []byte(ModprobePath), 0); err != nil {
+			log.Warn("modprobe helper", "err", err)
+		}
+	}
 	if err := unix.Sethostname([]byte("lodge")); err != nil {
 		log.Warn("set hostname", "err", err)
 	}
@@ -131,7 +141,11 @@ func switchRoot(dir string) error {
 	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"); err != nil {
 		return err
 	}
-	// Free what the initramfs held (modules are loaded, /init is running).
+	// Keep the on-demand modules (see Modprobe); free the rest of what the
+	// initramfs held (boot modules are loaded, /init is running).
+	if err := keepOnDemand(dir); err != nil {
+		return err
+	}
 	os.RemoveAll("/lodge")
 	if err := os.Chdir(dir); err != nil {
 		return err
