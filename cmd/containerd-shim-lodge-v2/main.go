@@ -4,4 +4,10 @@ package main
 
 import "github.com/lodgeruntime/lodge/internal/ctrshim"
 
-func main() { ctrshim.Main() }
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctrshim.Version = version
+	ctrshim.Main()
+}

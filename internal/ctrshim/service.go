@@ -2,14 +2,18 @@ package ctrshim
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+	apitypes "github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/pkg/shutdown"
 	"github.com/containerd/containerd/plugin"
@@ -18,6 +22,7 @@ import (
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
@@ -31,6 +36,13 @@ import (
 
 // Main runs the containerd-shim-lodge-v2 binary.
 func Main() {
+	if len(os.Args) == 2 && (os.Args[1] == "-info" || os.Args[1] == "--info") {
+		if err := printInfo(os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "containerd-shim-lodge-v2:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	plugin.Register(&plugin.Registration{
 		Type:     plugin.TTRPCPlugin,
 		ID:       "task",
@@ -42,6 +54,29 @@ func Main() {
 	cshim.RunManager(context.Background(), &manager{stateRoot: stateRoot()},
 		func(c *cshim.Config) { c.NoReaper = true })
 }
+
+// printInfo answers containerd 2.x's `-info` (the shim library of 1.7
+// predates it): the runtime's name and its OCI features document, from
+// which CRI learns, e.g., that recursive read-only mounts work.
+func printInfo(w io.Writer) error {
+	f, err := json.Marshal(oci.Features())
+	if err != nil {
+		return err
+	}
+	// The type URL containerd registers for the features document (JSON).
+	feat := &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/" +
+		strconv.Itoa(specs.VersionMajor) + "/features/Features", Value: f}
+	b, err := proto.Marshal(&apitypes.RuntimeInfo{Name: RuntimeName,
+		Version: &apitypes.RuntimeVersion{Version: Version}, Features: feat})
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+// Version is the shim's build version (set by cmd/containerd-shim-lodge-v2).
+var Version = "dev"
 
 // stateRoot is where pod state lives ($LODGE_SHIM_STATE overrides, for
 // tests that run a private containerd).

@@ -1,9 +1,11 @@
-// Package hostmount undoes host mounts a Lodge process left behind.
+// Package hostmount reads the host's mount table: mount points below a
+// directory, and undoing the mounts a Lodge process left behind.
 package hostmount
 
 import (
 	"bufio"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -12,11 +14,23 @@ import (
 
 // UnmountBelow detaches every mount at or below dir, deepest first.
 func UnmountBelow(dir string) error {
+	points, err := PointsBelow(dir, true)
+	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
+	for _, p := range points {
+		unix.Unmount(p, unix.MNT_DETACH)
+	}
+	return err
+}
+
+// PointsBelow lists the mount points below dir (and dir itself if self),
+// in mount table order.
+func PointsBelow(dir string, self bool) ([]string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer f.Close()
+	dir = filepath.Clean(dir)
 	var points []string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -25,15 +39,11 @@ func UnmountBelow(dir string) error {
 			continue
 		}
 		mp := unescapeMount(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+		if (self && mp == dir) || strings.HasPrefix(mp, dir+"/") {
 			points = append(points, mp)
 		}
 	}
-	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
-	for _, p := range points {
-		unix.Unmount(p, unix.MNT_DETACH)
-	}
-	return sc.Err()
+	return points, sc.Err()
 }
 
 // unescapeMount undoes mountinfo's octal escapes (\040 for space, ...).

@@ -112,6 +112,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *C
 		return nil, fmt.Errorf("container %s: rootfs: %w", cc.ID, err)
 	}
 	// Host paths reach the guest as binds below the share.
+	var submounts []string
 	for i, m := range gs.Mounts {
 		if !isBind(m) {
 			continue
@@ -122,6 +123,9 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *C
 			return nil, fmt.Errorf("container %s: mount %s: %w", cc.ID, m.Destination, err)
 		}
 		gs.Mounts[i].Source = filepath.Join(cc.ID, rel)
+		for _, sub := range mountsBelow(m.Source) {
+			submounts = append(submounts, filepath.Join(cc.ID, rel, sub))
+		}
 	}
 	specJSON, err := json.Marshal(gs)
 	if err != nil {
@@ -138,6 +142,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *C
 		Spec:        specJSON,
 		Rootfs:      &agentv1.Rootfs{ShareTag: SharedTag, Path: cc.ID + "/rootfs"},
 		Stdio:       wireStdio(cc.Stdio),
+		Submounts:   submounts,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("container %s: create in guest: %w", cc.ID, err)

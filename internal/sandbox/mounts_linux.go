@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lodgeruntime/lodge/internal/hostmount"
 )
 
 // makeSharedDir creates dir as a mount point with shared propagation, so
@@ -69,4 +71,17 @@ func unmount(path string) error {
 		return nil
 	}
 	return fmt.Errorf("unmount %s: %w", path, err)
+}
+
+// mountsBelow lists the mount points strictly below dir, relative to it
+// (at most 64: enough for volumes, bounded for the request).
+func mountsBelow(dir string) []string {
+	points, _ := hostmount.PointsBelow(dir, false)
+	var out []string
+	for _, p := range points {
+		if rel, err := filepath.Rel(filepath.Clean(dir), p); err == nil && len(out) < 64 {
+			out = append(out, rel)
+		}
+	}
+	return out
 }

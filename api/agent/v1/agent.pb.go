@@ -317,9 +317,14 @@ type CreateRequest struct {
 	// The OCI runtime spec (config.json) as JSON; root.path is ignored in
 	// favour of rootfs, and mount sources of type "bind" name paths inside
 	// the share (see ShareMount).
-	Spec          []byte  `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
-	Rootfs        *Rootfs `protobuf:"bytes,3,opt,name=rootfs,proto3" json:"rootfs,omitempty"`
-	Stdio         *Stdio  `protobuf:"bytes,4,opt,name=stdio,proto3" json:"stdio,omitempty"`
+	Spec   []byte  `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	Rootfs *Rootfs `protobuf:"bytes,3,opt,name=rootfs,proto3" json:"rootfs,omitempty"`
+	Stdio  *Stdio  `protobuf:"bytes,4,opt,name=stdio,proto3" json:"stdio,omitempty"`
+	// Host mounts below bind mount sources, as paths inside the share: the
+	// agent enters each before the container exists, so that virtio-fs makes
+	// its submount then (a submount made later, inside the container's
+	// read-only bind, would inherit the bind's read-only flag).
+	Submounts     []string `protobuf:"bytes,5,rep,name=submounts,proto3" json:"submounts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -378,6 +383,13 @@ func (x *CreateRequest) GetRootfs() *Rootfs {
 func (x *CreateRequest) GetStdio() *Stdio {
 	if x != nil {
 		return x.Stdio
+	}
+	return nil
+}
+
+func (x *CreateRequest) GetSubmounts() []string {
+	if x != nil {
+		return x.Submounts
 	}
 	return nil
 }
@@ -1333,12 +1345,13 @@ const file_agent_proto_rawDesc = "" +
 	"\x05stdin\x18\x01 \x01(\bR\x05stdin\x12\x16\n" +
 	"\x06stdout\x18\x02 \x01(\bR\x06stdout\x12\x16\n" +
 	"\x06stderr\x18\x03 \x01(\bR\x06stderr\x12\x1a\n" +
-	"\bterminal\x18\x04 \x01(\bR\bterminal\"\xa3\x01\n" +
+	"\bterminal\x18\x04 \x01(\bR\bterminal\"\xc1\x01\n" +
 	"\rCreateRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
 	"\x04spec\x18\x02 \x01(\fR\x04spec\x12.\n" +
 	"\x06rootfs\x18\x03 \x01(\v2\x16.lodge.agent.v1.RootfsR\x06rootfs\x12+\n" +
-	"\x05stdio\x18\x04 \x01(\v2\x15.lodge.agent.v1.StdioR\x05stdio\"\"\n" +
+	"\x05stdio\x18\x04 \x01(\v2\x15.lodge.agent.v1.StdioR\x05stdio\x12\x1c\n" +
+	"\tsubmounts\x18\x05 \x03(\tR\tsubmounts\"\"\n" +
 	"\x0eCreateResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\"1\n" +
 	"\fStartRequest\x12!\n" +

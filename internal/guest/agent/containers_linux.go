@@ -106,6 +106,16 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (_
 		}
 		spec.Mounts[i].Source = src
 	}
+	for _, sub := range req.Submounts {
+		p, err := shareRelative(share, sub)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "submount: %v", err)
+		}
+		// Opening the directory triggers virtio-fs's automount.
+		if d, err := os.Open(p); err == nil {
+			d.Close()
+		}
+	}
 
 	cs.mu.Lock()
 	if _, dup := cs.byID[id]; dup {
