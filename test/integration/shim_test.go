@@ -409,6 +409,28 @@ func TestShimCRIPod(t *testing.T) {
 		t.Errorf("rmp: %v", err)
 	}
 	c.assertPodStateGone()
+
+	// A pod whose shim is killed: its VM goes too, and CRI can still stop
+	// and remove the pod, leaving nothing behind.
+	pod2, err := c.crictl("runp", "--runtime", "lodge", writeJSON(t, map[string]any{
+		"metadata": map[string]any{"name": "doomed", "namespace": "lodge", "uid": "uid-doomed", "attempt": 1},
+		"linux":    map[string]any{},
+	}))
+	if err != nil {
+		t.Fatalf("runp: %v", err)
+	}
+	rs := c.podRecords()
+	if len(rs) != 1 {
+		t.Fatalf("records: %+v", rs)
+	}
+	syscall.Kill(rs[0].Shim.Pid, syscall.SIGKILL)
+	if _, err := c.crictl("stopp", pod2); err != nil {
+		t.Errorf("stopp after the shim died: %v", err)
+	}
+	if _, err := c.crictl("rmp", pod2); err != nil {
+		t.Errorf("rmp after the shim died: %v", err)
+	}
+	c.assertPodStateGone()
 }
 
 // portForward runs `crictl port-forward POD LOCAL:port` and fetches / through
