@@ -2,6 +2,8 @@
 # containerd and CRI conformance of containerd-shim-lodge-v2 (bin/ of this checkout):
 #   1. ctr smoke checks (11) on Debian's containerd 1.6 and on containerd 2.4.2
 #   2. cri-tools' critest v1.37 on containerd 2.4.2 with -runtime-handler lodge
+#   3. the shim's integration tests (ctr flows, faults, CRI pod) on containerd 2.4.2
+#      (`make test` runs them on Debian's 1.6)
 # It drives the shared harness scripts (../shared/tools, or $TOOLS): they build
 # containerd 2.4.2, crictl and critest from the Go module proxy, serve stand-ins for
 # critest's images on 127.0.0.1:5000 and start private containerds under /tmp.
@@ -38,6 +40,11 @@ summary+=("containerd 2.4.2: $(tail -1 "$WORK/smoke-2.4.log")")
 OUT=$WORK/critest "$TOOLS/run-critest.sh" lodge > "$WORK/critest.out" 2>&1
 summary+=("containerd 2.4.2: $(tail -1 "$WORK/critest.out")")
 "$TOOLS/setup-containerd.sh" stop >/dev/null 2>&1
+
+# the Go integration tests of the shim, on containerd 2.4.2
+LODGE_TEST_CONTAINERD=$OCITEST_BIN/containerd LODGE_TEST_CTR=$OCITEST_BIN/ctr LODGE_INTEGRATION=1 LODGE_BIN=$TOP/bin \
+  go test -count=1 -timeout 20m -v -run 'TestShim' ./test/integration > "$WORK/shim-tests-2.4.log" 2>&1
+summary+=("containerd 2.4.2: shim integration tests: $(grep -c '^--- PASS' "$WORK/shim-tests-2.4.log") passed, $(grep -c '^--- FAIL' "$WORK/shim-tests-2.4.log") failed")
 
 printf '%s\n' "${summary[@]}"
 leftover=$(pgrep -f "containerd-shim-lodge-v2|lodge-shim|/run/lodge/shim" || true)

@@ -120,7 +120,7 @@ state = %q
 // start runs containerd and waits until it answers.
 func (c *ctrd) start() {
 	c.t.Helper()
-	c.cmd = exec.Command("containerd", "--config", filepath.Join(c.dir, "config.toml"))
+	c.cmd = exec.Command(envOr("LODGE_TEST_CONTAINERD", "containerd"), "--config", filepath.Join(c.dir, "config.toml"))
 	c.cmd.Stdout, c.cmd.Stderr, c.cmd.Env = c.logf, c.logf, c.env
 	if err := c.cmd.Start(); err != nil {
 		c.t.Fatal(err)
@@ -141,14 +141,35 @@ func (c *ctrd) stop() {
 	c.cmd.Wait()
 }
 
+// envOr returns $name, or def. LODGE_TEST_CONTAINERD and LODGE_TEST_CTR
+// point the tests at another containerd (e.g. 2.x) and its ctr.
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
 func (c *ctrd) sock() string { return filepath.Join(c.dir, "containerd.sock") }
 
 func (c *ctrd) ctr(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", c.sock(), "-n", c.ns}, args...)...)
+	cmd := exec.CommandContext(ctx, envOr("LODGE_TEST_CTR", "ctr"), append([]string{"--address", c.sock(), "-n", c.ns}, args...)...)
 	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return dropDeprecations(string(out)), err
+}
+
+// dropDeprecations removes containerd 2.x's cgroup v1 deprecation warning,
+// which ctr prints on every call on this host.
+func dropDeprecations(s string) string {
+	var keep []string
+	for _, l := range strings.SplitAfter(s, "\n") {
+		if !strings.Contains(l, "DEPRECATION") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "")
 }
 
 func (c *ctrd) ctrOut(args ...string) string {

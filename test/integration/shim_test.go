@@ -125,10 +125,10 @@ func TestShimCtr(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ctr", "--address", c.sock(), "-n", c.ns, "run", "--rm", "--runtime", lodgeRuntime,
+	cmd := exec.CommandContext(ctx, envOr("LODGE_TEST_CTR", "ctr"), "--address", c.sock(), "-n", c.ns, "run", "--rm", "--runtime", lodgeRuntime,
 		ref, "stdin1", "sh", "-c", "read l; echo got-$l")
 	cmd.Stdin = strings.NewReader("piped\n")
-	if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "got-piped" {
+	if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(dropDeprecations(string(out))) != "got-piped" {
 		t.Errorf("stdin: %v: %q", err, out)
 	}
 
