@@ -75,7 +75,10 @@ func (m *manager) Start(ctx context.Context, id string, opts cshim.StartOpts) (_
 	if err != nil {
 		return "", err
 	}
-	cmd, err := cshim.Command(ctx, &cshim.CommandConfig{Runtime: self, Address: opts.Address,
+	// Not cancelable: the library cancels ctx as this process exits, and a
+	// command bound to it would be killed if that is seen before Wait
+	// returns (the shim outlives `start`).
+	cmd, err := cshim.Command(context.WithoutCancel(ctx), &cshim.CommandConfig{Runtime: self, Address: opts.Address,
 		TTRPCAddress: opts.TTRPCAddress, Path: cwd, Args: []string{"-id", id}})
 	if err != nil {
 		return "", err
