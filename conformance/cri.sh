@@ -39,6 +39,12 @@ CTR=$OCITEST_BIN/ctr "$TOOLS/run-ctr-smoke.sh" io.containerd.lodge.v2 > "$WORK/s
 summary+=("containerd 2.4.2: $(tail -1 "$WORK/smoke-2.4.log")")
 OUT=$WORK/critest "$TOOLS/run-critest.sh" lodge > "$WORK/critest.out" 2>&1
 summary+=("containerd 2.4.2: $(tail -1 "$WORK/critest.out")")
+# critest's hostNetwork spec leaves its pod behind when it fails: remove
+# what is left through CRI, so the shims clean up after themselves
+SOCK=unix://$CTRD_DIR/containerd.sock
+for p in $("$OCITEST_BIN/crictl" -r "$SOCK" pods -q 2>/dev/null); do
+  "$OCITEST_BIN/crictl" -r "$SOCK" stopp "$p" >/dev/null 2>&1; "$OCITEST_BIN/crictl" -r "$SOCK" rmp -f "$p" >/dev/null 2>&1
+done
 "$TOOLS/setup-containerd.sh" stop >/dev/null 2>&1
 
 # the Go integration tests of the shim, on containerd 2.4.2
