@@ -103,8 +103,6 @@ func (t *taskService) detachNetwork() error {
 	return errors.Join(append(errs, pn.Detach())...)
 }
 
-func (p *podNetwork) closeFiles() { p.CloseFiles() }
-
 // nics are the VM's NICs: one per pod interface, with its MAC.
 func (p *podNetwork) nics() []vmm.NIC {
 	var out []vmm.NIC

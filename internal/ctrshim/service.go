@@ -176,7 +176,7 @@ func initTaskService(ic *plugin.InitContext) (any, error) {
 			}
 			sb, err := sandbox.Create(ctx, henv.Deps, sc)
 			if pn != nil {
-				pn.closeFiles() // QEMU holds the taps now
+				pn.CloseFiles() // QEMU holds the taps now
 			}
 			if err != nil {
 				return nil, err

@@ -53,25 +53,16 @@ func moduleName(path string) string {
 
 // ModuleDepends reads the "depends=" entry of a module's .modinfo section.
 func ModuleDepends(path string) ([]string, error) {
-	f, err := elf.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	s := f.Section(".modinfo")
-	if s == nil {
-		return nil, fmt.Errorf("%s: no .modinfo section", path)
-	}
-	data, err := s.Data()
+	data, err := modinfo(path)
 	if err != nil {
 		return nil, err
 	}
 	return parseDepends(data), nil
 }
 
-// ModuleAliases reads the "alias=" entries of a module's .modinfo section
-// that are plain names (not device match patterns).
-func ModuleAliases(path string) ([]string, error) {
+// modinfo returns a module's .modinfo section: NUL-separated key=value
+// strings.
+func modinfo(path string) ([]byte, error) {
 	f, err := elf.Open(path)
 	if err != nil {
 		return nil, err
@@ -81,7 +72,13 @@ func ModuleAliases(path string) ([]string, error) {
 	if s == nil {
 		return nil, fmt.Errorf("%s: no .modinfo section", path)
 	}
-	data, err := s.Data()
+	return s.Data()
+}
+
+// ModuleAliases reads the "alias=" entries of a module's .modinfo section
+// that are plain names (not device match patterns).
+func ModuleAliases(path string) ([]string, error) {
+	data, err := modinfo(path)
 	if err != nil {
 		return nil, err
 	}

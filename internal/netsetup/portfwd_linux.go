@@ -3,7 +3,6 @@ package netsetup
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os/exec"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/lodgeruntime/lodge/internal/transport"
 )
 
 // PortForwarder serves what CRI's port forwarding dials: a TCP connection
@@ -85,7 +86,7 @@ func (pf *PortForwarder) serve(dial func(port uint16) (net.Conn, error), log *sl
 				return
 			}
 			defer g.Close()
-			splice(c, g)
+			transport.Splice(c, g)
 		}()
 	}
 }
@@ -115,24 +116,6 @@ func originalPort(c *net.TCPConn) (uint16, error) {
 	// sin_port is in network byte order.
 	p := (*[2]byte)(unsafe.Pointer(&sa.Port))
 	return uint16(p[0])<<8 | uint16(p[1]), nil
-}
-
-// splice copies both ways, half-closing as each direction ends.
-func splice(a, b net.Conn) {
-	var wg sync.WaitGroup
-	cp := func(dst, src net.Conn) {
-		defer wg.Done()
-		io.Copy(dst, src)
-		if hc, ok := dst.(interface{ CloseWrite() error }); ok {
-			hc.CloseWrite()
-		} else {
-			dst.Close()
-		}
-	}
-	wg.Add(2)
-	go cp(a, b)
-	go cp(b, a)
-	wg.Wait()
 }
 
 // Close stops forwarding and removes the nat rule.
