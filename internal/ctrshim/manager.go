@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -87,7 +86,6 @@ func (m *manager) Start(ctx context.Context, id string, opts cshim.StartOpts) (_
 	if opts.Debug {
 		cmd.Args = append(cmd.Args, "-debug")
 	}
-	privateMounts(cmd)
 	f, err := socket.File()
 	if err != nil {
 		return "", err
@@ -114,24 +112,6 @@ func (m *manager) Start(ctx context.Context, id string, opts cshim.StartOpts) (_
 		return "", fmt.Errorf("set the shim's OOM score: %w", err)
 	}
 	return address, nil
-}
-
-// privateMounts makes the shim start in a mount namespace of its own that
-// receives the host's mounts (slave) but keeps its own: the rootfs and the
-// binds of volumes into the VM's shared directory. The host then sees none
-// of them, so they neither clutter its mount table nor pin its directories
-// (removing a volume's directory on the host detaches our copy instead of
-// failing with EBUSY), and they vanish with the shim and virtiofsd. Go
-// cannot unshare a mount namespace in a running (threaded) process, and
-// exec.Cmd's Unshareflags would make it private, so util-linux's unshare
-// starts the shim.
-func privateMounts(cmd *exec.Cmd) {
-	unshare, err := exec.LookPath("unshare")
-	if err != nil {
-		return // the shim then mounts in the host's namespace
-	}
-	cmd.Args = append([]string{unshare, "--mount", "--propagation", "slave", "--"}, cmd.Args...)
-	cmd.Path = unshare
 }
 
 // Stop cleans up after a shim that is gone (containerd runs `delete` when
