@@ -10,7 +10,6 @@ import (
 	"strconv"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
 	"github.com/lodgeruntime/lodge/internal/agent"
@@ -114,7 +113,6 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *C
 	}
 	// Host paths reach the guest as binds below the share.
 	var submounts []string
-	var detach []string // host copies of private volumes' submounts
 	for i, m := range gs.Mounts {
 		if !isBind(m) {
 			continue
@@ -127,9 +125,6 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *C
 		gs.Mounts[i].Source = filepath.Join(cc.ID, rel)
 		for _, sub := range mountsBelow(m.Source) {
 			submounts = append(submounts, filepath.Join(cc.ID, rel, sub))
-			if !propagates(m) {
-				detach = append(detach, filepath.Join(c.dir, rel, sub))
-			}
 		}
 	}
 	specJSON, err := json.Marshal(gs)
@@ -151,15 +146,6 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *C
 	})
 	if err != nil {
 		return nil, fmt.Errorf("container %s: create in guest: %w", cc.ID, err)
-	}
-	// The guest holds the submounts of private volumes now (virtiofsd keeps
-	// them open), as a container's own copy does under runc. Our copies in
-	// the host's namespace would only pin the host's directories: a host
-	// that unmounts and removes one would get EBUSY.
-	for i := len(detach) - 1; i >= 0; i-- {
-		if err := unix.Unmount(detach[i], unix.MNT_DETACH); err != nil {
-			s.log.Debug("detach volume submount", "path", detach[i], "err", err)
-		}
 	}
 	cu.release()
 	s.log.Debug("container created", "container_id", cc.ID, "pid", c.init.pid)

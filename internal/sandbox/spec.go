@@ -127,17 +127,6 @@ func isBind(m specs.Mount) bool {
 	return m.Type == "bind" || hasOption(m.Options, "bind") || hasOption(m.Options, "rbind")
 }
 
-// propagates reports a bind mount whose propagation is not private (the
-// volume must keep following the host's mounts).
-func propagates(m specs.Mount) bool {
-	for _, o := range []string{"shared", "rshared", "slave", "rslave"} {
-		if hasOption(m.Options, o) {
-			return true
-		}
-	}
-	return false
-}
-
 func hasOption(opts []string, o string) bool {
 	for _, x := range opts {
 		if x == o {
