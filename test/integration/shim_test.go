@@ -463,3 +463,53 @@ func portForward(t *testing.T, c *ctrd, pod string, port int) string {
 	}
 	return ""
 }
+
+// TestShimBadInput: what Lodge cannot do fails the task's creation with a
+// message a user can act on, and leaves no VM, process or state.
+func TestShimBadInput(t *testing.T) {
+	c := startContainerd(t)
+	ref := "docker.io/library/busybox:lodge"
+	c.importImage(ref)
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := c.ctr(append([]string{"run", "--rm", "--runtime", lodgeRuntime}, args...)...)
+		if err == nil {
+			t.Errorf("ctr run %v succeeded: %s", args, out)
+		}
+		c.ctr("containers", "rm", args[len(args)-3])
+		c.assertPodStateGone()
+		return out
+	}
+	out := run("--annotation", "io.lodge.vm.vcpus=999", ref, "badvcpus", "true")
+	t.Logf("bad vcpus: %s", out)
+	if !strings.Contains(out, "io.lodge.vm.vcpus") {
+		t.Errorf("bad vcpus annotation: %q", out)
+	}
+	out = run("--annotation", "io.lodge.vm.kernel=/tmp/evil", ref, "badkey", "true")
+	t.Logf("bad key: %s", out)
+	if !strings.Contains(out, "not a Lodge annotation") {
+		t.Errorf("unknown io.lodge annotation: %q", out)
+	}
+}
+
+// TestShimBootFailure: a guest that cannot boot fails the task with the
+// console's words, and the shim leaves nothing behind.
+func TestShimBootFailure(t *testing.T) {
+	binDir(t) // skips without the integration environment
+	dir := t.TempDir()
+	kernel := filepath.Join(dir, "not-a-kernel")
+	os.WriteFile(kernel, []byte("garbage"), 0o644)
+	cfg := filepath.Join(dir, "config.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("[guest]\nkernel = %q\n[vmm]\nboot_timeout = \"20s\"\n", kernel)), 0o644)
+	t.Setenv("LODGE_CONFIG", cfg) // containerd passes it to the shim
+	c := startContainerd(t)
+	ref := "docker.io/library/busybox:lodge"
+	c.importImage(ref)
+	out, err := c.ctr("run", "--rm", "--runtime", lodgeRuntime, ref, "noboot", "true")
+	t.Logf("boot failure: %s", out)
+	if err == nil || !strings.Contains(out, "qemu") {
+		t.Errorf("boot failure: %v: %q", err, out)
+	}
+	c.ctr("containers", "rm", "noboot")
+	c.assertPodStateGone()
+}
