@@ -96,6 +96,7 @@ type taskService struct {
 	dir      string // the pod's state directory
 	ns       string
 	rec      *podRecord
+	henv     *host.Env  // resolved with the first sandbox
 	mu       sync.Mutex // guards net
 	net      *podNetwork
 	closeOne sync.Once
@@ -145,68 +146,9 @@ func initTaskService(ic *plugin.InitContext) (any, error) {
 	if err := t.rec.save(dir); err != nil {
 		return nil, err
 	}
-	var henv *host.Env
 	t.Service = shim.New(shim.Config{
-		Log: logger,
-		NewSandbox: func(ctx context.Context, id string, spec *specs.Spec) (_ *sandbox.Sandbox, retErr error) {
-			if henv == nil {
-				cfg, err := config.Load()
-				if err != nil {
-					return nil, err
-				}
-				if henv, err = host.Resolve(cfg, logger); err != nil {
-					return nil, err
-				}
-			}
-			sc := henv.SandboxConfig(id, filepath.Join(dir, "vm"))
-			if sc.VM, err = sizeVM(sc.VM, spec); err != nil {
-				return nil, fmt.Errorf("%w: %w", shim.ErrInvalid, err)
-			}
-			pn, err := t.attachNetwork(spec)
-			if err != nil {
-				return nil, err
-			}
-			defer func() {
-				if retErr != nil {
-					t.detachNetwork()
-				}
-			}()
-			if pn != nil {
-				sc.VM.NICs = pn.nics()
-			}
-			sb, err := sandbox.Create(ctx, henv.Deps, sc)
-			if pn != nil {
-				pn.CloseFiles() // QEMU holds the taps now
-			}
-			if err != nil {
-				return nil, err
-			}
-			for _, pid := range sb.HostPIDs() {
-				t.rec.VMProcs = append(t.rec.VMProcs, procid.Of(pid))
-			}
-			if err := t.rec.save(dir); err != nil {
-				sb.Destroy(context.WithoutCancel(ctx))
-				return nil, err
-			}
-			if r := roleOf(id, spec); r.inPod || pn != nil {
-				req := &agentv1.NetworkRequest{}
-				if pn != nil {
-					req = pn.guestConfig()
-				}
-				req.Sysctls = sandbox.PodSysctls(spec)
-				if err := sb.ConfigureNetwork(ctx, req); err != nil {
-					sb.Destroy(context.WithoutCancel(ctx))
-					return nil, err
-				}
-			}
-			if pn != nil {
-				if err := t.forwardPorts(pn, sb); err != nil {
-					sb.Destroy(context.WithoutCancel(ctx))
-					return nil, err
-				}
-			}
-			return sb, nil
-		},
+		Log:        logger,
+		NewSandbox: t.newSandbox,
 		Placement: func(id string, spec *specs.Spec) *sandbox.Placement {
 			r := roleOf(id, spec)
 			switch {
@@ -226,6 +168,74 @@ func initTaskService(ic *plugin.InitContext) (any, error) {
 		},
 	})
 	return t, nil
+}
+
+// newSandbox boots the pod's VM for its first container: sized from the
+// spec, wired to the pod's network namespace (if any), recorded for `shim
+// delete`, with the guest's network configured and port forwarding on.
+func (t *taskService) newSandbox(ctx context.Context, id string, spec *specs.Spec) (_ *sandbox.Sandbox, retErr error) {
+	if t.henv == nil {
+		cfg, err := config.Load()
+		if err != nil {
+			return nil, err
+		}
+		if t.henv, err = host.Resolve(cfg, t.log); err != nil {
+			return nil, err
+		}
+	}
+	sc := t.henv.SandboxConfig(id, filepath.Join(t.dir, "vm"))
+	var err error
+	if sc.VM, err = sizeVM(sc.VM, spec); err != nil {
+		return nil, fmt.Errorf("%w: %w", shim.ErrInvalid, err)
+	}
+	pn, err := t.attachNetwork(spec)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			t.detachNetwork()
+		}
+	}()
+	if pn != nil {
+		sc.VM.NICs = pn.nics()
+	}
+	sb, err := sandbox.Create(ctx, t.henv.Deps, sc)
+	if pn != nil {
+		pn.CloseFiles() // QEMU holds the taps now
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			sb.Destroy(context.WithoutCancel(ctx))
+			t.rec.VMProcs = nil
+			t.rec.save(t.dir)
+		}
+	}()
+	for _, pid := range sb.HostPIDs() {
+		t.rec.VMProcs = append(t.rec.VMProcs, procid.Of(pid))
+	}
+	if err := t.rec.save(t.dir); err != nil {
+		return nil, err
+	}
+	if roleOf(id, spec).inPod || pn != nil {
+		req := &agentv1.NetworkRequest{}
+		if pn != nil {
+			req = pn.guestConfig()
+		}
+		req.Sysctls = sandbox.PodSysctls(spec)
+		if err := sb.ConfigureNetwork(ctx, req); err != nil {
+			return nil, err
+		}
+	}
+	if pn != nil {
+		if err := t.forwardPorts(pn, sb); err != nil {
+			return nil, err
+		}
+	}
+	return sb, nil
 }
 
 // RegisterTTRPC serves the task API.
