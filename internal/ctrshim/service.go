@@ -28,6 +28,7 @@ import (
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
 	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/host"
+	"github.com/lodgeruntime/lodge/internal/hostcg"
 	"github.com/lodgeruntime/lodge/internal/oci"
 	"github.com/lodgeruntime/lodge/internal/procid"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
@@ -188,6 +189,7 @@ func (t *taskService) newSandbox(ctx context.Context, id string, spec *specs.Spe
 	if sc.VM, err = sizeVM(sc.VM, spec); err != nil {
 		return nil, fmt.Errorf("%w: %w", shim.ErrInvalid, err)
 	}
+	t.joinPodCgroup(id, spec)
 	pn, err := t.attachNetwork(spec)
 	if err != nil {
 		return nil, err
@@ -236,6 +238,27 @@ func (t *taskService) newSandbox(ctx context.Context, id string, spec *specs.Spe
 		}
 	}
 	return sb, nil
+}
+
+// joinPodCgroup moves the shim into the pod's host cgroup (the parent of
+// the sandbox container's cgroupsPath: the kubelet's pod cgroup, which it
+// limits for the whole pod) when that cgroup exists, so that QEMU and
+// virtiofsd, started next, are fenced with the pod. A cgroup nobody made is
+// not created: there is no pod-level limit to honour then, and nothing to
+// clean up.
+func (t *taskService) joinPodCgroup(id string, spec *specs.Spec) {
+	if !roleOf(id, spec).sandbox || spec.Linux == nil || !hostcg.Usable(spec.Linux.CgroupsPath) {
+		return
+	}
+	pod := filepath.Dir(spec.Linux.CgroupsPath)
+	if pod == "/" || pod == "." || !hostcg.Exists(pod) {
+		return
+	}
+	if err := hostcg.Enter(pod); err != nil {
+		t.log.Warn("pod cgroup: the VM runs outside the pod's host cgroup", "cgroup", pod, "err", err)
+		return
+	}
+	t.log.Info("VM in the pod's host cgroup", "cgroup", pod)
 }
 
 // RegisterTTRPC serves the task API.

@@ -85,6 +85,16 @@ func Update(path string, r *specs.LinuxResources) error {
 	return m.Set(res)
 }
 
+// Exists reports whether the host cgroup at path exists (someone else,
+// e.g. the kubelet for a pod, made it).
+func Exists(path string) bool {
+	if !Usable(path) {
+		return false
+	}
+	m, err := manager.New(&cgroups.Cgroup{Path: path, Resources: &cgroups.Resources{SkipDevices: true}})
+	return err == nil && m.Exists()
+}
+
 // Remove deletes the host cgroup at path once its processes are gone.
 func Remove(path string) error {
 	if !Usable(path) {

@@ -293,11 +293,12 @@ func TestShimCRIPod(t *testing.T) {
 	c.importImage(pauseRef, "sleep", "2147483647")
 	c.importImage(ref)
 	logs := t.TempDir()
+	podCg := makeHostCgroup(t, fmt.Sprintf("lodgetest-pod-%d", os.Getpid()))
 	podCfg := writeJSON(t, map[string]any{
 		"metadata":      map[string]any{"name": "web", "namespace": "lodge", "uid": "uid-web", "attempt": 1},
 		"hostname":      "webpod",
 		"log_directory": logs,
-		"linux":         map[string]any{},
+		"linux":         map[string]any{"cgroup_parent": podCg},
 	})
 	pod, err := c.crictl("runp", "--runtime", "lodge", podCfg)
 	if err != nil {
@@ -306,8 +307,15 @@ func TestShimCRIPod(t *testing.T) {
 	if st := c.crictlOut("inspectp", "-o", "go-template", "--template", "{{.status.state}}", pod); st != "SANDBOX_READY" {
 		t.Fatalf("pod state %q", st)
 	}
-	if rs := c.podRecords(); len(rs) != 1 || len(rs[0].VMProcs) == 0 {
+	rs := c.podRecords()
+	if len(rs) != 1 || len(rs[0].VMProcs) == 0 {
 		t.Fatalf("want one VM for the pod, records: %+v", rs)
+	}
+	// The VM is fenced in the pod's host cgroup (the kubelet's pod cgroup).
+	for _, p := range rs[0].VMProcs {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p.Pid)); !strings.Contains(string(b), ":"+podCg+"\n") {
+			t.Errorf("VM process %d is not in the pod cgroup %s:\n%s", p.Pid, podCg, b)
+		}
 	}
 	ip := c.crictlOut("inspectp", "-o", "go-template", "--template", "{{.status.network.ip}}", pod)
 	if net.ParseIP(ip) == nil {
@@ -419,7 +427,7 @@ func TestShimCRIPod(t *testing.T) {
 	if err != nil {
 		t.Fatalf("runp: %v", err)
 	}
-	rs := c.podRecords()
+	rs = c.podRecords()
 	if len(rs) != 1 {
 		t.Fatalf("records: %+v", rs)
 	}
@@ -512,4 +520,32 @@ func TestShimBootFailure(t *testing.T) {
 	}
 	c.ctr("containers", "rm", "noboot")
 	c.assertPodStateGone()
+}
+
+// makeHostCgroup creates a cgroup in every hierarchy (as the kubelet makes
+// a pod's) and removes it when the test ends.
+func makeHostCgroup(t *testing.T, name string) string {
+	t.Helper()
+	var dirs []string
+	mounts, _ := os.ReadFile("/proc/self/mounts")
+	for _, l := range strings.Split(string(mounts), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 2 && (f[2] == "cgroup" || f[2] == "cgroup2") {
+			d := filepath.Join(f[1], name)
+			if err := os.Mkdir(d, 0o755); err == nil {
+				dirs = append(dirs, d)
+			}
+		}
+	}
+	if len(dirs) == 0 {
+		t.Fatal("no cgroup hierarchy to make a pod cgroup in")
+	}
+	t.Cleanup(func() {
+		for _, d := range dirs {
+			for i := 0; i < 50 && os.Remove(d) != nil; i++ {
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	})
+	return "/" + name
 }
