@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"unsafe"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -38,6 +39,14 @@ func ForwardLocalhost(path string, dial func(port uint16) (net.Conn, error), log
 	}
 	defer ns.Close()
 	pf := &PortForwarder{NetNS: path}
+	// CNI's loopback plugin brings lo up; a namespace without it needs it
+	// for the listener.
+	if h, err := netlink.NewHandleAt(ns); err == nil {
+		if lo, err := h.LinkByName("lo"); err == nil {
+			h.LinkSetUp(lo)
+		}
+		h.Close()
+	}
 	err = inNetNS(ns, func() error {
 		ln, err := net.Listen("tcp4", "127.0.0.1:0")
 		if err != nil {
