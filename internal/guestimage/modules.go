@@ -9,16 +9,17 @@ import (
 	"strings"
 )
 
-// GuestModules are the modules the agent needs on the Debian cloud kernel:
-// the virtio-mmio transport, the virtio-serial port of the agent channel and
-// virtio-fs for root filesystems, virtio-net for pod networks. Their dependencies are added from the
-// modules' own metadata.
-var GuestModules = []string{"virtio_mmio", "virtio_console", "virtiofs", "virtio_net"}
+// GuestModules are the modules every boot loads on the Debian cloud
+// kernel: the virtio-mmio transport, the virtio-serial port of the agent
+// channel and virtio-fs for root filesystems. Their dependencies are added
+// from the modules' own metadata.
+var GuestModules = []string{"virtio_mmio", "virtio_console", "virtiofs"}
 
-// OnDemandModules go into the initrd but are loaded only when the guest
-// kernel asks for them (request_module: a pod creating a bridge or a veth
-// pair); the agent answers as the guest's modprobe.
-var OnDemandModules = []string{"bridge", "veth"}
+// OnDemandModules go into the initrd but are loaded only when needed:
+// virtio_net by the agent when the host gives the VM NICs (a pod with a
+// network), bridge and veth when the guest kernel asks (request_module: a
+// pod creating a bridge or a veth pair), the agent answering as modprobe.
+var OnDemandModules = []string{"virtio_net", "bridge", "veth"}
 
 // Module is one kernel module file.
 type Module struct {

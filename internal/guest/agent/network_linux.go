@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
+	"github.com/lodgeruntime/lodge/internal/guest/boot"
 )
 
 // network configures the guest's interfaces as the pod's.
@@ -23,8 +24,12 @@ type network struct {
 }
 
 // nicWait bounds the wait for a NIC the host plugged in to appear (the
-// virtio_net driver probes it while the agent starts).
+// virtio_net driver probes it once loaded).
 const nicWait = 10 * time.Second
+
+// nicDriver drives the NICs the host plugs in; it is loaded on demand, so
+// that VMs without a network do not pay for it at boot.
+const nicDriver = "virtio_net"
 
 // Configure renames each NIC (found by MAC) to the pod interface's name,
 // sets its MTU and addresses, brings it and loopback up, and adds the
@@ -34,6 +39,11 @@ func (n network) Configure(ctx context.Context, r *agentv1.NetworkRequest) (*age
 	if lo, err := netlink.LinkByName("lo"); err == nil {
 		if err := netlink.LinkSetUp(lo); err != nil {
 			return nil, fmt.Errorf("loopback up: %w", err)
+		}
+	}
+	if len(r.Interfaces) > 0 {
+		if err := boot.LoadModule(nicDriver); err != nil {
+			return nil, fmt.Errorf("load the NIC driver: %w", err)
 		}
 	}
 	for _, in := range r.Interfaces {

@@ -72,18 +72,26 @@ func Modprobe(args []string) int {
 		fmt.Fprintln(os.Stderr, "modprobe: no module name")
 		return 1
 	}
-	paths, err := lookupModule(ModprobeList, name)
-	if err != nil {
+	if err := LoadModule(name); err != nil {
 		fmt.Fprintln(os.Stderr, "modprobe:", err)
 		return 1
 	}
+	return 0
+}
+
+// LoadModule loads an on-demand module by name or alias, after the
+// on-demand modules it needs; one already loaded is fine.
+func LoadModule(name string) error {
+	paths, err := lookupModule(ModprobeList, name)
+	if err != nil {
+		return err
+	}
 	for _, p := range paths {
 		if err := loadModule(p); err != nil {
-			fmt.Fprintf(os.Stderr, "modprobe: %s: %v\n", name, err)
-			return 1
+			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	return 0
+	return nil
 }
 
 func lookupModule(list, name string) ([]string, error) {
