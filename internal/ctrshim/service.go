@@ -95,7 +95,6 @@ type taskService struct {
 	log      *slog.Logger
 	sd       shutdown.Service
 	dir      string // the pod's state directory
-	ns       string
 	rec      *podRecord
 	henv     *host.Env  // resolved with the first sandbox
 	mu       sync.Mutex // guards net
@@ -142,7 +141,7 @@ func initTaskService(ic *plugin.InitContext) (any, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	t := &taskService{log: logger, sd: sd, dir: dir, ns: ns,
+	t := &taskService{log: logger, sd: sd, dir: dir,
 		rec: &podRecord{Namespace: ns, Sandbox: r.group, Shim: procid.Of(os.Getpid())}}
 	if err := t.rec.save(dir); err != nil {
 		return nil, err
@@ -284,11 +283,11 @@ func (t *taskService) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) 
 func (t *taskService) close(ctx context.Context) error {
 	var err error
 	t.closeOne.Do(func() {
-		errs := []error{t.Service.Close(ctx)}
-		errs = append(errs, t.detachNetwork())
-		if e := errors.Join(errs...); e != nil {
-			t.log.Warn("shim shutdown", "err", e)
-			err = e
+		if e := errors.Join(t.Service.Close(ctx), t.detachNetwork()); e != nil {
+			// The shim exits next and nobody would clean up after it: do
+			// what `shim delete` does from the record.
+			t.log.Warn("shim shutdown: cleaning up from the pod record", "err", e)
+			err = cleanupPod(context.WithoutCancel(ctx), t.dir, t.rec)
 			return
 		}
 		err = os.RemoveAll(t.dir)
