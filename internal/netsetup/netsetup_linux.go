@@ -101,8 +101,10 @@ func Attach(path string) (_ *Attachment, retErr error) {
 				continue // made with the address
 			}
 			rt := Route{Device: attrs.Name}
-			if ones, _ := maskSize(r.Dst); r.Dst != nil && !(ones == 0 && r.Dst.IP.IsUnspecified()) {
-				rt.Dest = r.Dst.String()
+			if r.Dst != nil {
+				if ones, _ := r.Dst.Mask.Size(); ones > 0 || !r.Dst.IP.IsUnspecified() {
+					rt.Dest = r.Dst.String() // else the default route: Dest stays ""
+				}
 			}
 			if r.Gw != nil {
 				rt.Gateway = r.Gw.String()
@@ -121,14 +123,6 @@ func Attach(path string) (_ *Attachment, retErr error) {
 		a.Interfaces = append(a.Interfaces, iface)
 	}
 	return a, nil
-}
-
-// maskSize returns the prefix length of n (0 for nil).
-func maskSize(n *net.IPNet) (int, int) {
-	if n == nil {
-		return 0, 0
-	}
-	return n.Mask.Size()
 }
 
 // openTap makes a tap device in ns and returns its queue. The tap is not

@@ -32,7 +32,7 @@ type PortForwarder struct {
 
 // ForwardLocalhost starts forwarding in the namespace at path; dial
 // connects to a port in the guest.
-func ForwardLocalhost(path string, dial func(port uint16) (net.Conn, error), log *slog.Logger) (_ *PortForwarder, retErr error) {
+func ForwardLocalhost(path string, dial func(port uint16) (net.Conn, error), log *slog.Logger) (*PortForwarder, error) {
 	ns, err := netns.GetFromPath(path)
 	if err != nil {
 		return nil, fmt.Errorf("open pod network namespace %s: %w", path, err)

@@ -48,7 +48,6 @@ type record struct {
 	VMProcs []procid.ID `json:"vm_procs,omitempty"`
 }
 
-// proc names a process by PID and start time (PIDs are reused).
 // errNoContainer reports an unknown container id.
 var errNoContainer = errors.New("container does not exist")
 
