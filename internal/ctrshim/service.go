@@ -188,7 +188,10 @@ func (t *taskService) newSandbox(ctx context.Context, id string, spec *specs.Spe
 	if sc.VM, err = sizeVM(sc.VM, spec); err != nil {
 		return nil, fmt.Errorf("%w: %w", shim.ErrInvalid, err)
 	}
-	t.joinPodCgroup(id, spec)
+	r := roleOf(id, spec)
+	if r.sandbox {
+		t.joinPodCgroup(spec)
+	}
 	pn, err := t.attachNetwork(spec)
 	if err != nil {
 		return nil, err
@@ -221,7 +224,7 @@ func (t *taskService) newSandbox(ctx context.Context, id string, spec *specs.Spe
 	if err := t.rec.save(t.dir); err != nil {
 		return nil, err
 	}
-	if roleOf(id, spec).inPod || pn != nil {
+	if r.inPod || pn != nil {
 		req := &agentv1.NetworkRequest{}
 		if pn != nil {
 			req = pn.guestConfig()
@@ -245,8 +248,8 @@ func (t *taskService) newSandbox(ctx context.Context, id string, spec *specs.Spe
 // virtiofsd, started next, are fenced with the pod. A cgroup nobody made is
 // not created: there is no pod-level limit to honour then, and nothing to
 // clean up.
-func (t *taskService) joinPodCgroup(id string, spec *specs.Spec) {
-	if !roleOf(id, spec).sandbox || spec.Linux == nil || !hostcg.Usable(spec.Linux.CgroupsPath) {
+func (t *taskService) joinPodCgroup(spec *specs.Spec) {
+	if spec.Linux == nil || !hostcg.Usable(spec.Linux.CgroupsPath) {
 		return
 	}
 	pod := filepath.Dir(spec.Linux.CgroupsPath)

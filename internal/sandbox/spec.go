@@ -54,12 +54,7 @@ func guestSpec(in *specs.Spec, inPod bool, joinPID int) (*specs.Spec, error) {
 			// The pod's network namespace is the guest's own: its net.*
 			// sysctls are set once for the VM (PodSysctls), not by the
 			// container runtime, which refuses them outside a new netns.
-			l.Sysctl = map[string]string{}
-			for k, v := range in.Linux.Sysctl {
-				if !strings.HasPrefix(k, "net.") {
-					l.Sysctl[k] = v
-				}
-			}
+			_, l.Sysctl = splitSysctls(in.Linux.Sysctl)
 		}
 		s.Linux = &l
 	}
@@ -139,13 +134,23 @@ func hasOption(opts []string, o string) bool {
 // PodSysctls are the net.* sysctls of a pod's spec: the guest applies them
 // to its network namespace, which is the pod's.
 func PodSysctls(s *specs.Spec) map[string]string {
-	out := map[string]string{}
-	if s.Linux != nil {
-		for k, v := range s.Linux.Sysctl {
-			if strings.HasPrefix(k, "net.") {
-				out[k] = v
-			}
+	if s.Linux == nil {
+		return map[string]string{}
+	}
+	net, _ := splitSysctls(s.Linux.Sysctl)
+	return net
+}
+
+// splitSysctls separates the network namespace's sysctls (net.*) from the
+// others.
+func splitSysctls(all map[string]string) (net, other map[string]string) {
+	net, other = map[string]string{}, map[string]string{}
+	for k, v := range all {
+		if strings.HasPrefix(k, "net.") {
+			net[k] = v
+		} else {
+			other[k] = v
 		}
 	}
-	return out
+	return net, other
 }

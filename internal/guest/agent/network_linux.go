@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -18,9 +19,7 @@ import (
 
 // network configures the guest's interfaces as the pod's.
 type network struct {
-	log interface {
-		Info(msg string, args ...any)
-	}
+	log *slog.Logger
 }
 
 // nicWait bounds the wait for a NIC the host plugged in to appear (the
