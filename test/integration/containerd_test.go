@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/lodgeruntime/lodge/internal/testbundle"
 )
 
 // ctrd is a private containerd (Debian's 1.6): its runc shim drives
@@ -193,32 +191,18 @@ func mountsBelow(dir string) []string {
 	return out
 }
 
-// TestContainerdRuncShim: containerd's own runc shim, pointed at
-// lodge-runtime, runs tasks in Lodge VMs (the ctr smoke checks).
-func TestContainerdRuncShim(t *testing.T) {
-	c := startContainerd(t)
-	dir := t.TempDir()
-	if err := testbundle.Rootfs(filepath.Join(dir, "rootfs")); err != nil {
-		t.Fatal(err)
-	}
-	layer := filepath.Join(dir, "layer.tar")
-	if err := tarDir(filepath.Join(dir, "rootfs"), layer); err != nil {
-		t.Fatal(err)
-	}
-	img, ref := filepath.Join(dir, "image.tar"), "docker.io/library/busybox:lodge"
-	if err := writeOCIArchive(img, layer, ref); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := c.ctr("images", "import", img); err != nil {
-		t.Fatalf("import: %v: %s", err, out)
-	}
+// checkRunBasics runs `ctr run --rm` with runArgs (which runtime) and
+// checks output in a guest kernel, an exit status, env, cwd and uid.
+func (c *ctrd) checkRunBasics(ref string, runArgs ...string) {
+	t := c.t
+	t.Helper()
 	run := func(args ...string) (string, error) {
-		a := append([]string{"run", "--rm"}, c.runArgs()...)
+		a := append([]string{"run", "--rm"}, runArgs...)
 		return c.ctr(append(a, args...)...)
 	}
 	if out, err := run(ref, "echo1", "sh", "-c", "echo hello-$((6*7)); uname -r"); err != nil ||
 		!strings.Contains(out, "hello-42") || strings.Contains(out, hostKernel(t)) {
-		t.Errorf("run echo: %v: %q", err, out)
+		t.Errorf("run echo (want hello-42 and a guest kernel): %v: %q", err, out)
 	}
 	if _, err := run(ref, "exit3", "sh", "-c", "exit 3"); err == nil {
 		t.Error("exit 3 reported as success")
@@ -229,6 +213,15 @@ func TestContainerdRuncShim(t *testing.T) {
 		strings.TrimSpace(out) != "bar /tmp 0" {
 		t.Errorf("env/cwd/uid: %v: %q", err, out)
 	}
+}
+
+// TestContainerdRuncShim: containerd's own runc shim, pointed at
+// lodge-runtime, runs tasks in Lodge VMs (the ctr smoke checks).
+func TestContainerdRuncShim(t *testing.T) {
+	c := startContainerd(t)
+	ref := "docker.io/library/busybox:lodge"
+	c.importImage(ref)
+	c.checkRunBasics(ref, c.runArgs()...)
 
 	a := append([]string{"run", "-d"}, c.runArgs()...)
 	if out, err := c.ctr(append(a, ref, "svc", "sh", "-c", `trap "exit 7" TERM; while :; do sleep 0.2; done`)...); err != nil {

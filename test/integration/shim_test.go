@@ -107,22 +107,7 @@ func TestShimCtr(t *testing.T) {
 	c := startContainerd(t)
 	ref := "docker.io/library/busybox:lodge"
 	c.importImage(ref)
-	run := func(args ...string) (string, error) {
-		return c.ctr(append([]string{"run", "--rm", "--runtime", lodgeRuntime}, args...)...)
-	}
-	if out, err := run(ref, "echo1", "sh", "-c", "echo hello-$((6*7)); uname -r"); err != nil ||
-		!strings.Contains(out, "hello-42") || strings.Contains(out, hostKernel(t)) {
-		t.Errorf("run echo (want hello-42 and a guest kernel): %v: %q", err, out)
-	}
-	if _, err := run(ref, "exit3", "sh", "-c", "exit 3"); err == nil {
-		t.Error("exit 3 reported as success")
-	} else if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
-		t.Errorf("exit 3 reported as %v", err)
-	}
-	if out, err := run("--env", "FOO=bar", "--cwd", "/tmp", ref, "env1", "sh", "-c", "echo $FOO $(pwd) $(id -u)"); err != nil ||
-		strings.TrimSpace(out) != "bar /tmp 0" {
-		t.Errorf("env/cwd/uid: %v: %q", err, out)
-	}
+	c.checkRunBasics(ref, "--runtime", lodgeRuntime)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, envOr("LODGE_TEST_CTR", "ctr"), "--address", c.sock(), "-n", c.ns, "run", "--rm", "--runtime", lodgeRuntime,
