@@ -13,6 +13,7 @@ import (
 
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
 	"github.com/lodgeruntime/lodge/internal/agent"
+	"github.com/lodgeruntime/lodge/internal/sharefs"
 	"github.com/lodgeruntime/lodge/internal/transport"
 )
 
@@ -58,9 +59,9 @@ var (
 type Container struct {
 	id     string
 	sb     *Sandbox
-	dir    string // host directory below the shared dir
-	mounts []string
-	init   *Process
+	mounts []string // targets attached to the share, in order
+
+	init *Process
 }
 
 // CreateContainer makes a container in the sandbox, created but not
@@ -96,7 +97,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *C
 		s.mu.Unlock()
 		return nil, fmt.Errorf("container %s: %w", cc.ID, ErrExists)
 	}
-	c := &Container{id: cc.ID, sb: s, dir: filepath.Join(s.dir, sharedDir, cc.ID)}
+	c := &Container{id: cc.ID, sb: s}
 	c.init = &Process{sb: s, cid: cc.ID}
 	s.containers[cc.ID] = c
 	s.mu.Unlock()
@@ -105,10 +106,14 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *C
 		delete(s.containers, cc.ID)
 		s.mu.Unlock()
 	})
-	cu.add(func() { c.unmount() })
+	cu.add(func() { c.unmount(context.Background()) })
 
+	// A read-only root is read-only throughout, as in the container.
 	readonly := cc.Spec.Root != nil && cc.Spec.Root.Readonly
-	if err := c.bind(cc.Rootfs, "rootfs", readonly); err != nil {
+	if readonly {
+		makeMountpoints(cc.Rootfs, gs.Mounts)
+	}
+	if err := c.attach(ctx, cc.Rootfs, "rootfs", readonly, true); err != nil {
 		return nil, fmt.Errorf("container %s: rootfs: %w", cc.ID, err)
 	}
 	// Host paths reach the guest as binds below the share.
@@ -118,8 +123,9 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *C
 			continue
 		}
 		// Keep the source's name last, as a bind mount shows it in mountinfo.
-		rel := filepath.Join("mounts", strconv.Itoa(i), filepath.Base(m.Source))
-		if err := c.bind(m.Source, rel, hasOption(m.Options, "ro")); err != nil {
+		rel := filepath.Join("mounts", strconv.Itoa(i), sourceName(m.Source))
+		rro := hasOption(m.Options, "rro")
+		if err := c.attach(ctx, m.Source, rel, rro || hasOption(m.Options, "ro"), rro); err != nil {
 			return nil, fmt.Errorf("container %s: mount %s: %w", cc.ID, m.Destination, err)
 		}
 		gs.Mounts[i].Source = filepath.Join(cc.ID, rel)
@@ -164,11 +170,16 @@ func closeAll(cs []net.Conn) {
 	}
 }
 
-// bind mounts a host path at rel below the container's share directory.
-func (c *Container) bind(src, rel string, readonly bool) error {
-	dst := filepath.Join(c.dir, rel)
-	c.mounts = append(c.mounts, dst)
-	return bindMount(src, dst, readonly)
+// attach makes a host path visible at rel below the container's directory
+// in the share, read-only (recursively) if asked.
+func (c *Container) attach(ctx context.Context, src, rel string, readonly, recursive bool) error {
+	target := filepath.Join(c.id, rel)
+	if err := c.sb.share.Attach(ctx, sharefs.Attachment{Source: src, Target: target,
+		ReadOnly: readonly, Recursive: recursive}); err != nil {
+		return err
+	}
+	c.mounts = append(c.mounts, target)
+	return nil
 }
 
 // ID is the container's id.
@@ -256,15 +267,19 @@ func (c *Container) Delete(ctx context.Context) error {
 	c.sb.mu.Lock()
 	delete(c.sb.containers, c.id)
 	c.sb.mu.Unlock()
-	return errors.Join(err, c.unmount())
+	return errors.Join(err, c.unmount(ctx))
 }
 
-// unmount undoes the container's binds, last first.
-func (c *Container) unmount() error {
+// unmount detaches the container's files from the share, last first, and
+// removes its directory there.
+func (c *Container) unmount(ctx context.Context) error {
 	var errs []error
 	for i := len(c.mounts) - 1; i >= 0; i-- {
-		errs = append(errs, unmount(c.mounts[i]))
+		errs = append(errs, c.sb.share.Detach(ctx, c.mounts[i]))
 	}
 	c.mounts = nil
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return c.sb.share.Remove(ctx, c.id)
 }

@@ -1,77 +1,15 @@
 package sandbox
 
 import (
-	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/lodgeruntime/lodge/internal/hostmount"
 )
-
-// makeSharedDir creates dir as a mount point with shared propagation, so
-// bind mounts made below it later also appear in virtiofsd's (slave) mount
-// namespace.
-// It is traversable by anyone (0711, not listable): a container's root in
-// a user namespace maps to another uid and must reach its rootfs below.
-func makeSharedDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o711); err != nil {
-		return err
-	}
-	if err := os.Chmod(dir, 0o711); err != nil {
-		return err
-	}
-	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind %s: %w", dir, err)
-	}
-	if err := unix.Mount("", dir, "", unix.MS_SHARED, ""); err != nil {
-		unmount(dir)
-		return fmt.Errorf("make %s shared: %w", dir, err)
-	}
-	return nil
-}
-
-// bindMount mounts src on dst (created as a directory or an empty file,
-// like src), read-only if asked.
-func bindMount(src, dst string, readonly bool) error {
-	st, err := os.Stat(src)
-	if err != nil {
-		return err
-	}
-	if st.IsDir() {
-		err = os.MkdirAll(dst, 0o755)
-	} else if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
-		var f *os.File
-		if f, err = os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
-			f.Close()
-		}
-	}
-	if err != nil {
-		return err
-	}
-	if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("bind %s: %w", src, err)
-	}
-	if readonly {
-		if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-			unmount(dst)
-			return fmt.Errorf("make %s read-only: %w", dst, err)
-		}
-	}
-	return nil
-}
-
-// unmount detaches the mount at path (and anything below it); a path that
-// is not mounted is fine.
-func unmount(path string) error {
-	err := unix.Unmount(path, unix.MNT_DETACH)
-	if err == nil || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
-		return nil
-	}
-	return fmt.Errorf("unmount %s: %w", path, err)
-}
 
 // mountsBelow lists the mount points strictly below dir, relative to it
 // (at most 64: enough for volumes, bounded for the request).
@@ -84,4 +22,75 @@ func mountsBelow(dir string) []string {
 		}
 	}
 	return out
+}
+
+// sourceName is the last element of a bind source, kept last in its
+// target below the share as a bind mount shows it in mountinfo.
+func sourceName(src string) string {
+	if b := filepath.Base(filepath.Clean(src)); b != "/" {
+		return b
+	}
+	return "root"
+}
+
+// makeMountpoints creates the mount points of a container's mounts in its
+// root filesystem on the host, where they are missing, before a read-only
+// root is attached: the guest cannot create them there, and runc too makes
+// them in the rootfs before it remounts it read-only. Paths resolve inside
+// root (RESOLVE_IN_ROOT: a symlink, perhaps left by an earlier container,
+// cannot lead outside it). Best effort: a mount point that cannot be made
+// fails the container in the guest, with libcontainer's error.
+func makeMountpoints(root string, mounts []specs.Mount) {
+	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(rfd)
+	for _, m := range mounts {
+		dest := filepath.Clean("/" + m.Destination)
+		if dest == "/" {
+			continue
+		}
+		isFile := false
+		if isBind(m) {
+			if st, err := os.Stat(m.Source); err == nil && !st.IsDir() {
+				isFile = true
+			}
+		}
+		parts := strings.Split(dest[1:], "/")
+		for i := range parts {
+			makeInRoot(rfd, parts[:i+1], isFile && i == len(parts)-1)
+		}
+	}
+}
+
+// makeInRoot creates path (components below rfd) if it is missing, as a
+// directory or an empty file.
+func makeInRoot(rfd int, path []string, file bool) {
+	how := func(p string) (int, error) {
+		return unix.Openat2(rfd, p, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
+	}
+	full := strings.Join(path, "/")
+	if fd, err := how(full); err == nil {
+		unix.Close(fd)
+		return
+	}
+	parent := "."
+	if len(path) > 1 {
+		parent = strings.Join(path[:len(path)-1], "/")
+	}
+	pfd, err := how(parent)
+	if err != nil {
+		return
+	}
+	defer unix.Close(pfd)
+	name := path[len(path)-1]
+	if !file {
+		unix.Mkdirat(pfd, name, 0o755)
+		return
+	}
+	if fd, err := unix.Openat(pfd, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644); err == nil {
+		unix.Close(fd)
+	}
 }

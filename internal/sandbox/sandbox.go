@@ -25,7 +25,7 @@ const SharedTag = "lodge-shared"
 
 // Files and directories in a sandbox's state directory.
 const (
-	sharedDir    = "shared"
+	shareDir     = "share" // see sharefs: empty on the host
 	virtiofsSock = "virtiofsd.sock"
 	virtiofsLog  = "virtiofsd.log"
 )
@@ -59,7 +59,7 @@ type Sandbox struct {
 	log    *slog.Logger
 	phases *phases
 	vm     vmm.VM
-	fsd    *sharefs.Daemon
+	share  *sharefs.Share
 	agent  *agent.Client
 
 	mu         sync.Mutex // guards containers
@@ -80,22 +80,17 @@ func Create(ctx context.Context, deps Deps, cfg Config) (_ *Sandbox, retErr erro
 		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
 	}
 	cu.add(func() { os.RemoveAll(cfg.Dir) })
-	shared := filepath.Join(cfg.Dir, sharedDir)
-	if err := makeSharedDir(shared); err != nil {
-		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
-	}
-	cu.add(func() { unmount(shared) })
 	ph.done(PhaseHostPrep)
 
-	fsd, err := deps.Virtiofsd.Start(ctx, sharefs.Share{
-		Dir:     shared,
+	share, err := deps.Virtiofsd.Start(ctx, sharefs.Config{
+		Dir:     filepath.Join(cfg.Dir, shareDir),
 		Socket:  filepath.Join(cfg.Dir, virtiofsSock),
 		LogFile: filepath.Join(cfg.Dir, virtiofsLog),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
 	}
-	cu.add(fsd.Stop)
+	cu.add(share.Stop)
 
 	vc := cfg.VM
 	vc.ID, vc.StateDir = cfg.ID, cfg.Dir
@@ -111,7 +106,7 @@ func Create(ctx context.Context, deps Deps, cfg Config) (_ *Sandbox, retErr erro
 		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
 	}
 	cu.add(func() { vm.Shutdown(context.Background()) })
-	log.Info("vm started", "vmm", "qemu", "pid", vm.Info().PID, "accel", vc.Accel, "virtiofsd_pid", fsd.PID())
+	log.Info("vm started", "vmm", "qemu", "pid", vm.Info().PID, "accel", vc.Accel, "virtiofsd_pid", share.PID())
 	ph.done(PhaseVMMStart)
 
 	client, err := connectAgent(ctx, vm, cfg.BootTimeout)
@@ -126,7 +121,7 @@ func Create(ctx context.Context, deps Deps, cfg Config) (_ *Sandbox, retErr erro
 	ph.done(PhaseBoot)
 
 	cu.release()
-	return &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, fsd: fsd, agent: client,
+	return &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, share: share, agent: client,
 		containers: map[string]*Container{}}, nil
 }
 
@@ -213,7 +208,7 @@ func (s *Sandbox) VMInfo() vmm.Info { return s.vm.Info() }
 
 // HostPIDs are the host processes the sandbox runs (QEMU, virtiofsd), so
 // that an owner that dies can be cleaned up after.
-func (s *Sandbox) HostPIDs() []int { return []int{s.vm.Info().PID, s.fsd.PID()} }
+func (s *Sandbox) HostPIDs() []int { return []int{s.vm.Info().PID, s.share.PID()} }
 
 // AgentVersion is the guest agent's handshake reply.
 func (s *Sandbox) AgentVersion() (agentVersion, kernel string) {
@@ -233,8 +228,8 @@ func (s *Sandbox) ConfigureNetwork(ctx context.Context, req *agentv1.NetworkRequ
 // DialPort connects to 127.0.0.1:port in the guest's network namespace.
 func (s *Sandbox) DialPort(port uint16) (net.Conn, error) { return s.agent.DialPort(port) }
 
-// Destroy stops the VM and virtiofsd, unmounts everything and removes the
-// state directory. It is safe to call on a sandbox whose VM already died.
+// Destroy stops the VM and virtiofsd, detaches everything the share holds
+// and removes the state directory. It is safe to call on a sandbox whose VM already died.
 func (s *Sandbox) Destroy(ctx context.Context) error {
 	s.phases.mark()
 	s.mu.Lock()
@@ -243,12 +238,11 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	s.mu.Unlock()
 	var errs []error
 	for _, c := range ctrs {
-		errs = append(errs, c.unmount())
+		errs = append(errs, c.unmount(ctx))
 	}
 	s.agent.Close()
 	errs = append(errs, s.vm.Shutdown(ctx))
-	s.fsd.Stop()
-	errs = append(errs, unmount(filepath.Join(s.dir, sharedDir)))
+	s.share.Stop() // ends the share's namespace: nothing stays attached
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("sandbox %s: destroy: %w (state kept in %s)", s.id, err, s.dir)
 	}

@@ -1,15 +1,14 @@
-// Package sharefs runs virtiofsd, the vhost-user daemon that serves a host
-// directory to the guest over virtio-fs. One daemon serves one sandbox's
-// shared directory; containers' root filesystems and volumes are bind
-// mounts below it.
+// Package sharefs gives a sandbox its shared directory: a mount namespace
+// of the sandbox's own in which host files are attached (read-only where
+// the spec says so, before they are visible), and the virtiofsd that
+// serves a read-only view of it to the guest. See share_linux.go for the
+// layout and docs/security.md for what the guest can and cannot do with it.
 package sharefs
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"syscall"
@@ -19,17 +18,20 @@ import (
 // ErrNoVirtiofsd reports a missing virtiofsd binary.
 var ErrNoVirtiofsd = errors.New("virtiofsd not found")
 
-// Virtiofsd starts daemons.
+// ErrStopped reports a share used after Stop.
+var ErrStopped = errors.New("share stopped")
+
+// Virtiofsd starts shares.
 type Virtiofsd struct {
 	Binary string
 	Log    *slog.Logger
 }
 
-// Share is what one daemon serves.
-type Share struct {
-	Dir     string // host directory
+// Config is where one share keeps its files.
+type Config struct {
+	Dir     string // state directory of the share (created here; must not exist)
 	Socket  string // vhost-user socket path (created here)
-	LogFile string // the daemon's stderr
+	LogFile string // virtiofsd's stderr
 }
 
 // Daemon is a running virtiofsd.
@@ -47,47 +49,39 @@ func (v *Virtiofsd) Check() error {
 	return nil
 }
 
-// Start launches virtiofsd on a listening socket it inherits as fd 3, so
-// QEMU may connect as soon as Start returns.
-func (v *Virtiofsd) Start(ctx context.Context, s Share) (*Daemon, error) {
-	if err := v.Check(); err != nil {
-		return nil, err
-	}
-	os.Remove(s.Socket)
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: s.Socket, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("virtiofsd: %w", err)
-	}
-	l.SetUnlinkOnClose(false)
-	lf, err := l.File()
-	l.Close()
-	if err != nil {
-		os.Remove(s.Socket)
-		return nil, fmt.Errorf("virtiofsd: %w", err)
-	}
-	defer lf.Close()
-	logf, err := os.OpenFile(s.LogFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		os.Remove(s.Socket)
-		return nil, fmt.Errorf("virtiofsd: %w", err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(v.Binary,
+// virtiofsdArgs serves dir: no extended attributes (so no file
+// capabilities or ACLs can be set), no CAP_MKNOD or CAP_SETFCAP (no device
+// nodes), virtiofsd's own namespace sandbox and seccomp filter.
+func virtiofsdArgs(dir string) []string {
+	return []string{
 		"--fd=3",
-		"-o", "source="+s.Dir,
+		"-o", "source=" + dir,
 		"-o", "cache=auto",
 		"-o", "sandbox=namespace",
 		"-o", "announce_submounts",
+		"-o", "no_xattr",
+		"-o", "modcaps=-mknod:-setfcap",
 		"-o", "log_level=warn",
-	)
+	}
+}
+
+// start launches virtiofsd on listener lf (its fd 3), so QEMU may connect
+// as soon as start returns. It must run on the share's namespace thread:
+// virtiofsd's Pdeathsig fires when the thread that started it ends.
+func (v *Virtiofsd) start(dir string, lf *os.File, c Config) (*Daemon, error) {
+	logf, err := os.OpenFile(c.LogFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("virtiofsd: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(v.Binary, virtiofsdArgs(dir)...)
 	cmd.ExtraFiles = []*os.File{lf}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		os.Remove(s.Socket)
 		return nil, fmt.Errorf("virtiofsd: start %s: %w", v.Binary, err)
 	}
-	d := &Daemon{cmd: cmd, socket: s.Socket, done: make(chan struct{})}
+	d := &Daemon{cmd: cmd, socket: c.Socket, done: make(chan struct{})}
 	go func() { cmd.Wait(); close(d.done) }()
 	return d, nil
 }
@@ -95,9 +89,9 @@ func (v *Virtiofsd) Start(ctx context.Context, s Share) (*Daemon, error) {
 // PID is the daemon's process id.
 func (d *Daemon) PID() int { return d.cmd.Process.Pid }
 
-// Stop ends the daemon (it does not exit when the VM does) and removes its
+// stop ends the daemon (it does not exit when the VM does) and removes its
 // socket.
-func (d *Daemon) Stop() {
+func (d *Daemon) stop() {
 	select {
 	case <-d.done:
 	default:

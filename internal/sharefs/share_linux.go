@@ -1,0 +1,409 @@
+package sharefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Layout of a share, in its state directory:
+//
+//	stage/   a tmpfs (nosuid, nodev, noexec), shared propagation: the host
+//	         makes directories here and attaches rootfs and volumes on them
+//	shared/  a read-only bind of stage/ in stage's peer group, so every
+//	         attachment appears here too, with its own flags: virtiofsd
+//	         serves this, the guest can write nothing but what is attached
+//	         read-write
+//
+// Both mounts exist only in the share's mount namespace: one OS thread of
+// this process unshares it (slave of the host's, so nothing made in it
+// propagates back), makes the mounts, starts virtiofsd (which takes its own
+// copy of the namespace as a slave, for its sandbox) and then runs every
+// later attach and detach. On the host both directories stay empty; no host
+// mount is made, so nothing pins a host directory and a dead owner leaves
+// no mount behind: the namespace ends with its thread and virtiofsd.
+//
+// An attachment is made read-only before it is visible anywhere: the
+// source is cloned with open_tree in the host's namespace, its flags are set
+// on the detached clone with mount_setattr, then it is moved onto its target
+// with move_mount. Targets are created and opened below stage/ with openat2
+// (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV) and mounted on
+// by file descriptor; unmounts use UMOUNT_NOFOLLOW.
+const (
+	stageDir  = "stage"
+	sharedDir = "shared"
+)
+
+// Share is one sandbox's shared directory and the virtiofsd serving it.
+type Share struct {
+	dir    string
+	daemon *Daemon
+	stage  int // O_PATH descriptor of stage/, used on the namespace thread
+
+	reqs chan func()   // run on the namespace thread
+	quit chan struct{} // closed by Stop: the namespace thread ends
+	done chan struct{} // closed when the namespace thread has ended
+	once sync.Once
+}
+
+// Start makes the share's namespace and mounts and starts virtiofsd on a
+// listening socket it inherits, so QEMU may connect as soon as Start
+// returns. On error nothing is left.
+func (v *Virtiofsd) Start(ctx context.Context, c Config) (*Share, error) {
+	if err := v.Check(); err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(c.Dir, 0o711); err != nil {
+		return nil, fmt.Errorf("share: %w", err)
+	}
+	lf, err := listen(c.Socket)
+	if err != nil {
+		os.RemoveAll(c.Dir)
+		return nil, err
+	}
+	defer lf.Close()
+	s := &Share{dir: c.Dir, stage: -1, reqs: make(chan func()), quit: make(chan struct{}), done: make(chan struct{})}
+	started := make(chan error, 1)
+	goLocked(func() { s.serve(v, lf, c, started) })
+	select {
+	case err = <-started:
+	case <-ctx.Done():
+		err = ctx.Err()
+		s.Stop()
+	}
+	if err != nil {
+		<-s.done
+		os.Remove(c.Socket)
+		os.RemoveAll(c.Dir)
+		return nil, err
+	}
+	return s, nil
+}
+
+// listen makes virtiofsd's vhost-user listener.
+func listen(path string) (*os.File, error) {
+	os.Remove(path)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("virtiofsd: %w", err)
+	}
+	l.SetUnlinkOnClose(false)
+	lf, err := l.File()
+	l.Close()
+	if err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("virtiofsd: %w", err)
+	}
+	return lf, nil
+}
+
+// serve is the namespace thread: it sets the share up, then runs requests
+// until Stop.
+func (s *Share) serve(v *Virtiofsd, lf *os.File, c Config, started chan<- error) {
+	defer close(s.done)
+	ns, err := s.setup()
+	if err != nil {
+		started <- err
+		return
+	}
+	daemon := make(chan error, 1)
+	stop := make(chan struct{})
+	stopped := make(chan struct{})
+	goLocked(func() { s.runDaemon(v, ns, lf, c, daemon, stop, stopped) })
+	err = <-daemon
+	unix.Close(ns)
+	if err != nil {
+		unix.Close(s.stage)
+		started <- err
+		return
+	}
+	started <- nil
+	for {
+		select {
+		case fn := <-s.reqs:
+			fn()
+		case <-s.quit:
+			close(stop)
+			<-stopped
+			unix.Close(s.stage)
+			return
+		}
+	}
+}
+
+// setup runs on the namespace thread and returns a descriptor of the new
+// namespace; on error the thread's end undoes it.
+func (s *Share) setup() (int, error) {
+	stage, shared := filepath.Join(s.dir, stageDir), filepath.Join(s.dir, sharedDir)
+	for _, d := range []string{stage, shared} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			return -1, fmt.Errorf("share: %w", err)
+		}
+	}
+	if err := unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS); err != nil {
+		return -1, fmt.Errorf("share: new mount namespace: %w", err)
+	}
+	steps := []struct {
+		what                 string
+		src, dst, fstype, do string
+		flags                uintptr
+	}{
+		{"keep the namespace from propagating to the host", "", "/", "", "", unix.MS_REC | unix.MS_SLAVE},
+		{"mount the share's tmpfs", "lodge-share", stage, "tmpfs", "mode=0711,size=1m,nr_inodes=16384", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC},
+		{"make the stage shared", "", stage, "", "", unix.MS_SHARED},
+		{"bind the guest's view", stage, shared, "", "", unix.MS_BIND},
+		{"make the guest's view read-only", "", shared, "", "", unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC},
+	}
+	for _, st := range steps {
+		if err := unix.Mount(st.src, st.dst, st.fstype, st.flags, st.do); err != nil {
+			return -1, fmt.Errorf("share: %s: %w", st.what, err)
+		}
+	}
+	fd, err := unix.Open(stage, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("share: %w", err)
+	}
+	ns, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("share: %w", err)
+	}
+	s.stage = fd
+	return ns, nil
+}
+
+// runDaemon is virtiofsd's thread: it joins the share's namespace, takes
+// the seccomp filter virtiofsd inherits (so the namespace thread, which
+// mounts, is not filtered), starts virtiofsd and stays until stop, for
+// virtiofsd's Pdeathsig is tied to the thread that started it.
+func (s *Share) runDaemon(v *Virtiofsd, ns int, lf *os.File, c Config, started chan<- error, stop <-chan struct{}, stopped chan<- struct{}) {
+	defer close(stopped)
+	err := unix.Unshare(unix.CLONE_FS)
+	if err == nil {
+		err = unix.Setns(ns, unix.CLONE_NEWNS)
+	}
+	if err != nil {
+		started <- fmt.Errorf("share: join the share's namespace: %w", err)
+		return
+	}
+	if err := confineVirtiofsd(); err != nil {
+		started <- fmt.Errorf("share: %w", err)
+		return
+	}
+	d, err := v.start(filepath.Join(s.dir, sharedDir), lf, c)
+	if err != nil {
+		started <- err
+		return
+	}
+	s.daemon = d
+	started <- nil
+	<-stop
+	d.stop()
+}
+
+// goLocked runs fn in a new goroutine locked to an OS thread that is not
+// the process's main thread, and never unlocks it: fn changes the thread's
+// namespaces, so the thread must end with fn (the Go runtime then discards
+// it). The main thread is never used, because the runtime keeps it when
+// its goroutine ends and /proc/self shows the main thread's namespaces.
+func goLocked(fn func()) {
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() != unix.Getpid() {
+			fn()
+			return
+		}
+		// Hold the main thread until fn's goroutine has a thread of its own.
+		held := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(held)
+			fn()
+		}()
+		<-held
+		runtime.UnlockOSThread()
+	}()
+}
+
+// do runs fn on the namespace thread.
+func (s *Share) do(ctx context.Context, fn func() error) error {
+	errc := make(chan error, 1)
+	select {
+	case s.reqs <- func() { errc <- fn() }:
+		return <-errc
+	case <-s.done:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// PID is virtiofsd's process id.
+func (s *Share) PID() int { return s.daemon.PID() }
+
+// Dir is the directory virtiofsd serves (in the share's namespace only).
+func (s *Share) Dir() string { return filepath.Join(s.dir, sharedDir) }
+
+// Stop ends virtiofsd and the share's namespace (which takes every
+// attachment with it) and removes the share's directory.
+func (s *Share) Stop() {
+	s.once.Do(func() { close(s.quit) })
+	<-s.done
+	os.RemoveAll(s.dir)
+}
+
+// Attachment is a host path to make visible below the share.
+type Attachment struct {
+	// Source is a host directory or file, resolved in the host's mount
+	// namespace (it comes from the spec or containerd, never the guest).
+	Source string
+	// Target is the path below the share: relative, clean, no "..".
+	Target string
+	// ReadOnly makes the attached mount read-only; with Recursive its
+	// submounts too (the OCI "rro"), else they keep their flags ("ro").
+	ReadOnly, Recursive bool
+}
+
+// Attach clones the source (with its submounts), makes the clone nosuid,
+// nodev, a slave of the source (host mounts below it still arrive, nothing
+// goes back) and read-only as asked, then mounts it on its target.
+func (s *Share) Attach(ctx context.Context, a Attachment) error {
+	if err := validTarget(a.Target); err != nil {
+		return err
+	}
+	// This goroutine's thread is in the host's namespace: only the share's
+	// own thread left it.
+	fd, err := unix.OpenTree(unix.AT_FDCWD, a.Source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return fmt.Errorf("share: clone %s: %w", a.Source, kernelHint(err))
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("share: %s: %w", a.Source, err)
+	}
+	attrs := []struct {
+		attr  unix.MountAttr
+		flags uint
+	}{
+		{unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV, Propagation: unix.MS_SLAVE}, unix.AT_RECURSIVE},
+	}
+	if a.ReadOnly {
+		var rec uint
+		if a.Recursive {
+			rec = unix.AT_RECURSIVE
+		}
+		attrs = append(attrs, struct {
+			attr  unix.MountAttr
+			flags uint
+		}{unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}, rec})
+	}
+	for _, at := range attrs {
+		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|at.flags, &at.attr); err != nil {
+			return fmt.Errorf("share: set flags of %s: %w", a.Source, kernelHint(err))
+		}
+	}
+	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+	return s.do(ctx, func() error { return s.place(fd, a.Target, isDir) })
+}
+
+// place mounts the detached tree fd on a new target below stage.
+func (s *Share) place(fd int, target string, isDir bool) error {
+	parent, err := mkdirAll(s.stage, filepath.Dir(target))
+	if err != nil {
+		return fmt.Errorf("share: %s: %w", target, err)
+	}
+	defer unix.Close(parent)
+	base := filepath.Base(target)
+	var tfd int
+	if isDir {
+		if err := unix.Mkdirat(parent, base, 0o755); err != nil {
+			return fmt.Errorf("share: %s: %w", target, err)
+		}
+		tfd, err = openBeneath(parent, base, unix.O_PATH|unix.O_DIRECTORY)
+	} else {
+		tfd, err = unix.Openat2(parent, base, &unix.OpenHow{
+			Flags: unix.O_CREAT | unix.O_EXCL | unix.O_WRONLY | unix.O_CLOEXEC, Mode: 0o644, Resolve: resolveFlags})
+	}
+	if err != nil {
+		return fmt.Errorf("share: %s: %w", target, err)
+	}
+	defer unix.Close(tfd)
+	if err := unix.MoveMount(fd, "", tfd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		return fmt.Errorf("share: attach %s: %w", target, err)
+	}
+	return nil
+}
+
+// Detach unmounts what is attached at target (and its submounts); a target
+// with nothing attached is fine.
+func (s *Share) Detach(ctx context.Context, target string) error {
+	if err := validTarget(target); err != nil {
+		return err
+	}
+	return s.do(ctx, func() error {
+		parent, err := openBeneath(s.stage, filepath.Dir(target), unix.O_PATH|unix.O_DIRECTORY)
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("share: detach %s: %w", target, err)
+		}
+		defer unix.Close(parent)
+		// The parent is reached through its descriptor, the last component
+		// is not followed.
+		p := fmt.Sprintf("/proc/thread-self/fd/%d/%s", parent, filepath.Base(target))
+		err = unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+		if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("share: detach %s: %w", target, err)
+		}
+		return nil
+	})
+}
+
+// Remove deletes target's directory tree below stage. It never enters an
+// attached mount: a tree that still holds one fails with EXDEV.
+func (s *Share) Remove(ctx context.Context, target string) error {
+	if err := validTarget(target); err != nil {
+		return err
+	}
+	return s.do(ctx, func() error {
+		parent, err := openBeneath(s.stage, filepath.Dir(target), unix.O_PATH|unix.O_DIRECTORY)
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("share: remove %s: %w", target, err)
+		}
+		defer unix.Close(parent)
+		if err := removeTree(parent, filepath.Base(target)); err != nil {
+			return fmt.Errorf("share: remove %s: %w", target, err)
+		}
+		return nil
+	})
+}
+
+// validTarget accepts a clean relative path without "..".
+func validTarget(t string) error {
+	if t == "" || filepath.IsAbs(t) || filepath.Clean(t) != t || t == "." ||
+		t == ".." || strings.HasPrefix(t, "../") || strings.Contains(t, "\x00") {
+		return fmt.Errorf("share: invalid target %q", t)
+	}
+	return nil
+}
+
+// kernelHint names the kernel feature behind ENOSYS.
+func kernelHint(err error) error {
+	if errors.Is(err, unix.ENOSYS) {
+		return fmt.Errorf("%w (open_tree, mount_setattr and move_mount need Linux 5.12 or later)", err)
+	}
+	return err
+}
