@@ -39,17 +39,24 @@ func sourceName(src string) string {
 // them in the rootfs before it remounts it read-only. Paths resolve inside
 // root (RESOLVE_IN_ROOT: a symlink, perhaps left by an earlier container,
 // cannot lead outside it). Best effort: a mount point that cannot be made
-// fails the container in the guest, with libcontainer's error.
+// fails the container in the guest, with libcontainer's error. A mount
+// nested in an earlier one (/dev/pts in /dev) has its mount point there.
 func makeMountpoints(root string, mounts []specs.Mount) {
 	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return
 	}
 	defer unix.Close(rfd)
+	var dests []string
 	for _, m := range mounts {
 		dest := filepath.Clean("/" + m.Destination)
-		if dest == "/" {
-			continue
+		nested := false
+		for _, d := range dests {
+			nested = nested || strings.HasPrefix(dest, d+"/")
+		}
+		dests = append(dests, dest)
+		if dest == "/" || nested {
+			continue // on the mount above it, not in the rootfs
 		}
 		isFile := false
 		if isBind(m) {

@@ -1,0 +1,276 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// buildAttacker puts test/attacker (guest root's stand-in) into a rootfs
+// as /attacker.
+func buildAttacker(t *testing.T, rootfs string) {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	src := filepath.Join(filepath.Dir(file), "..", "attacker")
+	cmd := exec.Command("go", "build", "-o", filepath.Join(rootfs, "attacker"), ".")
+	cmd.Dir = src
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the attacker: %v\n%s", err, out)
+	}
+}
+
+// allCaps are the capabilities of Linux 6.1.
+var allCaps = strings.Fields(`CAP_CHOWN CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER CAP_FSETID CAP_KILL
+	CAP_SETGID CAP_SETUID CAP_SETPCAP CAP_LINUX_IMMUTABLE CAP_NET_BIND_SERVICE CAP_NET_BROADCAST CAP_NET_ADMIN
+	CAP_NET_RAW CAP_IPC_LOCK CAP_IPC_OWNER CAP_SYS_MODULE CAP_SYS_RAWIO CAP_SYS_CHROOT CAP_SYS_PTRACE CAP_SYS_PACCT
+	CAP_SYS_ADMIN CAP_SYS_BOOT CAP_SYS_NICE CAP_SYS_RESOURCE CAP_SYS_TIME CAP_SYS_TTY_CONFIG CAP_MKNOD CAP_LEASE
+	CAP_AUDIT_WRITE CAP_AUDIT_CONTROL CAP_SETFCAP CAP_MAC_OVERRIDE CAP_MAC_ADMIN CAP_SYSLOG CAP_WAKE_ALARM
+	CAP_BLOCK_SUSPEND CAP_AUDIT_READ CAP_PERFMON CAP_BPF CAP_CHECKPOINT_RESTORE`)
+
+// privilegedSpec is a container as privileged as a spec can make it: every
+// capability, no seccomp, no masked or read-only paths, every device.
+func privilegedSpec(args ...string) *specs.Spec {
+	s := defaultSpec(args...)
+	s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: allCaps, Effective: allCaps,
+		Permitted: allCaps, Inheritable: allCaps, Ambient: allCaps}
+	s.Process.NoNewPrivileges = false
+	s.Linux.Seccomp = nil
+	s.Linux.MaskedPaths, s.Linux.ReadonlyPaths = nil, nil
+	s.Linux.Resources = &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}}
+	return s
+}
+
+func withoutNamespace(nss []specs.LinuxNamespace, typ specs.LinuxNamespaceType) []specs.LinuxNamespace {
+	var out []specs.LinuxNamespace
+	for _, ns := range nss {
+		if ns.Type != typ {
+			out = append(out, ns)
+		}
+	}
+	return out
+}
+
+// tree records every entry below dir as the host sees it: type and mode
+// bits (setuid included), owner, size, content hash, link target, xattrs.
+func tree(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		desc := fmt.Sprintf("mode=%o uid=%d gid=%d rdev=%d", st.Mode, st.Uid, st.Gid, st.Rdev)
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			b, _ := os.ReadFile(p)
+			desc += fmt.Sprintf(" size=%d sha=%x", len(b), sha256.Sum256(b))
+		case unix.S_IFLNK:
+			l, _ := os.Readlink(p)
+			desc += " -> " + l
+		}
+		buf := make([]byte, 4096)
+		if n, err := unix.Llistxattr(p, buf); err == nil && n > 0 {
+			desc += " xattrs=" + string(bytes.ReplaceAll(buf[:n], []byte{0}, []byte{','}))
+		}
+		rel, _ := filepath.Rel(dir, p)
+		out[rel] = desc
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// hostMounts is the host's mount table (mount points and options).
+func hostMounts(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if f := strings.Fields(l); len(f) > 5 {
+			out = append(out, f[4]+" "+f[5])
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// hostEtc lists the host's /etc, where the guest's symlinks point.
+func hostEtc(t *testing.T) []string {
+	entries, err := os.ReadDir("/etc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// TestGuestRootCannotChangeReadOnlyMounts: guest root (a privileged
+// container) remounts a read-only volume, a recursive read-only volume, a
+// read-only file and the read-only root read-write and writes to them;
+// mounts the share's tag a second time and plants files, directories and
+// symlinks everywhere in it; makes device nodes, setuid/setgid files and a
+// file capability in a read-write volume. The host's files, mounts and /etc
+// must be as they were, bar the plain writes the read-write volume allows.
+func TestGuestRootCannotChangeReadOnlyMounts(t *testing.T) {
+	f := newFixture(t)
+	rootfs := filepath.Join(f.bundle, "rootfs")
+	buildAttacker(t, rootfs)
+	host := t.TempDir()
+	for _, d := range []string{"ro/d", "rro/sub", "rw"} {
+		os.MkdirAll(filepath.Join(host, d), 0o755)
+	}
+	for _, p := range []string{"ro/f", "ro/d/g", "rro/f", "rro/sub/g", "hostfile"} {
+		os.WriteFile(filepath.Join(host, p), []byte("original "+p+"\n"), 0o644)
+	}
+	// The mount points exist, so that the rootfs's listing can be compared.
+	for _, d := range []string{"ro", "rro", "rw"} {
+		os.Mkdir(filepath.Join(rootfs, d), 0o755)
+	}
+	os.WriteFile(filepath.Join(rootfs, "hostfile"), nil, 0o644)
+
+	s := privilegedSpec("sh", "-c", `/attacker guest-root /run/lodge/shares/lodge-shared;
+		/attacker share /dev/lodge-s; /attacker privs /rw; /attacker writes /ro /rro /hostfile; /attacker writes /`)
+	// In the guest's PID namespace, to reach the agent's mount namespace.
+	s.Linux.Namespaces = withoutNamespace(s.Linux.Namespaces, specs.PIDNamespace)
+	s.Root.Readonly = true
+	s.Mounts = append(s.Mounts,
+		specs.Mount{Destination: "/ro", Type: "bind", Source: filepath.Join(host, "ro"), Options: []string{"rbind", "ro"}},
+		specs.Mount{Destination: "/rro", Type: "bind", Source: filepath.Join(host, "rro"), Options: []string{"rbind", "rro"}},
+		specs.Mount{Destination: "/hostfile", Type: "bind", Source: filepath.Join(host, "hostfile"), Options: []string{"bind", "ro"}},
+		specs.Mount{Destination: "/rw", Type: "bind", Source: filepath.Join(host, "rw"), Options: []string{"rbind", "rw"}})
+	f.writeSpec(s)
+
+	before := map[string]map[string]string{"ro": tree(t, filepath.Join(host, "ro")),
+		"rro": tree(t, filepath.Join(host, "rro")), "hostfile": tree(t, filepath.Join(host, "hostfile")),
+		"rootfs": tree(t, rootfs)}
+	mounts, etc := hostMounts(t), hostEtc(t)
+
+	r := f.run("attack", "")
+	t.Logf("attacker (exit %d):\n%s%s", r.code, r.stdout, r.stderr)
+	// The attack really ran as guest root: the remounts and the second
+	// mount of the share succeeded inside the VM.
+	for _, want := range []string{"remount /ro: ok", "remount /rro: ok", "remount /: ok", "mount-share /dev/lodge-s: ok",
+		"enter-guest-root /run/lodge/shares/lodge-shared: ok"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("the attack did not get as far as %q", want)
+		}
+	}
+	for name, b := range before {
+		p := filepath.Join(host, name)
+		if name == "rootfs" {
+			p = rootfs
+		}
+		if d := cmp.Diff(b, tree(t, p)); d != "" {
+			t.Errorf("guest root changed the read-only %s on the host (-before +after):\n%s", name, d)
+		}
+	}
+	if d := cmp.Diff(mounts, hostMounts(t)); d != "" {
+		t.Errorf("the host's mount table changed (-before +after):\n%s", d)
+	}
+	if d := cmp.Diff(etc, hostEtc(t)); d != "" {
+		t.Errorf("the host's /etc changed (-before +after):\n%s", d)
+	}
+	// The read-write volume took the plain write, and nothing that would
+	// carry privilege on the host.
+	if b, err := os.ReadFile(filepath.Join(host, "rw", "ok")); err != nil || string(b) != "written by guest\n" {
+		t.Errorf("a plain write to the read-write volume did not reach the host: %q, %v", b, err)
+	}
+	for p, desc := range tree(t, filepath.Join(host, "rw")) {
+		var st unix.Stat_t
+		unix.Lstat(filepath.Join(host, "rw", p), &st)
+		if typ := st.Mode & unix.S_IFMT; typ == unix.S_IFCHR || typ == unix.S_IFBLK {
+			t.Errorf("device node on the host: rw/%s %s", p, desc)
+		}
+		if st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			t.Errorf("setuid/setgid file on the host: rw/%s %s", p, desc)
+		}
+		if strings.Contains(desc, "security.capability") {
+			t.Errorf("file capability on the host: rw/%s %s", p, desc)
+		}
+	}
+}
+
+// TestGuestRootPlantsDuringTeardown: guest root plants symlinks and
+// directories everywhere in the share while the host tears the sandbox
+// down; the host's rootfs, volume, /etc and mounts are as they were and
+// nothing is left (the fixture checks).
+func TestGuestRootPlantsDuringTeardown(t *testing.T) {
+	f := newFixture(t)
+	rootfs := filepath.Join(f.bundle, "rootfs")
+	buildAttacker(t, rootfs)
+	vol := t.TempDir()
+	os.WriteFile(filepath.Join(vol, "f"), []byte("original\n"), 0o644)
+	os.Mkdir(filepath.Join(rootfs, "vol"), 0o755)
+	s := privilegedSpec("/attacker", "plant-loop", "/dev/lodge-s")
+	s.Root.Readonly = true
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/vol", Type: "bind", Source: vol, Options: []string{"rbind", "ro"}})
+	f.writeSpec(s)
+	before, volBefore, mounts, etc := tree(t, rootfs), tree(t, vol), hostMounts(t), hostEtc(t)
+
+	out := filepath.Join(t.TempDir(), "stdout")
+	of, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer of.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := f.command(ctx, "run", "-d", "--bundle", f.bundle, "planter")
+	cmd.Stdout, cmd.Stderr = of, of
+	if err := cmd.Run(); err != nil {
+		b, _ := os.ReadFile(out)
+		t.Fatalf("run -d: %v: %s", err, b)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		b, _ := os.ReadFile(out)
+		if bytes.Count(b, []byte("plant-link")) > 20 {
+			break // the loop is planting
+		}
+		if time.Now().After(deadline) || bytes.Contains(b, []byte("mount-share /dev/lodge-s: ")) && !bytes.Contains(b, []byte("mount-share /dev/lodge-s: ok")) {
+			t.Fatalf("the attacker is not planting:\n%s", b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	f.mustRT("delete", "--force", "planter")
+
+	if d := cmp.Diff(before, tree(t, rootfs)); d != "" {
+		t.Errorf("the read-only rootfs changed (-before +after):\n%s", d)
+	}
+	if d := cmp.Diff(volBefore, tree(t, vol)); d != "" {
+		t.Errorf("the read-only volume changed (-before +after):\n%s", d)
+	}
+	if d := cmp.Diff(mounts, hostMounts(t)); d != "" {
+		t.Errorf("the host's mount table changed (-before +after):\n%s", d)
+	}
+	if d := cmp.Diff(etc, hostEtc(t)); d != "" {
+		t.Errorf("the host's /etc changed (-before +after):\n%s", d)
+	}
+}
