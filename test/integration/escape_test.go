@@ -55,6 +55,35 @@ func privilegedSpec(args ...string) *specs.Spec {
 	return s
 }
 
+// shareChanges picks, from the attacker's output, the changes that
+// succeeded in the share's own directories (its root, a container's
+// directory, mounts/, mounts/N), where the host attaches: those are the
+// guest's to read only. Below them are the attached rootfs and volumes,
+// writable where the spec says so.
+func shareChanges(out, share string) []string {
+	var bad []string
+	for _, l := range strings.Split(out, "\n") {
+		op, rest, _ := strings.Cut(strings.TrimSpace(l), " ")
+		path, ok := strings.CutSuffix(rest, ": ok")
+		if !ok || !strings.HasPrefix(op, "plant") && op != "replace-with-link" {
+			continue
+		}
+		dir := path
+		if op == "replace-with-link" {
+			dir = filepath.Dir(path)
+		}
+		rel, err := filepath.Rel(share, dir)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			continue
+		}
+		parts := strings.Split(rel, "/")
+		if rel == "." || len(parts) == 1 || (parts[1] == "mounts" && len(parts) <= 3) {
+			bad = append(bad, l)
+		}
+	}
+	return bad
+}
+
 func withoutNamespace(nss []specs.LinuxNamespace, typ specs.LinuxNamespaceType) []specs.LinuxNamespace {
 	var out []specs.LinuxNamespace
 	for _, ns := range nss {
@@ -182,6 +211,9 @@ func TestGuestRootCannotChangeReadOnlyMounts(t *testing.T) {
 			t.Errorf("the attack did not get as far as %q", want)
 		}
 	}
+	for _, l := range shareChanges(r.stdout, "/run/lodge/shares/lodge-shared") {
+		t.Errorf("guest root changed the share's own directories: %s", l)
+	}
 	for name, b := range before {
 		p := filepath.Join(host, name)
 		if name == "rootfs" {
@@ -272,5 +304,105 @@ func TestGuestRootPlantsDuringTeardown(t *testing.T) {
 	}
 	if d := cmp.Diff(etc, hostEtc(t)); d != "" {
 		t.Errorf("the host's /etc changed (-before +after):\n%s", d)
+	}
+}
+
+// TestShimPodGuestRoot: in a CRI pod, a privileged container acting as
+// guest root attacks the share from the guest's root namespace, then keeps
+// planting symlinks and directories in a second mount of the share's tag
+// while a later container of the pod gets its rootfs and volumes attached,
+// and while the pod is torn down. The later container works, the host's
+// volumes and /etc are unchanged, and nothing is left.
+func TestShimPodGuestRoot(t *testing.T) {
+	if _, err := exec.LookPath("crictl"); err != nil {
+		if os.Getenv("LODGE_INTEGRATION") != "" {
+			t.Fatal("crictl not installed (make setup installs it)")
+		}
+		t.Skip("crictl not installed")
+	}
+	c := startContainerdWith(t, true)
+	ref := "lodge.test/attacker:1"
+	c.importImage(pauseRef, "sleep", "2147483647")
+	c.importImageWith(ref, func(rootfs string) { buildAttacker(t, rootfs) })
+	logs := t.TempDir()
+	// Host PID namespace: in a Lodge pod, the VM's.
+	sc := map[string]any{"privileged": true, "namespace_options": map[string]any{"pid": 2}}
+	podCfg := writeJSON(t, map[string]any{
+		"metadata":      map[string]any{"name": "hostile", "namespace": "lodge", "uid": "uid-hostile", "attempt": 1},
+		"log_directory": logs,
+		"linux":         map[string]any{"security_context": sc},
+	})
+	pod, err := c.crictl("runp", "--runtime", "lodge", podCfg)
+	if err != nil {
+		t.Fatalf("runp: %v", err)
+	}
+	vol, data := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(vol, "f"), []byte("original\n"), 0o644)
+	volBefore, etc := tree(t, vol), hostEtc(t)
+	create := func(name string, linux map[string]any, mounts []map[string]any, cmd ...string) string {
+		t.Helper()
+		cfg := writeJSON(t, map[string]any{
+			"metadata": map[string]any{"name": name}, "image": map[string]any{"image": ref},
+			"command": cmd, "log_path": name + ".log", "linux": linux, "mounts": mounts,
+		})
+		id, err := c.crictl("create", pod, cfg, podCfg)
+		if err != nil {
+			t.Fatalf("create %s: %v", name, err)
+		}
+		if _, err := c.crictl("start", id); err != nil {
+			t.Fatalf("start %s: %v", name, err)
+		}
+		return id
+	}
+	attacker := create("attacker", map[string]any{"security_context": sc}, nil, "sh", "-c",
+		"/attacker guest-root /run/lodge/shares/lodge-shared; exec /attacker plant-loop /dev/lodge-s")
+	deadline := time.Now().Add(2 * time.Minute)
+	for out := ""; strings.Count(out, "plant-link /dev/lodge-s") < 20; out = c.crictlOut("logs", attacker) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the attacker is not planting:\n%s", out)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	out := c.crictlOut("logs", attacker)
+	if !strings.Contains(out, "enter-guest-root /run/lodge/shares/lodge-shared: ok") {
+		t.Errorf("the attacker did not reach the guest's root namespace:\n%s", out)
+	}
+	for _, l := range shareChanges(out, "/run/lodge/shares/lodge-shared") {
+		t.Errorf("guest root changed the share's own directories: %s", l)
+	}
+	later := create("later", map[string]any{}, []map[string]any{
+		{"container_path": "/vol", "host_path": vol, "readonly": true},
+		{"container_path": "/data", "host_path": data},
+	}, "sh", "-c", "cat /vol/f && echo later-ok > /data/out")
+	deadline = time.Now().Add(time.Minute)
+	for c.crictlOut("inspect", "-o", "go-template", "--template", "{{.status.state}}", later) != "CONTAINER_EXITED" {
+		if time.Now().After(deadline) {
+			t.Fatal("the later container did not finish")
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if got := c.crictlOut("logs", later); got != "original" {
+		t.Errorf("the later container read %q from its read-only volume", got)
+	}
+	if b, _ := os.ReadFile(filepath.Join(data, "out")); string(b) != "later-ok\n" {
+		t.Errorf("the later container's read-write volume: %q", b)
+	}
+	if _, err := c.crictl("stopp", pod); err != nil {
+		t.Errorf("stopp: %v", err)
+	}
+	if _, err := c.crictl("rmp", pod); err != nil {
+		t.Errorf("rmp: %v", err)
+	}
+	c.assertPodStateGone()
+	if d := cmp.Diff(volBefore, tree(t, vol)); d != "" {
+		t.Errorf("the read-only volume changed (-before +after):\n%s", d)
+	}
+	if d := cmp.Diff(etc, hostEtc(t)); d != "" {
+		t.Errorf("the host's /etc changed (-before +after):\n%s", d)
+	}
+	for _, m := range hostMounts(t) {
+		if strings.Contains(m, vol) || strings.Contains(m, data) || strings.Contains(m, "planted") || strings.HasPrefix(m, "/etc") {
+			t.Errorf("host mount left or made: %s", m)
+		}
 	}
 }

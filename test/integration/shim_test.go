@@ -23,11 +23,18 @@ const pauseRef = "lodge.test/pause:1"
 const lodgeRuntime = "io.containerd.lodge.v2"
 
 // importImage builds a busybox image named ref with Cmd cmd and imports it.
-func (c *ctrd) importImage(ref string, cmd ...string) {
+func (c *ctrd) importImage(ref string, cmd ...string) { c.importImageWith(ref, nil, cmd...) }
+
+// importImageWith is importImage with more files: prepare adds them to the
+// image's rootfs.
+func (c *ctrd) importImageWith(ref string, prepare func(rootfs string), cmd ...string) {
 	c.t.Helper()
 	dir := c.t.TempDir()
 	if err := testbundle.Rootfs(filepath.Join(dir, "rootfs")); err != nil {
 		c.t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(filepath.Join(dir, "rootfs"))
 	}
 	layer := filepath.Join(dir, "layer.tar")
 	if err := tarDir(filepath.Join(dir, "rootfs"), layer); err != nil {
