@@ -12,12 +12,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// UnmountBelow detaches every mount at or below dir, deepest first.
+// UnmountBelow detaches every mount at or below dir, deepest first. It never
+// follows a symlink at a mount point: a path that a guest replaced with one
+// is left alone rather than resolved to somewhere else on the host.
 func UnmountBelow(dir string) error {
 	points, err := PointsBelow(dir, true)
 	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
 	for _, p := range points {
-		unix.Unmount(p, unix.MNT_DETACH)
+		unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
 	}
 	return err
 }

@@ -124,6 +124,22 @@ func TestAttachFlagsInVirtiofsdsView(t *testing.T) {
 			t.Errorf("write below %q: %v, want EROFS", rel, err)
 		}
 	}
+	// Every attachment is nosuid and nodev in virtiofsd's namespace.
+	mi, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(s.PID()), "mountinfo"))
+	seen := 0
+	for _, l := range strings.Split(string(mi), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 6 || !strings.HasPrefix(f[4], "/c1/") {
+			continue
+		}
+		seen++
+		if opts := "," + f[5] + ","; !strings.Contains(opts, ",nosuid,") || !strings.Contains(opts, ",nodev,") {
+			t.Errorf("attachment %s has options %s, want nosuid,nodev", f[4], f[5])
+		}
+	}
+	if seen < 6 { // 4 attachments, 2 submounts
+		t.Errorf("virtiofsd sees %d attachments, want 6:\n%s", seen, mi)
+	}
 	if b, _ := os.ReadFile(file); string(b) != "127.0.0.1 localhost\n" {
 		t.Errorf("host file changed: %q", b)
 	}
