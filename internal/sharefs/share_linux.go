@@ -346,32 +346,28 @@ func (s *Share) place(fd int, target string, isDir bool) error {
 // Detach unmounts what is attached at target (and its submounts); a target
 // with nothing attached is fine.
 func (s *Share) Detach(ctx context.Context, target string) error {
-	if err := validTarget(target); err != nil {
-		return err
-	}
-	return s.do(ctx, func() error {
-		parent, err := openBeneath(s.stage, filepath.Dir(target), unix.O_PATH|unix.O_DIRECTORY)
-		if errors.Is(err, unix.ENOENT) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("share: detach %s: %w", target, err)
-		}
-		defer unix.Close(parent)
+	return s.inParent(ctx, "detach", target, func(parent int, base string) error {
 		// The parent is reached through its descriptor, the last component
 		// is not followed.
-		p := fmt.Sprintf("/proc/thread-self/fd/%d/%s", parent, filepath.Base(target))
-		err = unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
-		if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("share: detach %s: %w", target, err)
+		p := fmt.Sprintf("/proc/thread-self/fd/%d/%s", parent, base)
+		err := unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			return nil
 		}
-		return nil
+		return err
 	})
 }
 
 // Remove deletes target's directory tree below stage. It never enters an
 // attached mount: a tree that still holds one fails with EXDEV.
 func (s *Share) Remove(ctx context.Context, target string) error {
+	return s.inParent(ctx, "remove", target, removeTree)
+}
+
+// inParent runs fn in the share's namespace with target's parent opened
+// beneath stage and target's last component; a parent that does not exist
+// means there is nothing to do.
+func (s *Share) inParent(ctx context.Context, op, target string, fn func(parent int, base string) error) error {
 	if err := validTarget(target); err != nil {
 		return err
 	}
@@ -380,12 +376,12 @@ func (s *Share) Remove(ctx context.Context, target string) error {
 		if errors.Is(err, unix.ENOENT) {
 			return nil
 		}
-		if err != nil {
-			return fmt.Errorf("share: remove %s: %w", target, err)
+		if err == nil {
+			defer unix.Close(parent)
+			err = fn(parent, filepath.Base(target))
 		}
-		defer unix.Close(parent)
-		if err := removeTree(parent, filepath.Base(target)); err != nil {
-			return fmt.Errorf("share: remove %s: %w", target, err)
+		if err != nil {
+			return fmt.Errorf("share: %s %s: %w", op, target, err)
 		}
 		return nil
 	})

@@ -314,12 +314,7 @@ func TestGuestRootPlantsDuringTeardown(t *testing.T) {
 // and while the pod is torn down. The later container works, the host's
 // volumes and /etc are unchanged, and nothing is left.
 func TestShimPodGuestRoot(t *testing.T) {
-	if _, err := exec.LookPath("crictl"); err != nil {
-		if os.Getenv("LODGE_INTEGRATION") != "" {
-			t.Fatal("crictl not installed (make setup installs it)")
-		}
-		t.Skip("crictl not installed")
-	}
+	needCrictl(t)
 	c := startContainerdWith(t, true)
 	ref := "lodge.test/attacker:1"
 	c.importImage(pauseRef, "sleep", "2147483647")
@@ -341,18 +336,10 @@ func TestShimPodGuestRoot(t *testing.T) {
 	volBefore, etc := tree(t, vol), hostEtc(t)
 	create := func(name string, linux map[string]any, mounts []map[string]any, cmd ...string) string {
 		t.Helper()
-		cfg := writeJSON(t, map[string]any{
+		return c.startContainer(pod, podCfg, map[string]any{
 			"metadata": map[string]any{"name": name}, "image": map[string]any{"image": ref},
 			"command": cmd, "log_path": name + ".log", "linux": linux, "mounts": mounts,
 		})
-		id, err := c.crictl("create", pod, cfg, podCfg)
-		if err != nil {
-			t.Fatalf("create %s: %v", name, err)
-		}
-		if _, err := c.crictl("start", id); err != nil {
-			t.Fatalf("start %s: %v", name, err)
-		}
-		return id
 	}
 	attacker := create("attacker", map[string]any{"security_context": sc}, nil, "sh", "-c",
 		"/attacker guest-root /run/lodge/shares/lodge-shared; exec /attacker plant-loop /dev/lodge-s")
@@ -387,13 +374,7 @@ func TestShimPodGuestRoot(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(data, "out")); string(b) != "later-ok\n" {
 		t.Errorf("the later container's read-write volume: %q", b)
 	}
-	if _, err := c.crictl("stopp", pod); err != nil {
-		t.Errorf("stopp: %v", err)
-	}
-	if _, err := c.crictl("rmp", pod); err != nil {
-		t.Errorf("rmp: %v", err)
-	}
-	c.assertPodStateGone()
+	c.removePod(pod)
 	if d := cmp.Diff(volBefore, tree(t, vol)); d != "" {
 		t.Errorf("the read-only volume changed (-before +after):\n%s", d)
 	}

@@ -90,6 +90,34 @@ type podRecord struct {
 	} `json:"vm_procs"`
 }
 
+// startContainer creates a container from a CRI container config in pod
+// (made from podCfg) and starts it.
+func (c *ctrd) startContainer(pod, podCfg string, cfg map[string]any) string {
+	c.t.Helper()
+	name := cfg["metadata"].(map[string]any)["name"]
+	id, err := c.crictl("create", pod, writeJSON(c.t, cfg), podCfg)
+	if err != nil {
+		c.t.Fatalf("create %s: %v", name, err)
+	}
+	if _, err := c.crictl("start", id); err != nil {
+		c.t.Fatalf("start %s: %v", name, err)
+	}
+	return id
+}
+
+// removePod stops and removes a pod through CRI and checks that nothing of
+// it is left.
+func (c *ctrd) removePod(pod string) {
+	c.t.Helper()
+	if _, err := c.crictl("stopp", pod); err != nil {
+		c.t.Errorf("stopp: %v", err)
+	}
+	if _, err := c.crictl("rmp", pod); err != nil {
+		c.t.Errorf("rmp: %v", err)
+	}
+	c.assertPodStateGone()
+}
+
 // assertPodStateGone checks that no shim, VM or pod state is left.
 func (c *ctrd) assertPodStateGone() {
 	c.t.Helper()
@@ -274,12 +302,7 @@ func writeJSON(t *testing.T, v any) string {
 // (reachable from the host, reaches the host), containers talk over
 // localhost; exec, logs, stop and remove leave nothing behind.
 func TestShimCRIPod(t *testing.T) {
-	if _, err := exec.LookPath("crictl"); err != nil {
-		if os.Getenv("LODGE_INTEGRATION") != "" {
-			t.Fatal("crictl not installed (make setup installs it)")
-		}
-		t.Skip("crictl not installed")
-	}
+	needCrictl(t)
 	c := startContainerdWith(t, true)
 	ref := "lodge.test/busybox:1"
 	c.importImage(pauseRef, "sleep", "2147483647")
@@ -316,18 +339,10 @@ func TestShimCRIPod(t *testing.T) {
 
 	newCtrWith := func(name string, linux map[string]any, cmd ...string) string {
 		t.Helper()
-		cfg := writeJSON(t, map[string]any{
+		return c.startContainer(pod, podCfg, map[string]any{
 			"metadata": map[string]any{"name": name}, "image": map[string]any{"image": ref},
 			"command": cmd, "log_path": name + ".log", "linux": linux,
 		})
-		id, err := c.crictl("create", pod, cfg, podCfg)
-		if err != nil {
-			t.Fatalf("create %s: %v", name, err)
-		}
-		if _, err := c.crictl("start", id); err != nil {
-			t.Fatalf("start %s: %v", name, err)
-		}
-		return id
 	}
 	newCtr := func(name string, cmd ...string) string { return newCtrWith(name, map[string]any{}, cmd...) }
 	web := newCtr("web", "sh", "-c", "mkdir -p /www && echo hello-from-pod > /www/index.html && echo serving && exec httpd -f -p 8080 -h /www")
@@ -402,13 +417,7 @@ func TestShimCRIPod(t *testing.T) {
 	if st := c.crictlOut("inspect", "-o", "go-template", "--template", "{{.status.state}}", web); st != "CONTAINER_EXITED" {
 		t.Errorf("state after stop: %q", st)
 	}
-	if _, err := c.crictl("stopp", pod); err != nil {
-		t.Errorf("stopp: %v", err)
-	}
-	if _, err := c.crictl("rmp", pod); err != nil {
-		t.Errorf("rmp: %v", err)
-	}
-	c.assertPodStateGone()
+	c.removePod(pod)
 
 	// A pod whose shim is killed: its VM goes too, and CRI can still stop
 	// and remove the pod, leaving nothing behind.
@@ -540,4 +549,16 @@ func makeHostCgroup(t *testing.T, name string) string {
 		}
 	})
 	return "/" + name
+}
+
+// needCrictl skips a CRI test where crictl is missing, and fails it where
+// the integration run promised every tool (make setup installs crictl).
+func needCrictl(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("crictl"); err != nil {
+		if os.Getenv("LODGE_INTEGRATION") != "" {
+			t.Fatal("crictl not installed (make setup installs it)")
+		}
+		t.Skip("crictl not installed")
+	}
 }
