@@ -1,16 +1,20 @@
 package runtimecli
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lodgeruntime/lodge/internal/unixsock"
 )
 
 // Passing stdio to the supervisor: `exec` connects to fd.sock and sends a
@@ -123,7 +127,7 @@ func (s *fdStore) take(token string) ([]*os.File, error) {
 // passStdio sends this process's stdio to the supervisor of the container
 // in dir and returns the token naming them.
 func passStdio(dir string) (string, error) {
-	c, err := net.Dial("unix", dir+"/"+fdSock)
+	c, err := unixsock.Dial(context.Background(), filepath.Join(dir, fdSock))
 	if err != nil {
 		return "", fmt.Errorf("connect to the container's supervisor: %w", err)
 	}

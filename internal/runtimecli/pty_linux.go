@@ -1,11 +1,14 @@
 package runtimecli
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lodgeruntime/lodge/internal/unixsock"
 )
 
 // openPTY creates a pseudo-terminal pair on the host.
@@ -34,7 +37,7 @@ func openPTY() (master, slave *os.File, err error) {
 // sendFile sends f over the unix socket at path, as runc sends a terminal
 // master to --console-socket: the file's name as data, the fd as rights.
 func sendFile(path string, f *os.File) error {
-	c, err := net.Dial("unix", path)
+	c, err := unixsock.Dial(context.Background(), path)
 	if err != nil {
 		return fmt.Errorf("console socket: %w", err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/lodgeruntime/lodge/internal/procid"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/shim"
+	"github.com/lodgeruntime/lodge/internal/unixsock"
 )
 
 // The supervisor is a detached process per container that owns its VM.
@@ -205,28 +206,19 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id
 	}
 	s.srv = srv
 	taskapi.RegisterTaskService(srv, &persisting{Service: s.svc, sup: s})
-	tl, err := listenUnix(filepath.Join(dir, taskSock))
+	tl, err := unixsock.Listen(filepath.Join(dir, taskSock))
 	if err != nil {
 		return nil, err
 	}
 	s.ls = append(s.ls, tl)
 	go srv.Serve(context.Background(), tl)
-	fl, err := listenUnix(filepath.Join(dir, fdSock))
+	fl, err := unixsock.Listen(filepath.Join(dir, fdSock))
 	if err != nil {
 		return nil, err
 	}
 	s.ls = append(s.ls, fl)
-	go fds.serve(fl.(*net.UnixListener))
+	go fds.serve(fl)
 	return s, nil
-}
-
-func listenUnix(path string) (net.Listener, error) {
-	os.Remove(path)
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w (is the --root path too long for a unix socket?)", path, err)
-	}
-	return l, nil
 }
 
 // run forwards signals to the container until it exits, then tears the VM
@@ -353,7 +345,7 @@ func (p *persisting) Resume(ctx context.Context, r *taskapi.ResumeRequest) (*emp
 
 // dialTask connects to a container's supervisor.
 func dialTask(ctx context.Context, root, id string) (taskapi.TaskService, func(), error) {
-	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(containerDir(root, id), taskSock))
+	conn, err := unixsock.Dial(ctx, filepath.Join(containerDir(root, id), taskSock))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
 			return nil, nil, fmt.Errorf("container %s is not running", id)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -12,6 +11,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lodgeruntime/lodge/internal/unixsock"
 )
 
 // Layout of a share, in its state directory:
@@ -64,10 +65,10 @@ func (v *Virtiofsd) Start(ctx context.Context, c Config) (*Share, error) {
 	if err := os.Mkdir(c.Dir, 0o711); err != nil {
 		return nil, fmt.Errorf("share: %w", err)
 	}
-	lf, err := listen(c.Socket)
+	lf, err := unixsock.ListenFile(c.Socket)
 	if err != nil {
 		os.RemoveAll(c.Dir)
-		return nil, err
+		return nil, fmt.Errorf("virtiofsd: %w", err)
 	}
 	defer lf.Close()
 	s := &Share{dir: c.Dir, stage: -1, reqs: make(chan func()), quit: make(chan struct{}), done: make(chan struct{})}
@@ -86,23 +87,6 @@ func (v *Virtiofsd) Start(ctx context.Context, c Config) (*Share, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-// listen makes virtiofsd's vhost-user listener.
-func listen(path string) (*os.File, error) {
-	os.Remove(path)
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("virtiofsd: %w", err)
-	}
-	l.SetUnlinkOnClose(false)
-	lf, err := l.File()
-	l.Close()
-	if err != nil {
-		os.Remove(path)
-		return nil, fmt.Errorf("virtiofsd: %w", err)
-	}
-	return lf, nil
 }
 
 // serve is the namespace thread: it sets the share up, then runs requests

@@ -26,6 +26,14 @@ func firstNICFD(cfg vmm.Config) int {
 	return fdQMP + 1
 }
 
+// firstShareFD is the descriptor of the first share's vhost-user socket,
+// connected by the driver: shares follow the NICs. A connected socket
+// rather than a path, so that no socket path QEMU must fit into a
+// sockaddr is derived from the state directory.
+func firstShareFD(cfg vmm.Config) int {
+	return firstNICFD(cfg) + len(cfg.NICs)
+}
+
 // Host carries the facts about the host that the command line depends on.
 type Host struct {
 	// TSCkHz is the host TSC frequency; required under TCG.
@@ -116,12 +124,12 @@ func Argv(cfg vmm.Config, host Host) ([]string, error) {
 		)
 	}
 	for i, s := range cfg.Shares {
-		if !transport.ValidID(s.Tag) || strings.Contains(s.Socket, ",") {
+		if !transport.ValidID(s.Tag) {
 			return nil, fmt.Errorf("qemu: invalid share %q", s.Tag)
 		}
 		id := "fs" + strconv.Itoa(i)
 		a = append(a,
-			"-chardev", "socket,id="+id+",path="+s.Socket,
+			"-chardev", "socket,id="+id+",fd="+strconv.Itoa(firstShareFD(cfg)+i),
 			"-device", "vhost-user-fs-device,chardev="+id+",tag="+s.Tag,
 		)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lodgeruntime/lodge/internal/transport"
+	"github.com/lodgeruntime/lodge/internal/unixsock"
 	"github.com/lodgeruntime/lodge/internal/vmm"
 )
 
@@ -60,20 +61,27 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (_ vmm.VM, retErr er
 		if p == agentPath && cfg.Channel != vmm.ChannelSerial {
 			continue
 		}
-		f, err := listenFile(p)
+		f, err := unixsock.ListenFile(p)
 		if err != nil {
 			return nil, fmt.Errorf("qemu: %w", err)
 		}
 		files = append(files, f)
 		cleanups = append(cleanups, func() { os.Remove(p) })
 	}
+	var shares []*os.File
 	closeFiles := func() {
-		for _, f := range files {
-			f.Close()
-		}
-		files = nil
+		closeAll(files)
+		closeAll(shares)
+		files, shares = nil, nil
 	}
 	defer closeFiles()
+	for _, s := range cfg.Shares {
+		f, err := unixsock.DialFile(ctx, s.Socket)
+		if err != nil {
+			return nil, fmt.Errorf("qemu: share %s: %w", s.Tag, err)
+		}
+		shares = append(shares, f)
+	}
 
 	logFile, err := os.OpenFile(filepath.Join(cfg.StateDir, qemuLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -87,6 +95,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (_ vmm.VM, retErr er
 	for _, n := range cfg.NICs {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, n.Tap)
 	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, shares...)
 	// QEMU dies with its owner, so a crashed supervisor leaves no VM behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	started := time.Now()
@@ -105,7 +114,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (_ vmm.VM, retErr er
 
 	qctx, cancel := context.WithTimeout(ctx, monitorTimeout)
 	defer cancel()
-	conn, err := (&net.Dialer{}).DialContext(qctx, "unix", qmpPath)
+	conn, err := unixsock.Dial(qctx, qmpPath)
 	if err != nil {
 		return nil, v.exitError("connect monitor", err)
 	}
@@ -118,16 +127,10 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (_ vmm.VM, retErr er
 	return v, nil
 }
 
-func listenFile(path string) (*os.File, error) {
-	os.Remove(path)
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, err
+func closeAll(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
 	}
-	l.SetUnlinkOnClose(false)
-	f, err := l.File()
-	l.Close()
-	return f, err
 }
 
 // vm is a running QEMU.
@@ -192,7 +195,7 @@ func (v *vm) Dial(ctx context.Context) (net.Conn, error) {
 			}
 		}
 	default:
-		c, err := (&net.Dialer{}).DialContext(ctx, "unix", v.agentPath)
+		c, err := unixsock.Dial(ctx, v.agentPath)
 		if err != nil {
 			return nil, fmt.Errorf("qemu: dial agent: %w", err)
 		}
