@@ -118,20 +118,31 @@ func dispatch(ctx context.Context, args []string, env Env) error {
 	if g.logFormat != "text" && g.logFormat != "json" {
 		return usageError{fmt.Sprintf("--log-format %q: want text or json", g.logFormat)}
 	}
-	rest := fs.Args()
-	if len(rest) == 0 {
-		return usageError{"no command given (commands: " + commandNames() + ")"}
-	}
 	log, closeLog, err := newLogger(g, env.IO.Err)
 	if err != nil {
 		return err
 	}
 	defer closeLog()
-	cmd, ok := commands[rest[0]]
-	if !ok {
-		return usageError{fmt.Sprintf("unknown command %q (commands: %s)", rest[0], commandNames())}
+	err = run(ctx, g, log, env, fs.Args())
+	var exit exitCode
+	if err != nil && g.logFile != "" && !errors.As(err, &exit) {
+		// As runc: the error goes to --log too, where containerd's runc
+		// shim (and so Docker) reads the last error-level entry to tell
+		// the user what went wrong.
+		log.Error(oneLine(err))
 	}
-	return cmd(ctx, g, log, env, rest[1:])
+	return err
+}
+
+func run(ctx context.Context, g globals, log *slog.Logger, env Env, args []string) error {
+	if len(args) == 0 {
+		return usageError{"no command given (commands: " + commandNames() + ")"}
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		return usageError{fmt.Sprintf("unknown command %q (commands: %s)", args[0], commandNames())}
+	}
+	return cmd(ctx, g, log, env, args[1:])
 }
 
 type command func(ctx context.Context, g globals, log *slog.Logger, env Env, args []string) error
@@ -169,10 +180,28 @@ func newLogger(g globals, stderr io.Writer) (*slog.Logger, func(), error) {
 	if g.debug {
 		level = slog.LevelDebug
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: runcLevel}
 	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if g.logFormat == "json" {
 		h = slog.NewJSONHandler(w, opts)
 	}
 	return slog.New(h), closeFn, nil
+}
+
+// runcLevel writes levels as runc's logger (logrus) does, in lower case
+// with "warning" for warn: go-runc, which containerd's runc shim uses,
+// looks for level "error".
+func runcLevel(groups []string, a slog.Attr) slog.Attr {
+	if a.Key != slog.LevelKey || len(groups) > 0 {
+		return a
+	}
+	l, ok := a.Value.Any().(slog.Level)
+	if !ok {
+		return a
+	}
+	name := strings.ToLower(l.String())
+	if l == slog.LevelWarn {
+		name = "warning"
+	}
+	return slog.String(slog.LevelKey, name)
 }
