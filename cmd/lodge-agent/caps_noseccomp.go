@@ -2,4 +2,6 @@
 
 package main
 
-var capabilities = []string{"cgroup2"}
+import agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
+
+var capabilities = []string{agentv1.CapCgroup2}

@@ -2,4 +2,6 @@
 
 package main
 
-var capabilities = []string{"cgroup2", "seccomp"}
+import agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
+
+var capabilities = []string{agentv1.CapCgroup2, agentv1.CapSeccomp}

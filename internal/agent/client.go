@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/containerd/ttrpc"
@@ -46,6 +47,11 @@ type Client struct {
 // Connect starts the multiplexer on conn and performs the version
 // handshake, which waits for the guest to boot: ctx bounds it.
 func Connect(ctx context.Context, conn net.Conn) (*Client, error) {
+	return ConnectWith(ctx, conn, DefaultDeadlines)
+}
+
+// ConnectWith is Connect with deadlines of its own for the calls.
+func ConnectWith(ctx context.Context, conn net.Conn, d Deadlines) (*Client, error) {
 	sess, err := transport.HostSession(conn)
 	if err != nil {
 		conn.Close()
@@ -56,7 +62,7 @@ func Connect(ctx context.Context, conn net.Conn) (*Client, error) {
 		sess.Close()
 		return nil, fmt.Errorf("agent: open rpc stream: %w", err)
 	}
-	rpc := ttrpc.NewClient(st)
+	rpc := ttrpc.NewClient(st, ttrpc.WithUnaryClientInterceptor(d.edge))
 	c := &Client{sess: sess, rpc: rpc,
 		health: agentv1.NewHealthClient(rpc), containers: agentv1.NewContainersClient(rpc),
 		network: agentv1.NewNetworkClient(rpc)}
@@ -73,9 +79,12 @@ func Connect(ctx context.Context, conn net.Conn) (*Client, error) {
 	return c, nil
 }
 
+// validateVersion accepts an agent of the host's major API version (the
+// handshake's api_version is the major; what a major gains later is
+// announced as a capability) and a reply within bounds.
 func validateVersion(v *agentv1.VersionResponse) error {
 	if v.ApiVersion != agentv1.APIVersion {
-		return fmt.Errorf("%w: agent speaks API v%d, host speaks v%d (rebuild the initrd with `make setup`)",
+		return fmt.Errorf("%w: agent speaks API v%d, host speaks v%d (rebuild the guest with `lodge setup`)",
 			ErrIncompatible, v.ApiVersion, agentv1.APIVersion)
 	}
 	if len(v.AgentVersion) > maxVersionLen || len(v.KernelRelease) > maxVersionLen || len(v.Capabilities) > maxCaps {
@@ -91,6 +100,12 @@ func validateVersion(v *agentv1.VersionResponse) error {
 
 // Version is the agent's handshake reply.
 func (c *Client) Version() *agentv1.VersionResponse { return c.version }
+
+// Has reports whether the agent offers an optional feature (see the
+// Cap constants).
+func (c *Client) Has(capability string) bool {
+	return slices.Contains(c.version.Capabilities, capability)
+}
 
 // OpenStdio opens a stdio stream for a process; call it before Create.
 func (c *Client) OpenStdio(containerID, execID string, kind transport.Kind) (net.Conn, error) {

@@ -85,6 +85,10 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *C
 	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", cc.ID, err)
 	}
+	if gs.Linux != nil && gs.Linux.Seccomp != nil && !s.agent.Has(agentv1.CapSeccomp) {
+		return nil, fmt.Errorf("container %s: %w: the spec asks for a seccomp filter and this guest agent was built without seccomp (rebuild it with `make setup`)",
+			cc.ID, ErrUnsupported)
+	}
 	if cc.Stdio.Terminal != gs.Process.Terminal {
 		return nil, fmt.Errorf("container %s: process.terminal is %v but a terminal was %s", cc.ID,
 			gs.Process.Terminal, map[bool]string{true: "set up", false: "not set up"}[cc.Stdio.Terminal])
@@ -213,7 +217,7 @@ func (c *Container) Exec(ctx context.Context, ec ExecConfig) (*Process, error) {
 	if ec.Process == nil || len(ec.Process.Args) == 0 {
 		return nil, fmt.Errorf("exec %s: no process args", ec.ID)
 	}
-	b, err := json.Marshal(ec.Process)
+	b, err := json.Marshal(guestProcess(ec.Process))
 	if err != nil {
 		return nil, err
 	}

@@ -26,6 +26,7 @@ func guestSpec(in *specs.Spec, inPod bool, joinPID int) (*specs.Spec, error) {
 	}
 	s := *in
 	s.Hooks = nil // run on the host by the front end
+	s.Process = guestProcess(in.Process)
 	if s.Hostname == "" && newUTS(in) {
 		// A new UTS namespace starts with the host's name under runc; in
 		// the guest it would start with the guest's.
@@ -50,6 +51,7 @@ func guestSpec(in *specs.Spec, inPod bool, joinPID int) (*specs.Spec, error) {
 			l.Namespaces = append(l.Namespaces, ns)
 		}
 		l.CgroupsPath = "" // the guest chooses its own cgroup layout
+		l.MountLabel = ""  // an SELinux label of the host's policy (see guestProcess)
 		if inPod && len(l.Sysctl) > 0 {
 			// The pod's network namespace is the guest's own: its net.*
 			// sysctls are set once for the VM (PodSysctls), not by the
@@ -153,4 +155,17 @@ func splitSysctls(all map[string]string) (net, other map[string]string) {
 		}
 	}
 	return net, other
+}
+
+// guestProcess is p for the guest kernel: the AppArmor profile and SELinux
+// label name policies loaded in the host's kernel (Docker sets
+// "docker-default" wherever the host has AppArmor); the guest kernel has no
+// LSM policy, and the process is confined from the host by the VM.
+func guestProcess(p *specs.Process) *specs.Process {
+	if p == nil || (p.ApparmorProfile == "" && p.SelinuxLabel == "") {
+		return p
+	}
+	g := *p
+	g.ApparmorProfile, g.SelinuxLabel = "", ""
+	return &g
 }

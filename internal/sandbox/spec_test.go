@@ -73,3 +73,21 @@ func TestPodSysctls(t *testing.T) {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
+
+// Host LSM policies do not travel into the guest, whose kernel has none;
+// the caller's spec is left as it was.
+func TestGuestSpecDropsHostLSMLabels(t *testing.T) {
+	t.Parallel()
+	in := &specs.Spec{Process: &specs.Process{Args: []string{"sh"}, ApparmorProfile: "docker-default",
+		SelinuxLabel: "system_u:system_r:container_t:s0"}, Linux: &specs.Linux{MountLabel: "system_u:object_r:container_file_t:s0"}}
+	gs, err := guestSpec(in, false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gs.Process.ApparmorProfile != "" || gs.Process.SelinuxLabel != "" || gs.Linux.MountLabel != "" {
+		t.Errorf("guest spec keeps host labels: %+v %q", gs.Process, gs.Linux.MountLabel)
+	}
+	if in.Process.ApparmorProfile != "docker-default" || in.Linux.MountLabel == "" {
+		t.Error("the caller's spec was changed")
+	}
+}

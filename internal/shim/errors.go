@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/lodgeruntime/lodge/internal/agent"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 )
 
@@ -19,7 +20,9 @@ var (
 	ErrNotImpl      = errors.New("not implemented")
 )
 
-// toWire turns an error into a ttrpc status at the RPC edge.
+// toWire turns an error into a ttrpc status at the RPC edge. The guest's
+// errors arrive here as the agent package's kinds (never as the guest's own
+// status), so the code is the host's choice.
 func toWire(err error) error {
 	if err == nil {
 		return nil
@@ -29,17 +32,17 @@ func toWire(err error) error {
 	}
 	code := codes.Unknown
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, agent.ErrNotFound):
 		code = codes.NotFound
-	case errors.Is(err, ErrExists), errors.Is(err, sandbox.ErrExists):
+	case errors.Is(err, ErrExists), errors.Is(err, sandbox.ErrExists), errors.Is(err, agent.ErrExists):
 		code = codes.AlreadyExists
-	case errors.Is(err, ErrPrecondition):
+	case errors.Is(err, ErrPrecondition), errors.Is(err, agent.ErrState):
 		code = codes.FailedPrecondition
-	case errors.Is(err, ErrInvalid), errors.Is(err, sandbox.ErrUnsupported):
+	case errors.Is(err, ErrInvalid), errors.Is(err, sandbox.ErrUnsupported), errors.Is(err, agent.ErrInvalid):
 		code = codes.InvalidArgument
-	case errors.Is(err, ErrNotImpl):
+	case errors.Is(err, ErrNotImpl), errors.Is(err, agent.ErrUnimplemented):
 		code = codes.Unimplemented
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, agent.ErrNoAnswer):
 		code = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled

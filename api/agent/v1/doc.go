@@ -4,5 +4,17 @@
 // Regenerate with `make generate` after editing agent.proto.
 package agentv1
 
-// APIVersion is the API version both sides of this package speak.
+// APIVersion is the major API version both sides of this package speak:
+// a host refuses an agent of another major. What the API gains within a
+// major (a call, a field) an agent announces as a capability, and the host
+// asks for it only where the agent has it.
 const APIVersion = 1
+
+// Capabilities an agent announces in VersionResponse.capabilities.
+const (
+	// CapCgroup2: containers' limits are enforced with cgroup v2.
+	CapCgroup2 = "cgroup2"
+	// CapSeccomp: the agent enforces a spec's linux.seccomp. An agent
+	// built without it gets no container that asks for a filter.
+	CapSeccomp = "seccomp"
+)
