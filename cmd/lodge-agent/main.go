@@ -72,6 +72,7 @@ func run(log *slog.Logger, sink *agent.LogSink) error {
 		Version:      version,
 		Capabilities: capabilities,
 		Sink:         sink,
+		Reap:         true, // PID 1
 	})
 	return srv.Serve(context.Background(), conn)
 }

@@ -67,12 +67,19 @@ func (t *taskService) attachNetwork(s *specs.Spec) (*podNetwork, error) {
 	t.mu.Lock()
 	t.net = pn
 	t.mu.Unlock()
-	t.rec.Network = rec
-	if err := t.rec.save(t.dir); err != nil {
+	if err := t.updateRecord(func(r *podRecord) { r.Network = rec }); err != nil {
 		t.detachNetwork()
 		return nil, err
 	}
 	return pn, nil
+}
+
+// updateRecord changes the pod's record and saves it.
+func (t *taskService) updateRecord(change func(*podRecord)) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	change(t.rec)
+	return t.rec.save(t.dir)
 }
 
 // forwardPorts makes localhost in the pod's namespace on the host reach
@@ -83,8 +90,7 @@ func (t *taskService) forwardPorts(pn *podNetwork, sb *sandbox.Sandbox) error {
 		return err
 	}
 	pn.fwd = fwd
-	t.rec.Network.ForwardPort = fwd.Port
-	return t.rec.save(t.dir)
+	return t.updateRecord(func(r *podRecord) { r.Network.ForwardPort = fwd.Port })
 }
 
 // detachNetwork removes the taps and redirects, if there are any.

@@ -94,12 +94,13 @@ type taskService struct {
 	*shim.Service
 	log      *slog.Logger
 	sd       shutdown.Service
-	dir      string // the pod's state directory
-	rec      *podRecord
-	henv     *host.Env  // resolved with the first sandbox
-	mu       sync.Mutex // guards net
-	net      *podNetwork
+	dir      string    // the pod's state directory
+	henv     *host.Env // resolved with the first sandbox (newSandbox runs one at a time, behind shim.Service's boot gate)
 	closeOne sync.Once
+
+	mu  sync.Mutex // guards rec and net
+	rec *podRecord
+	net *podNetwork
 }
 
 func initTaskService(ic *plugin.InitContext) (any, error) {
@@ -214,14 +215,14 @@ func (t *taskService) newSandbox(ctx context.Context, id string, spec *specs.Spe
 	defer func() {
 		if retErr != nil {
 			sb.Destroy(context.WithoutCancel(ctx))
-			t.rec.VMProcs = nil
-			t.rec.save(t.dir)
+			t.updateRecord(func(r *podRecord) { r.VMProcs = nil })
 		}
 	}()
-	for _, pid := range sb.HostPIDs() {
-		t.rec.VMProcs = append(t.rec.VMProcs, procid.Of(pid))
-	}
-	if err := t.rec.save(t.dir); err != nil {
+	if err := t.updateRecord(func(r *podRecord) {
+		for _, pid := range sb.HostPIDs() {
+			r.VMProcs = append(r.VMProcs, procid.Of(pid))
+		}
+	}); err != nil {
 		return nil, err
 	}
 	if r.inPod || pn != nil {
@@ -290,7 +291,10 @@ func (t *taskService) close(ctx context.Context) error {
 			// The shim exits next and nobody would clean up after it: do
 			// what `shim delete` does from the record.
 			t.log.Warn("shim shutdown: cleaning up from the pod record", "err", e)
-			err = cleanupPod(context.WithoutCancel(ctx), t.dir, t.rec)
+			t.mu.Lock()
+			rec := *t.rec
+			t.mu.Unlock()
+			err = cleanupPod(context.WithoutCancel(ctx), t.dir, &rec)
 			return
 		}
 		err = os.RemoveAll(t.dir)

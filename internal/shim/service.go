@@ -3,6 +3,7 @@ package shim
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/lodgeruntime/lodge/internal/agent"
 	"github.com/lodgeruntime/lodge/internal/oci"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 )
@@ -43,9 +45,18 @@ type Config struct {
 type Service struct {
 	cfg Config
 
-	mu    sync.Mutex // guards sb and tasks
-	sb    *sandbox.Sandbox
-	tasks map[string]*task // nil value: being created
+	mu     sync.Mutex // guards sb, boot, closed and tasks
+	sb     *sandbox.Sandbox
+	boot   *bootGate        // the sandbox's boot while it runs
+	closed bool             // Close ran: no sandbox is booted any more
+	tasks  map[string]*task // nil value: being created
+}
+
+// bootGate lets the first Create boot the sandbox while later ones wait for
+// its result, so that concurrent first Creates of a pod share one VM.
+type bootGate struct {
+	done chan struct{} // closed when the boot has ended
+	err  error         // its error, once done
 }
 
 var _ taskapi.TaskService = (*Service)(nil)
@@ -83,6 +94,7 @@ type proc struct {
 	closer io.Closer
 
 	done     chan struct{} // closed when exited
+	reported chan struct{} // closed once its exit event is published
 	exit     sandbox.ExitStatus
 	exitedAt time.Time
 }
@@ -228,21 +240,51 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	return t, nil
 }
 
-// sandbox returns the service's sandbox, booting it for the first task.
+// sandbox returns the service's sandbox, booting it for the first task;
+// Creates that come while it boots wait for that boot and share its VM (or
+// its error).
 func (s *Service) sandbox(ctx context.Context, id string, spec *specs.Spec) (*sandbox.Sandbox, error) {
 	s.mu.Lock()
-	sb := s.sb
-	s.mu.Unlock()
-	if sb != nil {
+	if s.closed {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%w: the shim is shutting down", ErrPrecondition)
+	}
+	if sb := s.sb; sb != nil {
+		s.mu.Unlock()
 		return sb, nil
 	}
+	if g := s.boot; g != nil {
+		s.mu.Unlock()
+		select {
+		case <-g.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if g.err != nil {
+			return nil, g.err
+		}
+		return s.sandbox(ctx, id, spec)
+	}
+	g := &bootGate{done: make(chan struct{})}
+	s.boot = g
+	s.mu.Unlock()
+
 	sb, err := s.cfg.NewSandbox(ctx, id, spec)
+	s.mu.Lock()
+	s.boot = nil
+	if err == nil && s.closed {
+		// Close came while the VM booted: it must not outlive the shim.
+		err = fmt.Errorf("%w: the shim is shutting down", ErrPrecondition)
+		defer sb.Destroy(context.Background())
+	} else if err == nil {
+		s.sb = sb
+	}
+	g.err = err
+	close(g.done)
+	s.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	s.sb = sb
-	s.mu.Unlock()
 	return sb, nil
 }
 
@@ -253,6 +295,10 @@ func (s *Service) waitInit(t *task) {
 		s.cfg.Log.Warn("container ended without a status", "container_id", t.id, "err", err)
 		es = sandbox.ExitStatus{Code: 255}
 	}
+	// As containerd's runc shim: the init's exit is announced after those
+	// of the execs still running (they end with it: the guest kills what
+	// is left of a container whose init exited).
+	s.awaitExecs(t)
 	// Stopped before the exit is announced: a caller woken by Wait may
 	// delete the container at once.
 	if es.OOMKilled {
@@ -263,6 +309,29 @@ func (s *Service) waitInit(t *task) {
 	s.cfg.Publish(topicExit, &eventExit{ContainerID: t.id, ID: t.id, Pid: s.cfg.HostPID(t.id, ""),
 		ExitStatus: uint32(es.Code), ExitedAt: timestamppb.New(t.init.exitedAt)})
 	s.cfg.Exited(t.id, es)
+}
+
+// execReportWait bounds how long the init's exit waits for an exec's.
+const execReportWait = 10 * time.Second
+
+func (s *Service) awaitExecs(t *task) {
+	t.mu.Lock()
+	var running []*proc
+	for _, p := range t.execs {
+		if p.p != nil {
+			running = append(running, p)
+		}
+	}
+	t.mu.Unlock()
+	deadline := time.After(execReportWait)
+	for _, p := range running {
+		select {
+		case <-p.reported:
+		case <-deadline:
+			s.cfg.Log.Warn("exec exits not reported before the init's", "container_id", t.id)
+			return
+		}
+	}
 }
 
 func (s *Service) finish(t *task, p *proc, es sandbox.ExitStatus) {
@@ -338,6 +407,7 @@ func (s *Service) startExec(ctx context.Context, t *task, execID string) error {
 		s.finish(t, p, es)
 		s.cfg.Publish(topicExit, &eventExit{ContainerID: t.id, ID: execID, Pid: s.cfg.HostPID(t.id, execID),
 			ExitStatus: uint32(es.Code), ExitedAt: timestamppb.New(p.exitedAt)})
+		close(p.reported)
 	}()
 	s.cfg.Publish(topicExecStarted, &eventExecStarted{ContainerID: t.id, ExecID: execID, Pid: s.cfg.HostPID(t.id, execID)})
 	return nil
@@ -364,7 +434,7 @@ func (s *Service) Exec(ctx context.Context, r *taskapi.ExecProcessRequest) (*emp
 	if _, dup := t.execs[r.ExecID]; dup || r.ExecID == "" {
 		return nil, toWire(fmt.Errorf("%w: exec %q in container %s", ErrExists, r.ExecID, t.id))
 	}
-	t.execs[r.ExecID] = &proc{execID: r.ExecID, spec: &sp, done: make(chan struct{}),
+	t.execs[r.ExecID] = &proc{execID: r.ExecID, spec: &sp, done: make(chan struct{}), reported: make(chan struct{}),
 		stdio: StdioRequest{ID: t.id, ExecID: r.ExecID, Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}}
 	s.cfg.Publish(topicExecAdded, &eventExecAdded{ContainerID: t.id, ExecID: r.ExecID})
 	return &emptypb.Empty{}, nil
@@ -478,13 +548,18 @@ func (s *Service) kill(ctx context.Context, r *taskapi.KillRequest) error {
 	} else {
 		err = p.p.Signal(ctx, int(r.Signal))
 	}
-	if err != nil {
-		// A fatal signal may end the process (and the VM with it) before the
-		// agent's answer arrives: that is success.
+	if errors.Is(err, agent.ErrNotFound) {
+		// It exited between the check above and the signal.
+		return fmt.Errorf("%w: process already finished", ErrNotFound)
+	}
+	if errors.Is(err, agent.ErrGone) {
+		// A fatal signal may end the process, and the VM with it, before
+		// the agent's answer arrives: the process's exit (which the VM's
+		// end reports too) tells whether it was.
 		select {
 		case <-p.done:
 			return nil
-		case <-time.After(500 * time.Millisecond):
+		case <-ctx.Done():
 		}
 	}
 	return err
@@ -625,7 +700,7 @@ func (s *Service) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*em
 func (s *Service) Close(ctx context.Context) error {
 	s.mu.Lock()
 	sb, tasks := s.sb, s.tasks
-	s.sb, s.tasks = nil, map[string]*task{}
+	s.sb, s.tasks, s.closed = nil, map[string]*task{}, true
 	s.mu.Unlock()
 	for _, t := range tasks {
 		if t != nil {

@@ -396,3 +396,47 @@ func TestLongRootAndID(t *testing.T) {
 	f.waitStatus(id, "stopped")
 	f.mustRT("delete", id)
 }
+
+// TestGuestReapsOrphans: in a container that shares the guest's PID
+// namespace, an exec leaves background children behind; when they exit,
+// the guest's PID 1 (the agent) reaps them: no zombie is left in the guest.
+func TestGuestReapsOrphans(t *testing.T) {
+	f := newFixture(t)
+	s := defaultSpec("sleep", "1000")
+	s.Linux.Namespaces = s.Linux.Namespaces[1:] // drop the PID namespace
+	f.writeSpec(s)
+	f.mustRT("run", "-d", "--bundle", f.bundle, "orphans")
+	defer f.rt("delete", "--force", "orphans")
+	f.mustRT("exec", "orphans", "sh", "-c", "for i in 1 2 3; do sleep 0.5 & done; exit 0")
+	// The guest's processes: running sleeps, and zombies.
+	look := func() (sleeping int, zombies []string) {
+		out := f.mustRT("exec", "orphans", "sh", "-c", `for f in /proc/[0-9]*/stat; do read l < $f && echo "$l"; done`)
+		for _, l := range strings.Split(out, "\n") {
+			i := strings.LastIndexByte(l, ')')
+			if i < 0 {
+				continue
+			}
+			state := strings.TrimSpace(l[i+1:])
+			switch {
+			case strings.HasPrefix(state, "Z"):
+				zombies = append(zombies, l)
+			case strings.Contains(l, "(sleep)"):
+				sleeping++
+			}
+		}
+		return sleeping, zombies
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		sleeping, zombies := look()
+		// Once only the init sleeps, the orphans have exited: they must
+		// be gone, not zombies (allow the reaper a moment).
+		if sleeping == 1 && len(zombies) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after a minute: %d sleep processes running (want the init only), zombies %q", sleeping, zombies)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -33,6 +34,7 @@ type containers struct {
 	sharesDir string
 	streams   *streams
 	caps      []string
+	reaper    *reaper
 
 	mu     sync.Mutex // guards byID and shares
 	byID   map[string]*container
@@ -54,6 +56,7 @@ func newContainers(cfg Config, st *streams) *containers {
 		sharesDir: cfg.SharesDir,
 		streams:   st,
 		caps:      cfg.Capabilities,
+		reaper:    newReaper(),
 		byID:      map[string]*container{},
 		shares:    map[string]bool{},
 	}
@@ -326,6 +329,9 @@ func (cs *containers) Signal(ctx context.Context, req *agentv1.SignalRequest) (*
 	if err != nil {
 		if _, ok := status.FromError(err); ok {
 			return nil, err
+		}
+		if errors.Is(err, libcontainer.ErrNotRunning) || errors.Is(err, os.ErrProcessDone) {
+			return nil, status.Errorf(codes.NotFound, "signal %d: process already finished", req.Signal)
 		}
 		return nil, status.Errorf(codes.FailedPrecondition, "signal %d: %v", req.Signal, err)
 	}

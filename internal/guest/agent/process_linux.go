@@ -37,6 +37,7 @@ type process struct {
 	closers []io.Closer    // stdio streams
 	exited  chan struct{}  // closed once waited for
 	status  *agentv1.WaitResponse
+	reaper  *reaper // told once the process is waited for
 }
 
 // startProcess wires lp's stdio to the host's streams (or /dev/null), calls
@@ -46,7 +47,7 @@ func (cs *containers) startProcess(ctx context.Context, cid, execID string, lp *
 	if want == nil {
 		want = &agentv1.Stdio{}
 	}
-	p := &process{p: lp, exited: make(chan struct{})}
+	p := &process{p: lp, exited: make(chan struct{}), reaper: cs.reaper}
 	var childEnds []*os.File // the process's ends, closed once it holds them
 	defer func() {
 		for _, f := range childEnds {
@@ -103,14 +104,21 @@ func (cs *containers) startProcess(ctx context.Context, cid, execID string, lp *
 			return nil, err
 		}
 	}
+	// The reaper leaves the process (and libcontainer's helpers while it
+	// starts) to their waiters.
+	started := cs.reaper.starting()
 	if err := start(lp); err != nil {
+		started(0)
 		return nil, status.Errorf(codes.FailedPrecondition, "start process: %v", err)
 	}
+	p.pid, _ = lp.Pid()
+	started(p.pid)
 	if consoleParent != nil {
 		master, err := utils.RecvFile(consoleParent)
 		if err != nil {
 			lp.Signal(unix.SIGKILL)
 			lp.Wait()
+			cs.reaper.waited(p.pid)
 			return nil, status.Errorf(codes.Internal, "receive terminal: %v", err)
 		}
 		p.console = master
@@ -122,7 +130,6 @@ func (cs *containers) startProcess(ctx context.Context, cid, execID string, lp *
 			p.copyOut(stdout, master)
 		}
 	}
-	p.pid, _ = lp.Pid()
 	go p.wait()
 	return p, nil
 }
@@ -195,6 +202,7 @@ func (p *process) closeStreams() {
 // wait reaps the process and records its status as runc reports it.
 func (p *process) wait() {
 	st, _ := p.p.Wait()
+	p.reaper.waited(p.pid)
 	resp := &agentv1.WaitResponse{ExitStatus: 255}
 	if st != nil {
 		if ws, ok := st.Sys().(syscall.WaitStatus); ok {

@@ -17,6 +17,7 @@ import (
 
 // Server is the agent: it owns the multiplexed session and the containers.
 type Server struct {
+	reap       bool
 	log        *slog.Logger
 	sink       *LogSink
 	streams    *streams
@@ -37,12 +38,15 @@ type Config struct {
 	Capabilities []string
 	// Sink receives Log's records; a host log stream attaches to it.
 	Sink *LogSink
+	// Reap: the agent is PID 1 and reaps orphans (see reaper).
+	Reap bool
 }
 
 // New returns a server.
 func New(cfg Config) *Server {
 	st := newStreams()
 	return &Server{
+		reap:       cfg.Reap,
 		log:        cfg.Log,
 		sink:       cfg.Sink,
 		streams:    st,
@@ -58,6 +62,11 @@ func (s *Server) Serve(ctx context.Context, conn io.ReadWriteCloser) error {
 		return err
 	}
 	defer sess.Close()
+	if s.reap {
+		rctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go s.containers.reaper.run(rctx)
+	}
 
 	rpc := newChanListener(sess.Addr())
 	defer rpc.Close()
