@@ -11,6 +11,7 @@ pkgs=(
   kmod                 # not needed at run time; handy for debugging modules
   podman conmon        # the Podman integration test
   containerd runc      # the containerd integration tests (lodge shim; runc shim -> lodge-runtime)
+  docker.io            # the Docker integration test (a private dockerd per test)
   containernetworking-plugins iptables  # CNI bridge for the CRI pod test
   jq bc                # conformance and demo scripts
 )
@@ -21,6 +22,14 @@ done
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Packages with daemons (containerd, docker.io) must not start them: the
+  # tests start private ones. policy-rc.d says so to invoke-rc.d.
+  policy=/usr/sbin/policy-rc.d
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi

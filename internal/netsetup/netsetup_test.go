@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/vishvananda/netns"
@@ -109,9 +110,14 @@ func TestForwardLocalhost(t *testing.T) {
 			c.Close()
 		}
 	}()
-	var asked []uint16
+	var (
+		mu    sync.Mutex // the forwarder dials from its own goroutines
+		asked []uint16
+	)
 	fwd, err := ForwardLocalhost(path, func(port uint16) (net.Conn, error) {
+		mu.Lock()
 		asked = append(asked, port)
+		mu.Unlock()
 		return net.Dial("tcp", l.Addr().String())
 	}, slog.Default())
 	if err != nil {
@@ -130,8 +136,11 @@ func TestForwardLocalhost(t *testing.T) {
 	}
 	got, _ := io.ReadAll(c)
 	c.Close()
-	if string(got) != "hello" || len(asked) != 1 || asked[0] != 8080 {
-		t.Errorf("forwarded: %q, ports asked %v", got, asked)
+	mu.Lock()
+	ports := append([]uint16(nil), asked...)
+	mu.Unlock()
+	if string(got) != "hello" || len(ports) != 1 || ports[0] != 8080 {
+		t.Errorf("forwarded: %q, ports asked %v", got, ports)
 	}
 	if err := fwd.Close(); err != nil {
 		t.Fatal(err)
