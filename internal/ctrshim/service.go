@@ -31,6 +31,7 @@ import (
 	"github.com/lodgeruntime/lodge/internal/hostcg"
 	"github.com/lodgeruntime/lodge/internal/oci"
 	"github.com/lodgeruntime/lodge/internal/procid"
+	"github.com/lodgeruntime/lodge/internal/rollback"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/shim"
 )
@@ -174,7 +175,7 @@ func initTaskService(ic *plugin.InitContext) (any, error) {
 // newSandbox boots the pod's VM for its first container: sized from the
 // spec, wired to the pod's network namespace (if any), recorded for `shim
 // delete`, with the guest's network configured and port forwarding on.
-func (t *taskService) newSandbox(ctx context.Context, id string, spec *specs.Spec) (_ *sandbox.Sandbox, retErr error) {
+func (t *taskService) newSandbox(ctx context.Context, id string, spec *specs.Spec) (*sandbox.Sandbox, error) {
 	if t.henv == nil {
 		cfg, err := config.Load()
 		if err != nil {
@@ -193,15 +194,13 @@ func (t *taskService) newSandbox(ctx context.Context, id string, spec *specs.Spe
 	if r.sandbox {
 		t.joinPodCgroup(spec)
 	}
+	var cu rollback.Stack
+	defer cu.Run()
 	pn, err := t.attachNetwork(spec)
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if retErr != nil {
-			t.detachNetwork()
-		}
-	}()
+	cu.Add(func() { t.detachNetwork() })
 	if pn != nil {
 		sc.VM.NICs = pn.nics()
 	}
@@ -212,12 +211,10 @@ func (t *taskService) newSandbox(ctx context.Context, id string, spec *specs.Spe
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if retErr != nil {
-			sb.Destroy(context.WithoutCancel(ctx))
-			t.updateRecord(func(r *podRecord) { r.VMProcs = nil })
-		}
-	}()
+	cu.Add(func() {
+		sb.Destroy(context.WithoutCancel(ctx))
+		t.updateRecord(func(r *podRecord) { r.VMProcs = nil })
+	})
 	if err := t.updateRecord(func(r *podRecord) {
 		for _, pid := range sb.HostPIDs() {
 			r.VMProcs = append(r.VMProcs, procid.Of(pid))
@@ -240,6 +237,7 @@ func (t *taskService) newSandbox(ctx context.Context, id string, spec *specs.Spe
 			return nil, err
 		}
 	}
+	cu.Release()
 	return sb, nil
 }
 

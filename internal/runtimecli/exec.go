@@ -100,7 +100,7 @@ func cmdExec(ctx context.Context, g globals, log *slog.Logger, env Env, args []s
 			return err
 		}
 	}
-	code, err := runExec(ctx, g, log, id, proc, f.consoleSocket, func() {})
+	code, err := runExec(ctx, g, log, id, execRun{proc: proc, consoleSocket: f.consoleSocket, started: func() {}})
 	if err != nil {
 		return err
 	}
@@ -181,9 +181,18 @@ func newExecID() string {
 	return "exec-" + hex.EncodeToString(b)
 }
 
-// runExec starts proc in the container through its supervisor, with this
+// execRun is one exec of lodge-runtime: the process, where its terminal
+// goes (runc's --console-socket), and what to do once it has started.
+type execRun struct {
+	proc          *specs.Process
+	consoleSocket string
+	started       func()
+}
+
+// runExec starts e.proc in the container through its supervisor, with this
 // process's stdio, relays signals to it, and returns its exit code.
-func runExec(ctx context.Context, g globals, log *slog.Logger, id string, proc *specs.Process, consoleSocket string, started func()) (int, error) {
+func runExec(ctx context.Context, g globals, log *slog.Logger, id string, e execRun) (int, error) {
+	proc, consoleSocket := e.proc, e.consoleSocket
 	dir := containerDir(g.root, id)
 	task, closeFn, err := dialTask(ctx, g.root, id)
 	if err != nil {
@@ -219,7 +228,7 @@ func runExec(ctx context.Context, g globals, log *slog.Logger, id string, proc *
 		task.Delete(ctx, &taskapi.DeleteRequest{ID: id, ExecID: execID})
 		return 0, shim.FromWire(err)
 	}
-	started()
+	e.started()
 	go func() {
 		for s := range sigs {
 			n, ok := forwardable(s)
@@ -301,7 +310,8 @@ func cmdExecHold(ctx context.Context, g globals, log *slog.Logger, env Env, args
 		return exitCode(1) // the caller prints the error
 	}
 	reported := false
-	code, err := runExec(ctx, g, log, fs.Arg(0), &proc, *consoleSocket, func() { report(nil); reported = true })
+	code, err := runExec(ctx, g, log, fs.Arg(0), execRun{proc: &proc, consoleSocket: *consoleSocket,
+		started: func() { report(nil); reported = true }})
 	if err != nil {
 		if !reported {
 			report(err)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+	apitypes "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/ttrpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -23,6 +24,7 @@ import (
 	"github.com/lodgeruntime/lodge/internal/hostcg"
 	"github.com/lodgeruntime/lodge/internal/oci"
 	"github.com/lodgeruntime/lodge/internal/procid"
+	"github.com/lodgeruntime/lodge/internal/rollback"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/shim"
 	"github.com/lodgeruntime/lodge/internal/unixsock"
@@ -88,7 +90,7 @@ func cmdSupervise(ctx context.Context, g globals, log *slog.Logger, env Env, arg
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs) // also keeps SIGPIPE from killing us when a reader leaves
 
-	sup, err := newSupervisor(ctx, g, log, env, id, *bundleDir, *consoleSocket)
+	sup, err := newSupervisor(ctx, g, log, env, superviseReq{id: id, bundleDir: *bundleDir, consoleSocket: *consoleSocket})
 	if err != nil {
 		log.Error("create failed", "container_id", id, "err", err)
 		report(err)
@@ -103,6 +105,7 @@ type supervisor struct {
 	root    string
 	log     *slog.Logger
 	svc     *shim.Service
+	recMu   sync.Mutex // guards rec once the task API serves
 	rec     *record
 	exited  chan sandbox.ExitStatus
 	ls      []net.Listener
@@ -110,7 +113,11 @@ type supervisor struct {
 	calls   sync.WaitGroup // task API calls in flight
 }
 
-func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id, bundleDir, consoleSocket string) (_ *supervisor, retErr error) {
+// superviseReq is what `create` hands its supervisor.
+type superviseReq struct{ id, bundleDir, consoleSocket string }
+
+func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, r superviseReq) (*supervisor, error) {
+	id, bundleDir, consoleSocket := r.id, r.bundleDir, r.consoleSocket
 	dir := containerDir(g.root, id)
 	b, err := oci.LoadBundle(bundleDir)
 	if err != nil {
@@ -151,16 +158,23 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id
 		Stdio:   opener,
 		HostPID: func(string, string) uint32 { return uint32(os.Getpid()) },
 		Exited:  func(_ string, es sandbox.ExitStatus) { s.exited <- es },
+		// The record follows the task service's one state.
+		StatusChanged: func(_ string, st apitypes.Status) {
+			switch st {
+			case apitypes.Status_RUNNING:
+				s.setStatus(statusRunning, nil)
+			case apitypes.Status_PAUSED:
+				s.setStatus(statusPaused, nil)
+			}
+		},
 	})
 	opener.resize = func(ctx context.Context, id, exec string, w, h uint32) error {
 		_, err := s.svc.ResizePty(ctx, &taskapi.ResizePtyRequest{ID: id, ExecID: exec, Width: w, Height: h})
 		return shim.FromWire(err)
 	}
-	defer func() {
-		if retErr != nil {
-			s.close()
-		}
-	}()
+	var cu rollback.Stack
+	defer cu.Run()
+	cu.Add(s.close)
 
 	req := &taskapi.CreateTaskRequest{ID: id, Bundle: b.Dir, Stdin: "fd://0", Stdout: "fd://1", Stderr: "fd://2"}
 	if b.Spec.Process.Terminal {
@@ -218,6 +232,7 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, id
 	}
 	s.ls = append(s.ls, fl)
 	go fds.serve(fl)
+	cu.Release()
 	return s, nil
 }
 
@@ -250,6 +265,11 @@ func (s *supervisor) forward(sig os.Signal) {
 }
 
 func (s *supervisor) setStatus(st string, code *int) {
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	if s.rec.Status == statusStopped {
+		return // the end stands
+	}
 	s.rec.Status, s.rec.ExitStatus = st, code
 	if err := s.rec.save(s.root); err != nil {
 		s.log.Warn("save container state", "container_id", s.id, "err", err)
@@ -300,18 +320,12 @@ func (s *supervisor) exit(es sandbox.ExitStatus) {
 	os.Exit(es.Code)
 }
 
-// persisting records status changes made through the task API.
+// persisting is the task service plus what changes on the host with an
+// Update (the VM's host cgroup); the record follows the service's state
+// through Config.StatusChanged.
 type persisting struct {
 	*shim.Service
 	sup *supervisor
-}
-
-func (p *persisting) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.StartResponse, error) {
-	resp, err := p.Service.Start(ctx, r)
-	if err == nil && r.ExecID == "" {
-		p.sup.setStatus(statusRunning, nil)
-	}
-	return resp, err
 }
 
 func (p *persisting) Update(ctx context.Context, r *taskapi.UpdateTaskRequest) (*emptypb.Empty, error) {
@@ -323,22 +337,6 @@ func (p *persisting) Update(ctx context.Context, r *taskapi.UpdateTaskRequest) (
 				p.sup.log.Warn("update host cgroup", "err", err)
 			}
 		}
-	}
-	return resp, err
-}
-
-func (p *persisting) Pause(ctx context.Context, r *taskapi.PauseRequest) (*emptypb.Empty, error) {
-	resp, err := p.Service.Pause(ctx, r)
-	if err == nil {
-		p.sup.setStatus(statusPaused, nil)
-	}
-	return resp, err
-}
-
-func (p *persisting) Resume(ctx context.Context, r *taskapi.ResumeRequest) (*emptypb.Empty, error) {
-	resp, err := p.Service.Resume(ctx, r)
-	if err == nil {
-		p.sup.setStatus(statusRunning, nil)
 	}
 	return resp, err
 }

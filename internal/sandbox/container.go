@@ -13,6 +13,7 @@ import (
 
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
 	"github.com/lodgeruntime/lodge/internal/agent"
+	"github.com/lodgeruntime/lodge/internal/rollback"
 	"github.com/lodgeruntime/lodge/internal/sharefs"
 	"github.com/lodgeruntime/lodge/internal/transport"
 )
@@ -66,7 +67,7 @@ type Container struct {
 
 // CreateContainer makes a container in the sandbox, created but not
 // started. On error nothing it made is left.
-func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *Container, retErr error) {
+func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (*Container, error) {
 	s.phases.mark()
 	if !transport.ValidID(cc.ID) {
 		return nil, fmt.Errorf("invalid container id %q", cc.ID)
@@ -93,8 +94,8 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *C
 		return nil, fmt.Errorf("container %s: process.terminal is %v but a terminal was %s", cc.ID,
 			gs.Process.Terminal, map[bool]string{true: "set up", false: "not set up"}[cc.Stdio.Terminal])
 	}
-	var cu cleanup
-	defer cu.run()
+	var cu rollback.Stack
+	defer cu.Run()
 
 	s.mu.Lock()
 	if _, dup := s.containers[cc.ID]; dup {
@@ -105,12 +106,12 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *C
 	c.init = &Process{sb: s, cid: cc.ID}
 	s.containers[cc.ID] = c
 	s.mu.Unlock()
-	cu.add(func() {
+	cu.Add(func() {
 		s.mu.Lock()
 		delete(s.containers, cc.ID)
 		s.mu.Unlock()
 	})
-	cu.add(func() { c.unmount(context.Background()) })
+	cu.Add(func() { c.unmount(context.Background()) })
 
 	// A read-only root is read-only throughout, as in the container.
 	readonly := cc.Spec.Root != nil && cc.Spec.Root.Readonly
@@ -146,7 +147,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *C
 	if err != nil {
 		return nil, fmt.Errorf("container %s: stdio: %w", cc.ID, err)
 	}
-	cu.add(func() { closeAll(streams) })
+	cu.Add(func() { closeAll(streams) })
 	c.init.pid, err = s.agent.Create(ctx, &agentv1.CreateRequest{
 		ContainerId: cc.ID,
 		Spec:        specJSON,
@@ -157,7 +158,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (_ *C
 	if err != nil {
 		return nil, fmt.Errorf("container %s: create in guest: %w", cc.ID, err)
 	}
-	cu.release()
+	cu.Release()
 	s.log.Debug("container created", "container_id", cc.ID, "pid", c.init.pid)
 	s.phases.done(PhaseCreate)
 	return c, nil

@@ -16,6 +16,7 @@ import (
 
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
 	"github.com/lodgeruntime/lodge/internal/agent"
+	"github.com/lodgeruntime/lodge/internal/rollback"
 	"github.com/lodgeruntime/lodge/internal/sharefs"
 	"github.com/lodgeruntime/lodge/internal/vmm"
 )
@@ -67,11 +68,11 @@ type Sandbox struct {
 }
 
 // Create boots a sandbox. On error everything it made is gone.
-func Create(ctx context.Context, deps Deps, cfg Config) (_ *Sandbox, retErr error) {
+func Create(ctx context.Context, deps Deps, cfg Config) (*Sandbox, error) {
 	log := deps.Log.With("sandbox_id", cfg.ID)
 	ph := newPhases(log)
-	var cu cleanup
-	defer cu.run()
+	var cu rollback.Stack
+	defer cu.Run()
 
 	if err := os.Mkdir(cfg.Dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
@@ -79,7 +80,7 @@ func Create(ctx context.Context, deps Deps, cfg Config) (_ *Sandbox, retErr erro
 		}
 		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
 	}
-	cu.add(func() { os.RemoveAll(cfg.Dir) })
+	cu.Add(func() { os.RemoveAll(cfg.Dir) })
 	ph.done(PhaseHostPrep)
 
 	share, err := deps.Virtiofsd.Start(ctx, sharefs.Config{
@@ -90,7 +91,7 @@ func Create(ctx context.Context, deps Deps, cfg Config) (_ *Sandbox, retErr erro
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
 	}
-	cu.add(share.Stop)
+	cu.Add(share.Stop)
 
 	vc := cfg.VM
 	vc.ID, vc.StateDir = cfg.ID, cfg.Dir
@@ -105,7 +106,7 @@ func Create(ctx context.Context, deps Deps, cfg Config) (_ *Sandbox, retErr erro
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
 	}
-	cu.add(func() { vm.Shutdown(context.Background()) })
+	cu.Add(func() { vm.Shutdown(context.Background()) })
 	log.Info("vm started", "vmm", "qemu", "pid", vm.Info().PID, "accel", vc.Accel, "virtiofsd_pid", share.PID())
 	ph.done(PhaseVMMStart)
 
@@ -120,7 +121,7 @@ func Create(ctx context.Context, deps Deps, cfg Config) (_ *Sandbox, retErr erro
 	}
 	ph.done(PhaseBoot)
 
-	cu.release()
+	cu.Release()
 	return &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, share: share, agent: client,
 		containers: map[string]*Container{}}, nil
 }

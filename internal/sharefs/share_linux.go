@@ -101,7 +101,7 @@ func (s *Share) serve(v *Virtiofsd, lf *os.File, c Config, started chan<- error)
 	daemon := make(chan error, 1)
 	stop := make(chan struct{})
 	stopped := make(chan struct{})
-	goLocked(func() { s.runDaemon(v, ns, lf, c, daemon, stop, stopped) })
+	goLocked(func() { s.runDaemon(v, ns, lf, c, daemonSync{started: daemon, stop: stop, stopped: stopped}) })
 	err = <-daemon
 	unix.Close(ns)
 	if err != nil {
@@ -164,12 +164,20 @@ func (s *Share) setup() (int, error) {
 	return ns, nil
 }
 
+// daemonSync is how runDaemon reports its start and learns to stop.
+type daemonSync struct {
+	started chan<- error
+	stop    <-chan struct{}
+	stopped chan<- struct{}
+}
+
 // runDaemon is virtiofsd's thread: it joins the share's namespace, takes
 // the seccomp filter virtiofsd inherits (so the namespace thread, which
 // mounts, is not filtered), starts virtiofsd and stays until stop, for
 // virtiofsd's Pdeathsig is tied to the thread that started it.
-func (s *Share) runDaemon(v *Virtiofsd, ns int, lf *os.File, c Config, started chan<- error, stop <-chan struct{}, stopped chan<- struct{}) {
-	defer close(stopped)
+func (s *Share) runDaemon(v *Virtiofsd, ns int, lf *os.File, c Config, sync daemonSync) {
+	started, stop := sync.started, sync.stop
+	defer close(sync.stopped)
 	err := unix.Unshare(unix.CLONE_FS)
 	if err == nil {
 		err = unix.Setns(ns, unix.CLONE_NEWNS)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/lodgeruntime/lodge/internal/agent"
 	"github.com/lodgeruntime/lodge/internal/oci"
+	"github.com/lodgeruntime/lodge/internal/rollback"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 )
 
@@ -39,6 +40,10 @@ type Config struct {
 	Publish func(topic string, ev proto.Message)
 	// Exited is called once a container's init process has exited.
 	Exited func(id string, es sandbox.ExitStatus)
+	// StatusChanged is called, in order, with each state a container's
+	// start, pause or resume leads to (its end is Exited's); nil: nobody
+	// listens.
+	StatusChanged func(id string, st apitypes.Status)
 }
 
 // Service implements containerd's task service over one sandbox.
@@ -80,9 +85,10 @@ type task struct {
 	init       *proc
 	cleanups   []func() // host mounts of the rootfs, undone on delete
 
-	mu     sync.Mutex // guards status and execs
-	status apitypes.Status
-	execs  map[string]*proc
+	life *lifecycle // created, running, paused, stopped; deleted
+
+	mu    sync.Mutex // guards execs and each proc's p and closer
+	execs map[string]*proc
 }
 
 // proc is a task's init process or an exec'd one.
@@ -141,16 +147,18 @@ func (s *Service) process(id, execID string) (*task, *proc, error) {
 	return t, p, err
 }
 
-func (t *task) getStatus() apitypes.Status {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.status
+func (s *Service) statusChanged(id string) func(apitypes.Status) {
+	if s.cfg.StatusChanged == nil {
+		return nil
+	}
+	return func(st apitypes.Status) { s.cfg.StatusChanged(id, st) }
 }
 
-func (t *task) setStatus(st apitypes.Status) {
+// started is p's process in the guest, nil until Start.
+func (t *task) started(p *proc) *sandbox.Process {
 	t.mu.Lock()
-	t.status = st
-	t.mu.Unlock()
+	defer t.mu.Unlock()
+	return p.p
 }
 
 func (s *Service) ociState(t *task, status string) specs.State {
@@ -167,7 +175,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 	return &taskapi.CreateTaskResponse{Pid: s.cfg.HostPID(t.id, "")}, nil
 }
 
-func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *task, retErr error) {
+func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (*task, error) {
 	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
 		return nil, fmt.Errorf("%w: restoring from a checkpoint", ErrNotImpl)
 	}
@@ -178,23 +186,19 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	}
 	s.tasks[r.ID] = nil
 	s.mu.Unlock()
-	var cu []func()
-	defer func() {
-		if retErr != nil {
-			for i := len(cu) - 1; i >= 0; i-- {
-				cu[i]()
-			}
-			s.mu.Lock()
-			delete(s.tasks, r.ID)
-			s.mu.Unlock()
-		}
-	}()
+	var cu rollback.Stack
+	defer cu.Run()
+	cu.Add(func() {
+		s.mu.Lock()
+		delete(s.tasks, r.ID)
+		s.mu.Unlock()
+	})
 
 	undo, err := mountRootfs(r.Rootfs, r.Bundle)
 	if err != nil {
 		return nil, err
 	}
-	cu = append(cu, undo)
+	cu.Add(undo)
 	b, err := oci.LoadBundle(r.Bundle)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
@@ -208,7 +212,7 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, fmt.Errorf("stdio: %w", err)
 	}
-	cu = append(cu, func() { closer.Close() })
+	cu.Add(func() { closer.Close() })
 	cc := sandbox.ContainerConfig{ID: r.ID, Spec: b.Spec, Rootfs: b.Rootfs, Stdio: sio}
 	if s.cfg.Placement != nil {
 		cc.Pod = s.cfg.Placement(r.ID, b.Spec)
@@ -217,8 +221,8 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, err
 	}
-	cu = append(cu, func() { c.Delete(context.Background()) })
-	t := &task{id: r.ID, bundle: b.Dir, spec: b.Spec, c: c, status: apitypes.Status_CREATED,
+	cu.Add(func() { c.Delete(context.Background()) })
+	t := &task{id: r.ID, bundle: b.Dir, spec: b.Spec, c: c, life: newLifecycle(s.statusChanged(r.ID)),
 		execs: map[string]*proc{}, cleanups: []func(){undo},
 		init: &proc{stdio: stdio, p: c.Init(), closer: closer, done: make(chan struct{})}}
 	if h := b.Spec.Hooks; h != nil {
@@ -235,6 +239,7 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	s.mu.Lock()
 	s.tasks[r.ID] = t
 	s.mu.Unlock()
+	cu.Release()
 	go s.waitInit(t)
 	s.cfg.Publish(topicCreate, &eventCreate{ContainerID: r.ID, Bundle: b.Dir, Pid: s.cfg.HostPID(r.ID, "")})
 	return t, nil
@@ -304,7 +309,7 @@ func (s *Service) waitInit(t *task) {
 	if es.OOMKilled {
 		s.cfg.Publish(topicOOM, &eventOOM{ContainerID: t.id})
 	}
-	t.setStatus(apitypes.Status_STOPPED)
+	t.life.stopped()
 	s.finish(t, t.init, es)
 	s.cfg.Publish(topicExit, &eventExit{ContainerID: t.id, ID: t.id, Pid: s.cfg.HostPID(t.id, ""),
 		ExitStatus: uint32(es.Code), ExitedAt: timestamppb.New(t.init.exitedAt)})
@@ -354,10 +359,11 @@ func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.
 	return &taskapi.StartResponse{Pid: s.cfg.HostPID(t.id, r.ExecID)}, toWire(s.startExec(ctx, t, r.ExecID))
 }
 
-func (s *Service) startInit(ctx context.Context, t *task) error {
-	if st := t.getStatus(); st != apitypes.Status_CREATED {
-		return fmt.Errorf("%w: container %s is %s, not created", ErrPrecondition, t.id, statusName(st))
+func (s *Service) startInit(ctx context.Context, t *task) (retErr error) {
+	if err := t.life.begin(t.id, "start"); err != nil {
+		return err
 	}
+	defer func() { t.life.end("start", retErr == nil) }()
 	if h := t.spec.Hooks; h != nil {
 		if err := RunHooks(ctx, "startContainer", h.StartContainer, s.ociState(t, "created")); err != nil {
 			return err
@@ -366,7 +372,6 @@ func (s *Service) startInit(ctx context.Context, t *task) error {
 	if err := t.c.Start(ctx); err != nil {
 		return err
 	}
-	t.setStatus(apitypes.Status_RUNNING)
 	if h := t.spec.Hooks; h != nil {
 		if err := RunHooks(ctx, "poststart", h.Poststart, s.ociState(t, "running")); err != nil {
 			s.cfg.Log.Warn("poststart hook failed", "container_id", t.id, "err", err)
@@ -381,10 +386,10 @@ func (s *Service) startExec(ctx context.Context, t *task, execID string) error {
 	if err != nil {
 		return err
 	}
-	if p.p != nil {
+	if t.started(p) != nil {
 		return fmt.Errorf("%w: exec %s already started", ErrPrecondition, execID)
 	}
-	if st := t.getStatus(); st != apitypes.Status_RUNNING {
+	if st := t.life.Status(); st != apitypes.Status_RUNNING {
 		return fmt.Errorf("%w: container %s is %s, not running", ErrPrecondition, t.id, statusName(st))
 	}
 	sio, closer, err := s.cfg.Stdio.Open(ctx, p.stdio)
@@ -397,6 +402,13 @@ func (s *Service) startExec(ctx context.Context, t *task, execID string) error {
 		return err
 	}
 	t.mu.Lock()
+	if p.p != nil {
+		// A concurrent Start of the same exec won.
+		t.mu.Unlock()
+		sp.Signal(context.WithoutCancel(ctx), 9)
+		closer.Close()
+		return fmt.Errorf("%w: exec %s already started", ErrPrecondition, execID)
+	}
 	p.p, p.closer = sp, closer
 	t.mu.Unlock()
 	go func() {
@@ -457,7 +469,7 @@ func (s *Service) delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 		if err != nil {
 			return nil, err
 		}
-		if p.p != nil && !p.exited() {
+		if t.started(p) != nil && !p.exited() {
 			return nil, fmt.Errorf("%w: exec %s is still running", ErrPrecondition, r.ExecID)
 		}
 		t.mu.Lock()
@@ -466,8 +478,12 @@ func (s *Service) delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 		return &taskapi.DeleteResponse{Pid: s.cfg.HostPID(t.id, r.ExecID), ExitStatus: uint32(p.exit.Code),
 			ExitedAt: timestamppb.New(p.exitedAt)}, nil
 	}
-	switch st := t.getStatus(); st {
-	case apitypes.Status_CREATED:
+	if err := t.life.begin(t.id, "delete"); err != nil {
+		return nil, err
+	}
+	deleted := false
+	defer func() { t.life.end("delete", deleted) }()
+	if !t.init.exited() {
 		// Never started: kill the waiting init, as runc delete does.
 		t.init.p.Signal(ctx, 9)
 		select {
@@ -475,11 +491,7 @@ func (s *Service) delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-	case apitypes.Status_STOPPED:
-	default:
-		return nil, fmt.Errorf("%w: container %s is %s; stop it first", ErrPrecondition, t.id, statusName(st))
 	}
-	<-t.init.done
 	if err := t.c.Delete(ctx); err != nil {
 		s.cfg.Log.Debug("delete in guest", "container_id", t.id, "err", err)
 	}
@@ -494,6 +506,7 @@ func (s *Service) delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 	s.mu.Lock()
 	delete(s.tasks, t.id)
 	s.mu.Unlock()
+	deleted = true
 	s.cfg.Publish(topicDelete, &eventDelete{ContainerID: t.id, Pid: s.cfg.HostPID(t.id, ""),
 		ExitStatus: uint32(t.init.exit.Code), ExitedAt: timestamppb.New(t.init.exitedAt)})
 	return &taskapi.DeleteResponse{Pid: s.cfg.HostPID(t.id, ""), ExitStatus: uint32(t.init.exit.Code),
@@ -506,11 +519,11 @@ func (s *Service) State(ctx context.Context, r *taskapi.StateRequest) (*taskapi.
 	if err != nil {
 		return nil, toWire(err)
 	}
-	st := t.getStatus()
+	st := t.life.Status()
 	switch {
 	case p.exited():
 		st = apitypes.Status_STOPPED
-	case r.ExecID != "" && p.p == nil:
+	case r.ExecID != "" && t.started(p) == nil:
 		st = apitypes.Status_CREATED
 	case r.ExecID != "":
 		st = apitypes.Status_RUNNING
@@ -537,7 +550,8 @@ func (s *Service) kill(ctx context.Context, r *taskapi.KillRequest) error {
 	if err != nil {
 		return err
 	}
-	if p.p == nil {
+	sp := t.started(p)
+	if sp == nil {
 		return fmt.Errorf("%w: exec %s is not started", ErrPrecondition, r.ExecID)
 	}
 	if p.exited() {
@@ -546,7 +560,7 @@ func (s *Service) kill(ctx context.Context, r *taskapi.KillRequest) error {
 	if r.All && r.ExecID == "" {
 		err = t.c.SignalAll(ctx, int(r.Signal))
 	} else {
-		err = p.p.Signal(ctx, int(r.Signal))
+		err = sp.Signal(ctx, int(r.Signal))
 	}
 	if errors.Is(err, agent.ErrNotFound) {
 		// It exited between the check above and the signal.
@@ -597,17 +611,18 @@ func (s *Service) freeze(ctx context.Context, id string, pause bool) error {
 	if err != nil {
 		return err
 	}
-	from, to, do, topic := apitypes.Status_RUNNING, apitypes.Status_PAUSED, t.c.Pause, topicPaused
+	op, do, topic := "pause", t.c.Pause, topicPaused
 	if !pause {
-		from, to, do, topic = apitypes.Status_PAUSED, apitypes.Status_RUNNING, t.c.Resume, topicResumed
+		op, do, topic = "resume", t.c.Resume, topicResumed
 	}
-	if st := t.getStatus(); st != from {
-		return fmt.Errorf("%w: container %s is %s, not %s", ErrPrecondition, id, statusName(st), statusName(from))
-	}
-	if err := do(ctx); err != nil {
+	if err := t.life.begin(id, op); err != nil {
 		return err
 	}
-	t.setStatus(to)
+	err = do(ctx)
+	t.life.end(op, err == nil)
+	if err != nil {
+		return err
+	}
 	if pause {
 		s.cfg.Publish(topic, &eventPaused{ContainerID: id})
 	} else {
@@ -628,20 +643,20 @@ func (s *Service) ResizePty(ctx context.Context, r *taskapi.ResizePtyRequest) (*
 		return nil, toWire(err)
 	}
 	p, err := t.proc(r.ExecID)
-	if err != nil || p.p == nil {
+	if err != nil || t.started(p) == nil {
 		return nil, toWire(fmt.Errorf("%w: process %q not running", ErrNotFound, r.ExecID))
 	}
-	return empty(p.p.Resize(ctx, r.Width, r.Height))
+	return empty(t.started(p).Resize(ctx, r.Width, r.Height))
 }
 
 // CloseIO closes a process's stdin.
 func (s *Service) CloseIO(ctx context.Context, r *taskapi.CloseIORequest) (*emptypb.Empty, error) {
-	_, p, err := s.process(r.ID, r.ExecID)
+	t, p, err := s.process(r.ID, r.ExecID)
 	if err != nil {
 		return nil, toWire(err)
 	}
-	if r.Stdin && p.p != nil {
-		p.p.CloseStdin()
+	if sp := t.started(p); r.Stdin && sp != nil {
+		sp.CloseStdin()
 	}
 	return &emptypb.Empty{}, nil
 }

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,15 +9,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/lodgeruntime/lodge/internal/testbundle"
 )
 
 // dockerd is a private Docker daemon (Debian's docker.io) with lodge-runtime
 // as runtime "lodge", its own data and exec roots, no bridge and no
 // iptables rules: it changes nothing on the host outside its directory.
 type dockerd struct {
-	t    *testing.T
+	tool
 	dir  string
 	sock string
 }
@@ -35,8 +32,9 @@ func startDockerd(t *testing.T) *dockerd {
 	// Containers' cgroups go below one the test makes and removes.
 	cgParent := fmt.Sprintf("lodgetest-docker-%d", os.Getpid())
 	makeHostCgroup(t, cgParent)
-	d := &dockerd{t: t, dir: t.TempDir()}
+	d := &dockerd{dir: t.TempDir()}
 	d.sock = filepath.Join(d.dir, "docker.sock")
+	d.tool = tool{t: t, name: "docker", args: []string{"-H", "unix://" + d.sock}}
 	cfg := filepath.Join(d.dir, "daemon.json")
 	os.WriteFile(cfg, []byte("{}"), 0o644) // not the host's /etc/docker/daemon.json
 	logf, err := os.Create(filepath.Join(d.dir, "dockerd.log"))
@@ -57,8 +55,8 @@ func startDockerd(t *testing.T) *dockerd {
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); logf.Close(); close(exited) }()
 	t.Cleanup(func() {
-		if out, err := d.docker("ps", "-aq"); err == nil && strings.TrimSpace(out) != "" {
-			d.docker(append([]string{"rm", "-f"}, strings.Fields(out)...)...)
+		if out, err := d.run("ps", "-aq"); err == nil && strings.TrimSpace(out) != "" {
+			d.run(append([]string{"rm", "-f"}, strings.Fields(out)...)...)
 		}
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -79,7 +77,7 @@ func startDockerd(t *testing.T) *dockerd {
 	})
 	deadline := time.Now().Add(time.Minute)
 	for {
-		if _, err := d.docker("version"); err == nil {
+		if _, err := d.run("version"); err == nil {
 			return d
 		}
 		select {
@@ -94,22 +92,6 @@ func startDockerd(t *testing.T) *dockerd {
 	}
 }
 
-func (d *dockerd) docker(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "docker", append([]string{"-H", "unix://" + d.sock}, args...)...).CombinedOutput()
-	return string(out), err
-}
-
-func (d *dockerd) must(args ...string) string {
-	d.t.Helper()
-	out, err := d.docker(args...)
-	if err != nil {
-		d.t.Fatalf("docker %v: %v\n%s", args, err, out)
-	}
-	return out
-}
-
 // TestDocker drives lodge-runtime through Docker (`--runtime lodge`):
 // containerd's runc shim runs it under Docker's runtime root, whose
 // 64-character container ids put the sandbox's sockets past the unix
@@ -117,14 +99,7 @@ func (d *dockerd) must(args ...string) string {
 // and a failing container whose reason reaches the user.
 func TestDocker(t *testing.T) {
 	d := startDockerd(t)
-	dir := t.TempDir()
-	if err := testbundle.Rootfs(filepath.Join(dir, "rootfs")); err != nil {
-		t.Fatal(err)
-	}
-	img := filepath.Join(dir, "busybox.tar")
-	if err := tarDir(filepath.Join(dir, "rootfs"), img); err != nil {
-		t.Fatal(err)
-	}
+	img := rootfsTar(t)
 	const ref = "lodge.test/busybox:docker"
 	d.must("import", "--change", `CMD ["sh"]`, img, ref)
 	run := []string{"run", "--runtime", "lodge", "--network", "none"}
@@ -133,7 +108,7 @@ func TestDocker(t *testing.T) {
 	if !strings.Contains(out, "hello from docker") || strings.Contains(out, hostKernel(t)) {
 		t.Errorf("docker run --rm printed %q (host kernel %s)", out, hostKernel(t))
 	}
-	if out, err := d.docker(append(run, "--rm", ref, "sh", "-c", "exit 9")...); err == nil {
+	if out, err := d.run(append(run, "--rm", ref, "sh", "-c", "exit 9")...); err == nil {
 		t.Errorf("exit 9 reported as success: %s", out)
 	} else if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 9 {
 		t.Errorf("exit 9 reported as %v: %s", err, out)
@@ -157,7 +132,7 @@ func TestDocker(t *testing.T) {
 	d.must("rm", "svc")
 
 	// What went wrong reaches the user, not "exit status 1: unknown".
-	out, err := d.docker(append(run, "--rm", ref, "/no/such/program")...)
+	out, err := d.run(append(run, "--rm", ref, "/no/such/program")...)
 	if err == nil || !strings.Contains(out, "/no/such/program") {
 		t.Errorf("a missing program: %v: %q (want an error naming it)", err, out)
 	}

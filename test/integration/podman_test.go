@@ -15,11 +15,32 @@ import (
 	"github.com/lodgeruntime/lodge/internal/testbundle"
 )
 
-// podman runs Debian's podman with private storage and lodge-runtime.
-type podman struct {
+// tool runs a command-line client (podman, docker) with leading
+// arguments of its own.
+type tool struct {
 	t    *testing.T
+	name string
 	args []string
 }
+
+func (c tool) run(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, c.name, append(append([]string(nil), c.args...), args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func (c tool) must(args ...string) string {
+	c.t.Helper()
+	out, err := c.run(args...)
+	if err != nil {
+		c.t.Fatalf("%s %v: %v\n%s", c.name, args, err, out)
+	}
+	return out
+}
+
+// podman runs Debian's podman with private storage and lodge-runtime.
+type podman struct{ tool }
 
 func newPodman(t *testing.T) *podman {
 	bin := binDir(t)
@@ -30,8 +51,8 @@ func newPodman(t *testing.T) *podman {
 		t.Skip("podman not installed")
 	}
 	dir := t.TempDir()
-	p := &podman{t: t, args: []string{"--root", filepath.Join(dir, "storage"), "--runroot", filepath.Join(dir, "run"),
-		"--runtime", filepath.Join(bin, "lodge-runtime"), "--cgroup-manager", "cgroupfs", "--events-backend", "file"}}
+	p := &podman{tool{t: t, name: "podman", args: []string{"--root", filepath.Join(dir, "storage"), "--runroot", filepath.Join(dir, "run"),
+		"--runtime", filepath.Join(bin, "lodge-runtime"), "--cgroup-manager", "cgroupfs", "--events-backend", "file"}}}
 	t.Cleanup(func() {
 		p.run("rm", "--all", "--force")
 		exec.Command("podman", append(p.args, "system", "reset", "--force")...).Run()
@@ -40,22 +61,6 @@ func newPodman(t *testing.T) *podman {
 		}
 	})
 	return p
-}
-
-func (p *podman) run(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "podman", append(p.args, args...)...).CombinedOutput()
-	return string(out), err
-}
-
-func (p *podman) must(args ...string) string {
-	p.t.Helper()
-	out, err := p.run(args...)
-	if err != nil {
-		p.t.Fatalf("podman %v: %v\n%s", args, err, out)
-	}
-	return out
 }
 
 // tarDir writes dir as a tar archive (what `podman import` loads).
@@ -105,10 +110,10 @@ func tarDir(dir, out string) error {
 	return tw.Close()
 }
 
-// TestPodman drives lodge-runtime through Podman: run --rm, run -d, exec,
-// logs, stop, rm.
-func TestPodman(t *testing.T) {
-	p := newPodman(t)
+// rootfsTar is the test root filesystem as a tar (what `podman import`
+// and `docker import` load).
+func rootfsTar(t *testing.T) string {
+	t.Helper()
 	dir := t.TempDir()
 	if err := testbundle.Rootfs(filepath.Join(dir, "rootfs")); err != nil {
 		t.Fatal(err)
@@ -117,6 +122,14 @@ func TestPodman(t *testing.T) {
 	if err := tarDir(filepath.Join(dir, "rootfs"), img); err != nil {
 		t.Fatal(err)
 	}
+	return img
+}
+
+// TestPodman drives lodge-runtime through Podman: run --rm, run -d, exec,
+// logs, stop, rm.
+func TestPodman(t *testing.T) {
+	p := newPodman(t)
+	img := rootfsTar(t)
 	p.must("import", "--change", `CMD ["sh"]`, img, "localhost/lodge-busybox:test")
 
 	out := p.must("run", "--rm", "--network", "none", "localhost/lodge-busybox:test", "sh", "-c", "echo hello from podman; uname -r")

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
+	"github.com/lodgeruntime/lodge/internal/rollback"
 	"github.com/lodgeruntime/lodge/internal/transport"
 )
 
@@ -82,7 +83,7 @@ func (c *container) proc(execID string) (*process, error) {
 	return p, nil
 }
 
-func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (_ *agentv1.CreateResponse, retErr error) {
+func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*agentv1.CreateResponse, error) {
 	id := req.ContainerId
 	if !transport.ValidID(id) {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid container id %q", id)
@@ -127,14 +128,14 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (_
 	}
 	cs.byID[id] = nil // reserve the id
 	cs.mu.Unlock()
-	defer func() {
-		if retErr != nil {
-			cs.mu.Lock()
-			delete(cs.byID, id)
-			cs.mu.Unlock()
-			cs.streams.drop(id)
-		}
-	}()
+	var cu rollback.Stack
+	defer cu.Run()
+	cu.Add(func() {
+		cs.mu.Lock()
+		delete(cs.byID, id)
+		cs.mu.Unlock()
+		cs.streams.drop(id)
+	})
 
 	spec.Root = &specs.Root{Path: rootfs, Readonly: spec.Root != nil && spec.Root.Readonly}
 	spec.Hooks = nil // hooks run on the host, where the runtime spec says they run
@@ -156,11 +157,7 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (_
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "create: %v", err)
 	}
-	defer func() {
-		if retErr != nil {
-			lc.Destroy()
-		}
-	}()
+	cu.Add(func() { lc.Destroy() })
 	lp, err := newProcess(spec.Process)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
@@ -175,6 +172,7 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (_
 	cs.mu.Lock()
 	cs.byID[id] = c
 	cs.mu.Unlock()
+	cu.Release()
 	cs.log.Info("container created", "container_id", id, "pid", p.pid,
 		"libcontainer_create", t1.Sub(t0).Round(time.Millisecond), "init_start", time.Since(t1).Round(time.Millisecond))
 	return &agentv1.CreateResponse{Pid: int32(p.pid)}, nil

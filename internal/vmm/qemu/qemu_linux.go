@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lodgeruntime/lodge/internal/rollback"
 	"github.com/lodgeruntime/lodge/internal/transport"
 	"github.com/lodgeruntime/lodge/internal/unixsock"
 	"github.com/lodgeruntime/lodge/internal/vmm"
@@ -37,20 +38,14 @@ type Driver struct {
 var _ vmm.Driver = (*Driver)(nil)
 
 // Start launches QEMU and connects to its monitor.
-func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (_ vmm.VM, retErr error) {
+func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 	argv, err := Argv(cfg, d.Host)
 	if err != nil {
 		return nil, err
 	}
 	log := d.Log.With("vmm", "qemu", "sandbox_id", cfg.ID)
-	var cleanups []func()
-	defer func() {
-		if retErr != nil {
-			for i := len(cleanups) - 1; i >= 0; i-- {
-				cleanups[i]()
-			}
-		}
-	}()
+	var cu rollback.Stack
+	defer cu.Run()
 
 	// Listening sockets QEMU inherits (fd 3 QMP, fd 4 agent): they exist
 	// before QEMU starts, so nobody polls for a socket file.
@@ -66,7 +61,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (_ vmm.VM, retErr er
 			return nil, fmt.Errorf("qemu: %w", err)
 		}
 		files = append(files, f)
-		cleanups = append(cleanups, func() { os.Remove(p) })
+		cu.Add(func() { os.Remove(p) })
 	}
 	var shares []*os.File
 	closeFiles := func() {
@@ -109,7 +104,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (_ vmm.VM, retErr er
 	v := &vm{cfg: cfg, cmd: cmd, log: log, done: make(chan struct{}), qmpPath: qmpPath, agentPath: agentPath,
 		info: vmm.Info{PID: cmd.Process.Pid, Accel: cfg.Accel, Console: filepath.Join(cfg.StateDir, ConsoleLog), Started: started}}
 	go v.reap()
-	cleanups = append(cleanups, func() { v.kill() })
+	cu.Add(func() { v.kill() })
 	log.Debug("qemu started", "pid", cmd.Process.Pid, "argv", strings.Join(argv, " "))
 
 	qctx, cancel := context.WithTimeout(ctx, monitorTimeout)
@@ -124,6 +119,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (_ vmm.VM, retErr er
 		return nil, v.exitError("connect monitor", err)
 	}
 	log.Debug("qemu monitor ready", "after", time.Since(started).Round(time.Millisecond))
+	cu.Release()
 	return v, nil
 }
 
