@@ -111,6 +111,7 @@ type supervisor struct {
 	ls      []net.Listener
 	srv     *ttrpc.Server
 	calls   sync.WaitGroup // task API calls in flight
+	conns   openConns      // task API connections open
 }
 
 // superviseReq is what `create` hands its supervisor.
@@ -220,10 +221,11 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, r 
 	}
 	s.srv = srv
 	taskapi.RegisterTaskService(srv, &persisting{Service: s.svc, sup: s})
-	tl, err := unixsock.Listen(filepath.Join(dir, taskSock))
+	ul, err := unixsock.Listen(filepath.Join(dir, taskSock))
 	if err != nil {
 		return nil, err
 	}
+	tl := &trackedListener{Listener: ul, conns: &s.conns}
 	s.ls = append(s.ls, tl)
 	go srv.Serve(context.Background(), tl)
 	fl, err := unixsock.Listen(filepath.Join(dir, fdSock))
@@ -287,11 +289,6 @@ func (s *supervisor) close() {
 		case <-done:
 		case <-time.After(5 * time.Second):
 		}
-		// Answers are written after a handler returns. ttrpc's Shutdown and
-		// Close can drop an answer not yet written (its connection loop may
-		// pick "shut down" over "send"), so the server is left to die with
-		// the process, after the teardown below has given them time to go.
-		time.Sleep(50 * time.Millisecond)
 	}
 	os.Remove(filepath.Join(s.dir, taskSock))
 	os.Remove(filepath.Join(s.dir, fdSock))
@@ -300,6 +297,72 @@ func (s *supervisor) close() {
 	if err := s.svc.Close(ctx); err != nil {
 		s.log.Warn("tear down sandbox", "container_id", s.id, "err", err)
 	}
+	// Answers are written after a handler returns, and ttrpc's Shutdown
+	// can drop one not yet written; so the server is never shut down, and
+	// the process ends once its clients, having read their answers, have
+	// hung up (a client that keeps its connection is not waited for long).
+	select {
+	case <-s.conns.idle():
+	case <-time.After(2 * time.Second):
+	}
+}
+
+// openConns counts open connections.
+type openConns struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed while n is 0
+}
+
+func (o *openConns) add(d int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.zero == nil {
+		o.zero = make(chan struct{})
+		close(o.zero)
+	}
+	if o.n == 0 && d > 0 {
+		o.zero = make(chan struct{})
+	}
+	o.n += d
+	if d < 0 && o.n == 0 {
+		close(o.zero)
+	}
+}
+
+// idle is closed once no connection is open.
+func (o *openConns) idle() <-chan struct{} {
+	o.add(0)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.zero
+}
+
+// trackedListener counts the connections it accepted that are still open.
+type trackedListener struct {
+	net.Listener
+	conns *openConns
+}
+
+func (l *trackedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.conns.add(1)
+	return &trackedConn{Conn: c, done: func() { l.conns.add(-1) }}, nil
+}
+
+type trackedConn struct {
+	net.Conn
+	once sync.Once
+	done func()
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.done)
+	return err
 }
 
 // exit ends the supervisor with the container's status: by the same signal

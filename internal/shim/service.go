@@ -87,7 +87,7 @@ type task struct {
 
 	life *lifecycle // created, running, paused, stopped; deleted
 
-	mu    sync.Mutex // guards execs and each proc's p and closer
+	mu    sync.Mutex // guards execs and each proc's p, closer and starting
 	execs map[string]*proc
 }
 
@@ -97,7 +97,9 @@ type proc struct {
 	spec   *specs.Process // exec'd processes only
 	stdio  StdioRequest
 	p      *sandbox.Process // nil until started
-	closer io.Closer
+	// starting: a Start of this exec is under way (execs only).
+	starting bool
+	closer   io.Closer
 
 	done     chan struct{} // closed when exited
 	reported chan struct{} // closed once its exit event is published
@@ -382,35 +384,33 @@ func (s *Service) startInit(ctx context.Context, t *task) (retErr error) {
 }
 
 func (s *Service) startExec(ctx context.Context, t *task, execID string) error {
-	p, err := t.proc(execID)
-	if err != nil {
-		return err
-	}
-	if t.started(p) != nil {
-		return fmt.Errorf("%w: exec %s already started", ErrPrecondition, execID)
-	}
 	if st := t.life.Status(); st != apitypes.Status_RUNNING {
 		return fmt.Errorf("%w: container %s is %s, not running", ErrPrecondition, t.id, statusName(st))
 	}
-	sio, closer, err := s.cfg.Stdio.Open(ctx, p.stdio)
-	if err != nil {
-		return fmt.Errorf("stdio: %w", err)
-	}
-	sp, err := t.c.Exec(ctx, sandbox.ExecConfig{ID: execID, Process: p.spec, Stdio: sio})
-	if err != nil {
-		closer.Close()
-		return err
-	}
+	// Claim the exec under the task's lock: a concurrent Start of it is
+	// refused, and so is its Delete until the start has ended.
 	t.mu.Lock()
-	if p.p != nil {
-		// A concurrent Start of the same exec won.
+	p := t.execs[execID]
+	switch {
+	case p == nil:
 		t.mu.Unlock()
-		sp.Signal(context.WithoutCancel(ctx), 9)
-		closer.Close()
+		return fmt.Errorf("%w: exec %q in container %s", ErrNotFound, execID, t.id)
+	case p.p != nil || p.starting:
+		t.mu.Unlock()
 		return fmt.Errorf("%w: exec %s already started", ErrPrecondition, execID)
 	}
-	p.p, p.closer = sp, closer
+	p.starting = true
 	t.mu.Unlock()
+	sp, closer, err := s.execInGuest(ctx, t, p)
+	t.mu.Lock()
+	p.starting = false
+	if err == nil {
+		p.p, p.closer = sp, closer
+	}
+	t.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	go func() {
 		es, err := sp.Wait(context.Background())
 		if err != nil {
@@ -423,6 +423,19 @@ func (s *Service) startExec(ctx context.Context, t *task, execID string) error {
 	}()
 	s.cfg.Publish(topicExecStarted, &eventExecStarted{ContainerID: t.id, ExecID: execID, Pid: s.cfg.HostPID(t.id, execID)})
 	return nil
+}
+
+func (s *Service) execInGuest(ctx context.Context, t *task, p *proc) (*sandbox.Process, io.Closer, error) {
+	sio, closer, err := s.cfg.Stdio.Open(ctx, p.stdio)
+	if err != nil {
+		return nil, nil, fmt.Errorf("stdio: %w", err)
+	}
+	sp, err := t.c.Exec(ctx, sandbox.ExecConfig{ID: p.execID, Process: p.spec, Stdio: sio})
+	if err != nil {
+		closer.Close()
+		return nil, nil, err
+	}
+	return sp, closer, nil
 }
 
 // Exec declares a process to run in a container; Start runs it.
@@ -465,14 +478,16 @@ func (s *Service) delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 		return nil, err
 	}
 	if r.ExecID != "" {
-		p, err := t.proc(r.ExecID)
-		if err != nil {
-			return nil, err
-		}
-		if t.started(p) != nil && !p.exited() {
+		t.mu.Lock()
+		p := t.execs[r.ExecID]
+		switch {
+		case p == nil:
+			t.mu.Unlock()
+			return nil, fmt.Errorf("%w: exec %q in container %s", ErrNotFound, r.ExecID, t.id)
+		case p.starting || (p.p != nil && !p.exited()):
+			t.mu.Unlock()
 			return nil, fmt.Errorf("%w: exec %s is still running", ErrPrecondition, r.ExecID)
 		}
-		t.mu.Lock()
 		delete(t.execs, r.ExecID)
 		t.mu.Unlock()
 		return &taskapi.DeleteResponse{Pid: s.cfg.HostPID(t.id, r.ExecID), ExitStatus: uint32(p.exit.Code),

@@ -235,6 +235,36 @@ func TestServiceConcurrentLifecycleCalls(t *testing.T) {
 	if _, err := f.svc.Resume(ctx, &taskapi.ResumeRequest{ID: "c1"}); err != nil {
 		t.Fatal(err)
 	}
+	// Start of an exec beside its Delete: either it starts and the delete
+	// is refused (it runs), or it is deleted and the start finds nothing.
+	for i := range 10 {
+		e := fmt.Sprintf("e%d", i)
+		if _, err := f.svc.Exec(ctx, &taskapi.ExecProcessRequest{ID: "c1", ExecID: e,
+			Spec: processAny(t, testbundle.Spec("sleep", "inf").Process)}); err != nil {
+			t.Fatal(err)
+		}
+		var startErr, delErr error
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); _, startErr = f.svc.Start(ctx, &taskapi.StartRequest{ID: "c1", ExecID: e}) }()
+		go func() { defer wg.Done(); _, delErr = f.svc.Delete(ctx, &taskapi.DeleteRequest{ID: "c1", ExecID: e}) }()
+		wg.Wait()
+		startErr, delErr = FromWire(startErr), FromWire(delErr)
+		switch {
+		case startErr == nil && errors.Is(delErr, ErrPrecondition):
+			// It runs: end it, then it can go.
+			f.guest.end("c1", e, 137)
+			if _, err := f.svc.Wait(ctx, &taskapi.WaitRequest{ID: "c1", ExecID: e}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.svc.Delete(ctx, &taskapi.DeleteRequest{ID: "c1", ExecID: e}); err != nil {
+				t.Fatalf("delete %s after its end: %v", e, err)
+			}
+		case delErr == nil && errors.Is(startErr, ErrNotFound):
+		default:
+			t.Fatalf("exec %s: start %v, delete %v: not one legal outcome", e, startErr, delErr)
+		}
+	}
 	// Kill beside Delete: the delete is refused while the container runs,
 	// or succeeds once it has stopped; either way it can be deleted after.
 	var wg sync.WaitGroup
