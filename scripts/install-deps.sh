@@ -9,6 +9,7 @@ pkgs=(
   libseccomp-dev       # static libseccomp for the guest agent
   gcc libc6-dev        # cgo for the agent (libcontainer's nsenter)
   kmod                 # not needed at run time; handy for debugging modules
+  xz-utils             # lodge setup: the generic kernel's image is XZ-compressed
   podman conmon        # the Podman integration test
   containerd runc      # the containerd integration tests (lodge shim; runc shim -> lodge-runtime)
   docker.io            # the Docker integration test (a private dockerd per test)
@@ -34,7 +35,7 @@ if ((${#missing[@]})); then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 # `lodge setup` resolves the kernel package from apt's lists.
-if ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+if ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
   apt-get update -q
 fi
 # crictl drives containerd's CRI in the pod test (not packaged in Debian 12).

@@ -1,7 +1,10 @@
 // Command startup measures how long `lodge-runtime run` of /bin/true takes,
-// phase by phase, beside a raw QEMU boot of the same kernel and initrd to
-// agent-ready and beside runc on the same bundle, all in one interleaved
-// run so that machine load hits each equally. It prints medians and ratios.
+// phase by phase, as a clone of a template (warm) and as a cold boot,
+// beside the floors under each (a raw QEMU boot of the same kernel and
+// initrd to agent-ready; a raw restore of the same template to
+// agent-ready, through QEMU alone) and beside runc on the same bundle, all
+// in one interleaved run so that machine load hits each equally. It prints
+// medians and ratios.
 //
 //	go run ./bench/startup -bin ./bin -runs 5
 package main
@@ -25,7 +28,9 @@ import (
 	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/host"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
+	"github.com/lodgeruntime/lodge/internal/template"
 	"github.com/lodgeruntime/lodge/internal/testbundle"
+	"github.com/lodgeruntime/lodge/internal/vmm"
 )
 
 func main() {
@@ -69,7 +74,13 @@ func run(bin string, runs int) error {
 	if err := testbundle.WriteSpec(sleeper, sp); err != nil {
 		return err
 	}
-	cfg, err := config.Load()
+	// Two configurations: templates in a directory of the bench's own
+	// (warm), and templates off (cold).
+	tplDir := filepath.Join(work, "templates")
+	warmCfg, coldCfg := filepath.Join(work, "warm.toml"), filepath.Join(work, "cold.toml")
+	os.WriteFile(warmCfg, []byte("[template]\ndir = \""+tplDir+"\"\n"), 0o644)
+	os.WriteFile(coldCfg, []byte("[template]\nenabled = false\n"), 0o644)
+	cfg, err := config.LoadFile(warmCfg)
 	if err != nil {
 		return err
 	}
@@ -79,25 +90,41 @@ func run(bin string, runs int) error {
 	}
 	runc, _ := exec.LookPath("runc")
 	fmt.Printf("accelerator: %s (%s)\nruns: %d each, interleaved\n\n", env.Accel.Accel, env.Accel.Reason, runs)
+	built := time.Now()
+	tpl, err := sandbox.EnsureTemplate(context.Background(), env.Deps, env.SandboxConfig("bench", filepath.Join(work, "unused")))
+	if err != nil {
+		return err
+	}
+	fmt.Printf("template %s built in %.0f ms (once per shape and inputs)\n\n", tpl.Meta.Key,
+		float64(time.Since(built).Milliseconds()))
 
 	s := samples{}
 	for i := range runs {
-		d, phases, err := lodgeRun(bin, work, bundle, i)
+		for _, mode := range []struct{ name, cfg string }{{"warm", warmCfg}, {"cold", coldCfg}} {
+			d, phases, err := lodgeRun(bin, work, bundle, mode.cfg, fmt.Sprintf("%s-%d", mode.name, i))
+			if err != nil {
+				return err
+			}
+			s[mode.name+" run"] = append(s[mode.name+" run"], d)
+			for k, v := range phases {
+				s[mode.name+" "+k] = append(s[mode.name+" "+k], v)
+			}
+		}
+		d, err := rawBoot(env, work, i)
 		if err != nil {
 			return err
 		}
-		s["lodge run"] = append(s["lodge run"], d)
-		for k, v := range phases {
-			s[k] = append(s[k], v)
-		}
-		if d, err = rawBoot(env, work, i); err != nil {
+		s["raw boot"] = append(s["raw boot"], d)
+		if d, err = rawClone(env, tpl, work, i); err != nil {
 			return err
 		}
-		s["raw boot"] = append(s["raw boot"], d)
+		s["raw clone"] = append(s["raw clone"], d)
 		lodgeRT := []string{filepath.Join(bin, "lodge-runtime"), "--root", filepath.Join(work, "root")}
+		os.Setenv(config.EnvPath, warmCfg)
 		if err := lifecycle(s, "lodge", lodgeRT, bundle, sleeper, i); err != nil {
 			return err
 		}
+		os.Unsetenv(config.EnvPath)
 		if runc != "" {
 			if d, err = runcRun(runc, work, bundle, i); err != nil {
 				return err
@@ -110,17 +137,25 @@ func run(bin string, runs int) error {
 	}
 
 	ms := func(d time.Duration) string { return fmt.Sprintf("%8.1f ms", float64(d.Microseconds())/1000) }
-	fmt.Println("lodge-runtime run /bin/true, phases (median):")
-	for _, p := range []string{sandbox.PhaseHostPrep, sandbox.PhaseVMMStart, sandbox.PhaseBoot,
+	fmt.Println("lodge-runtime run /bin/true, phases (median):   warm (clone)   cold (boot)")
+	for _, p := range []string{sandbox.PhaseHostPrep, sandbox.PhaseVMMStart, sandbox.PhaseRestore, sandbox.PhaseBoot,
 		sandbox.PhaseCreate, sandbox.PhaseStart, sandbox.PhaseTeardown} {
-		fmt.Printf("  %-18s %s\n", p, ms(s.median(p)))
+		fmt.Printf("  %-30s %s %s\n", p, ms(s.median("warm "+p)), ms(s.median("cold "+p)))
 	}
-	fmt.Printf("\n%-38s %s\n", "lodge-runtime run (wall, median)", ms(s.median("lodge run")))
-	fmt.Printf("%-38s %s\n", "raw QEMU boot to agent-ready (median)", ms(s.median("raw boot")))
-	fmt.Printf("%-38s %8.2f\n", "ratio lodge run / raw boot", ratio(s.median("lodge run"), s.median("raw boot")))
+	line := func(k string, d time.Duration) { fmt.Printf("%-46s %s\n", k, ms(d)) }
+	rat := func(k string, a, b time.Duration) { fmt.Printf("%-46s %8.2f\n", k, ratio(a, b)) }
+	warm, cold := s.median("warm run"), s.median("cold run")
+	fmt.Println()
+	line("lodge-runtime run, warm (clone; wall, median)", warm)
+	line("lodge-runtime run, cold (boot; wall, median)", cold)
+	line("raw QEMU clone restore to agent-ready (median)", s.median("raw clone"))
+	line("raw QEMU boot to agent-ready (median)", s.median("raw boot"))
+	rat("ratio warm / cold", warm, cold)
+	rat("ratio warm / raw clone restore", warm, s.median("raw clone"))
+	rat("ratio cold / raw boot", cold, s.median("raw boot"))
 	if runc != "" {
-		fmt.Printf("%-38s %s\n", "runc run (wall, median)", ms(s.median("runc run")))
-		fmt.Printf("%-38s %8.1f\n", "ratio lodge run / runc run", ratio(s.median("lodge run"), s.median("runc run")))
+		line("runc run (wall, median)", s.median("runc run"))
+		rat("ratio warm / runc run", warm, s.median("runc run"))
 	} else {
 		fmt.Println("runc not installed: no runc baseline")
 	}
@@ -192,11 +227,13 @@ func ratio(a, b time.Duration) float64 {
 	return float64(a) / float64(b)
 }
 
-// lodgeRun times one `lodge-runtime run` and reads its phase log.
-func lodgeRun(bin, work, bundle string, i int) (time.Duration, map[string]time.Duration, error) {
-	logf := filepath.Join(work, fmt.Sprintf("run-%d.log", i))
+// lodgeRun times one `lodge-runtime run` under the config file cfg and
+// reads its phase log.
+func lodgeRun(bin, work, bundle, cfg, id string) (time.Duration, map[string]time.Duration, error) {
+	logf := filepath.Join(work, id+".log")
 	cmd := exec.Command(filepath.Join(bin, "lodge-runtime"), "--root", filepath.Join(work, "root"),
-		"--debug", "--log-format", "json", "--log", logf, "run", "--bundle", bundle, fmt.Sprintf("bench-%d", i))
+		"--debug", "--log-format", "json", "--log", logf, "run", "--bundle", bundle, "bench-"+id)
+	cmd.Env = append(os.Environ(), config.EnvPath+"="+cfg)
 	out, err := timed(cmd)
 	if err != nil {
 		return 0, nil, fmt.Errorf("lodge-runtime run: %w: %s", err, out.output)
@@ -240,6 +277,49 @@ func rawBoot(env *host.Env, work string, i int) (time.Duration, error) {
 		return 0, err
 	}
 	defer vm.Shutdown(context.Background())
+	conn, err := vm.Dial(ctx)
+	if err != nil {
+		return 0, err
+	}
+	c, err := agent.Connect(ctx, conn)
+	if err != nil {
+		return 0, err
+	}
+	d := time.Since(start)
+	c.Close()
+	return d, nil
+}
+
+// rawClone restores the template through the vmm driver alone (no share,
+// no container; the 9p slot on the template's empty directory) and times
+// it to the agent's handshake: the floor under a warm start.
+func rawClone(env *host.Env, tpl *template.Template, work string, i int) (time.Duration, error) {
+	dir := filepath.Join(work, fmt.Sprintf("rawclone-%d", i))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	state, err := os.Open(tpl.State())
+	if err != nil {
+		return 0, err
+	}
+	defer state.Close()
+	vc := env.VM
+	vc.ID, vc.StateDir = fmt.Sprintf("rawclone-%d", i), dir
+	vc.VCPUs, vc.MemoryMiB = tpl.Meta.Shape.VCPUs, tpl.Meta.Shape.MemoryMiB
+	vc.Shares9P = []vmm.Share9P{{Tag: sandbox.SharedTag, Path: filepath.Join(tpl.Dir, template.EmptyDir)}}
+	vc.Memory, vc.Incoming = vmm.Memory{File: tpl.Memory()}, true
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	vm, err := env.Deps.Driver.Start(ctx, vc)
+	if err != nil {
+		return 0, err
+	}
+	defer vm.Shutdown(context.Background())
+	if err := vm.(vmm.Restorer).Restore(ctx, state); err != nil {
+		return 0, err
+	}
 	conn, err := vm.Dial(ctx)
 	if err != nil {
 		return 0, err

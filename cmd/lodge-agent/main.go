@@ -74,7 +74,15 @@ func run(log *slog.Logger, sink *agent.LogSink) error {
 		Sink:         sink,
 		Reap:         true, // PID 1
 	})
-	return srv.Serve(context.Background(), conn)
+	// One session at a time; the next begins when the host (or, in a
+	// clone of a template, a new host) connects and synchronises.
+	for {
+		err := srv.Serve(context.Background(), conn)
+		log.Info("host session ended", "err", err)
+		if conn, err = openChannel(); err != nil {
+			return err
+		}
+	}
 }
 
 // openChannel opens the host link the kernel command line names.

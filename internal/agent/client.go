@@ -52,7 +52,12 @@ func Connect(ctx context.Context, conn net.Conn) (*Client, error) {
 
 // ConnectWith is Connect with deadlines of its own for the calls.
 func ConnectWith(ctx context.Context, conn net.Conn, d Deadlines) (*Client, error) {
-	sess, err := transport.HostSession(conn)
+	synced, err := transport.HostSync(ctx, conn)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	sess, err := transport.HostSession(synced)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -260,6 +265,17 @@ func (c *Client) Update(ctx context.Context, id string, resources []byte) error 
 // ConfigureNetwork gives the guest the pod's interfaces and routes.
 func (c *Client) ConfigureNetwork(ctx context.Context, req *agentv1.NetworkRequest) error {
 	_, err := c.network.Configure(ctx, req)
+	return err
+}
+
+// Identify gives the guest its own seed, clock, machine id and hostname
+// (see agentv1.IdentifyRequest); an agent without it is refused, since a
+// clone must not run anything with its template's identity.
+func (c *Client) Identify(ctx context.Context, req *agentv1.IdentifyRequest) error {
+	if !c.Has(agentv1.CapIdentify) {
+		return fmt.Errorf("%w: the agent cannot take an identity (rebuild the guest with `lodge setup`)", ErrIncompatible)
+	}
+	_, err := c.health.Identify(ctx, req)
 	return err
 }
 

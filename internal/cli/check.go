@@ -14,6 +14,7 @@ import (
 
 	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/host"
+	"github.com/lodgeruntime/lodge/internal/template"
 	"github.com/lodgeruntime/lodge/internal/transport"
 )
 
@@ -61,6 +62,7 @@ func cmdCheck(ctx context.Context, cfg config.Config, log *slog.Logger, out io.W
 	default:
 		line("agent link", "virtio-serial (no /dev/vhost-vsock)")
 	}
+	line("templates", templateStatus(cfg))
 	if len(missing) > 0 {
 		return fmt.Errorf("not ready: %s missing", strings.Join(missing, ", "))
 	}
@@ -69,6 +71,24 @@ func cmdCheck(ctx context.Context, cfg config.Config, log *slog.Logger, out io.W
 	}
 	fmt.Fprintln(out, "ready")
 	return nil
+}
+
+// templateStatus says whether sandboxes start as clones, where templates
+// live and how many there are.
+func templateStatus(cfg config.Config) string {
+	if !cfg.Template.Enabled {
+		return "disabled ([template] enabled = false): every sandbox boots a kernel"
+	}
+	infos, err := (&template.Store{Dir: cfg.Template.Dir, Log: slog.New(slog.DiscardHandler)}).List()
+	if err != nil {
+		return fmt.Sprintf("enabled, but %s cannot be read: %v", cfg.Template.Dir, err)
+	}
+	clones := 0
+	for _, in := range infos {
+		clones += in.Clones
+	}
+	return fmt.Sprintf("enabled, in %s (%d built, %d clones running; built on a shape's first sandbox, `lodge template ls`)",
+		cfg.Template.Dir, len(infos), clones)
 }
 
 func statErr(path string) error {
@@ -89,7 +109,7 @@ func describeFile(path, releaseFile string) string {
 	s := fmt.Sprintf("%s (%.1f MiB", path, float64(st.Size())/(1<<20))
 	if releaseFile != "" {
 		if b, err := os.ReadFile(releaseFile); err == nil {
-			s += ", " + strings.TrimSpace(string(b))
+			s += ", " + strings.Join(strings.Fields(string(b)), " from ")
 		}
 	}
 	return s + ")"

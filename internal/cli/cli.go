@@ -33,6 +33,7 @@ const usage = `usage: lodge [--debug] <command>
 commands:
   check    report whether this host can run Lodge, and how
   setup    fetch the guest kernel and build the guest initrd
+  template build|ls|rm   VM templates sandboxes start from (see README)
   version  print the version`
 
 func dispatch(ctx context.Context, args []string, env Env) error {
@@ -60,6 +61,8 @@ func dispatch(ctx context.Context, args []string, env Env) error {
 		return cmdCheck(ctx, cfg, log, env.Out)
 	case "setup":
 		return cmdSetup(ctx, cfg, log, rest)
+	case "template":
+		return cmdTemplate(ctx, cfg, log, env.Out, rest)
 	case "version":
 		fmt.Fprintln(env.Out, "lodge version", env.Version)
 		return nil

@@ -22,11 +22,45 @@ const EnvPath = "LODGE_CONFIG"
 // DefaultGuestDir holds the guest kernel and initrd that `make setup` builds.
 const DefaultGuestDir = "/var/lib/lodge/guest"
 
+// DefaultTemplateDir holds VM templates (tmpfs on most hosts: they are
+// rebuilt after a reboot).
+const DefaultTemplateDir = "/run/lodge/templates"
+
 // Config is Lodge's configuration. Every field has a default.
 type Config struct {
-	Guest   Guest   `toml:"guest"`
-	VMM     VMM     `toml:"vmm"`
-	Sharefs Sharefs `toml:"sharefs"`
+	Guest    Guest    `toml:"guest"`
+	VMM      VMM      `toml:"vmm"`
+	Sharefs  Sharefs  `toml:"sharefs"`
+	Template Template `toml:"template"`
+}
+
+// Template configures VM templates: sandboxes start as clones of a booted
+// guest instead of booting a kernel.
+type Template struct {
+	Enabled bool `toml:"enabled"`
+	// Dir holds the templates (memory and device state per VM shape).
+	Dir string `toml:"dir"`
+	// MemoryClassesMiB and VCPUClasses are the template sizes; a sandbox
+	// rounds up to the smallest that holds it (larger ones cold-boot).
+	MemoryClassesMiB []int `toml:"memory_classes_mib"`
+	VCPUClasses      []int `toml:"vcpu_classes"`
+}
+
+// AnnotationTemplate lets a pod or container opt out of templates
+// ("false"): its VM then shares no memory pages with other sandboxes.
+const AnnotationTemplate = "io.lodge.template"
+
+// TemplateOptOut reads AnnotationTemplate: the reason to cold-boot, or ""
+// when templates may be used; a value other than true or false is an error.
+func TemplateOptOut(ann map[string]string) (string, error) {
+	v, ok := ann[AnnotationTemplate]
+	switch {
+	case !ok || v == "true":
+		return "", nil
+	case v == "false":
+		return AnnotationTemplate + "=false (no memory pages shared with other sandboxes)", nil
+	}
+	return "", fmt.Errorf("annotation %s=%q: want true or false", AnnotationTemplate, v)
 }
 
 // Guest locates the guest boot artifacts.
@@ -77,10 +111,12 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // Default returns the built-in configuration.
 func Default() Config {
 	return Config{
-		Guest: Guest{Dir: DefaultGuestDir, KernelPackage: "linux-image-cloud-amd64"},
+		Guest: Guest{Dir: DefaultGuestDir, KernelPackage: "linux-image-amd64"},
 		VMM: VMM{QEMU: "qemu-system-x86_64", Accel: "auto", VCPUs: 1, MemoryMiB: 256,
 			BootTimeout: Duration{60 * time.Second}, AgentChannel: "auto"},
 		Sharefs: Sharefs{Virtiofsd: "/usr/lib/qemu/virtiofsd"},
+		Template: Template{Enabled: true, Dir: DefaultTemplateDir,
+			MemoryClassesMiB: []int{256, 512, 1024, 2048, 4096}, VCPUClasses: []int{1, 2, 4, 8}},
 	}
 }
 
@@ -148,6 +184,19 @@ func (c Config) Validate() error {
 	}
 	if c.VMM.MemoryMiB < 64 {
 		errs = append(errs, fmt.Errorf("vmm.memory_mib %d: want at least 64", c.VMM.MemoryMiB))
+	}
+	if !filepath.IsAbs(c.Template.Dir) {
+		errs = append(errs, fmt.Errorf("template.dir %q must be an absolute path", c.Template.Dir))
+	}
+	for _, m := range c.Template.MemoryClassesMiB {
+		if m < 64 {
+			errs = append(errs, fmt.Errorf("template.memory_classes_mib: %d is below 64", m))
+		}
+	}
+	for _, v := range c.Template.VCPUClasses {
+		if v < 1 || v > 255 {
+			errs = append(errs, fmt.Errorf("template.vcpu_classes: %d is out of 1..255", v))
+		}
 	}
 	if c.VMM.BootTimeout.Duration <= 0 {
 		errs = append(errs, fmt.Errorf("vmm.boot_timeout must be positive"))

@@ -25,11 +25,13 @@ func TestLoadFile(t *testing.T) {
 		t.Fatalf("got %+v", cfg)
 	}
 	for name, c := range map[string]struct{ body, want string }{
-		"unknown key": {"[vmm]\nspeed = 3\n", "unknown key"},
-		"bad accel":   {"[vmm]\naccel = \"hvf\"\n", "vmm.accel"},
-		"relative":    {"[guest]\ndir = \"guest\"\n", "absolute"},
-		"bad toml":    {"[vmm\n", "config"},
-		"bad time":    {"[vmm]\nboot_timeout = \"soon\"\n", "config"},
+		"unknown key":  {"[vmm]\nspeed = 3\n", "unknown key"},
+		"bad accel":    {"[vmm]\naccel = \"hvf\"\n", "vmm.accel"},
+		"relative":     {"[guest]\ndir = \"guest\"\n", "absolute"},
+		"bad toml":     {"[vmm\n", "config"},
+		"bad time":     {"[vmm]\nboot_timeout = \"soon\"\n", "config"},
+		"template dir": {"[template]\ndir = \"tpl\"\n", "template.dir"},
+		"tiny class":   {"[template]\nmemory_classes_mib = [32]\n", "memory_classes_mib"},
 	} {
 		if _, err := LoadFile(write(name+".toml", c.body)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err = %v, want it to mention %q", name, err, c.want)
@@ -41,5 +43,26 @@ func TestLoadEnv(t *testing.T) {
 	t.Setenv(EnvPath, filepath.Join(t.TempDir(), "missing.toml"))
 	if _, err := Load(); err == nil {
 		t.Fatal("a config file named in $LODGE_CONFIG that does not exist was ignored")
+	}
+}
+
+func TestTemplateDefaultsAndOptOut(t *testing.T) {
+	t.Parallel()
+	d := Default()
+	if !d.Template.Enabled || d.Template.Dir != DefaultTemplateDir || len(d.Template.MemoryClassesMiB) == 0 {
+		t.Fatalf("template defaults: %+v", d.Template)
+	}
+	for v, want := range map[string]bool{"": false, "true": false, "false": true} {
+		ann := map[string]string{}
+		if v != "" {
+			ann[AnnotationTemplate] = v
+		}
+		why, err := TemplateOptOut(ann)
+		if err != nil || (why != "") != want {
+			t.Errorf("%q: %q, %v", v, why, err)
+		}
+	}
+	if _, err := TemplateOptOut(map[string]string{AnnotationTemplate: "no"}); err == nil {
+		t.Error("io.lodge.template=no accepted")
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/procid"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/state"
@@ -139,8 +140,13 @@ func sizeVM(base vmm.Config, s *specs.Spec) (vmm.Config, error) {
 				continue
 			}
 			base.VCPUs = n
+		case k == config.AnnotationTemplate:
+			if _, err := config.TemplateOptOut(ann); err != nil {
+				bad = append(bad, err.Error())
+			}
 		case strings.HasPrefix(k, "io.lodge."):
-			bad = append(bad, fmt.Sprintf("%s is not a Lodge annotation (known: %s, %s)", k, annVMMemory, annVMVCPUs))
+			bad = append(bad, fmt.Sprintf("%s is not a Lodge annotation (known: %s, %s, %s)", k, annVMMemory, annVMVCPUs,
+				config.AnnotationTemplate))
 		}
 	}
 	if len(bad) > 0 {

@@ -190,6 +190,9 @@ func (t *taskService) newSandbox(ctx context.Context, id string, spec *specs.Spe
 	if sc.VM, err = sizeVM(sc.VM, spec); err != nil {
 		return nil, fmt.Errorf("%w: %w", shim.ErrInvalid, err)
 	}
+	if sc.Templates != nil {
+		sc.Templates.OptOut, _ = config.TemplateOptOut(spec.Annotations) // checked by sizeVM
+	}
 	r := roleOf(id, spec)
 	if r.sandbox {
 		t.joinPodCgroup(spec)

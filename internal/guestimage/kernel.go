@@ -14,8 +14,10 @@ import (
 	"strings"
 )
 
-// DefaultKernelPackage is Debian's metapackage for the cloud kernel.
-const DefaultKernelPackage = "linux-image-cloud-amd64"
+// DefaultKernelPackage is Debian's metapackage for its generic kernel: the
+// cloud kernel lacks 9p, which template clones need for live host
+// directories (docs/architecture.md, "Templates and clones").
+const DefaultKernelPackage = "linux-image-amd64"
 
 // Files in the guest artifacts directory.
 const (
@@ -110,10 +112,13 @@ var safeName = regexp.MustCompile(`^[a-z0-9][a-z0-9.+-]*$`)
 // ensureKernel returns the unpacked kernel's release, fetching it first if
 // the directory has none.
 func ensureKernel(ctx context.Context, a SetupArgs) (string, error) {
+	// The release file holds the release and the package it came from: a
+	// change of guest.kernel_package fetches the new one.
 	if b, err := os.ReadFile(filepath.Join(a.Dir, releaseFile)); err == nil {
-		rel := strings.TrimSpace(string(b))
-		if _, err := os.Stat(filepath.Join(a.Dir, VmlinuxFile)); err == nil && safeName.MatchString(rel) {
-			return rel, nil
+		f := strings.Fields(string(b))
+		if _, err := os.Stat(filepath.Join(a.Dir, VmlinuxFile)); err == nil && len(f) == 2 &&
+			safeName.MatchString(f[0]) && f[1] == a.Package {
+			return f[0], nil
 		}
 	}
 	pkg, err := resolvePackage(ctx, a.Package)
@@ -170,7 +175,7 @@ func ensureKernel(ctx context.Context, a SetupArgs) (string, error) {
 	}); err != nil {
 		return "", err
 	}
-	if err := os.WriteFile(filepath.Join(a.Dir, releaseFile), []byte(rel+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(a.Dir, releaseFile), []byte(rel+"\n"+a.Package+"\n"), 0o644); err != nil {
 		return "", err
 	}
 	return rel, nil

@@ -18,8 +18,10 @@ var GuestModules = []string{"virtio_mmio", "virtio_console", "virtiofs"}
 // OnDemandModules go into the initrd but are loaded only when needed:
 // virtio_net by the agent when the host gives the VM NICs (a pod with a
 // network), bridge and veth when the guest kernel asks (request_module: a
-// pod creating a bridge or a veth pair), the agent answering as modprobe.
-var OnDemandModules = []string{"virtio_net", "bridge", "veth"}
+// pod creating a bridge or a veth pair), the agent answering as modprobe;
+// 9p and its virtio transport for the shares of template clones (loaded by
+// a template's boot, before its snapshot).
+var OnDemandModules = []string{"virtio_net", "bridge", "veth", "9pnet_virtio", "9p"}
 
 // Module is one kernel module file.
 type Module struct {

@@ -17,6 +17,7 @@ import (
 	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/sharefs"
+	"github.com/lodgeruntime/lodge/internal/template"
 	"github.com/lodgeruntime/lodge/internal/transport"
 	"github.com/lodgeruntime/lodge/internal/vmm"
 	"github.com/lodgeruntime/lodge/internal/vmm/qemu"
@@ -95,6 +96,8 @@ type Env struct {
 	Deps   sandbox.Deps
 	// VM is the machine template for new sandboxes.
 	VM vmm.Config
+	// Templates is where clones come from (nil: disabled).
+	Templates *sandbox.Templates
 }
 
 // Resolve checks the host against cfg and builds the drivers. An error
@@ -137,20 +140,35 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 	if accel.Accel == vmm.AccelTCG {
 		log.Warn("no usable KVM: VMs run under TCG, expect slow boots", "accel", accel.Accel, "reason", accel.Reason)
 	}
-	return &Env{
+	env := &Env{
 		Config: cfg,
 		Accel:  accel,
 		QEMU:   qemuBin,
 		Deps:   sandbox.Deps{Driver: &qemu.Driver{Binary: qemuBin, Host: h, Log: log}, Virtiofsd: fsd, Log: log},
 		VM: vmm.Config{Kernel: cfg.Guest.Kernel, Initrd: cfg.Guest.Initrd, VCPUs: cfg.VMM.VCPUs,
 			MemoryMiB: cfg.VMM.MemoryMiB, Accel: accel.Accel, Channel: channel},
-	}, nil
+	}
+	if cfg.Template.Enabled {
+		env.Templates = &sandbox.Templates{
+			Store:   &template.Store{Dir: cfg.Template.Dir, Log: log},
+			Classes: template.Classes{VCPUs: cfg.Template.VCPUClasses, MemoryMiB: cfg.Template.MemoryClassesMiB},
+			// Everything of the host that the guest's state depends on.
+			Inputs: template.Inputs{Files: []string{cfg.Guest.Kernel, cfg.Guest.Initrd, qemuBin},
+				Facts: []string{fmt.Sprintf("tsc_khz=%d", h.TSCkHz)}},
+		}
+	}
+	return env, nil
 }
 
 // SandboxConfig returns the configuration of a new sandbox whose state
 // lives in dir (which must not exist yet).
 func (e *Env) SandboxConfig(id, dir string) sandbox.Config {
-	return sandbox.Config{ID: id, Dir: dir, VM: e.VM, BootTimeout: e.Config.VMM.BootTimeout.Duration}
+	sc := sandbox.Config{ID: id, Dir: dir, VM: e.VM, BootTimeout: e.Config.VMM.BootTimeout.Duration}
+	if e.Templates != nil {
+		t := *e.Templates
+		sc.Templates = &t
+	}
+	return sc
 }
 
 // chooseChannel resolves vmm.agent_channel.

@@ -220,9 +220,11 @@ func cmdRun(ctx context.Context, g globals, log *slog.Logger, env Env, args []st
 	}
 	task, closeFn, err := dialTask(ctx, g.root, id)
 	if err == nil {
-		defer closeFn()
 		_, err = task.Start(ctx, &taskapi.StartRequest{ID: id})
 		err = shim.FromWire(err)
+		// Hang up: the supervisor, once the container has exited, waits
+		// for its clients to go before it exits (see supervisor.close).
+		closeFn()
 	}
 	if err != nil {
 		cmd.Process.Signal(syscall.SIGKILL)
@@ -243,7 +245,7 @@ func cmdRun(ctx context.Context, g globals, log *slog.Logger, env Env, args []st
 				if !ok {
 					continue
 				}
-				if _, err := task.Kill(ctx, &taskapi.KillRequest{ID: id, Signal: uint32(n)}); err != nil {
+				if err := forwardSignal(ctx, g.root, id, n); err != nil {
 					log.Debug("forward signal", "signal", n, "err", err)
 				}
 			case <-done:
@@ -261,6 +263,18 @@ func cmdRun(ctx context.Context, g globals, log *slog.Logger, env Env, args []st
 		return exitCode(code)
 	}
 	return nil
+}
+
+// forwardSignal sends signal n to the container's init on a connection of
+// its own.
+func forwardSignal(ctx context.Context, root, id string, n syscall.Signal) error {
+	task, closeFn, err := dialTask(ctx, root, id)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	_, err = task.Kill(ctx, &taskapi.KillRequest{ID: id, Signal: uint32(n)})
+	return err
 }
 
 // exitCodeOf turns the supervisor's wait status into runc's exit code.

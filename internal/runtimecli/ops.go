@@ -17,6 +17,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/shim"
 )
 
@@ -39,13 +40,40 @@ func toStateJSON(r *record) stateJSON {
 		pid = 0
 	}
 	return stateJSON{OCIVersion: specs.Version, ID: r.ID, Pid: pid, Status: r.Status, Bundle: r.Bundle,
-		Rootfs: r.Rootfs, Created: r.Created, Owner: "", Annotations: r.Annotations}
+		Rootfs: r.Rootfs, Created: r.Created, Owner: "", Annotations: withStart(r.Annotations, r.Start)}
 }
 
+// Annotations `state` adds to the spec's: how the sandbox started.
+const (
+	annStart       = "io.lodge.start"        // clone or cold
+	annStartReason = "io.lodge.start.reason" // why it cold-booted
+	annTemplate    = "io.lodge.template.key" // the template a clone came from
+)
+
+func withStart(spec map[string]string, st *sandbox.StartInfo) map[string]string {
+	if st == nil || st.Path == "" {
+		return spec
+	}
+	ann := make(map[string]string, len(spec)+3)
+	for k, v := range spec {
+		ann[k] = v
+	}
+	ann[annStart] = st.Path
+	if st.Reason != "" {
+		ann[annStartReason] = st.Reason
+	}
+	if st.Template != "" {
+		ann[annTemplate] = st.Template
+	}
+	return ann
+}
+
+// ociState is the state hooks read on stdin: the spec's annotations only,
+// as runc passes them.
 func ociState(r *record) specs.State {
 	s := toStateJSON(r)
 	return specs.State{Version: s.OCIVersion, ID: s.ID, Status: specs.ContainerState(s.Status), Pid: s.Pid,
-		Bundle: s.Bundle, Annotations: s.Annotations}
+		Bundle: s.Bundle, Annotations: r.Annotations}
 }
 
 func printJSON(w io.Writer, v any) error {

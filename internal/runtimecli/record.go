@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lodgeruntime/lodge/internal/procid"
+	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/state"
 	"github.com/lodgeruntime/lodge/internal/transport"
 )
@@ -40,7 +41,10 @@ type record struct {
 	Status      string            `json:"status"`
 	Created     time.Time         `json:"created"`
 	Annotations map[string]string `json:"annotations,omitempty"`
-	ExitStatus  *int              `json:"exit_status,omitempty"`
+	// Start says how the sandbox started (clone or cold boot, and why);
+	// `state` shows it as io.lodge.start* annotations.
+	Start      *sandbox.StartInfo `json:"start,omitempty"`
+	ExitStatus *int               `json:"exit_status,omitempty"`
 	// CgroupPath is the host cgroup the VM runs in (spec linux.cgroupsPath).
 	CgroupPath string `json:"cgroup_path,omitempty"`
 	// VMProcs are QEMU and virtiofsd: delete ends them if the supervisor

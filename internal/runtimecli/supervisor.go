@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/hostcg"
 	"github.com/lodgeruntime/lodge/internal/oci"
 	"github.com/lodgeruntime/lodge/internal/procid"
@@ -137,8 +138,13 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, r 
 			cgPath = l.CgroupsPath
 		}
 	}
+	optOut, err := config.TemplateOptOut(b.Spec.Annotations)
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
 	s := &supervisor{id: id, dir: dir, root: g.root, log: log, exited: make(chan sandbox.ExitStatus, 1)}
 	var vmProcs []procid.ID
+	var started sandbox.StartInfo
 	fds := &fdStore{pending: map[string]*passed{}}
 	opener := &cliStdio{fds: fds, log: log}
 	s.svc = shim.New(shim.Config{
@@ -148,11 +154,15 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, r 
 			if b.Spec.Linux != nil {
 				sc.VM = sandbox.SizeVM(sc.VM, b.Spec.Linux.Resources)
 			}
+			if sc.Templates != nil {
+				sc.Templates.OptOut = optOut
+			}
 			sb, err := sandbox.Create(ctx, henv.Deps, sc)
 			if err == nil {
 				for _, pid := range sb.HostPIDs() {
 					vmProcs = append(vmProcs, procid.Of(pid))
 				}
+				started = sb.Start()
 			}
 			return sb, err
 		},
@@ -202,7 +212,7 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, r 
 		return nil, err
 	}
 	s.rec = &record{ID: id, Bundle: b.Dir, Rootfs: b.Rootfs, Pid: os.Getpid(), PidStart: start,
-		Status: statusCreated, Created: time.Now().UTC(), Annotations: b.Spec.Annotations, CgroupPath: cgPath,
+		Status: statusCreated, Created: time.Now().UTC(), Annotations: b.Spec.Annotations, Start: &started, CgroupPath: cgPath,
 		VMProcs: vmProcs}
 	if err := s.rec.save(g.root); err != nil {
 		return nil, err

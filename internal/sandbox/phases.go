@@ -11,6 +11,7 @@ const (
 	PhaseHostPrep  = "host_prep"
 	PhaseVMMStart  = "vmm_start"
 	PhaseBoot      = "boot_to_agent"
+	PhaseRestore   = "restore_to_agent" // a clone: restore, agent, identity
 	PhaseCreate    = "container_create"
 	PhaseStart     = "container_start"
 	PhaseTeardown  = "teardown"

@@ -21,7 +21,8 @@ import (
 	"github.com/lodgeruntime/lodge/internal/vmm"
 )
 
-// SharedTag is the virtio-fs tag of the sandbox's shared directory.
+// SharedTag is the tag of the sandbox's shared directory (virtio-fs in a
+// cold-booted VM, 9p in a clone).
 const SharedTag = "lodge-shared"
 
 // Files and directories in a sandbox's state directory.
@@ -44,6 +45,9 @@ type Config struct {
 	// VM is the machine; its ID, StateDir, Channel and Shares are set here.
 	VM          vmm.Config
 	BootTimeout time.Duration
+	// Templates, when set, lets the sandbox start as a clone of a template
+	// (built on demand); a sandbox that cannot cold-boots.
+	Templates *Templates
 }
 
 // Deps are the drivers a sandbox uses.
@@ -62,6 +66,7 @@ type Sandbox struct {
 	vm     vmm.VM
 	share  *sharefs.Share
 	agent  *agent.Client
+	start  StartInfo
 
 	mu         sync.Mutex // guards containers
 	containers map[string]*Container
@@ -82,6 +87,21 @@ func Create(ctx context.Context, deps Deps, cfg Config) (*Sandbox, error) {
 	}
 	cu.Add(func() { os.RemoveAll(cfg.Dir) })
 	ph.done(PhaseHostPrep)
+
+	start := StartInfo{Path: StartCold, Reason: cloneBlocker(cfg)}
+	if start.Reason == "" {
+		sb, err := createClone(ctx, deps, cfg, log, ph)
+		if err == nil {
+			cu.Release()
+			return sb, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+		}
+		start.Reason = "the clone failed: " + err.Error()
+		ph.mark()
+	}
+	log.Info("cold boot", "start", StartCold, "reason", start.Reason)
 
 	share, err := deps.Virtiofsd.Start(ctx, sharefs.Config{
 		Dir:     filepath.Join(cfg.Dir, shareDir),
@@ -119,11 +139,17 @@ func Create(ctx context.Context, deps Deps, cfg Config) (*Sandbox, error) {
 	if err := client.ForwardLogs(log); err != nil {
 		log.Warn("guest log stream", "err", err)
 	}
+	if client.Has(agentv1.CapIdentify) {
+		if err := identify(ctx, client, cfg.ID); err != nil {
+			client.Close()
+			return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+		}
+	}
 	ph.done(PhaseBoot)
 
 	cu.Release()
 	return &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, share: share, agent: client,
-		containers: map[string]*Container{}}, nil
+		start: start, containers: map[string]*Container{}}, nil
 }
 
 // newCID picks a random guest context id; vhost-vsock refuses one in use
@@ -209,7 +235,16 @@ func (s *Sandbox) VMInfo() vmm.Info { return s.vm.Info() }
 
 // HostPIDs are the host processes the sandbox runs (QEMU, virtiofsd), so
 // that an owner that dies can be cleaned up after.
-func (s *Sandbox) HostPIDs() []int { return []int{s.vm.Info().PID, s.share.PID()} }
+func (s *Sandbox) HostPIDs() []int {
+	if pid := s.share.PID(); pid != 0 {
+		return []int{s.vm.Info().PID, pid}
+	}
+	return []int{s.vm.Info().PID}
+}
+
+// Start says how the sandbox started: a clone of a template or a cold
+// boot, and why.
+func (s *Sandbox) Start() StartInfo { return s.start }
 
 // AgentVersion is the guest agent's handshake reply.
 func (s *Sandbox) AgentVersion() (agentVersion, kernel string) {

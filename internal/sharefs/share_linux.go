@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lodgeruntime/lodge/internal/confine"
 	"github.com/lodgeruntime/lodge/internal/unixsock"
 )
 
@@ -58,22 +58,31 @@ type Share struct {
 // Start makes the share's namespace and mounts and starts virtiofsd on a
 // listening socket it inherits, so QEMU may connect as soon as Start
 // returns. On error nothing is left.
+//
+// A Config without a Socket makes a share that the VMM serves itself (9p,
+// for template clones: see OpenView); no virtiofsd runs.
 func (v *Virtiofsd) Start(ctx context.Context, c Config) (*Share, error) {
-	if err := v.Check(); err != nil {
-		return nil, err
+	if c.Socket != "" {
+		if err := v.Check(); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.Mkdir(c.Dir, 0o711); err != nil {
 		return nil, fmt.Errorf("share: %w", err)
 	}
-	lf, err := unixsock.ListenFile(c.Socket)
-	if err != nil {
-		os.RemoveAll(c.Dir)
-		return nil, fmt.Errorf("virtiofsd: %w", err)
+	var lf *os.File
+	if c.Socket != "" {
+		var err error
+		if lf, err = unixsock.ListenFile(c.Socket); err != nil {
+			os.RemoveAll(c.Dir)
+			return nil, fmt.Errorf("virtiofsd: %w", err)
+		}
+		defer lf.Close()
 	}
-	defer lf.Close()
+	var err error
 	s := &Share{dir: c.Dir, stage: -1, reqs: make(chan func()), quit: make(chan struct{}), done: make(chan struct{})}
 	started := make(chan error, 1)
-	goLocked(func() { s.serve(v, lf, c, started) })
+	confine.GoLocked(func() { s.serve(v, lf, c, started) })
 	select {
 	case err = <-started:
 	case <-ctx.Done():
@@ -82,7 +91,9 @@ func (v *Virtiofsd) Start(ctx context.Context, c Config) (*Share, error) {
 	}
 	if err != nil {
 		<-s.done
-		os.Remove(c.Socket)
+		if c.Socket != "" {
+			os.Remove(c.Socket)
+		}
 		os.RemoveAll(c.Dir)
 		return nil, err
 	}
@@ -101,7 +112,12 @@ func (s *Share) serve(v *Virtiofsd, lf *os.File, c Config, started chan<- error)
 	daemon := make(chan error, 1)
 	stop := make(chan struct{})
 	stopped := make(chan struct{})
-	goLocked(func() { s.runDaemon(v, ns, lf, c, daemonSync{started: daemon, stop: stop, stopped: stopped}) })
+	if lf != nil {
+		confine.GoLocked(func() { s.runDaemon(v, ns, lf, c, daemonSync{started: daemon, stop: stop, stopped: stopped}) })
+	} else {
+		daemon <- nil
+		close(stopped)
+	}
 	err = <-daemon
 	unix.Close(ns)
 	if err != nil {
@@ -186,7 +202,7 @@ func (s *Share) runDaemon(v *Virtiofsd, ns int, lf *os.File, c Config, sync daem
 		started <- fmt.Errorf("share: join the share's namespace: %w", err)
 		return
 	}
-	if err := confineVirtiofsd(); err != nil {
+	if err := confine.Thread(); err != nil {
 		started <- fmt.Errorf("share: %w", err)
 		return
 	}
@@ -199,30 +215,6 @@ func (s *Share) runDaemon(v *Virtiofsd, ns int, lf *os.File, c Config, sync daem
 	started <- nil
 	<-stop
 	d.stop()
-}
-
-// goLocked runs fn in a new goroutine locked to an OS thread that is not
-// the process's main thread, and never unlocks it: fn changes the thread's
-// namespaces, so the thread must end with fn (the Go runtime then discards
-// it). The main thread is never used, because the runtime keeps it when
-// its goroutine ends and /proc/self shows the main thread's namespaces.
-func goLocked(fn func()) {
-	go func() {
-		runtime.LockOSThread()
-		if unix.Gettid() != unix.Getpid() {
-			fn()
-			return
-		}
-		// Hold the main thread until fn's goroutine has a thread of its own.
-		held := make(chan struct{})
-		go func() {
-			runtime.LockOSThread()
-			close(held)
-			fn()
-		}()
-		<-held
-		runtime.UnlockOSThread()
-	}()
 }
 
 // do runs fn on the namespace thread.
@@ -238,8 +230,29 @@ func (s *Share) do(ctx context.Context, fn func() error) error {
 	}
 }
 
-// PID is virtiofsd's process id.
-func (s *Share) PID() int { return s.daemon.PID() }
+// PID is virtiofsd's process id, 0 for a share the VMM serves.
+func (s *Share) PID() int {
+	if s.daemon == nil {
+		return 0
+	}
+	return s.daemon.PID()
+}
+
+// OpenView opens the guest's view of the share (the directory virtiofsd
+// would serve) as an O_PATH descriptor, for a VMM that serves the share
+// itself: through it the VMM sees the share's namespace, attachments made
+// later included, without joining that namespace.
+func (s *Share) OpenView(ctx context.Context) (*os.File, error) {
+	var fd int
+	err := s.do(ctx, func() (err error) {
+		fd, err = unix.Open(filepath.Join(s.dir, sharedDir), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("share: open the guest's view: %w", err)
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(s.dir, sharedDir)), nil
+}
 
 // Dir is the directory virtiofsd serves (in the share's namespace only).
 func (s *Share) Dir() string { return filepath.Join(s.dir, sharedDir) }

@@ -40,6 +40,25 @@ type Share struct {
 	Socket string
 }
 
+// Share9P is a virtio-9p device served by the VMM itself (so it works in a
+// clone, whose RAM no other process can map). The VMM serves Dir (an open
+// directory, passed to it) or, when Dir is nil, Path.
+type Share9P struct {
+	Tag  string
+	Path string
+	Dir  *os.File // the caller keeps ownership; the VMM gets a copy
+}
+
+// Memory says how guest RAM is backed. The zero value is anonymous shared
+// memory (memfd), which virtio-fs needs.
+type Memory struct {
+	// File backs guest RAM with this file: a template's memory (Shared:
+	// the guest's writes reach the file) or a clone's (private: the clone's
+	// writes stay in its own copy-on-write pages).
+	File   string
+	Shared bool
+}
+
 // NIC is a virtio-net device backed by an open tap queue.
 type NIC struct {
 	Tap *os.File // the caller keeps ownership; the VMM gets a copy
@@ -61,7 +80,13 @@ type Config struct {
 	// VsockCID is the guest's context id when Channel is ChannelVsock.
 	VsockCID uint32
 	Shares   []Share
+	// Shares9P come after Shares and NICs in the device layout.
+	Shares9P []Share9P
 	NICs     []NIC
+	Memory   Memory
+	// Incoming starts the VM paused, waiting for a device state to
+	// restore (see Restorer).
+	Incoming bool
 }
 
 // Validate checks that the config describes a VM a driver can start.
@@ -84,6 +109,14 @@ func (c Config) Validate() error {
 	}
 	if c.Accel != AccelKVM && c.Accel != AccelTCG {
 		errs = append(errs, fmt.Errorf("unknown accelerator %q", c.Accel))
+	}
+	for _, s := range c.Shares9P {
+		if s.Tag == "" || (s.Path == "") == (s.Dir == nil) {
+			errs = append(errs, fmt.Errorf("9p share %q: needs a tag and a path or a directory", s.Tag))
+		}
+	}
+	if c.Memory.File == "" && c.Incoming {
+		errs = append(errs, errors.New("a restored VM needs its template's memory file"))
 	}
 	for _, n := range c.NICs {
 		if _, err := net.ParseMAC(n.MAC); err != nil || n.Tap == nil {
@@ -129,6 +162,20 @@ type VM interface {
 	// Done is closed when the VMM process has exited.
 	Done() <-chan struct{}
 	Info() Info
+}
+
+// Snapshotter is a VM that can save its device state for clones: the VM
+// stops for good, its RAM stays in the file of Config.Memory (shared), and
+// the device state goes to w. Found by type assertion on a VM.
+type Snapshotter interface {
+	Snapshot(ctx context.Context, w *os.File) error
+}
+
+// Restorer is a VM started with Config.Incoming: Restore loads the device
+// state saved by Snapshot (RAM comes from the template's memory file,
+// mapped privately) and resumes the guest.
+type Restorer interface {
+	Restore(ctx context.Context, r *os.File) error
 }
 
 // ErrExited reports a VMM that exited on its own.

@@ -50,9 +50,14 @@ func main() {
 	case "privs":
 		privs(os.Args[2])
 	case "plant-loop":
-		mountShare(os.Args[2])
+		dir := os.Args[2]
+		if !mountShare(dir) {
+			// A clone's 9p tag takes one mount: plant in the agent's, from
+			// the guest's root (the spec shares the guest's PID namespace).
+			dir = "/proc/1/root/run/lodge/shares/lodge-shared"
+		}
 		for {
-			plant(os.Args[2], 3, false)
+			plant(dir, 3, false)
 			time.Sleep(5 * time.Millisecond)
 		}
 	default:
@@ -110,8 +115,12 @@ func writes(path string) {
 }
 
 func sameDevice(a, b string) bool {
-	var sa, sb unix.Stat_t
-	return unix.Lstat(a, &sa) == nil && unix.Lstat(b, &sb) == nil && sa.Dev == sb.Dev
+	// The mount, not the device: binds from one 9p share (a clone's) all
+	// carry its device number.
+	var sa, sb unix.Statx_t
+	return unix.Statx(unix.AT_FDCWD, a, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &sa) == nil &&
+		unix.Statx(unix.AT_FDCWD, b, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &sb) == nil &&
+		sa.Mnt_id == sb.Mnt_id
 }
 
 func fileWrites(p string) {
@@ -128,20 +137,23 @@ func fileWrites(p string) {
 	report("utimes", p, os.Chtimes(p, time.Unix(0, 0), time.Unix(0, 0)))
 }
 
-func mountShare(dir string) {
+func mountShare(dir string) bool {
 	os.MkdirAll(dir, 0o755)
+	// virtio-fs in a cold-booted VM, 9p in a clone of a template.
 	err := unix.Mount(tag, dir, "virtiofs", 0, "")
-	report("mount-share", dir, err)
 	if err != nil {
-		os.Exit(1)
+		err = unix.Mount(tag, dir, "9p", 0, "trans=virtio,version=9p2000.L")
 	}
+	report("mount-share", dir, err)
+	return err == nil
 }
 
 // share mounts the tag again (no read-only flag of the container's binds
 // applies to this mount) and attacks everything reachable.
 func share(dir string) {
-	mountShare(dir)
-	plant(dir, 5, true)
+	if mountShare(dir) {
+		plant(dir, 5, true)
+	}
 }
 
 // guestRoot joins the mount namespace of the guest's PID 1 (the agent)

@@ -59,6 +59,9 @@ type ociState struct {
 	Pid    int    `json:"pid"`
 	Status string `json:"status"`
 	Bundle string `json:"bundle"`
+	// Annotations: the spec's, plus io.lodge.start (clone or cold) and
+	// io.lodge.start.reason.
+	Annotations map[string]string `json:"annotations"`
 }
 
 func (f *fixture) state(id string) ociState {

@@ -32,6 +32,79 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type IdentifyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Entropy from the host: mixed into the guest's pool, then the kernel's
+	// RNG is reseeded from it.
+	Seed []byte `protobuf:"bytes,1,opt,name=seed,proto3" json:"seed,omitempty"`
+	// The host's wall clock, nanoseconds since the Unix epoch.
+	TimeUnixNano int64 `protobuf:"varint,2,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// 32 hex digits for the guest's /etc/machine-id.
+	MachineId string `protobuf:"bytes,3,opt,name=machine_id,json=machineId,proto3" json:"machine_id,omitempty"`
+	// The guest's hostname.
+	Hostname      string `protobuf:"bytes,4,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentifyRequest) Reset() {
+	*x = IdentifyRequest{}
+	mi := &file_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentifyRequest) ProtoMessage() {}
+
+func (x *IdentifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentifyRequest.ProtoReflect.Descriptor instead.
+func (*IdentifyRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *IdentifyRequest) GetSeed() []byte {
+	if x != nil {
+		return x.Seed
+	}
+	return nil
+}
+
+func (x *IdentifyRequest) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *IdentifyRequest) GetMachineId() string {
+	if x != nil {
+		return x.MachineId
+	}
+	return ""
+}
+
+func (x *IdentifyRequest) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
 type VersionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The API version the host speaks.
@@ -42,7 +115,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_agent_proto_msgTypes[0]
+	mi := &file_agent_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -54,7 +127,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[0]
+	mi := &file_agent_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -67,7 +140,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{0}
+	return file_agent_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *VersionRequest) GetApiVersion() uint32 {
@@ -93,7 +166,7 @@ type VersionResponse struct {
 
 func (x *VersionResponse) Reset() {
 	*x = VersionResponse{}
-	mi := &file_agent_proto_msgTypes[1]
+	mi := &file_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -105,7 +178,7 @@ func (x *VersionResponse) String() string {
 func (*VersionResponse) ProtoMessage() {}
 
 func (x *VersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[1]
+	mi := &file_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -118,7 +191,7 @@ func (x *VersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionResponse.ProtoReflect.Descriptor instead.
 func (*VersionResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{1}
+	return file_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *VersionResponse) GetApiVersion() uint32 {
@@ -157,7 +230,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -169,7 +242,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -182,7 +255,7 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{2}
+	return file_agent_proto_rawDescGZIP(), []int{3}
 }
 
 // Rootfs says where the container's root filesystem is in the guest.
@@ -198,7 +271,7 @@ type Rootfs struct {
 
 func (x *Rootfs) Reset() {
 	*x = Rootfs{}
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -210,7 +283,7 @@ func (x *Rootfs) String() string {
 func (*Rootfs) ProtoMessage() {}
 
 func (x *Rootfs) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -223,7 +296,7 @@ func (x *Rootfs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rootfs.ProtoReflect.Descriptor instead.
 func (*Rootfs) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Rootfs) GetShareTag() string {
@@ -255,7 +328,7 @@ type Stdio struct {
 
 func (x *Stdio) Reset() {
 	*x = Stdio{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -267,7 +340,7 @@ func (x *Stdio) String() string {
 func (*Stdio) ProtoMessage() {}
 
 func (x *Stdio) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -280,7 +353,7 @@ func (x *Stdio) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stdio.ProtoReflect.Descriptor instead.
 func (*Stdio) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Stdio) GetStdin() bool {
@@ -331,7 +404,7 @@ type CreateRequest struct {
 
 func (x *CreateRequest) Reset() {
 	*x = CreateRequest{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -343,7 +416,7 @@ func (x *CreateRequest) String() string {
 func (*CreateRequest) ProtoMessage() {}
 
 func (x *CreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -356,7 +429,7 @@ func (x *CreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateRequest) GetContainerId() string {
@@ -404,7 +477,7 @@ type CreateResponse struct {
 
 func (x *CreateResponse) Reset() {
 	*x = CreateResponse{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -416,7 +489,7 @@ func (x *CreateResponse) String() string {
 func (*CreateResponse) ProtoMessage() {}
 
 func (x *CreateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -429,7 +502,7 @@ func (x *CreateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateResponse.ProtoReflect.Descriptor instead.
 func (*CreateResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateResponse) GetPid() int32 {
@@ -448,7 +521,7 @@ type StartRequest struct {
 
 func (x *StartRequest) Reset() {
 	*x = StartRequest{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -460,7 +533,7 @@ func (x *StartRequest) String() string {
 func (*StartRequest) ProtoMessage() {}
 
 func (x *StartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -473,7 +546,7 @@ func (x *StartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRequest.ProtoReflect.Descriptor instead.
 func (*StartRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StartRequest) GetContainerId() string {
@@ -496,7 +569,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +581,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +594,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ExecRequest) GetContainerId() string {
@@ -564,7 +637,7 @@ type SignalRequest struct {
 
 func (x *SignalRequest) Reset() {
 	*x = SignalRequest{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +649,7 @@ func (x *SignalRequest) String() string {
 func (*SignalRequest) ProtoMessage() {}
 
 func (x *SignalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +662,7 @@ func (x *SignalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalRequest.ProtoReflect.Descriptor instead.
 func (*SignalRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SignalRequest) GetContainerId() string {
@@ -630,7 +703,7 @@ type WaitRequest struct {
 
 func (x *WaitRequest) Reset() {
 	*x = WaitRequest{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +715,7 @@ func (x *WaitRequest) String() string {
 func (*WaitRequest) ProtoMessage() {}
 
 func (x *WaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +728,7 @@ func (x *WaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitRequest.ProtoReflect.Descriptor instead.
 func (*WaitRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WaitRequest) GetContainerId() string {
@@ -687,7 +760,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +772,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +785,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WaitResponse) GetExitStatus() int32 {
@@ -748,7 +821,7 @@ type ResizePtyRequest struct {
 
 func (x *ResizePtyRequest) Reset() {
 	*x = ResizePtyRequest{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +833,7 @@ func (x *ResizePtyRequest) String() string {
 func (*ResizePtyRequest) ProtoMessage() {}
 
 func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +846,7 @@ func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizePtyRequest.ProtoReflect.Descriptor instead.
 func (*ResizePtyRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ResizePtyRequest) GetContainerId() string {
@@ -813,7 +886,7 @@ type ContainerRequest struct {
 
 func (x *ContainerRequest) Reset() {
 	*x = ContainerRequest{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +898,7 @@ func (x *ContainerRequest) String() string {
 func (*ContainerRequest) ProtoMessage() {}
 
 func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +911,7 @@ func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerRequest.ProtoReflect.Descriptor instead.
 func (*ContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ContainerRequest) GetContainerId() string {
@@ -859,7 +932,7 @@ type ProcessInfo struct {
 
 func (x *ProcessInfo) Reset() {
 	*x = ProcessInfo{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +944,7 @@ func (x *ProcessInfo) String() string {
 func (*ProcessInfo) ProtoMessage() {}
 
 func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +957,7 @@ func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
 func (*ProcessInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ProcessInfo) GetPid() int32 {
@@ -910,7 +983,7 @@ type PidsResponse struct {
 
 func (x *PidsResponse) Reset() {
 	*x = PidsResponse{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +995,7 @@ func (x *PidsResponse) String() string {
 func (*PidsResponse) ProtoMessage() {}
 
 func (x *PidsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1008,7 @@ func (x *PidsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PidsResponse.ProtoReflect.Descriptor instead.
 func (*PidsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PidsResponse) GetProcesses() []*ProcessInfo {
@@ -965,7 +1038,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1050,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1063,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StatsResponse) GetCpuUsageNs() uint64 {
@@ -1088,7 +1161,7 @@ type UpdateRequest struct {
 
 func (x *UpdateRequest) Reset() {
 	*x = UpdateRequest{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1100,7 +1173,7 @@ func (x *UpdateRequest) String() string {
 func (*UpdateRequest) ProtoMessage() {}
 
 func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1113,7 +1186,7 @@ func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UpdateRequest) GetContainerId() string {
@@ -1144,7 +1217,7 @@ type NetworkInterface struct {
 
 func (x *NetworkInterface) Reset() {
 	*x = NetworkInterface{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1229,7 @@ func (x *NetworkInterface) String() string {
 func (*NetworkInterface) ProtoMessage() {}
 
 func (x *NetworkInterface) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1242,7 @@ func (x *NetworkInterface) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkInterface.ProtoReflect.Descriptor instead.
 func (*NetworkInterface) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NetworkInterface) GetMac() string {
@@ -1213,7 +1286,7 @@ type NetworkRoute struct {
 
 func (x *NetworkRoute) Reset() {
 	*x = NetworkRoute{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1298,7 @@ func (x *NetworkRoute) String() string {
 func (*NetworkRoute) ProtoMessage() {}
 
 func (x *NetworkRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1311,7 @@ func (x *NetworkRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkRoute.ProtoReflect.Descriptor instead.
 func (*NetworkRoute) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *NetworkRoute) GetDestination() string {
@@ -1274,7 +1347,7 @@ type NetworkRequest struct {
 
 func (x *NetworkRequest) Reset() {
 	*x = NetworkRequest{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1359,7 @@ func (x *NetworkRequest) String() string {
 func (*NetworkRequest) ProtoMessage() {}
 
 func (x *NetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1372,7 @@ func (x *NetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkRequest.ProtoReflect.Descriptor instead.
 func (*NetworkRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NetworkRequest) GetInterfaces() []*NetworkInterface {
@@ -1327,7 +1400,13 @@ var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
 	"\n" +
-	"\vagent.proto\x12\x0elodge.agent.v1\"1\n" +
+	"\vagent.proto\x12\x0elodge.agent.v1\"\x86\x01\n" +
+	"\x0fIdentifyRequest\x12\x12\n" +
+	"\x04seed\x18\x01 \x01(\fR\x04seed\x12$\n" +
+	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x1d\n" +
+	"\n" +
+	"machine_id\x18\x03 \x01(\tR\tmachineId\x12\x1a\n" +
+	"\bhostname\x18\x04 \x01(\tR\bhostname\"1\n" +
 	"\x0eVersionRequest\x12\x1f\n" +
 	"\vapi_version\x18\x01 \x01(\rR\n" +
 	"apiVersion\"\xa2\x01\n" +
@@ -1424,9 +1503,10 @@ const file_agent_proto_rawDesc = "" +
 	"\asysctls\x18\x03 \x03(\v2+.lodge.agent.v1.NetworkRequest.SysctlsEntryR\asysctls\x1a:\n" +
 	"\fSysctlsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012T\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\x98\x01\n" +
 	"\x06Health\x12J\n" +
-	"\aVersion\x12\x1e.lodge.agent.v1.VersionRequest\x1a\x1f.lodge.agent.v1.VersionResponse2\xbb\x06\n" +
+	"\aVersion\x12\x1e.lodge.agent.v1.VersionRequest\x1a\x1f.lodge.agent.v1.VersionResponse\x12B\n" +
+	"\bIdentify\x12\x1f.lodge.agent.v1.IdentifyRequest\x1a\x15.lodge.agent.v1.Empty2\xbb\x06\n" +
 	"\n" +
 	"Containers\x12G\n" +
 	"\x06Create\x12\x1d.lodge.agent.v1.CreateRequest\x1a\x1e.lodge.agent.v1.CreateResponse\x12<\n" +
@@ -1456,69 +1536,72 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_agent_proto_goTypes = []any{
-	(*VersionRequest)(nil),   // 0: lodge.agent.v1.VersionRequest
-	(*VersionResponse)(nil),  // 1: lodge.agent.v1.VersionResponse
-	(*Empty)(nil),            // 2: lodge.agent.v1.Empty
-	(*Rootfs)(nil),           // 3: lodge.agent.v1.Rootfs
-	(*Stdio)(nil),            // 4: lodge.agent.v1.Stdio
-	(*CreateRequest)(nil),    // 5: lodge.agent.v1.CreateRequest
-	(*CreateResponse)(nil),   // 6: lodge.agent.v1.CreateResponse
-	(*StartRequest)(nil),     // 7: lodge.agent.v1.StartRequest
-	(*ExecRequest)(nil),      // 8: lodge.agent.v1.ExecRequest
-	(*SignalRequest)(nil),    // 9: lodge.agent.v1.SignalRequest
-	(*WaitRequest)(nil),      // 10: lodge.agent.v1.WaitRequest
-	(*WaitResponse)(nil),     // 11: lodge.agent.v1.WaitResponse
-	(*ResizePtyRequest)(nil), // 12: lodge.agent.v1.ResizePtyRequest
-	(*ContainerRequest)(nil), // 13: lodge.agent.v1.ContainerRequest
-	(*ProcessInfo)(nil),      // 14: lodge.agent.v1.ProcessInfo
-	(*PidsResponse)(nil),     // 15: lodge.agent.v1.PidsResponse
-	(*StatsResponse)(nil),    // 16: lodge.agent.v1.StatsResponse
-	(*UpdateRequest)(nil),    // 17: lodge.agent.v1.UpdateRequest
-	(*NetworkInterface)(nil), // 18: lodge.agent.v1.NetworkInterface
-	(*NetworkRoute)(nil),     // 19: lodge.agent.v1.NetworkRoute
-	(*NetworkRequest)(nil),   // 20: lodge.agent.v1.NetworkRequest
-	nil,                      // 21: lodge.agent.v1.NetworkRequest.SysctlsEntry
+	(*IdentifyRequest)(nil),  // 0: lodge.agent.v1.IdentifyRequest
+	(*VersionRequest)(nil),   // 1: lodge.agent.v1.VersionRequest
+	(*VersionResponse)(nil),  // 2: lodge.agent.v1.VersionResponse
+	(*Empty)(nil),            // 3: lodge.agent.v1.Empty
+	(*Rootfs)(nil),           // 4: lodge.agent.v1.Rootfs
+	(*Stdio)(nil),            // 5: lodge.agent.v1.Stdio
+	(*CreateRequest)(nil),    // 6: lodge.agent.v1.CreateRequest
+	(*CreateResponse)(nil),   // 7: lodge.agent.v1.CreateResponse
+	(*StartRequest)(nil),     // 8: lodge.agent.v1.StartRequest
+	(*ExecRequest)(nil),      // 9: lodge.agent.v1.ExecRequest
+	(*SignalRequest)(nil),    // 10: lodge.agent.v1.SignalRequest
+	(*WaitRequest)(nil),      // 11: lodge.agent.v1.WaitRequest
+	(*WaitResponse)(nil),     // 12: lodge.agent.v1.WaitResponse
+	(*ResizePtyRequest)(nil), // 13: lodge.agent.v1.ResizePtyRequest
+	(*ContainerRequest)(nil), // 14: lodge.agent.v1.ContainerRequest
+	(*ProcessInfo)(nil),      // 15: lodge.agent.v1.ProcessInfo
+	(*PidsResponse)(nil),     // 16: lodge.agent.v1.PidsResponse
+	(*StatsResponse)(nil),    // 17: lodge.agent.v1.StatsResponse
+	(*UpdateRequest)(nil),    // 18: lodge.agent.v1.UpdateRequest
+	(*NetworkInterface)(nil), // 19: lodge.agent.v1.NetworkInterface
+	(*NetworkRoute)(nil),     // 20: lodge.agent.v1.NetworkRoute
+	(*NetworkRequest)(nil),   // 21: lodge.agent.v1.NetworkRequest
+	nil,                      // 22: lodge.agent.v1.NetworkRequest.SysctlsEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	3,  // 0: lodge.agent.v1.CreateRequest.rootfs:type_name -> lodge.agent.v1.Rootfs
-	4,  // 1: lodge.agent.v1.CreateRequest.stdio:type_name -> lodge.agent.v1.Stdio
-	4,  // 2: lodge.agent.v1.ExecRequest.stdio:type_name -> lodge.agent.v1.Stdio
-	14, // 3: lodge.agent.v1.PidsResponse.processes:type_name -> lodge.agent.v1.ProcessInfo
-	18, // 4: lodge.agent.v1.NetworkRequest.interfaces:type_name -> lodge.agent.v1.NetworkInterface
-	19, // 5: lodge.agent.v1.NetworkRequest.routes:type_name -> lodge.agent.v1.NetworkRoute
-	21, // 6: lodge.agent.v1.NetworkRequest.sysctls:type_name -> lodge.agent.v1.NetworkRequest.SysctlsEntry
-	0,  // 7: lodge.agent.v1.Health.Version:input_type -> lodge.agent.v1.VersionRequest
-	5,  // 8: lodge.agent.v1.Containers.Create:input_type -> lodge.agent.v1.CreateRequest
-	7,  // 9: lodge.agent.v1.Containers.Start:input_type -> lodge.agent.v1.StartRequest
-	8,  // 10: lodge.agent.v1.Containers.Exec:input_type -> lodge.agent.v1.ExecRequest
-	9,  // 11: lodge.agent.v1.Containers.Signal:input_type -> lodge.agent.v1.SignalRequest
-	10, // 12: lodge.agent.v1.Containers.Wait:input_type -> lodge.agent.v1.WaitRequest
-	12, // 13: lodge.agent.v1.Containers.ResizePty:input_type -> lodge.agent.v1.ResizePtyRequest
-	13, // 14: lodge.agent.v1.Containers.Pause:input_type -> lodge.agent.v1.ContainerRequest
-	13, // 15: lodge.agent.v1.Containers.Resume:input_type -> lodge.agent.v1.ContainerRequest
-	13, // 16: lodge.agent.v1.Containers.Pids:input_type -> lodge.agent.v1.ContainerRequest
-	13, // 17: lodge.agent.v1.Containers.Stats:input_type -> lodge.agent.v1.ContainerRequest
-	17, // 18: lodge.agent.v1.Containers.Update:input_type -> lodge.agent.v1.UpdateRequest
-	13, // 19: lodge.agent.v1.Containers.Delete:input_type -> lodge.agent.v1.ContainerRequest
-	20, // 20: lodge.agent.v1.Network.Configure:input_type -> lodge.agent.v1.NetworkRequest
-	1,  // 21: lodge.agent.v1.Health.Version:output_type -> lodge.agent.v1.VersionResponse
-	6,  // 22: lodge.agent.v1.Containers.Create:output_type -> lodge.agent.v1.CreateResponse
-	2,  // 23: lodge.agent.v1.Containers.Start:output_type -> lodge.agent.v1.Empty
-	6,  // 24: lodge.agent.v1.Containers.Exec:output_type -> lodge.agent.v1.CreateResponse
-	2,  // 25: lodge.agent.v1.Containers.Signal:output_type -> lodge.agent.v1.Empty
-	11, // 26: lodge.agent.v1.Containers.Wait:output_type -> lodge.agent.v1.WaitResponse
-	2,  // 27: lodge.agent.v1.Containers.ResizePty:output_type -> lodge.agent.v1.Empty
-	2,  // 28: lodge.agent.v1.Containers.Pause:output_type -> lodge.agent.v1.Empty
-	2,  // 29: lodge.agent.v1.Containers.Resume:output_type -> lodge.agent.v1.Empty
-	15, // 30: lodge.agent.v1.Containers.Pids:output_type -> lodge.agent.v1.PidsResponse
-	16, // 31: lodge.agent.v1.Containers.Stats:output_type -> lodge.agent.v1.StatsResponse
-	2,  // 32: lodge.agent.v1.Containers.Update:output_type -> lodge.agent.v1.Empty
-	2,  // 33: lodge.agent.v1.Containers.Delete:output_type -> lodge.agent.v1.Empty
-	2,  // 34: lodge.agent.v1.Network.Configure:output_type -> lodge.agent.v1.Empty
-	21, // [21:35] is the sub-list for method output_type
-	7,  // [7:21] is the sub-list for method input_type
+	4,  // 0: lodge.agent.v1.CreateRequest.rootfs:type_name -> lodge.agent.v1.Rootfs
+	5,  // 1: lodge.agent.v1.CreateRequest.stdio:type_name -> lodge.agent.v1.Stdio
+	5,  // 2: lodge.agent.v1.ExecRequest.stdio:type_name -> lodge.agent.v1.Stdio
+	15, // 3: lodge.agent.v1.PidsResponse.processes:type_name -> lodge.agent.v1.ProcessInfo
+	19, // 4: lodge.agent.v1.NetworkRequest.interfaces:type_name -> lodge.agent.v1.NetworkInterface
+	20, // 5: lodge.agent.v1.NetworkRequest.routes:type_name -> lodge.agent.v1.NetworkRoute
+	22, // 6: lodge.agent.v1.NetworkRequest.sysctls:type_name -> lodge.agent.v1.NetworkRequest.SysctlsEntry
+	1,  // 7: lodge.agent.v1.Health.Version:input_type -> lodge.agent.v1.VersionRequest
+	0,  // 8: lodge.agent.v1.Health.Identify:input_type -> lodge.agent.v1.IdentifyRequest
+	6,  // 9: lodge.agent.v1.Containers.Create:input_type -> lodge.agent.v1.CreateRequest
+	8,  // 10: lodge.agent.v1.Containers.Start:input_type -> lodge.agent.v1.StartRequest
+	9,  // 11: lodge.agent.v1.Containers.Exec:input_type -> lodge.agent.v1.ExecRequest
+	10, // 12: lodge.agent.v1.Containers.Signal:input_type -> lodge.agent.v1.SignalRequest
+	11, // 13: lodge.agent.v1.Containers.Wait:input_type -> lodge.agent.v1.WaitRequest
+	13, // 14: lodge.agent.v1.Containers.ResizePty:input_type -> lodge.agent.v1.ResizePtyRequest
+	14, // 15: lodge.agent.v1.Containers.Pause:input_type -> lodge.agent.v1.ContainerRequest
+	14, // 16: lodge.agent.v1.Containers.Resume:input_type -> lodge.agent.v1.ContainerRequest
+	14, // 17: lodge.agent.v1.Containers.Pids:input_type -> lodge.agent.v1.ContainerRequest
+	14, // 18: lodge.agent.v1.Containers.Stats:input_type -> lodge.agent.v1.ContainerRequest
+	18, // 19: lodge.agent.v1.Containers.Update:input_type -> lodge.agent.v1.UpdateRequest
+	14, // 20: lodge.agent.v1.Containers.Delete:input_type -> lodge.agent.v1.ContainerRequest
+	21, // 21: lodge.agent.v1.Network.Configure:input_type -> lodge.agent.v1.NetworkRequest
+	2,  // 22: lodge.agent.v1.Health.Version:output_type -> lodge.agent.v1.VersionResponse
+	3,  // 23: lodge.agent.v1.Health.Identify:output_type -> lodge.agent.v1.Empty
+	7,  // 24: lodge.agent.v1.Containers.Create:output_type -> lodge.agent.v1.CreateResponse
+	3,  // 25: lodge.agent.v1.Containers.Start:output_type -> lodge.agent.v1.Empty
+	7,  // 26: lodge.agent.v1.Containers.Exec:output_type -> lodge.agent.v1.CreateResponse
+	3,  // 27: lodge.agent.v1.Containers.Signal:output_type -> lodge.agent.v1.Empty
+	12, // 28: lodge.agent.v1.Containers.Wait:output_type -> lodge.agent.v1.WaitResponse
+	3,  // 29: lodge.agent.v1.Containers.ResizePty:output_type -> lodge.agent.v1.Empty
+	3,  // 30: lodge.agent.v1.Containers.Pause:output_type -> lodge.agent.v1.Empty
+	3,  // 31: lodge.agent.v1.Containers.Resume:output_type -> lodge.agent.v1.Empty
+	16, // 32: lodge.agent.v1.Containers.Pids:output_type -> lodge.agent.v1.PidsResponse
+	17, // 33: lodge.agent.v1.Containers.Stats:output_type -> lodge.agent.v1.StatsResponse
+	3,  // 34: lodge.agent.v1.Containers.Update:output_type -> lodge.agent.v1.Empty
+	3,  // 35: lodge.agent.v1.Containers.Delete:output_type -> lodge.agent.v1.Empty
+	3,  // 36: lodge.agent.v1.Network.Configure:output_type -> lodge.agent.v1.Empty
+	22, // [22:37] is the sub-list for method output_type
+	7,  // [7:22] is the sub-list for method input_type
 	7,  // [7:7] is the sub-list for extension type_name
 	7,  // [7:7] is the sub-list for extension extendee
 	0,  // [0:7] is the sub-list for field type_name
@@ -1535,7 +1618,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -9,6 +9,7 @@ import (
 
 type HealthService interface {
 	Version(context.Context, *VersionRequest) (*VersionResponse, error)
+	Identify(context.Context, *IdentifyRequest) (*Empty, error)
 }
 
 func RegisterHealthService(srv *ttrpc.Server, svc HealthService) {
@@ -20,6 +21,13 @@ func RegisterHealthService(srv *ttrpc.Server, svc HealthService) {
 					return nil, err
 				}
 				return svc.Version(ctx, &req)
+			},
+			"Identify": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req IdentifyRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Identify(ctx, &req)
 			},
 		},
 	})
@@ -38,6 +46,14 @@ func NewHealthClient(client *ttrpc.Client) HealthService {
 func (c *healthClient) Version(ctx context.Context, req *VersionRequest) (*VersionResponse, error) {
 	var resp VersionResponse
 	if err := c.client.Call(ctx, "lodge.agent.v1.Health", "Version", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *healthClient) Identify(ctx context.Context, req *IdentifyRequest) (*Empty, error) {
+	var resp Empty
+	if err := c.client.Call(ctx, "lodge.agent.v1.Health", "Identify", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -17,4 +17,7 @@ const (
 	// CapSeccomp: the agent enforces a spec's linux.seccomp. An agent
 	// built without it gets no container that asks for a filter.
 	CapSeccomp = "seccomp"
+	// CapIdentify: the agent answers Health.Identify (a template's clones
+	// need it before they may run anything).
+	CapIdentify = "identify"
 )

@@ -43,7 +43,7 @@ type Fake struct {
 // GoodVersion is the handshake reply of a current agent.
 func GoodVersion() *agentv1.VersionResponse {
 	return &agentv1.VersionResponse{ApiVersion: agentv1.APIVersion, AgentVersion: "agenttest",
-		KernelRelease: "6.1.0-test", Capabilities: []string{"cgroup2", "seccomp", "network"}}
+		KernelRelease: "6.1.0-test", Capabilities: []string{"cgroup2", "seccomp", "network", "identify"}}
 }
 
 // Calls reports how many times method (e.g. "Stats") was called.
@@ -71,7 +71,12 @@ func (f *Fake) Pipe() net.Conn {
 }
 
 func (f *Fake) serve(conn net.Conn) {
-	sess, err := transport.GuestSession(conn, nil)
+	synced, err := transport.GuestSync(conn)
+	if err != nil {
+		conn.Close()
+		return
+	}
+	sess, err := transport.GuestSession(synced, nil)
 	if err != nil {
 		conn.Close()
 		return
@@ -129,6 +134,10 @@ func (s *service) Version(context.Context, *agentv1.VersionRequest) (*agentv1.Ve
 		return s.f.Version, nil
 	}
 	return GoodVersion(), nil
+}
+
+func (s *service) Identify(ctx context.Context, r *agentv1.IdentifyRequest) (*agentv1.Empty, error) {
+	return call(s.f, "Identify", nil, ctx, r, &agentv1.Empty{})
 }
 
 func (s *service) Create(ctx context.Context, r *agentv1.CreateRequest) (*agentv1.CreateResponse, error) {

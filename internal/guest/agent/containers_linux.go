@@ -199,6 +199,21 @@ func shareRelative(share, src string) (string, error) {
 	return filepath.Join(share, filepath.Clean(src)), nil
 }
 
+// shareMount says how to mount the share tagged tag: 9p where a virtio-9p
+// device carries the tag (a clone of a template: QEMU serves it), else
+// virtio-fs (a cold boot: virtiofsd serves it).
+func shareMount(tag string) (fstype, data string) {
+	devs, _ := filepath.Glob("/sys/bus/virtio/drivers/9pnet_virtio/virtio*/mount_tag")
+	for _, d := range devs {
+		if b, err := os.ReadFile(d); err == nil && strings.TrimRight(string(b), "\x00\n") == tag {
+			// cache=mmap: no caching but what shared writable mappings
+			// need, so host-side changes are seen at once.
+			return "9p", "trans=virtio,version=9p2000.L,msize=524288,cache=mmap"
+		}
+	}
+	return "virtiofs", ""
+}
+
 // shareFile mounts the share that holds r (once) and returns the guest path
 // of r.
 func (cs *containers) shareFile(r *agentv1.Rootfs) (string, error) {
@@ -216,8 +231,9 @@ func (cs *containers) shareFile(r *agentv1.Rootfs) (string, error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return "", err
 		}
-		if err := unix.Mount(r.ShareTag, dir, "virtiofs", 0, ""); err != nil {
-			return "", fmt.Errorf("mount virtio-fs share %q: %w", r.ShareTag, err)
+		fstype, data := shareMount(r.ShareTag)
+		if err := unix.Mount(r.ShareTag, dir, fstype, 0, data); err != nil {
+			return "", fmt.Errorf("mount %s share %q: %w", fstype, r.ShareTag, err)
 		}
 		cs.shares[r.ShareTag] = true
 	}

@@ -55,9 +55,17 @@ func New(cfg Config) *Server {
 	}
 }
 
-// Serve runs the agent on one byte stream from the host until it fails.
+// Serve runs one session of the agent on a byte stream from the host until
+// it fails: it waits for the host's synchronisation (transport.GuestSync),
+// then serves. The containers outlive the session: the agent serves the
+// next one (a reconnecting host, or a clone's new host) with them.
 func (s *Server) Serve(ctx context.Context, conn io.ReadWriteCloser) error {
-	sess, err := transport.GuestSession(conn, slogWriter{s.log})
+	synced, err := transport.GuestSync(conn)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	sess, err := transport.GuestSession(synced, slogWriter{s.log})
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -73,6 +74,33 @@ func TestShareRelative(t *testing.T) {
 		_, err := shareRelative("/run/lodge/shares/lodge-shared", src)
 		if (err == nil) != ok {
 			t.Errorf("shareRelative(%q): %v, want ok=%v", src, err, ok)
+		}
+	}
+}
+
+// Identify takes only a sane identity from the host: a seed of bounded
+// size, a machine id of 32 hex digits, a hostname, a positive time.
+func TestValidateIdentify(t *testing.T) {
+	t.Parallel()
+	good := func() *agentv1.IdentifyRequest {
+		return &agentv1.IdentifyRequest{Seed: make([]byte, 64), TimeUnixNano: 1, MachineId: "0123456789abcdef0123456789abcdef",
+			Hostname: "lodge-1a2b"}
+	}
+	if err := validateIdentify(good()); err != nil {
+		t.Fatal(err)
+	}
+	for name, mod := range map[string]func(*agentv1.IdentifyRequest){
+		"short seed":     func(r *agentv1.IdentifyRequest) { r.Seed = make([]byte, 8) },
+		"huge seed":      func(r *agentv1.IdentifyRequest) { r.Seed = make([]byte, 1<<20) },
+		"machine id":     func(r *agentv1.IdentifyRequest) { r.MachineId = "../../etc/passwd" },
+		"hostname slash": func(r *agentv1.IdentifyRequest) { r.Hostname = "a/b" },
+		"long hostname":  func(r *agentv1.IdentifyRequest) { r.Hostname = strings.Repeat("a", 65) },
+		"no time":        func(r *agentv1.IdentifyRequest) { r.TimeUnixNano = 0 },
+	} {
+		r := good()
+		mod(r)
+		if err := validateIdentify(r); err == nil {
+			t.Errorf("%s: accepted", name)
 		}
 	}
 }

@@ -87,6 +87,16 @@ func Setup(log *slog.Logger) (Result, error) {
 			log.Warn("modprobe helper", "err", err)
 		}
 	}
+	// lodge.preload=a,b: on-demand modules a template loads before its
+	// snapshot, so that its clones do not pay for them (9p).
+	if list, ok := KernelParam("lodge.preload"); ok {
+		for _, name := range strings.Split(list, ",") {
+			if err := LoadModule(name); err != nil {
+				return Result{}, fmt.Errorf("preload %s: %w", name, err)
+			}
+			n++
+		}
+	}
 	if err := unix.Sethostname([]byte("lodge")); err != nil {
 		log.Warn("set hostname", "err", err)
 	}

@@ -34,6 +34,12 @@ func firstShareFD(cfg vmm.Config) int {
 	return firstNICFD(cfg) + len(cfg.NICs)
 }
 
+// first9PFD is the descriptor of the first 9p share's directory: 9p
+// shares follow the vhost-user sockets.
+func first9PFD(cfg vmm.Config) int {
+	return firstShareFD(cfg) + len(cfg.Shares)
+}
+
 // Host carries the facts about the host that the command line depends on.
 type Host struct {
 	// TSCkHz is the host TSC frequency; required under TCG.
@@ -75,6 +81,9 @@ func Argv(cfg vmm.Config, host Host) ([]string, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
+	if strings.Contains(cfg.Memory.File, ",") {
+		return nil, fmt.Errorf("qemu: memory file %q contains a comma", cfg.Memory.File)
+	}
 	cmdline, err := KernelCmdline(cfg, host)
 	if err != nil {
 		return nil, err
@@ -92,7 +101,7 @@ func Argv(cfg vmm.Config, host Host) ([]string, error) {
 		"-cpu", cpu,
 		"-smp", strconv.Itoa(cfg.VCPUs),
 		"-m", mem,
-		"-object", "memory-backend-memfd,id=mem,size=" + mem + ",share=on",
+		"-object", memoryBackend(cfg.Memory, mem),
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
 		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		"-kernel", cfg.Kernel,
@@ -133,7 +142,42 @@ func Argv(cfg vmm.Config, host Host) ([]string, error) {
 			"-device", "vhost-user-fs-device,chardev="+id+",tag="+s.Tag,
 		)
 	}
+	for i, s := range cfg.Shares9P {
+		if !transport.ValidID(s.Tag) || strings.ContainsAny(s.Path, ",") {
+			return nil, fmt.Errorf("qemu: invalid 9p share %q", s.Tag)
+		}
+		path := s.Path
+		if s.Dir != nil {
+			path = "/proc/self/fd/" + strconv.Itoa(first9PFD(cfg)+i)
+		}
+		id := "p9" + strconv.Itoa(i)
+		// passthrough: files keep their real owners and modes, as with
+		// virtio-fs (the mapped models turn host symlinks into files); QEMU
+		// runs under confine's filter, so no setuid bit, device node or
+		// xattr reaches a host file. remap: the share spans several host
+		// filesystems, whose inode numbers may collide.
+		a = append(a,
+			"-fsdev", "local,id="+id+",path="+path+",security_model=passthrough,multidevs=remap",
+			"-device", "virtio-9p-device,fsdev="+id+",mount_tag="+s.Tag,
+		)
+	}
+	if cfg.Incoming {
+		a = append(a, "-incoming", "defer")
+	}
 	return a, nil
+}
+
+// memoryBackend is guest RAM: a shared memfd (virtio-fs maps it), or a
+// template's file, shared by the template and private in a clone.
+func memoryBackend(m vmm.Memory, size string) string {
+	if m.File == "" {
+		return "memory-backend-memfd,id=mem,size=" + size + ",share=on"
+	}
+	share := "off"
+	if m.Shared {
+		share = "on"
+	}
+	return "memory-backend-file,id=mem,size=" + size + ",mem-path=" + m.File + ",share=" + share
 }
 
 // Files in a VM's state directory.

@@ -44,6 +44,17 @@ func TestArgvGolden(t *testing.T) {
 			c.Accel, c.Channel, c.VsockCID = vmm.AccelKVM, vmm.ChannelVsock, 42
 			c.NICs = []vmm.NIC{{Tap: os.Stdin, MAC: "0a:58:0a:58:00:05"}}
 		},
+		"tcg-template": func(c *vmm.Config) {
+			c.Shares = nil
+			c.Shares9P = []vmm.Share9P{{Tag: "lodge-shared", Path: "/run/lodge/templates/t1/empty"}}
+			c.Memory = vmm.Memory{File: "/run/lodge/templates/t1/memory", Shared: true}
+		},
+		"tcg-clone": func(c *vmm.Config) {
+			c.Shares = nil
+			c.Shares9P = []vmm.Share9P{{Tag: "lodge-shared", Dir: os.Stdin}}
+			c.Memory = vmm.Memory{File: "/run/lodge/templates/t1/memory"}
+			c.Incoming = true
+		},
 		"tcg-noshare-extra-args": func(c *vmm.Config) {
 			c.Shares = nil
 			c.KernelArgs = []string{"lodge.debug=1"}
@@ -82,16 +93,22 @@ func TestArgvRejects(t *testing.T) {
 		mod  func(*vmm.Config)
 		host Host
 	}{
-		"tcg without tsc":   {func(*vmm.Config) {}, Host{}},
-		"no kernel":         {func(c *vmm.Config) { c.Kernel = "" }, Host{TSCkHz: 1}},
-		"tiny memory":       {func(c *vmm.Config) { c.MemoryMiB = 16 }, Host{TSCkHz: 1}},
-		"bad NIC MAC":       {func(c *vmm.Config) { c.NICs = []vmm.NIC{{Tap: os.Stdin, MAC: "zz"}} }, Host{TSCkHz: 1}},
-		"bad accel":         {func(c *vmm.Config) { c.Accel = "hvf" }, Host{TSCkHz: 1}},
-		"reserved cid":      {func(c *vmm.Config) { c.Channel, c.VsockCID = vmm.ChannelVsock, 2 }, Host{TSCkHz: 1}},
-		"space in arg":      {func(c *vmm.Config) { c.KernelArgs = []string{"a b"} }, Host{TSCkHz: 1}},
-		"bad share tag":     {func(c *vmm.Config) { c.Shares[0].Tag = "a/b" }, Host{TSCkHz: 1}},
-		"zero vcpus":        {func(c *vmm.Config) { c.VCPUs = 0 }, Host{TSCkHz: 1}},
-		"unknown transport": {func(c *vmm.Config) { c.Channel = "tcp" }, Host{TSCkHz: 1}},
+		"tcg without tsc":             {func(*vmm.Config) {}, Host{}},
+		"no kernel":                   {func(c *vmm.Config) { c.Kernel = "" }, Host{TSCkHz: 1}},
+		"tiny memory":                 {func(c *vmm.Config) { c.MemoryMiB = 16 }, Host{TSCkHz: 1}},
+		"bad NIC MAC":                 {func(c *vmm.Config) { c.NICs = []vmm.NIC{{Tap: os.Stdin, MAC: "zz"}} }, Host{TSCkHz: 1}},
+		"bad accel":                   {func(c *vmm.Config) { c.Accel = "hvf" }, Host{TSCkHz: 1}},
+		"reserved cid":                {func(c *vmm.Config) { c.Channel, c.VsockCID = vmm.ChannelVsock, 2 }, Host{TSCkHz: 1}},
+		"space in arg":                {func(c *vmm.Config) { c.KernelArgs = []string{"a b"} }, Host{TSCkHz: 1}},
+		"bad share tag":               {func(c *vmm.Config) { c.Shares[0].Tag = "a/b" }, Host{TSCkHz: 1}},
+		"zero vcpus":                  {func(c *vmm.Config) { c.VCPUs = 0 }, Host{TSCkHz: 1}},
+		"unknown transport":           {func(c *vmm.Config) { c.Channel = "tcp" }, Host{TSCkHz: 1}},
+		"restore without memory file": {func(c *vmm.Config) { c.Incoming = true }, Host{TSCkHz: 1}},
+		"comma in memory file":        {func(c *vmm.Config) { c.Memory.File = "/tmp/a,share=on" }, Host{TSCkHz: 1}},
+		"comma in 9p path": {func(c *vmm.Config) {
+			c.Shares9P = []vmm.Share9P{{Tag: "t", Path: "/a,security_model=passthrough"}}
+		}, Host{TSCkHz: 1}},
+		"9p without path or dir": {func(c *vmm.Config) { c.Shares9P = []vmm.Share9P{{Tag: "t"}} }, Host{TSCkHz: 1}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lodgeruntime/lodge/internal/confine"
 	"github.com/lodgeruntime/lodge/internal/rollback"
 	"github.com/lodgeruntime/lodge/internal/transport"
 	"github.com/lodgeruntime/lodge/internal/unixsock"
@@ -91,10 +92,18 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, n.Tap)
 	}
 	cmd.ExtraFiles = append(cmd.ExtraFiles, shares...)
+	for _, sh := range cfg.Shares9P {
+		if sh.Dir != nil {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, sh.Dir)
+		}
+	}
 	// QEMU dies with its owner, so a crashed supervisor leaves no VM behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	started := time.Now()
-	err = cmd.Start()
+	// QEMU runs under confine's filter: a guest writing host files through
+	// 9p gets no setuid bit, device node or xattr onto them, and QEMU's
+	// Pdeathsig is tied to a thread that lives as long as QEMU.
+	waited, err := confine.Start(cmd, nil)
 	// QEMU holds its own copies now. Ours must go at once: while we hold a
 	// listener, a connection to it waits in its backlog even if QEMU died.
 	closeFiles()
@@ -103,7 +112,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 	}
 	v := &vm{cfg: cfg, cmd: cmd, log: log, done: make(chan struct{}), qmpPath: qmpPath, agentPath: agentPath,
 		info: vmm.Info{PID: cmd.Process.Pid, Accel: cfg.Accel, Console: filepath.Join(cfg.StateDir, ConsoleLog), Started: started}}
-	go v.reap()
+	go v.reap(waited)
 	cu.Add(func() { v.kill() })
 	log.Debug("qemu started", "pid", cmd.Process.Pid, "argv", strings.Join(argv, " "))
 
@@ -144,8 +153,8 @@ type vm struct {
 	once    sync.Once     // guards the final cleanup
 }
 
-func (v *vm) reap() {
-	v.waitErr = v.cmd.Wait()
+func (v *vm) reap(waited <-chan error) {
+	v.waitErr = <-waited
 	close(v.done)
 }
 

@@ -8,8 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxQMPLine bounds one QMP message; QEMU's replies here are small.
@@ -105,6 +108,17 @@ func (q *QMP) read() (qmpMessage, error) {
 // Execute runs one command and decodes its return value into out (if not
 // nil). Events that arrive meanwhile are skipped.
 func (q *QMP) Execute(ctx context.Context, cmd string, args, out any) error {
+	return q.execute(ctx, cmd, args, out, nil)
+}
+
+// PassFD hands QEMU an open file under name (QMP getfd: the descriptor
+// travels with the command as SCM_RIGHTS), for commands such as migrate
+// that take "fd:NAME".
+func (q *QMP) PassFD(ctx context.Context, name string, f *os.File) error {
+	return q.execute(ctx, "getfd", map[string]any{"fdname": name}, nil, f)
+}
+
+func (q *QMP) execute(ctx context.Context, cmd string, args, out any, f *os.File) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.setDeadline(ctx)
@@ -116,7 +130,17 @@ func (q *QMP) Execute(ctx context.Context, cmd string, args, out any) error {
 	if err != nil {
 		return err
 	}
-	if _, err := q.conn.Write(append(b, '\n')); err != nil {
+	b = append(b, '\n')
+	if f != nil {
+		uc, ok := q.conn.(*net.UnixConn)
+		if !ok {
+			return fmt.Errorf("qmp %s: descriptors pass only over a unix socket", cmd)
+		}
+		_, _, err = uc.WriteMsgUnix(b, unix.UnixRights(int(f.Fd())), nil)
+	} else {
+		_, err = q.conn.Write(b)
+	}
+	if err != nil {
 		return fmt.Errorf("qmp %s: %w", cmd, err)
 	}
 	for {

@@ -1,4 +1,4 @@
-package sharefs
+package confine
 
 import (
 	"fmt"
@@ -7,30 +7,30 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// confineVirtiofsd installs, on the calling thread only (it is inherited by
-// the virtiofsd it starts), a seccomp filter that keeps what the guest
-// writes through the share from carrying privilege on the host:
+// Thread installs, on the calling thread only (it is inherited by the
+// processes the thread starts), a seccomp filter that keeps what a guest
+// writes through a host helper (virtiofsd, or QEMU serving 9p) from
+// carrying privilege on the host:
 //
 //   - creating or chmod-ing a file with the setuid or setgid bit fails with
 //     EPERM (open, openat, creat, mknod, mknodat, chmod, fchmod, fchmodat,
 //     fchmodat2: their mode is a plain argument, so the filter can read it);
 //   - creating a character or block device node fails with EPERM (virtiofsd
 //     also runs without CAP_MKNOD);
-//   - extended attributes cannot be set (no file capabilities; virtiofsd
-//     runs with no_xattr as well), openat2 and io_uring are refused
+//   - extended attributes cannot be set (no file capabilities), openat2 and io_uring are refused
 //     (ENOSYS) because the filter cannot read their arguments;
 //   - any other architecture or the x32 ABI gets EPERM.
 //
 // A setgid directory made by the host stays as it is; the guest cannot
 // chmod g+s itself.
-func confineVirtiofsd() error {
+func Thread() error {
 	prog := seccompProgram()
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("no_new_privs: %w", err)
 	}
 	fp := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
 	if _, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&fp))); e != 0 {
-		return fmt.Errorf("seccomp filter for virtiofsd: %w", e)
+		return fmt.Errorf("seccomp filter: %w", e)
 	}
 	return nil
 }

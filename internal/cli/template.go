@@ -1,0 +1,101 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/lodgeruntime/lodge/internal/config"
+	"github.com/lodgeruntime/lodge/internal/host"
+	"github.com/lodgeruntime/lodge/internal/sandbox"
+	"github.com/lodgeruntime/lodge/internal/template"
+)
+
+const templateUsage = `usage: lodge template build [--vcpus N] [--memory MiB]
+       lodge template ls
+       lodge template rm KEY...`
+
+// cmdTemplate manages VM templates: build one ahead of the first sandbox,
+// list them, remove them (refused while clones run).
+func cmdTemplate(ctx context.Context, cfg config.Config, log *slog.Logger, out io.Writer, args []string) error {
+	if len(args) == 0 {
+		return errors.New(templateUsage)
+	}
+	store := &template.Store{Dir: cfg.Template.Dir, Log: log}
+	switch args[0] {
+	case "ls", "list":
+		return templateList(store, out)
+	case "rm", "remove":
+		if len(args) < 2 {
+			return errors.New(templateUsage)
+		}
+		var errs []error
+		for _, key := range args[1:] {
+			if err := store.Remove(ctx, key); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			fmt.Fprintln(out, key)
+		}
+		return errors.Join(errs...)
+	case "build":
+		return templateBuild(ctx, cfg, log, out, args[1:])
+	}
+	return fmt.Errorf("unknown template command %q\n%s", args[0], templateUsage)
+}
+
+func templateBuild(ctx context.Context, cfg config.Config, log *slog.Logger, out io.Writer, args []string) error {
+	fs := flag.NewFlagSet("template build", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	vcpus := fs.Int("vcpus", cfg.VMM.VCPUs, "vCPUs (rounded up to a size class)")
+	mem := fs.Int("memory", cfg.VMM.MemoryMiB, "memory in MiB (rounded up to a size class)")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return errors.New(templateUsage)
+	}
+	if !cfg.Template.Enabled {
+		return errors.New("templates are disabled ([template] enabled = false in the config)")
+	}
+	env, err := host.Resolve(cfg, log)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "lodge-template-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	sc := env.SandboxConfig("template-build", filepath.Join(tmp, "vm"))
+	sc.VM.VCPUs, sc.VM.MemoryMiB = *vcpus, *mem
+	t, err := sandbox.EnsureTemplate(ctx, env.Deps, sc)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(out, t.Meta.Key)
+	return nil
+}
+
+func templateList(store *template.Store, out io.Writer) error {
+	infos, err := store.List()
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "KEY\tVCPUS\tMEMORY\tINPUTS\tSIZE\tAGE\tCLONES")
+	for _, in := range infos {
+		inputs := in.Key[strings.LastIndexByte(in.Key, '-')+1:]
+		if in.Stale {
+			inputs += " (stale)"
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d MiB\t%s\t%.1f MiB\t%s\t%d\n", in.Key, in.Shape.VCPUs, in.Shape.MemoryMiB, inputs,
+			float64(in.DiskBytes)/(1<<20), time.Since(in.Built).Round(time.Second), in.Clones)
+	}
+	return w.Flush()
+}

@@ -1,0 +1,238 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
+	"github.com/lodgeruntime/lodge/internal/agent"
+	"github.com/lodgeruntime/lodge/internal/rollback"
+	"github.com/lodgeruntime/lodge/internal/sharefs"
+	"github.com/lodgeruntime/lodge/internal/template"
+	"github.com/lodgeruntime/lodge/internal/vmm"
+)
+
+// How a sandbox started (StartInfo.Path).
+const (
+	StartClone = "clone" // restored from a template
+	StartCold  = "cold"  // booted a kernel
+)
+
+// StartInfo says how a sandbox started and, for a cold boot, why.
+type StartInfo struct {
+	Path     string
+	Reason   string // why it cold-booted
+	Template string // the template's key, for a clone
+}
+
+// Templates is where a sandbox's clone comes from.
+type Templates struct {
+	Store   *template.Store
+	Classes template.Classes
+	// Inputs identify the guest (kernel, initrd, QEMU, host facts); the
+	// sandbox adds the device layout.
+	Inputs template.Inputs
+	// OptOut, when set, is why this sandbox must cold-boot (e.g. the
+	// io.lodge.template=false annotation).
+	OptOut string
+}
+
+// templateLayout names the device layout of templates and clones: the
+// serial console, one virtio-serial port for the agent, one 9p slot for the
+// share. A change of layout must change this string.
+const templateLayout = "layout=serial,virtio-serial,9p:" + SharedTag
+
+// preload9P is what a template loads before its snapshot.
+const preload9P = "lodge.preload=9pnet_virtio,9p"
+
+// cloneRestoreTimeout bounds a clone's restore and its agent's answer; a
+// clone answers in about a second under TCG, a cold boot is the fallback.
+const cloneRestoreTimeout = 30 * time.Second
+
+// cloneBlocker says why cfg cannot be served by a clone ("" if it can).
+func cloneBlocker(cfg Config) string {
+	t := cfg.Templates
+	switch {
+	case t == nil || t.Store == nil:
+		return "templates are disabled ([template] enabled = false)"
+	case t.OptOut != "":
+		return t.OptOut
+	case len(cfg.VM.NICs) > 0:
+		return "the sandbox has network interfaces, which templates do not carry yet"
+	case cfg.VM.Channel == vmm.ChannelVsock:
+		return "the agent channel is vsock, whose guest CID a clone cannot change"
+	}
+	if _, ok := t.Classes.Round(cfg.VM.VCPUs, cfg.VM.MemoryMiB); !ok {
+		return fmt.Sprintf("%d vCPUs / %d MiB is larger than every template size class", cfg.VM.VCPUs, cfg.VM.MemoryMiB)
+	}
+	return ""
+}
+
+// templateInputs are the sandbox's Inputs plus what the sandbox itself
+// decides of the template VM.
+func templateInputs(cfg Config) template.Inputs {
+	in := cfg.Templates.Inputs
+	in.Facts = append(append([]string{}, in.Facts...), templateLayout, "accel="+string(cfg.VM.Accel),
+		fmt.Sprintf("kernel_args=%q", append(append([]string{}, cfg.VM.KernelArgs...), preload9P)))
+	return in
+}
+
+// createClone starts the sandbox's VM as a clone of its shape's template,
+// building the template first if there is none. On error nothing it made
+// is left (the state directory is the caller's).
+func createClone(ctx context.Context, deps Deps, cfg Config, log *slog.Logger, ph *phases) (*Sandbox, error) {
+	src := cfg.Templates
+	t, err := EnsureTemplate(ctx, deps, cfg)
+	if err != nil {
+		return nil, err
+	}
+	shape := t.Meta.Shape
+	var cu rollback.Stack
+	defer cu.Run()
+
+	share, err := deps.Virtiofsd.Start(ctx, sharefs.Config{Dir: filepath.Join(cfg.Dir, shareDir)})
+	if err != nil {
+		return nil, err
+	}
+	cu.Add(share.Stop)
+	view, err := share.OpenView(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer view.Close()
+	state, err := os.Open(t.State())
+	if err != nil {
+		return nil, err
+	}
+	defer state.Close()
+
+	vc := cfg.VM
+	vc.ID, vc.StateDir = cfg.ID, cfg.Dir
+	vc.VCPUs, vc.MemoryMiB = shape.VCPUs, shape.MemoryMiB
+	vc.KernelArgs = append(append([]string{}, vc.KernelArgs...), preload9P)
+	vc.Shares, vc.NICs = nil, nil
+	vc.Shares9P = []vmm.Share9P{{Tag: SharedTag, Dir: view}}
+	vc.Memory = vmm.Memory{File: t.Memory()}
+	vc.Incoming = true
+	vm, err := deps.Driver.Start(ctx, vc)
+	if err != nil {
+		return nil, err
+	}
+	cu.Add(func() { vm.Shutdown(context.Background()) })
+	ph.done(PhaseVMMStart)
+
+	restorer, ok := vm.(vmm.Restorer)
+	if !ok {
+		return nil, errors.New("the VMM driver cannot restore a template")
+	}
+	rctx, cancel := context.WithTimeout(ctx, cloneRestoreTimeout)
+	defer cancel()
+	if err := restorer.Restore(rctx, state); err != nil {
+		if ctx.Err() == nil {
+			src.Store.Invalidate(t, err)
+		}
+		return nil, err
+	}
+	client, err := connectAgent(rctx, vm, cloneRestoreTimeout)
+	if err != nil {
+		if ctx.Err() == nil {
+			src.Store.Invalidate(t, err)
+		}
+		return nil, err
+	}
+	cu.Add(func() { client.Close() })
+	if err := identify(rctx, client, cfg.ID); err != nil {
+		return nil, err
+	}
+	if err := client.ForwardLogs(log); err != nil {
+		log.Warn("guest log stream", "err", err)
+	}
+	ph.done(PhaseRestore)
+	log.Info("vm started", "vmm", "qemu", "pid", vm.Info().PID, "accel", vc.Accel, "start", StartClone,
+		"template", t.Meta.Key)
+	cu.Release()
+	return &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, share: share, agent: client,
+		start: StartInfo{Path: StartClone, Template: t.Meta.Key}, containers: map[string]*Container{}}, nil
+}
+
+// EnsureTemplate returns the template a sandbox of cfg clones, building it
+// (once, under its lock) when there is none.
+func EnsureTemplate(ctx context.Context, deps Deps, cfg Config) (*template.Template, error) {
+	if why := cloneBlocker(cfg); why != "" {
+		return nil, errors.New(why)
+	}
+	shape, _ := cfg.Templates.Classes.Round(cfg.VM.VCPUs, cfg.VM.MemoryMiB)
+	return cfg.Templates.Store.Get(ctx, shape, templateInputs(cfg), func(ctx context.Context, dir string) error {
+		return buildTemplate(ctx, deps, cfg, shape, dir)
+	})
+}
+
+// buildTemplate boots a template VM in dir and saves it: RAM in dir's
+// memory file, device state in its state file. The template VM is never
+// resumed: it is stopped for the snapshot and then ended.
+func buildTemplate(ctx context.Context, deps Deps, cfg Config, shape template.Shape, dir string) error {
+	vc := cfg.VM
+	vc.ID, vc.StateDir = "template-"+shape.String(), dir
+	vc.VCPUs, vc.MemoryMiB = shape.VCPUs, shape.MemoryMiB
+	vc.KernelArgs = append(append([]string{}, vc.KernelArgs...), preload9P)
+	vc.Shares, vc.NICs = nil, nil
+	vc.Shares9P = []vmm.Share9P{{Tag: SharedTag, Path: filepath.Join(dir, template.EmptyDir)}}
+	vc.Memory = vmm.Memory{File: filepath.Join(dir, template.MemoryFile), Shared: true}
+	vm, err := deps.Driver.Start(ctx, vc)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		vm.Shutdown(context.Background())
+		for _, f := range []string{"qemu.log", "console.log"} {
+			os.Remove(filepath.Join(dir, f))
+		}
+	}()
+	client, err := connectAgent(ctx, vm, cfg.BootTimeout)
+	if err != nil {
+		return err
+	}
+	// The template's session ends here; each clone synchronises its own
+	// (transport.HostSync), whatever state this one was left in.
+	client.Close()
+	snap, ok := vm.(vmm.Snapshotter)
+	if !ok {
+		return errors.New("the VMM driver cannot snapshot a VM")
+	}
+	f, err := os.OpenFile(filepath.Join(dir, template.StateFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o400)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := snap.Snapshot(ctx, f); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil { // a full disk shows here
+		return fmt.Errorf("write device state: %w", err)
+	}
+	return nil
+}
+
+// identify gives a new guest its own RNG seed, clock, machine id and
+// hostname before anything runs in it.
+func identify(ctx context.Context, c *agent.Client, id string) error {
+	seed := make([]byte, 64)
+	mid := make([]byte, 16)
+	rand.Read(seed)
+	rand.Read(mid)
+	h := sha256.Sum256([]byte(id))
+	err := c.Identify(ctx, &agentv1.IdentifyRequest{Seed: seed, TimeUnixNano: time.Now().UnixNano(),
+		MachineId: hex.EncodeToString(mid), Hostname: "lodge-" + hex.EncodeToString(h[:4])})
+	if err != nil {
+		return fmt.Errorf("give the guest its identity: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,82 @@
+package transport
+
+import (
+	"context"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A new session synchronises past whatever an earlier session left on the
+// channel in either direction: the agent's old replies before the host's
+// view, the old host's bytes before the agent's.
+func TestSyncSkipsAnEarlierSessionsBytes(t *testing.T) {
+	t.Parallel()
+	host, guest := net.Pipe()
+	defer host.Close()
+	defer guest.Close()
+	type result struct {
+		rwc io.ReadWriteCloser
+		err error
+	}
+	gdone := make(chan result, 1)
+	go func() {
+		// The guest first writes what an old session left (a yamux frame,
+		// a stale READY of another nonce), then reads like an old session
+		// that takes the first HELLO as garbage.
+		guest.Write([]byte("\x00\x01\x00\x02junk LODGE-READY 0123456789abcdef0123456789abcdef\n"))
+		buf := make([]byte, 5)
+		io.ReadFull(guest, buf)
+		rwc, err := GuestSync(guest)
+		gdone <- result{rwc, err}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := HostSync(ctx, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := <-gdone
+	if g.err != nil {
+		t.Fatal(g.err)
+	}
+	// After the sync both ends see exactly each other's bytes.
+	go conn.Write([]byte("to guest"))
+	b := make([]byte, 8)
+	if _, err := io.ReadFull(g.rwc, b); err != nil || string(b) != "to guest" {
+		t.Fatalf("guest read %q, %v", b, err)
+	}
+	go g.rwc.Write([]byte("to host!"))
+	if _, err := io.ReadFull(conn, b); err != nil || string(b) != "to host!" {
+		t.Fatalf("host read %q, %v", b, err)
+	}
+}
+
+// A guest that never answers fails the host's sync when ctx ends.
+func TestHostSyncGivesUp(t *testing.T) {
+	t.Parallel()
+	host, guest := net.Pipe()
+	defer host.Close()
+	go io.Copy(io.Discard, guest)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := HostSync(ctx, host); err == nil {
+		t.Fatal("sync with a silent guest succeeded")
+	}
+}
+
+// A malformed hello is refused, not trusted.
+func TestGuestSyncRefusesMalformedHello(t *testing.T) {
+	t.Parallel()
+	for _, hello := range []string{"LODGE-HELLO short\n", "LODGE-HELLO " + strings.Repeat("z", 32) + "\n"} {
+		host, guest := net.Pipe()
+		go host.Write([]byte(hello))
+		if _, err := GuestSync(guest); err == nil {
+			t.Errorf("hello %q accepted", hello)
+		}
+		host.Close()
+		guest.Close()
+	}
+}

@@ -1,0 +1,179 @@
+package integration
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// templateFixture is a fixture whose templates live in a directory of its
+// own, so that the test sees (and times) every build.
+func templateFixture(t *testing.T) (*fixture, string) {
+	t.Helper()
+	f := newFixture(t)
+	dir := filepath.Join(t.TempDir(), "templates")
+	f.config("[template]\ndir = \"" + dir + "\"\n")
+	return f, dir
+}
+
+// startOf runs a detached container with args and returns its state
+// annotations once it runs, then removes it.
+func (f *fixture) startOf(id string, annotations map[string]string, args ...string) map[string]string {
+	f.t.Helper()
+	s := defaultSpec(args...)
+	s.Annotations = annotations
+	f.writeSpec(s)
+	f.mustRT("run", "-d", "--bundle", f.bundle, id)
+	ann := f.state(id).Annotations
+	f.mustRT("delete", "--force", id)
+	return ann
+}
+
+func templateDirs(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range ents {
+		if e.IsDir() {
+			out = append(out, filepath.Join(dir, e.Name()))
+		}
+	}
+	return out
+}
+
+func fileSum(t *testing.T, p string) [32]byte {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	io.Copy(h, f)
+	var s [32]byte
+	copy(s[:], h.Sum(nil))
+	return s
+}
+
+// The first sandbox of a shape builds its template, later ones start as
+// clones of it; state says which; a clone's writes never reach the
+// template's memory; io.lodge.template=false cold-boots and says why.
+func TestTemplateClones(t *testing.T) {
+	f, dir := templateFixture(t)
+	if ann := f.startOf("first", nil, "sleep", "60"); ann["io.lodge.start"] != "clone" {
+		t.Fatalf("first sandbox: %v, want a clone of a template built on demand", ann)
+	}
+	tpls := templateDirs(t, dir)
+	if len(tpls) != 1 {
+		t.Fatalf("templates after the first start: %v", tpls)
+	}
+	mem := filepath.Join(tpls[0], "memory")
+	before := fileSum(t, mem)
+	if st, err := os.Stat(mem); err != nil || st.Mode().Perm() != 0o400 {
+		t.Fatalf("template memory: %v %v, want mode 0400", st.Mode(), err)
+	}
+
+	// A clone that writes much of its memory: the template's stays as it was.
+	f.writeSpec(defaultSpec("sh", "-c", "dd if=/dev/zero of=/dev/shm/fill bs=1M count=48 2>/dev/null; echo filled"))
+	if r := f.run("writer", ""); r.code != 0 || !strings.Contains(r.stdout, "filled") {
+		t.Fatalf("writer: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if after := fileSum(t, mem); after != before {
+		t.Fatal("a clone's writes reached the template's memory file")
+	}
+	if ann := f.startOf("second", nil, "sleep", "60"); ann["io.lodge.start"] != "clone" || ann["io.lodge.template.key"] != filepath.Base(tpls[0]) {
+		t.Fatalf("second sandbox: %v, want a clone of %s", ann, filepath.Base(tpls[0]))
+	}
+	if n := len(templateDirs(t, dir)); n != 1 {
+		t.Fatalf("%d templates, want the one", n)
+	}
+
+	ann := f.startOf("optout", map[string]string{"io.lodge.template": "false"}, "sleep", "60")
+	if ann["io.lodge.start"] != "cold" || !strings.Contains(ann["io.lodge.start.reason"], "io.lodge.template=false") {
+		t.Fatalf("opted out: %v, want a cold boot that names the annotation", ann)
+	}
+	s := defaultSpec("true")
+	s.Annotations = map[string]string{"io.lodge.template": "maybe"}
+	f.writeSpec(s)
+	if r := f.run("badann", ""); r.code == 0 || !strings.Contains(r.stderr, "io.lodge.template") {
+		t.Fatalf("bad annotation: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// Two clones of one template do not share an identity: different RNG
+// output and boot_id, and the host's wall clock (the template was saved
+// seconds before).
+func TestCloneSafety(t *testing.T) {
+	f, _ := templateFixture(t)
+	probe := `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; echo; cat /proc/sys/kernel/random/boot_id; date +%s`
+	f.writeSpec(defaultSpec("sh", "-c", probe))
+	type sample struct {
+		random, bootID string
+		clock          int64
+		t0, t1         time.Time
+	}
+	read := func(id string) sample {
+		t0 := time.Now()
+		r := f.run(id, "")
+		t1 := time.Now()
+		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+		if r.code != 0 || len(lines) != 3 {
+			t.Fatalf("%s: exit %d, stdout %q, stderr %q", id, r.code, r.stdout, r.stderr)
+		}
+		c, err := strconv.ParseInt(lines[2], 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sample{lines[0], lines[1], c, t0, t1}
+	}
+	read("builds-template")
+	time.Sleep(3 * time.Second) // the template's clock falls behind
+	a, b := read("clone-a"), read("clone-b")
+	if a.random == b.random || len(a.random) != 64 {
+		t.Errorf("clones drew the same random bytes: %s", a.random)
+	}
+	if a.bootID == b.bootID {
+		t.Errorf("clones share boot_id %s", a.bootID)
+	}
+	for _, s := range []sample{a, b} {
+		if s.clock < s.t0.Unix()-1 || s.clock > s.t1.Unix()+1 {
+			t.Errorf("clone clock %d, host clock %d..%d: more than 1 s apart", s.clock, s.t0.Unix(), s.t1.Unix())
+		}
+	}
+}
+
+// A damaged template (a truncated memory file) is found, rebuilt and used.
+func TestDamagedTemplateRebuilt(t *testing.T) {
+	f, dir := templateFixture(t)
+	f.startOf("first", nil, "true")
+	tpls := templateDirs(t, dir)
+	if len(tpls) != 1 {
+		t.Fatalf("templates: %v", tpls)
+	}
+	var meta struct{ Built time.Time }
+	readMeta := func() {
+		b, err := os.ReadFile(filepath.Join(tpls[0], "meta.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		json.Unmarshal(b, &meta)
+	}
+	readMeta()
+	built := meta.Built
+	if err := os.Truncate(filepath.Join(tpls[0], "memory"), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if ann := f.startOf("after-damage", nil, "true"); ann["io.lodge.start"] != "clone" {
+		t.Fatalf("after the damage: %v", ann)
+	}
+	readMeta()
+	if !meta.Built.After(built) {
+		t.Fatal("the damaged template was not rebuilt")
+	}
+}
