@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# CRI start-up and footprint benchmark: Lodge (handler "lodge") against runc
-# (handler "runc") in the same run, on a private containerd.
+# CRI start-up and footprint benchmark: Lodge (handler "lodge": pods start as
+# clones of a template, "lodge-cold": the same handler with the pod
+# annotation io.lodge.template=false, a kernel boot) against runc (handler
+# "runc") in the same run, on a private containerd.
 #
-# Prints, per handler and concurrency (1 and 4):
+# Prints, per mode and concurrency (1, 4 and 10):
 #   runp   median ms of `crictl runp` until the pod is SANDBOX_READY (the
 #          metric RunD reports)
 #   start  median ms of `crictl create` + `crictl start` of a container in a
@@ -11,7 +13,7 @@
 #          runc: shim + pause + container), read from smaps_rollup while idle
 # and the lodge/runc ratios.
 #
-# Usage: bench/cri.sh            Env: ROUNDS (default 5), CONC (default "1 4"),
+# Usage: bench/cri.sh            Env: ROUNDS (default 5), CONC (default "1 4 10"),
 #   TOOLS (../shared/tools: setup-containerd.sh, build-critest-images.sh),
 #   CTRD_DIR (/tmp/lodge-bench-ctrd), CTRD_BIN/CTR (containerd 2.x, optional)
 set -euo pipefail
@@ -19,7 +21,7 @@ cd "$(dirname "$0")/.."
 TOP=$PWD
 TOOLS=${TOOLS:-$TOP/../shared/tools}
 ROUNDS=${ROUNDS:-5}
-CONC=${CONC:-1 4}
+CONC=${CONC:-1 4 10}
 export CTRD_DIR=${CTRD_DIR:-/tmp/lodge-bench-ctrd}
 [ -x "$TOOLS/setup-containerd.sh" ] || { echo "need the shared harness in $TOOLS (set TOOLS=)"; exit 2; }
 command -v crictl >/dev/null || { echo "crictl not found (make deps installs it)"; exit 2; }
@@ -48,14 +50,15 @@ descendants() { local p=$1 c; echo "$p"; for c in $(cat /proc/"$p"/task/*/childr
 
 # one_pod HANDLER N: runs pod N, records runp and start times and PSS
 one_pod() {
-  local h=$1 n=$2 t0 t1 pod ctr
+  local h=$1 n=$2 t0 t1 pod ctr rt=$1 ann='{}'
+  if [ "$h" = lodge-cold ]; then rt=lodge; ann='{"io.lodge.template":"false"}'; fi
   cat > "$WORK/pod-$h-$n.json" <<J
-{"metadata":{"name":"b-$h-$n","namespace":"bench","uid":"u-$h-$n-$RANDOM","attempt":1},"log_directory":"$WORK/logs","linux":{}}
+{"metadata":{"name":"b-$h-$n","namespace":"bench","uid":"u-$h-$n-$RANDOM","attempt":1},"log_directory":"$WORK/logs","annotations":$ann,"linux":{}}
 J
   cat > "$WORK/ctr-$h-$n.json" <<J
 {"metadata":{"name":"c"},"image":{"image":"$IMG"},"command":["sleep","3600"],"log_path":"c-$h-$n.log","linux":{}}
 J
-  t0=$(now_ms); pod=$("${C[@]}" runp --runtime "$h" "$WORK/pod-$h-$n.json" 2>/dev/null); t1=$(now_ms)
+  t0=$(now_ms); pod=$("${C[@]}" runp --runtime "$rt" "$WORK/pod-$h-$n.json" 2>/dev/null); t1=$(now_ms)
   [ "$("${C[@]}" inspectp -o go-template --template '{{.status.state}}' "$pod" 2>/dev/null)" = SANDBOX_READY ] || { echo "pod $h-$n not ready" >&2; return 1; }
   echo $((t1-t0)) >> "$WORK/runp-$h-$3"
   t0=$(now_ms)
@@ -75,10 +78,10 @@ pod_pss() {
   pss_kb $pids
 }
 
-printf '%-6s %4s %10s %10s %8s\n' handler conc runp_ms start_ms pss_MB
+printf '%-10s %4s %10s %10s %8s\n' mode conc runp_ms start_ms pss_MB
 declare -A R
 for conc in $CONC; do
-  for h in runc lodge; do
+  for h in runc lodge lodge-cold; do
     : > "$WORK/runp-$h-$conc"; : > "$WORK/start-$h-$conc"; : > "$WORK/pss-$h-$conc"
     for r in $(seq "$ROUNDS"); do
       : > "$WORK/pods-$h-$conc"
@@ -91,11 +94,15 @@ for conc in $CONC; do
     R[$h-$conc-runp]=$(median < "$WORK/runp-$h-$conc")
     R[$h-$conc-start]=$(median < "$WORK/start-$h-$conc")
     R[$h-$conc-pss]=$(median < "$WORK/pss-$h-$conc")
-    printf '%-6s %4s %10s %10s %8s\n' "$h" "$conc" "${R[$h-$conc-runp]}" "${R[$h-$conc-start]}" "${R[$h-$conc-pss]}"
+    printf '%-10s %4s %10s %10s %8s\n' "$h" "$conc" "${R[$h-$conc-runp]}" "${R[$h-$conc-start]}" "${R[$h-$conc-pss]}"
   done
-  printf '%-6s %4s %10s %10s %8s\n' ratio "$conc" \
-    "$(echo "scale=1; ${R[lodge-$conc-runp]}/${R[runc-$conc-runp]}" | bc)" \
-    "$(echo "scale=1; ${R[lodge-$conc-start]}/${R[runc-$conc-start]}" | bc)" \
-    "$(echo "scale=1; ${R[lodge-$conc-pss]}/(${R[runc-$conc-pss]}+0.001)" | bc)"
+  for pair in "lodge runc" "lodge lodge-cold"; do
+    set -- $pair
+    printf '%-10s %4s %10s %10s %8s\n' "$1/${2#lodge-}" "$conc" \
+      "$(echo "scale=2; ${R[$1-$conc-runp]}/${R[$2-$conc-runp]}" | bc)" \
+      "$(echo "scale=2; ${R[$1-$conc-start]}/${R[$2-$conc-start]}" | bc)" \
+      "$(echo "scale=2; ${R[$1-$conc-pss]}/(${R[$2-$conc-pss]}+0.001)" | bc)"
+  done
 done
+echo "templates (shared by all clones; each clone's PSS holds its share): $(du -sm /run/lodge/templates 2>/dev/null | cut -f1) MB in /run/lodge/templates"
 echo "rounds=$ROUNDS load: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -150,6 +150,37 @@ func openTap(ns netns.NsHandle, name string) (*os.File, error) {
 	return f, err
 }
 
+// PlaceholderTap returns the queue of a tap in a network namespace of its
+// own that nothing else joins: a backend for a NIC slot that must exist
+// (a template's, or an unused one in a clone) but reach nothing. The tap
+// and its namespace go away when the last holder of the queue closes it.
+func PlaceholderTap() (*os.File, error) {
+	type result struct {
+		f   *os.File
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		// Never unlocked: the thread ends with the goroutine, and with it
+		// the thread's reference to the namespace.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			res <- result{err: fmt.Errorf("placeholder tap: new network namespace: %w", err)}
+			return
+		}
+		ns, err := netns.Get()
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		defer ns.Close()
+		f, err := openTap(ns, "lodgeslot0")
+		res <- result{f, err}
+	}()
+	r := <-res
+	return r.f, r.err
+}
+
 // inNetNS runs fn on a thread switched to ns. The thread is thrown away
 // if it cannot be switched back.
 func inNetNS(ns netns.NsHandle, fn func() error) error {

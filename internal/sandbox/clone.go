@@ -14,6 +14,7 @@ import (
 
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
 	"github.com/lodgeruntime/lodge/internal/agent"
+	"github.com/lodgeruntime/lodge/internal/netsetup"
 	"github.com/lodgeruntime/lodge/internal/rollback"
 	"github.com/lodgeruntime/lodge/internal/sharefs"
 	"github.com/lodgeruntime/lodge/internal/template"
@@ -48,7 +49,11 @@ type Templates struct {
 // templateLayout names the device layout of templates and clones: the
 // serial console, one virtio-serial port for the agent, one 9p slot for the
 // share. A change of layout must change this string.
-const templateLayout = "layout=serial,virtio-serial,9p:" + SharedTag
+const templateLayout = "layout=serial,virtio-serial,net:" + slotMAC + ",9p:" + SharedTag
+
+// slotMAC is the MAC of a template's NIC slot; a clone's agent gives the
+// NIC the pod interface's MAC (NetworkInterface.current_mac).
+const slotMAC = "02:4c:4f:44:47:00"
 
 // preload9P is what a template loads before its snapshot.
 const preload9P = "lodge.preload=9pnet_virtio,9p"
@@ -65,8 +70,8 @@ func cloneBlocker(cfg Config) string {
 		return "templates are disabled ([template] enabled = false)"
 	case t.OptOut != "":
 		return t.OptOut
-	case len(cfg.VM.NICs) > 0:
-		return "the sandbox has network interfaces, which templates do not carry yet"
+	case len(cfg.VM.NICs) > 1:
+		return fmt.Sprintf("the sandbox has %d network interfaces; templates carry one", len(cfg.VM.NICs))
 	case cfg.VM.Channel == vmm.ChannelVsock:
 		return "the agent channel is vsock, whose guest CID a clone cannot change"
 	}
@@ -118,7 +123,15 @@ func createClone(ctx context.Context, deps Deps, cfg Config, log *slog.Logger, p
 	vc.ID, vc.StateDir = cfg.ID, cfg.Dir
 	vc.VCPUs, vc.MemoryMiB = shape.VCPUs, shape.MemoryMiB
 	vc.KernelArgs = append(append([]string{}, vc.KernelArgs...), preload9P)
-	vc.Shares, vc.NICs = nil, nil
+	vc.Shares = nil
+	if len(vc.NICs) == 0 { // the slot exists in every clone
+		tap, err := netsetup.PlaceholderTap()
+		if err != nil {
+			return nil, err
+		}
+		defer tap.Close() // QEMU keeps its copy
+		vc.NICs = []vmm.NIC{{Tap: tap, MAC: slotMAC}}
+	}
 	vc.Shares9P = []vmm.Share9P{{Tag: SharedTag, Dir: view}}
 	vc.Memory = vmm.Memory{File: t.Memory()}
 	vc.Incoming = true
@@ -183,7 +196,16 @@ func buildTemplate(ctx context.Context, deps Deps, cfg Config, shape template.Sh
 	vc.ID, vc.StateDir = "template-"+shape.String(), dir
 	vc.VCPUs, vc.MemoryMiB = shape.VCPUs, shape.MemoryMiB
 	vc.KernelArgs = append(append([]string{}, vc.KernelArgs...), preload9P)
-	vc.Shares, vc.NICs = nil, nil
+	vc.Shares = nil
+	// The NIC slot: a tap like a pod's (vnet header and all), reaching
+	// nothing; the driver is not loaded before the snapshot, so a clone's
+	// guest probes its NIC afresh.
+	tap, err := netsetup.PlaceholderTap()
+	if err != nil {
+		return err
+	}
+	defer tap.Close()
+	vc.NICs = []vmm.NIC{{Tap: tap, MAC: slotMAC}}
 	vc.Shares9P = []vmm.Share9P{{Tag: SharedTag, Path: filepath.Join(dir, template.EmptyDir)}}
 	vc.Memory = vmm.Memory{File: filepath.Join(dir, template.MemoryFile), Shared: true}
 	vm, err := deps.Driver.Start(ctx, vc)

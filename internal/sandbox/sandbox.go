@@ -254,7 +254,15 @@ func (s *Sandbox) AgentVersion() (agentVersion, kernel string) {
 
 // ConfigureNetwork gives the guest its NICs' addresses and routes (see
 // internal/netsetup for the host side).
+//
+// In a clone, the NIC carries its template's slot MAC until the agent
+// gives it the interface's.
 func (s *Sandbox) ConfigureNetwork(ctx context.Context, req *agentv1.NetworkRequest) error {
+	if s.start.Path == StartClone {
+		for _, in := range req.Interfaces {
+			in.CurrentMac = slotMAC
+		}
+	}
 	if err := s.agent.ConfigureNetwork(ctx, req); err != nil {
 		return fmt.Errorf("sandbox %s: configure the guest network: %w", s.id, err)
 	}

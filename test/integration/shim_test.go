@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -325,6 +326,11 @@ func TestShimCRIPod(t *testing.T) {
 	rs := c.podRecords()
 	if len(rs) != 1 || len(rs[0].VMProcs) == 0 {
 		t.Fatalf("want one VM for the pod, records: %+v", rs)
+	}
+	// The pod (one CNI interface) started as a clone of a template: its
+	// QEMU restored a saved state, and its NIC slot took the veth's MAC.
+	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", rs[0].VMProcs[0].Pid)); !bytes.Contains(b, []byte("-incoming\x00defer")) {
+		t.Errorf("the pod's VM is not a clone of a template: %q", bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
 	}
 	// The VM is fenced in the pod's host cgroup (the kubelet's pod cgroup).
 	for _, p := range rs[0].VMProcs {

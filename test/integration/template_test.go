@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -175,5 +177,54 @@ func TestDamagedTemplateRebuilt(t *testing.T) {
 	readMeta()
 	if !meta.Built.After(built) {
 		t.Fatal("the damaged template was not rebuilt")
+	}
+}
+
+// kill -9 of the process building a template leaves no half template, no
+// VM and no lock held: the next sandbox builds it and starts as a clone.
+func TestTemplateBuilderKilled(t *testing.T) {
+	f, dir := templateFixture(t)
+	f.writeSpec(defaultSpec("true"))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	create := f.command(ctx, "create", "--bundle", f.bundle, "victim")
+	if err := create.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the build to be under way, then kill its builder (the
+	// container's supervisor).
+	var builder int
+	for deadline := time.Now().Add(time.Minute); builder == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no template build started")
+		}
+		tmps, _ := filepath.Glob(filepath.Join(dir, "*.tmp-*"))
+		if len(tmps) == 0 {
+			continue
+		}
+		for _, p := range processesMentioning(f.root) {
+			if strings.Contains(p, "__supervise") {
+				builder, _ = strconv.Atoi(strings.SplitN(p, ":", 2)[0])
+			}
+		}
+	}
+	if err := syscall.Kill(builder, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	create.Wait()
+	for deadline := time.Now().Add(10 * time.Second); len(processesMentioning(dir)) > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the template VM outlived its builder: %v", processesMentioning(dir))
+		}
+	}
+	f.rt("delete", "--force", "victim")
+	if ann := f.startOf("next", nil, "true"); ann["io.lodge.start"] != "clone" {
+		t.Fatalf("after the builder was killed: %v", ann)
+	}
+	if tmps, _ := filepath.Glob(filepath.Join(dir, "*.tmp-*")); len(tmps) != 0 {
+		t.Fatalf("half-built templates left: %v", tmps)
+	}
+	if n := len(templateDirs(t, dir)); n != 1 {
+		t.Fatalf("%d templates, want 1", n)
 	}
 }

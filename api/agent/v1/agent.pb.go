@@ -1210,7 +1210,11 @@ type NetworkInterface struct {
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	Mtu  uint32 `protobuf:"varint,3,opt,name=mtu,proto3" json:"mtu,omitempty"`
 	// CIDR, e.g. 10.88.0.5/16.
-	Addresses     []string `protobuf:"bytes,4,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	Addresses []string `protobuf:"bytes,4,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// The MAC the guest's NIC has now, when it is not mac: a clone's NIC
+	// slot carries its template's. The agent then finds the NIC by it and
+	// gives it mac.
+	CurrentMac    string `protobuf:"bytes,5,opt,name=current_mac,json=currentMac,proto3" json:"current_mac,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1271,6 +1275,13 @@ func (x *NetworkInterface) GetAddresses() []string {
 		return x.Addresses
 	}
 	return nil
+}
+
+func (x *NetworkInterface) GetCurrentMac() string {
+	if x != nil {
+		return x.CurrentMac
+	}
+	return ""
 }
 
 type NetworkRoute struct {
@@ -1485,12 +1496,14 @@ const file_agent_proto_rawDesc = "" +
 	"cpuPeriods\"P\n" +
 	"\rUpdateRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1c\n" +
-	"\tresources\x18\x02 \x01(\fR\tresources\"h\n" +
+	"\tresources\x18\x02 \x01(\fR\tresources\"\x89\x01\n" +
 	"\x10NetworkInterface\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
 	"\x03mtu\x18\x03 \x01(\rR\x03mtu\x12\x1c\n" +
-	"\taddresses\x18\x04 \x03(\tR\taddresses\"b\n" +
+	"\taddresses\x18\x04 \x03(\tR\taddresses\x12\x1f\n" +
+	"\vcurrent_mac\x18\x05 \x01(\tR\n" +
+	"currentMac\"b\n" +
 	"\fNetworkRoute\x12 \n" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x18\n" +
 	"\agateway\x18\x02 \x01(\tR\agateway\x12\x16\n" +

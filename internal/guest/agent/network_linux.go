@@ -75,9 +75,23 @@ func configureNIC(ctx context.Context, in *agentv1.NetworkInterface) error {
 	if in.Mtu != 0 && (in.Mtu < 68 || in.Mtu > 65535) {
 		return fmt.Errorf("bad MTU %d", in.Mtu)
 	}
-	link, err := linkByMAC(ctx, mac)
+	find := mac
+	if in.CurrentMac != "" {
+		if find, err = net.ParseMAC(in.CurrentMac); err != nil {
+			return err
+		}
+	}
+	link, err := linkByMAC(ctx, find)
 	if err != nil {
 		return err
+	}
+	if find.String() != mac.String() {
+		if err := netlink.LinkSetDown(link); err != nil {
+			return err
+		}
+		if err := netlink.LinkSetHardwareAddr(link, mac); err != nil {
+			return fmt.Errorf("set MAC %s: %w", mac, err)
+		}
 	}
 	if link.Attrs().Name != in.Name {
 		if err := netlink.LinkSetDown(link); err != nil {
