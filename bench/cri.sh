@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # CRI start-up and footprint benchmark: Lodge (handler "lodge": pods start as
-# clones of a template, "lodge-cold": the same handler with the pod
-# annotation io.lodge.template=false, a kernel boot) against runc (handler
-# "runc") in the same run, on a private containerd.
+# clones of a template; "lodge-cold": the same handler on a containerd whose
+# shims get LODGE_CONFIG with templates off, so every pod boots a kernel)
+# against runc (handler "runc") in the same run, on a private containerd.
 #
 # Prints, per mode and concurrency (1, 4 and 10):
 #   runp   median ms of `crictl runp` until the pod is SANDBOX_READY (the
@@ -31,7 +31,21 @@ IMG=registry.k8s.io/e2e-test-images/busybox:1.29-2
 WORK=$(mktemp -d /tmp/lodge-bench-cri.XXXXXX)
 
 "$TOOLS/build-critest-images.sh" start >/dev/null
-EXTRA_HANDLERS="lodge=io.containerd.lodge.v2" SHIM_PATH=$TOP/bin "$TOOLS/setup-containerd.sh" start >/dev/null
+# ctrd [cold]: (re)starts the private containerd; "cold" hands its shims a
+# config with templates off (containerd passes its environment to shims).
+printf '[template]\nenabled = false\n' > "$WORK/cold.toml"
+CTRD_MODE=""
+ctrd() {
+  [ "$CTRD_MODE" = "${1:-warm}" ] && return 0
+  "$TOOLS/setup-containerd.sh" stop >/dev/null 2>&1 || true
+  if [ "${1:-warm}" = cold ]; then
+    LODGE_CONFIG=$WORK/cold.toml EXTRA_HANDLERS="lodge=io.containerd.lodge.v2" SHIM_PATH=$TOP/bin "$TOOLS/setup-containerd.sh" start >/dev/null
+  else
+    EXTRA_HANDLERS="lodge=io.containerd.lodge.v2" SHIM_PATH=$TOP/bin "$TOOLS/setup-containerd.sh" start >/dev/null
+  fi
+  CTRD_MODE=${1:-warm}
+}
+ctrd warm
 cleanup() {
   for p in $("${C[@]}" pods -q 2>/dev/null); do "${C[@]}" stopp "$p" >/dev/null 2>&1; "${C[@]}" rmp -f "$p" >/dev/null 2>&1; done
   "$TOOLS/setup-containerd.sh" stop >/dev/null 2>&1 || true
@@ -50,10 +64,9 @@ descendants() { local p=$1 c; echo "$p"; for c in $(cat /proc/"$p"/task/*/childr
 
 # one_pod HANDLER N: runs pod N, records runp and start times and PSS
 one_pod() {
-  local h=$1 n=$2 t0 t1 pod ctr rt=$1 ann='{}'
-  if [ "$h" = lodge-cold ]; then rt=lodge; ann='{"io.lodge.template":"false"}'; fi
+  local h=$1 n=$2 t0 t1 pod ctr rt=${1%-cold}
   cat > "$WORK/pod-$h-$n.json" <<J
-{"metadata":{"name":"b-$h-$n","namespace":"bench","uid":"u-$h-$n-$RANDOM","attempt":1},"log_directory":"$WORK/logs","annotations":$ann,"linux":{}}
+{"metadata":{"name":"b-$h-$n","namespace":"bench","uid":"u-$h-$n-$RANDOM","attempt":1},"log_directory":"$WORK/logs","linux":{}}
 J
   cat > "$WORK/ctr-$h-$n.json" <<J
 {"metadata":{"name":"c"},"image":{"image":"$IMG"},"command":["sleep","3600"],"log_path":"c-$h-$n.log","linux":{}}
@@ -82,6 +95,7 @@ printf '%-10s %4s %10s %10s %8s\n' mode conc runp_ms start_ms pss_MB
 declare -A R
 for conc in $CONC; do
   for h in runc lodge lodge-cold; do
+    if [ "$h" = lodge-cold ]; then ctrd cold; else ctrd warm; fi
     : > "$WORK/runp-$h-$conc"; : > "$WORK/start-$h-$conc"; : > "$WORK/pss-$h-$conc"
     for r in $(seq "$ROUNDS"); do
       : > "$WORK/pods-$h-$conc"
