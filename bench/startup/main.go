@@ -27,6 +27,7 @@ import (
 	"github.com/lodgeruntime/lodge/internal/agent"
 	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/host"
+	"github.com/lodgeruntime/lodge/internal/netsetup"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/template"
 	"github.com/lodgeruntime/lodge/internal/testbundle"
@@ -271,12 +272,22 @@ func rawBoot(env *host.Env, work string, i int) (time.Duration, error) {
 	vc.ID, vc.StateDir = fmt.Sprintf("raw-%d", i), dir
 	ctx, cancel := context.WithTimeout(context.Background(), env.Config.VMM.BootTimeout.Duration)
 	defer cancel()
-	start := time.Now()
+	return toAgent(ctx, env, vc, time.Now(), nil)
+}
+
+// toAgent starts vc, restores it when state is not nil, and returns the
+// time from start to the agent's handshake.
+func toAgent(ctx context.Context, env *host.Env, vc vmm.Config, start time.Time, state *os.File) (time.Duration, error) {
 	vm, err := env.Deps.Driver.Start(ctx, vc)
 	if err != nil {
 		return 0, err
 	}
 	defer vm.Shutdown(context.Background())
+	if state != nil {
+		if err := vm.(vmm.Restorer).Restore(ctx, state); err != nil {
+			return 0, err
+		}
+	}
 	conn, err := vm.Dial(ctx)
 	if err != nil {
 		return 0, err
@@ -309,28 +320,16 @@ func rawClone(env *host.Env, tpl *template.Template, work string, i int) (time.D
 	vc.VCPUs, vc.MemoryMiB = tpl.Meta.Shape.VCPUs, tpl.Meta.Shape.MemoryMiB
 	vc.Shares9P = []vmm.Share9P{{Tag: sandbox.SharedTag, Path: filepath.Join(tpl.Dir, template.EmptyDir)}}
 	vc.Memory, vc.Incoming = vmm.Memory{File: tpl.Memory()}, true
+	// The template's NIC slot needs a backend: a tap reaching nothing.
+	tap, err := netsetup.PlaceholderTap()
+	if err != nil {
+		return 0, err
+	}
+	defer tap.Close()
+	vc.NICs = []vmm.NIC{{Tap: tap, MAC: sandbox.TemplateSlotMAC}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	start := time.Now()
-	vm, err := env.Deps.Driver.Start(ctx, vc)
-	if err != nil {
-		return 0, err
-	}
-	defer vm.Shutdown(context.Background())
-	if err := vm.(vmm.Restorer).Restore(ctx, state); err != nil {
-		return 0, err
-	}
-	conn, err := vm.Dial(ctx)
-	if err != nil {
-		return 0, err
-	}
-	c, err := agent.Connect(ctx, conn)
-	if err != nil {
-		return 0, err
-	}
-	d := time.Since(start)
-	c.Close()
-	return d, nil
+	return toAgent(ctx, env, vc, time.Now(), state)
 }
 
 func runcRun(runc, work, bundle string, i int) (time.Duration, error) {

@@ -47,13 +47,13 @@ type Templates struct {
 }
 
 // templateLayout names the device layout of templates and clones: the
-// serial console, one virtio-serial port for the agent, one 9p slot for the
-// share. A change of layout must change this string.
-const templateLayout = "layout=serial,virtio-serial,net:" + slotMAC + ",9p:" + SharedTag
+// serial console, one virtio-serial port for the agent, one NIC slot, one
+// 9p slot for the share. A change of layout must change this string.
+const templateLayout = "layout=serial,virtio-serial,net:" + TemplateSlotMAC + ",9p:" + SharedTag
 
-// slotMAC is the MAC of a template's NIC slot; a clone's agent gives the
-// NIC the pod interface's MAC (NetworkInterface.current_mac).
-const slotMAC = "02:4c:4f:44:47:00"
+// TemplateSlotMAC is the MAC of a template's NIC slot; a clone's agent
+// gives the NIC the pod interface's MAC (NetworkInterface.current_mac).
+const TemplateSlotMAC = "02:4c:4f:44:47:00"
 
 // preload9P is what a template loads before its snapshot.
 const preload9P = "lodge.preload=9pnet_virtio,9p"
@@ -130,7 +130,7 @@ func createClone(ctx context.Context, deps Deps, cfg Config, log *slog.Logger, p
 			return nil, err
 		}
 		defer tap.Close() // QEMU keeps its copy
-		vc.NICs = []vmm.NIC{{Tap: tap, MAC: slotMAC}}
+		vc.NICs = []vmm.NIC{{Tap: tap, MAC: TemplateSlotMAC}}
 	}
 	vc.Shares9P = []vmm.Share9P{{Tag: SharedTag, Dir: view}}
 	vc.Memory = vmm.Memory{File: t.Memory()}
@@ -205,7 +205,7 @@ func buildTemplate(ctx context.Context, deps Deps, cfg Config, shape template.Sh
 		return err
 	}
 	defer tap.Close()
-	vc.NICs = []vmm.NIC{{Tap: tap, MAC: slotMAC}}
+	vc.NICs = []vmm.NIC{{Tap: tap, MAC: TemplateSlotMAC}}
 	vc.Shares9P = []vmm.Share9P{{Tag: SharedTag, Path: filepath.Join(dir, template.EmptyDir)}}
 	vc.Memory = vmm.Memory{File: filepath.Join(dir, template.MemoryFile), Shared: true}
 	vm, err := deps.Driver.Start(ctx, vc)

@@ -260,7 +260,7 @@ func (s *Sandbox) AgentVersion() (agentVersion, kernel string) {
 func (s *Sandbox) ConfigureNetwork(ctx context.Context, req *agentv1.NetworkRequest) error {
 	if s.start.Path == StartClone {
 		for _, in := range req.Interfaces {
-			in.CurrentMac = slotMAC
+			in.CurrentMac = TemplateSlotMAC
 		}
 	}
 	if err := s.agent.ConfigureNetwork(ctx, req); err != nil {
