@@ -68,8 +68,11 @@ func TestSizeVM(t *testing.T) {
 		got.MemoryMiB != 1024 || got.VCPUs != 1 {
 		t.Errorf("overrides: %+v %v", got, err)
 	}
+	if _, err := sizeVM(base, spec(map[string]string{"io.lodge.template": "false"}, 0)); err != nil {
+		t.Errorf("io.lodge.template=false refused: %v", err)
+	}
 	for _, bad := range []map[string]string{{annVMMemory: "12"}, {annVMVCPUs: "0"}, {annVMVCPUs: "9999"},
-		{annVMMemory: "lots"}, {"io.lodge.vm.kernel": "/evil"}} {
+		{annVMMemory: "lots"}, {"io.lodge.vm.kernel": "/evil"}, {"io.lodge.template": "maybe"}} {
 		if _, err := sizeVM(base, spec(bad, 0)); !errors.Is(err, errAnnotation) {
 			t.Errorf("%v accepted: %v", bad, err)
 		}

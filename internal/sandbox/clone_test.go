@@ -1,0 +1,63 @@
+package sandbox
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/lodgeruntime/lodge/internal/template"
+	"github.com/lodgeruntime/lodge/internal/vmm"
+)
+
+// A sandbox cold-boots exactly when a clone cannot serve it, and says why.
+func TestCloneBlocker(t *testing.T) {
+	t.Parallel()
+	tpl := func() *Templates {
+		return &Templates{Store: &template.Store{Dir: "/x"},
+			Classes: template.Classes{VCPUs: []int{1, 2}, MemoryMiB: []int{256, 512}}}
+	}
+	base := func() Config {
+		return Config{VM: vmm.Config{VCPUs: 1, MemoryMiB: 256, Channel: vmm.ChannelSerial}, Templates: tpl()}
+	}
+	nic := vmm.NIC{Tap: os.Stdin, MAC: "02:00:00:00:00:01"}
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+		want string // "" for a clone, else a word of the reason
+	}{
+		{"plain", func(*Config) {}, ""},
+		{"one NIC (a CNI pod)", func(c *Config) { c.VM.NICs = []vmm.NIC{nic} }, ""},
+		{"rounds up", func(c *Config) { c.VM.MemoryMiB = 300 }, ""},
+		{"disabled", func(c *Config) { c.Templates = nil }, "disabled"},
+		{"opted out", func(c *Config) { c.Templates.OptOut = "io.lodge.template=false" }, "io.lodge.template=false"},
+		{"two NICs", func(c *Config) { c.VM.NICs = []vmm.NIC{nic, nic} }, "network interfaces"},
+		{"vsock", func(c *Config) { c.VM.Channel = vmm.ChannelVsock }, "vsock"},
+		{"too much memory", func(c *Config) { c.VM.MemoryMiB = 1024 }, "size class"},
+		{"too many vCPUs", func(c *Config) { c.VM.VCPUs = 4 }, "size class"},
+	} {
+		cfg := base()
+		tc.mod(&cfg)
+		got := cloneBlocker(cfg)
+		if (got == "") != (tc.want == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// The template's inputs carry the device layout and the kernel command
+// line, so a change of either makes another template.
+func TestTemplateInputsCarryLayout(t *testing.T) {
+	t.Parallel()
+	cfg := Config{VM: vmm.Config{Accel: vmm.AccelTCG, KernelArgs: []string{"a=1"}},
+		Templates: &Templates{Inputs: template.Inputs{Facts: []string{"tsc_khz=1"}}}}
+	in := templateInputs(cfg)
+	facts := strings.Join(in.Facts, "\n")
+	for _, want := range []string{"tsc_khz=1", templateLayout, "accel=tcg", "a=1", preload9P} {
+		if !strings.Contains(facts, want) {
+			t.Errorf("facts %q lack %q", facts, want)
+		}
+	}
+	if len(cfg.Templates.Inputs.Facts) != 1 {
+		t.Error("templateInputs changed the caller's inputs")
+	}
+}
