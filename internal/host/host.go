@@ -153,8 +153,12 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 			Store:   &template.Store{Dir: cfg.Template.Dir, Log: log},
 			Classes: template.Classes{VCPUs: cfg.Template.VCPUClasses, MemoryMiB: cfg.Template.MemoryClassesMiB},
 			// Everything of the host that the guest's state depends on.
+			// The host's TSC rate is one, but where it is measured it
+			// varies by a few kHz from one process to the next: the host's
+			// boot stands for it (the rate is fixed for a boot), so a
+			// template never outlives the boot it was made on.
 			Inputs: template.Inputs{Files: []string{cfg.Guest.Kernel, cfg.Guest.Initrd, qemuBin},
-				Facts: []string{fmt.Sprintf("tsc_khz=%d", h.TSCkHz)}},
+				Facts: []string{"host_boot=" + bootID()}},
 		}
 	}
 	return env, nil

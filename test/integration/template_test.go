@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // templateFixture is a fixture whose templates live in a directory of its
@@ -226,5 +228,75 @@ func TestTemplateBuilderKilled(t *testing.T) {
 	}
 	if n := len(templateDirs(t, dir)); n != 1 {
 		t.Fatalf("%d templates, want 1", n)
+	}
+}
+
+// A template whose device state QEMU cannot load (a stream from another
+// QEMU, or damaged past its header): the sandbox cold-boots and says why,
+// the template is removed, and the next sandbox builds it anew and clones.
+func TestUnrestorableTemplateColdBoots(t *testing.T) {
+	f, dir := templateFixture(t)
+	f.startOf("first", nil, "true")
+	tpls := templateDirs(t, dir)
+	if len(tpls) != 1 {
+		t.Fatalf("templates: %v", tpls)
+	}
+	state := filepath.Join(tpls[0], "state")
+	b, err := os.ReadFile(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 8; i < len(b); i++ { // keep the "QEVM" header: only QEMU can tell
+		b[i] ^= 0x5a
+	}
+	os.Chmod(state, 0o600)
+	if err := os.WriteFile(state, b, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	ann := f.startOf("after-damage", nil, "true")
+	if ann["io.lodge.start"] != "cold" || !strings.Contains(ann["io.lodge.start.reason"], "clone failed") {
+		t.Fatalf("with an unrestorable template: %v, want a cold boot that says the clone failed", ann)
+	}
+	if _, err := os.Stat(tpls[0]); !os.IsNotExist(err) {
+		t.Fatalf("the bad template was kept: %v", err)
+	}
+	if ann := f.startOf("rebuilt", nil, "true"); ann["io.lodge.start"] != "clone" {
+		t.Fatalf("after the bad template went: %v", ann)
+	}
+}
+
+// A non-recursive read-only volume keeps the host's submounts below it
+// writable (runc's "ro" with "rbind"), through a cold boot (virtio-fs
+// announces submounts) and through a clone (9p: the agent makes each a
+// mount of its own).
+func TestNonRecursiveReadOnlyVolume(t *testing.T) {
+	for _, mode := range []struct{ name, config string }{
+		{"clone", ""}, {"cold", "[template]\nenabled = false\n"},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			f := newFixture(t)
+			if mode.config != "" {
+				f.config(mode.config)
+			}
+			vol := t.TempDir()
+			sub := filepath.Join(vol, "sub")
+			os.Mkdir(sub, 0o755)
+			if err := syscall.Mount("tmpfs", sub, "tmpfs", 0, "size=1m"); err != nil {
+				t.Fatal(err)
+			}
+			defer syscall.Unmount(sub, syscall.MNT_DETACH)
+			os.Mkdir(filepath.Join(f.bundle, "rootfs", "v"), 0o755)
+			s := defaultSpec("sh", "-c", `echo top > /v/top 2>/dev/null && echo top=writable || echo top=readonly
+				echo sub > /v/sub/f 2>/dev/null && echo sub=writable || echo sub=readonly`)
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/v", Type: "bind", Source: vol, Options: []string{"rbind", "ro"}})
+			f.writeSpec(s)
+			r := f.run("nonrec-"+mode.name, "")
+			if r.code != 0 || !strings.Contains(r.stdout, "top=readonly") || !strings.Contains(r.stdout, "sub=writable") {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want the volume read-only and its submount writable", r.code, r.stdout, r.stderr)
+			}
+			if b, err := os.ReadFile(filepath.Join(sub, "f")); err != nil || string(b) != "sub\n" {
+				t.Fatalf("the write to the submount did not reach the host: %q %v", b, err)
+			}
+		})
 	}
 }

@@ -45,6 +45,9 @@ type containers struct {
 // container is one OCI container in the guest.
 type container struct {
 	c *libcontainer.Container
+	// binds are the submounts made mounts of their own in the agent's
+	// namespace (9p shares), unmounted when the container goes.
+	binds []string
 
 	mu    sync.Mutex          // guards procs
 	procs map[string]*process // by exec id; "" is init
@@ -110,15 +113,13 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 		}
 		spec.Mounts[i].Source = src
 	}
+	var subs []string
 	for _, sub := range req.Submounts {
 		p, err := shareRelative(share, sub)
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "submount: %v", err)
 		}
-		// Opening the directory triggers virtio-fs's automount.
-		if d, err := os.Open(p); err == nil {
-			d.Close()
-		}
+		subs = append(subs, p)
 	}
 
 	cs.mu.Lock()
@@ -136,6 +137,18 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 		cs.mu.Unlock()
 		cs.streams.drop(id)
 	})
+
+	var binds []string
+	var berr error
+	if fstype, _ := shareMount(req.Rootfs.ShareTag); fstype == "9p" {
+		binds, berr = bindSubmounts(subs)
+	} else {
+		triggerSubmounts(subs)
+	}
+	cu.Add(func() { unmountAll(binds) })
+	if berr != nil {
+		return nil, status.Errorf(codes.Internal, "submount: %v", berr)
+	}
 
 	spec.Root = &specs.Root{Path: rootfs, Readonly: spec.Root != nil && spec.Root.Readonly}
 	spec.Hooks = nil // hooks run on the host, where the runtime spec says they run
@@ -168,7 +181,7 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	c := &container{c: lc, procs: map[string]*process{"": p}}
+	c := &container{c: lc, binds: binds, procs: map[string]*process{"": p}}
 	cs.mu.Lock()
 	cs.byID[id] = c
 	cs.mu.Unlock()
@@ -197,6 +210,43 @@ func shareRelative(share, src string) (string, error) {
 		return "", fmt.Errorf("bind source %q is not a path inside the share", src)
 	}
 	return filepath.Join(share, filepath.Clean(src)), nil
+}
+
+// Each host submount below a volume must be a mount of its own in the
+// guest before libcontainer binds the volume, so that a non-recursive
+// read-only bind leaves it writable, as runc does.
+
+// triggerSubmounts opens each: over virtio-fs, that triggers the automount
+// virtiofsd announces.
+func triggerSubmounts(subs []string) {
+	for _, p := range subs {
+		if d, err := os.Open(p); err == nil {
+			d.Close()
+		}
+	}
+}
+
+// bindSubmounts binds each onto itself: over 9p the host's submounts are
+// plain directories to the guest. It returns the binds it made, to be
+// unmounted when the container goes.
+func bindSubmounts(subs []string) ([]string, error) {
+	var binds []string
+	for _, p := range subs {
+		if err := unix.Mount(p, p, "", unix.MS_BIND, ""); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue // gone meanwhile: nothing to keep writable
+			}
+			return binds, fmt.Errorf("bind %s: %w", p, err)
+		}
+		binds = append(binds, p)
+	}
+	return binds, nil
+}
+
+func unmountAll(paths []string) {
+	for i := len(paths) - 1; i >= 0; i-- {
+		unix.Unmount(paths[i], unix.MNT_DETACH)
+	}
 }
 
 // shareMount says how to mount the share tagged tag: 9p where a virtio-9p
@@ -539,6 +589,7 @@ func (cs *containers) Delete(ctx context.Context, req *agentv1.ContainerRequest)
 	if err := c.c.Destroy(); err != nil {
 		return nil, status.Errorf(codes.Internal, "destroy: %v", err)
 	}
+	unmountAll(c.binds)
 	c.mu.Lock()
 	for _, p := range c.procs {
 		if p != nil {
