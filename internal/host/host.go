@@ -67,6 +67,34 @@ func WriteKVMVerdict(guestDir string, usable bool, reason string) error {
 	return os.WriteFile(filepath.Join(guestDir, kvmVerdictFile), append(b, '\n'), 0o644)
 }
 
+// tscFile caches the host's TSC rate for one host boot: where the kernel
+// does not publish it, measuring it takes 50 ms and jitters by a few kHz,
+// and every sandbox start would pay for it.
+const tscFile = "/run/lodge/tsc.json"
+
+// hostTSCkHz returns the host's TSC rate, measured once per host boot.
+func hostTSCkHz() (uint64, error) {
+	var c struct {
+		BootID string `json:"boot_id"`
+		KHz    uint64 `json:"khz"`
+	}
+	if b, err := os.ReadFile(tscFile); err == nil && json.Unmarshal(b, &c) == nil && c.BootID == bootID() && c.KHz > 0 {
+		return c.KHz, nil
+	}
+	khz, err := qemu.HostTSCkHz()
+	if err != nil {
+		return 0, err
+	}
+	c.BootID, c.KHz = bootID(), khz
+	if b, err := json.Marshal(c); err == nil && os.MkdirAll(filepath.Dir(tscFile), 0o755) == nil {
+		tmp := fmt.Sprintf("%s.%d", tscFile, os.Getpid())
+		if os.WriteFile(tmp, b, 0o644) == nil {
+			os.Rename(tmp, tscFile) // best effort: the next start measures again
+		}
+	}
+	return khz, nil
+}
+
 // ChooseAccel resolves the configured accelerator.
 func ChooseAccel(cfg config.Config) (Accel, error) {
 	switch cfg.VMM.Accel {
@@ -126,7 +154,7 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 	}
 	var h qemu.Host
 	if accel.Accel == vmm.AccelTCG {
-		if h.TSCkHz, err = qemu.HostTSCkHz(); err != nil {
+		if h.TSCkHz, err = hostTSCkHz(); err != nil {
 			errs = append(errs, fmt.Errorf("%w: %w", ErrMissing, err))
 		}
 	}

@@ -55,8 +55,11 @@ const templateLayout = "layout=serial,virtio-serial,net:" + TemplateSlotMAC + ",
 // gives the NIC the pod interface's MAC (NetworkInterface.current_mac).
 const TemplateSlotMAC = "02:4c:4f:44:47:00"
 
-// preload9P is what a template loads before its snapshot.
-const preload9P = "lodge.preload=9pnet_virtio,9p"
+// templatePreload is what a template loads before its snapshot, so that
+// no clone pays for it: 9p for the share, virtio_net for the NIC slot (it
+// probes the slot's NIC in the template; a clone's agent renames it and
+// gives it its pod's MAC, or leaves it down).
+const templatePreload = "lodge.preload=9pnet_virtio,9p,virtio_net"
 
 // cloneRestoreTimeout bounds a clone's restore and its agent's answer; a
 // clone answers in about a second under TCG, a cold boot is the fallback.
@@ -86,7 +89,7 @@ func cloneBlocker(cfg Config) string {
 func templateInputs(cfg Config) template.Inputs {
 	in := cfg.Templates.Inputs
 	in.Facts = append(append([]string{}, in.Facts...), templateLayout, "accel="+string(cfg.VM.Accel),
-		fmt.Sprintf("kernel_args=%q", append(append([]string{}, cfg.VM.KernelArgs...), preload9P)))
+		fmt.Sprintf("kernel_args=%q", append(append([]string{}, cfg.VM.KernelArgs...), templatePreload)))
 	return in
 }
 
@@ -122,7 +125,7 @@ func createClone(ctx context.Context, deps Deps, cfg Config, log *slog.Logger, p
 	vc := cfg.VM
 	vc.ID, vc.StateDir = cfg.ID, cfg.Dir
 	vc.VCPUs, vc.MemoryMiB = shape.VCPUs, shape.MemoryMiB
-	vc.KernelArgs = append(append([]string{}, vc.KernelArgs...), preload9P)
+	vc.KernelArgs = append(append([]string{}, vc.KernelArgs...), templatePreload)
 	vc.Shares = nil
 	if len(vc.NICs) == 0 { // the slot exists in every clone
 		tap, err := netsetup.PlaceholderTap()
@@ -195,11 +198,11 @@ func buildTemplate(ctx context.Context, deps Deps, cfg Config, shape template.Sh
 	vc := cfg.VM
 	vc.ID, vc.StateDir = "template-"+shape.String(), dir
 	vc.VCPUs, vc.MemoryMiB = shape.VCPUs, shape.MemoryMiB
-	vc.KernelArgs = append(append([]string{}, vc.KernelArgs...), preload9P)
+	vc.KernelArgs = append(append([]string{}, vc.KernelArgs...), templatePreload)
 	vc.Shares = nil
-	// The NIC slot: a tap like a pod's (vnet header and all), reaching
-	// nothing; the driver is not loaded before the snapshot, so a clone's
-	// guest probes its NIC afresh.
+	// The NIC slot: a tap like a pod's (vnet header and all, so that the
+	// features the guest's driver negotiates here hold for a clone's tap),
+	// reaching nothing.
 	tap, err := netsetup.PlaceholderTap()
 	if err != nil {
 		return err

@@ -52,7 +52,7 @@ func TestTemplateInputsCarryLayout(t *testing.T) {
 		Templates: &Templates{Inputs: template.Inputs{Facts: []string{"tsc_khz=1"}}}}
 	in := templateInputs(cfg)
 	facts := strings.Join(in.Facts, "\n")
-	for _, want := range []string{"tsc_khz=1", templateLayout, "accel=tcg", "a=1", preload9P} {
+	for _, want := range []string{"tsc_khz=1", templateLayout, "accel=tcg", "a=1", templatePreload} {
 		if !strings.Contains(facts, want) {
 			t.Errorf("facts %q lack %q", facts, want)
 		}
