@@ -27,7 +27,6 @@ import (
 	"github.com/lodgeruntime/lodge/internal/agent"
 	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/host"
-	"github.com/lodgeruntime/lodge/internal/netsetup"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/template"
 	"github.com/lodgeruntime/lodge/internal/testbundle"
@@ -315,18 +314,13 @@ func rawClone(env *host.Env, tpl *template.Template, work string, i int) (time.D
 		return 0, err
 	}
 	defer state.Close()
-	vc := env.VM
-	vc.ID, vc.StateDir = fmt.Sprintf("rawclone-%d", i), dir
-	vc.VCPUs, vc.MemoryMiB = tpl.Meta.Shape.VCPUs, tpl.Meta.Shape.MemoryMiB
-	vc.Shares9P = []vmm.Share9P{{Tag: sandbox.SharedTag, Path: filepath.Join(tpl.Dir, template.EmptyDir)}}
-	vc.Memory, vc.Incoming = vmm.Memory{File: tpl.Memory()}, true
-	// The template's NIC slot needs a backend: a tap reaching nothing.
-	tap, err := netsetup.PlaceholderTap()
+	vc, closeSlot, err := sandbox.CloneConfig(env.VM, tpl,
+		vmm.Share9P{Tag: sandbox.SharedTag, Path: filepath.Join(tpl.Dir, template.EmptyDir)})
 	if err != nil {
 		return 0, err
 	}
-	defer tap.Close()
-	vc.NICs = []vmm.NIC{{Tap: tap, MAC: sandbox.TemplateSlotMAC}}
+	defer closeSlot()
+	vc.ID, vc.StateDir = fmt.Sprintf("rawclone-%d", i), dir
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	return toAgent(ctx, env, vc, time.Now(), state)

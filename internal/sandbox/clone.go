@@ -102,7 +102,6 @@ func createClone(ctx context.Context, deps Deps, cfg Config, log *slog.Logger, p
 	if err != nil {
 		return nil, err
 	}
-	shape := t.Meta.Shape
 	var cu rollback.Stack
 	defer cu.Run()
 
@@ -122,22 +121,12 @@ func createClone(ctx context.Context, deps Deps, cfg Config, log *slog.Logger, p
 	}
 	defer state.Close()
 
-	vc := cfg.VM
-	vc.ID, vc.StateDir = cfg.ID, cfg.Dir
-	vc.VCPUs, vc.MemoryMiB = shape.VCPUs, shape.MemoryMiB
-	vc.KernelArgs = append(append([]string{}, vc.KernelArgs...), templatePreload)
-	vc.Shares = nil
-	if len(vc.NICs) == 0 { // the slot exists in every clone
-		tap, err := netsetup.PlaceholderTap()
-		if err != nil {
-			return nil, err
-		}
-		defer tap.Close() // QEMU keeps its copy
-		vc.NICs = []vmm.NIC{{Tap: tap, MAC: TemplateSlotMAC}}
+	vc, closeSlot, err := CloneConfig(cfg.VM, t, vmm.Share9P{Tag: SharedTag, Dir: view})
+	if err != nil {
+		return nil, err
 	}
-	vc.Shares9P = []vmm.Share9P{{Tag: SharedTag, Dir: view}}
-	vc.Memory = vmm.Memory{File: t.Memory()}
-	vc.Incoming = true
+	defer closeSlot() // QEMU keeps its copy
+	vc.ID, vc.StateDir = cfg.ID, cfg.Dir
 	vm, err := deps.Driver.Start(ctx, vc)
 	if err != nil {
 		return nil, err
@@ -179,6 +168,39 @@ func createClone(ctx context.Context, deps Deps, cfg Config, log *slog.Logger, p
 		start: StartInfo{Path: StartClone, Template: t.Meta.Key}, containers: map[string]*Container{}}, nil
 }
 
+// templateVM is what a template VM and its clones share: the shape, the
+// kernel command line and the device layout (templateLayout). share serves
+// the 9p slot. The NIC slot is base's one NIC, or else a placeholder tap
+// that reaches nothing; closeSlot closes the placeholder, once the VMM holds
+// its copy.
+func templateVM(base vmm.Config, shape template.Shape, share vmm.Share9P) (vc vmm.Config, closeSlot func(), err error) {
+	vc = base
+	vc.VCPUs, vc.MemoryMiB = shape.VCPUs, shape.MemoryMiB
+	vc.KernelArgs = append(append([]string{}, base.KernelArgs...), templatePreload)
+	vc.Shares = nil
+	vc.Shares9P = []vmm.Share9P{share}
+	closeSlot = func() {}
+	if len(vc.NICs) == 0 {
+		tap, err := netsetup.PlaceholderTap()
+		if err != nil {
+			return vc, nil, err
+		}
+		vc.NICs = []vmm.NIC{{Tap: tap, MAC: TemplateSlotMAC}}
+		closeSlot = func() { tap.Close() }
+	}
+	return vc, closeSlot, nil
+}
+
+// CloneConfig is the VM of a clone of t: base's accelerator and channel,
+// the template's shape and devices (see templateVM), RAM from its memory
+// file mapped privately, started to receive its device state (Restorer).
+// The caller sets the VM's ID and StateDir.
+func CloneConfig(base vmm.Config, t *template.Template, share vmm.Share9P) (vmm.Config, func(), error) {
+	vc, closeSlot, err := templateVM(base, t.Meta.Shape, share)
+	vc.Memory, vc.Incoming = vmm.Memory{File: t.Memory()}, true
+	return vc, closeSlot, err
+}
+
 // EnsureTemplate returns the template a sandbox of cfg clones, building it
 // (once, under its lock) when there is none.
 func EnsureTemplate(ctx context.Context, deps Deps, cfg Config) (*template.Template, error) {
@@ -195,21 +217,15 @@ func EnsureTemplate(ctx context.Context, deps Deps, cfg Config) (*template.Templ
 // memory file, device state in its state file. The template VM is never
 // resumed: it is stopped for the snapshot and then ended.
 func buildTemplate(ctx context.Context, deps Deps, cfg Config, shape template.Shape, dir string) error {
-	vc := cfg.VM
-	vc.ID, vc.StateDir = "template-"+shape.String(), dir
-	vc.VCPUs, vc.MemoryMiB = shape.VCPUs, shape.MemoryMiB
-	vc.KernelArgs = append(append([]string{}, vc.KernelArgs...), templatePreload)
-	vc.Shares = nil
-	// The NIC slot: a tap like a pod's (vnet header and all, so that the
-	// features the guest's driver negotiates here hold for a clone's tap),
-	// reaching nothing.
-	tap, err := netsetup.PlaceholderTap()
+	// The NIC slot's placeholder is a tap like a pod's (vnet header and
+	// all), so that the features the guest's driver negotiates here hold
+	// for a clone's tap.
+	vc, closeSlot, err := templateVM(cfg.VM, shape, vmm.Share9P{Tag: SharedTag, Path: filepath.Join(dir, template.EmptyDir)})
 	if err != nil {
 		return err
 	}
-	defer tap.Close()
-	vc.NICs = []vmm.NIC{{Tap: tap, MAC: TemplateSlotMAC}}
-	vc.Shares9P = []vmm.Share9P{{Tag: SharedTag, Path: filepath.Join(dir, template.EmptyDir)}}
+	defer closeSlot()
+	vc.ID, vc.StateDir = "template-"+shape.String(), dir
 	vc.Memory = vmm.Memory{File: filepath.Join(dir, template.MemoryFile), Shared: true}
 	vm, err := deps.Driver.Start(ctx, vc)
 	if err != nil {
