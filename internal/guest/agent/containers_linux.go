@@ -39,7 +39,7 @@ type containers struct {
 
 	mu     sync.Mutex // guards byID and shares
 	byID   map[string]*container
-	shares map[string]bool // mounted share tags
+	shares map[string]string // mounted share tags: their file system type
 }
 
 // container is one OCI container in the guest.
@@ -62,7 +62,7 @@ func newContainers(cfg Config, st *streams) *containers {
 		caps:      cfg.Capabilities,
 		reaper:    newReaper(),
 		byID:      map[string]*container{},
-		shares:    map[string]bool{},
+		shares:    map[string]string{},
 	}
 }
 
@@ -98,7 +98,7 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 	if spec.Process == nil || len(spec.Process.Args) == 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "spec has no process args")
 	}
-	rootfs, err := cs.shareFile(req.Rootfs)
+	rootfs, shareFS, err := cs.shareFile(req.Rootfs)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "rootfs: %v", err)
 	}
@@ -140,7 +140,7 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 
 	var binds []string
 	var berr error
-	if fstype, _ := shareMount(req.Rootfs.ShareTag); fstype == "9p" {
+	if shareFS == "9p" {
 		binds, berr = bindSubmounts(subs)
 	} else {
 		triggerSubmounts(subs)
@@ -265,29 +265,31 @@ func shareMount(tag string) (fstype, data string) {
 }
 
 // shareFile mounts the share that holds r (once) and returns the guest path
-// of r.
-func (cs *containers) shareFile(r *agentv1.Rootfs) (string, error) {
+// of r and the share's file system type.
+func (cs *containers) shareFile(r *agentv1.Rootfs) (string, string, error) {
 	if r == nil || !transport.ValidID(r.ShareTag) {
-		return "", fmt.Errorf("invalid share")
+		return "", "", fmt.Errorf("invalid share")
 	}
 	dir := filepath.Join(cs.sharesDir, r.ShareTag)
 	p, err := shareRelative(dir, r.Path)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if !cs.shares[r.ShareTag] {
+	fstype, ok := cs.shares[r.ShareTag]
+	if !ok {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return "", err
+			return "", "", err
 		}
-		fstype, data := shareMount(r.ShareTag)
+		var data string
+		fstype, data = shareMount(r.ShareTag)
 		if err := unix.Mount(r.ShareTag, dir, fstype, 0, data); err != nil {
-			return "", fmt.Errorf("mount %s share %q: %w", fstype, r.ShareTag, err)
+			return "", "", fmt.Errorf("mount %s share %q: %w", fstype, r.ShareTag, err)
 		}
-		cs.shares[r.ShareTag] = true
+		cs.shares[r.ShareTag] = fstype
 	}
-	return p, nil
+	return p, fstype, nil
 }
 
 func (cs *containers) Start(ctx context.Context, req *agentv1.StartRequest) (*agentv1.Empty, error) {
