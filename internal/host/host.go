@@ -17,6 +17,7 @@ import (
 	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/sharefs"
+	"github.com/lodgeruntime/lodge/internal/state"
 	"github.com/lodgeruntime/lodge/internal/template"
 	"github.com/lodgeruntime/lodge/internal/transport"
 	"github.com/lodgeruntime/lodge/internal/vmm"
@@ -78,7 +79,7 @@ func hostTSCkHz() (uint64, error) {
 		BootID string `json:"boot_id"`
 		KHz    uint64 `json:"khz"`
 	}
-	if b, err := os.ReadFile(tscFile); err == nil && json.Unmarshal(b, &c) == nil && c.BootID == bootID() && c.KHz > 0 {
+	if state.Read(tscFile, &c) == nil && c.BootID == bootID() && c.KHz > 0 {
 		return c.KHz, nil
 	}
 	khz, err := qemu.HostTSCkHz()
@@ -86,11 +87,8 @@ func hostTSCkHz() (uint64, error) {
 		return 0, err
 	}
 	c.BootID, c.KHz = bootID(), khz
-	if b, err := json.Marshal(c); err == nil && os.MkdirAll(filepath.Dir(tscFile), 0o755) == nil {
-		tmp := fmt.Sprintf("%s.%d", tscFile, os.Getpid())
-		if os.WriteFile(tmp, b, 0o644) == nil {
-			os.Rename(tmp, tscFile) // best effort: the next start measures again
-		}
+	if os.MkdirAll(filepath.Dir(tscFile), 0o755) == nil {
+		state.Write(tscFile, c) // best effort: the next start measures again
 	}
 	return khz, nil
 }

@@ -19,7 +19,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +31,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lodgeruntime/lodge/internal/state"
 )
 
 // Files in a template's directory.
@@ -228,8 +229,7 @@ func (s *Store) build(ctx context.Context, key string, shape Shape, in Inputs, b
 	if err := os.Chmod(filepath.Join(tmp, MemoryFile), 0o400); err != nil {
 		return nil, fmt.Errorf("template %s: %w", key, err)
 	}
-	b, _ := json.MarshalIndent(meta, "", "  ")
-	if err := writeSynced(filepath.Join(tmp, MetaFile), append(b, '\n')); err != nil {
+	if err := state.Write(filepath.Join(tmp, MetaFile), meta); err != nil {
 		return nil, fmt.Errorf("template %s: %w", key, err)
 	}
 	if err := os.Rename(tmp, filepath.Join(s.Dir, key)); err != nil {
@@ -238,23 +238,6 @@ func (s *Store) build(ctx context.Context, key string, shape Shape, in Inputs, b
 	ok = true
 	s.Log.Info("template built", "template", key, "ms", meta.BuildMs)
 	return &Template{Dir: filepath.Join(s.Dir, key), Meta: meta}, nil
-}
-
-// writeSynced writes a file and syncs it: a full disk is reported here,
-// not found later as a short file.
-func writeSynced(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o400)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // qemuStateMagic starts a QEMU migration stream ("QEVM").
@@ -284,18 +267,15 @@ func checkFiles(dir string, m Meta) error {
 // load reads and checks the template named key.
 func (s *Store) load(key string) (*Template, error) {
 	dir := filepath.Join(s.Dir, key)
-	b, err := os.ReadFile(filepath.Join(dir, MetaFile))
+	var m Meta
+	err := state.Read(filepath.Join(dir, MetaFile), &m)
 	if errors.Is(err, os.ErrNotExist) {
 		if _, derr := os.Stat(dir); derr == nil {
 			return nil, fmt.Errorf("%w: %s has no %s", ErrInvalid, dir, MetaFile)
 		}
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
-	var m Meta
-	if err := json.Unmarshal(b, &m); err != nil || m.Key != key || m.Version != metaVersion {
+	if err != nil || m.Key != key || m.Version != metaVersion {
 		return nil, fmt.Errorf("%w: %s: bad %s", ErrInvalid, key, MetaFile)
 	}
 	if err := checkFiles(dir, m); err != nil {
