@@ -191,6 +191,17 @@ func templateVM(base vmm.Config, shape template.Shape, share vmm.Share9P) (vc vm
 	return vc, closeSlot, nil
 }
 
+// templateBuildConfig is the template VM itself, built in dir: its RAM in
+// dir's memory file, shared; its NIC slot a placeholder, never the NIC of
+// the sandbox whose start builds the template.
+func templateBuildConfig(base vmm.Config, shape template.Shape, dir string) (vmm.Config, func(), error) {
+	base.NICs = nil
+	vc, closeSlot, err := templateVM(base, shape, vmm.Share9P{Tag: SharedTag, Path: filepath.Join(dir, template.EmptyDir)})
+	vc.ID, vc.StateDir = "template-"+shape.String(), dir
+	vc.Memory = vmm.Memory{File: filepath.Join(dir, template.MemoryFile), Shared: true}
+	return vc, closeSlot, err
+}
+
 // CloneConfig is the VM of a clone of t: base's accelerator and channel,
 // the template's shape and devices (see templateVM), RAM from its memory
 // file mapped privately, started to receive its device state (Restorer).
@@ -220,13 +231,11 @@ func buildTemplate(ctx context.Context, deps Deps, cfg Config, shape template.Sh
 	// The NIC slot's placeholder is a tap like a pod's (vnet header and
 	// all), so that the features the guest's driver negotiates here hold
 	// for a clone's tap.
-	vc, closeSlot, err := templateVM(cfg.VM, shape, vmm.Share9P{Tag: SharedTag, Path: filepath.Join(dir, template.EmptyDir)})
+	vc, closeSlot, err := templateBuildConfig(cfg.VM, shape, dir)
 	if err != nil {
 		return err
 	}
 	defer closeSlot()
-	vc.ID, vc.StateDir = "template-"+shape.String(), dir
-	vc.Memory = vmm.Memory{File: filepath.Join(dir, template.MemoryFile), Shared: true}
 	vm, err := deps.Driver.Start(ctx, vc)
 	if err != nil {
 		return err

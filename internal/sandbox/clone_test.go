@@ -61,3 +61,41 @@ func TestTemplateInputsCarryLayout(t *testing.T) {
 		t.Error("templateInputs changed the caller's inputs")
 	}
 }
+
+// A template is built with its placeholder NIC and slot MAC even when the
+// sandbox whose start builds it has a pod NIC; a clone of it takes the
+// pod's NIC, restores into the template's RAM privately.
+func TestTemplateAndCloneVMs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the placeholder tap needs root")
+	}
+	podNIC := vmm.NIC{Tap: os.Stdin, MAC: "46:7b:f3:c7:90:35"}
+	base := vmm.Config{VCPUs: 1, MemoryMiB: 200, Accel: vmm.AccelTCG, NICs: []vmm.NIC{podNIC}}
+	shape := template.Shape{VCPUs: 2, MemoryMiB: 256}
+	tv, closeSlot, err := templateBuildConfig(base, shape, "/tpl/k.tmp-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeSlot()
+	if len(tv.NICs) != 1 || tv.NICs[0].MAC != TemplateSlotMAC || tv.NICs[0].Tap == os.Stdin {
+		t.Errorf("template NICs %+v: want one placeholder with the slot MAC", tv.NICs)
+	}
+	if !tv.Memory.Shared || tv.Memory.File != "/tpl/k.tmp-1/memory" || tv.VCPUs != 2 || tv.MemoryMiB != 256 {
+		t.Errorf("template VM %+v", tv)
+	}
+	tpl := &template.Template{Dir: "/tpl/k", Meta: template.Meta{Shape: shape}}
+	cv, closeSlot2, err := CloneConfig(base, tpl, vmm.Share9P{Tag: SharedTag, Path: "/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeSlot2()
+	if len(cv.NICs) != 1 || cv.NICs[0].MAC != podNIC.MAC {
+		t.Errorf("clone NICs %+v: want the pod's", cv.NICs)
+	}
+	if cv.Memory.Shared || cv.Memory.File != "/tpl/k/memory" || !cv.Incoming || cv.MemoryMiB != 256 {
+		t.Errorf("clone VM %+v", cv)
+	}
+	if strings.Join(cv.KernelArgs, " ") != strings.Join(tv.KernelArgs, " ") {
+		t.Errorf("kernel args differ: template %q, clone %q", tv.KernelArgs, cv.KernelArgs)
+	}
+}
