@@ -111,30 +111,36 @@ func TestTemplateClones(t *testing.T) {
 }
 
 // Two clones of one template do not share an identity: different RNG
-// output and boot_id, and the host's wall clock (the template was saved
-// seconds before).
+// output, boot_id and machine id (the guest's, which only the host's
+// Identify writes; read from the guest's root through PID 1), and the
+// host's wall clock (the template was saved seconds before). RNG output
+// alone could differ without the reseed (TCG offers RDRAND); the machine id
+// and the clock cannot.
 func TestCloneSafety(t *testing.T) {
 	f, _ := templateFixture(t)
-	probe := `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; echo; cat /proc/sys/kernel/random/boot_id; date +%s`
-	f.writeSpec(defaultSpec("sh", "-c", probe))
+	probe := `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; echo; cat /proc/sys/kernel/random/boot_id
+		cat /proc/1/root/etc/machine-id; date +%s`
+	s := privilegedSpec("sh", "-c", probe)
+	s.Linux.Namespaces = withoutNamespace(s.Linux.Namespaces, specs.PIDNamespace)
+	f.writeSpec(s)
 	type sample struct {
-		random, bootID string
-		clock          int64
-		t0, t1         time.Time
+		random, bootID, machineID string
+		clock                     int64
+		t0, t1                    time.Time
 	}
 	read := func(id string) sample {
 		t0 := time.Now()
 		r := f.run(id, "")
 		t1 := time.Now()
 		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-		if r.code != 0 || len(lines) != 3 {
+		if r.code != 0 || len(lines) != 4 {
 			t.Fatalf("%s: exit %d, stdout %q, stderr %q", id, r.code, r.stdout, r.stderr)
 		}
-		c, err := strconv.ParseInt(lines[2], 10, 64)
+		c, err := strconv.ParseInt(lines[3], 10, 64)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return sample{lines[0], lines[1], c, t0, t1}
+		return sample{lines[0], lines[1], lines[2], c, t0, t1}
 	}
 	read("builds-template")
 	time.Sleep(3 * time.Second) // the template's clock falls behind
@@ -144,6 +150,9 @@ func TestCloneSafety(t *testing.T) {
 	}
 	if a.bootID == b.bootID {
 		t.Errorf("clones share boot_id %s", a.bootID)
+	}
+	if a.machineID == b.machineID || len(a.machineID) != 32 {
+		t.Errorf("clones' machine ids %q, %q: want two of 32 hex digits", a.machineID, b.machineID)
 	}
 	for _, s := range []sample{a, b} {
 		if s.clock < s.t0.Unix()-1 || s.clock > s.t1.Unix()+1 {
@@ -270,13 +279,12 @@ func TestUnrestorableTemplateColdBoots(t *testing.T) {
 // announces submounts) and through a clone (9p: the agent makes each a
 // mount of its own).
 func TestNonRecursiveReadOnlyVolume(t *testing.T) {
-	for _, mode := range []struct{ name, config string }{
-		{"clone", ""}, {"cold", "[template]\nenabled = false\n"},
-	} {
-		t.Run(mode.name, func(t *testing.T) {
-			f := newFixture(t)
-			if mode.config != "" {
-				f.config(mode.config)
+	for _, clone := range []bool{true, false} {
+		name := map[bool]string{true: "clone", false: "cold"}[clone]
+		t.Run(name, func(t *testing.T) {
+			f, dir := templateFixture(t)
+			if !clone {
+				f.config("[template]\nenabled = false\n")
 			}
 			vol := t.TempDir()
 			sub := filepath.Join(vol, "sub")
@@ -290,12 +298,17 @@ func TestNonRecursiveReadOnlyVolume(t *testing.T) {
 				echo sub > /v/sub/f 2>/dev/null && echo sub=writable || echo sub=readonly`)
 			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/v", Type: "bind", Source: vol, Options: []string{"rbind", "ro"}})
 			f.writeSpec(s)
-			r := f.run("nonrec-"+mode.name, "")
+			r := f.run("nonrec-"+name, "")
 			if r.code != 0 || !strings.Contains(r.stdout, "top=readonly") || !strings.Contains(r.stdout, "sub=writable") {
 				t.Fatalf("exit %d, stdout %q, stderr %q; want the volume read-only and its submount writable", r.code, r.stdout, r.stderr)
 			}
 			if b, err := os.ReadFile(filepath.Join(sub, "f")); err != nil || string(b) != "sub\n" {
 				t.Fatalf("the write to the submount did not reach the host: %q %v", b, err)
+			}
+			// The clone run went through a template (built for it), the cold
+			// one did not.
+			if n := len(templateDirs(t, dir)); (n == 1) != clone {
+				t.Fatalf("%d templates after the %s run", n, name)
 			}
 		})
 	}
