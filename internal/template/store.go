@@ -27,11 +27,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lodgeruntime/lodge/internal/filelock"
 	"github.com/lodgeruntime/lodge/internal/state"
 )
 
@@ -314,26 +314,14 @@ func (s *Store) removeDir(key string) {
 // lock takes key's build lock; wait says whether to wait for it (until ctx
 // ends). The lock dies with its process, so a killed builder holds none.
 func (s *Store) lock(ctx context.Context, key string, wait bool) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(s.Dir, key+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("template %s: lock: %w", key, err)
+	unlock, err := filelock.Lock(ctx, filepath.Join(s.Dir, key+".lock"), wait)
+	if err == nil {
+		return unlock, nil
 	}
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) || !wait {
-			f.Close()
-			return nil, fmt.Errorf("template %s: lock: %w", key, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("template %s: waiting for its build: %w", key, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return nil, fmt.Errorf("template %s: waiting for its build: %w", key, err)
 	}
+	return nil, fmt.Errorf("template %s: lock: %w", key, err)
 }
 
 // Info describes a template for `lodge template ls`.

@@ -1,0 +1,47 @@
+// Package filelock takes exclusive flock(2) locks on files, waiting for
+// them (bounded by a context) or not. A lock dies with its process, so a
+// killed holder never leaves one held.
+package filelock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrBusy reports a lock another process holds (only when not waiting).
+var ErrBusy = errors.New("held by another process")
+
+// Lock takes the lock file at path, creating it; wait says whether to
+// wait for it (until ctx ends). The returned func releases it.
+func Lock(ctx context.Context, path string, wait bool) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, err
+		}
+		if !wait {
+			f.Close()
+			return nil, fmt.Errorf("%w (%w)", ErrBusy, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

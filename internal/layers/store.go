@@ -1,0 +1,277 @@
+// Package layers keeps the read-only erofs images of image layers that
+// container root filesystems are built from in the guest: each layer is
+// converted once, when the first container that uses it starts, and the
+// image is shared by every sandbox that uses that layer (see
+// docs/architecture.md, "Root filesystems from layer images"). It also
+// makes the sparse ext4 image that holds a container's writable layer.
+//
+// On disk, under Store.Dir:
+//
+//	<key>.erofs   a layer's image, mode 0444
+//	<key>.json    where it came from (Meta), for Prune and for people
+//	<key>.lock    flock: held while <key> is converted (removed after)
+//	<key>.tmp-*   a conversion in progress (a dead converter's is removed)
+package layers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lodgeruntime/lodge/internal/filelock"
+	"github.com/lodgeruntime/lodge/internal/state"
+)
+
+// Store holds layer images.
+type Store struct {
+	Dir string
+	Log *slog.Logger
+}
+
+// Meta records what a layer image was made from.
+type Meta struct {
+	Key    string    `json:"key"`
+	Source string    `json:"source"` // the directory converted
+	Made   time.Time `json:"made"`
+	MadeMs int64     `json:"made_ms"`
+	Bytes  int64     `json:"bytes"`
+}
+
+// DirKey names the image of a read-only directory: its path and the
+// identity of the directory itself (device, inode, change time). A layer
+// unpacked by containerd is never changed after it is committed, so the
+// same directory always gives the same key, and a directory made anew at
+// the same path gives a new one.
+func DirKey(dir string) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return "", err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return "", fmt.Errorf("%s is not a directory", dir)
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "dir\x00%s\x00%d\x00%d\x00%d.%d", dir, st.Dev, st.Ino, st.Ctim.Sec, st.Ctim.Nsec)
+	return "dir-" + hex.EncodeToString(h.Sum(nil))[:32], nil
+}
+
+// Path is where the image of key lives.
+func (s *Store) Path(key string) string { return filepath.Join(s.Dir, key+".erofs") }
+
+// FromDir returns the image of dir (a layer in overlayfs form: whiteouts
+// are 0/0 character devices, opaque directories carry
+// trusted.overlay.opaque), converting it unless it is already in the
+// store. Concurrent calls, in this process or others, convert it once.
+// made says whether this call converted it.
+func (s *Store) FromDir(ctx context.Context, dir string) (path string, made bool, err error) {
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		return "", false, err
+	}
+	key, err := DirKey(dir)
+	if err != nil {
+		return "", false, fmt.Errorf("layer %s: %w", dir, err)
+	}
+	return s.get(ctx, key, dir, func(out *os.File) error { return writeDir(out, dir) })
+}
+
+func (s *Store) get(ctx context.Context, key, source string, convert func(*os.File) error) (string, bool, error) {
+	path := s.Path(key)
+	if _, err := os.Stat(path); err == nil {
+		return path, false, nil
+	}
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return "", false, fmt.Errorf("layer store: %w", err)
+	}
+	lockPath := filepath.Join(s.Dir, key+".lock")
+	unlock, err := filelock.Lock(ctx, lockPath, true)
+	if err != nil {
+		return "", false, fmt.Errorf("layer %s: waiting for its conversion: %w", source, err)
+	}
+	defer unlock()
+	// Whoever held the lock before may have made it.
+	if _, err := os.Stat(path); err == nil {
+		return path, false, nil
+	}
+	s.removeTemps(key)
+	start := time.Now()
+	f, err := os.CreateTemp(s.Dir, key+".tmp-")
+	if err != nil {
+		return "", false, fmt.Errorf("layer %s: %w", source, err)
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := convert(f); err != nil {
+		return "", false, fmt.Errorf("layer %s: convert to erofs: %w", source, err)
+	}
+	if err := f.Chmod(0o444); err != nil {
+		return "", false, err
+	}
+	if err := f.Sync(); err != nil {
+		return "", false, fmt.Errorf("layer %s: write image: %w", source, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return "", false, err
+	}
+	if err := f.Close(); err != nil {
+		return "", false, fmt.Errorf("layer %s: write image: %w", source, err)
+	}
+	meta := Meta{Key: key, Source: source, Made: time.Now().UTC(), MadeMs: time.Since(start).Milliseconds(), Bytes: fi.Size()}
+	if err := state.Write(filepath.Join(s.Dir, key+".json"), meta); err != nil {
+		return "", false, fmt.Errorf("layer %s: %w", source, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(filepath.Join(s.Dir, key+".json"))
+		return "", false, fmt.Errorf("layer %s: %w", source, err)
+	}
+	ok = true
+	// Everyone who takes the lock from now on finds the image first, so
+	// the lock file can go.
+	os.Remove(lockPath)
+	if s.Log != nil {
+		s.Log.Info("layer converted", "source", source, "image", path, "bytes", fi.Size(), "took", time.Since(start).Round(time.Millisecond))
+	}
+	return path, true, nil
+}
+
+// removeTemps removes what a converter of key that died left (the caller
+// holds key's lock, so no live converter is writing them).
+func (s *Store) removeTemps(key string) {
+	olds, _ := filepath.Glob(filepath.Join(s.Dir, key+".tmp-*"))
+	for _, o := range olds {
+		os.Remove(o)
+	}
+}
+
+// Info describes one image for people and for Prune.
+type Info struct {
+	Meta
+	Path string
+	// Orphan: the source directory is gone, so no new container can ask
+	// for this image.
+	Orphan bool
+}
+
+// List describes every image in the store.
+func (s *Store) List() ([]Info, error) {
+	metas, err := filepath.Glob(filepath.Join(s.Dir, "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	var out []Info
+	for _, m := range metas {
+		key := strings.TrimSuffix(filepath.Base(m), ".json")
+		var meta Meta
+		if err := state.Read(m, &meta); err != nil || meta.Key != key {
+			continue
+		}
+		if _, err := os.Stat(s.Path(key)); err != nil {
+			continue
+		}
+		in := Info{Meta: meta, Path: s.Path(key)}
+		if strings.HasPrefix(key, "dir-") {
+			if k, err := DirKey(meta.Source); err != nil || k != key {
+				in.Orphan = true
+			}
+		}
+		out = append(out, in)
+	}
+	return out, nil
+}
+
+// Prune removes the images whose source is gone. A guest that still reads
+// one keeps reading it: the host's open file outlives its name.
+func (s *Store) Prune() (removed int, err error) {
+	infos, err := s.List()
+	if err != nil {
+		return 0, err
+	}
+	for _, in := range infos {
+		if !in.Orphan {
+			continue
+		}
+		unlock, err := filelock.Lock(context.Background(), filepath.Join(s.Dir, in.Key+".lock"), false)
+		if err != nil {
+			continue // being made again right now
+		}
+		rerr := os.Remove(in.Path)
+		os.Remove(filepath.Join(s.Dir, in.Key+".json"))
+		os.Remove(filepath.Join(s.Dir, in.Key+".lock"))
+		unlock()
+		if rerr == nil {
+			removed++
+		}
+	}
+	return removed, nil
+}
+
+// DefaultWritableBytes is the size of a container's writable layer: a
+// sparse file, so it takes on disk only what the container writes.
+const DefaultWritableBytes = 10 << 30
+
+// NewWritable makes path a sparse, empty ext4 image of size bytes for a
+// container's writable layer (upper and work directories of its overlay,
+// made by the guest). It has no journal: like an overlay upper directory
+// on the host, a container's writable layer does not survive a crash of
+// its machine in a state anyone relies on. The host never mounts it.
+func NewWritable(ctx context.Context, path string, size int64) error {
+	if size <= 0 {
+		size = DefaultWritableBytes
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("writable layer: %w", err)
+	}
+	err = f.Truncate(size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = mkfsExt4(ctx, path)
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("writable layer %s: %w", path, err)
+	}
+	return nil
+}
+
+func mkfsExt4(ctx context.Context, path string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	bin, err := lookMkfs()
+	if err != nil {
+		return err
+	}
+	out, err := runCmd(ctx, bin, "-q", "-F", "-t", "ext4", "-O", "^has_journal",
+		"-E", "lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0", "-L", "lodge-rw", path)
+	if err != nil {
+		return fmt.Errorf("mkfs.ext4: %w: %s", err, strings.TrimSpace(out))
+	}
+	return nil
+}
+
+func lookMkfs() (string, error) {
+	for _, p := range []string{"/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"} {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New("mkfs.ext4 not found (install e2fsprogs)")
+}

@@ -1,0 +1,264 @@
+package layers
+
+import (
+	"context"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/erofs/go-erofs"
+	"golang.org/x/sys/unix"
+)
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (device nodes, trusted xattrs, ownership)")
+	}
+}
+
+// layerDir makes a layer the way containerd's overlay snapshotter unpacks
+// one: a whiteout is a 0/0 character device, an opaque directory carries
+// trusted.overlay.opaque=y.
+func layerDir(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(d, "etc"), 0o755))
+	must(os.WriteFile(filepath.Join(d, "etc", "hello"), []byte("hello from a layer\n"), 0o640))
+	must(os.Chown(filepath.Join(d, "etc", "hello"), 1000, 1001))
+	must(os.WriteFile(filepath.Join(d, "suid"), []byte("#!/bin/sh\n"), 0o755))
+	must(unix.Chmod(filepath.Join(d, "suid"), 0o4755))
+	must(os.WriteFile(filepath.Join(d, "empty"), nil, 0o600))
+	must(os.Symlink("etc/hello", filepath.Join(d, "link")))
+	must(unix.Mknod(filepath.Join(d, "gone"), unix.S_IFCHR|0o000, 0)) // whiteout
+	must(os.Mkdir(filepath.Join(d, "opaque"), 0o755))
+	must(unix.Setxattr(filepath.Join(d, "opaque"), "trusted.overlay.opaque", []byte("y"), 0))
+	must(os.WriteFile(filepath.Join(d, "opaque", "new"), []byte("new\n"), 0o644))
+	must(unix.Mkfifo(filepath.Join(d, "fifo"), 0o620))
+	must(unix.Chmod(filepath.Join(d, "fifo"), 0o620))
+	must(os.Mkdir(filepath.Join(d, "tmp"), 0o1777))
+	must(unix.Chmod(filepath.Join(d, "tmp"), 0o1777))
+	return d
+}
+
+func TestFromDirKeepsWhatOverlayNeeds(t *testing.T) {
+	needRoot(t)
+	src := layerDir(t)
+	s := &Store{Dir: t.TempDir()}
+	path, made, err := s.FromDir(context.Background(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !made {
+		t.Fatal("first FromDir did not convert")
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o444 {
+		t.Fatalf("image %s: %v, mode %v; want read-only 0444", path, err, fi.Mode())
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := erofs.Open(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stat := func(name string) *erofs.Stat {
+		t.Helper()
+		fi, err := fs.Stat(img, name)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return fi.Sys().(*erofs.Stat)
+	}
+	if b, err := fs.ReadFile(img, "etc/hello"); err != nil || string(b) != "hello from a layer\n" {
+		t.Errorf("etc/hello = %q, %v", b, err)
+	}
+	if st := stat("etc/hello"); st.UID != 1000 || st.GID != 1001 || st.Mode != 0o640 {
+		t.Errorf("etc/hello: uid %d gid %d mode %v; want 1000 1001 0640", st.UID, st.GID, st.Mode)
+	}
+	if st := stat("suid"); st.Mode != fs.ModeSetuid|0o755 {
+		t.Errorf("suid: mode %v, want setuid 0755", st.Mode)
+	}
+	if st := stat("tmp"); st.Mode != fs.ModeDir|fs.ModeSticky|0o777 {
+		t.Errorf("tmp: mode %v, want sticky 0777 directory", st.Mode)
+	}
+	if st := stat("gone"); st.Mode.Type() != fs.ModeDevice|fs.ModeCharDevice || st.Rdev != 0 {
+		t.Errorf("whiteout: mode %v rdev %d; want a 0/0 character device", st.Mode, st.Rdev)
+	}
+	if st := stat("fifo"); st.Mode != fs.ModeNamedPipe|0o620 {
+		t.Errorf("fifo: mode %v", st.Mode)
+	}
+	if st := stat("opaque"); st.Xattrs["trusted.overlay.opaque"] != "y" {
+		t.Errorf("opaque directory xattrs = %v; want trusted.overlay.opaque=y", st.Xattrs)
+	}
+	if target, err := fs.ReadLink(img, "link"); err != nil || target != "etc/hello" {
+		t.Errorf("link -> %q, %v", target, err)
+	}
+
+	// Again: the same directory is not converted twice.
+	if p2, made, err := s.FromDir(context.Background(), src); err != nil || made || p2 != path {
+		t.Fatalf("second FromDir = %s, made %v, %v; want %s from the store", p2, made, err, path)
+	}
+	if m, _ := filepath.Glob(filepath.Join(s.Dir, "*.lock")); len(m) != 0 {
+		t.Errorf("lock files left: %v", m)
+	}
+}
+
+// The kernel agrees: an overlay of the image over a lower layer hides what
+// the whiteout names and what the opaque directory covered.
+func TestImageWhiteoutsUnderOverlay(t *testing.T) {
+	needRoot(t)
+	if _, err := exec.LookPath("mount"); err != nil {
+		t.Skip("no mount(8)")
+	}
+	fss, _ := os.ReadFile("/proc/filesystems")
+	if !strings.Contains(string(fss), "erofs") || !strings.Contains(string(fss), "overlay") {
+		t.Skip("host kernel has no erofs or overlay")
+	}
+	base := t.TempDir()
+	os.WriteFile(filepath.Join(base, "gone"), []byte("old\n"), 0o644)
+	os.WriteFile(filepath.Join(base, "kept"), []byte("kept\n"), 0o644)
+	os.Mkdir(filepath.Join(base, "opaque"), 0o755)
+	os.WriteFile(filepath.Join(base, "opaque", "old"), []byte("old\n"), 0o644)
+
+	s := &Store{Dir: t.TempDir()}
+	img, _, err := s.FromDir(context.Background(), layerDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt, root := t.TempDir(), t.TempDir()
+	if out, err := exec.Command("mount", "-t", "erofs", "-o", "loop,ro", img, mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot loop-mount erofs here: %v: %s", err, out)
+	}
+	defer unix.Unmount(mnt, unix.MNT_DETACH)
+	if err := unix.Mount("overlay", root, "overlay", unix.MS_RDONLY, "lowerdir="+mnt+":"+base); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(root, unix.MNT_DETACH)
+	if _, err := os.Lstat(filepath.Join(root, "gone")); !os.IsNotExist(err) {
+		t.Errorf("whited-out file still visible: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "kept")); err != nil {
+		t.Errorf("lower file lost: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "opaque", "old")); !os.IsNotExist(err) {
+		t.Errorf("file under an opaque directory still visible: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "opaque", "new")); err != nil || string(b) != "new\n" {
+		t.Errorf("opaque/new = %q, %v", b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "link")); err != nil || string(b) != "hello from a layer\n" {
+		t.Errorf("link reads %q, %v", b, err)
+	}
+}
+
+func TestConcurrentFromDirConvertsOnce(t *testing.T) {
+	needRoot(t)
+	src := layerDir(t)
+	s := &Store{Dir: t.TempDir()}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	made := 0
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, m, err := s.FromDir(context.Background(), src)
+			if err != nil {
+				t.Error(err)
+			}
+			if m {
+				mu.Lock()
+				made++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if made != 1 {
+		t.Fatalf("%d conversions of one layer, want 1", made)
+	}
+	if ents, _ := os.ReadDir(s.Dir); len(ents) != 2 { // image + meta
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("store holds %v; want one image and its meta", names)
+	}
+}
+
+func TestFailedConversionLeavesNothing(t *testing.T) {
+	s := &Store{Dir: t.TempDir()}
+	fail := func(f *os.File) error {
+		f.Write([]byte("half an image"))
+		return unix.ENOSPC
+	}
+	if _, _, err := s.get(context.Background(), "broken", "/nowhere", fail); err == nil {
+		t.Fatal("conversion error not reported")
+	}
+	if ents, _ := os.ReadDir(s.Dir); len(ents) != 1 || ents[0].Name() != "broken.lock" {
+		t.Fatalf("left in the store after a failed conversion: %v; want only the (free) lock file", ents)
+	}
+	// A later attempt succeeds.
+	if _, made, err := s.get(context.Background(), "broken", "/nowhere", func(f *os.File) error { _, err := f.Write([]byte("ok")); return err }); err != nil || !made {
+		t.Fatalf("retry after a failed conversion: made %v, %v", made, err)
+	}
+}
+
+func TestPruneRemovesOrphans(t *testing.T) {
+	needRoot(t)
+	s := &Store{Dir: t.TempDir()}
+	keep, gone := layerDir(t), layerDir(t)
+	pk, _, err := s.FromDir(context.Background(), keep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, _, err := s.FromDir(context.Background(), gone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(gone)
+	n, err := s.Prune()
+	if err != nil || n != 1 {
+		t.Fatalf("Prune = %d, %v; want 1 removed", n, err)
+	}
+	if _, err := os.Stat(pk); err != nil {
+		t.Errorf("image of a live layer removed: %v", err)
+	}
+	if _, err := os.Stat(pg); !os.IsNotExist(err) {
+		t.Errorf("orphan image kept: %v", err)
+	}
+}
+
+func TestNewWritable(t *testing.T) {
+	if _, err := lookMkfs(); err != nil {
+		t.Skip(err)
+	}
+	p := filepath.Join(t.TempDir(), "rw.img")
+	if err := NewWritable(context.Background(), p, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Size != 1<<30 || st.Blocks*512 > 64<<20 {
+		t.Errorf("writable layer: size %d, %d bytes on disk; want 1 GiB, sparse", st.Size, st.Blocks*512)
+	}
+	if err := NewWritable(context.Background(), p, 1<<30); err == nil {
+		t.Error("NewWritable over an existing file succeeded")
+	}
+}
