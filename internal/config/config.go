@@ -26,12 +26,28 @@ const DefaultGuestDir = "/var/lib/lodge/guest"
 // rebuilt after a reboot).
 const DefaultTemplateDir = "/run/lodge/templates"
 
+// DefaultLayerDir holds the erofs images of image layers.
+const DefaultLayerDir = "/var/lib/lodge/layers"
+
 // Config is Lodge's configuration. Every field has a default.
 type Config struct {
 	Guest    Guest    `toml:"guest"`
 	VMM      VMM      `toml:"vmm"`
 	Sharefs  Sharefs  `toml:"sharefs"`
 	Template Template `toml:"template"`
+	Layers   Layers   `toml:"layers"`
+}
+
+// Layers configures container roots built in the guest from erofs images
+// of their image layers (containerd's snapshots) instead of a host
+// directory shared with the guest.
+type Layers struct {
+	Enabled bool `toml:"enabled"`
+	// Dir holds the layer images, one per layer, shared by all sandboxes.
+	Dir string `toml:"dir"`
+	// WritableGiB is the size of each container's writable layer (a
+	// sparse file: it takes on disk what the container writes).
+	WritableGiB int `toml:"writable_gib"`
 }
 
 // Template configures VM templates: sandboxes start as clones of a booted
@@ -117,6 +133,7 @@ func Default() Config {
 		Sharefs: Sharefs{Virtiofsd: "/usr/lib/qemu/virtiofsd"},
 		Template: Template{Enabled: true, Dir: DefaultTemplateDir,
 			MemoryClassesMiB: []int{256, 512, 1024, 2048, 4096}, VCPUClasses: []int{1, 2, 4, 8}},
+		Layers: Layers{Enabled: true, Dir: DefaultLayerDir, WritableGiB: 10},
 	}
 }
 
@@ -184,6 +201,12 @@ func (c Config) Validate() error {
 	}
 	if c.VMM.MemoryMiB < 64 {
 		errs = append(errs, fmt.Errorf("vmm.memory_mib %d: want at least 64", c.VMM.MemoryMiB))
+	}
+	if !filepath.IsAbs(c.Layers.Dir) {
+		errs = append(errs, fmt.Errorf("layers.dir %q must be an absolute path", c.Layers.Dir))
+	}
+	if c.Layers.WritableGiB < 1 {
+		errs = append(errs, fmt.Errorf("layers.writable_gib = %d: want at least 1", c.Layers.WritableGiB))
 	}
 	if !filepath.IsAbs(c.Template.Dir) {
 		errs = append(errs, fmt.Errorf("template.dir %q must be an absolute path", c.Template.Dir))

@@ -20,8 +20,11 @@ var GuestModules = []string{"virtio_mmio", "virtio_console", "virtiofs"}
 // network), bridge and veth when the guest kernel asks (request_module: a
 // pod creating a bridge or a veth pair), the agent answering as modprobe;
 // 9p and its virtio transport for the shares of template clones (loaded by
-// a template's boot, before its snapshot).
-var OnDemandModules = []string{"virtio_net", "bridge", "veth", "9pnet_virtio", "9p"}
+// a template's boot, before its snapshot); loop, erofs, overlay and ext4
+// (after crc32c_generic, which libcrc32c and ext4 ask the crypto API for
+// by name) for roots built from layer images (by the agent at its first such root,
+// or by a template's boot).
+var OnDemandModules = []string{"virtio_net", "bridge", "veth", "9pnet_virtio", "9p", "crc32c_generic", "loop", "erofs", "overlay", "ext4"}
 
 // Module is one kernel module file.
 type Module struct {

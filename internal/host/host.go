@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lodgeruntime/lodge/internal/config"
+	"github.com/lodgeruntime/lodge/internal/layers"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/sharefs"
 	"github.com/lodgeruntime/lodge/internal/state"
@@ -124,6 +125,8 @@ type Env struct {
 	VM vmm.Config
 	// Templates is where clones come from (nil: disabled).
 	Templates *sandbox.Templates
+	// Layers is where layer images are kept (nil: disabled).
+	Layers *sandbox.Layers
 }
 
 // Resolve checks the host against cfg and builds the drivers. An error
@@ -187,6 +190,10 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 				Facts: []string{"host_boot=" + bootID()}},
 		}
 	}
+	if cfg.Layers.Enabled {
+		env.Layers = &sandbox.Layers{Store: &layers.Store{Dir: cfg.Layers.Dir, Log: log},
+			WritableBytes: int64(cfg.Layers.WritableGiB) << 30}
+	}
 	return env, nil
 }
 
@@ -198,6 +205,7 @@ func (e *Env) SandboxConfig(id, dir string) sandbox.Config {
 		t := *e.Templates
 		sc.Templates = &t
 	}
+	sc.Layers = e.Layers
 	return sc
 }
 

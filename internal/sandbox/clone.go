@@ -58,8 +58,9 @@ const TemplateSlotMAC = "02:4c:4f:44:47:00"
 // templatePreload is what a template loads before its snapshot, so that
 // no clone pays for it: 9p for the share, virtio_net for the NIC slot (it
 // probes the slot's NIC in the template; a clone's agent renames it and
-// gives it its pod's MAC, or leaves it down).
-const templatePreload = "lodge.preload=9pnet_virtio,9p,virtio_net"
+// gives it its pod's MAC, or leaves it down); loop, erofs, overlay and
+// ext4 for roots built from layer images.
+const templatePreload = "lodge.preload=9pnet_virtio,9p,virtio_net,crc32c_generic,loop,erofs,overlay,ext4"
 
 // cloneRestoreTimeout bounds a clone's restore and its agent's answer; a
 // clone answers in about a second under TCG, a cold boot is the fallback.
@@ -165,7 +166,7 @@ func createClone(ctx context.Context, deps Deps, cfg Config, log *slog.Logger, p
 		"template", t.Meta.Key)
 	cu.Release()
 	return &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, share: share, agent: client,
-		start: StartInfo{Path: StartClone, Template: t.Meta.Key}, containers: map[string]*Container{}}, nil
+		start: StartInfo{Path: StartClone, Template: t.Meta.Key}, layers: cfg.Layers, containers: map[string]*Container{}}, nil
 }
 
 // templateVM is what a template VM and its clones share: the shape, the

@@ -23,6 +23,9 @@ type ContainerConfig struct {
 	ID     string
 	Spec   *specs.Spec
 	Rootfs string // host directory of the root filesystem
+	// Layers, when set, gives the root as image layers instead (see
+	// LayeredRoot; only where CanLayer).
+	Layers *LayeredRoot
 	Stdio  Stdio
 	// Pod places the container in a pod; nil for a lone container.
 	Pod *Placement
@@ -61,6 +64,8 @@ type Container struct {
 	id     string
 	sb     *Sandbox
 	mounts []string // targets attached to the share, in order
+	// writable is the host file of its writable layer (layered roots).
+	writable string
 
 	init *Process
 }
@@ -113,13 +118,24 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (*Con
 	})
 	cu.Add(func() { c.unmount(context.Background()) })
 
-	// A read-only root is read-only throughout, as in the container.
-	readonly := cc.Spec.Root != nil && cc.Spec.Root.Readonly
-	if readonly {
-		makeMountpoints(cc.Rootfs, gs.Mounts)
-	}
-	if err := c.attach(ctx, cc.Rootfs, "rootfs", readonly, true); err != nil {
-		return nil, fmt.Errorf("container %s: rootfs: %w", cc.ID, err)
+	rootfs := &agentv1.Rootfs{ShareTag: SharedTag, Path: cc.ID + "/rootfs"}
+	if cc.Layers != nil {
+		if !s.CanLayer() {
+			return nil, fmt.Errorf("container %s: %w: a root from layers needs the layer store and a guest agent with %q (rebuild it with `make setup`)",
+				cc.ID, ErrUnsupported, agentv1.CapLayers)
+		}
+		if rootfs, err = c.attachLayers(ctx, cc.Layers); err != nil {
+			return nil, fmt.Errorf("container %s: rootfs: %w", cc.ID, err)
+		}
+	} else {
+		// A read-only root is read-only throughout, as in the container.
+		readonly := cc.Spec.Root != nil && cc.Spec.Root.Readonly
+		if readonly {
+			makeMountpoints(cc.Rootfs, gs.Mounts)
+		}
+		if err := c.attach(ctx, cc.Rootfs, "rootfs", readonly, true); err != nil {
+			return nil, fmt.Errorf("container %s: rootfs: %w", cc.ID, err)
+		}
 	}
 	// Host paths reach the guest as binds below the share.
 	var submounts []string
@@ -151,7 +167,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (*Con
 	c.init.pid, err = s.agent.Create(ctx, &agentv1.CreateRequest{
 		ContainerId: cc.ID,
 		Spec:        specJSON,
-		Rootfs:      &agentv1.Rootfs{ShareTag: SharedTag, Path: cc.ID + "/rootfs"},
+		Rootfs:      rootfs,
 		Stdio:       wireStdio(cc.Stdio),
 		Submounts:   submounts,
 	})
@@ -286,5 +302,5 @@ func (c *Container) unmount(ctx context.Context) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	return c.sb.share.Remove(ctx, c.id)
+	return errors.Join(c.sb.share.Remove(ctx, c.id), c.removeWritable())
 }

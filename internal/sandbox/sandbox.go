@@ -48,6 +48,10 @@ type Config struct {
 	// Templates, when set, lets the sandbox start as a clone of a template
 	// (built on demand); a sandbox that cannot cold-boots.
 	Templates *Templates
+	// Layers, when set, lets containers whose root comes as image layers
+	// (containerd's overlay snapshots) get it built in the guest from
+	// erofs images of the layers (see layers.go).
+	Layers *Layers
 }
 
 // Deps are the drivers a sandbox uses.
@@ -67,6 +71,7 @@ type Sandbox struct {
 	share  *sharefs.Share
 	agent  *agent.Client
 	start  StartInfo
+	layers *Layers
 
 	mu         sync.Mutex // guards containers
 	containers map[string]*Container
@@ -149,7 +154,7 @@ func Create(ctx context.Context, deps Deps, cfg Config) (*Sandbox, error) {
 
 	cu.Release()
 	return &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, share: share, agent: client,
-		start: start, containers: map[string]*Container{}}, nil
+		start: start, layers: cfg.Layers, containers: map[string]*Container{}}, nil
 }
 
 // newCID picks a random guest context id; vhost-vsock refuses one in use

@@ -72,3 +72,30 @@ func mountRootfs(mounts []*apitypes.Mount, bundle string) (func(), error) {
 	}
 	return undo, nil
 }
+
+// writableImage is the file in a bundle that holds a layered root's
+// writable layer.
+const writableImage = "lodge-rw.img"
+
+// overlayLowers reads the layers of a snapshot containerd passes as one
+// overlay mount (its overlay snapshotter's active snapshot: lowerdir= the
+// committed parents, topmost first, plus an upper and work directory that
+// a layered root does not use). A snapshot without parents comes as a
+// bind mount: false, as for anything else.
+func overlayLowers(mounts []*apitypes.Mount) ([]string, bool) {
+	if len(mounts) != 1 || mounts[0].Type != "overlay" {
+		return nil, false
+	}
+	var lower []string
+	for _, o := range mounts[0].Options {
+		if v, ok := strings.CutPrefix(o, "lowerdir="); ok {
+			lower = strings.Split(v, ":")
+		}
+	}
+	for _, d := range lower {
+		if !filepath.IsAbs(d) {
+			return nil, false
+		}
+	}
+	return lower, len(lower) > 0
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -196,11 +197,6 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 		s.mu.Unlock()
 	})
 
-	undo, err := mountRootfs(r.Rootfs, r.Bundle)
-	if err != nil {
-		return nil, err
-	}
-	cu.Add(undo)
 	b, err := oci.LoadBundle(r.Bundle)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
@@ -209,13 +205,23 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 	if err != nil {
 		return nil, err
 	}
+	// Image layers become a root built in the guest; anything else is
+	// mounted here and shared.
+	var layered *sandbox.LayeredRoot
+	undo := func() {}
+	if lower, ok := overlayLowers(r.Rootfs); ok && sb.CanLayer() {
+		layered = &sandbox.LayeredRoot{Lower: lower, Writable: filepath.Join(b.Dir, writableImage)}
+	} else if undo, err = mountRootfs(r.Rootfs, r.Bundle); err != nil {
+		return nil, err
+	}
+	cu.Add(undo)
 	stdio := StdioRequest{ID: r.ID, Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
 	sio, closer, err := s.cfg.Stdio.Open(ctx, stdio)
 	if err != nil {
 		return nil, fmt.Errorf("stdio: %w", err)
 	}
 	cu.Add(func() { closer.Close() })
-	cc := sandbox.ContainerConfig{ID: r.ID, Spec: b.Spec, Rootfs: b.Rootfs, Stdio: sio}
+	cc := sandbox.ContainerConfig{ID: r.ID, Spec: b.Spec, Rootfs: b.Rootfs, Layers: layered, Stdio: sio}
 	if s.cfg.Placement != nil {
 		cc.Pod = s.cfg.Placement(r.ID, b.Spec)
 	}

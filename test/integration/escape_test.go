@@ -18,6 +18,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/lodgeruntime/lodge/internal/config"
+	"github.com/lodgeruntime/lodge/internal/layers"
 )
 
 // buildAttacker puts test/attacker (guest root's stand-in) into a rootfs
@@ -82,6 +85,32 @@ func shareChanges(out, share string) []string {
 		}
 	}
 	return bad
+}
+
+// convertLayers makes the images of this containerd's committed layers
+// and returns their hashes.
+func (c *ctrd) convertLayers() map[string]string {
+	c.t.Helper()
+	st := &layers.Store{Dir: config.Default().Layers.Dir}
+	dirs, _ := filepath.Glob(filepath.Join(c.dir, "root", "io.containerd.snapshotter.v1.overlayfs", "snapshots", "*", "fs"))
+	out := map[string]string{}
+	for _, d := range dirs {
+		p, _, err := st.FromDir(context.Background(), d)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		out[p] = fileHash(c.t, p)
+	}
+	return out
+}
+
+func fileHash(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", sha256.Sum256(b))
 }
 
 func withoutNamespace(nss []specs.LinuxNamespace, typ specs.LinuxNamespaceType) []specs.LinuxNamespace {
@@ -357,6 +386,9 @@ func TestShimPodGuestRoot(t *testing.T) {
 			"command": cmd, "log_path": name + ".log", "linux": linux, "mounts": mounts,
 		})
 	}
+	// The layers' images exist before the attack (made here, as the shim
+	// would make them): the attacker's root is built from these files.
+	images := c.convertLayers()
 	attacker := create("attacker", map[string]any{"security_context": sc}, nil, "sh", "-c",
 		"/attacker guest-root /run/lodge/shares/lodge-shared; exec /attacker plant-loop /dev/lodge-s")
 	deadline := time.Now().Add(2 * time.Minute)
@@ -374,6 +406,18 @@ func TestShimPodGuestRoot(t *testing.T) {
 	}
 	for _, l := range shareChanges(out, "/run/lodge/shares/lodge-shared") {
 		t.Errorf("guest root changed the share's own directories: %s", l)
+	}
+	tried := 0
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "/layers/") && strings.HasPrefix(l, "write ") {
+			tried++
+		}
+		if strings.Contains(l, "/layers/") && strings.HasSuffix(l, ": ok") && !strings.HasPrefix(l, "plant") {
+			t.Errorf("guest root changed a layer image: %s", l)
+		}
+	}
+	if tried == 0 {
+		t.Errorf("the attacker never tried to write a layer image:\n%s", out)
 	}
 	later := create("later", map[string]any{}, []map[string]any{
 		{"container_path": "/vol", "host_path": vol, "readonly": true},
@@ -393,6 +437,11 @@ func TestShimPodGuestRoot(t *testing.T) {
 		t.Errorf("the later container's read-write volume: %q", b)
 	}
 	c.removePod(pod)
+	for p, h := range images {
+		if got := fileHash(t, p); got != h {
+			t.Errorf("layer image %s changed under a hostile guest", p)
+		}
+	}
 	if d := cmp.Diff(volBefore, tree(t, vol)); d != "" {
 		t.Errorf("the read-only volume changed (-before +after):\n%s", d)
 	}

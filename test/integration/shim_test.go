@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lodgeruntime/lodge/internal/config"
+	"github.com/lodgeruntime/lodge/internal/layers"
 	"github.com/lodgeruntime/lodge/internal/testbundle"
 )
 
@@ -352,9 +355,30 @@ func TestShimCRIPod(t *testing.T) {
 	}
 	newCtr := func(name string, cmd ...string) string { return newCtrWith(name, map[string]any{}, cmd...) }
 	web := newCtr("web", "sh", "-c", "mkdir -p /www && echo hello-from-pod > /www/index.html && echo serving && exec httpd -f -p 8080 -h /www")
+	images := c.layerImages()
 	client := newCtr("client", "sleep", "3600")
 	if rs := c.podRecords(); len(rs) != 1 {
 		t.Errorf("containers of one pod must share its VM; records: %+v", rs)
+	}
+	// Roots are built in the guest from erofs images of the image's
+	// layers, each converted once: the second container of the same image
+	// found its layers' images made.
+	if len(images) == 0 {
+		t.Errorf("no layer images made for this containerd's snapshots")
+	}
+	if again := c.layerImages(); !maps.Equal(again, images) {
+		t.Errorf("layer images changed when a second container of the same image started:\nbefore %v\nafter  %v", images, again)
+	}
+	if out, err := c.crictl("exec", client, "sh", "-c", "grep ' / / ' /proc/self/mountinfo"); err != nil || !strings.Contains(out, " - overlay overlay ") || !strings.Contains(out, "lowerdir=/run/lodge/l/") {
+		t.Errorf("the container's root is not an overlay of layer images: %v: %q", err, out)
+	}
+	// A write in one container's root is not seen by another of the same
+	// image, nor by the host's snapshots.
+	if out, err := c.crictl("exec", client, "sh", "-c", "test -e /www && echo visible || echo invisible"); err != nil || out != "invisible" {
+		t.Errorf("web's /www from client: %v: %q", err, out)
+	}
+	if m, _ := filepath.Glob(filepath.Join(c.dir, "root", "io.containerd.snapshotter.v1.overlayfs", "snapshots", "*", "fs", "www")); len(m) != 0 {
+		t.Errorf("a container's write reached the host's snapshots: %v", m)
 	}
 
 	// The host reaches the pod on its IP.
@@ -446,6 +470,28 @@ func TestShimCRIPod(t *testing.T) {
 		t.Errorf("rmp after the shim died: %v", err)
 	}
 	c.assertPodStateGone()
+}
+
+// layerImages maps each layer image made from this containerd's snapshots
+// to the image file's inode.
+func (c *ctrd) layerImages() map[string]uint64 {
+	c.t.Helper()
+	st := &layers.Store{Dir: config.Default().Layers.Dir}
+	infos, err := st.List()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	out := map[string]uint64{}
+	for _, in := range infos {
+		if !strings.HasPrefix(in.Source, c.dir+"/") {
+			continue
+		}
+		var s syscall.Stat_t
+		if err := syscall.Stat(in.Path, &s); err == nil {
+			out[in.Source] = s.Ino
+		}
+	}
+	return out
 }
 
 // portForward runs `crictl port-forward POD LOCAL:port` and fetches / through

@@ -263,8 +263,17 @@ type Rootfs struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Tag of the virtio-fs share holding it.
 	ShareTag string `protobuf:"bytes,1,opt,name=share_tag,json=shareTag,proto3" json:"share_tag,omitempty"`
-	// Path inside that share (relative, no "..").
-	Path          string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// Path inside that share (relative, no ".."): the root directory, or,
+	// with layers, where the agent mounts the root it builds.
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// Erofs images of the read-only layers, topmost first, as files inside
+	// the share (attached read-only on the host). With layers, the agent
+	// builds the root with overlayfs: these below, the writable image's
+	// upper directory on top. Empty: path is the root directory itself.
+	Layers []string `protobuf:"bytes,3,rep,name=layers,proto3" json:"layers,omitempty"`
+	// An ext4 image inside the share holding the container's writable
+	// layer (required with layers).
+	Writable      string `protobuf:"bytes,4,opt,name=writable,proto3" json:"writable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -309,6 +318,20 @@ func (x *Rootfs) GetShareTag() string {
 func (x *Rootfs) GetPath() string {
 	if x != nil {
 		return x.Path
+	}
+	return ""
+}
+
+func (x *Rootfs) GetLayers() []string {
+	if x != nil {
+		return x.Layers
+	}
+	return nil
+}
+
+func (x *Rootfs) GetWritable() string {
+	if x != nil {
+		return x.Writable
 	}
 	return ""
 }
@@ -1427,10 +1450,12 @@ const file_agent_proto_rawDesc = "" +
 	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x12\"\n" +
 	"\fcapabilities\x18\x03 \x03(\tR\fcapabilities\x12%\n" +
 	"\x0ekernel_release\x18\x04 \x01(\tR\rkernelRelease\"\a\n" +
-	"\x05Empty\"9\n" +
+	"\x05Empty\"m\n" +
 	"\x06Rootfs\x12\x1b\n" +
 	"\tshare_tag\x18\x01 \x01(\tR\bshareTag\x12\x12\n" +
-	"\x04path\x18\x02 \x01(\tR\x04path\"i\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x16\n" +
+	"\x06layers\x18\x03 \x03(\tR\x06layers\x12\x1a\n" +
+	"\bwritable\x18\x04 \x01(\tR\bwritable\"i\n" +
 	"\x05Stdio\x12\x14\n" +
 	"\x05stdin\x18\x01 \x01(\bR\x05stdin\x12\x16\n" +
 	"\x06stdout\x18\x02 \x01(\bR\x06stdout\x12\x16\n" +

@@ -20,4 +20,7 @@ const (
 	// CapIdentify: the agent answers Health.Identify (a template's clones
 	// need it before they may run anything).
 	CapIdentify = "identify"
+	// CapLayers: the agent builds a root from erofs layer images and a
+	// writable ext4 image (Rootfs.layers, Rootfs.writable).
+	CapLayers = "layers"
 )

@@ -48,6 +48,9 @@ type container struct {
 	// binds are the submounts made mounts of their own in the agent's
 	// namespace (9p shares), unmounted when the container goes.
 	binds []string
+	// layered is the mounts of a root built from layer images (see
+	// layeredRoot), unmounted after binds.
+	layered []string
 
 	mu    sync.Mutex          // guards procs
 	procs map[string]*process // by exec id; "" is init
@@ -149,6 +152,15 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 	if berr != nil {
 		return nil, status.Errorf(codes.Internal, "submount: %v", berr)
 	}
+	var layered []string
+	if len(req.Rootfs.Layers) > 0 {
+		root, mounts, err := layeredRoot(share, req.Rootfs.Layers, req.Rootfs.Writable)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "rootfs: %v", err)
+		}
+		cu.Add(func() { unmountLayered(mounts) })
+		rootfs, layered = root, mounts
+	}
 
 	spec.Root = &specs.Root{Path: rootfs, Readonly: spec.Root != nil && spec.Root.Readonly}
 	spec.Hooks = nil // hooks run on the host, where the runtime spec says they run
@@ -181,7 +193,7 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	c := &container{c: lc, binds: binds, procs: map[string]*process{"": p}}
+	c := &container{c: lc, binds: binds, layered: layered, procs: map[string]*process{"": p}}
 	cs.mu.Lock()
 	cs.byID[id] = c
 	cs.mu.Unlock()
@@ -592,6 +604,7 @@ func (cs *containers) Delete(ctx context.Context, req *agentv1.ContainerRequest)
 		return nil, status.Errorf(codes.Internal, "destroy: %v", err)
 	}
 	unmountAll(c.binds)
+	unmountLayered(c.layered)
 	c.mu.Lock()
 	for _, p := range c.procs {
 		if p != nil {

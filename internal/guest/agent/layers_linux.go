@@ -1,0 +1,202 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lodgeruntime/lodge/internal/guest/boot"
+)
+
+// layersDir holds the mounts of layered roots: <n>/<i> for each layer,
+// <n>/rw for the writable image, <n>/root for the overlay. n is a short
+// sequence number, not the container id, so that the overlay's mount
+// options stay short with many layers.
+const layersDir = "/run/lodge/l"
+
+var rootSeq atomic.Uint64
+
+// layeredRoot builds a container's root from files in the share: each
+// erofs layer image (topmost first) on a read-only loop device, the
+// writable ext4 image on a read-write one, and overlayfs over them. It
+// returns the root and the mounts it made, in order (unmountAll undoes
+// them); on error it has undone its own.
+func layeredRoot(share string, layers []string, writable string) (root string, mounts []string, err error) {
+	if len(layers) == 0 || writable == "" {
+		return "", nil, errors.New("a layered root needs layers and a writable image")
+	}
+	base := filepath.Join(layersDir, strconv.FormatUint(rootSeq.Add(1), 10))
+	defer func() {
+		if err != nil {
+			unmountAll(mounts)
+			removeLayerDirs(base)
+			mounts = nil
+		}
+	}()
+	if err := loadFS(); err != nil {
+		return "", nil, err
+	}
+	var lowers []string
+	for i, l := range layers {
+		img, err := shareRelative(share, l)
+		if err != nil {
+			return "", mounts, fmt.Errorf("layer %d: %w", i, err)
+		}
+		dir := filepath.Join(base, strconv.Itoa(i))
+		if err := mountImage(img, dir, "erofs", true); err != nil {
+			return "", mounts, fmt.Errorf("layer %d: %w", i, err)
+		}
+		mounts = append(mounts, dir)
+		lowers = append(lowers, dir)
+	}
+	img, err := shareRelative(share, writable)
+	if err != nil {
+		return "", mounts, fmt.Errorf("writable layer: %w", err)
+	}
+	rw := filepath.Join(base, "rw")
+	if err := mountImage(img, rw, "ext4", false); err != nil {
+		return "", mounts, fmt.Errorf("writable layer: %w", err)
+	}
+	mounts = append(mounts, rw)
+	upper, work := filepath.Join(rw, "upper"), filepath.Join(rw, "work")
+	for _, d := range []string{upper, work} {
+		if err := os.Mkdir(d, 0o755); err != nil && !os.IsExist(err) {
+			return "", mounts, fmt.Errorf("writable layer: %w", err)
+		}
+	}
+	root = filepath.Join(base, "root")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return "", mounts, err
+	}
+	data := "lowerdir=" + strings.Join(lowers, ":") + ",upperdir=" + upper + ",workdir=" + work
+	if len(data) >= unix.Getpagesize() {
+		return "", mounts, fmt.Errorf("%d layers: overlay options too long", len(layers))
+	}
+	if err := unix.Mount("overlay", root, "overlay", 0, data); err != nil {
+		return "", mounts, fmt.Errorf("mount overlay of %d layers: %w", len(layers), err)
+	}
+	mounts = append(mounts, root)
+	return root, mounts, nil
+}
+
+// unmountLayered undoes what layeredRoot made.
+func unmountLayered(mounts []string) {
+	if len(mounts) == 0 {
+		return
+	}
+	unmountAll(mounts)
+	removeLayerDirs(filepath.Dir(mounts[0]))
+}
+
+// removeLayerDirs removes a layered root's (unmounted) directories; never
+// recursively, so nothing still mounted below is touched.
+func removeLayerDirs(base string) {
+	ents, _ := os.ReadDir(base)
+	for _, e := range ents {
+		os.Remove(filepath.Join(base, e.Name()))
+	}
+	os.Remove(base)
+}
+
+var loadOnce struct {
+	sync.Mutex
+	done bool
+}
+
+// loadFS loads the modules layered roots need (once; a module built into
+// the kernel is fine).
+func loadFS() error {
+	loadOnce.Lock()
+	defer loadOnce.Unlock()
+	if loadOnce.done {
+		return nil
+	}
+	for _, m := range []string{"crc32c_generic", "loop", "erofs", "overlay", "ext4"} {
+		if err := boot.LoadModule(m); err != nil && !haveModule(m) {
+			return fmt.Errorf("load %s: %w", m, err)
+		}
+	}
+	loadOnce.done = true
+	return nil
+}
+
+func haveModule(m string) bool {
+	switch m {
+	case "loop":
+		_, err := os.Stat("/dev/loop-control")
+		return err == nil
+	case "crc32c_generic":
+		b, _ := os.ReadFile("/proc/crypto")
+		return strings.Contains(string(b), ": crc32c\n")
+	}
+	b, _ := os.ReadFile("/proc/filesystems")
+	return strings.Contains(string(b), "\t"+m+"\n")
+}
+
+var loopMu sync.Mutex // one free-device search at a time
+
+// mountImage mounts the filesystem image file img at dir through a loop
+// device that goes away with the mount (autoclear).
+func mountImage(img, dir, fstype string, readonly bool) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	mode, flags, mflags := os.O_RDWR, uint32(unix.LO_FLAGS_AUTOCLEAR), uintptr(0)
+	if readonly {
+		mode, flags, mflags = os.O_RDONLY, flags|unix.LO_FLAGS_READ_ONLY, unix.MS_RDONLY
+	}
+	backing, err := os.OpenFile(img, mode|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer backing.Close()
+	loop, err := attachLoop(backing, flags)
+	if err != nil {
+		return fmt.Errorf("loop device for %s: %w", filepath.Base(img), err)
+	}
+	// The loop device stays while it is open or mounted: close it only
+	// after the mount holds it.
+	defer loop.Close()
+	if err := unix.Mount(loop.Name(), dir, fstype, mflags, ""); err != nil {
+		return fmt.Errorf("mount %s (%s): %w", filepath.Base(img), fstype, err)
+	}
+	return nil
+}
+
+func attachLoop(backing *os.File, flags uint32) (*os.File, error) {
+	loopMu.Lock()
+	defer loopMu.Unlock()
+	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer ctl.Close()
+	for range 8 {
+		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
+		if err != nil {
+			return nil, fmt.Errorf("find a free loop device: %w", err)
+		}
+		dev, err := os.OpenFile("/dev/loop"+strconv.Itoa(n), os.O_RDWR, 0)
+		if err != nil {
+			return nil, err
+		}
+		cfg := unix.LoopConfig{Fd: uint32(backing.Fd())}
+		cfg.Info.Flags = flags
+		err = unix.IoctlLoopConfigure(int(dev.Fd()), &cfg)
+		if err == nil {
+			return dev, nil
+		}
+		dev.Close()
+		if !errors.Is(err, unix.EBUSY) {
+			return nil, err
+		}
+	}
+	return nil, errors.New("no free loop device")
+}

@@ -1,0 +1,91 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
+	"github.com/lodgeruntime/lodge/internal/layers"
+)
+
+// Layers is where the erofs images of image layers are kept and how big a
+// container's writable layer may grow.
+type Layers struct {
+	Store         *layers.Store
+	WritableBytes int64
+}
+
+// LayeredRoot is a container root given as image layers: the guest
+// mounts each layer's erofs image and the container's writable ext4 image
+// and joins them with overlayfs, so no host directory is shared for the
+// root and each read-only layer is converted once for every sandbox.
+type LayeredRoot struct {
+	// Lower are the layers' directories on the host, topmost first (as in
+	// overlayfs' lowerdir); they must never change (committed snapshots).
+	Lower []string
+	// Writable is where the container's writable layer image is made (a
+	// path that does not exist yet; removed with the container).
+	Writable string
+}
+
+// CanLayer says whether the sandbox builds roots from layers: layers are
+// configured and its guest agent knows how.
+func (s *Sandbox) CanLayer() bool {
+	return s.layers != nil && s.layers.Store != nil && s.agent.Has(agentv1.CapLayers)
+}
+
+// attachLayers converts lr's layers (once per layer, for every sandbox),
+// makes the writable image and attaches them all to the share; it returns
+// the guest's view of the root. The caller's rollback undoes the
+// attachments (c.unmount); the writable image is removed here on error
+// and by the container's removal otherwise.
+func (c *Container) attachLayers(ctx context.Context, lr *LayeredRoot) (*agentv1.Rootfs, error) {
+	st := c.sb.layers
+	r := &agentv1.Rootfs{ShareTag: SharedTag, Path: c.id + "/root"}
+	converted := 0
+	for i, dir := range lr.Lower {
+		img, made, err := st.Store.FromDir(ctx, dir)
+		if err != nil {
+			return nil, err
+		}
+		if made {
+			converted++
+		}
+		rel := filepath.Join("layers", strconv.Itoa(i))
+		if err := c.attach(ctx, img, rel, true, false); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
+		}
+		r.Layers = append(r.Layers, filepath.Join(c.id, rel))
+	}
+	if converted > 0 {
+		if n, err := st.Store.Prune(); err == nil && n > 0 {
+			c.sb.log.Info("removed images of layers that are gone", "count", n)
+		}
+	}
+	if err := layers.NewWritable(ctx, lr.Writable, st.WritableBytes); err != nil {
+		return nil, err
+	}
+	c.writable = lr.Writable
+	if err := c.attach(ctx, lr.Writable, "rw.img", false, false); err != nil {
+		return nil, fmt.Errorf("writable layer: %w", err)
+	}
+	r.Writable = filepath.Join(c.id, "rw.img")
+	c.sb.log.Debug("root from layers", "container_id", c.id, "layers", len(lr.Lower), "converted", converted)
+	return r, nil
+}
+
+// removeWritable removes the container's writable layer image, if any.
+func (c *Container) removeWritable() error {
+	if c.writable == "" {
+		return nil
+	}
+	err := os.Remove(c.writable)
+	if os.IsNotExist(err) {
+		err = nil
+	}
+	c.writable = ""
+	return err
+}
