@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # CRI start-up and footprint benchmark: Lodge (handler "lodge": pods start as
-# clones of a template; "lodge-cold": the same handler on a containerd whose
-# shims get LODGE_CONFIG with templates off, so every pod boots a kernel)
-# against runc (handler "runc") in the same run, on a private containerd.
+# clones of a template, container roots are built in the guest from layer
+# images; "lodge-cold": the same handler on a containerd whose shims get
+# LODGE_CONFIG with templates off, so every pod boots a kernel; "lodge-9p":
+# templates on, layer images off, so roots are host directories shared over
+# 9p) against runc (handler "runc") in the same run, on a private containerd.
 #
 # Prints, per mode and concurrency (1, 4 and 10):
 #   runp   median ms of `crictl runp` until the pod is SANDBOX_READY (the
@@ -14,6 +16,7 @@
 # and the lodge/runc ratios.
 #
 # Usage: bench/cri.sh            Env: ROUNDS (default 5), CONC (default "1 4 10"),
+#   MODES (default "runc lodge lodge-9p lodge-cold"),
 #   TOOLS (../shared/tools: setup-containerd.sh, build-critest-images.sh),
 #   CTRD_DIR (/tmp/lodge-bench-ctrd), CTRD_BIN/CTR (containerd 2.x, optional)
 set -euo pipefail
@@ -22,6 +25,7 @@ TOP=$PWD
 TOOLS=${TOOLS:-$TOP/../shared/tools}
 ROUNDS=${ROUNDS:-5}
 CONC=${CONC:-1 4 10}
+MODES=${MODES:-runc lodge lodge-9p lodge-cold}
 export CTRD_DIR=${CTRD_DIR:-/tmp/lodge-bench-ctrd}
 [ -x "$TOOLS/setup-containerd.sh" ] || { echo "need the shared harness in $TOOLS (set TOOLS=)"; exit 2; }
 command -v crictl >/dev/null || { echo "crictl not found (make deps installs it)"; exit 2; }
@@ -31,19 +35,21 @@ IMG=registry.k8s.io/e2e-test-images/busybox:1.29-2
 WORK=$(mktemp -d /tmp/lodge-bench-cri.XXXXXX)
 
 "$TOOLS/build-critest-images.sh" start >/dev/null
-# ctrd [cold]: (re)starts the private containerd; "cold" hands its shims a
-# config with templates off (containerd passes its environment to shims).
+# ctrd warm|cold|9p: (re)starts the private containerd; "cold" hands its
+# shims a config with templates off, "9p" one with layer images off
+# (containerd passes its environment to shims).
 printf '[template]\nenabled = false\n' > "$WORK/cold.toml"
+printf '[layers]\nenabled = false\n' > "$WORK/9p.toml"
 CTRD_MODE=""
 ctrd() {
-  [ "$CTRD_MODE" = "${1:-warm}" ] && return 0
+  [ "$CTRD_MODE" = "$1" ] && return 0
   "$TOOLS/setup-containerd.sh" stop >/dev/null 2>&1 || true
-  if [ "${1:-warm}" = cold ]; then
-    LODGE_CONFIG=$WORK/cold.toml EXTRA_HANDLERS="lodge=io.containerd.lodge.v2" SHIM_PATH=$TOP/bin "$TOOLS/setup-containerd.sh" start >/dev/null
+  if [ "$1" != warm ]; then
+    LODGE_CONFIG=$WORK/$1.toml EXTRA_HANDLERS="lodge=io.containerd.lodge.v2" SHIM_PATH=$TOP/bin "$TOOLS/setup-containerd.sh" start >/dev/null
   else
     EXTRA_HANDLERS="lodge=io.containerd.lodge.v2" SHIM_PATH=$TOP/bin "$TOOLS/setup-containerd.sh" start >/dev/null
   fi
-  CTRD_MODE=${1:-warm}
+  CTRD_MODE=$1
 }
 ctrd warm
 cleanup() {
@@ -64,7 +70,7 @@ descendants() { local p=$1 c; echo "$p"; for c in $(cat /proc/"$p"/task/*/childr
 
 # one_pod HANDLER N: runs pod N, records runp and start times and PSS
 one_pod() {
-  local h=$1 n=$2 t0 t1 pod ctr rt=${1%-cold}
+  local h=$1 n=$2 t0 t1 pod ctr rt=${1%%-*}
   cat > "$WORK/pod-$h-$n.json" <<J
 {"metadata":{"name":"b-$h-$n","namespace":"bench","uid":"u-$h-$n-$RANDOM","attempt":1},"log_directory":"$WORK/logs","linux":{}}
 J
@@ -94,8 +100,8 @@ pod_pss() {
 printf '%-10s %4s %10s %10s %8s\n' mode conc runp_ms start_ms pss_MB
 declare -A R
 for conc in $CONC; do
-  for h in runc lodge lodge-cold; do
-    if [ "$h" = lodge-cold ]; then ctrd cold; else ctrd warm; fi
+  for h in $MODES; do
+    case $h in lodge-cold) ctrd cold ;; lodge-9p) ctrd 9p ;; *) ctrd warm ;; esac
     : > "$WORK/runp-$h-$conc"; : > "$WORK/start-$h-$conc"; : > "$WORK/pss-$h-$conc"
     for r in $(seq "$ROUNDS"); do
       : > "$WORK/pods-$h-$conc"
@@ -110,8 +116,9 @@ for conc in $CONC; do
     R[$h-$conc-pss]=$(median < "$WORK/pss-$h-$conc")
     printf '%-10s %4s %10s %10s %8s\n' "$h" "$conc" "${R[$h-$conc-runp]}" "${R[$h-$conc-start]}" "${R[$h-$conc-pss]}"
   done
-  for pair in "lodge runc" "lodge lodge-cold"; do
+  for pair in "lodge runc" "lodge lodge-cold" "lodge lodge-9p"; do
     set -- $pair
+    [ -n "${R[$1-$conc-runp]:-}" ] && [ -n "${R[$2-$conc-runp]:-}" ] || continue
     printf '%-10s %4s %10s %10s %8s\n' "$1/${2#lodge-}" "$conc" \
       "$(echo "scale=2; ${R[$1-$conc-runp]}/${R[$2-$conc-runp]}" | bc)" \
       "$(echo "scale=2; ${R[$1-$conc-start]}/${R[$2-$conc-start]}" | bc)" \

@@ -10,6 +10,7 @@ pkgs=(
   gcc libc6-dev        # cgo for the agent (libcontainer's nsenter)
   kmod                 # not needed at run time; handy for debugging modules
   xz-utils             # lodge setup: the generic kernel's image is XZ-compressed
+  e2fsprogs            # mkfs.ext4: containers' writable layers (layer-image roots)
   podman conmon        # the Podman integration test
   containerd runc      # the containerd integration tests (lodge shim; runc shim -> lodge-runtime)
   docker.io            # the Docker integration test (a private dockerd per test)

@@ -462,6 +462,10 @@ func TestShimCRIPod(t *testing.T) {
 	if len(rs) != 1 {
 		t.Fatalf("records: %+v", rs)
 	}
+	// A second pod's sandbox container reuses the pause layer's image.
+	if again := c.layerImages(); !maps.Equal(again, images) {
+		t.Errorf("layer images changed when a second pod started:\nbefore %v\nafter  %v", images, again)
+	}
 	syscall.Kill(rs[0].Shim.Pid, syscall.SIGKILL)
 	if _, err := c.crictl("stopp", pod2); err != nil {
 		t.Errorf("stopp after the shim died: %v", err)
