@@ -13,6 +13,10 @@
 #          ready pod
 #   pss    median host PSS per pod in MB (lodge: shim + QEMU + virtiofsd;
 #          runc: shim + pause + container), read from smaps_rollup while idle
+#   cpu    median host CPU per idle pod, in % of one CPU, over IDLE seconds
+#          (default 10) with every pod of the round alive
+#   rate   pods started per second: the round's pods divided by the time
+#          from launching them all at once until the last is ready (median)
 # and the lodge/runc ratios.
 #
 # Usage: bench/cri.sh            Env: ROUNDS (default 5), CONC (default "1 4 10"),
@@ -26,6 +30,7 @@ TOOLS=${TOOLS:-$TOP/../shared/tools}
 ROUNDS=${ROUNDS:-5}
 CONC=${CONC:-1 4 10}
 MODES=${MODES:-runc lodge lodge-9p lodge-cold}
+IDLE=${IDLE:-10}
 export CTRD_DIR=${CTRD_DIR:-/tmp/lodge-bench-ctrd}
 [ -x "$TOOLS/setup-containerd.sh" ] || { echo "need the shared harness in $TOOLS (set TOOLS=)"; exit 2; }
 command -v crictl >/dev/null || { echo "crictl not found (make deps installs it)"; exit 2; }
@@ -87,34 +92,47 @@ J
   echo "$pod" >> "$WORK/pods-$h-$3"
 }
 
-# pod_pss HANDLER POD: PSS (kB) of the processes serving one pod
-pod_pss() {
-  local h=$1 pod=$2 shim pids
+# pod_pids POD: the processes serving one pod (its shim and descendants)
+pod_pids() {
+  local pod=$1 shim
   shim=$(pgrep -f "containerd-shim-.*-address $CTRD_DIR/containerd.sock" | while read -r s; do
     if grep -qa "$pod" /proc/"$s"/cmdline 2>/dev/null; then echo "$s"; fi; done | head -1)
-  [ -n "$shim" ] || { echo 0; return; }
-  pids=$(descendants "$shim")
-  pss_kb $pids
+  [ -n "$shim" ] && descendants "$shim"
 }
+# pod_pss POD: PSS (kB) of the processes serving one pod
+pod_pss() { local pids; pids=$(pod_pids "$1"); [ -n "$pids" ] && pss_kb $pids || echo 0; }
+# ticks PID...: CPU time (user + system, clock ticks) of processes so far
+ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
 
-printf '%-10s %4s %10s %10s %8s\n' mode conc runp_ms start_ms pss_MB
+HZ=$(getconf CLK_TCK)
+printf '%-10s %4s %10s %10s %8s %8s %8s\n' mode conc runp_ms start_ms pss_MB cpu_% pods/s
 declare -A R
 for conc in $CONC; do
   for h in $MODES; do
     case $h in lodge-cold) ctrd cold ;; lodge-9p) ctrd 9p ;; *) ctrd warm ;; esac
-    : > "$WORK/runp-$h-$conc"; : > "$WORK/start-$h-$conc"; : > "$WORK/pss-$h-$conc"
+    : > "$WORK/runp-$h-$conc"; : > "$WORK/start-$h-$conc"; : > "$WORK/pss-$h-$conc"; : > "$WORK/cpu-$h-$conc"; : > "$WORK/rate-$h-$conc"
     for r in $(seq "$ROUNDS"); do
       : > "$WORK/pods-$h-$conc"
       for i in $(seq "$conc"); do one_pod "$h" "$r-$i" "$conc" & done
       wait
+      # one_pod's runp times end at each pod's ready; the slowest is the max
+      echo "scale=2; $conc * 1000 / $(tail -n "$conc" "$WORK/runp-$h-$conc" | sort -n | tail -1)" | bc >> "$WORK/rate-$h-$conc"
       sleep 2
-      for p in $(cat "$WORK/pods-$h-$conc"); do echo $(( $(pod_pss "$h" "$p") / 1024 )) >> "$WORK/pss-$h-$conc"; done
+      for p in $(cat "$WORK/pods-$h-$conc"); do echo $(( $(pod_pss "$p") / 1024 )) >> "$WORK/pss-$h-$conc"; done
+      declare -A T0=()
+      for p in $(cat "$WORK/pods-$h-$conc"); do T0[$p]=$(ticks $(pod_pids "$p")); done
+      sleep "$IDLE"
+      for p in $(cat "$WORK/pods-$h-$conc"); do
+        echo "scale=2; ($(ticks $(pod_pids "$p")) - ${T0[$p]}) * 100 / ($HZ * $IDLE)" | bc >> "$WORK/cpu-$h-$conc"
+      done
       for p in $(cat "$WORK/pods-$h-$conc"); do "${C[@]}" stopp "$p" >/dev/null 2>&1; "${C[@]}" rmp -f "$p" >/dev/null 2>&1; done
     done
     R[$h-$conc-runp]=$(median < "$WORK/runp-$h-$conc")
     R[$h-$conc-start]=$(median < "$WORK/start-$h-$conc")
     R[$h-$conc-pss]=$(median < "$WORK/pss-$h-$conc")
-    printf '%-10s %4s %10s %10s %8s\n' "$h" "$conc" "${R[$h-$conc-runp]}" "${R[$h-$conc-start]}" "${R[$h-$conc-pss]}"
+    R[$h-$conc-cpu]=$(median < "$WORK/cpu-$h-$conc")
+    R[$h-$conc-rate]=$(median < "$WORK/rate-$h-$conc")
+    printf '%-10s %4s %10s %10s %8s %8s %8s\n' "$h" "$conc" "${R[$h-$conc-runp]}" "${R[$h-$conc-start]}" "${R[$h-$conc-pss]}" "${R[$h-$conc-cpu]}" "${R[$h-$conc-rate]}"
   done
   for pair in "lodge runc" "lodge lodge-cold" "lodge lodge-9p"; do
     set -- $pair

@@ -154,10 +154,12 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 	}
 	var layered []string
 	if len(req.Rootfs.Layers) > 0 {
+		t := time.Now()
 		root, mounts, err := layeredRoot(share, req.Rootfs.Layers, req.Rootfs.Writable)
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "rootfs: %v", err)
 		}
+		cs.log.Info("root from layers", "container_id", id, "layers", len(req.Rootfs.Layers), "took", time.Since(t).Round(time.Millisecond))
 		cu.Add(func() { unmountLayered(mounts) })
 		rootfs, layered = root, mounts
 	}
