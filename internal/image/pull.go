@@ -1,0 +1,178 @@
+package image
+
+import (
+	"bufio"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Progress hears about a pull, one layer at a time or several at once.
+type Progress interface {
+	// Layer announces a layer of size bytes; the returned writer is given
+	// the bytes as they arrive and done is called once with the outcome
+	// ("exists" when nothing was fetched).
+	Layer(digest v1.Hash, size int64) (w io.Writer, done func(status string))
+}
+
+// PullOptions tunes a pull.
+type PullOptions struct {
+	Platform *v1.Platform   // nil: the host's (linux/amd64)
+	Keychain authn.Keychain // nil: docker's and podman's auth files
+	Progress Progress       // nil: silent
+}
+
+// ParseName normalises what a user typed (docker.io-style short names,
+// tags, digests) into the name the store keeps.
+func ParseName(s string) (name.Reference, error) {
+	ref, err := name.ParseReference(s)
+	if err != nil {
+		return nil, fmt.Errorf("invalid image name %q: %w", s, err)
+	}
+	return ref, nil
+}
+
+// StoreName is the name an image is kept under.
+func StoreName(ref name.Reference) string { return ref.Name() }
+
+// Pull fetches an image from its registry into the store and unpacks its
+// layers (each blob and each layer once: what is present is neither
+// fetched nor converted again) and names it.
+func (s *Store) Pull(ctx context.Context, ref name.Reference, o PullOptions) (*Image, error) {
+	kc := o.Keychain
+	if kc == nil {
+		kc = authn.DefaultKeychain
+	}
+	plat := v1.Platform{OS: "linux", Architecture: "amd64"}
+	if o.Platform != nil {
+		plat = *o.Platform
+	}
+	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(kc), remote.WithPlatform(plat)}
+	desc, err := remote.Get(ref, opts...)
+	if err != nil {
+		return nil, pullError(ref, err)
+	}
+	img, err := desc.Image()
+	if err != nil {
+		return nil, pullError(ref, err)
+	}
+	rawManifest, err := img.RawManifest()
+	if err != nil {
+		return nil, pullError(ref, err)
+	}
+	rawConfig, err := img.RawConfigFile()
+	if err != nil {
+		return nil, pullError(ref, err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, pullError(ref, err)
+	}
+	for _, l := range m.Layers {
+		layer, err := img.LayerByDigest(l.Digest)
+		if err != nil {
+			return nil, pullError(ref, err)
+		}
+		var w io.Writer = io.Discard
+		done := func(string) {}
+		if o.Progress != nil {
+			w, done = o.Progress.Layer(l.Digest, l.Size)
+		}
+		fetched, err := s.PutBlob(ctx, l.Digest, func() (io.ReadCloser, error) {
+			rc, err := layer.Compressed()
+			if err != nil {
+				return nil, err
+			}
+			return struct {
+				io.Reader
+				io.Closer
+			}{io.TeeReader(rc, w), rc}, nil
+		})
+		if err != nil {
+			done("failed")
+			return nil, pullError(ref, fmt.Errorf("layer %s: %w", l.Digest, err))
+		}
+		if fetched {
+			done("downloaded")
+		} else {
+			done("exists")
+		}
+	}
+	if _, err := s.PutBytes(ctx, rawConfig); err != nil {
+		return nil, fmt.Errorf("pull %s: config: %w", ref, err)
+	}
+	md, err := s.PutBytes(ctx, rawManifest)
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: manifest: %w", ref, err)
+	}
+	im, err := s.Open(Ref{Name: StoreName(ref), Manifest: md})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.RootLayers(ctx, im); err != nil {
+		return nil, fmt.Errorf("pull %s: %w", ref, err)
+	}
+	if err := s.Tag(ctx, StoreName(ref), md); err != nil {
+		return nil, err
+	}
+	return s.Open(Ref{Name: StoreName(ref), Manifest: md})
+}
+
+// pullError says what went wrong in words a user can act on.
+func pullError(ref name.Reference, err error) error {
+	var terr *transport.Error
+	var nerr net.Error
+	switch {
+	case errors.As(err, &terr) && terr.StatusCode == http.StatusUnauthorized:
+		return fmt.Errorf("pull %s: the registry refused the credentials (check `docker login` / ~/.docker/config.json): %w", ref, err)
+	case errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound,
+		errors.As(err, &terr) && hasCode(terr, transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode):
+		return fmt.Errorf("pull %s: no such image in %s: %w", ref, ref.Context().RegistryStr(), err)
+	case errors.As(err, &nerr):
+		return fmt.Errorf("pull %s: cannot reach the registry %s: %w", ref, ref.Context().RegistryStr(), err)
+	}
+	return fmt.Errorf("pull %s: %w", ref, err)
+}
+
+func hasCode(e *transport.Error, codes ...transport.ErrorCode) bool {
+	for _, d := range e.Errors {
+		for _, c := range codes {
+			if d.Code == c {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// decompress opens a layer blob as a tar stream: gzip, zstd or plain.
+func decompress(r io.Reader) (io.ReadCloser, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	magic, _ := br.Peek(4)
+	switch {
+	case len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b:
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, err
+		}
+		return zr, nil
+	case len(magic) == 4 && string(magic) == "\x28\xb5\x2f\xfd":
+		zr, err := zstd.NewReader(br)
+		if err != nil {
+			return nil, err
+		}
+		return zr.IOReadCloser(), nil
+	}
+	return io.NopCloser(br), nil
+}
