@@ -4,13 +4,8 @@ package main
 
 import (
 	"context"
-	"log/slog"
 	"os"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
-
-	"github.com/lodgeruntime/lodge/internal/config"
-	"github.com/lodgeruntime/lodge/internal/host"
 	"github.com/lodgeruntime/lodge/internal/runtimecli"
 )
 
@@ -18,15 +13,5 @@ import (
 var version = "dev"
 
 func main() {
-	os.Exit(runtimecli.Main(context.Background(), os.Args[1:], runtimecli.Env{
-		IO:      runtimecli.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr},
-		Version: runtimecli.Version{Lodge: version, Spec: specs.Version},
-		Resolve: func(log *slog.Logger) (*host.Env, error) {
-			cfg, err := config.Load()
-			if err != nil {
-				return nil, err
-			}
-			return host.Resolve(cfg, log)
-		},
-	}))
+	os.Exit(runtimecli.Main(context.Background(), os.Args[1:], runtimecli.StandardEnv(version)))
 }

@@ -7,13 +7,20 @@ import (
 
 	"github.com/lodgeruntime/lodge/internal/cli"
 	"github.com/lodgeruntime/lodge/internal/config"
+	"github.com/lodgeruntime/lodge/internal/runtimecli"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 func main() {
-	os.Exit(cli.Main(context.Background(), os.Args[1:], cli.Env{
-		Out: os.Stdout, Err: os.Stderr, Version: version, LoadConfig: config.Load,
+	ctx := context.Background()
+	// `lodge run` starts each container's supervisor as this executable
+	// (lodge-runtime's, built in).
+	if runtimecli.Supervises(os.Args[1:]) {
+		os.Exit(runtimecli.Main(ctx, os.Args[1:], runtimecli.StandardEnv(version)))
+	}
+	os.Exit(cli.Main(ctx, os.Args[1:], cli.Env{
+		In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Version: version, LoadConfig: config.Load,
 	}))
 }

@@ -3,69 +3,125 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
 
 	"github.com/lodgeruntime/lodge/internal/config"
 )
 
 // Env is what main hands the command line.
 type Env struct {
+	In       *os.File
 	Out, Err io.Writer
 	Version  string
 	// LoadConfig reads the configuration.
 	LoadConfig func() (config.Config, error)
 }
 
-// Main runs `lodge` and returns the exit status.
-func Main(ctx context.Context, args []string, env Env) int {
-	if err := dispatch(ctx, args, env); err != nil {
-		fmt.Fprintf(env.Err, "lodge: %v\n", err)
-		return 1
-	}
-	return 0
+// Exit codes, as docker's: 125 when Lodge itself fails a run, 126 when the
+// command cannot be run, 127 when it is not found; else the container's.
+const (
+	ExitLodge        = 125
+	ExitNotRunnable  = 126
+	ExitNotFound     = 127
+	exitGeneralError = 1
+)
+
+// exitError carries an exit status out of a command; its message, if
+// any, has been printed.
+type exitError struct {
+	code int
+	err  error
 }
 
-const usage = `usage: lodge [--debug] <command>
+func (e exitError) Error() string {
+	if e.err != nil {
+		return e.err.Error()
+	}
+	return fmt.Sprintf("exit status %d", e.code)
+}
 
-commands:
-  check    report whether this host can run Lodge, and how
-  setup    fetch the guest kernel and build the guest initrd
-  template build|ls|rm   VM templates sandboxes start from (see README)
-  version  print the version`
+func (e exitError) Unwrap() error { return e.err }
 
-func dispatch(ctx context.Context, args []string, env Env) error {
-	fs := flag.NewFlagSet("lodge", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	debug := fs.Bool("debug", false, "debug logging")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w\n%s", err, usage)
+// Main runs `lodge` and returns the exit status.
+func Main(ctx context.Context, args []string, env Env) int {
+	if env.In == nil {
+		env.In = os.Stdin
 	}
-	level := slog.LevelInfo
-	if *debug {
-		level = slog.LevelDebug
+	root := newRoot(ctx, &env)
+	root.SetArgs(args)
+	root.SetOut(env.Out)
+	root.SetErr(env.Err)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
 	}
-	log := slog.New(slog.NewTextHandler(env.Err, &slog.HandlerOptions{Level: level}))
-	if fs.NArg() == 0 {
-		return errors.New(usage)
+	var ee exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintf(env.Err, "lodge: %v\n", ee.err)
+		}
+		return ee.code
 	}
-	cfg, err := env.LoadConfig()
-	if err != nil {
-		return err
+	fmt.Fprintf(env.Err, "lodge: %v\n", err)
+	return exitGeneralError
+}
+
+// app is what every command gets: the configuration and a logger.
+type app struct {
+	env   *Env
+	debug bool
+	cfg   config.Config
+	log   *slog.Logger
+}
+
+func newRoot(ctx context.Context, env *Env) *cobra.Command {
+	a := &app{env: env}
+	root := &cobra.Command{
+		Use:           "lodge",
+		Short:         "Lodge: containers, each in its own microVM",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       env.Version,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			level := slog.LevelInfo
+			if a.debug {
+				level = slog.LevelDebug
+			}
+			a.log = slog.New(slog.NewTextHandler(env.Err, &slog.HandlerOptions{Level: level}))
+			cfg, err := env.LoadConfig()
+			if err != nil {
+				return err
+			}
+			a.cfg = cfg
+			return nil
+		},
 	}
-	rest := fs.Args()[1:]
-	switch fs.Arg(0) {
-	case "check":
-		return cmdCheck(ctx, cfg, log, env.Out)
-	case "setup":
-		return cmdSetup(ctx, cfg, log, rest)
-	case "template":
-		return cmdTemplate(ctx, cfg, log, env.Out, rest)
-	case "version":
-		fmt.Fprintln(env.Out, "lodge version", env.Version)
-		return nil
+	root.SetVersionTemplate("lodge version {{.Version}}\n")
+	root.PersistentFlags().BoolVar(&a.debug, "debug", false, "debug logging")
+	// Commands that keep their own flag parsing.
+	passthrough := func(use, short string, run func(args []string) error) *cobra.Command {
+		return &cobra.Command{Use: use, Short: short, DisableFlagParsing: true,
+			RunE: func(cmd *cobra.Command, args []string) error { return run(args) }}
 	}
-	return fmt.Errorf("unknown command %q\n%s", fs.Arg(0), usage)
+	root.AddCommand(
+		&cobra.Command{Use: "check", Short: "report whether this host can run Lodge, and how", Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error { return cmdCheck(ctx, a.cfg, a.log, env.Out) }},
+		passthrough("setup", "fetch the guest kernel, build the guest initrd and the built-in image",
+			func(args []string) error { return cmdSetup(ctx, a.cfg, a.log, args) }),
+		passthrough("template", "VM templates sandboxes start from: build|ls|rm",
+			func(args []string) error { return cmdTemplate(ctx, a.cfg, a.log, env.Out, args) }),
+		&cobra.Command{Use: "version", Short: "print the version", Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				fmt.Fprintln(env.Out, "lodge version", env.Version)
+				return nil
+			}},
+	)
+	addImageCommands(root, a)
+	addRunCommand(root, a)
+	return root
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/guestimage"
 	"github.com/lodgeruntime/lodge/internal/host"
+	"github.com/lodgeruntime/lodge/internal/image"
+	"github.com/lodgeruntime/lodge/internal/layers"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/vmm"
 	"github.com/lodgeruntime/lodge/internal/vmm/qemu"
@@ -42,11 +44,30 @@ func cmdSetup(ctx context.Context, cfg config.Config, log *slog.Logger, args []s
 		names = append(names, m.Name)
 	}
 	log.Info("guest ready", "kernel", art.Kernel, "release", art.Release, "initrd", art.Initrd, "modules", names)
+	if err := setupBuiltinImage(ctx, cfg, log); err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
 	if cfg.VMM.Accel == "auto" && qemu.CheckKVM() == nil {
 		if _, ok := host.ReadKVMVerdict(cfg.Guest.Dir); !ok {
 			probeKVM(ctx, cfg, log)
 		}
 	}
+	return nil
+}
+
+// setupBuiltinImage imports the built-in busybox image (made from the
+// host's busybox-static) unless the store has that very image.
+func setupBuiltinImage(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	img, err := image.BuiltinImage(image.BuiltinBusybox)
+	if err != nil {
+		return err
+	}
+	st := &image.Store{Dir: cfg.Images.Dir, Layers: &layers.Store{Dir: cfg.Layers.Dir, Log: log}, Log: log}
+	im, err := st.Import(ctx, img, image.BuiltinName)
+	if err != nil {
+		return fmt.Errorf("built-in image: %w", err)
+	}
+	log.Info("built-in image ready", "name", displayName(im.Name), "id", im.ConfigDigest.Hex[:12])
 	return nil
 }
 

@@ -36,6 +36,16 @@ type Config struct {
 	Sharefs  Sharefs  `toml:"sharefs"`
 	Template Template `toml:"template"`
 	Layers   Layers   `toml:"layers"`
+	Images   Images   `toml:"images"`
+}
+
+// DefaultImageDir holds the images of the lodge command.
+const DefaultImageDir = "/var/lib/lodge/images"
+
+// Images configures the lodge command's image store.
+type Images struct {
+	// Dir holds blobs and names (layers are unpacked into layers.dir).
+	Dir string `toml:"dir"`
 }
 
 // Layers configures container roots built in the guest from erofs images
@@ -134,6 +144,7 @@ func Default() Config {
 		Template: Template{Enabled: true, Dir: DefaultTemplateDir,
 			MemoryClassesMiB: []int{256, 512, 1024, 2048, 4096}, VCPUClasses: []int{1, 2, 4, 8}},
 		Layers: Layers{Enabled: true, Dir: DefaultLayerDir, WritableGiB: 10},
+		Images: Images{Dir: DefaultImageDir},
 	}
 }
 
@@ -201,6 +212,9 @@ func (c Config) Validate() error {
 	}
 	if c.VMM.MemoryMiB < 64 {
 		errs = append(errs, fmt.Errorf("vmm.memory_mib %d: want at least 64", c.VMM.MemoryMiB))
+	}
+	if !filepath.IsAbs(c.Images.Dir) {
+		errs = append(errs, fmt.Errorf("images.dir %q must be an absolute path", c.Images.Dir))
 	}
 	if !filepath.IsAbs(c.Layers.Dir) {
 		errs = append(errs, fmt.Errorf("layers.dir %q must be an absolute path", c.Layers.Dir))

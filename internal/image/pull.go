@@ -67,27 +67,37 @@ func (s *Store) Pull(ctx context.Context, ref name.Reference, o PullOptions) (*I
 	if err != nil {
 		return nil, pullError(ref, err)
 	}
-	rawManifest, err := img.RawManifest()
+	im, err := s.put(ctx, img, StoreName(ref), o.Progress)
 	if err != nil {
 		return nil, pullError(ref, err)
+	}
+	return im, nil
+}
+
+// put stores img (layers, config, manifest: what is present is neither
+// written nor unpacked again), unpacks its layers and names it.
+func (s *Store) put(ctx context.Context, img v1.Image, name string, prog Progress) (*Image, error) {
+	rawManifest, err := img.RawManifest()
+	if err != nil {
+		return nil, err
 	}
 	rawConfig, err := img.RawConfigFile()
 	if err != nil {
-		return nil, pullError(ref, err)
+		return nil, err
 	}
 	m, err := img.Manifest()
 	if err != nil {
-		return nil, pullError(ref, err)
+		return nil, err
 	}
 	for _, l := range m.Layers {
 		layer, err := img.LayerByDigest(l.Digest)
 		if err != nil {
-			return nil, pullError(ref, err)
+			return nil, err
 		}
 		var w io.Writer = io.Discard
 		done := func(string) {}
-		if o.Progress != nil {
-			w, done = o.Progress.Layer(l.Digest, l.Size)
+		if prog != nil {
+			w, done = prog.Layer(l.Digest, l.Size)
 		}
 		fetched, err := s.PutBlob(ctx, l.Digest, func() (io.ReadCloser, error) {
 			rc, err := layer.Compressed()
@@ -101,7 +111,7 @@ func (s *Store) Pull(ctx context.Context, ref name.Reference, o PullOptions) (*I
 		})
 		if err != nil {
 			done("failed")
-			return nil, pullError(ref, fmt.Errorf("layer %s: %w", l.Digest, err))
+			return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
 		}
 		if fetched {
 			done("downloaded")
@@ -110,23 +120,23 @@ func (s *Store) Pull(ctx context.Context, ref name.Reference, o PullOptions) (*I
 		}
 	}
 	if _, err := s.PutBytes(ctx, rawConfig); err != nil {
-		return nil, fmt.Errorf("pull %s: config: %w", ref, err)
+		return nil, fmt.Errorf("config: %w", err)
 	}
 	md, err := s.PutBytes(ctx, rawManifest)
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: manifest: %w", ref, err)
+		return nil, fmt.Errorf("manifest: %w", err)
 	}
-	im, err := s.Open(Ref{Name: StoreName(ref), Manifest: md})
+	im, err := s.Open(Ref{Name: name, Manifest: md})
 	if err != nil {
 		return nil, err
 	}
 	if _, err := s.RootLayers(ctx, im); err != nil {
-		return nil, fmt.Errorf("pull %s: %w", ref, err)
-	}
-	if err := s.Tag(ctx, StoreName(ref), md); err != nil {
 		return nil, err
 	}
-	return s.Open(Ref{Name: StoreName(ref), Manifest: md})
+	if err := s.Tag(ctx, name, md); err != nil {
+		return nil, err
+	}
+	return s.Open(Ref{Name: name, Manifest: md})
 }
 
 // pullError says what went wrong in words a user can act on.

@@ -206,19 +206,30 @@ func (s *Store) Prune() (removed int, err error) {
 		if !in.Orphan {
 			continue
 		}
-		unlock, err := filelock.Lock(context.Background(), filepath.Join(s.Dir, in.Key+".lock"), false)
-		if err != nil {
-			continue // being made again right now
-		}
-		rerr := os.Remove(in.Path)
-		os.Remove(filepath.Join(s.Dir, in.Key+".json"))
-		os.Remove(filepath.Join(s.Dir, in.Key+".lock"))
-		unlock()
-		if rerr == nil {
+		if _, err := s.RemoveImage(in.Key); err == nil {
 			removed++
 		}
 	}
 	return removed, nil
+}
+
+// RemoveImage removes key's image and returns the bytes it took; a guest
+// that reads it keeps reading it (the host's open file outlives its
+// name). It fails while the image is being made.
+func (s *Store) RemoveImage(key string) (int64, error) {
+	unlock, err := filelock.Lock(context.Background(), filepath.Join(s.Dir, key+".lock"), false)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	var size int64
+	if fi, err := os.Stat(s.Path(key)); err == nil {
+		size = fi.Size()
+	}
+	rerr := os.Remove(s.Path(key))
+	os.Remove(filepath.Join(s.Dir, key+".json"))
+	os.Remove(filepath.Join(s.Dir, key+".lock"))
+	return size, rerr
 }
 
 // DefaultWritableBytes is the size of a container's writable layer: a
@@ -274,4 +285,42 @@ func lookMkfs() (string, error) {
 		}
 	}
 	return "", errors.New("mkfs.ext4 not found (install e2fsprogs)")
+}
+
+// BundleFile is a file in an OCI bundle, written by `lodge` (whoever
+// writes the bundle), that gives the container's root as layer images in
+// the store instead of the bundle's root directory.
+const BundleFile = "lodge-layers.json"
+
+// BundleLayers is BundleFile's content.
+type BundleLayers struct {
+	// Images are erofs images in the layer store, topmost first.
+	Images []string `json:"images"`
+}
+
+// ReadBundle reads bundle's BundleFile (nil, nil if it has none) and
+// checks that every image it names is an image file of this store: a
+// bundle cannot point the guest at any other host file.
+func (s *Store) ReadBundle(bundle string) (*BundleLayers, error) {
+	var bl BundleLayers
+	err := state.Read(filepath.Join(bundle, BundleFile), &bl)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", BundleFile, err)
+	}
+	if len(bl.Images) == 0 {
+		return nil, fmt.Errorf("%s names no images", BundleFile)
+	}
+	for _, p := range bl.Images {
+		if filepath.Clean(p) != p || filepath.Dir(p) != filepath.Clean(s.Dir) || !strings.HasSuffix(p, ".erofs") {
+			return nil, fmt.Errorf("%s: %q is not an image of the layer store %s", BundleFile, p, s.Dir)
+		}
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("%s: image %s: not a regular file in the layer store (pulled image removed? pull it again)", BundleFile, p)
+		}
+	}
+	return &bl, nil
 }

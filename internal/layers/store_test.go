@@ -2,6 +2,7 @@ package layers
 
 import (
 	"context"
+	"encoding/json"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -260,5 +261,37 @@ func TestNewWritable(t *testing.T) {
 	}
 	if err := NewWritable(context.Background(), p, 1<<30); err == nil {
 		t.Error("NewWritable over an existing file succeeded")
+	}
+}
+
+func TestReadBundleAcceptsOnlyStoreImages(t *testing.T) {
+	s := &Store{Dir: t.TempDir()}
+	img := filepath.Join(s.Dir, "diff-ab.erofs")
+	os.WriteFile(img, []byte("x"), 0o444)
+	outside := filepath.Join(t.TempDir(), "x.erofs")
+	os.WriteFile(outside, []byte("x"), 0o444)
+	os.Symlink(outside, filepath.Join(s.Dir, "link.erofs"))
+	bundle := t.TempDir()
+	if bl, err := s.ReadBundle(bundle); bl != nil || err != nil {
+		t.Fatalf("bundle without %s: %v, %v", BundleFile, bl, err)
+	}
+	for _, tc := range []struct {
+		images []string
+		ok     bool
+	}{
+		{[]string{img}, true},
+		{[]string{outside}, false},
+		{[]string{filepath.Join(s.Dir, "link.erofs")}, false},
+		{[]string{s.Dir + "/../" + filepath.Base(s.Dir) + "/diff-ab.erofs"}, false},
+		{[]string{"/etc/shadow"}, false},
+		{[]string{filepath.Join(s.Dir, "missing.erofs")}, false},
+		{nil, false},
+	} {
+		b, _ := json.Marshal(BundleLayers{Images: tc.images})
+		os.WriteFile(filepath.Join(bundle, BundleFile), b, 0o644)
+		bl, err := s.ReadBundle(bundle)
+		if (err == nil) != tc.ok || (tc.ok && len(bl.Images) != 1) {
+			t.Errorf("images %v: %v, %v; want ok=%v", tc.images, bl, err, tc.ok)
+		}
 	}
 }

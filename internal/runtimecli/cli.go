@@ -11,6 +11,9 @@ import (
 	"slices"
 	"strings"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/host"
 )
 
@@ -204,4 +207,20 @@ func runcLevel(groups []string, a slog.Attr) slog.Attr {
 		name = "warning"
 	}
 	return slog.String(slog.LevelKey, name)
+}
+
+// StandardEnv is the environment of lodge-runtime (and of the supervisors
+// `lodge run` starts): the process's stdio, the config file, this host.
+func StandardEnv(version string) Env {
+	return Env{
+		IO:      IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr},
+		Version: Version{Lodge: version, Spec: specs.Version},
+		Resolve: func(log *slog.Logger) (*host.Env, error) {
+			cfg, err := config.Load()
+			if err != nil {
+				return nil, err
+			}
+			return host.Resolve(cfg, log)
+		},
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -211,12 +212,39 @@ func cmdRun(ctx context.Context, g globals, log *slog.Logger, env Env, args []st
 	if err != nil {
 		return err
 	}
+	code, err := runContainer(ctx, g, log, f, id)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return exitCode(code)
+	}
+	return nil
+}
+
+// Run is `lodge-runtime --root ROOT run [-d] --bundle BUNDLE ID` for
+// another command of this process (`lodge run`): err reports Lodge's own
+// failure, code the container's exit status. The supervisor is this
+// executable called with "__supervise" (see Supervises).
+func Run(ctx context.Context, log *slog.Logger, root, logFile, bundle, id string, detach bool) (code int, err error) {
+	if err := checkID(id); err != nil {
+		return 0, err
+	}
+	g := globals{root: root, logFile: logFile, logFormat: "text"}
+	return runContainer(ctx, g, log, createFlags{bundle: bundle, detach: detach}, id)
+}
+
+// Supervises says whether args are a supervisor's (created by Run): the
+// executable must then hand them to Main.
+func Supervises(args []string) bool { return slices.Contains(args, "__supervise") }
+
+func runContainer(ctx context.Context, g globals, log *slog.Logger, f createFlags, id string) (int, error) {
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs)
 	defer signal.Stop(sigs)
 	cmd, err := createContainer(g, f, id, f.detach)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	task, closeFn, err := dialTask(ctx, g.root, id)
 	if err == nil {
@@ -230,11 +258,11 @@ func cmdRun(ctx context.Context, g globals, log *slog.Logger, env Env, args []st
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
 		cleanupContainer(g.root, id)
-		return err
+		return 0, err
 	}
 	if f.detach {
 		cmd.Process.Release()
-		return nil
+		return 0, nil
 	}
 	done := make(chan struct{})
 	go func() {
@@ -259,10 +287,7 @@ func cmdRun(ctx context.Context, g globals, log *slog.Logger, env Env, args []st
 	if err := deleteStopped(ctx, log, g.root, id); err != nil {
 		log.Warn("delete container", "container_id", id, "err", err)
 	}
-	if code != 0 {
-		return exitCode(code)
-	}
-	return nil
+	return code, nil
 }
 
 // forwardSignal sends signal n to the container's init on a connection of

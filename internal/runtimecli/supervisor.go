@@ -166,6 +166,16 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, r 
 			}
 			return sb, err
 		},
+		Layered: func(bundle string) (*sandbox.LayeredRoot, error) {
+			if henv.Layers == nil {
+				return nil, nil
+			}
+			bl, err := henv.Layers.Store.ReadBundle(bundle)
+			if err != nil || bl == nil {
+				return nil, err
+			}
+			return &sandbox.LayeredRoot{Images: bl.Images, Writable: filepath.Join(bundle, "lodge-rw.img")}, nil
+		},
 		Stdio:   opener,
 		HostPID: func(string, string) uint32 { return uint32(os.Getpid()) },
 		Exited:  func(_ string, es sandbox.ExitStatus) { s.exited <- es },

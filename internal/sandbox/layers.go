@@ -26,6 +26,9 @@ type LayeredRoot struct {
 	// Lower are the layers' directories on the host, topmost first (as in
 	// overlayfs' lowerdir); they must never change (committed snapshots).
 	Lower []string
+	// Images are erofs images already in the layer store, topmost first
+	// (an image pulled by `lodge`); used when Lower is empty.
+	Images []string
 	// Writable is where the container's writable layer image is made (a
 	// path that does not exist yet; removed with the container).
 	Writable string
@@ -46,14 +49,24 @@ func (c *Container) attachLayers(ctx context.Context, lr *LayeredRoot) (*agentv1
 	st := c.sb.layers
 	r := &agentv1.Rootfs{ShareTag: SharedTag, Path: c.id + "/root"}
 	converted := 0
-	for i, dir := range lr.Lower {
-		img, made, err := st.Store.FromDir(ctx, dir)
-		if err != nil {
-			return nil, err
+	imgs := lr.Images
+	if len(lr.Lower) > 0 {
+		imgs = nil
+		for _, dir := range lr.Lower {
+			img, made, err := st.Store.FromDir(ctx, dir)
+			if err != nil {
+				return nil, err
+			}
+			if made {
+				converted++
+			}
+			imgs = append(imgs, img)
 		}
-		if made {
-			converted++
-		}
+	}
+	if len(imgs) == 0 {
+		return nil, fmt.Errorf("a root from layers without layers")
+	}
+	for i, img := range imgs {
 		rel := filepath.Join("layers", strconv.Itoa(i))
 		if err := c.attach(ctx, img, rel, true, false); err != nil {
 			return nil, fmt.Errorf("layer %d: %w", i, err)
@@ -73,7 +86,7 @@ func (c *Container) attachLayers(ctx context.Context, lr *LayeredRoot) (*agentv1
 		return nil, fmt.Errorf("writable layer: %w", err)
 	}
 	r.Writable = filepath.Join(c.id, "rw.img")
-	c.sb.log.Debug("root from layers", "container_id", c.id, "layers", len(lr.Lower), "converted", converted)
+	c.sb.log.Debug("root from layers", "container_id", c.id, "layers", len(imgs), "converted", converted)
 	return r, nil
 }
 

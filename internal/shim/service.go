@@ -45,6 +45,10 @@ type Config struct {
 	// start, pause or resume leads to (its end is Exited's); nil: nobody
 	// listens.
 	StatusChanged func(id string, st apitypes.Status)
+	// Layered, when set, may give a container's root as layer images
+	// (lodge-runtime: a bundle made by `lodge` says so); nil result: it
+	// does not.
+	Layered func(bundle string) (*sandbox.LayeredRoot, error)
 }
 
 // Service implements containerd's task service over one sandbox.
@@ -209,7 +213,16 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 	// mounted here and shared.
 	var layered *sandbox.LayeredRoot
 	undo := func() {}
-	if lower, ok := overlayLowers(r.Rootfs); ok && sb.CanLayer() {
+	if s.cfg.Layered != nil {
+		if layered, err = s.cfg.Layered(b.Dir); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+	}
+	if layered != nil {
+		if !sb.CanLayer() {
+			return nil, fmt.Errorf("%w: the bundle's root is layer images and this sandbox cannot build one (layers disabled in the config, or a guest agent without them: `make setup`)", ErrPrecondition)
+		}
+	} else if lower, ok := overlayLowers(r.Rootfs); ok && sb.CanLayer() {
 		layered = &sandbox.LayeredRoot{Lower: lower, Writable: filepath.Join(b.Dir, writableImage)}
 	} else if undo, err = mountRootfs(r.Rootfs, r.Bundle); err != nil {
 		return nil, err

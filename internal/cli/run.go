@@ -1,0 +1,425 @@
+package cli
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/erofs/go-erofs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/spf13/cobra"
+
+	"github.com/lodgeruntime/lodge/internal/image"
+	"github.com/lodgeruntime/lodge/internal/layers"
+	"github.com/lodgeruntime/lodge/internal/oci"
+	"github.com/lodgeruntime/lodge/internal/runtimecli"
+	"github.com/lodgeruntime/lodge/internal/state"
+)
+
+// Where `lodge run` keeps its containers' bundles and runtime state.
+const (
+	runDir       = "/run/lodge/lodge"
+	runtimeState = "/run/lodge/lodge/state"
+)
+
+type runOpts struct {
+	rm, interactive, tty, readOnly bool
+	name, workdir, user, hostname  string
+	entrypoint                     *string
+	env, envFiles, volumes         []string
+	memory                         string
+	cpus                           float64
+	network, pull                  string
+	detach                         bool
+}
+
+// dockerCaps are the capabilities docker gives a container by default.
+var dockerCaps = []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"}
+
+func addRunCommand(root *cobra.Command, a *app) {
+	var o runOpts
+	var entrypoint string
+	run := &cobra.Command{
+		Use:   "run [OPTIONS] IMAGE [COMMAND] [ARG...]",
+		Short: "run a command in a new container, in a microVM of its own",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("entrypoint") {
+				o.entrypoint = &entrypoint
+			}
+			return a.run(cmd, o, args[0], args[1:])
+		},
+	}
+	f := run.Flags()
+	f.SetInterspersed(false) // what follows IMAGE is the container's command
+	f.BoolVar(&o.rm, "rm", false, "remove the container when it exits")
+	f.BoolVarP(&o.detach, "detach", "d", false, "run in the background (not yet)")
+	f.BoolVarP(&o.interactive, "interactive", "i", false, "keep stdin open")
+	f.BoolVarP(&o.tty, "tty", "t", false, "allocate a terminal")
+	f.BoolVar(&o.readOnly, "read-only", false, "read-only root filesystem")
+	f.StringVar(&o.name, "name", "", "container name")
+	f.StringArrayVarP(&o.env, "env", "e", nil, "set an environment variable (NAME=VALUE, or NAME to pass the host's)")
+	f.StringArrayVar(&o.envFiles, "env-file", nil, "read environment variables from a file")
+	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "bind mount HOST:CONTAINER[:ro]")
+	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory in the container")
+	f.StringVarP(&o.user, "user", "u", "", "user (name|uid[:group|gid])")
+	f.StringVar(&entrypoint, "entrypoint", "", "override the image's entrypoint")
+	f.StringVarP(&o.memory, "memory", "m", "", "memory limit (e.g. 256m, 1g)")
+	f.Float64Var(&o.cpus, "cpus", 0, "CPUs (e.g. 1.5)")
+	f.StringVar(&o.hostname, "hostname", "", "container host name")
+	f.StringVar(&o.network, "network", "none", "network: none (bridge: not yet)")
+	f.StringVar(&o.pull, "pull", "missing", "pull the image: missing, always or never")
+	root.AddCommand(run)
+}
+
+// lodgeError is Lodge's own failure of a run (exit 125).
+func lodgeError(err error) error { return exitError{code: ExitLodge, err: err} }
+
+func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string) error {
+	ctx := cmd.Context()
+	if o.detach {
+		return lodgeError(errors.New("-d: detached containers are not supported yet (run in the foreground)"))
+	}
+	if o.network != "none" {
+		return lodgeError(fmt.Errorf("--network %s: only \"none\" is supported yet", o.network))
+	}
+	st := a.images()
+	var im *image.Image
+	var err error
+	switch o.pull {
+	case "always":
+		im, err = a.pull(cmd, imageName, "")
+	case "missing", "never":
+		im, err = st.Find(normalise(imageName))
+		if errors.Is(err, image.ErrNotFound) && o.pull == "missing" {
+			im, err = a.pull(cmd, imageName, "")
+		}
+	default:
+		err = fmt.Errorf("--pull %q: want missing, always or never", o.pull)
+	}
+	if err != nil {
+		return lodgeError(err)
+	}
+	lays, err := st.RootLayers(ctx, im)
+	if err != nil {
+		return lodgeError(err)
+	}
+	id := newID()
+	spec, err := runSpec(im, lays, o, args, id)
+	if err != nil {
+		return lodgeError(err)
+	}
+	bundle := filepath.Join(runDir, id)
+	if err := writeBundle(bundle, spec, lays); err != nil {
+		os.RemoveAll(bundle)
+		return lodgeError(err)
+	}
+	defer os.RemoveAll(bundle)
+	if !o.interactive {
+		devnull, err := os.Open(os.DevNull)
+		if err != nil {
+			return lodgeError(err)
+		}
+		defer devnull.Close()
+		saved := os.Stdin
+		os.Stdin = devnull
+		defer func() { os.Stdin = saved }()
+	}
+	code, err := runtimecli.Run(ctx, a.log, runtimeState, filepath.Join(bundle, "runtime.log"), bundle, id, false)
+	if err != nil {
+		return exitError{code: runExitCode(err), err: err}
+	}
+	if code != 0 {
+		return exitError{code: code}
+	}
+	return nil
+}
+
+// runExitCode maps a failed start to docker's codes.
+func runExitCode(err error) int {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory") && strings.Contains(msg, "exec"):
+		return ExitNotFound
+	case strings.Contains(msg, "permission denied") && strings.Contains(msg, "exec"):
+		return ExitNotRunnable
+	}
+	return ExitLodge
+}
+
+func newID() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func writeBundle(bundle string, spec *specs.Spec, lays []string) error {
+	if err := os.MkdirAll(filepath.Join(bundle, "rootfs"), 0o711); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(spec, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
+		return err
+	}
+	return state.Write(filepath.Join(bundle, layers.BundleFile), layers.BundleLayers{Images: lays})
+}
+
+// runSpec makes the container's OCI spec from the image's config and the
+// command line, as docker does.
+func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string) (*specs.Spec, error) {
+	c := im.Config.Config
+	spec := oci.DefaultSpec()
+	p := spec.Process
+	p.Terminal = o.tty
+	p.NoNewPrivileges = false
+	p.Capabilities = &specs.LinuxCapabilities{Bounding: dockerCaps, Effective: dockerCaps, Permitted: dockerCaps}
+	p.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1048576, Soft: 1048576}}
+	spec.Root = &specs.Root{Path: "rootfs", Readonly: o.readOnly}
+	spec.Hostname = id[:12]
+	if o.hostname != "" {
+		spec.Hostname = o.hostname
+	}
+	entry := c.Entrypoint
+	cmdArgs := c.Cmd
+	if o.entrypoint != nil {
+		entry, cmdArgs = nil, nil
+		if *o.entrypoint != "" {
+			entry = []string{*o.entrypoint}
+		}
+	}
+	if len(args) > 0 {
+		cmdArgs = args
+	}
+	p.Args = append(append([]string{}, entry...), cmdArgs...)
+	if len(p.Args) == 0 {
+		return nil, fmt.Errorf("no command: the image %s has none, give one after its name", displayName(im.Name))
+	}
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	env = mergeEnv(env, c.Env)
+	env = mergeEnv(env, []string{"HOSTNAME=" + spec.Hostname})
+	if o.tty {
+		env = mergeEnv(env, []string{"TERM=xterm"})
+	}
+	for _, f := range o.envFiles {
+		vs, err := readEnvFile(f)
+		if err != nil {
+			return nil, err
+		}
+		env = mergeEnv(env, vs)
+	}
+	for _, e := range o.env {
+		if !strings.Contains(e, "=") {
+			v, ok := os.LookupEnv(e)
+			if !ok {
+				continue
+			}
+			e += "=" + v
+		}
+		env = mergeEnv(env, []string{e})
+	}
+	p.Env = env
+	p.Cwd = "/"
+	if c.WorkingDir != "" {
+		p.Cwd = c.WorkingDir
+	}
+	if o.workdir != "" {
+		p.Cwd = o.workdir
+	}
+	if !path.IsAbs(p.Cwd) {
+		return nil, fmt.Errorf("working directory %q must be absolute", p.Cwd)
+	}
+	user := c.User
+	if o.user != "" {
+		user = o.user
+	}
+	if user != "" {
+		u, err := resolveUser(user, lays)
+		if err != nil {
+			return nil, err
+		}
+		p.User = u
+	}
+	for _, v := range o.volumes {
+		m, err := parseVolume(v)
+		if err != nil {
+			return nil, err
+		}
+		spec.Mounts = append(spec.Mounts, m)
+	}
+	res := spec.Linux.Resources
+	if o.memory != "" {
+		n, err := parseBytes(o.memory)
+		if err != nil {
+			return nil, fmt.Errorf("--memory %q: %w", o.memory, err)
+		}
+		res.Memory = &specs.LinuxMemory{Limit: &n}
+	}
+	if o.cpus > 0 {
+		period := uint64(100000)
+		quota := int64(o.cpus * float64(period))
+		res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
+	}
+	// docker's /dev nodes and default device rules.
+	spec.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}
+	spec.Annotations = map[string]string{"io.lodge.image": im.Name}
+	return spec, nil
+}
+
+func mergeEnv(env, add []string) []string {
+	for _, kv := range add {
+		k, _, _ := strings.Cut(kv, "=")
+		replaced := false
+		for i, e := range env {
+			if ek, _, _ := strings.Cut(e, "="); ek == k {
+				env[i], replaced = kv, true
+				break
+			}
+		}
+		if !replaced {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func readEnvFile(p string) ([]string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("--env-file: %w", err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		if !strings.Contains(l, "=") {
+			v, ok := os.LookupEnv(l)
+			if !ok {
+				continue
+			}
+			l += "=" + v
+		}
+		out = append(out, l)
+	}
+	return out, sc.Err()
+}
+
+// parseVolume reads -v HOST:CONTAINER[:ro|rw].
+func parseVolume(v string) (specs.Mount, error) {
+	parts := strings.Split(v, ":")
+	if len(parts) < 2 || len(parts) > 3 {
+		return specs.Mount{}, fmt.Errorf("-v %q: want HOST:CONTAINER[:ro] (named volumes: not yet)", v)
+	}
+	host, ctr := parts[0], parts[1]
+	if !filepath.IsAbs(host) {
+		return specs.Mount{}, fmt.Errorf("-v %q: the host path must be absolute (named volumes: not yet)", v)
+	}
+	if !path.IsAbs(ctr) {
+		return specs.Mount{}, fmt.Errorf("-v %q: the container path must be absolute", v)
+	}
+	if _, err := os.Stat(host); err != nil {
+		return specs.Mount{}, fmt.Errorf("-v %q: %w", v, err)
+	}
+	opts := []string{"rbind", "rprivate"}
+	if len(parts) == 3 {
+		switch parts[2] {
+		case "ro":
+			opts = append(opts, "ro")
+		case "rw":
+		default:
+			return specs.Mount{}, fmt.Errorf("-v %q: option %q: want ro or rw", v, parts[2])
+		}
+	}
+	return specs.Mount{Destination: ctr, Type: "bind", Source: host, Options: opts}, nil
+}
+
+func parseBytes(s string) (int64, error) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	mult := int64(1)
+	for suf, m := range map[string]int64{"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "b": 1} {
+		if strings.HasSuffix(s, suf) {
+			s, mult = strings.TrimSuffix(s, suf), m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, errors.New("want a positive size such as 512m or 1g")
+	}
+	return n * mult, nil
+}
+
+// resolveUser turns user[:group] into ids, reading names from the image's
+// /etc/passwd and /etc/group (the topmost layer that has the file).
+func resolveUser(spec string, lays []string) (specs.User, error) {
+	u, g, hasGroup := strings.Cut(spec, ":")
+	var out specs.User
+	uid, err := strconv.ParseUint(u, 10, 32)
+	if err != nil {
+		e, ok := lookupDB(lays, "etc/passwd", u)
+		if !ok {
+			return out, fmt.Errorf("user %q: not in the image's /etc/passwd", u)
+		}
+		uid, _ = strconv.ParseUint(e[2], 10, 32)
+		gid, _ := strconv.ParseUint(e[3], 10, 32)
+		out.GID = uint32(gid)
+	}
+	out.UID = uint32(uid)
+	if hasGroup {
+		gid, err := strconv.ParseUint(g, 10, 32)
+		if err != nil {
+			e, ok := lookupDB(lays, "etc/group", g)
+			if !ok {
+				return out, fmt.Errorf("group %q: not in the image's /etc/group", g)
+			}
+			gid, _ = strconv.ParseUint(e[2], 10, 32)
+		}
+		out.GID = uint32(gid)
+	}
+	return out, nil
+}
+
+// lookupDB finds name's line (split on ':') in the file of the topmost
+// layer image that has it.
+func lookupDB(lays []string, file, name string) ([]string, bool) {
+	for _, l := range lays {
+		f, err := os.Open(l)
+		if err != nil {
+			continue
+		}
+		img, err := erofs.Open(f)
+		if err != nil {
+			f.Close()
+			continue
+		}
+		b, err := fs.ReadFile(img, file)
+		f.Close()
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			fields := strings.Split(line, ":")
+			if len(fields) >= 4 && fields[0] == name {
+				return fields, true
+			}
+		}
+		return nil, false
+	}
+	return nil, false
+}
