@@ -54,8 +54,8 @@ type storedLayer struct {
 	d v1.Descriptor
 }
 
-func (l storedLayer) Digest() (v1.Hash, error)           { return l.d.Digest, nil }
-func (l storedLayer) Size() (int64, error)               { return l.d.Size, nil }
+func (l storedLayer) Digest() (v1.Hash, error)            { return l.d.Digest, nil }
+func (l storedLayer) Size() (int64, error)                { return l.d.Size, nil }
 func (l storedLayer) MediaType() (types.MediaType, error) { return l.d.MediaType, nil }
 func (l storedLayer) Compressed() (io.ReadCloser, error)  { return l.s.Blob(l.d.Digest) }
 

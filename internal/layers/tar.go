@@ -217,4 +217,3 @@ func setMeta(w *erofs.Writer, hdr *tar.Header, name string) error {
 	}
 	return nil
 }
-

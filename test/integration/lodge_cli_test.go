@@ -185,4 +185,3 @@ func TestLodgePullRun(t *testing.T) {
 		t.Errorf("bundles left in /run/lodge/lodge: %v", entries)
 	}
 }
-
