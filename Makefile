@@ -6,7 +6,7 @@ LDFLAGS := -X main.version=$(VERSION)
 AGENT_TAGS := netgo osusergo seccomp
 BIN := bin
 
-.PHONY: all build setup deps demo test unit integration conformance-oci conformance-oci-quick conformance-cri bench bench-cri generate fmt vet clean
+.PHONY: all build setup setup-run deps deps-run demo test unit integration conformance-oci conformance-oci-quick conformance-cri bench bench-cri generate fmt vet clean
 
 all: build
 
@@ -23,14 +23,21 @@ $(BIN)/lodge-agent: FORCE
 
 FORCE:
 
-# Host packages (apt, idempotent), then the guest kernel and initrd.
+# Host packages (apt, idempotent), then the guest kernel, the initrd and
+# the built-in image. deps-run/setup-run: only what Lodge itself runs.
 deps:
-	scripts/install-deps.sh
+	scripts/install-deps.sh all
+
+deps-run:
+	scripts/install-deps.sh run
 
 setup: deps build
 	$(BIN)/lodge setup --agent $(BIN)/lodge-agent
 
-demo: setup
+setup-run: deps-run build
+	$(BIN)/lodge setup --agent $(BIN)/lodge-agent
+
+demo: setup-run
 	scripts/demo.sh
 
 test: setup unit integration conformance-oci-quick

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Lodge and its tests need. Idempotent: it
-# calls apt only when something is missing.
+# Installs the Debian packages Lodge needs ("run": what `make demo` runs)
+# and, by default, what its tests need too ("all"). Idempotent: it calls
+# apt only when something is missing.
+#   scripts/install-deps.sh [run|all]
 set -euo pipefail
+what=${1:-all}
 pkgs=(
   qemu-system-x86      # the VMM
   qemu-system-common   # /usr/lib/qemu/virtiofsd
-  busybox-static       # demo and test root filesystems
+  busybox-static       # the built-in image (lodge setup), test root filesystems
   libseccomp-dev       # static libseccomp for the guest agent
   gcc libc6-dev        # cgo for the agent (libcontainer's nsenter)
-  kmod                 # not needed at run time; handy for debugging modules
   xz-utils             # lodge setup: the generic kernel's image is XZ-compressed
   e2fsprogs            # mkfs.ext4: containers' writable layers (layer-image roots)
+)
+[ "$what" = run ] || pkgs+=(
+  kmod                 # not needed at run time; handy for debugging modules
   podman conmon        # the Podman integration test
   containerd runc      # the containerd integration tests (lodge shim; runc shim -> lodge-runtime)
   docker.io            # the Docker integration test (a private dockerd per test)
@@ -39,6 +44,7 @@ fi
 if ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
   apt-get update -q
 fi
+[ "$what" = run ] && exit 0
 # crictl drives containerd's CRI in the pod test (not packaged in Debian 12).
 CRICTL_VERSION=v1.37.0
 if ! command -v crictl >/dev/null 2>&1; then
