@@ -73,6 +73,7 @@ func Main(ctx context.Context, args []string, env Env) int {
 
 // app is what every command gets: the configuration and a logger.
 type app struct {
+	ctx   func() context.Context
 	env   *Env
 	debug bool
 	cfg   config.Config
@@ -80,7 +81,7 @@ type app struct {
 }
 
 func newRoot(ctx context.Context, env *Env) *cobra.Command {
-	a := &app{env: env}
+	a := &app{env: env, ctx: func() context.Context { return ctx }}
 	root := &cobra.Command{
 		Use:           "lodge",
 		Short:         "Lodge: containers, each in its own microVM",
@@ -98,6 +99,7 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 				return err
 			}
 			a.cfg = cfg
+			containersDir = cfg.Images.ContainersDir
 			return nil
 		},
 	}
@@ -123,5 +125,6 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 	)
 	addImageCommands(root, a)
 	addRunCommand(root, a)
+	addContainerCommands(root, a)
 	return root
 }

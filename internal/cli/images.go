@@ -43,7 +43,6 @@ func addImageCommands(root *cobra.Command, a *app) {
 	var format string
 	ls := &cobra.Command{
 		Use:     "images [-q] [--format table|json|TEMPLATE]",
-		Aliases: []string{"ls"},
 		Short:   "list images",
 		Args:    cobra.NoArgs,
 		RunE:    func(cmd *cobra.Command, _ []string) error { return a.listImages(cmd.OutOrStdout(), quiet, format) },
@@ -53,7 +52,6 @@ func addImageCommands(root *cobra.Command, a *app) {
 
 	rmi := &cobra.Command{
 		Use:     "rmi IMAGE...",
-		Aliases: []string{"rm"},
 		Short:   "remove images (their names; unreferenced content goes with `image prune`)",
 		Args:    cobra.MinimumNArgs(1),
 		RunE:    func(cmd *cobra.Command, args []string) error { return a.removeImages(cmd, args) },
@@ -303,20 +301,40 @@ func since(t time.Time) string {
 	if t.IsZero() {
 		return "N/A"
 	}
-	d := time.Since(t)
-	switch {
-	case d < time.Minute:
-		return "Less than a minute ago"
-	case d < time.Hour:
-		return fmt.Sprintf("%d minutes ago", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%d hours ago", int(d.Hours()))
-	case d < 60*24*time.Hour:
-		return fmt.Sprintf("%d days ago", int(d.Hours()/24))
-	case d < 2*365*24*time.Hour:
-		return fmt.Sprintf("%d months ago", int(d.Hours()/24/30))
+	return humanDuration(time.Since(t)) + " ago"
+}
+
+// humanDuration says a duration as docker does ("3 seconds", "About a
+// minute", "2 hours").
+func humanDuration(d time.Duration) string {
+	switch s := int(d.Seconds()); {
+	case s < 1:
+		return "Less than a second"
+	case s == 1:
+		return "1 second"
+	case s < 60:
+		return fmt.Sprintf("%d seconds", s)
 	}
-	return fmt.Sprintf("%d years ago", int(d.Hours()/24/365))
+	switch m := int(d.Minutes()); {
+	case m == 1:
+		return "About a minute"
+	case m < 60:
+		return fmt.Sprintf("%d minutes", m)
+	}
+	switch h := int(d.Hours()); {
+	case h == 1:
+		return "About an hour"
+	case h < 48:
+		return fmt.Sprintf("%d hours", h)
+	case h < 24*7*2:
+		return fmt.Sprintf("%d days", h/24)
+	case h < 24*30*3:
+		return fmt.Sprintf("%d weeks", h/24/7)
+	case h < 24*365*2:
+		return fmt.Sprintf("%d months", h/24/30)
+	default:
+		return fmt.Sprintf("%d years", h/24/365)
+	}
 }
 
 func humanSize(n int64) string {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -9,10 +10,13 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/erofs/go-erofs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -25,11 +29,8 @@ import (
 	"github.com/lodgeruntime/lodge/internal/state"
 )
 
-// Where `lodge run` keeps its containers' bundles and runtime state.
-const (
-	runDir       = "/run/lodge/lodge"
-	runtimeState = "/run/lodge/lodge/state"
-)
+// runtimeState is lodge-runtime's state root for `lodge`'s containers.
+const runtimeState = "/run/lodge/lodge"
 
 type runOpts struct {
 	rm, interactive, tty, readOnly bool
@@ -63,7 +64,7 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f := run.Flags()
 	f.SetInterspersed(false) // what follows IMAGE is the container's command
 	f.BoolVar(&o.rm, "rm", false, "remove the container when it exits")
-	f.BoolVarP(&o.detach, "detach", "d", false, "run in the background (not yet)")
+	f.BoolVarP(&o.detach, "detach", "d", false, "run in the background and print the container's ID")
 	f.BoolVarP(&o.interactive, "interactive", "i", false, "keep stdin open")
 	f.BoolVarP(&o.tty, "tty", "t", false, "allocate a terminal")
 	f.BoolVar(&o.readOnly, "read-only", false, "read-only root filesystem")
@@ -87,11 +88,14 @@ func lodgeError(err error) error { return exitError{code: ExitLodge, err: err} }
 
 func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string) error {
 	ctx := cmd.Context()
-	if o.detach {
-		return lodgeError(errors.New("-d: detached containers are not supported yet (run in the foreground)"))
-	}
 	if o.network != "none" {
 		return lodgeError(fmt.Errorf("--network %s: only \"none\" is supported yet", o.network))
+	}
+	if o.detach && o.tty && !o.interactive {
+		return lodgeError(errors.New("-d with -t needs -i too (a detached terminal is kept for a later attach, which Lodge has not yet)"))
+	}
+	if o.detach && o.tty {
+		return lodgeError(errors.New("-d -t: detached terminals are not supported yet"))
 	}
 	st := a.images()
 	var im *image.Image
@@ -119,29 +123,115 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	if err != nil {
 		return lodgeError(err)
 	}
-	bundle := filepath.Join(runDir, id)
-	if err := writeBundle(bundle, spec, lays); err != nil {
-		os.RemoveAll(bundle)
+	name, err := uniqueName(o.name)
+	if err != nil {
 		return lodgeError(err)
 	}
-	defer os.RemoveAll(bundle)
+	rec := &ctrRecord{ID: id, Name: name, Image: im.Name, ImageID: im.ConfigDigest.Hex, Command: spec.Process.Args,
+		Created: time.Now().UTC(), Detached: o.detach, AutoRemove: o.rm, StopSignal: im.Config.Config.StopSignal}
+	if err := os.MkdirAll(ctrDir(id), 0o700); err != nil {
+		return lodgeError(err)
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			os.RemoveAll(ctrDir(id))
+		}
+	}()
+	if err := writeBundle(bundleDir(id), spec, lays); err != nil {
+		return lodgeError(err)
+	}
+	if err := rec.save(); err != nil {
+		return lodgeError(err)
+	}
+	if o.detach {
+		if err := a.runDetached(ctx, rec, o); err != nil {
+			return lodgeError(err)
+		}
+		keep = true
+		fmt.Fprintln(cmd.OutOrStdout(), id)
+		return nil
+	}
 	if !o.interactive {
-		devnull, err := os.Open(os.DevNull)
+		restore, err := swapStdio(&os.Stdin, os.DevNull, os.O_RDONLY)
 		if err != nil {
 			return lodgeError(err)
 		}
-		defer devnull.Close()
-		saved := os.Stdin
-		os.Stdin = devnull
-		defer func() { os.Stdin = saved }()
+		defer restore()
 	}
-	code, err := runtimecli.Run(ctx, a.log, runtimeState, filepath.Join(bundle, "runtime.log"), bundle, id, false)
+	code, err := runtimecli.Run(ctx, a.log, runtimeState, filepath.Join(ctrDir(id), "runtime.log"), bundleDir(id), id, false)
 	if err != nil {
 		return exitError{code: runExitCode(err), err: err}
+	}
+	if !o.rm {
+		keep = true
+		rec.ExitCode, rec.FinishedAt = &code, time.Now().UTC()
+		rec.save()
 	}
 	if code != 0 {
 		return exitError{code: code}
 	}
+	return nil
+}
+
+// swapStdio points *f at path for the caller's next child process (the
+// supervisor inherits the process's stdio); restore undoes it.
+func swapStdio(f **os.File, path string, flag int) (restore func(), err error) {
+	nf, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, err
+	}
+	saved := *f
+	*f = nf
+	return func() { *f = saved; nf.Close() }, nil
+}
+
+// runDetached starts the container with its output going to its logger
+// (this executable, __logger), which outlives this command.
+func (a *app) runDetached(ctx context.Context, rec *ctrRecord, o runOpts) error {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return err
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return err
+	}
+	defer devnull.Close()
+	logger := exec.Command("/proc/self/exe", "__logger", rec.ID)
+	logger.Stdin, logger.Stdout, logger.Stderr = devnull, nil, nil
+	logger.ExtraFiles = []*os.File{outR, errR}
+	logger.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	logger.Env = os.Environ()
+	err = logger.Start()
+	outR.Close()
+	errR.Close()
+	if err != nil {
+		outW.Close()
+		errW.Close()
+		return fmt.Errorf("start the log helper: %w", err)
+	}
+	savedIn, savedOut, savedErr := os.Stdin, os.Stdout, os.Stderr
+	os.Stdin, os.Stdout, os.Stderr = devnull, outW, errW
+	if o.interactive {
+		os.Stdin = savedIn
+	}
+	_, err = runtimecli.Run(ctx, a.log, runtimeState, filepath.Join(ctrDir(rec.ID), "runtime.log"), bundleDir(rec.ID), rec.ID, true)
+	os.Stdin, os.Stdout, os.Stderr = savedIn, savedOut, savedErr
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		logger.Process.Kill()
+		logger.Wait()
+		return err
+	}
+	logger.Process.Release()
 	return nil
 }
 

@@ -117,3 +117,25 @@ func listRecords(root string) ([]*record, error) {
 	}
 	return out, nil
 }
+
+// Info is what another command of this process (`lodge ps`) learns of a
+// container from its record.
+type Info struct {
+	Status     string // creating, created, running, paused, stopped
+	ExitStatus *int   // once known
+	Pid        int    // the supervisor
+	Created    time.Time
+}
+
+// Inspect reads a container's record under root; errors.Is(err,
+// ErrNoContainer) when there is none.
+func Inspect(root, id string) (Info, error) {
+	r, err := loadRecord(root, id)
+	if err != nil {
+		return Info{}, err
+	}
+	return Info{Status: r.Status, ExitStatus: r.ExitStatus, Pid: r.Pid, Created: r.Created}, nil
+}
+
+// ErrNoContainer reports an unknown container id.
+var ErrNoContainer = errNoContainer

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log"
 	"net/http/httptest"
@@ -36,7 +37,8 @@ func newLodgeCLI(t *testing.T) *lodgeCLI {
 	t.Helper()
 	l := &lodgeCLI{t: t, bin: filepath.Join(binDir(t), "lodge"), dir: t.TempDir()}
 	cfg := filepath.Join(l.dir, "config.toml")
-	os.WriteFile(cfg, []byte("[images]\ndir = \""+filepath.Join(l.dir, "images")+"\"\n[layers]\ndir = \""+filepath.Join(l.dir, "layers")+"\"\n"), 0o644)
+	os.WriteFile(cfg, []byte("[images]\ndir = \""+filepath.Join(l.dir, "images")+"\"\ncontainers_dir = \""+filepath.Join(l.dir, "containers")+
+		"\"\n[layers]\ndir = \""+filepath.Join(l.dir, "layers")+"\"\n"), 0o644)
 	l.env = append(os.Environ(), "LODGE_CONFIG="+cfg)
 	return l
 }
@@ -181,7 +183,87 @@ func TestLodgePullRun(t *testing.T) {
 	if out := l.must("run", "--rm", ref, "cat", "/marker"); out != "from the second layer\n" {
 		t.Errorf("run after load: %q", out)
 	}
-	if entries, _ := os.ReadDir("/run/lodge/lodge"); len(entries) > 1 {
-		t.Errorf("bundles left in /run/lodge/lodge: %v", entries)
+	if entries, _ := os.ReadDir(filepath.Join(l.dir, "containers")); len(entries) != 0 {
+		t.Errorf("containers left after run --rm: %v", entries)
+	}
+}
+
+// TestLodgeDetached: containers that outlive the command that started
+// them, listed, logged, exec'd into, stopped and removed from later calls.
+func TestLodgeDetached(t *testing.T) {
+	l := newLodgeCLI(t)
+	ref, _ := testImage(t)
+	l.must("pull", ref)
+
+	id := strings.TrimSpace(l.must("run", "-d", "--name", "ticker", ref, "sh", "-c",
+		"echo started; echo oops >&2; i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done"))
+	if len(id) != 64 {
+		t.Fatalf("run -d printed %q, want the container's ID", id)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(l.must("logs", "ticker"), "tick 2") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no output logged:\n%s", l.must("logs", "ticker"))
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if ps := l.must("ps"); !strings.Contains(ps, id[:12]) || !strings.Contains(ps, "ticker") || !strings.Contains(ps, "Up ") {
+		t.Errorf("ps:\n%s", ps)
+	}
+	r := l.run("", "logs", "ticker")
+	if !strings.HasPrefix(r.stdout, "started\n") || r.stderr != "oops\n" {
+		t.Errorf("logs: stdout %q stderr %q", r.stdout, r.stderr)
+	}
+	if out := l.must("logs", "--tail", "1", "ticker"); strings.Count(out, "\n") != 1 {
+		t.Errorf("logs --tail 1: %q", out)
+	}
+	if out := l.must("exec", "ticker", "cat", "/marker"); out != "from the second layer\n" {
+		t.Errorf("exec: %q", out)
+	}
+	if r := l.run("", "exec", "ticker", "sh", "-c", "exit 4"); r.code != 4 {
+		t.Errorf("exec exit 4: %d", r.code)
+	}
+	var insp []map[string]any
+	if err := json.Unmarshal([]byte(l.must("inspect", "ticker")), &insp); err != nil || len(insp) != 1 || insp[0]["Id"] != id {
+		t.Errorf("inspect: %v %v", insp, err)
+	}
+	if r := l.run("", "rm", "ticker"); r.code == 0 || !strings.Contains(r.stderr, "running") {
+		t.Errorf("rm of a running container: exit %d %s", r.code, r.stderr)
+	}
+	l.must("stop", "-t", "1", "ticker")
+	if out := strings.TrimSpace(l.must("wait", "ticker")); out != "137" {
+		t.Errorf("wait after stop: %q, want 137 (sh ignores SIGTERM)", out)
+	}
+	if ps := l.must("ps"); strings.Contains(ps, "ticker") {
+		t.Errorf("a stopped container is listed by ps:\n%s", ps)
+	}
+	if ps := l.must("ps", "-a"); !strings.Contains(ps, "Exited (137)") {
+		t.Errorf("ps -a:\n%s", ps)
+	}
+	if out := l.must("logs", "ticker"); !strings.Contains(out, "tick 1") {
+		t.Errorf("logs after exit: %q", out)
+	}
+	l.must("rm", "ticker")
+
+	// A container that ends by itself, with --rm: gone once it has.
+	l.must("run", "-d", "--rm", "--name", "brief", ref, "sh", "-c", "exit 3")
+	for deadline := time.Now().Add(time.Minute); strings.Contains(l.must("ps", "-a"), "brief"); {
+		if time.Now().After(deadline) {
+			t.Fatal("run -d --rm: the container was not removed after it ended")
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	// rm -f of a running container stops its VM and leaves nothing.
+	doomed := strings.TrimSpace(l.must("run", "-d", "--name", "doomed", ref, "sleep", "1000"))
+	l.must("rm", "-f", "doomed")
+	if ps := l.must("ps", "-a", "-q"); ps != "" {
+		t.Errorf("containers left: %q", ps)
+	}
+	time.Sleep(time.Second)
+	if procs := append(processesMentioning(id), processesMentioning(doomed)...); len(procs) != 0 {
+		t.Errorf("processes left: %v", procs)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(l.dir, "containers")); len(entries) != 0 {
+		t.Errorf("container directories left: %v", entries)
 	}
 }

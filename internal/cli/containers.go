@@ -1,0 +1,708 @@
+package cli
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"text/template"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lodgeruntime/lodge/internal/runtimecli"
+	"github.com/lodgeruntime/lodge/internal/state"
+)
+
+// containersDir keeps a record per container of `lodge` (kept after the
+// container exits, until `lodge rm`), its bundle and its log: the
+// config's images.containers_dir, set before any command runs.
+var containersDir = "/var/lib/lodge/containers"
+
+// logMax is the size at which a container's log is rotated (one old file
+// is kept: the log takes at most twice this).
+const logMax = 10 << 20
+
+// ctrRecord is a container of `lodge`.
+type ctrRecord struct {
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`
+	Image      string    `json:"image"`
+	ImageID    string    `json:"image_id"`
+	Command    []string  `json:"command"`
+	Created    time.Time `json:"created"`
+	Detached   bool      `json:"detached"`
+	AutoRemove bool      `json:"auto_remove"`
+	StopSignal string    `json:"stop_signal,omitempty"`
+	ExitCode   *int      `json:"exit_code,omitempty"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	// Error is why the container ended other than by its own exit (its
+	// VM died, ...), once known.
+	Error string `json:"error,omitempty"`
+}
+
+func ctrDir(id string) string    { return filepath.Join(containersDir, id) }
+func bundleDir(id string) string { return filepath.Join(ctrDir(id), "bundle") }
+func logPath(id string) string   { return filepath.Join(ctrDir(id), "json.log") }
+
+func (r *ctrRecord) save() error {
+	return state.Write(filepath.Join(ctrDir(r.ID), "container.json"), r)
+}
+
+func loadCtr(id string) (*ctrRecord, error) {
+	var r ctrRecord
+	if err := state.Read(filepath.Join(ctrDir(id), "container.json"), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func allCtrs() ([]*ctrRecord, error) {
+	ents, err := os.ReadDir(containersDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []*ctrRecord
+	for _, e := range ents {
+		if r, err := loadCtr(e.Name()); err == nil {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.After(out[j].Created) })
+	return out, nil
+}
+
+// findCtr resolves a name, an id or a unique id prefix.
+func findCtr(s string) (*ctrRecord, error) {
+	all, err := allCtrs()
+	if err != nil {
+		return nil, err
+	}
+	var match *ctrRecord
+	for _, r := range all {
+		if r.Name == s || r.ID == s {
+			return r, nil
+		}
+		if len(s) >= 3 && strings.HasPrefix(r.ID, s) {
+			if match != nil {
+				return nil, fmt.Errorf("%q names more than one container", s)
+			}
+			match = r
+		}
+	}
+	if match == nil {
+		return nil, fmt.Errorf("no such container: %s", s)
+	}
+	return match, nil
+}
+
+// status is the container's state now: the runtime's while it has one,
+// else the record's.
+func (r *ctrRecord) status() (st string, running bool) {
+	if info, err := runtimecli.Inspect(runtimeState, r.ID); err == nil {
+		switch info.Status {
+		case "running", "paused", "created", "creating":
+			return info.Status, info.Status == "running" || info.Status == "paused"
+		}
+	}
+	return "exited", false
+}
+
+func (r *ctrRecord) exitCode() int {
+	if r.ExitCode != nil {
+		return *r.ExitCode
+	}
+	if info, err := runtimecli.Inspect(runtimeState, r.ID); err == nil && info.ExitStatus != nil {
+		return *info.ExitStatus
+	}
+	return -1
+}
+
+func (r *ctrRecord) statusLine() string {
+	st, _ := r.status()
+	switch st {
+	case "running":
+		return "Up " + humanDuration(time.Since(r.Created))
+	case "paused":
+		return "Up (Paused)"
+	case "created", "creating":
+		return "Created"
+	}
+	if r.FinishedAt.IsZero() {
+		return fmt.Sprintf("Exited (%d)", r.exitCode())
+	}
+	return fmt.Sprintf("Exited (%d) %s", r.exitCode(), since(r.FinishedAt))
+}
+
+func uniqueName(want string) (string, error) {
+	all, err := allCtrs()
+	if err != nil {
+		return "", err
+	}
+	taken := map[string]bool{}
+	for _, r := range all {
+		taken[r.Name] = true
+	}
+	if want != "" {
+		if taken[want] {
+			return "", fmt.Errorf("the container name %q is already in use", want)
+		}
+		if !validName(want) {
+			return "", fmt.Errorf("invalid container name %q: use letters, digits, '_', '.', '-'", want)
+		}
+		return want, nil
+	}
+	for {
+		n := "lodge_" + newID()[:8]
+		if !taken[n] {
+			return n, nil
+		}
+	}
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i, c := range s {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || (i > 0 && strings.ContainsRune("_.-", c))
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// logLine is one line of a container's log (docker's json-file format).
+type logLine struct {
+	Log    string    `json:"log"`
+	Stream string    `json:"stream"`
+	Time   time.Time `json:"time"`
+}
+
+// jsonLog writes a container's output as json lines, rotating the file
+// at logMax.
+type jsonLog struct {
+	mu   sync.Mutex
+	path string
+	f    *os.File
+	size int64
+}
+
+func openJSONLog(path string) (*jsonLog, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	fi, _ := f.Stat()
+	return &jsonLog{path: path, f: f, size: fi.Size()}, nil
+}
+
+func (l *jsonLog) write(stream string, b []byte) {
+	line, _ := json.Marshal(logLine{Log: string(b), Stream: stream, Time: time.Now().UTC()})
+	line = append(line, '\n')
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.size+int64(len(line)) > logMax {
+		l.f.Close()
+		os.Rename(l.path, l.path+".1")
+		f, err := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+		if err != nil {
+			return
+		}
+		l.f, l.size = f, 0
+	}
+	n, _ := l.f.Write(line)
+	l.size += int64(n)
+}
+
+// copyLines copies r to the log line by line (a long line in pieces).
+func (l *jsonLog) copyLines(stream string, r io.Reader) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		b, err := br.ReadSlice('\n')
+		if len(b) > 0 {
+			l.write(stream, b)
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
+}
+
+func addContainerCommands(root *cobra.Command, a *app) {
+	var all, quiet bool
+	var format string
+	ps := &cobra.Command{
+		Use:   "ps [-a] [-q] [--format table|json|TEMPLATE]",
+		Short: "list containers",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return listCtrs(cmd.OutOrStdout(), all, quiet, format) },
+	}
+	ps.Flags().BoolVarP(&all, "all", "a", false, "all containers (default: running ones)")
+	ps.Flags().BoolVarP(&quiet, "quiet", "q", false, "IDs only")
+	ps.Flags().StringVar(&format, "format", "table", "table, json or a Go template")
+
+	var follow, timestamps bool
+	var tail string
+	logs := &cobra.Command{
+		Use:   "logs [-f] [--tail N] [--timestamps] CONTAINER",
+		Short: "print a container's output",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := findCtr(args[0])
+			if err != nil {
+				return err
+			}
+			return printLogs(cmd.OutOrStdout(), cmd.ErrOrStderr(), r, follow, tail, timestamps)
+		},
+	}
+	logs.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the container ends")
+	logs.Flags().StringVarP(&tail, "tail", "n", "all", "lines from the end to show")
+	logs.Flags().BoolVarP(&timestamps, "timestamps", "t", false, "show times")
+
+	var sig string
+	kill := &cobra.Command{
+		Use:   "kill [-s SIGNAL] CONTAINER...",
+		Short: "signal containers",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachCtr(cmd, args, func(r *ctrRecord) error { return runtimeOp(a, "kill", r.ID, sig) })
+		},
+	}
+	kill.Flags().StringVarP(&sig, "signal", "s", "KILL", "signal")
+
+	var timeout int
+	stop := &cobra.Command{
+		Use:   "stop [-t SECONDS] CONTAINER...",
+		Short: "stop containers (their stop signal, then SIGKILL)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachCtr(cmd, args, func(r *ctrRecord) error { return stopCtr(a, r, time.Duration(timeout)*time.Second) })
+		},
+	}
+	stop.Flags().IntVarP(&timeout, "time", "t", 10, "seconds to wait before SIGKILL")
+
+	var force bool
+	rm := &cobra.Command{
+		Use:   "rm [-f] CONTAINER...",
+		Short: "remove containers",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachCtr(cmd, args, func(r *ctrRecord) error { return removeCtr(a, r, force) })
+		},
+	}
+	rm.Flags().BoolVarP(&force, "force", "f", false, "stop a running container first")
+
+	wait := &cobra.Command{
+		Use:   "wait CONTAINER...",
+		Short: "wait for containers to end and print their exit codes",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, n := range args {
+				r, err := findCtr(n)
+				if err != nil {
+					return err
+				}
+				r, err = waitCtr(cmd, r)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), r.exitCode())
+			}
+			return nil
+		},
+	}
+
+	inspect := &cobra.Command{
+		Use:   "inspect CONTAINER...",
+		Short: "describe containers (a JSON array)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var out []any
+			for _, n := range args {
+				r, err := findCtr(n)
+				if err != nil {
+					return err
+				}
+				out = append(out, inspectCtr(r))
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "    ")
+			return enc.Encode(out)
+		},
+	}
+
+	var eo execOpts
+	exec := &cobra.Command{
+		Use:   "exec [-i] [-t] [-e VAR] [-w DIR] [-u USER] CONTAINER COMMAND [ARG...]",
+		Short: "run a command in a running container",
+		Args:  cobra.MinimumNArgs(2),
+		RunE:  func(cmd *cobra.Command, args []string) error { return a.exec(cmd, eo, args[0], args[1:]) },
+	}
+	exec.Flags().SetInterspersed(false)
+	exec.Flags().BoolVarP(&eo.interactive, "interactive", "i", false, "keep stdin open")
+	exec.Flags().BoolVarP(&eo.tty, "tty", "t", false, "allocate a terminal")
+	exec.Flags().StringArrayVarP(&eo.env, "env", "e", nil, "environment variable")
+	exec.Flags().StringVarP(&eo.workdir, "workdir", "w", "", "working directory")
+	exec.Flags().StringVarP(&eo.user, "user", "u", "", "user (uid[:gid])")
+
+	logger := &cobra.Command{Use: "__logger ID", Hidden: true, Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error { return runLogger(a, args[0]) }}
+	root.AddCommand(ps, logs, kill, stop, rm, wait, inspect, exec, logger)
+}
+
+func eachCtr(cmd *cobra.Command, names []string, f func(*ctrRecord) error) error {
+	var errs []error
+	for _, n := range names {
+		r, err := findCtr(n)
+		if err == nil {
+			err = f(r)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), n)
+	}
+	return errors.Join(errs...)
+}
+
+// runtimeOp runs a lodge-runtime command on the container's runtime state.
+func runtimeOp(a *app, op string, args ...string) error {
+	var errb strings.Builder
+	env := runtimecli.StandardEnv(a.env.Version)
+	env.IO = runtimecli.IO{In: strings.NewReader(""), Out: io.Discard, Err: &errb}
+	if code := runtimecli.Main(a.ctx(), append([]string{"--root", runtimeState, op}, args...), env); code != 0 {
+		return fmt.Errorf("%s: %s", op, strings.TrimSpace(strings.TrimPrefix(errb.String(), "lodge-runtime: ")))
+	}
+	return nil
+}
+
+func stopCtr(a *app, r *ctrRecord, grace time.Duration) error {
+	if _, running := r.status(); !running {
+		return nil
+	}
+	sig := r.StopSignal
+	if sig == "" {
+		sig = "TERM"
+	}
+	runtimeOp(a, "kill", r.ID, sig)
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if _, running := r.status(); !running {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	runtimeOp(a, "kill", r.ID, "KILL")
+	for range 100 {
+		if _, running := r.status(); !running {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("container %s did not stop", r.Name)
+}
+
+func removeCtr(a *app, r *ctrRecord, force bool) error {
+	if _, running := r.status(); running {
+		if !force {
+			return fmt.Errorf("container %s is running: stop it first, or rm -f", r.Name)
+		}
+		if err := stopCtr(a, r, 0); err != nil {
+			return err
+		}
+	}
+	if _, err := runtimecli.Inspect(runtimeState, r.ID); err == nil {
+		if err := runtimeOp(a, "delete", "--force", r.ID); err != nil {
+			return err
+		}
+	}
+	return os.RemoveAll(ctrDir(r.ID))
+}
+
+// waitCtr waits until the container has ended and its exit is recorded.
+func waitCtr(cmd *cobra.Command, r *ctrRecord) (*ctrRecord, error) {
+	for {
+		if cur, err := loadCtr(r.ID); err == nil {
+			r = cur
+		} else {
+			return r, nil // removed (--rm): nothing more to learn
+		}
+		if _, running := r.status(); !running && r.ExitCode != nil {
+			return r, nil
+		}
+		select {
+		case <-cmd.Context().Done():
+			return r, cmd.Context().Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+type psRow struct {
+	ID      string `json:"ID"`
+	Image   string `json:"Image"`
+	Command string `json:"Command"`
+	Created string `json:"RunningFor"`
+	Status  string `json:"Status"`
+	Ports   string `json:"Ports"`
+	Names   string `json:"Names"`
+	State   string `json:"State"`
+}
+
+func listCtrs(w io.Writer, all, quiet bool, format string) error {
+	ctrs, err := allCtrs()
+	if err != nil {
+		return err
+	}
+	var rows []psRow
+	for _, r := range ctrs {
+		st, running := r.status()
+		if !all && !running {
+			continue
+		}
+		cmd := strings.Join(r.Command, " ")
+		if len(cmd) > 20 {
+			cmd = cmd[:19] + "…"
+		}
+		rows = append(rows, psRow{ID: r.ID[:12], Image: displayName(r.Image), Command: fmt.Sprintf("%q", cmd),
+			Created: since(r.Created), Status: r.statusLine(), Names: r.Name, State: st})
+	}
+	switch {
+	case quiet:
+		for _, r := range rows {
+			fmt.Fprintln(w, r.ID)
+		}
+		return nil
+	case format == "json":
+		enc := json.NewEncoder(w)
+		for _, r := range rows {
+			if err := enc.Encode(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	case format == "" || format == "table":
+		tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
+		fmt.Fprintln(tw, "CONTAINER ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS\tPORTS\tNAMES")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Image, r.Command, r.Created, r.Status, r.Ports, r.Names)
+		}
+		return tw.Flush()
+	}
+	t, err := template.New("format").Parse(strings.TrimPrefix(format, "table "))
+	if err != nil {
+		return fmt.Errorf("--format: %w", err)
+	}
+	for _, r := range rows {
+		if err := t.Execute(w, r); err != nil {
+			return err
+		}
+		fmt.Fprintln(w)
+	}
+	return nil
+}
+
+func readLogLines(path string) []logLine {
+	var out []logLine
+	for _, p := range []string{path + ".1", path} {
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 256<<10), 1<<20)
+		for sc.Scan() {
+			var l logLine
+			if json.Unmarshal(sc.Bytes(), &l) == nil {
+				out = append(out, l)
+			}
+		}
+		f.Close()
+	}
+	return out
+}
+
+func printLogs(stdout, stderr io.Writer, r *ctrRecord, follow bool, tail string, timestamps bool) error {
+	lines := readLogLines(logPath(r.ID))
+	if tail != "all" {
+		var n int
+		if _, err := fmt.Sscanf(tail, "%d", &n); err != nil || n < 0 {
+			return fmt.Errorf("--tail %q: want a number or all", tail)
+		}
+		if n < len(lines) {
+			lines = lines[len(lines)-n:]
+		}
+	}
+	emit := func(l logLine) {
+		w := stdout
+		if l.Stream == "stderr" {
+			w = stderr
+		}
+		if timestamps {
+			fmt.Fprintf(w, "%s %s", l.Time.Format(time.RFC3339Nano), l.Log)
+		} else {
+			io.WriteString(w, l.Log)
+		}
+	}
+	for _, l := range lines {
+		emit(l)
+	}
+	if !follow {
+		return nil
+	}
+	seen := len(readLogLines(logPath(r.ID)))
+	for {
+		cur, err := loadCtr(r.ID)
+		done := err != nil || cur.ExitCode != nil
+		all := readLogLines(logPath(r.ID))
+		if len(all) < seen { // rotated
+			seen = 0
+		}
+		for _, l := range all[seen:] {
+			emit(l)
+		}
+		seen = len(all)
+		if done {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func inspectCtr(r *ctrRecord) map[string]any {
+	st, running := r.status()
+	path, args := "", []string{}
+	if len(r.Command) > 0 {
+		path, args = r.Command[0], r.Command[1:]
+	}
+	pid := 0
+	if info, err := runtimecli.Inspect(runtimeState, r.ID); err == nil && running {
+		pid = info.Pid
+	}
+	return map[string]any{
+		"Id": r.ID, "Name": "/" + r.Name, "Created": r.Created, "Path": path, "Args": args,
+		"State": map[string]any{"Status": st, "Running": running, "Paused": st == "paused", "ExitCode": r.exitCode(),
+			"Pid": pid, "FinishedAt": r.FinishedAt, "Error": r.Error},
+		"Image": "sha256:" + r.ImageID, "Config": map[string]any{"Image": displayName(r.Image), "Cmd": r.Command},
+		"HostConfig": map[string]any{"AutoRemove": r.AutoRemove, "Runtime": "lodge"},
+		"LogPath":    logPath(r.ID),
+	}
+}
+
+type execOpts struct {
+	interactive, tty bool
+	env              []string
+	workdir, user    string
+}
+
+func (a *app) exec(cmd *cobra.Command, o execOpts, name string, args []string) error {
+	r, err := findCtr(name)
+	if err != nil {
+		return lodgeError(err)
+	}
+	if _, running := r.status(); !running {
+		return lodgeError(fmt.Errorf("container %s is not running", r.Name))
+	}
+	rargs := []string{"--root", runtimeState, "exec"}
+	if o.tty {
+		rargs = append(rargs, "-t")
+	}
+	for _, e := range o.env {
+		rargs = append(rargs, "--env", e)
+	}
+	if o.workdir != "" {
+		rargs = append(rargs, "--cwd", o.workdir)
+	}
+	if o.user != "" {
+		rargs = append(rargs, "--user", o.user)
+	}
+	rargs = append(append(rargs, r.ID), args...)
+	env := runtimecli.StandardEnv(a.env.Version)
+	if !o.interactive {
+		env.IO.In = strings.NewReader("")
+	}
+	var errb strings.Builder
+	env.IO.Err = io.MultiWriter(os.Stderr, &errb)
+	code := runtimecli.Main(cmd.Context(), rargs, env)
+	if code != 0 && strings.Contains(errb.String(), "lodge-runtime:") {
+		return exitError{code: runExitCode(errors.New(errb.String()))}
+	}
+	if code != 0 {
+		return exitError{code: code}
+	}
+	return nil
+}
+
+// runLogger is the helper a detached container's output goes through
+// (fds 3 and 4: its stdout and stderr): json lines in its log, then, once
+// the container has ended, its exit code in its record, its runtime state
+// deleted (the VM is gone), and with --rm the container removed.
+func runLogger(a *app, id string) error {
+	r, err := loadCtr(id)
+	if err != nil {
+		return err
+	}
+	jl, err := openJSONLog(logPath(id))
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	for fd, stream := range map[uintptr]string{3: "stdout", 4: "stderr"} {
+		f := os.NewFile(fd, stream)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			jl.copyLines(stream, f)
+		}()
+	}
+	// Until the container ends.
+	for {
+		info, err := runtimecli.Inspect(runtimeState, id)
+		if err != nil || info.Status == "stopped" {
+			if err == nil && info.ExitStatus != nil {
+				code := *info.ExitStatus
+				r.ExitCode = &code
+			} else {
+				code := 137
+				r.ExitCode = &code
+				r.Error = "the container's VM ended without an exit status"
+			}
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	r.FinishedAt = time.Now().UTC()
+	// Its output is flushed by now, or soon; deleting the runtime state
+	// ends the supervisor, which closes the streams.
+	flushed := make(chan struct{})
+	go func() { wg.Wait(); close(flushed) }()
+	select {
+	case <-flushed:
+	case <-time.After(2 * time.Second):
+	}
+	runtimeOp(a, "delete", "--force", id)
+	select {
+	case <-flushed:
+	case <-time.After(5 * time.Second):
+	}
+	if r.AutoRemove {
+		return os.RemoveAll(ctrDir(id))
+	}
+	if _, err := os.Stat(ctrDir(id)); err != nil {
+		return nil // removed meanwhile (rm -f)
+	}
+	return r.save()
+}
