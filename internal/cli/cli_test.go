@@ -1,0 +1,123 @@
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/lodgeruntime/lodge/internal/image"
+)
+
+func TestRunSpecFollowsDocker(t *testing.T) {
+	im := &image.Image{Ref: image.Ref{Name: "index.docker.io/library/app:1"}}
+	im.Config.Config = v1.Config{Entrypoint: []string{"/entry"}, Cmd: []string{"default"}, Env: []string{"PATH=/img", "A=image"}, WorkingDir: "/srv"}
+	id := strings.Repeat("ab", 32)
+	for _, tc := range []struct {
+		name     string
+		o        runOpts
+		args     []string
+		wantArgs []string
+	}{
+		{"image defaults", runOpts{}, nil, []string{"/entry", "default"}},
+		{"args replace cmd", runOpts{}, []string{"x", "y"}, []string{"/entry", "x", "y"}},
+		{"entrypoint replaces both", runOpts{entrypoint: ptr("/other")}, nil, []string{"/other"}},
+		{"empty entrypoint", runOpts{entrypoint: ptr("")}, []string{"sh"}, []string{"sh"}},
+	} {
+		s, err := runSpec(im, nil, tc.o, tc.args, id)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if !slices.Equal(s.Process.Args, tc.wantArgs) {
+			t.Errorf("%s: args %v, want %v", tc.name, s.Process.Args, tc.wantArgs)
+		}
+	}
+	s, err := runSpec(im, nil, runOpts{env: []string{"A=flag", "B=2"}, workdir: "/tmp", memory: "64m", cpus: 1.5, tty: true}, nil, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := strings.Join(s.Process.Env, " ")
+	for _, want := range []string{"PATH=/img", "A=flag", "B=2", "HOSTNAME=" + id[:12], "TERM=xterm"} {
+		if !strings.Contains(env, want) {
+			t.Errorf("env %q lacks %s", env, want)
+		}
+	}
+	if s.Process.Cwd != "/tmp" || *s.Linux.Resources.Memory.Limit != 64<<20 || *s.Linux.Resources.CPU.Quota != 150000 || !s.Process.Terminal {
+		t.Errorf("cwd %s mem %d quota %d terminal %v", s.Process.Cwd, *s.Linux.Resources.Memory.Limit, *s.Linux.Resources.CPU.Quota, s.Process.Terminal)
+	}
+	if _, err := runSpec(&image.Image{Ref: im.Ref}, nil, runOpts{}, nil, id); err == nil {
+		t.Error("an image without a command and no command given was accepted")
+	}
+}
+
+func ptr(s string) *string { return &s }
+
+func TestParseVolume(t *testing.T) {
+	dir := t.TempDir()
+	m, err := parseVolume(dir + ":/data:ro")
+	if err != nil || m.Source != dir || m.Destination != "/data" || !slices.Contains(m.Options, "ro") {
+		t.Fatalf("parseVolume = %+v, %v", m, err)
+	}
+	for _, bad := range []string{"named:/data", dir + ":rel", dir + ":/d:xx", "/no/such/dir:/d", dir} {
+		if _, err := parseVolume(bad); err == nil {
+			t.Errorf("-v %q accepted", bad)
+		}
+	}
+}
+
+func TestParseBytes(t *testing.T) {
+	for in, want := range map[string]int64{"512m": 512 << 20, "1g": 1 << 30, "100k": 100 << 10, "4096": 4096, "2G": 2 << 30} {
+		if got, err := parseBytes(in); err != nil || got != want {
+			t.Errorf("parseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "-1m", "lots", "0"} {
+		if _, err := parseBytes(bad); err == nil {
+			t.Errorf("parseBytes(%q) accepted", bad)
+		}
+	}
+}
+
+func TestNames(t *testing.T) {
+	if n := normalise("busybox"); n != "index.docker.io/library/busybox:latest" {
+		t.Errorf("normalise(busybox) = %s", n)
+	}
+	if d := displayName("index.docker.io/library/busybox:latest"); d != "busybox:latest" {
+		t.Errorf("displayName = %s", d)
+	}
+	if r, tag := splitName("127.0.0.1:5000/test/app:v1"); r != "127.0.0.1:5000/test/app" || tag != "v1" {
+		t.Errorf("splitName = %s %s", r, tag)
+	}
+	if id := strings.Repeat("a", 12); normalise(id) != id {
+		t.Errorf("an image ID was turned into a name: %s", normalise(id))
+	}
+	if humanDuration(3*time.Second) != "3 seconds" || humanDuration(90*time.Minute) != "About an hour" {
+		t.Errorf("humanDuration: %s, %s", humanDuration(3*time.Second), humanDuration(90*time.Minute))
+	}
+}
+
+func TestJSONLogRotates(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "json.log")
+	l, err := openJSONLog(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.Repeat("x", 1000) + "\n"
+	for range (2*logMax)/1000 + 10 {
+		l.write("stdout", []byte(line))
+	}
+	for _, f := range []string{p, p + ".1"} {
+		fi, err := os.Stat(f)
+		if err != nil || fi.Size() > logMax {
+			t.Errorf("%s: %v, size %d; want at most %d", f, err, fi.Size(), logMax)
+		}
+	}
+	lines := readLogLines(p)
+	if len(lines) == 0 || lines[0].Log != line || lines[0].Stream != "stdout" {
+		t.Errorf("read back %d lines, first %+v", len(lines), lines[0])
+	}
+}
