@@ -13,13 +13,13 @@ pkgs=(
   gcc libc6-dev        # cgo for the agent (libcontainer's nsenter)
   xz-utils             # lodge setup: the generic kernel's image is XZ-compressed
   e2fsprogs            # mkfs.ext4: containers' writable layers (layer-image roots)
+  containernetworking-plugins iptables  # lodge's bridge network; CNI for the CRI pod test
 )
 [ "$what" = run ] || pkgs+=(
   kmod                 # not needed at run time; handy for debugging modules
   podman conmon        # the Podman integration test
   containerd runc      # the containerd integration tests (lodge shim; runc shim -> lodge-runtime)
   docker.io            # the Docker integration test (a private dockerd per test)
-  containernetworking-plugins iptables  # CNI bridge for the CRI pod test
   jq bc                # conformance and demo scripts
 )
 missing=()

@@ -46,6 +46,8 @@ type ctrRecord struct {
 	// Error is why the container ended other than by its own exit (its
 	// VM died, ...), once known.
 	Error string `json:"error,omitempty"`
+	// Network is its place on the bridge network (nil: --network none).
+	Network *ctrNetwork `json:"network,omitempty"`
 }
 
 func ctrDir(id string) string    { return filepath.Join(containersDir, id) }
@@ -429,6 +431,9 @@ func removeCtr(a *app, r *ctrRecord, force bool) error {
 			return err
 		}
 	}
+	if err := leaveBridge(a.ctx(), r.ID, r.Network); err != nil {
+		return err
+	}
 	return os.RemoveAll(ctrDir(r.ID))
 }
 
@@ -477,8 +482,14 @@ func listCtrs(w io.Writer, all, quiet bool, format string) error {
 		if len(cmd) > 20 {
 			cmd = cmd[:19] + "…"
 		}
+		var ports []string
+		if r.Network != nil && running {
+			for _, p := range r.Network.Ports {
+				ports = append(ports, p.String())
+			}
+		}
 		rows = append(rows, psRow{ID: r.ID[:12], Image: displayName(r.Image), Command: fmt.Sprintf("%q", cmd),
-			Created: since(r.Created), Status: r.statusLine(), Names: r.Name, State: st})
+			Created: since(r.Created), Status: r.statusLine(), Names: r.Name, State: st, Ports: strings.Join(ports, ", ")})
 	}
 	switch {
 	case quiet:
@@ -597,8 +608,9 @@ func inspectCtr(r *ctrRecord) map[string]any {
 		"State": map[string]any{"Status": st, "Running": running, "Paused": st == "paused", "ExitCode": r.exitCode(),
 			"Pid": pid, "FinishedAt": r.FinishedAt, "Error": r.Error},
 		"Image": "sha256:" + r.ImageID, "Config": map[string]any{"Image": displayName(r.Image), "Cmd": r.Command},
-		"HostConfig": map[string]any{"AutoRemove": r.AutoRemove, "Runtime": "lodge"},
-		"LogPath":    logPath(r.ID),
+		"HostConfig":      map[string]any{"AutoRemove": r.AutoRemove, "Runtime": "lodge"},
+		"NetworkSettings": r.Network,
+		"LogPath":         logPath(r.ID),
 	}
 }
 
@@ -697,6 +709,9 @@ func runLogger(a *app, id string) error {
 	select {
 	case <-flushed:
 	case <-time.After(5 * time.Second):
+	}
+	if err := leaveBridge(a.ctx(), id, r.Network); err != nil {
+		a.log.Warn("leave the bridge network", "container", r.Name, "err", err)
 	}
 	if r.AutoRemove {
 		return os.RemoveAll(ctrDir(id))

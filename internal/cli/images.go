@@ -42,19 +42,19 @@ func addImageCommands(root *cobra.Command, a *app) {
 	var quiet bool
 	var format string
 	ls := &cobra.Command{
-		Use:     "images [-q] [--format table|json|TEMPLATE]",
-		Short:   "list images",
-		Args:    cobra.NoArgs,
-		RunE:    func(cmd *cobra.Command, _ []string) error { return a.listImages(cmd.OutOrStdout(), quiet, format) },
+		Use:   "images [-q] [--format table|json|TEMPLATE]",
+		Short: "list images",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return a.listImages(cmd.OutOrStdout(), quiet, format) },
 	}
 	ls.Flags().BoolVarP(&quiet, "quiet", "q", false, "image IDs only")
 	ls.Flags().StringVar(&format, "format", "table", "table, json or a Go template")
 
 	rmi := &cobra.Command{
-		Use:     "rmi IMAGE...",
-		Short:   "remove images (their names; unreferenced content goes with `image prune`)",
-		Args:    cobra.MinimumNArgs(1),
-		RunE:    func(cmd *cobra.Command, args []string) error { return a.removeImages(cmd, args) },
+		Use:   "rmi IMAGE...",
+		Short: "remove images (their names; unreferenced content goes with `image prune`)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE:  func(cmd *cobra.Command, args []string) error { return a.removeImages(cmd, args) },
 	}
 	prune := &cobra.Command{
 		Use:   "prune",

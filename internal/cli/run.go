@@ -22,6 +22,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/spf13/cobra"
 
+	"github.com/lodgeruntime/lodge/internal/filelock"
 	"github.com/lodgeruntime/lodge/internal/image"
 	"github.com/lodgeruntime/lodge/internal/layers"
 	"github.com/lodgeruntime/lodge/internal/oci"
@@ -40,6 +41,7 @@ type runOpts struct {
 	memory                         string
 	cpus                           float64
 	network, pull                  string
+	publish                        []string
 	detach                         bool
 }
 
@@ -78,7 +80,8 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f.StringVarP(&o.memory, "memory", "m", "", "memory limit (e.g. 256m, 1g)")
 	f.Float64Var(&o.cpus, "cpus", 0, "CPUs (e.g. 1.5)")
 	f.StringVar(&o.hostname, "hostname", "", "container host name")
-	f.StringVar(&o.network, "network", "none", "network: none (bridge: not yet)")
+	f.StringVar(&o.network, "network", "bridge", "network: bridge (the default bridge, lodge0) or none")
+	f.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port: [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]")
 	f.StringVar(&o.pull, "pull", "missing", "pull the image: missing, always or never")
 	root.AddCommand(run)
 }
@@ -88,8 +91,19 @@ func lodgeError(err error) error { return exitError{code: ExitLodge, err: err} }
 
 func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string) error {
 	ctx := cmd.Context()
-	if o.network != "none" {
-		return lodgeError(fmt.Errorf("--network %s: only \"none\" is supported yet", o.network))
+	var ports []portMap
+	for _, p := range o.publish {
+		pm, err := parsePort(p)
+		if err != nil {
+			return lodgeError(err)
+		}
+		ports = append(ports, pm)
+	}
+	switch {
+	case o.network != "bridge" && o.network != "none":
+		return lodgeError(fmt.Errorf("--network %s: want bridge or none (user-defined networks: not yet)", o.network))
+	case o.network == "none" && len(ports) > 0:
+		return lodgeError(errors.New("-p needs a network: not with --network none"))
 	}
 	if o.detach && o.tty && !o.interactive {
 		return lodgeError(errors.New("-d with -t needs -i too (a detached terminal is kept for a later attach, which Lodge has not yet)"))
@@ -138,10 +152,40 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 			os.RemoveAll(ctrDir(id))
 		}
 	}()
-	if err := writeBundle(bundleDir(id), spec, lays); err != nil {
+	if err := rec.save(); err != nil {
 		return lodgeError(err)
 	}
-	if err := rec.save(); err != nil {
+	if o.network == "bridge" {
+		// One container at a time checks the published ports and records
+		// its own.
+		if err := os.MkdirAll(runtimeState, 0o711); err != nil {
+			return lodgeError(err)
+		}
+		unlock, err := filelock.Lock(ctx, filepath.Join(runtimeState, "ports.lock"), true)
+		if err != nil {
+			return lodgeError(err)
+		}
+		nw, err := joinBridge(ctx, id, ports)
+		if err != nil {
+			unlock()
+			return lodgeError(err)
+		}
+		rec.Network = nw
+		defer func() {
+			if !keep {
+				leaveBridge(context.WithoutCancel(ctx), id, nw)
+			}
+		}()
+		err = rec.save()
+		unlock()
+		if err != nil {
+			return lodgeError(err)
+		}
+	}
+	if err := addNetworkToSpec(spec, ctrDir(id), rec.Network); err != nil {
+		return lodgeError(err)
+	}
+	if err := writeBundle(bundleDir(id), spec, lays); err != nil {
 		return lodgeError(err)
 	}
 	if o.detach {
@@ -160,6 +204,9 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		defer restore()
 	}
 	code, err := runtimecli.Run(ctx, a.log, runtimeState, filepath.Join(ctrDir(id), "runtime.log"), bundleDir(id), id, false)
+	if lerr := leaveBridge(context.WithoutCancel(ctx), id, rec.Network); lerr != nil {
+		a.log.Warn("leave the bridge network", "container", name, "err", lerr)
+	}
 	if err != nil {
 		return exitError{code: runExitCode(err), err: err}
 	}
@@ -170,6 +217,29 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	}
 	if code != 0 {
 		return exitError{code: code}
+	}
+	return nil
+}
+
+// addNetworkToSpec puts the container in its network namespace (none: a
+// namespace of its own in the guest, loopback only) and gives it docker's
+// /etc/hosts, /etc/resolv.conf and /etc/hostname.
+func addNetworkToSpec(spec *specs.Spec, dir string, nw *ctrNetwork) error {
+	ip := ""
+	if nw != nil {
+		ip = nw.IP
+		for i, ns := range spec.Linux.Namespaces {
+			if ns.Type == specs.NetworkNamespace {
+				spec.Linux.Namespaces[i].Path = nw.NetNS
+			}
+		}
+	}
+	files, err := networkFiles(dir, spec.Hostname, ip)
+	if err != nil {
+		return err
+	}
+	for _, dst := range []string{"/etc/hosts", "/etc/resolv.conf", "/etc/hostname"} {
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: dst, Type: "bind", Source: files[dst], Options: []string{"rbind", "rprivate"}})
 	}
 	return nil
 }

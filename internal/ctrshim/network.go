@@ -5,10 +5,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
 	"github.com/lodgeruntime/lodge/internal/netsetup"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
-	"github.com/lodgeruntime/lodge/internal/vmm"
 )
 
 // podNetwork is the pod's network namespace wired to its VM.
@@ -34,24 +32,10 @@ func (r *netRecord) teardown() error {
 	return errors.Join(append(errs, netsetup.Teardown(r.NetNS, r.Veths, r.Taps))...)
 }
 
-// netnsPath is the network namespace the spec joins, if any: CRI's pod
-// namespace, where CNI has put the pod's interfaces.
-func netnsPath(s *specs.Spec) string {
-	if s.Linux == nil {
-		return ""
-	}
-	for _, ns := range s.Linux.Namespaces {
-		if ns.Type == specs.NetworkNamespace {
-			return ns.Path
-		}
-	}
-	return ""
-}
-
 // attachNetwork wires the pod's network namespace (if the spec names one)
 // and records it before the VM exists, so that a crash can be cleaned up.
 func (t *taskService) attachNetwork(s *specs.Spec) (*podNetwork, error) {
-	path := netnsPath(s)
+	path := sandbox.NetNSPath(s)
 	if path == "" {
 		return nil, nil
 	}
@@ -107,26 +91,4 @@ func (t *taskService) detachNetwork() error {
 		errs = append(errs, pn.fwd.Close())
 	}
 	return errors.Join(append(errs, pn.Detach())...)
-}
-
-// nics are the VM's NICs: one per pod interface, with its MAC.
-func (p *podNetwork) nics() []vmm.NIC {
-	var out []vmm.NIC
-	for i, l := range p.Links {
-		out = append(out, vmm.NIC{Tap: l.File, MAC: p.Interfaces[i].MAC})
-	}
-	return out
-}
-
-// guestConfig is what the agent configures in the guest.
-func (p *podNetwork) guestConfig() *agentv1.NetworkRequest {
-	req := &agentv1.NetworkRequest{}
-	for _, in := range p.Interfaces {
-		req.Interfaces = append(req.Interfaces, &agentv1.NetworkInterface{Mac: in.MAC, Name: in.Name,
-			Mtu: uint32(in.MTU), Addresses: in.Addrs})
-	}
-	for _, r := range p.Routes {
-		req.Routes = append(req.Routes, &agentv1.NetworkRoute{Destination: r.Dest, Gateway: r.Gateway, Device: r.Device})
-	}
-	return req
 }

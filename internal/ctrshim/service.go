@@ -205,7 +205,7 @@ func (t *taskService) newSandbox(ctx context.Context, id string, spec *specs.Spe
 	}
 	cu.Add(func() { t.detachNetwork() })
 	if pn != nil {
-		sc.VM.NICs = pn.nics()
+		sc.VM.NICs = sandbox.NICs(pn.Attachment)
 	}
 	sb, err := sandbox.Create(ctx, t.henv.Deps, sc)
 	if pn != nil {
@@ -228,7 +228,7 @@ func (t *taskService) newSandbox(ctx context.Context, id string, spec *specs.Spe
 	if r.inPod || pn != nil {
 		req := &agentv1.NetworkRequest{}
 		if pn != nil {
-			req = pn.guestConfig()
+			req = sandbox.GuestNetwork(pn.Attachment)
 		}
 		req.Sysctls = sandbox.PodSysctls(spec)
 		if err := sb.ConfigureNetwork(ctx, req); err != nil {

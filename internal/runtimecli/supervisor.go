@@ -23,6 +23,7 @@ import (
 
 	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/hostcg"
+	"github.com/lodgeruntime/lodge/internal/netsetup"
 	"github.com/lodgeruntime/lodge/internal/oci"
 	"github.com/lodgeruntime/lodge/internal/procid"
 	"github.com/lodgeruntime/lodge/internal/rollback"
@@ -113,6 +114,8 @@ type supervisor struct {
 	srv     *ttrpc.Server
 	calls   sync.WaitGroup // task API calls in flight
 	conns   openConns      // task API connections open
+	// net is the engine's network namespace wired to the VM (nil: none).
+	net *netsetup.Attachment
 }
 
 // superviseReq is what `create` hands its supervisor.
@@ -157,14 +160,40 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, r 
 			if sc.Templates != nil {
 				sc.Templates.OptOut = optOut
 			}
-			sb, err := sandbox.Create(ctx, henv.Deps, sc)
-			if err == nil {
-				for _, pid := range sb.HostPIDs() {
-					vmProcs = append(vmProcs, procid.Of(pid))
+			// A network namespace the engine made (Podman, lodge): its
+			// interfaces become the VM's.
+			var nw *netsetup.Attachment
+			if path := sandbox.NetNSPath(b.Spec); path != "" {
+				if err := sandbox.CheckNetNS(path); err != nil {
+					return nil, err
 				}
-				started = sb.Start()
+				if nw, err = netsetup.Attach(path); err != nil {
+					return nil, fmt.Errorf("network namespace %s: %w", path, err)
+				}
+				sc.VM.NICs = sandbox.NICs(nw)
 			}
-			return sb, err
+			sb, err := sandbox.Create(ctx, henv.Deps, sc)
+			if nw != nil {
+				nw.CloseFiles() // QEMU holds the taps now
+			}
+			if err == nil && nw != nil {
+				if err = sb.ConfigureNetwork(ctx, sandbox.GuestNetwork(nw)); err != nil {
+					sb.Destroy(context.WithoutCancel(ctx))
+					err = fmt.Errorf("configure the guest's network: %w", err)
+				}
+			}
+			if err != nil {
+				if nw != nil {
+					nw.Detach()
+				}
+				return nil, err
+			}
+			s.net = nw
+			for _, pid := range sb.HostPIDs() {
+				vmProcs = append(vmProcs, procid.Of(pid))
+			}
+			started = sb.Start()
+			return sb, nil
 		},
 		Layered: func(bundle string) (*sandbox.LayeredRoot, error) {
 			if henv.Layers == nil {
@@ -316,6 +345,11 @@ func (s *supervisor) close() {
 	defer cancel()
 	if err := s.svc.Close(ctx); err != nil {
 		s.log.Warn("tear down sandbox", "container_id", s.id, "err", err)
+	}
+	if s.net != nil {
+		if err := s.net.Detach(); err != nil {
+			s.log.Warn("unwire the network namespace", "container_id", s.id, "err", err)
+		}
 	}
 	// Answers are written after a handler returns, and ttrpc's Shutdown
 	// can drop one not yet written; so the server is never shut down, and

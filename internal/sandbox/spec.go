@@ -38,8 +38,11 @@ func guestSpec(in *specs.Spec, inPod bool, joinPID int) (*specs.Spec, error) {
 		for _, ns := range in.Linux.Namespaces {
 			switch {
 			case ns.Path == "":
-			case inPod && ns.Type == specs.NetworkNamespace:
-				continue // the VM's own
+			case ns.Type == specs.NetworkNamespace:
+				// The VM's own: the host side wires the named namespace's
+				// interfaces to the VM's NICs (pods, and lone containers
+				// whose engine made a namespace: Podman, lodge).
+				continue
 			case inPod && joinPID > 0:
 				ns.Path = fmt.Sprintf("/proc/%d/ns/%s", joinPID, nsFile[ns.Type])
 			case inPod:

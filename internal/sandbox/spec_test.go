@@ -60,9 +60,19 @@ func TestGuestSpecPodPlacement(t *testing.T) {
 		t.Errorf("a joined UTS namespace got hostname %q", gs.Hostname)
 	}
 
-	// Outside a pod a host namespace path is an error a user can act on.
-	if _, err := guestSpec(podSpec(hostNet), false, 0); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("host netns outside a pod: %v", err)
+	// Outside a pod, a network namespace an engine made is the VM's (the
+	// host side wires its interfaces); any other host namespace path is
+	// an error a user can act on.
+	gs, err = guestSpec(podSpec(hostNet, specs.LinuxNamespace{Type: specs.PIDNamespace}), false, 0)
+	if err != nil {
+		t.Fatalf("engine netns outside a pod: %v", err)
+	}
+	if diff := cmp.Diff([]specs.LinuxNamespace{{Type: specs.PIDNamespace}}, gs.Linux.Namespaces); diff != "" {
+		t.Errorf("lone container namespaces (-want +got):\n%s", diff)
+	}
+	hostIPC := specs.LinuxNamespace{Type: specs.IPCNamespace, Path: "/proc/1/ns/ipc"}
+	if _, err := guestSpec(podSpec(hostIPC), false, 0); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("host ipc namespace outside a pod: %v", err)
 	}
 }
 

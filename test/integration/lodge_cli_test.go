@@ -5,8 +5,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -266,4 +269,80 @@ func TestLodgeDetached(t *testing.T) {
 	if entries, _ := os.ReadDir(filepath.Join(l.dir, "containers")); len(entries) != 0 {
 		t.Errorf("container directories left: %v", entries)
 	}
+}
+
+// TestLodgeNetwork: the default bridge network, published ports, container
+// to container traffic, --network none, and a port already published.
+func TestLodgeNetwork(t *testing.T) {
+	l := newLodgeCLI(t)
+	ref, _ := testImage(t)
+	l.must("pull", ref)
+	www := t.TempDir()
+	os.WriteFile(filepath.Join(www, "index.html"), []byte("hello-over-the-bridge\n"), 0o644)
+	lst, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := lst.Addr().(*net.TCPAddr).Port
+	lst.Close()
+	pub := fmt.Sprintf("127.0.0.1:%d:80", port)
+	l.must("run", "-d", "--name", "web", "-p", pub, "-v", www+":/www:ro", ref, "httpd", "-f", "-p", "80", "-h", "/www")
+	defer l.run("", "rm", "-f", "web")
+	var body string
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
+		resp, err := (&http.Client{Timeout: 3 * time.Second}).Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+			break
+		}
+	}
+	if body != "hello-over-the-bridge\n" {
+		t.Fatalf("GET the published port: %q", body)
+	}
+	if ps := l.must("ps"); !strings.Contains(ps, fmt.Sprintf("127.0.0.1:%d->80/tcp", port)) {
+		t.Errorf("ps does not show the published port:\n%s", ps)
+	}
+	var insp []struct {
+		NetworkSettings struct{ IP string } `json:"NetworkSettings"`
+	}
+	json.Unmarshal([]byte(l.must("inspect", "web")), &insp)
+	if len(insp) != 1 || net.ParseIP(insp[0].NetworkSettings.IP) == nil {
+		t.Fatalf("inspect: no IP: %+v", insp)
+	}
+	ip := insp[0].NetworkSettings.IP
+	if out := l.must("run", "--rm", ref, "wget", "-qO-", "http://"+ip+"/"); out != "hello-over-the-bridge\n" {
+		t.Errorf("container -> container: %q", out)
+	}
+	if r := l.run("", "run", "--rm", "--network", "none", ref, "sh", "-c", "ip link show eth0"); r.code == 0 {
+		t.Errorf("--network none has an eth0: %s", r.stdout)
+	}
+	// The same host port again: refused, nothing left.
+	netnsBefore, _ := os.ReadDir("/run/netns")
+	r := l.run("", "run", "--rm", "-p", pub, ref, "true")
+	if r.code != 125 || !strings.Contains(r.stderr, "already published") {
+		t.Errorf("a published port published again: exit %d: %s", r.code, r.stderr)
+	}
+	if after, _ := os.ReadDir("/run/netns"); len(after) != len(netnsBefore) {
+		t.Errorf("network namespaces left by the refused run: %v -> %v", netnsBefore, after)
+	}
+	l.must("rm", "-f", "web")
+	for _, e := range mustReadDir(t, "/run/netns") {
+		if strings.HasPrefix(e, "lodge-") {
+			t.Errorf("network namespace left after rm -f: %s", e)
+		}
+	}
+	if out, _ := exec.Command("iptables", "-t", "nat", "-S").CombinedOutput(); strings.Contains(string(out), fmt.Sprintf("--dport %d ", port)) {
+		t.Errorf("port mapping left in iptables after rm -f")
+	}
+}
+
+func mustReadDir(t *testing.T, dir string) []string {
+	ents, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
 }
