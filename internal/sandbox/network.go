@@ -2,6 +2,8 @@ package sandbox
 
 import (
 	"fmt"
+	"path/filepath"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -43,7 +45,7 @@ func NetNSPath(s *specs.Spec) string {
 		return ""
 	}
 	for _, ns := range s.Linux.Namespaces {
-		if ns.Type == specs.NetworkNamespace {
+		if ns.Type == specs.NetworkNamespace && ns.Path != "" {
 			return ns.Path
 		}
 	}
@@ -54,6 +56,11 @@ func NetNSPath(s *specs.Spec) string {
 // PID 1 or of this process): wiring it would hand the host's interfaces
 // to a VM.
 func CheckNetNS(path string) error {
+	// A process's namespace on the host (PID 1's, another container's
+	// runtime's) is never one an engine made for this container.
+	if strings.HasPrefix(filepath.Clean(path), "/proc/") {
+		return fmt.Errorf("%w: the network namespace %s is a host process's: a container in a VM cannot share the host's namespaces (give it a namespace of its own)", ErrUnsupported, path)
+	}
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
 		return fmt.Errorf("network namespace %s: %w", path, err)
@@ -61,7 +68,7 @@ func CheckNetNS(path string) error {
 	for _, own := range []string{"/proc/1/ns/net", "/proc/self/ns/net"} {
 		var o unix.Stat_t
 		if unix.Stat(own, &o) == nil && o.Dev == st.Dev && o.Ino == st.Ino {
-			return fmt.Errorf("%w: the network namespace %s is the host's (a VM cannot share it; use a namespace of the container's own)", ErrUnsupported, path)
+			return fmt.Errorf("%w: the network namespace %s is the host's: a container in a VM cannot share the host's namespaces (give it a namespace of its own)", ErrUnsupported, path)
 		}
 	}
 	return nil

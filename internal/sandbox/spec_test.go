@@ -101,3 +101,16 @@ func TestGuestSpecDropsHostLSMLabels(t *testing.T) {
 		t.Error("the caller's spec was changed")
 	}
 }
+
+func TestCheckNetNSRefusesTheHosts(t *testing.T) {
+	if err := CheckNetNS("/proc/self/ns/net"); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("this process's netns: %v", err)
+	}
+	if err := CheckNetNS("/nonexistent/netns"); err == nil {
+		t.Error("a missing netns was accepted")
+	}
+	s := podSpec(specs.LinuxNamespace{Type: specs.NetworkNamespace}, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: "/run/netns/x"})
+	if p := NetNSPath(s); p != "/run/netns/x" {
+		t.Errorf("NetNSPath = %q", p)
+	}
+}
