@@ -100,6 +100,7 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 			}
 			a.cfg = cfg
 			containersDir = cfg.Images.ContainersDir
+			volumesDir = cfg.Images.VolumesDir
 			return nil
 		},
 	}
@@ -126,5 +127,6 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 	addImageCommands(root, a)
 	addRunCommand(root, a)
 	addContainerCommands(root, a)
+	addVolumeCommands(root)
 	return root
 }

@@ -28,7 +28,7 @@ func TestRunSpecFollowsDocker(t *testing.T) {
 		{"entrypoint replaces both", runOpts{entrypoint: ptr("/other")}, nil, []string{"/other"}},
 		{"empty entrypoint", runOpts{entrypoint: ptr("")}, []string{"sh"}, []string{"sh"}},
 	} {
-		s, err := runSpec(im, nil, tc.o, tc.args, id)
+		s, _, err := runSpec(im, nil, tc.o, tc.args, id)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
@@ -36,7 +36,7 @@ func TestRunSpecFollowsDocker(t *testing.T) {
 			t.Errorf("%s: args %v, want %v", tc.name, s.Process.Args, tc.wantArgs)
 		}
 	}
-	s, err := runSpec(im, nil, runOpts{env: []string{"A=flag", "B=2"}, workdir: "/tmp", memory: "64m", cpus: 1.5, tty: true}, nil, id)
+	s, _, err := runSpec(im, nil, runOpts{env: []string{"A=flag", "B=2"}, workdir: "/tmp", memory: "64m", cpus: 1.5, tty: true}, nil, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func TestRunSpecFollowsDocker(t *testing.T) {
 	if s.Process.Cwd != "/tmp" || *s.Linux.Resources.Memory.Limit != 64<<20 || *s.Linux.Resources.CPU.Quota != 150000 || !s.Process.Terminal {
 		t.Errorf("cwd %s mem %d quota %d terminal %v", s.Process.Cwd, *s.Linux.Resources.Memory.Limit, *s.Linux.Resources.CPU.Quota, s.Process.Terminal)
 	}
-	if _, err := runSpec(&image.Image{Ref: im.Ref}, nil, runOpts{}, nil, id); err == nil {
+	if _, _, err := runSpec(&image.Image{Ref: im.Ref}, nil, runOpts{}, nil, id); err == nil {
 		t.Error("an image without a command and no command given was accepted")
 	}
 }
@@ -57,15 +57,52 @@ func TestRunSpecFollowsDocker(t *testing.T) {
 func ptr(s string) *string { return &s }
 
 func TestParseVolume(t *testing.T) {
+	volumesDir = t.TempDir()
 	dir := t.TempDir()
-	m, err := parseVolume(dir + ":/data:ro")
-	if err != nil || m.Source != dir || m.Destination != "/data" || !slices.Contains(m.Options, "ro") {
-		t.Fatalf("parseVolume = %+v, %v", m, err)
+	m, name, err := parseVolume(dir + ":/data:ro")
+	if err != nil || m.Source != dir || m.Destination != "/data" || !slices.Contains(m.Options, "ro") || name != "" {
+		t.Fatalf("parseVolume = %+v, %q, %v", m, name, err)
 	}
-	for _, bad := range []string{"named:/data", dir + ":rel", dir + ":/d:xx", "/no/such/dir:/d", dir} {
-		if _, err := parseVolume(bad); err == nil {
+	m, name, err = parseVolume("cache:/var/cache")
+	if err != nil || name != "cache" || m.Source != filepath.Join(volumesDir, "cache", "_data") {
+		t.Fatalf("named volume: %+v, %q, %v", m, name, err)
+	}
+	if fi, err := os.Stat(m.Source); err != nil || !fi.IsDir() {
+		t.Errorf("named volume not created: %v", err)
+	}
+	for _, bad := range []string{"a:/data", "../x:/data", dir + ":rel", dir + ":/d:xx", "/no/such/dir:/d", dir} {
+		if _, _, err := parseVolume(bad); err == nil {
 			t.Errorf("-v %q accepted", bad)
 		}
+	}
+}
+
+func TestImageVolumesGetAnonymousVolumes(t *testing.T) {
+	volumesDir = t.TempDir()
+	im := &image.Image{Ref: image.Ref{Name: "x"}}
+	im.Config.Config = v1.Config{Cmd: []string{"sh"}, Volumes: map[string]struct{}{"/data": {}, "/logs": {}}}
+	s, vols, err := runSpec(im, nil, runOpts{volumes: []string{"named1:/logs"}}, nil, strings.Repeat("c", 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vols) != 2 || vols[0] != "named1" || !strings.HasPrefix(vols[1], "anon-") {
+		t.Fatalf("volumes %v: want named1 and one anonymous for /data", vols)
+	}
+	n := 0
+	for _, m := range s.Mounts {
+		if m.Destination == "/data" || m.Destination == "/logs" {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d volume mounts, want 2: %+v", n, s.Mounts)
+	}
+	removeAnonymous(vols)
+	if _, err := os.Stat(filepath.Join(volumesDir, vols[1])); !os.IsNotExist(err) {
+		t.Errorf("anonymous volume not removed: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(volumesDir, "named1")); err != nil {
+		t.Errorf("named volume removed with the anonymous ones: %v", err)
 	}
 }
 

@@ -48,6 +48,18 @@ type ctrRecord struct {
 	Error string `json:"error,omitempty"`
 	// Network is its place on the bridge network (nil: --network none).
 	Network *ctrNetwork `json:"network,omitempty"`
+	// Volumes are the named and anonymous volumes it mounts.
+	Volumes []string `json:"volumes,omitempty"`
+}
+
+// removeAnonymous removes the anonymous volumes among names (a container
+// removed with --rm, or rm -v).
+func removeAnonymous(names []string) {
+	for _, n := range names {
+		if strings.HasPrefix(n, "anon-") {
+			os.RemoveAll(filepath.Join(volumesDir, n))
+		}
+	}
 }
 
 func ctrDir(id string) string    { return filepath.Join(containersDir, id) }
@@ -295,16 +307,25 @@ func addContainerCommands(root *cobra.Command, a *app) {
 	}
 	stop.Flags().IntVarP(&timeout, "time", "t", 10, "seconds to wait before SIGKILL")
 
-	var force bool
+	var force, rmVolumes bool
 	rm := &cobra.Command{
 		Use:   "rm [-f] CONTAINER...",
 		Short: "remove containers",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachCtr(cmd, args, func(r *ctrRecord) error { return removeCtr(a, r, force) })
+			return eachCtr(cmd, args, func(r *ctrRecord) error {
+				if err := removeCtr(a, r, force); err != nil {
+					return err
+				}
+				if rmVolumes {
+					removeAnonymous(r.Volumes)
+				}
+				return nil
+			})
 		},
 	}
 	rm.Flags().BoolVarP(&force, "force", "f", false, "stop a running container first")
+	rm.Flags().BoolVarP(&rmVolumes, "volumes", "v", false, "remove its anonymous volumes too")
 
 	wait := &cobra.Command{
 		Use:   "wait CONTAINER...",
@@ -359,9 +380,50 @@ func addContainerCommands(root *cobra.Command, a *app) {
 	exec.Flags().StringVarP(&eo.workdir, "workdir", "w", "", "working directory")
 	exec.Flags().StringVarP(&eo.user, "user", "u", "", "user (uid[:gid])")
 
+	port := &cobra.Command{
+		Use:   "port CONTAINER",
+		Short: "list a container's published ports",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := findCtr(args[0])
+			if err != nil {
+				return err
+			}
+			if r.Network != nil {
+				for _, p := range r.Network.Ports {
+					ip := p.HostIP
+					if ip == "" {
+						ip = "0.0.0.0"
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "%d/%s -> %s:%d\n", p.ContainerPort, p.Protocol, ip, p.HostPort)
+				}
+			}
+			return nil
+		},
+	}
+	top := &cobra.Command{
+		Use:   "top CONTAINER",
+		Short: "list a container's processes",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := findCtr(args[0])
+			if err != nil {
+				return err
+			}
+			if _, running := r.status(); !running {
+				return fmt.Errorf("container %s is not running", r.Name)
+			}
+			env := runtimecli.StandardEnv(a.env.Version)
+			env.IO = runtimecli.IO{In: strings.NewReader(""), Out: cmd.OutOrStdout(), Err: cmd.ErrOrStderr()}
+			if code := runtimecli.Main(cmd.Context(), []string{"--root", runtimeState, "ps", r.ID}, env); code != 0 {
+				return exitError{code: code}
+			}
+			return nil
+		},
+	}
 	logger := &cobra.Command{Use: "__logger ID", Hidden: true, Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return runLogger(a, args[0]) }}
-	root.AddCommand(ps, logs, kill, stop, rm, wait, inspect, exec, logger)
+	root.AddCommand(ps, logs, kill, stop, rm, wait, inspect, exec, port, top, logger)
 }
 
 func eachCtr(cmd *cobra.Command, names []string, f func(*ctrRecord) error) error {
@@ -714,6 +776,7 @@ func runLogger(a *app, id string) error {
 		a.log.Warn("leave the bridge network", "container", r.Name, "err", err)
 	}
 	if r.AutoRemove {
+		removeAnonymous(r.Volumes)
 		return os.RemoveAll(ctrDir(id))
 	}
 	if _, err := os.Stat(ctrDir(id)); err != nil {

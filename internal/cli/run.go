@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -133,7 +134,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		return lodgeError(err)
 	}
 	id := newID()
-	spec, err := runSpec(im, lays, o, args, id)
+	spec, vols, err := runSpec(im, lays, o, args, id)
 	if err != nil {
 		return lodgeError(err)
 	}
@@ -142,7 +143,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		return lodgeError(err)
 	}
 	rec := &ctrRecord{ID: id, Name: name, Image: im.Name, ImageID: im.ConfigDigest.Hex, Command: spec.Process.Args,
-		Created: time.Now().UTC(), Detached: o.detach, AutoRemove: o.rm, StopSignal: im.Config.Config.StopSignal}
+		Created: time.Now().UTC(), Detached: o.detach, AutoRemove: o.rm, StopSignal: im.Config.Config.StopSignal, Volumes: vols}
 	if err := os.MkdirAll(ctrDir(id), 0o700); err != nil {
 		return lodgeError(err)
 	}
@@ -150,6 +151,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	defer func() {
 		if !keep {
 			os.RemoveAll(ctrDir(id))
+			removeAnonymous(vols)
 		}
 	}()
 	if err := rec.save(); err != nil {
@@ -339,7 +341,7 @@ func writeBundle(bundle string, spec *specs.Spec, lays []string) error {
 
 // runSpec makes the container's OCI spec from the image's config and the
 // command line, as docker does.
-func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string) (*specs.Spec, error) {
+func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string) (_ *specs.Spec, volumes []string, err error) {
 	c := im.Config.Config
 	spec := oci.DefaultSpec()
 	p := spec.Process
@@ -365,7 +367,7 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 	}
 	p.Args = append(append([]string{}, entry...), cmdArgs...)
 	if len(p.Args) == 0 {
-		return nil, fmt.Errorf("no command: the image %s has none, give one after its name", displayName(im.Name))
+		return nil, nil, fmt.Errorf("no command: the image %s has none, give one after its name", displayName(im.Name))
 	}
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	env = mergeEnv(env, c.Env)
@@ -376,7 +378,7 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 	for _, f := range o.envFiles {
 		vs, err := readEnvFile(f)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		env = mergeEnv(env, vs)
 	}
@@ -399,7 +401,7 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 		p.Cwd = o.workdir
 	}
 	if !path.IsAbs(p.Cwd) {
-		return nil, fmt.Errorf("working directory %q must be absolute", p.Cwd)
+		return nil, nil, fmt.Errorf("working directory %q must be absolute", p.Cwd)
 	}
 	user := c.User
 	if o.user != "" {
@@ -408,22 +410,45 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 	if user != "" {
 		u, err := resolveUser(user, lays)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		p.User = u
 	}
+	taken := map[string]bool{}
 	for _, v := range o.volumes {
-		m, err := parseVolume(v)
+		m, name, err := parseVolume(v)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		spec.Mounts = append(spec.Mounts, m)
+		taken[path.Clean(m.Destination)] = true
+		if name != "" {
+			volumes = append(volumes, name)
+		}
+	}
+	// The image's VOLUMEs the command line does not cover get anonymous
+	// volumes, as docker gives them.
+	var dests []string
+	for d := range c.Volumes {
+		dests = append(dests, d)
+	}
+	sort.Strings(dests)
+	for _, d := range dests {
+		if !path.IsAbs(d) || taken[path.Clean(d)] {
+			continue
+		}
+		vol, err := ensureVolume("anon-"+newID()[:24], true)
+		if err != nil {
+			return nil, nil, err
+		}
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: d, Type: "bind", Source: vol.dataDir(), Options: []string{"rbind", "rprivate"}})
+		volumes = append(volumes, vol.Name)
 	}
 	res := spec.Linux.Resources
 	if o.memory != "" {
 		n, err := parseBytes(o.memory)
 		if err != nil {
-			return nil, fmt.Errorf("--memory %q: %w", o.memory, err)
+			return nil, nil, fmt.Errorf("--memory %q: %w", o.memory, err)
 		}
 		res.Memory = &specs.LinuxMemory{Limit: &n}
 	}
@@ -435,7 +460,7 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 	// docker's /dev nodes and default device rules.
 	spec.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}
 	spec.Annotations = map[string]string{"io.lodge.image": im.Name}
-	return spec, nil
+	return spec, volumes, nil
 }
 
 func mergeEnv(env, add []string) []string {
@@ -480,21 +505,16 @@ func readEnvFile(p string) ([]string, error) {
 	return out, sc.Err()
 }
 
-// parseVolume reads -v HOST:CONTAINER[:ro|rw].
-func parseVolume(v string) (specs.Mount, error) {
+// parseVolume reads -v HOST:CONTAINER[:ro|rw] or NAME:CONTAINER[:ro|rw]
+// (a named volume, created if missing); volume is the name, if any.
+func parseVolume(v string) (m specs.Mount, volumeName string, err error) {
 	parts := strings.Split(v, ":")
 	if len(parts) < 2 || len(parts) > 3 {
-		return specs.Mount{}, fmt.Errorf("-v %q: want HOST:CONTAINER[:ro] (named volumes: not yet)", v)
+		return m, "", fmt.Errorf("-v %q: want HOST:CONTAINER[:ro] or VOLUME:CONTAINER[:ro]", v)
 	}
-	host, ctr := parts[0], parts[1]
-	if !filepath.IsAbs(host) {
-		return specs.Mount{}, fmt.Errorf("-v %q: the host path must be absolute (named volumes: not yet)", v)
-	}
+	src, ctr := parts[0], parts[1]
 	if !path.IsAbs(ctr) {
-		return specs.Mount{}, fmt.Errorf("-v %q: the container path must be absolute", v)
-	}
-	if _, err := os.Stat(host); err != nil {
-		return specs.Mount{}, fmt.Errorf("-v %q: %w", v, err)
+		return m, "", fmt.Errorf("-v %q: the container path must be absolute", v)
 	}
 	opts := []string{"rbind", "rprivate"}
 	if len(parts) == 3 {
@@ -503,10 +523,23 @@ func parseVolume(v string) (specs.Mount, error) {
 			opts = append(opts, "ro")
 		case "rw":
 		default:
-			return specs.Mount{}, fmt.Errorf("-v %q: option %q: want ro or rw", v, parts[2])
+			return m, "", fmt.Errorf("-v %q: option %q: want ro or rw", v, parts[2])
 		}
 	}
-	return specs.Mount{Destination: ctr, Type: "bind", Source: host, Options: opts}, nil
+	if !filepath.IsAbs(src) {
+		if !validVolumeName(src) {
+			return m, "", fmt.Errorf("-v %q: %q is neither an absolute host path nor a volume name", v, src)
+		}
+		vol, err := ensureVolume(src, false)
+		if err != nil {
+			return m, "", fmt.Errorf("-v %q: %w", v, err)
+		}
+		return specs.Mount{Destination: ctr, Type: "bind", Source: vol.dataDir(), Options: opts}, src, nil
+	}
+	if _, err := os.Stat(src); err != nil {
+		return m, "", fmt.Errorf("-v %q: %w", v, err)
+	}
+	return specs.Mount{Destination: ctr, Type: "bind", Source: src, Options: opts}, "", nil
 }
 
 func parseBytes(s string) (int64, error) {

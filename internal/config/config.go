@@ -49,6 +49,8 @@ type Images struct {
 	// ContainersDir holds the lodge command's containers: a record, the
 	// bundle and the log of each, kept until `lodge rm`.
 	ContainersDir string `toml:"containers_dir"`
+	// VolumesDir holds named and anonymous volumes.
+	VolumesDir string `toml:"volumes_dir"`
 }
 
 // Layers configures container roots built in the guest from erofs images
@@ -147,7 +149,7 @@ func Default() Config {
 		Template: Template{Enabled: true, Dir: DefaultTemplateDir,
 			MemoryClassesMiB: []int{256, 512, 1024, 2048, 4096}, VCPUClasses: []int{1, 2, 4, 8}},
 		Layers: Layers{Enabled: true, Dir: DefaultLayerDir, WritableGiB: 10},
-		Images: Images{Dir: DefaultImageDir, ContainersDir: "/var/lib/lodge/containers"},
+		Images: Images{Dir: DefaultImageDir, ContainersDir: "/var/lib/lodge/containers", VolumesDir: "/var/lib/lodge/volumes"},
 	}
 }
 
@@ -216,8 +218,9 @@ func (c Config) Validate() error {
 	if c.VMM.MemoryMiB < 64 {
 		errs = append(errs, fmt.Errorf("vmm.memory_mib %d: want at least 64", c.VMM.MemoryMiB))
 	}
-	if !filepath.IsAbs(c.Images.Dir) || !filepath.IsAbs(c.Images.ContainersDir) {
-		errs = append(errs, fmt.Errorf("images.dir %q and images.containers_dir %q must be absolute paths", c.Images.Dir, c.Images.ContainersDir))
+	if !filepath.IsAbs(c.Images.Dir) || !filepath.IsAbs(c.Images.ContainersDir) || !filepath.IsAbs(c.Images.VolumesDir) {
+		errs = append(errs, fmt.Errorf("images.dir %q, images.containers_dir %q and images.volumes_dir %q must be absolute paths",
+			c.Images.Dir, c.Images.ContainersDir, c.Images.VolumesDir))
 	}
 	if !filepath.IsAbs(c.Layers.Dir) {
 		errs = append(errs, fmt.Errorf("layers.dir %q must be an absolute path", c.Layers.Dir))

@@ -40,7 +40,7 @@ func newLodgeCLI(t *testing.T) *lodgeCLI {
 	t.Helper()
 	l := &lodgeCLI{t: t, bin: filepath.Join(binDir(t), "lodge"), dir: t.TempDir()}
 	cfg := filepath.Join(l.dir, "config.toml")
-	os.WriteFile(cfg, []byte("[images]\ndir = \""+filepath.Join(l.dir, "images")+"\"\ncontainers_dir = \""+filepath.Join(l.dir, "containers")+
+	os.WriteFile(cfg, []byte("[images]\ndir = \""+filepath.Join(l.dir, "images")+"\"\ncontainers_dir = \""+filepath.Join(l.dir, "containers")+"\"\nvolumes_dir = \""+filepath.Join(l.dir, "volumes")+
 		"\"\n[layers]\ndir = \""+filepath.Join(l.dir, "layers")+"\"\n"), 0o644)
 	l.env = append(os.Environ(), "LODGE_CONFIG="+cfg)
 	return l
@@ -345,4 +345,28 @@ func mustReadDir(t *testing.T, dir string) []string {
 		out = append(out, e.Name())
 	}
 	return out
+}
+
+// TestLodgeVolumes: a named volume outlives its containers and cannot be
+// removed while one uses it; an image's VOLUME gets an anonymous volume
+// that --rm takes along.
+func TestLodgeVolumes(t *testing.T) {
+	l := newLodgeCLI(t)
+	ref, _ := testImage(t)
+	l.must("pull", ref)
+	l.must("run", "--rm", "--network", "none", "-v", "keep:/data", ref, "sh", "-c", "echo persisted > /data/f")
+	if out := l.must("run", "--name", "reader", "--network", "none", "-v", "keep:/data:ro", ref, "sh", "-c", "cat /data/f; echo x > /data/f || echo ro-refused"); out != "persisted\nro-refused\n" {
+		t.Errorf("second container read %q", out)
+	}
+	if vs := l.must("volume", "ls", "-q"); strings.TrimSpace(vs) != "keep" {
+		t.Errorf("volume ls: %q", vs)
+	}
+	if r := l.run("", "volume", "rm", "keep"); r.code == 0 || !strings.Contains(r.stderr, "reader") {
+		t.Errorf("volume rm of a volume in use: exit %d: %s", r.code, r.stderr)
+	}
+	l.must("rm", "reader")
+	l.must("volume", "rm", "keep")
+	if vs := l.must("volume", "ls", "-q"); vs != "" {
+		t.Errorf("volumes left: %q", vs)
+	}
 }
