@@ -11,8 +11,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"text/tabwriter"
-	"text/template"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -553,39 +551,15 @@ func listCtrs(w io.Writer, all, quiet bool, format string) error {
 		rows = append(rows, psRow{ID: r.ID[:12], Image: displayName(r.Image), Command: fmt.Sprintf("%q", cmd),
 			Created: since(r.Created), Status: r.statusLine(), Names: r.Name, State: st, Ports: strings.Join(ports, ", ")})
 	}
-	switch {
-	case quiet:
+	if quiet {
 		for _, r := range rows {
 			fmt.Fprintln(w, r.ID)
 		}
 		return nil
-	case format == "json":
-		enc := json.NewEncoder(w)
-		for _, r := range rows {
-			if err := enc.Encode(r); err != nil {
-				return err
-			}
-		}
-		return nil
-	case format == "" || format == "table":
-		tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
-		fmt.Fprintln(tw, "CONTAINER ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS\tPORTS\tNAMES")
-		for _, r := range rows {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Image, r.Command, r.Created, r.Status, r.Ports, r.Names)
-		}
-		return tw.Flush()
 	}
-	t, err := template.New("format").Parse(strings.TrimPrefix(format, "table "))
-	if err != nil {
-		return fmt.Errorf("--format: %w", err)
-	}
-	for _, r := range rows {
-		if err := t.Execute(w, r); err != nil {
-			return err
-		}
-		fmt.Fprintln(w)
-	}
-	return nil
+	return printList(w, rows, format, "CONTAINER ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS\tPORTS\tNAMES", func(r psRow) string {
+		return strings.Join([]string{r.ID, r.Image, r.Command, r.Created, r.Status, r.Ports, r.Names}, "\t")
+	})
 }
 
 func readLogLines(path string) []logLine {

@@ -240,8 +240,7 @@ func (a *app) listImages(w io.Writer, quiet bool, format string) error {
 		rows = append(rows, imageRow{Repository: repo, Tag: tag, ID: im.ConfigDigest.Hex[:12],
 			Created: since(created), CreatedAt: created.Format(time.RFC3339), Size: humanSize(im.Size()), Digest: r.Manifest.String()})
 	}
-	switch {
-	case quiet:
+	if quiet {
 		seen := map[string]bool{}
 		for _, r := range rows {
 			if !seen[r.ID] {
@@ -250,7 +249,18 @@ func (a *app) listImages(w io.Writer, quiet bool, format string) error {
 			}
 		}
 		return nil
-	case format == "json":
+	}
+	return printList(w, rows, format, "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE", func(r imageRow) string {
+		return strings.Join([]string{r.Repository, r.Tag, r.ID, r.Created, r.Size}, "\t")
+	})
+}
+
+// printList prints rows as docker's --format says: "json", one object a
+// line; "table" (or nothing), header and a tab-separated line a row; else
+// a Go template run on each row.
+func printList[T any](w io.Writer, rows []T, format, header string, line func(T) string) error {
+	switch format {
+	case "json":
 		enc := json.NewEncoder(w)
 		for _, r := range rows {
 			if err := enc.Encode(r); err != nil {
@@ -258,11 +268,11 @@ func (a *app) listImages(w io.Writer, quiet bool, format string) error {
 			}
 		}
 		return nil
-	case format == "" || format == "table":
+	case "", "table":
 		tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
-		fmt.Fprintln(tw, "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE")
+		fmt.Fprintln(tw, header)
 		for _, r := range rows {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Repository, r.Tag, r.ID, r.Created, r.Size)
+			fmt.Fprintln(tw, line(r))
 		}
 		return tw.Flush()
 	}

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -138,25 +136,19 @@ func addVolumeCommands(root *cobra.Command) {
 }
 
 func printVolumes(w io.Writer, vs []volume, quiet bool, format string) error {
-	switch {
-	case quiet:
+	if quiet {
 		for _, v := range vs {
 			fmt.Fprintln(w, v.Name)
 		}
 		return nil
-	case format == "json":
-		enc := json.NewEncoder(w)
-		for _, v := range vs {
-			if err := enc.Encode(map[string]any{"Name": v.Name, "Driver": "local", "Mountpoint": v.dataDir(), "CreatedAt": v.Created}); err != nil {
-				return err
-			}
-		}
-		return nil
 	}
-	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
-	fmt.Fprintln(tw, "DRIVER\tVOLUME NAME")
+	type row struct {
+		Driver, Name, Mountpoint string
+		CreatedAt                time.Time
+	}
+	var rows []row
 	for _, v := range vs {
-		fmt.Fprintf(tw, "local\t%s\n", v.Name)
+		rows = append(rows, row{"local", v.Name, v.dataDir(), v.Created})
 	}
-	return tw.Flush()
+	return printList(w, rows, format, "DRIVER\tVOLUME NAME", func(r row) string { return r.Driver + "\t" + r.Name })
 }
