@@ -43,6 +43,7 @@ type runOpts struct {
 	cpus                           float64
 	network, pull                  string
 	publish                        []string
+	createOnly                     bool // lodge create: made, not started
 	detach                         bool
 }
 
@@ -64,6 +65,32 @@ func addRunCommand(root *cobra.Command, a *app) {
 			return a.run(cmd, o, args[0], args[1:])
 		},
 	}
+	create := &cobra.Command{
+		Use:   "create [OPTIONS] IMAGE [COMMAND] [ARG...]",
+		Short: "create a container (its VM boots) without starting its command; `lodge start` starts it",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("entrypoint") {
+				o.entrypoint = &entrypoint
+			}
+			o.createOnly = true
+			return a.run(cmd, o, args[0], args[1:])
+		},
+	}
+	start := &cobra.Command{
+		Use:   "start CONTAINER...",
+		Short: "start created containers",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachCtr(cmd, args, func(r *ctrRecord) error {
+				if st, _ := r.status(); st != "created" {
+					return fmt.Errorf("container %s is %s, not created (a container of lodge starts once)", r.Name, st)
+				}
+				return runtimeOp(a, "start", r.ID)
+			})
+		},
+	}
+	root.AddCommand(create, start)
 	f := run.Flags()
 	f.SetInterspersed(false) // what follows IMAGE is the container's command
 	f.BoolVar(&o.rm, "rm", false, "remove the container when it exits")
@@ -84,6 +111,8 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f.StringVar(&o.network, "network", "bridge", "network: bridge (the default bridge, lodge0) or none")
 	f.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port: [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]")
 	f.StringVar(&o.pull, "pull", "missing", "pull the image: missing, always or never")
+	create.Flags().AddFlagSet(f)
+	create.Flags().SetInterspersed(false)
 	root.AddCommand(run)
 }
 
@@ -190,7 +219,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	if err := writeBundle(bundleDir(id), spec, lays); err != nil {
 		return lodgeError(err)
 	}
-	if o.detach {
+	if o.detach || o.createOnly {
 		if err := a.runDetached(ctx, rec, o); err != nil {
 			return lodgeError(err)
 		}
@@ -294,7 +323,12 @@ func (a *app) runDetached(ctx context.Context, rec *ctrRecord, o runOpts) error 
 	if o.interactive {
 		os.Stdin = savedIn
 	}
-	_, err = runtimecli.Run(ctx, a.log, runtimeState, filepath.Join(ctrDir(rec.ID), "runtime.log"), bundleDir(rec.ID), rec.ID, true)
+	runtimeLog := filepath.Join(ctrDir(rec.ID), "runtime.log")
+	if o.createOnly {
+		err = runtimecli.Create(runtimeState, runtimeLog, bundleDir(rec.ID), rec.ID)
+	} else {
+		_, err = runtimecli.Run(ctx, a.log, runtimeState, runtimeLog, bundleDir(rec.ID), rec.ID, true)
+	}
 	os.Stdin, os.Stdout, os.Stderr = savedIn, savedOut, savedErr
 	outW.Close()
 	errW.Close()

@@ -234,6 +234,21 @@ func Run(ctx context.Context, log *slog.Logger, root, logFile, bundle, id string
 	return runContainer(ctx, g, log, createFlags{bundle: bundle, detach: detach}, id)
 }
 
+// Create is `lodge-runtime --root ROOT create --bundle BUNDLE ID` for
+// another command of this process (`lodge create`); the container's stdio
+// is this process's at the call.
+func Create(root, logFile, bundle, id string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	g := globals{root: root, logFile: logFile, logFormat: "text"}
+	cmd, err := createContainer(g, createFlags{bundle: bundle}, id, true)
+	if err != nil {
+		return err
+	}
+	return cmd.Process.Release()
+}
+
 // Supervises says whether args are a supervisor's (created by Run): the
 // executable must then hand them to Main.
 func Supervises(args []string) bool { return slices.Contains(args, "__supervise") }

@@ -256,6 +256,22 @@ func TestLodgeDetached(t *testing.T) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
+	// create, then start: the command runs only once started.
+	l.must("create", "--name", "later", ref, "sh", "-c", "echo ran-after-start")
+	if ps := l.must("ps", "-a"); !strings.Contains(ps, "Created") {
+		t.Errorf("ps -a after create:\n%s", ps)
+	}
+	if out := l.must("logs", "later"); out != "" {
+		t.Errorf("a created container ran: %q", out)
+	}
+	l.must("start", "later")
+	if code := strings.TrimSpace(l.must("wait", "later")); code != "0" {
+		t.Errorf("wait after start: %s", code)
+	}
+	if out := l.must("logs", "later"); out != "ran-after-start\n" {
+		t.Errorf("logs after start: %q", out)
+	}
+	l.must("rm", "later")
 	// rm -f of a running container stops its VM and leaves nothing.
 	doomed := strings.TrimSpace(l.must("run", "-d", "--name", "doomed", ref, "sleep", "1000"))
 	l.must("rm", "-f", "doomed")
