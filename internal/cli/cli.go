@@ -128,5 +128,6 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 	addRunCommand(root, a)
 	addContainerCommands(root, a)
 	addVolumeCommands(root)
+	addCpCommand(root, a)
 	return root
 }

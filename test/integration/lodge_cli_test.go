@@ -226,6 +226,18 @@ func TestLodgeDetached(t *testing.T) {
 	if r := l.run("", "exec", "ticker", "sh", "-c", "exit 4"); r.code != 4 {
 		t.Errorf("exec exit 4: %d", r.code)
 	}
+	// cp both ways.
+	src := filepath.Join(t.TempDir(), "in.txt")
+	os.WriteFile(src, []byte("copied in\n"), 0o644)
+	l.must("cp", src, "ticker:/tmp")
+	if out := l.must("exec", "ticker", "cat", "/tmp/in.txt"); out != "copied in\n" {
+		t.Errorf("cp into the container: %q", out)
+	}
+	back := filepath.Join(t.TempDir(), "marker.copy")
+	l.must("cp", "ticker:/marker", back)
+	if b, _ := os.ReadFile(back); string(b) != "from the second layer\n" {
+		t.Errorf("cp out of the container: %q", b)
+	}
 	var insp []map[string]any
 	if err := json.Unmarshal([]byte(l.must("inspect", "ticker")), &insp); err != nil || len(insp) != 1 || insp[0]["Id"] != id {
 		t.Errorf("inspect: %v %v", insp, err)

@@ -1,0 +1,183 @@
+package cli
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lodgeruntime/lodge/internal/runtimecli"
+)
+
+func addCpCommand(root *cobra.Command, a *app) {
+	root.AddCommand(&cobra.Command{
+		Use:   "cp SRC DST   (one of them CONTAINER:PATH)",
+		Short: "copy files between the host and a running container (the container needs tar)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			src, dst := args[0], args[1]
+			if name, p, ok := ctrPath(src); ok {
+				return a.cpFrom(cmd, name, p, dst)
+			}
+			if name, p, ok := ctrPath(dst); ok {
+				return a.cpTo(cmd, src, name, p)
+			}
+			return errors.New("cp: one of SRC and DST must be CONTAINER:PATH")
+		},
+	})
+}
+
+// ctrPath splits CONTAINER:PATH (a host path never has the colon first).
+func ctrPath(s string) (name, p string, ok bool) {
+	name, p, ok = strings.Cut(s, ":")
+	if !ok || name == "" || strings.Contains(name, "/") || !path.IsAbs(p) {
+		return "", "", false
+	}
+	return name, p, true
+}
+
+// execIn runs args in the container with the given stdin and stdout.
+func (a *app) execIn(cmd *cobra.Command, r *ctrRecord, in io.Reader, out io.Writer, args ...string) error {
+	var errb bytes.Buffer
+	env := runtimecli.StandardEnv(a.env.Version)
+	env.IO = runtimecli.IO{In: in, Out: out, Err: &errb}
+	if code := runtimecli.Main(cmd.Context(), append([]string{"--root", runtimeState, "exec", r.ID}, args...), env); code != 0 {
+		return fmt.Errorf("%s in %s: exit %d: %s", args[0], r.Name, code, strings.TrimSpace(errb.String()))
+	}
+	return nil
+}
+
+// cpTo copies a host file or directory into the container, under dst if
+// dst is a directory there, else as dst.
+func (a *app) cpTo(cmd *cobra.Command, src, name, dst string) error {
+	r, err := findCtr(name)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	base := filepath.Base(dst)
+	dir := path.Dir(dst)
+	// Copy into an existing directory under the source's name.
+	if a.execIn(cmd, r, strings.NewReader(""), io.Discard, "test", "-d", dst) == nil {
+		base, dir = filepath.Base(src), dst
+	}
+	root := filepath.Clean(src)
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		link := ""
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			if link, err = os.Readlink(p); err != nil {
+				return err
+			}
+		}
+		h, err := tar.FileInfoHeader(fi, link)
+		if err != nil {
+			return err
+		}
+		h.Name = path.Join(base, filepath.ToSlash(rel))
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if fi.Mode().IsRegular() {
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(tw, f)
+			f.Close()
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return a.execIn(cmd, r, &buf, io.Discard, "tar", "-x", "-f", "-", "-C", dir)
+}
+
+// cpFrom copies a path of the container to the host. What the container
+// sends is hostile input: every entry is written through an os.Root of
+// the destination, so no name or link in it reaches outside.
+func (a *app) cpFrom(cmd *cobra.Command, name, src, dst string) error {
+	r, err := findCtr(name)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if err := a.execIn(cmd, r, strings.NewReader(""), &buf, "tar", "-c", "-f", "-", "-C", path.Dir(src), path.Base(src)); err != nil {
+		return err
+	}
+	into, rename := dst, ""
+	if fi, err := os.Stat(dst); err != nil || !fi.IsDir() {
+		into, rename = filepath.Dir(dst), filepath.Base(dst)
+	}
+	root, err := os.OpenRoot(into)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	tr := tar.NewReader(&buf)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("cp: the container's archive: %w", err)
+		}
+		p := path.Clean(h.Name)
+		if rename != "" {
+			first, rest, _ := strings.Cut(p, "/")
+			if first == path.Base(src) {
+				p = path.Join(rename, rest)
+			}
+		}
+		if p == "." || path.IsAbs(p) || p == ".." || strings.HasPrefix(p, "../") {
+			return fmt.Errorf("cp: the container sent an entry outside the copy: %q", h.Name)
+		}
+		mode := fs.FileMode(h.Mode) & fs.ModePerm
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := root.MkdirAll(p, mode|0o700); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			f, err := root.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(f, tr)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+		case tar.TypeSymlink:
+			if err := root.Symlink(h.Linkname, p); err != nil {
+				return err
+			}
+		default:
+			// Devices, fifos, hard links: not copied to the host.
+		}
+	}
+}
