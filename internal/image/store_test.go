@@ -2,6 +2,9 @@ package image
 
 import (
 	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -11,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -214,3 +218,39 @@ func TestPullUnknownImage(t *testing.T) {
 }
 
 func nilLogger() *log.Logger { return log.New(io.Discard, "", 0) }
+
+type failingReader struct{ n int }
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.n <= 0 {
+		return 0, syscall.ENOSPC
+	}
+	n := min(len(p), f.n)
+	f.n -= n
+	return n, nil
+}
+
+// A write that fails halfway (a full disk, a dropped connection) leaves no
+// blob and no temporary file, and a later write succeeds.
+func TestPutBlobFailureLeavesNothing(t *testing.T) {
+	s := newStore(t)
+	content := strings.Repeat("layer", 1000)
+	h := v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", sha256.Sum256([]byte(content)))}
+	_, err := s.PutBlob(context.Background(), h, func() (io.ReadCloser, error) {
+		return io.NopCloser(&failingReader{n: 2000}), nil
+	})
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("PutBlob = %v, want the write's error", err)
+	}
+	ents, _ := os.ReadDir(filepath.Join(s.Dir, "blobs", "sha256"))
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".lock") {
+			t.Errorf("left after a failed write: %s", e.Name())
+		}
+	}
+	if fetched, err := s.PutBlob(context.Background(), h, func() (io.ReadCloser, error) {
+		return io.NopCloser(strings.NewReader(content)), nil
+	}); err != nil || !fetched {
+		t.Fatalf("retry: %v, %v", fetched, err)
+	}
+}
