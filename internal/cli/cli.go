@@ -129,5 +129,6 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 	addContainerCommands(root, a)
 	addVolumeCommands(root)
 	addCpCommand(root, a)
+	addStatsCommand(root, a)
 	return root
 }

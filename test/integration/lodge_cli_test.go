@@ -226,6 +226,12 @@ func TestLodgeDetached(t *testing.T) {
 	if r := l.run("", "exec", "ticker", "sh", "-c", "exit 4"); r.code != 4 {
 		t.Errorf("exec exit 4: %d", r.code)
 	}
+	if out := l.must("stats", "--no-stream", "ticker"); !strings.Contains(out, "ticker") || !strings.Contains(out, "MEM USAGE") {
+		t.Errorf("stats:\n%s", out)
+	}
+	if out := l.must("top", "ticker"); !strings.Contains(out, "sleep") && !strings.Contains(out, "sh") {
+		t.Errorf("top:\n%s", out)
+	}
 	// cp both ways.
 	src := filepath.Join(t.TempDir(), "in.txt")
 	os.WriteFile(src, []byte("copied in\n"), 0o644)
