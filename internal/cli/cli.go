@@ -130,5 +130,6 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 	addVolumeCommands(root)
 	addCpCommand(root, a)
 	addStatsCommand(root, a)
+	addNetworkCommands(root)
 	return root
 }

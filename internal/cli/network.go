@@ -14,28 +14,45 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	cnitypes "github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/spf13/cobra"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
-// The default bridge network, written where CNI configurations live (as
-// nerdctl does) the first time a container joins it.
+// Networks are CNI configuration lists where CNI configurations live (as
+// nerdctl keeps them), one bridge each; the default one, "bridge" on the
+// command line, is written the first time a container joins it.
 const (
 	cniConfDir    = "/etc/cni/net.d"
 	bridgeNetwork = "lodge"
-	bridgeConf    = `{
+)
+
+// bridgeConf is a network's CNI list: bridge (with ipMasq), host-local
+// addresses, portmap for -p, firewall.
+func bridgeConf(name, bridge, subnet, gateway string) string {
+	return fmt.Sprintf(`{
   "cniVersion": "1.0.0",
-  "name": "lodge",
+  "name": %q,
   "plugins": [
-    {"type": "bridge", "bridge": "lodge0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.87.0.0/16", "gateway": "10.87.0.1"}]],
+    {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": true, "hairpinMode": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": %q, "gateway": %q}]],
               "routes": [{"dst": "0.0.0.0/0"}]}},
     {"type": "portmap", "capabilities": {"portMappings": true}},
     {"type": "firewall"}
   ]
 }
-`
-)
+`, name, bridge, subnet, gateway)
+}
+
+// networkPath is a network's list: lodge.conflist for the default one,
+// lodge-net-NAME.conflist for one made with `lodge network create` (lodge
+// lists and removes only those).
+func networkPath(name string) string {
+	if name == bridgeNetwork {
+		return filepath.Join(cniConfDir, bridgeNetwork+".conflist")
+	}
+	return filepath.Join(cniConfDir, "lodge-net-"+name+".conflist")
+}
 
 var cniPluginDirs = []string{"/usr/lib/cni", "/opt/cni/bin"}
 
@@ -95,28 +112,42 @@ func portNumber(s string) (int, error) {
 
 // ctrNetwork is a container's place on the bridge network.
 type ctrNetwork struct {
+	Name  string    `json:"name"` // the CNI network
 	NetNS string    `json:"netns"`
 	IP    string    `json:"ip,omitempty"`
 	Ports []portMap `json:"ports,omitempty"`
 }
 
-func cniConfig() (*libcni.CNIConfig, *libcni.NetworkConfigList, error) {
-	path := filepath.Join(cniConfDir, bridgeNetwork+".conflist")
+// writeNetwork writes a network's list (atomically; an existing one is
+// kept unless replace).
+func writeNetwork(name, body string, replace bool) error {
+	path := networkPath(name)
+	if _, err := os.Stat(path); err == nil && !replace {
+		return fmt.Errorf("network %s already exists", name)
+	}
+	if err := os.MkdirAll(cniConfDir, 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func cniConfig(name string) (*libcni.CNIConfig, *libcni.NetworkConfigList, error) {
+	path := networkPath(name)
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(cniConfDir, 0o755); err != nil {
-			return nil, nil, err
+		if name != bridgeNetwork {
+			return nil, nil, fmt.Errorf("no such network: %s (lodge network create %s)", name, name)
 		}
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, []byte(bridgeConf), 0o644); err != nil {
-			return nil, nil, err
-		}
-		if err := os.Rename(tmp, path); err != nil {
+		if err := writeNetwork(name, bridgeConf(name, "lodge0", "10.87.0.0/16", "10.87.0.1"), false); err != nil {
 			return nil, nil, err
 		}
 	}
 	list, err := libcni.ConfListFromFile(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("network %s (%s): %w", bridgeNetwork, path, err)
+		return nil, nil, fmt.Errorf("network %s (%s): %w", name, path, err)
 	}
 	return libcni.NewCNIConfig(cniPluginDirs, nil), list, nil
 }
@@ -132,7 +163,7 @@ func runtimeConf(id string, n *ctrNetwork) *libcni.RuntimeConf {
 // joinBridge makes the container a network namespace on the bridge
 // network with its published ports; the VM takes over its interface.
 // On error nothing is left.
-func joinBridge(ctx context.Context, id string, ports []portMap) (_ *ctrNetwork, retErr error) {
+func joinBridge(ctx context.Context, network, id string, ports []portMap) (_ *ctrNetwork, retErr error) {
 	if err := portsTaken(ports); err != nil {
 		return nil, err
 	}
@@ -141,7 +172,7 @@ func joinBridge(ctx context.Context, id string, ports []portMap) (_ *ctrNetwork,
 			return nil, err
 		}
 	}
-	cni, list, err := cniConfig()
+	cni, list, err := cniConfig(network)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +181,7 @@ func joinBridge(ctx context.Context, id string, ports []portMap) (_ *ctrNetwork,
 	if err != nil {
 		return nil, fmt.Errorf("network namespace: %w", err)
 	}
-	n := &ctrNetwork{NetNS: path, Ports: ports}
+	n := &ctrNetwork{Name: network, NetNS: path, Ports: ports}
 	defer func() {
 		if retErr != nil {
 			removeNetNS(path)
@@ -159,7 +190,7 @@ func joinBridge(ctx context.Context, id string, ports []portMap) (_ *ctrNetwork,
 	res, err := cni.AddNetworkList(ctx, list, runtimeConf(id, n))
 	if err != nil {
 		cni.DelNetworkList(context.WithoutCancel(ctx), list, runtimeConf(id, n))
-		return nil, fmt.Errorf("network %s: %w (are containernetworking-plugins and iptables installed?)", bridgeNetwork, err)
+		return nil, fmt.Errorf("network %s: %w (are containernetworking-plugins and iptables installed?)", network, err)
 	}
 	n.IP = resultIP(res)
 	return n, nil
@@ -171,7 +202,11 @@ func leaveBridge(ctx context.Context, id string, n *ctrNetwork) error {
 		return nil
 	}
 	var errs []error
-	if cni, list, err := cniConfig(); err == nil {
+	name := n.Name
+	if name == "" {
+		name = bridgeNetwork
+	}
+	if cni, list, err := cniConfig(name); err == nil {
 		if err := cni.DelNetworkList(ctx, list, runtimeConf(id, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
@@ -303,4 +338,133 @@ func resultIP(r cnitypes.Result) string {
 		}
 	}
 	return ""
+}
+
+// lodgeNetworks lists the networks lodge made.
+func lodgeNetworks() ([]*libcni.NetworkConfigList, error) {
+	files, err := filepath.Glob(filepath.Join(cniConfDir, "lodge-net-*.conflist"))
+	if err != nil {
+		return nil, err
+	}
+	var out []*libcni.NetworkConfigList
+	for _, f := range append([]string{networkPath(bridgeNetwork)}, files...) {
+		if l, err := libcni.ConfListFromFile(f); err == nil {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+func addNetworkCommands(root *cobra.Command) {
+	nw := &cobra.Command{Use: "network", Short: "manage bridge networks"}
+	var subnet string
+	create := &cobra.Command{
+		Use:   "create [--subnet CIDR] NAME",
+		Short: "create a bridge network",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if !validName(name) || name == "bridge" || name == "none" || name == "host" {
+				return fmt.Errorf("invalid network name %q", name)
+			}
+			if _, _, err := cniConfig(bridgeNetwork); err != nil { // the default's subnet is taken
+				return err
+			}
+			existing, err := lodgeNetworks()
+			if err != nil {
+				return err
+			}
+			used := func(cidr string) bool {
+				for _, l := range existing {
+					if strings.Contains(string(l.Bytes), `"`+cidr+`"`) {
+						return true
+					}
+				}
+				return false
+			}
+			for n := 88; subnet == "" && n < 255; n++ {
+				if c := fmt.Sprintf("10.%d.0.0/16", n); !used(c) {
+					subnet = c
+				}
+			}
+			ip, ipn, err := net.ParseCIDR(subnet)
+			if err != nil || ip.To4() == nil {
+				return fmt.Errorf("--subnet %q: want an IPv4 CIDR such as 10.90.0.0/16", subnet)
+			}
+			if used(ipn.String()) {
+				return fmt.Errorf("--subnet %s: another network uses it", ipn)
+			}
+			gw := ipn.IP.To4()
+			gw = net.IPv4(gw[0], gw[1], gw[2], gw[3]+1)
+			bridge := "lodge-" + name
+			if len(bridge) > 15 {
+				bridge = bridge[:15]
+			}
+			if err := writeNetwork(name, bridgeConf(name, bridge, ipn.String(), gw.String()), false); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), name)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&subnet, "subnet", "", "IPv4 subnet (default: the next free 10.N.0.0/16)")
+	ls := &cobra.Command{
+		Use:   "ls",
+		Short: "list networks",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			nets, err := lodgeNetworks()
+			if err != nil {
+				return err
+			}
+			type row struct{ Name, Driver, File string }
+			rows := []row{{"none", "null", ""}}
+			for _, l := range nets {
+				rows = append(rows, row{l.Name, "bridge", networkPath(l.Name)})
+			}
+			return printList(cmd.OutOrStdout(), rows, "table", "NETWORK NAME\tDRIVER", func(r row) string { return r.Name + "\t" + r.Driver })
+		},
+	}
+	rm := &cobra.Command{
+		Use:   "rm NAME...",
+		Short: "remove networks no container uses",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var errs []error
+			for _, n := range args {
+				if n == bridgeNetwork || n == "bridge" {
+					errs = append(errs, errors.New("the default network cannot be removed"))
+					continue
+				}
+				if users := networkUsers(n); len(users) > 0 {
+					errs = append(errs, fmt.Errorf("network %s is in use by %s", n, strings.Join(users, ", ")))
+					continue
+				}
+				if _, err := os.Stat(networkPath(n)); err != nil {
+					errs = append(errs, fmt.Errorf("no such network: %s", n))
+					continue
+				}
+				if err := os.Remove(networkPath(n)); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), n)
+			}
+			return errors.Join(errs...)
+		},
+	}
+	nw.AddCommand(create, ls, rm)
+	root.AddCommand(nw)
+}
+
+// networkUsers are the containers (any state) on the network.
+func networkUsers(name string) []string {
+	all, _ := allCtrs()
+	var out []string
+	for _, r := range all {
+		if r.Network != nil && r.Network.Name == name {
+			out = append(out, r.Name)
+		}
+	}
+	return out
 }

@@ -108,7 +108,7 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f.StringVarP(&o.memory, "memory", "m", "", "memory limit (e.g. 256m, 1g)")
 	f.Float64Var(&o.cpus, "cpus", 0, "CPUs (e.g. 1.5)")
 	f.StringVar(&o.hostname, "hostname", "", "container host name")
-	f.StringVar(&o.network, "network", "bridge", "network: bridge (the default bridge, lodge0) or none")
+	f.StringVar(&o.network, "network", "bridge", "network: bridge (the default, lodge0), none, or one made with lodge network create")
 	f.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port: [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]")
 	f.StringVar(&o.pull, "pull", "missing", "pull the image: missing, always or never")
 	create.Flags().AddFlagSet(f)
@@ -129,11 +129,18 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		}
 		ports = append(ports, pm)
 	}
-	switch {
-	case o.network != "bridge" && o.network != "none":
-		return lodgeError(fmt.Errorf("--network %s: want bridge or none (user-defined networks: not yet)", o.network))
-	case o.network == "none" && len(ports) > 0:
-		return lodgeError(errors.New("-p needs a network: not with --network none"))
+	network := o.network
+	switch network {
+	case "none":
+		if len(ports) > 0 {
+			return lodgeError(errors.New("-p needs a network: not with --network none"))
+		}
+	case "bridge", "":
+		network = bridgeNetwork
+	default:
+		if _, err := os.Stat(networkPath(network)); err != nil || !validName(network) {
+			return lodgeError(fmt.Errorf("--network %s: no such network (lodge network ls)", network))
+		}
 	}
 	if o.detach && o.tty && !o.interactive {
 		return lodgeError(errors.New("-d with -t needs -i too (a detached terminal is kept for a later attach, which Lodge has not yet)"))
@@ -186,7 +193,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	if err := rec.save(); err != nil {
 		return lodgeError(err)
 	}
-	if o.network == "bridge" {
+	if network != "none" {
 		// One container at a time checks the published ports and records
 		// its own.
 		if err := os.MkdirAll(runtimeState, 0o711); err != nil {
@@ -196,7 +203,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		if err != nil {
 			return lodgeError(err)
 		}
-		nw, err := joinBridge(ctx, id, ports)
+		nw, err := joinBridge(ctx, network, id, ports)
 		if err != nil {
 			unlock()
 			return lodgeError(err)

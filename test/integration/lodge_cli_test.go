@@ -361,6 +361,24 @@ func TestLodgeNetwork(t *testing.T) {
 	if after, _ := os.ReadDir("/run/netns"); len(after) != len(netnsBefore) {
 		t.Errorf("network namespaces left by the refused run: %v -> %v", netnsBefore, after)
 	}
+	// A user-defined network: its containers talk, it cannot go while used.
+	l.run("", "network", "rm", "lodgetestnet")
+	l.must("network", "create", "lodgetestnet")
+	defer l.run("", "network", "rm", "lodgetestnet")
+	if ls := l.must("network", "ls"); !strings.Contains(ls, "lodgetestnet") {
+		t.Errorf("network ls:\n%s", ls)
+	}
+	l.must("run", "-d", "--name", "peer", "--network", "lodgetestnet", "-v", www+":/www:ro", ref, "httpd", "-f", "-p", "80", "-h", "/www")
+	json.Unmarshal([]byte(l.must("inspect", "peer")), &insp)
+	peerIP := insp[0].NetworkSettings.IP
+	if out := l.run("", "run", "--rm", "--network", "lodgetestnet", ref, "wget", "-qO-", "http://"+peerIP+"/"); out.stdout != "hello-over-the-bridge\n" {
+		t.Errorf("on a user-defined network: %q %s", out.stdout, out.stderr)
+	}
+	if r := l.run("", "network", "rm", "lodgetestnet"); r.code == 0 {
+		t.Error("a network in use was removed")
+	}
+	l.must("rm", "-f", "peer")
+	l.must("network", "rm", "lodgetestnet")
 	l.must("rm", "-f", "web")
 	for _, e := range mustReadDir(t, "/run/netns") {
 		if strings.HasPrefix(e, "lodge-") {
