@@ -411,6 +411,10 @@ func addContainerCommands(root *cobra.Command, a *app) {
 			if _, running := r.status(); !running {
 				return fmt.Errorf("container %s is not running", r.Name)
 			}
+			// The guest's view, from ps in the container where it has one.
+			if a.execIn(cmd, r, strings.NewReader(""), cmd.OutOrStdout(), "ps", "-o", "pid,user,args") == nil {
+				return nil
+			}
 			env := runtimecli.StandardEnv(a.env.Version)
 			env.IO = runtimecli.IO{In: strings.NewReader(""), Out: cmd.OutOrStdout(), Err: cmd.ErrOrStderr()}
 			if code := runtimecli.Main(cmd.Context(), []string{"--root", runtimeState, "ps", r.ID}, env); code != 0 {
@@ -680,7 +684,12 @@ func (a *app) exec(cmd *cobra.Command, o execOpts, name string, args []string) e
 	rargs = append(append(rargs, r.ID), args...)
 	env := runtimecli.StandardEnv(a.env.Version)
 	if !o.interactive {
-		env.IO.In = strings.NewReader("")
+		restore, err := swapStdio(&os.Stdin, os.DevNull, os.O_RDONLY)
+		if err != nil {
+			return lodgeError(err)
+		}
+		defer restore()
+		env.IO.In = os.Stdin
 	}
 	var errb strings.Builder
 	env.IO.Err = io.MultiWriter(os.Stderr, &errb)

@@ -45,11 +45,40 @@ func ctrPath(s string) (name, p string, ok bool) {
 }
 
 // execIn runs args in the container with the given stdin and stdout.
+// lodge-runtime hands the process this process's own descriptors 0 and 1
+// (not Go readers), so they are pipes for the call.
 func (a *app) execIn(cmd *cobra.Command, r *ctrRecord, in io.Reader, out io.Writer, args ...string) error {
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return err
+	}
+	go func() {
+		io.Copy(inW, in)
+		inW.Close()
+	}()
+	copied := make(chan struct{})
+	go func() {
+		io.Copy(out, outR)
+		outR.Close()
+		close(copied)
+	}()
 	var errb bytes.Buffer
 	env := runtimecli.StandardEnv(a.env.Version)
-	env.IO = runtimecli.IO{In: in, Out: out, Err: &errb}
-	if code := runtimecli.Main(cmd.Context(), append([]string{"--root", runtimeState, "exec", r.ID}, args...), env); code != 0 {
+	env.IO = runtimecli.IO{In: inR, Out: outW, Err: &errb}
+	savedIn, savedOut := os.Stdin, os.Stdout
+	os.Stdin, os.Stdout = inR, outW
+	code := runtimecli.Main(cmd.Context(), append([]string{"--root", runtimeState, "exec", r.ID}, args...), env)
+	os.Stdin, os.Stdout = savedIn, savedOut
+	inR.Close()
+	outW.Close()
+	<-copied
+	if code != 0 {
 		return fmt.Errorf("%s in %s: exit %d: %s", args[0], r.Name, code, strings.TrimSpace(errb.String()))
 	}
 	return nil

@@ -43,6 +43,12 @@ func newLodgeCLI(t *testing.T) *lodgeCLI {
 	os.WriteFile(cfg, []byte("[images]\ndir = \""+filepath.Join(l.dir, "images")+"\"\ncontainers_dir = \""+filepath.Join(l.dir, "containers")+"\"\nvolumes_dir = \""+filepath.Join(l.dir, "volumes")+
 		"\"\n[layers]\ndir = \""+filepath.Join(l.dir, "layers")+"\"\n"), 0o644)
 	l.env = append(os.Environ(), "LODGE_CONFIG="+cfg)
+	// Whatever a failed test left running goes with it.
+	t.Cleanup(func() {
+		for _, id := range strings.Fields(l.run("", "ps", "-a", "-q").stdout) {
+			l.run("", "rm", "-f", id)
+		}
+	})
 	return l
 }
 
