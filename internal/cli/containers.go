@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -415,10 +416,8 @@ func addContainerCommands(root *cobra.Command, a *app) {
 			if a.execIn(cmd, r, strings.NewReader(""), cmd.OutOrStdout(), "ps", "-o", "pid,user,args") == nil {
 				return nil
 			}
-			env := runtimecli.StandardEnv(a.env.Version)
-			env.IO = runtimecli.IO{In: strings.NewReader(""), Out: cmd.OutOrStdout(), Err: cmd.ErrOrStderr()}
-			if code := runtimecli.Main(cmd.Context(), []string{"--root", runtimeState, "ps", r.ID}, env); code != 0 {
-				return exitError{code: code}
+			if code, msg := a.runtime(cmd.Context(), cmd.OutOrStdout(), "ps", r.ID); code != 0 {
+				return exitError{code: code, err: errors.New(msg)}
 			}
 			return nil
 		},
@@ -444,13 +443,22 @@ func eachCtr(cmd *cobra.Command, names []string, f func(*ctrRecord) error) error
 	return errors.Join(errs...)
 }
 
-// runtimeOp runs a lodge-runtime command on the container's runtime state.
-func runtimeOp(a *app, op string, args ...string) error {
+// runtime runs a lodge-runtime command, in this process, on the state
+// root of lodge's containers: out gets what it prints, msg is its error
+// message. A command that gives a process stdio (exec) hands it this
+// process's descriptors 0-2, whatever out is.
+func (a *app) runtime(ctx context.Context, out io.Writer, args ...string) (code int, msg string) {
 	var errb strings.Builder
 	env := runtimecli.StandardEnv(a.env.Version)
-	env.IO = runtimecli.IO{In: strings.NewReader(""), Out: io.Discard, Err: &errb}
-	if code := runtimecli.Main(a.ctx(), append([]string{"--root", runtimeState, op}, args...), env); code != 0 {
-		return fmt.Errorf("%s: %s", op, strings.TrimSpace(strings.TrimPrefix(errb.String(), "lodge-runtime: ")))
+	env.IO = runtimecli.IO{In: strings.NewReader(""), Out: out, Err: &errb}
+	code = runtimecli.Main(ctx, append([]string{"--root", runtimeState}, args...), env)
+	return code, strings.TrimSpace(strings.TrimPrefix(errb.String(), "lodge-runtime: "))
+}
+
+// runtimeOp runs a lodge-runtime command whose output does not matter.
+func runtimeOp(a *app, op string, args ...string) error {
+	if code, msg := a.runtime(a.ctx(), io.Discard, append([]string{op}, args...)...); code != 0 {
+		return fmt.Errorf("%s: %s", op, msg)
 	}
 	return nil
 }
@@ -668,7 +676,7 @@ func (a *app) exec(cmd *cobra.Command, o execOpts, name string, args []string) e
 	if _, running := r.status(); !running {
 		return lodgeError(fmt.Errorf("container %s is not running", r.Name))
 	}
-	rargs := []string{"--root", runtimeState, "exec"}
+	rargs := []string{"exec"}
 	if o.tty {
 		rargs = append(rargs, "-t")
 	}
@@ -682,20 +690,17 @@ func (a *app) exec(cmd *cobra.Command, o execOpts, name string, args []string) e
 		rargs = append(rargs, "--user", o.user)
 	}
 	rargs = append(append(rargs, r.ID), args...)
-	env := runtimecli.StandardEnv(a.env.Version)
 	if !o.interactive {
 		restore, err := swapStdio(&os.Stdin, os.DevNull, os.O_RDONLY)
 		if err != nil {
 			return lodgeError(err)
 		}
 		defer restore()
-		env.IO.In = os.Stdin
 	}
-	var errb strings.Builder
-	env.IO.Err = io.MultiWriter(os.Stderr, &errb)
-	code := runtimecli.Main(cmd.Context(), rargs, env)
-	if code != 0 && strings.Contains(errb.String(), "lodge-runtime:") {
-		return exitError{code: runExitCode(errors.New(errb.String()))}
+	code, msg := a.runtime(cmd.Context(), os.Stdout, rargs...)
+	if code != 0 && msg != "" {
+		// lodge-runtime's own failure (the command never ran).
+		return exitError{code: runExitCode(errors.New(msg)), err: errors.New(msg)}
 	}
 	if code != 0 {
 		return exitError{code: code}

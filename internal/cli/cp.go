@@ -13,8 +13,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-
-	"github.com/lodgeruntime/lodge/internal/runtimecli"
 )
 
 func addCpCommand(root *cobra.Command, a *app) {
@@ -68,18 +66,15 @@ func (a *app) execIn(cmd *cobra.Command, r *ctrRecord, in io.Reader, out io.Writ
 		outR.Close()
 		close(copied)
 	}()
-	var errb bytes.Buffer
-	env := runtimecli.StandardEnv(a.env.Version)
-	env.IO = runtimecli.IO{In: inR, Out: outW, Err: &errb}
 	savedIn, savedOut := os.Stdin, os.Stdout
 	os.Stdin, os.Stdout = inR, outW
-	code := runtimecli.Main(cmd.Context(), append([]string{"--root", runtimeState, "exec", r.ID}, args...), env)
+	code, msg := a.runtime(cmd.Context(), outW, append([]string{"exec", r.ID}, args...)...)
 	os.Stdin, os.Stdout = savedIn, savedOut
 	inR.Close()
 	outW.Close()
 	<-copied
 	if code != 0 {
-		return fmt.Errorf("%s in %s: exit %d: %s", args[0], r.Name, code, strings.TrimSpace(errb.String()))
+		return fmt.Errorf("%s in %s: exit %d: %s", args[0], r.Name, code, msg)
 	}
 	return nil
 }

@@ -5,13 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/lodgeruntime/lodge/internal/runtimecli"
 )
 
 // ctrStats is what `lodge-runtime events --stats` says of a container's
@@ -36,12 +33,10 @@ type ctrStats struct {
 }
 
 func (a *app) sample(cmd *cobra.Command, id string) (ctrStats, error) {
-	var out, errb bytes.Buffer
-	env := runtimecli.StandardEnv(a.env.Version)
-	env.IO = runtimecli.IO{In: strings.NewReader(""), Out: &out, Err: &errb}
+	var out bytes.Buffer
 	var s ctrStats
-	if code := runtimecli.Main(cmd.Context(), []string{"--root", runtimeState, "events", "--stats", id}, env); code != 0 {
-		return s, fmt.Errorf("stats: %s", strings.TrimSpace(errb.String()))
+	if code, msg := a.runtime(cmd.Context(), &out, "events", "--stats", id); code != 0 {
+		return s, fmt.Errorf("stats: %s", msg)
 	}
 	return s, json.Unmarshal(out.Bytes(), &s)
 }
