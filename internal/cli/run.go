@@ -210,8 +210,8 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		}
 		rec.Network = nw
 		defer func() {
-			if !keep {
-				leaveBridge(context.WithoutCancel(ctx), id, nw)
+			if !keep && rec.Network != nil {
+				leaveBridge(context.WithoutCancel(ctx), id, rec.Network)
 			}
 		}()
 		err = rec.save()
@@ -245,6 +245,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	if lerr := leaveBridge(context.WithoutCancel(ctx), id, rec.Network); lerr != nil {
 		a.log.Warn("leave the bridge network", "container", name, "err", lerr)
 	}
+	rec.Network = nil // left: the deferred cleanup has nothing to undo
 	if err != nil {
 		return exitError{code: runExitCode(err), err: err}
 	}
