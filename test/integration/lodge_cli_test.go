@@ -235,7 +235,7 @@ func TestLodgeDetached(t *testing.T) {
 	if out := l.must("stats", "--no-stream", "ticker"); !strings.Contains(out, "ticker") || !strings.Contains(out, "MEM USAGE") {
 		t.Errorf("stats:\n%s", out)
 	}
-	if out := l.must("top", "ticker"); !strings.Contains(out, "sleep") && !strings.Contains(out, "sh") {
+	if out := l.must("top", "ticker"); !strings.Contains(out, "sleep 1") && !strings.Contains(out, "sh -c") {
 		t.Errorf("top:\n%s", out)
 	}
 	// cp both ways.
@@ -355,8 +355,9 @@ func TestLodgeNetwork(t *testing.T) {
 	if out := l.must("run", "--rm", ref, "wget", "-qO-", "http://"+ip+"/"); out != "hello-over-the-bridge\n" {
 		t.Errorf("container -> container: %q", out)
 	}
-	if r := l.run("", "run", "--rm", "--network", "none", ref, "sh", "-c", "ip link show eth0"); r.code == 0 {
-		t.Errorf("--network none has an eth0: %s", r.stdout)
+	// The command runs (ip's own failure, not Lodge's 125) and finds no eth0.
+	if r := l.run("", "run", "--rm", "--network", "none", ref, "sh", "-c", "ip link show eth0"); r.code == 0 || r.code == 125 || !strings.Contains(r.stdout+r.stderr, "can't find device 'eth0'") {
+		t.Errorf("--network none: exit %d, %s%s; want ip's error about a missing eth0", r.code, r.stdout, r.stderr)
 	}
 	// The same host port again: refused, nothing left.
 	netnsBefore, _ := os.ReadDir("/run/netns")
