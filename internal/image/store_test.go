@@ -3,10 +3,12 @@ package image
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -252,5 +254,128 @@ func TestPutBlobFailureLeavesNothing(t *testing.T) {
 		return io.NopCloser(strings.NewReader(content)), nil
 	}); err != nil || !fetched {
 		t.Fatalf("retry: %v, %v", fetched, err)
+	}
+}
+
+// A registry that wants credentials: none and wrong ones are refused with
+// words naming the fix; the ones in the usual auth file ($DOCKER_CONFIG)
+// are used.
+func TestPullCredentials(t *testing.T) {
+	h := registry.New(registry.Logger(nilLogger()))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if u, p, ok := req.BasicAuth(); !ok || u != "lodge" || p != "s3cret" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, req)
+	}))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	ref, err := name.ParseReference(host + "/private:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := random.Image(4096, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := authn.FromConfig(authn.AuthConfig{Username: "lodge", Password: "s3cret"})
+	if err := remote.Write(ref, img, remote.WithAuth(good)); err != nil {
+		t.Fatal(err)
+	}
+
+	s := newStore(t)
+	cfgDir := t.TempDir()
+	t.Setenv("DOCKER_CONFIG", cfgDir)
+	writeAuth := func(user, pass string) {
+		auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
+		b := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, host, auth)
+		if err := os.WriteFile(filepath.Join(cfgDir, "config.json"), []byte(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct{ name, user, pass string }{{"none", "", ""}, {"wrong", "lodge", "guess"}} {
+		os.Remove(filepath.Join(cfgDir, "config.json"))
+		if c.user != "" {
+			writeAuth(c.user, c.pass)
+		}
+		_, err := s.Pull(context.Background(), ref, PullOptions{})
+		if err == nil || !strings.Contains(err.Error(), "refused the credentials") || !strings.Contains(err.Error(), "private:v1") {
+			t.Errorf("pull with %s credentials: %v", c.name, err)
+		}
+	}
+	writeAuth("lodge", "s3cret")
+	if _, err := s.Pull(context.Background(), ref, PullOptions{}); err != nil {
+		t.Fatalf("pull with the credentials of config.json: %v", err)
+	}
+}
+
+func TestPullUnreachable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	ref, _ := name.ParseReference(addr + "/gone:v1")
+	s := newStore(t)
+	_, err = s.Pull(context.Background(), ref, PullOptions{Keychain: authn.NewMultiKeychain()})
+	if err == nil || !strings.Contains(err.Error(), "cannot reach the registry "+addr) {
+		t.Fatalf("pull from a closed port: %v", err)
+	}
+	if ents, _ := os.ReadDir(s.Dir); len(ents) != 0 {
+		t.Errorf("store not empty after a failed pull: %v", ents)
+	}
+}
+
+// A disk that fills during a pull (a real filesystem, a small tmpfs): the
+// error names the image, the layer and the cause; nothing half-written is
+// left; the same pull succeeds once there is room.
+func TestPullDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	reg := newRegistry(t)
+	img, err := random.Image(3<<20, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.ParseReference(strings.TrimPrefix(reg.URL, "http://") + "/big:v1")
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=4m"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	s := &Store{Dir: filepath.Join(dir, "images"), Layers: &layers.Store{Dir: filepath.Join(dir, "layers")}}
+	_, err = s.Pull(context.Background(), ref, PullOptions{Keychain: authn.NewMultiKeychain()})
+	if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "big:v1") || !strings.Contains(err.Error(), "layer sha256:") {
+		t.Fatalf("pull onto a full disk: %v", err)
+	}
+	// Complete blobs may stay (a later pull reuses them); nothing partial,
+	// no layer image, no name.
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		switch base := filepath.Base(p); {
+		case strings.Contains(base, ".tmp-"), strings.HasSuffix(base, ".erofs"), base == "refs.json":
+			t.Errorf("left after a failed pull: %s", p)
+		case strings.HasPrefix(filepath.Dir(p), filepath.Join(s.Dir, "blobs")) && !strings.HasSuffix(base, ".lock"):
+			b, _ := os.ReadFile(p)
+			if fmt.Sprintf("%x", sha256.Sum256(b)) != base {
+				t.Errorf("a blob that does not match its digest: %s", p)
+			}
+		}
+		return nil
+	})
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_REMOUNT, "size=64m"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pull(context.Background(), ref, PullOptions{Keychain: authn.NewMultiKeychain()}); err != nil {
+		t.Fatalf("pull once there is room: %v", err)
 	}
 }
