@@ -49,6 +49,17 @@ func TestRunSpecFollowsDocker(t *testing.T) {
 	if s.Process.Cwd != "/tmp" || *s.Linux.Resources.Memory.Limit != 64<<20 || *s.Linux.Resources.CPU.Quota != 150000 || !s.Process.Terminal {
 		t.Errorf("cwd %s mem %d quota %d terminal %v", s.Process.Cwd, *s.Linux.Resources.Memory.Limit, *s.Linux.Resources.CPU.Quota, s.Process.Terminal)
 	}
+	initBinary = filepath.Join(t.TempDir(), "tini-static")
+	if _, _, err := runSpec(im, nil, runOpts{init: true}, nil, id); err == nil || !strings.Contains(err.Error(), "apt-get install tini") {
+		t.Errorf("--init without tini: %v", err)
+	}
+	os.WriteFile(initBinary, nil, 0o755)
+	s, _, err = runSpec(im, nil, runOpts{init: true}, nil, id)
+	if err != nil || !slices.Equal(s.Process.Args, []string{initPath, "--", "/entry", "default"}) {
+		t.Errorf("--init: args %v (%v)", s.Process.Args, err)
+	} else if m := s.Mounts[len(s.Mounts)-1]; m.Source != initBinary || m.Destination != initPath || !slices.Contains(m.Options, "ro") {
+		t.Errorf("--init: mount %+v", m)
+	}
 	if _, _, err := runSpec(&image.Image{Ref: im.Ref}, nil, runOpts{}, nil, id); err == nil {
 		t.Error("an image without a command and no command given was accepted")
 	}

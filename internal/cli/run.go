@@ -31,11 +31,18 @@ import (
 	"github.com/lodgeruntime/lodge/internal/state"
 )
 
+// initBinary is the init `run --init` puts at initPath in the container:
+// statically linked, so that it runs on any image's libc.
+var initBinary = "/usr/bin/tini-static"
+
+const initPath = "/sbin/docker-init"
+
 // runtimeState is lodge-runtime's state root for `lodge`'s containers.
 const runtimeState = "/run/lodge/lodge"
 
 type runOpts struct {
 	rm, interactive, tty, readOnly bool
+	init                           bool // --init: tini as the container's PID 1
 	name, workdir, user, hostname  string
 	entrypoint                     *string
 	env, envFiles, volumes         []string
@@ -98,6 +105,7 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f.BoolVarP(&o.interactive, "interactive", "i", false, "keep stdin open")
 	f.BoolVarP(&o.tty, "tty", "t", false, "allocate a terminal")
 	f.BoolVar(&o.readOnly, "read-only", false, "read-only root filesystem")
+	f.BoolVar(&o.init, "init", false, "run an init (tini) as PID 1 that forwards signals and reaps zombies")
 	f.StringVar(&o.name, "name", "", "container name")
 	f.StringArrayVarP(&o.env, "env", "e", nil, "set an environment variable (NAME=VALUE, or NAME to pass the host's)")
 	f.StringArrayVar(&o.envFiles, "env-file", nil, "read environment variables from a file")
@@ -410,6 +418,16 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 	p.Args = append(append([]string{}, entry...), cmdArgs...)
 	if len(p.Args) == 0 {
 		return nil, nil, fmt.Errorf("no command: the image %s has none, give one after its name", displayName(im.Name))
+	}
+	if o.init {
+		// As docker's --init: the host's static tini, bind-mounted read-only
+		// where docker puts it.
+		if _, err := os.Stat(initBinary); err != nil {
+			return nil, nil, fmt.Errorf("--init runs %s, which is missing (apt-get install tini): %w", initBinary, err)
+		}
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: initPath, Type: "bind", Source: initBinary,
+			Options: []string{"rbind", "ro", "rprivate"}})
+		p.Args = append([]string{initPath, "--"}, p.Args...)
 	}
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	env = mergeEnv(env, c.Env)

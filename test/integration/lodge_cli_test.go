@@ -280,6 +280,17 @@ func TestLodgeDetached(t *testing.T) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
+	// --init: tini is PID 1 and hands SIGTERM on to the command (sleep as
+	// PID 1 would ignore it and be killed after the grace period: 137).
+	l.must("run", "-d", "--init", "--name", "inited", ref, "sleep", "1000")
+	if out := l.must("exec", "inited", "cat", "/proc/1/cmdline"); !strings.HasPrefix(out, "/sbin/docker-init\x00--\x00sleep\x001000") {
+		t.Errorf("--init: PID 1 is %q", out)
+	}
+	l.must("stop", "-t", "60", "inited")
+	if out := strings.TrimSpace(l.must("wait", "inited")); out != "143" {
+		t.Errorf("--init: wait after stop: %q, want 143 (sleep ended by the SIGTERM tini forwarded)", out)
+	}
+	l.must("rm", "inited")
 	// create, then start: the command runs only once started.
 	l.must("create", "--name", "later", ref, "sh", "-c", "echo ran-after-start")
 	if ps := l.must("ps", "-a"); !strings.Contains(ps, "Created") {
