@@ -76,41 +76,13 @@ func Attach(path string) (_ *Attachment, retErr error) {
 			a.Detach()
 		}
 	}()
-	for _, l := range links {
+	for _, l := range wirable(links) {
 		attrs := l.Attrs()
-		if attrs.Flags&net.FlagLoopback != 0 || l.Type() == "tuntap" || len(attrs.HardwareAddr) != 6 {
-			continue
-		}
-		iface := Interface{Name: attrs.Name, MAC: attrs.HardwareAddr.String(), MTU: attrs.MTU}
-		addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
+		iface, routes, err := describe(h, l)
 		if err != nil {
-			return nil, fmt.Errorf("addresses of %s: %w", attrs.Name, err)
+			return nil, err
 		}
-		for _, ad := range addrs {
-			if ad.IP.IsLinkLocalUnicast() {
-				continue // the guest makes its own
-			}
-			iface.Addrs = append(iface.Addrs, ad.IPNet.String())
-		}
-		routes, err := h.RouteList(l, netlink.FAMILY_ALL)
-		if err != nil {
-			return nil, fmt.Errorf("routes of %s: %w", attrs.Name, err)
-		}
-		for _, r := range routes {
-			if r.Protocol == unix.RTPROT_KERNEL || (r.Dst != nil && r.Dst.IP.IsLinkLocalUnicast()) {
-				continue // made with the address
-			}
-			rt := Route{Device: attrs.Name}
-			if r.Dst != nil {
-				if ones, _ := r.Dst.Mask.Size(); ones > 0 || !r.Dst.IP.IsUnspecified() {
-					rt.Dest = r.Dst.String() // else the default route: Dest stays ""
-				}
-			}
-			if r.Gw != nil {
-				rt.Gateway = r.Gw.String()
-			}
-			a.Routes = append(a.Routes, rt)
-		}
+		a.Routes = append(a.Routes, routes...)
 		tap := fmt.Sprintf("%s%d", TapPrefix, len(a.Links))
 		f, err := openTap(ns, tap)
 		if err != nil {
@@ -122,6 +94,123 @@ func Attach(path string) (_ *Attachment, retErr error) {
 		}
 		a.Interfaces = append(a.Interfaces, iface)
 	}
+	return a, nil
+}
+
+// wirable are the links a VM takes over: not loopback, not a tap, with an
+// Ethernet address (a veth, usually).
+func wirable(links []netlink.Link) []netlink.Link {
+	var out []netlink.Link
+	for _, l := range links {
+		attrs := l.Attrs()
+		if attrs.Flags&net.FlagLoopback != 0 || l.Type() == "tuntap" || len(attrs.HardwareAddr) != 6 {
+			continue
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// describe reads what the guest must configure for l: its name, MAC, MTU,
+// addresses, and the routes through it.
+func describe(h *netlink.Handle, l netlink.Link) (Interface, []Route, error) {
+	attrs := l.Attrs()
+	iface := Interface{Name: attrs.Name, MAC: attrs.HardwareAddr.String(), MTU: attrs.MTU}
+	addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return iface, nil, fmt.Errorf("addresses of %s: %w", attrs.Name, err)
+	}
+	for _, ad := range addrs {
+		if ad.IP.IsLinkLocalUnicast() {
+			continue // the guest makes its own
+		}
+		iface.Addrs = append(iface.Addrs, ad.IPNet.String())
+	}
+	rs, err := h.RouteList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return iface, nil, fmt.Errorf("routes of %s: %w", attrs.Name, err)
+	}
+	var routes []Route
+	for _, r := range rs {
+		if r.Protocol == unix.RTPROT_KERNEL || (r.Dst != nil && r.Dst.IP.IsLinkLocalUnicast()) {
+			continue // made with the address
+		}
+		rt := Route{Device: attrs.Name}
+		if r.Dst != nil {
+			if ones, _ := r.Dst.Mask.Size(); ones > 0 || !r.Dst.IP.IsUnspecified() {
+				rt.Dest = r.Dst.String() // else the default route: Dest stays ""
+			}
+		}
+		if r.Gw != nil {
+			rt.Gateway = r.Gw.String()
+		}
+		routes = append(routes, rt)
+	}
+	return iface, routes, nil
+}
+
+// NewTap makes the tap name in the namespace at path, before the
+// interface it will carry exists (see AttachTap), and returns its queue.
+func NewTap(path, name string) (*os.File, error) {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("open network namespace %s: %w", path, err)
+	}
+	defer ns.Close()
+	f, err := openTap(ns, name)
+	if err != nil {
+		return nil, fmt.Errorf("create %s in %s: %w", name, path, err)
+	}
+	return f, nil
+}
+
+// AttachTap wires the one interface that has appeared in the namespace at
+// path since NewTap made tap there (an engine's hook put it there: Docker)
+// to that tap. A namespace with no such interface gives an Attachment
+// without interfaces; more than one is an error (the VM has one NIC for
+// them). On error nothing it made is left.
+func AttachTap(path, tap string) (_ *Attachment, retErr error) {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("open network namespace %s: %w", path, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("netlink in %s: %w", path, err)
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces in %s: %w", path, err)
+	}
+	a := &Attachment{NetNS: path}
+	ls := wirable(links)
+	switch {
+	case len(ls) == 0:
+		return a, nil
+	case len(ls) > 1:
+		var names []string
+		for _, l := range ls {
+			names = append(names, l.Attrs().Name)
+		}
+		return nil, fmt.Errorf("the network namespace has %d interfaces (%v) and the VM one NIC for them", len(ls), names)
+	}
+	iface, routes, err := describe(h, ls[0])
+	if err != nil {
+		return nil, err
+	}
+	veth := ls[0].Attrs().Name
+	a.Links = []Link{{Veth: veth, Tap: tap}}
+	defer func() {
+		if retErr != nil {
+			Teardown(path, []string{veth}, nil) // the tap is the VM's
+		}
+	}()
+	if err := redirect(h, veth, tap, iface.MTU); err != nil {
+		return nil, fmt.Errorf("redirect %s <-> %s: %w", veth, tap, err)
+	}
+	a.Interfaces, a.Routes = []Interface{iface}, routes
 	return a, nil
 }
 

@@ -88,6 +88,55 @@ func TestAttachDetach(t *testing.T) {
 	}
 }
 
+// The hook model (Docker): the tap first, the interface later. No
+// interface gives an empty attachment; once one is there it is wired to
+// the tap; a second one is refused.
+func TestAttachTapLater(t *testing.T) {
+	path := testNetNS(t)
+	empty := fmt.Sprintf("lodgetest-ns-e%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", empty).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", empty).Run() })
+	emptyPath := "/var/run/netns/" + empty
+	f, err := NewTap(emptyPath, "lodgetap0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if a, err := AttachTap(emptyPath, "lodgetap0"); err != nil || len(a.Interfaces) != 0 || len(a.Links) != 0 {
+		t.Fatalf("a namespace with no interface: %+v, %v", a, err)
+	}
+	// What a hook does: an interface appears, with its address and route.
+	if out, err := exec.Command("nsenter", "--net="+path, "ip", "link", "set", "eth0", "netns", emptyPath).CombinedOutput(); err != nil {
+		t.Fatalf("move eth0: %v: %s", err, out)
+	}
+	for _, args := range [][]string{{"link", "set", "eth0", "mtu", "1400", "up"}, {"addr", "add", "10.123.0.5/24", "dev", "eth0"}, {"route", "add", "default", "via", "10.123.0.1"}} {
+		if out, err := exec.Command("nsenter", append([]string{"--net=" + emptyPath, "ip"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	a, err := AttachTap(emptyPath, "lodgetap0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Interfaces) != 1 || a.Interfaces[0].Name != "eth0" || a.Interfaces[0].MTU != 1400 || a.Interfaces[0].Addrs[0] != "10.123.0.5/24" ||
+		len(a.Routes) != 1 || a.Routes[0].Gateway != "10.123.0.1" {
+		t.Errorf("attachment: %+v", a)
+	}
+	for dev, to := range map[string]string{"eth0": "lodgetap0", "lodgetap0": "eth0"} {
+		if out := inNS(t, emptyPath, "tc", "filter", "show", "dev", dev, "ingress"); !strings.Contains(out, "Redirect to device "+to) {
+			t.Errorf("no redirect %s -> %s:\n%s", dev, to, out)
+		}
+	}
+	if out, err := exec.Command("nsenter", "--net="+emptyPath, "ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth2").CombinedOutput(); err != nil {
+		t.Fatalf("add veth: %v: %s", err, out)
+	}
+	if _, err := AttachTap(emptyPath, "lodgetap0"); err == nil || !strings.Contains(err.Error(), "one NIC") {
+		t.Errorf("three interfaces for one NIC: %v", err)
+	}
+}
+
 func TestForwardLocalhost(t *testing.T) {
 	path := testNetNS(t)
 	if _, err := exec.LookPath("iptables"); err != nil {

@@ -23,6 +23,8 @@ import (
 	"github.com/lodgeruntime/lodge/internal/oci"
 	"github.com/lodgeruntime/lodge/internal/procid"
 	"github.com/lodgeruntime/lodge/internal/shim"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // createFlags are the options `create` and `run` share.
@@ -68,6 +70,19 @@ func cmdCreate(ctx context.Context, g globals, log *slog.Logger, env Env, args [
 	return nil
 }
 
+// ownNetNS says whether spec asks for a new network namespace (no path).
+func ownNetNS(spec *specs.Spec) bool {
+	if spec.Linux == nil {
+		return false
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			return ns.Path == ""
+		}
+	}
+	return false
+}
+
 // createContainer validates the bundle, reserves the id and starts the
 // supervisor, returning once the container is created (or has failed, with
 // nothing left behind).
@@ -103,11 +118,29 @@ func createContainer(g globals, f createFlags, id string, detached bool) (*exec.
 	if f.consoleSocket != "" {
 		args = append(args, "--console-socket", f.consoleSocket)
 	}
+	// A new network namespace without a path: the supervisor, whose pid
+	// the engine sees as the container's, gets one of its own (the host
+	// side of the VM's network, where an engine's hook such as Docker's
+	// puts the container's interface) and keeps this one (fd 4) to run the
+	// hooks in, as runc runs them.
+	var runtimeNS *os.File
+	if ownNetNS(b.Spec) {
+		if runtimeNS, err = os.Open("/proc/thread-self/ns/net"); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		defer runtimeNS.Close()
+		args = append(args, "--runtime-netns")
+	}
 	cmd := exec.Command("/proc/self/exe", append(args, id)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.ExtraFiles = []*os.File{w} // fd 3: syncFD
 	// Its own session: terminal signals reach the CLI, which forwards them once.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if runtimeNS != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, runtimeNS) // fd 4
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNET
+	}
 	err = cmd.Start()
 	w.Close()
 	if err != nil {

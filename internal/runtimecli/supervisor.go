@@ -30,6 +30,7 @@ import (
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/shim"
 	"github.com/lodgeruntime/lodge/internal/unixsock"
+	"github.com/lodgeruntime/lodge/internal/vmm"
 )
 
 // The supervisor is a detached process per container that owns its VM.
@@ -84,6 +85,7 @@ func cmdSupervise(ctx context.Context, g globals, log *slog.Logger, env Env, arg
 	fs := newFlagSet("__supervise")
 	bundleDir := fs.String("bundle", "", "")
 	consoleSocket := fs.String("console-socket", "", "")
+	runtimeNetNS := fs.Bool("runtime-netns", false, "") // fd 4; this process has a network namespace of its own
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -92,7 +94,7 @@ func cmdSupervise(ctx context.Context, g globals, log *slog.Logger, env Env, arg
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs) // also keeps SIGPIPE from killing us when a reader leaves
 
-	sup, err := newSupervisor(ctx, g, log, env, superviseReq{id: id, bundleDir: *bundleDir, consoleSocket: *consoleSocket})
+	sup, err := newSupervisor(ctx, g, log, env, superviseReq{id: id, bundleDir: *bundleDir, consoleSocket: *consoleSocket, runtimeNetNS: *runtimeNetNS})
 	if err != nil {
 		log.Error("create failed", "container_id", id, "err", err)
 		report(err)
@@ -119,7 +121,16 @@ type supervisor struct {
 }
 
 // superviseReq is what `create` hands its supervisor.
-type superviseReq struct{ id, bundleDir, consoleSocket string }
+type superviseReq struct {
+	id, bundleDir, consoleSocket string
+	// runtimeNetNS: fd 4 is the runtime's network namespace, and this
+	// process has one of its own (the spec asks for a new one).
+	runtimeNetNS bool
+}
+
+// lateTap is the tap that carries the interface an engine's hook puts in
+// the supervisor's own network namespace (see sandbox.Config.LateNetwork).
+const lateTap = netsetup.TapPrefix + "0"
 
 func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, r superviseReq) (*supervisor, error) {
 	id, bundleDir, consoleSocket := r.id, r.bundleDir, r.consoleSocket
@@ -146,6 +157,19 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, r 
 		return nil, usageError{err.Error()}
 	}
 	s := &supervisor{id: id, dir: dir, root: g.root, log: log, exited: make(chan sandbox.ExitStatus, 1)}
+	// A network namespace of our own: hooks run in the runtime's; when the
+	// engine has create hooks (Docker's libnetwork-setkey moves the
+	// container's veth into the namespace of the pid it is given, ours),
+	// the VM gets a NIC whose tap waits here for that interface.
+	var hookNS *os.File
+	ownNS := fmt.Sprintf("/proc/%d/ns/net", os.Getpid())
+	lateNet := false
+	if r.runtimeNetNS {
+		hookNS = os.NewFile(4, "runtime-netns")
+		h := b.Spec.Hooks
+		lateNet = h != nil && (len(h.Prestart) > 0 || len(h.CreateRuntime) > 0) //nolint:staticcheck // Docker's is a prestart hook
+	}
+	var sb *sandbox.Sandbox
 	var vmProcs []procid.ID
 	var started sandbox.StartInfo
 	fds := &fdStore{pending: map[string]*passed{}}
@@ -171,8 +195,16 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, r 
 					return nil, fmt.Errorf("network namespace %s: %w", path, err)
 				}
 				sc.VM.NICs = sandbox.NICs(nw)
+			} else if lateNet {
+				tap, err := netsetup.NewTap(ownNS, lateTap)
+				if err != nil {
+					return nil, err
+				}
+				defer tap.Close() // QEMU holds it once started
+				sc.VM.NICs = []vmm.NIC{{Tap: tap, MAC: sandbox.TemplateSlotMAC}}
+				sc.LateNetwork = true
 			}
-			sb, err := sandbox.Create(ctx, henv.Deps, sc)
+			sb, err = sandbox.Create(ctx, henv.Deps, sc)
 			if nw != nil {
 				nw.CloseFiles() // QEMU holds the taps now
 			}
@@ -204,6 +236,29 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, r 
 				return nil, err
 			}
 			return &sandbox.LayeredRoot{Images: bl.Images, Writable: filepath.Join(bundle, "lodge-rw.img")}, nil
+		},
+		HookNetNS: hookNS,
+		HooksRan: func(ctx context.Context, _ string) error {
+			if !lateNet || s.net != nil {
+				return nil
+			}
+			a, err := netsetup.AttachTap(ownNS, lateTap)
+			if err != nil {
+				return fmt.Errorf("the network the engine's hooks made: %w", err)
+			}
+			// No interface: docker --network none; the spec's net.*
+			// sysctls are the VM namespace's either way.
+			req := sandbox.GuestNetwork(a)
+			req.Sysctls = sandbox.PodSysctls(b.Spec)
+			if len(req.Interfaces) == 0 && len(req.Sysctls) == 0 {
+				return nil
+			}
+			if err := sb.ConfigureNetwork(ctx, req); err != nil {
+				a.Detach()
+				return fmt.Errorf("configure the guest's network: %w", err)
+			}
+			s.net = a
+			return nil
 		},
 		Stdio:   opener,
 		HostPID: func(string, string) uint32 { return uint32(os.Getpid()) },

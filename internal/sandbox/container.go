@@ -87,7 +87,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (*Con
 		}
 		joinPID = sc.init.pid
 	}
-	gs, err := guestSpec(cc.Spec, cc.Pod != nil, joinPID)
+	gs, err := guestSpec(cc.Spec, cc.Pod != nil, joinPID, s.lateNet)
 	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", cc.ID, err)
 	}

@@ -52,6 +52,12 @@ type Config struct {
 	// (containerd's overlay snapshots) get it built in the guest from
 	// erofs images of the layers (see layers.go).
 	Layers *Layers
+	// LateNetwork: the VM's one NIC (VM.NICs[0], with MAC TemplateSlotMAC)
+	// is a tap in a network namespace whose interface appears only after
+	// the sandbox started (an engine's OCI hook makes it: Docker), given
+	// to the guest then with ConfigureNetwork; a lone container's new
+	// network namespace is the VM's own.
+	LateNetwork bool
 }
 
 // Deps are the drivers a sandbox uses.
@@ -72,6 +78,8 @@ type Sandbox struct {
 	agent  *agent.Client
 	start  StartInfo
 	layers *Layers
+	// lateNet: see Config.LateNetwork.
+	lateNet bool
 
 	mu         sync.Mutex // guards containers
 	containers map[string]*Container
@@ -154,7 +162,7 @@ func Create(ctx context.Context, deps Deps, cfg Config) (*Sandbox, error) {
 
 	cu.Release()
 	return &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, share: share, agent: client,
-		start: start, layers: cfg.Layers, containers: map[string]*Container{}}, nil
+		start: start, layers: cfg.Layers, lateNet: cfg.LateNetwork, containers: map[string]*Container{}}, nil
 }
 
 // newCID picks a random guest context id; vhost-vsock refuses one in use
@@ -260,10 +268,10 @@ func (s *Sandbox) AgentVersion() (agentVersion, kernel string) {
 // ConfigureNetwork gives the guest its NICs' addresses and routes (see
 // internal/netsetup for the host side).
 //
-// In a clone, the NIC carries its template's slot MAC until the agent
-// gives it the interface's.
+// In a clone, or with LateNetwork, the NIC carries the slot MAC until the
+// agent gives it the interface's.
 func (s *Sandbox) ConfigureNetwork(ctx context.Context, req *agentv1.NetworkRequest) error {
-	if s.start.Path == StartClone {
+	if s.start.Path == StartClone || s.lateNet {
 		for _, in := range req.Interfaces {
 			in.CurrentMac = TemplateSlotMAC
 		}

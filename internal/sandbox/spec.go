@@ -20,7 +20,10 @@ var guestMountTypes = map[string]bool{
 // pod (see Placement) a network namespace path means the VM's network,
 // and other namespace paths mean those of the guest process joinPID (none
 // for the sandbox container, which makes its own).
-func guestSpec(in *specs.Spec, inPod bool, joinPID int) (*specs.Spec, error) {
+//
+// vmNet makes a new network namespace the VM's own too (see
+// Config.LateNetwork).
+func guestSpec(in *specs.Spec, inPod bool, joinPID int, vmNet bool) (*specs.Spec, error) {
 	if in == nil || in.Process == nil || len(in.Process.Args) == 0 {
 		return nil, fmt.Errorf("spec has no process args")
 	}
@@ -37,6 +40,8 @@ func guestSpec(in *specs.Spec, inPod bool, joinPID int) (*specs.Spec, error) {
 		l.Namespaces = nil
 		for _, ns := range in.Linux.Namespaces {
 			switch {
+			case ns.Type == specs.NetworkNamespace && ns.Path == "" && vmNet:
+				continue // the VM's own, wired after the engine's hooks
 			case ns.Path == "":
 			case ns.Type == specs.NetworkNamespace:
 				// The VM's own: the host side wires the named namespace's
@@ -55,10 +60,11 @@ func guestSpec(in *specs.Spec, inPod bool, joinPID int) (*specs.Spec, error) {
 		}
 		l.CgroupsPath = "" // the guest chooses its own cgroup layout
 		l.MountLabel = ""  // an SELinux label of the host's policy (see guestProcess)
-		if inPod && len(l.Sysctl) > 0 {
-			// The pod's network namespace is the guest's own: its net.*
-			// sysctls are set once for the VM (PodSysctls), not by the
-			// container runtime, which refuses them outside a new netns.
+		if (inPod || vmNet) && len(l.Sysctl) > 0 {
+			// The pod's (or a late network's) namespace is the guest's
+			// own: its net.* sysctls are set once for the VM (PodSysctls),
+			// not by the container runtime, which refuses them outside a
+			// new netns.
 			_, l.Sysctl = splitSysctls(in.Linux.Sysctl)
 		}
 		s.Linux = &l

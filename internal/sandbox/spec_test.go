@@ -28,7 +28,7 @@ func TestGuestSpecPodPlacement(t *testing.T) {
 
 	// The sandbox container: the pod's network is the VM's own.
 	in := podSpec(sandboxNS...)
-	gs, err := guestSpec(in, true, 0)
+	gs, err := guestSpec(in, true, 0, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestGuestSpecPodPlacement(t *testing.T) {
 	}
 
 	// A workload container joins the sandbox container's guest namespaces.
-	gs, err = guestSpec(podSpec(workloadNS...), true, 77)
+	gs, err = guestSpec(podSpec(workloadNS...), true, 77, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestGuestSpecPodPlacement(t *testing.T) {
 	// Outside a pod, a network namespace an engine made is the VM's (the
 	// host side wires its interfaces); any other host namespace path is
 	// an error a user can act on.
-	gs, err = guestSpec(podSpec(hostNet, specs.LinuxNamespace{Type: specs.PIDNamespace}), false, 0)
+	gs, err = guestSpec(podSpec(hostNet, specs.LinuxNamespace{Type: specs.PIDNamespace}), false, 0, false)
 	if err != nil {
 		t.Fatalf("engine netns outside a pod: %v", err)
 	}
@@ -71,7 +71,7 @@ func TestGuestSpecPodPlacement(t *testing.T) {
 		t.Errorf("lone container namespaces (-want +got):\n%s", diff)
 	}
 	hostIPC := specs.LinuxNamespace{Type: specs.IPCNamespace, Path: "/proc/1/ns/ipc"}
-	if _, err := guestSpec(podSpec(hostIPC), false, 0); !errors.Is(err, ErrUnsupported) {
+	if _, err := guestSpec(podSpec(hostIPC), false, 0, false); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("host ipc namespace outside a pod: %v", err)
 	}
 }
@@ -90,7 +90,7 @@ func TestGuestSpecDropsHostLSMLabels(t *testing.T) {
 	t.Parallel()
 	in := &specs.Spec{Process: &specs.Process{Args: []string{"sh"}, ApparmorProfile: "docker-default",
 		SelinuxLabel: "system_u:system_r:container_t:s0"}, Linux: &specs.Linux{MountLabel: "system_u:object_r:container_file_t:s0"}}
-	gs, err := guestSpec(in, false, 0)
+	gs, err := guestSpec(in, false, 0, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,5 +112,29 @@ func TestCheckNetNSRefusesTheHosts(t *testing.T) {
 	s := podSpec(specs.LinuxNamespace{Type: specs.NetworkNamespace}, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: "/run/netns/x"})
 	if p := NetNSPath(s); p != "/run/netns/x" {
 		t.Errorf("NetNSPath = %q", p)
+	}
+}
+
+// A late network (Docker's hook model): the lone container's new network
+// namespace is the VM's own, whose net.* sysctls the guest sets; without
+// it the container gets a namespace of its own in the guest.
+func TestGuestSpecLateNetwork(t *testing.T) {
+	t.Parallel()
+	in := &specs.Spec{Process: &specs.Process{Args: []string{"sh"}}, Linux: &specs.Linux{
+		Namespaces: []specs.LinuxNamespace{{Type: specs.NetworkNamespace}, {Type: specs.PIDNamespace}},
+		Sysctl:     map[string]string{"net.ipv4.ip_unprivileged_port_start": "0", "kernel.msgmax": "9000"}}}
+	for _, vmNet := range []bool{false, true} {
+		gs, err := guestSpec(in, false, 0, vmNet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hasNet := false
+		for _, ns := range gs.Linux.Namespaces {
+			hasNet = hasNet || ns.Type == specs.NetworkNamespace
+		}
+		_, netSysctl := gs.Linux.Sysctl["net.ipv4.ip_unprivileged_port_start"]
+		if hasNet == vmNet || netSysctl == vmNet || gs.Linux.Sysctl["kernel.msgmax"] != "9000" || len(gs.Linux.Namespaces) < 1 {
+			t.Errorf("vmNet %v: namespaces %v sysctls %v", vmNet, gs.Linux.Namespaces, gs.Linux.Sysctl)
+		}
 	}
 }

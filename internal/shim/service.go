@@ -37,6 +37,13 @@ type Config struct {
 	// HostPID is the host pid reported for a task (the process a caller can
 	// wait for; the container's processes live in the guest).
 	HostPID func(id, execID string) uint32
+	// HookNetNS, when set, is the network namespace the OCI hooks run in
+	// (the runtime's, where this process has one of its own).
+	HookNetNS *os.File
+	// HooksRan, when set, is called once a container's create hooks have
+	// run (an engine's hook may have made its network: Docker's); an error
+	// fails the create.
+	HooksRan func(ctx context.Context, id string) error
 	// Publish receives task events; nil drops them.
 	Publish func(topic string, ev proto.Message)
 	// Exited is called once a container's init process has exited.
@@ -252,9 +259,14 @@ func (s *Service) create(ctx context.Context, r *taskapi.CreateTaskRequest) (*ta
 			kind  string
 			hooks []specs.Hook
 		}{{"prestart", h.Prestart}, {"createRuntime", h.CreateRuntime}, {"createContainer", h.CreateContainer}} { //nolint:staticcheck // prestart is deprecated but still run
-			if err := RunHooks(ctx, hs.kind, hs.hooks, st); err != nil {
+			if err := RunHooksIn(ctx, s.cfg.HookNetNS, hs.kind, hs.hooks, st); err != nil {
 				return nil, err
 			}
+		}
+	}
+	if s.cfg.HooksRan != nil {
+		if err := s.cfg.HooksRan(ctx, r.ID); err != nil {
+			return nil, err
 		}
 	}
 	s.mu.Lock()
@@ -386,7 +398,7 @@ func (s *Service) startInit(ctx context.Context, t *task) (retErr error) {
 	}
 	defer func() { t.life.end("start", retErr == nil) }()
 	if h := t.spec.Hooks; h != nil {
-		if err := RunHooks(ctx, "startContainer", h.StartContainer, s.ociState(t, "created")); err != nil {
+		if err := RunHooksIn(ctx, s.cfg.HookNetNS, "startContainer", h.StartContainer, s.ociState(t, "created")); err != nil {
 			return err
 		}
 	}
@@ -394,7 +406,7 @@ func (s *Service) startInit(ctx context.Context, t *task) (retErr error) {
 		return err
 	}
 	if h := t.spec.Hooks; h != nil {
-		if err := RunHooks(ctx, "poststart", h.Poststart, s.ociState(t, "running")); err != nil {
+		if err := RunHooksIn(ctx, s.cfg.HookNetNS, "poststart", h.Poststart, s.ociState(t, "running")); err != nil {
 			s.cfg.Log.Warn("poststart hook failed", "container_id", t.id, "err", err)
 		}
 	}
@@ -533,7 +545,7 @@ func (s *Service) delete(ctx context.Context, r *taskapi.DeleteRequest) (*taskap
 		f()
 	}
 	if h := t.spec.Hooks; h != nil {
-		if err := RunHooks(ctx, "poststop", h.Poststop, s.ociState(t, "stopped")); err != nil {
+		if err := RunHooksIn(ctx, s.cfg.HookNetNS, "poststop", h.Poststop, s.ociState(t, "stopped")); err != nil {
 			s.cfg.Log.Warn("poststop hook failed", "container_id", t.id, "err", err)
 		}
 	}
