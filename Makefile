@@ -70,8 +70,12 @@ conformance-cri: setup
 bench-cri: setup
 	bench/cri.sh
 
+# Start-up (lodge-runtime warm/cold/raw/runc), `lodge run` beside Podman+runc
+# and Docker, and a 100 MB pull with its conversion.
 bench: setup
 	$(GO) run ./bench/startup -bin $(CURDIR)/$(BIN) -runs $${RUNS:-5}
+	RUNS=$${RUNS:-5} bench/run.sh
+	$(GO) run ./bench/pull -runs $${RUNS:-5}
 
 # Regenerate the agent API (needs protoc; the plugins come from go.mod versions).
 generate:
