@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every Go fuzz target of the repository for FUZZTIME each (default
+# 10s): the decoders of bytes that come from the guest (agent replies and
+# frames, stream headers, log lines, console text, QMP) and from users
+# (specs, kernel images). A failure leaves its input in the package's
+# testdata/fuzz/<Target>/, where `go test` replays it from then on as a seed:
+# commit it with the fix.
+#   scripts/fuzz.sh [FUZZTIME]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T=${1:-${FUZZTIME:-10s}}
+export PATH=$PATH:/usr/local/go/bin
+fail=0
+while IFS=: read -r file target; do
+  pkg=./$(dirname "$file")
+  echo "fuzz $pkg $target ($T)"
+  if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$T" "$pkg" > /tmp/lodge-fuzz.log 2>&1; then
+    cat /tmp/lodge-fuzz.log
+    echo "FAIL: $target in $pkg; its input is in $pkg/testdata/fuzz/$target/"
+    fail=1
+  fi
+done < <(grep -rHo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*' internal cmd 2>/dev/null | sed 's/func //' | sort)
+exit $fail
