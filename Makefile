@@ -6,7 +6,7 @@ LDFLAGS := -X main.version=$(VERSION)
 AGENT_TAGS := netgo osusergo seccomp
 BIN := bin
 
-.PHONY: all build setup setup-run deps deps-run demo test unit integration conformance-oci conformance-oci-quick conformance-cri bench bench-cri generate fmt vet clean
+.PHONY: all build setup setup-run deps deps-run demo test unit fuzz integration conformance-oci conformance-oci-quick conformance-cri bench bench-cri generate fmt vet clean
 
 all: build
 
@@ -40,7 +40,7 @@ setup-run: deps-run build
 demo: setup-run
 	scripts/demo.sh
 
-test: setup unit integration conformance-oci-quick
+test: setup unit fuzz integration conformance-oci-quick
 
 unit:
 	$(GO) vet ./...
@@ -72,6 +72,11 @@ bench-cri: setup
 
 # Start-up (lodge-runtime warm/cold/raw/runc), `lodge run` beside Podman+runc
 # and Docker, and a 100 MB pull with its conversion.
+# Every fuzz target for FUZZTIME (default 10s) each; crashers stay in
+# testdata/fuzz/ as seeds (scripts/fuzz.sh).
+fuzz:
+	scripts/fuzz.sh $${FUZZTIME:-10s}
+
 bench: setup
 	$(GO) run ./bench/startup -bin $(CURDIR)/$(BIN) -runs $${RUNS:-5}
 	RUNS=$${RUNS:-5} bench/run.sh
