@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -226,4 +227,45 @@ func TestBootFailures(t *testing.T) {
 			t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
 		}
 	})
+}
+
+// A container without a memory limit that eats all it can (a shell string
+// doubling) is OOM-killed in the containers' cgroup, which the agent
+// fences below the guest's memory, not by the kernel's global OOM killer
+// after the whole guest ran out: the cgroup's memory.events count an
+// "oom" at the fence, the rest of the container (its shell) carries on,
+// and so does the agent, which reports the ending.
+func TestMemoryHogFenced(t *testing.T) {
+	f := newFixture(t)
+	s := defaultSpec("sh", "-c", `
+		echo "fence=$(cat /sys/fs/cgroup/lodge/memory.max)"
+		echo "total=$(awk '/MemTotal/ {print $2 * 1024}' /proc/meminfo)"
+		(x=aaaaaaaaaaaaaaaa; while :; do x=$x$x; done)
+		echo "hog=$?"
+		echo "oom=$(awk '$1 == "oom" {print $2}' /sys/fs/cgroup/lodge/memory.events)"
+		echo survived`)
+	// The guest's cgroup hierarchy (no cgroup namespace: testbundle's
+	// spec has none) shows the fence; no memory limit of its own.
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup",
+		Options: []string{"nosuid", "noexec", "nodev", "ro"}})
+	if s.Linux.Resources != nil {
+		s.Linux.Resources.Memory = nil
+	}
+	f.writeSpec(s)
+	r := f.run("ctr-hog", "")
+	got := map[string]string{}
+	for _, l := range strings.Split(r.stdout, "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			got[k] = v
+		}
+	}
+	fence, _ := strconv.ParseUint(got["fence"], 10, 64)
+	total, _ := strconv.ParseUint(got["total"], 10, 64)
+	if fence == 0 || total == 0 || fence >= total {
+		t.Errorf("containers' memory.max %q, guest memory %q: want a fence below the guest's memory", got["fence"], got["total"])
+	}
+	if r.code != 0 || got["hog"] != "137" || got["oom"] == "" || got["oom"] == "0" || !strings.Contains(r.stdout, "survived") {
+		t.Errorf("exit %d, hog ended %q, oom events at the fence %q; stdout:\n%s\nstderr:\n%s", r.code, got["hog"], got["oom"], r.stdout, r.stderr)
+	}
+	f.assertNoLeftovers()
 }

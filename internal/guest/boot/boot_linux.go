@@ -97,6 +97,11 @@ func Setup(log *slog.Logger) (Result, error) {
 			n++
 		}
 	}
+	if limit, err := fenceContainers(); err != nil {
+		log.Warn("containers not fenced below the guest's memory", "err", err)
+	} else {
+		log.Debug("containers fenced", "memory_max_mib", limit>>20)
+	}
 	if err := unix.Sethostname([]byte("lodge")); err != nil {
 		log.Warn("set hostname", "err", err)
 	}
