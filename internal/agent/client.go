@@ -286,6 +286,9 @@ type ExitStatus struct {
 	// OOMKilled: the OOM killer killed a process of the container (init
 	// only).
 	OOMKilled bool
+	// Reason, for an ending the guest did not report (its VM died, its
+	// kernel panicked), says what happened; empty otherwise.
+	Reason string
 }
 
 // Wait waits for a process (exec "" is init) to exit.

@@ -350,6 +350,11 @@ func (s *supervisor) run(sigs <-chan os.Signal) error {
 		case sig := <-sigs:
 			s.forward(sig)
 		case es := <-s.exited:
+			if es.Reason != "" {
+				// Whoever waits on us (run, an engine's shim reading
+				// stderr) learns why, not only the 255.
+				fmt.Fprintf(os.Stderr, "lodge-runtime: %s\n", es.Reason)
+			}
 			s.setStatus(statusStopped, &es.Code)
 			s.close()
 			s.exit(es)

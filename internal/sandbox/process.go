@@ -123,6 +123,10 @@ func (p *Process) CloseStdin() {
 
 // Wait waits for the process to exit and for its output to arrive. If the
 // VM dies first, Wait fails.
+// vmGoneGrace is how long a failed Wait waits for the VM's end, to say
+// why (a panic, QEMU's exit) rather than that the channel closed.
+const vmGoneGrace = 3 * time.Second
+
 func (p *Process) Wait(ctx context.Context) (ExitStatus, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -135,10 +139,11 @@ func (p *Process) Wait(ctx context.Context) (ExitStatus, error) {
 	}()
 	es, err := p.sb.agent.Wait(wctx, p.cid, p.execID)
 	if err != nil {
+		// A dying VM closes the channel a moment before QEMU is reaped.
 		select {
 		case <-p.sb.vm.Done():
-			return ExitStatus{}, fmt.Errorf("container %s: %w: the VM exited (qemu: %v)", p.cid, ErrVMGone, p.sb.vm.Wait(ctx))
-		default:
+			return ExitStatus{}, fmt.Errorf("container %s: %w: %s", p.cid, ErrVMGone, p.sb.GoneReason(ctx))
+		case <-time.After(vmGoneGrace):
 		}
 		return ExitStatus{}, fmt.Errorf("container %s: wait: %w", p.cid, err)
 	}

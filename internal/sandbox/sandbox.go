@@ -207,6 +207,25 @@ func connectAgent(ctx context.Context, vm vmm.VM, timeout time.Duration) (*agent
 	return nil, fmt.Errorf("%w: %w; console:\n%s", ErrBoot, err, console)
 }
 
+// GoneReason says why the VM ended under its containers: a guest kernel
+// panic, with the console from the panic on, or QEMU's exit, with the
+// console's last lines.
+func (s *Sandbox) GoneReason(ctx context.Context) string {
+	path := s.vm.Info().Console
+	if b, err := os.ReadFile(path); err == nil {
+		b = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
+		if i := bytes.LastIndex(b, []byte("Kernel panic")); i >= 0 {
+			i = bytes.LastIndexByte(b[:i], '\n') + 1 // from the line's start
+			lines := bytes.SplitN(b[i:], []byte("\n"), 13)
+			if len(lines) > 12 {
+				lines = lines[:12]
+			}
+			return "the guest kernel panicked; console:\n" + printable(bytes.TrimRight(bytes.Join(lines, []byte("\n")), "\n"))
+		}
+	}
+	return fmt.Sprintf("the VM exited (qemu: %v); console:\n%s", s.vm.Wait(ctx), consoleTail(path, 10))
+}
+
 // consoleTail returns the last n lines of the guest console log.
 func consoleTail(path string, n int) string {
 	b, err := os.ReadFile(path)

@@ -330,8 +330,8 @@ func (s *Service) sandbox(ctx context.Context, id string, spec *specs.Spec) (*sa
 func (s *Service) waitInit(t *task) {
 	es, err := t.init.p.Wait(context.Background())
 	if err != nil {
-		s.cfg.Log.Warn("container ended without a status", "container_id", t.id, "err", err)
-		es = sandbox.ExitStatus{Code: 255}
+		s.cfg.Log.Error("container ended without a status", "container_id", t.id, "err", err)
+		es = sandbox.ExitStatus{Code: 255, Reason: err.Error()}
 	}
 	// As containerd's runc shim: the init's exit is announced after those
 	// of the execs still running (they end with it: the guest kills what

@@ -269,3 +269,21 @@ func TestMemoryHogFenced(t *testing.T) {
 	}
 	f.assertNoLeftovers()
 }
+
+// A guest kernel panic (sysrq from a privileged container) ends the run
+// with a non-zero status and says so, with the console's lines, and leaves
+// nothing behind.
+func TestGuestKernelPanic(t *testing.T) {
+	f := newFixture(t)
+	s := defaultSpec("sh", "-c", "echo before; echo c > /proc/sysrq-trigger; sleep 60; echo after")
+	s.Linux.ReadonlyPaths, s.Linux.MaskedPaths = nil, nil
+	caps := append(s.Process.Capabilities.Bounding, "CAP_SYS_ADMIN")
+	s.Process.Capabilities.Bounding, s.Process.Capabilities.Effective, s.Process.Capabilities.Permitted = caps, caps, caps
+	f.writeSpec(s)
+	r := f.run("ctr-panic", "")
+	if r.code == 0 || strings.Contains(r.stdout, "after") || !strings.Contains(r.stderr, "the guest kernel panicked") ||
+		!strings.Contains(r.stderr, "sysrq triggered crash") {
+		t.Errorf("exit %d; stdout %q; stderr:\n%s\nwant a failure that names the guest kernel's panic", r.code, r.stdout, r.stderr)
+	}
+	f.assertNoLeftovers()
+}
