@@ -11,16 +11,19 @@ cd "$(dirname "$0")/.."
 T=${1:-${FUZZTIME:-10s}}
 export PATH=$PATH:/usr/local/go/bin
 fail=0
+# inputs counts the recorded inputs of a target (0 when it has none yet:
+# the directory appears only with the first crasher).
+inputs() { { find "$1/testdata/fuzz/$2" -type f 2>/dev/null || true; } | wc -l; }
 while IFS=: read -r file target; do
   pkg=./$(dirname "$file")
   echo "fuzz $pkg $target ($T)"
   for try in 1 2; do
-    before=$(ls "$pkg/testdata/fuzz/$target" 2>/dev/null | wc -l)
+    before=$(inputs "$pkg" "$target")
     if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$T" "$pkg" > /tmp/lodge-fuzz.log 2>&1; then
       break
     fi
-    grep -v '^fuzz: elapsed' /tmp/lodge-fuzz.log
-    if [ "$(ls "$pkg/testdata/fuzz/$target" 2>/dev/null | wc -l)" -gt "$before" ]; then
+    grep -v '^fuzz: elapsed' /tmp/lodge-fuzz.log || true
+    if [ "$(inputs "$pkg" "$target")" -gt "$before" ]; then
       echo "FAIL: $target in $pkg; its input is in $pkg/testdata/fuzz/$target/"
       fail=1
       break

@@ -69,7 +69,12 @@ func FuzzHostSession(f *testing.F) {
 		if err != nil {
 			return
 		}
-		st.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		// The host ends a session when its sandbox goes; a read deadline
+		// alone is not enough: yamux reads a data frame's body under the
+		// stream's lock, so a guest that announces a body and never sends
+		// it holds a reader until the connection closes.
+		stop := time.AfterFunc(20*time.Millisecond, func() { s.Close() })
+		defer stop.Stop()
 		buf := make([]byte, 1<<16)
 		for {
 			if _, err := st.Read(buf); err != nil {
