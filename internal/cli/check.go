@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lodgeruntime/lodge/internal/config"
+	"github.com/lodgeruntime/lodge/internal/confine"
 	"github.com/lodgeruntime/lodge/internal/host"
 	"github.com/lodgeruntime/lodge/internal/template"
 	"github.com/lodgeruntime/lodge/internal/transport"
@@ -63,6 +64,8 @@ func cmdCheck(ctx context.Context, cfg config.Config, log *slog.Logger, out io.W
 		line("agent link", "virtio-serial (no /dev/vhost-vsock)")
 	}
 	line("templates", templateStatus(cfg))
+	posture, err := confinementStatus()
+	req("confinement", posture, err)
 	if len(missing) > 0 {
 		return fmt.Errorf("not ready: %s missing", strings.Join(missing, ", "))
 	}
@@ -121,4 +124,34 @@ func cgroupMode() string {
 		return "v2 (unified) on the host; the guest always uses v2"
 	}
 	return "v1/hybrid on the host; the guest always uses v2"
+}
+
+// confinementStatus starts a program the way QEMU is started (Lodge's
+// seccomp filter, an empty bounding set) and reads back what it runs with,
+// so that check shows the posture this host gives, not the intended one.
+func confinementStatus() (string, error) {
+	var out strings.Builder
+	cmd := exec.Command("/bin/cat", "/proc/self/status")
+	cmd.Stdout = &out
+	cmd.Env = []string{}
+	wait, err := confine.Start(cmd, func() error { return confine.DropCaps(nil) })
+	if err != nil {
+		return "", fmt.Errorf("cannot start a confined process: %w", err)
+	}
+	if err := <-wait; err != nil {
+		return "", fmt.Errorf("a confined process failed: %w", err)
+	}
+	st := map[string]string{}
+	for _, l := range strings.Split(out.String(), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			st[k] = strings.TrimSpace(v)
+		}
+	}
+	if st["Seccomp"] != "2" || st["NoNewPrivs"] != "1" || strings.Trim(st["CapBnd"], "0") != "" {
+		return "", fmt.Errorf("a confined process runs with Seccomp %q, NoNewPrivs %q, CapBnd %q (want 2, 1, 0): is seccomp built into this kernel?",
+			st["Seccomp"], st["NoNewPrivs"], st["CapBnd"])
+	}
+	return "QEMU and virtiofsd under Lodge's seccomp filter with no_new_privs, as root (uid 0); " +
+		"QEMU without capabilities (a clone keeps 5 for 9p), core dumps or environment; " +
+		"virtiofsd with 6 (sandbox=namespace); state directories 0700 (docs/security.md)", nil
 }

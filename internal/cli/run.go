@@ -204,7 +204,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	if network != "none" {
 		// One container at a time checks the published ports and records
 		// its own.
-		if err := os.MkdirAll(runtimeState, 0o711); err != nil {
+		if err := os.MkdirAll(runtimeState, 0o700); err != nil {
 			return lodgeError(err)
 		}
 		unlock, err := filelock.Lock(ctx, filepath.Join(runtimeState, "ports.lock"), true)

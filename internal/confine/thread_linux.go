@@ -1,8 +1,13 @@
 package confine
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
 	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -61,4 +66,29 @@ func Start(cmd *exec.Cmd, setup func() error) (wait <-chan error, err error) {
 		return nil, err
 	}
 	return waited, nil
+}
+
+// DropCaps removes every capability but keep from this thread's bounding
+// set (and so from what a program it starts as root has after exec). Run
+// it on a thread that ends with what it starts (Start's setup).
+func DropCaps(keep []uintptr) error {
+	for c := uintptr(0); c <= lastCap(); c++ {
+		if slices.Contains(keep, c) {
+			continue
+		}
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, c, 0, 0, 0); err != nil && err != unix.EINVAL {
+			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
+		}
+	}
+	return nil
+}
+
+// lastCap is the kernel's highest capability number.
+func lastCap() uintptr {
+	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			return uintptr(n)
+		}
+	}
+	return unix.CAP_LAST_CAP
 }

@@ -99,11 +99,11 @@ func createContainer(g globals, f createFlags, id string, detached bool) (*exec.
 			return nil, err
 		}
 	}
-	if err := os.MkdirAll(g.root, 0o711); err != nil {
+	if err := os.MkdirAll(g.root, 0o700); err != nil {
 		return nil, fmt.Errorf("state root %s: %w", g.root, err)
 	}
 	dir := containerDir(g.root, id)
-	if err := os.Mkdir(dir, 0o711); err != nil {
+	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("container with id %q already exists", id)
 		}

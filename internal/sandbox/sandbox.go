@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
@@ -80,6 +81,9 @@ type Sandbox struct {
 	layers *Layers
 	// lateNet: see Config.LateNetwork.
 	lateNet bool
+
+	// shareLost: virtiofsd died under a running VM, which was then stopped.
+	shareLost atomic.Bool
 
 	mu         sync.Mutex // guards containers
 	containers map[string]*Container
@@ -161,8 +165,31 @@ func Create(ctx context.Context, deps Deps, cfg Config) (*Sandbox, error) {
 	ph.done(PhaseBoot)
 
 	cu.Release()
-	return &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, share: share, agent: client,
-		start: start, layers: cfg.Layers, lateNet: cfg.LateNetwork, containers: map[string]*Container{}}, nil
+	s := &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, share: share, agent: client,
+		start: start, layers: cfg.Layers, lateNet: cfg.LateNetwork, containers: map[string]*Container{}}
+	go s.watchShare()
+	return s, nil
+}
+
+// watchShare stops the VM if virtiofsd dies under it: the guest's every
+// file access would hang from then on, so its containers end instead, and
+// their wait says why (GoneReason).
+func (s *Sandbox) watchShare() {
+	select {
+	case <-s.share.Done():
+	case <-s.vm.Done():
+		return
+	}
+	select {
+	case <-s.vm.Done(): // stopped first, by Destroy
+		return
+	default:
+	}
+	s.shareLost.Store(true)
+	s.log.Error("virtiofsd, which serves the sandbox's files, exited: stopping the VM", "virtiofsd_pid", s.share.PID())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.vm.Shutdown(ctx)
 }
 
 // newCID picks a random guest context id; vhost-vsock refuses one in use
@@ -211,6 +238,13 @@ func connectAgent(ctx context.Context, vm vmm.VM, timeout time.Duration) (*agent
 // panic, with the console from the panic on, or QEMU's exit, with the
 // console's last lines.
 func (s *Sandbox) GoneReason(ctx context.Context) string {
+	if s.shareLost.Load() {
+		why := "virtiofsd, which served the sandbox's files, exited, so the VM was stopped"
+		if b, err := os.ReadFile(filepath.Join(s.dir, virtiofsLog)); err == nil && len(bytes.TrimSpace(b)) > 0 {
+			why += "; its log:\n" + consoleTail(filepath.Join(s.dir, virtiofsLog), 5)
+		}
+		return why
+	}
 	path := s.vm.Info().Console
 	if b, err := os.ReadFile(path); err == nil {
 		b = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))

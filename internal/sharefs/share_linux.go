@@ -67,7 +67,7 @@ func (v *Virtiofsd) Start(ctx context.Context, c Config) (*Share, error) {
 			return nil, err
 		}
 	}
-	if err := os.Mkdir(c.Dir, 0o711); err != nil {
+	if err := os.Mkdir(c.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("share: %w", err)
 	}
 	var lf *os.File
@@ -236,6 +236,15 @@ func (s *Share) PID() int {
 		return 0
 	}
 	return s.daemon.PID()
+}
+
+// Done is closed when virtiofsd exits, for whatever reason; nil for a share
+// the VMM serves.
+func (s *Share) Done() <-chan struct{} {
+	if s.daemon == nil {
+		return nil
+	}
+	return s.daemon.done
 }
 
 // OpenView opens the guest's view of the share (the directory virtiofsd

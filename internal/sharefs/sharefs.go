@@ -60,6 +60,8 @@ func virtiofsdArgs(dir string) []string {
 		"-o", "sandbox=namespace",
 		"-o", "announce_submounts",
 		"-o", "no_xattr",
+		"-o", "no_posix_lock", // the guest's locks stay in the guest
+		"-o", "no_flock",
 		"-o", "modcaps=-mknod:-setfcap",
 		"-o", "log_level=warn",
 	}

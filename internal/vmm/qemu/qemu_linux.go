@@ -20,6 +20,8 @@ import (
 	"github.com/lodgeruntime/lodge/internal/transport"
 	"github.com/lodgeruntime/lodge/internal/unixsock"
 	"github.com/lodgeruntime/lodge/internal/vmm"
+
+	"golang.org/x/sys/unix"
 )
 
 // qemuLog holds QEMU's own stdout and stderr.
@@ -37,6 +39,19 @@ type Driver struct {
 }
 
 var _ vmm.Driver = (*Driver)(nil)
+
+// The capabilities QEMU keeps (its bounding set, hence what it has as
+// root after exec): none, or what serving a 9p share with
+// security_model=passthrough needs (acting on host files of any owner and
+// setting their owner and mode as the guest asks; confine's filter keeps
+// setuid bits and device nodes off them).
+var (
+	capsNone []uintptr
+	caps9P   = []uintptr{unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_DAC_READ_SEARCH, unix.CAP_FOWNER, unix.CAP_FSETID}
+)
+
+// NoFile is QEMU's open-file limit.
+const NoFile = 16384
 
 // Start launches QEMU and connects to its monitor.
 func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
@@ -100,16 +115,27 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 	// QEMU dies with its owner, so a crashed supervisor leaves no VM behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	started := time.Now()
+	// Nothing of ours but what it is given: no environment.
+	cmd.Env = []string{}
 	// QEMU runs under confine's filter: a guest writing host files through
 	// 9p gets no setuid bit, device node or xattr onto them, and QEMU's
-	// Pdeathsig is tied to a thread that lives as long as QEMU.
-	waited, err := confine.Start(cmd, nil)
+	// Pdeathsig is tied to a thread that lives as long as QEMU. It keeps
+	// only the capabilities serving 9p needs, none without 9p.
+	keep := capsNone
+	if len(cfg.Shares9P) > 0 {
+		keep = caps9P
+	}
+	waited, err := confine.Start(cmd, func() error { return confine.DropCaps(keep) })
 	// QEMU holds its own copies now. Ours must go at once: while we hold a
 	// listener, a connection to it waits in its backlog even if QEMU died.
 	closeFiles()
 	if err != nil {
 		return nil, fmt.Errorf("qemu: start %s: %w", d.Binary, err)
 	}
+	// No core dump of guest memory; a bounded number of open files (9p
+	// opens host files for the guest).
+	unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_CORE, &unix.Rlimit{}, nil)
+	unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: NoFile, Max: NoFile}, nil)
 	v := &vm{cfg: cfg, cmd: cmd, log: log, done: make(chan struct{}), qmpPath: qmpPath, agentPath: agentPath,
 		info: vmm.Info{PID: cmd.Process.Pid, Accel: cfg.Accel, Console: filepath.Join(cfg.StateDir, ConsoleLog), Started: started}}
 	go v.reap(waited)

@@ -1,0 +1,225 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// hostProc is one host process that serves a sandbox, as /proc shows it.
+type hostProc struct {
+	pid    string
+	comm   string
+	status map[string]string
+}
+
+// servingProcs are the processes whose command line names root, by name.
+func servingProcs(t *testing.T, root string) map[string]hostProc {
+	t.Helper()
+	out := map[string]hostProc{}
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range cmdlines {
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.Contains(b, []byte(root)) {
+			continue
+		}
+		dir := filepath.Dir(p)
+		comm, _ := os.ReadFile(filepath.Join(dir, "comm"))
+		hp := hostProc{pid: filepath.Base(dir), comm: strings.TrimSpace(string(comm)), status: procStatus(filepath.Join(dir, "status"))}
+		switch {
+		case strings.HasPrefix(hp.comm, "qemu"):
+			out["qemu"] = hp
+		case strings.HasPrefix(hp.comm, "virtiofsd"):
+			out["virtiofsd"] = hp
+		}
+	}
+	return out
+}
+
+func procStatus(path string) map[string]string {
+	b, _ := os.ReadFile(path)
+	m := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m
+}
+
+func capMask(t *testing.T, hp hostProc, field string) uint64 {
+	t.Helper()
+	v, err := strconv.ParseUint(hp.status[field], 16, 64)
+	if err != nil {
+		t.Fatalf("%s %s: %s %q", hp.comm, hp.pid, field, hp.status[field])
+	}
+	return v
+}
+
+// The capabilities a confined process may hold, as /proc masks.
+const (
+	// CHOWN, DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER, FSETID: QEMU serving 9p.
+	caps9PMask = 1<<0 | 1<<1 | 1<<2 | 1<<3 | 1<<4
+	// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID: what virtiofsd
+	// keeps of its own accord (-o modcaps=-mknod:-setfcap).
+	virtiofsdMask = 1<<0 | 1<<1 | 1<<3 | 1<<4 | 1<<6 | 1<<7
+)
+
+// The host processes that serve a guest run confined: QEMU without
+// capabilities (only 9p's file capabilities in a clone, which serves the
+// share itself), with no way to gain any (bounding set, no_new_privs),
+// under a seccomp filter on every thread, without our environment and with
+// no core dumps of guest memory; virtiofsd with only the capabilities it
+// keeps itself, an empty bounding set and seccomp on every thread. The
+// state directories are the owner's alone.
+func TestHostProcessPosture(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		start       string
+		annotations map[string]string
+		qemuCaps    uint64
+		virtiofsd   bool
+	}{
+		{"clone", nil, caps9PMask, false},
+		{"cold", map[string]string{"io.lodge.template": "false"}, 0, true},
+	} {
+		t.Run(tc.start, func(t *testing.T) {
+			s := defaultSpec("sleep", "60")
+			s.Annotations = tc.annotations
+			f.writeSpec(s)
+			id := "posture-" + tc.start
+			f.mustRT("run", "-d", "--bundle", f.bundle, id)
+			defer f.mustRT("delete", "--force", id)
+			if got := f.state(id).Annotations["io.lodge.start"]; got != tc.start {
+				t.Fatalf("started as %q, want %q", got, tc.start)
+			}
+			if st, err := os.Stat(filepath.Join(f.root, id)); err != nil || st.Mode().Perm() != 0o700 {
+				t.Errorf("the container's state directory: %v %v, want mode 0700", st.Mode(), err)
+			}
+			procs := servingProcs(t, filepath.Join(f.root, id))
+			q, ok := procs["qemu"]
+			if !ok {
+				t.Fatalf("no QEMU process for %s: %v", id, procs)
+			}
+			if bnd, eff := capMask(t, q, "CapBnd"), capMask(t, q, "CapEff"); bnd != tc.qemuCaps || eff&^bnd != 0 {
+				t.Errorf("QEMU: CapBnd %#x CapEff %#x, want bounding set %#x", bnd, eff, tc.qemuCaps)
+			}
+			if q.status["NoNewPrivs"] != "1" {
+				t.Errorf("QEMU: NoNewPrivs %q", q.status["NoNewPrivs"])
+			}
+			if env, err := os.ReadFile("/proc/" + q.pid + "/environ"); err != nil || len(env) != 0 {
+				t.Errorf("QEMU's environment: %q %v, want empty", env, err)
+			}
+			if lim, _ := os.ReadFile("/proc/" + q.pid + "/limits"); !coreLimitZero(string(lim)) {
+				t.Errorf("QEMU may dump core:\n%s", lim)
+			}
+			allThreadsFiltered(t, q)
+
+			v, ok := procs["virtiofsd"]
+			if ok != tc.virtiofsd {
+				t.Fatalf("virtiofsd running: %v, want %v", ok, tc.virtiofsd)
+			}
+			if !ok {
+				return
+			}
+			if bnd, eff := capMask(t, v, "CapBnd"), capMask(t, v, "CapEff"); bnd != 0 || eff != virtiofsdMask {
+				t.Errorf("virtiofsd: CapBnd %#x CapEff %#x, want an empty bounding set and exactly %#x", bnd, eff, uint64(virtiofsdMask))
+			}
+			if v.status["NoNewPrivs"] != "1" {
+				t.Errorf("virtiofsd: NoNewPrivs %q", v.status["NoNewPrivs"])
+			}
+			allThreadsFiltered(t, v)
+		})
+	}
+}
+
+// allThreadsFiltered fails unless every thread of hp runs a seccomp filter.
+func allThreadsFiltered(t *testing.T, hp hostProc) {
+	t.Helper()
+	tasks, _ := filepath.Glob("/proc/" + hp.pid + "/task/*/status")
+	if len(tasks) == 0 {
+		t.Fatalf("%s %s: no threads", hp.comm, hp.pid)
+	}
+	for _, st := range tasks {
+		if m := procStatus(st)["Seccomp"]; m != "2" {
+			t.Errorf("%s thread %s: Seccomp %q, want 2 (filter)", hp.comm, filepath.Base(filepath.Dir(st)), m)
+		}
+	}
+}
+
+func coreLimitZero(limits string) bool {
+	for _, l := range strings.Split(limits, "\n") {
+		if strings.HasPrefix(l, "Max core file size") {
+			f := strings.Fields(strings.TrimPrefix(l, "Max core file size"))
+			return len(f) >= 2 && f[0] == "0" && f[1] == "0"
+		}
+	}
+	return false
+}
+
+// `lodge check` on this host: ready, with the confinement it measured on a
+// process started as QEMU is.
+func TestLodgeCheck(t *testing.T) {
+	l := newLodgeCLI(t)
+	out := l.must("check")
+	if !strings.Contains(out, "\nready\n") {
+		t.Fatalf("check is not ready:\n%s", out)
+	}
+	for _, want := range []string{"accelerator:", "templates:", "confinement: QEMU and virtiofsd under Lodge's seccomp filter"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check does not say %q:\n%s", want, out)
+		}
+	}
+}
+
+// A host process that serves a sandbox killed with SIGKILL: the container's
+// `lodge-runtime run` ends with a non-zero status and says why, and nothing
+// of the sandbox is left (the fixture checks). QEMU is a clone's, virtiofsd
+// a cold-booted sandbox's (a clone has none).
+func TestServingProcessKilled(t *testing.T) {
+	for _, tc := range []struct {
+		victim, why string
+		annotations map[string]string
+	}{
+		{"qemu", "the VM exited", nil},
+		{"virtiofsd", "virtiofsd, which served the sandbox's files, exited", map[string]string{"io.lodge.template": "false"}},
+	} {
+		t.Run(tc.victim, func(t *testing.T) {
+			f := newFixture(t)
+			s := defaultSpec("sh", "-c", "echo up; sleep 600")
+			s.Annotations = tc.annotations
+			f.writeSpec(s)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			cmd := f.command(ctx, "run", "--bundle", f.bundle, "victim")
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			stdout, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "up\n" {
+				t.Fatalf("container did not start: %q %v; stderr %s", line, err, stderr.String())
+			}
+			p, ok := servingProcs(t, filepath.Join(f.root, "victim"))[tc.victim]
+			if !ok {
+				t.Fatalf("no %s for the sandbox", tc.victim)
+			}
+			pid, _ := strconv.Atoi(p.pid)
+			killed := time.Now()
+			syscall.Kill(pid, syscall.SIGKILL)
+			err := cmd.Wait()
+			t.Logf("lodge-runtime run ended %v after the kill", time.Since(killed).Round(10*time.Millisecond))
+			if err == nil || !strings.Contains(stderr.String(), tc.why) {
+				t.Errorf("run: %v, stderr:\n%s\nwant a failure that says %q", err, stderr.String(), tc.why)
+			}
+		})
+	}
+}
