@@ -56,20 +56,12 @@ type Attachment struct {
 // Attach wires every non-loopback interface of the namespace at path. On
 // error nothing it made is left.
 func Attach(path string) (_ *Attachment, retErr error) {
-	ns, err := netns.GetFromPath(path)
+	ns, h, links, err := openNS(path)
 	if err != nil {
-		return nil, fmt.Errorf("open pod network namespace %s: %w", path, err)
+		return nil, err
 	}
 	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return nil, fmt.Errorf("netlink in %s: %w", path, err)
-	}
 	defer h.Close()
-	links, err := h.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("list interfaces in %s: %w", path, err)
-	}
 	a := &Attachment{NetNS: path}
 	defer func() {
 		if retErr != nil {
@@ -95,6 +87,27 @@ func Attach(path string) (_ *Attachment, retErr error) {
 		a.Interfaces = append(a.Interfaces, iface)
 	}
 	return a, nil
+}
+
+// openNS opens the network namespace at path, a netlink handle in it and
+// its links; the caller closes the first two.
+func openNS(path string) (netns.NsHandle, *netlink.Handle, []netlink.Link, error) {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return ns, nil, nil, fmt.Errorf("open network namespace %s: %w", path, err)
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		ns.Close()
+		return ns, nil, nil, fmt.Errorf("netlink in %s: %w", path, err)
+	}
+	links, err := h.LinkList()
+	if err != nil {
+		h.Close()
+		ns.Close()
+		return ns, nil, nil, fmt.Errorf("list interfaces in %s: %w", path, err)
+	}
+	return ns, h, links, nil
 }
 
 // wirable are the links a VM takes over: not loopback, not a tap, with an
@@ -170,20 +183,12 @@ func NewTap(path, name string) (*os.File, error) {
 // without interfaces; more than one is an error (the VM has one NIC for
 // them). On error nothing it made is left.
 func AttachTap(path, tap string) (_ *Attachment, retErr error) {
-	ns, err := netns.GetFromPath(path)
+	ns, h, links, err := openNS(path)
 	if err != nil {
-		return nil, fmt.Errorf("open network namespace %s: %w", path, err)
+		return nil, err
 	}
 	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return nil, fmt.Errorf("netlink in %s: %w", path, err)
-	}
 	defer h.Close()
-	links, err := h.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("list interfaces in %s: %w", path, err)
-	}
 	a := &Attachment{NetNS: path}
 	ls := wirable(links)
 	switch {

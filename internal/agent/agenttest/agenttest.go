@@ -70,15 +70,25 @@ func (f *Fake) Pipe() net.Conn {
 	return host
 }
 
-func (f *Fake) serve(conn net.Conn) {
+// guestSession plays the guest's side of the boot handshake on conn and
+// starts its multiplexer; on failure conn is closed and nil returned.
+func guestSession(conn net.Conn) *transport.Session {
 	synced, err := transport.GuestSync(conn)
 	if err != nil {
 		conn.Close()
-		return
+		return nil
 	}
 	sess, err := transport.GuestSession(synced, nil)
 	if err != nil {
 		conn.Close()
+		return nil
+	}
+	return sess
+}
+
+func (f *Fake) serve(conn net.Conn) {
+	sess := guestSession(conn)
+	if sess == nil {
 		return
 	}
 	defer sess.Close()

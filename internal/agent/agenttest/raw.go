@@ -56,14 +56,8 @@ func (r *Raw) Pipe() net.Conn {
 }
 
 func (r *Raw) serve(conn net.Conn) {
-	synced, err := transport.GuestSync(conn)
-	if err != nil {
-		conn.Close()
-		return
-	}
-	sess, err := transport.GuestSession(synced, nil)
-	if err != nil {
-		conn.Close()
+	sess := guestSession(conn)
+	if sess == nil {
 		return
 	}
 	defer sess.Close()
