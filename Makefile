@@ -6,7 +6,7 @@ LDFLAGS := -X main.version=$(VERSION)
 AGENT_TAGS := netgo osusergo seccomp
 BIN := bin
 
-.PHONY: all build setup setup-run deps deps-run demo test unit fuzz integration conformance-oci conformance-oci-quick conformance-cri bench bench-cri generate fmt vet clean
+.PHONY: all build setup setup-run deps deps-run demo test unit fuzz integration conformance-oci conformance-oci-quick conformance-cri bench bench-cri bench-churn generate fmt vet clean
 
 all: build
 
@@ -81,6 +81,12 @@ bench: setup
 	$(GO) run ./bench/startup -bin $(CURDIR)/$(BIN) -runs $${RUNS:-5}
 	RUNS=$${RUNS:-5} bench/run.sh
 	$(GO) run ./bench/pull -runs $${RUNS:-5}
+	$(GO) run ./bench/stdio -bin $(CURDIR)/$(BIN) -runs $${RUNS:-3}
+
+# Many sandbox lifecycles through lodge-runtime and CRI, then what the host
+# holds against before them (about 6 minutes here).
+bench-churn: setup
+	BIN=$(CURDIR)/$(BIN) bench/churn.sh
 
 # Regenerate the agent API (needs protoc; the plugins come from go.mod versions).
 generate:
