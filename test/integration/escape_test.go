@@ -454,3 +454,69 @@ func TestShimPodGuestRoot(t *testing.T) {
 		}
 	}
 }
+
+// CVE-2019-5736 class: the binary that starts containers in the guest (the
+// agent, libcontainer's init) cannot be overwritten from a container, even
+// by guest root that sees it as PID 1 and holds every capability: it runs
+// from a sealed memfd, which no open for writing, reopen of a read
+// descriptor or truncation changes. A container started after the attack
+// works.
+func TestAgentBinaryCannotBeOverwritten(t *testing.T) {
+	f := newFixture(t)
+	attack := `readlink /proc/1/exe; a=$(md5sum </proc/1/exe)
+		(printf EVIL >>/proc/1/exe) 2>/dev/null && echo WROTE-append
+		(printf EVIL >/proc/1/exe) 2>/dev/null && echo WROTE-truncate
+		(exec 3</proc/1/exe; printf EVIL >/proc/self/fd/3) 2>/dev/null && echo WROTE-reopen
+		(exec 3</proc/1/exe; printf EVIL >>/proc/self/fd/3) 2>/dev/null && echo WROTE-reopen-append
+		[ "$a" = "$(md5sum </proc/1/exe)" ] && echo same`
+	s := privilegedSpec("sh", "-c", attack)
+	s.Linux.Namespaces = withoutNamespace(s.Linux.Namespaces, specs.PIDNamespace)
+	f.writeSpec(s)
+	r := f.run("cve-2019-5736", "")
+	if r.code != 0 || !strings.Contains(r.stdout, "lodge-agent") || strings.Contains(r.stdout, "WROTE") || !strings.Contains(r.stdout, "same") {
+		t.Fatalf("exit %d, stdout %q, stderr %q: want PID 1 to be the sealed agent, every write refused and its bytes the same", r.code, r.stdout, r.stderr)
+	}
+	f.writeSpec(defaultSpec("echo", "after"))
+	if r := f.run("after", ""); r.code != 0 || r.stdout != "after\n" {
+		t.Fatalf("a container after the attack: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+// CVE-2024-21626 class: a spec whose working directory is a descriptor the
+// runtime might leak (/proc/self/fd/N) never starts a process whose
+// working directory is outside the container's root (the guest's root has
+// /lodge, which the container's rootfs has not).
+func TestLeakedDescriptorAsCwd(t *testing.T) {
+	f := newFixture(t)
+	// The marker is there to be found (seen through PID 1, the agent).
+	probe := privilegedSpec("sh", "-c", "ls -d /proc/1/root/lodge && echo marker")
+	probe.Linux.Namespaces = withoutNamespace(probe.Linux.Namespaces, specs.PIDNamespace)
+	f.writeSpec(probe)
+	if r := f.run("marker", ""); !strings.Contains(r.stdout, "marker") {
+		t.Fatalf("the guest's root has no /lodge: %q %q", r.stdout, r.stderr)
+	}
+	for fd := 3; fd <= 8; fd++ {
+		s := defaultSpec("sh", "-c", `pwd; ls -d ../../../../../../../../lodge >/dev/null 2>&1 && echo ESCAPED; echo ran`)
+		s.Process.Cwd = fmt.Sprintf("/proc/self/fd/%d", fd)
+		f.writeSpec(s)
+		r := f.run(fmt.Sprintf("cwd-fd-%d", fd), "")
+		if strings.Contains(r.stdout, "ESCAPED") {
+			t.Errorf("cwd /proc/self/fd/%d: the container's working directory is outside its root: %q", fd, r.stdout)
+		}
+		t.Logf("cwd /proc/self/fd/%d: exit %d, stdout %q, stderr %.200q", fd, r.code, r.stdout, r.stderr)
+	}
+	// The same through exec (runc exec --cwd).
+	f.writeSpec(defaultSpec("sleep", "600"))
+	f.mustRT("run", "-d", "--bundle", f.bundle, "cwd-exec")
+	defer f.mustRT("delete", "--force", "cwd-exec")
+	if out := f.mustRT("exec", "--cwd", "/tmp", "cwd-exec", "pwd"); out != "/tmp\n" {
+		t.Fatalf("exec --cwd /tmp: %q", out)
+	}
+	for fd := 3; fd <= 8; fd++ {
+		r := f.rt("exec", "--cwd", fmt.Sprintf("/proc/self/fd/%d", fd), "cwd-exec",
+			"sh", "-c", `pwd; ls -d ../../../../../../../../lodge >/dev/null 2>&1 && echo ESCAPED; echo ran`)
+		if strings.Contains(r.stdout, "ESCAPED") {
+			t.Errorf("exec --cwd /proc/self/fd/%d: the working directory is outside the container's root: %q", fd, r.stdout)
+		}
+	}
+}
