@@ -81,8 +81,16 @@ func Argv(cfg vmm.Config, host Host) ([]string, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
+	// What reaches an option string of QEMU's (name=value,name=value)
+	// must not carry a comma that would start an option of its own.
+	if !transport.ValidID(cfg.ID) {
+		return nil, fmt.Errorf("qemu: VM id %q: want letters, digits and . _ + - only", cfg.ID)
+	}
 	if strings.Contains(cfg.Memory.File, ",") {
 		return nil, fmt.Errorf("qemu: memory file %q contains a comma", cfg.Memory.File)
+	}
+	if strings.Contains(cfg.StateDir, ",") {
+		return nil, fmt.Errorf("qemu: state directory %q contains a comma", cfg.StateDir)
 	}
 	cmdline, err := KernelCmdline(cfg, host)
 	if err != nil {

@@ -105,6 +105,9 @@ func TestArgvRejects(t *testing.T) {
 		"unknown transport":           {func(c *vmm.Config) { c.Channel = "tcp" }, Host{TSCkHz: 1}},
 		"restore without memory file": {func(c *vmm.Config) { c.Incoming = true }, Host{TSCkHz: 1}},
 		"comma in memory file":        {func(c *vmm.Config) { c.Memory.File = "/tmp/a,share=on" }, Host{TSCkHz: 1}},
+		"comma in id":                 {func(c *vmm.Config) { c.ID = "a,process=evil" }, Host{TSCkHz: 1}},
+		"space in id":                 {func(c *vmm.Config) { c.ID = "a -object x" }, Host{TSCkHz: 1}},
+		"comma in state dir":          {func(c *vmm.Config) { c.StateDir = "/run/a,b" }, Host{TSCkHz: 1}},
 		"comma in 9p path": {func(c *vmm.Config) {
 			c.Shares9P = []vmm.Share9P{{Tag: "t", Path: "/a,security_model=passthrough"}}
 		}, Host{TSCkHz: 1}},
