@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"runtime"
 	"testing"
 	"time"
 
@@ -150,5 +151,38 @@ func TestHostileReplies(t *testing.T) {
 		{"garbage for the handshake", 0, 1, []byte("not a frame at all")},
 	} {
 		t.Run(tc.name, func(t *testing.T) { runHostile(t, tc.which, tc.mode, tc.data) })
+	}
+}
+
+// The host's memory stays bounded under a hostile agent: replies that
+// announce 2 GiB frames and replies of a megabyte of garbage, many times
+// over, allocate no more than what was actually sent, and nothing stays.
+// (Not parallel: it reads the process's allocation counters.)
+func TestHostileRepliesMemoryBounded(t *testing.T) {
+	garbage := make([]byte, 1<<20)
+	for i := range garbage {
+		garbage[i] = 0x0a
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const rounds = 20
+	for i := 0; i < rounds; i++ {
+		runHostile(t, 5, 3, []byte("x")) // a 2 GiB frame announced
+		runHostile(t, 4, 1, garbage)     // a megabyte of raw garbage
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	allocated := after.TotalAlloc - before.TotalAlloc
+	retained := int64(after.HeapInuse) - int64(before.HeapInuse)
+	t.Logf("%d rounds: %.1f MiB allocated, %.1f MiB retained", rounds, float64(allocated)/(1<<20), float64(retained)/(1<<20))
+	// The garbage itself is 20 MiB, read through ttrpc's and yamux's
+	// buffers (about 100 MiB allocated, 200 under -race); one allocation of
+	// an announced length would be 2 GiB.
+	if allocated > 512<<20 {
+		t.Errorf("%d MiB allocated for %d hostile replies: a guest-chosen length was allocated", allocated>>20, 2*rounds)
+	}
+	if retained > 16<<20 {
+		t.Errorf("%d MiB of heap retained after the hostile agents went", retained>>20)
 	}
 }
