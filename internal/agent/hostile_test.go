@@ -81,16 +81,27 @@ func hostileReply(mode uint8, data []byte) func(string, uint32) ([]byte, bool) {
 // runHostile makes one call against a lying agent: it must return (not
 // hang, not panic) and accept nothing out of bounds.
 func runHostile(t *testing.T, which, mode uint8, data []byte) {
+	hostileWithin(2*time.Second)(t, which, mode, data)
+}
+
+// hostileWithin is runHostile with calls that time out after deadline
+// (the fuzzer's inputs must stay short: an input that outlives -fuzztime
+// fails the run).
+func hostileWithin(deadline time.Duration) func(t *testing.T, which, mode uint8, data []byte) {
+	return func(t *testing.T, which, mode uint8, data []byte) { callHostile(t, deadline, which, mode, data) }
+}
+
+func callHostile(t *testing.T, deadline time.Duration, which, mode uint8, data []byte) {
 	c := hostileCalls[int(which)%len(hostileCalls)]
 	raw := &agenttest.Raw{Handshake: c.call == nil, Reply: hostileReply(mode, data)}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline+time.Second)
 	defer cancel()
 	conn := raw.Pipe()
 	defer conn.Close()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		cl, err := ConnectWith(ctx, conn, Deadlines{Call: 2 * time.Second, Create: 2 * time.Second})
+		cl, err := ConnectWith(ctx, conn, Deadlines{Call: deadline, Create: deadline})
 		if c.call == nil {
 			if err == nil {
 				v := cl.Version()
@@ -125,7 +136,7 @@ func FuzzHostileReplies(f *testing.F) {
 		}
 	}
 	f.Add(uint8(0), uint8(0), []byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f})
-	f.Fuzz(runHostile)
+	f.Fuzz(hostileWithin(500 * time.Millisecond))
 }
 
 // The cases every run checks, named.

@@ -464,3 +464,44 @@ func TestStdioUnderLoad(t *testing.T) {
 		t.Errorf("stderr: %v", err)
 	}
 }
+
+// A state root on a full disk: run fails and says so, and leaves nothing
+// there (no container directory, mount or process).
+func TestStateDiskFull(t *testing.T) {
+	f := newFixture(t)
+	f.writeSpec(defaultSpec("true"))
+	full := filepath.Join(t.TempDir(), "full")
+	os.Mkdir(full, 0o700)
+	if err := unix.Mount("tmpfs", full, "tmpfs", 0, "size=256k"); err != nil {
+		t.Skipf("mount a small tmpfs: %v", err)
+	}
+	defer unix.Unmount(full, unix.MNT_DETACH)
+	filler, _ := os.Create(filepath.Join(full, "filler"))
+	for {
+		if _, err := filler.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	filler.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(f.bin, "lodge-runtime"), "--root", full, "run", "--bundle", f.bundle, "nospace")
+	cmd.Env = append(os.Environ(), f.env...)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no space left on device") {
+		t.Fatalf("run on a full state disk: %v, output %q: want a failure that says the disk is full", err, out)
+	}
+	ents, _ := os.ReadDir(full)
+	for _, e := range ents {
+		if e.Name() != "filler" {
+			t.Errorf("left on the full disk: %s", e.Name())
+		}
+	}
+	if procs := processesMentioning(full); len(procs) > 0 {
+		t.Errorf("processes left: %v", procs)
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	if n := strings.Count(string(mi), full); n != 1 {
+		t.Errorf("%d mounts mention %s, want its tmpfs alone", n, full)
+	}
+}
