@@ -152,6 +152,6 @@ func confinementStatus() (string, error) {
 			st["Seccomp"], st["NoNewPrivs"], st["CapBnd"])
 	}
 	return "QEMU and virtiofsd under Lodge's seccomp filter with no_new_privs, as root (uid 0); " +
-		"QEMU without capabilities (a clone keeps 5 for 9p), core dumps or environment; " +
+		"QEMU without capabilities (a clone keeps 5 for 9p), core dumps or environment, in a mount namespace with its own files only; " +
 		"virtiofsd with 6 (sandbox=namespace); state directories 0700 (docs/security.md)", nil
 }

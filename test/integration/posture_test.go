@@ -77,8 +77,9 @@ const (
 // share itself), with no way to gain any (bounding set, no_new_privs),
 // under a seccomp filter on every thread, without our environment and with
 // no core dumps of guest memory; virtiofsd with only the capabilities it
-// keeps itself, an empty bounding set and seccomp on every thread. The
-// state directories are the owner's alone.
+// keeps itself, an empty bounding set and seccomp on every thread. QEMU
+// sees its own files and the system's /usr only. The state directories
+// are the owner's alone.
 func TestHostProcessPosture(t *testing.T) {
 	f := newFixture(t)
 	for _, tc := range []struct {
@@ -121,6 +122,22 @@ func TestHostProcessPosture(t *testing.T) {
 				t.Errorf("QEMU may dump core:\n%s", lim)
 			}
 			allThreadsFiltered(t, q)
+			// Its own file system: a mount namespace of its own in which
+			// the host's /etc, /root, /var/log, /sys and this sandbox's state (but
+			// its console log) do not exist.
+			mine, _ := os.Readlink("/proc/self/ns/mnt")
+			if theirs, _ := os.Readlink("/proc/" + q.pid + "/ns/mnt"); theirs == mine {
+				t.Errorf("QEMU shares the host's mount namespace (%s)", mine)
+			}
+			qroot := "/proc/" + q.pid + "/root"
+			for _, hidden := range []string{"/etc/passwd", "/etc/shadow", "/root", "/var/log", "/sys", filepath.Join(f.root, id, "state.json")} {
+				if _, err := os.Lstat(qroot + hidden); err == nil {
+					t.Errorf("QEMU sees the host's %s", hidden)
+				}
+			}
+			if logs, _ := filepath.Glob(qroot + filepath.Join(f.root, id, "*", "console.log")); len(logs) != 1 {
+				t.Errorf("QEMU sees console logs %v, want its own", logs)
+			}
 
 			v, ok := procs["virtiofsd"]
 			if ok != tc.virtiofsd {

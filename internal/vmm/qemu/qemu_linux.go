@@ -53,6 +53,53 @@ var (
 // NoFile is QEMU's open-file limit.
 const NoFile = 16384
 
+// jailFor is the file system QEMU sees (besides /usr and /proc): its
+// kernel and initrd read-only; its console log, its memory file (a
+// template's, or the template's a clone maps privately) and 9p directories
+// given by path writable; the accelerator's and vsock's devices. Everything else it
+// uses comes as descriptors. The files it would create are made first.
+func jailFor(cfg vmm.Config) (confine.Jail, error) {
+	j := confine.Jail{Root: filepath.Join(cfg.StateDir, jailDir),
+		ReadOnly: []string{cfg.Kernel, cfg.Initrd}, Writable: []string{filepath.Join(cfg.StateDir, ConsoleLog)}}
+	create := []string{filepath.Join(cfg.StateDir, ConsoleLog)}
+	if cfg.Memory.File != "" {
+		// QEMU 7.2 opens a memory file for writing even to map it
+		// privately (its readonly=on makes guest RAM read-only): a clone's
+		// template memory is 0400, which its QEMU passes with
+		// CAP_DAC_OVERRIDE (kept for 9p).
+		j.Writable = append(j.Writable, cfg.Memory.File)
+		if cfg.Memory.Shared {
+			create = append(create, cfg.Memory.File)
+		}
+	}
+	for _, s := range cfg.Shares9P {
+		if s.Dir == nil {
+			j.Writable = append(j.Writable, s.Path)
+		}
+	}
+	if cfg.Accel == vmm.AccelKVM {
+		j.Devices = append(j.Devices, "/dev/kvm")
+	}
+	if cfg.Channel == vmm.ChannelVsock {
+		j.Devices = append(j.Devices, "/dev/vhost-vsock")
+	}
+	for _, p := range create {
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o600)
+		if err != nil {
+			return j, err
+		}
+		f.Close()
+	}
+	if err := os.Mkdir(j.Root, 0o700); err != nil {
+		return j, err
+	}
+	return j, nil
+}
+
+// jailDir is where QEMU's jail is mounted (in its namespace only), below
+// the VM's state directory, until QEMU has started.
+const jailDir = "qemu-root"
+
 // Start launches QEMU and connects to its monitor.
 func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 	argv, err := Argv(cfg, d.Host)
@@ -125,7 +172,22 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 	if len(cfg.Shares9P) > 0 {
 		keep = caps9P
 	}
-	waited, err := confine.Start(cmd, func() error { return confine.DropCaps(keep) })
+	jail, err := jailFor(cfg)
+	if !strings.HasPrefix(cmd.Path, "/usr/") {
+		jail.ReadOnly = append(jail.ReadOnly, cmd.Path) // a QEMU of the operator's elsewhere
+	}
+	if err != nil {
+		return nil, fmt.Errorf("qemu: %w", err)
+	}
+	waited, err := confine.Start(cmd, func() error {
+		if err := jail.Enter(); err != nil {
+			return err
+		}
+		return confine.DropCaps(keep)
+	})
+	// Its root is QEMU's own now (or was never used): the host's empty
+	// mount point goes.
+	os.Remove(jail.Root)
 	// QEMU holds its own copies now. Ours must go at once: while we hold a
 	// listener, a connection to it waits in its backlog even if QEMU died.
 	closeFiles()

@@ -1,0 +1,166 @@
+package confine
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// Jail is the file system a confined program sees: a mount namespace of
+// its own whose root is an empty tmpfs holding only what is listed, each
+// at its host path, so the program's command line stays as it is. The
+// system's /usr (its libraries and firmware, read-only) and a /proc of its
+// own are always there; the rest of the host (other sandboxes' state,
+// /etc, /root, /var, /home, the host's devices) is not. As Firecracker's
+// jailer chroots the VMM, but without copying anything in.
+type Jail struct {
+	// Root is an empty directory on the host where the jail's root is
+	// mounted (in the new namespace only: on the host it stays empty).
+	Root string
+	// ReadOnly and Writable are host files and directories the program
+	// may read, or read and write.
+	ReadOnly, Writable []string
+	// Devices are device nodes the program may open (/dev/null and
+	// /dev/urandom are always there).
+	Devices []string
+}
+
+// baseDevices are the nodes every program expects.
+var baseDevices = []string{"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"}
+
+// Enter moves the calling thread into a new mount namespace whose root is
+// the jail. Run it on a thread that ends with what it starts (Start's
+// setup), before capabilities are dropped: it mounts.
+func (j Jail) Enter() error {
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("jail: new mount namespace: %w", err)
+	}
+	// Nothing done here reaches the host's mount table.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return fmt.Errorf("jail: make / a slave: %w", err)
+	}
+	if err := unix.Mount("lodge-jail", j.Root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=1m"); err != nil {
+		return fmt.Errorf("jail: mount its root on %s: %w", j.Root, err)
+	}
+	// The system's programs and libraries: the merged-/usr links of the
+	// host as they are (/lib -> usr/lib), or, where they are directories
+	// of their own, read-only binds of them.
+	ro := []string{"/usr", "/etc/ld.so.cache"}
+	for _, l := range []string{"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"} {
+		if target, err := os.Readlink(l); err == nil {
+			if err := os.Symlink(target, filepath.Join(j.Root, l)); err != nil {
+				return fmt.Errorf("jail: link %s: %w", l, err)
+			}
+		} else {
+			ro = append(ro, l)
+		}
+	}
+	ro = append(ro, j.ReadOnly...)
+	for _, p := range ro {
+		if err := j.bind(p, true); err != nil {
+			return err
+		}
+	}
+	for _, p := range j.Writable {
+		if err := j.bind(p, false); err != nil {
+			return err
+		}
+	}
+	for _, d := range append(append([]string{}, baseDevices...), j.Devices...) {
+		if err := j.bindDevice(d); err != nil {
+			return err
+		}
+	}
+	procDir := filepath.Join(j.Root, "proc")
+	if err := os.Mkdir(procDir, 0o555); err != nil {
+		return fmt.Errorf("jail: %w", err)
+	}
+	if err := unix.Mount("proc", procDir, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("jail: mount /proc: %w", err)
+	}
+	// The jail's root becomes the thread's; the old root goes.
+	old := filepath.Join(j.Root, ".old")
+	if err := os.Mkdir(old, 0o700); err != nil {
+		return fmt.Errorf("jail: %w", err)
+	}
+	if err := unix.PivotRoot(j.Root, old); err != nil {
+		return fmt.Errorf("jail: pivot_root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("jail: %w", err)
+	}
+	if err := unix.Unmount("/.old", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("jail: detach the host's root: %w", err)
+	}
+	if err := os.Remove("/.old"); err != nil {
+		return fmt.Errorf("jail: %w", err)
+	}
+	// Nothing may be created in the root itself from now on.
+	return unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, "")
+}
+
+// bind mounts host path p at the same path in the jail, read-only if ro.
+// A path that does not exist is skipped: the program reports it, as it
+// would outside the jail.
+func (j Jail) bind(p string, ro bool) error {
+	st, err := os.Stat(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("jail: %w", err)
+	}
+	target := filepath.Join(j.Root, p)
+	if err := mountpoint(target, st.IsDir()); err != nil {
+		return err
+	}
+	// Not recursive: mounts below a listed path stay out.
+	if err := unix.Mount(p, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("jail: bind %s: %w", p, err)
+	}
+	flags := uintptr(unix.MS_REMOUNT | unix.MS_BIND | unix.MS_NOSUID | unix.MS_NODEV)
+	if ro {
+		flags |= unix.MS_RDONLY
+	}
+	if err := unix.Mount("", target, "", flags, ""); err != nil {
+		return fmt.Errorf("jail: remount %s: %w", p, err)
+	}
+	return nil
+}
+
+// bindDevice makes the device node d usable in the jail (the jail's other
+// mounts are nodev).
+func (j Jail) bindDevice(d string) error {
+	if _, err := os.Stat(d); err != nil {
+		return nil // absent on this host: the program says so if it needs it
+	}
+	target := filepath.Join(j.Root, d)
+	if err := mountpoint(target, false); err != nil {
+		return err
+	}
+	if err := unix.Mount(d, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("jail: bind %s: %w", d, err)
+	}
+	return nil
+}
+
+// mountpoint makes an empty directory or file at target, with its parents.
+func mountpoint(target string, dir bool) error {
+	if dir {
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return fmt.Errorf("jail: %w", err)
+		}
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return fmt.Errorf("jail: %w", err)
+	}
+	f, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("jail: %w", err)
+	}
+	return f.Close()
+}
