@@ -39,32 +39,40 @@ snapshot() {
 count() { if [ -f "$1" ]; then wc -l < "$1"; else echo 0; fi; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
+# churn NAME CYCLE COUNT WHAT SETTLE: runs COUNT cycles (CYCLE i), P at a
+# time, and reports failures (CYCLE appends to $WORK/NAME.failed and
+# $WORK/NAME.err), time per cycle and the host's counts before and after.
+churn() {
+  local name=$1 cycle=$2 n=$3 what=$4 settle=$5 before t0 t1 i
+  before=$(snapshot)
+  t0=$(now_ms)
+  for i in $(seq "$n"); do
+    "$cycle" "$i" &
+    (( i % P == 0 )) && wait
+  done
+  wait
+  t1=$(now_ms)
+  sleep "$settle"
+  echo "$name: $n cycles ($what), $P at a time: $(count "$WORK/$name.failed") failed, $(( (t1 - t0) * P / n )) ms per cycle"
+  echo "  before: $before"
+  echo "  after:  $(snapshot)"
+  if [ -s "$WORK/$name.failed" ]; then echo "  failures:"; sort -u "$WORK/$name.err" | head -5 | sed 's/^/    /'; fi
+}
+
 # ---- lodge-runtime ----
 mkdir -p "$WORK/bundle"
 go run ./bench/mkbundle "$WORK/bundle" sleep 600 || exit 2
 rt() { "$BIN/lodge-runtime" --root "$ROOT" "$@"; }
 rt_cycle() {
   local id=churn-$1
-  rt create --bundle "$WORK/bundle" "$id" >/dev/null 2>>"$WORK/rt.err" &&
-    rt start "$id" 2>>"$WORK/rt.err" &&
-    [ "$(rt exec "$id" echo ok 2>>"$WORK/rt.err")" = ok ] &&
-    rt kill "$id" KILL 2>>"$WORK/rt.err" &&
+  rt create --bundle "$WORK/bundle" "$id" >/dev/null 2>>"$WORK/lodge-runtime.err" &&
+    rt start "$id" 2>>"$WORK/lodge-runtime.err" &&
+    [ "$(rt exec "$id" echo ok 2>>"$WORK/lodge-runtime.err")" = ok ] &&
+    rt kill "$id" KILL 2>>"$WORK/lodge-runtime.err" &&
     for _ in $(seq 100); do rt state "$id" 2>/dev/null | grep -q '"stopped"' && break; sleep 0.1; done &&
-    rt delete "$id" 2>>"$WORK/rt.err" || { echo "$id" >> "$WORK/rt.failed"; rt delete --force "$id" >/dev/null 2>&1; }
+    rt delete "$id" 2>>"$WORK/lodge-runtime.err" || { echo "$id" >> "$WORK/lodge-runtime.failed"; rt delete --force "$id" >/dev/null 2>&1; }
 }
-before=$(snapshot)
-t0=$(now_ms)
-for i in $(seq "$N"); do
-  rt_cycle "$i" &
-  (( i % P == 0 )) && wait
-done
-wait
-t1=$(now_ms)
-sleep 2
-echo "lodge-runtime: $N cycles (create, start, exec, kill -9, delete), $P at a time: $(count "$WORK/rt.failed") failed, $(( (t1 - t0) * P / N )) ms per cycle"
-echo "  before: $before"
-echo "  after:  $(snapshot)"
-[ -s "$WORK/rt.failed" ] && { echo "  failures:"; sort -u "$WORK/rt.err" | head -5 | sed 's/^/    /'; }
+churn lodge-runtime rt_cycle "$N" "create, start, exec, kill -9, delete" 2
 echo "  left in the state root: $(ls "$ROOT" 2>/dev/null | wc -l)"
 
 # ---- CRI ----
@@ -81,31 +89,19 @@ if [ "$M" -gt 0 ] && [ -x "$TOOLS/setup-containerd.sh" ] && command -v crictl >/
     local n=$1 pod ctr
     printf '{"metadata":{"name":"churn-%s","namespace":"churn","uid":"u-%s","attempt":1},"log_directory":"%s/logs","linux":{}}' "$n" "$n" "$WORK" > "$WORK/pod-$n.json"
     printf '{"metadata":{"name":"c"},"image":{"image":"%s"},"command":["sleep","600"],"log_path":"c-%s.log","linux":{}}' "$IMG" "$n" > "$WORK/ctr-$n.json"
-    pod=$("${C[@]}" runp --runtime lodge "$WORK/pod-$n.json" 2>>"$WORK/cri.err") &&
-      ctr=$("${C[@]}" create "$pod" "$WORK/ctr-$n.json" "$WORK/pod-$n.json" 2>>"$WORK/cri.err") &&
-      "${C[@]}" start "$ctr" >/dev/null 2>>"$WORK/cri.err" &&
-      [ "$("${C[@]}" exec -s "$ctr" echo ok 2>>"$WORK/cri.err")" = ok ] &&
-      "${C[@]}" stopp "$pod" >/dev/null 2>>"$WORK/cri.err" &&
-      "${C[@]}" rmp "$pod" >/dev/null 2>>"$WORK/cri.err" || {
-      echo "$n" >> "$WORK/cri.failed"
+    pod=$("${C[@]}" runp --runtime lodge "$WORK/pod-$n.json" 2>>"$WORK/CRI.err") &&
+      ctr=$("${C[@]}" create "$pod" "$WORK/ctr-$n.json" "$WORK/pod-$n.json" 2>>"$WORK/CRI.err") &&
+      "${C[@]}" start "$ctr" >/dev/null 2>>"$WORK/CRI.err" &&
+      [ "$("${C[@]}" exec -s "$ctr" echo ok 2>>"$WORK/CRI.err")" = ok ] &&
+      "${C[@]}" stopp "$pod" >/dev/null 2>>"$WORK/CRI.err" &&
+      "${C[@]}" rmp "$pod" >/dev/null 2>>"$WORK/CRI.err" || {
+      echo "$n" >> "$WORK/CRI.failed"
       [ -n "${pod:-}" ] && { "${C[@]}" stopp "$pod" >/dev/null 2>&1; "${C[@]}" rmp -f "$pod" >/dev/null 2>&1; }
     }
   }
   cri_cycle warmup
   sleep 2
-  before=$(snapshot)
-  t0=$(now_ms)
-  for i in $(seq "$M"); do
-    cri_cycle "$i" &
-    (( i % P == 0 )) && wait
-  done
-  wait
-  t1=$(now_ms)
-  sleep 5
-  echo "CRI: $M pod cycles (runp, create, start, exec, stopp, rmp), $P at a time: $(count "$WORK/cri.failed") failed, $(( (t1 - t0) * P / M )) ms per cycle"
-  echo "  before: $before"
-  echo "  after:  $(snapshot)"
-  [ -s "$WORK/cri.failed" ] && { echo "  failures:"; sort -u "$WORK/cri.err" | head -5 | sed 's/^/    /'; }
+  churn CRI cri_cycle "$M" "runp, create, start, exec, stopp, rmp" 5
 else
   rm -rf "$WORK"
   echo "CRI: skipped (M=0, or no containerd harness in $TOOLS, or no crictl)"

@@ -126,15 +126,26 @@ func cgroupMode() string {
 	return "v1/hybrid on the host; the guest always uses v2"
 }
 
-// confinementStatus starts a program the way QEMU is started (Lodge's
-// seccomp filter, an empty bounding set) and reads back what it runs with,
+// confinementStatus starts a program the way QEMU is started (a jail,
+// Lodge's seccomp filter, an empty bounding set) and reads back what it runs with,
 // so that check shows the posture this host gives, not the intended one.
 func confinementStatus() (string, error) {
 	var out strings.Builder
 	cmd := exec.Command("/bin/cat", "/proc/self/status")
 	cmd.Stdout = &out
 	cmd.Env = []string{}
-	wait, err := confine.Start(cmd, func() error { return confine.DropCaps(nil) })
+	root, err := os.MkdirTemp("", "lodge-check-jail-")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(root)
+	jail := confine.Jail{Root: root}
+	wait, err := confine.Start(cmd, func() error {
+		if err := jail.Enter(); err != nil {
+			return err
+		}
+		return confine.DropCaps(nil)
+	})
 	if err != nil {
 		return "", fmt.Errorf("cannot start a confined process: %w", err)
 	}
