@@ -78,7 +78,10 @@ func (j Jail) Enter() error {
 	if err := os.Mkdir(procDir, 0o555); err != nil {
 		return fmt.Errorf("jail: %w", err)
 	}
-	if err := unix.Mount("proc", procDir, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+	// Processes only (subset=pid): no /proc/sys, whose root-owned files
+	// uid 0 may write without any capability (kernel.core_pattern names a
+	// program the kernel runs as full root), no /proc/sysrq-trigger.
+	if err := unix.Mount("proc", procDir, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "subset=pid"); err != nil {
 		return fmt.Errorf("jail: mount /proc: %w", err)
 	}
 	// The jail's root becomes the thread's; the old root goes.

@@ -130,7 +130,7 @@ func TestHostProcessPosture(t *testing.T) {
 				t.Errorf("QEMU shares the host's mount namespace (%s)", mine)
 			}
 			qroot := "/proc/" + q.pid + "/root"
-			for _, hidden := range []string{"/etc/passwd", "/etc/shadow", "/root", "/var/log", "/sys", filepath.Join(f.root, id, "state.json")} {
+			for _, hidden := range []string{"/etc/passwd", "/etc/shadow", "/root", "/var/log", "/sys", "/proc/sys/kernel/core_pattern", "/proc/sysrq-trigger", filepath.Join(f.root, id, "state.json")} {
 				if _, err := os.Lstat(qroot + hidden); err == nil {
 					t.Errorf("QEMU sees the host's %s", hidden)
 				}
