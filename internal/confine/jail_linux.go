@@ -26,6 +26,10 @@ type Jail struct {
 	// Devices are device nodes the program may open (/dev/null and
 	// /dev/urandom are always there).
 	Devices []string
+	// Replace mounts host files (values) read-only over files the jail
+	// already shows (keys), such as a program's own binary: the program
+	// keeps its path, and what it finds relative to it.
+	Replace map[string]string
 }
 
 // baseDevices are the nodes every program expects.
@@ -67,6 +71,15 @@ func (j Jail) Enter() error {
 	for _, p := range j.Writable {
 		if err := j.bind(p, false); err != nil {
 			return err
+		}
+	}
+	for dst, src := range j.Replace {
+		target := filepath.Join(j.Root, dst)
+		if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("jail: put %s at %s: %w", src, dst, err)
+		}
+		if err := unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+			return fmt.Errorf("jail: remount %s: %w", dst, err)
 		}
 	}
 	for _, d := range append(append([]string{}, baseDevices...), j.Devices...) {

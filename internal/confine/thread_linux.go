@@ -1,13 +1,17 @@
 package confine
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -91,4 +95,96 @@ func lastCap() uintptr {
 		}
 	}
 	return unix.CAP_LAST_CAP
+}
+
+// ClearThreadCaps empties the calling thread's effective (and
+// inheritable) capabilities; its permitted set stays, so that what a
+// program it then starts as root gets is still its bounding set (under
+// no_new_privs, a permitted set smaller than that would cap it). What
+// changes is the exec itself, which now runs without CAP_DAC_OVERRIDE:
+// starting an execute-only binary (mode 0111) that way makes the program
+// non-dumpable, so that no other process without CAP_SYS_PTRACE (another
+// sandbox's QEMU, also uid 0) can read its memory, environment or root
+// through /proc.
+func ClearThreadCaps() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("read the thread's capabilities: %w", err)
+	}
+	for i := range data {
+		data[i].Effective, data[i].Inheritable = 0, 0
+	}
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("clear the thread's capabilities: %w", err)
+	}
+	return nil
+}
+
+// ExecOnlyCopy returns a copy of the program at path that only its owner
+// (root) can execute and nobody can read (mode 0111), kept in dir (made
+// 0700) under a name keyed by the program's identity (device, inode,
+// size, modification time), so that an upgraded program gets a new copy
+// and older copies go. The copy keeps the program's base name (its
+// process name).
+func ExecOnlyCopy(path, dir string) (string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	sys, _ := st.Sys().(*syscall.Stat_t)
+	var dev, ino uint64
+	if sys != nil {
+		dev, ino = uint64(sys.Dev), sys.Ino
+	}
+	key := fmt.Sprintf("%x-%x-%x-%x", dev, ino, st.Size(), st.ModTime().UnixNano())
+	copyDir := filepath.Join(dir, key)
+	target := filepath.Join(copyDir, filepath.Base(path))
+	if c, err := os.Stat(target); err == nil && c.Mode().Perm() == 0o111 && c.Size() == st.Size() {
+		return target, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	// Copies of older programs go (a running process keeps its own).
+	if old, err := os.ReadDir(dir); err == nil {
+		for _, e := range old {
+			if e.Name() != key && !strings.HasPrefix(e.Name(), ".") {
+				os.RemoveAll(filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	tmp, err := os.MkdirTemp(dir, ".copy-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	src, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(filepath.Join(tmp, filepath.Base(path)), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o700)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return "", err
+	}
+	if err := dst.Chmod(0o111); err != nil {
+		dst.Close()
+		return "", err
+	}
+	if err := dst.Close(); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(tmp, 0o711); err != nil {
+		return "", err
+	}
+	// Another start may have made the same copy meanwhile: either is good.
+	if err := os.Rename(tmp, copyDir); err != nil && !errors.Is(err, os.ErrExist) && !errors.Is(err, syscall.ENOTEMPTY) {
+		return "", err
+	}
+	return target, nil
 }

@@ -173,7 +173,7 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 		Config: cfg,
 		Accel:  accel,
 		QEMU:   qemuBin,
-		Deps:   sandbox.Deps{Driver: &qemu.Driver{Binary: qemuBin, Host: h, Log: log}, Virtiofsd: fsd, Log: log},
+		Deps:   sandbox.Deps{Driver: &qemu.Driver{Binary: qemuBin, Host: h, Log: log, ExecDir: qemu.DefaultExecDir}, Virtiofsd: fsd, Log: log},
 		VM: vmm.Config{Kernel: cfg.Guest.Kernel, Initrd: cfg.Guest.Initrd, VCPUs: cfg.VMM.VCPUs,
 			MemoryMiB: cfg.VMM.MemoryMiB, Accel: accel.Accel, Channel: channel},
 	}

@@ -4,13 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lodgeruntime/lodge/internal/confine"
 )
 
 // hostProc is one host process that serves a sandbox, as /proc shows it.
@@ -133,6 +137,23 @@ func TestHostProcessPosture(t *testing.T) {
 			for _, hidden := range []string{"/etc/passwd", "/etc/shadow", "/root", "/var/log", "/sys", "/proc/sys/kernel/core_pattern", "/proc/sysrq-trigger", filepath.Join(f.root, id, "state.json")} {
 				if _, err := os.Lstat(qroot + hidden); err == nil {
 					t.Errorf("QEMU sees the host's %s", hidden)
+				}
+			}
+			// Another process of uid 0 without capabilities, as another
+			// sandbox's QEMU is, cannot reach into this one: QEMU is
+			// non-dumpable.
+			for _, file := range []string{"environ", "maps", "root/"} {
+				probe := exec.Command("/bin/ls", "-d", "/proc/"+q.pid+"/"+file)
+				if file != "root/" {
+					probe = exec.Command("/bin/cat", "/proc/"+q.pid+"/"+file)
+				}
+				probe.Stdout, probe.Stderr = io.Discard, io.Discard
+				wait, err := confine.Start(probe, func() error { return confine.DropCaps(nil) })
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := <-wait; err == nil {
+					t.Errorf("a uid-0 process without capabilities reads QEMU's /proc/%s/%s", q.pid, file)
 				}
 			}
 			if logs, _ := filepath.Glob(qroot + filepath.Join(f.root, id, "*", "console.log")); len(logs) != 1 {

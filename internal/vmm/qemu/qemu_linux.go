@@ -36,7 +36,15 @@ type Driver struct {
 	Binary string
 	Host   Host
 	Log    *slog.Logger
+	// ExecDir, if set, holds an execute-only copy of Binary that QEMU is
+	// started from, which makes each QEMU non-dumpable (see
+	// confine.ClearThreadCaps): one sandbox's QEMU cannot read another's
+	// memory through /proc although both are uid 0.
+	ExecDir string
 }
+
+// DefaultExecDir is where the host keeps QEMU's execute-only copy.
+const DefaultExecDir = "/run/lodge/qemu-exec"
 
 var _ vmm.Driver = (*Driver)(nil)
 
@@ -173,17 +181,30 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 		keep = caps9P
 	}
 	jail, err := jailFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: %w", err)
+	}
 	if !strings.HasPrefix(cmd.Path, "/usr/") {
 		jail.ReadOnly = append(jail.ReadOnly, cmd.Path) // a QEMU of the operator's elsewhere
 	}
-	if err != nil {
-		return nil, fmt.Errorf("qemu: %w", err)
+	if d.ExecDir != "" && cmd.Err == nil {
+		// In the jail, the copy is at the binary's own path: QEMU finds
+		// its modules and firmware relative to it.
+		p, err := confine.ExecOnlyCopy(cmd.Path, d.ExecDir)
+		if err != nil {
+			os.Remove(jail.Root)
+			return nil, fmt.Errorf("qemu: an execute-only copy of %s in %s: %w", cmd.Path, d.ExecDir, err)
+		}
+		jail.Replace = map[string]string{cmd.Path: p}
 	}
 	waited, err := confine.Start(cmd, func() error {
 		if err := jail.Enter(); err != nil {
 			return err
 		}
-		return confine.DropCaps(keep)
+		if err := confine.DropCaps(keep); err != nil {
+			return err
+		}
+		return confine.ClearThreadCaps()
 	})
 	// Its root is QEMU's own now (or was never used): the host's empty
 	// mount point goes.
