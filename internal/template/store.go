@@ -190,6 +190,8 @@ func (s *Store) Get(ctx context.Context, shape Shape, in Inputs, build BuildFunc
 	}
 	t, err = s.build(ctx, key, shape, in, build)
 	if err != nil {
+		// No template, no lock file: as Remove, while holding it.
+		os.Remove(filepath.Join(s.Dir, key+".lock"))
 		return nil, err
 	}
 	s.pruneStale(key)
@@ -406,6 +408,19 @@ func (s *Store) pruneStale(keep string) {
 		}
 		if err := s.Remove(context.Background(), in.Key); err == nil {
 			s.Log.Info("stale template removed", "template", in.Key)
+		}
+	}
+	// Lock files of templates that are gone (a builder that died), unless
+	// someone holds them.
+	locks, _ := filepath.Glob(filepath.Join(s.Dir, "*.lock"))
+	for _, l := range locks {
+		key := strings.TrimSuffix(filepath.Base(l), ".lock")
+		if _, err := os.Stat(filepath.Join(s.Dir, key)); err == nil || key == keep {
+			continue
+		}
+		if unlock, err := s.lock(context.Background(), key, false); err == nil {
+			os.Remove(l)
+			unlock()
 		}
 	}
 }
