@@ -98,8 +98,10 @@ func (s *Store) get(ctx context.Context, key, source string, convert func(*os.Fi
 		return "", false, fmt.Errorf("layer %s: waiting for its conversion: %w", source, err)
 	}
 	defer unlock()
-	// Whoever held the lock before may have made it.
+	// Whoever held the lock before may have made it (and removed the lock
+	// file, which our lock then made anew: it goes too).
 	if _, err := os.Stat(path); err == nil {
+		os.Remove(lockPath)
 		return path, false, nil
 	}
 	s.removeTemps(key)
