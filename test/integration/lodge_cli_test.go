@@ -440,3 +440,29 @@ func TestLodgeVolumes(t *testing.T) {
 		t.Errorf("volumes left: %q", vs)
 	}
 }
+
+// A container that fills its writable layer (1 GiB here) gets "No space
+// left on device" in the guest; the sandbox keeps working, space freed in
+// the container can be written again, the host is untouched and the next
+// container gets a fresh layer.
+func TestWritableLayerFull(t *testing.T) {
+	l := newLodgeCLI(t)
+	cfg := filepath.Join(l.dir, "config.toml")
+	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("writable_gib = 1\n") // the [layers] table ends the file
+	f.Close()
+	ref, _ := testImage(t)
+	l.must("pull", ref)
+	r := l.run("", "run", "--rm", ref, "sh", "-c",
+		`fallocate -l 2G /fill || echo full; echo x > /more || echo write-refused; rm -f /fill; echo y > /again && echo recovered`)
+	if r.code != 0 || !strings.Contains(r.stderr+r.stdout, "No space left on device") ||
+		!strings.Contains(r.stdout, "full") || !strings.Contains(r.stdout, "write-refused") || !strings.Contains(r.stdout, "recovered") {
+		t.Fatalf("exit %d\nstdout %s\nstderr %s\nwant ENOSPC in the guest, then a write after freeing space", r.code, r.stdout, r.stderr)
+	}
+	if out := l.must("run", "--rm", ref, "sh", "-c", "test -e /again || echo fresh"); out != "fresh\n" {
+		t.Fatalf("the next container: %q, want a fresh writable layer", out)
+	}
+}
