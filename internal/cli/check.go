@@ -139,13 +139,7 @@ func confinementStatus() (string, error) {
 		return "", err
 	}
 	defer os.Remove(root)
-	jail := confine.Jail{Root: root}
-	wait, err := confine.Start(cmd, func() error {
-		if err := jail.Enter(); err != nil {
-			return err
-		}
-		return confine.DropCaps(nil)
-	})
+	wait, err := confine.StartConfined(cmd, &confine.Jail{Root: root}, nil)
 	if err != nil {
 		return "", fmt.Errorf("cannot start a confined process: %w", err)
 	}

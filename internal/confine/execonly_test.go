@@ -46,12 +46,7 @@ func TestExecOnlyCopyMakesNonDumpable(t *testing.T) {
 		readable bool
 	}{{sleep, true}, {cp, false}} {
 		cmd := exec.Command(tc.path, "30")
-		wait, err := Start(cmd, func() error {
-			if err := DropCaps(nil); err != nil {
-				return err
-			}
-			return ClearThreadCaps()
-		})
+		wait, err := StartConfined(cmd, nil, nil)
 		if err != nil {
 			t.Fatalf("start %s: %v", tc.path, err)
 		}

@@ -23,8 +23,8 @@ type Jail struct {
 	// ReadOnly and Writable are host files and directories the program
 	// may read, or read and write.
 	ReadOnly, Writable []string
-	// Devices are device nodes the program may open (/dev/null and
-	// /dev/urandom are always there).
+	// Devices are device nodes the program may open besides baseDevices,
+	// which are always there.
 	Devices []string
 	// Replace mounts host files (values) read-only over files the jail
 	// already shows (keys), such as a program's own binary: the program

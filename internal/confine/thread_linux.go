@@ -72,6 +72,24 @@ func Start(cmd *exec.Cmd, setup func() error) (wait <-chan error, err error) {
 	return waited, nil
 }
 
+// StartConfined starts cmd the way Lodge starts QEMU: in jail (none if
+// nil), with only keep in its bounding set, exec'd by a thread without
+// effective capabilities (see ClearThreadCaps), under the filter of
+// Thread. wait yields cmd.Wait's result.
+func StartConfined(cmd *exec.Cmd, jail *Jail, keep []uintptr) (wait <-chan error, err error) {
+	return Start(cmd, func() error {
+		if jail != nil {
+			if err := jail.Enter(); err != nil {
+				return err
+			}
+		}
+		if err := DropCaps(keep); err != nil {
+			return err
+		}
+		return ClearThreadCaps()
+	})
+}
+
 // DropCaps removes every capability but keep from this thread's bounding
 // set (and so from what a program it starts as root has after exec). Run
 // it on a thread that ends with what it starts (Start's setup).
@@ -132,12 +150,8 @@ func ExecOnlyCopy(path, dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	sys, _ := st.Sys().(*syscall.Stat_t)
-	var dev, ino uint64
-	if sys != nil {
-		dev, ino = uint64(sys.Dev), sys.Ino
-	}
-	key := fmt.Sprintf("%x-%x-%x-%x", dev, ino, st.Size(), st.ModTime().UnixNano())
+	sys := st.Sys().(*syscall.Stat_t)
+	key := fmt.Sprintf("%x-%x-%x-%x", sys.Dev, sys.Ino, st.Size(), st.ModTime().UnixNano())
 	copyDir := filepath.Join(dir, key)
 	target := filepath.Join(copyDir, filepath.Base(path))
 	if c, err := os.Stat(target); err == nil && c.Mode().Perm() == 0o111 && c.Size() == st.Size() {
@@ -177,9 +191,6 @@ func ExecOnlyCopy(path, dir string) (string, error) {
 		return "", err
 	}
 	if err := dst.Close(); err != nil {
-		return "", err
-	}
-	if err := os.Chmod(tmp, 0o711); err != nil {
 		return "", err
 	}
 	// Another start may have made the same copy meanwhile: either is good.

@@ -61,14 +61,27 @@ var (
 // NoFile is QEMU's open-file limit.
 const NoFile = 16384
 
-// jailFor is the file system QEMU sees (besides /usr and /proc): its
-// kernel and initrd read-only; its console log, its memory file (a
-// template's, or the template's a clone maps privately) and 9p directories
-// given by path writable; the accelerator's and vsock's devices. Everything else it
-// uses comes as descriptors. The files it would create are made first.
-func jailFor(cfg vmm.Config) (confine.Jail, error) {
-	j := confine.Jail{Root: filepath.Join(cfg.StateDir, jailDir),
+// jailFor is the file system QEMU (the program at bin) sees besides /usr
+// and /proc: its kernel and initrd read-only; its console log, its memory
+// file (a template's, or the template's a clone maps privately) and 9p
+// directories given by path writable; the accelerator's and vsock's
+// devices; at bin, the execute-only copy of bin in execDir (if set), so
+// that QEMU finds its modules and firmware relative to its own path.
+// Everything else it uses comes as descriptors. The files it would create
+// are made first. On error, no jail root is left.
+func jailFor(cfg vmm.Config, bin, execDir string) (*confine.Jail, error) {
+	j := &confine.Jail{Root: filepath.Join(cfg.StateDir, jailDir),
 		ReadOnly: []string{cfg.Kernel, cfg.Initrd}, Writable: []string{filepath.Join(cfg.StateDir, ConsoleLog)}}
+	if !strings.HasPrefix(bin, "/usr/") {
+		j.ReadOnly = append(j.ReadOnly, bin) // a QEMU of the operator's elsewhere
+	}
+	if execDir != "" {
+		p, err := confine.ExecOnlyCopy(bin, execDir)
+		if err != nil {
+			return nil, fmt.Errorf("an execute-only copy of %s in %s: %w", bin, execDir, err)
+		}
+		j.Replace = map[string]string{bin: p}
+	}
 	create := []string{filepath.Join(cfg.StateDir, ConsoleLog)}
 	if cfg.Memory.File != "" {
 		// QEMU 7.2 opens a memory file for writing even to map it
@@ -94,12 +107,12 @@ func jailFor(cfg vmm.Config) (confine.Jail, error) {
 	for _, p := range create {
 		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o600)
 		if err != nil {
-			return j, err
+			return nil, err
 		}
 		f.Close()
 	}
 	if err := os.Mkdir(j.Root, 0o700); err != nil {
-		return j, err
+		return nil, err
 	}
 	return j, nil
 }
@@ -180,32 +193,14 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 	if len(cfg.Shares9P) > 0 {
 		keep = caps9P
 	}
-	jail, err := jailFor(cfg)
+	if cmd.Err != nil { // not found: the same words as before the jail
+		return nil, fmt.Errorf("qemu: start %s: %w", d.Binary, cmd.Err)
+	}
+	jail, err := jailFor(cfg, cmd.Path, d.ExecDir)
 	if err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
-	if !strings.HasPrefix(cmd.Path, "/usr/") {
-		jail.ReadOnly = append(jail.ReadOnly, cmd.Path) // a QEMU of the operator's elsewhere
-	}
-	if d.ExecDir != "" && cmd.Err == nil {
-		// In the jail, the copy is at the binary's own path: QEMU finds
-		// its modules and firmware relative to it.
-		p, err := confine.ExecOnlyCopy(cmd.Path, d.ExecDir)
-		if err != nil {
-			os.Remove(jail.Root)
-			return nil, fmt.Errorf("qemu: an execute-only copy of %s in %s: %w", cmd.Path, d.ExecDir, err)
-		}
-		jail.Replace = map[string]string{cmd.Path: p}
-	}
-	waited, err := confine.Start(cmd, func() error {
-		if err := jail.Enter(); err != nil {
-			return err
-		}
-		if err := confine.DropCaps(keep); err != nil {
-			return err
-		}
-		return confine.ClearThreadCaps()
-	})
+	waited, err := confine.StartConfined(cmd, jail, keep)
 	// Its root is QEMU's own now (or was never used): the host's empty
 	// mount point goes.
 	os.Remove(jail.Root)
