@@ -53,6 +53,16 @@ func cpuResources(r *specs.LinuxResources) *cgroups.Resources {
 	return res
 }
 
+// managerFor is the manager of the host cgroup at path (below the host's
+// cgroup filesystem whatever path says: the library cleans it), with res
+// (none if nil) to set.
+func managerFor(path string, res *cgroups.Resources) (cgroups.Manager, error) {
+	if res == nil {
+		res = &cgroups.Resources{SkipDevices: true}
+	}
+	return manager.New(&cgroups.Cgroup{Path: path, Resources: res})
+}
+
 // Enter moves the calling process into the host cgroup at path (created
 // if needed; a relative path is below the caller's cgroup, as runc does)
 // without limits: the VM's boot is not charged to the container (under a
@@ -62,7 +72,7 @@ func Enter(path string) error {
 	if !Usable(path) {
 		return nil
 	}
-	m, err := manager.New(&cgroups.Cgroup{Path: path, Resources: &cgroups.Resources{SkipDevices: true}})
+	m, err := managerFor(path, nil)
 	if err != nil {
 		return fmt.Errorf("host cgroup %s: %w", path, err)
 	}
@@ -78,7 +88,7 @@ func Update(path string, r *specs.LinuxResources) error {
 		return nil
 	}
 	res := cpuResources(r)
-	m, err := manager.New(&cgroups.Cgroup{Path: path, Resources: res})
+	m, err := managerFor(path, res)
 	if err != nil {
 		return err
 	}
@@ -91,7 +101,7 @@ func Exists(path string) bool {
 	if !Usable(path) {
 		return false
 	}
-	m, err := manager.New(&cgroups.Cgroup{Path: path, Resources: &cgroups.Resources{SkipDevices: true}})
+	m, err := managerFor(path, nil)
 	return err == nil && m.Exists()
 }
 
@@ -100,7 +110,7 @@ func Remove(path string) error {
 	if !Usable(path) {
 		return nil
 	}
-	m, err := manager.New(&cgroups.Cgroup{Path: path, Resources: &cgroups.Resources{SkipDevices: true}})
+	m, err := managerFor(path, nil)
 	if err != nil {
 		return err
 	}

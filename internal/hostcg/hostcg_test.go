@@ -4,9 +4,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/opencontainers/cgroups"
-	"github.com/opencontainers/cgroups/manager"
 )
 
 // A spec's cgroupsPath comes from whoever wrote the spec (a pod's user
@@ -14,7 +11,7 @@ import (
 // removes is below the host's cgroup filesystem.
 func TestHostilePathsStayInCgroupfs(t *testing.T) {
 	for _, p := range []string{"../../../../etc", "/../../etc/x", "pod/../../../../../root", "a/./../../..//etc", "kubepods/../../../proc/1"} {
-		m, err := manager.New(&cgroups.Cgroup{Path: p, Resources: &cgroups.Resources{SkipDevices: true}})
+		m, err := managerFor(p, nil)
 		if err != nil {
 			t.Logf("%q: refused: %v", p, err)
 			continue
