@@ -81,16 +81,12 @@ func hostileReply(mode uint8, data []byte) func(string, uint32) ([]byte, bool) {
 // runHostile makes one call against a lying agent: it must return (not
 // hang, not panic) and accept nothing out of bounds.
 func runHostile(t *testing.T, which, mode uint8, data []byte) {
-	hostileWithin(2*time.Second)(t, which, mode, data)
+	callHostile(t, 2*time.Second, which, mode, data)
 }
 
-// hostileWithin is runHostile with calls that time out after deadline
-// (the fuzzer's inputs must stay short: an input that outlives -fuzztime
-// fails the run).
-func hostileWithin(deadline time.Duration) func(t *testing.T, which, mode uint8, data []byte) {
-	return func(t *testing.T, which, mode uint8, data []byte) { callHostile(t, deadline, which, mode, data) }
-}
-
+// callHostile is runHostile with calls that time out after deadline (the
+// fuzzer's inputs must stay short: an input that outlives -fuzztime fails
+// the run).
 func callHostile(t *testing.T, deadline time.Duration, which, mode uint8, data []byte) {
 	c := hostileCalls[int(which)%len(hostileCalls)]
 	raw := &agenttest.Raw{Handshake: c.call == nil, Reply: hostileReply(mode, data)}
@@ -136,7 +132,9 @@ func FuzzHostileReplies(f *testing.F) {
 		}
 	}
 	f.Add(uint8(0), uint8(0), []byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f})
-	f.Fuzz(hostileWithin(500 * time.Millisecond))
+	f.Fuzz(func(t *testing.T, which, mode uint8, data []byte) {
+		callHostile(t, 500*time.Millisecond, which, mode, data)
+	})
 }
 
 // The cases every run checks, named.

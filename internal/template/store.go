@@ -415,7 +415,7 @@ func (s *Store) pruneStale(keep string) {
 	locks, _ := filepath.Glob(filepath.Join(s.Dir, "*.lock"))
 	for _, l := range locks {
 		key := strings.TrimSuffix(filepath.Base(l), ".lock")
-		if _, err := os.Stat(filepath.Join(s.Dir, key)); err == nil || key == keep {
+		if _, err := os.Stat(filepath.Join(s.Dir, key)); err == nil {
 			continue
 		}
 		if unlock, err := s.lock(context.Background(), key, false); err == nil {

@@ -141,7 +141,8 @@ func TestHostProcessPosture(t *testing.T) {
 			}
 			// Another process of uid 0 without capabilities, as another
 			// sandbox's QEMU is, cannot reach into this one: QEMU is
-			// non-dumpable.
+			// non-dumpable. The cold case proves it; a clone's QEMU holds
+			// capabilities the probe lacks, which refuses it anyway.
 			for _, file := range []string{"environ", "maps", "root/"} {
 				probe := exec.Command("/bin/ls", "-d", "/proc/"+q.pid+"/"+file)
 				if file != "root/" {
