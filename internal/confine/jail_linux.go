@@ -32,6 +32,9 @@ type Jail struct {
 	Replace map[string]string
 }
 
+// noGroup is a group no process is in.
+const noGroup = 2147483646
+
 // baseDevices are the nodes every program expects.
 var baseDevices = []string{"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"}
 
@@ -93,8 +96,13 @@ func (j Jail) Enter() error {
 	}
 	// Processes only (subset=pid): no /proc/sys, whose root-owned files
 	// uid 0 may write without any capability (kernel.core_pattern names a
-	// program the kernel runs as full root), no /proc/sysrq-trigger.
-	if err := unix.Mount("proc", procDir, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "subset=pid"); err != nil {
+	// program the kernel runs as full root), no /proc/sysrq-trigger. Of
+	// those, only the ones the program could trace (hidepid=invisible):
+	// itself, for its /proc/self, and no other sandbox's or host process.
+	// Members of the gid= group would see every process: by default that
+	// is group 0, which the program is in.
+	opts := fmt.Sprintf("subset=pid,hidepid=invisible,gid=%d", noGroup)
+	if err := unix.Mount("proc", procDir, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, opts); err != nil {
 		return fmt.Errorf("jail: mount /proc: %w", err)
 	}
 	// The jail's root becomes the thread's; the old root goes.

@@ -73,10 +73,16 @@ func Start(cmd *exec.Cmd, setup func() error) (wait <-chan error, err error) {
 }
 
 // StartConfined starts cmd the way Lodge starts QEMU: in jail (none if
-// nil), with only keep in its bounding set, exec'd by a thread without
-// effective capabilities (see ClearThreadCaps), under the filter of
-// Thread. wait yields cmd.Wait's result.
+// nil), as the first process of a PID namespace of its own (it can signal
+// no other process, and kill(-1) reaches only itself), with only keep in
+// its bounding set, exec'd by a thread without effective capabilities (see
+// ClearThreadCaps), under the filter of Thread. wait yields cmd.Wait's
+// result.
 func StartConfined(cmd *exec.Cmd, jail *Jail, keep []uintptr) (wait <-chan error, err error) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWPID
 	return Start(cmd, func() error {
 		if jail != nil {
 			if err := jail.Enter(); err != nil {
@@ -116,14 +122,15 @@ func lastCap() uintptr {
 }
 
 // ClearThreadCaps empties the calling thread's effective (and
-// inheritable) capabilities; its permitted set stays, so that what a
-// program it then starts as root gets is still its bounding set (under
-// no_new_privs, a permitted set smaller than that would cap it). What
-// changes is the exec itself, which now runs without CAP_DAC_OVERRIDE:
-// starting an execute-only binary (mode 0111) that way makes the program
-// non-dumpable, so that no other process without CAP_SYS_PTRACE (another
-// sandbox's QEMU, also uid 0) can read its memory, environment or root
-// through /proc.
+// inheritable) capabilities but CAP_SYS_ADMIN, which cloning a child into
+// a new namespace needs and which reads no file. Its permitted set stays,
+// so that what a program it then starts as root gets is still its
+// bounding set (under no_new_privs, a permitted set smaller than that
+// would cap it). What changes is the exec itself, which now runs without
+// CAP_DAC_OVERRIDE: starting an execute-only binary (mode 0111) that way
+// makes the program non-dumpable, so that no other process without
+// CAP_SYS_PTRACE (another sandbox's QEMU, also uid 0) can read or write
+// its memory, environment or root through /proc.
 func ClearThreadCaps() error {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
@@ -133,6 +140,7 @@ func ClearThreadCaps() error {
 	for i := range data {
 		data[i].Effective, data[i].Inheritable = 0, 0
 	}
+	data[unix.CAP_SYS_ADMIN/32].Effective = 1 << (unix.CAP_SYS_ADMIN % 32)
 	if err := unix.Capset(&hdr, &data[0]); err != nil {
 		return fmt.Errorf("clear the thread's capabilities: %w", err)
 	}

@@ -145,7 +145,7 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("%w: %w", ErrMissing, err))
 	}
-	fsd := &sharefs.Virtiofsd{Binary: cfg.Sharefs.Virtiofsd, Log: log}
+	fsd := &sharefs.Virtiofsd{Binary: cfg.Sharefs.Virtiofsd, Log: log, ExecDir: sharefs.DefaultExecDir}
 	if err := fsd.Check(); err != nil {
 		errs = append(errs, fmt.Errorf("%w: %w", ErrMissing, err))
 	}

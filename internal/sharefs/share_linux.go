@@ -202,7 +202,12 @@ func (s *Share) runDaemon(v *Virtiofsd, ns int, lf *os.File, c Config, sync daem
 		started <- fmt.Errorf("share: join the share's namespace: %w", err)
 		return
 	}
-	if err := confine.Thread(); err != nil {
+	if err := confine.Thread(); err == nil && v.ExecDir != "" {
+		// Started without effective capabilities, an execute-only
+		// copy makes virtiofsd non-dumpable (it keeps its permitted ones).
+		err = confine.ClearThreadCaps()
+	}
+	if err != nil {
 		started <- fmt.Errorf("share: %w", err)
 		return
 	}

@@ -13,6 +13,8 @@ import (
 	"os/exec"
 	"syscall"
 	"time"
+
+	"github.com/lodgeruntime/lodge/internal/confine"
 )
 
 // ErrNoVirtiofsd reports a missing virtiofsd binary.
@@ -25,7 +27,16 @@ var ErrStopped = errors.New("share stopped")
 type Virtiofsd struct {
 	Binary string
 	Log    *slog.Logger
+	// ExecDir, if set, holds an execute-only copy of Binary that virtiofsd
+	// is started from, which makes it non-dumpable (see
+	// confine.ClearThreadCaps): its first process, which keeps no
+	// capability, cannot be traced or written through /proc by another
+	// process of uid 0 without capabilities (a sandbox's QEMU).
+	ExecDir string
 }
+
+// DefaultExecDir is where the host keeps virtiofsd's execute-only copy.
+const DefaultExecDir = "/run/lodge/virtiofsd-exec"
 
 // Config is where one share keeps its files.
 type Config struct {
@@ -76,7 +87,13 @@ func (v *Virtiofsd) start(dir string, lf *os.File, c Config) (*Daemon, error) {
 		return nil, fmt.Errorf("virtiofsd: %w", err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(v.Binary, virtiofsdArgs(dir)...)
+	bin := v.Binary
+	if v.ExecDir != "" {
+		if bin, err = confine.ExecOnlyCopy(v.Binary, v.ExecDir); err != nil {
+			return nil, fmt.Errorf("virtiofsd: an execute-only copy of %s in %s: %w", v.Binary, v.ExecDir, err)
+		}
+	}
+	cmd := exec.Command(bin, virtiofsdArgs(dir)...)
 	cmd.ExtraFiles = []*os.File{lf}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}

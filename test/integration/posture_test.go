@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/lodgeruntime/lodge/internal/confine"
+
+	"golang.org/x/sys/unix"
 )
 
 // hostProc is one host process that serves a sandbox, as /proc shows it.
@@ -22,6 +24,7 @@ type hostProc struct {
 	pid    string
 	comm   string
 	status map[string]string
+	family []string // every process of that name that serves it
 }
 
 // servingProcs are the processes whose command line names root, by name.
@@ -41,7 +44,15 @@ func servingProcs(t *testing.T, root string) map[string]hostProc {
 		case strings.HasPrefix(hp.comm, "qemu"):
 			out["qemu"] = hp
 		case strings.HasPrefix(hp.comm, "virtiofsd"):
-			out["virtiofsd"] = hp
+			// The process that serves (a child of the first) holds the
+			// capabilities; family has both.
+			v := out["virtiofsd"]
+			family := append(v.family, hp.pid)
+			if v.pid == "" || capMask(t, hp, "CapEff") != 0 {
+				v = hp
+			}
+			v.family = family
+			out["virtiofsd"] = v
 		}
 	}
 	return out
@@ -143,19 +154,16 @@ func TestHostProcessPosture(t *testing.T) {
 			// sandbox's QEMU is, cannot reach into this one: QEMU is
 			// non-dumpable. The cold case proves it; a clone's QEMU holds
 			// capabilities the probe lacks, which refuses it anyway.
-			for _, file := range []string{"environ", "maps", "root/"} {
-				probe := exec.Command("/bin/ls", "-d", "/proc/"+q.pid+"/"+file)
-				if file != "root/" {
-					probe = exec.Command("/bin/cat", "/proc/"+q.pid+"/"+file)
-				}
-				probe.Stdout, probe.Stderr = io.Discard, io.Discard
-				wait, err := confine.Start(probe, func() error { return confine.DropCaps(nil) })
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := <-wait; err == nil {
-					t.Errorf("a uid-0 process without capabilities reads QEMU's /proc/%s/%s", q.pid, file)
-				}
+			unreachable(t, "QEMU", q.pid)
+			// It is alone in a PID namespace of its own (it can signal no
+			// other process), and its /proc shows a process without
+			// capabilities only what it could trace: no host process, no
+			// other sandbox's QEMU.
+			if ns := strings.Fields(q.status["NSpid"]); len(ns) < 2 || ns[len(ns)-1] != "1" {
+				t.Errorf("QEMU: NSpid %q, want the first process of a PID namespace of its own", q.status["NSpid"])
+			}
+			if seen := procSeenInside(t, q.pid); len(seen) != 1 {
+				t.Errorf("a process in QEMU's mount namespace sees processes %v, want only itself", seen)
 			}
 			if logs, _ := filepath.Glob(qroot + filepath.Join(f.root, id, "*", "console.log")); len(logs) != 1 {
 				t.Errorf("QEMU sees console logs %v, want its own", logs)
@@ -175,8 +183,72 @@ func TestHostProcessPosture(t *testing.T) {
 				t.Errorf("virtiofsd: NoNewPrivs %q", v.status["NoNewPrivs"])
 			}
 			allThreadsFiltered(t, v)
+			// Both of its processes, the one that keeps no capability
+			// included, are out of a cap-less uid-0 process's reach (the
+			// first would otherwise be QEMU's to trace).
+			for _, pid := range v.family {
+				unreachable(t, "virtiofsd", pid)
+			}
 		})
 	}
+}
+
+// unreachable fails if another process of uid 0 without capabilities (as
+// another sandbox's QEMU is) can read pid's environment, memory map or
+// root through /proc: the process is non-dumpable.
+func unreachable(t *testing.T, name, pid string) {
+	t.Helper()
+	for _, file := range []string{"environ", "maps", "root/"} {
+		probe := exec.Command("/bin/ls", "-d", "/proc/"+pid+"/"+file)
+		if file != "root/" {
+			probe = exec.Command("/bin/cat", "/proc/"+pid+"/"+file)
+		}
+		probe.Stdout, probe.Stderr = io.Discard, io.Discard
+		wait, err := confine.Start(probe, func() error { return confine.DropCaps(nil) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := <-wait; err == nil {
+			t.Errorf("a uid-0 process without capabilities reads %s's /proc/%s/%s", name, pid, file)
+		}
+	}
+}
+
+// procSeenInside lists the processes that /proc shows to a process of uid
+// 0 without capabilities (as QEMU is) in the mount namespace of pid.
+func procSeenInside(t *testing.T, pid string) []string {
+	t.Helper()
+	var out bytes.Buffer
+	ls := exec.Command("/bin/ls", "/proc")
+	ls.Stdout = &out
+	wait, err := confine.Start(ls, func() error {
+		ns, err := os.Open("/proc/" + pid + "/ns/mnt")
+		if err != nil {
+			return err
+		}
+		defer ns.Close()
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			return err
+		}
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNS); err != nil {
+			return err
+		}
+		return confine.DropCaps(nil)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-wait; err != nil {
+		t.Fatalf("ls /proc in QEMU's mount namespace: %v", err)
+	}
+	var pids []string
+	for _, name := range strings.Fields(out.String()) {
+		if _, err := strconv.Atoi(name); err == nil {
+			comm, _ := os.ReadFile("/proc/" + name + "/comm")
+			pids = append(pids, name+" "+strings.TrimSpace(string(comm)))
+		}
+	}
+	return pids
 }
 
 // allThreadsFiltered fails unless every thread of hp runs a seccomp filter.
