@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"sort"
 	"strings"
@@ -519,4 +520,92 @@ func TestLeakedDescriptorAsCwd(t *testing.T) {
 			t.Errorf("exec --cwd /proc/self/fd/%d: the working directory is outside the container's root: %q", fd, r.stdout)
 		}
 	}
+}
+
+// The 2025 runc advisories, in the forms an image or a spec can carry
+// (their races need a second container sharing the target's /dev, which
+// one sandbox's containers do not): runc bound a procfs file where it meant
+// the container's /dev/null over masked paths (CVE-2025-31133), /dev/pts/N
+// over /dev/console (CVE-2025-52565), or wrote process labels through a
+// /proc that was not procfs (CVE-2025-52881, after CVE-2019-19921). In each,
+// the container gets no writable procfs file: libcontainer in the guest
+// refuses the image, or the targets are what they should be and the guest's
+// kernel.core_pattern is unchanged after the container wrote to each.
+func TestRuncMountTargets(t *testing.T) {
+	refused := func(t *testing.T, plant func(rootfs string) error, want string) {
+		f := newFixture(t)
+		s := defaultSpec("sh", "-c", `printf '|/evil' >/dev/null; echo started`)
+		// Without a /dev of its own the container's /dev is the image's.
+		var mounts []specs.Mount
+		for _, m := range s.Mounts {
+			if !strings.HasPrefix(m.Destination, "/dev") {
+				mounts = append(mounts, m)
+			}
+		}
+		s.Mounts, s.Root.Readonly = mounts, false
+		f.writeSpec(s)
+		if err := plant(filepath.Join(f.bundle, "rootfs")); err != nil {
+			t.Fatal(err)
+		}
+		r := f.run("planted", "")
+		if r.code == 0 || strings.Contains(r.stdout, "started") || !strings.Contains(r.stderr, want) {
+			t.Fatalf("exit %d, stdout %q, stderr %q: want the container refused with %q", r.code, r.stdout, r.stderr, want)
+		}
+	}
+	t.Run("CVE-2025-31133/dev-null-symlink", func(t *testing.T) {
+		refused(t, func(rootfs string) error {
+			return os.Symlink("/proc/sys/kernel/core_pattern", filepath.Join(rootfs, "dev", "null"))
+		}, "container's /dev/null is invalid")
+	})
+	t.Run("CVE-2025-52881/proc-symlink", func(t *testing.T) {
+		refused(t, func(rootfs string) error {
+			if err := os.Remove(filepath.Join(rootfs, "proc")); err != nil {
+				return err
+			}
+			if err := os.Mkdir(filepath.Join(rootfs, "fake-proc"), 0o755); err != nil {
+				return err
+			}
+			return os.Symlink("/fake-proc", filepath.Join(rootfs, "proc"))
+		}, "must be mounted on ordinary directory")
+	})
+	t.Run("CVE-2025-52565/console", func(t *testing.T) {
+		f := newFixture(t)
+		targets := "/dev/console /proc/kcore /proc/keys /proc/timer_list /proc/sched_debug"
+		s := defaultSpec("sh", "-c", `before=$(cat /proc/sys/kernel/core_pattern)
+			for p in `+targets+`; do [ -e $p ] && echo "target $p $(stat -c '%F %t:%T' $p) $(stat -f -c %T $p)"; done
+			for p in `+targets+` /proc/sys/kernel/core_pattern /proc/sysrq-trigger; do (printf '|/evil' >$p) 2>/dev/null; done
+			[ "$(cat /proc/sys/kernel/core_pattern)" = "$before" ] && echo core_pattern-unchanged; echo done`)
+		s.Process.Terminal = true
+		f.writeSpec(s)
+		sock, masterCh := consoleSocket(t)
+		f.mustRT("create", "--bundle", f.bundle, "--console-socket", sock, "console")
+		defer f.rt("delete", "--force", "console")
+		master := receiveMaster(t, masterCh)
+		defer master.Close()
+		f.mustRT("start", "console")
+		var out bytes.Buffer
+		master.SetReadDeadline(time.Now().Add(2 * time.Minute))
+		buf := make([]byte, 4096)
+		for !strings.Contains(out.String(), "done") {
+			n, err := master.Read(buf)
+			out.Write(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		got := strings.ReplaceAll(out.String(), "\r", "")
+		if !regexp.MustCompile(`target /dev/console character special file 88:[0-9a-f]+ devpts`).MatchString(got) {
+			t.Errorf("/dev/console is not the container's pty (major 136, devpts):\n%s", got)
+		}
+		for _, want := range []string{
+			"target /proc/kcore character special file 1:3 tmpfs",
+			"target /proc/keys character special file 1:3 tmpfs",
+			"target /proc/timer_list character special file 1:3 tmpfs",
+			"core_pattern-unchanged",
+		} {
+			if !strings.Contains(got, want) {
+				t.Errorf("the container's output lacks %q:\n%s", want, got)
+			}
+		}
+	})
 }

@@ -263,35 +263,9 @@ func TestTerminalMountsHooks(t *testing.T) {
 		Poststop: []specs.Hook{hook("poststop")}}
 	f.writeSpec(s)
 
-	sock := filepath.Join(t.TempDir(), "console.sock")
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	masterCh := make(chan *os.File, 1)
-	go func() {
-		c, err := l.AcceptUnix()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		buf, oob := make([]byte, 256), make([]byte, unix.CmsgSpace(4))
-		_, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
-		if err != nil {
-			return
-		}
-		msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
-		fds, _ := unix.ParseUnixRights(&msgs[0])
-		masterCh <- os.NewFile(uintptr(fds[0]), "master")
-	}()
+	sock, masterCh := consoleSocket(t)
 	f.mustRT("create", "--bundle", f.bundle, "--console-socket", sock, "term")
-	var master *os.File
-	select {
-	case master = <-masterCh:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no terminal master on the console socket")
-	}
+	master := receiveMaster(t, masterCh)
 	defer master.Close()
 	var st specs.State
 	b, _ := os.ReadFile(filepath.Join(hookOut, "createRuntime"))
@@ -326,6 +300,46 @@ func TestTerminalMountsHooks(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(share, "x")); err == nil {
 		t.Error("the read-only mount was written")
 	}
+}
+
+// consoleSocket listens on a console socket (--console-socket) and yields
+// the terminal master the runtime sends there.
+func consoleSocket(t *testing.T) (string, <-chan *os.File) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "console.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	masterCh := make(chan *os.File, 1)
+	go func() {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf, oob := make([]byte, 256), make([]byte, unix.CmsgSpace(4))
+		_, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+		if err != nil {
+			return
+		}
+		msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+		fds, _ := unix.ParseUnixRights(&msgs[0])
+		masterCh <- os.NewFile(uintptr(fds[0]), "master")
+	}()
+	return sock, masterCh
+}
+
+func receiveMaster(t *testing.T, masterCh <-chan *os.File) *os.File {
+	t.Helper()
+	select {
+	case master := <-masterCh:
+		return master
+	case <-time.After(10 * time.Second):
+		t.Fatal("no terminal master on the console socket")
+	}
+	return nil
 }
 
 // TestSupervisorKilled: if the supervisor dies, the container reads as
