@@ -116,6 +116,10 @@ type VMM struct {
 	MemoryMiB int `toml:"memory_mib"`
 	// BootTimeout bounds the wait for the guest agent (TCG is slow).
 	BootTimeout Duration `toml:"boot_timeout"`
+	// HostReserveMiB is host memory no new VM may count on: a sandbox
+	// starts only if the host's MemAvailable less this covers its VM's
+	// memory.
+	HostReserveMiB int `toml:"host_reserve_mib"`
 	// AgentChannel is "auto" (vsock where /dev/vhost-vsock exists, else
 	// virtio-serial), "vsock" or "virtio-serial".
 	AgentChannel string `toml:"agent_channel"`
@@ -144,7 +148,7 @@ func Default() Config {
 	return Config{
 		Guest: Guest{Dir: DefaultGuestDir, KernelPackage: "linux-image-amd64"},
 		VMM: VMM{QEMU: "qemu-system-x86_64", Accel: "auto", VCPUs: 1, MemoryMiB: 256,
-			BootTimeout: Duration{60 * time.Second}, AgentChannel: "auto"},
+			BootTimeout: Duration{60 * time.Second}, AgentChannel: "auto", HostReserveMiB: 256},
 		Sharefs: Sharefs{Virtiofsd: "/usr/lib/qemu/virtiofsd"},
 		Template: Template{Enabled: true, Dir: DefaultTemplateDir,
 			MemoryClassesMiB: []int{256, 512, 1024, 2048, 4096}, VCPUClasses: []int{1, 2, 4, 8}},
@@ -217,6 +221,9 @@ func (c Config) Validate() error {
 	}
 	if c.VMM.MemoryMiB < 64 {
 		errs = append(errs, fmt.Errorf("vmm.memory_mib %d: want at least 64", c.VMM.MemoryMiB))
+	}
+	if c.VMM.HostReserveMiB < 0 {
+		errs = append(errs, fmt.Errorf("vmm.host_reserve_mib %d: want 0 or more", c.VMM.HostReserveMiB))
 	}
 	if !filepath.IsAbs(c.Images.Dir) || !filepath.IsAbs(c.Images.ContainersDir) || !filepath.IsAbs(c.Images.VolumesDir) {
 		errs = append(errs, fmt.Errorf("images.dir %q, images.containers_dir %q and images.volumes_dir %q must be absolute paths",

@@ -200,7 +200,8 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 // SandboxConfig returns the configuration of a new sandbox whose state
 // lives in dir (which must not exist yet).
 func (e *Env) SandboxConfig(id, dir string) sandbox.Config {
-	sc := sandbox.Config{ID: id, Dir: dir, VM: e.VM, BootTimeout: e.Config.VMM.BootTimeout.Duration}
+	sc := sandbox.Config{ID: id, Dir: dir, VM: e.VM, BootTimeout: e.Config.VMM.BootTimeout.Duration,
+		HostReserveMiB: e.Config.VMM.HostReserveMiB}
 	if e.Templates != nil {
 		t := *e.Templates
 		sc.Templates = &t

@@ -46,6 +46,9 @@ type Config struct {
 	// VM is the machine; its ID, StateDir, Channel and Shares are set here.
 	VM          vmm.Config
 	BootTimeout time.Duration
+	// HostReserveMiB is host memory the VM may not count on (see
+	// admitMemory).
+	HostReserveMiB int
 	// Templates, when set, lets the sandbox start as a clone of a template
 	// (built on demand); a sandbox that cannot cold-boots.
 	Templates *Templates
@@ -96,6 +99,9 @@ func Create(ctx context.Context, deps Deps, cfg Config) (*Sandbox, error) {
 	var cu rollback.Stack
 	defer cu.Run()
 
+	if err := admitMemory(cfg); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
 	if err := os.Mkdir(cfg.Dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("%w: %s (state in %s)", ErrExists, cfg.ID, cfg.Dir)

@@ -1,6 +1,9 @@
 package sandbox
 
 import (
+	"errors"
+	"fmt"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -52,6 +55,44 @@ func SizeVM(base vmm.Config, resources ...*specs.LinuxResources) vmm.Config {
 		base.VCPUs = min(cpusetCPUs, runtime.NumCPU())
 	}
 	return base
+}
+
+// ErrHostMemory reports a host without the free memory a new VM needs.
+var ErrHostMemory = errors.New("not enough free memory on the host")
+
+// memAvailableMiB is the host's MemAvailable (/proc/meminfo) in MiB.
+var memAvailableMiB = func() (int, error) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "MemAvailable:"); ok {
+			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			if err != nil {
+				return 0, fmt.Errorf("/proc/meminfo: MemAvailable %q", v)
+			}
+			return kb >> 10, nil
+		}
+	}
+	return 0, errors.New("/proc/meminfo has no MemAvailable")
+}
+
+// admitMemory refuses a VM whose memory the host could not give it now:
+// its RAM is allocated as the guest touches it, so a VM started beyond
+// what is free would run until the host's OOM killer picks some process,
+// perhaps another sandbox's QEMU. A host whose MemAvailable cannot be
+// read admits every VM.
+func admitMemory(cfg Config) error {
+	avail, err := memAvailableMiB()
+	if err != nil {
+		return nil
+	}
+	if cfg.VM.MemoryMiB > avail-cfg.HostReserveMiB {
+		return fmt.Errorf("%w for a VM of %d MiB: %d MiB available, of which vmm.host_reserve_mib keeps %d MiB for the host; "+
+			"free memory on the host, or give the sandbox a lower memory limit", ErrHostMemory, cfg.VM.MemoryMiB, avail, cfg.HostReserveMiB)
+	}
+	return nil
 }
 
 // maxCPU returns the highest CPU in a cpuset list ("0-3,8"), -1 if none.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -517,5 +518,31 @@ func TestStateDiskFull(t *testing.T) {
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
 	if n := strings.Count(string(mi), full); n != 1 {
 		t.Errorf("%d mounts mention %s, want its tmpfs alone", n, full)
+	}
+}
+
+// A host without free memory for a new VM (here: every byte of it kept for
+// the host by vmm.host_reserve_mib): the sandbox is refused with words that
+// say so and what to do, nothing of it is left (the fixture checks), and a
+// sandbox already running goes on.
+func TestHostMemoryExhausted(t *testing.T) {
+	f := newFixture(t)
+	f.writeSpec(defaultSpec("sleep", "600"))
+	f.mustRT("run", "-d", "--bundle", f.bundle, "running")
+	defer f.mustRT("delete", "--force", "running")
+	meminfo, _ := os.ReadFile("/proc/meminfo")
+	var totalKB int
+	fmt.Sscanf(string(meminfo), "MemTotal: %d kB", &totalKB)
+	if totalKB == 0 {
+		t.Fatalf("no MemTotal in %q", meminfo)
+	}
+	f.config(fmt.Sprintf("[vmm]\nhost_reserve_mib = %d\n", totalKB>>10))
+	f.writeSpec(defaultSpec("true"))
+	r := f.run("starved", "")
+	if r.code == 0 || !strings.Contains(r.stderr, "not enough free memory on the host") || !strings.Contains(r.stderr, "host_reserve_mib") {
+		t.Fatalf("exit %d, stderr %q: want a refusal that names the host's memory and the reserve", r.code, r.stderr)
+	}
+	if out := f.mustRT("exec", "running", "echo", "alive"); out != "alive\n" {
+		t.Errorf("the running sandbox after the refusal: %q", out)
 	}
 }
