@@ -136,15 +136,7 @@ func Create(ctx context.Context, deps Deps, cfg Config) (*Sandbox, error) {
 	}
 	cu.Add(share.Stop)
 
-	vc := cfg.VM
-	vc.ID, vc.StateDir = cfg.ID, cfg.Dir
-	if vc.Channel == "" {
-		vc.Channel = vmm.ChannelSerial
-	}
-	if vc.Channel == vmm.ChannelVsock && vc.VsockCID == 0 {
-		vc.VsockCID = newCID()
-	}
-	vc.Shares = []vmm.Share{{Tag: SharedTag, Socket: filepath.Join(cfg.Dir, virtiofsSock)}}
+	vc := ColdConfig(cfg)
 	vm, err := deps.Driver.Start(ctx, vc)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
@@ -175,6 +167,22 @@ func Create(ctx context.Context, deps Deps, cfg Config) (*Sandbox, error) {
 		start: start, layers: cfg.Layers, lateNet: cfg.LateNetwork, containers: map[string]*Container{}}
 	go s.watchShare()
 	return s, nil
+}
+
+// ColdConfig is the VM of a cold-booted sandbox of cfg: cfg.VM with the
+// sandbox's id and state directory, its agent channel and its share
+// (virtio-fs, served by virtiofsd on a socket in the state directory).
+func ColdConfig(cfg Config) vmm.Config {
+	vc := cfg.VM
+	vc.ID, vc.StateDir = cfg.ID, cfg.Dir
+	if vc.Channel == "" {
+		vc.Channel = vmm.ChannelSerial
+	}
+	if vc.Channel == vmm.ChannelVsock && vc.VsockCID == 0 {
+		vc.VsockCID = newCID()
+	}
+	vc.Shares = []vmm.Share{{Tag: SharedTag, Socket: filepath.Join(cfg.Dir, virtiofsSock)}}
+	return vc
 }
 
 // watchShare stops the VM if virtiofsd dies under it: the guest's every
