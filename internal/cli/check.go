@@ -160,6 +160,6 @@ func confinementStatus() (string, error) {
 		return "", fmt.Errorf("a confined process is not alone in a PID namespace (NSpid %q): does this kernel have PID namespaces?", st["NSpid"])
 	}
 	return "QEMU and virtiofsd under Lodge's seccomp filter with no_new_privs, as root (uid 0); " +
-		"QEMU without capabilities (a clone keeps 5 for 9p), core dumps or environment, in mount and PID namespaces with its own files and process only; " +
+		"QEMU without capabilities (a clone keeps 5 for 9p), core dumps or environment, in mount, PID, network and IPC namespaces with its own files and process only; " +
 		"virtiofsd with 6 (sandbox=namespace); state directories 0700 (docs/security.md)", nil
 }

@@ -140,9 +140,15 @@ func TestHostProcessPosture(t *testing.T) {
 			// Its own file system: a mount namespace of its own in which
 			// the host's /etc, /root, /var/log, /sys and this sandbox's state (but
 			// its console log) do not exist.
-			mine, _ := os.Readlink("/proc/self/ns/mnt")
-			if theirs, _ := os.Readlink("/proc/" + q.pid + "/ns/mnt"); theirs == mine {
-				t.Errorf("QEMU shares the host's mount namespace (%s)", mine)
+			for _, ns := range []string{"mnt", "pid", "net", "ipc"} {
+				mine, _ := os.Readlink("/proc/self/ns/" + ns)
+				if theirs, _ := os.Readlink("/proc/" + q.pid + "/ns/" + ns); theirs == mine {
+					t.Errorf("QEMU shares the host's %s namespace (%s)", ns, mine)
+				}
+			}
+			// Its network namespace is empty: a loopback, down.
+			if dev, _ := os.ReadFile("/proc/" + q.pid + "/net/dev"); strings.Count(string(dev), ":") != 1 || !strings.Contains(string(dev), "lo:") {
+				t.Errorf("QEMU's network namespace has interfaces:\n%s", dev)
 			}
 			qroot := "/proc/" + q.pid + "/root"
 			for _, hidden := range []string{"/etc/passwd", "/etc/shadow", "/root", "/var/log", "/sys", "/proc/sys/kernel/core_pattern", "/proc/sysrq-trigger", filepath.Join(f.root, id, "state.json")} {
