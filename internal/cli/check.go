@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/lodgeruntime/lodge/internal/host"
 	"github.com/lodgeruntime/lodge/internal/template"
 	"github.com/lodgeruntime/lodge/internal/transport"
+	"github.com/lodgeruntime/lodge/internal/uidlease"
 )
 
 // cmdCheck prints what Lodge will use on this host and fails with what to
@@ -64,7 +66,7 @@ func cmdCheck(ctx context.Context, cfg config.Config, log *slog.Logger, out io.W
 		line("agent link", "virtio-serial (no /dev/vhost-vsock)")
 	}
 	line("templates", templateStatus(cfg))
-	posture, err := confinementStatus()
+	posture, err := confinementStatus(cfg)
 	req("confinement", posture, err)
 	if len(missing) > 0 {
 		return fmt.Errorf("not ready: %s missing", strings.Join(missing, ", "))
@@ -129,11 +131,25 @@ func cgroupMode() string {
 // confinementStatus starts a program the way QEMU is started (a jail,
 // Lodge's seccomp filter, an empty bounding set) and reads back what it runs with,
 // so that check shows the posture this host gives, not the intended one.
-func confinementStatus() (string, error) {
+func confinementStatus(cfg config.Config) (string, error) {
 	var out strings.Builder
 	cmd := exec.Command("/bin/cat", "/proc/self/status")
 	cmd.Stdout = &out
 	cmd.Env = []string{}
+	user, wantUID := "as root (uid 0)", "0"
+	if cfg.VMM.QEMUUIDCount > 0 {
+		// As a cold boot's QEMU: a user of its own.
+		pool := &uidlease.Pool{Dir: host.UIDLeaseDir, First: cfg.VMM.QEMUUIDFirst, Count: cfg.VMM.QEMUUIDCount}
+		lease, err := pool.Acquire()
+		if err != nil {
+			return "", fmt.Errorf("no user for QEMU: %w", err)
+		}
+		defer lease.Release()
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(lease.ID()), Gid: uint32(lease.ID())}}
+		wantUID = fmt.Sprint(lease.ID())
+		user = fmt.Sprintf("as a user of its own (uids %d-%d) where it serves no 9p share, else as root (uid 0)",
+			cfg.VMM.QEMUUIDFirst, cfg.VMM.QEMUUIDFirst+cfg.VMM.QEMUUIDCount-1)
+	}
 	root, err := os.MkdirTemp("", "lodge-check-jail-")
 	if err != nil {
 		return "", err
@@ -156,10 +172,13 @@ func confinementStatus() (string, error) {
 		return "", fmt.Errorf("a confined process runs with Seccomp %q, NoNewPrivs %q, CapBnd %q (want 2, 1, 0): is seccomp built into this kernel?",
 			st["Seccomp"], st["NoNewPrivs"], st["CapBnd"])
 	}
+	if f := strings.Fields(st["Uid"]); len(f) != 4 || f[0] != wantUID || f[1] != wantUID {
+		return "", fmt.Errorf("a confined process runs as uid %q, want %s", st["Uid"], wantUID)
+	}
 	if f := strings.Fields(st["NSpid"]); len(f) < 2 || f[len(f)-1] != "1" {
 		return "", fmt.Errorf("a confined process is not alone in a PID namespace (NSpid %q): does this kernel have PID namespaces?", st["NSpid"])
 	}
-	return "QEMU and virtiofsd under Lodge's seccomp filter with no_new_privs, as root (uid 0); " +
-		"QEMU without capabilities (a clone keeps 5 for 9p), core dumps or environment, in mount, PID, network and IPC namespaces with its own files and process only; " +
+	return "QEMU and virtiofsd under Lodge's seccomp filter with no_new_privs; QEMU " + user +
+		", without capabilities (a clone keeps 5 for 9p), core dumps or environment, in mount, PID, network and IPC namespaces with its own files and process only; " +
 		"virtiofsd with 6 (sandbox=namespace); state directories 0700 (docs/security.md)", nil
 }

@@ -26,6 +26,11 @@ const DefaultGuestDir = "/var/lib/lodge/guest"
 // rebuilt after a reboot).
 const DefaultTemplateDir = "/run/lodge/templates"
 
+// DefaultQEMUUIDFirst starts the host user ids QEMUs run as: 0x70000000,
+// above the ranges systemd gives containers (up to 0x6FFFFFFF) and below
+// its own transient ones (0x7FFE0000 on).
+const DefaultQEMUUIDFirst = 0x70000000
+
 // DefaultLayerDir holds the erofs images of image layers.
 const DefaultLayerDir = "/var/lib/lodge/layers"
 
@@ -120,6 +125,12 @@ type VMM struct {
 	// starts only if the host's MemAvailable less this covers its VM's
 	// memory.
 	HostReserveMiB int `toml:"host_reserve_mib"`
+	// QEMUUIDFirst and QEMUUIDCount are host user ids (and group ids of
+	// the same numbers) that belong to no one else: each QEMU that needs
+	// no capability runs as one of its own. A count of 0 runs every QEMU
+	// as root (without capabilities).
+	QEMUUIDFirst int `toml:"qemu_uid_first"`
+	QEMUUIDCount int `toml:"qemu_uid_count"`
 	// AgentChannel is "auto" (vsock where /dev/vhost-vsock exists, else
 	// virtio-serial), "vsock" or "virtio-serial".
 	AgentChannel string `toml:"agent_channel"`
@@ -148,7 +159,8 @@ func Default() Config {
 	return Config{
 		Guest: Guest{Dir: DefaultGuestDir, KernelPackage: "linux-image-amd64"},
 		VMM: VMM{QEMU: "qemu-system-x86_64", Accel: "auto", VCPUs: 1, MemoryMiB: 256,
-			BootTimeout: Duration{60 * time.Second}, AgentChannel: "auto", HostReserveMiB: 256},
+			BootTimeout: Duration{60 * time.Second}, AgentChannel: "auto", HostReserveMiB: 256,
+			QEMUUIDFirst: DefaultQEMUUIDFirst, QEMUUIDCount: 65536},
 		Sharefs: Sharefs{Virtiofsd: "/usr/lib/qemu/virtiofsd"},
 		Template: Template{Enabled: true, Dir: DefaultTemplateDir,
 			MemoryClassesMiB: []int{256, 512, 1024, 2048, 4096}, VCPUClasses: []int{1, 2, 4, 8}},
@@ -221,6 +233,10 @@ func (c Config) Validate() error {
 	}
 	if c.VMM.MemoryMiB < 64 {
 		errs = append(errs, fmt.Errorf("vmm.memory_mib %d: want at least 64", c.VMM.MemoryMiB))
+	}
+	if c.VMM.QEMUUIDCount < 0 || c.VMM.QEMUUIDCount > 0 && (c.VMM.QEMUUIDFirst < 1000 || c.VMM.QEMUUIDFirst+c.VMM.QEMUUIDCount > 1<<32-2) {
+		errs = append(errs, fmt.Errorf("vmm.qemu_uid_first %d, vmm.qemu_uid_count %d: want a range of user ids above 999 that no one else uses, or a count of 0",
+			c.VMM.QEMUUIDFirst, c.VMM.QEMUUIDCount))
 	}
 	if c.VMM.HostReserveMiB < 0 {
 		errs = append(errs, fmt.Errorf("vmm.host_reserve_mib %d: want 0 or more", c.VMM.HostReserveMiB))

@@ -127,7 +127,14 @@ func lastCap() uintptr {
 
 // ClearThreadCaps empties the calling thread's effective (and
 // inheritable) capabilities but CAP_SYS_ADMIN, which cloning a child into
-// a new namespace needs and which reads no file. Its permitted set stays,
+// new namespaces needs, CAP_SETUID and CAP_SETGID, with which the child
+// takes a user of its own (exec.Cmd's Credential), and CAP_KILL: a
+// child's Pdeathsig is sent by its parent thread as that thread dies, with
+// the thread's right to signal the child (another user's, with a
+// Credential) checked; without it the signal is refused, and the child
+// lives on unless another thread of the process, to which it was
+// reparented, dies after it (measured: QEMU outlived a killed supervisor
+// in 3 of 39 tries). None of them reads a file. Its permitted set stays,
 // so that what a program it then starts as root gets is still its
 // bounding set (under no_new_privs, a permitted set smaller than that
 // would cap it). What changes is the exec itself, which now runs without
@@ -144,7 +151,9 @@ func ClearThreadCaps() error {
 	for i := range data {
 		data[i].Effective, data[i].Inheritable = 0, 0
 	}
-	data[unix.CAP_SYS_ADMIN/32].Effective = 1 << (unix.CAP_SYS_ADMIN % 32)
+	for _, c := range []uint{unix.CAP_SYS_ADMIN, unix.CAP_SETUID, unix.CAP_SETGID, unix.CAP_KILL} {
+		data[c/32].Effective |= 1 << (c % 32)
+	}
 	if err := unix.Capset(&hdr, &data[0]); err != nil {
 		return fmt.Errorf("clear the thread's capabilities: %w", err)
 	}
@@ -210,4 +219,33 @@ func ExecOnlyCopy(path, dir string) (string, error) {
 		return "", err
 	}
 	return target, nil
+}
+
+// Limit sets resource limits of process pid, which runs as uid and gid.
+// Lowering another user's limits takes CAP_SYS_RESOURCE, which a host
+// may not give Lodge; a thread that takes the process's user for the
+// purpose needs none. The thread ends with it.
+func Limit(pid, uid, gid int, limits map[int]unix.Rlimit) error {
+	errc := make(chan error, 1)
+	GoLocked(func() {
+		if uid != 0 {
+			// This thread only (the raw system calls), and it ends here.
+			if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(gid), uintptr(gid), uintptr(gid)); e != 0 {
+				errc <- fmt.Errorf("take gid %d: %w", gid, e)
+				return
+			}
+			if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); e != 0 {
+				errc <- fmt.Errorf("take uid %d: %w", uid, e)
+				return
+			}
+		}
+		var errs []error
+		for res, lim := range limits {
+			if err := unix.Prlimit(pid, res, &lim, nil); err != nil {
+				errs = append(errs, fmt.Errorf("limit %d of process %d: %w", res, pid, err))
+			}
+		}
+		errc <- errors.Join(errs...)
+	})
+	return <-errc
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/lodgeruntime/lodge/internal/state"
 	"github.com/lodgeruntime/lodge/internal/template"
 	"github.com/lodgeruntime/lodge/internal/transport"
+	"github.com/lodgeruntime/lodge/internal/uidlease"
 	"github.com/lodgeruntime/lodge/internal/vmm"
 	"github.com/lodgeruntime/lodge/internal/vmm/qemu"
 )
@@ -36,6 +37,9 @@ type Accel struct {
 
 // kvmVerdictFile records a KVM boot probe's result (see ProbeKVM).
 const kvmVerdictFile = "kvm-verdict.json"
+
+// UIDLeaseDir holds the lock files of the users QEMUs run as.
+const UIDLeaseDir = "/run/lodge/uids"
 
 // KVMVerdict is the outcome of booting a guest with KVM on this host boot.
 type KVMVerdict struct {
@@ -169,11 +173,15 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 	if accel.Accel == vmm.AccelTCG {
 		log.Warn("no usable KVM: VMs run under TCG, expect slow boots", "accel", accel.Accel, "reason", accel.Reason)
 	}
+	driver := &qemu.Driver{Binary: qemuBin, Host: h, Log: log, ExecDir: qemu.DefaultExecDir}
+	if cfg.VMM.QEMUUIDCount > 0 {
+		driver.Users = &uidlease.Pool{Dir: UIDLeaseDir, First: cfg.VMM.QEMUUIDFirst, Count: cfg.VMM.QEMUUIDCount}
+	}
 	env := &Env{
 		Config: cfg,
 		Accel:  accel,
 		QEMU:   qemuBin,
-		Deps:   sandbox.Deps{Driver: &qemu.Driver{Binary: qemuBin, Host: h, Log: log, ExecDir: qemu.DefaultExecDir}, Virtiofsd: fsd, Log: log},
+		Deps:   sandbox.Deps{Driver: driver, Virtiofsd: fsd, Log: log},
 		VM: vmm.Config{Kernel: cfg.Guest.Kernel, Initrd: cfg.Guest.Initrd, VCPUs: cfg.VMM.VCPUs,
 			MemoryMiB: cfg.VMM.MemoryMiB, Accel: accel.Accel, Channel: channel},
 	}

@@ -197,7 +197,7 @@ func templateVM(base vmm.Config, shape template.Shape, share vmm.Share9P) (vc vm
 // the sandbox whose start builds the template.
 func templateBuildConfig(base vmm.Config, shape template.Shape, dir string) (vmm.Config, func(), error) {
 	base.NICs = nil
-	vc, closeSlot, err := templateVM(base, shape, vmm.Share9P{Tag: SharedTag, Path: filepath.Join(dir, template.EmptyDir)})
+	vc, closeSlot, err := templateVM(base, shape, vmm.Share9P{Tag: SharedTag, Path: filepath.Join(dir, template.EmptyDir), Placeholder: true})
 	vc.ID, vc.StateDir = "template-"+shape.String(), dir
 	vc.Memory = vmm.Memory{File: filepath.Join(dir, template.MemoryFile), Shared: true}
 	return vc, closeSlot, err

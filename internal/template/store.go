@@ -215,7 +215,8 @@ func (s *Store) build(ctx context.Context, key string, shape Shape, in Inputs, b
 			os.RemoveAll(tmp)
 		}
 	}()
-	if err := os.Mkdir(filepath.Join(tmp, EmptyDir), 0o500); err != nil {
+	// Readable by all: a template VM's QEMU may run as a user of its own.
+	if err := os.Mkdir(filepath.Join(tmp, EmptyDir), 0o555); err != nil {
 		return nil, fmt.Errorf("template %s: %w", key, err)
 	}
 	start := time.Now()
@@ -227,7 +228,11 @@ func (s *Store) build(ctx context.Context, key string, shape Shape, in Inputs, b
 	if err := checkFiles(tmp, meta); err != nil {
 		return nil, fmt.Errorf("template %s: build: %w", key, err)
 	}
-	// Clones map the memory privately and must never change it.
+	// Clones map the memory privately and must never change it; the
+	// template VM's user (if it had one of its own) owns it no more.
+	if err := os.Chown(filepath.Join(tmp, MemoryFile), 0, 0); err != nil {
+		return nil, fmt.Errorf("template %s: %w", key, err)
+	}
 	if err := os.Chmod(filepath.Join(tmp, MemoryFile), 0o400); err != nil {
 		return nil, fmt.Errorf("template %s: %w", key, err)
 	}

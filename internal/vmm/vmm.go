@@ -47,6 +47,10 @@ type Share9P struct {
 	Tag  string
 	Path string
 	Dir  *os.File // the caller keeps ownership; the VMM gets a copy
+	// Placeholder: an empty directory, readable by all, that holds a
+	// template's device slot; the guest never uses it, so the VMM needs
+	// no capability to serve it.
+	Placeholder bool
 }
 
 // Memory says how guest RAM is backed. The zero value is anonymous shared

@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/confine"
+	"github.com/lodgeruntime/lodge/internal/host"
 
 	"golang.org/x/sys/unix"
 )
@@ -102,9 +104,10 @@ func TestHostProcessPosture(t *testing.T) {
 		annotations map[string]string
 		qemuCaps    uint64
 		virtiofsd   bool
+		qemuRoot    bool // serving 9p, it acts on files of any owner
 	}{
-		{"clone", nil, caps9PMask, false},
-		{"cold", map[string]string{"io.lodge.template": "false"}, 0, true},
+		{"clone", nil, caps9PMask, false, true},
+		{"cold", map[string]string{"io.lodge.template": "false"}, 0, true, false},
 	} {
 		t.Run(tc.start, func(t *testing.T) {
 			s := defaultSpec("sleep", "60")
@@ -112,7 +115,11 @@ func TestHostProcessPosture(t *testing.T) {
 			f.writeSpec(s)
 			id := "posture-" + tc.start
 			f.mustRT("run", "-d", "--bundle", f.bundle, id)
-			defer f.mustRT("delete", "--force", id)
+			afterDelete := func() {}
+			defer func() {
+				f.mustRT("delete", "--force", id)
+				afterDelete()
+			}()
 			if got := f.state(id).Annotations["io.lodge.start"]; got != tc.start {
 				t.Fatalf("started as %q, want %q", got, tc.start)
 			}
@@ -129,6 +136,30 @@ func TestHostProcessPosture(t *testing.T) {
 			}
 			if q.status["NoNewPrivs"] != "1" {
 				t.Errorf("QEMU: NoNewPrivs %q", q.status["NoNewPrivs"])
+			}
+			// Without 9p to serve, a user and group of its own, in the range
+			// kept for QEMUs, held by a lease while it runs.
+			uids, gids := strings.Fields(q.status["Uid"]), strings.Fields(q.status["Gid"])
+			if len(uids) != 4 || len(gids) != 4 {
+				t.Fatalf("QEMU: Uid %q Gid %q", q.status["Uid"], q.status["Gid"])
+			}
+			uid, _ := strconv.Atoi(uids[0])
+			switch {
+			case tc.qemuRoot && uid != 0:
+				t.Errorf("QEMU of a clone runs as uid %d, want 0 (its 9p server)", uid)
+			case !tc.qemuRoot && (uid < config.DefaultQEMUUIDFirst || uid >= config.DefaultQEMUUIDFirst+65536 ||
+				strings.Count(q.status["Uid"]+" "+q.status["Gid"], uids[0]) != 8 || q.status["Groups"] != ""):
+				t.Errorf("QEMU: Uid %q Gid %q Groups %q, want one id of its own from %d on, no other group",
+					q.status["Uid"], q.status["Gid"], q.status["Groups"], config.DefaultQEMUUIDFirst)
+			case !tc.qemuRoot:
+				if _, err := os.Stat(filepath.Join(host.UIDLeaseDir, uids[0])); err != nil {
+					t.Errorf("no lease for QEMU's uid %d: %v", uid, err)
+				}
+				afterDelete = func() {
+					if _, err := os.Stat(filepath.Join(host.UIDLeaseDir, uids[0])); err == nil {
+						t.Errorf("the lease of uid %d outlived its QEMU", uid)
+					}
+				}
 			}
 			if env, err := os.ReadFile("/proc/" + q.pid + "/environ"); err != nil || len(env) != 0 {
 				t.Errorf("QEMU's environment: %q %v, want empty", env, err)

@@ -40,6 +40,19 @@ func first9PFD(cfg vmm.Config) int {
 	return firstShareFD(cfg) + len(cfg.Shares)
 }
 
+// vsockFD is the descriptor of /dev/vhost-vsock, opened by the driver (so
+// that QEMU, which may run as a user of its own, needs no access to the
+// device node): it follows the 9p directories.
+func vsockFD(cfg vmm.Config) int {
+	n := first9PFD(cfg)
+	for _, s := range cfg.Shares9P {
+		if s.Dir != nil {
+			n++
+		}
+	}
+	return n
+}
+
 // Host carries the facts about the host that the command line depends on.
 type Host struct {
 	// TSCkHz is the host TSC frequency; required under TCG.
@@ -127,7 +140,8 @@ func Argv(cfg vmm.Config, host Host) ([]string, error) {
 			"-device", "virtserialport,chardev=agent,name="+transport.AgentPortName,
 		)
 	case vmm.ChannelVsock:
-		a = append(a, "-device", "vhost-vsock-device,guest-cid="+strconv.FormatUint(uint64(cfg.VsockCID), 10))
+		a = append(a, "-device", "vhost-vsock-device,guest-cid="+strconv.FormatUint(uint64(cfg.VsockCID), 10)+
+			",vhostfd="+strconv.Itoa(vsockFD(cfg)))
 	}
 	for i, n := range cfg.NICs {
 		mac, err := net.ParseMAC(n.MAC)

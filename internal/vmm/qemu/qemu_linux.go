@@ -18,6 +18,7 @@ import (
 	"github.com/lodgeruntime/lodge/internal/confine"
 	"github.com/lodgeruntime/lodge/internal/rollback"
 	"github.com/lodgeruntime/lodge/internal/transport"
+	"github.com/lodgeruntime/lodge/internal/uidlease"
 	"github.com/lodgeruntime/lodge/internal/unixsock"
 	"github.com/lodgeruntime/lodge/internal/vmm"
 
@@ -41,6 +42,10 @@ type Driver struct {
 	// confine.ClearThreadCaps): one sandbox's QEMU cannot read another's
 	// memory through /proc although both are uid 0.
 	ExecDir string
+	// Users, if set, gives each QEMU that needs no capability (one
+	// without a 9p share to serve: a cold boot, a template's build) a
+	// host user and group of its own for as long as it runs.
+	Users *uidlease.Pool
 }
 
 // DefaultExecDir is where the host keeps QEMU's execute-only copy.
@@ -64,12 +69,13 @@ const NoFile = 16384
 // jailFor is the file system QEMU (the program at bin) sees besides /usr
 // and /proc: its kernel and initrd read-only; its console log, its memory
 // file (a template's, or the template's a clone maps privately) and 9p
-// directories given by path writable; the accelerator's and vsock's
-// devices; at bin, the execute-only copy of bin in execDir (if set), so
-// that QEMU finds its modules and firmware relative to its own path.
-// Everything else it uses comes as descriptors. The files it would create
-// are made first. On error, no jail root is left.
-func jailFor(cfg vmm.Config, bin, execDir string) (*confine.Jail, error) {
+// directories given by path writable (placeholders read-only); the
+// accelerator's device; at bin, the execute-only copy of bin in execDir (if
+// set), so that QEMU finds its modules and firmware relative to its own
+// path. Everything else it uses comes as descriptors. The files it would
+// create are made first, owned by uid (when not 0), as whom QEMU runs. On
+// error, no jail root is left.
+func jailFor(cfg vmm.Config, bin, execDir string, uid int) (*confine.Jail, error) {
 	j := &confine.Jail{Root: filepath.Join(cfg.StateDir, jailDir),
 		ReadOnly: []string{cfg.Kernel, cfg.Initrd}, Writable: []string{filepath.Join(cfg.StateDir, ConsoleLog)}}
 	if !strings.HasPrefix(bin, "/usr/") {
@@ -94,22 +100,38 @@ func jailFor(cfg vmm.Config, bin, execDir string) (*confine.Jail, error) {
 		}
 	}
 	for _, s := range cfg.Shares9P {
-		if s.Dir == nil {
+		switch {
+		case s.Placeholder:
+			j.ReadOnly = append(j.ReadOnly, s.Path)
+		case s.Dir == nil:
 			j.Writable = append(j.Writable, s.Path)
 		}
 	}
 	if cfg.Accel == vmm.AccelKVM {
 		j.Devices = append(j.Devices, "/dev/kvm")
 	}
-	if cfg.Channel == vmm.ChannelVsock {
-		j.Devices = append(j.Devices, "/dev/vhost-vsock")
+	if uid != 0 {
+		// What it reads must be readable by all: say so now, rather than
+		// leave it to QEMU's "Permission denied".
+		for _, p := range j.ReadOnly {
+			if st, err := os.Stat(p); err == nil && st.Mode().Perm()&0o004 == 0 && (!st.IsDir() || st.Mode().Perm()&0o001 == 0) {
+				return nil, fmt.Errorf("QEMU runs as uid %d, which cannot read %s (mode %#o): make it readable by all (`make setup` does), "+
+					"or set vmm.qemu_uid_count = 0 to run QEMU as root", uid, p, st.Mode().Perm())
+			}
+		}
 	}
 	for _, p := range create {
 		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o600)
 		if err != nil {
 			return nil, err
 		}
+		if uid != 0 {
+			err = f.Chown(uid, uid)
+		}
 		f.Close()
+		if err != nil {
+			return nil, err
+		}
 	}
 	if err := os.Mkdir(j.Root, 0o700); err != nil {
 		return nil, err
@@ -180,6 +202,15 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 			cmd.ExtraFiles = append(cmd.ExtraFiles, sh.Dir)
 		}
 	}
+	if cfg.Channel == vmm.ChannelVsock {
+		// By descriptor: QEMU may run as a user the device refuses.
+		f, err := os.OpenFile("/dev/vhost-vsock", os.O_RDWR, 0)
+		if err != nil {
+			return nil, fmt.Errorf("qemu: %w", err)
+		}
+		shares = append(shares, f) // closed with them
+		cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+	}
 	// QEMU dies with its owner, so a crashed supervisor leaves no VM behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	started := time.Now()
@@ -190,13 +221,27 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 	// Pdeathsig is tied to a thread that lives as long as QEMU. It keeps
 	// only the capabilities serving 9p needs, none without 9p.
 	keep := capsNone
-	if len(cfg.Shares9P) > 0 {
-		keep = caps9P
+	for _, s := range cfg.Shares9P {
+		if !s.Placeholder {
+			keep = caps9P
+		}
 	}
 	if cmd.Err != nil { // not found: the same words as before the jail
 		return nil, fmt.Errorf("qemu: start %s: %w", d.Binary, cmd.Err)
 	}
-	jail, err := jailFor(cfg, cmd.Path, d.ExecDir)
+	// Needing no capability, it needs no root either: a user of its own,
+	// which owns nothing on the host but the files made for it here.
+	var lease *uidlease.Lease
+	uid := 0
+	if len(keep) == 0 && d.Users != nil {
+		if lease, err = d.Users.Acquire(); err != nil {
+			return nil, fmt.Errorf("qemu: a user to run as: %w", err)
+		}
+		cu.Add(lease.Release)
+		uid = lease.ID()
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: deviceGroups(cfg)}
+	}
+	jail, err := jailFor(cfg, cmd.Path, d.ExecDir, uid)
 	if err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
@@ -210,14 +255,16 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("qemu: start %s: %w", d.Binary, err)
 	}
-	// No core dump of guest memory; a bounded number of open files (9p
-	// opens host files for the guest).
-	unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_CORE, &unix.Rlimit{}, nil)
-	unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: NoFile, Max: NoFile}, nil)
-	v := &vm{cfg: cfg, cmd: cmd, log: log, done: make(chan struct{}), qmpPath: qmpPath, agentPath: agentPath,
+	v := &vm{cfg: cfg, cmd: cmd, log: log, done: make(chan struct{}), qmpPath: qmpPath, agentPath: agentPath, lease: lease,
 		info: vmm.Info{PID: cmd.Process.Pid, Accel: cfg.Accel, Console: filepath.Join(cfg.StateDir, ConsoleLog), Started: started}}
 	go v.reap(waited)
 	cu.Add(func() { v.kill() })
+	// No core dump of guest memory; a bounded number of open files (9p
+	// opens host files for the guest).
+	if err := confine.Limit(cmd.Process.Pid, uid, uid, map[int]unix.Rlimit{
+		unix.RLIMIT_CORE: {}, unix.RLIMIT_NOFILE: {Cur: NoFile, Max: NoFile}}); err != nil {
+		return nil, fmt.Errorf("qemu: %w", err)
+	}
 	log.Debug("qemu started", "pid", cmd.Process.Pid, "argv", strings.Join(argv, " "))
 
 	qctx, cancel := context.WithTimeout(ctx, monitorTimeout)
@@ -236,6 +283,20 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 	return v, nil
 }
 
+// deviceGroups are the groups of the device nodes QEMU opens itself (the
+// accelerator's), so that a QEMU of a user of its own may open them where
+// they are the group's (/dev/kvm: group kvm on most hosts).
+func deviceGroups(cfg vmm.Config) []uint32 {
+	if cfg.Accel != vmm.AccelKVM {
+		return nil
+	}
+	var st unix.Stat_t
+	if unix.Stat("/dev/kvm", &st) != nil || st.Gid == 0 {
+		return nil
+	}
+	return []uint32{st.Gid}
+}
+
 func closeAll(fs []*os.File) {
 	for _, f := range fs {
 		f.Close()
@@ -251,6 +312,7 @@ type vm struct {
 	qmpPath   string
 	agentPath string
 	qmp       *QMP
+	lease     *uidlease.Lease // QEMU's user, free again once it is reaped
 
 	done    chan struct{} // closed when QEMU has been reaped
 	waitErr error         // set before done is closed
@@ -259,6 +321,7 @@ type vm struct {
 
 func (v *vm) reap(waited <-chan error) {
 	v.waitErr = <-waited
+	v.lease.Release()
 	close(v.done)
 }
 
