@@ -263,7 +263,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 	// opens host files for the guest).
 	if err := confine.Limit(cmd.Process.Pid, uid, uid, map[int]unix.Rlimit{
 		unix.RLIMIT_CORE: {}, unix.RLIMIT_NOFILE: {Cur: NoFile, Max: NoFile}}); err != nil {
-		return nil, fmt.Errorf("qemu: %w", err)
+		return nil, v.exitError("set its limits", err) // with QEMU's words if it died
 	}
 	log.Debug("qemu started", "pid", cmd.Process.Pid, "argv", strings.Join(argv, " "))
 
