@@ -8,7 +8,9 @@
 //
 // Memory and pids limits are not copied: the VM needs more memory than
 // its container (the guest kernel, QEMU itself) and more threads, so the
-// exact values would kill the VM. They stay in the guest only.
+// exact values would kill the VM. They stay in the guest only. The host
+// cgroup's memory is bounded instead by what the whole VM may take: its
+// RAM and QEMU's own (sandbox.HostMemoryBytes).
 package hostcg
 
 import (
@@ -82,12 +84,15 @@ func Enter(path string) error {
 	return nil
 }
 
-// Update sets the CPU limits of the host cgroup at path.
-func Update(path string, r *specs.LinuxResources) error {
+// Update sets the CPU limits of the host cgroup at path and, if
+// memoryBytes is not 0, its memory limit (what the whole VM may take: see
+// sandbox.HostMemoryBytes).
+func Update(path string, r *specs.LinuxResources, memoryBytes int64) error {
 	if !Usable(path) {
 		return nil
 	}
 	res := cpuResources(r)
+	res.Memory = memoryBytes
 	m, err := managerFor(path, res)
 	if err != nil {
 		return err

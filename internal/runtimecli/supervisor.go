@@ -297,8 +297,12 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, r 
 		return nil, shim.FromWire(err)
 	}
 	if cgPath != "" {
-		if err := hostcg.Update(cgPath, b.Spec.Linux.Resources); err != nil {
-			log.Warn("host cgroup: CPU limits not set on the VM (they still apply in the guest)", "err", err)
+		var vmMemory int64
+		if sb != nil {
+			vmMemory = sb.HostMemoryBytes()
+		}
+		if err := hostcg.Update(cgPath, b.Spec.Linux.Resources, vmMemory); err != nil {
+			log.Warn("host cgroup: CPU and memory limits not set on the VM (the container's still apply in the guest)", "err", err)
 		}
 	}
 	start, err := procid.StartTime(os.Getpid())
@@ -510,7 +514,7 @@ func (p *persisting) Update(ctx context.Context, r *taskapi.UpdateTaskRequest) (
 	if err == nil && p.sup.rec.CgroupPath != "" {
 		var res specs.LinuxResources
 		if json.Unmarshal(r.Resources.Value, &res) == nil {
-			if err := hostcg.Update(p.sup.rec.CgroupPath, &res); err != nil {
+			if err := hostcg.Update(p.sup.rec.CgroupPath, &res, 0); err != nil { // the VM's RAM is what it was
 				p.sup.log.Warn("update host cgroup", "err", err)
 			}
 		}

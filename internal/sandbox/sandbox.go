@@ -78,10 +78,12 @@ type Sandbox struct {
 	log    *slog.Logger
 	phases *phases
 	vm     vmm.VM
-	share  *sharefs.Share
-	agent  *agent.Client
-	start  StartInfo
-	layers *Layers
+	// vmShape is the VM's configuration (its memory and accelerator).
+	vmShape vmm.Config
+	share   *sharefs.Share
+	agent   *agent.Client
+	start   StartInfo
+	layers  *Layers
 	// lateNet: see Config.LateNetwork.
 	lateNet bool
 
@@ -163,10 +165,31 @@ func Create(ctx context.Context, deps Deps, cfg Config) (*Sandbox, error) {
 	ph.done(PhaseBoot)
 
 	cu.Release()
-	s := &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, share: share, agent: client,
+	s := &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, vmShape: vc, share: share, agent: client,
 		start: start, layers: cfg.Layers, lateNet: cfg.LateNetwork, containers: map[string]*Container{}}
 	go s.watchShare()
 	return s, nil
+}
+
+// HostOverheadMiB is host memory a VM takes beside its RAM: QEMU's own
+// (device emulation, its heap, ~30 MB measured), the supervisor's or
+// shim's and virtiofsd's, and under TCG the translated code, which QEMU
+// lets grow to 1 GiB.
+func HostOverheadMiB(accel vmm.Accel) int {
+	if accel == vmm.AccelTCG {
+		return 1024 + 256
+	}
+	return 256
+}
+
+// HostMemoryBytes bounds what the sandbox may take of the host's memory:
+// its VM's RAM and HostOverheadMiB. A VM past it was not a guest using
+// its memory but a host process misbehaving.
+func (s *Sandbox) HostMemoryBytes() int64 {
+	if s.vmShape.MemoryMiB == 0 {
+		return 0
+	}
+	return int64(s.vmShape.MemoryMiB+HostOverheadMiB(s.vmShape.Accel)) << 20
 }
 
 // ColdConfig is the VM of a cold-booted sandbox of cfg: cfg.VM with the

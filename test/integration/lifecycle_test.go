@@ -124,6 +124,14 @@ func TestLifecycle(t *testing.T) {
 	if b, _ := os.ReadFile(procs); !strings.Contains("\n"+string(b), "\n"+strconv.Itoa(st.Pid)+"\n") {
 		t.Errorf("supervisor %d not in host cgroup %s: %q", st.Pid, cgPath, b)
 	}
+	// Its memory is bounded by what the whole VM may take: the guest's 256
+	// MiB and QEMU's own (256 MiB, or 1280 under TCG: translated code).
+	if memMax := filepath.Join(filepath.Dir(procs), "memory.max"); !strings.Contains(procs, "/cpu/") {
+		b, err := os.ReadFile(memMax)
+		if got := strings.TrimSpace(string(b)); err != nil || got != strconv.Itoa((256+256)<<20) && got != strconv.Itoa((256+1280)<<20) {
+			t.Errorf("host cgroup memory.max %q (%v), want the VM's RAM and QEMU's overhead", got, err)
+		}
+	}
 	if r := f.rt("create", "--bundle", f.bundle, "life"); r.code == 0 || !strings.Contains(r.stderr, "already exists") {
 		t.Errorf("duplicate create: exit %d, %q", r.code, r.stderr)
 	}
