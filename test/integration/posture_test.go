@@ -164,8 +164,11 @@ func TestHostProcessPosture(t *testing.T) {
 			if env, err := os.ReadFile("/proc/" + q.pid + "/environ"); err != nil || len(env) != 0 {
 				t.Errorf("QEMU's environment: %q %v, want empty", env, err)
 			}
-			if lim, _ := os.ReadFile("/proc/" + q.pid + "/limits"); !coreLimitZero(string(lim)) {
-				t.Errorf("QEMU may dump core:\n%s", lim)
+			lim, _ := os.ReadFile("/proc/" + q.pid + "/limits")
+			for name, want := range map[string]string{"Max core file size": "0", "Max open files": "16384", "Max processes": "1024"} {
+				if v, ok := limitOf(string(lim), name); !ok || v != want {
+					t.Errorf("QEMU: %s %q, want %s:\n%s", name, v, want, lim)
+				}
 			}
 			allThreadsFiltered(t, q)
 			// Its own file system: a mount namespace of its own in which
@@ -302,14 +305,16 @@ func allThreadsFiltered(t *testing.T, hp hostProc) {
 	}
 }
 
-func coreLimitZero(limits string) bool {
+// limitOf reads one limit of a /proc/PID/limits text: its value when the
+// soft and hard limits agree.
+func limitOf(limits, name string) (string, bool) {
 	for _, l := range strings.Split(limits, "\n") {
-		if strings.HasPrefix(l, "Max core file size") {
-			f := strings.Fields(strings.TrimPrefix(l, "Max core file size"))
-			return len(f) >= 2 && f[0] == "0" && f[1] == "0"
+		if strings.HasPrefix(l, name) {
+			f := strings.Fields(strings.TrimPrefix(l, name))
+			return f[0], len(f) >= 2 && f[0] == f[1]
 		}
 	}
-	return false
+	return "", false
 }
 
 // `lodge check` on this host: ready, with the confinement it measured on a

@@ -66,6 +66,11 @@ var (
 // NoFile is QEMU's open-file limit.
 const NoFile = 16384
 
+// NProc bounds the threads of a QEMU that runs as a user of its own (the
+// kernel counts them per user; root is exempt): its vCPUs, main loop, RCU
+// and worker pools use a few dozen.
+const NProc = 1024
+
 // jailFor is the file system QEMU (the program at bin) sees besides /usr
 // and /proc: its kernel and initrd read-only; its console log, its memory
 // file (a template's, or the template's a clone maps privately) and 9p
@@ -260,9 +265,9 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 	go v.reap(waited)
 	cu.Add(func() { v.kill() })
 	// No core dump of guest memory; a bounded number of open files (9p
-	// opens host files for the guest).
+	// opens host files for the guest) and of threads.
 	if err := confine.Limit(cmd.Process.Pid, uid, uid, map[int]unix.Rlimit{
-		unix.RLIMIT_CORE: {}, unix.RLIMIT_NOFILE: {Cur: NoFile, Max: NoFile}}); err != nil {
+		unix.RLIMIT_CORE: {}, unix.RLIMIT_NOFILE: {Cur: NoFile, Max: NoFile}, unix.RLIMIT_NPROC: {Cur: NProc, Max: NProc}}); err != nil {
 		return nil, v.exitError("set its limits", err) // with QEMU's words if it died
 	}
 	log.Debug("qemu started", "pid", cmd.Process.Pid, "argv", strings.Join(argv, " "))
