@@ -10,7 +10,7 @@ BIN := bin
 
 all: build
 
-build: $(BIN)/lodge $(BIN)/lodge-runtime $(BIN)/containerd-shim-lodge-v2 $(BIN)/lodge-agent
+build: $(BIN)/lodge $(BIN)/lodge-runtime $(BIN)/containerd-shim-lodge-v2 $(BIN)/lodge-agent $(BIN)/lodge-qemu-rofile.so
 
 $(BIN)/lodge $(BIN)/lodge-runtime $(BIN)/containerd-shim-lodge-v2: FORCE
 	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./cmd/$(@F)
@@ -20,6 +20,11 @@ $(BIN)/lodge $(BIN)/lodge-runtime $(BIN)/containerd-shim-lodge-v2: FORCE
 $(BIN)/lodge-agent: FORCE
 	CGO_ENABLED=1 $(GO) build -tags '$(AGENT_TAGS)' -trimpath \
 		-ldflags '$(LDFLAGS) -s -w -extldflags -static' -o $@ ./cmd/lodge-agent
+
+# Preloaded into a template clone's QEMU: its template's memory opens
+# read-only (internal/vmm/qemu/rofile/rofile.c says why).
+$(BIN)/lodge-qemu-rofile.so: internal/vmm/qemu/rofile/rofile.c
+	$(CC) -shared -fPIC -O2 -Wall -o $@ $< -ldl
 
 FORCE:
 

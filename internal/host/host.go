@@ -38,6 +38,23 @@ type Accel struct {
 // kvmVerdictFile records a KVM boot probe's result (see ProbeKVM).
 const kvmVerdictFile = "kvm-verdict.json"
 
+// findROFile finds lodge-qemu-rofile.so (qemu.Driver.ROFile) beside the
+// running binary (`make build` puts it in bin/) or in /usr/lib/lodge;
+// "" if neither has it.
+func findROFile() string {
+	var dirs []string
+	if exe, err := os.Executable(); err == nil {
+		dirs = append(dirs, filepath.Dir(exe))
+	}
+	for _, d := range append(dirs, "/usr/local/lib/lodge", "/usr/lib/lodge") {
+		p := filepath.Join(d, qemu.ROFileName)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p
+		}
+	}
+	return ""
+}
+
 // UIDLeaseDir holds the lock files of the users QEMUs run as.
 const UIDLeaseDir = "/run/lodge/uids"
 
@@ -173,7 +190,7 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 	if accel.Accel == vmm.AccelTCG {
 		log.Warn("no usable KVM: VMs run under TCG, expect slow boots", "accel", accel.Accel, "reason", accel.Reason)
 	}
-	driver := &qemu.Driver{Binary: qemuBin, Host: h, Log: log, ExecDir: qemu.DefaultExecDir}
+	driver := &qemu.Driver{Binary: qemuBin, Host: h, Log: log, ExecDir: qemu.DefaultExecDir, ROFile: findROFile()}
 	if cfg.VMM.QEMUUIDCount > 0 {
 		driver.Users = &uidlease.Pool{Dir: UIDLeaseDir, First: cfg.VMM.QEMUUIDFirst, Count: cfg.VMM.QEMUUIDCount}
 	}

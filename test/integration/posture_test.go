@@ -161,8 +161,20 @@ func TestHostProcessPosture(t *testing.T) {
 					}
 				}
 			}
-			if env, err := os.ReadFile("/proc/" + q.pid + "/environ"); err != nil || len(env) != 0 {
-				t.Errorf("QEMU's environment: %q %v, want empty", env, err)
+			// No environment of ours; a clone's QEMU has the library that
+			// keeps its template's memory read-only, and the file's name.
+			env, err := os.ReadFile("/proc/" + q.pid + "/environ")
+			vars := strings.Split(strings.TrimSuffix(string(env), "\x00"), "\x00")
+			switch {
+			case err != nil:
+				t.Errorf("QEMU's environment: %v", err)
+			case tc.start == "cold" && len(env) != 0:
+				t.Errorf("QEMU's environment: %q, want empty", env)
+			case tc.start == "clone" && (len(vars) != 2 || !strings.HasPrefix(vars[0], "LD_PRELOAD=") ||
+				!strings.HasSuffix(vars[0], "/lodge-qemu-rofile.so") || !strings.HasPrefix(vars[1], "LODGE_RO_FILE=")):
+				t.Errorf("QEMU's environment: %q, want the read-only memory library and file only", vars)
+			case tc.start == "clone":
+				templateMemoryReadOnly(t, q.pid, strings.TrimPrefix(vars[1], "LODGE_RO_FILE="))
 			}
 			lim, _ := os.ReadFile("/proc/" + q.pid + "/limits")
 			for name, want := range map[string]string{"Max core file size": "0", "Max open files": "16384", "Max processes": "1024"} {
@@ -230,6 +242,40 @@ func TestHostProcessPosture(t *testing.T) {
 				unreachable(t, "virtiofsd", pid)
 			}
 		})
+	}
+}
+
+// templateMemoryReadOnly fails unless the clone's QEMU (pid) holds its
+// template's memory file open for reading only, from a read-only mount:
+// it cannot write what the other clones map.
+func templateMemoryReadOnly(t *testing.T, pid, memory string) {
+	t.Helper()
+	fds, _ := filepath.Glob("/proc/" + pid + "/fd/*")
+	found := false
+	for _, fd := range fds {
+		if target, _ := os.Readlink(fd); target != memory {
+			continue
+		}
+		found = true
+		info, _ := os.ReadFile("/proc/" + pid + "/fdinfo/" + filepath.Base(fd))
+		var flags uint64
+		for _, l := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(l, "flags:"); ok {
+				flags, _ = strconv.ParseUint(strings.TrimSpace(v), 8, 64)
+			}
+		}
+		if flags&unix.O_ACCMODE != unix.O_RDONLY {
+			t.Errorf("QEMU holds its template's memory %s open with flags %#o, want read-only", memory, flags)
+		}
+	}
+	if !found {
+		t.Errorf("QEMU holds no descriptor of its template's memory %s", memory)
+	}
+	mi, _ := os.ReadFile("/proc/" + pid + "/mountinfo")
+	for _, l := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(l); len(f) > 5 && f[4] == memory && !strings.HasPrefix(f[5], "ro") {
+			t.Errorf("QEMU's mount of its template's memory is %s, want read-only", f[5])
+		}
 	}
 }
 

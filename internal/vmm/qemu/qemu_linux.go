@@ -46,7 +46,16 @@ type Driver struct {
 	// without a 9p share to serve: a cold boot, a template's build) a
 	// host user and group of its own for as long as it runs.
 	Users *uidlease.Pool
+	// ROFile, if set, is lodge-qemu-rofile.so (rofile/rofile.c), which a
+	// clone's QEMU preloads so that it opens its template's memory file
+	// read-only; the file is then bound read-only into its jail, and no
+	// clone can write what the others map. Without it, a clone's QEMU
+	// opens the file read-write (QEMU 7.2 does, to map it privately).
+	ROFile string
 }
+
+// ROFileName is the preload library's file name (see Driver.ROFile).
+const ROFileName = "lodge-qemu-rofile.so"
 
 // DefaultExecDir is where the host keeps QEMU's execute-only copy.
 const DefaultExecDir = "/run/lodge/qemu-exec"
@@ -78,9 +87,10 @@ const NProc = 1024
 // accelerator's device; at bin, the execute-only copy of bin in execDir (if
 // set), so that QEMU finds its modules and firmware relative to its own
 // path. Everything else it uses comes as descriptors. The files it would
-// create are made first, owned by uid (when not 0), as whom QEMU runs. On
-// error, no jail root is left.
-func jailFor(cfg vmm.Config, bin, execDir string, uid int) (*confine.Jail, error) {
+// create are made first, owned by uid (when not 0), as whom QEMU runs. With
+// rofile (see Driver.ROFile) a clone's memory file is read-only and the
+// library is there. On error, no jail root is left.
+func jailFor(cfg vmm.Config, bin, execDir string, uid int, rofile string) (*confine.Jail, error) {
 	j := &confine.Jail{Root: filepath.Join(cfg.StateDir, jailDir),
 		ReadOnly: []string{cfg.Kernel, cfg.Initrd}, Writable: []string{filepath.Join(cfg.StateDir, ConsoleLog)}}
 	if !strings.HasPrefix(bin, "/usr/") {
@@ -94,15 +104,18 @@ func jailFor(cfg vmm.Config, bin, execDir string, uid int) (*confine.Jail, error
 		j.Replace = map[string]string{bin: p}
 	}
 	create := []string{filepath.Join(cfg.StateDir, ConsoleLog)}
-	if cfg.Memory.File != "" {
+	switch {
+	case cfg.Memory.Shared: // a template's, being built
+		j.Writable = append(j.Writable, cfg.Memory.File)
+		create = append(create, cfg.Memory.File)
+	case cfg.Memory.File != "" && rofile != "":
+		j.ReadOnly = append(j.ReadOnly, cfg.Memory.File, rofile)
+	case cfg.Memory.File != "":
 		// QEMU 7.2 opens a memory file for writing even to map it
 		// privately (its readonly=on makes guest RAM read-only): a clone's
 		// template memory is 0400, which its QEMU passes with
 		// CAP_DAC_OVERRIDE (kept for 9p).
 		j.Writable = append(j.Writable, cfg.Memory.File)
-		if cfg.Memory.Shared {
-			create = append(create, cfg.Memory.File)
-		}
 	}
 	for _, s := range cfg.Shares9P {
 		switch {
@@ -219,8 +232,14 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 	// QEMU dies with its owner, so a crashed supervisor leaves no VM behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	started := time.Now()
-	// Nothing of ours but what it is given: no environment.
+	// Nothing of ours but what it is given: no environment, but for a
+	// clone the library that keeps its template's memory read-only.
 	cmd.Env = []string{}
+	rofile := ""
+	if cfg.Memory.File != "" && !cfg.Memory.Shared && d.ROFile != "" {
+		rofile = d.ROFile
+		cmd.Env = []string{"LD_PRELOAD=" + rofile, "LODGE_RO_FILE=" + cfg.Memory.File}
+	}
 	// QEMU runs under confine's filter: a guest writing host files through
 	// 9p gets no setuid bit, device node or xattr onto them, and QEMU's
 	// Pdeathsig is tied to a thread that lives as long as QEMU. It keeps
@@ -246,7 +265,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 		uid = lease.ID()
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: deviceGroups(cfg)}
 	}
-	jail, err := jailFor(cfg, cmd.Path, d.ExecDir, uid)
+	jail, err := jailFor(cfg, cmd.Path, d.ExecDir, uid, rofile)
 	if err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}

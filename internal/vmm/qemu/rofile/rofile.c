@@ -1,0 +1,75 @@
+/*
+ * lodge-qemu-rofile.so: loaded into a template clone's QEMU (LD_PRELOAD) by
+ * Lodge's QEMU driver. QEMU 7.2 opens a memory-backend-file for reading and
+ * writing even to map it privately (its readonly=on would make guest RAM
+ * read-only), so a clone's QEMU could write its template's memory, which
+ * every other clone maps. Here an open of the file named by LODGE_RO_FILE
+ * for reading and writing becomes an open for reading: the private mapping
+ * needs no more. Lodge also binds that file read-only into QEMU's jail, so
+ * that a QEMU that gets around this library still cannot write it.
+ *
+ * Build: cc -shared -fPIC -O2 -Wall -o lodge-qemu-rofile.so rofile.c -ldl
+ * (the Makefile's bin/lodge-qemu-rofile.so).
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int (*open_fn)(const char *, int, ...);
+typedef int (*open2_fn)(const char *, int);
+
+static const char *target;
+static open_fn real_open, real_open64;
+static open2_fn real_open_2, real_open64_2;
+
+__attribute__((constructor)) static void init(void)
+{
+	target = getenv("LODGE_RO_FILE");
+	real_open = (open_fn)dlsym(RTLD_NEXT, "open");
+	real_open64 = (open_fn)dlsym(RTLD_NEXT, "open64");
+	real_open_2 = (open2_fn)dlsym(RTLD_NEXT, "__open_2");
+	real_open64_2 = (open2_fn)dlsym(RTLD_NEXT, "__open64_2");
+}
+
+static int readonly(const char *path, int flags)
+{
+	if (target && path && strcmp(path, target) == 0 && (flags & O_ACCMODE) == O_RDWR)
+		return (flags & ~O_ACCMODE) | O_RDONLY;
+	return flags;
+}
+
+static mode_t mode_of(int flags, va_list ap)
+{
+	return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? va_arg(ap, mode_t) : 0;
+}
+
+int open(const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = mode_of(flags, ap);
+	va_end(ap);
+	return real_open(path, readonly(path, flags), mode);
+}
+
+int open64(const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = mode_of(flags, ap);
+	va_end(ap);
+	return real_open64(path, readonly(path, flags), mode);
+}
+
+int __open_2(const char *path, int flags)
+{
+	return real_open_2(path, readonly(path, flags));
+}
+
+int __open64_2(const char *path, int flags)
+{
+	return real_open64_2(path, readonly(path, flags));
+}
