@@ -147,8 +147,7 @@ func confinementStatus(cfg config.Config) (string, error) {
 		defer lease.Release()
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(lease.ID()), Gid: uint32(lease.ID())}}
 		wantUID = fmt.Sprint(lease.ID())
-		user = fmt.Sprintf("as a user of its own (uids %d-%d) where it serves no 9p share, else as root (uid 0)",
-			cfg.VMM.QEMUUIDFirst, cfg.VMM.QEMUUIDFirst+cfg.VMM.QEMUUIDCount-1)
+		user = fmt.Sprintf("as a user of its own (uids %d-%d)", cfg.VMM.QEMUUIDFirst, cfg.VMM.QEMUUIDFirst+cfg.VMM.QEMUUIDCount-1)
 	}
 	root, err := os.MkdirTemp("", "lodge-check-jail-")
 	if err != nil {
@@ -179,6 +178,6 @@ func confinementStatus(cfg config.Config) (string, error) {
 		return "", fmt.Errorf("a confined process is not alone in a PID namespace (NSpid %q): does this kernel have PID namespaces?", st["NSpid"])
 	}
 	return "QEMU and virtiofsd under Lodge's seccomp filter with no_new_privs; QEMU " + user +
-		", without capabilities (a clone keeps 5 for 9p), core dumps or environment, in mount, PID, network and IPC namespaces with its own files and process only; " +
+		", without capabilities (a clone keeps 5 for 9p, ambient), core dumps or environment, in mount, PID, network and IPC namespaces with its own files and process only; " +
 		"virtiofsd with 6 (sandbox=namespace); state directories 0700 (docs/security.md)", nil
 }

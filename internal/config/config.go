@@ -126,9 +126,9 @@ type VMM struct {
 	// memory.
 	HostReserveMiB int `toml:"host_reserve_mib"`
 	// QEMUUIDFirst and QEMUUIDCount are host user ids (and group ids of
-	// the same numbers) that belong to no one else: each QEMU that needs
-	// no capability runs as one of its own. A count of 0 runs every QEMU
-	// as root (without capabilities).
+	// the same numbers) that belong to no one else: each QEMU runs as one
+	// of its own (a clone keeps 9p's capabilities as ambient ones). A
+	// count of 0 runs every QEMU as root.
 	QEMUUIDFirst int `toml:"qemu_uid_first"`
 	QEMUUIDCount int `toml:"qemu_uid_count"`
 	// AgentChannel is "auto" (vsock where /dev/vhost-vsock exists, else

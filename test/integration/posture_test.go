@@ -104,10 +104,9 @@ func TestHostProcessPosture(t *testing.T) {
 		annotations map[string]string
 		qemuCaps    uint64
 		virtiofsd   bool
-		qemuRoot    bool // serving 9p, it acts on files of any owner
 	}{
-		{"clone", nil, caps9PMask, false, true},
-		{"cold", map[string]string{"io.lodge.template": "false"}, 0, true, false},
+		{"clone", nil, caps9PMask, false},
+		{"cold", map[string]string{"io.lodge.template": "false"}, 0, true},
 	} {
 		t.Run(tc.start, func(t *testing.T) {
 			s := defaultSpec("sleep", "60")
@@ -131,27 +130,26 @@ func TestHostProcessPosture(t *testing.T) {
 			if !ok {
 				t.Fatalf("no QEMU process for %s: %v", id, procs)
 			}
-			if bnd, eff := capMask(t, q, "CapBnd"), capMask(t, q, "CapEff"); bnd != tc.qemuCaps || eff&^bnd != 0 {
-				t.Errorf("QEMU: CapBnd %#x CapEff %#x, want bounding set %#x", bnd, eff, tc.qemuCaps)
+			if bnd, eff, amb := capMask(t, q, "CapBnd"), capMask(t, q, "CapEff"), capMask(t, q, "CapAmb"); bnd != tc.qemuCaps || eff&^bnd != 0 || amb != tc.qemuCaps {
+				t.Errorf("QEMU: CapBnd %#x CapEff %#x CapAmb %#x, want bounding and ambient sets %#x", bnd, eff, amb, tc.qemuCaps)
 			}
 			if q.status["NoNewPrivs"] != "1" {
 				t.Errorf("QEMU: NoNewPrivs %q", q.status["NoNewPrivs"])
 			}
-			// Without 9p to serve, a user and group of its own, in the range
-			// kept for QEMUs, held by a lease while it runs.
+			// A user and group of its own, in the range kept for QEMUs, held
+			// by a lease while it runs (a clone's keeps 9p's capabilities as
+			// ambient ones of that user).
 			uids, gids := strings.Fields(q.status["Uid"]), strings.Fields(q.status["Gid"])
 			if len(uids) != 4 || len(gids) != 4 {
 				t.Fatalf("QEMU: Uid %q Gid %q", q.status["Uid"], q.status["Gid"])
 			}
 			uid, _ := strconv.Atoi(uids[0])
 			switch {
-			case tc.qemuRoot && uid != 0:
-				t.Errorf("QEMU of a clone runs as uid %d, want 0 (its 9p server)", uid)
-			case !tc.qemuRoot && (uid < config.DefaultQEMUUIDFirst || uid >= config.DefaultQEMUUIDFirst+65536 ||
-				strings.Count(q.status["Uid"]+" "+q.status["Gid"], uids[0]) != 8 || q.status["Groups"] != ""):
+			case uid < config.DefaultQEMUUIDFirst || uid >= config.DefaultQEMUUIDFirst+65536 ||
+				strings.Count(q.status["Uid"]+" "+q.status["Gid"], uids[0]) != 8 || q.status["Groups"] != "":
 				t.Errorf("QEMU: Uid %q Gid %q Groups %q, want one id of its own from %d on, no other group",
 					q.status["Uid"], q.status["Gid"], q.status["Groups"], config.DefaultQEMUUIDFirst)
-			case !tc.qemuRoot:
+			default:
 				if _, err := os.Stat(filepath.Join(host.UIDLeaseDir, uids[0])); err != nil {
 					t.Errorf("no lease for QEMU's uid %d: %v", uid, err)
 				}

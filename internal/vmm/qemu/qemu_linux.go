@@ -42,9 +42,9 @@ type Driver struct {
 	// confine.ClearThreadCaps): one sandbox's QEMU cannot read another's
 	// memory through /proc although both are uid 0.
 	ExecDir string
-	// Users, if set, gives each QEMU that needs no capability (one
-	// without a 9p share to serve: a cold boot, a template's build) a
-	// host user and group of its own for as long as it runs.
+	// Users, if set, gives each QEMU a host user and group of its own for
+	// as long as it runs. One that serves 9p (a clone) keeps the file
+	// capabilities that takes as ambient capabilities of that user.
 	Users *uidlease.Pool
 	// ROFile, if set, is lodge-qemu-rofile.so (rofile/rofile.c), which a
 	// clone's QEMU preloads so that it opens its template's memory file
@@ -87,10 +87,12 @@ const NProc = 1024
 // accelerator's device; at bin, the execute-only copy of bin in execDir (if
 // set), so that QEMU finds its modules and firmware relative to its own
 // path. Everything else it uses comes as descriptors. The files it would
-// create are made first, owned by uid (when not 0), as whom QEMU runs. With
-// rofile (see Driver.ROFile) a clone's memory file is read-only and the
-// library is there. On error, no jail root is left.
-func jailFor(cfg vmm.Config, bin, execDir string, uid int, rofile string) (*confine.Jail, error) {
+// create are made first, owned by uid (when not 0), as whom QEMU runs;
+// unless it reads any file (readsAll: 9p's capabilities), what it reads
+// must be readable by all. With rofile (see Driver.ROFile) a clone's memory
+// file is read-only and the library is there. On error, no jail root is
+// left.
+func jailFor(cfg vmm.Config, bin, execDir string, uid int, readsAll bool, rofile string) (*confine.Jail, error) {
 	j := &confine.Jail{Root: filepath.Join(cfg.StateDir, jailDir),
 		ReadOnly: []string{cfg.Kernel, cfg.Initrd}, Writable: []string{filepath.Join(cfg.StateDir, ConsoleLog)}}
 	if !strings.HasPrefix(bin, "/usr/") {
@@ -128,7 +130,7 @@ func jailFor(cfg vmm.Config, bin, execDir string, uid int, rofile string) (*conf
 	if cfg.Accel == vmm.AccelKVM {
 		j.Devices = append(j.Devices, "/dev/kvm")
 	}
-	if uid != 0 {
+	if uid != 0 && !readsAll {
 		// What it reads must be readable by all: say so now, rather than
 		// leave it to QEMU's "Permission denied".
 		for _, p := range j.ReadOnly {
@@ -253,19 +255,21 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 	if cmd.Err != nil { // not found: the same words as before the jail
 		return nil, fmt.Errorf("qemu: start %s: %w", d.Binary, cmd.Err)
 	}
-	// Needing no capability, it needs no root either: a user of its own,
-	// which owns nothing on the host but the files made for it here.
+	// It needs no root: a user of its own, which owns nothing on the
+	// host but the files made for it here; a clone keeps what serving
+	// 9p takes as ambient capabilities of that user.
 	var lease *uidlease.Lease
 	uid := 0
-	if len(keep) == 0 && d.Users != nil {
+	if d.Users != nil {
 		if lease, err = d.Users.Acquire(); err != nil {
 			return nil, fmt.Errorf("qemu: a user to run as: %w", err)
 		}
 		cu.Add(lease.Release)
 		uid = lease.ID()
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: deviceGroups(cfg)}
+		cmd.SysProcAttr.AmbientCaps = keep
 	}
-	jail, err := jailFor(cfg, cmd.Path, d.ExecDir, uid, rofile)
+	jail, err := jailFor(cfg, cmd.Path, d.ExecDir, uid, len(keep) > 0, rofile)
 	if err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
