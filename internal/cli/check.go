@@ -19,6 +19,7 @@ import (
 	"github.com/lodgeruntime/lodge/internal/template"
 	"github.com/lodgeruntime/lodge/internal/transport"
 	"github.com/lodgeruntime/lodge/internal/uidlease"
+	"github.com/lodgeruntime/lodge/internal/vmm/qemu"
 )
 
 // cmdCheck prints what Lodge will use on this host and fails with what to
@@ -92,8 +93,13 @@ func templateStatus(cfg config.Config) string {
 	for _, in := range infos {
 		clones += in.Clones
 	}
-	return fmt.Sprintf("enabled, in %s (%d built, %d clones running; built on a shape's first sandbox, `lodge template ls`)",
-		cfg.Template.Dir, len(infos), clones)
+	rofile := host.FindROFile()
+	memory := "read-only to clones (" + rofile + ")"
+	if rofile == "" {
+		memory = "WRITABLE by clones' QEMU: " + qemu.ROFileName + " is not beside this binary nor in /usr/local/lib/lodge or /usr/lib/lodge (`make build` makes it)"
+	}
+	return fmt.Sprintf("enabled, in %s (%d built, %d clones running; built on a shape's first sandbox, `lodge template ls`); their memory %s",
+		cfg.Template.Dir, len(infos), clones, memory)
 }
 
 func statErr(path string) error {

@@ -38,10 +38,10 @@ type Accel struct {
 // kvmVerdictFile records a KVM boot probe's result (see ProbeKVM).
 const kvmVerdictFile = "kvm-verdict.json"
 
-// findROFile finds lodge-qemu-rofile.so (qemu.Driver.ROFile) beside the
-// running binary (`make build` puts it in bin/) or in /usr/lib/lodge;
-// "" if neither has it.
-func findROFile() string {
+// FindROFile finds lodge-qemu-rofile.so (qemu.Driver.ROFile) beside the
+// running binary (`make build` puts it in bin/) or in /usr/local/lib/lodge
+// or /usr/lib/lodge; "" if none has it.
+func FindROFile() string {
 	var dirs []string
 	if exe, err := os.Executable(); err == nil {
 		dirs = append(dirs, filepath.Dir(exe))
@@ -190,7 +190,7 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 	if accel.Accel == vmm.AccelTCG {
 		log.Warn("no usable KVM: VMs run under TCG, expect slow boots", "accel", accel.Accel, "reason", accel.Reason)
 	}
-	driver := &qemu.Driver{Binary: qemuBin, Host: h, Log: log, ExecDir: qemu.DefaultExecDir, ROFile: findROFile()}
+	driver := &qemu.Driver{Binary: qemuBin, Host: h, Log: log, ExecDir: qemu.DefaultExecDir, ROFile: FindROFile()}
 	if cfg.VMM.QEMUUIDCount > 0 {
 		driver.Users = &uidlease.Pool{Dir: UIDLeaseDir, First: cfg.VMM.QEMUUIDFirst, Count: cfg.VMM.QEMUUIDCount}
 	}
