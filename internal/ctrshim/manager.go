@@ -16,6 +16,7 @@ import (
 	"github.com/lodgeruntime/lodge/internal/hostmount"
 	"github.com/lodgeruntime/lodge/internal/oci"
 	"github.com/lodgeruntime/lodge/internal/procid"
+	"github.com/lodgeruntime/lodge/internal/sandbox"
 )
 
 // RuntimeName is the runtime type containerd is configured with.
@@ -158,6 +159,7 @@ func cleanupPod(ctx context.Context, dir string, rec *podRecord) error {
 	kctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	procid.KillAll(kctx, rec.VMProcs)
 	cancel()
+	sandbox.KillStrays(dir)
 	var errs []error
 	if rec.Network != nil {
 		errs = append(errs, rec.Network.teardown())

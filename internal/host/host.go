@@ -204,7 +204,7 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 	}
 	if cfg.Template.Enabled {
 		env.Templates = &sandbox.Templates{
-			Store:   &template.Store{Dir: cfg.Template.Dir, Log: log},
+			Store:   &template.Store{Dir: cfg.Template.Dir, Log: log, KillStrays: sandbox.KillStrays},
 			Classes: template.Classes{VCPUs: cfg.Template.VCPUClasses, MemoryMiB: cfg.Template.MemoryClassesMiB},
 			// Everything of the host that the guest's state depends on.
 			// The host's TSC rate is one, but where it is measured it

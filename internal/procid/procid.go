@@ -7,6 +7,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -70,4 +72,51 @@ func StartTime(pid int) (uint64, error) {
 		return 0, fmt.Errorf("process %d is a zombie", pid)
 	}
 	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// Strays are the running processes whose program (the base name of their
+// argv[0]) starts with one of names and one of whose arguments names dir
+// or a path below it: the VMM processes of a sandbox or template whose
+// owner died before it recorded them. A process that merely mentions dir
+// (a shell, an editor) is not one.
+func Strays(dir string, names ...string) []ID {
+	dir = strings.TrimSuffix(dir, "/")
+	var out []ID
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range cmdlines {
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(p)
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		args := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+		prog := filepath.Base(args[0])
+		if !slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(prog, n) }) {
+			continue
+		}
+		if slices.ContainsFunc(args[1:], func(a string) bool { return mentions(a, dir) }) {
+			out = append(out, Of(pid))
+		}
+	}
+	return out
+}
+
+// mentions reports whether arg names dir or a path below it, alone or as
+// the value of an option (path=..., file:...).
+func mentions(arg, dir string) bool {
+	for i := strings.Index(arg, dir); i >= 0; {
+		end := i + len(dir)
+		if end == len(arg) || arg[end] == '/' || arg[end] == ',' {
+			return true
+		}
+		next := strings.Index(arg[end:], dir)
+		if next < 0 {
+			return false
+		}
+		i = end + next
+	}
+	return false
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/lodgeruntime/lodge/internal/hostmount"
 	"github.com/lodgeruntime/lodge/internal/oci"
 	"github.com/lodgeruntime/lodge/internal/procid"
+	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/shim"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -404,6 +405,7 @@ func deleteStopped(ctx context.Context, log *slog.Logger, root, id string) error
 // below the container's directory, then the directory.
 func cleanupContainer(root, id string) error {
 	dir := containerDir(root, id)
+	sandbox.KillStrays(dir)
 	if err := hostmount.UnmountBelow(dir); err != nil {
 		return err
 	}

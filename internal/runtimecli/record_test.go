@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/lodgeruntime/lodge/internal/procid"
 )
@@ -72,5 +73,35 @@ func TestRecordUnknownAndBadIDs(t *testing.T) {
 		if _, err := loadRecord(root, id); !errors.As(err, &ue) {
 			t.Errorf("id %q: %v, want a usage error", id, err)
 		}
+	}
+}
+
+// A QEMU that outlived its supervisor without being recorded (its owner
+// died before it could write the record) goes with the container's state.
+func TestCleanupKillsStrayVMM(t *testing.T) {
+	root := t.TempDir()
+	dir := containerDir(root, "c1")
+	if err := os.MkdirAll(filepath.Join(dir, "vm"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stray := &exec.Cmd{Path: "/bin/sh", Args: []string{"/usr/bin/qemu-system-x86_64", "-c", "sleep 30; true",
+		"file:" + filepath.Join(dir, "vm", "console.log")}}
+	if err := stray.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- stray.Wait() }()
+	defer stray.Process.Kill()
+	time.Sleep(100 * time.Millisecond) // until its command line is the one given
+	if err := cleanupContainer(root, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stray QEMU outlived the container's cleanup")
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("state left: %v", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
 	"github.com/lodgeruntime/lodge/internal/agent"
+	"github.com/lodgeruntime/lodge/internal/procid"
 	"github.com/lodgeruntime/lodge/internal/rollback"
 	"github.com/lodgeruntime/lodge/internal/sharefs"
 	"github.com/lodgeruntime/lodge/internal/vmm"
@@ -190,6 +191,20 @@ func (s *Sandbox) HostMemoryBytes() int64 {
 		return 0
 	}
 	return int64(s.vmShape.MemoryMiB+HostOverheadMiB(s.vmShape.Accel)) << 20
+}
+
+// HostPrograms are the programs a sandbox runs on the host, by the start
+// of their names (procid.Strays).
+var HostPrograms = []string{"qemu-system-", "virtiofsd"}
+
+// KillStrays ends the host programs of a sandbox (or template) whose state
+// lives in dir but which no record names: their owner died between
+// starting them and recording them. Their Pdeathsig covers every other
+// case but one (see docs/security.md).
+func KillStrays(dir string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	procid.KillAll(ctx, procid.Strays(dir, HostPrograms...))
 }
 
 // ColdConfig is the VM of a cold-booted sandbox of cfg: cfg.VM with the

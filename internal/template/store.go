@@ -157,6 +157,9 @@ type BuildFunc func(ctx context.Context, dir string) error
 type Store struct {
 	Dir string
 	Log *slog.Logger
+	// KillStrays, if set, ends what still runs of a build whose builder
+	// died (a template VM that outlived it) before its directory goes.
+	KillStrays func(dir string)
 }
 
 // Get returns the template for shape and inputs, building it first when
@@ -203,6 +206,9 @@ func (s *Store) Get(ctx context.Context, shape Shape, in Inputs, build BuildFunc
 func (s *Store) build(ctx context.Context, key string, shape Shape, in Inputs, build BuildFunc) (*Template, error) {
 	old, _ := filepath.Glob(filepath.Join(s.Dir, key+".tmp-*"))
 	for _, d := range old { // a builder that died (we hold the lock)
+		if s.KillStrays != nil {
+			s.KillStrays(d)
+		}
 		os.RemoveAll(d)
 	}
 	tmp, err := os.MkdirTemp(s.Dir, key+".tmp-")
