@@ -41,27 +41,30 @@ static int readonly(const char *path, int flags)
 	return flags;
 }
 
-static mode_t mode_of(int flags, va_list ap)
+/* forward calls real with the flags made read-only where they must be,
+ * and the mode the caller passed if the flags take one. */
+static int forward(open_fn real, const char *path, int flags, va_list ap)
 {
-	return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? va_arg(ap, mode_t) : 0;
+	mode_t mode = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? va_arg(ap, mode_t) : 0;
+	return real(path, readonly(path, flags), mode);
 }
 
 int open(const char *path, int flags, ...)
 {
 	va_list ap;
 	va_start(ap, flags);
-	mode_t mode = mode_of(flags, ap);
+	int fd = forward(real_open, path, flags, ap);
 	va_end(ap);
-	return real_open(path, readonly(path, flags), mode);
+	return fd;
 }
 
 int open64(const char *path, int flags, ...)
 {
 	va_list ap;
 	va_start(ap, flags);
-	mode_t mode = mode_of(flags, ap);
+	int fd = forward(real_open64, path, flags, ap);
 	va_end(ap);
-	return real_open64(path, readonly(path, flags), mode);
+	return fd;
 }
 
 int __open_2(const char *path, int flags)
