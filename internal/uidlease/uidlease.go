@@ -38,7 +38,8 @@ type Lease struct {
 func (l *Lease) ID() int { return l.id }
 
 // Acquire leases an id that no live lease holds, starting from a random
-// one so that concurrent starts seldom try the same.
+// one so that concurrent starts seldom try the same. The lock files of
+// holders that died without releasing go first (see sweep).
 func (p *Pool) Acquire() (*Lease, error) {
 	if p.Count <= 0 {
 		return nil, fmt.Errorf("uid range %d+%d is empty", p.First, p.Count)
@@ -46,6 +47,7 @@ func (p *Pool) Acquire() (*Lease, error) {
 	if err := os.MkdirAll(p.Dir, 0o700); err != nil {
 		return nil, err
 	}
+	p.sweep()
 	start := rand.IntN(p.Count)
 	for i := range p.Count {
 		id := p.First + (start+i)%p.Count
@@ -58,6 +60,24 @@ func (p *Pool) Acquire() (*Lease, error) {
 		}
 	}
 	return nil, fmt.Errorf("%w (%d+%d, leases in %s)", ErrExhausted, p.First, p.Count, p.Dir)
+}
+
+// sweep removes the lock files that no live lease holds: those of holders
+// that were killed (their lock died with them, their file did not).
+func (p *Pool) sweep() {
+	ents, err := os.ReadDir(p.Dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		id, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if l, err := p.try(id); err == nil && l != nil {
+			l.Release()
+		}
+	}
 }
 
 // try takes id's lock file, or returns nil if a live lease holds it.

@@ -54,7 +54,7 @@ func TestLeasesAreUniqueAndReleased(t *testing.T) {
 }
 
 // A holder that died without releasing (its lock gone with it) leaves a
-// file whose id is leased again.
+// file: its id is leased again, and the next lease removes it.
 func TestDeadHolderFreesItsID(t *testing.T) {
 	t.Parallel()
 	p := &Pool{Dir: t.TempDir(), First: 7000, Count: 1}
@@ -68,4 +68,28 @@ func TestDeadHolderFreesItsID(t *testing.T) {
 		t.Fatalf("%v %v", l2, err)
 	}
 	l2.Release()
+
+	wide := &Pool{Dir: t.TempDir(), First: 8000, Count: 1000}
+	var dead []*Lease
+	for range 5 {
+		l, err := wide.Acquire()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dead = append(dead, l)
+	}
+	live := dead[0]
+	for _, l := range dead[1:] {
+		l.f.Close() // killed
+	}
+	next, err := wide.Acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(wide.Dir)
+	if len(ents) != 2 {
+		t.Errorf("lock files after 4 holders died: %d, want 2 (the live lease and the new one)", len(ents))
+	}
+	live.Release()
+	next.Release()
 }
