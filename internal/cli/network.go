@@ -17,6 +17,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/lodgeruntime/lodge/internal/filelock"
 )
 
 // Networks are CNI configuration lists where CNI configurations live (as
@@ -200,6 +202,14 @@ func joinBridge(ctx context.Context, network, id string, ports []portMap) (_ *ct
 func leaveBridge(ctx context.Context, id string, n *ctrNetwork) error {
 	if n == nil {
 		return nil
+	}
+	// The container's monitor, as the container ends, and `rm -f` may
+	// both leave at once: one at a time, or the second finds the interface
+	// half deleted (the bridge plugin's "failed to delete eth0: no such
+	// device"). The lock lives in the container's directory: once that is
+	// gone, so is the other.
+	if unlock, err := filelock.Lock(ctx, filepath.Join(ctrDir(id), "network.lock"), true); err == nil {
+		defer unlock()
 	}
 	var errs []error
 	name := n.Name
