@@ -76,10 +76,9 @@ func Start(cmd *exec.Cmd, setup func() error) (wait <-chan error, err error) {
 // nil), as the first process of a PID namespace of its own (it can signal
 // no other process, and kill(-1) reaches only itself), in empty network
 // and IPC namespaces of its own (no host address, listening port or
-// abstract socket to connect to, as uid 0 whom peers may trust, and no
-// System V IPC object of the host's: what it serves comes as descriptors),
-// with only keep in
-// its bounding set, exec'd by a thread without effective capabilities (see
+// abstract socket to connect to, and no System V IPC object of the host's:
+// what it serves comes as descriptors), with only keep in its bounding
+// set, exec'd by a thread without effective capabilities (see
 // ClearThreadCaps), under the filter of Thread. wait yields cmd.Wait's
 // result.
 func StartConfined(cmd *exec.Cmd, jail *Jail, keep []uintptr) (wait <-chan error, err error) {

@@ -165,7 +165,7 @@ func createClone(ctx context.Context, deps Deps, cfg Config, log *slog.Logger, p
 	log.Info("vm started", "vmm", "qemu", "pid", vm.Info().PID, "accel", vc.Accel, "start", StartClone,
 		"template", t.Meta.Key)
 	cu.Release()
-	return &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, vmShape: vc, share: share, agent: client,
+	return &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, hostMemory: hostMemoryOf(vc), share: share, agent: client,
 		start: StartInfo{Path: StartClone, Template: t.Meta.Key}, layers: cfg.Layers, lateNet: cfg.LateNetwork, containers: map[string]*Container{}}, nil
 }
 

@@ -79,12 +79,12 @@ type Sandbox struct {
 	log    *slog.Logger
 	phases *phases
 	vm     vmm.VM
-	// vmShape is the VM's configuration (its memory and accelerator).
-	vmShape vmm.Config
-	share   *sharefs.Share
-	agent   *agent.Client
-	start   StartInfo
-	layers  *Layers
+	// hostMemory bounds what the VM may take of the host (hostMemoryOf).
+	hostMemory int64
+	share      *sharefs.Share
+	agent      *agent.Client
+	start      StartInfo
+	layers     *Layers
 	// lateNet: see Config.LateNetwork.
 	lateNet bool
 
@@ -166,7 +166,7 @@ func Create(ctx context.Context, deps Deps, cfg Config) (*Sandbox, error) {
 	ph.done(PhaseBoot)
 
 	cu.Release()
-	s := &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, vmShape: vc, share: share, agent: client,
+	s := &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, hostMemory: hostMemoryOf(vc), share: share, agent: client,
 		start: start, layers: cfg.Layers, lateNet: cfg.LateNetwork, containers: map[string]*Container{}}
 	go s.watchShare()
 	return s, nil
@@ -186,11 +186,10 @@ func HostOverheadMiB(accel vmm.Accel) int {
 // HostMemoryBytes bounds what the sandbox may take of the host's memory:
 // its VM's RAM and HostOverheadMiB. A VM past it was not a guest using
 // its memory but a host process misbehaving.
-func (s *Sandbox) HostMemoryBytes() int64 {
-	if s.vmShape.MemoryMiB == 0 {
-		return 0
-	}
-	return int64(s.vmShape.MemoryMiB+HostOverheadMiB(s.vmShape.Accel)) << 20
+func (s *Sandbox) HostMemoryBytes() int64 { return s.hostMemory }
+
+func hostMemoryOf(vc vmm.Config) int64 {
+	return int64(vc.MemoryMiB+HostOverheadMiB(vc.Accel)) << 20
 }
 
 // HostPrograms are the programs a sandbox runs on the host, by the start
