@@ -184,6 +184,6 @@ func confinementStatus(cfg config.Config) (string, error) {
 		return "", fmt.Errorf("a confined process is not alone in a PID namespace (NSpid %q): does this kernel have PID namespaces?", st["NSpid"])
 	}
 	return "QEMU and virtiofsd under Lodge's seccomp filter with no_new_privs; QEMU " + user +
-		", without capabilities (a clone keeps 5 for 9p, ambient), core dumps or environment, in mount, PID, network and IPC namespaces with its own files and process only; " +
+		", without capabilities in the host's user namespace (a clone keeps 4 for 9p in one of its own), core dumps or environment, in mount, PID, network and IPC namespaces with its own files and process only; " +
 		"virtiofsd with 6 (sandbox=namespace); state directories 0700 (docs/security.md)", nil
 }

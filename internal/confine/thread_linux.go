@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -86,17 +87,74 @@ func StartConfined(cmd *exec.Cmd, jail *Jail, keep []uintptr) (wait <-chan error
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWPID | unix.CLONE_NEWNET | unix.CLONE_NEWIPC
+	// In a user namespace of its own (CLONE_NEWUSER), a program cannot
+	// take a group the namespace does not map, such as /dev/kvm's: it gets
+	// its groups from the thread instead, which takes them first (and so
+	// never passes on root's own). The kernel gives every capability in a
+	// user namespace to the processes of its owner, the user that created
+	// it: the thread creates it as the program's own host user (its
+	// effective uid, keeping its capabilities), not as root, lest any
+	// process of uid 0 could trace the program.
+	var groups []uint32
+	owner := -1
+	if cred := cmd.SysProcAttr.Credential; cred != nil && cmd.SysProcAttr.Cloneflags&unix.CLONE_NEWUSER != 0 {
+		groups = append([]uint32{}, cred.Groups...)
+		cred.Groups, cred.NoSetGroups = nil, true
+		for _, m := range cmd.SysProcAttr.UidMappings {
+			if uint32(m.ContainerID) <= cred.Uid && int64(cred.Uid) < int64(m.ContainerID)+int64(m.Size) {
+				owner = m.HostID + int(cred.Uid) - m.ContainerID
+			}
+		}
+		if owner < 0 {
+			return nil, fmt.Errorf("the user namespace's uid map has no host id for uid %d", cred.Uid)
+		}
+	}
 	return Start(cmd, func() error {
 		if jail != nil {
 			if err := jail.Enter(); err != nil {
 				return err
 			}
 		}
+		var extra []uint
+		if cmd.SysProcAttr.Cloneflags&unix.CLONE_NEWUSER != 0 {
+			if err := threadGroups(groups); err != nil {
+				return err
+			}
+			// Writing an id map that maps host uid 0 into the new user
+			// namespace takes CAP_SETFCAP (Linux 5.12 on). The child's map
+			// files are in the jail's /proc, which shows the thread, once
+			// it changed its uid (which makes the process non-dumpable, and
+			// so its child's files root's), only what it may trace, and
+			// lets it write only its own files. The child drops them all
+			// before exec, as it takes its own user there.
+			extra = []uint{unix.CAP_SETFCAP, unix.CAP_SYS_PTRACE, unix.CAP_DAC_OVERRIDE}
+		}
 		if err := DropCaps(keep); err != nil {
 			return err
 		}
-		return ClearThreadCaps()
+		if owner >= 0 {
+			// Only the effective uid: the real and saved ones stay 0, so
+			// the permitted set stays (ClearThreadCaps makes the effective
+			// one again).
+			if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), uintptr(owner), ^uintptr(0)); e != 0 {
+				return fmt.Errorf("take uid %d to own the user namespace: %w", owner, e)
+			}
+		}
+		return ClearThreadCaps(extra...)
 	})
+}
+
+// threadGroups sets the calling thread's supplementary groups (only its:
+// the raw system call; Go's Setgroups changes every thread's).
+func threadGroups(groups []uint32) error {
+	var p unsafe.Pointer
+	if len(groups) > 0 {
+		p = unsafe.Pointer(&groups[0])
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, uintptr(len(groups)), uintptr(p), 0); e != 0 {
+		return fmt.Errorf("set the thread's groups: %w", e)
+	}
+	return nil
 }
 
 // DropCaps removes every capability but keep from this thread's bounding
@@ -140,8 +198,8 @@ func lastCap() uintptr {
 // CAP_DAC_OVERRIDE: starting an execute-only binary (mode 0111) that way
 // makes the program non-dumpable, so that no other process without
 // CAP_SYS_PTRACE (another sandbox's QEMU, also uid 0) can read or write
-// its memory, environment or root through /proc.
-func ClearThreadCaps() error {
+// its memory, environment or root through /proc. extra stay effective too.
+func ClearThreadCaps(extra ...uint) error {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
@@ -150,7 +208,7 @@ func ClearThreadCaps() error {
 	for i := range data {
 		data[i].Effective, data[i].Inheritable = 0, 0
 	}
-	for _, c := range []uint{unix.CAP_SYS_ADMIN, unix.CAP_SETUID, unix.CAP_SETGID, unix.CAP_KILL} {
+	for _, c := range append([]uint{unix.CAP_SYS_ADMIN, unix.CAP_SETUID, unix.CAP_SETGID, unix.CAP_KILL}, extra...) {
 		data[c/32].Effective |= 1 << (c % 32)
 	}
 	if err := unix.Capset(&hdr, &data[0]); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/confine"
@@ -82,8 +84,9 @@ func capMask(t *testing.T, hp hostProc, field string) uint64 {
 
 // The capabilities a confined process may hold, as /proc masks.
 const (
-	// CHOWN, DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER, FSETID: QEMU serving 9p.
-	caps9PMask = 1<<0 | 1<<1 | 1<<2 | 1<<3 | 1<<4
+	// CHOWN, DAC_OVERRIDE, FOWNER, FSETID: QEMU serving 9p, in a user
+	// namespace of its own.
+	caps9PMask = 1<<0 | 1<<1 | 1<<3 | 1<<4
 	// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID: what virtiofsd
 	// keeps of its own accord (-o modcaps=-mknod:-setfcap).
 	virtiofsdMask = 1<<0 | 1<<1 | 1<<3 | 1<<4 | 1<<6 | 1<<7
@@ -130,15 +133,43 @@ func TestHostProcessPosture(t *testing.T) {
 			if !ok {
 				t.Fatalf("no QEMU process for %s: %v", id, procs)
 			}
-			if bnd, eff, amb := capMask(t, q, "CapBnd"), capMask(t, q, "CapEff"), capMask(t, q, "CapAmb"); bnd != tc.qemuCaps || eff&^bnd != 0 || amb != tc.qemuCaps {
-				t.Errorf("QEMU: CapBnd %#x CapEff %#x CapAmb %#x, want bounding and ambient sets %#x", bnd, eff, amb, tc.qemuCaps)
+			// Its capabilities: none cold; a clone's, 9p's as ambient ones
+			// (its permitted and effective sets are exactly those), held in
+			// a user namespace of its own (none in the host's), which maps
+			// the ids below the range kept for QEMUs as themselves and its
+			// own user, and no other QEMU's. There it is not root, and the
+			// bounding set is the namespace's full one (the kernel's for a
+			// new namespace), which no_new_privs keeps it from ever gaining.
+			prm, eff, amb := capMask(t, q, "CapPrm"), capMask(t, q, "CapEff"), capMask(t, q, "CapAmb")
+			if prm != tc.qemuCaps || eff != tc.qemuCaps || amb != tc.qemuCaps || tc.qemuCaps == 0 && capMask(t, q, "CapBnd") != 0 {
+				t.Errorf("QEMU: CapPrm %#x CapEff %#x CapAmb %#x CapBnd %#x, want %#x (and an empty bounding set cold)",
+					prm, eff, amb, capMask(t, q, "CapBnd"), tc.qemuCaps)
+			}
+			mine, _ := os.Readlink("/proc/self/ns/user")
+			theirs, _ := os.Readlink("/proc/" + q.pid + "/ns/user")
+			uidMap, _ := os.ReadFile("/proc/" + q.pid + "/uid_map")
+			gidMap, _ := os.ReadFile("/proc/" + q.pid + "/gid_map")
+			first := config.DefaultQEMUUIDFirst
+			wantMap := fmt.Sprintf("0 0 %d %d %s 1", first, first, strings.Fields(q.status["Uid"])[0])
+			switch {
+			case tc.qemuCaps == 0 && theirs != mine:
+				t.Errorf("a cold QEMU has a user namespace of its own (%s)", theirs)
+			case tc.qemuCaps != 0 && (theirs == mine || strings.Join(strings.Fields(string(uidMap)), " ") != wantMap ||
+				strings.Join(strings.Fields(string(gidMap)), " ") != wantMap):
+				t.Errorf("a clone's QEMU: user namespace %s (the host's: %s), uid_map %q, gid_map %q, want one of its own mapping %q",
+					theirs, mine, uidMap, gidMap, wantMap)
+			case tc.qemuCaps != 0:
+				// Owned by QEMU's user, not root: the kernel gives the owner's
+				// processes every capability in it.
+				if owner, err := userNSOwner("/proc/" + q.pid + "/ns/user"); err != nil || fmt.Sprint(owner) != strings.Fields(q.status["Uid"])[0] {
+					t.Errorf("QEMU's user namespace is owned by uid %d (%v), want QEMU's own", owner, err)
+				}
 			}
 			if q.status["NoNewPrivs"] != "1" {
 				t.Errorf("QEMU: NoNewPrivs %q", q.status["NoNewPrivs"])
 			}
 			// A user and group of its own, in the range kept for QEMUs, held
-			// by a lease while it runs (a clone's keeps 9p's capabilities as
-			// ambient ones of that user).
+			// by a lease while it runs.
 			uids, gids := strings.Fields(q.status["Uid"]), strings.Fields(q.status["Gid"])
 			if len(uids) != 4 || len(gids) != 4 {
 				t.Fatalf("QEMU: Uid %q Gid %q", q.status["Uid"], q.status["Gid"])
@@ -419,4 +450,20 @@ func TestServingProcessKilled(t *testing.T) {
 			}
 		})
 	}
+}
+
+// userNSOwner is the uid that owns the user namespace at path
+// (NS_GET_OWNER_UID).
+func userNSOwner(path string) (uint32, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	const nsGetOwnerUID = 0xb704 // _IO(0xb7, 0x4)
+	var uid uint32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), nsGetOwnerUID, uintptr(unsafe.Pointer(&uid))); e != 0 {
+		return 0, e
+	}
+	return uid, nil
 }

@@ -313,3 +313,79 @@ func TestNonRecursiveReadOnlyVolume(t *testing.T) {
 		})
 	}
 }
+
+// A volume keeps its files' owners through a clone as through a cold
+// boot: the guest sees the host's owners, its root reads a file only
+// another user may read and writes into that user's private directory,
+// and what it creates or chowns is owned on the host by whom the guest
+// says (root, 1234, or the container's user 1000), its submounts
+// included. In a clone, QEMU serves the volume from a user namespace of
+// its own.
+func TestVolumeOwners(t *testing.T) {
+	f := newFixture(t)
+	for _, clone := range []bool{true, false} {
+		name := map[bool]string{true: "clone", false: "cold"}[clone]
+		t.Run(name, func(t *testing.T) {
+			vol := t.TempDir()
+			os.Chmod(vol, 0o755)
+			secret, private, sub := filepath.Join(vol, "secret"), filepath.Join(vol, "private"), filepath.Join(vol, "sub")
+			os.WriteFile(secret, []byte("s3cret\n"), 0o600)
+			os.Mkdir(private, 0o700)
+			os.Mkdir(sub, 0o755)
+			for _, p := range []string{secret, private} {
+				if err := os.Chown(p, 1000, 1000); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := syscall.Mount("tmpfs", sub, "tmpfs", 0, "size=1m,mode=0755"); err != nil {
+				t.Fatal(err)
+			}
+			defer syscall.Unmount(sub, syscall.MNT_DETACH)
+			ann := map[string]string{}
+			if !clone {
+				ann["io.lodge.template"] = "false"
+			}
+			os.Mkdir(filepath.Join(f.bundle, "rootfs", "v"), 0o755)
+			vmount := specs.Mount{Destination: "/v", Type: "bind", Source: vol, Options: []string{"rbind", "rw"}}
+
+			s := defaultSpec("sh", "-c", `stat -c 'secret=%u:%g' /v/secret; cat /v/secret
+				echo r > /v/byroot && echo c > /v/chowned && chown 1234:1234 /v/chowned && mkdir /v/private/in && echo s > /v/sub/f && echo wrote`)
+			// Docker's file capabilities (runc's default spec has none).
+			fileCaps := []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID"}
+			c := s.Process.Capabilities
+			c.Bounding, c.Effective, c.Permitted = append(c.Bounding, fileCaps...), append(c.Effective, fileCaps...), append(c.Permitted, fileCaps...)
+			s.Annotations = ann
+			s.Mounts = append(s.Mounts, vmount)
+			f.writeSpec(s)
+			r := f.run("owners-root-"+name, "")
+			if r.code != 0 || !strings.Contains(r.stdout, "secret=1000:1000") || !strings.Contains(r.stdout, "s3cret") || !strings.Contains(r.stdout, "wrote") {
+				t.Fatalf("as root: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+			}
+			if got := f.startOfAnn(ann); got != name {
+				t.Fatalf("started as %q, want %q", got, name)
+			}
+
+			s = defaultSpec("sh", "-c", `echo u > /v/private/byuser && echo wrote`)
+			s.Process.User = specs.User{UID: 1000, GID: 1000}
+			s.Annotations = ann
+			s.Mounts = append(s.Mounts, vmount)
+			f.writeSpec(s)
+			if r := f.run("owners-user-"+name, ""); r.code != 0 || !strings.Contains(r.stdout, "wrote") {
+				t.Fatalf("as uid 1000: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+			}
+			for p, want := range map[string][2]uint32{"byroot": {0, 0}, "chowned": {1234, 1234}, "private/in": {0, 0},
+				"private/byuser": {1000, 1000}, "sub/f": {0, 0}, "secret": {1000, 1000}} {
+				var st syscall.Stat_t
+				if err := syscall.Stat(filepath.Join(vol, p), &st); err != nil || st.Uid != want[0] || st.Gid != want[1] {
+					t.Errorf("%s on the host: %d:%d (%v), want %d:%d", p, st.Uid, st.Gid, err, want[0], want[1])
+				}
+			}
+		})
+	}
+}
+
+// startOfAnn is the start path of a short container with annotations ann.
+func (f *fixture) startOfAnn(ann map[string]string) string {
+	f.t.Helper()
+	return f.startOf("owners-start", ann, "true")["io.lodge.start"]
+}

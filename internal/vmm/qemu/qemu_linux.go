@@ -44,7 +44,7 @@ type Driver struct {
 	ExecDir string
 	// Users, if set, gives each QEMU a host user and group of its own for
 	// as long as it runs. One that serves 9p (a clone) keeps the file
-	// capabilities that takes as ambient capabilities of that user.
+	// capabilities that takes, in a user namespace of its own (nsIDMap).
 	Users *uidlease.Pool
 	// ROFile, if set, is lodge-qemu-rofile.so (rofile/rofile.c), which a
 	// clone's QEMU preloads so that it opens its template's memory file
@@ -64,12 +64,16 @@ var _ vmm.Driver = (*Driver)(nil)
 
 // The capabilities QEMU keeps (its bounding set, hence what it has as
 // root after exec): none, or what serving a 9p share with
-// security_model=passthrough needs (acting on host files of any owner and
+// security_model=passthrough needs (acting on files of any owner and
 // setting their owner and mode as the guest asks; confine's filter keeps
-// setuid bits and device nodes off them).
+// setuid bits and device nodes off them). With a user of its own, it has
+// them in its own user namespace only (nsIDMap). Never
+// CAP_DAC_READ_SEARCH, which CAP_DAC_OVERRIDE covers for paths and which
+// would let open_by_handle_at reach any file of a file system it holds a
+// descriptor of, past its jail.
 var (
 	capsNone []uintptr
-	caps9P   = []uintptr{unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_DAC_READ_SEARCH, unix.CAP_FOWNER, unix.CAP_FSETID}
+	caps9P   = []uintptr{unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER, unix.CAP_FSETID}
 )
 
 // NoFile is QEMU's open-file limit.
@@ -256,8 +260,9 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 		return nil, fmt.Errorf("qemu: start %s: %w", d.Binary, cmd.Err)
 	}
 	// It needs no root: a user of its own, which owns nothing on the
-	// host but the files made for it here; a clone keeps what serving
-	// 9p takes as ambient capabilities of that user.
+	// host but the files made for it here. A clone keeps what serving 9p
+	// takes as ambient capabilities in a user namespace of its own
+	// (nsIDMap), where it is not root either.
 	var lease *uidlease.Lease
 	uid := 0
 	if d.Users != nil {
@@ -267,7 +272,14 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 		cu.Add(lease.Release)
 		uid = lease.ID()
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: deviceGroups(cfg)}
-		cmd.SysProcAttr.AmbientCaps = keep
+		if len(keep) > 0 {
+			idmap := nsIDMap(d.Users.First, uid)
+			cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWUSER
+			cmd.SysProcAttr.UidMappings, cmd.SysProcAttr.GidMappings = idmap, idmap
+			self := uint32(d.Users.First) // uid as the namespace names it
+			cmd.SysProcAttr.Credential.Uid, cmd.SysProcAttr.Credential.Gid = self, self
+			cmd.SysProcAttr.AmbientCaps = keep
+		}
 	}
 	jail, err := jailFor(cfg, cmd.Path, d.ExecDir, uid, len(keep) > 0, rofile)
 	if err != nil {
@@ -309,6 +321,28 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 	log.Debug("qemu monitor ready", "after", time.Since(started).Round(time.Millisecond))
 	cu.Release()
 	return v, nil
+}
+
+// nsIDMap is the id map (uids and gids alike) of the user namespace a
+// clone's QEMU, host user uid, serves 9p from: every host id below first,
+// where the range kept for QEMUs starts, as itself, so that a file's owner
+// in the guest is its owner on the host, as through virtio-fs; and uid,
+// QEMU's own, as first. QEMU holds 9p's capabilities as ambient ones of
+// that user, so:
+//   - it has no capability in the host's user namespace: whatever the
+//     kernel checks there (open_by_handle_at, /proc/sys, devices' and
+//     keyrings' checks, other namespaces) refuses it;
+//   - its capabilities reach no file of another QEMU's user (unmapped:
+//     console logs, templates being built) nor of the namespace's owner;
+//   - not root in it, it has no say over the network, IPC and PID
+//     namespaces that the namespace owns.
+//
+// An identity map rather than a block of ids of its own with idmapped
+// mounts: overlayfs (Docker's and Podman's rootfs), NFS, and tmpfs before
+// Linux 6.3 cannot be idmapped. What its capabilities reach is bounded by
+// its jail: its share, and its own files (the rest is read-only).
+func nsIDMap(first, uid int) []syscall.SysProcIDMap {
+	return []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: first}, {ContainerID: first, HostID: uid, Size: 1}}
 }
 
 // deviceGroups are the groups of the device nodes QEMU opens itself (the
