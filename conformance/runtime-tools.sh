@@ -72,6 +72,11 @@ for t in validation/*/*.t; do
     else f=1; note="$note $(tr '\n' ' ' < "$RES/$name.err" | cut -c1-140)"
     fi
   fi
+  # A program that stopped with an error after some points (util.Fatal)
+  # failed, whatever it printed before.
+  if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then
+    f=1; note="$note $(tr '\n' ' ' < "$RES/$name.err" | cut -c1-140)"
+  fi
   grep -E '^not ok' "$RES/$name.tap" | sed "s|^|$name: |" >> "$RES/failures.txt"
   if [ "$f" -gt 0 ] && ! grep -q "^$name: " "$RES/failures.txt" 2>/dev/null; then echo "$name: $note" >> "$RES/failures.txt"; fi
   tp=$((tp+p)); tf=$((tf+f)); ts=$((ts+s))

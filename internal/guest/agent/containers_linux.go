@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	securejoin "github.com/cyphar/filepath-securejoin"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/opencontainers/runc/libcontainer"
@@ -164,6 +165,11 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 		rootfs, layered = root, mounts
 	}
 
+	if shareFS == "9p" && len(req.Rootfs.Layers) == 0 {
+		if err := readonlyNodesAsBinds(&spec, rootfs); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "readonly path: %v", err)
+		}
+	}
 	spec.Root = &specs.Root{Path: rootfs, Readonly: spec.Root != nil && spec.Root.Readonly}
 	spec.Hooks = nil // hooks run on the host, where the runtime spec says they run
 	if spec.Linux == nil {
@@ -203,6 +209,49 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 	cs.log.Info("container created", "container_id", id, "pid", p.pid,
 		"libcontainer_create", t1.Sub(t0).Round(time.Millisecond), "init_start", time.Since(t1).Round(time.Millisecond))
 	return &agentv1.CreateResponse{Pid: int32(p.pid)}, nil
+}
+
+// readonlyNodesAsBinds turns each of spec's read-only paths that is a
+// device node, FIFO or socket in a root served over 9p into a read-only
+// bind mount of itself. libcontainer makes a read-only path by binding it
+// onto itself and reading the mount's flags with statfs, which 9p answers
+// by opening the file on the host, where a device node is on a nodev
+// mount (the share's) and a FIFO has no reader: the open, and so the
+// container's start, fail ("statfs: permission denied", "no such device
+// or address"; runtime-tools' linux_readonly_paths). A bind mount
+// that names its flags needs no statfs. The node is found inside the root
+// without leaving it (SecureJoin): a symlink in the image cannot point the
+// bind at the guest's own files.
+func readonlyNodesAsBinds(spec *specs.Spec, rootfs string) error {
+	if spec.Linux == nil {
+		return nil
+	}
+	var keep []string
+	for _, p := range spec.Linux.ReadonlyPaths {
+		src, err := securejoin.SecureJoin(rootfs, p)
+		if err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if unix.Lstat(src, &st) != nil || !specialFile(st.Mode) {
+			keep = append(keep, p)
+			continue
+		}
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: p, Type: "bind", Source: src,
+			Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}})
+	}
+	spec.Linux.ReadonlyPaths = keep
+	return nil
+}
+
+// specialFile: a device node, FIFO or socket, which QEMU's 9p server
+// cannot open to answer statfs (EACCES on a nodev mount, ENXIO).
+func specialFile(mode uint32) bool {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFCHR, unix.S_IFBLK, unix.S_IFIFO, unix.S_IFSOCK:
+		return true
+	}
+	return false
 }
 
 func isBind(m specs.Mount) bool {
