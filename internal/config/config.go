@@ -127,8 +127,10 @@ type VMM struct {
 	HostReserveMiB int `toml:"host_reserve_mib"`
 	// QEMUUIDFirst and QEMUUIDCount are host user ids (and group ids of
 	// the same numbers) that belong to no one else: each QEMU runs as one
-	// of its own (a clone keeps 9p's capabilities as ambient ones). A
-	// count of 0 runs every QEMU as root.
+	// of its own. A clone's keeps 9p's capabilities in a user namespace of
+	// its own that maps the host ids below QEMUUIDFirst as themselves:
+	// those are the owners a guest can give files in its volumes. A count
+	// of 0 runs every QEMU as root.
 	QEMUUIDFirst int `toml:"qemu_uid_first"`
 	QEMUUIDCount int `toml:"qemu_uid_count"`
 	// AgentChannel is "auto" (vsock where /dev/vhost-vsock exists, else
