@@ -236,9 +236,9 @@ func (c Config) Validate() error {
 	if c.VMM.MemoryMiB < 64 {
 		errs = append(errs, fmt.Errorf("vmm.memory_mib %d: want at least 64", c.VMM.MemoryMiB))
 	}
-	if c.VMM.QEMUUIDCount < 0 || c.VMM.QEMUUIDCount > 0 && (c.VMM.QEMUUIDFirst < 1000 || c.VMM.QEMUUIDFirst+c.VMM.QEMUUIDCount > 1<<32-2) {
-		errs = append(errs, fmt.Errorf("vmm.qemu_uid_first %d, vmm.qemu_uid_count %d: want a range of user ids above 999 that no one else uses, or a count of 0",
-			c.VMM.QEMUUIDFirst, c.VMM.QEMUUIDCount))
+	if c.VMM.QEMUUIDCount < 0 || c.VMM.QEMUUIDCount > 0 && (c.VMM.QEMUUIDFirst < 1<<16 || c.VMM.QEMUUIDFirst+c.VMM.QEMUUIDCount > 1<<32-2) {
+		errs = append(errs, fmt.Errorf("vmm.qemu_uid_first %d, vmm.qemu_uid_count %d: want a range of user ids from 65536 on that no one else uses "+
+			"(the ids below are the owners a clone's files may have), or a count of 0", c.VMM.QEMUUIDFirst, c.VMM.QEMUUIDCount))
 	}
 	if c.VMM.HostReserveMiB < 0 {
 		errs = append(errs, fmt.Errorf("vmm.host_reserve_mib %d: want 0 or more", c.VMM.HostReserveMiB))

@@ -66,3 +66,25 @@ func TestTemplateDefaultsAndOptOut(t *testing.T) {
 		t.Error("io.lodge.template=no accepted")
 	}
 }
+
+// QEMU's user range must leave every 16-bit id to the owners of clones'
+// files (their QEMU's user namespace maps the ids below it).
+func TestQEMUUIDRange(t *testing.T) {
+	for _, tc := range []struct {
+		first, count int
+		ok           bool
+	}{
+		{DefaultQEMUUIDFirst, 65536, true},
+		{100000, 65536, true},
+		{0, 0, true},
+		{2000, 65536, false},
+		{65535, 10, false},
+		{1<<32 - 10, 100, false},
+	} {
+		c := Default()
+		c.VMM.QEMUUIDFirst, c.VMM.QEMUUIDCount = tc.first, tc.count
+		if err := c.Validate(); (err == nil) != tc.ok {
+			t.Errorf("first %d count %d: %v, want ok=%v", tc.first, tc.count, err, tc.ok)
+		}
+	}
+}
