@@ -20,6 +20,9 @@ import (
 	"github.com/lodgeruntime/lodge/internal/transport"
 )
 
+// stateDir holds libcontainer's state (the guest's tmpfs).
+const stateDir = "/run/lodge/containers"
+
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
@@ -64,10 +67,17 @@ func run(log *slog.Logger, sink *agent.LogSink) error {
 	if b, err := os.ReadFile("/proc/uptime"); err == nil {
 		fmt.Sscanf(string(b), "%f", &up)
 	}
+	// A template's guest (it boots with lodge.preload) makes its first
+	// container now, so that no clone of it pays for that.
+	if _, template := boot.KernelParam("lodge.preload"); template {
+		if err := agent.WarmUp(log, stateDir); err != nil {
+			log.Warn("warm-up container", "err", err)
+		}
+	}
 	log.Info("lodge-agent ready", "version", version, "uptime_s", up)
 	srv := agent.New(agent.Config{
 		Log:          log,
-		StateDir:     "/run/lodge/containers",
+		StateDir:     stateDir,
 		SharesDir:    "/run/lodge/shares",
 		Version:      version,
 		Capabilities: capabilities,

@@ -1,0 +1,82 @@
+package agent
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/lodgeruntime/lodge/internal/oci"
+)
+
+// warmUpID names the container WarmUp makes (not a valid host id: it has
+// no pod or sandbox prefix a host would choose, and it is gone before any
+// host connects).
+const warmUpID = "lodge-warm-up"
+
+// WarmUp creates a container and destroys it without starting it, before
+// a template's snapshot: what a guest does once, for its first container
+// (its kernel's first container namespaces, mounts, devpts and mqueue
+// instances and cgroups, the first runc init), is then done in the
+// template, and every clone's first container finds it done. The container
+// has the runtime-spec's default namespaces and mounts, an empty root of
+// its own in the guest's tmpfs and a program that never runs; nothing of
+// it is left (state, cgroup, root), and it derives nothing a clone uses as
+// an identity. It must run before the agent serves: it is not reaped by
+// the agent's reaper.
+func WarmUp(log *slog.Logger, stateDir string) (err error) {
+	start := time.Now()
+	dir, err := os.MkdirTemp("", warmUpID+"-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	rootfs := filepath.Join(dir, "rootfs")
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		return err
+	}
+	// runc init checks that the program exists before it waits to be
+	// started; it is never started.
+	if err := os.WriteFile(filepath.Join(rootfs, "noop"), nil, 0o755); err != nil {
+		return err
+	}
+	spec := oci.DefaultSpec()
+	spec.Process.Terminal = false
+	spec.Process.Args = []string{"/noop"}
+	spec.Root = &specs.Root{Path: rootfs}
+	spec.Hostname = warmUpID
+	spec.Linux.CgroupsPath = "/lodge/" + warmUpID
+	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: warmUpID, Spec: spec})
+	if err != nil {
+		return fmt.Errorf("warm-up config: %w", err)
+	}
+	lc, err := libcontainer.Create(stateDir, warmUpID, cfg)
+	if err != nil {
+		return fmt.Errorf("warm-up create: %w", err)
+	}
+	lp, err := newProcess(spec.Process)
+	pid := 0
+	if err == nil {
+		lp.Init = true
+		if err = lc.Start(lp); err != nil {
+			err = fmt.Errorf("warm-up start: %w", err)
+		}
+		pid, _ = lp.Pid()
+	}
+	// Destroy kills the init waiting to be started; then it is reaped.
+	if derr := lc.Destroy(); derr != nil && err == nil {
+		err = fmt.Errorf("warm-up destroy: %w", derr)
+	}
+	if pid > 0 {
+		lp.Wait() //nolint:errcheck // killed
+	}
+	if err == nil {
+		log.Info("warm-up container made", "took", time.Since(start).Round(time.Millisecond))
+	}
+	return err
+}
