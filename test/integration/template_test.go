@@ -389,3 +389,28 @@ func (f *fixture) startOfAnn(ann map[string]string) string {
 	f.t.Helper()
 	return f.startOf("owners-start", ann, "true")["io.lodge.start"]
 }
+
+// A template's guest made and destroyed one container before its snapshot
+// (agent.WarmUp): a clone of it, seen by guest root through the agent's
+// root, holds nothing of that container (state, cgroup, root directory),
+// only its own.
+func TestCloneHoldsNoWarmUpContainer(t *testing.T) {
+	f := newFixture(t)
+	probe := privilegedSpec("sh", "-c", `r=/proc/1/root
+		echo "state: $(ls $r/run/lodge/containers)"
+		echo "cgroups: $(ls -d $r/sys/fs/cgroup/lodge/*/ 2>/dev/null | xargs -n1 basename 2>/dev/null)"
+		echo "tmp: $(ls $r/tmp)"`)
+	probe.Linux.Namespaces = withoutNamespace(probe.Linux.Namespaces, specs.PIDNamespace)
+	f.writeSpec(probe)
+	r := f.run("warm-probe", "")
+	if r.code != 0 || !strings.Contains(r.stdout, "state: warm-probe") {
+		t.Fatalf("exit %d, stdout %q, stderr %q: want the agent's state to list this container", r.code, r.stdout, r.stderr)
+	}
+	if strings.Contains(r.stdout, "warm-up") {
+		t.Errorf("the clone holds the template's warm-up container:\n%s", r.stdout)
+	}
+	if got := f.startOf("warm-start", nil, "true")["io.lodge.start"]; got != "clone" {
+		t.Fatalf("started as %q, want a clone", got)
+	}
+	t.Log(r.stdout)
+}
