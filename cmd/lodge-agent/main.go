@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	_ "github.com/opencontainers/cgroups/devices" // device rules for container cgroups
@@ -25,6 +26,18 @@ const stateDir = "/run/lodge/containers"
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
+
+// The main goroutine keeps the main thread for as long as the agent runs,
+// so that no other goroutine ever runs on it. libcontainer starts a
+// goroutine that locks its thread, unshares CLONE_FS and joins the
+// container's mount namespace, leaving the thread to die with it; the Go
+// runtime never ends the main thread, though, and parks it instead: had
+// that goroutine run there, the agent's main thread (what /proc/1 and
+// /proc/self show: root, mount namespace, mountinfo) would stay in that
+// container's mount namespace and root for good. Seen in clones of
+// templates whose agent made a container while main() waited for it
+// (/proc/1/root was the warm-up container's deleted root).
+func init() { runtime.LockOSThread() }
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "init" {
