@@ -69,11 +69,10 @@ for t in validation/*/*.t; do
     if grep -q '"error"' "$RES/$name.tap"; then
       f=1; note="$note $(grep -m1 '"error"' "$RES/$name.tap" | sed 's/^ *"error": *//' | cut -c1-100)"
     elif [ $rc -eq 0 ]; then p=1
-    else f=1; note="$note $(tr '\n' ' ' < "$RES/$name.err" | cut -c1-140)"
     fi
   fi
-  # A program that stopped with an error after some points (util.Fatal)
-  # failed, whatever it printed before.
+  # A program that exited non-zero failed, whatever points it printed
+  # before (util.Fatal after some) or none.
   if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then
     f=1; note="$note $(tr '\n' ' ' < "$RES/$name.err" | cut -c1-140)"
   fi
