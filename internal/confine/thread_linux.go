@@ -95,9 +95,10 @@ func StartConfined(cmd *exec.Cmd, jail *Jail, keep []uintptr) (wait <-chan error
 	// it: the thread creates it as the program's own host user (its
 	// effective uid, keeping its capabilities), not as root, lest any
 	// process of uid 0 could trace the program.
+	userns := cmd.SysProcAttr.Cloneflags&unix.CLONE_NEWUSER != 0
 	var groups []uint32
 	owner := -1
-	if cred := cmd.SysProcAttr.Credential; cred != nil && cmd.SysProcAttr.Cloneflags&unix.CLONE_NEWUSER != 0 {
+	if cred := cmd.SysProcAttr.Credential; cred != nil && userns {
 		groups = append([]uint32{}, cred.Groups...)
 		cred.Groups, cred.NoSetGroups = nil, true
 		for _, m := range cmd.SysProcAttr.UidMappings {
@@ -116,7 +117,7 @@ func StartConfined(cmd *exec.Cmd, jail *Jail, keep []uintptr) (wait <-chan error
 			}
 		}
 		var extra []uint
-		if cmd.SysProcAttr.Cloneflags&unix.CLONE_NEWUSER != 0 {
+		if userns {
 			if err := threadGroups(groups); err != nil {
 				return err
 			}

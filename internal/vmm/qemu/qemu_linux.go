@@ -292,12 +292,13 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 	// QEMU holds its own copies now. Ours must go at once: while we hold a
 	// listener, a connection to it waits in its backlog even if QEMU died.
 	closeFiles()
-	if err != nil && cmd.SysProcAttr.Cloneflags&unix.CLONE_NEWUSER != 0 && (errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EPERM)) {
-		return nil, fmt.Errorf("qemu: start %s: %w (a clone's QEMU runs in a user namespace of its own: "+
-			"does this host allow them? sysctl user.max_user_namespaces must be above 0)", d.Binary, err)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("qemu: start %s: %w", d.Binary, err)
+		hint := ""
+		if cmd.SysProcAttr.Cloneflags&unix.CLONE_NEWUSER != 0 && (errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EPERM)) {
+			hint = " (a clone's QEMU runs in a user namespace of its own: does this host allow them? " +
+				"sysctl user.max_user_namespaces must be above 0)"
+		}
+		return nil, fmt.Errorf("qemu: start %s: %w%s", d.Binary, err, hint)
 	}
 	v := &vm{cfg: cfg, cmd: cmd, log: log, done: make(chan struct{}), qmpPath: qmpPath, agentPath: agentPath, lease: lease,
 		info: vmm.Info{PID: cmd.Process.Pid, Accel: cfg.Accel, Console: filepath.Join(cfg.StateDir, ConsoleLog), Started: started}}
