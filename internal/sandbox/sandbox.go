@@ -188,7 +188,12 @@ func HostOverheadMiB(accel vmm.Accel) int {
 // its memory but a host process misbehaving.
 func (s *Sandbox) HostMemoryBytes() int64 { return s.hostMemory }
 
+// hostMemoryOf is HostMemoryBytes of a VM vc: 0 (no bound) for one
+// without a memory size, as before it was kept apart from the VM's config.
 func hostMemoryOf(vc vmm.Config) int64 {
+	if vc.MemoryMiB == 0 {
+		return 0
+	}
 	return int64(vc.MemoryMiB+HostOverheadMiB(vc.Accel)) << 20
 }
 
