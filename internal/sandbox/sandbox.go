@@ -189,7 +189,7 @@ func HostOverheadMiB(accel vmm.Accel) int {
 func (s *Sandbox) HostMemoryBytes() int64 { return s.hostMemory }
 
 // hostMemoryOf is HostMemoryBytes of a VM vc: 0 (no bound) for one
-// without a memory size, as before it was kept apart from the VM's config.
+// without a memory size.
 func hostMemoryOf(vc vmm.Config) int64 {
 	if vc.MemoryMiB == 0 {
 		return 0

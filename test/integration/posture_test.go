@@ -140,10 +140,10 @@ func TestHostProcessPosture(t *testing.T) {
 			// own user, and no other QEMU's. There it is not root, and the
 			// bounding set is the namespace's full one (the kernel's for a
 			// new namespace), which no_new_privs keeps it from ever gaining.
-			prm, eff, amb := capMask(t, q, "CapPrm"), capMask(t, q, "CapEff"), capMask(t, q, "CapAmb")
-			if prm != tc.qemuCaps || eff != tc.qemuCaps || amb != tc.qemuCaps || tc.qemuCaps == 0 && capMask(t, q, "CapBnd") != 0 {
+			prm, eff, amb, bnd := capMask(t, q, "CapPrm"), capMask(t, q, "CapEff"), capMask(t, q, "CapAmb"), capMask(t, q, "CapBnd")
+			if prm != tc.qemuCaps || eff != tc.qemuCaps || amb != tc.qemuCaps || tc.qemuCaps == 0 && bnd != 0 {
 				t.Errorf("QEMU: CapPrm %#x CapEff %#x CapAmb %#x CapBnd %#x, want %#x (and an empty bounding set cold)",
-					prm, eff, amb, capMask(t, q, "CapBnd"), tc.qemuCaps)
+					prm, eff, amb, bnd, tc.qemuCaps)
 			}
 			mine, _ := os.Readlink("/proc/self/ns/user")
 			theirs, _ := os.Readlink("/proc/" + q.pid + "/ns/user")

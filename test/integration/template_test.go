@@ -361,7 +361,7 @@ func TestVolumeOwners(t *testing.T) {
 			if r.code != 0 || !strings.Contains(r.stdout, "secret=1000:1000") || !strings.Contains(r.stdout, "s3cret") || !strings.Contains(r.stdout, "wrote") {
 				t.Fatalf("as root: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 			}
-			if got := f.startOfAnn(ann); got != name {
+			if got := f.startOf("owners-start", ann, "true")["io.lodge.start"]; got != name {
 				t.Fatalf("started as %q, want %q", got, name)
 			}
 
@@ -382,12 +382,6 @@ func TestVolumeOwners(t *testing.T) {
 			}
 		})
 	}
-}
-
-// startOfAnn is the start path of a short container with annotations ann.
-func (f *fixture) startOfAnn(ann map[string]string) string {
-	f.t.Helper()
-	return f.startOf("owners-start", ann, "true")["io.lodge.start"]
 }
 
 // A template's guest made and destroyed one container before its snapshot

@@ -14,9 +14,8 @@ import (
 	"github.com/lodgeruntime/lodge/internal/oci"
 )
 
-// warmUpID names the container WarmUp makes (not a valid host id: it has
-// no pod or sandbox prefix a host would choose, and it is gone before any
-// host connects).
+// warmUpID names the container WarmUp makes; it is gone before any host
+// connects, so no host's container can meet it.
 const warmUpID = "lodge-warm-up"
 
 // WarmUp creates a container and destroys it without starting it, before
