@@ -170,6 +170,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (*Con
 		Rootfs:      rootfs,
 		Stdio:       wireStdio(cc.Stdio),
 		Submounts:   submounts,
+		PodSandbox:  cc.Pod != nil && cc.Pod.SandboxContainer == "" && s.agent.Has(agentv1.CapPodHolder),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("container %s: create in guest: %w", cc.ID, err)

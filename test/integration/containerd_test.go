@@ -55,7 +55,10 @@ state = %q
 		cfg += "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"
 	} else {
 		c.ns = "k8s.io"
-		cfg += fmt.Sprintf(`[plugins."io.containerd.grpc.v1.cri"]
+		// Debug: shims forward their guests' agent logs (see TestShimCRIPod).
+		cfg += fmt.Sprintf(`[debug]
+  level = "debug"
+[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = %q
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"

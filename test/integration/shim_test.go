@@ -317,7 +317,8 @@ func TestShimCRIPod(t *testing.T) {
 		"metadata":      map[string]any{"name": "web", "namespace": "lodge", "uid": "uid-web", "attempt": 1},
 		"hostname":      "webpod",
 		"log_directory": logs,
-		"linux":         map[string]any{"cgroup_parent": podCg},
+		"linux": map[string]any{"cgroup_parent": podCg,
+			"sysctls": map[string]string{"kernel.shm_rmid_forced": "1", "kernel.msgmax": "12345"}},
 	})
 	pod, err := c.crictl("runp", "--runtime", "lodge", podCfg)
 	if err != nil {
@@ -419,6 +420,20 @@ func TestShimCRIPod(t *testing.T) {
 	}
 	if out, err := c.crictl("exec", client, "hostname"); err != nil || out != "webpod" {
 		t.Errorf("hostname: %v: %q", err, out)
+	}
+	// The pod's sandbox container was made as a pod holder (no full
+	// container runtime: see the agent's holder_linux.go) and holds what
+	// the pod's containers share: its PID namespace (crictl's default
+	// for a pod), where it is PID 1, and its IPC namespace, with the pod's
+	// sysctls.
+	if b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log")); !bytes.Contains(b, []byte("pod holder created")) {
+		t.Errorf("the pod's sandbox container was not made as a pod holder (no \"pod holder created\" in containerd.log)")
+	}
+	if out, err := c.crictl("exec", client, "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline"); err != nil || out != "sleep 2147483647" {
+		t.Errorf("PID 1 of the pod's PID namespace: %v: %q, want the pause program", err, out)
+	}
+	if out, err := c.crictl("exec", client, "cat", "/proc/sys/kernel/shm_rmid_forced", "/proc/sys/kernel/msgmax"); err != nil || out != "1\n12345" {
+		t.Errorf("pod sysctls in a container: %v: %q, want 1 and 12345", err, out)
 	}
 	if out, err := c.crictl("exec", client, "sh", "-c", "exit 5"); err == nil {
 		t.Errorf("exec exit 5 reported as success: %q", out)

@@ -420,7 +420,12 @@ type CreateRequest struct {
 	// agent enters each before the container exists, so that virtio-fs makes
 	// its submount then (a submount made later, inside the container's
 	// read-only bind, would inherit the bind's read-only flag).
-	Submounts     []string `protobuf:"bytes,5,rep,name=submounts,proto3" json:"submounts,omitempty"`
+	Submounts []string `protobuf:"bytes,5,rep,name=submounts,proto3" json:"submounts,omitempty"`
+	// The container is a pod's sandbox container: it holds the namespaces
+	// the pod's other containers join and runs only its pause program. An
+	// agent with the "pod-holder" capability may make it without a full
+	// container runtime (a pod holder: see the agent's holder.go).
+	PodSandbox    bool `protobuf:"varint,6,opt,name=pod_sandbox,json=podSandbox,proto3" json:"pod_sandbox,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -488,6 +493,13 @@ func (x *CreateRequest) GetSubmounts() []string {
 		return x.Submounts
 	}
 	return nil
+}
+
+func (x *CreateRequest) GetPodSandbox() bool {
+	if x != nil {
+		return x.PodSandbox
+	}
+	return false
 }
 
 type CreateResponse struct {
@@ -1460,13 +1472,15 @@ const file_agent_proto_rawDesc = "" +
 	"\x05stdin\x18\x01 \x01(\bR\x05stdin\x12\x16\n" +
 	"\x06stdout\x18\x02 \x01(\bR\x06stdout\x12\x16\n" +
 	"\x06stderr\x18\x03 \x01(\bR\x06stderr\x12\x1a\n" +
-	"\bterminal\x18\x04 \x01(\bR\bterminal\"\xc1\x01\n" +
+	"\bterminal\x18\x04 \x01(\bR\bterminal\"\xe2\x01\n" +
 	"\rCreateRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
 	"\x04spec\x18\x02 \x01(\fR\x04spec\x12.\n" +
 	"\x06rootfs\x18\x03 \x01(\v2\x16.lodge.agent.v1.RootfsR\x06rootfs\x12+\n" +
 	"\x05stdio\x18\x04 \x01(\v2\x15.lodge.agent.v1.StdioR\x05stdio\x12\x1c\n" +
-	"\tsubmounts\x18\x05 \x03(\tR\tsubmounts\"\"\n" +
+	"\tsubmounts\x18\x05 \x03(\tR\tsubmounts\x12\x1f\n" +
+	"\vpod_sandbox\x18\x06 \x01(\bR\n" +
+	"podSandbox\"\"\n" +
 	"\x0eCreateResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\"1\n" +
 	"\fStartRequest\x12!\n" +

@@ -23,4 +23,8 @@ const (
 	// CapLayers: the agent builds a root from erofs layer images and a
 	// writable ext4 image (Rootfs.layers, Rootfs.writable).
 	CapLayers = "layers"
+	// CapPodHolder: the agent makes a pod's sandbox container (CreateRequest.
+	// pod_sandbox) as a pod holder, a process in the pod's new namespaces
+	// running the pause program, rather than as a full container.
+	CapPodHolder = "pod-holder"
 )

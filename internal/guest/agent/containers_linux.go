@@ -43,9 +43,25 @@ type containers struct {
 	shares map[string]string // mounted share tags: their file system type
 }
 
+// runner is what the agent does with a container: a libcontainer
+// container, or a pod holder (see holder_linux.go).
+type runner interface {
+	ID() string
+	Exec() error
+	Run(*libcontainer.Process) error
+	Processes() ([]int, error)
+	Signal(os.Signal) error
+	Pause() error
+	Resume() error
+	Stats() (*libcontainer.Stats, error)
+	Config() configs.Config
+	Set(configs.Config) error
+	Destroy() error
+}
+
 // container is one OCI container in the guest.
 type container struct {
-	c *libcontainer.Container
+	c runner
 	// binds are the submounts made mounts of their own in the agent's
 	// namespace (9p shares), unmounted when the container goes.
 	binds []string
@@ -185,6 +201,13 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
+	if req.PodSandbox {
+		plan, why := planHolder(&spec, rootfs, req.Stdio)
+		if plan != nil {
+			return cs.createHolder(id, rootfs, plan, cfg, binds, layered, &cu)
+		}
+		cs.log.Info("pod sandbox as a full container", "container_id", id, "why", why)
+	}
 	t0 := time.Now()
 	lc, err := libcontainer.Create(cs.stateDir, id, cfg)
 	if err != nil {
@@ -208,6 +231,27 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 	cu.Release()
 	cs.log.Info("container created", "container_id", id, "pid", p.pid,
 		"libcontainer_create", t1.Sub(t0).Round(time.Millisecond), "init_start", time.Since(t1).Round(time.Millisecond))
+	return &agentv1.CreateResponse{Pid: int32(p.pid)}, nil
+}
+
+// createHolder makes the pod holder of plan and registers it as container
+// id (whose reserved id, binds and layered root cu undoes on error).
+func (cs *containers) createHolder(id, rootfs string, plan *holderPlan, cfg *configs.Config,
+	binds, layered []string, cu *rollback.Stack) (*agentv1.CreateResponse, error) {
+	t0 := time.Now()
+	h, err := startHolder(id, rootfs, plan, cfg, cs.reaper)
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "pod holder: %v", err)
+	}
+	p := &process{p: h.proc, pid: h.proc.Pid, exited: make(chan struct{}), reaper: cs.reaper}
+	go p.wait()
+	c := &container{c: h, binds: binds, layered: layered, procs: map[string]*process{"": p}}
+	cs.mu.Lock()
+	cs.byID[id] = c
+	cs.mu.Unlock()
+	cu.Release()
+	cs.log.Info("pod holder created", "container_id", id, "pid", p.pid, "program", plan.path,
+		"took", time.Since(t0).Round(time.Millisecond))
 	return &agentv1.CreateResponse{Pid: int32(p.pid)}, nil
 }
 
@@ -522,14 +566,14 @@ func (cs *containers) ResizePty(ctx context.Context, req *agentv1.ResizePtyReque
 }
 
 func (cs *containers) Pause(ctx context.Context, req *agentv1.ContainerRequest) (*agentv1.Empty, error) {
-	return cs.each(req, (*libcontainer.Container).Pause)
+	return cs.each(req, runner.Pause)
 }
 
 func (cs *containers) Resume(ctx context.Context, req *agentv1.ContainerRequest) (*agentv1.Empty, error) {
-	return cs.each(req, (*libcontainer.Container).Resume)
+	return cs.each(req, runner.Resume)
 }
 
-func (cs *containers) each(req *agentv1.ContainerRequest, f func(*libcontainer.Container) error) (*agentv1.Empty, error) {
+func (cs *containers) each(req *agentv1.ContainerRequest, f func(runner) error) (*agentv1.Empty, error) {
 	c, err := cs.get(req.ContainerId)
 	if err != nil {
 		return nil, err

@@ -30,7 +30,7 @@ const outputDrain = 5 * time.Second
 
 // process is a container's init or exec'd process.
 type process struct {
-	p       *libcontainer.Process
+	p       waitSignaller // a *libcontainer.Process, or a pod holder's *os.Process
 	pid     int
 	console *os.File       // terminal master, nil without a terminal
 	output  sync.WaitGroup // copies to the host
@@ -38,6 +38,12 @@ type process struct {
 	exited  chan struct{}  // closed once waited for
 	status  *agentv1.WaitResponse
 	reaper  *reaper // told once the process is waited for
+}
+
+// waitSignaller is a process the agent started.
+type waitSignaller interface {
+	Wait() (*os.ProcessState, error)
+	Signal(os.Signal) error
 }
 
 // startProcess wires lp's stdio to the host's streams (or /dev/null), calls

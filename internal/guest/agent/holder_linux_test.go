@@ -1,0 +1,193 @@
+package agent
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
+)
+
+// pauseSpec is a pod sandbox container's spec as containerd's CRI makes
+// it, in the guest (no network namespace: the pod's is the VM's).
+func pauseSpec() *specs.Spec {
+	return &specs.Spec{
+		Hostname: "podhost",
+		Process: &specs.Process{Args: []string{"sleep", "1000"}, Env: []string{"PATH=/bin"},
+			User:            specs.User{UID: 65535, GID: 65535},
+			Capabilities:    &specs.LinuxCapabilities{Bounding: []string{"CAP_CHOWN", "CAP_KILL"}},
+			NoNewPrivileges: true},
+		Linux: &specs.Linux{
+			Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace},
+				{Type: specs.UTSNamespace}, {Type: specs.MountNamespace}},
+			Sysctl: map[string]string{"kernel.msgmax": "12345"},
+		},
+	}
+}
+
+// pauseRoot is a root with busybox as /bin/busybox and /bin/sleep.
+func pauseRoot(t *testing.T) string {
+	t.Helper()
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skip("busybox not installed")
+	}
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "bin"), 0o755)
+	b, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(root, "bin", "busybox"), b, 0o755)
+	os.Symlink("busybox", filepath.Join(root, "bin", "sleep"))
+	return root
+}
+
+// A spec that a pod holder cannot serve as asked gets a full container,
+// with the reason; one it can serve gets a plan with the program found in
+// the root through the container's PATH.
+func TestPlanHolder(t *testing.T) {
+	root := pauseRoot(t)
+	os.WriteFile(filepath.Join(root, "bin", "suid"), []byte("x"), 0o755)
+	os.Chmod(filepath.Join(root, "bin", "suid"), 0o755|os.ModeSetuid)
+	// A symlink to the host's busybox, and one to the root's own.
+	os.Symlink("../../../../../../usr/bin/busybox", filepath.Join(root, "bin", "escape"))
+	os.Symlink("/bin/busybox", filepath.Join(root, "bin", "abs"))
+	plan, why := planHolder(pauseSpec(), root, nil)
+	if plan == nil {
+		t.Fatalf("the pause spec needs a full container: %s", why)
+	}
+	if plan.path != "/bin/busybox" || plan.cloneflags != unix.CLONE_NEWPID|unix.CLONE_NEWIPC|unix.CLONE_NEWUTS ||
+		plan.sysctls["kernel.msgmax"] != "12345" || len(plan.bounding) != 2 || plan.cred.Uid != 65535 {
+		t.Errorf("plan %+v", plan)
+	}
+	if p, why := planHolder(func() *specs.Spec { s := pauseSpec(); s.Process.Args[0] = "/bin/abs"; return s }(), root, nil); p == nil || p.path != "/bin/busybox" {
+		t.Errorf("a symlink to the program: %+v, %s", p, why)
+	}
+	for name, c := range map[string]struct {
+		edit  func(*specs.Spec)
+		stdio *agentv1.Stdio
+		why   string
+	}{
+		"seccomp": {edit: func(s *specs.Spec) { s.Linux.Seccomp = &specs.LinuxSeccomp{} }, why: "seccomp"},
+		"user ns": {edit: func(s *specs.Spec) {
+			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		}, why: "user namespace"},
+		"ns path":              {edit: func(s *specs.Spec) { s.Linux.Namespaces[1].Path = "/proc/1/ns/ipc" }, why: "ipc namespace"},
+		"net sysctl":           {edit: func(s *specs.Spec) { s.Linux.Sysctl["net.ipv4.ip_forward"] = "1" }, why: "sysctl net.ipv4.ip_forward"},
+		"ipc sysctl, host ipc": {edit: func(s *specs.Spec) { s.Linux.Namespaces = s.Linux.Namespaces[:1] }, why: "sysctl kernel.msgmax"},
+		"hostname, host uts": {edit: func(s *specs.Spec) {
+			s.Linux.Namespaces = s.Linux.Namespaces[:2]
+			s.Linux.Sysctl = nil
+		}, why: "UTS namespace"},
+		"unknown cap":  {edit: func(s *specs.Spec) { s.Process.Capabilities.Bounding = []string{"CAP_NOPE"} }, why: "CAP_NOPE"},
+		"terminal":     {edit: func(s *specs.Spec) { s.Process.Terminal = true }, why: "terminal"},
+		"stdio":        {stdio: &agentv1.Stdio{Stdout: true}, why: "stdio"},
+		"missing":      {edit: func(s *specs.Spec) { s.Process.Args[0] = "pause" }, why: `"pause" is not an executable`},
+		"outside root": {edit: func(s *specs.Spec) { s.Process.Args[0] = "escape" }, why: "not an executable"},
+		"setuid":       {edit: func(s *specs.Spec) { s.Process.Args[0] = "suid" }, why: "setuid"},
+	} {
+		s := pauseSpec()
+		if c.edit != nil {
+			c.edit(s)
+		}
+		p, why := planHolder(s, root, c.stdio)
+		if p != nil || !strings.Contains(why, c.why) {
+			t.Errorf("%s: plan %+v, why %q, want a full container because of %q", name, p, why, c.why)
+		}
+	}
+}
+
+// A holder runs its program in new namespaces named and set as its spec
+// says, in its cgroup, with its bounding set and no_new_privs; Destroy
+// leaves no process or cgroup.
+func TestHolder(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	root := pauseRoot(t)
+	spec := pauseSpec()
+	plan, why := planHolder(spec, root, nil)
+	if plan == nil {
+		t.Fatal(why)
+	}
+	id := fmt.Sprintf("holder-test-%d", os.Getpid())
+	spec.Root = &specs.Root{Path: root}
+	spec.Linux.CgroupsPath = "/" + id
+	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newReaper()
+	h, err := startHolder(id, root, plan, cfg, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := h.proc.Pid
+	exited := make(chan struct{})
+	go func() { h.proc.Wait(); close(exited) }()
+	defer h.Destroy()
+
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, want := range []string{"NoNewPrivs:\t1", "Uid:\t65535\t65535\t65535\t65535", "CapEff:\t0000000000000000",
+		fmt.Sprintf("CapBnd:\t%016x", 1<<unix.CAP_CHOWN|1<<unix.CAP_KILL)} {
+		if !strings.Contains(string(status), want+"\n") {
+			t.Errorf("holder status lacks %q:\n%s", want, status)
+		}
+	}
+	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); string(b) != "sleep\x001000\x00" {
+		t.Errorf("cmdline %q", b)
+	}
+	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid)); !strings.Contains(string(b), ":/"+id+"\n") {
+		t.Errorf("cgroup %q, want /%s", b, id)
+	}
+	for _, ns := range []string{"pid", "ipc", "uts"} {
+		mine, _ := os.Readlink("/proc/self/ns/" + ns)
+		its, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, ns))
+		if its == mine {
+			t.Errorf("the holder shares this process's %s namespace", ns)
+		}
+	}
+	var host, msgmax string
+	onOwnThread(func() error {
+		join := func(ns string, flag int) {
+			fd, _ := unix.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, ns), unix.O_RDONLY, 0)
+			unix.Setns(fd, flag)
+			unix.Close(fd)
+		}
+		join("uts", unix.CLONE_NEWUTS)
+		join("ipc", unix.CLONE_NEWIPC)
+		host, _ = os.Hostname()
+		b, _ := os.ReadFile("/proc/sys/kernel/msgmax")
+		msgmax = strings.TrimSpace(string(b))
+		return nil
+	})
+	if host != "podhost" || msgmax != "12345" {
+		t.Errorf("in the holder's namespaces: hostname %q, kernel.msgmax %q; want podhost, 12345", host, msgmax)
+	}
+	if err := h.Run(nil); err == nil {
+		t.Errorf("exec into a holder succeeded")
+	}
+	if err := h.Destroy(); err != nil {
+		t.Errorf("destroy: %v", err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the holder's program outlived Destroy")
+	}
+	if left, _ := filepath.Glob("/sys/fs/cgroup/*/" + id); len(left) > 0 {
+		t.Errorf("the holder's cgroup is left: %v", left)
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/" + id); !os.IsNotExist(err) {
+		t.Errorf("the holder's cgroup is left: %v", err)
+	}
+}
