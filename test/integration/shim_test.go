@@ -465,13 +465,20 @@ func TestShimCRIPod(t *testing.T) {
 	c.removePod(pod)
 
 	// A pod whose shim is killed: its VM goes too, and CRI can still stop
-	// and remove the pod, leaving nothing behind.
+	// and remove the pod, leaving nothing behind. Its seccomp profile
+	// (RuntimeDefault, which containerd applies to the sandbox container
+	// too) is more than a pod holder applies: its sandbox container is a
+	// full container.
 	pod2, err := c.crictl("runp", "--runtime", "lodge", writeJSON(t, map[string]any{
 		"metadata": map[string]any{"name": "doomed", "namespace": "lodge", "uid": "uid-doomed", "attempt": 1},
-		"linux":    map[string]any{},
+		"linux":    map[string]any{"security_context": map[string]any{"seccomp": map[string]any{"profile_type": 0}}},
 	}))
 	if err != nil {
 		t.Fatalf("runp: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log")); !bytes.Contains(b, []byte(`pod sandbox as a full container`)) ||
+		!bytes.Contains(b, []byte(`why=\"it asks for a seccomp filter`)) {
+		t.Errorf("a pod with a seccomp profile: its sandbox container was not made as a full container for its filter")
 	}
 	rs = c.podRecords()
 	if len(rs) != 1 {

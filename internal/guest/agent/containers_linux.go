@@ -170,15 +170,40 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 		return nil, status.Errorf(codes.Internal, "submount: %v", berr)
 	}
 	var layered []string
-	if len(req.Rootfs.Layers) > 0 {
+	cu.Add(func() { unmountLayered(layered) })
+	buildRoot := func(writable string) error {
 		t := time.Now()
-		root, mounts, err := layeredRoot(share, req.Rootfs.Layers, req.Rootfs.Writable)
+		root, mounts, err := layeredRoot(share, req.Rootfs.Layers, writable)
 		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "rootfs: %v", err)
+			return status.Errorf(codes.InvalidArgument, "rootfs: %v", err)
 		}
-		cs.log.Info("root from layers", "container_id", id, "layers", len(req.Rootfs.Layers), "took", time.Since(t).Round(time.Millisecond))
-		cu.Add(func() { unmountLayered(mounts) })
+		cs.log.Info("root from layers", "container_id", id, "layers", len(req.Rootfs.Layers),
+			"writable", writable != "", "took", time.Since(t).Round(time.Millisecond))
 		rootfs, layered = root, mounts
+		return nil
+	}
+	if len(req.Rootfs.Layers) > 0 {
+		writable := req.Rootfs.Writable
+		if req.PodSandbox {
+			writable = "" // a pod holder's root is its image's layers alone
+		}
+		if err := buildRoot(writable); err != nil {
+			return nil, err
+		}
+	}
+	var holder *holderPlan
+	if req.PodSandbox {
+		var why string
+		if holder, why = planHolder(&spec, rootfs, req.Stdio); holder == nil {
+			cs.log.Info("pod sandbox as a full container", "container_id", id, "why", why)
+			if len(req.Rootfs.Layers) > 0 {
+				unmountLayered(layered)
+				layered = nil
+				if err := buildRoot(req.Rootfs.Writable); err != nil {
+					return nil, err
+				}
+			}
+		}
 	}
 
 	if shareFS == "9p" && len(req.Rootfs.Layers) == 0 {
@@ -201,12 +226,8 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
-	if req.PodSandbox {
-		plan, why := planHolder(&spec, rootfs, req.Stdio)
-		if plan != nil {
-			return cs.createHolder(id, rootfs, plan, cfg, binds, layered, &cu)
-		}
-		cs.log.Info("pod sandbox as a full container", "container_id", id, "why", why)
+	if holder != nil {
+		return cs.createHolder(id, rootfs, holder, cfg, binds, layered, &cu)
 	}
 	t0 := time.Now()
 	lc, err := libcontainer.Create(cs.stateDir, id, cfg)

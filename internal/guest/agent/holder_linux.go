@@ -266,7 +266,10 @@ func withoutDevices(r *cgroups.Resources) *cgroups.Resources {
 }
 
 // onOwnThread runs f on a thread of its own that ends with it: f may
-// change the thread's credentials or namespaces for good.
+// change the thread's credentials or namespaces for good. The process's
+// main thread must be its main goroutine's (lodge-agent locks it in init):
+// the Go runtime parks a locked main thread instead of ending it, and what
+// f did to it would then be what /proc/self shows.
 func onOwnThread(f func() error) error {
 	errc := make(chan error, 1)
 	go func() {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,10 @@ import (
 
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
 )
+
+// The main goroutine keeps the main thread, as in lodge-agent, so that
+// onOwnThread never changes the thread /proc/self shows.
+func init() { runtime.LockOSThread() }
 
 // pauseSpec is a pod sandbox container's spec as containerd's CRI makes
 // it, in the guest (no network namespace: the pod's is the VM's).

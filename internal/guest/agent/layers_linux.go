@@ -25,12 +25,13 @@ var rootSeq atomic.Uint64
 
 // layeredRoot builds a container's root from files in the share: each
 // erofs layer image (topmost first) on a read-only loop device, the
-// writable ext4 image on a read-write one, and overlayfs over them. It
-// returns the root and the mounts it made, in order (unmountAll undoes
-// them); on error it has undone its own.
+// writable ext4 image on a read-write one, and overlayfs over them. With
+// no writable image the root is read-only: the one layer itself, or a
+// read-only overlay of the layers. It returns the root and the mounts it
+// made, in order (unmountAll undoes them); on error it has undone its own.
 func layeredRoot(share string, layers []string, writable string) (root string, mounts []string, err error) {
-	if len(layers) == 0 || writable == "" {
-		return "", nil, errors.New("a layered root needs layers and a writable image")
+	if len(layers) == 0 {
+		return "", nil, errors.New("a layered root needs layers")
 	}
 	base := filepath.Join(layersDir, strconv.FormatUint(rootSeq.Add(1), 10))
 	defer func() {
@@ -55,6 +56,9 @@ func layeredRoot(share string, layers []string, writable string) (root string, m
 		}
 		mounts = append(mounts, dir)
 		lowers = append(lowers, dir)
+	}
+	if writable == "" {
+		return readonlyRoot(base, lowers, mounts)
 	}
 	img, err := shareRelative(share, writable)
 	if err != nil {
@@ -84,6 +88,27 @@ func layeredRoot(share string, layers []string, writable string) (root string, m
 	}
 	mounts = append(mounts, root)
 	return root, mounts, nil
+}
+
+// readonlyRoot is the read-only root of the layers mounted at lowers
+// (topmost first): the one layer itself, or an overlay without an upper
+// layer, which overlayfs makes read-only.
+func readonlyRoot(base string, lowers, mounts []string) (string, []string, error) {
+	if len(lowers) == 1 {
+		return lowers[0], mounts, nil
+	}
+	root := filepath.Join(base, "root")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return "", mounts, err
+	}
+	data := "lowerdir=" + strings.Join(lowers, ":")
+	if len(data) >= unix.Getpagesize() {
+		return "", mounts, fmt.Errorf("%d layers: overlay options too long", len(lowers))
+	}
+	if err := unix.Mount("overlay", root, "overlay", unix.MS_RDONLY, data); err != nil {
+		return "", mounts, fmt.Errorf("mount read-only overlay of %d layers: %w", len(lowers), err)
+	}
+	return root, append(mounts, root), nil
 }
 
 // unmountLayered undoes what layeredRoot made.
