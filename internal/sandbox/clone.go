@@ -147,6 +147,7 @@ func createClone(ctx context.Context, deps Deps, cfg Config, log *slog.Logger, p
 		}
 		return nil, err
 	}
+	restored := time.Now()
 	client, err := connectAgent(rctx, vm, cloneRestoreTimeout)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -155,9 +156,12 @@ func createClone(ctx context.Context, deps Deps, cfg Config, log *slog.Logger, p
 		return nil, err
 	}
 	cu.Add(func() { client.Close() })
+	connected := time.Since(restored)
 	if err := identify(rctx, client, cfg.ID); err != nil {
 		return nil, err
 	}
+	log.Debug("clone's agent answered", "connect", connected.Round(time.Millisecond),
+		"identify", (time.Since(restored) - connected).Round(time.Millisecond))
 	if err := client.ForwardLogs(log); err != nil {
 		log.Warn("guest log stream", "err", err)
 	}

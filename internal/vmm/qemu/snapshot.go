@@ -62,6 +62,7 @@ func (v *vm) Restore(ctx context.Context, r *os.File) error {
 		return fmt.Errorf("qemu: restore of %s: not started to receive a state", v.cfg.ID)
 	}
 	q := v.qmp
+	start := time.Now()
 	for _, step := range []func() error{
 		func() error { return q.Execute(ctx, "migrate-set-capabilities", ignoreShared, nil) },
 		func() error { return q.PassFD(ctx, migrationFD, r) },
@@ -75,6 +76,7 @@ func (v *vm) Restore(ctx context.Context, r *os.File) error {
 			return v.exitError("restore", err)
 		}
 	}
+	v.log.Debug("qemu state loaded, guest running", "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
