@@ -1,5 +1,6 @@
 // Command lodge-agent is PID 1 inside a Lodge microVM. With the argument
-// "init" it is libcontainer's container init instead (runc init).
+// "init" it is libcontainer's container init instead (runc init), with
+// "holder" a pod holder's first step (agent.HolderInit).
 package main
 
 import (
@@ -42,6 +43,11 @@ func init() { runtime.LockOSThread() }
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "init" {
 		libcontainer.Init() // never returns
+	}
+	// (A holder is PID 1 of the pod's PID namespace too.)
+	if len(os.Args) > 1 && os.Args[1] == agent.HolderArg {
+		fmt.Fprintln(os.Stderr, agent.HolderInit(os.Args[2:])) // returns only on error
+		os.Exit(127)
 	}
 	if filepath.Base(os.Args[0]) == "modprobe" {
 		os.Exit(boot.Modprobe(os.Args[1:]))

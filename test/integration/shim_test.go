@@ -432,6 +432,12 @@ func TestShimCRIPod(t *testing.T) {
 	if out, err := c.crictl("exec", client, "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline"); err != nil || out != "sleep 2147483647" {
 		t.Errorf("PID 1 of the pod's PID namespace: %v: %q, want the pause program", err, out)
 	}
+	// The holder's mount namespace holds its root alone: a container that
+	// shares its PID namespace finds nothing of the guest's through it.
+	if out, err := c.crictl("exec", client, "sh", "-c",
+		`wc -l < /proc/1/mountinfo; [ "$(ls /proc/1/root/..)" = "$(ls /proc/1/root)" ] && echo root-is-top`); err != nil || out != "1\nroot-is-top" {
+		t.Errorf("the pod holder's mounts, from a container: %v: %q, want its root alone (1 mount, nothing above it)", err, out)
+	}
 	if out, err := c.crictl("exec", client, "cat", "/proc/sys/kernel/shm_rmid_forced", "/proc/sys/kernel/msgmax"); err != nil || out != "1\n12345" {
 		t.Errorf("pod sysctls in a container: %v: %q, want 1 and 12345", err, out)
 	}

@@ -18,14 +18,17 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/moby/sys/capability"
@@ -209,11 +212,12 @@ func startHolder(id, rootfs string, plan *holderPlan, cfg *configs.Config, r *re
 	if err := cg.Set(cgc.Resources); err != nil {
 		return nil, fmt.Errorf("cgroup: %w", err)
 	}
-	// No Pdeathsig: it would follow the thread that starts the program,
-	// which ends at once (see onOwnThread).
-	cmd := &exec.Cmd{Path: plan.path, Args: plan.args, Env: plan.env, Dir: plan.cwd,
-		SysProcAttr: &syscall.SysProcAttr{Chroot: rootfs, Cloneflags: plan.cloneflags, Setsid: true,
-			Credential: plan.cred}}
+	// The agent's own binary starts the holder (HolderInit: a mount
+	// namespace whose only mount is the root, then the spec's user and
+	// program). No Pdeathsig: it would follow the thread that starts the
+	// program, which ends at once (see onOwnThread).
+	cmd := &exec.Cmd{Path: "/proc/self/exe", Args: append([]string{os.Args[0], HolderArg}, plan.initArgs(rootfs)...),
+		Env: plan.env, SysProcAttr: &syscall.SysProcAttr{Cloneflags: plan.cloneflags | unix.CLONE_NEWNS, Setsid: true}}
 	// With cgroup v2 (the guest's) the program starts in its cgroup, which
 	// is then the root of its cgroup namespace; with v1 (some hosts that
 	// run the unit tests) it joins it once started.
@@ -226,12 +230,18 @@ func startHolder(id, rootfs string, plan *holderPlan, cfg *configs.Config, r *re
 		defer dir.Close()
 		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(dir.Fd())
 	}
+	// HolderInit reports a failure on this pipe; it closes on the exec.
+	report, reportW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer report.Close()
+	cmd.ExtraFiles = []*os.File{reportW}
 	started := r.starting()
 	err = onOwnThread(func() error {
-		if err := plan.restrictThread(); err != nil {
-			return err
-		}
-		if err := cmd.Start(); err != nil {
+		err := cmd.Start()
+		reportW.Close()
+		if err != nil {
 			return err
 		}
 		h.proc = cmd.Process
@@ -239,9 +249,22 @@ func startHolder(id, rootfs string, plan *holderPlan, cfg *configs.Config, r *re
 	})
 	if h.proc == nil {
 		started(0)
-		return nil, fmt.Errorf("start %s: %w", plan.path, err)
+		return nil, fmt.Errorf("start its program %s: %w", plan.path, err)
 	}
 	started(h.proc.Pid)
+	if err == nil {
+		report.SetReadDeadline(time.Now().Add(holderInitWait))
+		b, rerr := io.ReadAll(io.LimitReader(report, 1024))
+		switch {
+		case len(b) > 0:
+			err = errors.New(string(b))
+		case rerr != nil:
+			err = fmt.Errorf("wait for its program %s: %w", plan.path, rerr)
+		case exited(h.proc.Pid):
+			// The pipe also closes when the first step dies.
+			err = fmt.Errorf("its first step exited before it executed %s", plan.path)
+		}
+	}
 	if err == nil && !v2 {
 		err = cg.Apply(h.proc.Pid)
 	}
@@ -255,6 +278,115 @@ func startHolder(id, rootfs string, plan *holderPlan, cfg *configs.Config, r *re
 		return nil, err
 	}
 	return h, nil
+}
+
+// exited reports a child that has exited, without reaping it.
+func exited(pid int) bool {
+	var si unix.Siginfo
+	err := unix.Waitid(unix.P_PID, pid, &si, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	return err == nil && si.Signo != 0
+}
+
+// holderInitWait bounds how long a holder's start waits for HolderInit to
+// execute the program.
+const holderInitWait = 10 * time.Second
+
+// HolderArg, as the agent binary's first argument, makes it a pod
+// holder's first step (HolderInit).
+const HolderArg = "holder"
+
+// initArgs are HolderInit's arguments for a holder of p whose root is
+// rootfs.
+func (p *holderPlan) initArgs(rootfs string) []string {
+	groups := make([]string, len(p.cred.Groups))
+	for i, g := range p.cred.Groups {
+		groups[i] = strconv.FormatUint(uint64(g), 10)
+	}
+	var mask uint64
+	for c := range p.bounding {
+		mask |= 1 << c
+	}
+	return append([]string{rootfs, p.cwd, strconv.FormatUint(uint64(p.cred.Uid), 10),
+		strconv.FormatUint(uint64(p.cred.Gid), 10), "groups=" + strings.Join(groups, ","),
+		strconv.FormatUint(mask, 16), strconv.FormatBool(p.noNewPrivs), p.path}, p.args...)
+}
+
+// HolderInit is a pod holder's first step, run by the agent's binary in
+// the holder's new namespaces (lodge-agent holder ROOT CWD UID GID
+// groups=G,... BOUNDING-MASK NO-NEW-PRIVS PROGRAM ARGV...): it makes ROOT
+// the root of its mount namespace, alone (pivot_root, the agent's mounts
+// detached), so that nothing of the agent's mounts is reachable from the
+// holder, not even through /proc/PID/root/.. by a container that shares
+// its PID namespace; then it takes the spec's bounding set, user, groups
+// and no_new_privs and executes the program. It returns only on error.
+func HolderInit(args []string) error {
+	if len(args) < 9 {
+		return errors.New("holder: too few arguments")
+	}
+	// The bounding set and no_new_privs are the thread's: the thread that
+	// sets them is the one that executes the program.
+	runtime.LockOSThread()
+	root, cwd, path, argv := args[0], args[1], args[7], args[8:]
+	mask, err := strconv.ParseUint(args[5], 16, 64)
+	if err != nil {
+		return fmt.Errorf("holder: bounding set %q: %w", args[5], err)
+	}
+	nnp, err := strconv.ParseBool(args[6])
+	if err != nil {
+		return fmt.Errorf("holder: no_new_privs %q: %w", args[6], err)
+	}
+	var ids [2]int
+	for i, a := range args[2:4] {
+		n, err := strconv.ParseUint(a, 10, 32)
+		if err != nil {
+			return fmt.Errorf("holder: id %q: %w", a, err)
+		}
+		ids[i] = int(n)
+	}
+	var groups []int
+	if g, _ := strings.CutPrefix(args[4], "groups="); g != "" {
+		for _, a := range strings.Split(g, ",") {
+			n, err := strconv.ParseUint(a, 10, 32)
+			if err != nil {
+				return fmt.Errorf("holder: group %q: %w", a, err)
+			}
+			groups = append(groups, int(n))
+		}
+	}
+	report := os.NewFile(3, "holder-report") // see startHolder
+	unix.CloseOnExec(3)
+	fail := func(err error) error {
+		fmt.Fprint(report, err)
+		return err
+	}
+	steps := []struct {
+		what string
+		do   func() error
+	}{
+		{"make mounts private", func() error { return unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "") }},
+		{"bind the root", func() error { return unix.Mount(root, root, "", unix.MS_BIND|unix.MS_REC, "") }},
+		{"enter the root", func() error { return unix.Chdir(root) }},
+		{"pivot_root", func() error { return unix.PivotRoot(".", ".") }},
+		{"detach the old root", func() error { return unix.Unmount(".", unix.MNT_DETACH) }},
+		{"chdir " + cwd, func() error { return unix.Chdir(cwd) }},
+		{"bounding set", func() error { return dropBounding(mask) }},
+		// The syscall package's set*id and setgroups act on every thread.
+		{"setgroups", func() error { return syscall.Setgroups(groups) }},
+		{"setresgid", func() error { return syscall.Setresgid(ids[1], ids[1], ids[1]) }},
+		{"setresuid", func() error { return syscall.Setresuid(ids[0], ids[0], ids[0]) }},
+		{"no_new_privs", func() error {
+			if !nnp {
+				return nil
+			}
+			return unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+		}},
+	}
+	for _, st := range steps {
+		if err := st.do(); err != nil {
+			return fail(fmt.Errorf("holder: %s: %w", st.what, err))
+		}
+	}
+	return fail(fmt.Errorf("holder: exec %s: %w", path, syscall.Exec(path, argv, os.Environ())))
 }
 
 // withoutDevices is a copy of r that leaves device rules alone: a holder
@@ -279,22 +411,17 @@ func onOwnThread(f func() error) error {
 	return <-errc
 }
 
-// restrictThread gives the calling thread what the holder's program
-// inherits through fork and exec: the bounding set and no_new_privs.
-func (p *holderPlan) restrictThread() error {
-	if p.noNewPrivs {
-		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return fmt.Errorf("no_new_privs: %w", err)
-		}
-	}
+// dropBounding leaves the calling thread's bounding set the capabilities
+// in mask (bit n: capability n), what its program gets when it executes.
+func dropBounding(mask uint64) error {
 	last, err := capability.LastCap()
 	if err != nil {
 		return err
 	}
 	for c := capability.Cap(0); c <= last; c++ {
-		if !p.bounding[c] {
+		if mask&(1<<c) == 0 {
 			if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
-				return fmt.Errorf("drop %s from the bounding set: %w", c, err)
+				return fmt.Errorf("drop %s: %w", c, err)
 			}
 		}
 	}

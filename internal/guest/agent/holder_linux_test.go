@@ -21,6 +21,15 @@ import (
 // onOwnThread never changes the thread /proc/self shows.
 func init() { runtime.LockOSThread() }
 
+// TestMain: the test binary is its holders' first step, as lodge-agent is.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == HolderArg {
+		fmt.Fprintln(os.Stderr, HolderInit(os.Args[2:]))
+		os.Exit(127)
+	}
+	os.Exit(m.Run())
+}
+
 // pauseSpec is a pod sandbox container's spec as containerd's CRI makes
 // it, in the guest (no network namespace: the pod's is the VM's).
 func pauseSpec() *specs.Spec {
@@ -161,6 +170,16 @@ func TestHolder(t *testing.T) {
 			t.Errorf("the holder shares this process's %s namespace", ns)
 		}
 	}
+	// The holder's mount namespace holds its root alone: nothing above it
+	// is reachable, even through /proc/PID/root/.. (which a container that
+	// shares the pod's PID namespace could walk).
+	up, err := os.ReadDir(fmt.Sprintf("/proc/%d/root/..", pid))
+	if err != nil || len(up) != 1 || up[0].Name() != "bin" {
+		t.Errorf("/proc/%d/root/.. lists %v (%v), want the holder's root: bin", pid, up, err)
+	}
+	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid)); strings.Count(string(b), "\n") != 1 {
+		t.Errorf("the holder's mount table is not its root alone:\n%s", b)
+	}
 	var host, msgmax string
 	onOwnThread(func() error {
 		join := func(ns string, flag int) {
@@ -194,5 +213,17 @@ func TestHolder(t *testing.T) {
 	}
 	if _, err := os.Stat("/sys/fs/cgroup/" + id); !os.IsNotExist(err) {
 		t.Errorf("the holder's cgroup is left: %v", err)
+	}
+
+	// A holder whose first step fails says why, and leaves nothing.
+	plan.cwd = "/nonexistent"
+	if h, err := startHolder(id, root, plan, cfg, r); err == nil || !strings.Contains(err.Error(), "chdir /nonexistent") {
+		if h != nil {
+			h.Destroy()
+		}
+		t.Errorf("a holder that cannot enter its cwd: %v", err)
+	}
+	if left, _ := filepath.Glob("/sys/fs/cgroup/*/" + id); len(left) > 0 {
+		t.Errorf("a failed holder's cgroup is left: %v", left)
 	}
 }
