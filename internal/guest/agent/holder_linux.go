@@ -2,11 +2,12 @@ package agent
 
 // A pod holder is how the agent makes a pod's sandbox container (the
 // "pause" container CRI creates first): a process the agent forks itself
-// into the pod's new namespaces, in the sandbox's cgroup, chrooted into the
-// sandbox image's root, running its pause program. The pod's other
-// containers join its namespaces as they would a full container's. A full
-// container costs a libcontainer `runc init`, which under TCG takes about
-// half a second; a holder is one fork and exec.
+// into the pod's new namespaces and the sandbox's cgroup, whose first step
+// (HolderInit, the agent's binary) makes the sandbox image's root the only
+// mount of its mount namespace and executes the pause program. The pod's
+// other containers join its namespaces as they would a full container's.
+// A full container costs a libcontainer `runc init`, which under TCG takes
+// about half a second; a holder is two execs.
 //
 // A holder applies what a pause program can be affected by: namespaces,
 // hostname, IPC sysctls, user and groups, the capability bounding set,
@@ -63,8 +64,8 @@ type holderPlan struct {
 var holderNamespaces = map[specs.LinuxNamespaceType]uintptr{
 	specs.IPCNamespace: unix.CLONE_NEWIPC, specs.UTSNamespace: unix.CLONE_NEWUTS,
 	specs.PIDNamespace: unix.CLONE_NEWPID, specs.CgroupNamespace: unix.CLONE_NEWCGROUP,
-	// A holder keeps the agent's mount namespace: nobody joins a pod's,
-	// and a copy would pin every mount the agent has at that moment.
+	// A holder always gets a mount namespace of its own (startHolder), in
+	// which HolderInit detaches the agent's mounts.
 	specs.MountNamespace: 0,
 }
 
