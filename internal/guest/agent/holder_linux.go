@@ -25,6 +25,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,10 +33,10 @@ import (
 	"time"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
-	"github.com/moby/sys/capability"
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/manager"
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/capabilities"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -53,7 +54,7 @@ type holderPlan struct {
 	hostname   string
 	domainname string
 	sysctls    map[string]string // IPC sysctls, set in the new IPC namespace
-	bounding   map[capability.Cap]bool
+	bounding   []string          // capability names, as in the spec
 	noNewPrivs bool
 	oomScore   *int
 	rlimits    []specs.POSIXRlimit
@@ -83,7 +84,7 @@ func planHolder(spec *specs.Spec, rootfs string, stdio *agentv1.Stdio) (*holderP
 	plan := &holderPlan{args: p.Args, env: append([]string{}, p.Env...), cwd: p.Cwd,
 		cred:     &syscall.Credential{Uid: p.User.UID, Gid: p.User.GID, Groups: p.User.AdditionalGids},
 		hostname: spec.Hostname, domainname: spec.Domainname, sysctls: map[string]string{},
-		bounding: map[capability.Cap]bool{}, noNewPrivs: p.NoNewPrivileges, oomScore: p.OOMScoreAdj,
+		noNewPrivs: p.NoNewPrivileges, oomScore: p.OOMScoreAdj,
 		rlimits: p.Rlimits}
 	if plan.cwd == "" {
 		plan.cwd = "/"
@@ -110,17 +111,14 @@ func planHolder(spec *specs.Spec, rootfs string, stdio *agentv1.Stdio) (*holderP
 		return nil, "it names a host without a UTS namespace of its own"
 	}
 	if c := p.Capabilities; c != nil {
-		byName := map[string]capability.Cap{}
-		for _, c := range capability.ListKnown() {
-			byName["CAP_"+strings.ToUpper(c.String())] = c
-		}
+		// libcontainer would ignore an unknown one; a holder refuses it.
+		known := capabilities.KnownCapabilities()
 		for _, name := range c.Bounding {
-			c, ok := byName[name]
-			if !ok {
+			if !slices.Contains(known, name) {
 				return nil, fmt.Sprintf("it keeps unknown capability %s", name)
 			}
-			plan.bounding[c] = true
 		}
+		plan.bounding = c.Bounding
 	}
 	prog, why := findProgram(rootfs, p.Args[0], p.Env)
 	if prog == "" {
@@ -303,18 +301,14 @@ func (p *holderPlan) initArgs(rootfs string) []string {
 	for i, g := range p.cred.Groups {
 		groups[i] = strconv.FormatUint(uint64(g), 10)
 	}
-	var mask uint64
-	for c := range p.bounding {
-		mask |= 1 << c
-	}
 	return append([]string{rootfs, p.cwd, strconv.FormatUint(uint64(p.cred.Uid), 10),
 		strconv.FormatUint(uint64(p.cred.Gid), 10), "groups=" + strings.Join(groups, ","),
-		strconv.FormatUint(mask, 16), strconv.FormatBool(p.noNewPrivs), p.path}, p.args...)
+		"caps=" + strings.Join(p.bounding, ","), strconv.FormatBool(p.noNewPrivs), p.path}, p.args...)
 }
 
 // HolderInit is a pod holder's first step, run by the agent's binary in
 // the holder's new namespaces (lodge-agent holder ROOT CWD UID GID
-// groups=G,... BOUNDING-MASK NO-NEW-PRIVS PROGRAM ARGV...): it makes ROOT
+// groups=G,... caps=CAP_X,... NO-NEW-PRIVS PROGRAM ARGV...): it makes ROOT
 // the root of its mount namespace, alone (pivot_root, the agent's mounts
 // detached), so that nothing of the agent's mounts is reachable from the
 // holder, not even through /proc/PID/root/.. by a container that shares
@@ -328,9 +322,13 @@ func HolderInit(args []string) error {
 	// sets them is the one that executes the program.
 	runtime.LockOSThread()
 	root, cwd, path, argv := args[0], args[1], args[7], args[8:]
-	mask, err := strconv.ParseUint(args[5], 16, 64)
+	var bounding []string
+	if b, _ := strings.CutPrefix(args[5], "caps="); b != "" {
+		bounding = strings.Split(b, ",")
+	}
+	caps, err := capabilities.New(&configs.Capabilities{Bounding: bounding})
 	if err != nil {
-		return fmt.Errorf("holder: bounding set %q: %w", args[5], err)
+		return fmt.Errorf("holder: capabilities: %w", err)
 	}
 	nnp, err := strconv.ParseBool(args[6])
 	if err != nil {
@@ -370,7 +368,7 @@ func HolderInit(args []string) error {
 		{"pivot_root", func() error { return unix.PivotRoot(".", ".") }},
 		{"detach the old root", func() error { return unix.Unmount(".", unix.MNT_DETACH) }},
 		{"chdir " + cwd, func() error { return unix.Chdir(cwd) }},
-		{"bounding set", func() error { return dropBounding(mask) }},
+		{"bounding set", caps.ApplyBoundingSet},
 		// The syscall package's set*id and setgroups act on every thread.
 		{"setgroups", func() error { return syscall.Setgroups(groups) }},
 		{"setresgid", func() error { return syscall.Setresgid(ids[1], ids[1], ids[1]) }},
@@ -410,23 +408,6 @@ func onOwnThread(f func() error) error {
 		errc <- f()
 	}()
 	return <-errc
-}
-
-// dropBounding leaves the calling thread's bounding set the capabilities
-// in mask (bit n: capability n), what its program gets when it executes.
-func dropBounding(mask uint64) error {
-	last, err := capability.LastCap()
-	if err != nil {
-		return err
-	}
-	for c := capability.Cap(0); c <= last; c++ {
-		if mask&(1<<c) == 0 {
-			if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
-				return fmt.Errorf("drop %s: %w", c, err)
-			}
-		}
-	}
-	return nil
 }
 
 // setNamespaces names the host and sets the IPC sysctls in pid's new
