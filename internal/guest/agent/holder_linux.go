@@ -213,8 +213,8 @@ func startHolder(id, rootfs string, plan *holderPlan, cfg *configs.Config, r *re
 	}
 	// The agent's own binary starts the holder (HolderInit: a mount
 	// namespace whose only mount is the root, then the spec's user and
-	// program). No Pdeathsig: it would follow the thread that starts the
-	// program, which ends at once (see onOwnThread).
+	// program). No Pdeathsig: it follows the thread that starts the
+	// program, which the Go runtime may end at any time.
 	cmd := &exec.Cmd{Path: "/proc/self/exe", Args: append([]string{os.Args[0], HolderArg}, plan.initArgs(rootfs)...),
 		Env: plan.env, SysProcAttr: &syscall.SysProcAttr{Cloneflags: plan.cloneflags | unix.CLONE_NEWNS, Setsid: true}}
 	// With cgroup v2 (the guest's) the program starts in its cgroup, which
@@ -237,20 +237,16 @@ func startHolder(id, rootfs string, plan *holderPlan, cfg *configs.Config, r *re
 	defer report.Close()
 	cmd.ExtraFiles = []*os.File{reportW}
 	started := r.starting()
-	err = onOwnThread(func() error {
-		err := cmd.Start()
-		reportW.Close()
-		if err != nil {
-			return err
-		}
-		h.proc = cmd.Process
-		return plan.setNamespaces(cmd.Process.Pid)
-	})
-	if h.proc == nil {
+	err = cmd.Start()
+	reportW.Close()
+	if err != nil {
 		started(0)
 		return nil, fmt.Errorf("start its program %s: %w", plan.path, err)
 	}
+	h.proc = cmd.Process
 	started(h.proc.Pid)
+	// Joining its namespaces changes a thread for good.
+	err = onOwnThread(func() error { return plan.setNamespaces(h.proc.Pid) })
 	if err == nil {
 		report.SetReadDeadline(time.Now().Add(holderInitWait))
 		b, rerr := io.ReadAll(io.LimitReader(report, 1024))
@@ -475,16 +471,14 @@ var errHolderExec = errors.New("the pod's sandbox container runs only its pause 
 func (h *holder) ID() string { return h.id }
 
 // Exec does nothing: the pause program runs from Create on.
-func (h *holder) Exec() error                         { return nil }
-func (h *holder) Run(*libcontainer.Process) error     { return errHolderExec }
-func (h *holder) Processes() ([]int, error)           { return h.cg.GetAllPids() }
-func (h *holder) Signal(s os.Signal) error            { return h.proc.Signal(s) }
-func (h *holder) Pause() error                        { return h.cg.Freeze(cgroups.Frozen) }
-func (h *holder) Resume() error                       { return h.cg.Freeze(cgroups.Thawed) }
-func (h *holder) Stats() (*libcontainer.Stats, error) { return statsOf(h.cg) }
-
-func statsOf(cg cgroups.Manager) (*libcontainer.Stats, error) {
-	st, err := cg.GetStats()
+func (h *holder) Exec() error                     { return nil }
+func (h *holder) Run(*libcontainer.Process) error { return errHolderExec }
+func (h *holder) Processes() ([]int, error)       { return h.cg.GetAllPids() }
+func (h *holder) Signal(s os.Signal) error        { return h.proc.Signal(s) }
+func (h *holder) Pause() error                    { return h.cg.Freeze(cgroups.Frozen) }
+func (h *holder) Resume() error                   { return h.cg.Freeze(cgroups.Thawed) }
+func (h *holder) Stats() (*libcontainer.Stats, error) {
+	st, err := h.cg.GetStats()
 	return &libcontainer.Stats{CgroupStats: st}, err
 }
 
