@@ -282,14 +282,16 @@ func toAgent(ctx context.Context, env *host.Env, vc vmm.Config, start time.Time,
 		return 0, err
 	}
 	defer vm.Shutdown(context.Background())
+	// Dialled before the restore, as a sandbox does (a template's agent is
+	// parked with its channel connected).
+	conn, err := vm.Dial(ctx)
+	if err != nil {
+		return 0, err
+	}
 	if state != nil {
 		if err := vm.(vmm.Restorer).Restore(ctx, state); err != nil {
 			return 0, err
 		}
-	}
-	conn, err := vm.Dial(ctx)
-	if err != nil {
-		return 0, err
 	}
 	c, err := agent.Connect(ctx, conn)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/lodgeruntime/lodge/internal/rollback"
 	"github.com/lodgeruntime/lodge/internal/sharefs"
 	"github.com/lodgeruntime/lodge/internal/template"
+	"github.com/lodgeruntime/lodge/internal/transport"
 	"github.com/lodgeruntime/lodge/internal/vmm"
 )
 
@@ -141,6 +142,14 @@ func createClone(ctx context.Context, deps Deps, cfg Config, log *slog.Logger, p
 	}
 	rctx, cancel := context.WithTimeout(ctx, cloneRestoreTimeout)
 	defer cancel()
+	// The channel is connected before the devices load: the template's
+	// agent was parked with its host connected (buildTemplate), and a
+	// channel found disconnected would end the parked synchronisation.
+	conn, err := vm.Dial(rctx)
+	if err != nil {
+		return nil, err
+	}
+	cu.Add(func() { conn.Close() })
 	if err := restorer.Restore(rctx, state); err != nil {
 		if ctx.Err() == nil {
 			src.Store.Invalidate(t, err)
@@ -148,7 +157,7 @@ func createClone(ctx context.Context, deps Deps, cfg Config, log *slog.Logger, p
 		return nil, err
 	}
 	restored := time.Now()
-	client, err := connectAgent(rctx, vm, cloneRestoreTimeout)
+	client, err := connectAgent(rctx, vm, conn, cloneRestoreTimeout)
 	if err != nil {
 		if ctx.Err() == nil {
 			src.Store.Invalidate(t, err)
@@ -251,13 +260,26 @@ func buildTemplate(ctx context.Context, deps Deps, cfg Config, shape template.Sh
 			os.Remove(filepath.Join(dir, f))
 		}
 	}()
-	client, err := connectAgent(ctx, vm, cfg.BootTimeout)
+	client, err := connectAgent(ctx, vm, nil, cfg.BootTimeout)
 	if err != nil {
 		return err
 	}
-	// The template's session ends here; each clone synchronises its own
-	// (transport.HostSync), whatever state this one was left in.
+	// The template's session ends here. Its agent is then parked: synchronised
+	// on a new connection that is never started (transport.HostPark) and
+	// stays connected through the snapshot, so that a clone's agent answers
+	// its host's first HELLO (transport.HostSync) rather than first ending
+	// a session.
 	client.Close()
+	park, err := vm.Dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer park.Close()
+	pctx, cancel := context.WithTimeout(ctx, cfg.BootTimeout)
+	defer cancel()
+	if err := transport.HostPark(pctx, park); err != nil {
+		return fmt.Errorf("park the template's agent: %w", err)
+	}
 	snap, ok := vm.(vmm.Snapshotter)
 	if !ok {
 		return errors.New("the VMM driver cannot snapshot a VM")

@@ -148,7 +148,7 @@ func Create(ctx context.Context, deps Deps, cfg Config) (*Sandbox, error) {
 	log.Info("vm started", "vmm", "qemu", "pid", vm.Info().PID, "accel", vc.Accel, "virtiofsd_pid", share.PID())
 	ph.done(PhaseVMMStart)
 
-	client, err := connectAgent(ctx, vm, cfg.BootTimeout)
+	client, err := connectAgent(ctx, vm, nil, cfg.BootTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
 	}
@@ -257,8 +257,9 @@ func newCID() uint32 {
 }
 
 // connectAgent waits for the guest agent's handshake, or for the VM to die,
-// or for the boot timeout; a failure says how far the boot got.
-func connectAgent(ctx context.Context, vm vmm.VM, timeout time.Duration) (*agent.Client, error) {
+// or for the boot timeout; a failure says how far the boot got. conn is the
+// agent channel if the caller dialled it already (nil: dial it now).
+func connectAgent(ctx context.Context, vm vmm.VM, conn net.Conn, timeout time.Duration) (*agent.Client, error) {
 	bctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	go func() {
@@ -268,7 +269,10 @@ func connectAgent(ctx context.Context, vm vmm.VM, timeout time.Duration) (*agent
 		case <-bctx.Done():
 		}
 	}()
-	conn, err := vm.Dial(bctx)
+	var err error
+	if conn == nil {
+		conn, err = vm.Dial(bctx)
+	}
 	if err == nil {
 		var c *agent.Client
 		if c, err = agent.Connect(bctx, conn); err == nil {

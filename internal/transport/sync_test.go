@@ -80,3 +80,51 @@ func TestGuestSyncRefusesMalformedHello(t *testing.T) {
 		guest.Close()
 	}
 }
+
+// An agent parked by a template's host (synchronised, never started)
+// answers the next host's first HELLO: a clone's host gets its session
+// without the template's ever starting or ending.
+func TestParkedGuestAnswersTheNextHost(t *testing.T) {
+	t.Parallel()
+	host, guest := net.Pipe()
+	defer host.Close()
+	defer guest.Close()
+	type result struct {
+		rwc io.ReadWriteCloser
+		err error
+	}
+	gdone := make(chan result, 1)
+	go func() {
+		rwc, err := GuestSync(guest)
+		gdone <- result{rwc, err}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := HostPark(ctx, host); err != nil {
+		t.Fatal(err)
+	}
+	// The template's host may have repeated its HELLO before it read READY.
+	go host.Write([]byte("LODGE-HELLO 0123456789abcdef0123456789abcdef\n"))
+	select {
+	case g := <-gdone:
+		t.Fatalf("a parked guest started a session (%v)", g.err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	conn, err := HostSync(ctx, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := <-gdone
+	if g.err != nil {
+		t.Fatal(g.err)
+	}
+	go conn.Write([]byte("to guest"))
+	b := make([]byte, 8)
+	if _, err := io.ReadFull(g.rwc, b); err != nil || string(b) != "to guest" {
+		t.Fatalf("guest read %q, %v", b, err)
+	}
+	go g.rwc.Write([]byte("to host!"))
+	if _, err := io.ReadFull(conn, b); err != nil || string(b) != "to host!" {
+		t.Fatalf("host read %q, %v", b, err)
+	}
+}
