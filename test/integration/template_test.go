@@ -385,22 +385,29 @@ func TestVolumeOwners(t *testing.T) {
 }
 
 // A template's guest made and destroyed one container before its snapshot
-// (agent.WarmUp): a clone of it, seen by guest root through the agent's
-// root, holds nothing of that container (state, cgroup, root directory),
-// only its own.
+// (agent.WarmUp, which records that it ran): a clone of it, seen by guest
+// root through the agent's root, holds that record and nothing of the
+// container (state, cgroup, root directory), only its own.
 func TestCloneHoldsNoWarmUpContainer(t *testing.T) {
 	f := newFixture(t)
 	probe := privilegedSpec("sh", "-c", `r=/proc/1/root
 		echo "state: $(ls $r/run/lodge/containers)"
 		echo "cgroups: $(ls -d $r/sys/fs/cgroup/lodge/*/ 2>/dev/null | xargs -n1 basename 2>/dev/null)"
-		echo "tmp: $(ls $r/tmp)"`)
+		echo "tmp: $(ls $r/tmp)"
+		echo "template: $(cat $r/run/lodge/warmed-up)"`)
 	probe.Linux.Namespaces = withoutNamespace(probe.Linux.Namespaces, specs.PIDNamespace)
 	f.writeSpec(probe)
 	r := f.run("warm-probe", "")
 	if r.code != 0 || !strings.Contains(r.stdout, "state: warm-probe") {
 		t.Fatalf("exit %d, stdout %q, stderr %q: want the agent's state to list this container", r.code, r.stdout, r.stderr)
 	}
-	if strings.Contains(r.stdout, "warm-up") {
+	// The template made its warm-up container (the clone's guest says so)
+	// and nothing of it is left.
+	made := "template: warm-up container made in "
+	if !strings.Contains(r.stdout, made) {
+		t.Errorf("the clone's guest has no record of its template's warm-up:\n%s", r.stdout)
+	}
+	if strings.Contains(strings.ReplaceAll(r.stdout, made, ""), "warm-up") {
 		t.Errorf("the clone holds the template's warm-up container:\n%s", r.stdout)
 	}
 	if got := f.startOf("warm-start", nil, "true")["io.lodge.start"]; got != "clone" {

@@ -31,3 +31,31 @@ func TestLookupModule(t *testing.T) {
 		t.Error("modprobe without a name succeeded")
 	}
 }
+
+// A module the kernel has loaded already is not handed to it again (the
+// kernel would read and verify the whole file before refusing it); one
+// that is still coming up, or unknown, is.
+func TestLoadModuleSkipsLiveModules(t *testing.T) {
+	sys := t.TempDir()
+	old := sysModule
+	sysModule = sys
+	t.Cleanup(func() { sysModule = old })
+	for name, state := range map[string]string{"nf_conntrack": "live\n", "ext4": "coming\n"} {
+		if err := os.MkdirAll(filepath.Join(sys, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(sys, name, "initstate"), []byte(state), 0o444); err != nil {
+			t.Fatal(err)
+		}
+	}
+	missing := t.TempDir()
+	// The files do not exist: only a module that is skipped loads without error.
+	if err := loadModule(filepath.Join(missing, "nf-conntrack.ko")); err != nil {
+		t.Errorf("live module: %v, want it skipped", err)
+	}
+	for _, f := range []string{"ext4.ko", "erofs.ko"} {
+		if err := loadModule(filepath.Join(missing, f)); err == nil {
+			t.Errorf("%s (not live) was not loaded", f)
+		}
+	}
+}
