@@ -17,6 +17,7 @@ package agent
 // privileges when executed) gets a full container, as before.
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,7 +27,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -215,7 +215,11 @@ func startHolder(id, rootfs string, plan *holderPlan, cfg *configs.Config, r *re
 	// namespace whose only mount is the root, then the spec's user and
 	// program). No Pdeathsig: it follows the thread that starts the
 	// program, which the Go runtime may end at any time.
-	cmd := &exec.Cmd{Path: "/proc/self/exe", Args: append([]string{os.Args[0], HolderArg}, plan.initArgs(rootfs)...),
+	initArgs, err := plan.initArgs(rootfs)
+	if err != nil {
+		return nil, err
+	}
+	cmd := &exec.Cmd{Path: "/proc/self/exe", Args: append([]string{os.Args[0], HolderArg}, initArgs...),
 		Env: plan.env, SysProcAttr: &syscall.SysProcAttr{Cloneflags: plan.cloneflags | unix.CLONE_NEWNS, Setsid: true}}
 	// With cgroup v2 (the guest's) the program starts in its cgroup, which
 	// is then the root of its cgroup namespace; with v1 (some hosts that
@@ -290,87 +294,76 @@ const holderInitWait = 10 * time.Second
 // holder's first step (HolderInit).
 const HolderArg = "holder"
 
+// holderInit is what a holder's first step is told (HolderInit): one
+// JSON argument of the agent's binary.
+type holderInit struct {
+	Root, Cwd  string
+	UID, GID   uint32
+	Groups     []uint32
+	Bounding   []string // capability names
+	NoNewPrivs bool
+	Path       string // the program, in Root
+	Args       []string
+}
+
 // initArgs are HolderInit's arguments for a holder of p whose root is
 // rootfs.
-func (p *holderPlan) initArgs(rootfs string) []string {
-	groups := make([]string, len(p.cred.Groups))
-	for i, g := range p.cred.Groups {
-		groups[i] = strconv.FormatUint(uint64(g), 10)
-	}
-	return append([]string{rootfs, p.cwd, strconv.FormatUint(uint64(p.cred.Uid), 10),
-		strconv.FormatUint(uint64(p.cred.Gid), 10), "groups=" + strings.Join(groups, ","),
-		"caps=" + strings.Join(p.bounding, ","), strconv.FormatBool(p.noNewPrivs), p.path}, p.args...)
+func (p *holderPlan) initArgs(rootfs string) ([]string, error) {
+	b, err := json.Marshal(holderInit{Root: rootfs, Cwd: p.cwd, UID: p.cred.Uid, GID: p.cred.Gid,
+		Groups: p.cred.Groups, Bounding: p.bounding, NoNewPrivs: p.noNewPrivs, Path: p.path, Args: p.args})
+	return []string{string(b)}, err
 }
 
 // HolderInit is a pod holder's first step, run by the agent's binary in
-// the holder's new namespaces (lodge-agent holder ROOT CWD UID GID
-// groups=G,... caps=CAP_X,... NO-NEW-PRIVS PROGRAM ARGV...): it makes ROOT
-// the root of its mount namespace, alone (pivot_root, the agent's mounts
-// detached), so that nothing of the agent's mounts is reachable from the
-// holder, not even through /proc/PID/root/.. by a container that shares
-// its PID namespace; then it takes the spec's bounding set, user, groups
-// and no_new_privs and executes the program. It returns only on error.
+// the holder's new namespaces (lodge-agent holder JSON, a holderInit): it
+// makes the root the root of its mount namespace, alone (pivot_root, the
+// agent's mounts detached), so that nothing of the agent's mounts is
+// reachable from the holder, not even through /proc/PID/root/.. by a
+// container that shares its PID namespace; then it takes the spec's
+// bounding set, user, groups and no_new_privs and executes the program. It
+// returns only on error.
 func HolderInit(args []string) error {
-	if len(args) < 9 {
-		return errors.New("holder: too few arguments")
-	}
-	// The bounding set and no_new_privs are the thread's: the thread that
-	// sets them is the one that executes the program.
-	runtime.LockOSThread()
-	root, cwd, path, argv := args[0], args[1], args[7], args[8:]
-	var bounding []string
-	if b, _ := strings.CutPrefix(args[5], "caps="); b != "" {
-		bounding = strings.Split(b, ",")
-	}
-	caps, err := capabilities.New(&configs.Capabilities{Bounding: bounding})
-	if err != nil {
-		return fmt.Errorf("holder: capabilities: %w", err)
-	}
-	nnp, err := strconv.ParseBool(args[6])
-	if err != nil {
-		return fmt.Errorf("holder: no_new_privs %q: %w", args[6], err)
-	}
-	var ids [2]int
-	for i, a := range args[2:4] {
-		n, err := strconv.ParseUint(a, 10, 32)
-		if err != nil {
-			return fmt.Errorf("holder: id %q: %w", a, err)
-		}
-		ids[i] = int(n)
-	}
-	var groups []int
-	if g, _ := strings.CutPrefix(args[4], "groups="); g != "" {
-		for _, a := range strings.Split(g, ",") {
-			n, err := strconv.ParseUint(a, 10, 32)
-			if err != nil {
-				return fmt.Errorf("holder: group %q: %w", a, err)
-			}
-			groups = append(groups, int(n))
-		}
-	}
 	report := os.NewFile(3, "holder-report") // see startHolder
 	unix.CloseOnExec(3)
 	fail := func(err error) error {
 		fmt.Fprint(report, err)
 		return err
 	}
+	var in holderInit
+	if len(args) != 1 {
+		return fail(errors.New("holder: want one argument"))
+	}
+	if err := json.Unmarshal([]byte(args[0]), &in); err != nil {
+		return fail(fmt.Errorf("holder: %w", err))
+	}
+	// The bounding set and no_new_privs are the thread's: the thread that
+	// sets them is the one that executes the program.
+	runtime.LockOSThread()
+	caps, err := capabilities.New(&configs.Capabilities{Bounding: in.Bounding})
+	if err != nil {
+		return fail(fmt.Errorf("holder: capabilities: %w", err))
+	}
+	groups := make([]int, len(in.Groups))
+	for i, g := range in.Groups {
+		groups[i] = int(g)
+	}
 	steps := []struct {
 		what string
 		do   func() error
 	}{
 		{"make mounts private", func() error { return unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "") }},
-		{"bind the root", func() error { return unix.Mount(root, root, "", unix.MS_BIND|unix.MS_REC, "") }},
-		{"enter the root", func() error { return unix.Chdir(root) }},
+		{"bind the root", func() error { return unix.Mount(in.Root, in.Root, "", unix.MS_BIND|unix.MS_REC, "") }},
+		{"enter the root", func() error { return unix.Chdir(in.Root) }},
 		{"pivot_root", func() error { return unix.PivotRoot(".", ".") }},
 		{"detach the old root", func() error { return unix.Unmount(".", unix.MNT_DETACH) }},
-		{"chdir " + cwd, func() error { return unix.Chdir(cwd) }},
+		{"chdir " + in.Cwd, func() error { return unix.Chdir(in.Cwd) }},
 		{"bounding set", caps.ApplyBoundingSet},
 		// The syscall package's set*id and setgroups act on every thread.
 		{"setgroups", func() error { return syscall.Setgroups(groups) }},
-		{"setresgid", func() error { return syscall.Setresgid(ids[1], ids[1], ids[1]) }},
-		{"setresuid", func() error { return syscall.Setresuid(ids[0], ids[0], ids[0]) }},
+		{"setresgid", func() error { gid := int(in.GID); return syscall.Setresgid(gid, gid, gid) }},
+		{"setresuid", func() error { uid := int(in.UID); return syscall.Setresuid(uid, uid, uid) }},
 		{"no_new_privs", func() error {
-			if !nnp {
+			if !in.NoNewPrivs {
 				return nil
 			}
 			return unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
@@ -381,7 +374,7 @@ func HolderInit(args []string) error {
 			return fail(fmt.Errorf("holder: %s: %w", st.what, err))
 		}
 	}
-	return fail(fmt.Errorf("holder: exec %s: %w", path, syscall.Exec(path, argv, os.Environ())))
+	return fail(fmt.Errorf("holder: exec %s: %w", in.Path, syscall.Exec(in.Path, in.Args, os.Environ())))
 }
 
 // withoutDevices is a copy of r that leaves device rules alone: a holder
