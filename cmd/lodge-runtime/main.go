@@ -6,6 +6,7 @@ import (
 	"context"
 	"os"
 
+	"github.com/lodgeruntime/lodge/internal/host"
 	"github.com/lodgeruntime/lodge/internal/runtimecli"
 )
 
@@ -13,5 +14,8 @@ import (
 var version = "dev"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == host.PoolKeeperArg {
+		os.Exit(host.PoolKeeperMain(os.Args[2:]))
+	}
 	os.Exit(runtimecli.Main(context.Background(), os.Args[1:], runtimecli.StandardEnv(version)))
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/lodgeruntime/lodge/internal/cli"
 	"github.com/lodgeruntime/lodge/internal/config"
+	"github.com/lodgeruntime/lodge/internal/host"
 	"github.com/lodgeruntime/lodge/internal/runtimecli"
 )
 
@@ -15,6 +16,9 @@ var version = "dev"
 
 func main() {
 	ctx := context.Background()
+	if len(os.Args) > 1 && os.Args[1] == host.PoolKeeperArg {
+		os.Exit(host.PoolKeeperMain(os.Args[2:]))
+	}
 	// `lodge run` starts each container's supervisor as this executable
 	// (lodge-runtime's, built in).
 	if runtimecli.Supervises(os.Args[1:]) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/host"
+	"github.com/lodgeruntime/lodge/internal/pool"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/template"
 )
@@ -30,9 +31,13 @@ func cmdTemplate(ctx context.Context, cfg config.Config, log *slog.Logger, out i
 		return errors.New(templateUsage)
 	}
 	store := &template.Store{Dir: cfg.Template.Dir, Log: log}
+	p := host.PoolOf(cfg)
+	if p != nil {
+		store.Drain = p.Drain
+	}
 	switch args[0] {
 	case "ls", "list":
-		return templateList(store, out)
+		return templateList(store, p, out)
 	case "rm", "remove":
 		if len(args) < 2 {
 			return errors.New(templateUsage)
@@ -82,20 +87,42 @@ func templateBuild(ctx context.Context, cfg config.Config, log *slog.Logger, out
 	return nil
 }
 
-func templateList(store *template.Store, out io.Writer) error {
+// templateList prints the templates; with a pool, how many of each
+// template's clones (counted in CLONES too) wait in it, and why its last
+// keeper failed, if one did.
+func templateList(store *template.Store, p *pool.Pool, out io.Writer) error {
 	infos, err := store.List()
 	if err != nil {
 		return err
 	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "KEY\tVCPUS\tMEMORY\tINPUTS\tSIZE\tAGE\tCLONES")
+	head := "KEY\tVCPUS\tMEMORY\tINPUTS\tSIZE\tAGE\tCLONES"
+	if p != nil {
+		head += "\tPOOLED"
+	}
+	fmt.Fprintln(w, head)
+	var fails []string
 	for _, in := range infos {
 		inputs := in.Key[strings.LastIndexByte(in.Key, '-')+1:]
 		if in.Stale {
 			inputs += " (stale)"
 		}
-		fmt.Fprintf(w, "%s\t%d\t%d MiB\t%s\t%.1f MiB\t%s\t%d\n", in.Key, in.Shape.VCPUs, in.Shape.MemoryMiB, inputs,
+		fmt.Fprintf(w, "%s\t%d\t%d MiB\t%s\t%.1f MiB\t%s\t%d", in.Key, in.Shape.VCPUs, in.Shape.MemoryMiB, inputs,
 			float64(in.DiskBytes)/(1<<20), time.Since(in.Built).Round(time.Second), in.Clones)
+		if p != nil {
+			st := p.Status(in.Key)
+			fmt.Fprintf(w, "\t%d/%d (%d filling)", st.Ready, p.Size, st.Filling)
+			if st.LastError != "" {
+				fails = append(fails, in.Key+": last keeper failed: "+st.LastError)
+			}
+		}
+		fmt.Fprintln(w)
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for _, f := range fails {
+		fmt.Fprintln(out, f)
+	}
+	return nil
 }

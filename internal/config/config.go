@@ -80,7 +80,14 @@ type Template struct {
 	// rounds up to the smallest that holds it (larger ones cold-boot).
 	MemoryClassesMiB []int `toml:"memory_classes_mib"`
 	VCPUClasses      []int `toml:"vcpu_classes"`
+	// Pool is how many clones of each template used on this host are kept
+	// restored, warmed and stopped, ready to hand out (0: none). Each costs
+	// its VM's host memory while it waits (~100 MB under TCG).
+	Pool int `toml:"pool"`
 }
+
+// MaxPool bounds template.pool.
+const MaxPool = 64
 
 // AnnotationTemplate lets a pod or container opt out of templates
 // ("false"): its VM then shares no memory pages with other sandboxes.
@@ -260,6 +267,9 @@ func (c Config) Validate() error {
 		if m < 64 {
 			errs = append(errs, fmt.Errorf("template.memory_classes_mib: %d is below 64", m))
 		}
+	}
+	if c.Template.Pool < 0 || c.Template.Pool > MaxPool {
+		errs = append(errs, fmt.Errorf("template.pool = %d: want 0..%d", c.Template.Pool, MaxPool))
 	}
 	for _, v := range c.Template.VCPUClasses {
 		if v < 1 || v > 255 {

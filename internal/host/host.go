@@ -214,6 +214,10 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 			Inputs: template.Inputs{Files: []string{cfg.Guest.Kernel, cfg.Guest.Initrd, qemuBin},
 				Facts: []string{"host_boot=" + bootID()}},
 		}
+		if p := PoolOf(cfg); p != nil {
+			env.Templates.Pool, env.Templates.Refill = p, spawnKeeper(log)
+			env.Templates.Store.Drain = p.Drain
+		}
 	}
 	if cfg.Layers.Enabled {
 		env.Layers = &sandbox.Layers{Store: &layers.Store{Dir: cfg.Layers.Dir, Log: log},

@@ -16,6 +16,7 @@ package hostcg
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/opencontainers/cgroups"
@@ -120,4 +121,72 @@ func Remove(path string) error {
 		return err
 	}
 	return m.Destroy()
+}
+
+// JoinOwn moves the processes pids into every host cgroup of the calling
+// process (a pooled clone's QEMU and keeper, adopted by a sandbox whose
+// supervisor or shim entered its cgroup: Enter). Memory they charged
+// before stays charged where it was (cgroup v2 never moves it; v1 only
+// with memory.move_charge_at_immigrate).
+func JoinOwn(pids ...int) error {
+	return join(pids, false)
+}
+
+// LeaveForRoot moves the calling process into the root host cgroup of
+// every hierarchy it is in: a pool's keeper, started by a sandbox's
+// supervisor or shim, must not stay in that sandbox's cgroup, which goes
+// with it.
+func LeaveForRoot() error {
+	return join([]int{os.Getpid()}, true)
+}
+
+func join(pids []int, toRoot bool) error {
+	own, err := cgroups.ParseCgroupFile("/proc/self/cgroup")
+	if err != nil {
+		return fmt.Errorf("host cgroups: %w", err)
+	}
+	var dirs []string
+	if p, ok := own[""]; ok { // cgroup v2, alone or beside v1 (hybrid)
+		root := "/sys/fs/cgroup"
+		if !cgroups.IsCgroup2UnifiedMode() {
+			root = "/sys/fs/cgroup/unified"
+		}
+		if toRoot {
+			p = "/"
+		}
+		if _, err := os.Stat(root); err == nil {
+			dirs = append(dirs, filepath.Join(root, p))
+		}
+	}
+	if !cgroups.IsCgroup2UnifiedMode() {
+		mounts, err := cgroups.GetCgroupMounts(false)
+		if err != nil {
+			return fmt.Errorf("host cgroups: %w", err)
+		}
+		for _, m := range mounts {
+			if len(m.Subsystems) == 0 {
+				continue
+			}
+			p, ok := own[m.Subsystems[0]]
+			if !ok {
+				continue
+			}
+			if toRoot {
+				p = m.Root
+			}
+			rel, err := filepath.Rel(m.Root, p)
+			if err != nil || strings.HasPrefix(rel, "..") {
+				continue // not visible in this mount
+			}
+			dirs = append(dirs, filepath.Join(m.Mountpoint, rel))
+		}
+	}
+	for _, d := range dirs {
+		for _, pid := range pids {
+			if err := cgroups.WriteCgroupProc(d, pid); err != nil {
+				return fmt.Errorf("move pid %d into host cgroup %s: %w", pid, d, err)
+			}
+		}
+	}
+	return nil
 }

@@ -48,6 +48,7 @@ const (
 	annStart       = "io.lodge.start"        // clone or cold
 	annStartReason = "io.lodge.start.reason" // why it cold-booted
 	annTemplate    = "io.lodge.template.key" // the template a clone came from
+	annPooled      = "io.lodge.start.pooled" // "true": a clone taken from the pool
 )
 
 func withStart(spec map[string]string, st *sandbox.StartInfo) map[string]string {
@@ -64,6 +65,9 @@ func withStart(spec map[string]string, st *sandbox.StartInfo) map[string]string 
 	}
 	if st.Template != "" {
 		ann[annTemplate] = st.Template
+	}
+	if st.Pooled {
+		ann[annPooled] = "true"
 	}
 	return ann
 }

@@ -15,6 +15,7 @@ import (
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
 	"github.com/lodgeruntime/lodge/internal/agent"
 	"github.com/lodgeruntime/lodge/internal/netsetup"
+	"github.com/lodgeruntime/lodge/internal/pool"
 	"github.com/lodgeruntime/lodge/internal/rollback"
 	"github.com/lodgeruntime/lodge/internal/sharefs"
 	"github.com/lodgeruntime/lodge/internal/template"
@@ -33,6 +34,7 @@ type StartInfo struct {
 	Path     string
 	Reason   string // why it cold-booted
 	Template string // the template's key, for a clone
+	Pooled   bool   // a clone restored before it was asked for (Templates.Pool)
 }
 
 // Templates is where a sandbox's clone comes from.
@@ -45,6 +47,11 @@ type Templates struct {
 	// OptOut, when set, is why this sandbox must cold-boot (e.g. the
 	// io.lodge.template=false annotation).
 	OptOut string
+	// Pool, when set, holds clones restored ahead ([template] pool = N):
+	// a sandbox takes one if one is ready, and Refill (set with Pool) is
+	// asked to start a keeper for each free slot of the template's pool.
+	Pool   *pool.Pool
+	Refill func(shape template.Shape, key string)
 }
 
 // templateLayout names the device layout of templates and clones: the
@@ -103,6 +110,18 @@ func createClone(ctx context.Context, deps Deps, cfg Config, log *slog.Logger, p
 	t, err := EnsureTemplate(ctx, deps, cfg)
 	if err != nil {
 		return nil, err
+	}
+	if src.Pool != nil {
+		sb, err := claimClone(ctx, deps, cfg, t, log, ph)
+		if src.Refill != nil && src.Pool.Free(t.Meta.Key) > 0 {
+			src.Refill(t.Meta.Shape, t.Meta.Key)
+		}
+		if sb != nil || errors.Is(err, netsetup.ErrSwapBroken) {
+			return sb, err
+		}
+		if err != nil {
+			log.Warn("a pooled clone failed: restoring one", "err", err)
+		}
 	}
 	var cu rollback.Stack
 	defer cu.Run()

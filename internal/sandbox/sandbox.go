@@ -17,6 +17,7 @@ import (
 
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
 	"github.com/lodgeruntime/lodge/internal/agent"
+	"github.com/lodgeruntime/lodge/internal/netsetup"
 	"github.com/lodgeruntime/lodge/internal/procid"
 	"github.com/lodgeruntime/lodge/internal/rollback"
 	"github.com/lodgeruntime/lodge/internal/sharefs"
@@ -121,7 +122,7 @@ func Create(ctx context.Context, deps Deps, cfg Config) (*Sandbox, error) {
 			cu.Release()
 			return sb, nil
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, netsetup.ErrSwapBroken) {
 			return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
 		}
 		start.Reason = "the clone failed: " + err.Error()

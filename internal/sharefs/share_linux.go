@@ -49,6 +49,9 @@ type Share struct {
 	daemon *Daemon
 	stage  int // O_PATH descriptor of stage/, used on the namespace thread
 
+	// adopted: the namespace and directory are another process's (Adopt).
+	adopted bool
+
 	reqs chan func()   // run on the namespace thread
 	quit chan struct{} // closed by Stop: the namespace thread ends
 	done chan struct{} // closed when the namespace thread has ended
@@ -272,11 +275,87 @@ func (s *Share) OpenView(ctx context.Context) (*os.File, error) {
 func (s *Share) Dir() string { return filepath.Join(s.dir, sharedDir) }
 
 // Stop ends virtiofsd and the share's namespace (which takes every
-// attachment with it) and removes the share's directory.
+// attachment with it) and removes the share's directory. An adopted share
+// only lets go of the namespace: it ends with its owner's.
 func (s *Share) Stop() {
 	s.once.Do(func() { close(s.quit) })
 	<-s.done
-	os.RemoveAll(s.dir)
+	if !s.adopted {
+		os.RemoveAll(s.dir)
+	}
+}
+
+// Namespace opens the share's mount namespace, for another process to
+// adopt the share (Adopt): a pooled clone's keeper hands it over.
+func (s *Share) Namespace(ctx context.Context) (*os.File, error) {
+	var fd int
+	err := s.do(ctx, func() (err error) {
+		fd, err = unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("share: open its namespace: %w", err)
+	}
+	return os.NewFile(uintptr(fd), "share-mnt-ns"), nil
+}
+
+// Path is the share's directory (its stage and the guest's view, in its
+// namespace).
+func (s *Share) Path() string { return s.dir }
+
+// Adopt serves, from this process, a share another process made (dir, as
+// Path tells it) and keeps (ns, its mount namespace, as Namespace opens
+// it): a sandbox that takes a pooled clone attaches its containers' files
+// to the clone's share this way. The share lives as long as its owner
+// keeps it; Stop lets go of it here.
+func Adopt(ctx context.Context, dir string, ns *os.File) (*Share, error) {
+	s := &Share{dir: dir, stage: -1, adopted: true, reqs: make(chan func()), quit: make(chan struct{}), done: make(chan struct{})}
+	started := make(chan error, 1)
+	confine.GoLocked(func() {
+		defer close(s.done)
+		// Never unlocked: the thread ends with the goroutine, and with it
+		// its hold on the namespace.
+		err := unix.Unshare(unix.CLONE_FS)
+		if err == nil {
+			err = unix.Setns(int(ns.Fd()), unix.CLONE_NEWNS)
+		}
+		if err == nil {
+			s.stage, err = unix.Open(filepath.Join(dir, stageDir), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		}
+		if err == nil {
+			var st unix.Statfs_t
+			if err = unix.Fstatfs(s.stage, &st); err == nil && st.Type != unix.TMPFS_MAGIC {
+				err = fmt.Errorf("%s is not a share's stage", filepath.Join(dir, stageDir))
+			}
+		}
+		if err != nil {
+			if s.stage >= 0 {
+				unix.Close(s.stage)
+			}
+			started <- fmt.Errorf("share: adopt %s: %w", dir, err)
+			return
+		}
+		started <- nil
+		for {
+			select {
+			case fn := <-s.reqs:
+				fn()
+			case <-s.quit:
+				unix.Close(s.stage)
+				return
+			}
+		}
+	})
+	select {
+	case err := <-started:
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	case <-ctx.Done():
+		s.Stop()
+		return nil, ctx.Err()
+	}
 }
 
 // Attachment is a host path to make visible below the share.

@@ -219,3 +219,63 @@ func TestStopLeavesNothing(t *testing.T) {
 		t.Errorf("attach after stop: %v, want ErrStopped", err)
 	}
 }
+
+// A share adopted by another owner (a pooled clone's, by the sandbox that
+// takes the clone) attaches into the same namespace: what it attaches shows
+// in the view the VMM opened from the first owner; its Stop leaves the
+// share to its owner, whose Stop ends it.
+func TestAdoptedShare(t *testing.T) {
+	v := needRoot(t)
+	dir := filepath.Join(t.TempDir(), "share")
+	owner, err := v.Start(context.Background(), Config{Dir: dir}) // served by the VMM (9p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owner.Stop()
+	view, err := owner.OpenView(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Close()
+	ns, err := owner.Namespace(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	adopted, err := Adopt(context.Background(), owner.Path(), ns)
+	ns.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "hello"), []byte("from the adopter"), 0o644)
+	if err := adopted.Attach(context.Background(), Attachment{Source: src, Target: "c1/rootfs", ReadOnly: true}); err != nil {
+		t.Fatal(err)
+	}
+	through := filepath.Join("/proc/self/fd", strconv.Itoa(int(view.Fd())), "c1/rootfs/hello")
+	if b, err := os.ReadFile(through); err != nil || string(b) != "from the adopter" {
+		t.Fatalf("the VMM's view of an adopted attachment: %q, %v", b, err)
+	}
+	if err := os.WriteFile(through, []byte("x"), 0o644); err == nil {
+		t.Error("a read-only attachment made by the adopter is writable in the VMM's view")
+	}
+	adopted.Stop()
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("the adopter's Stop removed the owner's share: %v", err)
+	}
+	if err := owner.Attach(context.Background(), Attachment{Source: src, Target: "c2/rootfs"}); err != nil {
+		t.Fatalf("the owner's share after the adopter let go: %v", err)
+	}
+	if _, err := Adopt(context.Background(), t.TempDir(), mustOpen(t, "/proc/self/ns/mnt")); err == nil {
+		t.Error("adopted a directory that is no share")
+	}
+}
+
+func mustOpen(t *testing.T, p string) *os.File {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}

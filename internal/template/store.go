@@ -160,6 +160,9 @@ type Store struct {
 	// KillStrays, if set, ends what still runs of a build whose builder
 	// died (a template VM that outlived it) before its directory goes.
 	KillStrays func(dir string)
+	// Drain, if set, ends the pooled clones of a template (bounded by ctx)
+	// before it is removed: they are no sandbox's yet.
+	Drain func(ctx context.Context, key string)
 }
 
 // Get returns the template for shape and inputs, building it first when
@@ -401,6 +404,11 @@ func (s *Store) Remove(ctx context.Context, key string) error {
 	if _, err := os.Stat(dir); err != nil {
 		return fmt.Errorf("%w: %s", ErrNotFound, key)
 	}
+	if s.Drain != nil { // pooled clones are no one's yet
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		s.Drain(dctx, key)
+		cancel()
+	}
 	if n := Clones(filepath.Join(dir, MemoryFile)); n > 0 {
 		return fmt.Errorf("%w: %d clone(s) of %s are running", ErrInUse, n, key)
 	}
@@ -414,7 +422,7 @@ func (s *Store) Remove(ctx context.Context, key string) error {
 func (s *Store) pruneStale(keep string) {
 	infos, _ := s.List()
 	for _, in := range infos {
-		if in.Key == keep || !in.Stale || in.Clones > 0 {
+		if in.Key == keep || !in.Stale || (in.Clones > 0 && s.Drain == nil) {
 			continue
 		}
 		if err := s.Remove(context.Background(), in.Key); err == nil {

@@ -184,3 +184,31 @@ type Restorer interface {
 
 // ErrExited reports a VMM that exited on its own.
 var ErrExited = errors.New("vmm exited")
+
+// Pauser is a VM whose guest can be stopped and resumed, and whose monitor
+// its owner can let go of so that another process adopts the VM (a pooled
+// clone waits stopped until a sandbox adopts it: see Adopter).
+type Pauser interface {
+	Pause(ctx context.Context) error
+	Resume(ctx context.Context) error
+	// ReleaseMonitor closes the owner's monitor connection; Shutdown can
+	// then only kill the VM.
+	ReleaseMonitor()
+}
+
+// Adopted describes a running VM that another process started and still
+// parents (a pooled clone's keeper).
+type Adopted struct {
+	ID       string
+	PID      int
+	StateDir string // where the VM's sockets and console log are
+	Accel    Accel
+	Started  time.Time
+}
+
+// Adopter is a Driver that can take over a VM another process started:
+// the VM is watched, stopped and killed through its process descriptor,
+// driven through its monitor socket.
+type Adopter interface {
+	Adopt(ctx context.Context, a Adopted) (VM, error)
+}

@@ -380,6 +380,9 @@ type vm struct {
 	agentPath string
 	qmp       *QMP
 	lease     *uidlease.Lease // QEMU's user, free again once it is reaped
+	// pidfd is the process descriptor of an adopted QEMU (Driver.Adopt,
+	// cmd nil), which another process parents and reaps.
+	pidfd int
 
 	done    chan struct{} // closed when QEMU has been reaped
 	waitErr error         // set before done is closed
@@ -474,7 +477,11 @@ func (v *vm) kill() {
 	select {
 	case <-v.done:
 	default:
-		v.cmd.Process.Kill()
+		if v.cmd != nil {
+			v.cmd.Process.Kill()
+		} else {
+			unix.PidfdSendSignal(v.pidfd, unix.SIGKILL, nil, 0)
+		}
 		<-v.done
 	}
 	v.release()
@@ -484,6 +491,11 @@ func (v *vm) release() {
 	v.once.Do(func() {
 		if v.qmp != nil {
 			v.qmp.Close()
+		}
+		if v.cmd == nil { // adopted: its files are its owner's
+			<-v.done
+			unix.Close(v.pidfd)
+			return
 		}
 		os.Remove(v.qmpPath)
 		os.Remove(v.agentPath)

@@ -1,0 +1,172 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// files makes the three descriptors a keeper hands over: pipes whose write
+// ends the test keeps, so that it can tell the claimant got these ones.
+func files(t *testing.T) (hand []*os.File, writers []*os.File) {
+	t.Helper()
+	for i := 0; i < nFiles; i++ {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close(); w.Close() })
+		hand, writers = append(hand, r), append(writers, w)
+	}
+	return hand, writers
+}
+
+type offered struct {
+	cl  *Claimant
+	err error
+}
+
+func offer(t *testing.T, s *Slot, o Offer, hand []*os.File, gone <-chan struct{}) <-chan offered {
+	t.Helper()
+	ch := make(chan offered, 1)
+	go func() {
+		cl, err := s.Offer(context.Background(), o, hand, gone)
+		ch <- offered{cl, err}
+	}()
+	waitReady(t, s.Dir)
+	return ch
+}
+
+func waitReady(t *testing.T, dir string) {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		if _, err := os.Stat(filepath.Join(dir, readyFile)); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("the clone was never offered")
+}
+
+// A keeper's slot is one of Size; the clone it offers is claimed once,
+// with its descriptors and offer; once accepted the slot is free again
+// and the keeper knows its claimant.
+func TestTakeOfferClaim(t *testing.T) {
+	p := &Pool{Dir: t.TempDir(), Size: 1}
+	s, err := p.Take("k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Take("k1"); !errors.Is(err, ErrFull) {
+		t.Fatalf("a second keeper of a pool of 1: %v, want ErrFull", err)
+	}
+	if h, err := p.Claim(context.Background(), "k1"); h != nil || err != nil {
+		t.Fatalf("claim before any offer: %v, %v", h, err)
+	}
+	hand, writers := files(t)
+	res := offer(t, s, Offer{KeeperPID: 7, VMPID: 8, StateDir: "/x"}, hand, nil)
+	if st := p.Status("k1"); st.Ready != 1 {
+		t.Errorf("status while offered: %+v", st)
+	}
+	h, err := p.Claim(context.Background(), "k1")
+	if err != nil || h == nil {
+		t.Fatalf("claim: %v, %v", h, err)
+	}
+	if h.Offer.VMPID != 8 || h.Offer.KeeperPID != 7 || h.Offer.StateDir != "/x" || len(h.Files) != nFiles {
+		t.Fatalf("offer %+v with %d files", h.Offer, len(h.Files))
+	}
+	for i, w := range writers { // the claimant reads what the keeper's pipes carry
+		w.Write([]byte{byte('a' + i)})
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(h.Files[i], b); err != nil || b[0] != byte('a'+i) {
+			t.Errorf("file %d: %q %v", i, b, err)
+		}
+	}
+	if h2, _ := p.Claim(context.Background(), "k1"); h2 != nil {
+		t.Fatal("a clone claimed twice")
+	}
+	if err := h.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.err != nil || r.cl == nil || r.cl.PID != os.Getpid() {
+		t.Fatalf("keeper: %+v", r)
+	}
+	r.cl.Close()
+	if p.Free("k1") != 1 {
+		t.Error("the slot stays held after the clone was handed out")
+	}
+	s.Close()
+	if _, err := os.Stat(s.Dir); !os.IsNotExist(err) {
+		t.Errorf("the clone's directory is left: %v", err)
+	}
+}
+
+// A claimant that gives the clone back (Refuse) makes the keeper's Offer
+// fail, so that the keeper ends the VM; a drain ends an offer too.
+func TestRefuseAndDrain(t *testing.T) {
+	p := &Pool{Dir: t.TempDir(), Size: 2}
+	s, _ := p.Take("k")
+	hand, _ := files(t)
+	res := offer(t, s, Offer{}, hand, nil)
+	h, err := p.Claim(context.Background(), "k")
+	if err != nil || h == nil {
+		t.Fatal(err)
+	}
+	h.Refuse()
+	if r := <-res; r.err == nil || errors.Is(r.err, ErrDrained) {
+		t.Fatalf("offer refused by its claimant: %v", r.err)
+	}
+	s.Close()
+
+	s2, _ := p.Take("k")
+	res = offer(t, s2, Offer{}, hand, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go func() { <-res; s2.Close() }()
+	p.Drain(ctx, "k")
+	if ctx.Err() != nil || p.Free("k") != 2 {
+		t.Fatalf("drain: %v, %d slots free", ctx.Err(), p.Free("k"))
+	}
+}
+
+// The VM dying while it is offered ends the offer; the directory of a
+// keeper that died (no alive lock) is swept.
+func TestGoneAndSweep(t *testing.T) {
+	p := &Pool{Dir: t.TempDir(), Size: 1}
+	s, _ := p.Take("k")
+	hand, _ := files(t)
+	gone := make(chan struct{})
+	res := offer(t, s, Offer{}, hand, gone)
+	close(gone)
+	if r := <-res; r.err == nil {
+		t.Fatal("an offer outlived its VM")
+	}
+	dead := filepath.Join(p.Dir, "k", "vm-dead")
+	os.MkdirAll(filepath.Join(dead, SandboxDir), 0o700)
+	os.WriteFile(filepath.Join(dead, readyFile), nil, 0o600)
+	if h, err := p.Claim(context.Background(), "k"); h != nil || err != nil {
+		t.Fatalf("claimed a dead keeper's clone: %v %v", h, err)
+	}
+	p.Sweep("k")
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Errorf("a dead keeper's directory survives Sweep: %v", err)
+	}
+	if _, err := os.Stat(s.Dir); err != nil {
+		t.Errorf("Sweep removed a live keeper's directory: %v", err)
+	}
+	s.Close()
+}
+
+// A template whose pool was never filled has every slot free (the first
+// sandbox of a template must start a keeper).
+func TestFreeBeforeAnyKeeper(t *testing.T) {
+	p := &Pool{Dir: filepath.Join(t.TempDir(), "none-yet"), Size: 3}
+	if n := p.Free("k"); n != 3 {
+		t.Fatalf("free slots of a pool never filled: %d, want 3", n)
+	}
+}

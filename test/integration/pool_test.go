@@ -1,0 +1,207 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/lodgeruntime/lodge/internal/pool"
+)
+
+// poolFixture is a templateFixture with a pool of one clone per template;
+// whatever the pool holds at the end is drained, and nothing of it may
+// be left.
+func poolFixture(t *testing.T) (*fixture, string) {
+	t.Helper()
+	f := newFixture(t)
+	dir := filepath.Join(t.TempDir(), "templates")
+	f.config("[template]\ndir = \"" + dir + "\"\npool = 1\n")
+	t.Cleanup(func() {
+		p := &pool.Pool{Dir: filepath.Join(dir, ".pool"), Size: 1}
+		keys, _ := os.ReadDir(p.Dir)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for _, k := range keys {
+			p.Drain(ctx, k.Name())
+		}
+		waitGone(t, dir, 30*time.Second)
+	})
+	return f, dir
+}
+
+// waitPooled waits until a clone is offered in the pool below the
+// templates' dir and returns its directory.
+func waitPooled(t *testing.T, dir string) string {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for time.Now().Before(deadline) {
+		if r, _ := filepath.Glob(filepath.Join(dir, ".pool", "*", "vm-*", "ready")); len(r) > 0 {
+			return filepath.Dir(r[0])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	errs, _ := filepath.Glob(filepath.Join(dir, ".pool", "*", "last-error"))
+	for _, e := range errs {
+		b, _ := os.ReadFile(e)
+		t.Logf("%s: %s", e, b)
+	}
+	t.Fatal("no clone was pooled within 3 minutes")
+	return ""
+}
+
+// waitGone waits until no process mentions s (a pooled clone's QEMU names
+// its directory; a keeper's directory holds its sockets).
+func waitGone(t *testing.T, s string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if len(processesMentioning(s)) == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Errorf("processes left behind: %v", processesMentioning(s))
+}
+
+// waitNoFile waits until p is gone.
+func waitNoFile(t *testing.T, p, what string) {
+	t.Helper()
+	for i := 0; i < 300; i++ {
+		if _, err := os.Stat(p); os.IsNotExist(err) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Errorf("%s is left: %s", what, p)
+}
+
+func (f *fixture) lodge(args ...string) result {
+	f.t.Helper()
+	cmd := exec.Command(filepath.Join(f.bin, "lodge"), args...)
+	cmd.Env = append(os.Environ(), f.env...)
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		f.t.Fatal(err)
+	}
+	return result{stdout: string(out), code: code}
+}
+
+// The pool ([template] pool = 1): the first sandbox clones the template
+// and has a keeper fill the pool; the next takes the pooled clone (state
+// says so) and the pool fills again. Pooled clones are as much their own
+// as restored ones: different RNG output, boot_id and machine id, and the
+// host's clock although they waited stopped.
+func TestPooledClones(t *testing.T) {
+	f, dir := poolFixture(t)
+	if ann := f.startOf("first", nil, "sleep", "60"); ann["io.lodge.start"] != "clone" || ann["io.lodge.start.pooled"] != "" {
+		t.Fatalf("first sandbox: %v, want a clone restored on demand", ann)
+	}
+	vm := waitPooled(t, dir)
+	if ann := f.startOf("pooled", nil, "sleep", "60"); ann["io.lodge.start"] != "clone" || ann["io.lodge.start.pooled"] != "true" {
+		t.Fatalf("second sandbox: %v, want the pooled clone", ann)
+	}
+	if _, err := os.Stat(filepath.Join(vm, "ready")); err == nil {
+		t.Fatal("the pooled clone is still offered after a sandbox took it")
+	}
+	waitGone(t, vm, 30*time.Second) // its sandbox is deleted: its keeper ended it
+
+	probe := `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; echo; cat /proc/sys/kernel/random/boot_id
+		cat /proc/1/root/etc/machine-id; date +%s`
+	s := privilegedSpec("sh", "-c", probe)
+	s.Linux.Namespaces = withoutNamespace(s.Linux.Namespaces, specs.PIDNamespace)
+	f.writeSpec(s)
+	type sample struct {
+		lines  []string
+		t0, t1 time.Time
+	}
+	read := func(id string) sample {
+		vm := waitPooled(t, dir)
+		time.Sleep(3 * time.Second) // the stopped clone's clock falls behind
+		t0 := time.Now()
+		r := f.run(id, "")
+		t1 := time.Now()
+		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+		if r.code != 0 || len(lines) != 4 {
+			t.Fatalf("%s: exit %d, stdout %q, stderr %q", id, r.code, r.stdout, r.stderr)
+		}
+		if _, err := os.Stat(filepath.Join(vm, "ready")); err == nil {
+			t.Fatalf("%s did not take the pooled clone", id)
+		}
+		return sample{lines, t0, t1}
+	}
+	a, b := read("pooled-a"), read("pooled-b")
+	for i, what := range []string{"random bytes", "boot_id", "machine id"} {
+		if a.lines[i] == b.lines[i] {
+			t.Errorf("pooled clones share their %s: %s", what, a.lines[i])
+		}
+	}
+	for _, s := range []sample{a, b} {
+		c, err := strconv.ParseInt(s.lines[3], 10, 64)
+		if err != nil || c < s.t0.Unix()-1 || c > s.t1.Unix()+1 {
+			t.Errorf("pooled clone's clock %s, host's %d..%d: more than 1 s apart", s.lines[3], s.t0.Unix(), s.t1.Unix())
+		}
+	}
+	waitPooled(t, dir)
+	if r := f.lodge("template", "ls"); r.code != 0 || !strings.Contains(r.stdout, "POOLED") || !strings.Contains(r.stdout, "1/1") {
+		t.Errorf("template ls with a full pool: exit %d\n%s", r.code, r.stdout)
+	}
+}
+
+// A pooled clone ends with whoever holds it: the sandbox's supervisor
+// killed, its keeper ends the VM and removes its directory; the keeper
+// killed while the clone waits, the VM dies with it (Pdeathsig) and the
+// next keeper sweeps its directory; `lodge template rm` drains the pool
+// and is not refused for clones that are no sandbox's.
+func TestPoolFaults(t *testing.T) {
+	f, dir := poolFixture(t)
+	f.startOf("first", nil, "true")
+	vm := waitPooled(t, dir)
+	f.writeSpec(defaultSpec("sleep", "1000"))
+	f.mustRT("run", "-d", "--bundle", f.bundle, "victim")
+	st := f.state("victim")
+	if st.Annotations["io.lodge.start.pooled"] != "true" {
+		t.Fatalf("victim: %v, want the pooled clone", st.Annotations)
+	}
+	syscall.Kill(st.Pid, syscall.SIGKILL)
+	waitGone(t, vm, 30*time.Second)
+	waitNoFile(t, vm, "the directory of a clone whose sandbox died")
+	f.waitStatus("victim", "stopped")
+	f.mustRT("delete", "victim")
+
+	vm = waitPooled(t, dir)
+	b, err := os.ReadFile(filepath.Join(vm, pool.PIDFile))
+	keeper, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || keeper < 2 {
+		t.Fatalf("keeper pid: %q %v", b, err)
+	}
+	syscall.Kill(keeper, syscall.SIGKILL)
+	waitGone(t, vm, 30*time.Second)
+	if ann := f.startOf("after-keeper", nil, "true"); ann["io.lodge.start"] != "clone" || ann["io.lodge.start.pooled"] != "" {
+		t.Fatalf("after the keeper died: %v, want a clone restored on demand", ann)
+	}
+	waitPooled(t, dir)
+	waitNoFile(t, vm, "a dead keeper's directory, after the next keeper")
+
+	keys, _ := filepath.Glob(filepath.Join(dir, "*-*"))
+	var key string
+	for _, k := range keys {
+		if fi, err := os.Stat(k); err == nil && fi.IsDir() && !strings.Contains(k, ".tmp-") {
+			key = filepath.Base(k)
+		}
+	}
+	if r := f.lodge("template", "rm", key); r.code != 0 {
+		t.Fatalf("template rm with only a pooled clone: exit %d\n%s", r.code, r.stdout)
+	}
+	waitGone(t, dir, 30*time.Second)
+}
