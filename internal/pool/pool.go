@@ -40,6 +40,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lodgeruntime/lodge/internal/filelock"
+	"github.com/lodgeruntime/lodge/internal/unixsock"
 )
 
 // Files of a clone's directory.
@@ -196,11 +197,11 @@ func (s *Slot) Offer(ctx context.Context, o Offer, files []*os.File, gone <-chan
 		return nil, fmt.Errorf("pool: %d descriptors to hand over, want %d", len(files), nFiles)
 	}
 	sock := filepath.Join(s.Dir, socketFile)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	ln, err := unixsock.Listen(sock)
 	if err != nil {
 		return nil, fmt.Errorf("pool: %w", err)
 	}
-	ln.SetUnlinkOnClose(true)
+	defer os.Remove(sock)
 	defer ln.Close()
 	ready := filepath.Join(s.Dir, readyFile)
 	if err := os.WriteFile(ready, nil, 0o600); err != nil {
@@ -357,8 +358,7 @@ func (p *Pool) Claim(ctx context.Context, key string) (*Handoff, error) {
 }
 
 func claim(ctx context.Context, dir string) (*Handoff, error) {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "unix", filepath.Join(dir, socketFile))
+	nc, err := unixsock.Dial(ctx, filepath.Join(dir, socketFile))
 	if err != nil {
 		return nil, nil //nolint:nilerr // the keeper is gone or busy: not an error of ours
 	}
@@ -485,8 +485,7 @@ func (p *Pool) Drain(ctx context.Context, key string) {
 	for {
 		socks, _ := filepath.Glob(filepath.Join(kd, "vm-*", socketFile))
 		for _, s := range socks {
-			var d net.Dialer
-			c, err := d.DialContext(ctx, "unix", s)
+			c, err := unixsock.Dial(ctx, s)
 			if err != nil {
 				continue
 			}

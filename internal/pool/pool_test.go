@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -164,6 +165,27 @@ func TestGoneAndSweep(t *testing.T) {
 
 // A template whose pool was never filled has every slot free (the first
 // sandbox of a template must start a keeper).
+// A pool below a deep directory (a socket path past the kernel's 107
+// bytes) still hands out its clones.
+func TestDeepPoolDir(t *testing.T) {
+	p := &Pool{Dir: filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 60)), Size: 1}
+	s, err := p.Take("a-rather-long-template-key-1cpu-256M-0123456789abcdef")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	hand, _ := files(t)
+	res := offer(t, s, Offer{VMPID: 9}, hand, nil)
+	h, err := p.Claim(context.Background(), "a-rather-long-template-key-1cpu-256M-0123456789abcdef")
+	if err != nil || h == nil || h.Offer.VMPID != 9 {
+		t.Fatalf("claim below a deep directory: %v %v", h, err)
+	}
+	h.Accept()
+	if r := <-res; r.err != nil {
+		t.Fatal(r.err)
+	}
+}
+
 func TestFreeBeforeAnyKeeper(t *testing.T) {
 	p := &Pool{Dir: filepath.Join(t.TempDir(), "none-yet"), Size: 3}
 	if n := p.Free("k"); n != 3 {

@@ -32,8 +32,9 @@ func (c *ctrd) shimState() string { return filepath.Join(c.dir, "lodge-shim") }
 func startContainerd(t *testing.T) *ctrd { return startContainerdWith(t, false) }
 
 // startContainerdWith starts containerd, with its CRI plugin if cri (CNI:
-// a bridge lodgetest0 on 10.99.0.0/24, gateway 10.99.0.1).
-func startContainerdWith(t *testing.T, cri bool) *ctrd {
+// a bridge lodgetest0 on 10.99.0.0/24, gateway 10.99.0.1); env is added to
+// its environment (and so to its shims').
+func startContainerdWith(t *testing.T, cri bool, env ...string) *ctrd {
 	bin := binDir(t)
 	if _, err := exec.LookPath("containerd"); err != nil {
 		if os.Getenv("LODGE_INTEGRATION") != "" {
@@ -42,7 +43,7 @@ func startContainerdWith(t *testing.T, cri bool) *ctrd {
 		t.Skip("containerd not installed")
 	}
 	c := &ctrd{t: t, dir: t.TempDir(), runtime: filepath.Join(bin, "lodge-runtime"), cri: cri, ns: "lodge-test"}
-	c.env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "LODGE_SHIM_STATE="+c.shimState())
+	c.env = append(append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "LODGE_SHIM_STATE="+c.shimState()), env...)
 	cfg := fmt.Sprintf(`version = 2
 root = %q
 state = %q

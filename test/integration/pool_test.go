@@ -24,17 +24,21 @@ func poolFixture(t *testing.T) (*fixture, string) {
 	f := newFixture(t)
 	dir := filepath.Join(t.TempDir(), "templates")
 	f.config("[template]\ndir = \"" + dir + "\"\npool = 1\n")
-	t.Cleanup(func() {
-		p := &pool.Pool{Dir: filepath.Join(dir, ".pool"), Size: 1}
-		keys, _ := os.ReadDir(p.Dir)
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		for _, k := range keys {
-			p.Drain(ctx, k.Name())
-		}
-		waitGone(t, dir, 30*time.Second)
-	})
+	t.Cleanup(func() { drainPools(t, dir) })
 	return f, dir
+}
+
+// drainPools ends every pooled clone of the templates in dir; nothing of
+// them may be left.
+func drainPools(t *testing.T, dir string) {
+	p := &pool.Pool{Dir: filepath.Join(dir, ".pool"), Size: 1}
+	keys, _ := os.ReadDir(p.Dir)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, k := range keys {
+		p.Drain(ctx, k.Name())
+	}
+	waitGone(t, dir, 30*time.Second)
 }
 
 // waitPooled waits until a clone is offered in the pool below the

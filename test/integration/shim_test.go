@@ -305,12 +305,39 @@ func writeJSON(t *testing.T, v any) string {
 // VM for the pod, its containers inside; the pod is on the CNI network
 // (reachable from the host, reaches the host), containers talk over
 // localhost; exec, logs, stop and remove leave nothing behind.
-func TestShimCRIPod(t *testing.T) {
+func TestShimCRIPod(t *testing.T) { shimCRIPod(t, false) }
+
+// TestShimCRIPooledPod: the same pod through a pooled clone ([template]
+// pool = 1; a first pod fills the pool): the clone's tap is swapped into
+// the pod's namespace, its QEMU and keeper join the pod's cgroup, and the
+// keeper ends the VM with the shim.
+func TestShimCRIPooledPod(t *testing.T) { shimCRIPod(t, true) }
+
+func shimCRIPod(t *testing.T, pooled bool) {
 	needCrictl(t)
-	c := startContainerdWith(t, true)
+	var env []string
+	tdir := filepath.Join(t.TempDir(), "templates")
+	if pooled {
+		cfg := filepath.Join(t.TempDir(), "config.toml")
+		os.WriteFile(cfg, []byte("[template]\ndir = \""+tdir+"\"\npool = 1\n"), 0o644)
+		env = append(env, "LODGE_CONFIG="+cfg)
+	}
+	c := startContainerdWith(t, true, env...)
+	if pooled {
+		t.Cleanup(func() { drainPools(t, tdir) })
+	}
 	ref := "lodge.test/busybox:1"
 	c.importImage(pauseRef, "sleep", "2147483647")
 	c.importImage(ref)
+	if pooled { // a first pod starts the pool's keeper
+		filler, err := c.crictl("runp", "--runtime", "lodge", writeJSON(t, map[string]any{
+			"metadata": map[string]any{"name": "filler", "namespace": "lodge", "uid": "uid-filler", "attempt": 1}}))
+		if err != nil {
+			t.Fatalf("runp: %v", err)
+		}
+		c.removePod(filler)
+		waitPooled(t, tdir)
+	}
 	logs := t.TempDir()
 	podCg := makeHostCgroup(t, fmt.Sprintf("lodgetest-pod-%d", os.Getpid()))
 	podCfg := writeJSON(t, map[string]any{
@@ -335,6 +362,17 @@ func TestShimCRIPod(t *testing.T) {
 	// QEMU restored a saved state, and its NIC slot took the veth's MAC.
 	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", rs[0].VMProcs[0].Pid)); !bytes.Contains(b, []byte("-incoming\x00defer")) {
 		t.Errorf("the pod's VM is not a clone of a template: %q", bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
+	}
+	if pooled { // a pooled clone: its QEMU's parent is its keeper
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", rs[0].VMProcs[0].Pid))
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		cmd, _ := os.ReadFile("/proc/" + f[1] + "/cmdline")
+		if !bytes.Contains(cmd, []byte("__lodge-pool-keeper")) {
+			t.Fatalf("the pod's VM is not a pooled clone: its parent is %q", bytes.ReplaceAll(cmd, []byte{0}, []byte{' '}))
+		}
+		if b, _ := os.ReadFile("/proc/" + f[1] + "/cgroup"); !strings.Contains(string(b), ":"+podCg+"\n") {
+			t.Errorf("the pooled clone's keeper is not in the pod cgroup %s:\n%s", podCg, b)
+		}
 	}
 	// The VM is fenced in the pod's host cgroup (the kubelet's pod cgroup).
 	for _, p := range rs[0].VMProcs {
