@@ -4,7 +4,9 @@
 # images; "lodge-cold": the same handler on a containerd whose shims get
 # LODGE_CONFIG with templates off, so every pod boots a kernel; "lodge-9p":
 # templates on, layer images off, so roots are host directories shared over
-# 9p) against runc (handler "runc") in the same run, on a private containerd.
+# 9p; "lodge-pool": templates with a pool of POOL clones per template, each
+# round started once the pool is full) against runc (handler "runc") in the
+# same run, on a private containerd.
 #
 # Prints, per mode and concurrency (1, 4 and 10):
 #   runp   median ms of `crictl runp` until the pod is SANDBOX_READY (the
@@ -20,7 +22,7 @@
 # and the lodge/runc ratios.
 #
 # Usage: bench/cri.sh            Env: ROUNDS (default 5), CONC (default "1 4 10"),
-#   MODES (default "runc lodge lodge-9p lodge-cold"),
+#   MODES (default "runc lodge lodge-9p lodge-cold"; also lodge-pool), POOL (1),
 #   TOOLS (../shared/tools: setup-containerd.sh, build-critest-images.sh),
 #   CTRD_DIR (/tmp/lodge-bench-ctrd), CTRD_BIN/CTR (containerd 2.x, optional)
 set -euo pipefail
@@ -45,6 +47,17 @@ WORK=$(mktemp -d /tmp/lodge-bench-cri.XXXXXX)
 # (containerd passes its environment to shims).
 printf '[template]\nenabled = false\n' > "$WORK/cold.toml"
 printf '[layers]\nenabled = false\n' > "$WORK/9p.toml"
+POOL=${POOL:-1}
+printf '[template]\npool = %d\n' "$POOL" > "$WORK/pool.toml"
+# pool_ready N: waits (up to 3 min) until N clones are pooled
+pool_ready() {
+  local i
+  for i in $(seq 1800); do
+    [ "$(ls /run/lodge/templates/.pool/*/vm-*/ready 2>/dev/null | wc -l)" -ge "$1" ] && return 0
+    sleep 0.1
+  done
+  echo "the pool did not fill: $(cat /run/lodge/templates/.pool/*/last-error 2>/dev/null)" >&2
+}
 CTRD_MODE=""
 ctrd() {
   [ "$CTRD_MODE" = "$1" ] && return 0
@@ -60,6 +73,8 @@ ctrd warm
 cleanup() {
   for p in $("${C[@]}" pods -q 2>/dev/null); do "${C[@]}" stopp "$p" >/dev/null 2>&1; "${C[@]}" rmp -f "$p" >/dev/null 2>&1; done
   "$TOOLS/setup-containerd.sh" stop >/dev/null 2>&1 || true
+  # pooled clones are no containerd's: end them
+  [ -e "$WORK/pool.toml" ] && LODGE_CONFIG=$WORK/pool.toml "$TOP/bin/lodge" template drain >/dev/null 2>&1
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -92,12 +107,25 @@ J
   echo "$pod" >> "$WORK/pods-$h-$3"
 }
 
-# pod_pids POD: the processes serving one pod (its shim and descendants)
+# pod_pids POD: the processes serving one pod (its shim and descendants;
+# for a pooled clone, its keeper and QEMU, which the shim adopted)
 pod_pids() {
-  local pod=$1 shim
+  local pod=$1 shim l
   shim=$(pgrep -f "containerd-shim-.*-address $CTRD_DIR/containerd.sock" | while read -r s; do
     if grep -qa "$pod" /proc/"$s"/cmdline 2>/dev/null; then echo "$s"; fi; done | head -1)
-  [ -n "$shim" ] && descendants "$shim"
+  [ -n "$shim" ] || return 0
+  # a keeper the shim started to refill the pool is the pool's, not the pod's
+  descendants "$shim" | while read -r p; do
+    k=$p; while [ -n "$k" ] && [ "$k" != "$shim" ] && [ "$k" != 1 ]; do
+      grep -qa __lodge-pool-keeper /proc/"$k"/cmdline 2>/dev/null && continue 2
+      k=$(awk '{print $4}' /proc/"$k"/stat 2>/dev/null)
+    done
+    echo "$p"
+  done
+  for l in /run/lodge/templates/.pool/*/vm-*/keeper.log; do
+    grep -q "claimant_pid=$shim\b" "$l" 2>/dev/null && descendants "$(cat "${l%/keeper.log}/keeper.pid")"
+  done
+  return 0
 }
 # pod_pss POD: PSS (kB) of the processes serving one pod
 pod_pss() { local pids; pids=$(pod_pids "$1"); [ -n "$pids" ] && pss_kb $pids || echo 0; }
@@ -109,10 +137,15 @@ printf '%-10s %4s %10s %10s %8s %8s %8s\n' mode conc runp_ms start_ms pss_MB cpu
 declare -A R
 for conc in $CONC; do
   for h in $MODES; do
-    case $h in lodge-cold) ctrd cold ;; lodge-9p) ctrd 9p ;; *) ctrd warm ;; esac
+    case $h in lodge-cold) ctrd cold ;; lodge-9p) ctrd 9p ;; lodge-pool) ctrd pool ;; *) ctrd warm ;; esac
     : > "$WORK/runp-$h-$conc"; : > "$WORK/start-$h-$conc"; : > "$WORK/pss-$h-$conc"; : > "$WORK/cpu-$h-$conc"; : > "$WORK/rate-$h-$conc"
     for r in $(seq "$ROUNDS"); do
       : > "$WORK/pods-$h-$conc"
+      if [ "$h" = lodge-pool ]; then
+        # the first round's first pod fills the pool; every round waits for it
+        [ "$r" != 1 ] || { one_pod "$h" "fill" fill >/dev/null 2>&1; for p in $(cat "$WORK/pods-$h-fill"); do "${C[@]}" stopp "$p" >/dev/null 2>&1; "${C[@]}" rmp -f "$p" >/dev/null 2>&1; done; }
+        pool_ready $(( conc < POOL ? conc : POOL ))
+      fi
       for i in $(seq "$conc"); do one_pod "$h" "$r-$i" "$conc" & done
       wait
       # one_pod's runp times end at each pod's ready; the slowest is the max
@@ -134,7 +167,7 @@ for conc in $CONC; do
     R[$h-$conc-rate]=$(median < "$WORK/rate-$h-$conc")
     printf '%-10s %4s %10s %10s %8s %8s %8s\n' "$h" "$conc" "${R[$h-$conc-runp]}" "${R[$h-$conc-start]}" "${R[$h-$conc-pss]}" "${R[$h-$conc-cpu]}" "${R[$h-$conc-rate]}"
   done
-  for pair in "lodge runc" "lodge lodge-cold" "lodge lodge-9p"; do
+  for pair in "lodge runc" "lodge lodge-cold" "lodge lodge-9p" "lodge-pool lodge" "lodge-pool runc"; do
     set -- $pair
     [ -n "${R[$1-$conc-runp]:-}" ] && [ -n "${R[$2-$conc-runp]:-}" ] || continue
     printf '%-10s %4s %10s %10s %8s\n' "$1/${2#lodge-}" "$conc" \
@@ -143,5 +176,9 @@ for conc in $CONC; do
       "$(echo "scale=2; ${R[$1-$conc-pss]}/(${R[$2-$conc-pss]}+0.001)" | bc)"
   done
 done
-echo "templates (shared by all clones; each clone's PSS holds its share): $(du -sm /run/lodge/templates 2>/dev/null | cut -f1) MB in /run/lodge/templates"
+echo "templates (shared by all clones; each clone's PSS holds its share): $(du -sm --exclude=.pool /run/lodge/templates 2>/dev/null | cut -f1) MB in /run/lodge/templates"
+if [ -e "$WORK/pool.toml" ] && ls /run/lodge/templates/.pool/*/vm-*/ready >/dev/null 2>&1; then
+  pp=""; for r in /run/lodge/templates/.pool/*/vm-*/ready; do pp="$pp $(descendants "$(cat "${r%/ready}/keeper.pid")")"; done
+  echo "pool: $(ls /run/lodge/templates/.pool/*/vm-*/ready | wc -l) clone(s) waiting, $(( $(pss_kb $pp) / 1024 )) MB PSS (keepers + QEMU)"
+fi
 echo "rounds=$ROUNDS load: $(cut -d' ' -f1-3 /proc/loadavg)"

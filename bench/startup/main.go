@@ -27,6 +27,7 @@ import (
 	"github.com/lodgeruntime/lodge/internal/agent"
 	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/host"
+	"github.com/lodgeruntime/lodge/internal/pool"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/template"
 	"github.com/lodgeruntime/lodge/internal/testbundle"
@@ -80,6 +81,19 @@ func run(bin string, runs int) error {
 	warmCfg, coldCfg := filepath.Join(work, "warm.toml"), filepath.Join(work, "cold.toml")
 	os.WriteFile(warmCfg, []byte("[template]\ndir = \""+tplDir+"\"\n"), 0o644)
 	os.WriteFile(coldCfg, []byte("[template]\nenabled = false\n"), 0o644)
+	// A third: the same templates with a pool of one clone ([template]
+	// pool = 1), each run taking the clone its previous run's keeper pooled.
+	pooledCfg := filepath.Join(work, "pooled.toml")
+	os.WriteFile(pooledCfg, []byte("[template]\ndir = \""+tplDir+"\"\npool = 1\n"), 0o644)
+	pl := &pool.Pool{Dir: filepath.Join(tplDir, ".pool"), Size: 1}
+	defer func() { // nothing of the pool outlives the benchmark
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		keys, _ := os.ReadDir(pl.Dir)
+		for _, k := range keys {
+			pl.Drain(ctx, k.Name())
+		}
+	}()
 	cfg, err := config.LoadFile(warmCfg)
 	if err != nil {
 		return err
@@ -98,9 +112,18 @@ func run(bin string, runs int) error {
 	fmt.Printf("template %s built in %.0f ms (once per shape and inputs)\n\n", tpl.Meta.Key,
 		float64(time.Since(built).Milliseconds()))
 
+	// The first pooled run finds the pool empty and fills it.
+	if _, _, err := lodgeRun(bin, work, bundle, pooledCfg, "pool-fill"); err != nil {
+		return err
+	}
 	s := samples{}
 	for i := range runs {
-		for _, mode := range []struct{ name, cfg string }{{"warm", warmCfg}, {"cold", coldCfg}} {
+		for _, mode := range []struct{ name, cfg string }{{"pooled", pooledCfg}, {"warm", warmCfg}, {"cold", coldCfg}} {
+			if mode.name == "pooled" {
+				if err := waitPooled(pl, tpl.Meta.Key); err != nil {
+					return err
+				}
+			}
 			d, phases, err := lodgeRun(bin, work, bundle, mode.cfg, fmt.Sprintf("%s-%d", mode.name, i))
 			if err != nil {
 				return err
@@ -137,10 +160,10 @@ func run(bin string, runs int) error {
 	}
 
 	ms := func(d time.Duration) string { return fmt.Sprintf("%8.1f ms", float64(d.Microseconds())/1000) }
-	fmt.Println("lodge-runtime run /bin/true, phases (median):   warm (clone)   cold (boot)")
+	fmt.Println("lodge-runtime run /bin/true, phases (median):   warm (clone)   cold (boot)  pooled (clone)")
 	for _, p := range []string{sandbox.PhaseHostPrep, sandbox.PhaseVMMStart, sandbox.PhaseRestore, sandbox.PhaseBoot,
 		sandbox.PhaseCreate, sandbox.PhaseStart, sandbox.PhaseTeardown} {
-		fmt.Printf("  %-30s %s %s\n", p, ms(s.median("warm "+p)), ms(s.median("cold "+p)))
+		fmt.Printf("  %-30s %s %s %s\n", p, ms(s.median("warm "+p)), ms(s.median("cold "+p)), ms(s.median("pooled "+p)))
 	}
 	line := func(k string, d time.Duration) { fmt.Printf("%-46s %s\n", k, ms(d)) }
 	rat := func(k string, a, b time.Duration) { fmt.Printf("%-46s %8.2f\n", k, ratio(a, b)) }
@@ -153,6 +176,11 @@ func run(bin string, runs int) error {
 	rat("ratio warm / cold", warm, cold)
 	rat("ratio warm / raw clone restore", warm, s.median("raw clone"))
 	rat("ratio cold / raw boot", cold, s.median("raw boot"))
+	pooled := s.median("pooled run")
+	line("lodge-runtime run, pooled clone (wall, median)", pooled)
+	rat("ratio pooled / warm", pooled, warm)
+	rat("ratio pooled / cold", pooled, cold)
+	rat("ratio pooled / raw clone restore", pooled, s.median("raw clone"))
 	if runc != "" {
 		line("runc run (wall, median)", s.median("runc run"))
 		rat("ratio warm / runc run", warm, s.median("runc run"))
@@ -163,6 +191,19 @@ func run(bin string, runs int) error {
 	for _, k := range []string{"create", "start", "delete", "create+start+delete", "exec true"} {
 		fmt.Printf("  %-30s %s %s %8.1f\n", k, ms(s.median("lodge "+k)), ms(s.median("runc "+k)),
 			ratio(s.median("lodge "+k), s.median("runc "+k)))
+	}
+	return nil
+}
+
+// waitPooled waits (bounded) until key's pool offers a clone.
+func waitPooled(p *pool.Pool, key string) error {
+	for i := 0; i < 1200; i++ {
+		if st := p.Status(key); st.Ready > 0 {
+			return nil
+		} else if i == 1199 {
+			return fmt.Errorf("the pool did not fill within 2 minutes (%s)", st.LastError)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	return nil
 }

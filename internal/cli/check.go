@@ -98,8 +98,16 @@ func templateStatus(cfg config.Config) string {
 	if rofile == "" {
 		memory = "WRITABLE by clones' QEMU: " + qemu.ROFileName + " is not beside this binary nor in /usr/local/lib/lodge or /usr/lib/lodge (`make build` makes it)"
 	}
-	return fmt.Sprintf("enabled, in %s (%d built, %d clones running; built on a shape's first sandbox, `lodge template ls`); their memory %s",
-		cfg.Template.Dir, len(infos), clones, memory)
+	pooled := "no pool"
+	if p := host.PoolOf(cfg); p != nil {
+		ready := 0
+		for _, in := range infos {
+			ready += p.Status(in.Key).Ready
+		}
+		pooled = fmt.Sprintf("a pool of %d per template, %d waiting", p.Size, ready)
+	}
+	return fmt.Sprintf("enabled, in %s (%d built, %d clones running; built on a shape's first sandbox, `lodge template ls`; %s); their memory %s",
+		cfg.Template.Dir, len(infos), clones, pooled, memory)
 }
 
 func statErr(path string) error {

@@ -116,7 +116,7 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 			RunE: func(cmd *cobra.Command, _ []string) error { return cmdCheck(ctx, a.cfg, a.log, env.Out) }},
 		passthrough("setup", "fetch the guest kernel, build the guest initrd and the built-in image",
 			func(args []string) error { return cmdSetup(ctx, a.cfg, a.log, args) }),
-		passthrough("template", "VM templates sandboxes start from: build|ls|rm",
+		passthrough("template", "VM templates sandboxes start from: build|ls|rm|drain",
 			func(args []string) error { return cmdTemplate(ctx, a.cfg, a.log, env.Out, args) }),
 		&cobra.Command{Use: "version", Short: "print the version", Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {

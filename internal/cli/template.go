@@ -22,7 +22,8 @@ import (
 
 const templateUsage = `usage: lodge template build [--vcpus N] [--memory MiB]
        lodge template ls
-       lodge template rm KEY...`
+       lodge template rm KEY...
+       lodge template drain [KEY...]`
 
 // cmdTemplate manages VM templates: build one ahead of the first sandbox,
 // list them, remove them (refused while clones run).
@@ -53,8 +54,38 @@ func cmdTemplate(ctx context.Context, cfg config.Config, log *slog.Logger, out i
 		return errors.Join(errs...)
 	case "build":
 		return templateBuild(ctx, cfg, log, out, args[1:])
+	case "drain":
+		return templateDrain(ctx, store, p, out, args[1:])
 	}
 	return fmt.Errorf("unknown template command %q\n%s", args[0], templateUsage)
+}
+
+// templateDrain ends the pooled clones of the templates named (all without
+// a name), freeing their memory; the next sandboxes fill the pool again.
+func templateDrain(ctx context.Context, store *template.Store, p *pool.Pool, out io.Writer, keys []string) error {
+	if p == nil {
+		return errors.New("no pool ([template] pool = 0 in the config)")
+	}
+	if len(keys) == 0 {
+		infos, err := store.List()
+		if err != nil {
+			return err
+		}
+		for _, in := range infos {
+			keys = append(keys, in.Key)
+		}
+	}
+	for _, key := range keys {
+		dctx, cancel := context.WithTimeout(ctx, time.Minute)
+		p.Drain(dctx, key)
+		late := dctx.Err() != nil
+		cancel()
+		if late && ctx.Err() == nil {
+			return fmt.Errorf("template %s: its pool did not drain within a minute", key)
+		}
+		fmt.Fprintln(out, key)
+	}
+	return ctx.Err()
 }
 
 func templateBuild(ctx context.Context, cfg config.Config, log *slog.Logger, out io.Writer, args []string) error {
