@@ -64,7 +64,10 @@ func KeepPooled(ctx context.Context, deps Deps, cfg Config, slot *pool.Slot, key
 	case sb.start.Template != key:
 		return fmt.Errorf("the pool is for template %s but this host's sandboxes clone %s", key, sb.start.Template)
 	}
-	if err := sb.warmUp(ctx, slot.Dir); err != nil {
+	// The layer every keeper's warm-up root comes from stays where it is
+	// (beside the pools), so that it is converted once.
+	layer := filepath.Join(filepath.Dir(filepath.Dir(slot.Dir)), "warm-up-layer")
+	if err := sb.warmUp(ctx, slot.Dir, layer); err != nil {
 		return err
 	}
 	sb.agent.Close()
@@ -125,33 +128,63 @@ func KeepPooled(ctx context.Context, deps Deps, cfg Config, slot *pool.Slot, key
 	return nil
 }
 
-// warmUp makes and removes a container, unstarted, whose root is a
-// directory attached to the share like a lone container's: the guest's
-// share mount, libcontainer's runc init and the agent's container code run
-// once in this QEMU, so that they are translated before the clone is
-// offered.
-func (s *Sandbox) warmUp(ctx context.Context, dir string) error {
+// warmUp makes and removes containers, unstarted, as a sandbox's first
+// ones would be made: one whose root is a directory attached to the share
+// (a lone container's: lodge-runtime bundles) and, where the sandbox builds
+// roots from layers, one whose root is built in the guest from an erofs
+// image of layer and a writable layer (a containerd container's). The
+// guest's share mount, loop, erofs, ext4 and overlay mounts, libcontainer's
+// runc init and the agent's container code then run once in this QEMU, so
+// that they are translated before the clone is offered.
+func (s *Sandbox) warmUp(ctx context.Context, dir, layer string) error {
 	root := filepath.Join(dir, "warm-up")
-	if err := os.MkdirAll(root, 0o755); err != nil {
+	if err := noopRoot(root); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(root, "noop"), nil, 0o755); err != nil {
-		return err
-	}
-	spec := oci.DefaultSpec()
-	spec.Process.Terminal = false
-	spec.Process.Args = []string{"/noop"}
-	spec.Root = &specs.Root{Path: root}
 	start := time.Now()
-	c, err := s.CreateContainer(ctx, ContainerConfig{ID: poolWarmUpID, Spec: spec, Rootfs: root})
-	if err != nil {
-		return fmt.Errorf("warm-up container: %w", err)
+	cfgs := []ContainerConfig{{ID: poolWarmUpID, Rootfs: root}}
+	if s.CanLayer() {
+		if _, err := os.Stat(layer); err != nil {
+			// Made aside and renamed: a layer is never seen half made,
+			// and a keeper that lost the race uses the winner's.
+			tmp, err := os.MkdirTemp(filepath.Dir(layer), ".warm-up-layer-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(tmp)
+			if err := noopRoot(tmp); err != nil {
+				return err
+			}
+			os.Rename(tmp, layer)
+		}
+		cfgs = append(cfgs, ContainerConfig{ID: poolWarmUpID + "-layers",
+			Layers: &LayeredRoot{Lower: []string{layer}, Writable: filepath.Join(dir, "warm-up.img")}})
 	}
-	if err := c.Delete(ctx); err != nil {
-		return fmt.Errorf("warm-up container: %w", err)
+	for _, cc := range cfgs {
+		spec := oci.DefaultSpec()
+		spec.Process.Terminal = false
+		spec.Process.Args = []string{"/noop"}
+		spec.Root = &specs.Root{Path: root}
+		cc.Spec = spec
+		c, err := s.CreateContainer(ctx, cc)
+		if err != nil {
+			return fmt.Errorf("warm-up container: %w", err)
+		}
+		if err := c.Delete(ctx); err != nil {
+			return fmt.Errorf("warm-up container: %w", err)
+		}
 	}
-	s.log.Info("pooled clone warmed up", "took", time.Since(start).Round(time.Millisecond))
+	s.log.Info("pooled clone warmed up", "containers", len(cfgs), "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// noopRoot makes dir a root whose one file is /noop, a program that is
+// never started (runc init only checks that it exists).
+func noopRoot(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "noop"), nil, 0o755)
 }
 
 // claimClone starts the sandbox as a pooled clone of t, if one is ready
@@ -245,19 +278,8 @@ func CloneVM(base vmm.Config, t *template.Template) vmm.Config {
 // no one else wants; a clone handed out runs like any other VM.
 func schedNormal(pids ...int) error {
 	for _, pid := range pids {
-		tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
-		if err != nil {
-			return fmt.Errorf("pid %d: %w", pid, err)
-		}
-		for _, tk := range tasks {
-			tid, err := strconv.Atoi(tk.Name())
-			if err != nil {
-				continue
-			}
-			attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL}
-			if err := unix.SchedSetAttr(tid, &attr, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("pid %d: normal priority: %w", pid, err)
-			}
+		if err := setSched("/proc/"+strconv.Itoa(pid)+"/task", unix.SCHED_NORMAL); err != nil {
+			return fmt.Errorf("pid %d: normal priority: %w", pid, err)
 		}
 	}
 	return nil
@@ -265,17 +287,20 @@ func schedNormal(pids ...int) error {
 
 // SchedIdle puts every thread of this process at idle priority (a pool's
 // keeper, before it starts QEMU, which inherits it).
-func SchedIdle() error {
-	tasks, err := os.ReadDir("/proc/self/task")
+func SchedIdle() error { return setSched("/proc/self/task", unix.SCHED_IDLE) }
+
+// setSched gives every thread listed in tasks (a /proc/PID/task) policy.
+func setSched(tasks string, policy uint32) error {
+	ents, err := os.ReadDir(tasks)
 	if err != nil {
 		return err
 	}
-	for _, tk := range tasks {
+	for _, tk := range ents {
 		tid, err := strconv.Atoi(tk.Name())
 		if err != nil {
 			continue
 		}
-		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_IDLE}
+		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: policy}
 		if err := unix.SchedSetAttr(tid, &attr, 0); err != nil && !errors.Is(err, unix.ESRCH) {
 			return err
 		}

@@ -129,13 +129,19 @@ func (s *Share) serve(v *Virtiofsd, lf *os.File, c Config, started chan<- error)
 		return
 	}
 	started <- nil
+	s.serveRequests()
+	close(stop)
+	<-stopped
+}
+
+// serveRequests runs requests on the namespace thread until Stop, then
+// closes the stage's descriptor.
+func (s *Share) serveRequests() {
 	for {
 		select {
 		case fn := <-s.reqs:
 			fn()
 		case <-s.quit:
-			close(stop)
-			<-stopped
 			unix.Close(s.stage)
 			return
 		}
@@ -336,15 +342,7 @@ func Adopt(ctx context.Context, dir string, ns *os.File) (*Share, error) {
 			return
 		}
 		started <- nil
-		for {
-			select {
-			case fn := <-s.reqs:
-				fn()
-			case <-s.quit:
-				unix.Close(s.stage)
-				return
-			}
-		}
+		s.serveRequests()
 	})
 	select {
 	case err := <-started:
