@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs every Go fuzz target of the repository for FUZZTIME each (default
 # 10s): the decoders of bytes that come from the guest (agent replies and
-# frames, stream headers, log lines, console text, QMP) and from users
-# (specs, kernel images). A failure leaves its input in the package's
-# testdata/fuzz/<Target>/, where `go test` replays it from then on as a seed:
-# commit it with the fix.
+# frames, stream headers, log lines, console text, QMP), from users (specs,
+# kernel images) and from registries (layer tars). A failure leaves its
+# input in the package's testdata/fuzz/<Target>/, where `go test` replays it
+# from then on as a seed: commit it with the fix.
 #   scripts/fuzz.sh [FUZZTIME]
 set -euo pipefail
 cd "$(dirname "$0")/.."

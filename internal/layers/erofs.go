@@ -20,9 +20,12 @@ import (
 // (setuid, setgid, sticky included), owner, modification time, device
 // numbers (a 0/0 character device is a whiteout) and extended attributes
 // (trusted.overlay.opaque, security.capability). Symbolic links are kept
-// as links, never followed. A hard link's data is stored once per name.
+// as links, never followed. Names of one file (hard links) stay names of
+// one inode, whose data is stored once.
 func writeDir(out *os.File, dir string) error {
 	w := erofs.Create(out, erofs.WithTempDir(filepath.Dir(out.Name())))
+	links := hardLinks{}
+	seen := map[[2]uint64]string{} // device and inode of a multiply linked file -> its first name
 	err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -35,19 +38,29 @@ func writeDir(out *os.File, dir string) error {
 		if rel == "." {
 			name = "/"
 		}
-		return addEntry(w, p, name)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink > 1 {
+			id := [2]uint64{st.Dev, st.Ino}
+			if first, ok := seen[id]; ok {
+				return links.placeholder(w, name, first)
+			}
+			seen[id] = name
+		}
+		return addEntry(w, p, name, &st)
 	})
 	if cerr := w.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = linkNames(out, links)
+	}
 	return err
 }
 
-func addEntry(w *erofs.Writer, p, name string) error {
-	var st unix.Stat_t
-	if err := unix.Lstat(p, &st); err != nil {
-		return err
-	}
+func addEntry(w *erofs.Writer, p, name string, st *unix.Stat_t) error {
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		if err := w.Mkdir(name, 0o755); err != nil {

@@ -1,8 +1,10 @@
 package layers
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -293,5 +295,87 @@ func TestReadBundleAcceptsOnlyStoreImages(t *testing.T) {
 		if (err == nil) != tc.ok || (tc.ok && len(bl.Images) != 1) {
 			t.Errorf("images %v: %v, %v; want ok=%v", tc.images, bl, err, tc.ok)
 		}
+	}
+}
+
+// Names of one file stay names of one inode, whose data is stored once
+// (busybox's applets: hundreds of names of one binary). The reader and
+// the kernel both see one inode with every name counted.
+func TestFromDirHardLinksShareOneInode(t *testing.T) {
+	needRoot(t)
+	src := t.TempDir()
+	data := bytes.Repeat([]byte("busybox\n"), 128<<10) // 1 MiB
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{"bin", "sbin", "usr/bin"} {
+		must(os.MkdirAll(filepath.Join(src, d), 0o755))
+	}
+	must(os.WriteFile(filepath.Join(src, "bin", "busybox"), data, 0o755))
+	var names []string
+	for i := range 200 { // enough names for directories of several blocks
+		d := []string{"bin", "sbin", "usr/bin"}[i%3]
+		n := filepath.Join(d, fmt.Sprintf("applet-with-a-long-name-%03d", i))
+		must(os.Link(filepath.Join(src, "bin", "busybox"), filepath.Join(src, n)))
+		names = append(names, n)
+	}
+	must(os.WriteFile(filepath.Join(src, "bin", "other"), []byte("not a link\n"), 0o644))
+	s := &Store{Dir: t.TempDir()}
+	p, _, err := s.FromDir(context.Background(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(p)
+	if fi.Size() > 2<<20 {
+		t.Errorf("image of a 1 MiB file with 201 names is %d bytes: its data is stored more than once", fi.Size())
+	}
+	f, _ := os.Open(p)
+	defer f.Close()
+	img, err := erofs.Open(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := fs.Stat(img, "bin/busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := first.Sys().(*erofs.Stat)
+	if want.Nlink != 201 {
+		t.Errorf("bin/busybox has %d links, want 201", want.Nlink)
+	}
+	for _, n := range names {
+		fi, err := fs.Stat(img, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*erofs.Stat); st.Ino != want.Ino || st.Size != int64(len(data)) {
+			t.Fatalf("%s: inode %d, %d bytes; want bin/busybox's inode %d, %d bytes", n, st.Ino, st.Size, want.Ino, len(data))
+		}
+	}
+	if b, err := fs.ReadFile(img, names[len(names)-1]); err != nil || !bytes.Equal(b, data) {
+		t.Errorf("a link's content differs (%d bytes, %v)", len(b), err)
+	}
+	if b, _ := fs.ReadFile(img, "bin/other"); string(b) != "not a link\n" {
+		t.Errorf("bin/other = %q", b)
+	}
+
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "erofs", "-o", "loop,ro", p, mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot loop-mount erofs here: %v: %s", err, out)
+	}
+	defer unix.Unmount(mnt, unix.MNT_DETACH)
+	var bb, ln unix.Stat_t
+	must(unix.Stat(filepath.Join(mnt, "bin", "busybox"), &bb))
+	for _, n := range names {
+		must(unix.Stat(filepath.Join(mnt, n), &ln))
+		if ln.Ino != bb.Ino || ln.Nlink != 201 {
+			t.Fatalf("kernel: %s is inode %d with %d links; bin/busybox is %d", n, ln.Ino, ln.Nlink, bb.Ino)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, names[100])); err != nil || !bytes.Equal(b, data) {
+		t.Errorf("kernel: a link reads %d bytes, %v", len(b), err)
 	}
 }

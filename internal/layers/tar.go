@@ -52,7 +52,8 @@ const (
 
 func writeTar(out *os.File, r io.Reader) error {
 	w := erofs.Create(out, erofs.WithTempDir(path.Dir(out.Name())))
-	err := addTar(w, tar.NewReader(r))
+	hard := hardLinks{}
+	err := addTar(w, tar.NewReader(r), hard)
 	if err == nil {
 		// Read to the end: the digest covers the archive's padding too.
 		_, err = io.Copy(io.Discard, r)
@@ -60,10 +61,13 @@ func writeTar(out *os.File, r io.Reader) error {
 	if cerr := w.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = linkNames(out, hard)
+	}
 	return err
 }
 
-func addTar(w *erofs.Writer, tr *tar.Reader) error {
+func addTar(w *erofs.Writer, tr *tar.Reader, hard hardLinks) error {
 	links := map[string]bool{} // symbolic links of this layer
 	for {
 		hdr, err := tr.Next()
@@ -99,6 +103,13 @@ func addTar(w *erofs.Writer, tr *tar.Reader) error {
 			gone := path.Join(dir, strings.TrimPrefix(base, whiteoutPrefix))
 			if err := w.Mknod(gone, unix.S_IFCHR, 0); err != nil {
 				return fmt.Errorf("%w: whiteout %s: %v", ErrBadTar, hdr.Name, err)
+			}
+			continue
+		}
+		if hdr.Typeflag == tar.TypeLink {
+			// a name of a file already in the layer: its inode's metadata are the file's
+			if err := addHardLink(w, hard, hdr, name); err != nil {
+				return err
 			}
 			continue
 		}
@@ -167,25 +178,6 @@ func addTarEntry(w *erofs.Writer, tr *tar.Reader, hdr *tar.Header, name string) 
 			return fmt.Errorf("read layer tar: %s: %w", hdr.Name, err)
 		}
 		return f.Close()
-	case tar.TypeLink:
-		target, err := entryPath(hdr.Linkname)
-		if err != nil {
-			return err
-		}
-		src, err := w.Open(target)
-		if err != nil {
-			return fmt.Errorf("%w: hard link %s to %s: %v", ErrBadTar, hdr.Name, hdr.Linkname, err)
-		}
-		defer src.Close()
-		f, err := w.Create(name)
-		if err != nil {
-			return dup(err)
-		}
-		if _, err := io.Copy(f, src); err != nil {
-			f.Close()
-			return err
-		}
-		return f.Close()
 	case tar.TypeSymlink:
 		return dup(w.Symlink(hdr.Linkname, name))
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
@@ -193,6 +185,26 @@ func addTarEntry(w *erofs.Writer, tr *tar.Reader, hdr *tar.Header, name string) 
 		return dup(w.Mknod(name, uint16(typ|uint32(hdr.Mode)&0o7777), uint32(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))))
 	}
 	return fmt.Errorf("%w: %s: unsupported entry type %q", ErrBadTar, hdr.Name, hdr.Typeflag)
+}
+
+// addHardLink adds name as another name of the regular file the layer
+// already has at the link's target.
+func addHardLink(w *erofs.Writer, hard hardLinks, hdr *tar.Header, name string) error {
+	target, err := entryPath(hdr.Linkname)
+	if err != nil {
+		return err
+	}
+	fi, err := w.Stat(target)
+	if err != nil {
+		return fmt.Errorf("%w: hard link %s to %s: %v", ErrBadTar, hdr.Name, hdr.Linkname, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%w: hard link %s to %s: not a regular file", ErrBadTar, hdr.Name, hdr.Linkname)
+	}
+	if err := hard.placeholder(w, name, target); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrBadTar, hdr.Name, err)
+	}
+	return nil
 }
 
 // setMeta gives an entry the tar header's mode, owner, time and xattrs.

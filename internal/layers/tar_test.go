@@ -57,6 +57,8 @@ func TestFromTarWhiteoutsAndMetadata(t *testing.T) {
 		entry{hdr: tar.Header{Name: "bin/su", Typeflag: tar.TypeReg, Mode: 0o4755}, body: "x"},
 		entry{hdr: tar.Header{Name: "bin/link", Typeflag: tar.TypeSymlink, Linkname: "su"}},
 		entry{hdr: tar.Header{Name: "bin/hard", Typeflag: tar.TypeLink, Linkname: "bin/su"}},
+		entry{hdr: tar.Header{Name: "sbin/", Typeflag: tar.TypeDir, Mode: 0o755}},
+		entry{hdr: tar.Header{Name: "sbin/harder", Typeflag: tar.TypeLink, Linkname: "./bin/hard"}}, // a link to a link
 		file("var/.wh.gone", ""),
 		file("opq/.wh..wh..opq", ""),
 		file("opq/new", "n"),
@@ -91,8 +93,13 @@ func TestFromTarWhiteoutsAndMetadata(t *testing.T) {
 	if got := st("bin/su"); got.Mode != fs.ModeSetuid|0o755 {
 		t.Errorf("bin/su: %v", got.Mode)
 	}
-	if got, _ := fs.ReadFile(img, "bin/hard"); string(got) != "x" {
-		t.Errorf("hard link content %q", got)
+	for _, name := range []string{"bin/hard", "sbin/harder"} {
+		if got, _ := fs.ReadFile(img, name); string(got) != "x" {
+			t.Errorf("hard link %s content %q", name, got)
+		}
+		if got, want := st(name), st("bin/su"); got.Ino != want.Ino || got.Nlink != 3 || got.Mode != fs.ModeSetuid|0o755 {
+			t.Errorf("hard link %s: inode %d, %d links, %v; want bin/su's inode %d with 3 links, %v", name, got.Ino, got.Nlink, got.Mode, want.Ino, want.Mode)
+		}
 	}
 	if got := st("var/gone"); got.Mode.Type() != fs.ModeDevice|fs.ModeCharDevice || got.Rdev != 0 {
 		t.Errorf("whiteout: %v rdev %d, want a 0/0 character device", got.Mode, got.Rdev)
@@ -128,6 +135,9 @@ func TestFromTarRefusesBadLayers(t *testing.T) {
 		{"symlinked parent", []entry{{hdr: tar.Header{Name: "a", Typeflag: tar.TypeSymlink, Linkname: "/etc"}}, file("a/passwd", "x")}},
 		{"duplicate", []entry{file("x", "1"), file("x", "2")}},
 		{"hard link outside", []entry{{hdr: tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "../../etc/shadow"}}}},
+		{"hard link to nothing", []entry{{hdr: tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "etc/shadow"}}}},
+		{"hard link to a directory", []entry{{hdr: tar.Header{Name: "d/", Typeflag: tar.TypeDir}}, {hdr: tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "d"}}}},
+		{"hard link over a file", []entry{file("a", "x"), file("h", "y"), {hdr: tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "a"}}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, id := mkTar(t, tc.es...)
@@ -176,4 +186,62 @@ func assertOnlyLocks(t *testing.T, dir string) {
 			t.Errorf("left in the store: %s", e.Name())
 		}
 	}
+}
+
+// A layer tar comes from a registry: whatever it holds, FromTar either
+// refuses it or makes an image that reads back whole, in which every hard
+// link names its target's inode.
+func FuzzFromTar(f *testing.F) {
+	t := &testing.T{}
+	seed, _ := mkTar(t, file("bin/busybox", "bb"), entry{hdr: tar.Header{Name: "bin/sh", Typeflag: tar.TypeLink, Linkname: "bin/busybox"}},
+		entry{hdr: tar.Header{Name: "usr/bin/env", Typeflag: tar.TypeLink, Linkname: "bin/sh"}}, file("etc/.wh..wh..opq", ""), file("etc/.wh.x", ""))
+	f.Add(seed)
+	seed, _ = mkTar(t, entry{hdr: tar.Header{Name: "d/", Typeflag: tar.TypeDir}}, entry{hdr: tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "d"}})
+	f.Add(seed)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s := &Store{Dir: t.TempDir()}
+		id := fmt.Sprintf("sha256:%x", sha256.Sum256(b))
+		p, _, err := s.FromTar(context.Background(), id, bytes.NewReader(b), nil)
+		if err != nil {
+			return
+		}
+		fh, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fh.Close()
+		img, err := erofs.Open(fh)
+		if err != nil {
+			t.Fatalf("the image does not open: %v", err)
+		}
+		if err := fs.WalkDir(img, ".", func(name string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return err
+			}
+			_, err = fs.ReadFile(img, name)
+			return err
+		}); err != nil {
+			t.Fatalf("the image does not read back: %v", err)
+		}
+		tr := tar.NewReader(bytes.NewReader(b))
+		for {
+			hdr, err := tr.Next()
+			if err != nil {
+				break
+			}
+			if hdr.Typeflag != tar.TypeLink {
+				continue
+			}
+			name, _ := entryPath(hdr.Name)
+			target, _ := entryPath(hdr.Linkname)
+			a, errA := fs.Stat(img, strings.TrimPrefix(name, "/"))
+			c, errC := fs.Stat(img, strings.TrimPrefix(target, "/"))
+			if errA != nil || errC != nil {
+				t.Fatalf("hard link %s -> %s: %v, %v", name, target, errA, errC)
+			}
+			if a.Sys().(*erofs.Stat).Ino != c.Sys().(*erofs.Stat).Ino {
+				t.Fatalf("hard link %s is not %s's inode", name, target)
+			}
+		}
+	})
 }
