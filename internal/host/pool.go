@@ -107,6 +107,13 @@ func PoolKeeperMain(args []string) int {
 		out = f
 	}
 	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug})).With("pool_keeper", os.Getpid())
+	// Once this clone is offered, the keeper of the next free slot starts:
+	// the pool fills one clone after another up to its size.
+	slot.OnReady = func() {
+		if p.Free(*key) > 0 {
+			spawnKeeper(log)(template.Shape{VCPUs: *vcpus, MemoryMiB: *mem}, *key)
+		}
+	}
 	fail := func(err error) int {
 		slot.Fail(err)
 		log.Error("pool keeper failed", "err", err)

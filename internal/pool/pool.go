@@ -90,7 +90,12 @@ const (
 
 // Slot is a keeper's place in the pool.
 type Slot struct {
-	Dir  string // the clone's directory
+	Dir string // the clone's directory
+	// OnReady, if set, runs once the clone is offered (a keeper starts the
+	// keeper of the pool's next free slot there: a pool fills one clone
+	// after another up to its size).
+	OnReady func()
+
 	key  string
 	keyD string
 
@@ -209,6 +214,9 @@ func (s *Slot) Offer(ctx context.Context, o Offer, files []*os.File, gone <-chan
 	}
 	defer os.Remove(ready)
 	os.Remove(filepath.Join(s.keyD, lastErrFile)) // the pool works again
+	if s.OnReady != nil {
+		s.OnReady()
+	}
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -482,7 +490,31 @@ func (p *Pool) Drain(ctx context.Context, key string) {
 	if err != nil {
 		return
 	}
+	if _, err := os.Stat(kd); err != nil {
+		return // no keeper ever made key's directory
+	}
+	// Each slot that comes free stays held here until the pool is empty,
+	// so that no keeper (one a drained keeper started for the next slot,
+	// say) takes it meanwhile.
+	held := map[int]func(){}
+	defer func() {
+		for _, release := range held {
+			release()
+		}
+		p.Sweep(key)
+	}()
 	for {
+		for i := 0; i < p.Size; i++ {
+			if held[i] != nil {
+				continue
+			}
+			if release, err := filelock.Lock(context.Background(), filepath.Join(kd, "slot-"+strconv.Itoa(i)+".lock"), false); err == nil {
+				held[i] = release
+			}
+		}
+		if len(held) == p.Size || ctx.Err() != nil {
+			return
+		}
 		socks, _ := filepath.Glob(filepath.Join(kd, "vm-*", socketFile))
 		for _, s := range socks {
 			c, err := unixsock.Dial(ctx, s)
@@ -493,10 +525,6 @@ func (p *Pool) Drain(ctx context.Context, key string) {
 			json.NewEncoder(c).Encode(request{Op: "drain"})
 			c.Read(make([]byte, 3))
 			c.Close()
-		}
-		if p.Free(key) == p.Size || ctx.Err() != nil {
-			p.Sweep(key)
-			return
 		}
 		select {
 		case <-ctx.Done():

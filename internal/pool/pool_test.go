@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -69,6 +70,8 @@ func TestTakeOfferClaim(t *testing.T) {
 		t.Fatalf("claim before any offer: %v, %v", h, err)
 	}
 	hand, writers := files(t)
+	var readied atomic.Int32
+	s.OnReady = func() { readied.Add(1) }
 	res := offer(t, s, Offer{KeeperPID: 7, VMPID: 8, StateDir: "/x"}, hand, nil)
 	if st := p.Status("k1"); st.Ready != 1 {
 		t.Errorf("status while offered: %+v", st)
@@ -96,6 +99,9 @@ func TestTakeOfferClaim(t *testing.T) {
 	r := <-res
 	if r.err != nil || r.cl == nil || r.cl.PID != os.Getpid() {
 		t.Fatalf("keeper: %+v", r)
+	}
+	if n := readied.Load(); n != 1 {
+		t.Errorf("OnReady ran %d times for one offered clone, want 1", n)
 	}
 	r.cl.Close()
 	if p.Free("k1") != 1 {
@@ -132,6 +138,50 @@ func TestRefuseAndDrain(t *testing.T) {
 	p.Drain(ctx, "k")
 	if ctx.Err() != nil || p.Free("k") != 2 {
 		t.Fatalf("drain: %v, %d slots free", ctx.Err(), p.Free("k"))
+	}
+}
+
+// Keepers that start the next slot's keeper once their clone is offered
+// (as PoolKeeperMain does) fill the pool; a drain still empties it: the
+// keepers it drains start others, which find no free slot.
+func TestDrainStopsARefillingChain(t *testing.T) {
+	p := &Pool{Dir: t.TempDir(), Size: 3}
+	hand, _ := files(t)
+	var keep func()
+	started := make(chan error, 100)
+	keep = func() { // one keeper: take a slot, offer until drained
+		s, err := p.Take("k")
+		started <- err
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		s.OnReady = func() {
+			if p.Free("k") > 0 {
+				go keep()
+			}
+		}
+		s.Offer(context.Background(), Offer{}, hand, nil)
+	}
+	go keep()
+	for i := 0; i < 200 && p.Status("k").Ready < 3; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := p.Status("k"); st.Ready != 3 {
+		t.Fatalf("the chain filled %d of 3 slots", st.Ready)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p.Drain(ctx, "k")
+	if ctx.Err() != nil {
+		t.Fatal("drain did not end: the chain kept refilling")
+	}
+	time.Sleep(100 * time.Millisecond) // a keeper started late has tried its Take
+	if st := p.Status("k"); st.Ready != 0 || p.Free("k") != 3 {
+		t.Fatalf("after drain: %+v, %d free", st, p.Free("k"))
+	}
+	if d, _ := filepath.Glob(filepath.Join(p.Dir, "k", "vm-*")); len(d) != 0 {
+		t.Errorf("clone directories left: %v", d)
 	}
 }
 

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,22 +17,22 @@ import (
 	"github.com/lodgeruntime/lodge/internal/pool"
 )
 
-// poolFixture is a templateFixture with a pool of one clone per template;
-// whatever the pool holds at the end is drained, and nothing of it may
-// be left.
-func poolFixture(t *testing.T) (*fixture, string) {
+// poolFixture is a templateFixture with a pool of size clones per
+// template; whatever the pool holds at the end is drained, and nothing of
+// it may be left.
+func poolFixture(t *testing.T, size int) (*fixture, string) {
 	t.Helper()
 	f := newFixture(t)
 	dir := filepath.Join(t.TempDir(), "templates")
-	f.config("[template]\ndir = \"" + dir + "\"\npool = 1\n")
-	t.Cleanup(func() { drainPools(t, dir) })
+	f.config(fmt.Sprintf("[template]\ndir = %q\npool = %d\n", dir, size))
+	t.Cleanup(func() { drainPools(t, dir, size) })
 	return f, dir
 }
 
-// drainPools ends every pooled clone of the templates in dir; nothing of
-// them may be left.
-func drainPools(t *testing.T, dir string) {
-	p := &pool.Pool{Dir: filepath.Join(dir, ".pool"), Size: 1}
+// drainPools ends every pooled clone of the templates in dir (pools of
+// size clones); nothing of them may be left.
+func drainPools(t *testing.T, dir string, size int) {
+	p := &pool.Pool{Dir: filepath.Join(dir, ".pool"), Size: size}
 	keys, _ := os.ReadDir(p.Dir)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -107,7 +108,7 @@ func (f *fixture) lodge(args ...string) result {
 // as restored ones: different RNG output, boot_id and machine id, and the
 // host's clock although they waited stopped.
 func TestPooledClones(t *testing.T) {
-	f, dir := poolFixture(t)
+	f, dir := poolFixture(t, 1)
 	if ann := f.startOf("first", nil, "sleep", "60"); ann["io.lodge.start"] != "clone" || ann["io.lodge.start.pooled"] != "" {
 		t.Fatalf("first sandbox: %v, want a clone restored on demand", ann)
 	}
@@ -168,7 +169,7 @@ func TestPooledClones(t *testing.T) {
 // next keeper sweeps its directory; `lodge template rm` drains the pool
 // and is not refused for clones that are no sandbox's.
 func TestPoolFaults(t *testing.T) {
-	f, dir := poolFixture(t)
+	f, dir := poolFixture(t, 1)
 	f.startOf("first", nil, "true")
 	vm := waitPooled(t, dir)
 	f.writeSpec(defaultSpec("sleep", "1000"))
@@ -208,4 +209,35 @@ func TestPoolFaults(t *testing.T) {
 		t.Fatalf("template rm with only a pooled clone: exit %d\n%s", r.code, r.stdout)
 	}
 	waitGone(t, dir, 30*time.Second)
+}
+
+// A pool of two fills to two after one sandbox: each keeper, once its
+// clone is offered, starts the keeper of the next free slot. `lodge
+// template ls` says so, and `lodge template drain` ends both clones
+// (a drained keeper's successor finds no free slot), leaving nothing.
+func TestPoolFillsToSize(t *testing.T) {
+	f, dir := poolFixture(t, 2)
+	f.startOf("first", nil, "true")
+	deadline := time.Now().Add(3 * time.Minute)
+	var ready []string
+	for time.Now().Before(deadline) {
+		if ready, _ = filepath.Glob(filepath.Join(dir, ".pool", "*", "vm-*", "ready")); len(ready) == 2 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(ready) != 2 {
+		t.Fatalf("a pool of 2 holds %d clones after 3 minutes", len(ready))
+	}
+	if r := f.lodge("template", "ls"); r.code != 0 || !strings.Contains(r.stdout, "2/2") {
+		t.Errorf("template ls with a full pool of 2: exit %d\n%s", r.code, r.stdout)
+	}
+	if r := f.lodge("template", "drain"); r.code != 0 {
+		t.Fatalf("template drain: exit %d\n%s", r.code, r.stdout)
+	}
+	waitGone(t, filepath.Join(dir, ".pool"), 30*time.Second)
+	time.Sleep(2 * time.Second) // a keeper a drained one started has tried its slot
+	if left, _ := filepath.Glob(filepath.Join(dir, ".pool", "*", "vm-*")); len(left) != 0 {
+		t.Errorf("after drain: %v", left)
+	}
 }

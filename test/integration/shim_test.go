@@ -324,7 +324,7 @@ func shimCRIPod(t *testing.T, pooled bool) {
 	}
 	c := startContainerdWith(t, true, env...)
 	if pooled {
-		t.Cleanup(func() { drainPools(t, tdir) })
+		t.Cleanup(func() { drainPools(t, tdir, 1) })
 	}
 	ref := "lodge.test/busybox:1"
 	c.importImage(pauseRef, "sleep", "2147483647")
