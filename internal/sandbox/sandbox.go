@@ -91,6 +91,9 @@ type Sandbox struct {
 
 	// shareLost: virtiofsd died under a running VM, which was then stopped.
 	shareLost atomic.Bool
+	// stopping: Destroy has begun; virtiofsd ending from then on is the
+	// teardown's doing (QEMU's exit closes its socket), not a fault.
+	stopping atomic.Bool
 
 	mu         sync.Mutex // guards containers
 	containers map[string]*Container
@@ -241,6 +244,9 @@ func (s *Sandbox) watchShare() {
 	case <-s.vm.Done(): // stopped first, by Destroy
 		return
 	default:
+	}
+	if s.stopping.Load() {
+		return
 	}
 	s.shareLost.Store(true)
 	s.log.Error("virtiofsd, which serves the sandbox's files, exited: stopping the VM", "virtiofsd_pid", s.share.PID())
@@ -402,6 +408,7 @@ func (s *Sandbox) DialPort(port uint16) (net.Conn, error) { return s.agent.DialP
 // Destroy stops the VM and virtiofsd, detaches everything the share holds
 // and removes the state directory. It is safe to call on a sandbox whose VM already died.
 func (s *Sandbox) Destroy(ctx context.Context) error {
+	s.stopping.Store(true)
 	s.phases.mark()
 	s.mu.Lock()
 	ctrs := s.containers
