@@ -395,13 +395,17 @@ func (s *Store) Remove(ctx context.Context, key string) error {
 	if strings.ContainsAny(key, "/") || key == "" || key == "." || key == ".." {
 		return fmt.Errorf("%w: %q", ErrNotFound, key)
 	}
+	dir := filepath.Join(s.Dir, key)
+	if _, err := os.Stat(dir); err != nil {
+		// Before the lock: a name that is no template leaves no lock file.
+		return fmt.Errorf("%w: %s", ErrNotFound, key)
+	}
 	unlock, err := s.lock(ctx, key, false)
 	if err != nil {
 		return fmt.Errorf("template %s is being built or checked: %w", key, err)
 	}
 	defer unlock()
-	dir := filepath.Join(s.Dir, key)
-	if _, err := os.Stat(dir); err != nil {
+	if _, err := os.Stat(dir); err != nil { // removed meanwhile
 		return fmt.Errorf("%w: %s", ErrNotFound, key)
 	}
 	if s.Drain != nil { // pooled clones are no one's yet

@@ -280,4 +280,12 @@ func TestRemoveRefusesInUseAndPrunesStale(t *testing.T) {
 	if err := s.Remove(context.Background(), "../etc"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("remove ../etc: %v", err)
 	}
+	// A name that is no template (a mistyped flag) is refused and leaves
+	// nothing in the store, not even a lock file.
+	if err := s.Remove(context.Background(), "--all"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("remove --all: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(s.Dir, "--all*")); len(left) != 0 {
+		t.Errorf("removing a name that is no template left %v", left)
+	}
 }
