@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/confine"
 	"github.com/lodgeruntime/lodge/internal/host"
+	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/template"
 	"github.com/lodgeruntime/lodge/internal/transport"
 	"github.com/lodgeruntime/lodge/internal/uidlease"
@@ -106,8 +108,24 @@ func templateStatus(cfg config.Config) string {
 		}
 		pooled = fmt.Sprintf("a pool of %d per template, %d waiting", p.Size, ready)
 	}
-	return fmt.Sprintf("enabled, in %s (%d built, %d clones running; built on a shape's first sandbox, `lodge template ls`; %s); their memory %s",
-		cfg.Template.Dir, len(infos), clones, pooled, memory)
+	room := ""
+	shape, _ := template.Classes{VCPUs: cfg.Template.VCPUClasses, MemoryMiB: cfg.Template.MemoryClassesMiB}.Round(cfg.VMM.VCPUs, cfg.VMM.MemoryMiB)
+	if err := sandbox.TemplateSpace(existingDir(cfg.Template.Dir), shape.MemoryMiB); err != nil {
+		room = "; no room to build the default VM's template (its sandboxes cold-boot until there is): " + err.Error()
+	}
+	return fmt.Sprintf("enabled, in %s (%d built, %d clones running; built on a shape's first sandbox, `lodge template ls`; %s); their memory %s%s",
+		cfg.Template.Dir, len(infos), clones, pooled, memory, room)
+}
+
+// existingDir is dir or its nearest ancestor that exists (a template
+// directory is made on the first build).
+func existingDir(dir string) string {
+	for {
+		if _, err := os.Stat(dir); err == nil || dir == filepath.Dir(dir) {
+			return dir
+		}
+		dir = filepath.Dir(dir)
+	}
 }
 
 func statErr(path string) error {

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
 	"github.com/lodgeruntime/lodge/internal/agent"
 	"github.com/lodgeruntime/lodge/internal/netsetup"
@@ -260,7 +262,21 @@ func EnsureTemplate(ctx context.Context, deps Deps, cfg Config) (*template.Templ
 // buildTemplate boots a template VM in dir and saves it: RAM in dir's
 // memory file, device state in its state file. The template VM is never
 // resumed: it is stopped for the snapshot and then ended.
-func buildTemplate(ctx context.Context, deps Deps, cfg Config, shape template.Shape, dir string) error {
+func buildTemplate(ctx context.Context, deps Deps, cfg Config, shape template.Shape, dir string) (err error) {
+	// The memory file is written through a shared mapping: on a full
+	// file system QEMU dies of SIGBUS, which says nothing to a user.
+	// Ask first for what the guest may fill (all of its memory, plus its
+	// device state), and name a full disk if the build fails anyway.
+	if err := TemplateSpace(filepath.Dir(dir), shape.MemoryMiB); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil && ctx.Err() == nil {
+			if serr := TemplateSpace(filepath.Dir(dir), shape.MemoryMiB); serr != nil {
+				err = fmt.Errorf("%w (%v)", err, serr)
+			}
+		}
+	}()
 	// The NIC slot's placeholder is a tap like a pod's (vnet header and
 	// all), so that the features the guest's driver negotiates here hold
 	// for a clone's tap.
@@ -313,6 +329,30 @@ func buildTemplate(ctx context.Context, deps Deps, cfg Config, shape template.Sh
 	}
 	if err := f.Sync(); err != nil { // a full disk shows here
 		return fmt.Errorf("write device state: %w", err)
+	}
+	return nil
+}
+
+// templateStateSlack: room for a template's device state and QEMU's log
+// beside its memory file.
+const templateStateSlack = 8 << 20
+
+// ErrNoSpace: the template directory's file system has no room for a
+// template of the shape asked for.
+var ErrNoSpace = errors.New("no space for a template")
+
+// TemplateSpace says whether dir's file system has room for a template
+// of a guest of memoryMiB: all of its memory (the guest may touch every
+// page before the snapshot) and its device state.
+func TemplateSpace(dir string, memoryMiB int) error {
+	need := int64(memoryMiB)<<20 + templateStateSlack
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("template directory %s: %w", dir, err)
+	}
+	if free := int64(st.Bavail) * st.Bsize; free < need {
+		return fmt.Errorf("%w: the template directory's file system (%s) has %d MiB free, a template of %d MiB of guest memory needs up to %d MiB: free space there or set [template] dir",
+			ErrNoSpace, dir, free>>20, memoryMiB, need>>20)
 	}
 	return nil
 }

@@ -130,8 +130,13 @@ func Create(ctx context.Context, deps Deps, cfg Config) (*Sandbox, error) {
 		}
 		start.Reason = "the clone failed: " + err.Error()
 		ph.mark()
+		// A failed clone is the operator's to see (a full disk, a bad
+		// template); a sandbox that cannot be cloned (an opt-out, a
+		// device a clone cannot carry) is not.
+		log.Warn("cold boot", "start", StartCold, "reason", start.Reason)
+	} else {
+		log.Info("cold boot", "start", StartCold, "reason", start.Reason)
 	}
-	log.Info("cold boot", "start", StartCold, "reason", start.Reason)
 
 	share, err := deps.Virtiofsd.Start(ctx, sharefs.Config{
 		Dir:     filepath.Join(cfg.Dir, shareDir),

@@ -274,6 +274,36 @@ func TestUnrestorableTemplateColdBoots(t *testing.T) {
 	}
 }
 
+// A template directory without room for a template (here a 40 MiB
+// tmpfs against a 256 MiB guest): the sandbox cold-boots and says the disk
+// is full and what to do; `lodge template build` fails with the same
+// words; neither leaves a file behind (no half memory file, no lock).
+func TestTemplateDiskFull(t *testing.T) {
+	f, dir := templateFixture(t)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=40m,mode=0700"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	const want = "no space for a template"
+	ann := f.startOf("full", nil, "true")
+	if ann["io.lodge.start"] != "cold" || !strings.Contains(ann["io.lodge.start.reason"], want) ||
+		!strings.Contains(ann["io.lodge.start.reason"], "set [template] dir") {
+		t.Fatalf("with a full template directory: %v, want a cold boot that says the disk is full", ann)
+	}
+	if r := f.lodge("template", "build"); r.code == 0 || !strings.Contains(r.stdout, want) {
+		t.Fatalf("lodge template build on a full disk: exit %d: %s", r.code, r.stdout)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("a failed template build left %v", ents)
+	}
+	if r := f.lodge("check"); !strings.Contains(r.stdout, "no room to build") {
+		t.Fatalf("lodge check does not say the template directory is full:\n%s", r.stdout)
+	}
+}
+
 // A non-recursive read-only volume keeps the host's submounts below it
 // writable (runc's "ro" with "rbind"), through a cold boot (virtio-fs
 // announces submounts) and through a clone (9p: the agent makes each a
