@@ -411,6 +411,20 @@ func shimCRIPod(t *testing.T, pooled bool) {
 	if out, err := c.crictl("exec", client, "sh", "-c", "grep ' / / ' /proc/self/mountinfo"); err != nil || !strings.Contains(out, " - overlay overlay ") || !strings.Contains(out, "lowerdir=/run/lodge/l/") {
 		t.Errorf("the container's root is not an overlay of layer images: %v: %q", err, out)
 	}
+	// Containers of one image share its layers' mounts in the guest (one
+	// loop device and one page cache per layer, not one per container).
+	lowerOf := func(id string) string {
+		t.Helper()
+		out, err := c.crictl("exec", id, "sh", "-c", "grep ' / / ' /proc/self/mountinfo")
+		if i := strings.Index(out, "lowerdir="); err == nil && i >= 0 {
+			return strings.SplitN(out[i:], ",", 2)[0]
+		}
+		t.Errorf("no overlay root in %s: %v: %q", id, err, out)
+		return ""
+	}
+	if lw, lc := lowerOf(web), lowerOf(client); lw != lc {
+		t.Errorf("two containers of one image do not share its layers' mounts: web %q, client %q", lw, lc)
+	}
 	// A write in one container's root is not seen by another of the same
 	// image, nor by the host's snapshots.
 	if out, err := c.crictl("exec", client, "sh", "-c", "test -e /www && echo visible || echo invisible"); err != nil || out != "invisible" {
@@ -505,6 +519,19 @@ func shimCRIPod(t *testing.T, pooled bool) {
 	}
 	if st := c.crictlOut("inspect", "-o", "go-template", "--template", "{{.status.state}}", web); st != "CONTAINER_EXITED" {
 		t.Errorf("state after stop: %q", st)
+	}
+	// Removing containers of the image leaves its layers to those still
+	// using them, and to new ones.
+	for _, id := range []string{web, hog} {
+		if _, err := c.crictl("rm", id); err != nil {
+			t.Errorf("rm: %v", err)
+		}
+	}
+	late := newCtr("late", "sleep", "3600")
+	for _, id := range []string{client, late} {
+		if out, err := c.crictl("exec", id, "sh", "-c", "ls /bin | wc -l; cat /etc/passwd | head -1"); err != nil || !strings.Contains(out, "root:x:0:0") {
+			t.Errorf("the image's files in %s after the others of its image were removed: %v: %q", id, err, out)
+		}
 	}
 	c.removePod(pod)
 

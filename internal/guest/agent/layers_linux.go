@@ -24,11 +24,13 @@ const layersDir = "/run/lodge/l"
 var rootSeq atomic.Uint64
 
 // layeredRoot builds a container's root from files in the share: each
-// erofs layer image (topmost first) on a read-only loop device, the
+// erofs layer image (topmost first) on a read-only loop device, shared
+// with every other overlay of the same image file (acquireLayer), the
 // writable ext4 image on a read-write one, and overlayfs over them. With
 // no writable image the root is read-only: the one layer itself, or a
 // read-only overlay of the layers. It returns the root and the mounts it
-// made, in order (unmountAll undoes them); on error it has undone its own.
+// made or took, in order (unmountLayered undoes them); on error it has
+// undone its own.
 func layeredRoot(share string, layers []string, writable string) (root string, mounts []string, err error) {
 	if len(layers) == 0 {
 		return "", nil, errors.New("a layered root needs layers")
@@ -36,7 +38,7 @@ func layeredRoot(share string, layers []string, writable string) (root string, m
 	base := filepath.Join(layersDir, strconv.FormatUint(rootSeq.Add(1), 10))
 	defer func() {
 		if err != nil {
-			unmountAll(mounts)
+			releaseMounts(mounts)
 			removeLayerDirs(base)
 			mounts = nil
 		}
@@ -50,8 +52,18 @@ func layeredRoot(share string, layers []string, writable string) (root string, m
 		if err != nil {
 			return "", mounts, fmt.Errorf("layer %d: %w", i, err)
 		}
-		dir := filepath.Join(base, strconv.Itoa(i))
-		if err := mountImage(img, dir, "erofs", true); err != nil {
+		var dir string
+		if writable != "" {
+			// Lower layers of an overlay are shared by every root that
+			// uses the same image file: mounted once, cached once.
+			dir, err = acquireLayer(img)
+		} else {
+			// A root that is one layer itself is the container's own
+			// mount, which nothing else may see change.
+			dir = filepath.Join(base, strconv.Itoa(i))
+			err = mountImage(img, dir, "erofs", true)
+		}
+		if err != nil {
 			return "", mounts, fmt.Errorf("layer %d: %w", i, err)
 		}
 		mounts = append(mounts, dir)
@@ -113,11 +125,102 @@ func readonlyRoot(base string, lowers, mounts []string) (string, []string, error
 
 // unmountLayered undoes what layeredRoot made.
 func unmountLayered(mounts []string) {
-	if len(mounts) == 0 {
+	releaseMounts(mounts)
+	for _, m := range mounts {
+		if !isSharedLayer(m) {
+			removeLayerDirs(filepath.Dir(m))
+			return
+		}
+	}
+}
+
+// releaseMounts unmounts mounts, last first, releasing shared layers
+// instead of unmounting them.
+func releaseMounts(mounts []string) {
+	for i := len(mounts) - 1; i >= 0; i-- {
+		if isSharedLayer(mounts[i]) {
+			releaseLayer(mounts[i])
+		} else {
+			unix.Unmount(mounts[i], unix.MNT_DETACH)
+		}
+	}
+}
+
+// sharedDir holds the layers shared by overlays: s<n>, kept short for the
+// overlay's mount options.
+const sharedDir = layersDir + "/s"
+
+// sharedLayers are the erofs layer images mounted for overlays, keyed by
+// the image file's identity: a pod's containers of one image (or of
+// images with a base layer in common) share each layer's mount and so its
+// page cache, and a later container skips the loop device and the mount.
+// A layer image never changes (the host converts a layer once, to a new
+// file), and a mounted one stays open, so its identity cannot be reused
+// while it is here.
+var sharedLayers = struct {
+	sync.Mutex
+	byKey map[layerKey]*sharedLayer
+	byDir map[string]*sharedLayer
+	seq   uint64
+}{byKey: map[layerKey]*sharedLayer{}, byDir: map[string]*sharedLayer{}}
+
+type layerKey struct {
+	dev, ino    uint64
+	size, mtime int64
+}
+
+type sharedLayer struct {
+	key  layerKey
+	dir  string
+	refs int
+}
+
+func isSharedLayer(dir string) bool { return strings.HasPrefix(dir, sharedDir) }
+
+// acquireLayer returns the directory where the erofs image img is
+// mounted for overlays, mounting it on first use.
+func acquireLayer(img string) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(img, &st); err != nil {
+		return "", err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return "", fmt.Errorf("%s is not a regular file", filepath.Base(img))
+	}
+	key := layerKey{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano()}
+	sharedLayers.Lock()
+	defer sharedLayers.Unlock()
+	if l := sharedLayers.byKey[key]; l != nil {
+		l.refs++
+		return l.dir, nil
+	}
+	sharedLayers.seq++
+	dir := sharedDir + strconv.FormatUint(sharedLayers.seq, 10)
+	if err := mountImage(img, dir, "erofs", true); err != nil {
+		os.Remove(dir)
+		return "", err
+	}
+	l := &sharedLayer{key: key, dir: dir, refs: 1}
+	sharedLayers.byKey[key], sharedLayers.byDir[dir] = l, l
+	return dir, nil
+}
+
+// releaseLayer drops one use of the shared layer at dir and unmounts it
+// after the last.
+func releaseLayer(dir string) {
+	sharedLayers.Lock()
+	defer sharedLayers.Unlock()
+	l := sharedLayers.byDir[dir]
+	if l == nil {
 		return
 	}
-	unmountAll(mounts)
-	removeLayerDirs(filepath.Dir(mounts[0]))
+	if l.refs--; l.refs > 0 {
+		return
+	}
+	delete(sharedLayers.byKey, l.key)
+	delete(sharedLayers.byDir, dir)
+	unix.Unmount(dir, unix.MNT_DETACH)
+	os.Remove(dir)
 }
 
 // removeLayerDirs removes a layered root's (unmounted) directories; never
