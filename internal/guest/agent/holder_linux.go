@@ -251,7 +251,15 @@ func startHolder(id, rootfs string, plan *holderPlan, cfg *configs.Config, r *re
 	started(h.proc.Pid)
 	// Joining its namespaces changes a thread for good.
 	err = onOwnThread(func() error { return plan.setNamespaces(h.proc.Pid) })
-	if err == nil {
+	if err != nil {
+		// The first step may have failed before its namespaces could be
+		// joined, which then went with it: its own report is the cause.
+		// (The pipe closes when it ends; a live one is waited for briefly.)
+		report.SetReadDeadline(time.Now().Add(time.Second))
+		if b, _ := io.ReadAll(io.LimitReader(report, 1024)); len(b) > 0 {
+			err = errors.New(string(b))
+		}
+	} else if err == nil {
 		report.SetReadDeadline(time.Now().Add(holderInitWait))
 		b, rerr := io.ReadAll(io.LimitReader(report, 1024))
 		switch {
