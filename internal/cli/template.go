@@ -22,7 +22,7 @@ import (
 
 const templateUsage = `usage: lodge template build [--vcpus N] [--memory MiB]
        lodge template ls
-       lodge template rm KEY...
+       lodge template rm KEY... | --all
        lodge template drain [KEY...]`
 
 // cmdTemplate manages VM templates: build one ahead of the first sandbox,
@@ -37,14 +37,37 @@ func cmdTemplate(ctx context.Context, cfg config.Config, log *slog.Logger, out i
 		store.Drain = p.Drain
 	}
 	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprintln(out, templateUsage)
+		return nil
 	case "ls", "list":
 		return templateList(store, p, out)
 	case "rm", "remove":
-		if len(args) < 2 {
+		keys := args[1:]
+		if len(keys) == 1 && (keys[0] == "--all" || keys[0] == "-a") {
+			// Every template; one that clones use is refused, as by name.
+			infos, err := store.List()
+			if err != nil {
+				return err
+			}
+			keys = nil
+			for _, in := range infos {
+				keys = append(keys, in.Key)
+			}
+			if len(keys) == 0 {
+				return nil
+			}
+		}
+		if len(keys) == 0 {
 			return errors.New(templateUsage)
 		}
+		for _, key := range keys {
+			if strings.HasPrefix(key, "-") {
+				return fmt.Errorf("unknown flag %s\n%s", key, templateUsage)
+			}
+		}
 		var errs []error
-		for _, key := range args[1:] {
+		for _, key := range keys {
 			if err := store.Remove(ctx, key); err != nil {
 				errs = append(errs, err)
 				continue

@@ -272,6 +272,17 @@ func TestUnrestorableTemplateColdBoots(t *testing.T) {
 	if ann := f.startOf("rebuilt", nil, "true"); ann["io.lodge.start"] != "clone" {
 		t.Fatalf("after the bad template went: %v", ann)
 	}
+	// `lodge template rm --all` removes every template no clone uses; a
+	// flag it does not know is refused, not taken for a template's name.
+	if r := f.lodge("template", "rm", "--bogus"); r.code == 0 || !strings.Contains(r.stdout, "unknown flag --bogus") {
+		t.Errorf("template rm --bogus: exit %d: %s", r.code, r.stdout)
+	}
+	if r := f.lodge("template", "rm", "--all"); r.code != 0 {
+		t.Errorf("template rm --all: exit %d: %s", r.code, r.stdout)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("after template rm --all: %v", ents)
+	}
 }
 
 // A template directory without room for a template (here a 40 MiB
