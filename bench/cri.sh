@@ -12,7 +12,10 @@
 #   runp   median ms of `crictl runp` until the pod is SANDBOX_READY (the
 #          metric RunD reports)
 #   start  median ms of `crictl create` + `crictl start` of a container in a
-#          ready pod
+#          ready pod (its first)
+#   next   with NEXT=1: the same for a second container of the same image in
+#          that pod, made once the first runs (then stopped and removed before
+#          PSS is read; it leaves its guest pages, so compare PSS within NEXT)
 #   pss    median host PSS per pod in MB (lodge: shim + QEMU + virtiofsd;
 #          runc: shim + pause + container), read from smaps_rollup while idle
 #   cpu    median host CPU per idle pod, in % of one CPU, over IDLE seconds
@@ -22,7 +25,7 @@
 # and the lodge/runc ratios.
 #
 # Usage: bench/cri.sh            Env: ROUNDS (default 5), CONC (default "1 4 10"),
-#   MODES (default "runc lodge lodge-9p lodge-cold"; also lodge-pool), POOL (1),
+#   MODES (default "runc lodge lodge-9p lodge-cold"; also lodge-pool), POOL (1), NEXT,
 #   TOOLS (../shared/tools: setup-containerd.sh, build-critest-images.sh),
 #   CTRD_DIR (/tmp/lodge-bench-ctrd), CTRD_BIN/CTR (containerd 2.x, optional)
 set -euo pipefail
@@ -104,6 +107,14 @@ J
   ctr=$("${C[@]}" create "$pod" "$WORK/ctr-$h-$n.json" "$WORK/pod-$h-$n.json" 2>/dev/null) && "${C[@]}" start "$ctr" >/dev/null 2>&1
   t1=$(now_ms)
   echo $((t1-t0)) >> "$WORK/start-$h-$3"
+  if [ -n "${NEXT:-}" ]; then
+    sed 's/"name":"c"/"name":"c2"/; s/"log_path":"c-/"log_path":"c2-/' "$WORK/ctr-$h-$n.json" > "$WORK/ctr2-$h-$n.json"
+    t0=$(now_ms)
+    ctr=$("${C[@]}" create "$pod" "$WORK/ctr2-$h-$n.json" "$WORK/pod-$h-$n.json" 2>/dev/null) && "${C[@]}" start "$ctr" >/dev/null 2>&1
+    t1=$(now_ms)
+    echo $((t1-t0)) >> "$WORK/next-$h-$3"
+    "${C[@]}" stop -t 0 "$ctr" >/dev/null 2>&1; "${C[@]}" rm "$ctr" >/dev/null 2>&1
+  fi
   echo "$pod" >> "$WORK/pods-$h-$3"
 }
 
@@ -133,12 +144,12 @@ pod_pss() { local pids; pids=$(pod_pids "$1"); [ -n "$pids" ] && pss_kb $pids ||
 ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
 
 HZ=$(getconf CLK_TCK)
-printf '%-10s %4s %10s %10s %8s %8s %8s\n' mode conc runp_ms start_ms pss_MB cpu_% pods/s
+printf '%-10s %4s %10s %10s %8s %8s %8s%s\n' mode conc runp_ms start_ms pss_MB cpu_% pods/s "${NEXT:+    next_ms}"
 declare -A R
 for conc in $CONC; do
   for h in $MODES; do
     case $h in lodge-cold) ctrd cold ;; lodge-9p) ctrd 9p ;; lodge-pool) ctrd pool ;; *) ctrd warm ;; esac
-    : > "$WORK/runp-$h-$conc"; : > "$WORK/start-$h-$conc"; : > "$WORK/pss-$h-$conc"; : > "$WORK/cpu-$h-$conc"; : > "$WORK/rate-$h-$conc"
+    : > "$WORK/runp-$h-$conc"; : > "$WORK/start-$h-$conc"; : > "$WORK/pss-$h-$conc"; : > "$WORK/cpu-$h-$conc"; : > "$WORK/rate-$h-$conc"; : > "$WORK/next-$h-$conc"
     for r in $(seq "$ROUNDS"); do
       : > "$WORK/pods-$h-$conc"
       if [ "$h" = lodge-pool ]; then
@@ -165,7 +176,8 @@ for conc in $CONC; do
     R[$h-$conc-pss]=$(median < "$WORK/pss-$h-$conc")
     R[$h-$conc-cpu]=$(median < "$WORK/cpu-$h-$conc")
     R[$h-$conc-rate]=$(median < "$WORK/rate-$h-$conc")
-    printf '%-10s %4s %10s %10s %8s %8s %8s\n' "$h" "$conc" "${R[$h-$conc-runp]}" "${R[$h-$conc-start]}" "${R[$h-$conc-pss]}" "${R[$h-$conc-cpu]}" "${R[$h-$conc-rate]}"
+    next=""; [ -z "${NEXT:-}" ] || next=$(printf ' %10s' "$(median < "$WORK/next-$h-$conc")")
+    printf '%-10s %4s %10s %10s %8s %8s %8s%s\n' "$h" "$conc" "${R[$h-$conc-runp]}" "${R[$h-$conc-start]}" "${R[$h-$conc-pss]}" "${R[$h-$conc-cpu]}" "${R[$h-$conc-rate]}" "$next"
   done
   for pair in "lodge runc" "lodge lodge-cold" "lodge lodge-9p" "lodge-pool lodge" "lodge-pool runc"; do
     set -- $pair
