@@ -212,7 +212,7 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 			// boot stands for it (the rate is fixed for a boot), so a
 			// template never outlives the boot it was made on.
 			Inputs: template.Inputs{Files: []string{cfg.Guest.Kernel, cfg.Guest.Initrd, qemuBin},
-				Facts: []string{"host_boot=" + bootID()}},
+				Facts: []string{"host_boot=" + bootID(), qemu.KernelArgsFact(accel.Accel)}},
 		}
 		if p := PoolOf(cfg); p != nil {
 			env.Templates.Pool, env.Templates.Refill = p, spawnKeeper(log)

@@ -68,6 +68,22 @@ var baseKernelArgs = []string{
 	"rcupdate.rcu_expedited=1",
 }
 
+// tcgKernelArgs apply under TCG, beside the measured TSC rate: TCG
+// executes no speculation, so CPU-bug mitigations only cost time.
+var tcgKernelArgs = []string{"tsc=reliable", "mitigations=off"}
+
+// KernelArgsFact names the kernel arguments this driver gives every guest
+// of an accelerator (all but the host's TSC rate, which is a fact of the
+// host's boot): a template is made with them, so a change of them must
+// make a new template.
+func KernelArgsFact(accel vmm.Accel) string {
+	args := append([]string{}, baseKernelArgs...)
+	if accel == vmm.AccelTCG {
+		args = append(args, tcgKernelArgs...)
+	}
+	return "driver_kernel_args=" + strings.Join(args, " ")
+}
+
 // KernelCmdline returns the guest kernel command line.
 func KernelCmdline(cfg vmm.Config, host Host) (string, error) {
 	args := append([]string{}, baseKernelArgs...)
@@ -75,8 +91,8 @@ func KernelCmdline(cfg vmm.Config, host Host) (string, error) {
 		if host.TSCkHz == 0 {
 			return "", fmt.Errorf("qemu: TCG on microvm needs the host TSC frequency")
 		}
-		// TCG executes no speculation, so CPU-bug mitigations only cost time.
-		args = append(args, "tsc_early_khz="+strconv.FormatUint(host.TSCkHz, 10), "tsc=reliable", "mitigations=off")
+		args = append(args, "tsc_early_khz="+strconv.FormatUint(host.TSCkHz, 10))
+		args = append(args, tcgKernelArgs...)
 	}
 	args = append(args, "lodge.channel="+string(cfg.Channel))
 	for _, a := range cfg.KernelArgs {

@@ -124,3 +124,28 @@ func TestArgvRejects(t *testing.T) {
 		})
 	}
 }
+
+// Every argument the command line gives a guest but the host's TSC rate
+// is in KernelArgsFact, which keys templates: a guest argument changed in
+// this driver makes new templates rather than clones of guests booted
+// with the old ones.
+func TestKernelArgsFactCoversTheCommandLine(t *testing.T) {
+	for _, accel := range []vmm.Accel{vmm.AccelKVM, vmm.AccelTCG} {
+		cmdline, err := KernelCmdline(vmm.Config{Accel: accel, Channel: vmm.ChannelSerial}, Host{TSCkHz: 2500000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fact := KernelArgsFact(accel)
+		for _, a := range strings.Fields(cmdline) {
+			if strings.HasPrefix(a, "tsc_early_khz=") || strings.HasPrefix(a, "lodge.channel=") {
+				continue // the host's boot; the channel, a fact of the layout
+			}
+			if !strings.Contains(" "+strings.TrimPrefix(fact, "driver_kernel_args=")+" ", " "+a+" ") {
+				t.Errorf("%s: %q is on the command line but not in the template fact %q", accel, a, fact)
+			}
+		}
+	}
+	if KernelArgsFact(vmm.AccelKVM) == KernelArgsFact(vmm.AccelTCG) {
+		t.Error("KVM and TCG guests get the same fact, but not the same arguments")
+	}
+}
