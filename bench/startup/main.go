@@ -27,6 +27,7 @@ import (
 	"github.com/lodgeruntime/lodge/internal/agent"
 	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/host"
+	"github.com/lodgeruntime/lodge/internal/hostcg"
 	"github.com/lodgeruntime/lodge/internal/pool"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/template"
@@ -93,6 +94,7 @@ func run(bin string, runs int) error {
 		for _, k := range keys {
 			pl.Drain(ctx, k.Name())
 		}
+		hostcg.Remove(config.DefaultPoolCgroup)
 	}()
 	cfg, err := config.LoadFile(warmCfg)
 	if err != nil {

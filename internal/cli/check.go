@@ -106,7 +106,7 @@ func templateStatus(cfg config.Config) string {
 		for _, in := range infos {
 			ready += p.Status(in.Key).Ready
 		}
-		pooled = fmt.Sprintf("a pool of %d per template, %d waiting", p.Size, ready)
+		pooled = fmt.Sprintf("a pool of %d per template, %d waiting, in host cgroup %s", p.Size, ready, cfg.Template.PoolCgroup)
 	}
 	room := ""
 	shape, _ := template.Classes{VCPUs: cfg.Template.VCPUClasses, MemoryMiB: cfg.Template.MemoryClassesMiB}.Round(cfg.VMM.VCPUs, cfg.VMM.MemoryMiB)

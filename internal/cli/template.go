@@ -15,6 +15,7 @@ import (
 
 	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/host"
+	"github.com/lodgeruntime/lodge/internal/hostcg"
 	"github.com/lodgeruntime/lodge/internal/pool"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/template"
@@ -78,7 +79,13 @@ func cmdTemplate(ctx context.Context, cfg config.Config, log *slog.Logger, out i
 	case "build":
 		return templateBuild(ctx, cfg, log, out, args[1:])
 	case "drain":
-		return templateDrain(ctx, store, p, out, args[1:])
+		err := templateDrain(ctx, store, p, out, args[1:])
+		if err == nil && len(args) == 1 {
+			// Every pool is empty: its cgroup goes too (the next keeper
+			// makes it again). One still in use stays.
+			hostcg.Remove(cfg.Template.PoolCgroup)
+		}
+		return err
 	}
 	return fmt.Errorf("unknown template command %q\n%s", args[0], templateUsage)
 }

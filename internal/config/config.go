@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -84,7 +85,15 @@ type Template struct {
 	// restored, warmed and stopped, ready to hand out (0: none). Each costs
 	// its VM's host memory while it waits (~100 MB under TCG).
 	Pool int `toml:"pool"`
+	// PoolCgroup is the host cgroup (an absolute cgroupfs path) where
+	// pooled clones wait: their keepers and QEMUs, and the memory they
+	// charge before a sandbox takes them, are counted there and can be
+	// limited there. A sandbox that takes a clone moves it into its own.
+	PoolCgroup string `toml:"pool_cgroup"`
 }
+
+// DefaultPoolCgroup is template.pool_cgroup's default.
+const DefaultPoolCgroup = "/lodge-pool"
 
 // MaxPool bounds template.pool.
 const MaxPool = 64
@@ -171,7 +180,7 @@ func Default() Config {
 			BootTimeout: Duration{60 * time.Second}, AgentChannel: "auto", HostReserveMiB: 256,
 			QEMUUIDFirst: DefaultQEMUUIDFirst, QEMUUIDCount: 65536},
 		Sharefs: Sharefs{Virtiofsd: "/usr/lib/qemu/virtiofsd"},
-		Template: Template{Enabled: true, Dir: DefaultTemplateDir,
+		Template: Template{Enabled: true, Dir: DefaultTemplateDir, PoolCgroup: DefaultPoolCgroup,
 			MemoryClassesMiB: []int{256, 512, 1024, 2048, 4096}, VCPUClasses: []int{1, 2, 4, 8}},
 		Layers: Layers{Enabled: true, Dir: DefaultLayerDir, WritableGiB: 10},
 		Images: Images{Dir: DefaultImageDir, ContainersDir: "/var/lib/lodge/containers", VolumesDir: "/var/lib/lodge/volumes"},
@@ -267,6 +276,9 @@ func (c Config) Validate() error {
 		if m < 64 {
 			errs = append(errs, fmt.Errorf("template.memory_classes_mib: %d is below 64", m))
 		}
+	}
+	if pc := c.Template.PoolCgroup; !strings.HasPrefix(pc, "/") || pc != filepath.Clean(pc) || pc == "/" || strings.Contains(pc, ":") {
+		errs = append(errs, fmt.Errorf("template.pool_cgroup %q: want an absolute cgroupfs path below the root, such as %q", pc, DefaultPoolCgroup))
 	}
 	if c.Template.Pool < 0 || c.Template.Pool > MaxPool {
 		errs = append(errs, fmt.Errorf("template.pool = %d: want 0..%d", c.Template.Pool, MaxPool))

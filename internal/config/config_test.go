@@ -25,13 +25,17 @@ func TestLoadFile(t *testing.T) {
 		t.Fatalf("got %+v", cfg)
 	}
 	for name, c := range map[string]struct{ body, want string }{
-		"unknown key":  {"[vmm]\nspeed = 3\n", "unknown key"},
-		"bad accel":    {"[vmm]\naccel = \"hvf\"\n", "vmm.accel"},
-		"relative":     {"[guest]\ndir = \"guest\"\n", "absolute"},
-		"bad toml":     {"[vmm\n", "config"},
-		"bad time":     {"[vmm]\nboot_timeout = \"soon\"\n", "config"},
-		"template dir": {"[template]\ndir = \"tpl\"\n", "template.dir"},
-		"tiny class":   {"[template]\nmemory_classes_mib = [32]\n", "memory_classes_mib"},
+		"unknown key":          {"[vmm]\nspeed = 3\n", "unknown key"},
+		"bad accel":            {"[vmm]\naccel = \"hvf\"\n", "vmm.accel"},
+		"relative":             {"[guest]\ndir = \"guest\"\n", "absolute"},
+		"bad toml":             {"[vmm\n", "config"},
+		"bad time":             {"[vmm]\nboot_timeout = \"soon\"\n", "config"},
+		"template dir":         {"[template]\ndir = \"tpl\"\n", "template.dir"},
+		"tiny class":           {"[template]\nmemory_classes_mib = [32]\n", "memory_classes_mib"},
+		"pool cgroup relative": {"[template]\npool_cgroup = \"lodge-pool\"\n", "template.pool_cgroup"},
+		"pool cgroup root":     {"[template]\npool_cgroup = \"/\"\n", "template.pool_cgroup"},
+		"pool cgroup escapes":  {"[template]\npool_cgroup = \"/a/../../b\"\n", "template.pool_cgroup"},
+		"pool cgroup systemd":  {"[template]\npool_cgroup = \"system.slice:lodge:pool\"\n", "template.pool_cgroup"},
 	} {
 		if _, err := LoadFile(write(name+".toml", c.body)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err = %v, want it to mention %q", name, err, c.want)
@@ -49,7 +53,8 @@ func TestLoadEnv(t *testing.T) {
 func TestTemplateDefaultsAndOptOut(t *testing.T) {
 	t.Parallel()
 	d := Default()
-	if !d.Template.Enabled || d.Template.Dir != DefaultTemplateDir || len(d.Template.MemoryClassesMiB) == 0 {
+	if !d.Template.Enabled || d.Template.Dir != DefaultTemplateDir || len(d.Template.MemoryClassesMiB) == 0 ||
+		d.Template.PoolCgroup != DefaultPoolCgroup {
 		t.Fatalf("template defaults: %+v", d.Template)
 	}
 	for v, want := range map[string]bool{"": false, "true": false, "false": true} {

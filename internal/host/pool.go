@@ -65,7 +65,8 @@ func spawnKeeper(log *slog.Logger) func(shape template.Shape, key string) {
 // free slot of the template's pool (none: it exits at once), keeps a clone
 // there until a sandbox has taken it and that sandbox's process has
 // exited, and removes everything of it. It runs at idle priority, in the
-// host's root cgroups, until a sandbox takes its clone.
+// pool's host cgroup (template.pool_cgroup), until a sandbox takes its
+// clone.
 func PoolKeeperMain(args []string) int {
 	fs := flag.NewFlagSet(PoolKeeperArg, flag.ContinueOnError)
 	vcpus := fs.Int("vcpus", 0, "the template's vCPUs")
@@ -84,8 +85,14 @@ func PoolKeeperMain(args []string) int {
 	if p == nil {
 		return 0
 	}
+	// Out of the cgroups of whoever started it (a sandbox's, which goes
+	// with it), into the pool's: where waiting clones are counted.
 	if err := hostcg.LeaveForRoot(); err != nil {
 		p.Fail(*key, fmt.Errorf("pool keeper: %w", err))
+		return 1
+	}
+	if err := hostcg.Enter(cfg.Template.PoolCgroup); err != nil {
+		p.Fail(*key, fmt.Errorf("pool keeper: template.pool_cgroup: %w", err))
 		return 1
 	}
 	if err := sandbox.SchedIdle(); err != nil {

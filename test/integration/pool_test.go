@@ -24,9 +24,57 @@ func poolFixture(t *testing.T, size int) (*fixture, string) {
 	t.Helper()
 	f := newFixture(t)
 	dir := filepath.Join(t.TempDir(), "templates")
-	f.config(fmt.Sprintf("[template]\ndir = %q\npool = %d\n", dir, size))
-	t.Cleanup(func() { drainPools(t, dir, size) })
+	f.config(poolConfig(t, dir, size))
 	return f, dir
+}
+
+// poolConfig is a config with templates in dir and a pool of size clones
+// in a host cgroup of the test's own; when the test ends the pool is
+// drained, and neither its processes nor its cgroup may be left.
+func poolConfig(t *testing.T, dir string, size int) string {
+	cg := poolCgroup(t)
+	t.Cleanup(func() {
+		drainPools(t, dir, size)
+		for _, d := range cgroupDirs(cg) {
+			if os.Remove(d) != nil {
+				t.Errorf("the pool's cgroup %s is left", d)
+			}
+		}
+	})
+	return fmt.Sprintf("[template]\ndir = %q\npool = %d\npool_cgroup = %q\n", dir, size, cg)
+}
+
+// poolCgroup is a host cgroup path of this test's own for its pool.
+func poolCgroup(t *testing.T) string {
+	return fmt.Sprintf("/lodgetest-pool-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"))
+}
+
+// cgroupDirs lists the directories of the host cgroup path cg in every
+// hierarchy where it exists.
+func cgroupDirs(cg string) []string {
+	var dirs []string
+	mounts, _ := os.ReadFile("/proc/self/mounts")
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(l); len(f) > 2 && (f[2] == "cgroup" || f[2] == "cgroup2") {
+			if _, err := os.Stat(filepath.Join(f[1], cg)); err == nil {
+				dirs = append(dirs, filepath.Join(f[1], cg))
+			}
+		}
+	}
+	return dirs
+}
+
+// inCgroup says whether process pid is in the host cgroup cg in some
+// hierarchy (a memory or unified one: where a clone's memory is counted).
+func inCgroup(pid int, cg string) bool {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.SplitN(l, ":", 3); len(f) == 3 && f[2] == cg &&
+			(f[1] == "" || strings.Contains(","+f[1]+",", ",memory,")) {
+			return true
+		}
+	}
+	return false
 }
 
 // drainPools ends every pooled clone of the templates in dir (pools of
@@ -232,8 +280,39 @@ func TestPoolFillsToSize(t *testing.T) {
 	if r := f.lodge("template", "ls"); r.code != 0 || !strings.Contains(r.stdout, "2/2") {
 		t.Errorf("template ls with a full pool of 2: exit %d\n%s", r.code, r.stdout)
 	}
+	// Waiting clones, keepers and QEMUs, are counted in the pool's host
+	// cgroup (template.pool_cgroup), where an operator can see and limit
+	// them; `template drain` removes it with the last of them.
+	cg := poolCgroup(t)
+	for _, r := range ready {
+		slot := filepath.Dir(r)
+		b, _ := os.ReadFile(filepath.Join(slot, "keeper.pid"))
+		keeper, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		if keeper == 0 || !inCgroup(keeper, cg) {
+			t.Errorf("the keeper %d of %s is not in the pool's cgroup %s", keeper, slot, cg)
+		}
+		qemus := 0
+		for _, p := range processesMentioning(slot) {
+			pid, _ := strconv.Atoi(strings.SplitN(p, ":", 2)[0])
+			if strings.Contains(p, "qemu-system") {
+				qemus++
+				if !inCgroup(pid, cg) {
+					t.Errorf("the pooled QEMU %d is not in the pool's cgroup %s", pid, cg)
+				}
+			}
+		}
+		if qemus == 0 {
+			t.Errorf("no QEMU names the slot %s", slot)
+		}
+	}
+	if len(cgroupDirs(cg)) == 0 {
+		t.Errorf("no host cgroup %s while clones wait", cg)
+	}
 	if r := f.lodge("template", "drain"); r.code != 0 {
 		t.Fatalf("template drain: exit %d\n%s", r.code, r.stdout)
+	}
+	if left := cgroupDirs(cg); len(left) != 0 {
+		t.Errorf("the pool's cgroup is left after template drain: %v", left)
 	}
 	waitGone(t, filepath.Join(dir, ".pool"), 30*time.Second)
 	time.Sleep(2 * time.Second) // a keeper a drained one started has tried its slot

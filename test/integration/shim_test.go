@@ -317,15 +317,17 @@ func shimCRIPod(t *testing.T, pooled bool) {
 	needCrictl(t)
 	var env []string
 	tdir := filepath.Join(t.TempDir(), "templates")
+	// Made before containerd starts, so removed after it stopped (and its
+	// shims, which join it, are gone).
+	podCg := makeHostCgroup(t, fmt.Sprintf("lodgetest-pod-%d", os.Getpid()))
+	var poolCfg string
 	if pooled {
 		cfg := filepath.Join(t.TempDir(), "config.toml")
-		os.WriteFile(cfg, []byte("[template]\ndir = \""+tdir+"\"\npool = 1\n"), 0o644)
+		poolCfg = poolConfig(t, tdir, 1) // drained after containerd stops
+		os.WriteFile(cfg, []byte(poolCfg), 0o644)
 		env = append(env, "LODGE_CONFIG="+cfg)
 	}
 	c := startContainerdWith(t, true, env...)
-	if pooled {
-		t.Cleanup(func() { drainPools(t, tdir, 1) })
-	}
 	ref := "lodge.test/busybox:1"
 	c.importImage(pauseRef, "sleep", "2147483647")
 	c.importImage(ref)
@@ -339,7 +341,6 @@ func shimCRIPod(t *testing.T, pooled bool) {
 		waitPooled(t, tdir)
 	}
 	logs := t.TempDir()
-	podCg := makeHostCgroup(t, fmt.Sprintf("lodgetest-pod-%d", os.Getpid()))
 	podCfg := writeJSON(t, map[string]any{
 		"metadata":      map[string]any{"name": "web", "namespace": "lodge", "uid": "uid-web", "attempt": 1},
 		"hostname":      "webpod",
