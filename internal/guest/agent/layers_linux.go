@@ -19,7 +19,7 @@ import (
 // <n>/rw for the writable image, <n>/root for the overlay. n is a short
 // sequence number, not the container id, so that the overlay's mount
 // options stay short with many layers.
-const layersDir = "/run/lodge/l"
+var layersDir = "/run/lodge/l" // a variable for tests only
 
 var rootSeq atomic.Uint64
 
@@ -148,7 +148,7 @@ func releaseMounts(mounts []string) {
 
 // sharedDir holds the layers shared by overlays: s<n>, kept short for the
 // overlay's mount options.
-const sharedDir = layersDir + "/s"
+func sharedDir() string { return layersDir + "/s" }
 
 // sharedLayers are the erofs layer images mounted for overlays, keyed by
 // the image file's identity: a pod's containers of one image (or of
@@ -175,7 +175,7 @@ type sharedLayer struct {
 	refs int
 }
 
-func isSharedLayer(dir string) bool { return strings.HasPrefix(dir, sharedDir) }
+func isSharedLayer(dir string) bool { return strings.HasPrefix(dir, sharedDir()) }
 
 // acquireLayer returns the directory where the erofs image img is
 // mounted for overlays, mounting it on first use.
@@ -195,7 +195,7 @@ func acquireLayer(img string) (string, error) {
 		return l.dir, nil
 	}
 	sharedLayers.seq++
-	dir := sharedDir + strconv.FormatUint(sharedLayers.seq, 10)
+	dir := sharedDir() + strconv.FormatUint(sharedLayers.seq, 10)
 	if err := mountImage(img, dir, "erofs", true); err != nil {
 		os.Remove(dir)
 		return "", err
