@@ -53,6 +53,11 @@ func (c *Container) attachLayers(ctx context.Context, lr *LayeredRoot) (*agentv1
 	if len(lr.Lower) > 0 {
 		imgs = nil
 		for _, dir := range lr.Lower {
+			// containerd's erofs snapshotter made the image already.
+			if img := layers.SnapshotterImage(dir); img != "" {
+				imgs = append(imgs, img)
+				continue
+			}
 			img, made, err := st.Store.FromDir(ctx, dir)
 			if err != nil {
 				return nil, err
