@@ -27,25 +27,51 @@ func UnmountBelow(dir string) error {
 // PointsBelow lists the mount points below dir (and dir itself if self),
 // in mount table order.
 func PointsBelow(dir string, self bool) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
 	dir = filepath.Clean(dir)
 	var points []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMount(fields[4])
+	err := eachMount(func(mp, _, _ string) {
 		if (self && mp == dir) || strings.HasPrefix(mp, dir+"/") {
 			points = append(points, mp)
 		}
+	})
+	return points, err
+}
+
+// At returns the file system type and source of the mount at dir, the
+// last one there (the one seen), or "" and "" when dir is no mount point.
+func At(dir string) (fstype, source string, err error) {
+	dir = filepath.Clean(dir)
+	err = eachMount(func(mp, t, src string) {
+		if mp == dir {
+			fstype, source = t, src
+		}
+	})
+	return fstype, source, err
+}
+
+// eachMount calls fn with the mount point, file system type and source of
+// each mount in this process's mount table, in order.
+func eachMount(fn func(point, fstype, source string)) error {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return err
 	}
-	return points, sc.Err()
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// id parent major:minor root point options [optional...] - type source super-options
+		pre, post, _ := strings.Cut(sc.Text(), " - ")
+		fields, tail := strings.Fields(pre), strings.Fields(post)
+		if len(fields) < 5 {
+			continue
+		}
+		var fstype, source string
+		if len(tail) > 1 {
+			fstype, source = tail[0], unescapeMount(tail[1])
+		}
+		fn(unescapeMount(fields[4]), fstype, source)
+	}
+	return sc.Err()
 }
 
 // unescapeMount undoes mountinfo's octal escapes (\040 for space, ...).

@@ -1,7 +1,6 @@
 package layers
 
 import (
-	"bufio"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -10,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lodgeruntime/lodge/internal/hostmount"
 )
 
 // loopMajor is the block major of loop devices.
@@ -41,34 +42,13 @@ func SnapshotterImage(dir string) string {
 			return ""
 		}
 		img = strings.TrimSuffix(string(b), "\n")
-	} else {
-		img = mountSource(filepath.Clean(dir))
+	} else if fstype, src, _ := hostmount.At(dir); fstype == "erofs" {
+		img = src // a file-backed mount: its source is the image
 	}
 	if !filepath.IsAbs(img) || !isErofsImage(img) {
 		return "" // also a deleted backing file: "... (deleted)"
 	}
 	return img
-}
-
-// mountSource is the source of the erofs mount at dir in this process's
-// mount table ("" if none): the image file of a file-backed mount.
-func mountSource(dir string) string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	src := ""
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint opts [optional...] - fstype source superopts
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		a, b := strings.Fields(pre), strings.Fields(post)
-		if ok && len(a) > 4 && len(b) > 1 && a[4] == dir && b[0] == "erofs" {
-			src = b[1] // the last mount there is the one seen
-		}
-	}
-	return src
 }
 
 // isErofsImage says whether path is a regular file (not a link to one)

@@ -7,21 +7,23 @@ import (
 	"strings"
 	"testing"
 
-	// Test only: the host's writer makes the images the guest mounts.
+	// Test only: the host's writer makes the images the guest mounts, and
+	// the host's mount table reader lists what the guest would have.
+	"github.com/lodgeruntime/lodge/internal/hostmount"
 	"github.com/lodgeruntime/lodge/internal/layers"
 )
 
 // sharedMounts lists the mount points of shared layers.
 func sharedMounts(t *testing.T) []string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	points, err := hostmount.PointsBelow(layersDir, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && isSharedLayer(f[4]) {
-			out = append(out, f[4])
+	for _, p := range points {
+		if isSharedLayer(p) {
+			out = append(out, p)
 		}
 	}
 	return out
