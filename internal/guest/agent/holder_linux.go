@@ -259,7 +259,7 @@ func startHolder(id, rootfs string, plan *holderPlan, cfg *configs.Config, r *re
 		if b, _ := io.ReadAll(io.LimitReader(report, 1024)); len(b) > 0 {
 			err = errors.New(string(b))
 		}
-	} else if err == nil {
+	} else {
 		report.SetReadDeadline(time.Now().Add(holderInitWait))
 		b, rerr := io.ReadAll(io.LimitReader(report, 1024))
 		switch {

@@ -160,9 +160,8 @@ func sharedDir() string { return layersDir + "/s" }
 var sharedLayers = struct {
 	sync.Mutex
 	byKey map[layerKey]*sharedLayer
-	byDir map[string]*sharedLayer
 	seq   uint64
-}{byKey: map[layerKey]*sharedLayer{}, byDir: map[string]*sharedLayer{}}
+}{byKey: map[layerKey]*sharedLayer{}}
 
 type layerKey struct {
 	dev, ino    uint64
@@ -170,7 +169,6 @@ type layerKey struct {
 }
 
 type sharedLayer struct {
-	key  layerKey
 	dir  string
 	refs int
 }
@@ -200,8 +198,7 @@ func acquireLayer(img string) (string, error) {
 		os.Remove(dir)
 		return "", err
 	}
-	l := &sharedLayer{key: key, dir: dir, refs: 1}
-	sharedLayers.byKey[key], sharedLayers.byDir[dir] = l, l
+	sharedLayers.byKey[key] = &sharedLayer{dir: dir, refs: 1}
 	return dir, nil
 }
 
@@ -210,17 +207,17 @@ func acquireLayer(img string) (string, error) {
 func releaseLayer(dir string) {
 	sharedLayers.Lock()
 	defer sharedLayers.Unlock()
-	l := sharedLayers.byDir[dir]
-	if l == nil {
+	for key, l := range sharedLayers.byKey { // a few layers: no index by dir
+		if l.dir != dir {
+			continue
+		}
+		if l.refs--; l.refs == 0 {
+			delete(sharedLayers.byKey, key)
+			unix.Unmount(dir, unix.MNT_DETACH)
+			os.Remove(dir)
+		}
 		return
 	}
-	if l.refs--; l.refs > 0 {
-		return
-	}
-	delete(sharedLayers.byKey, l.key)
-	delete(sharedLayers.byDir, dir)
-	unix.Unmount(dir, unix.MNT_DETACH)
-	os.Remove(dir)
 }
 
 // removeLayerDirs removes a layered root's (unmounted) directories; never

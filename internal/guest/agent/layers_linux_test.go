@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	// Test only: the host's writer makes the images the guest mounts, and
@@ -55,7 +56,9 @@ func TestRootsShareLayerMounts(t *testing.T) {
 	}
 	// The host attaches the same image file under each container's path.
 	share := t.TempDir()
-	root := func(id string) (string, []string) {
+	// root builds a root of the image for container id; its release runs
+	// once, when called or when the test ends.
+	root := func(id string) (string, []string, func()) {
 		t.Helper()
 		if err := os.MkdirAll(filepath.Join(share, id), 0o755); err != nil {
 			t.Fatal(err)
@@ -73,16 +76,18 @@ func TestRootsShareLayerMounts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { unmountLayered(mounts) })
-		return r, mounts
+		var once sync.Once
+		release := func() { once.Do(func() { unmountLayered(mounts) }) }
+		t.Cleanup(release)
+		return r, mounts, release
 	}
 	read := func(r string) string {
 		b, _ := os.ReadFile(filepath.Join(r, "hello"))
 		return string(b)
 	}
 
-	rootA, mountsA := root("a")
-	rootB, mountsB := root("b")
+	rootA, mountsA, releaseA := root("a")
+	rootB, mountsB, releaseB := root("b")
 	if mountsA[0] != mountsB[0] || !isSharedLayer(mountsA[0]) {
 		t.Fatalf("two roots of one image do not share its layer: %v and %v", mountsA, mountsB)
 	}
@@ -95,16 +100,16 @@ func TestRootsShareLayerMounts(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(rootB, "written")); !os.IsNotExist(err) {
 		t.Errorf("a write in one root shows in the other: %v", err)
 	}
-	unmountLayered(mountsA)
+	releaseA()
 	if got := read(rootB); got != "from the image\n" {
 		t.Errorf("after the first root went, the second reads %q", got)
 	}
-	rootC, mountsC := root("c")
+	rootC, mountsC, releaseC := root("c")
 	if got := read(rootC); got != "from the image\n" || mountsC[0] != mountsB[0] {
 		t.Errorf("a root made after one went: reads %q, layer %s (want %s)", got, mountsC[0], mountsB[0])
 	}
-	unmountLayered(mountsB)
-	unmountLayered(mountsC)
+	releaseB()
+	releaseC()
 	if got := sharedMounts(t); len(got) != 0 {
 		t.Errorf("shared layers still mounted after their last root: %v", got)
 	}
