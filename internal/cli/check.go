@@ -109,7 +109,7 @@ func templateStatus(cfg config.Config) string {
 		pooled = fmt.Sprintf("a pool of %d per template, %d waiting, in host cgroup %s", p.Size, ready, cfg.Template.PoolCgroup)
 	}
 	room := ""
-	shape, _ := template.Classes{VCPUs: cfg.Template.VCPUClasses, MemoryMiB: cfg.Template.MemoryClassesMiB}.Round(cfg.VMM.VCPUs, cfg.VMM.MemoryMiB)
+	shape, _ := host.TemplateClasses(cfg).Round(cfg.VMM.VCPUs, cfg.VMM.MemoryMiB)
 	if err := sandbox.TemplateSpace(existingDir(cfg.Template.Dir), shape.MemoryMiB); err != nil {
 		room = "; no room to build the default VM's template (its sandboxes cold-boot until there is): " + err.Error()
 	}

@@ -205,14 +205,8 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 	if cfg.Template.Enabled {
 		env.Templates = &sandbox.Templates{
 			Store:   &template.Store{Dir: cfg.Template.Dir, Log: log, KillStrays: sandbox.KillStrays},
-			Classes: template.Classes{VCPUs: cfg.Template.VCPUClasses, MemoryMiB: cfg.Template.MemoryClassesMiB},
-			// Everything of the host that the guest's state depends on.
-			// The host's TSC rate is one, but where it is measured it
-			// varies by a few kHz from one process to the next: the host's
-			// boot stands for it (the rate is fixed for a boot), so a
-			// template never outlives the boot it was made on.
-			Inputs: template.Inputs{Files: []string{cfg.Guest.Kernel, cfg.Guest.Initrd, qemuBin},
-				Facts: []string{"host_boot=" + bootID(), qemu.KernelArgsFact(accel.Accel)}},
+			Classes: TemplateClasses(cfg),
+			Inputs:  templateInputs(cfg, qemuBin, accel.Accel),
 		}
 		if p := PoolOf(cfg); p != nil {
 			env.Templates.Pool, env.Templates.Refill = p, spawnKeeper(log)
@@ -254,4 +248,20 @@ func chooseChannel(want string) (vmm.AgentChannel, error) {
 		return vmm.ChannelVsock, nil
 	}
 	return vmm.ChannelSerial, nil
+}
+
+// TemplateClasses are the shapes cfg's templates are made in.
+func TemplateClasses(cfg config.Config) template.Classes {
+	return template.Classes{VCPUs: cfg.Template.VCPUClasses, MemoryMiB: cfg.Template.MemoryClassesMiB}
+}
+
+// templateInputs is everything of the host that a template guest's state
+// depends on: the kernel, initrd and QEMU files, the kernel arguments
+// this driver gives guests of accel, and the host's boot. The host's TSC
+// rate is one, but where it is measured it varies by a few kHz from one
+// process to the next: the boot stands for it (the rate is fixed for a
+// boot), so a template never outlives the boot it was made on.
+func templateInputs(cfg config.Config, qemuBin string, accel vmm.Accel) template.Inputs {
+	return template.Inputs{Files: []string{cfg.Guest.Kernel, cfg.Guest.Initrd, qemuBin},
+		Facts: []string{"host_boot=" + bootID(), qemu.KernelArgsFact(accel)}}
 }

@@ -338,9 +338,9 @@ func buildTemplate(ctx context.Context, deps Deps, cfg Config, shape template.Sh
 // beside its memory file.
 const templateStateSlack = 8 << 20
 
-// ErrNoSpace: the template directory's file system has no room for a
+// errNoSpace: the template directory's file system has no room for a
 // template of the shape asked for.
-var ErrNoSpace = errors.New("no space for a template")
+var errNoSpace = errors.New("no space for a template")
 
 // TemplateSpace says whether dir's file system has room for a template
 // of a guest of memoryMiB. The memory file is sparse: it takes what the
@@ -357,7 +357,7 @@ func TemplateSpace(dir string, memoryMiB int) error {
 	}
 	if free := int64(st.Bavail) * st.Bsize; free < need {
 		return fmt.Errorf("%w: the template directory's file system (%s) has %d MiB free, a template of %d MiB of guest memory needs about %d MiB: free space there or set [template] dir",
-			ErrNoSpace, dir, free>>20, memoryMiB, need>>20)
+			errNoSpace, dir, free>>20, memoryMiB, need>>20)
 	}
 	return nil
 }
