@@ -53,15 +53,24 @@ func poolCgroup(t *testing.T) string {
 // hierarchy where it exists.
 func cgroupDirs(cg string) []string {
 	var dirs []string
-	mounts, _ := os.ReadFile("/proc/self/mounts")
-	for _, l := range strings.Split(string(mounts), "\n") {
-		if f := strings.Fields(l); len(f) > 2 && (f[2] == "cgroup" || f[2] == "cgroup2") {
-			if _, err := os.Stat(filepath.Join(f[1], cg)); err == nil {
-				dirs = append(dirs, filepath.Join(f[1], cg))
-			}
+	for _, h := range cgroupHierarchies() {
+		if _, err := os.Stat(filepath.Join(h, cg)); err == nil {
+			dirs = append(dirs, filepath.Join(h, cg))
 		}
 	}
 	return dirs
+}
+
+// cgroupHierarchies lists where the host's cgroup hierarchies are mounted.
+func cgroupHierarchies() []string {
+	var roots []string
+	mounts, _ := os.ReadFile("/proc/self/mounts")
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(l); len(f) > 2 && (f[2] == "cgroup" || f[2] == "cgroup2") {
+			roots = append(roots, f[1])
+		}
+	}
+	return roots
 }
 
 // inCgroup says whether process pid is in the host cgroup cg in some

@@ -320,11 +320,9 @@ func shimCRIPod(t *testing.T, pooled bool) {
 	// Made before containerd starts, so removed after it stopped (and its
 	// shims, which join it, are gone).
 	podCg := makeHostCgroup(t, fmt.Sprintf("lodgetest-pod-%d", os.Getpid()))
-	var poolCfg string
 	if pooled {
 		cfg := filepath.Join(t.TempDir(), "config.toml")
-		poolCfg = poolConfig(t, tdir, 1) // drained after containerd stops
-		os.WriteFile(cfg, []byte(poolCfg), 0o644)
+		os.WriteFile(cfg, []byte(poolConfig(t, tdir, 1)), 0o644) // drained after containerd stops
 		env = append(env, "LODGE_CONFIG="+cfg)
 	}
 	c := startContainerdWith(t, true, env...)
@@ -529,6 +527,9 @@ func shimCRIPod(t *testing.T, pooled bool) {
 		}
 	}
 	late := newCtr("late", "sleep", "3600")
+	if ll, lc := lowerOf(late), lowerOf(client); ll != lc {
+		t.Errorf("a container made after others of its image went does not share its layers' mount with client: %q, %q", ll, lc)
+	}
 	for _, id := range []string{client, late} {
 		if out, err := c.crictl("exec", id, "sh", "-c", "ls /bin | wc -l; cat /etc/passwd | head -1"); err != nil || !strings.Contains(out, "root:x:0:0") {
 			t.Errorf("the image's files in %s after the others of its image were removed: %v: %q", id, err, out)
@@ -678,14 +679,10 @@ func TestShimBootFailure(t *testing.T) {
 func makeHostCgroup(t *testing.T, name string) string {
 	t.Helper()
 	var dirs []string
-	mounts, _ := os.ReadFile("/proc/self/mounts")
-	for _, l := range strings.Split(string(mounts), "\n") {
-		f := strings.Fields(l)
-		if len(f) > 2 && (f[2] == "cgroup" || f[2] == "cgroup2") {
-			d := filepath.Join(f[1], name)
-			if err := os.Mkdir(d, 0o755); err == nil {
-				dirs = append(dirs, d)
-			}
+	for _, h := range cgroupHierarchies() {
+		d := filepath.Join(h, name)
+		if err := os.Mkdir(d, 0o755); err == nil {
+			dirs = append(dirs, d)
 		}
 	}
 	if len(dirs) == 0 {
