@@ -22,6 +22,7 @@ pkgs=(
   containerd runc      # the containerd integration tests (lodge shim; runc shim -> lodge-runtime)
   docker.io            # the Docker integration test (a private dockerd per test)
   jq bc                # conformance and demo scripts
+  erofs-utils          # mkfs.erofs: containerd 2.x's erofs snapshotter (shim test)
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -51,4 +52,17 @@ CRICTL_VERSION=v1.37.0
 if ! command -v crictl >/dev/null 2>&1; then
   echo "installing crictl $CRICTL_VERSION (go install)"
   GOBIN=/usr/local/bin CGO_ENABLED=0 GOFLAGS=-mod=mod go install sigs.k8s.io/cri-tools/cmd/crictl@"$CRICTL_VERSION"
+fi
+# containerd 2.x (not packaged in Debian 12) for the shim test of its erofs
+# snapshotter (Debian's 1.6 has none): containerd and ctr from the Go module
+# proxy, cached by version. ~7 min on two cores the first time.
+CONTAINERD2_VERSION=v2.4.2
+CONTAINERD2_DIR=/usr/local/lib/lodge-test/containerd-$CONTAINERD2_VERSION
+if [[ ! -x $CONTAINERD2_DIR/containerd || ! -x $CONTAINERD2_DIR/ctr ]]; then
+  echo "building containerd $CONTAINERD2_VERSION into $CONTAINERD2_DIR (go install)"
+  mkdir -p "$CONTAINERD2_DIR.tmp"
+  GOBIN=$CONTAINERD2_DIR.tmp GOFLAGS=-mod=mod go install \
+    github.com/containerd/containerd/v2/cmd/containerd@"$CONTAINERD2_VERSION" \
+    github.com/containerd/containerd/v2/cmd/ctr@"$CONTAINERD2_VERSION"
+  rm -rf "$CONTAINERD2_DIR" && mv "$CONTAINERD2_DIR.tmp" "$CONTAINERD2_DIR"
 fi

@@ -48,7 +48,7 @@ func (s *Sandbox) CanLayer() bool {
 func (c *Container) attachLayers(ctx context.Context, lr *LayeredRoot) (*agentv1.Rootfs, error) {
 	st := c.sb.layers
 	r := &agentv1.Rootfs{ShareTag: SharedTag, Path: c.id + "/root"}
-	converted := 0
+	converted, fromSnapshotter := 0, 0
 	imgs := lr.Images
 	if len(lr.Lower) > 0 {
 		imgs = nil
@@ -56,6 +56,7 @@ func (c *Container) attachLayers(ctx context.Context, lr *LayeredRoot) (*agentv1
 			// containerd's erofs snapshotter made the image already.
 			if img := layers.SnapshotterImage(dir); img != "" {
 				imgs = append(imgs, img)
+				fromSnapshotter++
 				continue
 			}
 			img, made, err := st.Store.FromDir(ctx, dir)
@@ -91,7 +92,8 @@ func (c *Container) attachLayers(ctx context.Context, lr *LayeredRoot) (*agentv1
 		return nil, fmt.Errorf("writable layer: %w", err)
 	}
 	r.Writable = filepath.Join(c.id, "rw.img")
-	c.sb.log.Debug("root from layers", "container_id", c.id, "layers", len(imgs), "converted", converted)
+	c.sb.log.Debug("root from layers", "container_id", c.id, "layers", len(imgs), "converted", converted,
+		"from_snapshotter", fromSnapshotter)
 	return r, nil
 }
 

@@ -12,14 +12,18 @@ import (
 	"time"
 )
 
-// ctrd is a private containerd (Debian's 1.6): its runc shim drives
-// lodge-runtime instead of runc, and containerd-shim-lodge-v2 is in its
-// PATH (runtime io.containerd.lodge.v2, CRI handler "lodge").
+// ctrd is a private containerd (Debian's 1.6, or 2.x with its erofs
+// snapshotter): its runc shim drives lodge-runtime instead of runc, and
+// containerd-shim-lodge-v2 is in its PATH (runtime io.containerd.lodge.v2,
+// CRI handler "lodge").
 type ctrd struct {
 	t       *testing.T
 	dir     string
 	runtime string
 	cri     bool
+	bin     string // containerd
+	ctrBin  string // its ctr
+	snap    string // the snapshotter images unpack into ("": containerd's default)
 	env     []string
 	cmd     *exec.Cmd
 	logf    *os.File
@@ -35,15 +39,13 @@ func startContainerd(t *testing.T) *ctrd { return startContainerdWith(t, false) 
 // a bridge lodgetest0 on 10.99.0.0/24, gateway 10.99.0.1); env is added to
 // its environment (and so to its shims').
 func startContainerdWith(t *testing.T, cri bool, env ...string) *ctrd {
-	bin := binDir(t)
 	if _, err := exec.LookPath("containerd"); err != nil {
 		if os.Getenv("LODGE_INTEGRATION") != "" {
 			t.Fatal("containerd not installed (make setup installs it)")
 		}
 		t.Skip("containerd not installed")
 	}
-	c := &ctrd{t: t, dir: t.TempDir(), runtime: filepath.Join(bin, "lodge-runtime"), cri: cri, ns: "lodge-test"}
-	c.env = append(append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "LODGE_SHIM_STATE="+c.shimState()), env...)
+	c := newCtrd(t, cri, envOr("LODGE_TEST_CONTAINERD", "containerd"), envOr("LODGE_TEST_CTR", "ctr"), env)
 	cfg := fmt.Sprintf(`version = 2
 root = %q
 state = %q
@@ -55,7 +57,6 @@ state = %q
 	if !cri {
 		cfg += "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"
 	} else {
-		c.ns = "k8s.io"
 		// Debug: shims forward their guests' agent logs (see TestShimCRIPod).
 		cfg += fmt.Sprintf(`[debug]
   level = "debug"
@@ -71,18 +72,105 @@ state = %q
     default_runtime_name = "lodge"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.lodge]
     runtime_type = "io.containerd.lodge.v2"
-`, pauseRef, filepath.Join(c.dir, "net.d"))
-		os.MkdirAll(filepath.Join(c.dir, "net.d"), 0o755)
-		os.WriteFile(filepath.Join(c.dir, "net.d", "10-lodgetest.conflist"), []byte(fmt.Sprintf(`{
+`, pauseRef, c.cniConf())
+	}
+	c.start(cfg)
+	return c
+}
+
+// containerd2Dir holds containerd 2.x and its ctr (scripts/install-deps.sh
+// builds them there; LODGE_TEST_CONTAINERD2_DIR names another).
+const containerd2Dir = "/usr/local/lib/lodge-test/containerd-v2.4.2"
+
+// startContainerd2Erofs starts containerd 2.x with its CRI plugin and its
+// erofs snapshotter: images unpack into erofs layer images (mkfs.erofs
+// from a walked directory: Debian 12's erofs-utils has no tar mode, which
+// the erofs differ needs), and containers' roots are overlays of those
+// images' mounts.
+func startContainerd2Erofs(t *testing.T) *ctrd {
+	dir := envOr("LODGE_TEST_CONTAINERD2_DIR", containerd2Dir)
+	_, err1 := os.Stat(filepath.Join(dir, "containerd"))
+	_, err2 := exec.LookPath("mkfs.erofs")
+	if err1 != nil || err2 != nil {
+		if os.Getenv("LODGE_INTEGRATION") != "" {
+			t.Fatalf("containerd 2.x in %s or mkfs.erofs missing (make setup installs them): %v %v", dir, err1, err2)
+		}
+		t.Skip("containerd 2.x or mkfs.erofs missing")
+	}
+	c := newCtrd(t, true, filepath.Join(dir, "containerd"), filepath.Join(dir, "ctr"), nil)
+	c.snap = "erofs"
+	c.start(fmt.Sprintf(`version = 3
+root = %q
+state = %q
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+[debug]
+  level = "debug"
+[plugins."io.containerd.internal.v1.opt"]
+  path = %q
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+[plugins."io.containerd.transfer.v1.local"]
+  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
+    platform = "linux/amd64"
+    snapshotter = "erofs"
+    differ = "walking"
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "erofs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = %q
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = %q
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "lodge"
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.lodge]
+    runtime_type = "io.containerd.lodge.v2"
+`, filepath.Join(c.dir, "root"), filepath.Join(c.dir, "state"), c.sock(), c.sock()+".ttrpc",
+		filepath.Join(c.dir, "opt"), pauseRef, c.cniConf()))
+	return c
+}
+
+// newCtrd is a containerd to be started from binary bin (ctrBin its ctr),
+// in a directory of the test's.
+func newCtrd(t *testing.T, cri bool, bin, ctrBin string, env []string) *ctrd {
+	lodgeBin := binDir(t)
+	c := &ctrd{t: t, dir: t.TempDir(), runtime: filepath.Join(lodgeBin, "lodge-runtime"), cri: cri,
+		bin: bin, ctrBin: ctrBin, ns: "lodge-test"}
+	if cri {
+		c.ns = "k8s.io"
+	}
+	c.env = append(append(os.Environ(), "PATH="+lodgeBin+":"+os.Getenv("PATH"), "LODGE_SHIM_STATE="+c.shimState()), env...)
+	return c
+}
+
+// cniConf writes the CRI tests' CNI network and returns its directory.
+func (c *ctrd) cniConf() string {
+	dir := filepath.Join(c.dir, "net.d")
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "10-lodgetest.conflist"), []byte(fmt.Sprintf(`{
   "cniVersion": "1.0.0", "name": "lodgetest",
   "plugins": [{"type": "bridge", "bridge": "lodgetest0", "isGateway": true, "ipMasq": false,
     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.99.0.0/24", "gateway": "10.99.0.1"}]],
              "routes": [{"dst": "0.0.0.0/0"}], "dataDir": %q}}]
 }`, filepath.Join(c.dir, "cni-ipam"))), 0o644)
-	}
+	return dir
+}
+
+// start writes containerd's configuration, runs it, arranges its
+// cleanup and waits until it answers.
+func (c *ctrd) start(cfg string) {
+	t := c.t
 	os.WriteFile(filepath.Join(c.dir, "config.toml"), []byte(cfg), 0o644)
 	c.logf, _ = os.Create(filepath.Join(c.dir, "containerd.log"))
-	c.start()
+	c.run()
 	t.Cleanup(func() {
 		// Shims and the VMs they drove must be gone before containerd is.
 		if c.cri {
@@ -112,17 +200,16 @@ state = %q
 		for _, m := range mountsBelow(c.dir) {
 			syscall.Unmount(m, syscall.MNT_DETACH)
 		}
-		if cri {
+		if c.cri {
 			exec.Command("ip", "link", "del", "lodgetest0").Run()
 		}
 	})
-	return c
 }
 
-// start runs containerd and waits until it answers.
-func (c *ctrd) start() {
+// run runs containerd and waits until it answers.
+func (c *ctrd) run() {
 	c.t.Helper()
-	c.cmd = exec.Command(envOr("LODGE_TEST_CONTAINERD", "containerd"), "--config", filepath.Join(c.dir, "config.toml"))
+	c.cmd = exec.Command(c.bin, "--config", filepath.Join(c.dir, "config.toml"))
 	c.cmd.Stdout, c.cmd.Stderr, c.cmd.Env = c.logf, c.logf, c.env
 	if err := c.cmd.Start(); err != nil {
 		c.t.Fatal(err)
@@ -157,7 +244,7 @@ func (c *ctrd) sock() string { return filepath.Join(c.dir, "containerd.sock") }
 func (c *ctrd) ctr(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, envOr("LODGE_TEST_CTR", "ctr"), append([]string{"--address", c.sock(), "-n", c.ns}, args...)...)
+	cmd := exec.CommandContext(ctx, c.ctrBin, append([]string{"--address", c.sock(), "-n", c.ns}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return dropDeprecations(string(out)), err
 }

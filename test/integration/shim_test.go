@@ -48,7 +48,11 @@ func (c *ctrd) importImageWith(ref string, prepare func(rootfs string), cmd ...s
 	if err := writeOCIArchive(img, layer, ref, cmd...); err != nil {
 		c.t.Fatal(err)
 	}
-	if out, err := c.ctr("images", "import", img); err != nil {
+	args := []string{"images", "import"}
+	if c.snap != "" {
+		args = append(args, "--snapshotter", c.snap)
+	}
+	if out, err := c.ctr(append(args, img)...); err != nil {
 		c.t.Fatalf("import: %v: %s", err, out)
 	}
 }
@@ -149,7 +153,7 @@ func TestShimCtr(t *testing.T) {
 	c.checkRunBasics(ref, "--runtime", lodgeRuntime)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, envOr("LODGE_TEST_CTR", "ctr"), "--address", c.sock(), "-n", c.ns, "run", "--rm", "--runtime", lodgeRuntime,
+	cmd := exec.CommandContext(ctx, c.ctrBin, "--address", c.sock(), "-n", c.ns, "run", "--rm", "--runtime", lodgeRuntime,
 		ref, "stdin1", "sh", "-c", "read l; echo got-$l")
 	cmd.Stdin = strings.NewReader("piped\n")
 	if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(dropDeprecations(string(out))) != "got-piped" {
@@ -258,7 +262,7 @@ func TestShimFaults(t *testing.T) {
 	t.Run("containerd restarted", func(t *testing.T) {
 		r := runD("survivor")
 		c.stop()
-		c.start()
+		c.run()
 		c.waitTask("survivor", "RUNNING")
 		if out, err := c.ctr("tasks", "exec", "--exec-id", "after", "survivor", "echo", "still-here"); err != nil || !strings.Contains(out, "still-here") {
 			t.Errorf("exec after restart: %v: %q", err, out)
@@ -412,16 +416,7 @@ func shimCRIPod(t *testing.T, pooled bool) {
 	}
 	// Containers of one image share its layers' mounts in the guest (one
 	// loop device and one page cache per layer, not one per container).
-	lowerOf := func(id string) string {
-		t.Helper()
-		out, err := c.crictl("exec", id, "sh", "-c", "grep ' / / ' /proc/self/mountinfo")
-		if i := strings.Index(out, "lowerdir="); err == nil && i >= 0 {
-			return strings.SplitN(out[i:], ",", 2)[0]
-		}
-		t.Errorf("no overlay root in %s: %v: %q", id, err, out)
-		return ""
-	}
-	if lw, lc := lowerOf(web), lowerOf(client); lw != lc {
+	if lw, lc := c.rootLower(web), c.rootLower(client); lw != lc {
 		t.Errorf("two containers of one image do not share its layers' mounts: web %q, client %q", lw, lc)
 	}
 	// A write in one container's root is not seen by another of the same
@@ -527,7 +522,7 @@ func shimCRIPod(t *testing.T, pooled bool) {
 		}
 	}
 	late := newCtr("late", "sleep", "3600")
-	if ll, lc := lowerOf(late), lowerOf(client); ll != lc {
+	if ll, lc := c.rootLower(late), c.rootLower(client); ll != lc {
 		t.Errorf("a container made after others of its image went does not share its layers' mount with client: %q, %q", ll, lc)
 	}
 	for _, id := range []string{client, late} {
@@ -569,6 +564,18 @@ func shimCRIPod(t *testing.T, pooled bool) {
 		t.Errorf("rmp after the shim died: %v", err)
 	}
 	c.assertPodStateGone()
+}
+
+// rootLower is the lowerdir option of container id's overlay root, as the
+// container sees it.
+func (c *ctrd) rootLower(id string) string {
+	c.t.Helper()
+	out, err := c.crictl("exec", id, "sh", "-c", "grep ' / / ' /proc/self/mountinfo")
+	if i := strings.Index(out, "lowerdir="); err == nil && i >= 0 {
+		return strings.SplitN(out[i:], ",", 2)[0]
+	}
+	c.t.Errorf("no overlay root in %s: %v: %q", id, err, out)
+	return ""
 }
 
 // layerImages maps each layer image made from this containerd's snapshots
