@@ -263,5 +263,5 @@ func TemplateClasses(cfg config.Config) template.Classes {
 // boot), so a template never outlives the boot it was made on.
 func templateInputs(cfg config.Config, qemuBin string, accel vmm.Accel) template.Inputs {
 	return template.Inputs{Files: []string{cfg.Guest.Kernel, cfg.Guest.Initrd, qemuBin},
-		Facts: []string{"host_boot=" + bootID(), qemu.KernelArgsFact(accel)}}
+		Facts: []string{"host_boot=" + bootID(), qemu.GuestFact(accel)}}
 }

@@ -125,27 +125,43 @@ func TestArgvRejects(t *testing.T) {
 	}
 }
 
-// Every argument the command line gives a guest but the host's TSC rate
-// is in KernelArgsFact, which keys templates: a guest argument changed in
-// this driver makes new templates rather than clones of guests booted
-// with the old ones.
-func TestKernelArgsFactCoversTheCommandLine(t *testing.T) {
+// Every argument the command line gives a guest but the host's TSC rate,
+// and its CPU model, are in GuestFact, which keys templates: a guest
+// argument or CPU changed in this driver makes new templates rather than
+// clones of guests booted with the old ones.
+func TestGuestFactCoversTheGuest(t *testing.T) {
 	for _, accel := range []vmm.Accel{vmm.AccelKVM, vmm.AccelTCG} {
-		cmdline, err := KernelCmdline(vmm.Config{Accel: accel, Channel: vmm.ChannelSerial}, Host{TSCkHz: 2500000})
+		cfg := baseConfig()
+		cfg.Accel = accel
+		argv, err := Argv(cfg, Host{TSCkHz: 2500000})
 		if err != nil {
 			t.Fatal(err)
 		}
-		fact := KernelArgsFact(accel)
+		fact := GuestFact(accel)
+		cpu, cmdline := argAfter(argv, "-cpu"), argAfter(argv, "-append")
+		if !strings.HasPrefix(fact, "driver_guest=cpu="+cpu+" args=") {
+			t.Errorf("%s: the guest's -cpu %q is not in the template fact %q", accel, cpu, fact)
+		}
 		for _, a := range strings.Fields(cmdline) {
 			if strings.HasPrefix(a, "tsc_early_khz=") || strings.HasPrefix(a, "lodge.channel=") {
 				continue // the host's boot; the channel, a fact of the layout
 			}
-			if !strings.Contains(" "+strings.TrimPrefix(fact, "driver_kernel_args=")+" ", " "+a+" ") {
+			if !strings.Contains(" "+fact[strings.Index(fact, " args=")+6:]+" ", " "+a+" ") {
 				t.Errorf("%s: %q is on the command line but not in the template fact %q", accel, a, fact)
 			}
 		}
 	}
-	if KernelArgsFact(vmm.AccelKVM) == KernelArgsFact(vmm.AccelTCG) {
+	if GuestFact(vmm.AccelKVM) == GuestFact(vmm.AccelTCG) {
 		t.Error("KVM and TCG guests get the same fact, but not the same arguments")
 	}
+}
+
+// argAfter is the argument that follows flag in argv ("" if none).
+func argAfter(argv []string, flag string) string {
+	for i, a := range argv {
+		if a == flag && i+1 < len(argv) {
+			return argv[i+1]
+		}
+	}
+	return ""
 }

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# A/B benchmark of container start in ready pods: two or more builds (or
+# configurations) of the Lodge shim, interleaved run by run on one private
+# containerd each time, so that this host's drift hits every variant alike.
+# Each run of a variant starts containerd with that variant's shim, makes
+# PODS pods one after another and CTRS busybox containers in each
+# (`crictl create` + `crictl start` of a `sleep`), and stops it all.
+#
+# Prints one line per pod (runp and each container's ms), then per variant
+# the medians of runp, of the first containers and of the later ones.
+#
+# Usage: bench/cri-ab.sh LABEL=SHIMDIR[,VAR=VALUE...] LABEL=SHIMDIR... 
+#   e.g. bench/cri-ab.sh A=$PWD/bin B=/tmp/other/bin,LODGE_CONFIG=/tmp/b.toml
+#   Env: RUNS (runs per variant, default 3), PODS (3), CTRS (4),
+#   TOOLS (../shared/tools), CTRD_DIR (/tmp/lodge-ab-ctrd).
+# A variant with its own guest must have its own template directory
+# (LODGE_CONFIG with [template] dir), or its clones restore another's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOP=$PWD
+TOOLS=${TOOLS:-$TOP/../shared/tools}
+RUNS=${RUNS:-3} PODS=${PODS:-3} CTRS=${CTRS:-4}
+export CTRD_DIR=${CTRD_DIR:-/tmp/lodge-ab-ctrd}
+(($# >= 2)) || { sed -n '2,18p' "$0"; exit 2; }
+[ -x "$TOOLS/setup-containerd.sh" ] || { echo "need the shared harness in $TOOLS (set TOOLS=)"; exit 2; }
+command -v crictl >/dev/null || { echo "crictl not found (make deps installs it)"; exit 2; }
+SOCK=unix://$CTRD_DIR/containerd.sock
+C=(crictl -r "$SOCK" -i "$SOCK" -t 5m)
+IMG=registry.k8s.io/e2e-test-images/busybox:1.29-2
+WORK=$(mktemp -d /tmp/lodge-cri-ab.XXXXXX)
+cleanup() {
+  for p in $("${C[@]}" pods -q 2>/dev/null); do "${C[@]}" stopp "$p" >/dev/null 2>&1; "${C[@]}" rmp -f "$p" >/dev/null 2>&1; done
+  "$TOOLS/setup-containerd.sh" stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+"$TOOLS/build-critest-images.sh" start >/dev/null
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) {print "nan"; exit}; if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+# run_variant LABEL SHIMDIR [VAR=VALUE...]
+run_variant() {
+  local label=$1 dir=$2 p n pod ctr t0 t1 line
+  shift 2
+  env "$@" EXTRA_HANDLERS="lodge=io.containerd.lodge.v2" SHIM_PATH="$dir" "$TOOLS/setup-containerd.sh" start >/dev/null
+  "${C[@]}" pull "$IMG" >/dev/null 2>&1
+  for p in $(seq "$PODS"); do
+    cat > "$WORK/pod.json" <<J
+{"metadata":{"name":"ab-$p","namespace":"ab","uid":"u-$p-$RANDOM","attempt":1},"log_directory":"$WORK/logs","linux":{}}
+J
+    t0=$(now_ms); pod=$("${C[@]}" runp --runtime lodge "$WORK/pod.json" 2>/dev/null); t1=$(now_ms)
+    line="$label runp $((t1-t0))"
+    echo $((t1-t0)) >> "$WORK/$label.runp"
+    for n in $(seq "$CTRS"); do
+      cat > "$WORK/c.json" <<J
+{"metadata":{"name":"c$n"},"image":{"image":"$IMG"},"command":["sleep","3600"],"log_path":"c$n.log","linux":{}}
+J
+      t0=$(now_ms)
+      ctr=$("${C[@]}" create "$pod" "$WORK/c.json" "$WORK/pod.json" 2>/dev/null) && "${C[@]}" start "$ctr" >/dev/null 2>&1
+      t1=$(now_ms)
+      line="$line c$n $((t1-t0))"
+      if ((n == 1)); then echo $((t1-t0)) >> "$WORK/$label.first"; else echo $((t1-t0)) >> "$WORK/$label.later"; fi
+    done
+    echo "$line"
+    "${C[@]}" stopp "$pod" >/dev/null 2>&1; "${C[@]}" rmp "$pod" >/dev/null 2>&1
+  done
+  "$TOOLS/setup-containerd.sh" stop >/dev/null 2>&1
+}
+
+labels=()
+for r in $(seq "$RUNS"); do
+  for v in "$@"; do
+    IFS=, read -r -a parts <<< "$v"
+    label=${parts[0]%%=*} dir=${parts[0]#*=}
+    ((r > 1)) || labels+=("$label")
+    run_variant "$label" "$dir" "${parts[@]:1}"
+  done
+done
+echo
+printf '%-8s %8s %12s %12s %8s\n' variant runp first_ms later_ms later_n
+for l in "${labels[@]}"; do
+  printf '%-8s %8s %12s %12s %8s\n' "$l" "$(median < "$WORK/$l.runp")" "$(median < "$WORK/$l.first")" \
+    "$(median < "$WORK/$l.later")" "$(wc -l < "$WORK/$l.later")"
+done
