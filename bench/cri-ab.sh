@@ -9,8 +9,9 @@
 # Prints one line per pod (runp and each container's ms), then per variant
 # the medians of runp, of the first containers and of the later ones.
 #
-# Usage: bench/cri-ab.sh LABEL=SHIMDIR[,VAR=VALUE...] LABEL=SHIMDIR... 
-#   e.g. bench/cri-ab.sh A=$PWD/bin B=/tmp/other/bin,LODGE_CONFIG=/tmp/b.toml
+# Usage: bench/cri-ab.sh "LABEL=SHIMDIR [VAR=VALUE...]" "LABEL=SHIMDIR ..."...
+#   e.g. bench/cri-ab.sh A=$PWD/bin "B=/tmp/other/bin LODGE_CONFIG=/tmp/b.toml"
+#   (the variables are set for that variant's containerd and so its shims)
 #   Env: RUNS (runs per variant, default 3), PODS (3), CTRS (4),
 #   TOOLS (../shared/tools), CTRD_DIR (/tmp/lodge-ab-ctrd).
 # A variant with its own guest must have its own template directory
@@ -70,7 +71,7 @@ J
 labels=()
 for r in $(seq "$RUNS"); do
   for v in "$@"; do
-    IFS=, read -r -a parts <<< "$v"
+    read -r -a parts <<< "$v"
     label=${parts[0]%%=*} dir=${parts[0]#*=}
     ((r > 1)) || labels+=("$label")
     run_variant "$label" "$dir" "${parts[@]:1}"

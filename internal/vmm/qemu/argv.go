@@ -89,8 +89,10 @@ func GuestFact(accel vmm.Accel) string {
 // instruction one element per pass through its translated-block dispatch,
 // and with ERMS advertised the guest kernel (clear_page, copies to and from
 // user memory) and glibc use rep movsb/stosb, a byte per pass, where they
-// would otherwise use rep movsq/stosq, 8 bytes per pass. Later containers
-// of a pod start ~10% sooner without it (docs/performance.md).
+// would otherwise use rep movsq/stosq, 8 bytes per pass: a guest's
+// fork+exec takes less than half the time without it (docs/performance.md).
+// The guest kernel picks its routines at boot, so a clone keeps its
+// template's choice: GuestFact carries the model into the template key.
 func cpuModel(accel vmm.Accel) string {
 	if accel == vmm.AccelKVM {
 		return "host"
