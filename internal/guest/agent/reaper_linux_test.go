@@ -1,10 +1,15 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -61,4 +66,87 @@ func TestReaperReapsOrphansNotOthersExits(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestReaperSweepsOnAfterAWaitersReap: the kernel names one exited child at
+// a time, so a sweep that meets a known child's zombie stops there; once
+// that child's waiter reaps it, the zombie behind it (a child no waiter
+// knows) is reaped without another SIGCHLD.
+func TestReaperSweepsOnAfterAWaitersReap(t *testing.T) {
+	r := newReaper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.run(ctx)
+	// Both children forked by one thread: the kernel lists a thread's
+	// children oldest first, so the known one is met first.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	done := r.starting()
+	known := exec.Command("sh", "-c", "exit 3")
+	if err := known.Start(); err != nil {
+		done(0)
+		t.Fatal(err)
+	}
+	done(known.Process.Pid)
+	waitZombie(t, known.Process.Pid)
+	// Started outside starting(): nobody waits for it.
+	stray := exec.Command("true")
+	if err := stray.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitZombie(t, stray.Process.Pid) // its SIGCHLD's sweep stopped at the known zombie
+	time.Sleep(100 * time.Millisecond)
+	if !slices.Contains(zombieChildren(os.Getpid()), stray.Process.Pid) {
+		t.Fatal("the sweep went past a known child's zombie (the test's premise)")
+	}
+	var ee *exec.ExitError
+	if err := known.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("the waiter got %v, want exit status 3", err)
+	}
+	r.waited(known.Process.Pid)
+	deadline := time.Now().Add(5 * time.Second)
+	for slices.Contains(zombieChildren(os.Getpid()), stray.Process.Pid) {
+		if time.Now().After(deadline) {
+			t.Fatal("the child nobody waits for stayed a zombie after the known one was reaped")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitZombie waits until pid, a child of this process, has exited.
+func waitZombie(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Contains(zombieChildren(os.Getpid()), pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("child %d did not exit", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// zombieChildren lists the children of parent that have exited and are not
+// reaped yet, from /proc.
+func zombieChildren(parent int) []int {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var out []int
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := bytes.Fields(b[i+1:])
+		if len(f) < 2 || string(f[0]) != "Z" || string(f[1]) != strconv.Itoa(parent) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
