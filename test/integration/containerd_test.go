@@ -46,14 +46,7 @@ func startContainerdWith(t *testing.T, cri bool, env ...string) *ctrd {
 		t.Skip("containerd not installed")
 	}
 	c := newCtrd(t, cri, envOr("LODGE_TEST_CONTAINERD", "containerd"), envOr("LODGE_TEST_CTR", "ctr"), env)
-	cfg := fmt.Sprintf(`version = 2
-root = %q
-state = %q
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-`, filepath.Join(c.dir, "root"), filepath.Join(c.dir, "state"), c.sock(), c.sock()+".ttrpc")
+	cfg := c.configHead(2)
 	if !cri {
 		cfg += "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"
 	} else {
@@ -99,14 +92,7 @@ func startContainerd2Erofs(t *testing.T) *ctrd {
 	}
 	c := newCtrd(t, true, filepath.Join(dir, "containerd"), filepath.Join(dir, "ctr"), nil)
 	c.snap = "erofs"
-	c.start(fmt.Sprintf(`version = 3
-root = %q
-state = %q
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-[debug]
+	c.start(c.configHead(3) + fmt.Sprintf(`[debug]
   level = "debug"
 [plugins."io.containerd.internal.v1.opt"]
   path = %q
@@ -133,8 +119,7 @@ state = %q
     default_runtime_name = "lodge"
   [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.lodge]
     runtime_type = "io.containerd.lodge.v2"
-`, filepath.Join(c.dir, "root"), filepath.Join(c.dir, "state"), c.sock(), c.sock()+".ttrpc",
-		filepath.Join(c.dir, "opt"), pauseRef, c.cniConf()))
+`, filepath.Join(c.dir, "opt"), pauseRef, c.cniConf()))
 	return c
 }
 
@@ -149,6 +134,13 @@ func newCtrd(t *testing.T, cri bool, bin, ctrBin string, env []string) *ctrd {
 	}
 	c.env = append(append(os.Environ(), "PATH="+lodgeBin+":"+os.Getenv("PATH"), "LODGE_SHIM_STATE="+c.shimState()), env...)
 	return c
+}
+
+// configHead starts a containerd configuration of this version: its
+// directories and sockets in the test's directory.
+func (c *ctrd) configHead(version int) string {
+	return fmt.Sprintf("version = %d\nroot = %q\nstate = %q\n[grpc]\n  address = %q\n[ttrpc]\n  address = %q\n",
+		version, filepath.Join(c.dir, "root"), filepath.Join(c.dir, "state"), c.sock(), c.sock()+".ttrpc")
 }
 
 // cniConf writes the CRI tests' CNI network and returns its directory.
