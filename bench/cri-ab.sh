@@ -37,12 +37,12 @@ cleanup() {
 trap cleanup EXIT
 "$TOOLS/build-critest-images.sh" start >/dev/null
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) {print "nan"; exit}; if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+. bench/lib.sh
 
-# run_variant LABEL SHIMDIR [VAR=VALUE...]
+# run_variant LABEL SHIMDIR RUN [VAR=VALUE...]
 run_variant() {
   local label=$1 dir=$2 p n pod ctr t0 t1 line
-  shift 2
+  shift 3
   env "$@" EXTRA_HANDLERS="lodge=io.containerd.lodge.v2" SHIM_PATH="$dir" "$TOOLS/setup-containerd.sh" start >/dev/null
   "${C[@]}" pull "$IMG" >/dev/null 2>&1
   for p in $(seq "$PODS"); do
@@ -68,15 +68,7 @@ J
   "$TOOLS/setup-containerd.sh" stop >/dev/null 2>&1
 }
 
-labels=()
-for r in $(seq "$RUNS"); do
-  for v in "$@"; do
-    read -r -a parts <<< "$v"
-    label=${parts[0]%%=*} dir=${parts[0]#*=}
-    ((r > 1)) || labels+=("$label")
-    run_variant "$label" "$dir" "${parts[@]:1}"
-  done
-done
+interleave "$RUNS" run_variant "$@"
 echo
 printf '%-8s %8s %12s %12s %8s\n' variant runp first_ms later_ms later_n
 for l in "${labels[@]}"; do

@@ -85,7 +85,7 @@ trap cleanup EXIT
 "${C[@]}" pull registry.k8s.io/pause:3.10 >/dev/null 2>&1 || true
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) {print "nan"; exit}; if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+. bench/lib.sh
 
 # pss_kb PID...: summed PSS of processes
 pss_kb() { local t=0 p v; for p in "$@"; do v=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0); t=$((t+${v:-0})); done; echo $t; }

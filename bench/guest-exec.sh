@@ -17,20 +17,18 @@ trap 'rm -rf "$WORK"' EXIT
 # (busybox's date has no %N: milliseconds from /proc/uptime's centiseconds)
 ../shared/tools/make-bundle.sh "$WORK/bundle" sh -c 'ms() { read -r u _ < /proc/uptime; f=${u#*.}; echo $((${u%.*} * 1000 + 10 * (1$f - 100))); }; s=$(ms); i=0; while [ $i -lt 100 ]; do /bin/true; i=$((i+1)); done; e=$(ms); head -c 32000000 /dev/zero | cat >/dev/null; p=$(ms); echo $((e-s)) $((p-e))' >/dev/null 2>&1 ||
   { echo "need ../shared/tools/make-bundle.sh"; exit 2; }
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-labels=()
-for r in $(seq "$RUNS"); do
-  for v in "$@"; do
-    read -r -a parts <<< "$v"
-    label=${parts[0]%%=*} dir=${parts[0]#*=}
-    ((r > 1)) || labels+=("$label")
-    out=$(env "${parts[@]:1}" "$dir/lodge-runtime" --root "$WORK/root" run -b "$WORK/bundle" "ge-$label-$r" 2>&1) || { echo "$label: $out"; exit 1; }
-    read -r ex cp <<< "$(tail -1 <<< "$out")"
-    echo "$label run $r: 100 execs $ex ms, 32 MB pipe $cp ms"
-    echo "$ex" >> "$WORK/$label.exec"
-    echo "$cp" >> "$WORK/$label.pipe"
-  done
-done
+. bench/lib.sh
+# one_run LABEL BINDIR RUN [VAR=VALUE...]
+one_run() {
+  local label=$1 dir=$2 r=$3 out ex cp
+  shift 3
+  out=$(env "$@" "$dir/lodge-runtime" --root "$WORK/root" run -b "$WORK/bundle" "ge-$label-$r" 2>&1) || { echo "$label: $out"; exit 1; }
+  read -r ex cp <<< "$(tail -1 <<< "$out")"
+  echo "$label run $r: 100 execs $ex ms, 32 MB pipe $cp ms"
+  echo "$ex" >> "$WORK/$label.exec"
+  echo "$cp" >> "$WORK/$label.pipe"
+}
+interleave "$RUNS" one_run "$@"
 echo
 printf '%-8s %14s %14s\n' build execs_ms pipe_ms
 for l in "${labels[@]}"; do
