@@ -256,8 +256,9 @@ func TemplateClasses(cfg config.Config) template.Classes {
 }
 
 // templateInputs is everything of the host that a template guest's state
-// depends on: the kernel, initrd and QEMU files, the kernel arguments
-// this driver gives guests of accel, and the host's boot. The host's TSC
+// depends on: the kernel, initrd and QEMU files, the CPU model and kernel
+// arguments this driver gives guests of accel (qemu.GuestFact), and the
+// host's boot. The host's TSC
 // rate is one, but where it is measured it varies by a few kHz from one
 // process to the next: the boot stands for it (the rate is fixed for a
 // boot), so a template never outlives the boot it was made on.
