@@ -3,7 +3,9 @@ package layers
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -55,17 +57,27 @@ const (
 	layoutInline = 2
 )
 
+// erofsSuperblock reads the first 128 bytes of an erofs image's
+// superblock, checking its magic.
+func erofsSuperblock(img io.ReaderAt) ([]byte, error) {
+	sb := make([]byte, 128)
+	if _, err := img.ReadAt(sb, superOffset); err != nil {
+		return nil, fmt.Errorf("read superblock: %w", err)
+	}
+	if binary.LittleEndian.Uint32(sb[0:4]) != erofsMagic {
+		return nil, errors.New("not an erofs image")
+	}
+	return sb, nil
+}
+
 // linkNames makes the recorded names hard links in the finished image img.
 func linkNames(img *os.File, links hardLinks) error {
 	if len(links) == 0 {
 		return nil
 	}
-	var sb [128]byte
-	if _, err := img.ReadAt(sb[:], superOffset); err != nil {
-		return fmt.Errorf("hard links: read superblock: %w", err)
-	}
-	if binary.LittleEndian.Uint32(sb[0:4]) != erofsMagic {
-		return fmt.Errorf("hard links: not an erofs image")
+	sb, err := erofsSuperblock(img)
+	if err != nil {
+		return fmt.Errorf("hard links: %w", err)
 	}
 	bits := sb[12]
 	if bits < 9 || bits > 16 {

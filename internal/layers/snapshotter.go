@@ -1,9 +1,7 @@
 package layers
 
 import (
-	"encoding/binary"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,7 +60,6 @@ func isErofsImage(path string) bool {
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
 		return false
 	}
-	var magic [4]byte
-	_, err = io.ReadFull(io.NewSectionReader(f, superOffset, 4), magic[:])
-	return err == nil && binary.LittleEndian.Uint32(magic[:]) == erofsMagic
+	_, err = erofsSuperblock(f)
+	return err == nil
 }
