@@ -23,21 +23,15 @@ TOOLS=${TOOLS:-$TOP/../shared/tools}
 RUNS=${RUNS:-3} PODS=${PODS:-3} CTRS=${CTRS:-4}
 export CTRD_DIR=${CTRD_DIR:-/tmp/lodge-ab-ctrd}
 (($# >= 2)) || { sed -n '2,18p' "$0"; exit 2; }
-[ -x "$TOOLS/setup-containerd.sh" ] || { echo "need the shared harness in $TOOLS (set TOOLS=)"; exit 2; }
-command -v crictl >/dev/null || { echo "crictl not found (make deps installs it)"; exit 2; }
-SOCK=unix://$CTRD_DIR/containerd.sock
-C=(crictl -r "$SOCK" -i "$SOCK" -t 5m)
-IMG=registry.k8s.io/e2e-test-images/busybox:1.29-2
-WORK=$(mktemp -d /tmp/lodge-cri-ab.XXXXXX)
+. bench/lib.sh
+cri_env cri-ab
 cleanup() {
-  for p in $("${C[@]}" pods -q 2>/dev/null); do "${C[@]}" stopp "$p" >/dev/null 2>&1; "${C[@]}" rmp -f "$p" >/dev/null 2>&1; done
-  "$TOOLS/setup-containerd.sh" stop >/dev/null 2>&1 || true
+  cri_stop
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 "$TOOLS/build-critest-images.sh" start >/dev/null
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-. bench/lib.sh
 
 # run_variant LABEL SHIMDIR RUN [VAR=VALUE...]
 run_variant() {

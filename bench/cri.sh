@@ -37,12 +37,8 @@ CONC=${CONC:-1 4 10}
 MODES=${MODES:-runc lodge lodge-9p lodge-cold}
 IDLE=${IDLE:-10}
 export CTRD_DIR=${CTRD_DIR:-/tmp/lodge-bench-ctrd}
-[ -x "$TOOLS/setup-containerd.sh" ] || { echo "need the shared harness in $TOOLS (set TOOLS=)"; exit 2; }
-command -v crictl >/dev/null || { echo "crictl not found (make deps installs it)"; exit 2; }
-SOCK=unix://$CTRD_DIR/containerd.sock
-C=(crictl -r "$SOCK" -i "$SOCK" -t 5m)
-IMG=registry.k8s.io/e2e-test-images/busybox:1.29-2
-WORK=$(mktemp -d /tmp/lodge-bench-cri.XXXXXX)
+. bench/lib.sh
+cri_env bench-cri
 
 "$TOOLS/build-critest-images.sh" start >/dev/null
 # ctrd warm|cold|9p: (re)starts the private containerd; "cold" hands its
@@ -74,8 +70,7 @@ ctrd() {
 }
 ctrd warm
 cleanup() {
-  for p in $("${C[@]}" pods -q 2>/dev/null); do "${C[@]}" stopp "$p" >/dev/null 2>&1; "${C[@]}" rmp -f "$p" >/dev/null 2>&1; done
-  "$TOOLS/setup-containerd.sh" stop >/dev/null 2>&1 || true
+  cri_stop
   # pooled clones are no containerd's: end them
   [ -e "$WORK/pool.toml" ] && LODGE_CONFIG=$WORK/pool.toml "$TOP/bin/lodge" template drain >/dev/null 2>&1
   rm -rf "$WORK"
@@ -85,7 +80,6 @@ trap cleanup EXIT
 "${C[@]}" pull registry.k8s.io/pause:3.10 >/dev/null 2>&1 || true
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-. bench/lib.sh
 
 # pss_kb PID...: summed PSS of processes
 pss_kb() { local t=0 p v; for p in "$@"; do v=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0); t=$((t+${v:-0})); done; echo $t; }

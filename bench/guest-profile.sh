@@ -20,14 +20,11 @@ N=${N:-10}
 export CTRD_DIR=${CTRD_DIR:-/tmp/lodge-profile-ctrd}
 command -v perf >/dev/null || { echo "needs perf on the host (apt-get install linux-perf)"; exit 2; }
 [ -x "$OCITEST_BIN/imgtool" ] || "$TOOLS/build-ocitest-tools.sh" "$OCITEST_BIN" >/dev/null
-SOCK=unix://$CTRD_DIR/containerd.sock
-C=(crictl -r "$SOCK" -i "$SOCK" -t 5m)
-IMG=registry.k8s.io/e2e-test-images/busybox:1.29-2
+. bench/lib.sh
+cri_env guest-profile
 PIMG=registry.k8s.io/e2e-test-images/lodge-perf:1
-WORK=$(mktemp -d /tmp/lodge-guest-profile.XXXXXX)
 cleanup() {
-  for p in $("${C[@]}" pods -q 2>/dev/null); do "${C[@]}" stopp "$p" >/dev/null 2>&1; "${C[@]}" rmp -f "$p" >/dev/null 2>&1; done
-  "$TOOLS/setup-containerd.sh" stop >/dev/null 2>&1 || true
+  cri_stop
   rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -19,3 +19,23 @@ interleave() {
     done
   done
 }
+
+# cri_env NAME: checks for the shared harness ($TOOLS) and crictl, and sets
+# SOCK and C (crictl on $CTRD_DIR's private containerd), IMG (the busybox
+# image the CRI benchmarks run) and WORK (a new /tmp/lodge-NAME.XXXXXX).
+cri_env() {
+  [ -x "$TOOLS/setup-containerd.sh" ] || { echo "need the shared harness in $TOOLS (set TOOLS=)"; exit 2; }
+  command -v crictl >/dev/null || { echo "crictl not found (make deps installs it)"; exit 2; }
+  SOCK=unix://$CTRD_DIR/containerd.sock
+  C=(crictl -r "$SOCK" -i "$SOCK" -t 5m)
+  IMG=registry.k8s.io/e2e-test-images/busybox:1.29-2
+  WORK=$(mktemp -d "/tmp/lodge-$1.XXXXXX")
+}
+
+# cri_stop: stops and removes every pod of $CTRD_DIR's containerd (so its
+# shims end their VMs), then stops it.
+cri_stop() {
+  local p
+  for p in $("${C[@]}" pods -q 2>/dev/null); do "${C[@]}" stopp "$p" >/dev/null 2>&1; "${C[@]}" rmp -f "$p" >/dev/null 2>&1; done
+  "$TOOLS/setup-containerd.sh" stop >/dev/null 2>&1 || true
+}
