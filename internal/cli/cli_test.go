@@ -169,3 +169,45 @@ func TestJSONLogRotates(t *testing.T) {
 		t.Errorf("read back %d lines, first %+v", len(lines), lines[0])
 	}
 }
+
+// TestDetachedLoggerWaitsForTheContainer: the helper of `run -d` must not
+// take a container the runtime has not yet recorded for one that ended
+// (it then deleted the container it had just watched start).
+func TestDetachedLoggerWaitsForTheContainer(t *testing.T) {
+	root, id := t.TempDir(), strings.Repeat("cd", 32)
+	createdR, createdW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type end struct {
+		code int
+		why  string
+	}
+	done := make(chan end, 1)
+	go func() { c, w := awaitEnd(root, id, createdR); done <- end{c, w} }()
+	select {
+	case e := <-done:
+		t.Fatalf("before the container was created: ended with %d %q", e.code, e.why)
+	case <-time.After(500 * time.Millisecond):
+	}
+	// Created and run to its end: exit status 3 in the runtime's record.
+	os.MkdirAll(filepath.Join(root, id), 0o700)
+	os.WriteFile(filepath.Join(root, id, "state.json"), []byte(`{"id":"`+id+`","status":"stopped","exit_status":3}`), 0o600)
+	createdW.Write([]byte{1})
+	createdW.Close()
+	select {
+	case e := <-done:
+		if e.code != 3 || e.why != "" {
+			t.Errorf("ended with %d %q, want 3", e.code, e.why)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the container ended and the helper did not see it")
+	}
+
+	// lodge died before the container was made: the helper says so.
+	createdR, createdW, _ = os.Pipe()
+	createdW.Close()
+	if code, why := awaitEnd(root, strings.Repeat("ef", 32), createdR); code != 137 || !strings.Contains(why, "before the container was created") {
+		t.Errorf("lodge gone before create: %d %q", code, why)
+	}
+}

@@ -709,9 +709,10 @@ func (a *app) exec(cmd *cobra.Command, o execOpts, name string, args []string) e
 }
 
 // runLogger is the helper a detached container's output goes through
-// (fds 3 and 4: its stdout and stderr): json lines in its log, then, once
-// the container has ended, its exit code in its record, its runtime state
-// deleted (the VM is gone), and with --rm the container removed.
+// (fds 3 and 4: its stdout and stderr; fd 5 says when the container
+// exists): json lines in its log, then, once the container has ended, its
+// exit code in its record, its runtime state deleted (the VM is gone), and
+// with --rm the container removed.
 func runLogger(a *app, id string) error {
 	r, err := loadCtr(id)
 	if err != nil {
@@ -730,22 +731,8 @@ func runLogger(a *app, id string) error {
 			jl.copyLines(stream, f)
 		}()
 	}
-	// Until the container ends.
-	for {
-		info, err := runtimecli.Inspect(runtimeState, id)
-		if err != nil || info.Status == "stopped" {
-			if err == nil && info.ExitStatus != nil {
-				code := *info.ExitStatus
-				r.ExitCode = &code
-			} else {
-				code := 137
-				r.ExitCode = &code
-				r.Error = "the container's VM ended without an exit status"
-			}
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	code, why := awaitEnd(runtimeState, id, os.NewFile(5, "created"))
+	r.ExitCode, r.Error = &code, why
 	r.FinishedAt = time.Now().UTC()
 	// Its output is flushed by now, or soon; deleting the runtime state
 	// ends the supervisor, which closes the streams.
@@ -771,4 +758,30 @@ func runLogger(a *app, id string) error {
 		return nil // removed meanwhile (rm -f)
 	}
 	return r.save()
+}
+
+// awaitEnd waits for a detached container to end and returns its exit
+// code, or 137 and why there is none. The runtime has no record of the
+// container until `lodge run` has made it, so the wait starts when created
+// is written to, or closed (lodge failed, and kills this helper, or died):
+// from then on a missing record means the container is gone, and the
+// helper deletes what is left of it.
+func awaitEnd(root, id string, created io.ReadCloser) (int, string) {
+	var b [1]byte
+	n, _ := created.Read(b[:])
+	created.Close()
+	for {
+		info, err := runtimecli.Inspect(root, id)
+		switch {
+		case err == nil && info.Status == "stopped" && info.ExitStatus != nil:
+			return *info.ExitStatus, ""
+		case err == nil && info.Status == "stopped":
+			return 137, "the container's VM ended without an exit status"
+		case errors.Is(err, runtimecli.ErrNoContainer) && n == 0:
+			return 137, "lodge ended before the container was created"
+		case err != nil:
+			return 137, "the container's runtime state is gone: " + err.Error()
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

@@ -316,6 +316,17 @@ func (a *app) runDetached(ctx context.Context, rec *ctrRecord, o runOpts) error 
 		outW.Close()
 		return err
 	}
+	// The helper waits for a byte on this pipe before it looks for the
+	// container, which exists only once the runtime has made it.
+	createdR, createdW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		errR.Close()
+		errW.Close()
+		return err
+	}
+	defer createdW.Close()
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
 		return err
@@ -323,12 +334,13 @@ func (a *app) runDetached(ctx context.Context, rec *ctrRecord, o runOpts) error 
 	defer devnull.Close()
 	logger := exec.Command("/proc/self/exe", "__logger", rec.ID)
 	logger.Stdin, logger.Stdout, logger.Stderr = devnull, nil, nil
-	logger.ExtraFiles = []*os.File{outR, errR}
+	logger.ExtraFiles = []*os.File{outR, errR, createdR}
 	logger.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	logger.Env = os.Environ()
 	err = logger.Start()
 	outR.Close()
 	errR.Close()
+	createdR.Close()
 	if err != nil {
 		outW.Close()
 		errW.Close()
@@ -353,6 +365,7 @@ func (a *app) runDetached(ctx context.Context, rec *ctrRecord, o runOpts) error 
 		logger.Wait()
 		return err
 	}
+	createdW.Write([]byte{1})
 	logger.Process.Release()
 	return nil
 }
