@@ -23,6 +23,7 @@ func TestResolveModules(t *testing.T) {
 		"virtio":         nil,
 		"virtio_ring":    {"virtio"},
 		"fuse":           nil,
+		"virtio_balloon": {"virtio", "virtio_ring"},
 		"virtio_net":     {"net_failover", "virtio", "virtio_ring"},
 		"net_failover":   {"failover"},
 		"failover":       nil,
@@ -39,7 +40,7 @@ func TestResolveModules(t *testing.T) {
 	for _, m := range got {
 		names = append(names, m.Name)
 	}
-	want := []string{"virtio", "virtio_ring", "virtio_mmio", "virtio_console", "fuse", "virtiofs"}
+	want := []string{"virtio", "virtio_ring", "virtio_mmio", "virtio_console", "fuse", "virtiofs", "virtio_balloon"}
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Fatalf("order (-want +got):\n%s", diff)
 	}

@@ -11,9 +11,10 @@ import (
 
 // GuestModules are the modules every boot loads on the Debian cloud
 // kernel: the virtio-mmio transport, the virtio-serial port of the agent
-// channel and virtio-fs for root filesystems. Their dependencies are added
+// channel, virtio-fs for root filesystems and the balloon through which the
+// guest reports the memory it frees. Their dependencies are added
 // from the modules' own metadata.
-var GuestModules = []string{"virtio_mmio", "virtio_console", "virtiofs"}
+var GuestModules = []string{"virtio_mmio", "virtio_console", "virtiofs", "virtio_balloon"}
 
 // OnDemandModules go into the initrd but are loaded only when needed:
 // virtio_net by the agent when the host gives the VM NICs (a pod with a

@@ -478,3 +478,75 @@ func TestColdTeardownLogsNoShareLoss(t *testing.T) {
 		t.Errorf("a normal cold teardown logged a lost share:\n%s", b)
 	}
 }
+
+// TestGuestGivesBackFreedMemory: memory a container used and freed goes
+// back to the host (virtio-balloon free page reporting). A clone drops its
+// private copies of the template's pages (the template's file must stay as
+// it was: a clone may not punch holes in it); a cold boot's QEMU punches
+// them out of its guest's RAM.
+func TestGuestGivesBackFreedMemory(t *testing.T) {
+	f, dir := templateFixture(t)
+	for _, tc := range []struct {
+		start       string
+		annotations map[string]string
+	}{
+		{"clone", nil},
+		{"cold", map[string]string{"io.lodge.template": "false"}},
+	} {
+		t.Run(tc.start, func(t *testing.T) {
+			s := defaultSpec("sleep", "600")
+			s.Annotations = tc.annotations
+			f.writeSpec(s)
+			id := "giveback-" + tc.start
+			f.mustRT("run", "-d", "--bundle", f.bundle, id)
+			defer f.mustRT("delete", "--force", id)
+			if got := f.state(id).Annotations["io.lodge.start"]; got != tc.start {
+				t.Fatalf("started as %q, want %q", got, tc.start)
+			}
+			var mem string
+			var sum [32]byte
+			if tc.start == "clone" {
+				tpls := templateDirs(t, dir)
+				if len(tpls) != 1 {
+					t.Fatalf("templates: %v", tpls)
+				}
+				mem = filepath.Join(tpls[0], "memory")
+				sum = fileSum(t, mem)
+			}
+			q, ok := servingProcs(t, filepath.Join(f.root, id))["qemu"]
+			if !ok {
+				t.Fatal("no QEMU process")
+			}
+			rss := func() int64 {
+				b, err := os.ReadFile("/proc/" + q.pid + "/smaps_rollup")
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, l := range strings.Split(string(b), "\n") {
+					if v, ok := strings.CutPrefix(l, "Rss:"); ok {
+						kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+						return kb >> 10
+					}
+				}
+				t.Fatal("no Rss in smaps_rollup")
+				return 0
+			}
+			f.mustRT("exec", id, "dd", "if=/dev/zero", "of=/dev/shm/fill", "bs=1M", "count=56")
+			filled := rss()
+			f.mustRT("exec", id, "rm", "/dev/shm/fill")
+			// The guest reports free pages two seconds after they are freed.
+			var now int64
+			for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+				if now = rss(); filled-now >= 40 || time.Now().After(deadline) {
+					break
+				}
+			}
+			if filled-now < 40 {
+				t.Errorf("QEMU's resident memory: %d MiB with 56 MiB written in the guest, %d MiB a minute after it was freed: want 40 MiB or more given back", filled, now)
+			}
+			if mem != "" && fileSum(t, mem) != sum {
+				t.Error("giving back a clone's memory changed the template's memory file")
+			}
+		})
+	}
+}

@@ -211,6 +211,10 @@ func Argv(cfg vmm.Config, host Host) ([]string, error) {
 			"-device", "virtio-9p-device,fsdev="+id+",mount_tag="+s.Tag,
 		)
 	}
+	// The guest reports the pages it frees, and QEMU gives them back to
+	// the host: a clone's private copies of template pages it wrote and
+	// freed since (docs/architecture.md, "Memory a guest gives back").
+	a = append(a, "-device", "virtio-balloon-device,free-page-reporting=on")
 	if cfg.Incoming {
 		a = append(a, "-incoming", "defer")
 	}
