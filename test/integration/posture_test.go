@@ -103,28 +103,22 @@ const (
 func TestHostProcessPosture(t *testing.T) {
 	f := newFixture(t)
 	for _, tc := range []struct {
-		start       string
-		annotations map[string]string
-		qemuCaps    uint64
-		virtiofsd   bool
+		start     string
+		qemuCaps  uint64
+		virtiofsd bool
 	}{
-		{"clone", nil, caps9PMask, false},
-		{"cold", map[string]string{"io.lodge.template": "false"}, 0, true},
+		{"clone", caps9PMask, false},
+		{"cold", 0, true},
 	} {
 		t.Run(tc.start, func(t *testing.T) {
-			s := defaultSpec("sleep", "60")
-			s.Annotations = tc.annotations
-			f.writeSpec(s)
 			id := "posture-" + tc.start
-			f.mustRT("run", "-d", "--bundle", f.bundle, id)
+			f.runDetachedAs(tc.start, id, "sleep", "60")
 			afterDelete := func() {}
 			defer func() {
 				f.mustRT("delete", "--force", id)
 				afterDelete()
 			}()
-			if got := f.state(id).Annotations["io.lodge.start"]; got != tc.start {
-				t.Fatalf("started as %q, want %q", got, tc.start)
-			}
+			f.checkStartedAs(id, tc.start)
 			if st, err := os.Stat(filepath.Join(f.root, id)); err != nil || st.Mode().Perm() != 0o700 {
 				t.Errorf("the container's state directory: %v %v, want mode 0700", st.Mode(), err)
 			}

@@ -39,6 +39,27 @@ func (f *fixture) startOf(id string, annotations map[string]string, args ...stri
 	return ann
 }
 
+// runDetachedAs runs a detached container of args that starts as a clone
+// ("clone") or, opted out of templates, as a cold boot ("cold"); the
+// caller deletes it.
+func (f *fixture) runDetachedAs(start, id string, args ...string) {
+	f.t.Helper()
+	s := defaultSpec(args...)
+	if start == "cold" {
+		s.Annotations = map[string]string{"io.lodge.template": "false"}
+	}
+	f.writeSpec(s)
+	f.mustRT("run", "-d", "--bundle", f.bundle, id)
+}
+
+// checkStartedAs fails the test unless id's sandbox started as start.
+func (f *fixture) checkStartedAs(id, start string) {
+	f.t.Helper()
+	if got := f.state(id).Annotations["io.lodge.start"]; got != start {
+		f.t.Fatalf("%s started as %q, want %q", id, got, start)
+	}
+}
+
 func templateDirs(t *testing.T, dir string) []string {
 	t.Helper()
 	ents, _ := os.ReadDir(dir)
@@ -486,26 +507,15 @@ func TestColdTeardownLogsNoShareLoss(t *testing.T) {
 // them out of its guest's RAM.
 func TestGuestGivesBackFreedMemory(t *testing.T) {
 	f, dir := templateFixture(t)
-	for _, tc := range []struct {
-		start       string
-		annotations map[string]string
-	}{
-		{"clone", nil},
-		{"cold", map[string]string{"io.lodge.template": "false"}},
-	} {
-		t.Run(tc.start, func(t *testing.T) {
-			s := defaultSpec("sleep", "600")
-			s.Annotations = tc.annotations
-			f.writeSpec(s)
-			id := "giveback-" + tc.start
-			f.mustRT("run", "-d", "--bundle", f.bundle, id)
+	for _, start := range []string{"clone", "cold"} {
+		t.Run(start, func(t *testing.T) {
+			id := "giveback-" + start
+			f.runDetachedAs(start, id, "sleep", "600")
 			defer f.mustRT("delete", "--force", id)
-			if got := f.state(id).Annotations["io.lodge.start"]; got != tc.start {
-				t.Fatalf("started as %q, want %q", got, tc.start)
-			}
+			f.checkStartedAs(id, start)
 			var mem string
 			var sum [32]byte
-			if tc.start == "clone" {
+			if start == "clone" {
 				tpls := templateDirs(t, dir)
 				if len(tpls) != 1 {
 					t.Fatalf("templates: %v", tpls)
