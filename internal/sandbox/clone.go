@@ -58,7 +58,9 @@ type Templates struct {
 
 // templateLayout names the device layout of templates and clones: the
 // serial console, one virtio-serial port for the agent, one NIC slot, one
-// 9p slot for the share. A change of layout must change this string.
+// 9p slot for the share. A change of layout must change this string (the
+// devices the VMM driver gives every guest, such as the balloon, are in
+// qemu.GuestFact).
 const templateLayout = "layout=serial,virtio-serial,net:" + TemplateSlotMAC + ",9p:" + SharedTag
 
 // TemplateSlotMAC is the MAC of a template's NIC slot; a clone's agent

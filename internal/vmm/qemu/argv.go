@@ -72,16 +72,25 @@ var baseKernelArgs = []string{
 // executes no speculation, so CPU-bug mitigations only cost time.
 var tcgKernelArgs = []string{"tsc=reliable", "mitigations=off"}
 
+// guestDevices are the devices every guest gets whatever its config: a
+// balloon through which the guest reports the pages it frees, and QEMU
+// gives them back to the host (for a clone, its private copies of template
+// pages it wrote and freed since; docs/architecture.md, "Memory a guest
+// gives back"). It is never inflated.
+var guestDevices = []string{"virtio-balloon-device,free-page-reporting=on"}
+
 // GuestFact names what this driver gives every guest of an accelerator
-// beside its files and shape: the CPU model and the kernel arguments (all
-// but the host's TSC rate, which is a fact of the host's boot). A template
-// is made with them, so a change of either must make a new template.
+// beside its files, shape and configured devices: the CPU model, the
+// kernel arguments (all but the host's TSC rate, which is a fact of the
+// host's boot) and guestDevices. A template is made with them, so a change
+// of any must make a new template.
 func GuestFact(accel vmm.Accel) string {
 	args := append([]string{}, baseKernelArgs...)
 	if accel == vmm.AccelTCG {
 		args = append(args, tcgKernelArgs...)
 	}
-	return "driver_guest=cpu=" + cpuModel(accel) + " args=" + strings.Join(args, " ")
+	return "driver_guest=cpu=" + cpuModel(accel) + " devices=" + strings.Join(guestDevices, ";") +
+		" args=" + strings.Join(args, " ")
 }
 
 // cpuModel is a guest's -cpu. Under KVM the host's CPU. Under TCG QEMU's
@@ -211,10 +220,9 @@ func Argv(cfg vmm.Config, host Host) ([]string, error) {
 			"-device", "virtio-9p-device,fsdev="+id+",mount_tag="+s.Tag,
 		)
 	}
-	// The guest reports the pages it frees, and QEMU gives them back to
-	// the host: a clone's private copies of template pages it wrote and
-	// freed since (docs/architecture.md, "Memory a guest gives back").
-	a = append(a, "-device", "virtio-balloon-device,free-page-reporting=on")
+	for _, d := range guestDevices {
+		a = append(a, "-device", d)
+	}
 	if cfg.Incoming {
 		a = append(a, "-incoming", "defer")
 	}

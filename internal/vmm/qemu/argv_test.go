@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -126,21 +127,37 @@ func TestArgvRejects(t *testing.T) {
 }
 
 // Every argument the command line gives a guest but the host's TSC rate,
-// and its CPU model, are in GuestFact, which keys templates: a guest
-// argument or CPU changed in this driver makes new templates rather than
-// clones of guests booted with the old ones.
+// its CPU model and every device it gets whatever its config, are in
+// GuestFact, which keys templates: a guest argument, CPU or device changed
+// in this driver makes new templates rather than clones of guests booted
+// with the old ones.
 func TestGuestFactCoversTheGuest(t *testing.T) {
 	for _, accel := range []vmm.Accel{vmm.AccelKVM, vmm.AccelTCG} {
 		cfg := baseConfig()
 		cfg.Accel = accel
+		cfg.Shares = nil // no configured device but the agent channel's
 		argv, err := Argv(cfg, Host{TSCkHz: 2500000})
 		if err != nil {
 			t.Fatal(err)
 		}
 		fact := GuestFact(accel)
 		cpu, cmdline := argAfter(argv, "-cpu"), argAfter(argv, "-append")
-		if !strings.HasPrefix(fact, "driver_guest=cpu="+cpu+" args=") {
+		if !strings.HasPrefix(fact, "driver_guest=cpu="+cpu+" devices=") {
 			t.Errorf("%s: the guest's -cpu %q is not in the template fact %q", accel, cpu, fact)
+		}
+		for i, a := range argv {
+			if a != "-device" || i+1 == len(argv) {
+				continue
+			}
+			d := argv[i+1]
+			if strings.HasPrefix(d, "virtio-serial-device,") || strings.HasPrefix(d, "virtserialport,") {
+				continue // the agent channel: a fact of the layout
+			}
+			_, devices, _ := strings.Cut(fact, " devices=")
+			devices, _, _ = strings.Cut(devices, " args=")
+			if !slices.Contains(strings.Split(devices, ";"), d) {
+				t.Errorf("%s: every guest gets -device %s, which is not in the template fact %q", accel, d, fact)
+			}
 		}
 		for _, a := range strings.Fields(cmdline) {
 			if strings.HasPrefix(a, "tsc_early_khz=") || strings.HasPrefix(a, "lodge.channel=") {
