@@ -306,6 +306,11 @@ func swapStdio(f **os.File, path string, flag int) (restore func(), err error) {
 // runDetached starts the container with its output going to its logger
 // (this executable, __logger), which outlives this command.
 func (a *app) runDetached(ctx context.Context, rec *ctrRecord, o runOpts) error {
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return err
+	}
+	defer devnull.Close()
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return err
@@ -327,11 +332,6 @@ func (a *app) runDetached(ctx context.Context, rec *ctrRecord, o runOpts) error 
 		return err
 	}
 	defer createdW.Close()
-	devnull, err := os.Open(os.DevNull)
-	if err != nil {
-		return err
-	}
-	defer devnull.Close()
 	logger := exec.Command("/proc/self/exe", "__logger", rec.ID)
 	logger.Stdin, logger.Stdout, logger.Stderr = devnull, nil, nil
 	logger.ExtraFiles = []*os.File{outR, errR, createdR}
