@@ -81,8 +81,6 @@ trap cleanup EXIT
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
-# pss_kb PID...: summed PSS of processes
-pss_kb() { local t=0 p v; for p in "$@"; do v=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0); t=$((t+${v:-0})); done; echo $t; }
 descendants() { local p=$1 c; echo "$p"; for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do descendants "$c"; done; }
 
 # one_pod HANDLER N: runs pod N, records runp and start times and PSS

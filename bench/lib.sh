@@ -3,6 +3,9 @@
 # median: the median of the numbers on stdin, one per line ("nan" if none).
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) {print "nan"; exit}; if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
+# pss_kb PID...: the summed PSS of processes, in kB (0 for one that is gone).
+pss_kb() { local t=0 p v; for p in "$@"; do v=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0); t=$((t+${v:-0})); done; echo $t; }
+
 # interleave RUNS FN VARIANT...: for each of RUNS runs, calls FN LABEL DIR
 # RUN [VAR=VALUE...] for every variant in turn, each given as one argument
 # "LABEL=DIR [VAR=VALUE...]" (values may hold commas, not spaces); sets

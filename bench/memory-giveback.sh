@@ -33,8 +33,7 @@ mode_config() {
 mode_config true > "$WORK/clone.toml"
 mode_config false > "$WORK/cold.toml"
 
-# pss_mb PID: the process's proportional set size in MiB.
-pss_mb() { awk '/^Pss:/ {print int($2 / 1024)}' "/proc/$1/smaps_rollup"; }
+pss_mb() { echo $(( $(pss_kb "$1") / 1024 )); }
 
 for r in $(seq "$RUNS"); do
   for mode in clone cold; do
