@@ -25,7 +25,8 @@ import (
 const kvmProbeTimeout = 20 * time.Second
 
 // cmdSetup fetches the kernel (once), rebuilds the initrd and, where
-// /dev/kvm looks usable, boots one KVM guest to prove it.
+// /dev/kvm looks usable, boots one KVM guest to prove it (every time: the
+// verdict stands until the next setup or host boot).
 func cmdSetup(ctx context.Context, cfg config.Config, log *slog.Logger, args []string) error {
 	fs := flag.NewFlagSet("setup", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -47,10 +48,11 @@ func cmdSetup(ctx context.Context, cfg config.Config, log *slog.Logger, args []s
 	if err := setupBuiltinImage(ctx, cfg, log); err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}
+	// Every setup probes again, not only the first of a host boot: what
+	// it finds depends on Lodge's own build too (its QEMU's jail), which
+	// an upgrade changes.
 	if cfg.VMM.Accel == "auto" && qemu.CheckKVM() == nil {
-		if _, ok := host.ReadKVMVerdict(cfg.Guest.Dir); !ok {
-			probeKVM(ctx, cfg, log)
-		}
+		probeKVM(ctx, cfg, log)
 	}
 	return nil
 }

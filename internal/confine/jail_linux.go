@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,8 +25,19 @@ type Jail struct {
 	// may read, or read and write.
 	ReadOnly, Writable []string
 	// Devices are device nodes the program may open besides baseDevices,
-	// which are always there.
+	// which are always there: the host's nodes, as the host's owner, group
+	// and mode allow.
 	Devices []string
+	// OwnDevices are device nodes made anew in the jail, of the type and
+	// number of the host's node at the same path, owned by Owner (uid and
+	// gid) with mode 0600, as Firecracker's jailer makes /dev/kvm in its
+	// chroot: the program opens them as their owner, whatever group and
+	// mode the host gives its node (a /dev/kvm of root's alone, 0600, is
+	// common where no udev rule gives it to group kvm), and needs no group
+	// of the host's.
+	OwnDevices []string
+	// Owner is the host uid and gid that own OwnDevices.
+	Owner int
 	// Replace mounts host files (values) read-only over files the jail
 	// already shows (keys), such as a program's own binary: the program
 	// keeps its path, and what it finds relative to it.
@@ -85,9 +97,22 @@ func (j Jail) Enter() error {
 			return fmt.Errorf("jail: remount %s: %w", dst, err)
 		}
 	}
+	if len(j.OwnDevices) > 0 {
+		if err := j.makeDevices(); err != nil {
+			return err
+		}
+	}
 	for _, d := range append(append([]string{}, baseDevices...), j.Devices...) {
 		if err := j.bindDevice(d); err != nil {
 			return err
+		}
+	}
+	if len(j.OwnDevices) > 0 {
+		// Read-only once all are there (a device node still opens for
+		// writing on a read-only mount).
+		dev := filepath.Join(j.Root, "dev")
+		if err := unix.Mount("", dev, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil {
+			return fmt.Errorf("jail: remount its /dev read-only: %w", err)
 		}
 	}
 	procDir := filepath.Join(j.Root, "proc")
@@ -167,6 +192,44 @@ func (j Jail) bindDevice(d string) error {
 	}
 	if err := unix.Mount(d, target, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("jail: bind %s: %w", d, err)
+	}
+	return nil
+}
+
+// makeDevices makes OwnDevices in the jail, in a tmpfs of their own on
+// /dev (the jail's root is nodev; this one is not, and Enter makes it
+// read-only once the other devices are bound there, so nothing else is
+// ever made in it). A host node that does not exist is skipped, as for
+// Devices.
+func (j Jail) makeDevices() error {
+	dev := filepath.Join(j.Root, "dev")
+	if err := os.Mkdir(dev, 0o755); err != nil {
+		return fmt.Errorf("jail: %w", err)
+	}
+	if err := unix.Mount("lodge-jail-dev", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755,size=64k"); err != nil {
+		return fmt.Errorf("jail: mount its /dev: %w", err)
+	}
+	for _, d := range j.OwnDevices {
+		var st unix.Stat_t
+		if err := unix.Stat(d, &st); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			return fmt.Errorf("jail: %s: %w", d, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFCHR && st.Mode&unix.S_IFMT != unix.S_IFBLK || !strings.HasPrefix(d, "/dev/") {
+			return fmt.Errorf("jail: %s is not a device node in /dev", d)
+		}
+		target := filepath.Join(j.Root, d)
+		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+			return fmt.Errorf("jail: %w", err)
+		}
+		if err := unix.Mknod(target, st.Mode&unix.S_IFMT|0o600, int(st.Rdev)); err != nil {
+			return fmt.Errorf("jail: make %s: %w", d, err)
+		}
+		if err := unix.Chown(target, j.Owner, j.Owner); err != nil {
+			return fmt.Errorf("jail: give %s to uid %d: %w", d, j.Owner, err)
+		}
 	}
 	return nil
 }

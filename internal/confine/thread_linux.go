@@ -88,9 +88,10 @@ func StartConfined(cmd *exec.Cmd, jail *Jail, keep []uintptr) (wait <-chan error
 	}
 	cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWPID | unix.CLONE_NEWNET | unix.CLONE_NEWIPC
 	// In a user namespace of its own (CLONE_NEWUSER), a program cannot
-	// take a group the namespace does not map, such as /dev/kvm's: it gets
-	// its groups from the thread instead, which takes them first (and so
-	// never passes on root's own). The kernel gives every capability in a
+	// take a group the namespace does not map: it gets its groups (none,
+	// for QEMU: its device nodes are its own, see Jail.OwnDevices) from the
+	// thread instead, which takes them first (and so never passes on
+	// root's own). The kernel gives every capability in a
 	// user namespace to the processes of its owner, the user that created
 	// it: the thread creates it as the program's own host user (its
 	// effective uid, keeping its capabilities), not as root, lest any

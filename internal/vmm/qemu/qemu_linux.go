@@ -88,14 +88,14 @@ const NProc = 1024
 // and /proc: its kernel and initrd read-only; its console log, its memory
 // file (a template's, or the template's a clone maps privately) and 9p
 // directories given by path writable (placeholders read-only); the
-// accelerator's device; at bin, the execute-only copy of bin in execDir (if
-// set), so that QEMU finds its modules and firmware relative to its own
-// path. Everything else it uses comes as descriptors. The files it would
-// create are made first, owned by uid (when not 0), as whom QEMU runs;
-// unless it reads any file (readsAll: 9p's capabilities), what it reads
-// must be readable by all. With rofile (see Driver.ROFile) a clone's memory
-// file is read-only and the library is there. On error, no jail root is
-// left.
+// accelerator's device, a node of its own owned by uid; at bin, the
+// execute-only copy of bin in execDir (if set), so that QEMU finds its
+// modules and firmware relative to its own path. Everything else it uses
+// comes as descriptors. The files it would create are made first, owned by
+// uid (when not 0), as whom QEMU runs; unless it reads any file (readsAll:
+// 9p's capabilities), what it reads must be readable by all. With rofile
+// (see Driver.ROFile) a clone's memory file is read-only and the library is
+// there. On error, no jail root is left.
 func jailFor(cfg vmm.Config, bin, execDir string, uid int, readsAll bool, rofile string) (*confine.Jail, error) {
 	j := &confine.Jail{Root: filepath.Join(cfg.StateDir, jailDir),
 		ReadOnly: []string{cfg.Kernel, cfg.Initrd}, Writable: []string{filepath.Join(cfg.StateDir, ConsoleLog)}}
@@ -132,7 +132,8 @@ func jailFor(cfg vmm.Config, bin, execDir string, uid int, readsAll bool, rofile
 		}
 	}
 	if cfg.Accel == vmm.AccelKVM {
-		j.Devices = append(j.Devices, "/dev/kvm")
+		// Its own /dev/kvm, owned by its user: no group of the host's.
+		j.OwnDevices, j.Owner = []string{"/dev/kvm"}, uid
 	}
 	if uid != 0 && !readsAll {
 		// What it reads must be readable by all: say so now, rather than
@@ -271,7 +272,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 		}
 		cu.Add(lease.Release)
 		uid = lease.ID()
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: deviceGroups(cfg)}
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}
 		if len(keep) > 0 {
 			idmap := nsIDMap(d.Users.First, uid)
 			cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWUSER
@@ -348,20 +349,6 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 // its jail: its share, and its own files (the rest is read-only).
 func nsIDMap(first, uid int) []syscall.SysProcIDMap {
 	return []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: first}, {ContainerID: first, HostID: uid, Size: 1}}
-}
-
-// deviceGroups are the groups of the device nodes QEMU opens itself (the
-// accelerator's), so that a QEMU of a user of its own may open them where
-// they are the group's (/dev/kvm: group kvm on most hosts).
-func deviceGroups(cfg vmm.Config) []uint32 {
-	if cfg.Accel != vmm.AccelKVM {
-		return nil
-	}
-	var st unix.Stat_t
-	if unix.Stat("/dev/kvm", &st) != nil || st.Gid == 0 {
-		return nil
-	}
-	return []uint32{st.Gid}
 }
 
 func closeAll(fs []*os.File) {
