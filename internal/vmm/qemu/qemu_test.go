@@ -96,27 +96,40 @@ func TestKVMDeviceIsQEMUsOwn(t *testing.T) {
 	if _, err := os.Stat("/dev/kvm"); err != nil {
 		t.Skip("no /dev/kvm on this host")
 	}
-	dir := t.TempDir()
-	fake := filepath.Join(dir, "qemu")
-	os.WriteFile(fake, []byte("#!/bin/sh\nif exec 3<>/dev/kvm; then echo \"opened /dev/kvm as uid $(id -u)\" >&2; "+
-		"else echo 'cannot open /dev/kvm' >&2; fi\nexit 1\n"), 0o755)
-	state := filepath.Join(dir, "state")
-	os.Mkdir(state, 0o700)
-	cfg := baseConfig()
-	cfg.StateDir, cfg.Shares, cfg.Accel = state, nil, vmm.AccelKVM
-	cfg.Kernel, cfg.Initrd = filepath.Join(dir, "vmlinux"), filepath.Join(dir, "initrd")
-	for _, f := range []string{cfg.Kernel, cfg.Initrd} {
-		os.WriteFile(f, nil, 0o644) // readable by all, as the jail asks
-	}
-	users := &uidlease.Pool{Dir: filepath.Join(dir, "uids"), First: 1900000000, Count: 64}
-	d := &Driver{Binary: fake, Host: Host{TSCkHz: 1}, Users: users, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	vm, err := d.Start(context.Background(), cfg)
-	if err == nil {
-		vm.Shutdown(context.Background())
-		t.Fatal("Start succeeded with a QEMU that exited")
-	}
-	if !strings.Contains(err.Error(), "opened /dev/kvm as uid 19000000") {
-		t.Errorf("QEMU of a user of its own could not open /dev/kvm (host node: %s): %v", kvmNode(), err)
+	// A cold boot's QEMU, and a clone's, which serves 9p from a user
+	// namespace of its own.
+	for _, userns := range []bool{false, true} {
+		t.Run(fmt.Sprintf("userns=%v", userns), func(t *testing.T) {
+			dir := t.TempDir()
+			fake := filepath.Join(dir, "qemu")
+			os.WriteFile(fake, []byte("#!/bin/sh\nif exec 3<>/dev/kvm; then echo \"opened /dev/kvm as uid $(id -u)\" >&2; "+
+				"else echo 'cannot open /dev/kvm' >&2; fi\nexit 1\n"), 0o755)
+			state := filepath.Join(dir, "state")
+			os.Mkdir(state, 0o700)
+			cfg := baseConfig()
+			cfg.StateDir, cfg.Shares, cfg.Accel = state, nil, vmm.AccelKVM
+			cfg.Kernel, cfg.Initrd = filepath.Join(dir, "vmlinux"), filepath.Join(dir, "initrd")
+			for _, f := range []string{cfg.Kernel, cfg.Initrd} {
+				os.WriteFile(f, nil, 0o644) // readable by all, as the jail asks
+			}
+			want := "opened /dev/kvm as uid 19000000" // the range below
+			if userns {
+				share := filepath.Join(dir, "share")
+				os.Mkdir(share, 0o755)
+				cfg.Shares9P = []vmm.Share9P{{Tag: "vol", Path: share}}
+				want = "opened /dev/kvm as uid 1900000000" // the first id, as its namespace names it
+			}
+			users := &uidlease.Pool{Dir: filepath.Join(dir, "uids"), First: 1900000000, Count: 64}
+			d := &Driver{Binary: fake, Host: Host{TSCkHz: 1}, Users: users, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			vm, err := d.Start(context.Background(), cfg)
+			if err == nil {
+				vm.Shutdown(context.Background())
+				t.Fatal("Start succeeded with a QEMU that exited")
+			}
+			if !strings.Contains(err.Error(), want) || userns && !strings.HasSuffix(err.Error(), want) {
+				t.Errorf("QEMU of a user of its own could not open /dev/kvm (host node: %s): %v", kvmNode(), err)
+			}
+		})
 	}
 }
 
