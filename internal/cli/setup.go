@@ -91,7 +91,9 @@ func probeKVM(ctx context.Context, cfg config.Config, log *slog.Logger) {
 	defer os.RemoveAll(root)
 	sc := env.SandboxConfig("kvm-probe", filepath.Join(root, "kvm-probe"))
 	sc.VM.Accel = vmm.AccelKVM
-	sc.Templates = nil // the probe must boot a kernel
+	if sc.Templates != nil { // the probe must boot a kernel, and its log says so
+		sc.Templates.OptOut = "a KVM probe boots a kernel"
+	}
 	log.Info("probing KVM with a test boot", "timeout", kvmProbeTimeout)
 	sb, err := sandbox.Create(ctx, env.Deps, sc)
 	if err != nil {
