@@ -16,11 +16,14 @@
 //	    keeper.log       the keeper's log
 //	    keeper.pid       the keeper's process id
 //	    sandbox/         the VM's state directory (sockets, console, share)
+//	<key>/.new-<id>/     a clone's directory while its keeper makes it
 //	<key>/last-error     why the last keeper of key failed
 //
 // A directory whose alive lock nobody holds is a dead keeper's (Sweep):
 // its QEMU died with it (Pdeathsig) and its share's namespace with its
-// thread, so removing the directory is all that is left to do.
+// thread, so removing the directory is all that is left to do. Keepers
+// sweep when they take a slot and when they offer their clone; a claimant
+// sweeps an offered clone whose keeper does not answer.
 package pool
 
 import (
@@ -123,14 +126,22 @@ func (p *Pool) Take(key string) (*Slot, error) {
 	}
 	b := make([]byte, 6)
 	rand.Read(b)
+	// Made under another name and renamed once its alive lock is held, so
+	// that no sweep sees it without one.
 	dir := filepath.Join(kd, "vm-"+hex.EncodeToString(b))
-	if err := os.Mkdir(dir, 0o700); err != nil {
+	tmp := filepath.Join(kd, ".new-"+hex.EncodeToString(b))
+	if err := os.Mkdir(tmp, 0o700); err != nil {
 		release()
 		return nil, fmt.Errorf("pool: %w", err)
 	}
-	alive, err := filelock.Lock(context.Background(), filepath.Join(dir, aliveFile), false)
+	alive, err := filelock.Lock(context.Background(), filepath.Join(tmp, aliveFile), false)
+	if err == nil {
+		if err = os.Rename(tmp, dir); err != nil {
+			alive()
+		}
+	}
 	if err != nil {
-		os.RemoveAll(dir)
+		os.RemoveAll(tmp)
 		release()
 		return nil, fmt.Errorf("pool: %w", err)
 	}
@@ -214,6 +225,9 @@ func (s *Slot) Offer(ctx context.Context, o Offer, files []*os.File, gone <-chan
 	}
 	defer os.Remove(ready)
 	os.Remove(filepath.Join(s.keyD, lastErrFile)) // the pool works again
+	// Take swept the dead keepers' directories; one whose keeper was
+	// still dying then is swept now.
+	sweep(s.keyD)
 	if s.OnReady != nil {
 		s.OnReady()
 	}
@@ -354,6 +368,9 @@ func (p *Pool) Claim(ctx context.Context, key string) (*Handoff, error) {
 		h, err := claim(ctx, dir)
 		if h == nil {
 			unlock()
+			if err == nil {
+				removeIfDead(dir) // a killed keeper's: nobody else may sweep it soon
+			}
 			if err != nil {
 				errs = append(errs, err)
 			}
@@ -425,15 +442,31 @@ func (p *Pool) Sweep(key string) {
 	if err != nil {
 		return
 	}
-	dirs, _ := filepath.Glob(filepath.Join(kd, "vm-*"))
+	sweep(kd)
+}
+
+func sweep(keyDir string) {
+	dirs, _ := filepath.Glob(filepath.Join(keyDir, "vm-*"))
 	for _, d := range dirs {
-		unlock, err := filelock.Lock(context.Background(), filepath.Join(d, aliveFile), false)
-		if err != nil {
-			continue // its keeper lives
-		}
-		os.RemoveAll(d)
-		unlock()
+		removeIfDead(d)
 	}
+	// One a keeper was killed making (Take): any that is not new.
+	made, _ := filepath.Glob(filepath.Join(keyDir, ".new-*"))
+	for _, d := range made {
+		if fi, err := os.Stat(d); err == nil && time.Since(fi.ModTime()) > time.Minute {
+			removeIfDead(d)
+		}
+	}
+}
+
+// removeIfDead removes a clone's directory if its keeper is dead.
+func removeIfDead(dir string) {
+	unlock, err := filelock.Lock(context.Background(), filepath.Join(dir, aliveFile), false)
+	if err != nil {
+		return // its keeper lives
+	}
+	os.RemoveAll(dir)
+	unlock()
 }
 
 // Free counts key's slots that no keeper holds.

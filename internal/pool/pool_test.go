@@ -203,14 +203,50 @@ func TestGoneAndSweep(t *testing.T) {
 	if h, err := p.Claim(context.Background(), "k"); h != nil || err != nil {
 		t.Fatalf("claimed a dead keeper's clone: %v %v", h, err)
 	}
-	p.Sweep("k")
 	if _, err := os.Stat(dead); !os.IsNotExist(err) {
-		t.Errorf("a dead keeper's directory survives Sweep: %v", err)
+		t.Errorf("a dead keeper's offered clone survives a claim that found nobody there: %v", err)
 	}
-	if _, err := os.Stat(s.Dir); err != nil {
-		t.Errorf("Sweep removed a live keeper's directory: %v", err)
+	os.MkdirAll(filepath.Join(dead, SandboxDir), 0o700)
+	killed := filepath.Join(p.Dir, "k", ".new-killed") // a keeper killed in Take
+	os.Mkdir(killed, 0o700)
+	making := filepath.Join(p.Dir, "k", ".new-making") // a keeper in Take
+	os.Mkdir(making, 0o700)
+	old := time.Now().Add(-2 * time.Minute)
+	os.Chtimes(killed, old, old)
+	p.Sweep("k")
+	for _, d := range []string{dead, killed} {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("a dead keeper's directory survives Sweep: %v", err)
+		}
+	}
+	for _, d := range []string{s.Dir, making} {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("Sweep removed a live keeper's directory: %v", err)
+		}
 	}
 	s.Close()
+}
+
+// A keeper that died after the next keeper's Take swept (its lock still
+// held then) is swept once that keeper offers its clone.
+func TestOfferSweeps(t *testing.T) {
+	p := &Pool{Dir: t.TempDir(), Size: 1}
+	s, err := p.Take("k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	dead := filepath.Join(p.Dir, "k", "vm-dead")
+	os.MkdirAll(filepath.Join(dead, SandboxDir), 0o700)
+	os.WriteFile(filepath.Join(dead, readyFile), nil, 0o600)
+	hand, _ := files(t)
+	gone := make(chan struct{})
+	res := offer(t, s, Offer{}, hand, gone)
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Errorf("a dead keeper's directory survives the next offer: %v", err)
+	}
+	close(gone)
+	<-res
 }
 
 // A template whose pool was never filled has every slot free (the first
