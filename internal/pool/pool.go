@@ -219,15 +219,15 @@ func (s *Slot) Offer(ctx context.Context, o Offer, files []*os.File, gone <-chan
 	}
 	defer os.Remove(sock)
 	defer ln.Close()
+	// Take swept the dead keepers' directories; one whose keeper was
+	// still dying then is swept now, before this clone is seen offered.
+	sweep(s.keyD)
 	ready := filepath.Join(s.Dir, readyFile)
 	if err := os.WriteFile(ready, nil, 0o600); err != nil {
 		return nil, fmt.Errorf("pool: %w", err)
 	}
 	defer os.Remove(ready)
 	os.Remove(filepath.Join(s.keyD, lastErrFile)) // the pool works again
-	// Take swept the dead keepers' directories; one whose keeper was
-	// still dying then is swept now.
-	sweep(s.keyD)
 	if s.OnReady != nil {
 		s.OnReady()
 	}
@@ -368,11 +368,10 @@ func (p *Pool) Claim(ctx context.Context, key string) (*Handoff, error) {
 		h, err := claim(ctx, dir)
 		if h == nil {
 			unlock()
-			if err == nil {
-				removeIfDead(dir) // a killed keeper's: nobody else may sweep it soon
-			}
 			if err != nil {
 				errs = append(errs, err)
+			} else {
+				removeIfDead(dir) // a killed keeper's: nobody else may sweep it soon
 			}
 			continue
 		}
