@@ -42,3 +42,7 @@ cri_stop() {
   for p in $("${C[@]}" pods -q 2>/dev/null); do "${C[@]}" stopp "$p" >/dev/null 2>&1; "${C[@]}" rmp -f "$p" >/dev/null 2>&1; done
   "$TOOLS/setup-containerd.sh" stop >/dev/null 2>&1 || true
 }
+
+# lodge_pids ID: the supervisor's and the VM's (QEMU's) PIDs of the lodge
+# container ID, from its state record.
+lodge_pids() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["pid"], r["vm_procs"][0]["pid"])' "/run/lodge/lodge/$1/state.json"; }

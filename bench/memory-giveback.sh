@@ -40,7 +40,7 @@ for r in $(seq "$RUNS"); do
     export LODGE_CONFIG=$WORK/$mode.toml
     id=$("$BIN/lodge" run -d busybox sleep 3600)
     ids=("$id")
-    pid=$(sed -n '/"vm_procs"/,/]/p' "/run/lodge/lodge/$id/state.json" | grep -m1 '"pid"' | grep -o '[0-9]\+')
+    read -r _ pid < <(lodge_pids "$id")
     before=$(pss_mb "$pid")
     "$BIN/lodge" exec "$id" sh -c "dd if=/dev/zero of=/dev/shm/fill bs=1M count=$SIZE 2>/dev/null; rm /dev/shm/fill"
     freed=$(pss_mb "$pid")

@@ -31,8 +31,7 @@ done
 sleep "$WAIT"
 printf '%-14s %8s %8s %8s %8s %8s %12s\n' clone qemu_MB tb template heap files supervisor
 for id in "${ids[@]}"; do
-  st=/run/lodge/lodge/$id/state.json
-  read -r sup qemu < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["pid"], r["vm_procs"][0]["pid"])' "$st")
+  read -r sup qemu < <(lodge_pids "$id")
   # Sum Pss per class: a mapping's header line names its flags and path.
   awk '
     /^[0-9a-f]+-[0-9a-f]+ / {
