@@ -127,7 +127,7 @@ func TestArgvRejects(t *testing.T) {
 }
 
 // Every argument the command line gives a guest but the host's TSC rate,
-// its CPU model and every device it gets whatever its config, are in
+// its machine, its CPU model and every device it gets whatever its config, are in
 // GuestFact, which keys templates: a guest argument, CPU or device changed
 // in this driver makes new templates rather than clones of guests booted
 // with the old ones.
@@ -141,9 +141,9 @@ func TestGuestFactCoversTheGuest(t *testing.T) {
 			t.Fatal(err)
 		}
 		fact := GuestFact(accel)
-		cpu, cmdline := argAfter(argv, "-cpu"), argAfter(argv, "-append")
-		if !strings.HasPrefix(fact, "driver_guest=cpu="+cpu+" devices=") {
-			t.Errorf("%s: the guest's -cpu %q is not in the template fact %q", accel, cpu, fact)
+		m, cpu, cmdline := argAfter(argv, "-M"), argAfter(argv, "-cpu"), argAfter(argv, "-append")
+		if !strings.HasPrefix(fact, "driver_guest=machine="+m+" cpu="+cpu+" devices=") {
+			t.Errorf("%s: the guest's -M %q and -cpu %q are not in the template fact %q", accel, m, cpu, fact)
 		}
 		for i, a := range argv {
 			if a != "-device" || i+1 == len(argv) {

@@ -15,5 +15,6 @@
 // (vhost-user refuses legacy devices), guest RAM in a shared memfd (so
 // virtiofsd can map it), KVM when usable and TCG otherwise. Under TCG the
 // guest cannot calibrate its TSC on microvm (no HPET, no PM timer, and the
-// PIT fails), so the command line carries the host's TSC frequency.
+// PIT fails), so the command line carries the host's TSC frequency; the
+// machine has no PIT at all (see machine in argv.go).
 package qemu
