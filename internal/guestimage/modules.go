@@ -9,7 +9,7 @@ import (
 	"strings"
 )
 
-// GuestModules are the modules every boot loads on the Debian cloud
+// GuestModules are the modules every boot loads on Debian's generic
 // kernel: the virtio-mmio transport, the virtio-serial port of the agent
 // channel, virtio-fs for root filesystems and the balloon through which the
 // guest reports the memory it frees. Their dependencies are added
