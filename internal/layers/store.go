@@ -11,6 +11,8 @@
 //	<key>.json    where it came from (Meta), for Prune and for people
 //	<key>.lock    flock: held while <key> is converted (removed after)
 //	<key>.tmp-*   a conversion in progress (a dead converter's is removed)
+//	blank-v<N>-<size>.ext4   the blank writable layer of a size (writable.go),
+//	              with its .lock and .tmp-* as above
 package layers
 
 import (
@@ -232,61 +234,6 @@ func (s *Store) RemoveImage(key string) (int64, error) {
 	os.Remove(filepath.Join(s.Dir, key+".json"))
 	os.Remove(filepath.Join(s.Dir, key+".lock"))
 	return size, rerr
-}
-
-// DefaultWritableBytes is the size of a container's writable layer: a
-// sparse file, so it takes on disk only what the container writes.
-const DefaultWritableBytes = 10 << 30
-
-// NewWritable makes path a sparse, empty ext4 image of size bytes for a
-// container's writable layer (upper and work directories of its overlay,
-// made by the guest). It has no journal: like an overlay upper directory
-// on the host, a container's writable layer does not survive a crash of
-// its machine in a state anyone relies on. The host never mounts it.
-func NewWritable(ctx context.Context, path string, size int64) error {
-	if size <= 0 {
-		size = DefaultWritableBytes
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("writable layer: %w", err)
-	}
-	err = f.Truncate(size)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = mkfsExt4(ctx, path)
-	}
-	if err != nil {
-		os.Remove(path)
-		return fmt.Errorf("writable layer %s: %w", path, err)
-	}
-	return nil
-}
-
-func mkfsExt4(ctx context.Context, path string) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	bin, err := lookMkfs()
-	if err != nil {
-		return err
-	}
-	out, err := runCmd(ctx, bin, "-q", "-F", "-t", "ext4", "-O", "^has_journal",
-		"-E", "lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0", "-L", "lodge-rw", path)
-	if err != nil {
-		return fmt.Errorf("mkfs.ext4: %w: %s", err, strings.TrimSpace(out))
-	}
-	return nil
-}
-
-func lookMkfs() (string, error) {
-	for _, p := range []string{"/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"} {
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	return "", errors.New("mkfs.ext4 not found (install e2fsprogs)")
 }
 
 // BundleFile is a file in an OCI bundle, written by `lodge` (whoever

@@ -246,26 +246,6 @@ func TestPruneRemovesOrphans(t *testing.T) {
 	}
 }
 
-func TestNewWritable(t *testing.T) {
-	if _, err := lookMkfs(); err != nil {
-		t.Skip(err)
-	}
-	p := filepath.Join(t.TempDir(), "rw.img")
-	if err := NewWritable(context.Background(), p, 1<<30); err != nil {
-		t.Fatal(err)
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(p, &st); err != nil {
-		t.Fatal(err)
-	}
-	if st.Size != 1<<30 || st.Blocks*512 > 64<<20 {
-		t.Errorf("writable layer: size %d, %d bytes on disk; want 1 GiB, sparse", st.Size, st.Blocks*512)
-	}
-	if err := NewWritable(context.Background(), p, 1<<30); err == nil {
-		t.Error("NewWritable over an existing file succeeded")
-	}
-}
-
 func TestReadBundleAcceptsOnlyStoreImages(t *testing.T) {
 	s := &Store{Dir: t.TempDir()}
 	img := filepath.Join(s.Dir, "diff-ab.erofs")

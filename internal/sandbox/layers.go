@@ -84,7 +84,7 @@ func (c *Container) attachLayers(ctx context.Context, lr *LayeredRoot) (*agentv1
 			c.sb.log.Info("removed images of layers that are gone", "count", n)
 		}
 	}
-	if err := layers.NewWritable(ctx, lr.Writable, st.WritableBytes); err != nil {
+	if err := st.Store.NewWritable(ctx, lr.Writable, st.WritableBytes); err != nil {
 		return nil, err
 	}
 	c.writable = lr.Writable
