@@ -80,7 +80,7 @@ func (s *Store) NewWritable(ctx context.Context, path string, size int64) error 
 func (s *Store) blank(ctx context.Context, size int64) (*os.File, error) {
 	name := "blank-v" + strconv.Itoa(blankVersion) + "-" + strconv.FormatInt(size, 10)
 	path := filepath.Join(s.Dir, name+".ext4")
-	if f, err := os.Open(path); err == nil {
+	if f, err := openBlank(path, size); err == nil {
 		return f, nil
 	}
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
@@ -92,9 +92,19 @@ func (s *Store) blank(ctx context.Context, size int64) (*os.File, error) {
 		return nil, fmt.Errorf("waiting for the blank image: %w", err)
 	}
 	defer unlock()
-	if f, err := os.Open(path); err == nil {
+	f, err := openBlank(path, size)
+	if err == nil {
 		os.Remove(lockPath) // whoever held the lock made it
 		return f, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		// Damaged (truncated, overwritten): made again, not copied.
+		if s.Log != nil {
+			s.Log.Warn("blank writable layer image is damaged: making it again", "image", path, "err", err)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove damaged blank image: %w", err)
+		}
 	}
 	s.removeTemps(name)
 	tmp, err := os.CreateTemp(s.Dir, name+".tmp-")
@@ -119,7 +129,31 @@ func (s *Store) blank(ctx context.Context, size int64) (*os.File, error) {
 		return nil, err
 	}
 	os.Remove(lockPath)
-	return os.Open(path)
+	return openBlank(path, size)
+}
+
+// openBlank opens the blank image at path if it is one: size bytes, an
+// ext4 superblock whose checksum matches, kept checksum seed.
+func openBlank(path string, size int64) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && fi.Size() != size {
+		err = fmt.Errorf("%d bytes, want %d", fi.Size(), size)
+	}
+	if err == nil {
+		sb := make([]byte, sbSize)
+		if _, err = f.ReadAt(sb, sbOffset); err == nil {
+			err = checkSuperblock(sb)
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("blank image %s: %w", path, err)
+	}
+	return f, nil
 }
 
 func mkfsExt4(ctx context.Context, path string) error {
@@ -198,13 +232,8 @@ func renewIdentity(f *os.File) error {
 	if _, err := f.ReadAt(sb, sbOffset); err != nil {
 		return fmt.Errorf("read superblock: %w", err)
 	}
-	le := binary.LittleEndian
-	if le.Uint16(sb[sbMagic:]) != 0xEF53 {
-		return errors.New("not an ext4 image")
-	}
-	if le.Uint32(sb[sbFeatureInc:])&incompatCsumSeed == 0 || le.Uint32(sb[sbFeatureRO:])&roMetadataCsum == 0 ||
-		sb[sbChecksumType] != 1 {
-		return errors.New("the image does not keep its checksum seed (metadata_csum_seed)")
+	if err := checkSuperblock(sb); err != nil {
+		return err
 	}
 	if _, err := rand.Read(sb[sbUUID : sbUUID+16]); err != nil {
 		return err
@@ -214,9 +243,26 @@ func renewIdentity(f *os.File) error {
 	if _, err := rand.Read(sb[sbHashSeed : sbHashSeed+16]); err != nil {
 		return err
 	}
-	le.PutUint32(sb[sbChecksum:], superblockChecksum(sb))
+	binary.LittleEndian.PutUint32(sb[sbChecksum:], superblockChecksum(sb))
 	if _, err := f.WriteAt(sb, sbOffset); err != nil {
 		return fmt.Errorf("write superblock: %w", err)
+	}
+	return nil
+}
+
+// checkSuperblock says whether sb is an ext4 superblock, intact, of an
+// image that keeps its checksum seed.
+func checkSuperblock(sb []byte) error {
+	le := binary.LittleEndian
+	if le.Uint16(sb[sbMagic:]) != 0xEF53 {
+		return errors.New("not an ext4 image")
+	}
+	if le.Uint32(sb[sbFeatureInc:])&incompatCsumSeed == 0 || le.Uint32(sb[sbFeatureRO:])&roMetadataCsum == 0 ||
+		sb[sbChecksumType] != 1 {
+		return errors.New("the image does not keep its checksum seed (metadata_csum_seed)")
+	}
+	if superblockChecksum(sb) != le.Uint32(sb[sbChecksum:]) {
+		return errors.New("superblock checksum does not match")
 	}
 	return nil
 }

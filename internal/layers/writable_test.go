@@ -201,3 +201,43 @@ func BenchmarkWritableLayer(b *testing.B) {
 		}
 	})
 }
+
+// A damaged blank image (truncated, overwritten) is made again, and the
+// writable layer made from it is sound.
+func TestDamagedBlankMadeAgain(t *testing.T) {
+	needMkfs(t)
+	s := &Store{Dir: t.TempDir()}
+	dir := t.TempDir()
+	if err := s.NewWritable(context.Background(), filepath.Join(dir, "first.img"), 256<<20); err != nil {
+		t.Fatal(err)
+	}
+	blanks, _ := filepath.Glob(filepath.Join(s.Dir, "blank-*.ext4"))
+	if len(blanks) != 1 {
+		t.Fatalf("blank images: %v", blanks)
+	}
+	for name, damage := range map[string]func(string) error{
+		"truncated":   func(p string) error { return os.Truncate(p, 4096) },
+		"overwritten": func(p string) error { return os.WriteFile(p, make([]byte, 8192), 0o444) },
+		"bit flipped": func(p string) error {
+			f, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = f.WriteAt([]byte{0x5a}, sbOffset+0x78) // volume name
+			return err
+		},
+	} {
+		if err := damage(blanks[0]); err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name+".img")
+		if err := s.NewWritable(context.Background(), p, 256<<20); err != nil {
+			t.Fatalf("%s blank: %v", name, err)
+		}
+		fsck(t, p)
+		if _, err := openBlank(blanks[0], 256<<20); err != nil {
+			t.Errorf("%s blank not made again: %v", name, err)
+		}
+	}
+}
