@@ -146,11 +146,9 @@ func TestNewWritableConcurrentAndFailure(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
 	for i := range errs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			errs[i] = s.NewWritable(context.Background(), filepath.Join(dir, string(rune('a'+i))+".img"), 256<<20)
-		}()
+		})
 	}
 	wg.Wait()
 	for i, err := range errs {
