@@ -50,7 +50,8 @@ func TestRootsShareLayerMounts(t *testing.T) {
 
 	src := t.TempDir()
 	os.WriteFile(filepath.Join(src, "hello"), []byte("from the image\n"), 0o644)
-	img, _, err := (&layers.Store{Dir: t.TempDir()}).FromDir(context.Background(), src)
+	store := &layers.Store{Dir: t.TempDir()}
+	img, _, err := store.FromDir(context.Background(), src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +67,7 @@ func TestRootsShareLayerMounts(t *testing.T) {
 		if err := os.Link(img, filepath.Join(share, id, "layer0")); err != nil {
 			t.Fatal(err)
 		}
-		if err := layers.NewWritable(context.Background(), filepath.Join(share, id, "rw.img"), 64<<20); err != nil {
+		if err := store.NewWritable(context.Background(), filepath.Join(share, id, "rw.img"), 64<<20); err != nil {
 			t.Fatal(err)
 		}
 		r, mounts, err := layeredRoot(share, []string{id + "/layer0"}, id+"/rw.img")
