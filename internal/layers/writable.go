@@ -59,9 +59,10 @@ func (s *Store) NewWritable(ctx context.Context, path string, size int64) error 
 	}
 	out, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
 	if err != nil {
+		blank.Close()
 		return fmt.Errorf("writable layer: %w", err)
 	}
-	err = copySparse(out, blank, size)
+	err = copySparse(out, blank, size) // closes blank
 	if err == nil {
 		err = renewIdentity(out)
 	}
