@@ -11,7 +11,7 @@
 //	<key>.json    where it came from (Meta), for Prune and for people
 //	<key>.lock    flock: held while <key> is converted (removed after)
 //	<key>.tmp-*   a conversion in progress (a dead converter's is removed)
-//	blank-v<N>-<size>.ext4   the blank writable layer of a size (writable.go),
+//	blank-<hash>-<size>.ext4   the blank writable layer of a size (writable.go),
 //	              with its .lock and .tmp-* as above
 package layers
 
@@ -91,73 +91,95 @@ func (s *Store) get(ctx context.Context, key, source string, convert func(*os.Fi
 	if _, err := os.Stat(path); err == nil {
 		return path, false, nil
 	}
-	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
-		return "", false, fmt.Errorf("layer store: %w", err)
+	start := time.Now()
+	metaPath := filepath.Join(s.Dir, key+".json")
+	var size int64
+	wroteMeta := false
+	made, err := s.makeOnce(ctx, key, path, func() error { _, err := os.Stat(path); return err },
+		func(f *os.File) error {
+			if err := convert(f); err != nil {
+				return fmt.Errorf("convert to erofs: %w", err)
+			}
+			fi, err := f.Stat()
+			if err != nil {
+				return err
+			}
+			size = fi.Size()
+			// The record goes first: an image is listed (and pruned) only
+			// with one, and a record without its image is skipped.
+			meta := Meta{Key: key, Source: source, Made: time.Now().UTC(), MadeMs: time.Since(start).Milliseconds(), Bytes: size}
+			wroteMeta = true
+			return state.Write(metaPath, meta)
+		})
+	if err != nil {
+		if wroteMeta {
+			os.Remove(metaPath)
+		}
+		return "", false, fmt.Errorf("layer %s: %w", source, err)
 	}
-	lockPath := filepath.Join(s.Dir, key+".lock")
+	if made && s.Log != nil {
+		s.Log.Info("layer converted", "source", source, "image", path, "bytes", size, "took", time.Since(start).Round(time.Millisecond))
+	}
+	return path, made, nil
+}
+
+// makeOnce makes the store's file final once, whoever asks at the same
+// time, in this process or others: under the lock <name>.lock, unless
+// have (run under it) finds final there, fill writes a new <name>.tmp-*,
+// which is made read-only, synced and renamed to final. A file have finds
+// damaged (an error other than not-existing) is replaced. What a dead
+// maker left (its temporary file) is removed first. It reports whether
+// this call made the file; on error no temporary file is left.
+func (s *Store) makeOnce(ctx context.Context, name, final string, have func() error, fill func(*os.File) error) (bool, error) {
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return false, fmt.Errorf("layer store: %w", err)
+	}
+	lockPath := filepath.Join(s.Dir, name+".lock")
 	unlock, err := filelock.Lock(ctx, lockPath, true)
 	if err != nil {
-		return "", false, fmt.Errorf("layer %s: waiting for its conversion: %w", source, err)
+		return false, fmt.Errorf("waiting for %s to be made: %w", filepath.Base(final), err)
 	}
 	defer unlock()
 	// Whoever held the lock before may have made it (and removed the lock
 	// file, which our lock then made anew: it goes too).
-	if _, err := os.Stat(path); err == nil {
+	if err := have(); err == nil {
 		os.Remove(lockPath)
-		return path, false, nil
+		return false, nil
+	} else if !errors.Is(err, os.ErrNotExist) && s.Log != nil {
+		s.Log.Warn("store file is damaged: making it again", "file", final, "err", err)
 	}
-	s.removeTemps(key)
-	start := time.Now()
-	f, err := os.CreateTemp(s.Dir, key+".tmp-")
+	s.removeTemps(name)
+	f, err := os.CreateTemp(s.Dir, name+".tmp-")
 	if err != nil {
-		return "", false, fmt.Errorf("layer %s: %w", source, err)
+		return false, err
 	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := convert(f); err != nil {
-		return "", false, fmt.Errorf("layer %s: convert to erofs: %w", source, err)
+	err = fill(f)
+	if err == nil {
+		err = f.Chmod(0o444)
 	}
-	if err := f.Chmod(0o444); err != nil {
-		return "", false, err
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := f.Sync(); err != nil {
-		return "", false, fmt.Errorf("layer %s: write image: %w", source, err)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	fi, err := f.Stat()
+	if err == nil {
+		err = os.Rename(f.Name(), final)
+	}
 	if err != nil {
-		return "", false, err
+		os.Remove(f.Name())
+		return false, err
 	}
-	if err := f.Close(); err != nil {
-		return "", false, fmt.Errorf("layer %s: write image: %w", source, err)
-	}
-	meta := Meta{Key: key, Source: source, Made: time.Now().UTC(), MadeMs: time.Since(start).Milliseconds(), Bytes: fi.Size()}
-	if err := state.Write(filepath.Join(s.Dir, key+".json"), meta); err != nil {
-		return "", false, fmt.Errorf("layer %s: %w", source, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(filepath.Join(s.Dir, key+".json"))
-		return "", false, fmt.Errorf("layer %s: %w", source, err)
-	}
-	ok = true
-	// Everyone who takes the lock from now on finds the image first, so
+	// Everyone who takes the lock from now on finds the file first, so
 	// the lock file can go.
 	os.Remove(lockPath)
-	if s.Log != nil {
-		s.Log.Info("layer converted", "source", source, "image", path, "bytes", fi.Size(), "took", time.Since(start).Round(time.Millisecond))
-	}
-	return path, true, nil
+	return true, nil
 }
 
-// removeTemps removes what a converter of key that died left (the caller
-// holds key's lock, so no live converter is writing them).
-func (s *Store) removeTemps(key string) {
-	olds, _ := filepath.Glob(filepath.Join(s.Dir, key+".tmp-*"))
+// removeTemps removes what a maker of name that died left (the caller
+// holds name's lock, so no live maker is writing them).
+func (s *Store) removeTemps(name string) {
+	olds, _ := filepath.Glob(filepath.Join(s.Dir, name+".tmp-*"))
 	for _, o := range olds {
 		os.Remove(o)
 	}

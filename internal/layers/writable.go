@@ -3,7 +3,9 @@ package layers
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -15,8 +17,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/lodgeruntime/lodge/internal/filelock"
 )
 
 // DefaultWritableBytes is the size of a container's writable layer: a
@@ -26,7 +26,7 @@ const DefaultWritableBytes = 10 << 30
 // A container's writable layer is an ext4 image (the upper and work
 // directories of its overlay, made by the guest). Every one starts as a
 // copy of one blank image per size, made once with mkfs.ext4 and kept in
-// the store (blank-v<N>-<size>.ext4), so that no container start waits for
+// the store (blank-<hash of the options>-<size>.ext4), so that no container start waits for
 // an mkfs.ext4 process: the copy is the blank's few written blocks, and
 // each copy gets a filesystem UUID and directory hash seed of its own
 // (with metadata_csum_seed, the checksums do not depend on the UUID, so
@@ -41,10 +41,6 @@ var mkfsArgs = []string{"-q", "-F", "-t", "ext4",
 	"-O", "^has_journal,^resize_inode,sparse_super2,metadata_csum,metadata_csum_seed",
 	"-E", "lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0,num_backup_sb=0",
 	"-L", "lodge-rw"}
-
-// blankVersion names the blank images made with mkfsArgs; a change of
-// mkfsArgs must change it.
-const blankVersion = 1
 
 // NewWritable makes path a sparse, empty ext4 image of size bytes for a
 // container's writable layer, from the store's blank image of that size
@@ -62,7 +58,8 @@ func (s *Store) NewWritable(ctx context.Context, path string, size int64) error 
 		blank.Close()
 		return fmt.Errorf("writable layer: %w", err)
 	}
-	err = copySparse(out, blank, size) // closes blank
+	err = copySparse(out, blank, size)
+	blank.Close()
 	if err == nil {
 		err = renewIdentity(out)
 	}
@@ -77,60 +74,38 @@ func (s *Store) NewWritable(ctx context.Context, path string, size int64) error 
 }
 
 // blank returns the store's blank image of size bytes, open for reading,
-// making it (once, whoever asks at the same time) if there is none.
+// making it (once, whoever asks at the same time) if there is none or if
+// it is damaged.
 func (s *Store) blank(ctx context.Context, size int64) (*os.File, error) {
-	name := "blank-v" + strconv.Itoa(blankVersion) + "-" + strconv.FormatInt(size, 10)
+	name := blankName(size)
 	path := filepath.Join(s.Dir, name+".ext4")
 	if f, err := openBlank(path, size); err == nil {
 		return f, nil
 	}
-	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("layer store: %w", err)
-	}
-	lockPath := filepath.Join(s.Dir, name+".lock")
-	unlock, err := filelock.Lock(ctx, lockPath, true)
-	if err != nil {
-		return nil, fmt.Errorf("waiting for the blank image: %w", err)
-	}
-	defer unlock()
-	f, err := openBlank(path, size)
-	if err == nil {
-		os.Remove(lockPath) // whoever held the lock made it
-		return f, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		// Damaged (truncated, overwritten): made again, not copied.
-		if s.Log != nil {
-			s.Log.Warn("blank writable layer image is damaged: making it again", "image", path, "err", err)
+	have := func() error {
+		f, err := openBlank(path, size)
+		if err == nil {
+			f.Close()
 		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("remove damaged blank image: %w", err)
+		return err
+	}
+	_, err := s.makeOnce(ctx, name, path, have, func(f *os.File) error {
+		if err := f.Truncate(size); err != nil {
+			return err
 		}
-	}
-	s.removeTemps(name)
-	tmp, err := os.CreateTemp(s.Dir, name+".tmp-")
+		return mkfsExt4(ctx, f.Name())
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("blank image: %w", err)
 	}
-	err = tmp.Truncate(size)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = mkfsExt4(ctx, tmp.Name())
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o444)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return nil, err
-	}
-	os.Remove(lockPath)
 	return openBlank(path, size)
+}
+
+// blankName names the blank image of size bytes made with mkfsArgs: a
+// change of the options makes a new one.
+func blankName(size int64) string {
+	h := sha256.Sum256([]byte(strings.Join(mkfsArgs, "\x00")))
+	return "blank-" + hex.EncodeToString(h[:])[:12] + "-" + strconv.FormatInt(size, 10)
 }
 
 // openBlank opens the blank image at path if it is one: size bytes, an
@@ -181,9 +156,8 @@ func lookMkfs() (string, error) {
 }
 
 // copySparse copies src's data regions into dst and makes dst size bytes
-// long, leaving holes where src has them (src is closed).
+// long, leaving holes where src has them.
 func copySparse(dst, src *os.File, size int64) error {
-	defer src.Close()
 	fd := int(src.Fd())
 	var off int64
 	for {
@@ -271,5 +245,7 @@ func checkSuperblock(sb []byte) error {
 // superblockChecksum is ext4's: crc32c seeded with ~0 over the superblock
 // up to the checksum, without the final inversion.
 func superblockChecksum(sb []byte) uint32 {
-	return ^crc32.Checksum(sb[:sbChecksum], crc32.MakeTable(crc32.Castagnoli))
+	return ^crc32.Checksum(sb[:sbChecksum], castagnoli)
 }
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
