@@ -46,3 +46,12 @@ cri_stop() {
 # lodge_pids ID: the supervisor's and the VM's (QEMU's) PIDs of the lodge
 # container ID, from its state record.
 lodge_pids() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["pid"], r["vm_procs"][0]["pid"])' "/run/lodge/lodge/$1/state.json"; }
+
+# lodge_work NAME: sets WORK (a new /tmp/lodge-NAME.XXXXXX) and ids (the
+# lodge containers the script starts: add each one's ID), and removes both
+# when the script exits. Needs BIN.
+lodge_work() {
+  WORK=$(mktemp -d "/tmp/lodge-$1.XXXXXX")
+  ids=()
+  trap '((${#ids[@]})) && "$BIN/lodge" rm -f "${ids[@]}" >/dev/null 2>&1; rm -rf "$WORK"' EXIT
+}

@@ -14,13 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 RUNS=${RUNS:-3} SIZE=${SIZE:-56} WAIT=${WAIT:-10} BIN=${BIN:-$PWD/bin}
-WORK=$(mktemp -d /tmp/lodge-giveback.XXXXXX)
-ids=()
-cleanup() {
-  ((${#ids[@]})) && "$BIN/lodge" rm -f "${ids[@]}" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+lodge_work giveback
 # mode_config ENABLED: CONFIG with [template] enabled set.
 mode_config() {
   if [ -n "${CONFIG:-}" ] && grep -q '^\[template\]' "$CONFIG"; then

@@ -17,13 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 N=${N:-5} WAIT=${WAIT:-10} BIN=${BIN:-$PWD/bin}
-WORK=$(mktemp -d /tmp/lodge-pss.XXXXXX)
-ids=()
-cleanup() {
-  ((${#ids[@]})) && "$BIN/lodge" rm -f "${ids[@]}" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+lodge_work pss
 
 for i in $(seq "$N"); do
   ids+=("$("$BIN/lodge" run -d busybox sleep 3600)")
