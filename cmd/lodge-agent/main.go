@@ -1,6 +1,7 @@
 // Command lodge-agent is PID 1 inside a Lodge microVM. With the argument
 // "init" it is libcontainer's container init instead (runc init), with
-// "holder" a pod holder's first step (agent.HolderInit).
+// "holder" a pod holder's first step (agent.HolderInit), with "direct" a
+// direct container's (directinit.Main) where the guest has no lodge-init.
 package main
 
 import (
@@ -19,6 +20,7 @@ import (
 
 	"github.com/lodgeruntime/lodge/internal/guest/agent"
 	"github.com/lodgeruntime/lodge/internal/guest/boot"
+	"github.com/lodgeruntime/lodge/internal/guest/directinit"
 	"github.com/lodgeruntime/lodge/internal/transport"
 )
 
@@ -27,6 +29,11 @@ const stateDir = "/run/lodge/containers"
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
+
+// containerInit is how the agent makes containers: "direct" where their
+// spec allows (lodge-init), or "libcontainer" always (a build for
+// A/B benchmarks: -ldflags "-X main.containerInit=libcontainer").
+var containerInit = "direct"
 
 // The main goroutine keeps the main thread for as long as the agent runs,
 // so that no other goroutine ever runs on it. libcontainer starts a
@@ -47,6 +54,10 @@ func main() {
 	// (A holder is PID 1 of the pod's PID namespace too.)
 	if len(os.Args) > 1 && os.Args[1] == agent.HolderArg {
 		fmt.Fprintln(os.Stderr, agent.HolderInit(os.Args[2:])) // returns only on error
+		os.Exit(127)
+	}
+	if len(os.Args) > 1 && os.Args[1] == agent.DirectArg {
+		directinit.Main() // returns only on error, which it reported
 		os.Exit(127)
 	}
 	if filepath.Base(os.Args[0]) == "modprobe" {
@@ -86,10 +97,17 @@ func run(log *slog.Logger, sink *agent.LogSink) error {
 	if b, err := os.ReadFile("/proc/uptime"); err == nil {
 		fmt.Sscanf(string(b), "%f", &up)
 	}
+	directInit, err := boot.SealInit()
+	if err != nil {
+		log.Warn("direct containers start with the agent's binary", "err", err)
+	}
+	if containerInit == "libcontainer" {
+		directInit = ""
+	}
 	// A template's guest (it boots with lodge.preload) makes its first
 	// container now, so that no clone of it pays for that.
 	if _, template := boot.KernelParam("lodge.preload"); template {
-		if err := agent.WarmUp(log, stateDir); err != nil {
+		if err := agent.WarmUp(log, stateDir, directInit); err != nil {
 			log.Warn("warm-up container", "err", err)
 		}
 	}
@@ -102,6 +120,8 @@ func run(log *slog.Logger, sink *agent.LogSink) error {
 		Capabilities: capabilities,
 		Sink:         sink,
 		Reap:         true, // PID 1
+		NoDirect:     containerInit == "libcontainer",
+		DirectInit:   directInit,
 	})
 	// One session at a time; the next begins when the host (or, in a
 	// clone of a template, a new host) connects and synchronises.

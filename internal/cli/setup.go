@@ -31,11 +31,15 @@ func cmdSetup(ctx context.Context, cfg config.Config, log *slog.Logger, args []s
 	fs := flag.NewFlagSet("setup", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	agentBin := fs.String("agent", "bin/lodge-agent", "static lodge-agent binary to put in the initrd")
+	initBin := fs.String("init", "", "static lodge-init binary to put in the initrd (default: lodge-init beside the agent)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}
+	if *initBin == "" {
+		*initBin = filepath.Join(filepath.Dir(*agentBin), "lodge-init")
+	}
 	art, err := guestimage.Setup(ctx, guestimage.SetupArgs{
-		Dir: cfg.Guest.Dir, Package: cfg.Guest.KernelPackage, Agent: *agentBin, Log: log,
+		Dir: cfg.Guest.Dir, Package: cfg.Guest.KernelPackage, Agent: *agentBin, Init: *initBin, Log: log,
 	})
 	if err != nil {
 		return fmt.Errorf("setup: %w", err)

@@ -98,6 +98,11 @@ const DefaultPoolCgroup = "/lodge-pool"
 // MaxPool bounds template.pool.
 const MaxPool = 64
 
+// AnnotationInit chooses how the guest makes a container's processes:
+// "direct" (the default: the agent's own init where the spec allows it)
+// or "libcontainer" (runc's init, always).
+const AnnotationInit = "io.lodge.init"
+
 // AnnotationTemplate lets a pod or container opt out of templates
 // ("false"): its VM then shares no memory pages with other sandboxes.
 const AnnotationTemplate = "io.lodge.template"

@@ -144,9 +144,13 @@ func sizeVM(base vmm.Config, s *specs.Spec) (vmm.Config, error) {
 			if _, err := config.TemplateOptOut(ann); err != nil {
 				bad = append(bad, err.Error())
 			}
+		case k == config.AnnotationInit:
+			if v != "direct" && v != "libcontainer" {
+				bad = append(bad, fmt.Sprintf("%s=%q: want direct or libcontainer", k, v))
+			}
 		case strings.HasPrefix(k, "io.lodge."):
-			bad = append(bad, fmt.Sprintf("%s is not a Lodge annotation (known: %s, %s, %s)", k, annVMMemory, annVMVCPUs,
-				config.AnnotationTemplate))
+			bad = append(bad, fmt.Sprintf("%s is not a Lodge annotation (known: %s, %s, %s, %s)", k, annVMMemory, annVMVCPUs,
+				config.AnnotationTemplate, config.AnnotationInit))
 		}
 	}
 	if len(bad) > 0 {

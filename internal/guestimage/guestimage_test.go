@@ -78,7 +78,7 @@ func TestInitrdManifest(t *testing.T) {
 		os.WriteFile(p, []byte(content), 0o644)
 		return p
 	}
-	spec := InitrdSpec{Agent: write("agent", "AGENT-BINARY"), Modules: []Module{
+	spec := InitrdSpec{Agent: write("agent", "AGENT-BINARY"), Init: write("init", "INIT-BINARY"), Modules: []Module{
 		{Name: "virtio", Path: write("virtio.ko", "mod1")},
 		{Name: "virtio_mmio", Path: write("virtio_mmio.ko", "module2")},
 	}, OnDemand: [][]Module{

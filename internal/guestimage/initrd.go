@@ -32,11 +32,16 @@ func (e Entry) String() string {
 // InitrdSpec says what goes into the initrd.
 type InitrdSpec struct {
 	Agent   string   // path of the static lodge-agent binary
+	Init    string   // path of the static lodge-init binary; "" for none
 	Modules []Module // in load order
 	// OnDemand are loaded by the agent as the guest's modprobe; each entry
 	// lists a requested module after the on-demand modules it needs.
 	OnDemand [][]Module
 }
+
+// InitPath is where the initrd keeps lodge-init (boot.InitPath in the
+// guest).
+const InitPath = "lodge/lodge-init"
 
 // ModulesDir is where the initrd keeps modules; the agent's boot code reads
 // /lodge/modules.list (see internal/guest/boot).
@@ -59,10 +64,21 @@ func Manifest(spec InitrdSpec) ([]Entry, error) {
 		{Path: "sys", Mode: fs.ModeDir | 0o755},
 		{Path: "init", Mode: 0o755, Size: st.Size(), src: spec.Agent},
 	}
+	if spec.Init == "" && len(spec.Modules) == 0 {
+		return es, nil
+	}
+	es = append(es, Entry{Path: "lodge", Mode: fs.ModeDir | 0o755})
+	if spec.Init != "" {
+		st, err := os.Stat(spec.Init)
+		if err != nil {
+			return nil, fmt.Errorf("lodge-init: %w (build it with `make build`)", err)
+		}
+		es = append(es, Entry{Path: InitPath, Mode: 0o755, Size: st.Size(), src: spec.Init})
+	}
 	if len(spec.Modules) == 0 {
 		return es, nil
 	}
-	es = append(es, Entry{Path: "lodge", Mode: fs.ModeDir | 0o755}, Entry{Path: ModulesDir, Mode: fs.ModeDir | 0o755})
+	es = append(es, Entry{Path: ModulesDir, Mode: fs.ModeDir | 0o755})
 	var list strings.Builder
 	for _, m := range spec.Modules {
 		st, err := os.Stat(m.Path)

@@ -40,6 +40,7 @@ type SetupArgs struct {
 	Dir     string // artifacts directory Lodge owns
 	Package string // Debian kernel package (a metapackage is resolved)
 	Agent   string // static lodge-agent to put in the initrd
+	Init    string // static lodge-init to put in the initrd
 	Log     *slog.Logger
 }
 
@@ -69,7 +70,7 @@ func Setup(ctx context.Context, a SetupArgs) (Artifacts, error) {
 	initrd := filepath.Join(a.Dir, InitrdFile)
 	if err := writeFileAtomic(initrd, func(f *os.File) error {
 		w := bufio.NewWriterSize(f, 1<<20)
-		if err := WriteInitrd(w, InitrdSpec{Agent: a.Agent, Modules: mods, OnDemand: onDemand}); err != nil {
+		if err := WriteInitrd(w, InitrdSpec{Agent: a.Agent, Init: a.Init, Modules: mods, OnDemand: onDemand}); err != nil {
 			return err
 		}
 		return w.Flush()

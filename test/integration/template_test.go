@@ -449,7 +449,8 @@ func TestVolumeOwners(t *testing.T) {
 // A template's guest made and destroyed one container before its snapshot
 // (agent.WarmUp, which records that it ran): a clone of it, seen by guest
 // root through the agent's root, holds that record and nothing of the
-// container (state, cgroup, root directory), only its own.
+// container (libcontainer state, cgroup, root directory), only its own
+// (a direct container: its cgroup, and no libcontainer state).
 func TestCloneHoldsNoWarmUpContainer(t *testing.T) {
 	f := newFixture(t)
 	probe := privilegedSpec("sh", "-c", `r=/proc/1/root
@@ -460,8 +461,8 @@ func TestCloneHoldsNoWarmUpContainer(t *testing.T) {
 	probe.Linux.Namespaces = withoutNamespace(probe.Linux.Namespaces, specs.PIDNamespace)
 	f.writeSpec(probe)
 	r := f.run("warm-probe", "")
-	if r.code != 0 || !strings.Contains(r.stdout, "state: warm-probe") {
-		t.Fatalf("exit %d, stdout %q, stderr %q: want the agent's state to list this container", r.code, r.stdout, r.stderr)
+	if r.code != 0 || !strings.Contains(r.stdout, "cgroups: warm-probe\n") {
+		t.Fatalf("exit %d, stdout %q, stderr %q: want the guest's cgroups to list this container", r.code, r.stdout, r.stderr)
 	}
 	// The template made its warm-up container (the clone's guest says so)
 	// and nothing of it is left.

@@ -31,12 +31,14 @@ import (
 
 // containers implements agentv1.ContainersService.
 type containers struct {
-	log       *slog.Logger
-	stateDir  string
-	sharesDir string
-	streams   *streams
-	caps      []string
-	reaper    *reaper
+	log        *slog.Logger
+	stateDir   string
+	sharesDir  string
+	streams    *streams
+	caps       []string
+	reaper     *reaper
+	noDirect   bool   // every container through libcontainer (Config.NoDirect)
+	directInit string // Config.DirectInit
 
 	mu     sync.Mutex // guards byID and shares
 	byID   map[string]*container
@@ -44,11 +46,12 @@ type containers struct {
 }
 
 // runner is what the agent does with a container: a libcontainer
-// container, or a pod holder (see holder_linux.go).
+// container (lcContainer), a direct one (see direct_linux.go) or a pod
+// holder (see holder_linux.go).
 type runner interface {
 	ID() string
 	Exec() error
-	Run(*libcontainer.Process) error
+	Run(*libcontainer.Process) (waitSignaller, int, error)
 	Processes() ([]int, error)
 	Signal(os.Signal) error
 	Pause() error
@@ -57,6 +60,18 @@ type runner interface {
 	Config() configs.Config
 	Set(configs.Config) error
 	Destroy() error
+}
+
+// annotationInit is config.AnnotationInit (the guest does not import the
+// host's config): "libcontainer" makes the container through libcontainer
+// even where a direct container would serve.
+const annotationInit = "io.lodge.init"
+
+// lcContainer is a libcontainer container as a runner.
+type lcContainer struct{ *libcontainer.Container }
+
+func (c lcContainer) Run(lp *libcontainer.Process) (waitSignaller, int, error) {
+	return viaLibcontainer(c.Container.Run)(lp)
 }
 
 // container is one OCI container in the guest.
@@ -75,14 +90,16 @@ type container struct {
 
 func newContainers(cfg Config, st *streams) *containers {
 	return &containers{
-		log:       cfg.Log,
-		stateDir:  cfg.StateDir,
-		sharesDir: cfg.SharesDir,
-		streams:   st,
-		caps:      cfg.Capabilities,
-		reaper:    newReaper(),
-		byID:      map[string]*container{},
-		shares:    map[string]string{},
+		log:        cfg.Log,
+		stateDir:   cfg.StateDir,
+		sharesDir:  cfg.SharesDir,
+		streams:    st,
+		caps:       cfg.Capabilities,
+		reaper:     newReaper(),
+		noDirect:   cfg.NoDirect,
+		directInit: cfg.DirectInit,
+		byID:       map[string]*container{},
+		shares:     map[string]string{},
 	}
 }
 
@@ -229,29 +246,56 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 	if holder != nil {
 		return cs.createHolder(id, rootfs, holder, cfg, binds, layered, &cu)
 	}
-	t0 := time.Now()
-	lc, err := libcontainer.Create(cs.stateDir, id, cfg)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "create: %v", err)
-	}
-	cu.Add(func() { lc.Destroy() })
 	lp, err := newProcess(spec.Process)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
 	lp.Init = true
+	t0 := time.Now()
+	var (
+		r     runner
+		start starter
+		how   = "direct"
+	)
+	plan, why := planDirect(id, cfg, lp)
+	switch v := spec.Annotations[annotationInit]; {
+	case v == "libcontainer":
+		plan, why = nil, annotationInit+"=libcontainer"
+	case v != "" && v != "direct":
+		return nil, status.Errorf(codes.InvalidArgument, "annotation %s=%q: want direct or libcontainer", annotationInit, v)
+	case cs.noDirect:
+		plan, why = nil, "the agent makes no direct containers"
+	}
+	if plan != nil {
+		d, err := newDirect(cs.directInit, id, cfg, plan)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "create: %v", err)
+		}
+		r, start = d, d.startInit
+	} else {
+		lc, err := libcontainer.Create(cs.stateDir, id, cfg)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "create: %v", err)
+		}
+		r, start, how = lcContainer{lc}, viaLibcontainer(lc.Start), "libcontainer"
+	}
+	cu.Add(func() { r.Destroy() })
 	t1 := time.Now()
-	p, err := cs.startProcess(ctx, id, "", lp, req.Stdio, lc.Start)
+	p, err := cs.startProcess(ctx, id, "", lp, req.Stdio, start)
 	if err != nil {
 		return nil, err
 	}
-	c := &container{c: lc, binds: binds, layered: layered, procs: map[string]*process{"": p}}
+	c := &container{c: r, binds: binds, layered: layered, procs: map[string]*process{"": p}}
 	cs.mu.Lock()
 	cs.byID[id] = c
 	cs.mu.Unlock()
 	cu.Release()
-	cs.log.Info("container created", "container_id", id, "pid", p.pid,
-		"libcontainer_create", t1.Sub(t0).Round(time.Millisecond), "init_start", time.Since(t1).Round(time.Millisecond))
+	args := []any{"container_id", id, "pid", p.pid, "init", how,
+		"create", t1.Sub(t0).Round(time.Millisecond), "init_start", time.Since(t1).Round(time.Millisecond)}
+	if plan == nil {
+		args = append(args, "why", why)
+	}
+	cs.log.Info("container created", args...)
 	return &agentv1.CreateResponse{Pid: int32(p.pid)}, nil
 }
 

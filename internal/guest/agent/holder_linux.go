@@ -472,12 +472,14 @@ var errHolderExec = errors.New("the pod's sandbox container runs only its pause 
 func (h *holder) ID() string { return h.id }
 
 // Exec does nothing: the pause program runs from Create on.
-func (h *holder) Exec() error                     { return nil }
-func (h *holder) Run(*libcontainer.Process) error { return errHolderExec }
-func (h *holder) Processes() ([]int, error)       { return h.cg.GetAllPids() }
-func (h *holder) Signal(s os.Signal) error        { return h.proc.Signal(s) }
-func (h *holder) Pause() error                    { return h.cg.Freeze(cgroups.Frozen) }
-func (h *holder) Resume() error                   { return h.cg.Freeze(cgroups.Thawed) }
+func (h *holder) Exec() error { return nil }
+func (h *holder) Run(*libcontainer.Process) (waitSignaller, int, error) {
+	return nil, 0, errHolderExec
+}
+func (h *holder) Processes() ([]int, error) { return h.cg.GetAllPids() }
+func (h *holder) Signal(s os.Signal) error  { return h.proc.Signal(s) }
+func (h *holder) Pause() error              { return h.cg.Freeze(cgroups.Frozen) }
+func (h *holder) Resume() error             { return h.cg.Freeze(cgroups.Thawed) }
 func (h *holder) Stats() (*libcontainer.Stats, error) {
 	st, err := h.cg.GetStats()
 	return &libcontainer.Stats{CgroupStats: st}, err

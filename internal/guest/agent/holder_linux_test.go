@@ -10,11 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
+	"github.com/lodgeruntime/lodge/internal/guest/directinit"
 )
 
 // The main goroutine keeps the main thread, as in lodge-agent, so that
@@ -25,6 +27,13 @@ func init() { runtime.LockOSThread() }
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == HolderArg {
 		fmt.Fprintln(os.Stderr, HolderInit(os.Args[2:]))
+		os.Exit(127)
+	}
+	if len(os.Args) > 1 && os.Args[1] == "init" {
+		libcontainer.Init() // never returns
+	}
+	if len(os.Args) > 1 && os.Args[1] == DirectArg {
+		directinit.Main()
 		os.Exit(127)
 	}
 	os.Exit(m.Run())
@@ -197,7 +206,7 @@ func TestHolder(t *testing.T) {
 	if host != "podhost" || msgmax != "12345" {
 		t.Errorf("in the holder's namespaces: hostname %q, kernel.msgmax %q; want podhost, 12345", host, msgmax)
 	}
-	if err := h.Run(nil); err == nil {
+	if _, _, err := h.Run(nil); err == nil {
 		t.Errorf("exec into a holder succeeded")
 	}
 	if err := h.Destroy(); err != nil {

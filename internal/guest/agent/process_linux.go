@@ -46,14 +46,29 @@ type waitSignaller interface {
 	Signal(os.Signal) error
 }
 
+// starter starts lp and returns the process it started and its pid.
+type starter func(lp *libcontainer.Process) (waitSignaller, int, error)
+
+// viaLibcontainer is the starter of libcontainer's start function (a
+// container's Start or Run).
+func viaLibcontainer(start func(*libcontainer.Process) error) starter {
+	return func(lp *libcontainer.Process) (waitSignaller, int, error) {
+		if err := start(lp); err != nil {
+			return nil, 0, err
+		}
+		pid, _ := lp.Pid()
+		return lp, pid, nil
+	}
+}
+
 // startProcess wires lp's stdio to the host's streams (or /dev/null), calls
 // start, and begins waiting for the process.
 func (cs *containers) startProcess(ctx context.Context, cid, execID string, lp *libcontainer.Process,
-	want *agentv1.Stdio, start func(*libcontainer.Process) error) (_ *process, retErr error) {
+	want *agentv1.Stdio, start starter) (_ *process, retErr error) {
 	if want == nil {
 		want = &agentv1.Stdio{}
 	}
-	p := &process{p: lp, exited: make(chan struct{}), reaper: cs.reaper}
+	p := &process{exited: make(chan struct{}), reaper: cs.reaper}
 	var childEnds []*os.File // the process's ends, closed once it holds them
 	defer func() {
 		for _, f := range childEnds {
@@ -113,17 +128,18 @@ func (cs *containers) startProcess(ctx context.Context, cid, execID string, lp *
 	// The reaper leaves the process (and libcontainer's helpers while it
 	// starts) to their waiters.
 	started := cs.reaper.starting()
-	if err := start(lp); err != nil {
+	proc, pid, err := start(lp)
+	if err != nil {
 		started(0)
 		return nil, status.Errorf(codes.FailedPrecondition, "start process: %v", err)
 	}
-	p.pid, _ = lp.Pid()
+	p.p, p.pid = proc, pid
 	started(p.pid)
 	if consoleParent != nil {
 		master, err := utils.RecvFile(consoleParent)
 		if err != nil {
-			lp.Signal(unix.SIGKILL)
-			lp.Wait()
+			proc.Signal(unix.SIGKILL)
+			proc.Wait()
 			cs.reaper.waited(p.pid)
 			return nil, status.Errorf(codes.Internal, "receive terminal: %v", err)
 		}

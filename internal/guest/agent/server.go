@@ -40,6 +40,12 @@ type Config struct {
 	Sink *LogSink
 	// Reap: the agent is PID 1 and reaps orphans (see reaper).
 	Reap bool
+	// NoDirect makes every container through libcontainer, none direct
+	// (see direct_linux.go).
+	NoDirect bool
+	// DirectInit is the binary of a direct container's first step
+	// (lodge-init, sealed); "" for the agent's own (DirectArg).
+	DirectInit string
 }
 
 // New returns a server.

@@ -26,13 +26,14 @@ const warmedUpFile = "/run/lodge/warmed-up"
 // a template's snapshot: what a guest does once, for its first container
 // (its kernel's first container namespaces, mounts, devpts and mqueue
 // instances and cgroups, the first runc init), is then done in the
-// template, and every clone's first container finds it done. The container
+// template, and every clone's first container finds it done. directInit
+// is lodge-init's path ("" when the agent makes no direct containers). The container
 // has the runtime-spec's default namespaces and mounts, an empty root of
 // its own in the guest's tmpfs and a program that never runs; nothing of
 // it is left (state, cgroup, root), and it derives nothing a clone uses as
 // an identity. It must run before the agent serves: it is not reaped by
 // the agent's reaper.
-func WarmUp(log *slog.Logger, stateDir string) (err error) {
+func WarmUp(log *slog.Logger, stateDir, directInit string) (err error) {
 	start := time.Now()
 	dir, err := os.MkdirTemp("", warmUpID+"-")
 	if err != nil {
@@ -58,25 +59,43 @@ func WarmUp(log *slog.Logger, stateDir string) (err error) {
 	if err != nil {
 		return fmt.Errorf("warm-up config: %w", err)
 	}
-	lc, err := libcontainer.Create(stateDir, warmUpID, cfg)
-	if err != nil {
-		return fmt.Errorf("warm-up create: %w", err)
-	}
 	lp, err := newProcess(spec.Process)
-	pid := 0
-	if err == nil {
-		lp.Init = true
-		if err = lc.Start(lp); err != nil {
-			err = fmt.Errorf("warm-up start: %w", err)
+	if err != nil {
+		return err
+	}
+	lp.Init = true
+	// The way the clones' containers will be made: direct, unless the
+	// agent makes none.
+	var (
+		r      runner
+		launch starter
+	)
+	if plan, why := planDirect(warmUpID, cfg, lp); plan != nil && directInit != "" {
+		d, err := newDirect(directInit, warmUpID, cfg, plan)
+		if err != nil {
+			return fmt.Errorf("warm-up create: %w", err)
 		}
-		pid, _ = lp.Pid()
+		r, launch = d, d.startInit
+	} else {
+		if plan == nil {
+			log.Warn("warm-up container through libcontainer", "why", why)
+		}
+		lc, err := libcontainer.Create(stateDir, warmUpID, cfg)
+		if err != nil {
+			return fmt.Errorf("warm-up create: %w", err)
+		}
+		r, launch = lcContainer{lc}, viaLibcontainer(lc.Start)
+	}
+	proc, _, err := launch(lp)
+	if err != nil {
+		err = fmt.Errorf("warm-up start: %w", err)
 	}
 	// Destroy kills the init waiting to be started; then it is reaped.
-	if derr := lc.Destroy(); derr != nil && err == nil {
+	if derr := r.Destroy(); derr != nil && err == nil {
 		err = fmt.Errorf("warm-up destroy: %w", derr)
 	}
-	if pid > 0 {
-		lp.Wait() //nolint:errcheck // killed
+	if proc != nil {
+		proc.Wait() //nolint:errcheck // killed
 	}
 	if err == nil {
 		took := time.Since(start).Round(time.Millisecond)

@@ -35,3 +35,41 @@ func SealSelf() error {
 // Sealed reports whether the agent already runs from its sealed copy (it
 // needs /proc, so it is false before Setup).
 func Sealed() bool { return exeseal.IsSelfExeCloned() }
+
+// InitPath is where the initrd holds lodge-init, a direct container's
+// first step (internal/guest/directinit; guestimage.InitPath).
+const InitPath = "/lodge/lodge-init"
+
+// sealedInit keeps the sealed copy of lodge-init open for the agent's
+// life (its path names the descriptor).
+var sealedInit *os.File
+
+// SealInit copies lodge-init into a sealed, read-only memfd, as SealSelf
+// does the agent, and returns the path the agent executes it by: no
+// container can change the binary another container's start runs. It
+// returns "" and the error where the initrd has no lodge-init.
+func SealInit() (string, error) {
+	f, err := os.Open(InitPath)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	sealed, err := exeseal.CloneBinary(f, st.Size(), "lodge-init", "/")
+	if err != nil {
+		return "", fmt.Errorf("seal lodge-init: %w", err)
+	}
+	// A descriptor number above any a child is given (exec.Cmd's
+	// ExtraFiles land on 3, 4...): the child opens the path before its
+	// descriptors are set up.
+	fd, err := unix.FcntlInt(sealed.Fd(), unix.F_DUPFD_CLOEXEC, 100)
+	sealed.Close()
+	if err != nil {
+		return "", fmt.Errorf("seal lodge-init: %w", err)
+	}
+	sealedInit = os.NewFile(uintptr(fd), "lodge-init")
+	return fmt.Sprintf("/proc/self/fd/%d", fd), nil
+}
