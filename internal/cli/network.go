@@ -2,6 +2,9 @@ package cli
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +18,7 @@ import (
 	cnitypes "github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/spf13/cobra"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -384,9 +388,19 @@ func addNetworkCommands(root *cobra.Command) {
 			if err != nil {
 				return err
 			}
+			// A subnet is taken by another lodge network, or by any network
+			// the host has an address on (another runtime's bridge: two
+			// bridges with one subnet make its addresses unreachable).
+			hostNets := hostSubnets()
 			used := func(cidr string) bool {
 				for _, l := range existing {
 					if strings.Contains(string(l.Bytes), `"`+cidr+`"`) {
+						return true
+					}
+				}
+				_, c, err := net.ParseCIDR(cidr)
+				for _, h := range hostNets {
+					if err == nil && (h.Contains(c.IP) || c.Contains(h.IP)) {
 						return true
 					}
 				}
@@ -406,10 +420,7 @@ func addNetworkCommands(root *cobra.Command) {
 			}
 			gw := ipn.IP.To4()
 			gw = net.IPv4(gw[0], gw[1], gw[2], gw[3]+1)
-			bridge := "lodge-" + name
-			if len(bridge) > 15 {
-				bridge = bridge[:15]
-			}
+			bridge := bridgeName(name)
 			if err := writeNetwork(name, bridgeConf(name, bridge, ipn.String(), gw.String()), false); err != nil {
 				return err
 			}
@@ -454,9 +465,18 @@ func addNetworkCommands(root *cobra.Command) {
 					errs = append(errs, fmt.Errorf("no such network: %s", n))
 					continue
 				}
+				conf, _ := os.ReadFile(networkPath(n))
 				if err := os.Remove(networkPath(n)); err != nil {
 					errs = append(errs, err)
 					continue
+				}
+				// The bridge the network's first container made goes with
+				// it, and its address and route on the host.
+				if br := confBridge(conf); br != "" {
+					if err := deleteLink(br); err != nil {
+						errs = append(errs, fmt.Errorf("network %s: remove its bridge %s: %w", n, br, err))
+						continue
+					}
 				}
 				fmt.Fprintln(cmd.OutOrStdout(), n)
 			}
@@ -465,6 +485,58 @@ func addNetworkCommands(root *cobra.Command) {
 	}
 	nw.AddCommand(create, ls, rm)
 	root.AddCommand(nw)
+}
+
+// bridgeName is the host bridge of network name: "lodge-NAME", or, where
+// that is longer than an interface name may be, "lodge-" and a hash of
+// NAME (two long names must not share a bridge).
+func bridgeName(name string) string {
+	if b := "lodge-" + name; len(b) <= unix.IFNAMSIZ-1 {
+		return b
+	}
+	sum := sha256.Sum256([]byte(name))
+	return "lodge-" + hex.EncodeToString(sum[:])[:unix.IFNAMSIZ-1-len("lodge-")]
+}
+
+// confBridge is the bridge a network list's bridge plugin names.
+func confBridge(conf []byte) string {
+	var c struct {
+		Plugins []struct{ Type, Bridge string }
+	}
+	if json.Unmarshal(conf, &c) != nil {
+		return ""
+	}
+	for _, p := range c.Plugins {
+		if p.Type == "bridge" {
+			return p.Bridge
+		}
+	}
+	return ""
+}
+
+// deleteLink deletes the host interface name, if there is one.
+func deleteLink(name string) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return err
+	}
+	return netlink.LinkDel(l)
+}
+
+// hostSubnets are the networks of the host's interface addresses.
+func hostSubnets() []*net.IPNet {
+	addrs, _ := net.InterfaceAddrs()
+	var out []*net.IPNet
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			out = append(out, &net.IPNet{IP: n.IP.Mask(n.Mask), Mask: n.Mask})
+		}
+	}
+	return out
 }
 
 // networkUsers are the containers (any state) on the network.

@@ -381,6 +381,7 @@ func TestLodgeNetwork(t *testing.T) {
 	}
 	// A user-defined network: its containers talk, it cannot go while used.
 	l.run("", "network", "rm", "lodgetestnet")
+	linksBefore := hostLinks(t)
 	l.must("network", "create", "lodgetestnet")
 	defer l.run("", "network", "rm", "lodgetestnet")
 	if ls := l.must("network", "ls"); !strings.Contains(ls, "lodgetestnet") {
@@ -397,6 +398,11 @@ func TestLodgeNetwork(t *testing.T) {
 	}
 	l.must("rm", "-f", "peer")
 	l.must("network", "rm", "lodgetestnet")
+	// Its bridge goes with it: a bridge left with the network's address
+	// and route would shadow any later network on that subnet.
+	if after := hostLinks(t); len(after) != len(linksBefore) {
+		t.Errorf("host interfaces after the network's removal: %v, before its creation: %v", after, linksBefore)
+	}
 	l.must("rm", "-f", "web")
 	for _, e := range mustReadDir(t, "/run/netns") {
 		if strings.HasPrefix(e, "lodge-") {
@@ -465,4 +471,18 @@ func TestWritableLayerFull(t *testing.T) {
 	if out := l.must("run", "--rm", ref, "sh", "-c", "test -e /again || echo fresh"); out != "fresh\n" {
 		t.Fatalf("the next container: %q, want a fresh writable layer", out)
 	}
+}
+
+// hostLinks lists the host's network interfaces.
+func hostLinks(t *testing.T) []string {
+	t.Helper()
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, i := range ifs {
+		names = append(names, i.Name)
+	}
+	return names
 }
