@@ -170,13 +170,12 @@ const DirectArg = "direct"
 
 // direct is a direct container; it implements runner.
 type direct struct {
+	inCgroup
 	exe  string // the first step's binary, "" for the agent's own
 	id   string
-	cg   cgroups.Manager
 	plan *directPlan
 
 	mu      sync.Mutex // guards the rest
-	cfg     configs.Config
 	init    *os.Process
 	start   *os.File // the init's config pipe, until it is started
 	report  *os.File // the init's report pipe, until it is started
@@ -193,7 +192,7 @@ func newDirect(exe, id string, cfg *configs.Config, plan *directPlan) (*direct, 
 	if err := cg.Apply(-1); err != nil {
 		return nil, fmt.Errorf("cgroup: %w", err)
 	}
-	d := &direct{exe: exe, id: id, cg: cg, plan: plan, cfg: *cfg}
+	d := &direct{inCgroup: inCgroup{cg: cg, devices: true, cfg: *cfg}, exe: exe, id: id, plan: plan}
 	if err := cg.Set(cfg.Cgroups.Resources); err != nil {
 		d.Destroy()
 		return nil, fmt.Errorf("cgroup: %w", err)
@@ -438,8 +437,6 @@ func (d *direct) Run(lp *libcontainer.Process) (waitSignaller, int, error) {
 	return proc, proc.Pid, nil
 }
 
-func (d *direct) Processes() ([]int, error) { return d.cg.GetAllPids() }
-
 func (d *direct) Signal(s os.Signal) error {
 	d.mu.Lock()
 	init := d.init
@@ -448,30 +445,6 @@ func (d *direct) Signal(s os.Signal) error {
 		return libcontainer.ErrNotRunning
 	}
 	return init.Signal(s)
-}
-
-func (d *direct) Pause() error  { return d.cg.Freeze(cgroups.Frozen) }
-func (d *direct) Resume() error { return d.cg.Freeze(cgroups.Thawed) }
-
-func (d *direct) Stats() (*libcontainer.Stats, error) {
-	st, err := d.cg.GetStats()
-	return &libcontainer.Stats{CgroupStats: st}, err
-}
-
-func (d *direct) Config() configs.Config {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.cfg
-}
-
-func (d *direct) Set(cfg configs.Config) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.cg.Set(cfg.Cgroups.Resources); err != nil {
-		return err
-	}
-	d.cfg = cfg
-	return nil
 }
 
 // Destroy kills what runs in the container's cgroup and removes it.
@@ -487,10 +460,5 @@ func (d *direct) Destroy() error {
 	if init != nil {
 		init.Signal(unix.SIGKILL)
 	}
-	if pids, err := d.cg.GetAllPids(); err == nil {
-		for _, pid := range pids {
-			unix.Kill(pid, unix.SIGKILL)
-		}
-	}
-	return d.cg.Destroy()
+	return d.destroy()
 }

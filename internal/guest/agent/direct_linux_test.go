@@ -83,10 +83,9 @@ func directSpec(t *testing.T, root string) *specs.Spec {
 	return spec
 }
 
-// run runs spec's process through libcontainer or as a direct container
-// and returns its output; exec, if not empty, is run in the container
-// while its init sleeps, instead.
-func runSpec(t *testing.T, spec *specs.Spec, id string, direct bool, execArgs []string) string {
+// specConfig is libcontainer's config and init of spec, as the agent
+// makes them, with the cgroup named id.
+func specConfig(t *testing.T, spec *specs.Spec, id string) (*configs.Config, *libcontainer.Process) {
 	t.Helper()
 	spec.Linux.CgroupsPath = "/" + id
 	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: spec})
@@ -98,26 +97,46 @@ func runSpec(t *testing.T, spec *specs.Spec, id string, direct bool, execArgs []
 		t.Fatal(err)
 	}
 	lp.Init = true
+	return cfg, lp
+}
+
+// testDirect makes the direct container of spec (its cgroup), destroyed
+// when the test ends.
+func testDirect(t *testing.T, spec *specs.Spec, id string) (*direct, *libcontainer.Process) {
+	t.Helper()
+	cfg, lp := specConfig(t, spec, id)
+	plan, why := planDirect(id, cfg, lp)
+	if plan == nil {
+		t.Fatalf("not a direct container: %s", why)
+	}
+	d, err := newDirect("", id, cfg, plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Destroy() })
+	return d, lp
+}
+
+// run runs spec's process through libcontainer or as a direct container
+// and returns its output; exec, if not empty, is run in the container
+// while its init sleeps, instead.
+func runSpec(t *testing.T, spec *specs.Spec, id string, direct bool, execArgs []string) string {
+	t.Helper()
 	r, w, _ := os.Pipe()
 	defer r.Close()
-	lp.Stdout, lp.Stderr = w, w
 	var rn runner
 	var proc waitSignaller
 	if direct {
-		plan, why := planDirect(id, cfg, lp)
-		if plan == nil {
-			t.Fatalf("not a direct container: %s", why)
-		}
-		d, err := newDirect("", id, cfg, plan)
-		if err != nil {
-			t.Fatal(err)
-		}
+		d, lp := testDirect(t, spec, id)
+		lp.Stdout, lp.Stderr = w, w
 		rn = d
+		var err error
 		if proc, _, err = d.startInit(lp); err != nil {
-			d.Destroy()
 			t.Fatalf("direct init: %v", err)
 		}
 	} else {
+		cfg, lp := specConfig(t, spec, id)
+		lp.Stdout, lp.Stderr = w, w
 		lc, err := libcontainer.Create(t.TempDir(), id, cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -244,28 +263,13 @@ func TestDirectCreatedAndFailures(t *testing.T) {
 	}
 	root := pauseRoot(t)
 	id := fmt.Sprintf("direct-fail-%d", os.Getpid())
-	mk := func(args ...string) (*direct, *libcontainer.Process, *configs.Config) {
+	mk := func(args ...string) (*direct, *libcontainer.Process) {
 		spec := directSpec(t, root)
 		spec.Process.Args = args
-		spec.Linux.CgroupsPath = "/" + id
-		cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: spec})
-		if err != nil {
-			t.Fatal(err)
-		}
-		lp, _ := newProcess(spec.Process)
-		plan, why := planDirect(id, cfg, lp)
-		if plan == nil {
-			t.Fatal(why)
-		}
-		d, err := newDirect("", id, cfg, plan)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { d.Destroy() })
-		return d, lp, cfg
+		return testDirect(t, spec, id)
 	}
 
-	d, lp, _ := mk("/bin/nonexistent")
+	d, lp := mk("/bin/nonexistent")
 	if _, _, err := d.startInit(lp); err == nil || !strings.Contains(err.Error(), "/bin/nonexistent") {
 		t.Errorf("a missing program: %v", err)
 	}
@@ -275,7 +279,7 @@ func TestDirectCreatedAndFailures(t *testing.T) {
 	}
 
 	marker := filepath.Join(root, "started")
-	d, lp, _ = mk("/bin/busybox", "touch", "/started")
+	d, lp = mk("/bin/busybox", "touch", "/started")
 	proc, pid, err := d.startInit(lp)
 	if err != nil {
 		t.Fatal(err)
@@ -336,21 +340,8 @@ func TestDirectRefusesPlantedTargets(t *testing.T) {
 			}
 			spec.Mounts = mounts
 			id := fmt.Sprintf("direct-plant-%d", os.Getpid())
-			spec.Linux.CgroupsPath = "/" + id
-			cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: spec})
-			if err != nil {
-				t.Fatal(err)
-			}
-			lp, _ := newProcess(spec.Process)
-			plan, why := planDirect(id, cfg, lp)
-			if plan == nil {
-				t.Fatal(why)
-			}
-			d, err := newDirect("", id, cfg, plan)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, _, err = d.startInit(lp)
+			d, lp := testDirect(t, spec, id)
+			_, _, err := d.startInit(lp)
 			d.Destroy()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("start: %v, want it refused with %q", err, tc.want)

@@ -182,12 +182,9 @@ func findProgram(rootfs, arg0 string, env []string) (string, string) {
 
 // holder is a pod holder; it implements runner.
 type holder struct {
+	inCgroup
 	id   string
-	cg   cgroups.Manager
 	proc *os.Process
-
-	mu  sync.Mutex // guards cfg
-	cfg configs.Config
 }
 
 // startHolder makes the holder's cgroup, starts its program and sets the
@@ -202,7 +199,7 @@ func startHolder(id, rootfs string, plan *holderPlan, cfg *configs.Config, r *re
 	if err := cg.Apply(-1); err != nil {
 		return nil, fmt.Errorf("cgroup: %w", err)
 	}
-	h := &holder{id: id, cg: cg, cfg: *cfg}
+	h := &holder{id: id, inCgroup: inCgroup{cg: cg, cfg: *cfg}}
 	defer func() {
 		if retErr != nil {
 			h.Destroy()
@@ -476,40 +473,61 @@ func (h *holder) Exec() error { return nil }
 func (h *holder) Run(*libcontainer.Process) (waitSignaller, int, error) {
 	return nil, 0, errHolderExec
 }
-func (h *holder) Processes() ([]int, error) { return h.cg.GetAllPids() }
-func (h *holder) Signal(s os.Signal) error  { return h.proc.Signal(s) }
-func (h *holder) Pause() error              { return h.cg.Freeze(cgroups.Frozen) }
-func (h *holder) Resume() error             { return h.cg.Freeze(cgroups.Thawed) }
-func (h *holder) Stats() (*libcontainer.Stats, error) {
-	st, err := h.cg.GetStats()
-	return &libcontainer.Stats{CgroupStats: st}, err
-}
-
-func (h *holder) Config() configs.Config {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.cfg
-}
-
-func (h *holder) Set(cfg configs.Config) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if err := h.cg.Set(withoutDevices(cfg.Cgroups.Resources)); err != nil {
-		return err
-	}
-	h.cfg = cfg
-	return nil
-}
+func (h *holder) Signal(s os.Signal) error { return h.proc.Signal(s) }
 
 // Destroy kills what runs in the holder's cgroup and removes it.
 func (h *holder) Destroy() error {
 	if h.proc != nil {
 		h.proc.Signal(unix.SIGKILL)
 	}
-	if pids, err := h.cg.GetAllPids(); err == nil {
+	return h.destroy()
+}
+
+// inCgroup is what a container the agent started itself (a holder, a
+// direct container) does through its cgroup: the rest of runner.
+type inCgroup struct {
+	cg      cgroups.Manager
+	devices bool // Set applies device rules (a holder has no /dev)
+
+	mu  sync.Mutex // guards cfg
+	cfg configs.Config
+}
+
+func (c *inCgroup) Processes() ([]int, error) { return c.cg.GetAllPids() }
+func (c *inCgroup) Pause() error              { return c.cg.Freeze(cgroups.Frozen) }
+func (c *inCgroup) Resume() error             { return c.cg.Freeze(cgroups.Thawed) }
+
+func (c *inCgroup) Stats() (*libcontainer.Stats, error) {
+	st, err := c.cg.GetStats()
+	return &libcontainer.Stats{CgroupStats: st}, err
+}
+
+func (c *inCgroup) Config() configs.Config {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg
+}
+
+func (c *inCgroup) Set(cfg configs.Config) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	res := cfg.Cgroups.Resources
+	if !c.devices {
+		res = withoutDevices(res)
+	}
+	if err := c.cg.Set(res); err != nil {
+		return err
+	}
+	c.cfg = cfg
+	return nil
+}
+
+// destroy kills what runs in the cgroup and removes it.
+func (c *inCgroup) destroy() error {
+	if pids, err := c.cg.GetAllPids(); err == nil {
 		for _, pid := range pids {
 			unix.Kill(pid, unix.SIGKILL)
 		}
 	}
-	return h.cg.Destroy()
+	return c.cg.Destroy()
 }

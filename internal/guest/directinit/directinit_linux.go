@@ -365,9 +365,9 @@ func (in *Config) mount(root *os.File, m *configs.Mount) error {
 		// A tmpfs keeps the mode of a mount point the root had, as runc's
 		// does; it is
 		// made writable, to fill /dev, and read-only in finishRoot.
-		if st, err := dst.Stat(); err == nil && existed {
-			mode := fmt.Sprintf("mode=%04o", uint32(st.Mode().Perm())|modeBits(st.Mode()))
-			data = strings.TrimSuffix(mode+","+data, ",")
+		var st unix.Stat_t
+		if existed && unix.Fstat(int(dst.Fd()), &st) == nil {
+			data = strings.TrimSuffix(fmt.Sprintf("mode=%04o,%s", st.Mode&0o7777, data), ",")
 		}
 		flags &^= unix.MS_RDONLY
 	case "cgroup":
@@ -425,20 +425,6 @@ func makeMountPoint(root *os.File, dest string, file bool) (*os.File, error) {
 		unix.Close(fd)
 	}
 	return pathrs.OpenatInRoot(root, dest)
-}
-
-func modeBits(m os.FileMode) uint32 {
-	var b uint32
-	if m&os.ModeSticky != 0 {
-		b |= unix.S_ISVTX
-	}
-	if m&os.ModeSetgid != 0 {
-		b |= unix.S_ISGID
-	}
-	if m&os.ModeSetuid != 0 {
-		b |= unix.S_ISUID
-	}
-	return b
 }
 
 // remountBind gives a bind mount the flags its options ask for; where the
