@@ -190,6 +190,7 @@ func newDirect(exe, id string, cfg *configs.Config, plan *directPlan) (*direct, 
 		return nil, fmt.Errorf("cgroup: %w", err)
 	}
 	if err := cg.Apply(-1); err != nil {
+		cg.Destroy() // what Apply made before it failed
 		return nil, fmt.Errorf("cgroup: %w", err)
 	}
 	d := &direct{inCgroup: inCgroup{cg: cg, devices: true, cfg: *cfg}, exe: exe, id: id, plan: plan}

@@ -197,6 +197,7 @@ func startHolder(id, rootfs string, plan *holderPlan, cfg *configs.Config, r *re
 		return nil, fmt.Errorf("cgroup: %w", err)
 	}
 	if err := cg.Apply(-1); err != nil {
+		cg.Destroy() // what Apply made before it failed
 		return nil, fmt.Errorf("cgroup: %w", err)
 	}
 	h := &holder{id: id, inCgroup: inCgroup{cg: cg, cfg: *cfg}}
