@@ -17,6 +17,7 @@ import (
 	_ "github.com/opencontainers/runc/libcontainer/nsenter" // the test binary is libcontainer's runc init too
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/lodgeruntime/lodge/internal/oci"
 )
@@ -353,5 +354,52 @@ func TestDirectRefusesPlantedTargets(t *testing.T) {
 				t.Errorf("cgroup left: %v", left)
 			}
 		})
+	}
+}
+
+// The specs the agent sees most (a pod's container, joining the holder's
+// namespaces; a bundle's default spec) are direct containers; a spec that
+// asks for what lodge-init does not do gets libcontainer, with the reason.
+func TestPlanDirect(t *testing.T) {
+	root := t.TempDir()
+	plan := func(edit func(*specs.Spec)) (*directPlan, string) {
+		spec := directSpec(t, root)
+		edit(spec)
+		cfg, lp := specConfig(t, spec, "plan-test")
+		return planDirect("plan-test", cfg, lp)
+	}
+	podContainer := func(s *specs.Spec) {
+		s.Linux.Namespaces = []specs.LinuxNamespace{{Type: specs.MountNamespace},
+			{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace, Path: "/proc/1/ns/ipc"},
+			{Type: specs.UTSNamespace, Path: "/proc/1/ns/uts"}}
+		s.Hostname = ""
+	}
+	if p, why := plan(podContainer); p == nil {
+		t.Errorf("a pod's container needs libcontainer: %s", why)
+	} else if len(p.joins) != 2 || p.cloneflags != unix.CLONE_NEWNS|unix.CLONE_NEWPID {
+		t.Errorf("a pod's container: joins %v, clone flags %#x", p.joins, p.cloneflags)
+	}
+	if p, why := plan(func(*specs.Spec) {}); p == nil {
+		t.Errorf("the default spec needs libcontainer: %s", why)
+	}
+	for want, edit := range map[string]func(*specs.Spec){
+		"sysctls": func(s *specs.Spec) { s.Linux.Sysctl = map[string]string{"kernel.msgmax": "1"} },
+		"maps users": func(s *specs.Spec) {
+			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+			s.Linux.UIDMappings = []specs.LinuxIDMapping{{HostID: 100000, Size: 65536}}
+			s.Linux.GIDMappings = []specs.LinuxIDMapping{{HostID: 100000, Size: 65536}}
+		},
+		"joins a mount namespace": func(s *specs.Spec) {
+			for i, ns := range s.Linux.Namespaces {
+				if ns.Type == specs.MountNamespace {
+					s.Linux.Namespaces[i].Path = "/proc/1/ns/mnt"
+				}
+			}
+		},
+		"AppArmor": func(s *specs.Spec) { s.Process.ApparmorProfile = "p" },
+	} {
+		if p, why := plan(edit); p != nil || !strings.Contains(why, want) {
+			t.Errorf("a spec with %s: plan %v, why %q", want, p != nil, why)
+		}
 	}
 }
