@@ -13,16 +13,18 @@
 #   e.g. bench/cri-ab.sh A=$PWD/bin "B=/tmp/other/bin LODGE_CONFIG=/tmp/b.toml"
 #   (the variables are set for that variant's containerd and so its shims)
 #   Env: RUNS (runs per variant, default 3), PODS (3), CTRS (4),
-#   TOOLS (../shared/tools), CTRD_DIR (/tmp/lodge-ab-ctrd).
+#   TOOLS (../shared/tools), CTRD_DIR (/tmp/lodge-ab-ctrd), CTR_LINUX (the
+#   containers' CRI "linux" section, default {}; e.g.
+#   '{"security_context":{"seccomp":{"profile_type":0}}}' (RuntimeDefault)).
 # A variant with its own guest must have its own template directory
 # (LODGE_CONFIG with [template] dir), or its clones restore another's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOP=$PWD
 TOOLS=${TOOLS:-$TOP/../shared/tools}
-RUNS=${RUNS:-3} PODS=${PODS:-3} CTRS=${CTRS:-4}
+RUNS=${RUNS:-3} PODS=${PODS:-3} CTRS=${CTRS:-4} CTR_LINUX=${CTR_LINUX:-"{}"}
 export CTRD_DIR=${CTRD_DIR:-/tmp/lodge-ab-ctrd}
-(($# >= 2)) || { sed -n '2,18p' "$0"; exit 2; }
+(($# >= 2)) || { sed -n '2,20p' "$0"; exit 2; }
 . bench/lib.sh
 cri_env cri-ab
 cleanup() {
@@ -43,15 +45,18 @@ run_variant() {
     cat > "$WORK/pod.json" <<J
 {"metadata":{"name":"ab-$p","namespace":"ab","uid":"u-$p-$RANDOM","attempt":1},"log_directory":"$WORK/logs","linux":{}}
 J
-    t0=$(now_ms); pod=$("${C[@]}" runp --runtime lodge "$WORK/pod.json" 2>/dev/null); t1=$(now_ms)
+    t0=$(now_ms); pod=$("${C[@]}" runp --runtime lodge "$WORK/pod.json" 2>"$WORK/err") ||
+      { echo "$label: pod $p: $(cat "$WORK/err")" >&2; exit 1; }
+    t1=$(now_ms)
     line="$label runp $((t1-t0))"
     echo $((t1-t0)) >> "$WORK/$label.runp"
     for n in $(seq "$CTRS"); do
       cat > "$WORK/c.json" <<J
-{"metadata":{"name":"c$n"},"image":{"image":"$IMG"},"command":["sleep","3600"],"log_path":"c$n.log","linux":{}}
+{"metadata":{"name":"c$n"},"image":{"image":"$IMG"},"command":["sleep","3600"],"log_path":"c$n.log","linux":$CTR_LINUX}
 J
       t0=$(now_ms)
-      ctr=$("${C[@]}" create "$pod" "$WORK/c.json" "$WORK/pod.json" 2>/dev/null) && "${C[@]}" start "$ctr" >/dev/null 2>&1
+      ctr=$("${C[@]}" create "$pod" "$WORK/c.json" "$WORK/pod.json" 2>"$WORK/err") && "${C[@]}" start "$ctr" >/dev/null 2>"$WORK/err" ||
+        { echo "$label: container c$n: $(cat "$WORK/err")" >&2; exit 1; }
       t1=$(now_ms)
       line="$line c$n $((t1-t0))"
       if ((n == 1)); then echo $((t1-t0)) >> "$WORK/$label.first"; else echo $((t1-t0)) >> "$WORK/$label.later"; fi

@@ -88,6 +88,9 @@ type container struct {
 }
 
 func newContainers(cfg Config, st *streams) *containers {
+	compiledSeccomp.mu.Lock()
+	compiledSeccomp.log = cfg.Log
+	compiledSeccomp.mu.Unlock()
 	return &containers{
 		log:        cfg.Log,
 		stateDir:   cfg.StateDir,

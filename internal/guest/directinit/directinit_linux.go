@@ -22,7 +22,6 @@ import (
 	"github.com/opencontainers/cgroups/devices/config"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runc/libcontainer/keys"
-	"github.com/opencontainers/runc/libcontainer/seccomp"
 	"github.com/opencontainers/runc/libcontainer/utils"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -62,6 +61,9 @@ type Config struct {
 	Umask       *uint32
 	OOMScoreAdj *int
 	Seccomp     *configs.Seccomp
+	// SeccompProgram, with Seccomp, is Seccomp's filter compiled by the
+	// agent (seccomp_linux.go), loaded instead of compiled here.
+	SeccompProgram *SeccompProgram
 
 	Args, Env    []string
 	Cwd          string
@@ -78,6 +80,14 @@ type Config struct {
 // Main is a direct container's first step; it returns only on error,
 // which it has also reported to the agent.
 func Main() error {
+	if a := os.Args; len(a) > 1 && a[len(a)-1] == CaptureArg {
+		err := captureMain()
+		if err == nil {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, err)
+		return err
+	}
 	// Credentials, capabilities and the seccomp filter are the thread's:
 	// the thread that sets them up is the one that executes the program.
 	runtime.LockOSThread()
@@ -175,8 +185,8 @@ func (in *Config) run(start io.Reader, report io.Writer, console *os.File) error
 	if in.Seccomp != nil && !in.NoNewPrivs {
 		// Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load
 		// it before the capabilities go.
-		if _, err := seccomp.InitSeccomp(in.Seccomp); err != nil {
-			return fmt.Errorf("seccomp: %w", err)
+		if err := in.loadSeccomp(); err != nil {
+			return err
 		}
 	}
 	if err := in.finalizeProcess(); err != nil {
@@ -187,8 +197,8 @@ func (in *Config) run(start io.Reader, report io.Writer, console *os.File) error
 		return err
 	}
 	if in.Seccomp != nil && in.NoNewPrivs {
-		if _, err := seccomp.InitSeccomp(in.Seccomp); err != nil {
-			return fmt.Errorf("seccomp: %w", err)
+		if err := in.loadSeccomp(); err != nil {
+			return err
 		}
 	}
 	if err := utils.CloseExecFrom(3); err != nil {
