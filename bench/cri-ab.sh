@@ -15,14 +15,16 @@
 #   Env: RUNS (runs per variant, default 3), PODS (3), CTRS (4),
 #   TOOLS (../shared/tools), CTRD_DIR (/tmp/lodge-ab-ctrd), CTR_LINUX (the
 #   containers' CRI "linux" section, default {}; e.g.
-#   '{"security_context":{"seccomp":{"profile_type":0}}}' (RuntimeDefault)).
+#   '{"security_context":{"seccomp":{"profile_type":0}}}' (RuntimeDefault)),
+#   EXECS (after its containers, each pod times this many `crictl exec` of
+#   `true` in its last container; default 0).
 # A variant with its own guest must have its own template directory
 # (LODGE_CONFIG with [template] dir), or its clones restore another's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOP=$PWD
 TOOLS=${TOOLS:-$TOP/../shared/tools}
-RUNS=${RUNS:-3} PODS=${PODS:-3} CTRS=${CTRS:-4} CTR_LINUX=${CTR_LINUX:-"{}"}
+RUNS=${RUNS:-3} PODS=${PODS:-3} CTRS=${CTRS:-4} CTR_LINUX=${CTR_LINUX:-"{}"} EXECS=${EXECS:-0}
 export CTRD_DIR=${CTRD_DIR:-/tmp/lodge-ab-ctrd}
 (($# >= 2)) || { sed -n '2,20p' "$0"; exit 2; }
 . bench/lib.sh
@@ -61,6 +63,13 @@ J
       line="$line c$n $((t1-t0))"
       if ((n == 1)); then echo $((t1-t0)) >> "$WORK/$label.first"; else echo $((t1-t0)) >> "$WORK/$label.later"; fi
     done
+    for n in $(seq "$EXECS"); do
+      t0=$(now_ms)
+      "${C[@]}" exec "$ctr" true >/dev/null 2>"$WORK/err" || { echo "$label: exec: $(cat "$WORK/err")" >&2; exit 1; }
+      t1=$(now_ms)
+      line="$line x$n $((t1-t0))"
+      echo $((t1-t0)) >> "$WORK/$label.exec"
+    done
     echo "$line"
     "${C[@]}" stopp "$pod" >/dev/null 2>&1; "${C[@]}" rmp "$pod" >/dev/null 2>&1
   done
@@ -69,8 +78,8 @@ J
 
 interleave "$RUNS" run_variant "$@"
 echo
-printf '%-8s %8s %12s %12s %8s\n' variant runp first_ms later_ms later_n
+printf '%-8s %8s %12s %12s %8s %8s\n' variant runp first_ms later_ms later_n exec_ms
 for l in "${labels[@]}"; do
-  printf '%-8s %8s %12s %12s %8s\n' "$l" "$(median < "$WORK/$l.runp")" "$(median < "$WORK/$l.first")" \
-    "$(median < "$WORK/$l.later")" "$(wc -l < "$WORK/$l.later")"
+  printf '%-8s %8s %12s %12s %8s %8s\n' "$l" "$(median < "$WORK/$l.runp")" "$(median < "$WORK/$l.first")" \
+    "$(median < "$WORK/$l.later")" "$(wc -l < "$WORK/$l.later")" "$( ((EXECS > 0)) && median < "$WORK/$l.exec" || echo -)"
 done
