@@ -22,10 +22,11 @@ $(BIN)/lodge-agent: FORCE
 		-ldflags '$(LDFLAGS) -s -w -extldflags -static' -o $@ ./cmd/lodge-agent
 
 # A direct container's first step in the guest, beside the agent in the
-# initrd: static, with libseccomp, and none of the agent's RPC code.
+# initrd: static, without cgo (it loads seccomp programs the agent
+# compiled) and none of the agent's RPC code.
 $(BIN)/lodge-init: FORCE
-	CGO_ENABLED=1 $(GO) build -tags '$(AGENT_TAGS)' -trimpath \
-		-ldflags '-s -w -extldflags -static' -o $@ ./cmd/lodge-init
+	CGO_ENABLED=0 $(GO) build -tags 'netgo osusergo' -trimpath \
+		-ldflags '-s -w' -o $@ ./cmd/lodge-init
 
 # Preloaded into a template clone's QEMU: its template's memory opens
 # read-only (internal/vmm/qemu/rofile/rofile.c says why).

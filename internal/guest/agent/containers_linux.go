@@ -88,9 +88,6 @@ type container struct {
 }
 
 func newContainers(cfg Config, st *streams) *containers {
-	compiledSeccomp.mu.Lock()
-	compiledSeccomp.log = cfg.Log
-	compiledSeccomp.mu.Unlock()
 	return &containers{
 		log:        cfg.Log,
 		stateDir:   cfg.StateDir,

@@ -263,7 +263,9 @@ func firstStepError(b []byte, pid int) error {
 // is the mount namespace an exec joins.
 func (d *direct) startFirstStep(in *directinit.Config, lp *libcontainer.Process, cloneflags uintptr, joins []nsJoin,
 	mntns *os.File) (_ *os.Process, start, report *os.File, retErr error) {
-	compiledSeccomp.forFirstStep(d.exe, in)
+	if err := compiledSeccomp.forFirstStep(in); err != nil {
+		return nil, nil, nil, err
+	}
 	cgdir, err := os.Open(d.cg.Path(""))
 	if err != nil && cgroups.IsCgroup2UnifiedMode() {
 		return nil, nil, nil, fmt.Errorf("cgroup: %w", err)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -24,33 +23,12 @@ import (
 // seccompPrograms holds each seccomp profile's filter as compiled once
 // (directinit's seccomp_linux.go says why), by the profile's content.
 type seccompPrograms struct {
-	mu  sync.Mutex
-	m   map[[32]byte]*directinit.SeccompProgram
-	log *slog.Logger // where a failed compile is told, if set
+	mu sync.Mutex
+	m  map[[32]byte]*directinit.SeccompProgram
 }
 
 // compiledSeccomp is the guest's: one agent per guest.
 var compiledSeccomp seccompPrograms
-
-// forFirstStep sets in's compiled filter, if in has a filter: a profile
-// that cannot be compiled here is compiled by the first step itself, as
-// before (and the log says why).
-func (p *seccompPrograms) forFirstStep(exe string, in *directinit.Config) {
-	if in.Seccomp == nil || in.SeccompProgram != nil {
-		return
-	}
-	prog, err := p.program(exe, in.Seccomp)
-	if err != nil {
-		p.mu.Lock()
-		log := p.log
-		p.mu.Unlock()
-		if log != nil {
-			log.Warn("seccomp filter compiled by the container's first step", "container", in.ContainerID, "why", err)
-		}
-		return
-	}
-	in.SeccompProgram = prog
-}
 
 // maxSeccompPrograms bounds the programs kept (a few KB each); past it
 // they are all dropped, and compiled again as they are needed.
@@ -59,9 +37,22 @@ const maxSeccompPrograms = 32
 // captureWait bounds a capture: a profile compiles in ~100 ms under TCG.
 const captureWait = 20 * time.Second
 
-// program returns s's compiled filter, compiling it with the first step's
-// binary exe ("" for the agent's own) the first time s is seen.
-func (p *seccompPrograms) program(exe string, s *configs.Seccomp) (*directinit.SeccompProgram, error) {
+// forFirstStep sets in's compiled filter, if in has a filter.
+func (p *seccompPrograms) forFirstStep(in *directinit.Config) error {
+	if in.Seccomp == nil || in.SeccompProgram != nil {
+		return nil
+	}
+	prog, err := p.program(in.Seccomp)
+	if err != nil {
+		return err
+	}
+	in.SeccompProgram = prog
+	return nil
+}
+
+// program returns s's compiled filter, compiling it the first time s is
+// seen.
+func (p *seccompPrograms) program(s *configs.Seccomp) (*directinit.SeccompProgram, error) {
 	b, err := json.Marshal(s)
 	if err != nil {
 		return nil, err
@@ -72,7 +63,7 @@ func (p *seccompPrograms) program(exe string, s *configs.Seccomp) (*directinit.S
 	if prog, ok := p.m[key]; ok {
 		return prog, nil
 	}
-	prog, err := captureSeccomp(exe, b)
+	prog, err := captureSeccomp(b)
 	if err != nil {
 		return nil, err
 	}
@@ -84,8 +75,9 @@ func (p *seccompPrograms) program(exe string, s *configs.Seccomp) (*directinit.S
 }
 
 // captureSeccomp runs the capture helper on profile (JSON) and returns the
-// program its InitSeccomp loaded.
-func captureSeccomp(exe string, profile []byte) (*directinit.SeccompProgram, error) {
+// program its InitSeccomp loaded. The helper is the agent's own binary,
+// which has libseccomp (lodge-init has not: it only loads programs).
+func captureSeccomp(profile []byte) (*directinit.SeccompProgram, error) {
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
@@ -98,11 +90,8 @@ func captureSeccomp(exe string, profile []byte) (*directinit.SeccompProgram, err
 		return nil, err
 	}
 	var stderr strings.Builder
-	cmd := &exec.Cmd{Path: exe, Args: []string{"lodge-init", directinit.CaptureArg}, Env: []string{},
+	cmd := &exec.Cmd{Path: "/proc/self/exe", Args: []string{os.Args[0], DirectArg, directinit.CaptureArg}, Env: []string{},
 		ExtraFiles: []*os.File{cfgR, theirs}, Stderr: &stderr}
-	if exe == "" {
-		cmd.Path, cmd.Args = "/proc/self/exe", []string{os.Args[0], DirectArg, directinit.CaptureArg}
-	}
 	err = cmd.Start()
 	cfgR.Close()
 	theirs.Close()
@@ -148,6 +137,10 @@ type seccompNotifResp struct {
 
 const seccompIoctlNotifIDValid = 0x40082102 // SECCOMP_IOCTL_NOTIF_ID_VALID
 
+// afterCaptureRead, if set (by tests), runs once a capture has read the
+// helper's program and before it checks the call is still waiting.
+var afterCaptureRead func(helper int)
+
 // serveCapture receives the helper's listener on sock and answers its
 // system calls until it loads a filter, whose program it returns.
 func serveCapture(sock *os.File, pid int, deadline time.Time) (*directinit.SeccompProgram, error) {
@@ -192,7 +185,9 @@ func serveCapture(sock *os.File, pid int, deadline time.Time) (*directinit.Secco
 		}
 		var req seccompNotif
 		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(listener), unix.SECCOMP_IOCTL_NOTIF_RECV,
-			uintptr(unsafe.Pointer(&req))); errno != 0 {
+			uintptr(unsafe.Pointer(&req))); errno == unix.ENOENT || errno == unix.EINTR {
+			continue // the call was interrupted (Go's preemption signal) and is made again
+		} else if errno != 0 {
 			return nil, fmt.Errorf("the helper ended before it loaded a filter: %w", errno)
 		}
 		resp := seccompNotifResp{ID: req.ID}
@@ -211,14 +206,23 @@ func serveCapture(sock *os.File, pid int, deadline time.Time) (*directinit.Secco
 		if err != nil {
 			return nil, err
 		}
-		// The program was read from the process that made the call.
+		if prog != nil && afterCaptureRead != nil {
+			afterCaptureRead(pid)
+		}
+		// The program was read from the process that made the call, which
+		// still waits in it. A signal (Go's preemption signal) ends the
+		// wait: the call is made again, and so notified again.
 		id := req.ID
 		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(listener), seccompIoctlNotifIDValid,
-			uintptr(unsafe.Pointer(&id))); errno != 0 {
-			return nil, fmt.Errorf("the helper's load went away: %w", errno)
+			uintptr(unsafe.Pointer(&id))); errno == unix.ENOENT {
+			continue
+		} else if errno != 0 {
+			return nil, fmt.Errorf("the helper's load: %w", errno)
 		}
 		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(listener), unix.SECCOMP_IOCTL_NOTIF_SEND,
-			uintptr(unsafe.Pointer(&resp))); errno != 0 {
+			uintptr(unsafe.Pointer(&resp))); errno == unix.ENOENT {
+			continue
+		} else if errno != 0 {
 			return nil, fmt.Errorf("answer the helper: %w", errno)
 		}
 		if prog != nil {

@@ -5,9 +5,11 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // A seccomp profile is compiled once: the first direct container of it
@@ -33,14 +35,14 @@ func TestDirectSeccompCompiledOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	var p seccompPrograms
-	first, err := p.program("", cfg)
+	first, err := p.program(cfg)
 	if err != nil {
 		t.Fatalf("the profile was not compiled: %v", err)
 	}
 	if len(first.Filter) < 8*10 || len(first.Filter)%8 != 0 {
 		t.Fatalf("a program of %d bytes", len(first.Filter))
 	}
-	again, err := p.program("", cfg)
+	again, err := p.program(cfg)
 	if err != nil || again != first {
 		t.Fatalf("the profile was compiled again (%v)", err)
 	}
@@ -67,5 +69,43 @@ func TestDirectSeccompCompiledOnce(t *testing.T) {
 	compiledSeccomp.mu.Unlock()
 	if n == 0 {
 		t.Error("the containers' profile was not compiled by the agent")
+	}
+}
+
+// A capture whose helper is interrupted by a signal while the agent reads
+// its load (Go's preemption signal, SIGURG, does this in the guest) still
+// gets the program: the interrupted call is made again, and answered.
+func TestDirectSeccompCaptureInterrupted(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	if !withSeccomp {
+		t.Skip("built without libseccomp (make unit runs this again with the agent's tags)")
+	}
+	cfg, err := specconv.SetupSeccomp(&specs.LinuxSeccomp{DefaultAction: specs.ActAllow,
+		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32},
+		Syscalls:      []specs.LinuxSyscall{{Names: []string{"sethostname"}, Action: specs.ActErrno}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reads := 0
+	afterCaptureRead = func(helper int) {
+		reads++
+		if reads == 1 {
+			unix.Kill(helper, unix.SIGURG)
+			time.Sleep(100 * time.Millisecond) // the signal ends the wait; the call is made again
+		}
+	}
+	defer func() { afterCaptureRead = nil }()
+	var p seccompPrograms
+	prog, err := p.program(cfg)
+	if err != nil {
+		t.Fatalf("an interrupted capture failed: %v", err)
+	}
+	if reads < 2 {
+		t.Fatalf("the interrupted load was not read again (%d reads)", reads)
+	}
+	if len(prog.Filter) == 0 {
+		t.Fatal("an empty program")
 	}
 }

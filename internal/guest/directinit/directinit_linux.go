@@ -61,8 +61,8 @@ type Config struct {
 	Umask       *uint32
 	OOMScoreAdj *int
 	Seccomp     *configs.Seccomp
-	// SeccompProgram, with Seccomp, is Seccomp's filter compiled by the
-	// agent (seccomp_linux.go), loaded instead of compiled here.
+	// SeccompProgram, with Seccomp, is Seccomp's filter as the agent
+	// compiled it (seccomp_linux.go), which is what is loaded.
 	SeccompProgram *SeccompProgram
 
 	Args, Env    []string

@@ -18,10 +18,11 @@ import (
 // container runtime's default profile (some 330 system calls on three
 // architectures) takes ~20 ms natively and ~100 ms under TCG, for every
 // container and every exec. So the agent compiles each profile once, in a
-// helper (CaptureArg) that runs libcontainer's own InitSeccomp and whose
-// load the agent intercepts, and hands every later process of that
-// profile the program to load as it is: the same instructions and flags
-// libcontainer would have loaded.
+// helper (CaptureArg: the agent's own binary, which has libseccomp) that
+// runs libcontainer's own InitSeccomp and whose load the agent
+// intercepts, and hands every process of that profile the program to load
+// as it is: the same instructions and flags libcontainer would have
+// loaded. lodge-init only loads programs, so it is built without cgo.
 
 // CaptureArg, as the first step's last argument, makes it a seccomp
 // capture helper (see captureMain) instead of a container's first step.
@@ -62,16 +63,12 @@ func (p *SeccompProgram) load() error {
 	return nil
 }
 
-// loadSeccomp loads the container's filter: the program the agent
-// compiled, else one compiled here.
+// loadSeccomp loads the container's filter, compiled by the agent.
 func (in *Config) loadSeccomp() error {
-	if in.SeccompProgram != nil {
-		return in.SeccompProgram.load()
+	if in.SeccompProgram == nil {
+		return errors.New("seccomp: the agent sent no compiled filter")
 	}
-	if _, err := seccomp.InitSeccomp(in.Seccomp); err != nil {
-		return fmt.Errorf("seccomp: %w", err)
-	}
-	return nil
+	return in.SeccompProgram.load()
 }
 
 // captureMain compiles the filter of the profile on CaptureConfigFd with
