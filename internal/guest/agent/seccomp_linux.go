@@ -76,7 +76,9 @@ func (p *seccompPrograms) program(s *configs.Seccomp) (*directinit.SeccompProgra
 
 // captureSeccomp runs the capture helper on profile (JSON) and returns the
 // program its InitSeccomp loaded. The helper is the agent's own binary,
-// which has libseccomp (lodge-init has not: it only loads programs).
+// which has libseccomp (lodge-init has not: it only loads programs). It
+// runs within a process's start, while the reaper leaves the agent's
+// children to their waiters, so the helper is this function's to wait for.
 func captureSeccomp(profile []byte) (*directinit.SeccompProgram, error) {
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
