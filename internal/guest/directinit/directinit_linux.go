@@ -60,9 +60,9 @@ type Config struct {
 	NoKeyring   bool
 	Umask       *uint32
 	OOMScoreAdj *int
-	Seccomp     *configs.Seccomp
-	// SeccompProgram, with Seccomp, is Seccomp's filter as the agent
-	// compiled it (seccomp_linux.go), which is what is loaded.
+	// Seccomp is the agent's (its profile, which it compiles); the first
+	// step gets SeccompProgram, the compiled filter (seccomp_linux.go).
+	Seccomp        *configs.Seccomp `json:"-"`
 	SeccompProgram *SeccompProgram
 
 	Args, Env    []string
@@ -182,10 +182,10 @@ func (in *Config) run(start io.Reader, report io.Writer, console *os.File) error
 			return fmt.Errorf("no_new_privs: %w", err)
 		}
 	}
-	if in.Seccomp != nil && !in.NoNewPrivs {
+	if in.SeccompProgram != nil && !in.NoNewPrivs {
 		// Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load
 		// it before the capabilities go.
-		if err := in.loadSeccomp(); err != nil {
+		if err := in.SeccompProgram.load(); err != nil {
 			return err
 		}
 	}
@@ -196,8 +196,8 @@ func (in *Config) run(start io.Reader, report io.Writer, console *os.File) error
 	if err != nil {
 		return err
 	}
-	if in.Seccomp != nil && in.NoNewPrivs {
-		if err := in.loadSeccomp(); err != nil {
+	if in.SeccompProgram != nil && in.NoNewPrivs {
+		if err := in.SeccompProgram.load(); err != nil {
 			return err
 		}
 	}

@@ -63,14 +63,6 @@ func (p *SeccompProgram) load() error {
 	return nil
 }
 
-// loadSeccomp loads the container's filter, compiled by the agent.
-func (in *Config) loadSeccomp() error {
-	if in.SeccompProgram == nil {
-		return errors.New("seccomp: the agent sent no compiled filter")
-	}
-	return in.SeccompProgram.load()
-}
-
 // captureMain compiles the filter of the profile on CaptureConfigFd with
 // libcontainer's InitSeccomp, on a thread whose loads of a filter are
 // handed to a listener (sent on CaptureListenerFd) instead of the kernel:
