@@ -450,11 +450,15 @@ func TestVolumeOwners(t *testing.T) {
 // (agent.WarmUp, which records that it ran): a clone of it, seen by guest
 // root through the agent's root, holds that record and nothing of the
 // container (libcontainer state, cgroup, root directory), only its own
-// (a direct container: its cgroup, and no libcontainer state).
+// (a direct container: its cgroup, and no libcontainer state). Its agent
+// holds lodge-init sealed, the binary direct containers start with: the
+// initrd's copy must survive the agent's move to its tmpfs root (it once
+// did not, and every direct container silently ran the agent's binary).
 func TestCloneHoldsNoWarmUpContainer(t *testing.T) {
 	f := newFixture(t)
 	probe := privilegedSpec("sh", "-c", `r=/proc/1/root
-		echo "state: $(ls $r/run/lodge/containers)"
+		echo "sealed: $(ls -l /proc/1/fd | grep -o 'memfd:[^ ]*' | sort -u | xargs)"
+		echo "state: $(ls $r/run/lodge/containers 2>/dev/null)"
 		echo "cgroups: $(ls -d $r/sys/fs/cgroup/lodge/*/ 2>/dev/null | xargs -n1 basename 2>/dev/null)"
 		echo "tmp: $(ls $r/tmp)"
 		echo "template: $(cat $r/run/lodge/warmed-up)"`)
@@ -472,6 +476,9 @@ func TestCloneHoldsNoWarmUpContainer(t *testing.T) {
 	}
 	if strings.Contains(strings.ReplaceAll(r.stdout, made, ""), "warm-up") {
 		t.Errorf("the clone holds the template's warm-up container:\n%s", r.stdout)
+	}
+	if !strings.Contains(r.stdout, ":lodge-init") {
+		t.Errorf("the clone's agent has no sealed lodge-init (direct containers would start with the agent's binary):\n%s", r.stdout)
 	}
 	if got := f.startOf("warm-start", nil, "true")["io.lodge.start"]; got != "clone" {
 		t.Fatalf("started as %q, want a clone", got)

@@ -101,7 +101,11 @@ func WarmUp(log *slog.Logger, stateDir, directInit string) (err error) {
 		took := time.Since(start).Round(time.Millisecond)
 		log.Info("warm-up container made", "took", took)
 		// What the template did, for whoever inspects a clone's guest.
-		err = os.WriteFile(warmedUpFile, []byte("warm-up container made in "+took.String()+"\n"), 0o444)
+		// (A direct warm-up, unlike libcontainer's, makes no state
+		// directory under /run/lodge.)
+		if err = os.MkdirAll(filepath.Dir(warmedUpFile), 0o755); err == nil {
+			err = os.WriteFile(warmedUpFile, []byte("warm-up container made in "+took.String()+"\n"), 0o444)
+		}
 	}
 	return err
 }

@@ -177,9 +177,10 @@ func switchRoot(dir string) error {
 	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"); err != nil {
 		return err
 	}
-	// Keep the on-demand modules (see Modprobe); free the rest of what the
-	// initramfs held (boot modules are loaded, /init is running).
-	if err := keepOnDemand(dir); err != nil {
+	// Keep lodge-init and the on-demand modules (see Modprobe); free the
+	// rest of what the initramfs held (boot modules are loaded, /init is
+	// running).
+	if err := keepFromInitrd(dir); err != nil {
 		return err
 	}
 	os.RemoveAll("/lodge")

@@ -17,9 +17,19 @@ const ModprobeList = "/lodge/modprobe.list"
 // agent, which acts as modprobe when called by that name.
 const ModprobePath = "/sbin/modprobe"
 
-// keepOnDemand copies the on-demand modules and their list into the new
-// root (at dir, before it becomes /).
-func keepOnDemand(dir string) error {
+// keepFromInitrd copies what the agent still needs from the initramfs into
+// the new root (at dir, before it becomes /): lodge-init, which SealInit
+// seals (and then removes), and the on-demand modules with their list.
+// Everything else under /lodge is freed with the initramfs.
+func keepFromInitrd(dir string) error {
+	if _, err := os.Stat(InitPath); err == nil {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(InitPath)), 0o755); err != nil {
+			return err
+		}
+		if err := copyFile(InitPath, filepath.Join(dir, InitPath)); err != nil {
+			return err
+		}
+	}
 	if _, err := os.Stat(ModprobeList); err != nil {
 		return nil
 	}

@@ -47,7 +47,8 @@ var sealedInit *os.File
 // SealInit copies lodge-init into a sealed, read-only memfd, as SealSelf
 // does the agent, and returns the path the agent executes it by: no
 // container can change the binary another container's start runs. It
-// returns "" and the error where the initrd has no lodge-init.
+// returns "" and the error where the initrd has no lodge-init. The file
+// itself is removed once sealed.
 func SealInit() (string, error) {
 	f, err := os.Open(InitPath)
 	if err != nil {
@@ -62,6 +63,7 @@ func SealInit() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("seal lodge-init: %w", err)
 	}
+	os.Remove(InitPath) // the sealed copy is the one in use; free the guest's tmpfs
 	// A descriptor number above any a child is given (exec.Cmd's
 	// ExtraFiles land on 3, 4...): the child opens the path before its
 	// descriptors are set up.
