@@ -5,7 +5,8 @@
 # RUNS (default 5). Podman and dockerd are private to this script (their
 # own roots in a temporary directory; dockerd without bridge or iptables),
 # so every engine runs with --network none; lodge also runs once per round
-# on its default bridge network.
+# on its default bridge network and once without its default seccomp
+# profile (--security-opt seccomp=unconfined).
 #   bench/run.sh            (make bench runs it; needs make setup)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,19 +53,21 @@ ms() {
   echo $(((t1 - t0) / 1000000))
 }
 declare -A S
-names=("lodge run (bridge)" "lodge run --network none" "podman run, runc" "docker run --runtime lodge" "docker run, runc")
+names=("lodge run (bridge)" "lodge run --network none" "podman run, runc" "docker run --runtime lodge" "docker run, runc"
+  "lodge run, seccomp=unconfined")
 for i in $(seq "$RUNS"); do
   S[0]+=" $(ms "$BIN/lodge" run --rm busybox true)"
   S[1]+=" $(ms "$BIN/lodge" run --rm --network none busybox true)"
   S[2]+=" $(ms podman "${P[@]}" run --rm --network none "${UL[@]}" "$IMG" true)"
   S[3]+=" $(ms "${D[@]}" run --rm --runtime lodge --network none "$IMG" true)"
   S[4]+=" $(ms "${D[@]}" run --rm --runtime runc --network none "$IMG" true)"
-  echo "round $i:$(for k in 0 1 2 3 4; do echo -n " $(echo "${S[$k]}" | awk '{print $NF}')"; done) ms" >&2
+  S[5]+=" $(ms "$BIN/lodge" run --rm --network none --security-opt seccomp=unconfined busybox true)"
+  echo "round $i:$(for k in 0 1 2 3 4 5; do echo -n " $(echo "${S[$k]}" | awk '{print $NF}')"; done) ms" >&2
 done
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 base=$(echo "${S[2]}" | median)
 printf '\n%-30s %10s %14s\n' "run --rm busybox true" "median ms" "/ podman+runc"
-for k in 0 1 2 3 4; do
+for k in 0 1 2 3 4 5; do
   m=$(echo "${S[$k]}" | median)
   printf '%-30s %10d %14.1f\n' "${names[$k]}" "$m" "$(echo "$m / $base" | bc -l)"
 done

@@ -12,12 +12,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"time"
 
 	_ "github.com/opencontainers/cgroups/devices" // device rules for container cgroups
 	"github.com/opencontainers/runc/libcontainer"
 	_ "github.com/opencontainers/runc/libcontainer/nsenter" // container setup before the Go runtime starts
 
+	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
 	"github.com/lodgeruntime/lodge/internal/guest/agent"
 	"github.com/lodgeruntime/lodge/internal/guest/boot"
 	"github.com/lodgeruntime/lodge/internal/guest/directinit"
@@ -107,7 +109,7 @@ func run(log *slog.Logger, sink *agent.LogSink) error {
 	// A template's guest (it boots with lodge.preload) makes its first
 	// container now, so that no clone of it pays for that.
 	if _, template := boot.KernelParam("lodge.preload"); template {
-		if err := agent.WarmUp(log, stateDir, directInit); err != nil {
+		if err := agent.WarmUp(log, stateDir, directInit, slices.Contains(capabilities, agentv1.CapSeccomp)); err != nil {
 			log.Warn("warm-up container", "err", err)
 		}
 	}

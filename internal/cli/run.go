@@ -46,6 +46,7 @@ type runOpts struct {
 	name, workdir, user, hostname  string
 	entrypoint                     *string
 	env, envFiles, volumes         []string
+	securityOpts                   []string // docker's --security-opt
 	memory                         string
 	cpus                           float64
 	network, pull                  string
@@ -53,10 +54,6 @@ type runOpts struct {
 	createOnly                     bool // lodge create: made, not started
 	detach                         bool
 }
-
-// dockerCaps are the capabilities docker gives a container by default.
-var dockerCaps = []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"}
 
 func addRunCommand(root *cobra.Command, a *app) {
 	var o runOpts
@@ -119,6 +116,8 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f.StringVar(&o.network, "network", "bridge", "network: bridge (the default, lodge0), none, or one made with lodge network create")
 	f.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port: [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]")
 	f.StringVar(&o.pull, "pull", "missing", "pull the image: missing, always or never")
+	f.StringArrayVar(&o.securityOpts, "security-opt", nil, "security options: "+securityOptsHelp+
+		" (docker's default seccomp profile applies unless seccomp= says otherwise)")
 	create.Flags().AddFlagSet(f)
 	create.Flags().SetInterspersed(false)
 	root.AddCommand(run)
@@ -410,8 +409,11 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 	p := spec.Process
 	p.Terminal = o.tty
 	p.NoNewPrivileges = false
-	p.Capabilities = &specs.LinuxCapabilities{Bounding: dockerCaps, Effective: dockerCaps, Permitted: dockerCaps}
+	p.Capabilities = &specs.LinuxCapabilities{Bounding: oci.DockerCaps, Effective: oci.DockerCaps, Permitted: oci.DockerCaps}
 	p.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1048576, Soft: 1048576}}
+	if err := applySecurityOpts(spec, o.securityOpts); err != nil {
+		return nil, nil, err
+	}
 	spec.Root = &specs.Root{Path: "rootfs", Readonly: o.readOnly}
 	spec.Hostname = id[:12]
 	if o.hostname != "" {

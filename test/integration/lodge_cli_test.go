@@ -153,6 +153,19 @@ func TestLodgePullRun(t *testing.T) {
 	if out := l.must("run", "--rm", "-e", "A=1", "-w", "/tmp", "-u", "nobody", ref, "sh", "-c", `echo "$A $(pwd) $(id -u)"`); out != "1 /tmp 65534\n" {
 		t.Errorf("-e -w -u: %q", out)
 	}
+	// docker's default seccomp profile, enforced in the guest, unless the
+	// command line says otherwise: creating a user namespace needs no
+	// capability but is outside the profile.
+	probe := `grep Seccomp: /proc/self/status; unshare -U true 2>/dev/null && echo unshared || echo refused`
+	if out := l.must("run", "--rm", "--network", "none", ref, "sh", "-c", probe); out != "Seccomp:\t2\nrefused\n" {
+		t.Errorf("run with docker's default seccomp profile: %q, want a filter that refuses unshare", out)
+	}
+	if out := l.must("run", "--rm", "--network", "none", "--security-opt", "seccomp=unconfined", ref, "sh", "-c", probe); out != "Seccomp:\t0\nunshared\n" {
+		t.Errorf("run --security-opt seccomp=unconfined: %q, want no filter", out)
+	}
+	if r := l.run("", "run", "--rm", "--security-opt", "apparmor=x", ref, "true"); r.code != 125 || !strings.Contains(r.stderr, "not supported") {
+		t.Errorf("an unsupported --security-opt: exit %d, %q", r.code, r.stderr)
+	}
 	if r := l.run("", "run", "--rm", ref, "sh", "-c", "exit 7"); r.code != 7 {
 		t.Errorf("exit 7 reported as %d", r.code)
 	}

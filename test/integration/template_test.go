@@ -14,6 +14,8 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/lodgeruntime/lodge/internal/oci"
 )
 
 // templateFixture is a fixture whose templates live in a directory of its
@@ -484,6 +486,51 @@ func TestCloneHoldsNoWarmUpContainer(t *testing.T) {
 		t.Fatalf("started as %q, want a clone", got)
 	}
 	t.Log(r.stdout)
+}
+
+// A template's guest compiles docker's default seccomp profile (the one
+// `lodge run` gives) before its snapshot, so a clone's container with that
+// profile starts without compiling it; a profile of its own is compiled in
+// the clone, once.
+func TestClonesHaveDockersSeccompCompiled(t *testing.T) {
+	f := newFixture(t)
+	docker, err := oci.DockerSeccomp(oci.DockerCaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Architectures: docker.Architectures,
+		Syscalls: []specs.LinuxSyscall{{Names: []string{"kexec_load"}, Action: specs.ActErrno}}}
+	for _, tc := range []struct {
+		id      string
+		profile *specs.LinuxSeccomp
+		want    string
+	}{
+		{"docker-profile", docker, `seccomp="compiled before"`},
+		{"own-profile", own, `seccomp="compiled in `},
+	} {
+		spec := defaultSpec("sh", "-c", "grep Seccomp: /proc/self/status")
+		spec.Linux.Seccomp = tc.profile
+		f.writeSpec(spec)
+		logf := filepath.Join(t.TempDir(), "lodge.log")
+		r := f.run(tc.id, "", "--debug", "--log", logf, "--log-format", "json")
+		if r.code != 0 || r.stdout != "Seccomp:\t2\n" {
+			t.Fatalf("%s: exit %d, stdout %q, stderr %q: want a filtered container", tc.id, r.code, r.stdout, r.stderr)
+		}
+		b, _ := os.ReadFile(logf)
+		var created string
+		for _, l := range strings.Split(string(b), "\n") {
+			var rec struct{ Record string }
+			if json.Unmarshal([]byte(l), &rec) == nil && strings.Contains(rec.Record, `msg="container created"`) {
+				created = rec.Record
+			}
+		}
+		if !strings.Contains(string(b), `"start":"clone"`) {
+			t.Fatalf("%s did not start as a clone:\n%s", tc.id, b)
+		}
+		if !strings.Contains(created, tc.want) {
+			t.Errorf("%s: the guest's record %q lacks %s", tc.id, created, tc.want)
+		}
+	}
 }
 
 // A cold boot's normal end is no fault: QEMU's exit ends virtiofsd before

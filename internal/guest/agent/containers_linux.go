@@ -265,9 +265,9 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 	case cs.noDirect:
 		plan, why = nil, "the agent makes no direct containers"
 	}
+	var d *direct
 	if plan != nil {
-		d, err := newDirect(cs.directInit, id, cfg, plan)
-		if err != nil {
+		if d, err = newDirect(cs.directInit, id, cfg, plan); err != nil {
 			return nil, status.Errorf(codes.Internal, "create: %v", err)
 		}
 		r, start = d, d.startInit
@@ -291,8 +291,17 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 	cu.Release()
 	args := []any{"container_id", id, "pid", p.pid, "init", how,
 		"create", t1.Sub(t0).Round(time.Millisecond), "init_start", time.Since(t1).Round(time.Millisecond)}
-	if plan == nil {
+	switch {
+	case plan == nil:
 		args = append(args, "why", why)
+	case cfg.Seccomp != nil:
+		// Whether this guest compiled the profile now or had it (from an
+		// earlier container, or its template's warm-up).
+		seccomp := "compiled before"
+		if d.seccompCompiled > 0 {
+			seccomp = "compiled in " + d.seccompCompiled.Round(time.Millisecond).String()
+		}
+		args = append(args, "seccomp", seccomp)
 	}
 	cs.log.Info("container created", args...)
 	return &agentv1.CreateResponse{Pid: int32(p.pid)}, nil

@@ -180,6 +180,9 @@ type direct struct {
 	start   *os.File // the init's config pipe, until it is started
 	report  *os.File // the init's report pipe, until it is started
 	started bool
+	// seccompCompiled is how long the init's seccomp profile took to
+	// compile (0: compiled before, or none).
+	seccompCompiled time.Duration
 }
 
 // newDirect makes a direct container's cgroup; exe is the first step's
@@ -263,8 +266,14 @@ func firstStepError(b []byte, pid int) error {
 // is the mount namespace an exec joins.
 func (d *direct) startFirstStep(in *directinit.Config, lp *libcontainer.Process, cloneflags uintptr, joins []nsJoin,
 	mntns *os.File) (_ *os.Process, start, report *os.File, retErr error) {
-	if err := compiledSeccomp.forFirstStep(in); err != nil {
+	took, err := compiledSeccomp.forFirstStep(in)
+	if err != nil {
 		return nil, nil, nil, err
+	}
+	if mntns == nil {
+		d.mu.Lock()
+		d.seccompCompiled = took
+		d.mu.Unlock()
 	}
 	cgdir, err := os.Open(d.cg.Path(""))
 	if err != nil && cgroups.IsCgroup2UnifiedMode() {

@@ -37,41 +37,44 @@ const maxSeccompPrograms = 32
 // captureWait bounds a capture: a profile compiles in ~100 ms under TCG.
 const captureWait = 20 * time.Second
 
-// forFirstStep sets in's compiled filter, if in has a filter.
-func (p *seccompPrograms) forFirstStep(in *directinit.Config) error {
+// forFirstStep sets in's compiled filter, if in has a filter, and says
+// how long compiling it took (0 if it had been compiled before, or there
+// is no filter).
+func (p *seccompPrograms) forFirstStep(in *directinit.Config) (time.Duration, error) {
 	if in.Seccomp == nil || in.SeccompProgram != nil {
-		return nil
+		return 0, nil
 	}
-	prog, err := p.program(in.Seccomp)
+	prog, took, err := p.program(in.Seccomp)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	in.SeccompProgram = prog
-	return nil
+	return took, nil
 }
 
 // program returns s's compiled filter, compiling it the first time s is
-// seen.
-func (p *seccompPrograms) program(s *configs.Seccomp) (*directinit.SeccompProgram, error) {
+// seen, and how long that took (0 when it was already compiled).
+func (p *seccompPrograms) program(s *configs.Seccomp) (*directinit.SeccompProgram, time.Duration, error) {
 	b, err := json.Marshal(s)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	key := sha256.Sum256(b)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if prog, ok := p.m[key]; ok {
-		return prog, nil
+		return prog, 0, nil
 	}
+	t := time.Now()
 	prog, err := captureSeccomp(b)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if p.m == nil || len(p.m) >= maxSeccompPrograms {
 		p.m = map[[32]byte]*directinit.SeccompProgram{}
 	}
 	p.m[key] = prog
-	return prog, nil
+	return prog, max(time.Since(t), time.Nanosecond), nil
 }
 
 // captureSeccomp runs the capture helper on profile (JSON) and returns the

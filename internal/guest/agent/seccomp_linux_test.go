@@ -35,14 +35,14 @@ func TestDirectSeccompCompiledOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	var p seccompPrograms
-	first, err := p.program(cfg)
+	first, _, err := p.program(cfg)
 	if err != nil {
 		t.Fatalf("the profile was not compiled: %v", err)
 	}
 	if len(first.Filter) < 8*10 || len(first.Filter)%8 != 0 {
 		t.Fatalf("a program of %d bytes", len(first.Filter))
 	}
-	again, err := p.program(cfg)
+	again, _, err := p.program(cfg)
 	if err != nil || again != first {
 		t.Fatalf("the profile was compiled again (%v)", err)
 	}
@@ -98,7 +98,7 @@ func TestDirectSeccompCaptureInterrupted(t *testing.T) {
 	}
 	defer func() { afterCaptureRead = nil }()
 	var p seccompPrograms
-	prog, err := p.program(cfg)
+	prog, _, err := p.program(cfg)
 	if err != nil {
 		t.Fatalf("an interrupted capture failed: %v", err)
 	}

@@ -31,9 +31,13 @@ const warmedUpFile = "/run/lodge/warmed-up"
 // has the runtime-spec's default namespaces and mounts, an empty root of
 // its own in the guest's tmpfs and a program that never runs; nothing of
 // it is left (state, cgroup, root), and it derives nothing a clone uses as
-// an identity. It must run before the agent serves: it is not reaped by
-// the agent's reaper.
-func WarmUp(log *slog.Logger, stateDir, directInit string) (err error) {
+// an identity. With seccomp (an agent built with it) the container has
+// docker's default profile, the one `lodge run` gives its containers, so
+// the template compiles it once and no clone compiles it again (the
+// profile is the agent's build's, which the template's key covers). It
+// must run before the agent serves: it is not reaped by the agent's
+// reaper.
+func WarmUp(log *slog.Logger, stateDir, directInit string, seccomp bool) (err error) {
 	start := time.Now()
 	dir, err := os.MkdirTemp("", warmUpID+"-")
 	if err != nil {
@@ -55,6 +59,11 @@ func WarmUp(log *slog.Logger, stateDir, directInit string) (err error) {
 	spec.Root = &specs.Root{Path: rootfs}
 	spec.Hostname = warmUpID
 	spec.Linux.CgroupsPath = "/lodge/" + warmUpID
+	if seccomp {
+		if spec.Linux.Seccomp, err = oci.DockerSeccomp(oci.DockerCaps); err != nil {
+			return fmt.Errorf("warm-up seccomp profile: %w", err)
+		}
+	}
 	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: warmUpID, Spec: spec})
 	if err != nil {
 		return fmt.Errorf("warm-up config: %w", err)
