@@ -17,7 +17,7 @@ inputs() { { find "$1/testdata/fuzz/$2" -type f 2>/dev/null || true; } | wc -l; 
 while IFS=: read -r file target; do
   pkg=./$(dirname "$file")
   echo "fuzz $pkg $target ($T)"
-  for try in 1 2 3; do
+  for try in 1 2 3 4 5; do
     before=$(inputs "$pkg" "$target")
     if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$T" "$pkg" > /tmp/lodge-fuzz.log 2>&1; then
       break
@@ -30,7 +30,7 @@ while IFS=: read -r file target; do
     fi
     # No input recorded: the fuzzing engine itself failed (a worker that
     # did not answer in time on a loaded machine); run the target again.
-    [ "$try" = 3 ] && { echo "FAIL: $target in $pkg (no input recorded)"; fail=1; }
+    [ "$try" = 5 ] && { echo "FAIL: $target in $pkg (no input recorded)"; fail=1; }
   done
 done < <(grep -rHo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*' internal cmd 2>/dev/null | sed 's/func //' | sort)
 exit $fail
