@@ -213,6 +213,12 @@ const firstStepWait = 30 * time.Second
 func (d *direct) startInit(lp *libcontainer.Process) (waitSignaller, int, error) {
 	in := d.plan.init
 	in.Console = lp.ConsoleSocket != nil
+	// The init's profile is compiled here, so that its time is the
+	// container's to report; startFirstStep finds it compiled.
+	took, err := compiledSeccomp.forFirstStep(&in)
+	if err != nil {
+		return nil, 0, err
+	}
 	proc, start, report, err := d.startFirstStep(&in, lp, d.plan.cloneflags, d.plan.joins, nil)
 	if err != nil {
 		return nil, 0, err
@@ -229,7 +235,7 @@ func (d *direct) startInit(lp *libcontainer.Process) (waitSignaller, int, error)
 		return nil, 0, err
 	}
 	d.mu.Lock()
-	d.init, d.start, d.report = proc, start, report
+	d.init, d.start, d.report, d.seccompCompiled = proc, start, report, took
 	d.mu.Unlock()
 	return proc, proc.Pid, nil
 }
@@ -266,14 +272,8 @@ func firstStepError(b []byte, pid int) error {
 // is the mount namespace an exec joins.
 func (d *direct) startFirstStep(in *directinit.Config, lp *libcontainer.Process, cloneflags uintptr, joins []nsJoin,
 	mntns *os.File) (_ *os.Process, start, report *os.File, retErr error) {
-	took, err := compiledSeccomp.forFirstStep(in)
-	if err != nil {
+	if _, err := compiledSeccomp.forFirstStep(in); err != nil {
 		return nil, nil, nil, err
-	}
-	if mntns == nil {
-		d.mu.Lock()
-		d.seccompCompiled = took
-		d.mu.Unlock()
 	}
 	cgdir, err := os.Open(d.cg.Path(""))
 	if err != nil && cgroups.IsCgroup2UnifiedMode() {
