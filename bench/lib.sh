@@ -55,3 +55,31 @@ lodge_work() {
   ids=()
   trap '((${#ids[@]})) && "$BIN/lodge" rm -f "${ids[@]}" >/dev/null 2>&1; rm -rf "$WORK"' EXIT
 }
+
+# descendants PID: PID and every process below it.
+descendants() { local p=$1 c; echo "$p"; for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do descendants "$c"; done; }
+
+# pod_pids POD: the processes serving one pod (its shim and descendants;
+# for a pooled clone, its keeper and QEMU, which the shim adopted)
+pod_pids() {
+  local pod=$1 shim l
+  shim=$(pgrep -f "containerd-shim-.*-address $CTRD_DIR/containerd.sock" | while read -r s; do
+    if grep -qa "$pod" /proc/"$s"/cmdline 2>/dev/null; then echo "$s"; fi; done | head -1)
+  [ -n "$shim" ] || return 0
+  # a keeper the shim started to refill the pool is the pool's, not the pod's
+  descendants "$shim" | while read -r p; do
+    k=$p; while [ -n "$k" ] && [ "$k" != "$shim" ] && [ "$k" != 1 ]; do
+      grep -qa __lodge-pool-keeper /proc/"$k"/cmdline 2>/dev/null && continue 2
+      k=$(awk '{print $4}' /proc/"$k"/stat 2>/dev/null)
+    done
+    echo "$p"
+  done
+  for l in /run/lodge/templates/.pool/*/vm-*/keeper.log; do
+    grep -q "claimant_pid=$shim\b" "$l" 2>/dev/null && descendants "$(cat "${l%/keeper.log}/keeper.pid")"
+  done
+  return 0
+}
+# pod_pss POD: PSS (kB) of the processes serving one pod
+pod_pss() { local pids; pids=$(pod_pids "$1"); [ -n "$pids" ] && pss_kb $pids || echo 0; }
+# ticks PID...: CPU time (user + system, clock ticks) of processes so far
+ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }

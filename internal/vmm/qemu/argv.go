@@ -161,7 +161,9 @@ func Argv(cfg vmm.Config, host Host) ([]string, error) {
 	}
 	mem := strconv.Itoa(cfg.MemoryMiB) + "M"
 	a := []string{
-		"-name", "lodge-" + cfg.ID,
+		// Threads named for what they run ("CPU 0/TCG", "CPU 0/KVM"), so
+		// that top -H and bench/host-cpu.sh tell the guest's CPU apart.
+		"-name", "lodge-" + cfg.ID + ",debug-threads=on",
 		"-M", machine,
 		"-global", "virtio-mmio.force-legacy=false",
 		"-accel", string(cfg.Accel),
@@ -250,6 +252,7 @@ func memoryBackend(m vmm.Memory, size string) string {
 	}
 	return "memory-backend-file,id=mem,size=" + size + ",mem-path=" + m.File + ",share=" + share
 }
+
 
 // Files in a VM's state directory.
 const (
