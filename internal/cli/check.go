@@ -69,6 +69,7 @@ func cmdCheck(ctx context.Context, cfg config.Config, log *slog.Logger, out io.W
 		line("agent link", "virtio-serial (no /dev/vhost-vsock)")
 	}
 	line("templates", templateStatus(cfg))
+	line("page merging", mergeStatus(cfg, "/sys/kernel/mm/ksm/run"))
 	posture, err := confinementStatus(cfg)
 	req("confinement", posture, err)
 	if len(missing) > 0 {
@@ -115,6 +116,24 @@ func templateStatus(cfg config.Config) string {
 	}
 	return fmt.Sprintf("enabled, in %s (%d built, %d clones running; built on a shape's first sandbox, `lodge template ls`; %s); their memory %s%s",
 		cfg.Template.Dir, len(infos), clones, pooled, memory, room)
+}
+
+// mergeStatus says whether guests' pages can be merged with other
+// sandboxes' by the host's KSM (run is its switch in sysfs).
+func mergeStatus(cfg config.Config, run string) string {
+	ksm := "KSM is not running on this host"
+	if b, err := os.ReadFile(run); err != nil {
+		ksm = "this host has no KSM"
+	} else if v := strings.TrimSpace(string(b)); v == "1" {
+		ksm = "KSM is running on this host"
+	} else if v != "0" {
+		ksm = "KSM is " + v + " on this host (" + run + ")"
+	}
+	if !cfg.VMM.MergePages {
+		return "off (vmm.merge_pages = false): no guest's memory is offered to KSM; " + ksm
+	}
+	return "clones' memory is offered to KSM (vmm.merge_pages = true; " +
+		"never for io.lodge.template=false sandboxes); " + ksm
 }
 
 // existingDir is dir or its nearest ancestor that exists (a template

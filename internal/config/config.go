@@ -157,6 +157,13 @@ type VMM struct {
 	// AgentChannel is "auto" (vsock where /dev/vhost-vsock exists, else
 	// virtio-serial), "vsock" or "virtio-serial".
 	AgentChannel string `toml:"agent_channel"`
+	// MergePages lets the host's KSM merge identical pages of clones'
+	// guest RAM (QEMU's mem-merge), across sandboxes: less host memory
+	// where KSM runs, at the price of the page-deduplication side channel
+	// between tenants (CVE-2015-2877; with Rowhammer, Flip Feng Shui).
+	// Off: no guest's pages are ever offered to KSM. Sandboxes that opt
+	// out of templates (io.lodge.template=false) are never merged.
+	MergePages bool `toml:"merge_pages"`
 }
 
 // Sharefs configures virtio-fs.

@@ -200,7 +200,8 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 		QEMU:   qemuBin,
 		Deps:   sandbox.Deps{Driver: driver, Virtiofsd: fsd, Log: log},
 		VM: vmm.Config{Kernel: cfg.Guest.Kernel, Initrd: cfg.Guest.Initrd, VCPUs: cfg.VMM.VCPUs,
-			MemoryMiB: cfg.VMM.MemoryMiB, Accel: accel.Accel, Channel: channel},
+			MemoryMiB: cfg.VMM.MemoryMiB, Accel: accel.Accel, Channel: channel,
+			Memory: vmm.Memory{Mergeable: cfg.VMM.MergePages}},
 	}
 	if cfg.Template.Enabled {
 		env.Templates = &sandbox.Templates{

@@ -245,7 +245,7 @@ func templateBuildConfig(base vmm.Config, shape template.Shape, dir string) (vmm
 // The caller sets the VM's ID and StateDir.
 func CloneConfig(base vmm.Config, t *template.Template, share vmm.Share9P) (vmm.Config, func(), error) {
 	vc, closeSlot, err := templateVM(base, t.Meta.Shape, share)
-	vc.Memory, vc.Incoming = vmm.Memory{File: t.Memory()}, true
+	vc.Memory, vc.Incoming = vmm.Memory{File: t.Memory(), Mergeable: base.Memory.Mergeable}, true
 	return vc, closeSlot, err
 }
 

@@ -61,6 +61,10 @@ type Memory struct {
 	// writes stay in its own copy-on-write pages).
 	File   string
 	Shared bool
+	// Mergeable offers guest RAM to the host's KSM (QEMU's mem-merge).
+	// Only a private mapping (a clone's) can be merged: shared memory
+	// (a template's file, a cold boot's memfd) never is.
+	Mergeable bool
 }
 
 // NIC is a virtio-net device backed by an open tap queue.

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/lodgeruntime/lodge/internal/oci"
 )
@@ -614,4 +617,75 @@ func TestGuestGivesBackFreedMemory(t *testing.T) {
 			}
 		})
 	}
+}
+
+// No guest's memory is offered to the host's KSM unless the config says
+// so (vmm.merge_pages): merging lets one tenant learn whether another's
+// memory holds a page it guesses (CVE-2015-2877). When it does say so,
+// clones' RAM is offered, and still never a sandbox's that opted out of
+// templates. That holds when whoever starts Lodge has process-wide KSM on
+// (PR_SET_MEMORY_MERGE, which children inherit across fork and exec, as
+// systemd's MemoryKSM= sets it for a service).
+func TestGuestMemoryMergeable(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		start, config string
+		mergeAny      bool // lodge-runtime starts with process-wide KSM on
+		want          bool
+	}{
+		{"clone", "", false, false},
+		{"clone", "", true, false},
+		{"clone", "[vmm]\nmerge_pages = true\n", false, true},
+		{"cold", "[vmm]\nmerge_pages = true\n", false, false},
+	} {
+		id := fmt.Sprintf("merge-%s-%t-%t", tc.start, tc.mergeAny, tc.want)
+		f.config(tc.config)
+		if tc.mergeAny {
+			// This process's setting, inherited by lodge-runtime and what
+			// it starts; off again once the container runs.
+			if err := unix.Prctl(unix.PR_SET_MEMORY_MERGE, 1, 0, 0, 0); err != nil {
+				t.Logf("process-wide KSM: %v (Linux 6.4 on): skipped", err)
+				continue
+			}
+		}
+		f.runDetachedAs(tc.start, id, "sleep", "600")
+		if tc.mergeAny {
+			if err := unix.Prctl(unix.PR_SET_MEMORY_MERGE, 0, 0, 0, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.checkStartedAs(id, tc.start)
+		q, ok := servingProcs(t, filepath.Join(f.root, id))["qemu"]
+		if !ok {
+			f.mustRT("delete", "--force", id)
+			t.Fatal("no QEMU process")
+		}
+		flags := guestRAMFlags(t, q.pid, 256)
+		f.mustRT("delete", "--force", id)
+		if got := slices.Contains(flags, "mg"); got != tc.want {
+			t.Errorf("%s with config %q, process-wide KSM %t: guest RAM mergeable (VmFlags mg) = %t, want %t; flags %v",
+				tc.start, tc.config, tc.mergeAny, got, tc.want, flags)
+		}
+	}
+}
+
+// guestRAMFlags returns the VmFlags of pid's mapping of mib MiB: the
+// guest's RAM (QEMU maps nothing else of that size).
+func guestRAMFlags(t *testing.T, pid string, mib int) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + pid + "/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Size:"); ok {
+			found = strings.TrimSpace(v) == strconv.Itoa(mib<<10)+" kB"
+		}
+		if v, ok := strings.CutPrefix(l, "VmFlags:"); ok && found {
+			return strings.Fields(v)
+		}
+	}
+	t.Fatalf("QEMU %s maps no %d MiB of guest RAM", pid, mib)
+	return nil
 }

@@ -164,7 +164,7 @@ func Argv(cfg vmm.Config, host Host) ([]string, error) {
 		// Threads named for what they run ("CPU 0/TCG", "CPU 0/KVM"), so
 		// that top -H and bench/host-cpu.sh tell the guest's CPU apart.
 		"-name", "lodge-" + cfg.ID + ",debug-threads=on",
-		"-M", machine,
+		"-M", machine + ",mem-merge=" + onOff(cfg.Memory.Mergeable),
 		"-global", "virtio-mmio.force-legacy=false",
 		"-accel", string(cfg.Accel),
 		"-cpu", cpuModel(cfg.Accel),
@@ -253,6 +253,13 @@ func memoryBackend(m vmm.Memory, size string) string {
 	return "memory-backend-file,id=mem,size=" + size + ",mem-path=" + m.File + ",share=" + share
 }
 
+// onOff is a QEMU boolean property's value.
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
 
 // Files in a VM's state directory.
 const (

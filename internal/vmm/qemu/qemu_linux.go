@@ -286,6 +286,9 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
+	if !cfg.Memory.Mergeable {
+		noMergeAny(log)
+	}
 	waited, err := confine.StartConfined(cmd, jail, keep)
 	// Its root is QEMU's own now (or was never used): the host's empty
 	// mount point goes.
@@ -511,4 +514,17 @@ func FindBinary(name string) (string, error) {
 		return "", fmt.Errorf("%w: %s (install Debian's qemu-system-x86 or set vmm.qemu in the config)", ErrNoQEMU, name)
 	}
 	return p, nil
+}
+
+// noMergeAny turns off process-wide KSM for this process (prctl
+// PR_SET_MEMORY_MERGE, Linux 6.4 on), which QEMU would inherit across fork
+// and exec: on a host that enables it for the service running Lodge
+// (systemd's MemoryKSM=), every anonymous page of QEMU would be offered to
+// KSM, whatever its mem-merge. The setting is the process's, not the
+// thread's; it changes nothing for a VM already running (its own process
+// keeps what it inherited), and older kernels do not have it (EINVAL).
+func noMergeAny(log *slog.Logger) {
+	if err := unix.Prctl(unix.PR_SET_MEMORY_MERGE, 0, 0, 0, 0); err != nil && err != unix.EINVAL {
+		log.Warn("process-wide KSM stays on for QEMU", "err", err)
+	}
 }
