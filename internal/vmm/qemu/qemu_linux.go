@@ -287,7 +287,9 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
 	if !cfg.Memory.Mergeable {
-		noMergeAny(log)
+		if err := noMergeAny(); err != nil {
+			return nil, fmt.Errorf("qemu: %w", err)
+		}
 	}
 	waited, err := confine.StartConfined(cmd, jail, keep)
 	// Its root is QEMU's own now (or was never used): the host's empty
@@ -522,9 +524,12 @@ func FindBinary(name string) (string, error) {
 // (systemd's MemoryKSM=), every anonymous page of QEMU would be offered to
 // KSM, whatever its mem-merge. The setting is the process's, not the
 // thread's; it changes nothing for a VM already running (its own process
-// keeps what it inherited), and older kernels do not have it (EINVAL).
-func noMergeAny(log *slog.Logger) {
+// keeps what it inherited), and kernels without it or without KSM say
+// EINVAL. Failing, the VM does not start: its pages would be merged.
+func noMergeAny() error {
 	if err := unix.Prctl(unix.PR_SET_MEMORY_MERGE, 0, 0, 0, 0); err != nil && err != unix.EINVAL {
-		log.Warn("process-wide KSM stays on for QEMU", "err", err)
+		return fmt.Errorf("process-wide KSM is on for this process and could not be turned off for QEMU "+
+			"(prctl PR_SET_MEMORY_MERGE: %w); set [vmm] merge_pages = true to accept merged guest memory", err)
 	}
+	return nil
 }
