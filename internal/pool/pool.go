@@ -371,7 +371,11 @@ func (p *Pool) Claim(ctx context.Context, key string) (*Handoff, error) {
 			if err != nil {
 				errs = append(errs, err)
 			} else {
-				removeIfDead(dir) // a killed keeper's: nobody else may sweep it soon
+				// A killed keeper's (nobody else may sweep it soon). Its
+				// QEMU may have died before the keeper's last thread let
+				// go of its locks: give it a moment, so that its slot is
+				// free when the caller looks for one to refill.
+				removeIfDeadWithin(ctx, dir, deadKeeperWait)
 			}
 			continue
 		}
@@ -459,8 +463,22 @@ func sweep(keyDir string) {
 }
 
 // removeIfDead removes a clone's directory if its keeper is dead.
-func removeIfDead(dir string) {
-	unlock, err := filelock.Lock(context.Background(), filepath.Join(dir, aliveFile), false)
+func removeIfDead(dir string) { removeIfDeadWithin(context.Background(), dir, 0) }
+
+// deadKeeperWait bounds how long a claimant waits for a keeper that did
+// not answer to let go of its locks.
+const deadKeeperWait = 2 * time.Second
+
+// removeIfDeadWithin removes a clone's directory once its keeper is dead,
+// waiting at most d (and ctx) for it to be.
+func removeIfDeadWithin(ctx context.Context, dir string, d time.Duration) {
+	wait := d > 0
+	if wait {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	unlock, err := filelock.Lock(ctx, filepath.Join(dir, aliveFile), wait)
 	if err != nil {
 		return // its keeper lives
 	}

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/lodgeruntime/lodge/internal/filelock"
 )
 
 // files makes the three descriptors a keeper hands over: pipes whose write
@@ -276,5 +279,43 @@ func TestFreeBeforeAnyKeeper(t *testing.T) {
 	p := &Pool{Dir: filepath.Join(t.TempDir(), "none-yet"), Size: 3}
 	if n := p.Free("k"); n != 3 {
 		t.Fatalf("free slots of a pool never filled: %d, want 3", n)
+	}
+}
+
+// A claimant that finds a keeper not answering waits a moment for it to
+// let go of its locks (a killed keeper's QEMU can die before the keeper's
+// last thread does), so that its directory goes and its slot is free for
+// the refill; without waiting, the directory stays.
+func TestDeadKeeperSweptOnceItsLocksGo(t *testing.T) {
+	if _, err := exec.LookPath("flock"); err != nil {
+		t.Skip("needs flock(1)")
+	}
+	for _, tc := range []struct {
+		wait time.Duration
+		gone bool
+	}{{0, false}, {deadKeeperWait, true}} {
+		dir := filepath.Join(t.TempDir(), "vm-x")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		alive := filepath.Join(dir, aliveFile)
+		dying := exec.Command("flock", alive, "sleep", "0.3")
+		if err := dying.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for { // until the "keeper" holds its lock
+			unlock, err := filelock.Lock(context.Background(), alive, false)
+			if err != nil {
+				break
+			}
+			unlock()
+			time.Sleep(5 * time.Millisecond)
+		}
+		removeIfDeadWithin(context.Background(), dir, tc.wait)
+		_, err := os.Stat(dir)
+		if gone := errors.Is(err, os.ErrNotExist); gone != tc.gone {
+			t.Errorf("waiting %v for a keeper that ends in 0.3 s: directory gone %t, want %t", tc.wait, gone, tc.gone)
+		}
+		dying.Wait()
 	}
 }
