@@ -233,9 +233,6 @@ func ColdConfig(cfg Config) vmm.Config {
 		vc.VsockCID = newCID()
 	}
 	vc.Shares = []vmm.Share{{Tag: SharedTag, Socket: filepath.Join(cfg.Dir, virtiofsSock)}}
-	// Its RAM is a memfd shared with virtiofsd, which KSM never merges:
-	// the command line says so too.
-	vc.Memory.Mergeable = false
 	return vc
 }
 

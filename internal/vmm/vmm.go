@@ -61,11 +61,15 @@ type Memory struct {
 	// writes stay in its own copy-on-write pages).
 	File   string
 	Shared bool
-	// Mergeable offers guest RAM to the host's KSM (QEMU's mem-merge).
-	// Only a private mapping (a clone's) can be merged: shared memory
-	// (a template's file, a cold boot's memfd) never is.
+	// Mergeable offers guest RAM to the host's KSM (QEMU's mem-merge)
+	// where it can be merged at all: see Merged.
 	Mergeable bool
 }
+
+// Merged says whether the host's KSM may merge guest RAM: only a private
+// mapping (a clone's) can be, never shared memory (a template's file, a
+// cold boot's memfd, which virtiofsd maps too).
+func (m Memory) Merged() bool { return m.Mergeable && m.File != "" && !m.Shared }
 
 // NIC is a virtio-net device backed by an open tap queue.
 type NIC struct {

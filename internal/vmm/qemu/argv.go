@@ -164,7 +164,7 @@ func Argv(cfg vmm.Config, host Host) ([]string, error) {
 		// Threads named for what they run ("CPU 0/TCG", "CPU 0/KVM"), so
 		// that top -H and bench/host-cpu.sh tell the guest's CPU apart.
 		"-name", "lodge-" + cfg.ID + ",debug-threads=on",
-		"-M", machine + ",mem-merge=" + onOff(cfg.Memory.Mergeable),
+		"-M", machine + ",mem-merge=" + onOff(cfg.Memory.Merged()),
 		"-global", "virtio-mmio.force-legacy=false",
 		"-accel", string(cfg.Accel),
 		"-cpu", cpuModel(cfg.Accel),

@@ -174,6 +174,12 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Before anything of the VM's exists: refused, it leaves nothing.
+	if !cfg.Memory.Merged() {
+		if err := noMergeAny(); err != nil {
+			return nil, fmt.Errorf("qemu: %w", err)
+		}
+	}
 	log := d.Log.With("vmm", "qemu", "sandbox_id", cfg.ID)
 	var cu rollback.Stack
 	defer cu.Run()
@@ -285,11 +291,6 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 	jail, err := jailFor(cfg, cmd.Path, d.ExecDir, uid, len(keep) > 0, rofile)
 	if err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
-	}
-	if !cfg.Memory.Mergeable {
-		if err := noMergeAny(); err != nil {
-			return nil, fmt.Errorf("qemu: %w", err)
-		}
 	}
 	waited, err := confine.StartConfined(cmd, jail, keep)
 	// Its root is QEMU's own now (or was never used): the host's empty
