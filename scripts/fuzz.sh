@@ -11,13 +11,16 @@ cd "$(dirname "$0")/.."
 T=${1:-${FUZZTIME:-10s}}
 export PATH=$PATH:/usr/local/go/bin
 fail=0
+# tries bounds the runs of a target whose fuzzing engine fails without
+# recording an input (a worker that did not answer in time).
+tries=5
 # inputs counts the recorded inputs of a target (0 when it has none yet:
 # the directory appears only with the first crasher).
 inputs() { { find "$1/testdata/fuzz/$2" -type f 2>/dev/null || true; } | wc -l; }
 while IFS=: read -r file target; do
   pkg=./$(dirname "$file")
   echo "fuzz $pkg $target ($T)"
-  for try in 1 2 3 4 5; do
+  for try in $(seq "$tries"); do
     before=$(inputs "$pkg" "$target")
     if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$T" "$pkg" > /tmp/lodge-fuzz.log 2>&1; then
       break
@@ -30,7 +33,7 @@ while IFS=: read -r file target; do
     fi
     # No input recorded: the fuzzing engine itself failed (a worker that
     # did not answer in time on a loaded machine); run the target again.
-    [ "$try" = 5 ] && { echo "FAIL: $target in $pkg (no input recorded)"; fail=1; }
+    [ "$try" = "$tries" ] && { echo "FAIL: $target in $pkg (no input recorded)"; fail=1; }
   done
 done < <(grep -rHo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*' internal cmd 2>/dev/null | sed 's/func //' | sort)
 exit $fail
