@@ -285,21 +285,25 @@ func TestFreeBeforeAnyKeeper(t *testing.T) {
 // A claimant that finds a keeper not answering waits a moment for it to
 // let go of its locks (a killed keeper's QEMU can die before the keeper's
 // last thread does), so that its directory goes and its slot is free for
-// the refill; without waiting, the directory stays.
+// the refill; a sweep, which does not wait, leaves the directory.
 func TestDeadKeeperSweptOnceItsLocksGo(t *testing.T) {
 	if _, err := exec.LookPath("flock"); err != nil {
 		t.Skip("needs flock(1)")
 	}
 	for _, tc := range []struct {
-		wait time.Duration
+		by   string
 		gone bool
-	}{{0, false}, {deadKeeperWait, true}} {
-		dir := filepath.Join(t.TempDir(), "vm-x")
-		if err := os.Mkdir(dir, 0o700); err != nil {
+	}{{"sweep", false}, {"claim", true}} {
+		p := &Pool{Dir: t.TempDir(), Size: 1}
+		dir := filepath.Join(p.Dir, "k", "vm-x")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, readyFile), nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		alive := filepath.Join(dir, aliveFile)
-		dying := exec.Command("flock", alive, "sleep", "0.3")
+		dying := exec.Command("flock", alive, "sleep", "0.3") // the keeper, about to end
 		if err := dying.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -311,10 +315,14 @@ func TestDeadKeeperSweptOnceItsLocksGo(t *testing.T) {
 			unlock()
 			time.Sleep(5 * time.Millisecond)
 		}
-		removeIfDeadWithin(context.Background(), dir, tc.wait)
+		if tc.by == "sweep" {
+			removeIfDead(dir)
+		} else if h, err := p.Claim(context.Background(), "k"); h != nil || err != nil {
+			t.Fatalf("claim of a clone whose keeper does not answer: %v, %v", h, err)
+		}
 		_, err := os.Stat(dir)
 		if gone := errors.Is(err, os.ErrNotExist); gone != tc.gone {
-			t.Errorf("waiting %v for a keeper that ends in 0.3 s: directory gone %t, want %t", tc.wait, gone, tc.gone)
+			t.Errorf("a %s while the keeper ends (in 0.3 s): directory gone %t, want %t", tc.by, gone, tc.gone)
 		}
 		dying.Wait()
 	}
