@@ -639,33 +639,30 @@ func TestGuestMemoryMergeable(t *testing.T) {
 		{"cold", "[vmm]\nmerge_pages = true\n", false, false},
 	} {
 		id := fmt.Sprintf("merge-%s-%t-%t", tc.start, tc.mergeAny, tc.want)
-		f.config(tc.config)
-		if tc.mergeAny {
-			// This process's setting, inherited by lodge-runtime and what
-			// it starts; off again once the container runs.
-			if err := unix.Prctl(unix.PR_SET_MEMORY_MERGE, 1, 0, 0, 0); err != nil {
-				t.Logf("process-wide KSM: %v (Linux 6.4 on): skipped", err)
-				continue
+		func() { // one case; what it started ends with it, even on failure
+			f.config(tc.config)
+			if tc.mergeAny {
+				// This process's setting, inherited by lodge-runtime and
+				// what it starts; off again when the case ends.
+				if err := unix.Prctl(unix.PR_SET_MEMORY_MERGE, 1, 0, 0, 0); err != nil {
+					t.Logf("process-wide KSM: %v (Linux 6.4 on): skipped", err)
+					return
+				}
+				defer unix.Prctl(unix.PR_SET_MEMORY_MERGE, 0, 0, 0, 0)
 			}
-		}
-		f.runDetachedAs(tc.start, id, "sleep", "600")
-		if tc.mergeAny {
-			if err := unix.Prctl(unix.PR_SET_MEMORY_MERGE, 0, 0, 0, 0); err != nil {
-				t.Fatal(err)
+			f.runDetachedAs(tc.start, id, "sleep", "600")
+			defer f.mustRT("delete", "--force", id)
+			f.checkStartedAs(id, tc.start)
+			q, ok := servingProcs(t, filepath.Join(f.root, id))["qemu"]
+			if !ok {
+				t.Fatal("no QEMU process")
 			}
-		}
-		f.checkStartedAs(id, tc.start)
-		q, ok := servingProcs(t, filepath.Join(f.root, id))["qemu"]
-		if !ok {
-			f.mustRT("delete", "--force", id)
-			t.Fatal("no QEMU process")
-		}
-		flags := guestRAMFlags(t, q.pid, 256)
-		f.mustRT("delete", "--force", id)
-		if got := slices.Contains(flags, "mg"); got != tc.want {
-			t.Errorf("%s with config %q, process-wide KSM %t: guest RAM mergeable (VmFlags mg) = %t, want %t; flags %v",
-				tc.start, tc.config, tc.mergeAny, got, tc.want, flags)
-		}
+			flags := guestRAMFlags(t, q.pid, 256)
+			if got := slices.Contains(flags, "mg"); got != tc.want {
+				t.Errorf("%s with config %q, process-wide KSM %t: guest RAM mergeable (VmFlags mg) = %t, want %t; flags %v",
+					tc.start, tc.config, tc.mergeAny, got, tc.want, flags)
+			}
+		}()
 	}
 }
 
