@@ -2,6 +2,7 @@ package boot
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,9 @@ import (
 // ModprobeList maps module names and aliases to on-demand module files
 // (written by internal/guestimage as lodge/modprobe.list).
 const ModprobeList = "/lodge/modprobe.list"
+
+// modprobeList is where LoadModule reads the list (a variable for tests).
+var modprobeList = ModprobeList
 
 // ModprobePath is where the kernel runs its module loader; it links to the
 // agent, which acts as modprobe when called by that name.
@@ -90,9 +94,13 @@ func Modprobe(args []string) int {
 }
 
 // LoadModule loads an on-demand module by name or alias, after the
-// on-demand modules it needs; one already loaded is fine.
+// on-demand modules it needs; one already loaded is fine. An initrd
+// without the list is a kernel's with everything built in: nothing to load.
 func LoadModule(name string) error {
-	paths, err := lookupModule(ModprobeList, name)
+	paths, err := lookupModule(modprobeList, name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -59,3 +59,21 @@ func TestLoadModuleSkipsLiveModules(t *testing.T) {
 		}
 	}
 }
+
+// A kernel with everything built in comes with an initrd without the
+// list: asking for a module is then no error (a template's preload, a
+// pod's NIC driver); with the list, a module it lacks is one.
+func TestLoadModuleBuiltInKernel(t *testing.T) {
+	old := modprobeList
+	t.Cleanup(func() { modprobeList = old })
+	modprobeList = filepath.Join(t.TempDir(), "modprobe.list")
+	if err := LoadModule("9p"); err != nil {
+		t.Errorf("no list: %v, want nothing to load", err)
+	}
+	if err := os.WriteFile(modprobeList, []byte("bridge /lodge/ondemand/bridge.ko\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := LoadModule("9p"); err == nil {
+		t.Error("a module missing from the list loaded without error")
+	}
+}
