@@ -56,6 +56,17 @@ func (s samples) median(k string) time.Duration {
 	return v[len(v)/2]
 }
 
+// guestSection is the [guest] table of the configuration LODGE_CONFIG
+// names (the defaults without it), for the bench's own configurations.
+func guestSection() (string, error) {
+	cfg, err := config.Load()
+	if err != nil {
+		return "", err
+	}
+	g := cfg.Guest
+	return fmt.Sprintf("[guest]\ndir = %q\nkernel = %q\ninitrd = %q\n\n", g.Dir, g.Kernel, g.Initrd), nil
+}
+
 func run(bin string, runs int) error {
 	work, err := os.MkdirTemp("", "lodge-bench-")
 	if err != nil {
@@ -77,15 +88,21 @@ func run(bin string, runs int) error {
 		return err
 	}
 	// Two configurations: templates in a directory of the bench's own
-	// (warm), and templates off (cold).
+	// (warm), and templates off (cold). Each takes its guest (kernel,
+	// initrd) from the configuration LODGE_CONFIG names, if any, so that
+	// two guests can be compared.
+	guest, err := guestSection()
+	if err != nil {
+		return err
+	}
 	tplDir := filepath.Join(work, "templates")
 	warmCfg, coldCfg := filepath.Join(work, "warm.toml"), filepath.Join(work, "cold.toml")
-	os.WriteFile(warmCfg, []byte("[template]\ndir = \""+tplDir+"\"\n"), 0o644)
-	os.WriteFile(coldCfg, []byte("[template]\nenabled = false\n"), 0o644)
+	os.WriteFile(warmCfg, []byte(guest+"[template]\ndir = \""+tplDir+"\"\n"), 0o644)
+	os.WriteFile(coldCfg, []byte(guest+"[template]\nenabled = false\n"), 0o644)
 	// A third: the same templates with a pool of one clone ([template]
 	// pool = 1), each run taking the clone its previous run's keeper pooled.
 	pooledCfg := filepath.Join(work, "pooled.toml")
-	os.WriteFile(pooledCfg, []byte("[template]\ndir = \""+tplDir+"\"\npool = 1\n"), 0o644)
+	os.WriteFile(pooledCfg, []byte(guest+"[template]\ndir = \""+tplDir+"\"\npool = 1\n"), 0o644)
 	pl := &pool.Pool{Dir: filepath.Join(tplDir, ".pool"), Size: 1}
 	defer func() { // nothing of the pool outlives the benchmark
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -105,7 +122,8 @@ func run(bin string, runs int) error {
 		return err
 	}
 	runc, _ := exec.LookPath("runc")
-	fmt.Printf("accelerator: %s (%s)\nruns: %d each, interleaved\n\n", env.Accel.Accel, env.Accel.Reason, runs)
+	fmt.Printf("accelerator: %s (%s)\nguest: %s, %s\nruns: %d each, interleaved\n\n",
+		env.Accel.Accel, env.Accel.Reason, cfg.Guest.Kernel, cfg.Guest.Initrd, runs)
 	built := time.Now()
 	tpl, err := sandbox.EnsureTemplate(context.Background(), env.Deps, env.SandboxConfig("bench", filepath.Join(work, "unused")))
 	if err != nil {
