@@ -6,7 +6,7 @@ LDFLAGS := -X main.version=$(VERSION)
 AGENT_TAGS := netgo osusergo seccomp
 BIN := bin
 
-.PHONY: all build setup setup-run deps deps-run demo test unit fuzz integration conformance-oci conformance-oci-quick conformance-cri bench bench-cri bench-churn generate fmt vet clean
+.PHONY: all build kernel setup setup-run deps deps-run demo test unit fuzz integration conformance-oci conformance-oci-quick conformance-cri bench bench-cri bench-churn generate fmt vet clean
 
 all: build
 
@@ -43,11 +43,21 @@ deps:
 deps-run:
 	scripts/install-deps.sh run
 
-setup: deps build
-	$(BIN)/lodge setup --agent $(BIN)/lodge-agent
+# KERNEL=lodge: the guest runs Lodge's own kernel (`make kernel`) instead
+# of Debian's generic one (docs/architecture.md, "The guest").
+SETUP_KERNEL = $(if $(filter lodge,$(KERNEL)),--kernel "$$(scripts/build-kernel.sh)")
 
-setup-run: deps-run build
-	$(BIN)/lodge setup --agent $(BIN)/lodge-agent
+setup: deps build $(if $(filter lodge,$(KERNEL)),kernel)
+	$(BIN)/lodge setup --agent $(BIN)/lodge-agent $(SETUP_KERNEL)
+
+setup-run: deps-run build $(if $(filter lodge,$(KERNEL)),kernel)
+	$(BIN)/lodge setup --agent $(BIN)/lodge-agent $(SETUP_KERNEL)
+
+# Lodge's own guest kernel, built once per input and cached
+# (scripts/build-kernel.sh; ~12 minutes on two cores).
+kernel:
+	scripts/install-deps.sh kernel
+	scripts/build-kernel.sh
 
 demo: setup-run
 	scripts/demo.sh

@@ -2,7 +2,7 @@
 # Installs the Debian packages Lodge needs ("run": what `make demo` runs)
 # and, by default, what its tests need too ("all"). Idempotent: it calls
 # apt only when something is missing.
-#   scripts/install-deps.sh [run|all]
+#   scripts/install-deps.sh [run|all|kernel]
 set -euo pipefail
 what=${1:-all}
 pkgs=(
@@ -24,6 +24,9 @@ pkgs=(
   jq bc                # conformance and demo scripts
   erofs-utils          # mkfs.erofs: containerd 2.x's erofs snapshotter (shim test)
 )
+# Lodge's own guest kernel (`make kernel`, opt-in): Debian's source and
+# what building it takes.
+[ "$what" = kernel ] && pkgs=(linux-source-6.1 make gcc flex bison bc libelf-dev libssl-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -46,7 +49,7 @@ fi
 if ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
   apt-get update -q
 fi
-[ "$what" = run ] && exit 0
+[ "$what" = run ] || [ "$what" = kernel ] && exit 0
 # crictl drives containerd's CRI in the pod test (not packaged in Debian 12).
 CRICTL_VERSION=v1.37.0
 if ! command -v crictl >/dev/null 2>&1; then

@@ -24,7 +24,7 @@ import (
 // a second.
 const kvmProbeTimeout = 20 * time.Second
 
-// cmdSetup fetches the kernel (once), rebuilds the initrd and, where
+// cmdSetup fetches the kernel (once) or installs the one given, rebuilds the initrd and, where
 // /dev/kvm looks usable, boots one KVM guest to prove it (every time: the
 // verdict stands until the next setup or host boot).
 func cmdSetup(ctx context.Context, cfg config.Config, log *slog.Logger, args []string) error {
@@ -32,6 +32,7 @@ func cmdSetup(ctx context.Context, cfg config.Config, log *slog.Logger, args []s
 	fs.SetOutput(io.Discard)
 	agentBin := fs.String("agent", "bin/lodge-agent", "static lodge-agent binary to put in the initrd")
 	initBin := fs.String("init", "", "static lodge-init binary to put in the initrd (default: lodge-init beside the agent)")
+	kernel := fs.String("kernel", "", "a PVH vmlinux with everything built in (Lodge's own: `make kernel`) instead of guest.kernel_package's")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}
@@ -39,7 +40,7 @@ func cmdSetup(ctx context.Context, cfg config.Config, log *slog.Logger, args []s
 		*initBin = filepath.Join(filepath.Dir(*agentBin), "lodge-init")
 	}
 	art, err := guestimage.Setup(ctx, guestimage.SetupArgs{
-		Dir: cfg.Guest.Dir, Package: cfg.Guest.KernelPackage, Agent: *agentBin, Init: *initBin, Log: log,
+		Dir: cfg.Guest.Dir, Package: cfg.Guest.KernelPackage, Kernel: *kernel, Agent: *agentBin, Init: *initBin, Log: log,
 	})
 	if err != nil {
 		return fmt.Errorf("setup: %w", err)

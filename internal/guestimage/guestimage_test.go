@@ -2,7 +2,10 @@ package guestimage
 
 import (
 	"bytes"
+	"context"
 	"flag"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -175,4 +178,67 @@ func FuzzExtractVmlinux(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ExtractVmlinux(data)
 	})
+}
+
+// A kernel with everything built in (Lodge's own) is installed as it is,
+// with its release from its banner, and its initrd carries no modules:
+// the agent then loads none. Setup never asks apt for it.
+func TestSetupWithBuiltKernel(t *testing.T) {
+	t.Parallel()
+	dir, src := t.TempDir(), t.TempDir()
+	kernel := filepath.Join(src, "vmlinux")
+	elf := append([]byte("\x7fELF\x02\x01\x01"), []byte("....Linux version 6.1.192-lodge (lodge@lodge) (gcc) #1 SMP\x00....")...)
+	agent, init := filepath.Join(src, "agent"), filepath.Join(src, "init")
+	for p, b := range map[string][]byte{kernel: elf, agent: []byte("agent"), init: []byte("init")} {
+		if err := os.WriteFile(p, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	art, err := Setup(context.Background(), SetupArgs{Dir: dir, Package: DefaultKernelPackage, Kernel: kernel, Agent: agent, Init: init, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if art.Release != "6.1.192-lodge" || len(art.Modules) != 0 {
+		t.Errorf("release %q, modules %v; want 6.1.192-lodge and none", art.Release, art.Modules)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, VmlinuxFile)); !bytes.Equal(got, elf) {
+		t.Error("vmlinux is not the kernel given")
+	}
+	// The release file names its source, so that a setup without a kernel
+	// file fetches the package again instead of keeping this one.
+	if got, _ := os.ReadFile(filepath.Join(dir, releaseFile)); string(got) != "6.1.192-lodge\n"+builtKernel+"\n" {
+		t.Errorf("kernel.release = %q", got)
+	}
+	initrd, err := os.ReadFile(art.Initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"lodge/lodge-init", "init"} {
+		if !bytes.Contains(initrd, []byte(name+"\x00")) {
+			t.Errorf("initrd lacks %s", name)
+		}
+	}
+	for _, name := range []string{"modules.list", "modprobe.list", ".ko"} {
+		if bytes.Contains(initrd, []byte(name)) {
+			t.Errorf("initrd has %s: modules for a kernel that has them built in", name)
+		}
+	}
+
+	// A compressed image or a file without a banner is refused, and
+	// nothing of it is installed.
+	bad := t.TempDir()
+	for name, b := range map[string][]byte{"bzImage": []byte("MZ\x00\x00HdrS Linux version 6.1 ("), "nobanner": []byte("\x7fELF\x02rest")} {
+		p := filepath.Join(src, name)
+		os.WriteFile(p, b, 0o644)
+		_, err := Setup(context.Background(), SetupArgs{Dir: bad, Kernel: p, Agent: agent, Init: init, Log: log})
+		if err == nil {
+			t.Errorf("%s accepted as a kernel", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+		if _, err := os.Stat(filepath.Join(bad, VmlinuxFile)); err == nil {
+			t.Errorf("%s: a vmlinux was installed", name)
+		}
+	}
 }

@@ -39,9 +39,13 @@ type Artifacts struct {
 type SetupArgs struct {
 	Dir     string // artifacts directory Lodge owns
 	Package string // Debian kernel package (a metapackage is resolved)
-	Agent   string // static lodge-agent to put in the initrd
-	Init    string // static lodge-init to put in the initrd
-	Log     *slog.Logger
+	// Kernel, if set, is a PVH vmlinux with everything built in (Lodge's
+	// own: scripts/build-kernel.sh) to use instead of Package's: it is
+	// copied into Dir, and the initrd carries no modules.
+	Kernel string
+	Agent  string // static lodge-agent to put in the initrd
+	Init   string // static lodge-init to put in the initrd
+	Log    *slog.Logger
 }
 
 // Setup makes sure the kernel is unpacked in Dir (downloading it with
@@ -50,22 +54,30 @@ func Setup(ctx context.Context, a SetupArgs) (Artifacts, error) {
 	if err := os.MkdirAll(a.Dir, 0o755); err != nil {
 		return Artifacts{}, err
 	}
-	rel, err := ensureKernel(ctx, a)
-	if err != nil {
-		return Artifacts{}, err
-	}
-	modDir := filepath.Join(a.Dir, kernelDir, rel, "modules")
-	idx, err := IndexModules(modDir)
-	if err != nil {
-		return Artifacts{}, fmt.Errorf("index modules: %w", err)
-	}
-	mods, err := ResolveModules(GuestModules, idx, ModuleDepends)
-	if err != nil {
-		return Artifacts{}, err
-	}
-	onDemand, err := resolveOnDemand(mods, idx)
-	if err != nil {
-		return Artifacts{}, err
+	var (
+		rel      string
+		mods     []Module
+		onDemand [][]Module
+		err      error
+	)
+	if a.Kernel != "" {
+		if rel, err = installKernel(a.Dir, a.Kernel); err != nil {
+			return Artifacts{}, err
+		}
+	} else {
+		if rel, err = ensureKernel(ctx, a); err != nil {
+			return Artifacts{}, err
+		}
+		idx, err := IndexModules(filepath.Join(a.Dir, kernelDir, rel, "modules"))
+		if err != nil {
+			return Artifacts{}, fmt.Errorf("index modules: %w", err)
+		}
+		if mods, err = ResolveModules(GuestModules, idx, ModuleDepends); err != nil {
+			return Artifacts{}, err
+		}
+		if onDemand, err = resolveOnDemand(mods, idx); err != nil {
+			return Artifacts{}, err
+		}
 	}
 	initrd := filepath.Join(a.Dir, InitrdFile)
 	if err := writeFileAtomic(initrd, func(f *os.File) error {
@@ -180,6 +192,48 @@ func ensureKernel(ctx context.Context, a SetupArgs) (string, error) {
 		return "", err
 	}
 	return rel, nil
+}
+
+// builtKernel is the source the release file names for a kernel given to
+// Setup as a file: a later setup without one fetches the package again.
+const builtKernel = "make-kernel"
+
+// installKernel copies a kernel with everything built in into dir as its
+// vmlinux and returns its release, read from the kernel's banner.
+func installKernel(dir, kernel string) (string, error) {
+	elf, err := os.ReadFile(kernel)
+	if err != nil {
+		return "", fmt.Errorf("kernel: %w (build Lodge's with `make kernel`)", err)
+	}
+	rel, err := KernelRelease(elf)
+	if err != nil {
+		return "", fmt.Errorf("kernel %s: %w", kernel, err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, VmlinuxFile), func(f *os.File) error {
+		_, err := f.Write(elf)
+		return err
+	}); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, releaseFile), []byte(rel+"\n"+builtKernel+"\n"), 0o644); err != nil {
+		return "", err
+	}
+	return rel, nil
+}
+
+var banner = regexp.MustCompile(`Linux version ([a-z0-9][a-z0-9.+-]*) \(`)
+
+// KernelRelease finds the release in an uncompressed kernel's version
+// banner ("Linux version 6.1.192-lodge (...").
+func KernelRelease(elf []byte) (string, error) {
+	if !bytes.HasPrefix(elf, []byte("\x7fELF")) {
+		return "", errors.New("not an ELF file: give the vmlinux, not a compressed image")
+	}
+	m := banner.FindSubmatch(elf)
+	if m == nil {
+		return "", errors.New("no Linux version banner in it")
+	}
+	return string(m[1]), nil
 }
 
 var dependsLine = regexp.MustCompile(`(?m)^\s*Depends:\s*(linux-image-[a-z0-9.+-]+)\s*$`)
