@@ -209,6 +209,11 @@ func installKernel(dir, kernel string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("kernel %s: %w", kernel, err)
 	}
+	// The release file goes first: should the copy fail half-way, no
+	// setup may take this vmlinux for the package's it names.
+	if err := os.Remove(filepath.Join(dir, releaseFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
 	if err := writeFileAtomic(filepath.Join(dir, VmlinuxFile), func(f *os.File) error {
 		_, err := f.Write(elf)
 		return err
