@@ -60,24 +60,13 @@ func Setup(ctx context.Context, a SetupArgs) (Artifacts, error) {
 		onDemand [][]Module
 		err      error
 	)
-	if a.Kernel != "" {
-		if rel, err = installKernel(a.Dir, a.Kernel); err != nil {
-			return Artifacts{}, err
-		}
+	if a.Kernel != "" { // everything built in: no modules
+		rel, err = installKernel(a.Dir, a.Kernel)
 	} else {
-		if rel, err = ensureKernel(ctx, a); err != nil {
-			return Artifacts{}, err
-		}
-		idx, err := IndexModules(filepath.Join(a.Dir, kernelDir, rel, "modules"))
-		if err != nil {
-			return Artifacts{}, fmt.Errorf("index modules: %w", err)
-		}
-		if mods, err = ResolveModules(GuestModules, idx, ModuleDepends); err != nil {
-			return Artifacts{}, err
-		}
-		if onDemand, err = resolveOnDemand(mods, idx); err != nil {
-			return Artifacts{}, err
-		}
+		rel, mods, onDemand, err = packageKernel(ctx, a)
+	}
+	if err != nil {
+		return Artifacts{}, err
 	}
 	initrd := filepath.Join(a.Dir, InitrdFile)
 	if err := writeFileAtomic(initrd, func(f *os.File) error {
@@ -90,6 +79,28 @@ func Setup(ctx context.Context, a SetupArgs) (Artifacts, error) {
 		return Artifacts{}, fmt.Errorf("write initrd: %w", err)
 	}
 	return Artifacts{Kernel: filepath.Join(a.Dir, VmlinuxFile), Initrd: initrd, Release: rel, Modules: mods}, nil
+}
+
+// packageKernel fetches Package's kernel (once) and picks the modules
+// the initrd carries: those every boot loads, and the on-demand ones.
+func packageKernel(ctx context.Context, a SetupArgs) (string, []Module, [][]Module, error) {
+	rel, err := ensureKernel(ctx, a)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	idx, err := IndexModules(filepath.Join(a.Dir, kernelDir, rel, "modules"))
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("index modules: %w", err)
+	}
+	mods, err := ResolveModules(GuestModules, idx, ModuleDepends)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	onDemand, err := resolveOnDemand(mods, idx)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	return rel, mods, onDemand, nil
 }
 
 // resolveOnDemand gives each on-demand module the chain of modules to load
@@ -182,16 +193,27 @@ func ensureKernel(ctx context.Context, a SetupArgs) (string, error) {
 	if err := os.Rename(vmlinuz[0], filepath.Join(dest, "vmlinuz")); err != nil {
 		return "", err
 	}
-	if err := writeFileAtomic(filepath.Join(a.Dir, VmlinuxFile), func(f *os.File) error {
-		_, err := f.Write(elf)
-		return err
-	}); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(a.Dir, releaseFile), []byte(rel+"\n"+a.Package+"\n"), 0o644); err != nil {
+	if err := installVmlinux(a.Dir, elf, rel, a.Package); err != nil {
 		return "", err
 	}
 	return rel, nil
+}
+
+// installVmlinux puts a kernel into dir as its vmlinux and records its
+// release and source. The record goes first and comes back last: should
+// the copy fail half-way, no setup takes that vmlinux for the one a
+// record names.
+func installVmlinux(dir string, elf []byte, rel, source string) error {
+	if err := os.Remove(filepath.Join(dir, releaseFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, VmlinuxFile), func(f *os.File) error {
+		_, err := f.Write(elf)
+		return err
+	}); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, releaseFile), []byte(rel+"\n"+source+"\n"), 0o644)
 }
 
 // builtKernel is the source the release file names for a kernel given to
@@ -205,32 +227,18 @@ func installKernel(dir, kernel string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("kernel: %w (build Lodge's with `make kernel`)", err)
 	}
-	rel, err := KernelRelease(elf)
+	rel, err := kernelRelease(elf)
 	if err != nil {
 		return "", fmt.Errorf("kernel %s: %w", kernel, err)
 	}
-	// The release file goes first: should the copy fail half-way, no
-	// setup may take this vmlinux for the package's it names.
-	if err := os.Remove(filepath.Join(dir, releaseFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return "", err
-	}
-	if err := writeFileAtomic(filepath.Join(dir, VmlinuxFile), func(f *os.File) error {
-		_, err := f.Write(elf)
-		return err
-	}); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(dir, releaseFile), []byte(rel+"\n"+builtKernel+"\n"), 0o644); err != nil {
-		return "", err
-	}
-	return rel, nil
+	return rel, installVmlinux(dir, elf, rel, builtKernel)
 }
 
 var banner = regexp.MustCompile(`Linux version ([a-z0-9][a-z0-9.+-]*) \(`)
 
-// KernelRelease finds the release in an uncompressed kernel's version
+// kernelRelease finds the release in an uncompressed kernel's version
 // banner ("Linux version 6.1.192-lodge (...").
-func KernelRelease(elf []byte) (string, error) {
+func kernelRelease(elf []byte) (string, error) {
 	if !bytes.HasPrefix(elf, []byte("\x7fELF")) {
 		return "", errors.New("not an ELF file: give the vmlinux, not a compressed image")
 	}
