@@ -45,12 +45,13 @@ deps-run:
 
 # KERNEL=lodge: the guest runs Lodge's own kernel (`make kernel`) instead
 # of Debian's generic one (docs/architecture.md, "The guest").
-SETUP_KERNEL = $(if $(filter lodge,$(KERNEL)),--kernel "$$(scripts/build-kernel.sh)")
+OWN_KERNEL := $(if $(filter lodge,$(KERNEL)),kernel)
+SETUP_KERNEL = $(if $(OWN_KERNEL),--kernel "$$(scripts/build-kernel.sh)")
 
-setup: deps build $(if $(filter lodge,$(KERNEL)),kernel)
+setup: deps build $(OWN_KERNEL)
 	$(BIN)/lodge setup --agent $(BIN)/lodge-agent $(SETUP_KERNEL)
 
-setup-run: deps-run build $(if $(filter lodge,$(KERNEL)),kernel)
+setup-run: deps-run build $(OWN_KERNEL)
 	$(BIN)/lodge setup --agent $(BIN)/lodge-agent $(SETUP_KERNEL)
 
 # Lodge's own guest kernel, built once per input and cached

@@ -5,7 +5,8 @@
 # by a hash of the source package's version, the config, this script and
 # the compiler: an unchanged input is never built twice, and a Debian
 # security update of linux-source-6.1 makes a new kernel at the next
-# `make setup`. ~12 minutes on two idle cores; the build tree is removed.
+# `make setup`. ~12 minutes on two idle cores; the build tree and the
+# kernels of older inputs are removed.
 #   scripts/build-kernel.sh          build if needed, print the vmlinux path
 #   Env: CACHE, JOBS (default: the number of CPUs)
 set -euo pipefail
@@ -63,4 +64,6 @@ cp "$tree/vmlinux" "$work/out/vmlinux"
 cp "$tree/.config" "$work/out/config"
 mk -s kernelrelease >"$work/out/release"
 mv "$work/out" "$out"
+# Kernels of older inputs go: setup copied the one it installed.
+find "$CACHE" -mindepth 1 -maxdepth 1 -type d ! -name "$key" ! -name '.build-*' -exec rm -rf {} +
 echo "$out/vmlinux"
