@@ -1,7 +1,7 @@
 // Command lodge-agent is PID 1 inside a Lodge microVM. With the argument
 // "init" it is libcontainer's container init instead (runc init), with
-// "holder" a pod holder's first step (agent.HolderInit), with "direct" a
-// direct container's (directinit.Main) where the guest has no lodge-init.
+// "direct" a direct container's first step (directinit.Main) where the
+// guest has no lodge-init.
 package main
 
 import (
@@ -52,11 +52,6 @@ func init() { runtime.LockOSThread() }
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "init" {
 		libcontainer.Init() // never returns
-	}
-	// (A holder is PID 1 of the pod's PID namespace too.)
-	if len(os.Args) > 1 && os.Args[1] == agent.HolderArg {
-		fmt.Fprintln(os.Stderr, agent.HolderInit(os.Args[2:])) // returns only on error
-		os.Exit(127)
 	}
 	if len(os.Args) > 1 && os.Args[1] == agent.DirectArg {
 		directinit.Main() // returns only on error, which it reported

@@ -1,13 +1,13 @@
 package agent
 
 // A pod holder is how the agent makes a pod's sandbox container (the
-// "pause" container CRI creates first): a process the agent forks itself
-// into the pod's new namespaces and the sandbox's cgroup, whose first step
-// (HolderInit, the agent's binary) makes the sandbox image's root the only
-// mount of its mount namespace and executes the pause program. The pod's
-// other containers join its namespaces as they would a full container's.
-// A full container costs a libcontainer `runc init`, which under TCG takes
-// about half a second; a holder is two execs.
+// "pause" container CRI creates first): the pause program, started by the
+// agent itself in the pod's new namespaces and the sandbox's cgroup, from
+// a thread that first makes the sandbox image's root the only mount of a
+// mount namespace of its own (enterHolderRoot). The pod's other containers
+// join its namespaces as they would a full container's. A full container
+// costs a libcontainer `runc init`, which under TCG takes about half a
+// second; a holder is one exec, of the pause program.
 //
 // A holder applies what a pause program can be affected by: namespaces,
 // hostname, IPC sysctls, user and groups, the capability bounding set,
@@ -17,12 +17,9 @@ package agent
 // privileges when executed) gets a full container, as before.
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"runtime"
@@ -30,7 +27,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/opencontainers/cgroups"
@@ -209,16 +205,12 @@ func startHolder(id, rootfs string, plan *holderPlan, cfg *configs.Config, r *re
 	if err := cg.Set(cgc.Resources); err != nil {
 		return nil, fmt.Errorf("cgroup: %w", err)
 	}
-	// The agent's own binary starts the holder (HolderInit: a mount
-	// namespace whose only mount is the root, then the spec's user and
-	// program). No Pdeathsig: it follows the thread that starts the
-	// program, which the Go runtime may end at any time.
-	initArgs, err := plan.initArgs(rootfs)
-	if err != nil {
-		return nil, err
-	}
-	cmd := &exec.Cmd{Path: "/proc/self/exe", Args: append([]string{os.Args[0], HolderArg}, initArgs...),
-		Env: plan.env, SysProcAttr: &syscall.SysProcAttr{Cloneflags: plan.cloneflags | unix.CLONE_NEWNS, Setsid: true}}
+	// The holder's program is started from a thread of the agent's own
+	// that first makes the holder's mount namespace, root, bounding set and
+	// no_new_privs its own (all of them the thread's, inherited by the
+	// child), then ends (enterHolderRoot).
+	attr := &syscall.SysProcAttr{Cloneflags: plan.cloneflags, Setsid: true,
+		Credential: plan.cred}
 	// With cgroup v2 (the guest's) the program starts in its cgroup, which
 	// is then the root of its cgroup namespace; with v1 (some hosts that
 	// run the unit tests) it joins it once started.
@@ -229,47 +221,39 @@ func startHolder(id, rootfs string, plan *holderPlan, cfg *configs.Config, r *re
 			return nil, fmt.Errorf("cgroup: %w", err)
 		}
 		defer dir.Close()
-		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(dir.Fd())
+		attr.UseCgroupFD, attr.CgroupFD = true, int(dir.Fd())
 	}
-	// HolderInit reports a failure on this pipe; it closes on the exec.
-	report, reportW, err := os.Pipe()
+	// The program's stdio is /dev/null, opened here: the holder's root
+	// has no /dev.
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
 	}
-	defer report.Close()
-	cmd.ExtraFiles = []*os.File{reportW}
+	defer null.Close()
+	caps, err := capabilities.New(&configs.Capabilities{Bounding: plan.bounding})
+	if err != nil {
+		return nil, fmt.Errorf("capabilities: %w", err)
+	}
 	started := r.starting()
-	err = cmd.Start()
-	reportW.Close()
+	err = onOwnThread(func() error {
+		if err := plan.enterHolderRoot(rootfs, caps); err != nil {
+			return err
+		}
+		p, err := os.StartProcess(plan.path, plan.args, &os.ProcAttr{Env: plan.env,
+			Files: []*os.File{null, null, null}, Sys: attr})
+		if err != nil {
+			return fmt.Errorf("start its program %s: %w", plan.path, err)
+		}
+		h.proc = p
+		return nil
+	})
 	if err != nil {
 		started(0)
-		return nil, fmt.Errorf("start its program %s: %w", plan.path, err)
+		return nil, err
 	}
-	h.proc = cmd.Process
 	started(h.proc.Pid)
 	// Joining its namespaces changes a thread for good.
 	err = onOwnThread(func() error { return plan.setNamespaces(h.proc.Pid) })
-	if err != nil {
-		// The first step may have failed before its namespaces could be
-		// joined, which then went with it: its own report is the cause.
-		// (The pipe closes when it ends; a live one is waited for briefly.)
-		report.SetReadDeadline(time.Now().Add(time.Second))
-		if b, _ := io.ReadAll(io.LimitReader(report, 1024)); len(b) > 0 {
-			err = errors.New(string(b))
-		}
-	} else {
-		report.SetReadDeadline(time.Now().Add(holderInitWait))
-		b, rerr := io.ReadAll(io.LimitReader(report, 1024))
-		switch {
-		case len(b) > 0:
-			err = errors.New(string(b))
-		case rerr != nil:
-			err = fmt.Errorf("wait for its program %s: %w", plan.path, rerr)
-		case exited(h.proc.Pid):
-			// The pipe also closes when the first step dies.
-			err = fmt.Errorf("its first step exited before it executed %s", plan.path)
-		}
-	}
 	if err == nil && !v2 {
 		err = cg.Apply(h.proc.Pid)
 	}
@@ -285,91 +269,30 @@ func startHolder(id, rootfs string, plan *holderPlan, cfg *configs.Config, r *re
 	return h, nil
 }
 
-// exited reports a child that has exited, without reaping it.
-func exited(pid int) bool {
-	var si unix.Siginfo
-	err := unix.Waitid(unix.P_PID, pid, &si, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
-	return err == nil && si.Signo != 0
-}
-
-// holderInitWait bounds how long a holder's start waits for HolderInit to
-// execute the program.
-const holderInitWait = 10 * time.Second
-
-// HolderArg, as the agent binary's first argument, makes it a pod
-// holder's first step (HolderInit).
-const HolderArg = "holder"
-
-// holderInit is what a holder's first step is told (HolderInit): one
-// JSON argument of the agent's binary.
-type holderInit struct {
-	Root, Cwd  string
-	UID, GID   uint32
-	Groups     []uint32
-	Bounding   []string // capability names
-	NoNewPrivs bool
-	Path       string // the program, in Root
-	Args       []string
-}
-
-// initArgs are HolderInit's arguments for a holder of p whose root is
-// rootfs.
-func (p *holderPlan) initArgs(rootfs string) ([]string, error) {
-	b, err := json.Marshal(holderInit{Root: rootfs, Cwd: p.cwd, UID: p.cred.Uid, GID: p.cred.Gid,
-		Groups: p.cred.Groups, Bounding: p.bounding, NoNewPrivs: p.noNewPrivs, Path: p.path, Args: p.args})
-	return []string{string(b)}, err
-}
-
-// HolderInit is a pod holder's first step, run by the agent's binary in
-// the holder's new namespaces (lodge-agent holder JSON, a holderInit): it
-// makes the root the root of its mount namespace, alone (pivot_root, the
-// agent's mounts detached), so that nothing of the agent's mounts is
-// reachable from the holder, not even through /proc/PID/root/.. by a
-// container that shares its PID namespace; then it takes the spec's
-// bounding set, user, groups and no_new_privs and executes the program. It
-// returns only on error.
-func HolderInit(args []string) error {
-	report := os.NewFile(3, "holder-report") // see startHolder
-	unix.CloseOnExec(3)
-	fail := func(err error) error {
-		fmt.Fprint(report, err)
-		return err
-	}
-	var in holderInit
-	if len(args) != 1 {
-		return fail(errors.New("holder: want one argument"))
-	}
-	if err := json.Unmarshal([]byte(args[0]), &in); err != nil {
-		return fail(fmt.Errorf("holder: %w", err))
-	}
-	// The bounding set and no_new_privs are the thread's: the thread that
-	// sets them is the one that executes the program.
-	runtime.LockOSThread()
-	caps, err := capabilities.New(&configs.Capabilities{Bounding: in.Bounding})
-	if err != nil {
-		return fail(fmt.Errorf("holder: capabilities: %w", err))
-	}
-	groups := make([]int, len(in.Groups))
-	for i, g := range in.Groups {
-		groups[i] = int(g)
-	}
+// enterHolderRoot gives the calling thread, which must be one of its own
+// (onOwnThread), a mount namespace whose only mount is rootfs as its root
+// (pivot_root, the agent's mounts detached), so that nothing of the
+// agent's mounts is reachable from the holder, not even through
+// /proc/PID/root/.. by a container that shares its PID namespace; then
+// the working directory, the bounding set and no_new_privs of the plan.
+// The program started from the thread inherits them all; its user and
+// groups are set in it before it executes (SysProcAttr.Credential).
+func (p *holderPlan) enterHolderRoot(rootfs string, caps *capabilities.Caps) error {
 	steps := []struct {
 		what string
 		do   func() error
 	}{
+		// CLONE_NEWNS unshares the thread's root and working directory too.
+		{"new mount namespace", func() error { return unix.Unshare(unix.CLONE_NEWNS) }},
 		{"make mounts private", func() error { return unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "") }},
-		{"bind the root", func() error { return unix.Mount(in.Root, in.Root, "", unix.MS_BIND|unix.MS_REC, "") }},
-		{"enter the root", func() error { return unix.Chdir(in.Root) }},
+		{"bind the root", func() error { return unix.Mount(rootfs, rootfs, "", unix.MS_BIND|unix.MS_REC, "") }},
+		{"enter the root", func() error { return unix.Chdir(rootfs) }},
 		{"pivot_root", func() error { return unix.PivotRoot(".", ".") }},
 		{"detach the old root", func() error { return unix.Unmount(".", unix.MNT_DETACH) }},
-		{"chdir " + in.Cwd, func() error { return unix.Chdir(in.Cwd) }},
+		{"chdir " + p.cwd, func() error { return unix.Chdir(p.cwd) }},
 		{"bounding set", caps.ApplyBoundingSet},
-		// The syscall package's set*id and setgroups act on every thread.
-		{"setgroups", func() error { return syscall.Setgroups(groups) }},
-		{"setresgid", func() error { gid := int(in.GID); return syscall.Setresgid(gid, gid, gid) }},
-		{"setresuid", func() error { uid := int(in.UID); return syscall.Setresuid(uid, uid, uid) }},
 		{"no_new_privs", func() error {
-			if !in.NoNewPrivs {
+			if !p.noNewPrivs {
 				return nil
 			}
 			return unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
@@ -377,10 +300,17 @@ func HolderInit(args []string) error {
 	}
 	for _, st := range steps {
 		if err := st.do(); err != nil {
-			return fail(fmt.Errorf("holder: %s: %w", st.what, err))
+			return fmt.Errorf("holder: %s: %w", st.what, err)
 		}
 	}
-	return fail(fmt.Errorf("holder: exec %s: %w", in.Path, syscall.Exec(in.Path, in.Args, os.Environ())))
+	return nil
+}
+
+// exited reports a child that has exited, without reaping it.
+func exited(pid int) bool {
+	var si unix.Siginfo
+	err := unix.Waitid(unix.P_PID, pid, &si, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	return err == nil && si.Signo != 0
 }
 
 // withoutDevices is a copy of r that leaves device rules alone: a holder

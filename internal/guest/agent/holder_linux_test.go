@@ -23,12 +23,9 @@ import (
 // onOwnThread never changes the thread /proc/self shows.
 func init() { runtime.LockOSThread() }
 
-// TestMain: the test binary is its holders' first step, as lodge-agent is.
+// TestMain: the test binary is its containers' first step, as lodge-agent
+// is.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == HolderArg {
-		fmt.Fprintln(os.Stderr, HolderInit(os.Args[2:]))
-		os.Exit(127)
-	}
 	if len(os.Args) > 1 && os.Args[1] == "init" {
 		libcontainer.Init() // never returns
 	}
@@ -164,6 +161,28 @@ func TestHolder(t *testing.T) {
 		fmt.Sprintf("CapBnd:\t%016x", 1<<unix.CAP_CHOWN|1<<unix.CAP_KILL)} {
 		if !strings.Contains(string(status), want+"\n") {
 			t.Errorf("holder status lacks %q:\n%s", want, status)
+		}
+	}
+	// The thread that took the holder's root, bounding set and
+	// no_new_privs ended with it: every thread left has the agent's.
+	// (The main thread, locked in init, is what /proc/self shows.)
+	same := func(task string) string {
+		st, _ := os.ReadFile(task + "/status")
+		mnt, _ := os.Readlink(task + "/ns/mnt")
+		root, _ := os.Readlink(task + "/root")
+		var keep []string
+		for _, l := range strings.Split(string(st), "\n") {
+			if strings.HasPrefix(l, "CapBnd:") || strings.HasPrefix(l, "NoNewPrivs:") {
+				keep = append(keep, l)
+			}
+		}
+		return fmt.Sprint(keep, mnt, root)
+	}
+	want := same("/proc/self")
+	tasks, _ := filepath.Glob("/proc/self/task/*")
+	for _, task := range tasks {
+		if got := same(task); got != want {
+			t.Errorf("agent thread %s: %s, want the process's %s", task, got, want)
 		}
 	}
 	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); string(b) != "sleep\x001000\x00" {
