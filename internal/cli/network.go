@@ -33,18 +33,19 @@ const (
 	bridgeNetwork = "lodge"
 )
 
-// bridgeConf is a network's CNI list: bridge (with ipMasq), host-local
-// addresses, portmap for -p, firewall.
+// bridgeConf is a network's CNI list: bridge, host-local addresses,
+// portmap for -p. Its NAT and forwarding are Lodge's, once per network
+// (netrules.go), not the bridge plugin's ipMasq and the firewall
+// plugin's, once per container.
 func bridgeConf(name, bridge, subnet, gateway string) string {
 	return fmt.Sprintf(`{
   "cniVersion": "1.0.0",
   "name": %q,
   "plugins": [
-    {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": true, "hairpinMode": true,
+    {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": true,
      "ipam": {"type": "host-local", "ranges": [[{"subnet": %q, "gateway": %q}]],
               "routes": [{"dst": "0.0.0.0/0"}]}},
-    {"type": "portmap", "capabilities": {"portMappings": true}},
-    {"type": "firewall"}
+    {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }
 `, name, bridge, subnet, gateway)
@@ -181,6 +182,11 @@ func joinBridge(ctx context.Context, network, id string, ports []portMap) (_ *ct
 	cni, list, err := cniConfig(network)
 	if err != nil {
 		return nil, err
+	}
+	if subnet := confRules(list.Bytes); subnet != "" {
+		if err := ensureNetworkRules(ctx, network, subnet); err != nil {
+			return nil, fmt.Errorf("network %s: NAT and forwarding: %w", network, err)
+		}
 	}
 	nsName := "lodge-" + id[:12]
 	path, err := newNetNS(nsName)
@@ -466,6 +472,12 @@ func addNetworkCommands(root *cobra.Command) {
 					continue
 				}
 				conf, _ := os.ReadFile(networkPath(n))
+				if subnet := confRules(conf); subnet != "" {
+					if err := removeNetworkRules(cmd.Context(), n, subnet); err != nil {
+						errs = append(errs, fmt.Errorf("network %s: remove its NAT and forwarding: %w", n, err))
+						continue
+					}
+				}
 				if err := os.Remove(networkPath(n)); err != nil {
 					errs = append(errs, err)
 					continue

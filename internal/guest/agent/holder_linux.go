@@ -61,8 +61,8 @@ type holderPlan struct {
 var holderNamespaces = map[specs.LinuxNamespaceType]uintptr{
 	specs.IPCNamespace: unix.CLONE_NEWIPC, specs.UTSNamespace: unix.CLONE_NEWUTS,
 	specs.PIDNamespace: unix.CLONE_NEWPID, specs.CgroupNamespace: unix.CLONE_NEWCGROUP,
-	// A holder always gets a mount namespace of its own (startHolder), in
-	// which HolderInit detaches the agent's mounts.
+	// A holder always gets a mount namespace of its own, in which
+	// enterHolderRoot detaches the agent's mounts.
 	specs.MountNamespace: 0,
 }
 
