@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	apitypes "github.com/containerd/containerd/api/types/task"
@@ -494,11 +495,26 @@ func (s *supervisor) exit(es sandbox.ExitStatus) {
 		default:
 			unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{})
 			signal.Reset(sig)
-			syscall.Kill(os.Getpid(), sig)
+			dieBy(sig)
 			time.Sleep(time.Second)
 		}
 	}
 	os.Exit(es.Code)
+}
+
+// dieBy ends the process by sig's default action. The Go runtime keeps
+// its own handler for the signals it takes for a crash of its own
+// (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGQUIT, SIGSYS)
+// even after signal.Reset: it would print a goroutine dump and exit with
+// status 2. So the kernel's disposition is set to SIG_DFL directly (an
+// all-zero struct sigaction) and the signal sent to this thread, unblocked.
+func dieBy(sig syscall.Signal) {
+	var sa [4]uintptr // the kernel's struct sigaction: handler SIG_DFL, flags, restorer, mask
+	unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&sa[0])), 0, 8, 0, 0)
+	var set unix.Sigset_t
+	set.Val[0] = 1 << (uint(sig) - 1)
+	unix.PthreadSigmask(unix.SIG_UNBLOCK, &set, nil)
+	unix.Tgkill(os.Getpid(), unix.Gettid(), sig)
 }
 
 // persisting is the task service plus what changes on the host with an

@@ -82,6 +82,9 @@ func TestRunExitCodes(t *testing.T) {
 	}{
 		{"exit 7", []string{"sh", "-c", "exit 7"}, 7, false},
 		{"killed by SIGKILL", []string{"sh", "-c", "kill -KILL $$"}, 128 + 9, true},
+		// One the Go runtime takes for its own crash: the supervisor must
+		// still end by it, not with Go's dump and exit status 2.
+		{"killed by SIGSEGV", []string{"sh", "-c", "kill -SEGV $$"}, 128 + 11, true},
 		{"missing program", []string{"/no/such/program"}, -1, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -95,6 +98,8 @@ func TestRunExitCodes(t *testing.T) {
 			switch {
 			case c.code >= 0 && r.code != c.code:
 				t.Fatalf("exit code %d, want %d; stderr:\n%s", r.code, c.code, r.stderr)
+			case strings.Contains(r.stderr, "goroutine "):
+				t.Fatalf("a Go runtime dump on stderr:\n%s", r.stderr)
 			case c.code < 0 && (r.code == 0 || !strings.Contains(r.stderr, "/no/such/program")):
 				t.Fatalf("exit code %d, stderr %q: want a failure naming the program", r.code, r.stderr)
 			}
