@@ -96,16 +96,18 @@ conformance-cri: setup
 bench-cri: setup
 	bench/cri.sh
 
-# Start-up (lodge-runtime warm/cold/raw/runc), `lodge run` beside Podman+runc
-# and Docker, and a 100 MB pull with its conversion.
 # Every fuzz target for FUZZTIME (default 10s) each; crashers stay in
 # testdata/fuzz/ as seeds (scripts/fuzz.sh).
 fuzz:
 	scripts/fuzz.sh $${FUZZTIME:-10s}
 
+# Start-up (lodge-runtime warm/cold/raw/runc), `lodge run` beside Podman+runc
+# and Docker, a bridge network's join and leave (host side), a 100 MB pull
+# with its conversion, stdio under load.
 bench: setup
 	$(GO) run ./bench/startup -bin $(CURDIR)/$(BIN) -runs $${RUNS:-5}
 	RUNS=$${RUNS:-5} bench/run.sh
+	LODGE_BENCH_NET=1 RUNS=$${RUNS:-5} $(GO) test -count=1 -run '^TestBenchNetworkJoin$$' -v ./internal/cli/ | grep -v '^=== RUN'
 	$(GO) run ./bench/pull -runs $${RUNS:-5}
 	$(GO) run ./bench/stdio -bin $(CURDIR)/$(BIN) -runs $${RUNS:-3}
 
