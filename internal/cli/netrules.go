@@ -3,12 +3,12 @@ package cli
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -20,8 +20,8 @@ import (
 // ahead of the host's FORWARD policy) are installed once per network, as
 // Docker does, not per container as CNI's bridge plugin (ipMasq) and
 // firewall plugin do: those ran 19 iptables executions for each
-// container's join and 11 for its leave, ~0.8 s of every `lodge run`
-// (docs/performance.md). A network's rules carry its name in a comment;
+// container's join and 11 for its leave, 252 ms against 99 ms now
+// (TestBenchNetworkJoin, docs/performance.md). A network's rules carry its name in a comment;
 // they live in two chains of Lodge's own, each jumped to once from the
 // built-in chain, and go with `lodge network rm`. Each join checks them
 // with one iptables-save and adds what is missing (after a reboot or a
@@ -121,15 +121,25 @@ func iptables(ctx context.Context, args ...string) error {
 	return nil
 }
 
-// ensureNetworkRules installs what is missing of network name's rules
-// (and Lodge's chains and jumps).
-func ensureNetworkRules(ctx context.Context, name, subnet string) error {
-	if err := os.MkdirAll("/run/lodge", 0o755); err != nil {
-		return err
+// lockRules takes the host's lock on Lodge's iptables rules (its
+// directory is a tmpfs's: made after a boot by the first to need it).
+func lockRules(ctx context.Context) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(rulesLockPath), 0o755); err != nil {
+		return nil, err
 	}
 	unlock, err := filelock.Lock(ctx, rulesLockPath, true)
 	if err != nil {
-		return fmt.Errorf("network rules lock: %w", err)
+		return nil, fmt.Errorf("network rules lock: %w", err)
+	}
+	return unlock, nil
+}
+
+// ensureNetworkRules installs what is missing of network name's rules
+// (and Lodge's chains and jumps).
+func ensureNetworkRules(ctx context.Context, name, subnet string) error {
+	unlock, err := lockRules(ctx)
+	if err != nil {
+		return err
 	}
 	defer unlock()
 	out, err := exec.CommandContext(ctx, "iptables-save").Output()
@@ -171,9 +181,9 @@ func ensureNetworkRules(ctx context.Context, name, subnet string) error {
 // removeNetworkRules deletes network name's rules; Lodge's chains and
 // jumps stay for the other networks. Rules already gone are no error.
 func removeNetworkRules(ctx context.Context, name, subnet string) error {
-	unlock, err := filelock.Lock(ctx, rulesLockPath, true)
+	unlock, err := lockRules(ctx)
 	if err != nil {
-		return fmt.Errorf("network rules lock: %w", err)
+		return err
 	}
 	defer unlock()
 	var errs []error
@@ -191,20 +201,12 @@ func removeNetworkRules(ctx context.Context, name, subnet string) error {
 // list that leaves them to its plugins (one written before: each
 // container's plugins then make its rules, as they did).
 func confRules(conf []byte) string {
-	var c struct {
-		Plugins []struct {
-			Type   string
-			IPMasq bool `json:"ipMasq"`
-			IPAM   struct {
-				Ranges [][]struct{ Subnet string }
-			}
-		}
-	}
-	if json.Unmarshal(conf, &c) != nil {
+	l, ok := parseList(conf)
+	if !ok {
 		return ""
 	}
 	subnet := ""
-	for _, p := range c.Plugins {
+	for _, p := range l.Plugins {
 		switch {
 		case p.Type == "firewall", p.Type == "bridge" && p.IPMasq:
 			return ""

@@ -510,15 +510,28 @@ func bridgeName(name string) string {
 	return "lodge-" + hex.EncodeToString(sum[:])[:unix.IFNAMSIZ-1-len("lodge-")]
 }
 
+// cniList is what Lodge reads of a network's CNI list (confBridge,
+// confRules).
+type cniList struct {
+	Plugins []struct {
+		Type, Bridge string
+		IPMasq       bool `json:"ipMasq"`
+		IPAM         struct{ Ranges [][]struct{ Subnet string } }
+	}
+}
+
+func parseList(conf []byte) (cniList, bool) {
+	var l cniList
+	return l, json.Unmarshal(conf, &l) == nil
+}
+
 // confBridge is the bridge a network list's bridge plugin names.
 func confBridge(conf []byte) string {
-	var c struct {
-		Plugins []struct{ Type, Bridge string }
-	}
-	if json.Unmarshal(conf, &c) != nil {
+	l, ok := parseList(conf)
+	if !ok {
 		return ""
 	}
-	for _, p := range c.Plugins {
+	for _, p := range l.Plugins {
 		if p.Type == "bridge" {
 			return p.Bridge
 		}
