@@ -494,7 +494,6 @@ func (s *supervisor) exit(es sandbox.ExitStatus) {
 			syscall.SIGSTOP, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU:
 		default:
 			unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{})
-			signal.Reset(sig)
 			dieBy(sig)
 			time.Sleep(time.Second)
 		}
@@ -506,8 +505,9 @@ func (s *supervisor) exit(es sandbox.ExitStatus) {
 // its own handler for the signals it takes for a crash of its own
 // (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGQUIT, SIGSYS)
 // even after signal.Reset: it would print a goroutine dump and exit with
-// status 2. So the kernel's disposition is set to SIG_DFL directly (an
-// all-zero struct sigaction) and the signal sent to this thread, unblocked.
+// status 2. So for every signal the kernel's disposition is set to
+// SIG_DFL directly (an all-zero struct sigaction; this also undoes
+// signal.Notify) and the signal sent to this thread, unblocked.
 func dieBy(sig syscall.Signal) {
 	var sa [4]uintptr // the kernel's struct sigaction: handler SIG_DFL, flags, restorer, mask
 	unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&sa[0])), 0, 8, 0, 0)

@@ -475,3 +475,10 @@ func (d *direct) Destroy() error {
 	}
 	return d.destroy()
 }
+
+// exited reports a child that has exited, without reaping it.
+func exited(pid int) bool {
+	var si unix.Siginfo
+	err := unix.Waitid(unix.P_PID, pid, &si, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	return err == nil && si.Signo != 0
+}

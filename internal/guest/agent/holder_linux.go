@@ -306,13 +306,6 @@ func (p *holderPlan) enterHolderRoot(rootfs string, caps *capabilities.Caps) err
 	return nil
 }
 
-// exited reports a child that has exited, without reaping it.
-func exited(pid int) bool {
-	var si unix.Siginfo
-	err := unix.Waitid(unix.P_PID, pid, &si, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
-	return err == nil && si.Signo != 0
-}
-
 // withoutDevices is a copy of r that leaves device rules alone: a holder
 // has no /dev, so it needs no device filter.
 func withoutDevices(r *cgroups.Resources) *cgroups.Resources {
