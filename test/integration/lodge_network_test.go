@@ -68,6 +68,11 @@ func TestLodgeNetworkBeyondHost(t *testing.T) {
 	if out := l.run("", "run", "--rm", "--network", "lodgeouttest", ref, "wget", "-qO-", url); out.stdout != hostAddr+"\n" {
 		t.Errorf("user network -> beyond the host: exit %d, %q %s", out.code, out.stdout, out.stderr)
 	}
+	// Its rules are there while it is (so that their absence after rm
+	// means they were removed).
+	if out, _ := exec.Command("iptables-save").Output(); strings.Count(string(out), `"lodge network lodgeouttest"`) != 4 {
+		t.Errorf("the user network's four rules are not installed:\n%s", out)
+	}
 	l.must("network", "rm", "lodgeouttest")
 	if out, _ := exec.Command("iptables-save").Output(); strings.Contains(string(out), "lodge network lodgeouttest") {
 		t.Errorf("the removed network's rules are left:\n%s", out)
