@@ -1,7 +1,8 @@
 // Command lodge-agent is PID 1 inside a Lodge microVM. With the argument
 // "init" it is libcontainer's container init instead (runc init), with
 // "direct" a direct container's first step (directinit.Main) where the
-// guest has no lodge-init.
+// guest has no lodge-init, and with "seccomp-spec" the host's seccomp
+// compiler (agent.SeccompSpecMain), which the host runs natively.
 package main
 
 import (
@@ -23,6 +24,7 @@ import (
 	"github.com/lodgeruntime/lodge/internal/guest/agent"
 	"github.com/lodgeruntime/lodge/internal/guest/boot"
 	"github.com/lodgeruntime/lodge/internal/guest/directinit"
+	"github.com/lodgeruntime/lodge/internal/seccompbpf"
 	"github.com/lodgeruntime/lodge/internal/transport"
 )
 
@@ -56,6 +58,14 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == agent.DirectArg {
 		directinit.Main() // returns only on error, which it reported
 		os.Exit(127)
+	}
+	if len(os.Args) > 1 && os.Args[1] == seccompbpf.SpecArg {
+		// The host's seccomp compiler, natively (not in a guest).
+		if err := agent.SeccompSpecMain(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
 	if filepath.Base(os.Args[0]) == "modprobe" {
 		os.Exit(boot.Modprobe(os.Args[1:]))

@@ -205,6 +205,14 @@ func TestSetupWithBuiltKernel(t *testing.T) {
 	if got, _ := os.ReadFile(filepath.Join(dir, VmlinuxFile)); !bytes.Equal(got, elf) {
 		t.Error("vmlinux is not the kernel given")
 	}
+	// The host's seccomp helper is the agent, executable by its user (nobody).
+	helper := filepath.Join(dir, SeccompHelperFile)
+	if got, _ := os.ReadFile(helper); string(got) != "agent" {
+		t.Errorf("the seccomp helper holds %q, not the agent", got)
+	}
+	if st, err := os.Stat(helper); err != nil || st.Mode().Perm() != 0o755 {
+		t.Errorf("the seccomp helper: %v, %v; want mode 0755", st, err)
+	}
 	// The release file names its source, so that a setup without a kernel
 	// file fetches the package again instead of keeping this one.
 	if got, _ := os.ReadFile(filepath.Join(dir, releaseFile)); string(got) != "6.1.192-lodge\n"+builtKernel+"\n" {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -23,8 +24,12 @@ const DefaultKernelPackage = "linux-image-amd64"
 const (
 	VmlinuxFile = "vmlinux"    // PVH-bootable ELF kernel
 	InitrdFile  = "initrd.img" // newc cpio
-	releaseFile = "kernel.release"
-	kernelDir   = "kernel"
+	// SeccompHelperFile is a copy of the initrd's agent that the host runs,
+	// natively, to compile containers' seccomp profiles (its seccomp-spec
+	// mode; internal/sandbox/seccomp.go).
+	SeccompHelperFile = "lodge-agent"
+	releaseFile       = "kernel.release"
+	kernelDir         = "kernel"
 )
 
 // Artifacts are the boot files Setup produced.
@@ -78,7 +83,26 @@ func Setup(ctx context.Context, a SetupArgs) (Artifacts, error) {
 	}); err != nil {
 		return Artifacts{}, fmt.Errorf("write initrd: %w", err)
 	}
+	if err := installHelper(filepath.Join(a.Dir, SeccompHelperFile), a.Agent); err != nil {
+		return Artifacts{}, fmt.Errorf("seccomp helper: %w", err)
+	}
 	return Artifacts{Kernel: filepath.Join(a.Dir, VmlinuxFile), Initrd: initrd, Release: rel, Modules: mods}, nil
+}
+
+// installHelper copies the agent binary to path, executable by anyone
+// (the host runs it as an unprivileged user), as a new file.
+func installHelper(path, agent string) error {
+	src, err := os.Open(agent)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	return writeFileAtomic(path, func(f *os.File) error {
+		if _, err := io.Copy(f, src); err != nil {
+			return err
+		}
+		return f.Chmod(0o755)
+	})
 }
 
 // packageKernel fetches Package's kernel (once) and picks the modules
@@ -287,11 +311,11 @@ func writeFileAtomic(path string, fill func(*os.File) error) error {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	if err := fill(tmp); err != nil {
+	if err := tmp.Chmod(0o644); err != nil {
 		tmp.Close()
 		return err
 	}
-	if err := tmp.Chmod(0o644); err != nil {
+	if err := fill(tmp); err != nil {
 		tmp.Close()
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lodgeruntime/lodge/internal/config"
+	"github.com/lodgeruntime/lodge/internal/guestimage"
 	"github.com/lodgeruntime/lodge/internal/layers"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/sharefs"
@@ -57,6 +58,10 @@ func FindROFile() string {
 
 // UIDLeaseDir holds the lock files of the users QEMUs run as.
 const UIDLeaseDir = "/run/lodge/uids"
+
+// SeccompCacheDir holds the seccomp programs the host compiled, one file
+// per profile and helper (sandbox.SeccompCompiler).
+const SeccompCacheDir = "/run/lodge/seccomp"
 
 // KVMVerdict is the outcome of booting a guest with KVM on this host boot.
 type KVMVerdict struct {
@@ -231,6 +236,8 @@ func (e *Env) SandboxConfig(id, dir string) sandbox.Config {
 		sc.Templates = &t
 	}
 	sc.Layers = e.Layers
+	sc.Seccomp = &sandbox.SeccompCompiler{Helper: filepath.Join(e.Config.Guest.Dir, guestimage.SeccompHelperFile),
+		Dir: SeccompCacheDir}
 	return sc
 }
 

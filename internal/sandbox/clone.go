@@ -202,7 +202,7 @@ func createClone(ctx context.Context, deps Deps, cfg Config, log *slog.Logger, p
 		"template", t.Meta.Key)
 	cu.Release()
 	return &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, hostMemory: hostMemoryOf(vc), share: share, agent: client,
-		start: StartInfo{Path: StartClone, Template: t.Meta.Key}, layers: cfg.Layers, lateNet: cfg.LateNetwork, containers: map[string]*Container{}}, nil
+		start: StartInfo{Path: StartClone, Template: t.Meta.Key}, layers: cfg.Layers, seccomp: cfg.Seccomp, lateNet: cfg.LateNetwork, containers: map[string]*Container{}}, nil
 }
 
 // templateVM is what a template VM and its clones share: the shape, the

@@ -118,6 +118,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (*Con
 	})
 	cu.Add(func() { c.unmount(context.Background()) })
 
+	seccomp, seccompSent := s.hostSeccomp(ctx, gs)
 	rootfs := &agentv1.Rootfs{ShareTag: SharedTag, Path: cc.ID + "/rootfs"}
 	if cc.Layers != nil {
 		if !s.CanLayer() {
@@ -171,14 +172,65 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (*Con
 		Stdio:       wireStdio(cc.Stdio),
 		Submounts:   submounts,
 		PodSandbox:  cc.Pod != nil && cc.Pod.SandboxContainer == "" && s.agent.Has(agentv1.CapPodHolder),
+		Seccomp:     seccomp(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("container %s: create in guest: %w", cc.ID, err)
 	}
+	seccompSent()
 	cu.Release()
 	s.log.Debug("container created", "container_id", cc.ID, "pid", c.init.pid)
 	s.phases.done(PhaseCreate)
 	return c, nil
+}
+
+// hostSeccomp starts the host's compile of spec's seccomp profile, if it
+// has one, and returns what waits for it: the program for the agent, or
+// nil (the guest then compiles the profile itself, or has it: a program
+// given to this sandbox's agent before is not sent again), and a call to
+// make once the agent has it.
+func (s *Sandbox) hostSeccomp(ctx context.Context, spec *specs.Spec) (wait func() *agentv1.SeccompProgram, sent func()) {
+	none := func() *agentv1.SeccompProgram { return nil }
+	if s.seccomp == nil || spec.Linux == nil || spec.Linux.Seccomp == nil {
+		return none, func() {}
+	}
+	profile := spec.Linux.Seccomp
+	type compiled struct {
+		p   *agentv1.SeccompProgram
+		key string
+	}
+	done := make(chan compiled, 1)
+	go func() {
+		p, key, err := s.seccomp.Compile(ctx, profile)
+		if err != nil {
+			s.log.Debug("seccomp profile not compiled on the host: the guest compiles it", "err", err)
+			done <- compiled{}
+			return
+		}
+		done <- compiled{&agentv1.SeccompProgram{Flags: uint32(p.Flags), Filter: p.Filter}, key}
+	}()
+	var c compiled
+	wait = func() *agentv1.SeccompProgram {
+		c = <-done
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.seccompSent[c.key] {
+			return nil
+		}
+		return c.p
+	}
+	sent = func() {
+		if c.p == nil {
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.seccompSent == nil {
+			s.seccompSent = map[string]bool{}
+		}
+		s.seccompSent[c.key] = true
+	}
+	return wait, sent
 }
 
 func wireStdio(s Stdio) *agentv1.Stdio {

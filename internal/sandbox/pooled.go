@@ -263,7 +263,7 @@ func claimClone(ctx context.Context, deps Deps, cfg Config, t *template.Template
 	cu.Release()
 	return &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, hostMemory: hostMemoryOf(CloneVM(cfg.VM, t)), share: share,
 		agent: client, start: StartInfo{Path: StartClone, Template: t.Meta.Key, Pooled: true}, layers: cfg.Layers,
-		lateNet: cfg.LateNetwork, containers: map[string]*Container{}}, nil
+		seccomp: cfg.Seccomp, lateNet: cfg.LateNetwork, containers: map[string]*Container{}}, nil
 }
 
 // CloneVM is the shape of base's clone of t, for what it may take of the

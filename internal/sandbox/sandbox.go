@@ -58,6 +58,9 @@ type Config struct {
 	// (containerd's overlay snapshots) get it built in the guest from
 	// erofs images of the layers (see layers.go).
 	Layers *Layers
+	// Seccomp, when set, compiles containers' seccomp profiles on the host
+	// (see seccomp.go); without it, or where it fails, the guest does.
+	Seccomp *SeccompCompiler
 	// LateNetwork: the VM's one NIC (VM.NICs[0], with MAC TemplateSlotMAC)
 	// is a tap in a network namespace whose interface appears only after
 	// the sandbox started (an engine's OCI hook makes it: Docker), given
@@ -86,6 +89,7 @@ type Sandbox struct {
 	agent      *agent.Client
 	start      StartInfo
 	layers     *Layers
+	seccomp    *SeccompCompiler
 	// lateNet: see Config.LateNetwork.
 	lateNet bool
 
@@ -95,8 +99,11 @@ type Sandbox struct {
 	// teardown's doing (QEMU's exit closes its socket), not a fault.
 	stopping atomic.Bool
 
-	mu         sync.Mutex // guards containers
+	mu         sync.Mutex // guards containers and seccompSent
 	containers map[string]*Container
+	// seccompSent: the keys of the host's seccomp programs this sandbox's
+	// agent was given (hostSeccomp).
+	seccompSent map[string]bool
 }
 
 // Create boots a sandbox. On error everything it made is gone.
@@ -176,7 +183,7 @@ func Create(ctx context.Context, deps Deps, cfg Config) (*Sandbox, error) {
 
 	cu.Release()
 	s := &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, hostMemory: hostMemoryOf(vc), share: share, agent: client,
-		start: start, layers: cfg.Layers, lateNet: cfg.LateNetwork, containers: map[string]*Container{}}
+		start: start, layers: cfg.Layers, seccomp: cfg.Seccomp, lateNet: cfg.LateNetwork, containers: map[string]*Container{}}
 	go s.watchShare()
 	return s, nil
 }

@@ -425,7 +425,13 @@ type CreateRequest struct {
 	// the pod's other containers join and runs only its pause program. An
 	// agent with the "pod-holder" capability may make it without a full
 	// container runtime (a pod holder: see the agent's holder.go).
-	PodSandbox    bool `protobuf:"varint,6,opt,name=pod_sandbox,json=podSandbox,proto3" json:"pod_sandbox,omitempty"`
+	PodSandbox bool `protobuf:"varint,6,opt,name=pod_sandbox,json=podSandbox,proto3" json:"pod_sandbox,omitempty"`
+	// The spec's seccomp profile (linux.seccomp) as the host compiled it,
+	// natively, with the agent's own helper: the agent keeps it as that
+	// profile's program, so that it compiles nothing for it, unless it has
+	// one or its kernel would refuse it. Unset: the agent compiles the
+	// profile itself.
+	Seccomp       *SeccompProgram `protobuf:"bytes,7,opt,name=seccomp,proto3" json:"seccomp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -502,6 +508,69 @@ func (x *CreateRequest) GetPodSandbox() bool {
 	return false
 }
 
+func (x *CreateRequest) GetSeccomp() *SeccompProgram {
+	if x != nil {
+		return x.Seccomp
+	}
+	return nil
+}
+
+// A compiled seccomp filter, as libcontainer loads it.
+type SeccompProgram struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// seccomp(2)'s flags; 0: a load with prctl(PR_SET_SECCOMP).
+	Flags uint32 `protobuf:"varint,1,opt,name=flags,proto3" json:"flags,omitempty"`
+	// The instructions, each the 8 bytes of a struct sock_filter in the
+	// machine's byte order.
+	Filter        []byte `protobuf:"bytes,2,opt,name=filter,proto3" json:"filter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeccompProgram) Reset() {
+	*x = SeccompProgram{}
+	mi := &file_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeccompProgram) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeccompProgram) ProtoMessage() {}
+
+func (x *SeccompProgram) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeccompProgram.ProtoReflect.Descriptor instead.
+func (*SeccompProgram) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SeccompProgram) GetFlags() uint32 {
+	if x != nil {
+		return x.Flags
+	}
+	return 0
+}
+
+func (x *SeccompProgram) GetFilter() []byte {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
 type CreateResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// PID of the process in the guest's PID namespace.
@@ -512,7 +581,7 @@ type CreateResponse struct {
 
 func (x *CreateResponse) Reset() {
 	*x = CreateResponse{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -524,7 +593,7 @@ func (x *CreateResponse) String() string {
 func (*CreateResponse) ProtoMessage() {}
 
 func (x *CreateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -537,7 +606,7 @@ func (x *CreateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateResponse.ProtoReflect.Descriptor instead.
 func (*CreateResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateResponse) GetPid() int32 {
@@ -556,7 +625,7 @@ type StartRequest struct {
 
 func (x *StartRequest) Reset() {
 	*x = StartRequest{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +637,7 @@ func (x *StartRequest) String() string {
 func (*StartRequest) ProtoMessage() {}
 
 func (x *StartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +650,7 @@ func (x *StartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRequest.ProtoReflect.Descriptor instead.
 func (*StartRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StartRequest) GetContainerId() string {
@@ -604,7 +673,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +685,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +698,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ExecRequest) GetContainerId() string {
@@ -672,7 +741,7 @@ type SignalRequest struct {
 
 func (x *SignalRequest) Reset() {
 	*x = SignalRequest{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +753,7 @@ func (x *SignalRequest) String() string {
 func (*SignalRequest) ProtoMessage() {}
 
 func (x *SignalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +766,7 @@ func (x *SignalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalRequest.ProtoReflect.Descriptor instead.
 func (*SignalRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SignalRequest) GetContainerId() string {
@@ -738,7 +807,7 @@ type WaitRequest struct {
 
 func (x *WaitRequest) Reset() {
 	*x = WaitRequest{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -750,7 +819,7 @@ func (x *WaitRequest) String() string {
 func (*WaitRequest) ProtoMessage() {}
 
 func (x *WaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -763,7 +832,7 @@ func (x *WaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitRequest.ProtoReflect.Descriptor instead.
 func (*WaitRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WaitRequest) GetContainerId() string {
@@ -795,7 +864,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +876,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +889,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WaitResponse) GetExitStatus() int32 {
@@ -856,7 +925,7 @@ type ResizePtyRequest struct {
 
 func (x *ResizePtyRequest) Reset() {
 	*x = ResizePtyRequest{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +937,7 @@ func (x *ResizePtyRequest) String() string {
 func (*ResizePtyRequest) ProtoMessage() {}
 
 func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +950,7 @@ func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizePtyRequest.ProtoReflect.Descriptor instead.
 func (*ResizePtyRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ResizePtyRequest) GetContainerId() string {
@@ -921,7 +990,7 @@ type ContainerRequest struct {
 
 func (x *ContainerRequest) Reset() {
 	*x = ContainerRequest{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1002,7 @@ func (x *ContainerRequest) String() string {
 func (*ContainerRequest) ProtoMessage() {}
 
 func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1015,7 @@ func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerRequest.ProtoReflect.Descriptor instead.
 func (*ContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ContainerRequest) GetContainerId() string {
@@ -967,7 +1036,7 @@ type ProcessInfo struct {
 
 func (x *ProcessInfo) Reset() {
 	*x = ProcessInfo{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -979,7 +1048,7 @@ func (x *ProcessInfo) String() string {
 func (*ProcessInfo) ProtoMessage() {}
 
 func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -992,7 +1061,7 @@ func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
 func (*ProcessInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ProcessInfo) GetPid() int32 {
@@ -1018,7 +1087,7 @@ type PidsResponse struct {
 
 func (x *PidsResponse) Reset() {
 	*x = PidsResponse{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +1099,7 @@ func (x *PidsResponse) String() string {
 func (*PidsResponse) ProtoMessage() {}
 
 func (x *PidsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +1112,7 @@ func (x *PidsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PidsResponse.ProtoReflect.Descriptor instead.
 func (*PidsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PidsResponse) GetProcesses() []*ProcessInfo {
@@ -1073,7 +1142,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1154,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1167,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StatsResponse) GetCpuUsageNs() uint64 {
@@ -1196,7 +1265,7 @@ type UpdateRequest struct {
 
 func (x *UpdateRequest) Reset() {
 	*x = UpdateRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1208,7 +1277,7 @@ func (x *UpdateRequest) String() string {
 func (*UpdateRequest) ProtoMessage() {}
 
 func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1221,7 +1290,7 @@ func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpdateRequest) GetContainerId() string {
@@ -1256,7 +1325,7 @@ type NetworkInterface struct {
 
 func (x *NetworkInterface) Reset() {
 	*x = NetworkInterface{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1337,7 @@ func (x *NetworkInterface) String() string {
 func (*NetworkInterface) ProtoMessage() {}
 
 func (x *NetworkInterface) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1350,7 @@ func (x *NetworkInterface) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkInterface.ProtoReflect.Descriptor instead.
 func (*NetworkInterface) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *NetworkInterface) GetMac() string {
@@ -1332,7 +1401,7 @@ type NetworkRoute struct {
 
 func (x *NetworkRoute) Reset() {
 	*x = NetworkRoute{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1413,7 @@ func (x *NetworkRoute) String() string {
 func (*NetworkRoute) ProtoMessage() {}
 
 func (x *NetworkRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1426,7 @@ func (x *NetworkRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkRoute.ProtoReflect.Descriptor instead.
 func (*NetworkRoute) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NetworkRoute) GetDestination() string {
@@ -1393,7 +1462,7 @@ type NetworkRequest struct {
 
 func (x *NetworkRequest) Reset() {
 	*x = NetworkRequest{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1405,7 +1474,7 @@ func (x *NetworkRequest) String() string {
 func (*NetworkRequest) ProtoMessage() {}
 
 func (x *NetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1418,7 +1487,7 @@ func (x *NetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkRequest.ProtoReflect.Descriptor instead.
 func (*NetworkRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NetworkRequest) GetInterfaces() []*NetworkInterface {
@@ -1472,7 +1541,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x05stdin\x18\x01 \x01(\bR\x05stdin\x12\x16\n" +
 	"\x06stdout\x18\x02 \x01(\bR\x06stdout\x12\x16\n" +
 	"\x06stderr\x18\x03 \x01(\bR\x06stderr\x12\x1a\n" +
-	"\bterminal\x18\x04 \x01(\bR\bterminal\"\xe2\x01\n" +
+	"\bterminal\x18\x04 \x01(\bR\bterminal\"\x9c\x02\n" +
 	"\rCreateRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
 	"\x04spec\x18\x02 \x01(\fR\x04spec\x12.\n" +
@@ -1480,7 +1549,11 @@ const file_agent_proto_rawDesc = "" +
 	"\x05stdio\x18\x04 \x01(\v2\x15.lodge.agent.v1.StdioR\x05stdio\x12\x1c\n" +
 	"\tsubmounts\x18\x05 \x03(\tR\tsubmounts\x12\x1f\n" +
 	"\vpod_sandbox\x18\x06 \x01(\bR\n" +
-	"podSandbox\"\"\n" +
+	"podSandbox\x128\n" +
+	"\aseccomp\x18\a \x01(\v2\x1e.lodge.agent.v1.SeccompProgramR\aseccomp\">\n" +
+	"\x0eSeccompProgram\x12\x14\n" +
+	"\x05flags\x18\x01 \x01(\rR\x05flags\x12\x16\n" +
+	"\x06filter\x18\x02 \x01(\fR\x06filter\"\"\n" +
 	"\x0eCreateResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\"1\n" +
 	"\fStartRequest\x12!\n" +
@@ -1588,7 +1661,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_agent_proto_goTypes = []any{
 	(*IdentifyRequest)(nil),  // 0: lodge.agent.v1.IdentifyRequest
 	(*VersionRequest)(nil),   // 1: lodge.agent.v1.VersionRequest
@@ -1597,66 +1670,68 @@ var file_agent_proto_goTypes = []any{
 	(*Rootfs)(nil),           // 4: lodge.agent.v1.Rootfs
 	(*Stdio)(nil),            // 5: lodge.agent.v1.Stdio
 	(*CreateRequest)(nil),    // 6: lodge.agent.v1.CreateRequest
-	(*CreateResponse)(nil),   // 7: lodge.agent.v1.CreateResponse
-	(*StartRequest)(nil),     // 8: lodge.agent.v1.StartRequest
-	(*ExecRequest)(nil),      // 9: lodge.agent.v1.ExecRequest
-	(*SignalRequest)(nil),    // 10: lodge.agent.v1.SignalRequest
-	(*WaitRequest)(nil),      // 11: lodge.agent.v1.WaitRequest
-	(*WaitResponse)(nil),     // 12: lodge.agent.v1.WaitResponse
-	(*ResizePtyRequest)(nil), // 13: lodge.agent.v1.ResizePtyRequest
-	(*ContainerRequest)(nil), // 14: lodge.agent.v1.ContainerRequest
-	(*ProcessInfo)(nil),      // 15: lodge.agent.v1.ProcessInfo
-	(*PidsResponse)(nil),     // 16: lodge.agent.v1.PidsResponse
-	(*StatsResponse)(nil),    // 17: lodge.agent.v1.StatsResponse
-	(*UpdateRequest)(nil),    // 18: lodge.agent.v1.UpdateRequest
-	(*NetworkInterface)(nil), // 19: lodge.agent.v1.NetworkInterface
-	(*NetworkRoute)(nil),     // 20: lodge.agent.v1.NetworkRoute
-	(*NetworkRequest)(nil),   // 21: lodge.agent.v1.NetworkRequest
-	nil,                      // 22: lodge.agent.v1.NetworkRequest.SysctlsEntry
+	(*SeccompProgram)(nil),   // 7: lodge.agent.v1.SeccompProgram
+	(*CreateResponse)(nil),   // 8: lodge.agent.v1.CreateResponse
+	(*StartRequest)(nil),     // 9: lodge.agent.v1.StartRequest
+	(*ExecRequest)(nil),      // 10: lodge.agent.v1.ExecRequest
+	(*SignalRequest)(nil),    // 11: lodge.agent.v1.SignalRequest
+	(*WaitRequest)(nil),      // 12: lodge.agent.v1.WaitRequest
+	(*WaitResponse)(nil),     // 13: lodge.agent.v1.WaitResponse
+	(*ResizePtyRequest)(nil), // 14: lodge.agent.v1.ResizePtyRequest
+	(*ContainerRequest)(nil), // 15: lodge.agent.v1.ContainerRequest
+	(*ProcessInfo)(nil),      // 16: lodge.agent.v1.ProcessInfo
+	(*PidsResponse)(nil),     // 17: lodge.agent.v1.PidsResponse
+	(*StatsResponse)(nil),    // 18: lodge.agent.v1.StatsResponse
+	(*UpdateRequest)(nil),    // 19: lodge.agent.v1.UpdateRequest
+	(*NetworkInterface)(nil), // 20: lodge.agent.v1.NetworkInterface
+	(*NetworkRoute)(nil),     // 21: lodge.agent.v1.NetworkRoute
+	(*NetworkRequest)(nil),   // 22: lodge.agent.v1.NetworkRequest
+	nil,                      // 23: lodge.agent.v1.NetworkRequest.SysctlsEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	4,  // 0: lodge.agent.v1.CreateRequest.rootfs:type_name -> lodge.agent.v1.Rootfs
 	5,  // 1: lodge.agent.v1.CreateRequest.stdio:type_name -> lodge.agent.v1.Stdio
-	5,  // 2: lodge.agent.v1.ExecRequest.stdio:type_name -> lodge.agent.v1.Stdio
-	15, // 3: lodge.agent.v1.PidsResponse.processes:type_name -> lodge.agent.v1.ProcessInfo
-	19, // 4: lodge.agent.v1.NetworkRequest.interfaces:type_name -> lodge.agent.v1.NetworkInterface
-	20, // 5: lodge.agent.v1.NetworkRequest.routes:type_name -> lodge.agent.v1.NetworkRoute
-	22, // 6: lodge.agent.v1.NetworkRequest.sysctls:type_name -> lodge.agent.v1.NetworkRequest.SysctlsEntry
-	1,  // 7: lodge.agent.v1.Health.Version:input_type -> lodge.agent.v1.VersionRequest
-	0,  // 8: lodge.agent.v1.Health.Identify:input_type -> lodge.agent.v1.IdentifyRequest
-	6,  // 9: lodge.agent.v1.Containers.Create:input_type -> lodge.agent.v1.CreateRequest
-	8,  // 10: lodge.agent.v1.Containers.Start:input_type -> lodge.agent.v1.StartRequest
-	9,  // 11: lodge.agent.v1.Containers.Exec:input_type -> lodge.agent.v1.ExecRequest
-	10, // 12: lodge.agent.v1.Containers.Signal:input_type -> lodge.agent.v1.SignalRequest
-	11, // 13: lodge.agent.v1.Containers.Wait:input_type -> lodge.agent.v1.WaitRequest
-	13, // 14: lodge.agent.v1.Containers.ResizePty:input_type -> lodge.agent.v1.ResizePtyRequest
-	14, // 15: lodge.agent.v1.Containers.Pause:input_type -> lodge.agent.v1.ContainerRequest
-	14, // 16: lodge.agent.v1.Containers.Resume:input_type -> lodge.agent.v1.ContainerRequest
-	14, // 17: lodge.agent.v1.Containers.Pids:input_type -> lodge.agent.v1.ContainerRequest
-	14, // 18: lodge.agent.v1.Containers.Stats:input_type -> lodge.agent.v1.ContainerRequest
-	18, // 19: lodge.agent.v1.Containers.Update:input_type -> lodge.agent.v1.UpdateRequest
-	14, // 20: lodge.agent.v1.Containers.Delete:input_type -> lodge.agent.v1.ContainerRequest
-	21, // 21: lodge.agent.v1.Network.Configure:input_type -> lodge.agent.v1.NetworkRequest
-	2,  // 22: lodge.agent.v1.Health.Version:output_type -> lodge.agent.v1.VersionResponse
-	3,  // 23: lodge.agent.v1.Health.Identify:output_type -> lodge.agent.v1.Empty
-	7,  // 24: lodge.agent.v1.Containers.Create:output_type -> lodge.agent.v1.CreateResponse
-	3,  // 25: lodge.agent.v1.Containers.Start:output_type -> lodge.agent.v1.Empty
-	7,  // 26: lodge.agent.v1.Containers.Exec:output_type -> lodge.agent.v1.CreateResponse
-	3,  // 27: lodge.agent.v1.Containers.Signal:output_type -> lodge.agent.v1.Empty
-	12, // 28: lodge.agent.v1.Containers.Wait:output_type -> lodge.agent.v1.WaitResponse
-	3,  // 29: lodge.agent.v1.Containers.ResizePty:output_type -> lodge.agent.v1.Empty
-	3,  // 30: lodge.agent.v1.Containers.Pause:output_type -> lodge.agent.v1.Empty
-	3,  // 31: lodge.agent.v1.Containers.Resume:output_type -> lodge.agent.v1.Empty
-	16, // 32: lodge.agent.v1.Containers.Pids:output_type -> lodge.agent.v1.PidsResponse
-	17, // 33: lodge.agent.v1.Containers.Stats:output_type -> lodge.agent.v1.StatsResponse
-	3,  // 34: lodge.agent.v1.Containers.Update:output_type -> lodge.agent.v1.Empty
-	3,  // 35: lodge.agent.v1.Containers.Delete:output_type -> lodge.agent.v1.Empty
-	3,  // 36: lodge.agent.v1.Network.Configure:output_type -> lodge.agent.v1.Empty
-	22, // [22:37] is the sub-list for method output_type
-	7,  // [7:22] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	7,  // 2: lodge.agent.v1.CreateRequest.seccomp:type_name -> lodge.agent.v1.SeccompProgram
+	5,  // 3: lodge.agent.v1.ExecRequest.stdio:type_name -> lodge.agent.v1.Stdio
+	16, // 4: lodge.agent.v1.PidsResponse.processes:type_name -> lodge.agent.v1.ProcessInfo
+	20, // 5: lodge.agent.v1.NetworkRequest.interfaces:type_name -> lodge.agent.v1.NetworkInterface
+	21, // 6: lodge.agent.v1.NetworkRequest.routes:type_name -> lodge.agent.v1.NetworkRoute
+	23, // 7: lodge.agent.v1.NetworkRequest.sysctls:type_name -> lodge.agent.v1.NetworkRequest.SysctlsEntry
+	1,  // 8: lodge.agent.v1.Health.Version:input_type -> lodge.agent.v1.VersionRequest
+	0,  // 9: lodge.agent.v1.Health.Identify:input_type -> lodge.agent.v1.IdentifyRequest
+	6,  // 10: lodge.agent.v1.Containers.Create:input_type -> lodge.agent.v1.CreateRequest
+	9,  // 11: lodge.agent.v1.Containers.Start:input_type -> lodge.agent.v1.StartRequest
+	10, // 12: lodge.agent.v1.Containers.Exec:input_type -> lodge.agent.v1.ExecRequest
+	11, // 13: lodge.agent.v1.Containers.Signal:input_type -> lodge.agent.v1.SignalRequest
+	12, // 14: lodge.agent.v1.Containers.Wait:input_type -> lodge.agent.v1.WaitRequest
+	14, // 15: lodge.agent.v1.Containers.ResizePty:input_type -> lodge.agent.v1.ResizePtyRequest
+	15, // 16: lodge.agent.v1.Containers.Pause:input_type -> lodge.agent.v1.ContainerRequest
+	15, // 17: lodge.agent.v1.Containers.Resume:input_type -> lodge.agent.v1.ContainerRequest
+	15, // 18: lodge.agent.v1.Containers.Pids:input_type -> lodge.agent.v1.ContainerRequest
+	15, // 19: lodge.agent.v1.Containers.Stats:input_type -> lodge.agent.v1.ContainerRequest
+	19, // 20: lodge.agent.v1.Containers.Update:input_type -> lodge.agent.v1.UpdateRequest
+	15, // 21: lodge.agent.v1.Containers.Delete:input_type -> lodge.agent.v1.ContainerRequest
+	22, // 22: lodge.agent.v1.Network.Configure:input_type -> lodge.agent.v1.NetworkRequest
+	2,  // 23: lodge.agent.v1.Health.Version:output_type -> lodge.agent.v1.VersionResponse
+	3,  // 24: lodge.agent.v1.Health.Identify:output_type -> lodge.agent.v1.Empty
+	8,  // 25: lodge.agent.v1.Containers.Create:output_type -> lodge.agent.v1.CreateResponse
+	3,  // 26: lodge.agent.v1.Containers.Start:output_type -> lodge.agent.v1.Empty
+	8,  // 27: lodge.agent.v1.Containers.Exec:output_type -> lodge.agent.v1.CreateResponse
+	3,  // 28: lodge.agent.v1.Containers.Signal:output_type -> lodge.agent.v1.Empty
+	13, // 29: lodge.agent.v1.Containers.Wait:output_type -> lodge.agent.v1.WaitResponse
+	3,  // 30: lodge.agent.v1.Containers.ResizePty:output_type -> lodge.agent.v1.Empty
+	3,  // 31: lodge.agent.v1.Containers.Pause:output_type -> lodge.agent.v1.Empty
+	3,  // 32: lodge.agent.v1.Containers.Resume:output_type -> lodge.agent.v1.Empty
+	17, // 33: lodge.agent.v1.Containers.Pids:output_type -> lodge.agent.v1.PidsResponse
+	18, // 34: lodge.agent.v1.Containers.Stats:output_type -> lodge.agent.v1.StatsResponse
+	3,  // 35: lodge.agent.v1.Containers.Update:output_type -> lodge.agent.v1.Empty
+	3,  // 36: lodge.agent.v1.Containers.Delete:output_type -> lodge.agent.v1.Empty
+	3,  // 37: lodge.agent.v1.Network.Configure:output_type -> lodge.agent.v1.Empty
+	23, // [23:38] is the sub-list for method output_type
+	8,  // [8:23] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1670,7 +1745,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

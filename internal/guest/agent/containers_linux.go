@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
+	"github.com/lodgeruntime/lodge/internal/guest/directinit"
 	"github.com/lodgeruntime/lodge/internal/rollback"
 	"github.com/lodgeruntime/lodge/internal/transport"
 )
@@ -266,6 +267,11 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 		plan, why = nil, "the agent makes no direct containers"
 	}
 	var d *direct
+	fromHost := false // the init's program is the host's compile
+	if p := req.GetSeccomp(); p != nil && plan != nil && plan.init.Seccomp != nil {
+		plan.init.SeccompProgram, fromHost = compiledSeccomp.adopt(plan.init.Seccomp,
+			&directinit.SeccompProgram{Flags: uint(p.GetFlags()), Filter: p.GetFilter()})
+	}
 	if plan != nil {
 		if d, err = newDirect(cs.directInit, id, cfg, plan); err != nil {
 			return nil, status.Errorf(codes.Internal, "create: %v", err)
@@ -295,11 +301,15 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 	case plan == nil:
 		args = append(args, "why", why)
 	case cfg.Seccomp != nil:
-		// Whether this guest compiled the profile now or had it (from an
-		// earlier container, or its template's warm-up).
+		// Whether this guest compiled the profile now, was given the
+		// host's compile of it, or had it (from an earlier container, or
+		// its template's warm-up).
 		seccomp := "compiled before"
-		if d.seccompCompiled > 0 {
+		switch {
+		case d.seccompCompiled > 0:
 			seccomp = "compiled in " + d.seccompCompiled.Round(time.Millisecond).String()
+		case fromHost:
+			seccomp = "compiled on the host"
 		}
 		args = append(args, "seccomp", seccomp)
 	}

@@ -17,6 +17,7 @@ import (
 
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
 	"github.com/lodgeruntime/lodge/internal/guest/directinit"
+	"github.com/lodgeruntime/lodge/internal/seccompbpf"
 )
 
 // The main goroutine keeps the main thread, as in lodge-agent, so that
@@ -32,6 +33,13 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == DirectArg {
 		directinit.Main()
 		os.Exit(127)
+	}
+	if len(os.Args) > 1 && os.Args[1] == seccompbpf.SpecArg {
+		if err := SeccompSpecMain(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }

@@ -1,23 +1,21 @@
 package agent
 
 import (
+	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
-	"strings"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/opencontainers/runc/libcontainer/configs"
-	"golang.org/x/sys/unix"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/lodgeruntime/lodge/internal/guest/directinit"
+	"github.com/lodgeruntime/lodge/internal/seccompbpf"
 )
 
 // seccompPrograms holds each seccomp profile's filter as compiled once
@@ -77,179 +75,66 @@ func (p *seccompPrograms) program(s *configs.Seccomp) (*directinit.SeccompProgra
 	return prog, max(time.Since(t), time.Nanosecond), nil
 }
 
-// captureSeccomp runs the capture helper on profile (JSON) and returns the
-// program its InitSeccomp loaded. The helper is the agent's own binary,
-// which has libseccomp (lodge-init has not: it only loads programs). It
-// runs within a process's start, while the reaper leaves the agent's
-// children to their waiters, so the helper is this function's to wait for.
-func captureSeccomp(profile []byte) (*directinit.SeccompProgram, error) {
-	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	ours, theirs := os.NewFile(uintptr(pair[0]), "capture"), os.NewFile(uintptr(pair[1]), "capture-helper")
-	defer ours.Close()
-	cfgR, cfgW, err := os.Pipe()
-	if err != nil {
-		theirs.Close()
-		return nil, err
-	}
-	var stderr strings.Builder
-	cmd := &exec.Cmd{Path: "/proc/self/exe", Args: []string{os.Args[0], DirectArg, directinit.CaptureArg}, Env: []string{},
-		ExtraFiles: []*os.File{cfgR, theirs}, Stderr: &stderr}
-	err = cmd.Start()
-	cfgR.Close()
-	theirs.Close()
-	if err != nil {
-		cfgW.Close()
-		return nil, fmt.Errorf("start the seccomp capture: %w", err)
-	}
-	deadline := time.Now().Add(captureWait)
-	timer := time.AfterFunc(captureWait, func() { cmd.Process.Kill() })
-	defer timer.Stop()
-	cfgW.Write(profile) // (a helper that reads less says so)
-	cfgW.Close()
-	prog, err := serveCapture(ours, cmd.Process.Pid, deadline)
-	if err != nil {
-		cmd.Process.Kill()
-	}
-	if werr := cmd.Wait(); err == nil && werr != nil {
-		err = fmt.Errorf("%w: %s", werr, strings.TrimSpace(stderr.String()))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("seccomp capture: %w", err)
-	}
-	return prog, nil
-}
-
-// The kernel's struct seccomp_notif and struct seccomp_notif_resp.
-type seccompNotif struct {
-	ID    uint64
-	Pid   uint32
-	Flags uint32
-	Nr    int32
-	Arch  uint32
-	IP    uint64
-	Args  [6]uint64
-}
-
-type seccompNotifResp struct {
-	ID    uint64
-	Val   int64
-	Error int32
-	Flags uint32
-}
-
-const seccompIoctlNotifIDValid = 0x40082102 // SECCOMP_IOCTL_NOTIF_ID_VALID
-
-// afterCaptureRead, if set (by tests), runs once a capture has read the
-// helper's program and before it checks the call is still waiting.
+// afterCaptureRead, if set (by tests), is the captures' Helper.AfterRead.
 var afterCaptureRead func(helper int)
 
-// serveCapture receives the helper's listener on sock and answers its
-// system calls until it loads a filter, whose program it returns.
-func serveCapture(sock *os.File, pid int, deadline time.Time) (*directinit.SeccompProgram, error) {
-	conn, err := net.FileConn(sock)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	uc := conn.(*net.UnixConn)
-	uc.SetDeadline(deadline)
-	oob := make([]byte, unix.CmsgSpace(4))
-	_, oobn, _, _, err := uc.ReadMsgUnix(make([]byte, 1), oob)
-	if err != nil {
-		return nil, fmt.Errorf("receive the listener: %w", err)
-	}
-	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-	if err != nil || len(msgs) != 1 {
-		return nil, errors.New("receive the listener: no descriptor")
-	}
-	fds, err := unix.ParseUnixRights(&msgs[0])
-	if err != nil || len(fds) != 1 {
-		return nil, errors.New("receive the listener: no descriptor")
-	}
-	listener := fds[0]
-	defer unix.Close(listener)
-	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
-	if err != nil {
-		return nil, err
-	}
-	defer mem.Close()
-	for {
-		ms := int(time.Until(deadline).Milliseconds())
-		if ms <= 0 {
-			return nil, errors.New("the helper did not load a filter in time")
-		}
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(listener), Events: unix.POLLIN}}, ms)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil || n == 0 {
-			return nil, fmt.Errorf("wait for the filter's load: %v", err)
-		}
-		var req seccompNotif
-		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(listener), unix.SECCOMP_IOCTL_NOTIF_RECV,
-			uintptr(unsafe.Pointer(&req))); errno == unix.ENOENT || errno == unix.EINTR {
-			continue // the call was interrupted (Go's preemption signal) and is made again
-		} else if errno != 0 {
-			return nil, fmt.Errorf("the helper ended before it loaded a filter: %w", errno)
-		}
-		resp := seccompNotifResp{ID: req.ID}
-		var prog *directinit.SeccompProgram
-		switch {
-		case req.Args[2] == 0:
-			// A probe of what the kernel supports: as it is.
-			resp.Flags = unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE
-		case req.Nr == unix.SYS_SECCOMP:
-			prog, err = readProgram(mem, uint(req.Args[1]), req.Args[2])
-		case req.Args[1] == unix.SECCOMP_MODE_FILTER:
-			prog, err = readProgram(mem, 0, req.Args[2])
-		default:
-			err = fmt.Errorf("an unexpected prctl(PR_SET_SECCOMP, %d)", req.Args[1])
-		}
-		if err != nil {
-			return nil, err
-		}
-		if prog != nil && afterCaptureRead != nil {
-			afterCaptureRead(pid)
-		}
-		// The program was read from the process that made the call, which
-		// still waits in it. A signal (Go's preemption signal) ends the
-		// wait: the call is made again, and so notified again.
-		id := req.ID
-		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(listener), seccompIoctlNotifIDValid,
-			uintptr(unsafe.Pointer(&id))); errno == unix.ENOENT {
-			continue
-		} else if errno != 0 {
-			return nil, fmt.Errorf("the helper's load: %w", errno)
-		}
-		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(listener), unix.SECCOMP_IOCTL_NOTIF_SEND,
-			uintptr(unsafe.Pointer(&resp))); errno == unix.ENOENT {
-			continue
-		} else if errno != 0 {
-			return nil, fmt.Errorf("answer the helper: %w", errno)
-		}
-		if prog != nil {
-			return prog, nil
-		}
-	}
+// captureSeccomp runs the capture helper on profile (libcontainer's form,
+// JSON) and returns the program its InitSeccomp loaded. The helper is the
+// agent's own binary, which has libseccomp (lodge-init has not: it only
+// loads programs). It runs within a process's start, while the reaper
+// leaves the agent's children to their waiters, so the helper is this
+// function's to wait for.
+func captureSeccomp(profile []byte) (*directinit.SeccompProgram, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), captureWait)
+	defer cancel()
+	return seccompbpf.Capture(ctx, seccompbpf.Helper{Path: "/proc/self/exe",
+		Args: []string{os.Args[0], DirectArg, directinit.CaptureArg}, AfterRead: afterCaptureRead}, profile)
 }
 
-// readProgram reads the struct sock_fprog at addr in mem and its
-// instructions.
-func readProgram(mem *os.File, flags uint, addr uint64) (*directinit.SeccompProgram, error) {
-	var hdr [16]byte // unsigned short len; struct sock_filter *filter
-	if _, err := mem.ReadAt(hdr[:], int64(addr)); err != nil {
-		return nil, fmt.Errorf("read the filter: %w", err)
+// adopt returns s's program: the guest's, if it has one, or else prog,
+// the host's compile of s, which it keeps as s's (and says so). The host
+// compiled it with the agent's own helper, natively; a program this
+// kernel could not load (flags it does not know, from a host kernel's
+// answers to libseccomp's probes) or that is malformed is not taken, and
+// adopt returns nil: s is then compiled here.
+func (p *seccompPrograms) adopt(s *configs.Seccomp, prog *directinit.SeccompProgram) (*directinit.SeccompProgram, bool) {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, false
 	}
-	n := int(binary.NativeEndian.Uint16(hdr[0:]))
-	if n == 0 {
-		return nil, errors.New("read the filter: an empty program")
+	key := sha256.Sum256(b)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if have, ok := p.m[key]; ok {
+		return have, false
 	}
-	filter := make([]byte, 8*n)
-	if _, err := mem.ReadAt(filter, int64(binary.NativeEndian.Uint64(hdr[8:]))); err != nil {
-		return nil, fmt.Errorf("read the filter: %w", err)
+	if prog.Check() != nil || !seccompbpf.FlagsSupported(prog.Flags) {
+		return nil, false
 	}
-	return &directinit.SeccompProgram{Flags: flags, Filter: filter}, nil
+	if p.m == nil || len(p.m) >= maxSeccompPrograms {
+		p.m = map[[32]byte]*directinit.SeccompProgram{}
+	}
+	p.m[key] = prog
+	return prog, true
+}
+
+// SeccompSpecMain is the helper of seccompbpf.SpecArg (the host's, which
+// runs the agent's binary natively to compile a container's profile
+// before the guest needs it, the profile in the runtime spec's form on
+// seccompbpf.ConfigFd): it converts the
+// profile as the agent converts a spec's (libcontainer's specconv) and
+// compiles it as a capture helper; it returns only on error.
+func SeccompSpecMain() error {
+	var s specs.LinuxSeccomp
+	if err := json.NewDecoder(os.NewFile(seccompbpf.ConfigFd, "capture-config")).Decode(&s); err != nil {
+		return fmt.Errorf("seccomp capture: profile: %w", err)
+	}
+	cfg, err := specconv.SetupSeccomp(&s)
+	if err != nil {
+		return fmt.Errorf("seccomp capture: %w", err)
+	}
+	if cfg == nil || cfg.ListenerPath != "" {
+		return errors.New("seccomp capture: no filter to compile, or one with a listener")
+	}
+	return directinit.CaptureSeccomp(cfg)
 }

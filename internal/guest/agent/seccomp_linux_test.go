@@ -1,15 +1,24 @@
 package agent
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/lodgeruntime/lodge/internal/guest/directinit"
+	"github.com/lodgeruntime/lodge/internal/seccompbpf"
 )
 
 // A seccomp profile is compiled once: the first direct container of it
@@ -107,5 +116,109 @@ func TestDirectSeccompCaptureInterrupted(t *testing.T) {
 	}
 	if len(prog.Filter) == 0 {
 		t.Fatal("an empty program")
+	}
+}
+
+// The host compiles a spec's profile with the agent's binary as an
+// unprivileged user (seccompbpf.SpecArg) and gets the very program the
+// guest's own compile of it gets; the agent keeps a host program only
+// where it has none and its kernel knows the program's flags, and a
+// container of the profile then compiles nothing.
+func TestDirectSeccompCompiledOnTheHost(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	if !withSeccomp {
+		t.Skip("built without libseccomp (make unit runs this again with the agent's tags)")
+	}
+	ret := uint(38) // ENOSYS
+	profile := &specs.LinuxSeccomp{DefaultAction: specs.ActAllow,
+		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32},
+		Flags:         []specs.LinuxSeccompFlag{specs.LinuxSeccompFlagSpecAllow},
+		Syscalls: []specs.LinuxSyscall{
+			{Names: []string{"sethostname"}, Action: specs.ActErrno},
+			{Names: []string{"mkdir", "mkdirat"}, Action: specs.ActErrno, ErrnoRet: &ret},
+		}}
+	b, err := json.Marshal(profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The helper as the host runs it: a binary nobody may execute, as nobody.
+	dir, err := os.MkdirTemp("", "seccomp-helper-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	helper := filepath.Join(dir, "lodge-agent")
+	copyExecutable(t, os.Args[0], helper)
+	os.Chmod(dir, 0o755)
+	hostProg, err := seccompbpf.Capture(context.Background(), seccompbpf.Helper{Path: helper,
+		Args: []string{helper, seccompbpf.SpecArg}, Cred: &syscall.Credential{Uid: 65534, Gid: 65534}}, b)
+	if err != nil {
+		t.Fatalf("the host's compile failed: %v", err)
+	}
+	cfg, err := specconv.SetupSeccomp(profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var guest seccompPrograms
+	guestProg, _, err := guest.program(cfg)
+	if err != nil {
+		t.Fatalf("the guest's compile failed: %v", err)
+	}
+	if hostProg.Flags != guestProg.Flags || !bytes.Equal(hostProg.Filter, guestProg.Filter) {
+		t.Fatalf("the host's program (flags %#x, %d bytes) is not the guest's (flags %#x, %d bytes)",
+			hostProg.Flags, len(hostProg.Filter), guestProg.Flags, len(guestProg.Filter))
+	}
+	if hostProg.Flags&unix.SECCOMP_FILTER_FLAG_SPEC_ALLOW == 0 {
+		t.Errorf("the profile's flag is not the program's (flags %#x)", hostProg.Flags)
+	}
+
+	// What the agent keeps.
+	var p seccompPrograms
+	unknown := &directinit.SeccompProgram{Flags: hostProg.Flags | 1<<30, Filter: hostProg.Filter}
+	malformed := &directinit.SeccompProgram{Flags: hostProg.Flags, Filter: hostProg.Filter[:len(hostProg.Filter)-3]}
+	for _, bad := range []*directinit.SeccompProgram{unknown, malformed} {
+		if got, _ := p.adopt(cfg, bad); got != nil {
+			t.Fatal("the agent took a program its kernel would refuse")
+		}
+	}
+	if got, fromHost := p.adopt(cfg, hostProg); got != hostProg || !fromHost {
+		t.Fatal("the agent did not take the host's program")
+	}
+	if got, fromHost := p.adopt(cfg, guestProg); got != hostProg || fromHost {
+		t.Error("a second program replaced the first")
+	}
+	got, took, err := p.program(cfg)
+	if err != nil || got != hostProg || took != 0 {
+		t.Fatalf("the profile was compiled again (took %v, err %v)", took, err)
+	}
+	spec := directSpec(t, pauseRoot(t))
+	spec.Linux.Seccomp = profile
+	spec.Process.Args = []string{"/bin/busybox", "sh", "-c", "hostname other 2>&1; echo sethostname=$?; mkdir /data/d 2>&1; echo mkdir=$?"}
+	out := runSpec(t, spec, fmt.Sprintf("host-seccomp-%d", os.Getpid()), true, nil)
+	for _, want := range []string{"sethostname=1", "mkdir=1", "Operation not permitted", "Function not implemented"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the host's program does not confine the container as the profile says: no %q in:\n%s", want, out)
+		}
+	}
+}
+
+func copyExecutable(t *testing.T, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -185,7 +185,7 @@ func (in *Config) run(start io.Reader, report io.Writer, console *os.File) error
 	if in.SeccompProgram != nil && !in.NoNewPrivs {
 		// Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load
 		// it before the capabilities go.
-		if err := in.SeccompProgram.load(); err != nil {
+		if err := in.SeccompProgram.Load(); err != nil {
 			return err
 		}
 	}
@@ -197,7 +197,7 @@ func (in *Config) run(start io.Reader, report io.Writer, console *os.File) error
 		return err
 	}
 	if in.SeccompProgram != nil && in.NoNewPrivs {
-		if err := in.SeccompProgram.load(); err != nil {
+		if err := in.SeccompProgram.Load(); err != nil {
 			return err
 		}
 	}

@@ -2,7 +2,6 @@ package directinit
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -11,79 +10,60 @@ import (
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runc/libcontainer/seccomp"
 	"golang.org/x/sys/unix"
+
+	"github.com/lodgeruntime/lodge/internal/seccompbpf"
 )
 
 // A seccomp filter is compiled by libseccomp (through libcontainer's
 // seccomp package) and loaded by the process it confines. Compiling a
 // container runtime's default profile (some 330 system calls on three
 // architectures) takes ~20 ms natively and ~100 ms under TCG, for every
-// container and every exec. So the agent compiles each profile once, in a
-// helper (CaptureArg: the agent's own binary, which has libseccomp) that
-// runs libcontainer's own InitSeccomp and whose load the agent
-// intercepts, and hands every process of that profile the program to load
-// as it is: the same instructions and flags libcontainer would have
-// loaded. lodge-init only loads programs, so it is built without cgo.
+// container and every exec. So each profile is compiled once, in a helper
+// (the agent's own binary, which has libseccomp: CaptureSeccomp) whose
+// load the compiling process intercepts (seccompbpf.Capture), and every
+// process of that profile is handed the program to load as it is: the
+// same instructions and flags libcontainer would have loaded. The host
+// compiles a container's profile natively with the same helper and hands
+// the program over; the agent compiles one the host did not. lodge-init
+// only loads programs, so it is built without cgo.
 
 // CaptureArg, as the first step's last argument, makes it a seccomp
-// capture helper (see captureMain) instead of a container's first step.
+// capture helper of a profile in libcontainer's form (configs.Seccomp as
+// JSON on seccompbpf.ConfigFd) instead of a container's first step.
 const CaptureArg = "capture-seccomp"
 
-// The capture helper's file descriptors.
-const (
-	CaptureConfigFd   = 3 // configs.Seccomp as JSON
-	CaptureListenerFd = 4 // a unix socket the listener's descriptor is sent on
-)
+// SeccompProgram is a compiled filter, as the first step loads it.
+type SeccompProgram = seccompbpf.Program
 
-// SeccompProgram is a compiled seccomp filter as libcontainer loads it:
-// the flags of seccomp(2) (0: prctl(2)'s PR_SET_SECCOMP) and the
-// instructions, each the 8 bytes of a struct sock_filter.
-type SeccompProgram struct {
-	Flags  uint
-	Filter []byte
-}
-
-// load loads the program into the calling thread, as libcontainer loads
-// the filter it compiled.
-func (p *SeccompProgram) load() error {
-	if len(p.Filter) == 0 || len(p.Filter)%8 != 0 || len(p.Filter)/8 > 0xffff {
-		return errors.New("seccomp: a malformed program")
-	}
-	prog := unix.SockFprog{Len: uint16(len(p.Filter) / 8), Filter: (*unix.SockFilter)(unsafe.Pointer(&p.Filter[0]))}
-	var err error
-	if p.Flags == 0 {
-		err = unix.Prctl(unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER, uintptr(unsafe.Pointer(&prog)), 0, 0)
-	} else if _, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, uintptr(p.Flags),
-		uintptr(unsafe.Pointer(&prog))); errno != 0 {
-		err = errno
-	}
-	runtime.KeepAlive(p)
-	if err != nil {
-		return fmt.Errorf("seccomp: load the filter: %w", err)
-	}
-	return nil
-}
-
-// captureMain compiles the filter of the profile on CaptureConfigFd with
-// libcontainer's InitSeccomp, on a thread whose loads of a filter are
-// handed to a listener (sent on CaptureListenerFd) instead of the kernel:
-// the agent reads the program from the load's arguments and lets it
-// return as loaded. Nothing is confined by it; the helper then exits.
+// captureMain is the capture helper of CaptureArg.
 func captureMain() error {
-	runtime.LockOSThread()
 	var s configs.Seccomp
-	if err := json.NewDecoder(os.NewFile(CaptureConfigFd, "capture-config")).Decode(&s); err != nil {
+	if err := json.NewDecoder(os.NewFile(seccompbpf.ConfigFd, "capture-config")).Decode(&s); err != nil {
 		return fmt.Errorf("seccomp capture: config: %w", err)
+	}
+	return CaptureSeccomp(&s)
+}
+
+// CaptureSeccomp is a capture helper's work (seccompbpf.Helper): it
+// compiles s with libcontainer's InitSeccomp on a thread whose loads of a
+// filter are handed to a listener, sent on seccompbpf.ListenerFd, instead
+// of the kernel. Nothing is confined by it; the helper then exits. It
+// needs no privilege: it takes no_new_privs for its trap filter.
+func CaptureSeccomp(s *configs.Seccomp) error {
+	runtime.LockOSThread()
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("seccomp capture: no_new_privs: %w", err)
 	}
 	listener, err := trapFilterLoads()
 	if err != nil {
 		return fmt.Errorf("seccomp capture: %w", err)
 	}
 	rights := unix.UnixRights(listener)
-	if err := unix.Sendmsg(CaptureListenerFd, []byte{'L'}, rights, nil, 0); err != nil {
+	if err := unix.Sendmsg(seccompbpf.ListenerFd, []byte{'L'}, rights, nil, 0); err != nil {
 		return fmt.Errorf("seccomp capture: send the listener: %w", err)
 	}
 	unix.Close(listener)
-	if _, err := seccomp.InitSeccomp(&s); err != nil {
+	if _, err := seccomp.InitSeccomp(s); err != nil {
 		return fmt.Errorf("seccomp capture: %w", err)
 	}
 	return nil
