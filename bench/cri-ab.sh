@@ -16,6 +16,8 @@
 #   TOOLS (../shared/tools), CTRD_DIR (/tmp/lodge-ab-ctrd), CTR_LINUX (the
 #   containers' CRI "linux" section, default {}; e.g.
 #   '{"security_context":{"seccomp":{"profile_type":0}}}' (RuntimeDefault)),
+#   POD_LINUX (the pods' CRI "linux" section, default {}; the same seccomp
+#   section gives the pod's sandbox container the profile),
 #   EXECS (after its containers, each pod times this many `crictl exec` of
 #   `true` in its last container; default 0).
 # A variant with its own guest must have its own template directory
@@ -24,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TOP=$PWD
 TOOLS=${TOOLS:-$TOP/../shared/tools}
-RUNS=${RUNS:-3} PODS=${PODS:-3} CTRS=${CTRS:-4} CTR_LINUX=${CTR_LINUX:-"{}"} EXECS=${EXECS:-0}
+RUNS=${RUNS:-3} PODS=${PODS:-3} CTRS=${CTRS:-4} CTR_LINUX=${CTR_LINUX:-"{}"} POD_LINUX=${POD_LINUX:-"{}"} EXECS=${EXECS:-0}
 export CTRD_DIR=${CTRD_DIR:-/tmp/lodge-ab-ctrd}
 (($# >= 2)) || { sed -n '2,20p' "$0"; exit 2; }
 . bench/lib.sh
@@ -45,7 +47,7 @@ run_variant() {
   "${C[@]}" pull "$IMG" >/dev/null 2>&1
   for p in $(seq "$PODS"); do
     cat > "$WORK/pod.json" <<J
-{"metadata":{"name":"ab-$p","namespace":"ab","uid":"u-$p-$RANDOM","attempt":1},"log_directory":"$WORK/logs","linux":{}}
+{"metadata":{"name":"ab-$p","namespace":"ab","uid":"u-$p-$RANDOM","attempt":1},"log_directory":"$WORK/logs","linux":$POD_LINUX}
 J
     t0=$(now_ms); pod=$("${C[@]}" runp --runtime lodge "$WORK/pod.json" 2>"$WORK/err") ||
       { echo "$label: pod $p: $(cat "$WORK/err")" >&2; exit 1; }

@@ -21,11 +21,10 @@ import (
 	"github.com/lodgeruntime/lodge/internal/seccompbpf"
 )
 
-// A seccomp profile is compiled once: the first direct container of it
-// has the program libcontainer compiled (captured from its load), a
-// later one gets the same program without a compile, and both are
-// confined by it (an errno'd call fails, an allowed one works).
-func TestDirectSeccompCompiledOnce(t *testing.T) {
+// testProfile skips a test that cannot compile filters and returns a
+// profile that fails sethostname with EPERM and mkdir with ENOSYS.
+func testProfile(t *testing.T, flags ...specs.LinuxSeccompFlag) *specs.LinuxSeccomp {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
@@ -33,12 +32,21 @@ func TestDirectSeccompCompiledOnce(t *testing.T) {
 		t.Skip("built without libseccomp (make unit runs this again with the agent's tags)")
 	}
 	ret := uint(38) // ENOSYS
-	profile := &specs.LinuxSeccomp{DefaultAction: specs.ActAllow,
+	return &specs.LinuxSeccomp{DefaultAction: specs.ActAllow,
 		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32},
+		Flags:         flags,
 		Syscalls: []specs.LinuxSyscall{
 			{Names: []string{"sethostname"}, Action: specs.ActErrno},
 			{Names: []string{"mkdir", "mkdirat"}, Action: specs.ActErrno, ErrnoRet: &ret},
 		}}
+}
+
+// A seccomp profile is compiled once: the first direct container of it
+// has the program libcontainer compiled (captured from its load), a
+// later one gets the same program without a compile, and both are
+// confined by it (an errno'd call fails, an allowed one works).
+func TestDirectSeccompCompiledOnce(t *testing.T) {
+	profile := testProfile(t)
 	cfg, err := specconv.SetupSeccomp(profile)
 	if err != nil {
 		t.Fatal(err)
@@ -125,20 +133,7 @@ func TestDirectSeccompCaptureInterrupted(t *testing.T) {
 // where it has none and its kernel knows the program's flags, and a
 // container of the profile then compiles nothing.
 func TestDirectSeccompCompiledOnTheHost(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	if !withSeccomp {
-		t.Skip("built without libseccomp (make unit runs this again with the agent's tags)")
-	}
-	ret := uint(38) // ENOSYS
-	profile := &specs.LinuxSeccomp{DefaultAction: specs.ActAllow,
-		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32},
-		Flags:         []specs.LinuxSeccompFlag{specs.LinuxSeccompFlagSpecAllow},
-		Syscalls: []specs.LinuxSyscall{
-			{Names: []string{"sethostname"}, Action: specs.ActErrno},
-			{Names: []string{"mkdir", "mkdirat"}, Action: specs.ActErrno, ErrnoRet: &ret},
-		}}
+	profile := testProfile(t, specs.LinuxSeccompFlagSpecAllow)
 	b, err := json.Marshal(profile)
 	if err != nil {
 		t.Fatal(err)
