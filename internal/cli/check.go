@@ -16,6 +16,7 @@ import (
 
 	"github.com/lodgeruntime/lodge/internal/config"
 	"github.com/lodgeruntime/lodge/internal/confine"
+	"github.com/lodgeruntime/lodge/internal/guestimage"
 	"github.com/lodgeruntime/lodge/internal/host"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/template"
@@ -69,6 +70,7 @@ func cmdCheck(ctx context.Context, cfg config.Config, log *slog.Logger, out io.W
 		line("agent link", "virtio-serial (no /dev/vhost-vsock)")
 	}
 	line("templates", templateStatus(cfg))
+	line("seccomp", seccompStatus(cfg))
 	line("page merging", mergeStatus(cfg, "/sys/kernel/mm/ksm/run"))
 	posture, err := confinementStatus(cfg)
 	req("confinement", posture, err)
@@ -80,6 +82,15 @@ func cmdCheck(ctx context.Context, cfg config.Config, log *slog.Logger, out io.W
 	}
 	fmt.Fprintln(out, "ready")
 	return nil
+}
+
+// seccompStatus says where containers' seccomp profiles are compiled.
+func seccompStatus(cfg config.Config) string {
+	helper := filepath.Join(cfg.Guest.Dir, guestimage.SeccompHelperFile)
+	if _, err := os.Stat(helper); err != nil {
+		return "compiled in each guest: no " + helper + " (`lodge setup` installs it)"
+	}
+	return "compiled on the host by " + helper + ", kept in " + host.SeccompCacheDir
 }
 
 // templateStatus says whether sandboxes start as clones, where templates

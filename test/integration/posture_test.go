@@ -394,7 +394,7 @@ func TestLodgeCheck(t *testing.T) {
 	if !strings.Contains(out, "\nready\n") {
 		t.Fatalf("check is not ready:\n%s", out)
 	}
-	for _, want := range []string{"accelerator:", "templates:", "their memory read-only to clones", "confinement: QEMU and virtiofsd under Lodge's seccomp filter"} {
+	for _, want := range []string{"accelerator:", "templates:", "their memory read-only to clones", "seccomp:     compiled on the host by", "confinement: QEMU and virtiofsd under Lodge's seccomp filter"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check does not say %q:\n%s", want, out)
 		}
