@@ -267,10 +267,15 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 		plan, why = nil, "the agent makes no direct containers"
 	}
 	var d *direct
+	// The host's compile of the profile is kept for every later process
+	// of it, whichever way this container starts (the host sends it once).
 	fromHost := false // the init's program is the host's compile
-	if p := req.GetSeccomp(); p != nil && plan != nil && plan.init.Seccomp != nil {
-		plan.init.SeccompProgram, fromHost = compiledSeccomp.adopt(plan.init.Seccomp,
-			&directinit.SeccompProgram{Flags: uint(p.GetFlags()), Filter: p.GetFilter()})
+	if p := req.GetSeccomp(); p != nil && cfg.Seccomp != nil {
+		var prog *directinit.SeccompProgram
+		prog, fromHost = compiledSeccomp.adopt(cfg.Seccomp, &directinit.SeccompProgram{Flags: uint(p.GetFlags()), Filter: p.GetFilter()})
+		if plan != nil {
+			plan.init.SeccompProgram = prog
+		}
 	}
 	if plan != nil {
 		if d, err = newDirect(cs.directInit, id, cfg, plan); err != nil {
