@@ -536,7 +536,7 @@ func shimCRIPod(t *testing.T, pooled bool) {
 	// and remove the pod, leaving nothing behind. Its seccomp profile
 	// (RuntimeDefault, which containerd applies to the sandbox container
 	// too) is more than a pod holder applies: its sandbox container is a
-	// full container.
+	// direct container trimmed to a holder's root, under the filter.
 	pod2, err := c.crictl("runp", "--runtime", "lodge", writeJSON(t, map[string]any{
 		"metadata": map[string]any{"name": "doomed", "namespace": "lodge", "uid": "uid-doomed", "attempt": 1},
 		"linux":    map[string]any{"security_context": map[string]any{"seccomp": map[string]any{"profile_type": 0}}},
@@ -544,9 +544,17 @@ func shimCRIPod(t *testing.T, pooled bool) {
 	if err != nil {
 		t.Fatalf("runp: %v", err)
 	}
-	if b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log")); !bytes.Contains(b, []byte(`pod sandbox as a full container`)) ||
-		!bytes.Contains(b, []byte(`why=\"it asks for a seccomp filter`)) {
-		t.Errorf("a pod with a seccomp profile: its sandbox container was not made as a full container for its filter")
+	b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log"))
+	var made []string // the guest's records of pod2's sandbox container
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "container_id="+pod2) && strings.Contains(l, "source=guest") {
+			made = append(made, l)
+		}
+	}
+	if all := strings.Join(made, "\n"); !strings.Contains(all, `pod sandbox as a direct container with a holder's root`) ||
+		!strings.Contains(all, `why=\"it asks for a seccomp filter`) || !strings.Contains(all, `init=direct`) ||
+		!strings.Contains(all, `seccomp=\"compiled`) || strings.Contains(all, `writable=true`) {
+		t.Errorf("a pod with a seccomp profile: its sandbox container was not made as a direct container with a holder's root, under its filter:\n%s", all)
 	}
 	rs = c.podRecords()
 	if len(rs) != 1 {

@@ -208,15 +208,26 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 			return nil, err
 		}
 	}
+	// fullRoot gives a pod's sandbox container that is not a holder the
+	// root a container has, with its writable layer.
+	fullRoot := func() error {
+		if len(req.Rootfs.Layers) == 0 {
+			return nil
+		}
+		unmountLayered(layered)
+		layered = nil
+		return buildRoot(req.Rootfs.Writable)
+	}
 	var holder *holderPlan
+	lean := false // a sandbox container started as a direct one trimmed to a holder's plan
 	if req.PodSandbox {
 		var why string
 		if holder, why = planHolder(&spec, rootfs, req.Stdio); holder == nil {
-			cs.log.Info("pod sandbox as a full container", "container_id", id, "why", why)
-			if len(req.Rootfs.Layers) > 0 {
-				unmountLayered(layered)
-				layered = nil
-				if err := buildRoot(req.Rootfs.Writable); err != nil {
+			if lean = holdsButForSeccomp(&spec, rootfs, req.Stdio); lean {
+				cs.log.Info("pod sandbox as a direct container with a holder's root", "container_id", id, "why", why)
+			} else {
+				cs.log.Info("pod sandbox as a full container", "container_id", id, "why", why)
+				if err := fullRoot(); err != nil {
 					return nil, err
 				}
 			}
@@ -265,6 +276,15 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 		return nil, status.Errorf(codes.InvalidArgument, "annotation %s=%q: want direct or libcontainer", annotationInit, v)
 	case cs.noDirect:
 		plan, why = nil, "the agent makes no direct containers"
+	}
+	if lean && plan != nil {
+		plan.asHolder()
+	} else if lean {
+		// libcontainer after all: the root a container has.
+		if err := fullRoot(); err != nil {
+			return nil, err
+		}
+		cfg.Rootfs = rootfs
 	}
 	var d *direct
 	// The host's compile of the profile is kept for every later process

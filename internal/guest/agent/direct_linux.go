@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -56,6 +57,22 @@ type directPlan struct {
 	cloneflags uintptr
 	joins      []nsJoin // namespaces joined by path
 	init       directinit.Config
+	// oomScore is the init's OOM score when the agent sets it, once the
+	// first step is ready (asHolder: its root has no /proc).
+	oomScore *int
+}
+
+// asHolder trims the plan of a pod's sandbox container to what a pod
+// holder applies (holder_linux.go): its root is the image's layers alone
+// and it gets no mounts, no /dev and so no masked or read-only paths
+// (they are paths in those mounts), and the agent sets its OOM score, as
+// for a holder. A sandbox container that a holder would serve but for its
+// seccomp filter starts so: a direct container with the filter, without a
+// full container's writable layer and mounts.
+func (p *directPlan) asHolder() {
+	in := &p.init
+	in.Mounts, in.SetupDev, in.MaskPaths, in.ROPaths = nil, false, nil, nil
+	p.oomScore, in.OOMScoreAdj = in.OOMScoreAdj, nil
 }
 
 type nsJoin struct {
@@ -226,6 +243,11 @@ func (d *direct) startInit(lp *libcontainer.Process) (waitSignaller, int, error)
 	b, err := readReport(report)
 	if err == nil && (len(b) != 1 || b[0] != directinit.Ready) {
 		err = firstStepError(b, proc.Pid)
+	}
+	if score := d.plan.oomScore; err == nil && score != nil {
+		if err = os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", proc.Pid), []byte(strconv.Itoa(*score)), 0); err != nil {
+			err = fmt.Errorf("oom_score_adj: %w", err)
+		}
 	}
 	if err != nil {
 		start.Close()

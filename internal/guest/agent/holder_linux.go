@@ -14,7 +14,9 @@ package agent
 // no_new_privs, rlimits, the OOM score and the cgroup's resources. A spec
 // that asks for more (a seccomp filter, a user namespace, a namespace
 // path, a terminal or stdio, other sysctls, a program that gains
-// privileges when executed) gets a full container, as before.
+// privileges when executed) gets a full container, as before; one whose
+// only obstacle is its seccomp filter gets a direct container trimmed to a
+// holder's plan (holdsButForSeccomp, directPlan.asHolder).
 
 import (
 	"errors"
@@ -122,6 +124,24 @@ func planHolder(spec *specs.Spec, rootfs string, stdio *agentv1.Stdio) (*holderP
 	}
 	plan.path = prog
 	return plan, ""
+}
+
+// holdsButForSeccomp says whether a holder would serve spec but for its
+// seccomp filter, which a holder cannot apply: the filter must be loaded
+// after the program's user is set and before it executes, and a holder's
+// program is executed straight from the agent's fork (containers_linux.go
+// then starts it as a direct container trimmed to a holder's plan,
+// directPlan.asHolder).
+func holdsButForSeccomp(spec *specs.Spec, rootfs string, stdio *agentv1.Stdio) bool {
+	if spec.Linux == nil || spec.Linux.Seccomp == nil {
+		return false
+	}
+	without := *spec
+	l := *spec.Linux
+	l.Seccomp = nil
+	without.Linux = &l
+	p, _ := planHolder(&without, rootfs, stdio)
+	return p != nil
 }
 
 func isIPCSysctl(k string) bool {

@@ -217,3 +217,80 @@ func copyExecutable(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+// A pod's sandbox container that a holder would serve but for its seccomp
+// filter is a direct container trimmed to a holder's plan: its root (the
+// image's, with no /proc or /dev) is its only mount, the agent sets its
+// OOM score, and its program runs under the filter, with the spec's user
+// and no_new_privs. A spec a holder could not serve anyway is not one.
+func TestDirectSandboxAsHolder(t *testing.T) {
+	profile := testProfile(t)
+	root := pauseRoot(t)
+	spec := pauseSpec()
+	spec.Linux.Sysctl = nil // a direct container sets none
+	spec.Root = &specs.Root{Path: root, Readonly: true}
+	spec.Linux.Seccomp = profile
+	adj := 123 // (containerd gives -998, which this host may not lower to)
+	spec.Process.OOMScoreAdj = &adj
+	spec.Mounts = []specs.Mount{{Destination: "/proc", Type: "proc", Source: "proc"},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "mode=755"}}}
+	spec.Linux.MaskedPaths = []string{"/proc/kcore"}
+	if !holdsButForSeccomp(spec, root, nil) {
+		t.Fatal("a sandbox container with a seccomp filter is not served as a holder's")
+	}
+	other := *spec
+	other.Process = &specs.Process{}
+	*other.Process = *spec.Process
+	other.Process.Terminal = true
+	if holdsButForSeccomp(&other, root, nil) {
+		t.Error("a sandbox container with a terminal is served as a holder's")
+	}
+
+	id := fmt.Sprintf("lean-sandbox-%d", os.Getpid())
+	cfg, lp := specConfig(t, spec, id)
+	plan, why := planDirect(id, cfg, lp)
+	if plan == nil {
+		t.Fatalf("not a direct container: %s", why)
+	}
+	plan.asHolder()
+	d, err := newDirect("", id, cfg, plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc, pid, err := d.startInit(lp)
+	if err != nil {
+		d.Destroy()
+		t.Fatalf("the sandbox container did not start: %v", err)
+	}
+	defer func() {
+		d.Destroy()
+		proc.Wait()
+	}()
+	if err := d.Exec(); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	var cmdline []byte
+	for i := 0; i < 100; i++ { // until the first step has executed the program
+		if cmdline, _ = os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); string(cmdline) == "sleep\x001000\x00" {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if string(cmdline) != "sleep\x001000\x00" {
+		t.Fatalf("cmdline %q, want the pause program", cmdline)
+	}
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, want := range []string{"Seccomp:\t2", "NoNewPrivs:\t1", "Uid:\t65535\t65535\t65535\t65535", "CapBnd:\t0000000000000021"} {
+		if !strings.Contains(string(status), want+"\n") {
+			t.Errorf("the sandbox's status lacks %q:\n%s", want, status)
+		}
+	}
+	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid)); string(b) != "123\n" {
+		t.Errorf("oom_score_adj %q, want 123", b)
+	}
+	mi, _ := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if lines := strings.Split(strings.TrimSpace(string(mi)), "\n"); len(lines) != 1 || len(strings.Fields(lines[0])) < 5 ||
+		strings.Fields(lines[0])[4] != "/" {
+		t.Errorf("the sandbox's mounts are more than its root:\n%s", mi)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"strconv"
 
 	"github.com/opencontainers/cgroups/devices/config"
+	"github.com/opencontainers/runc/libcontainer/capabilities"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runc/libcontainer/keys"
 	"github.com/opencontainers/runc/libcontainer/utils"
@@ -132,6 +133,12 @@ func Main() error {
 // returns only on error.
 func (in *Config) run(start io.Reader, report io.Writer, console *os.File) error {
 	unix.Umask(0)
+	// The process's capabilities are read from /proc while it is the
+	// agent's: a root may have no /proc (a pod's sandbox container).
+	caps, err := capabilities.New(in.Caps)
+	if err != nil {
+		return fmt.Errorf("capabilities: %w", err)
+	}
 	if !in.NoKeyring {
 		// As runc: a session keyring of the container's own, so that no
 		// container sees another's keys.
@@ -189,7 +196,7 @@ func (in *Config) run(start io.Reader, report io.Writer, console *os.File) error
 			return err
 		}
 	}
-	if err := in.finalizeProcess(); err != nil {
+	if err := in.finalizeProcess(caps); err != nil {
 		return err
 	}
 	name, err := lookPath(in.Args[0], in.Env)

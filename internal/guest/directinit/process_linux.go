@@ -66,7 +66,7 @@ func (in *Config) setupConsole(socket *os.File) error {
 
 // finalizeProcess takes the process's environment, capabilities, user
 // and working directory, as runc's finalizeNamespace.
-func (in *Config) finalizeProcess() error {
+func (in *Config) finalizeProcess(caps *capabilities.Caps) error {
 	chdirLater := false
 	if in.Cwd != "" {
 		if err := unix.Chdir(in.Cwd); err != nil {
@@ -81,10 +81,6 @@ func (in *Config) finalizeProcess() error {
 		return err
 	}
 	in.Env = env
-	caps, err := capabilities.New(in.Caps)
-	if err != nil {
-		return err
-	}
 	if err := caps.ApplyBoundingSet(); err != nil {
 		return fmt.Errorf("capability bounding set: %w", err)
 	}
