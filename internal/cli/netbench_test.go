@@ -40,11 +40,7 @@ func TestBenchNetworkJoin(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
-			if s := confRules([]byte(body)); s != "" {
-				removeNetworkRules(ctx, name, s)
-			}
-			os.Remove(networkPath(name))
-			deleteLink(confBridge([]byte(body)))
+			removeNetwork(ctx, name)
 			os.RemoveAll(filepath.Join("/var/lib/cni/networks", name))
 		})
 	}

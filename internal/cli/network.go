@@ -471,24 +471,9 @@ func addNetworkCommands(root *cobra.Command) {
 					errs = append(errs, fmt.Errorf("no such network: %s", n))
 					continue
 				}
-				conf, _ := os.ReadFile(networkPath(n))
-				if subnet := confRules(conf); subnet != "" {
-					if err := removeNetworkRules(cmd.Context(), n, subnet); err != nil {
-						errs = append(errs, fmt.Errorf("network %s: remove its NAT and forwarding: %w", n, err))
-						continue
-					}
-				}
-				if err := os.Remove(networkPath(n)); err != nil {
+				if err := removeNetwork(cmd.Context(), n); err != nil {
 					errs = append(errs, err)
 					continue
-				}
-				// The bridge the network's first container made goes with
-				// it, and its address and route on the host.
-				if br := confBridge(conf); br != "" {
-					if err := deleteLink(br); err != nil {
-						errs = append(errs, fmt.Errorf("network %s: remove its bridge %s: %w", n, br, err))
-						continue
-					}
 				}
 				fmt.Fprintln(cmd.OutOrStdout(), n)
 			}
@@ -497,6 +482,27 @@ func addNetworkCommands(root *cobra.Command) {
 	}
 	nw.AddCommand(create, ls, rm)
 	root.AddCommand(nw)
+}
+
+// removeNetwork removes network name's NAT and forwarding rules, its list
+// and the bridge its first container made (with the bridge's address and
+// route on the host).
+func removeNetwork(ctx context.Context, name string) error {
+	conf, _ := os.ReadFile(networkPath(name))
+	if subnet := confRules(conf); subnet != "" {
+		if err := removeNetworkRules(ctx, name, subnet); err != nil {
+			return fmt.Errorf("network %s: remove its NAT and forwarding: %w", name, err)
+		}
+	}
+	if err := os.Remove(networkPath(name)); err != nil {
+		return err
+	}
+	if br := confBridge(conf); br != "" {
+		if err := deleteLink(br); err != nil {
+			return fmt.Errorf("network %s: remove its bridge %s: %w", name, br, err)
+		}
+	}
+	return nil
 }
 
 // bridgeName is the host bridge of network name: "lodge-NAME", or, where
