@@ -14,6 +14,7 @@ import (
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
 	"github.com/lodgeruntime/lodge/internal/agent"
 	"github.com/lodgeruntime/lodge/internal/rollback"
+	"github.com/lodgeruntime/lodge/internal/seccompbpf"
 	"github.com/lodgeruntime/lodge/internal/sharefs"
 	"github.com/lodgeruntime/lodge/internal/transport"
 )
@@ -118,7 +119,6 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (*Con
 	})
 	cu.Add(func() { c.unmount(context.Background()) })
 
-	seccomp, seccompSent := s.hostSeccomp(ctx, gs)
 	rootfs := &agentv1.Rootfs{ShareTag: SharedTag, Path: cc.ID + "/rootfs"}
 	if cc.Layers != nil {
 		if !s.CanLayer() {
@@ -160,6 +160,7 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (*Con
 		return nil, err
 	}
 
+	seccomp, seccompKey := s.hostSeccomp(ctx, gs)
 	streams, err := c.init.attach(cc.Stdio)
 	if err != nil {
 		return nil, fmt.Errorf("container %s: stdio: %w", cc.ID, err)
@@ -172,65 +173,51 @@ func (s *Sandbox) CreateContainer(ctx context.Context, cc ContainerConfig) (*Con
 		Stdio:       wireStdio(cc.Stdio),
 		Submounts:   submounts,
 		PodSandbox:  cc.Pod != nil && cc.Pod.SandboxContainer == "" && s.agent.Has(agentv1.CapPodHolder),
-		Seccomp:     seccomp(),
+		Seccomp:     seccomp,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("container %s: create in guest: %w", cc.ID, err)
 	}
-	seccompSent()
+	if seccomp != nil {
+		s.mu.Lock()
+		if s.seccompSent == nil {
+			s.seccompSent = map[string]bool{}
+		}
+		s.seccompSent[seccompKey] = true
+		s.mu.Unlock()
+	}
 	cu.Release()
 	s.log.Debug("container created", "container_id", cc.ID, "pid", c.init.pid)
 	s.phases.done(PhaseCreate)
 	return c, nil
 }
 
-// hostSeccomp starts the host's compile of spec's seccomp profile, if it
-// has one, and returns what waits for it: the program for the agent, or
-// nil (the guest then compiles the profile itself, or has it: a program
-// given to this sandbox's agent before is not sent again), and a call to
-// make once the agent has it.
-func (s *Sandbox) hostSeccomp(ctx context.Context, spec *specs.Spec) (wait func() *agentv1.SeccompProgram, sent func()) {
-	none := func() *agentv1.SeccompProgram { return nil }
+// hostSeccomp returns the host's compile of spec's seccomp profile for
+// the agent, and its key, or nil: without a profile, when this sandbox's
+// agent was given it before, or when the host cannot compile it (the
+// guest then compiles the profile itself).
+func (s *Sandbox) hostSeccomp(ctx context.Context, spec *specs.Spec) (*agentv1.SeccompProgram, string) {
 	if s.seccomp == nil || spec.Linux == nil || spec.Linux.Seccomp == nil {
-		return none, func() {}
+		return nil, ""
 	}
-	profile := spec.Linux.Seccomp
-	type compiled struct {
-		p   *agentv1.SeccompProgram
-		key string
-	}
-	done := make(chan compiled, 1)
-	go func() {
-		p, key, err := s.seccomp.Compile(ctx, profile)
-		if err != nil {
-			s.log.Debug("seccomp profile not compiled on the host: the guest compiles it", "err", err)
-			done <- compiled{}
-			return
-		}
-		done <- compiled{&agentv1.SeccompProgram{Flags: uint32(p.Flags), Filter: p.Filter}, key}
-	}()
-	var c compiled
-	wait = func() *agentv1.SeccompProgram {
-		c = <-done
+	key, b, err := s.seccomp.Key(spec.Linux.Seccomp)
+	if err == nil {
 		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.seccompSent[c.key] {
-			return nil
+		sent := s.seccompSent[key]
+		s.mu.Unlock()
+		if sent {
+			return nil, ""
 		}
-		return c.p
 	}
-	sent = func() {
-		if c.p == nil {
-			return
-		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.seccompSent == nil {
-			s.seccompSent = map[string]bool{}
-		}
-		s.seccompSent[c.key] = true
+	var p *seccompbpf.Program
+	if err == nil {
+		p, err = s.seccomp.Program(ctx, key, b)
 	}
-	return wait, sent
+	if err != nil {
+		s.log.Debug("seccomp profile not compiled on the host: the guest compiles it", "err", err)
+		return nil, ""
+	}
+	return &agentv1.SeccompProgram{Flags: uint32(p.Flags), Filter: p.Filter}, key
 }
 
 func wireStdio(s Stdio) *agentv1.Stdio {

@@ -32,9 +32,9 @@ type SeccompCompiler struct {
 	Dir    string // the programs' cache
 }
 
-// SeccompHelperUID is the user the helper runs as (nobody: it reads only
+// seccompHelperUID is the user the helper runs as (nobody: it reads only
 // the profile, which the capture hands it).
-const SeccompHelperUID = 65534
+const seccompHelperUID = 65534
 
 // seccompCompileWait bounds a compile on the host (~20-40 ms natively).
 const seccompCompileWait = 10 * time.Second
@@ -43,39 +43,42 @@ const seccompCompileWait = 10 * time.Second
 // cache is emptied and filled again as profiles come.
 const maxSeccompCached = 256
 
-// Compile returns profile's program, from the cache or compiled now, and
-// its key (the profile's and the helper's digest).
-func (c *SeccompCompiler) Compile(ctx context.Context, profile *specs.LinuxSeccomp) (*seccompbpf.Program, string, error) {
+// Key is profile's key (the digest of the profile and the helper file's
+// identity, which `lodge setup` changes by writing a new file) and the
+// profile as the helper reads it.
+func (c *SeccompCompiler) Key(profile *specs.LinuxSeccomp) (key string, b []byte, err error) {
 	st, err := os.Stat(c.Helper)
 	if err != nil {
-		return nil, "", fmt.Errorf("seccomp helper: %w (`lodge setup` installs it)", err)
+		return "", nil, fmt.Errorf("seccomp helper: %w (`lodge setup` installs it)", err)
 	}
-	b, err := json.Marshal(profile)
-	if err != nil {
-		return nil, "", err
+	if b, err = json.Marshal(profile); err != nil {
+		return "", nil, err
 	}
-	// The helper's identity: `lodge setup` replaces it with a new file.
-	sys, _ := st.Sys().(*syscall.Stat_t)
 	h := sha256.New()
-	if sys != nil {
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 		fmt.Fprintf(h, "%d:%d:", sys.Dev, sys.Ino)
 	}
 	fmt.Fprintf(h, "%d:%d\n", st.Size(), st.ModTime().UnixNano())
 	h.Write(b)
-	key := hex.EncodeToString(h.Sum(nil))
+	return hex.EncodeToString(h.Sum(nil)), b, nil
+}
+
+// Program returns the program of the profile b whose key is key (Key),
+// from the cache or compiled now.
+func (c *SeccompCompiler) Program(ctx context.Context, key string, b []byte) (*seccompbpf.Program, error) {
 	path := filepath.Join(c.Dir, key)
 	if p, err := readSeccompProgram(path); err == nil {
-		return p, key, nil
+		return p, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, seccompCompileWait)
 	defer cancel()
 	p, err := seccompbpf.Capture(ctx, seccompbpf.Helper{Path: c.Helper, Args: []string{c.Helper, seccompbpf.SpecArg},
-		Cred: &syscall.Credential{Uid: SeccompHelperUID, Gid: SeccompHelperUID}}, b)
+		Cred: &syscall.Credential{Uid: seccompHelperUID, Gid: seccompHelperUID}}, b)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	c.keep(path, p) // a program not kept is compiled again
-	return p, key, nil
+	return p, nil
 }
 
 // keep writes p to path, whole or not at all.
