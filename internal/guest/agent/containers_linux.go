@@ -277,10 +277,10 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 	case cs.noDirect:
 		plan, why = nil, "the agent makes no direct containers"
 	}
-	if lean && plan != nil {
+	switch {
+	case lean && plan != nil:
 		plan.asHolder()
-	} else if lean {
-		// libcontainer after all: the root a container has.
+	case lean: // libcontainer after all: the root a container has
 		if err := fullRoot(); err != nil {
 			return nil, err
 		}

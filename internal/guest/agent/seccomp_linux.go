@@ -53,11 +53,10 @@ func (p *seccompPrograms) forFirstStep(in *directinit.Config) (time.Duration, er
 // program returns s's compiled filter, compiling it the first time s is
 // seen, and how long that took (0 when it was already compiled).
 func (p *seccompPrograms) program(s *configs.Seccomp) (*directinit.SeccompProgram, time.Duration, error) {
-	b, err := json.Marshal(s)
+	key, b, err := seccompKey(s)
 	if err != nil {
 		return nil, 0, err
 	}
-	key := sha256.Sum256(b)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if prog, ok := p.m[key]; ok {
@@ -68,11 +67,26 @@ func (p *seccompPrograms) program(s *configs.Seccomp) (*directinit.SeccompProgra
 	if err != nil {
 		return nil, 0, err
 	}
+	p.keep(key, prog)
+	return prog, max(time.Since(t), time.Nanosecond), nil
+}
+
+// seccompKey is s's key among the programs (the SHA-256 of its JSON) and
+// the JSON.
+func seccompKey(s *configs.Seccomp) ([32]byte, []byte, error) {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return [32]byte{}, nil, err
+	}
+	return sha256.Sum256(b), b, nil
+}
+
+// keep adds prog as key's program; p.mu is held.
+func (p *seccompPrograms) keep(key [32]byte, prog *directinit.SeccompProgram) {
 	if p.m == nil || len(p.m) >= maxSeccompPrograms {
 		p.m = map[[32]byte]*directinit.SeccompProgram{}
 	}
 	p.m[key] = prog
-	return prog, max(time.Since(t), time.Nanosecond), nil
 }
 
 // afterCaptureRead, if set (by tests), is the captures' Helper.AfterRead.
@@ -98,11 +112,10 @@ func captureSeccomp(profile []byte) (*directinit.SeccompProgram, error) {
 // answers to libseccomp's probes) or that is malformed is not taken, and
 // adopt returns nil: s is then compiled here.
 func (p *seccompPrograms) adopt(s *configs.Seccomp, prog *directinit.SeccompProgram) (*directinit.SeccompProgram, bool) {
-	b, err := json.Marshal(s)
+	key, _, err := seccompKey(s)
 	if err != nil {
 		return nil, false
 	}
-	key := sha256.Sum256(b)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if have, ok := p.m[key]; ok {
@@ -111,10 +124,7 @@ func (p *seccompPrograms) adopt(s *configs.Seccomp, prog *directinit.SeccompProg
 	if prog.Check() != nil || !seccompbpf.FlagsSupported(prog.Flags) {
 		return nil, false
 	}
-	if p.m == nil || len(p.m) >= maxSeccompPrograms {
-		p.m = map[[32]byte]*directinit.SeccompProgram{}
-	}
-	p.m[key] = prog
+	p.keep(key, prog)
 	return prog, true
 }
 
