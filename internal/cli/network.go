@@ -484,10 +484,18 @@ func addNetworkCommands(root *cobra.Command) {
 	root.AddCommand(nw)
 }
 
-// removeNetwork removes network name's NAT and forwarding rules, its list
-// and the bridge its first container made (with the bridge's address and
-// route on the host).
+// cniIPAMDir is where host-local, the networks' address plugin, keeps
+// each network's leases (its default dataDir), one directory per network.
+const cniIPAMDir = "/var/lib/cni/networks"
+
+// removeNetwork removes network name's NAT and forwarding rules, its list,
+// the bridge its first container made (with the bridge's address and
+// route on the host) and host-local's leases of it (a network of that
+// name made later starts with none).
 func removeNetwork(ctx context.Context, name string) error {
+	if !validName(name) {
+		return fmt.Errorf("network %q: not a network name", name)
+	}
 	conf, _ := os.ReadFile(networkPath(name))
 	if subnet := confRules(conf); subnet != "" {
 		if err := removeNetworkRules(ctx, name, subnet); err != nil {
@@ -501,6 +509,9 @@ func removeNetwork(ctx context.Context, name string) error {
 		if err := deleteLink(br); err != nil {
 			return fmt.Errorf("network %s: remove its bridge %s: %w", name, br, err)
 		}
+	}
+	if err := os.RemoveAll(filepath.Join(cniIPAMDir, name)); err != nil {
+		return fmt.Errorf("network %s: remove its address leases: %w", name, err)
 	}
 	return nil
 }

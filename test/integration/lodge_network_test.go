@@ -73,9 +73,16 @@ func TestLodgeNetworkBeyondHost(t *testing.T) {
 	if out, _ := exec.Command("iptables-save").Output(); strings.Count(string(out), `"lodge network lodgeouttest"`) != 4 {
 		t.Errorf("the user network's four rules are not installed:\n%s", out)
 	}
+	leases := "/var/lib/cni/networks/lodgeouttest"
+	if _, err := os.Stat(leases); err != nil {
+		t.Errorf("host-local keeps no leases of the user network: %v", err)
+	}
 	l.must("network", "rm", "lodgeouttest")
 	if out, _ := exec.Command("iptables-save").Output(); strings.Contains(string(out), "lodge network lodgeouttest") {
 		t.Errorf("the removed network's rules are left:\n%s", out)
+	}
+	if _, err := os.Stat(leases); !os.IsNotExist(err) {
+		t.Errorf("the removed network's address leases are left (%s): %v", leases, err)
 	}
 }
 
