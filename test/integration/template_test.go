@@ -141,11 +141,24 @@ func TestTemplateClones(t *testing.T) {
 // Identify writes; read from the guest's root through PID 1), and the
 // host's wall clock (the template was saved seconds before). RNG output
 // alone could differ without the reseed (TCG offers RDRAND); the machine id
-// and the clock cannot.
+// and the clock cannot. Nor do they share the kernel's network secrets,
+// which the kernel draws once, at their first use (net_get_random_once:
+// TCP sequence numbers and timestamps, IP ids, source ports): the template
+// must make no connection before its snapshot, or every clone's kernel
+// would keep its draws, and a tenant that read them from its own guest
+// could predict another's. The first source ports of two connections to
+// fixed addresses (net_secret, table_perturb) show it: equal in clones that
+// kept the template's draws, 1 in ~2e8 otherwise.
 func TestCloneSafety(t *testing.T) {
 	f, _ := templateFixture(t)
 	probe := `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; echo; cat /proc/sys/kernel/random/boot_id
-		cat /proc/1/root/etc/machine-id; date +%s`
+		cat /proc/1/root/etc/machine-id; date +%s
+		for p in 5000 5001; do nc -l -p $p >/dev/null & done
+		for p in 5000 5001; do
+			until netstat -ltn | grep -q ":$p "; do sleep 0.05; done
+			echo | nc 127.0.0.1 $p
+		done
+		netstat -tn | awk '$4 ~ /:500[01]$/ {n = split($5, a, ":"); print $4, a[n]}' | sort | awk '{printf "%s ", $2}'`
 	s := privilegedSpec("sh", "-c", probe)
 	s.Linux.Namespaces = withoutNamespace(s.Linux.Namespaces, specs.PIDNamespace)
 	f.writeSpec(s)
@@ -153,20 +166,25 @@ func TestCloneSafety(t *testing.T) {
 		random, bootID, machineID string
 		clock                     int64
 		t0, t1                    time.Time
+		ports                     []string
 	}
 	read := func(id string) sample {
 		t0 := time.Now()
 		r := f.run(id, "")
 		t1 := time.Now()
 		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-		if r.code != 0 || len(lines) != 4 {
+		if r.code != 0 || len(lines) != 5 {
 			t.Fatalf("%s: exit %d, stdout %q, stderr %q", id, r.code, r.stdout, r.stderr)
 		}
 		c, err := strconv.ParseInt(lines[3], 10, 64)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return sample{lines[0], lines[1], lines[2], c, t0, t1}
+		ports := strings.Fields(lines[4])
+		if len(ports) != 2 {
+			t.Fatalf("%s: source ports %q, want two", id, lines[4])
+		}
+		return sample{lines[0], lines[1], lines[2], c, t0, t1, ports}
 	}
 	read("builds-template")
 	time.Sleep(3 * time.Second) // the template's clock falls behind
@@ -176,6 +194,9 @@ func TestCloneSafety(t *testing.T) {
 	}
 	if a.bootID == b.bootID {
 		t.Errorf("clones share boot_id %s", a.bootID)
+	}
+	if slices.Equal(a.ports, b.ports) {
+		t.Errorf("clones' kernels chose the same TCP source ports %v: they kept network secrets the template drew before its snapshot", a.ports)
 	}
 	if a.machineID == b.machineID || len(a.machineID) != 32 {
 		t.Errorf("clones' machine ids %q, %q: want two of 32 hex digits", a.machineID, b.machineID)
