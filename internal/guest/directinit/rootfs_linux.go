@@ -227,20 +227,42 @@ func checkProcDest(dest string, m *configs.Mount) error {
 
 // setupDev makes the spec's device nodes, /dev/ptmx and the /dev links.
 func (in *Config) setupDev(root *os.File) error {
+	// Each directory is found (or made) inside the root once: the nodes
+	// are mostly in /dev, and every safe lookup is a few system calls.
+	dirs := map[string]*os.File{}
+	defer func() {
+		for _, d := range dirs {
+			d.Close()
+		}
+	}()
+	dirOf := func(p string) (*os.File, error) {
+		rel := filepath.Dir(strings.TrimPrefix(p, "/"))
+		if d, ok := dirs[rel]; ok {
+			return d, nil
+		}
+		d, err := pathrs.MkdirAllHandle(root, rel, 0o755)
+		if err == nil {
+			dirs[rel] = d
+		}
+		return d, err
+	}
 	for _, d := range in.Devices {
 		p := filepath.Clean("/" + d.Path)
 		if p == "/dev/ptmx" || d.Path == "" {
 			continue
 		}
-		if err := mknodInRoot(root, p, d); err != nil {
+		dir, err := dirOf(p)
+		if err != nil {
+			return fmt.Errorf("device %s: %w", p, err)
+		}
+		if err := mknodIn(dir, p, d); err != nil {
 			return err
 		}
 	}
-	dev, err := pathrs.MkdirAllHandle(root, "dev", 0o755)
+	dev, err := dirOf("/dev/ptmx")
 	if err != nil {
 		return err
 	}
-	defer dev.Close()
 	if err := unix.Unlinkat(int(dev.Fd()), "ptmx", 0); err != nil && !errors.Is(err, unix.ENOENT) {
 		return err
 	}
@@ -257,12 +279,9 @@ func (in *Config) setupDev(root *os.File) error {
 	return nil
 }
 
-func mknodInRoot(root *os.File, p string, d *config.Device) error {
-	dir, err := pathrs.MkdirAllHandle(root, filepath.Dir(strings.TrimPrefix(p, "/")), 0o755)
-	if err != nil {
-		return fmt.Errorf("device %s: %w", p, err)
-	}
-	defer dir.Close()
+// mknodIn makes the device node p (its name) in dir, p's directory in the
+// container's root.
+func mknodIn(dir *os.File, p string, d *config.Device) error {
 	mode := uint32(d.FileMode)
 	switch d.Type {
 	case config.BlockDevice:
