@@ -360,6 +360,9 @@ func (cs *containers) createHolder(id, rootfs string, plan *holderPlan, cfg *con
 	cu.Release()
 	cs.log.Info("pod holder created", "container_id", id, "pid", p.pid, "program", plan.path,
 		"took", time.Since(t0).Round(time.Millisecond))
+	if !cs.noDirect && cs.directInit != "" {
+		go cs.warmFirstStep()
+	}
 	return &agentv1.CreateResponse{Pid: int32(p.pid)}, nil
 }
 

@@ -80,6 +80,13 @@ type Config struct {
 // Main is a direct container's first step; it returns only on error,
 // which it has also reported to the agent.
 func Main() error {
+	if a := os.Args; len(a) > 1 && a[len(a)-1] == WarmArg {
+		if err := warm(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return err
+		}
+		os.Exit(0)
+	}
 	if a := os.Args; len(a) > 1 && a[len(a)-1] == CaptureArg {
 		err := captureMain()
 		if err == nil {
