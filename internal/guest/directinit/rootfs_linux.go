@@ -235,8 +235,7 @@ func (in *Config) setupDev(root *os.File) error {
 			d.Close()
 		}
 	}()
-	dirOf := func(p string) (*os.File, error) {
-		rel := filepath.Dir(strings.TrimPrefix(p, "/"))
+	dirOf := func(rel string) (*os.File, error) {
 		if d, ok := dirs[rel]; ok {
 			return d, nil
 		}
@@ -251,7 +250,7 @@ func (in *Config) setupDev(root *os.File) error {
 		if p == "/dev/ptmx" || d.Path == "" {
 			continue
 		}
-		dir, err := dirOf(p)
+		dir, err := dirOf(filepath.Dir(strings.TrimPrefix(p, "/")))
 		if err != nil {
 			return fmt.Errorf("device %s: %w", p, err)
 		}
@@ -259,7 +258,7 @@ func (in *Config) setupDev(root *os.File) error {
 			return err
 		}
 	}
-	dev, err := dirOf("/dev/ptmx")
+	dev, err := dirOf("dev")
 	if err != nil {
 		return err
 	}
