@@ -80,20 +80,17 @@ type Config struct {
 // Main is a direct container's first step; it returns only on error,
 // which it has also reported to the agent.
 func Main() error {
-	if a := os.Args; len(a) > 1 && a[len(a)-1] == WarmArg {
-		if err := warm(); err != nil {
+	// The helper modes, named by the last argument, run and exit.
+	if a := os.Args; len(a) > 1 {
+		mode := map[string]func() error{WarmArg: warm, CaptureArg: captureMain}[a[len(a)-1]]
+		if mode != nil {
+			err := mode()
+			if err == nil {
+				os.Exit(0)
+			}
 			fmt.Fprintln(os.Stderr, err)
 			return err
 		}
-		os.Exit(0)
-	}
-	if a := os.Args; len(a) > 1 && a[len(a)-1] == CaptureArg {
-		err := captureMain()
-		if err == nil {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, err)
-		return err
 	}
 	// Credentials, capabilities and the seccomp filter are the thread's:
 	// the thread that sets them up is the one that executes the program.
@@ -234,7 +231,7 @@ func (in *Config) run(start io.Reader, report io.Writer, console *os.File) error
 // ioctls ifconfig uses: the same dev_change_flags in the kernel as
 // rtnetlink's, without a netlink library's code, which under TCG a fresh
 // clone's QEMU translates for every container with a network namespace of
-// its own (~25 ms of its start: docs/performance.md).
+// its own (3-53 ms of its start in four runs: docs/performance.md).
 func loopbackUp() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
