@@ -472,8 +472,14 @@ func shimCRIPod(t *testing.T, pooled bool) {
 	// the pod's containers share: its PID namespace (crictl's default
 	// for a pod), where it is PID 1, and its IPC namespace, with the pod's
 	// sysctls.
-	if b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log")); !bytes.Contains(b, []byte("pod holder created")) {
+	ctrdLog, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log"))
+	if !bytes.Contains(ctrdLog, []byte("pod holder created")) {
 		t.Errorf("the pod's sandbox container was not made as a pod holder (no \"pod holder created\" in containerd.log)")
+	}
+	// Once the holder was up, the agent started its warm first step (so
+	// that the pod's first container finds lodge-init's start translated).
+	if !bytes.Contains(ctrdLog, []byte(`msg=\"warm first step\" pid=`)) {
+		t.Errorf("the agent did not start a warm first step after the pod holder (no record of it in containerd.log)")
 	}
 	if out, err := c.crictl("exec", client, "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline"); err != nil || out != "sleep 2147483647" {
 		t.Errorf("PID 1 of the pod's PID namespace: %v: %q, want the pause program", err, out)

@@ -300,6 +300,7 @@ func firstStepError(b []byte, pid int) error {
 // A container that starts meanwhile runs first and shares what is already
 // translated. Under KVM it costs a few milliseconds of idle CPU.
 func (cs *containers) warmFirstStep() {
+	var pid int
 	err := onOwnThread(func() error {
 		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_IDLE}
 		if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
@@ -310,11 +311,14 @@ func (cs *containers) warmFirstStep() {
 		if err != nil {
 			return err
 		}
+		pid = p.Pid
 		return p.Release()
 	})
 	if err != nil {
-		cs.log.Debug("warm first step", "error", err)
+		cs.log.Warn("warm first step", "error", err)
+		return
 	}
+	cs.log.Info("warm first step", "pid", pid)
 }
 
 // startFirstStep starts DirectInit told in, with lp's stdio, in new
