@@ -50,7 +50,8 @@ type runOpts struct {
 	memory                         string
 	cpus                           float64
 	network, pull                  string
-	publish                        []string
+	publish, expose                []string
+	publishAll                     bool // -P: every exposed port to a host port of the kernel's choosing
 	createOnly                     bool // lodge create: made, not started
 	detach                         bool
 }
@@ -114,7 +115,9 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f.Float64Var(&o.cpus, "cpus", 0, "CPUs (e.g. 1.5)")
 	f.StringVar(&o.hostname, "hostname", "", "container host name")
 	f.StringVar(&o.network, "network", "bridge", "network: bridge (the default, lodge0), none, or one made with lodge network create")
-	f.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port: [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]")
+	f.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port: [[IP:][HOSTPORT]:]CONTAINERPORT[/tcp|udp] (no HOSTPORT: a free one)")
+	f.BoolVarP(&o.publishAll, "publish-all", "P", false, "publish every exposed port (the image's and --expose's) to a free host port")
+	f.StringArrayVar(&o.expose, "expose", nil, "expose a port, PORT[/tcp|udp], for -P")
 	f.StringVar(&o.pull, "pull", "missing", "pull the image: missing, always or never")
 	f.StringArrayVar(&o.securityOpts, "security-opt", nil, "security options: "+securityOptsHelp+
 		" (docker's default seccomp profile applies unless seccomp= says otherwise)")
@@ -136,11 +139,16 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		}
 		ports = append(ports, pm)
 	}
+	for _, e := range o.expose {
+		if _, err := parseExposed(e); err != nil {
+			return lodgeError(fmt.Errorf("--expose: %w", err))
+		}
+	}
 	network := o.network
 	switch network {
 	case "none":
-		if len(ports) > 0 {
-			return lodgeError(errors.New("-p needs a network: not with --network none"))
+		if len(ports) > 0 || o.publishAll {
+			return lodgeError(errors.New("-p and -P need a network: not with --network none"))
 		}
 	case "bridge", "":
 		network = bridgeNetwork
@@ -171,6 +179,15 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	}
 	if err != nil {
 		return lodgeError(err)
+	}
+	if o.publishAll {
+		exposed := append([]string(nil), o.expose...)
+		for e := range im.Config.Config.ExposedPorts {
+			exposed = append(exposed, e)
+		}
+		if ports, err = publishAll(ports, exposed); err != nil {
+			return lodgeError(fmt.Errorf("-P: %w", err))
+		}
 	}
 	lays, err := st.RootLayers(ctx, im)
 	if err != nil {

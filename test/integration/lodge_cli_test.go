@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -108,6 +109,7 @@ func testImage(t *testing.T) (string, *httptest.Server) {
 	cf = cf.DeepCopy()
 	cf.Config.Env = append(cf.Config.Env, "FROM_IMAGE=yes")
 	cf.Config.WorkingDir = "/etc"
+	cf.Config.ExposedPorts = map[string]struct{}{"80/tcp": {}} // for -P
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		t.Fatal(err)
 	}
@@ -335,8 +337,9 @@ func TestLodgeDetached(t *testing.T) {
 	}
 }
 
-// TestLodgeNetwork: the default bridge network, published ports, container
-// to container traffic, --network none, and a port already published.
+// TestLodgeNetwork: the default bridge network, published ports (-p, -P),
+// container to container traffic, --network none, and a port already
+// published.
 func TestLodgeNetwork(t *testing.T) {
 	l := newLodgeCLI(t)
 	ref, _ := testImage(t)
@@ -352,17 +355,7 @@ func TestLodgeNetwork(t *testing.T) {
 	pub := fmt.Sprintf("127.0.0.1:%d:80", port)
 	l.must("run", "-d", "--name", "web", "-p", pub, "-v", www+":/www:ro", ref, "httpd", "-f", "-p", "80", "-h", "/www")
 	defer l.run("", "rm", "-f", "web")
-	var body string
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
-		resp, err := (&http.Client{Timeout: 3 * time.Second}).Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			body = string(b)
-			break
-		}
-	}
-	if body != "hello-over-the-bridge\n" {
+	if body := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", port)); body != "hello-over-the-bridge\n" {
 		t.Fatalf("GET the published port: %q", body)
 	}
 	if ps := l.must("ps"); !strings.Contains(ps, fmt.Sprintf("127.0.0.1:%d->80/tcp", port)) {
@@ -382,6 +375,38 @@ func TestLodgeNetwork(t *testing.T) {
 	// The command runs (ip's own failure, not Lodge's 125) and finds no eth0.
 	if r := l.run("", "run", "--rm", "--network", "none", ref, "sh", "-c", "ip link show eth0"); r.code == 0 || r.code == 125 || !strings.Contains(r.stdout+r.stderr, "can't find device 'eth0'") {
 		t.Errorf("--network none: exit %d, %s%s; want ip's error about a missing eth0", r.code, r.stdout, r.stderr)
+	}
+	// -P publishes the image's exposed port and --expose's, each on a
+	// host port of the kernel's choosing, which `port` names; -p without
+	// a host port does the same for one port.
+	l.must("run", "-d", "--name", "auto", "-P", "--expose", "5353/udp", "-p", "127.0.0.1::8080",
+		"-v", www+":/www:ro", ref, "httpd", "-f", "-p", "80", "-h", "/www")
+	defer l.run("", "rm", "-f", "auto")
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(l.must("port", "auto")), "\n") {
+		ctr, host, _ := strings.Cut(line, " -> ")
+		got[ctr] = host
+	}
+	hostPort := func(ctr, ip string) int {
+		h, p, err := net.SplitHostPort(got[ctr])
+		n, _ := strconv.Atoi(p)
+		if err != nil || h != ip || n <= 0 || n == 80 || n == 8080 || n == 5353 {
+			t.Errorf("port: %s -> %q, want %s:<a free port>", ctr, got[ctr], ip)
+		}
+		return n
+	}
+	if len(got) != 3 {
+		t.Errorf("port: %v, want 80/tcp, 5353/udp and 8080/tcp", got)
+	}
+	auto := hostPort("80/tcp", "0.0.0.0")
+	hostPort("5353/udp", "0.0.0.0")
+	hostPort("8080/tcp", "127.0.0.1")
+	if body := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", auto)); body != "hello-over-the-bridge\n" {
+		t.Errorf("GET the port -P published (%d): %q", auto, body)
+	}
+	l.must("rm", "-f", "auto")
+	if out, _ := exec.Command("iptables", "-t", "nat", "-S").CombinedOutput(); strings.Contains(string(out), fmt.Sprintf("--dport %d ", auto)) {
+		t.Errorf("the port -P published is left in iptables after rm -f")
 	}
 	// The same host port again: refused, nothing left.
 	netnsBefore, _ := os.ReadDir("/run/netns")
@@ -425,6 +450,19 @@ func TestLodgeNetwork(t *testing.T) {
 	if out, _ := exec.Command("iptables", "-t", "nat", "-S").CombinedOutput(); strings.Contains(string(out), fmt.Sprintf("--dport %d ", port)) {
 		t.Errorf("port mapping left in iptables after rm -f")
 	}
+}
+
+// httpGet is the body url answers within a minute ("" if none).
+func httpGet(url string) string {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
+		resp, err := (&http.Client{Timeout: 3 * time.Second}).Get(url)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return string(b)
+		}
+	}
+	return ""
 }
 
 func mustReadDir(t *testing.T, dir string) []string {
