@@ -313,6 +313,11 @@ func runContainer(ctx context.Context, g globals, log *slog.Logger, f createFlag
 		cmd.Process.Release()
 		return 0, nil
 	}
+	if f.consoleSocket == "" {
+		if b, err := oci.LoadBundle(f.bundle); err == nil && b.Spec.Process.Terminal {
+			defer rawTerminal()()
+		}
+	}
 	done := make(chan struct{})
 	go func() {
 		for {

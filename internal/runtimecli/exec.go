@@ -229,6 +229,9 @@ func runExec(ctx context.Context, g globals, log *slog.Logger, id string, e exec
 		return 0, shim.FromWire(err)
 	}
 	e.started()
+	if proc.Terminal && consoleSocket == "" {
+		defer rawTerminal()()
+	}
 	go func() {
 		for s := range sigs {
 			n, ok := forwardable(s)

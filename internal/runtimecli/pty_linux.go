@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 
 	"github.com/lodgeruntime/lodge/internal/unixsock"
 )
@@ -57,4 +58,22 @@ func winsize(f *os.File) (uint16, uint16, error) {
 		return 0, 0, err
 	}
 	return ws.Col, ws.Row, nil
+}
+
+// rawTerminal puts this process's stdin, where it is a terminal, in raw
+// mode while a process with a terminal runs in the foreground (run, exec
+// without --console-socket): the guest's terminal is that process's line
+// discipline, as runc's container terminal is, so this one passes every
+// key through (^C included) and adds no echo of its own. It returns what
+// restores the terminal.
+func rawTerminal() func() {
+	fd := int(os.Stdin.Fd())
+	if !term.IsTerminal(fd) {
+		return func() {}
+	}
+	st, err := term.MakeRaw(fd)
+	if err != nil {
+		return func() {}
+	}
+	return func() { term.Restore(fd, st) }
 }

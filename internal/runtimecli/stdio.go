@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/term"
+
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/shim"
 )
@@ -118,6 +120,15 @@ func (o *cliStdio) console(r shim.StdioRequest, socket string) (sandbox.Stdio, i
 	master, slave, err := openPTY()
 	if err != nil {
 		return sandbox.Stdio{}, nil, fmt.Errorf("allocate a terminal: %w", err)
+	}
+	// The guest's terminal is the container's line discipline (echo,
+	// line editing, ^C as SIGINT, \n as \r\n): this one only relays, raw,
+	// or every line would echo twice, end in \r\r\n, and a ^C would go to
+	// this terminal's foreground process group, which has none.
+	if _, err := term.MakeRaw(int(slave.Fd())); err != nil {
+		master.Close()
+		slave.Close()
+		return sandbox.Stdio{}, nil, fmt.Errorf("make the relaying terminal raw: %w", err)
 	}
 	err = sendFile(socket, master)
 	master.Close()

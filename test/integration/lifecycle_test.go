@@ -262,7 +262,8 @@ func TestTerminalMountsHooks(t *testing.T) {
 	share := t.TempDir()
 	os.WriteFile(filepath.Join(share, "greeting"), []byte("hello from the host\n"), 0o644)
 	hookOut := t.TempDir()
-	s := defaultSpec("sh", "-c", `cat /mnt/greeting; touch /mnt/x 2>/dev/null && echo mnt=rw || echo mnt=ro; tty; read line; echo "read:$line"`)
+	s := defaultSpec("sh", "-c", `cat /mnt/greeting; touch /mnt/x 2>/dev/null && echo mnt=rw || echo mnt=ro; tty; read line; echo "read:$line"; `+
+		`trap "echo int-caught; exit 0" INT; echo waiting; while :; do sleep 0.2; done`)
 	s.Process.Terminal = true
 	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/mnt", Type: "bind", Source: share, Options: []string{"rbind", "ro"}})
 	hook := func(name string) specs.Hook {
@@ -293,10 +294,31 @@ func TestTerminalMountsHooks(t *testing.T) {
 			break
 		}
 	}
-	for _, want := range []string{"hello from the host", "mnt=ro", "/dev/pts/", "read:typed-line"} {
-		if !strings.Contains(got.String(), want) {
-			t.Errorf("terminal output lacks %q:\n%s", want, got.String())
+	// A ^C is the guest terminal's to turn into SIGINT.
+	for !strings.Contains(got.String(), "waiting") {
+		n, err := master.Read(buf)
+		got.Write(buf[:n])
+		if err != nil {
+			break
 		}
+	}
+	master.Write([]byte{3})
+	for !strings.Contains(got.String(), "int-caught") {
+		n, err := master.Read(buf)
+		got.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	for _, want := range []string{"hello from the host", "mnt=ro", "/dev/pts/", "read:typed-line", "int-caught"} {
+		if !strings.Contains(got.String(), want) {
+			t.Errorf("terminal output lacks %q:\n%q", want, got.String())
+		}
+	}
+	// The guest's terminal echoes the line once and ends lines in \r\n;
+	// the host's, which only relays, adds nothing.
+	if n := strings.Count(got.String(), "typed-line"); n != 2 || strings.Contains(got.String(), "\r\r\n") {
+		t.Errorf("the host's terminal is not raw: %d echoes of the line (want the guest's one and the read's), output %q", n, got.String())
 	}
 	f.waitStatus("term", "stopped")
 	if _, err := os.Stat(filepath.Join(hookOut, "poststart")); err != nil {
@@ -335,6 +357,7 @@ func consoleSocket(t *testing.T) (string, <-chan *os.File) {
 		}
 		msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
 		fds, _ := unix.ParseUnixRights(&msgs[0])
+		unix.SetNonblock(fds[0], true) // so that read deadlines hold
 		masterCh <- os.NewFile(uintptr(fds[0]), "master")
 	}()
 	return sock, masterCh
