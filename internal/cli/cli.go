@@ -127,6 +127,7 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 	addImageCommands(root, a)
 	addRunCommand(root, a)
 	addContainerCommands(root, a)
+	addAttachCommand(root, a)
 	addVolumeCommands(root)
 	addCpCommand(root, a)
 	addStatsCommand(root, a)

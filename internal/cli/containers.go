@@ -31,13 +31,19 @@ const logMax = 10 << 20
 
 // ctrRecord is a container of `lodge`.
 type ctrRecord struct {
-	ID         string    `json:"id"`
-	Name       string    `json:"name"`
-	Image      string    `json:"image"`
-	ImageID    string    `json:"image_id"`
-	Command    []string  `json:"command"`
-	Created    time.Time `json:"created"`
-	Detached   bool      `json:"detached"`
+	ID       string    `json:"id"`
+	Name     string    `json:"name"`
+	Image    string    `json:"image"`
+	ImageID  string    `json:"image_id"`
+	Command  []string  `json:"command"`
+	Created  time.Time `json:"created"`
+	Detached bool      `json:"detached"`
+	// Interactive: run with -i, so an attach gives the container its
+	// input.
+	Interactive bool `json:"interactive,omitempty"`
+	// Tty: run with -t; detached, its terminal's master is its log
+	// helper's.
+	Tty        bool      `json:"tty,omitempty"`
 	AutoRemove bool      `json:"auto_remove"`
 	StopSignal string    `json:"stop_signal,omitempty"`
 	ExitCode   *int      `json:"exit_code,omitempty"`
@@ -506,6 +512,7 @@ func removeCtr(a *app, r *ctrRecord, force bool) error {
 	if err := leaveBridge(a.ctx(), r.ID, r.Network); err != nil {
 		return err
 	}
+	os.Remove(attachSock(r.ID)) // its helper's, if it died before it could
 	return os.RemoveAll(ctrDir(r.ID))
 }
 
@@ -722,13 +729,48 @@ func runLogger(a *app, id string) error {
 	if err != nil {
 		return err
 	}
+	// The container's stdin, where it was run with -i: attached clients
+	// write to it.
+	var stdin io.Writer
+	if r.Interactive && !r.Tty {
+		stdin = os.NewFile(6, "stdin")
+	}
+	hub := newAttachHub(stdin)
+	if l, err := listenAttach(id); err != nil {
+		a.log.Warn("attach socket: lodge attach will not reach this container", "container", r.Name, "err", err)
+	} else {
+		defer os.Remove(attachSock(id))
+		defer l.Close()
+		go hub.serve(l)
+	}
 	var wg sync.WaitGroup
 	for fd, stream := range map[uintptr]string{3: "stdout", 4: "stderr"} {
 		f := os.NewFile(fd, stream)
+		kind := attachStdout
+		if stream == "stderr" {
+			kind = attachStderr
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			jl.copyLines(stream, f)
+			jl.copyLines(stream, io.TeeReader(f, hub.stream(kind)))
+		}()
+	}
+	if r.Tty {
+		// The container's terminal: its master comes over the console
+		// socket (fd 6) as the runtime makes the container, and is its
+		// one output stream.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			master, err := receiveTerminal(os.NewFile(6, "console"))
+			if err != nil {
+				a.log.Warn("the container's terminal", "container", r.Name, "err", err)
+				return
+			}
+			defer master.Close()
+			hub.setTerminal(master, r.Interactive)
+			jl.copyLines("stdout", io.TeeReader(master, hub.stream(attachStdout)))
 		}()
 	}
 	code, why := awaitEnd(runtimeState, id, os.NewFile(5, "created"))
@@ -747,6 +789,7 @@ func runLogger(a *app, id string) error {
 	case <-flushed:
 	case <-time.After(5 * time.Second):
 	}
+	hub.end(code)
 	if err := leaveBridge(a.ctx(), id, r.Network); err != nil {
 		a.log.Warn("leave the bridge network", "container", r.Name, "err", err)
 	}

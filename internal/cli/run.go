@@ -157,12 +157,6 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 			return lodgeError(fmt.Errorf("--network %s: no such network (lodge network ls)", network))
 		}
 	}
-	if o.detach && o.tty && !o.interactive {
-		return lodgeError(errors.New("-d with -t needs -i too (a detached terminal is kept for a later attach, which Lodge has not yet)"))
-	}
-	if o.detach && o.tty {
-		return lodgeError(errors.New("-d -t: detached terminals are not supported yet"))
-	}
 	st := a.images()
 	var im *image.Image
 	var err error
@@ -203,7 +197,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		return lodgeError(err)
 	}
 	rec := &ctrRecord{ID: id, Name: name, Image: im.Name, ImageID: im.ConfigDigest.Hex, Command: spec.Process.Args,
-		Created: time.Now().UTC(), Detached: o.detach, AutoRemove: o.rm, StopSignal: im.Config.Config.StopSignal, Volumes: vols}
+		Created: time.Now().UTC(), Detached: o.detach || o.createOnly, Interactive: o.interactive, Tty: o.tty, AutoRemove: o.rm, StopSignal: im.Config.Config.StopSignal, Volumes: vols}
 	if err := os.MkdirAll(ctrDir(id), 0o700); err != nil {
 		return lodgeError(err)
 	}
@@ -265,7 +259,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		}
 		defer restore()
 	}
-	code, err := runtimecli.Run(ctx, a.log, runtimeState, filepath.Join(ctrDir(id), "runtime.log"), bundleDir(id), id, false)
+	code, err := runtimecli.Run(ctx, a.log, runtimeState, filepath.Join(ctrDir(id), "runtime.log"), bundleDir(id), id, false, "")
 	if lerr := leaveBridge(context.WithoutCancel(ctx), id, rec.Network); lerr != nil {
 		a.log.Warn("leave the bridge network", "container", name, "err", lerr)
 	}
@@ -348,9 +342,47 @@ func (a *app) runDetached(ctx context.Context, rec *ctrRecord, o runOpts) error 
 		return err
 	}
 	defer createdW.Close()
+	// With -i the container's stdin is a pipe the helper holds open and
+	// writes what `lodge attach` sends into, as docker keeps a detached
+	// container's stdin; not this command's stdin, which its caller keeps.
+	stdin := devnull
+	extra := []*os.File{outR, errR, createdR}
+	var console string
+	switch {
+	case o.tty:
+		// The runtime sends the container's terminal master to this
+		// socket (runc's --console-socket), which the helper listens on.
+		lf, path, err := consoleListener(rec.ID)
+		if err != nil {
+			outR.Close()
+			outW.Close()
+			errR.Close()
+			errW.Close()
+			createdR.Close()
+			return err
+		}
+		defer os.Remove(path)
+		defer lf.Close()
+		console = path
+		extra = append(extra, lf)
+	case o.interactive:
+		inR, inW, err := os.Pipe()
+		if err != nil {
+			outR.Close()
+			outW.Close()
+			errR.Close()
+			errW.Close()
+			createdR.Close()
+			return err
+		}
+		defer inR.Close()
+		defer inW.Close()
+		stdin = inR
+		extra = append(extra, inW)
+	}
 	logger := exec.Command("/proc/self/exe", "__logger", rec.ID)
 	logger.Stdin, logger.Stdout, logger.Stderr = devnull, nil, nil
-	logger.ExtraFiles = []*os.File{outR, errR, createdR}
+	logger.ExtraFiles = extra
 	logger.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	logger.Env = os.Environ()
 	err = logger.Start()
@@ -363,15 +395,12 @@ func (a *app) runDetached(ctx context.Context, rec *ctrRecord, o runOpts) error 
 		return fmt.Errorf("start the log helper: %w", err)
 	}
 	savedIn, savedOut, savedErr := os.Stdin, os.Stdout, os.Stderr
-	os.Stdin, os.Stdout, os.Stderr = devnull, outW, errW
-	if o.interactive {
-		os.Stdin = savedIn
-	}
+	os.Stdin, os.Stdout, os.Stderr = stdin, outW, errW
 	runtimeLog := filepath.Join(ctrDir(rec.ID), "runtime.log")
 	if o.createOnly {
-		err = runtimecli.Create(runtimeState, runtimeLog, bundleDir(rec.ID), rec.ID)
+		err = runtimecli.Create(runtimeState, runtimeLog, bundleDir(rec.ID), rec.ID, console)
 	} else {
-		_, err = runtimecli.Run(ctx, a.log, runtimeState, runtimeLog, bundleDir(rec.ID), rec.ID, true)
+		_, err = runtimecli.Run(ctx, a.log, runtimeState, runtimeLog, bundleDir(rec.ID), rec.ID, true, console)
 	}
 	os.Stdin, os.Stdout, os.Stderr = savedIn, savedOut, savedErr
 	outW.Close()

@@ -256,27 +256,28 @@ func cmdRun(ctx context.Context, g globals, log *slog.Logger, env Env, args []st
 	return nil
 }
 
-// Run is `lodge-runtime --root ROOT run [-d] --bundle BUNDLE ID` for
-// another command of this process (`lodge run`): err reports Lodge's own
-// failure, code the container's exit status. The supervisor is this
-// executable called with "__supervise" (see Supervises).
-func Run(ctx context.Context, log *slog.Logger, root, logFile, bundle, id string, detach bool) (code int, err error) {
+// Run is `lodge-runtime --root ROOT run [-d] [--console-socket SOCKET]
+// --bundle BUNDLE ID` for another command of this process (`lodge run`):
+// err reports Lodge's own failure, code the container's exit status. The
+// supervisor is this executable called with "__supervise" (see
+// Supervises).
+func Run(ctx context.Context, log *slog.Logger, root, logFile, bundle, id string, detach bool, consoleSocket string) (code int, err error) {
 	if err := checkID(id); err != nil {
 		return 0, err
 	}
 	g := globals{root: root, logFile: logFile, logFormat: "text"}
-	return runContainer(ctx, g, log, createFlags{bundle: bundle, detach: detach}, id)
+	return runContainer(ctx, g, log, createFlags{bundle: bundle, detach: detach, consoleSocket: consoleSocket}, id)
 }
 
-// Create is `lodge-runtime --root ROOT create --bundle BUNDLE ID` for
-// another command of this process (`lodge create`); the container's stdio
-// is this process's at the call.
-func Create(root, logFile, bundle, id string) error {
+// Create is `lodge-runtime --root ROOT create [--console-socket SOCKET]
+// --bundle BUNDLE ID` for another command of this process (`lodge
+// create`); the container's stdio is this process's at the call.
+func Create(root, logFile, bundle, id, consoleSocket string) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
 	g := globals{root: root, logFile: logFile, logFormat: "text"}
-	cmd, err := createContainer(g, createFlags{bundle: bundle}, id, true)
+	cmd, err := createContainer(g, createFlags{bundle: bundle, consoleSocket: consoleSocket}, id, true)
 	if err != nil {
 		return err
 	}

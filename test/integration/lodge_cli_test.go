@@ -287,6 +287,71 @@ func TestLodgeDetached(t *testing.T) {
 	}
 	l.must("rm", "ticker")
 
+	// attach: with -d -i the container's stdin is its own, not the
+	// caller's ("early" never reaches it); an attach sends it input, gets
+	// its output as it comes, each stream apart, and its exit code.
+	l.run("early\n", "run", "-d", "-i", "--name", "talker", ref, "sh", "-c",
+		`echo ready; while read line; do echo "got $line"; echo "err $line" >&2; [ "$line" = quit ] && exit 7; done; echo eof; exit 9`)
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(l.must("logs", "talker"), "ready"); time.Sleep(300 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("run -d -i: the container never started")
+		}
+	}
+	time.Sleep(time.Second) // what the caller's stdin held would have been read by now
+	if r := l.run("hello\nquit\n", "attach", "talker"); r.code != 7 || r.stdout != "got hello\ngot quit\n" || r.stderr != "err hello\nerr quit\n" {
+		t.Errorf("attach: exit %d, stdout %q, stderr %q; want 7, what it said to hello and quit", r.code, r.stdout, r.stderr)
+	}
+	if out := l.must("logs", "talker"); strings.Contains(out, "early") || strings.Contains(out, "eof") {
+		t.Errorf("the container read the stdin of the lodge run that started it:\n%s", out)
+	}
+	if r := l.run("", "attach", "talker"); r.code == 0 || !strings.Contains(r.stderr, "only a running container") {
+		t.Errorf("attach to an exited container: exit %d, %s", r.code, r.stderr)
+	}
+	l.must("rm", "talker")
+	// -d -i -t: the container's terminal is its log helper's; an attach
+	// types into it and gets what it prints and its exit code, and ^P ^Q
+	// detaches, leaving it running.
+	l.must("run", "-dit", "--name", "tty", ref, "sh")
+	if r := l.run("\x10\x11", "attach", "tty"); r.code != 0 || !strings.Contains(r.stderr, "read escape sequence") {
+		t.Errorf("attach, then ^P ^Q: exit %d, %s", r.code, r.stderr)
+	}
+	if ps := l.must("ps"); !strings.Contains(ps, "tty") {
+		t.Errorf("the container ended when its attach detached:\n%s", ps)
+	}
+	if r := l.run("[ -t 0 ] && echo on-a-tty-$((1+2)); exit 3\n", "attach", "tty"); r.code != 3 || !strings.Contains(r.stdout, "on-a-tty-3") {
+		t.Errorf("attach to a terminal: exit %d, stdout %q, stderr %q; want 3 and what the shell printed", r.code, r.stdout, r.stderr)
+	}
+	if out := l.must("logs", "tty"); !strings.Contains(out, "on-a-tty-3") {
+		t.Errorf("logs of a container with a terminal: %q", out)
+	}
+	l.must("rm", "tty")
+	// The signals attach gets go on to the container (--sig-proxy).
+	l.must("run", "-d", "--name", "trapper", ref, "sh", "-c", `trap "echo got-int; exit 5" INT; while :; do echo tick; sleep 0.2; done`)
+	att := exec.Command(l.bin, "attach", "trapper")
+	att.Env = l.env
+	outR, outW, _ := os.Pipe()
+	var attErr bytes.Buffer
+	att.Stdout, att.Stderr = outW, &attErr
+	if err := att.Start(); err != nil {
+		t.Fatal(err)
+	}
+	outW.Close()
+	// Once it prints a tick, attach is connected and passes signals on.
+	var first [4]byte
+	if _, err := io.ReadFull(outR, first[:]); err != nil {
+		att.Process.Kill()
+		att.Wait()
+		t.Fatalf("attach printed nothing: %v %s", err, attErr.String())
+	}
+	seen := make(chan string, 1)
+	go func() { b, _ := io.ReadAll(outR); seen <- string(b) }()
+	att.Process.Signal(os.Interrupt)
+	err := att.Wait()
+	if code := att.ProcessState.ExitCode(); code != 5 || !strings.Contains(<-seen, "got-int") {
+		t.Errorf("attach given SIGINT (a ^C): %v (exit %d), %s; want the container's trap's exit 5", err, code, attErr.String())
+	}
+	l.must("rm", "-f", "trapper")
+
 	// A container that ends by itself, with --rm: gone once it has.
 	l.must("run", "-d", "--rm", "--name", "brief", ref, "sh", "-c", "exit 3")
 	for deadline := time.Now().Add(time.Minute); strings.Contains(l.must("ps", "-a"), "brief"); {
