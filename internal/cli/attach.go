@@ -43,6 +43,7 @@ const (
 	attachExit   byte = 3 // payload: the exit code, 4 bytes big-endian
 	attachInput  byte = 4 // what the client's user typed
 	attachResize byte = 5 // the client's terminal: columns and rows, 2 bytes each, big-endian
+	attachReady  byte = 6 // the helper's first frame: from now on the client gets every output
 )
 
 // attachQueue is how many frames an attached client may fall behind the
@@ -112,6 +113,7 @@ func (h *attachHub) serve(l net.Listener) {
 			continue
 		}
 		h.clients[c] = true
+		c.out <- frame(attachReady, nil)
 		h.mu.Unlock()
 		go func() {
 			for f := range c.out {
@@ -249,7 +251,7 @@ func addAttachCommand(root *cobra.Command, a *app) {
 			if err != nil {
 				return err
 			}
-			return a.attach(cmd, r, o)
+			return a.attach(cmd, r, o, false)
 		},
 	}
 	attach.Flags().BoolVar(&o.noStdin, "no-stdin", false, "do not send this terminal's input to the container")
@@ -260,12 +262,17 @@ func addAttachCommand(root *cobra.Command, a *app) {
 // attach streams r's output to the command's stdout and stderr until the
 // container ends, and returns its exit code as docker attach does. With a
 // terminal, the user's own is made raw and its size follows, and ^P ^Q
-// detaches, leaving the container running.
-func (a *app) attach(cmd *cobra.Command, r *ctrRecord, o attachOpts) error {
+// detaches, leaving the container running. With start (`start -a`), r is
+// a created container, started once the helper has taken this client, so
+// that none of its output is missed.
+func (a *app) attach(cmd *cobra.Command, r *ctrRecord, o attachOpts, start bool) error {
 	if !r.Detached {
 		return fmt.Errorf("container %s was not run with -d: its streams are those of the lodge run that started it", r.Name)
 	}
-	if st, running := r.status(); !running {
+	switch st, running := r.status(); {
+	case start && st != "created":
+		return fmt.Errorf("container %s is %s, not created (a container of lodge starts once)", r.Name, st)
+	case !start && !running:
 		return fmt.Errorf("container %s is %s: only a running container can be attached", r.Name, st)
 	}
 	conn, err := net.Dial("unix", attachSock(r.ID))
@@ -273,6 +280,14 @@ func (a *app) attach(cmd *cobra.Command, r *ctrRecord, o attachOpts) error {
 		return fmt.Errorf("container %s: its log helper does not answer (%w)", r.Name, err)
 	}
 	defer conn.Close()
+	if kind, _, err := readFrame(conn); err != nil || kind != attachReady {
+		return fmt.Errorf("container %s: its log helper did not take the attach (%v)", r.Name, err)
+	}
+	if start {
+		if err := runtimeOp(a, "start", r.ID); err != nil {
+			return err
+		}
+	}
 	var wmu sync.Mutex
 	send := func(kind byte, p []byte) error {
 		wmu.Lock()

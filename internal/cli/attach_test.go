@@ -31,18 +31,13 @@ func attachTo(t *testing.T, hub *attachHub) net.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	// Accepted and registered once a frame reaches it.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		hub.mu.Lock()
-		n := len(hub.clients)
-		hub.mu.Unlock()
-		if n == 1 {
-			return conn
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the hub did not take the client")
-		}
+	// Its first frame says it is attached: it gets all output from now on.
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if kind, _, err := readFrame(conn); err != nil || kind != attachReady {
+		t.Fatalf("first frame %d, %v; want ready", kind, err)
 	}
+	conn.SetReadDeadline(time.Time{})
+	return conn
 }
 
 func TestAttachHub(t *testing.T) {

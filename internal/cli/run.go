@@ -82,11 +82,22 @@ func addRunCommand(root *cobra.Command, a *app) {
 			return a.run(cmd, o, args[0], args[1:])
 		},
 	}
+	var startAttach, startInteractive bool
 	start := &cobra.Command{
-		Use:   "start CONTAINER...",
+		Use:   "start [-a [-i]] CONTAINER...",
 		Short: "start created containers",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if startAttach || startInteractive {
+				if len(args) != 1 {
+					return errors.New("start -a or -i: one container")
+				}
+				r, err := findCtr(args[0])
+				if err != nil {
+					return err
+				}
+				return a.attach(cmd, r, attachOpts{noStdin: !startInteractive, sigProxy: true}, true)
+			}
 			return eachCtr(cmd, args, func(r *ctrRecord) error {
 				if st, _ := r.status(); st != "created" {
 					return fmt.Errorf("container %s is %s, not created (a container of lodge starts once)", r.Name, st)
@@ -95,6 +106,8 @@ func addRunCommand(root *cobra.Command, a *app) {
 			})
 		},
 	}
+	start.Flags().BoolVarP(&startAttach, "attach", "a", false, "attach this terminal to the container's output, and return its exit code")
+	start.Flags().BoolVarP(&startInteractive, "interactive", "i", false, "attach this terminal's input too (with -a)")
 	root.AddCommand(create, start)
 	f := run.Flags()
 	f.SetInterspersed(false) // what follows IMAGE is the container's command
@@ -316,35 +329,39 @@ func swapStdio(f **os.File, path string, flag int) (restore func(), err error) {
 // runDetached starts the container with its output going to its logger
 // (this executable, __logger), which outlives this command.
 func (a *app) runDetached(ctx context.Context, rec *ctrRecord, o runOpts) error {
+	// Every descriptor this command opens is closed when it returns (the
+	// helper has its own copies by then).
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	pipe := func() (r, w *os.File, err error) {
+		if r, w, err = os.Pipe(); err == nil {
+			files = append(files, r, w)
+		}
+		return r, w, err
+	}
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
 		return err
 	}
-	defer devnull.Close()
-	outR, outW, err := os.Pipe()
+	files = append(files, devnull)
+	outR, outW, err := pipe()
 	if err != nil {
 		return err
 	}
-	errR, errW, err := os.Pipe()
+	errR, errW, err := pipe()
 	if err != nil {
-		outR.Close()
-		outW.Close()
 		return err
 	}
 	// The helper waits for a byte on this pipe before it looks for the
 	// container, which exists only once the runtime has made it.
-	createdR, createdW, err := os.Pipe()
+	createdR, createdW, err := pipe()
 	if err != nil {
-		outR.Close()
-		outW.Close()
-		errR.Close()
-		errW.Close()
 		return err
 	}
-	defer createdW.Close()
-	// With -i the container's stdin is a pipe the helper holds open and
-	// writes what `lodge attach` sends into, as docker keeps a detached
-	// container's stdin; not this command's stdin, which its caller keeps.
 	stdin := devnull
 	extra := []*os.File{outR, errR, createdR}
 	var console string
@@ -354,29 +371,21 @@ func (a *app) runDetached(ctx context.Context, rec *ctrRecord, o runOpts) error 
 		// socket (runc's --console-socket), which the helper listens on.
 		lf, path, err := consoleListener(rec.ID)
 		if err != nil {
-			outR.Close()
-			outW.Close()
-			errR.Close()
-			errW.Close()
-			createdR.Close()
 			return err
 		}
 		defer os.Remove(path)
-		defer lf.Close()
+		files = append(files, lf)
 		console = path
 		extra = append(extra, lf)
 	case o.interactive:
-		inR, inW, err := os.Pipe()
+		// The container's stdin is a pipe the helper holds open and
+		// writes what `lodge attach` sends into, as docker keeps a
+		// detached container's stdin; not this command's stdin, which
+		// its caller keeps.
+		inR, inW, err := pipe()
 		if err != nil {
-			outR.Close()
-			outW.Close()
-			errR.Close()
-			errW.Close()
-			createdR.Close()
 			return err
 		}
-		defer inR.Close()
-		defer inW.Close()
 		stdin = inR
 		extra = append(extra, inW)
 	}
@@ -385,13 +394,7 @@ func (a *app) runDetached(ctx context.Context, rec *ctrRecord, o runOpts) error 
 	logger.ExtraFiles = extra
 	logger.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	logger.Env = os.Environ()
-	err = logger.Start()
-	outR.Close()
-	errR.Close()
-	createdR.Close()
-	if err != nil {
-		outW.Close()
-		errW.Close()
+	if err := logger.Start(); err != nil {
 		return fmt.Errorf("start the log helper: %w", err)
 	}
 	savedIn, savedOut, savedErr := os.Stdin, os.Stdout, os.Stderr
@@ -403,8 +406,6 @@ func (a *app) runDetached(ctx context.Context, rec *ctrRecord, o runOpts) error 
 		_, err = runtimecli.Run(ctx, a.log, runtimeState, runtimeLog, bundleDir(rec.ID), rec.ID, true, console)
 	}
 	os.Stdin, os.Stdout, os.Stderr = savedIn, savedOut, savedErr
-	outW.Close()
-	errW.Close()
 	if err != nil {
 		logger.Process.Kill()
 		logger.Wait()

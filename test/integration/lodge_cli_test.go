@@ -312,6 +312,10 @@ func TestLodgeDetached(t *testing.T) {
 	// types into it and gets what it prints and its exit code, and ^P ^Q
 	// detaches, leaving it running.
 	l.must("run", "-dit", "--name", "tty", ref, "sh")
+	var ttyInsp []struct{ Config struct{ Tty, OpenStdin bool } }
+	if err := json.Unmarshal([]byte(l.must("inspect", "tty")), &ttyInsp); err != nil || len(ttyInsp) != 1 || !ttyInsp[0].Config.Tty || !ttyInsp[0].Config.OpenStdin {
+		t.Errorf("inspect of a -dit container: %+v, %v; want Config.Tty and Config.OpenStdin", ttyInsp, err)
+	}
 	if r := l.run("\x10\x11", "attach", "tty"); r.code != 0 || !strings.Contains(r.stderr, "read escape sequence") {
 		t.Errorf("attach, then ^P ^Q: exit %d, %s", r.code, r.stderr)
 	}
@@ -325,6 +329,13 @@ func TestLodgeDetached(t *testing.T) {
 		t.Errorf("logs of a container with a terminal: %q", out)
 	}
 	l.must("rm", "tty")
+	// start -a: attached before the container starts, so its first line
+	// is not missed; its exit code is start's.
+	l.must("create", "--name", "later", ref, "sh", "-c", "echo first-line; echo to-stderr >&2; exit 6")
+	if r := l.run("", "start", "-a", "later"); r.code != 6 || r.stdout != "first-line\n" || r.stderr != "to-stderr\n" {
+		t.Errorf("start -a: exit %d, stdout %q, stderr %q; want 6 and both lines", r.code, r.stdout, r.stderr)
+	}
+	l.must("rm", "later")
 	// The signals attach gets go on to the container (--sig-proxy).
 	l.must("run", "-d", "--name", "trapper", ref, "sh", "-c", `trap "echo got-int; exit 5" INT; while :; do echo tick; sleep 0.2; done`)
 	att := exec.Command(l.bin, "attach", "trapper")
