@@ -142,6 +142,13 @@ func TestPodman(t *testing.T) {
 		t.Errorf("exit 9 reported as %v", err)
 	}
 
+	// -t: conmon takes the terminal's master from lodge-runtime's console
+	// socket; the guest's pty is the line discipline, so lines end in
+	// \r\n once (the host's pty relays them raw).
+	if out := p.must("run", "--rm", "-t", "--network", "none", "localhost/lodge-busybox:test", "sh", "-c", "tty; echo one; echo two"); !strings.Contains(out, "/dev/pts/") || !strings.Contains(out, "one\r\ntwo\r\n") || strings.Contains(out, "\r\r") {
+		t.Errorf("podman run -t printed %q, want a tty and lines ending in \\r\\n", out)
+	}
+
 	p.must("run", "-d", "--name", "svc", "--network", "none", "localhost/lodge-busybox:test",
 		"sh", "-c", `echo started; trap 'echo stopping; exit 0' TERM; while :; do sleep 0.2; done`)
 	if out := p.must("exec", "svc", "sh", "-c", "echo exec-ok; cat /etc/hostname"); !strings.Contains(out, "exec-ok") {
