@@ -296,8 +296,21 @@ func runContainer(ctx context.Context, g globals, log *slog.Logger, f createFlag
 	if err != nil {
 		return 0, err
 	}
+	// A foreground process with a terminal in the guest and none of a
+	// console socket's: this process's terminal is its, made raw, and
+	// its size is the guest terminal's, now and at each change.
+	terminal := false
+	if !f.detach && f.consoleSocket == "" {
+		if b, err := oci.LoadBundle(f.bundle); err == nil && b.Spec.Process.Terminal {
+			terminal = true
+			defer rawTerminal()()
+		}
+	}
 	task, closeFn, err := dialTask(ctx, g.root, id)
 	if err == nil {
+		if terminal {
+			resizeFromStdin(ctx, task, id, "")
+		}
 		_, err = task.Start(ctx, &taskapi.StartRequest{ID: id})
 		err = shim.FromWire(err)
 		// Hang up: the supervisor, once the container has exited, waits
@@ -314,16 +327,18 @@ func runContainer(ctx context.Context, g globals, log *slog.Logger, f createFlag
 		cmd.Process.Release()
 		return 0, nil
 	}
-	if f.consoleSocket == "" {
-		if b, err := oci.LoadBundle(f.bundle); err == nil && b.Spec.Process.Terminal {
-			defer rawTerminal()()
-		}
-	}
 	done := make(chan struct{})
 	go func() {
 		for {
 			select {
 			case s := <-sigs:
+				if s == syscall.SIGWINCH && terminal {
+					if task, closeFn, err := dialTask(ctx, g.root, id); err == nil {
+						resizeFromStdin(ctx, task, id, "")
+						closeFn()
+					}
+					continue
+				}
 				n, ok := forwardable(s)
 				if !ok {
 					continue

@@ -213,6 +213,13 @@ func runExec(ctx context.Context, g globals, log *slog.Logger, id string, e exec
 			req.Stderr = schemeFDPass + token + "/2"
 		}
 	}
+	terminal := proc.Terminal && consoleSocket == ""
+	if w, h, err := winsize(os.Stdin); terminal && err == nil && w > 0 && h > 0 && proc.ConsoleSize == nil {
+		// Its terminal starts at this one's size (it may ask at once).
+		sized := *proc
+		sized.ConsoleSize = &specs.Box{Width: uint(w), Height: uint(h)}
+		proc = &sized
+	}
 	b, err := json.Marshal(proc)
 	if err != nil {
 		return 0, err
@@ -229,11 +236,15 @@ func runExec(ctx context.Context, g globals, log *slog.Logger, id string, e exec
 		return 0, shim.FromWire(err)
 	}
 	e.started()
-	if proc.Terminal && consoleSocket == "" {
+	if terminal {
 		defer rawTerminal()()
 	}
 	go func() {
 		for s := range sigs {
+			if s == syscall.SIGWINCH && terminal {
+				resizeFromStdin(ctx, task, id, execID)
+				continue
+			}
 			n, ok := forwardable(s)
 			if !ok {
 				continue

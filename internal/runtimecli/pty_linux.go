@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 
+	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
@@ -76,4 +77,14 @@ func rawTerminal() func() {
 		return func() {}
 	}
 	return func() { term.Restore(fd, st) }
+}
+
+// resizeFromStdin gives a process with a terminal in the guest the size of
+// this process's terminal (its stdin), where stdin is one.
+func resizeFromStdin(ctx context.Context, task taskapi.TaskService, id, exec string) {
+	w, h, err := winsize(os.Stdin)
+	if err != nil || w == 0 || h == 0 {
+		return
+	}
+	task.ResizePty(ctx, &taskapi.ResizePtyRequest{ID: id, ExecID: exec, Width: uint32(w), Height: uint32(h)})
 }

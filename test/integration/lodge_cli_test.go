@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"golang.org/x/sys/unix"
 
 	"github.com/lodgeruntime/lodge/internal/image"
 )
@@ -612,4 +614,101 @@ func hostLinks(t *testing.T) []string {
 		names = append(names, i.Name)
 	}
 	return names
+}
+
+// TestLodgeTerminal: `lodge run -it` and `exec -it` on a terminal, as a
+// user's shell runs them: the guest's terminal takes the user's size, and
+// the user's terminal is raw while they run (one echo of what is typed,
+// lines ending in \r\n) and restored after.
+func TestLodgeTerminal(t *testing.T) {
+	l := newLodgeCLI(t)
+	ref, _ := testImage(t)
+	l.must("pull", ref)
+	// onTerminal runs lodge with args on a new terminal of 101x31 whose
+	// user types input once the container has printed ready, and returns
+	// what the terminal showed and the terminal's echo flag after.
+	onTerminal := func(input string, args ...string) (string, bool) {
+		t.Helper()
+		master, slave, err := openPTY()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer master.Close()
+		unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: 101, Row: 31})
+		cmd := exec.Command(l.bin, args...)
+		cmd.Env = l.env
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		buf := make([]byte, 4096)
+		master.SetReadDeadline(time.Now().Add(2 * time.Minute))
+		for !strings.Contains(out.String(), "ready") {
+			n, err := master.Read(buf)
+			out.Write(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		master.Write([]byte(input))
+		waited := make(chan error, 1)
+		go func() { waited <- cmd.Wait() }()
+		for {
+			n, err := master.Read(buf)
+			out.Write(buf[:n])
+			if strings.Contains(out.String(), "done") || err != nil {
+				break
+			}
+		}
+		if err := <-waited; err != nil {
+			t.Errorf("lodge %v: %v\n%q", args, err, out.String())
+		}
+		st, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+		slave.Close()
+		return out.String(), err == nil && st.Lflag&unix.ECHO != 0
+	}
+	script := `stty size; echo ready; read line; echo "got:$line"; echo done`
+	out, echo := onTerminal("typed\r", "run", "--rm", "-it", ref, "sh", "-c", script)
+	if !strings.Contains(out, "31 101") || strings.Count(out, "typed") != 2 || !strings.Contains(out, "got:typed\r\n") || strings.Contains(out, "\r\r") {
+		t.Errorf("run -it on a 101x31 terminal showed %q; want its size, one echo and \\r\\n", out)
+	}
+	if !echo {
+		t.Error("the user's terminal was left raw after run -it")
+	}
+	id := strings.TrimSpace(l.must("run", "-d", ref, "sleep", "300"))
+	defer l.run("", "rm", "-f", id)
+	out, echo = onTerminal("typed\r", "exec", "-it", id, "sh", "-c", script)
+	if !strings.Contains(out, "31 101") || strings.Count(out, "typed") != 2 || !strings.Contains(out, "got:typed\r\n") {
+		t.Errorf("exec -it on a 101x31 terminal showed %q; want its size and one echo", out)
+	}
+	if !echo {
+		t.Error("the user's terminal was left raw after exec -it")
+	}
+}
+
+// openPTY opens a pseudo-terminal: its master (reads that honour
+// deadlines) and its slave.
+func openPTY() (*os.File, *os.File, error) {
+	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := os.NewFile(uintptr(fd), "ptmx")
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		m.Close()
+		return nil, nil, err
+	}
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		m.Close()
+		return nil, nil, err
+	}
+	s, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		m.Close()
+		return nil, nil, err
+	}
+	return m, s, nil
 }
