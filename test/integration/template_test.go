@@ -148,7 +148,9 @@ func TestTemplateClones(t *testing.T) {
 // would keep its draws, and a tenant that read them from its own guest
 // could predict another's. The first source ports of two connections to
 // fixed addresses (net_secret, table_perturb) show it: equal in clones that
-// kept the template's draws, 1 in ~2e8 otherwise.
+// kept the template's draws, 1 in ~2e8 otherwise. (Each connection is read
+// from whichever end is still listed: after the close only the end that
+// closed first is, in TIME_WAIT, and which one that is varies.)
 func TestCloneSafety(t *testing.T) {
 	f, _ := templateFixture(t)
 	probe := `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; echo; cat /proc/sys/kernel/random/boot_id
@@ -158,7 +160,9 @@ func TestCloneSafety(t *testing.T) {
 			until netstat -ltn | grep -q ":$p "; do sleep 0.05; done
 			echo | nc 127.0.0.1 $p
 		done
-		netstat -tn | awk '$4 ~ /:500[01]$/ {n = split($5, a, ":"); print $4, a[n]}' | sort | awk '{printf "%s ", $2}'`
+		netstat -tn | awk '{ if ($4 ~ /:500[01]$/) { k = $4; o = $5 } else if ($5 ~ /:500[01]$/) { k = $5; o = $4 } else next
+			n = split(k, a, ":"); m = split(o, b, ":"); port[a[n]] = b[m] }
+			END { printf "%s %s", port[5000], port[5001] }'`
 	s := privilegedSpec("sh", "-c", probe)
 	s.Linux.Namespaces = withoutNamespace(s.Linux.Namespaces, specs.PIDNamespace)
 	f.writeSpec(s)
