@@ -686,6 +686,18 @@ func TestLodgeTerminal(t *testing.T) {
 	if !echo {
 		t.Error("the user's terminal was left raw after exec -it")
 	}
+	// attach to a -dit container: its terminal takes the attached one's
+	// size (it waits for it), and what the user types reaches it once.
+	l.must("run", "-dit", "--name", "sized", ref, "sh", "-c",
+		`i=0; until [ "$(stty size)" = "31 101" ]; do i=$((i+1)); [ $i -gt 150 ] && echo never-sized && exit 1; sleep 0.2; done; `+script)
+	defer l.run("", "rm", "-f", "sized")
+	out, echo = onTerminal("typed\r", "attach", "sized")
+	if !strings.Contains(out, "ready") || strings.Count(out, "typed") != 2 || !strings.Contains(out, "got:typed\r\n") {
+		t.Errorf("attach on a 101x31 terminal showed %q; want its size taken, one echo", out)
+	}
+	if !echo {
+		t.Error("the user's terminal was left raw after attach")
+	}
 }
 
 // openPTY opens a pseudo-terminal: its master (reads that honour
