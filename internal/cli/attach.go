@@ -118,12 +118,23 @@ func (h *attachHub) serve(l net.Listener) {
 		go func() {
 			for f := range c.out {
 				if _, err := conn.Write(f); err != nil {
+					h.drop(c) // gone: nothing more is queued for it
 					break
 				}
 			}
 			conn.Close()
 		}()
 		go h.input(c)
+	}
+}
+
+// drop lets c go, if it is still attached.
+func (h *attachHub) drop(c *attachClient) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.clients[c] {
+		delete(h.clients, c)
+		close(c.out)
 	}
 }
 
@@ -169,7 +180,7 @@ func (h *attachHub) send(f []byte) {
 	for c := range h.clients {
 		select {
 		case c.out <- f:
-		default:
+		default: // attachQueue frames behind
 			delete(h.clients, c)
 			close(c.out)
 		}

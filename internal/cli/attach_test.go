@@ -266,3 +266,23 @@ func openPTYPair() (*os.File, *os.File, error) {
 	}
 	return m, s, nil
 }
+
+// TestAttachHubDropsAClientThatHungUp: a client that is gone is let go at
+// the next output, not kept (and queued for) until its queue is full.
+func TestAttachHubDropsAClientThatHungUp(t *testing.T) {
+	hub := newAttachHub(nil)
+	conn := attachTo(t, hub)
+	conn.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		io.WriteString(hub.stream(attachStdout), "output\n")
+		hub.mu.Lock()
+		n := len(hub.clients)
+		hub.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a client that hung up is still attached after 10 s of output")
+		}
+	}
+}
