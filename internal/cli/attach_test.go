@@ -7,12 +7,13 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lodgeruntime/lodge/internal/pty"
 )
 
 // attachTo starts a hub with stdin on a socket of a temporary attach
@@ -196,7 +197,7 @@ func TestAttachTerminal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	master, slave, err := openPTYPair()
+	master, slave, err := pty.Open()
 	if err != nil {
 		t.Skip(err)
 	}
@@ -241,48 +242,5 @@ func TestAttachTerminal(t *testing.T) {
 	ws, err := unix.IoctlGetWinsize(int(slave.Fd()), unix.TIOCGWINSZ)
 	if err != nil || ws.Col != 123 || ws.Row != 45 {
 		t.Errorf("the terminal's size: %+v, %v; want 123x45", ws, err)
-	}
-}
-
-// openPTYPair opens a pseudo-terminal: its master and its slave.
-func openPTYPair() (*os.File, *os.File, error) {
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		m.Close()
-		return nil, nil, err
-	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		m.Close()
-		return nil, nil, err
-	}
-	s, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		m.Close()
-		return nil, nil, err
-	}
-	return m, s, nil
-}
-
-// TestAttachHubDropsAClientThatHungUp: a client that is gone is let go at
-// the next output, not kept (and queued for) until its queue is full.
-func TestAttachHubDropsAClientThatHungUp(t *testing.T) {
-	hub := newAttachHub(nil)
-	conn := attachTo(t, hub)
-	conn.Close()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		io.WriteString(hub.stream(attachStdout), "output\n")
-		hub.mu.Lock()
-		n := len(hub.clients)
-		hub.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a client that hung up is still attached after 10 s of output")
-		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/lodgeruntime/lodge/internal/pty"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
 	"github.com/lodgeruntime/lodge/internal/shim"
 )
@@ -117,7 +118,7 @@ func (o *cliStdio) Open(ctx context.Context, r shim.StdioRequest) (sandbox.Stdio
 // console makes a host terminal for a process and hands its master to the
 // caller's console socket.
 func (o *cliStdio) console(r shim.StdioRequest, socket string) (sandbox.Stdio, io.Closer, error) {
-	master, slave, err := openPTY()
+	master, slave, err := pty.Open()
 	if err != nil {
 		return sandbox.Stdio{}, nil, fmt.Errorf("allocate a terminal: %w", err)
 	}

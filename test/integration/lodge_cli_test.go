@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lodgeruntime/lodge/internal/image"
+	"github.com/lodgeruntime/lodge/internal/pty"
 )
 
 // lodgeCLI runs bin/lodge with a config of its own (image and layer
@@ -629,12 +630,16 @@ func TestLodgeTerminal(t *testing.T) {
 	// what the terminal showed and the terminal's echo flag after.
 	onTerminal := func(input string, args ...string) (string, bool) {
 		t.Helper()
-		master, slave, err := openPTY()
+		master, slave, err := pty.Open()
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer master.Close()
-		unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: 101, Row: 31})
+		// Through SyscallConn: Fd would make the master blocking, and its
+		// read deadlines void.
+		if rc, err := master.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Col: 101, Row: 31}) })
+		}
 		cmd := exec.Command(l.bin, args...)
 		cmd.Env = l.env
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
@@ -698,29 +703,4 @@ func TestLodgeTerminal(t *testing.T) {
 	if !echo {
 		t.Error("the user's terminal was left raw after attach")
 	}
-}
-
-// openPTY opens a pseudo-terminal: its master (reads that honour
-// deadlines) and its slave.
-func openPTY() (*os.File, *os.File, error) {
-	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	m := os.NewFile(uintptr(fd), "ptmx")
-	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
-		m.Close()
-		return nil, nil, err
-	}
-	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
-	if err != nil {
-		m.Close()
-		return nil, nil, err
-	}
-	s, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		m.Close()
-		return nil, nil, err
-	}
-	return m, s, nil
 }
