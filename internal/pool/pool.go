@@ -118,8 +118,17 @@ func (p *Pool) Take(key string) (*Slot, error) {
 	}
 	p.Sweep(key)
 	var release func()
-	for i := 0; i < p.Size && release == nil; i++ {
-		release, _ = filelock.Lock(context.Background(), filepath.Join(kd, "slot-"+strconv.Itoa(i)+".lock"), false)
+	for pass := 0; pass < 2 && release == nil; pass++ {
+		if pass > 0 {
+			// Free (and so Status, `lodge template ls`) probes each free
+			// slot by taking its lock for a moment: a keeper that met
+			// those probes on every free slot looks again before it says
+			// the pool is full, or a pool's filling chain stops short.
+			time.Sleep(5 * time.Millisecond)
+		}
+		for i := 0; i < p.Size && release == nil; i++ {
+			release, _ = filelock.Lock(context.Background(), filepath.Join(kd, "slot-"+strconv.Itoa(i)+".lock"), false)
+		}
 	}
 	if release == nil {
 		return nil, ErrFull
