@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -107,6 +109,13 @@ func (f *fixture) assertNoLeftovers() {
 	f.t.Helper()
 	if procs := processesMentioning(f.root); len(procs) > 0 {
 		f.t.Errorf("processes left behind: %v", procs)
+		// They are this test's (they name its state root): end them, or
+		// a failed test leaves VMs running under every later one.
+		for _, p := range procs {
+			if pid, err := strconv.Atoi(p[:strings.IndexByte(p, ':')]); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
 	}
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, l := range strings.Split(string(mi), "\n") {
