@@ -20,6 +20,17 @@ var ErrBusy = errors.New("held by another process")
 // Lock takes the lock file at path, creating it; wait says whether to
 // wait for it (until ctx ends). The returned func releases it.
 func Lock(ctx context.Context, path string, wait bool) (func(), error) {
+	f, err := LockFile(ctx, path, wait)
+	if err != nil {
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
+// LockFile is Lock that returns the lock file itself (opened close-on-exec),
+// held until every descriptor of it is closed: one handed to a child
+// process keeps it held after the caller closes its own.
+func LockFile(ctx context.Context, path string, wait bool) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
@@ -27,7 +38,7 @@ func Lock(ctx context.Context, path string, wait bool) (func(), error) {
 	for {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
-			return func() { f.Close() }, nil
+			return f, nil
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			f.Close()
