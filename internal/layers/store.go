@@ -267,6 +267,10 @@ const BundleFile = "lodge-layers.json"
 type BundleLayers struct {
 	// Images are erofs images in the layer store, topmost first.
 	Images []string `json:"images"`
+	// KeepWritable: the container's writable layer (lodge-rw.img in the
+	// bundle) outlives it, and the next container made from this bundle
+	// writes on in it (`lodge start` of a stopped container).
+	KeepWritable bool `json:"keep_writable,omitempty"`
 }
 
 // ReadBundle reads bundle's BundleFile (nil, nil if it has none) and

@@ -67,6 +67,10 @@ type Container struct {
 	mounts []string // targets attached to the share, in order
 	// writable is the host file of its writable layer (layered roots).
 	writable string
+	// keepsWritable: its writable layer outlives it
+	// (LayeredRoot.KeepWritable), so the guest must flush it before the
+	// VM ends.
+	keepsWritable bool
 
 	init *Process
 }

@@ -32,6 +32,11 @@ type LayeredRoot struct {
 	// Writable is where the container's writable layer image is made (a
 	// path that does not exist yet; removed with the container).
 	Writable string
+	// KeepWritable keeps the writable image when the container is removed
+	// and takes the one already at Writable, if any, instead of a new one:
+	// a stopped container of `lodge` started again finds what it wrote,
+	// as docker's does.
+	KeepWritable bool
 }
 
 // CanLayer says whether the sandbox builds roots from layers: layers are
@@ -84,10 +89,14 @@ func (c *Container) attachLayers(ctx context.Context, lr *LayeredRoot) (*agentv1
 			c.sb.log.Info("removed images of layers that are gone", "count", n)
 		}
 	}
-	if err := st.Store.NewWritable(ctx, lr.Writable, st.WritableBytes); err != nil {
+	if fi, err := os.Lstat(lr.Writable); lr.KeepWritable && err == nil && fi.Mode().IsRegular() {
+		c.sb.log.Debug("writable layer kept from the container's last run", "container_id", c.id)
+	} else if err := st.Store.NewWritable(ctx, lr.Writable, st.WritableBytes); err != nil {
 		return nil, err
+	} else if !lr.KeepWritable {
+		c.writable = lr.Writable
 	}
-	c.writable = lr.Writable
+	c.keepsWritable = lr.KeepWritable
 	if err := c.attach(ctx, lr.Writable, "rw.img", false, false); err != nil {
 		return nil, fmt.Errorf("writable layer: %w", err)
 	}
@@ -97,7 +106,8 @@ func (c *Container) attachLayers(ctx context.Context, lr *LayeredRoot) (*agentv1
 	return r, nil
 }
 
-// removeWritable removes the container's writable layer image, if any.
+// removeWritable removes the container's writable layer image, if any
+// (none: kept, LayeredRoot.KeepWritable).
 func (c *Container) removeWritable() error {
 	if c.writable == "" {
 		return nil

@@ -428,6 +428,15 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	s.mu.Unlock()
 	var errs []error
 	for _, c := range ctrs {
+		if c.keepsWritable {
+			// The guest writes back what the container wrote and
+			// unmounts it: its writable layer is used again.
+			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := s.agent.Delete(dctx, c.id); err != nil {
+				s.log.Warn("flush the container's writable layer: what it wrote last may be lost", "container_id", c.id, "err", err)
+			}
+			cancel()
+		}
 		errs = append(errs, c.unmount(ctx))
 	}
 	s.agent.Close()

@@ -126,8 +126,17 @@ func readonlyRoot(base string, lowers, mounts []string) (string, []string, error
 	return root, append(mounts, root), nil
 }
 
-// unmountLayered undoes what layeredRoot made.
+// unmountLayered undoes what layeredRoot made. What the container wrote
+// reaches its writable layer's image on the host first: the host may end
+// the VM right after and keep the image for the container's next run
+// (`lodge start` of a stopped container), and a lazy unmount leaves the
+// filesystem's flush to whenever its last user lets it go.
 func unmountLayered(mounts []string) {
+	for _, m := range mounts {
+		if !isSharedLayer(m) {
+			syncMount(m)
+		}
+	}
 	releaseMounts(mounts)
 	for _, m := range mounts {
 		if !isSharedLayer(m) {
@@ -135,6 +144,18 @@ func unmountLayered(mounts []string) {
 			return
 		}
 	}
+}
+
+// syncMount writes the dirty data and metadata of the filesystem mounted
+// at dir to its device (for a writable layer, its image on the host, over
+// the loop device and 9p).
+func syncMount(dir string) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	unix.Syncfs(fd)
+	unix.Close(fd)
 }
 
 // releaseMounts unmounts mounts, last first, releasing shared layers
