@@ -282,7 +282,7 @@ func (a *app) attach(cmd *cobra.Command, r *ctrRecord, o attachOpts, start bool)
 	}
 	switch st, running := r.status(); {
 	case start && st != "created":
-		return fmt.Errorf("container %s is %s, not created (a container of lodge starts once)", r.Name, st)
+		return fmt.Errorf("container %s is %s, not created", r.Name, st)
 	case !start && !running:
 		return fmt.Errorf("container %s is %s: only a running container can be attached", r.Name, st)
 	}
@@ -295,7 +295,7 @@ func (a *app) attach(cmd *cobra.Command, r *ctrRecord, o attachOpts, start bool)
 		return fmt.Errorf("container %s: its log helper did not take the attach (%v)", r.Name, err)
 	}
 	if start {
-		if err := runtimeOp(a, "start", r.ID); err != nil {
+		if err := a.startCtr(cmd.Context(), r, false); err != nil {
 			return err
 		}
 	}

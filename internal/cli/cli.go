@@ -128,6 +128,8 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 	addRunCommand(root, a)
 	addContainerCommands(root, a)
 	addAttachCommand(root, a)
+	addRestartCommand(root, a)
+	addPauseCommands(root, a)
 	addVolumeCommands(root)
 	addCpCommand(root, a)
 	addStatsCommand(root, a)

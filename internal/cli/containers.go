@@ -49,6 +49,19 @@ type ctrRecord struct {
 	Network *ctrNetwork `json:"network,omitempty"`
 	// Volumes are the named and anonymous volumes it mounts.
 	Volumes []string `json:"volumes,omitempty"`
+	// StartedAt is when its last run started (zero: never started).
+	StartedAt time.Time `json:"started_at,omitzero"`
+	// RestartPolicy is --restart's (nil: a record from before policies).
+	RestartPolicy *restartPolicy `json:"restart_policy,omitempty"`
+	// RestartCount counts the starts its policy made.
+	RestartCount int `json:"restart_count,omitempty"`
+	// RestartBackoff is the delay its policy waited before its last start.
+	RestartBackoff time.Duration `json:"restart_backoff,omitempty"`
+	// ManuallyStopped: lodge stop or kill ended it; its policy does not
+	// start it again (until lodge start or restart does).
+	ManuallyStopped bool `json:"manually_stopped,omitempty"`
+	// Restarting: ended, and its policy will start it again shortly.
+	Restarting bool `json:"restarting,omitempty"`
 }
 
 // removeAnonymous removes the anonymous volumes among names (a container
@@ -128,6 +141,9 @@ func (r *ctrRecord) status() (st string, running bool) {
 			return info.Status, info.Status == "running" || info.Status == "paused"
 		}
 	}
+	if r.Restarting {
+		return "restarting", false
+	}
 	return "exited", false
 }
 
@@ -143,13 +159,20 @@ func (r *ctrRecord) exitCode() int {
 
 func (r *ctrRecord) statusLine() string {
 	st, _ := r.status()
+	started := r.StartedAt
+	if started.IsZero() {
+		started = r.Created
+	}
 	switch st {
 	case "running":
-		return "Up " + humanDuration(time.Since(r.Created))
+		return "Up " + humanDuration(time.Since(started))
 	case "paused":
 		return "Up (Paused)"
 	case "created", "creating":
 		return "Created"
+	}
+	if r.Restarting {
+		return fmt.Sprintf("Restarting (%d) %s", r.exitCode(), since(r.FinishedAt))
 	}
 	if r.FinishedAt.IsZero() {
 		return fmt.Sprintf("Exited (%d)", r.exitCode())
@@ -233,7 +256,10 @@ func addContainerCommands(root *cobra.Command, a *app) {
 		Short: "signal containers",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachCtr(cmd, args, func(r *ctrRecord) error { return runtimeOp(a, "kill", r.ID, sig) })
+			return eachCtr(cmd, args, func(r *ctrRecord) error {
+				markStopped(cmd.Context(), r)
+				return runtimeOp(a, "kill", r.ID, sig)
+			})
 		},
 	}
 	kill.Flags().StringVarP(&sig, "signal", "s", "KILL", "signal")
@@ -407,6 +433,7 @@ func runtimeOp(a *app, op string, args ...string) error {
 }
 
 func stopCtr(a *app, r *ctrRecord, grace time.Duration) error {
+	markStopped(a.ctx(), r) // also cancels a restart its policy has not made yet
 	if _, running := r.status(); !running {
 		return nil
 	}
@@ -491,7 +518,7 @@ func listCtrs(w io.Writer, all, quiet bool, format string) error {
 	var rows []psRow
 	for _, r := range ctrs {
 		st, running := r.status()
-		if !all && !running {
+		if !all && !running && !r.Restarting {
 			continue
 		}
 		cmd := strings.Join(r.Command, " ")
@@ -524,17 +551,22 @@ func inspectCtr(r *ctrRecord) map[string]any {
 	if len(r.Command) > 0 {
 		path, args = r.Command[0], r.Command[1:]
 	}
+	policy := restartPolicy{Name: "no"}
+	if r.RestartPolicy != nil {
+		policy = *r.RestartPolicy
+	}
 	pid := 0
 	if info, err := runtimecli.Inspect(runtimeState, r.ID); err == nil && running {
 		pid = info.Pid
 	}
 	return map[string]any{
 		"Id": r.ID, "Name": "/" + r.Name, "Created": r.Created, "Path": path, "Args": args,
-		"State": map[string]any{"Status": st, "Running": running, "Paused": st == "paused", "ExitCode": r.exitCode(),
-			"Pid": pid, "FinishedAt": r.FinishedAt, "Error": r.Error},
-		"Image": "sha256:" + r.ImageID, "Config": map[string]any{"Image": displayName(r.Image), "Cmd": r.Command,
+		"State": map[string]any{"Status": st, "Running": running, "Paused": st == "paused", "Restarting": r.Restarting,
+			"ExitCode": r.exitCode(), "Pid": pid, "StartedAt": r.StartedAt, "FinishedAt": r.FinishedAt, "Error": r.Error},
+		"RestartCount": r.RestartCount, "Image": "sha256:" + r.ImageID,
+		"Config": map[string]any{"Image": displayName(r.Image), "Cmd": r.Command,
 			"Tty": r.Tty, "OpenStdin": r.Interactive, "AttachStdout": !r.Detached, "AttachStderr": !r.Detached},
-		"HostConfig":      map[string]any{"AutoRemove": r.AutoRemove, "Runtime": "lodge"},
+		"HostConfig":      map[string]any{"AutoRemove": r.AutoRemove, "Runtime": "lodge", "RestartPolicy": policy},
 		"NetworkSettings": r.Network,
 		"LogPath":         logPath(r.ID),
 	}

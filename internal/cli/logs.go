@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/lodgeruntime/lodge/internal/runtimecli"
 )
 
@@ -150,6 +152,14 @@ func printLogs(stdout, stderr io.Writer, r *ctrRecord, follow bool, tail string,
 // exit code in its record, its runtime state deleted (the VM is gone), and
 // with --rm the container removed.
 func runLogger(a *app, id string) error {
+	// What lodge handed this helper is its own, not its children's (a
+	// restart policy's start makes a supervisor).
+	for fd := 3; fd <= 7; fd++ {
+		unix.CloseOnExec(fd)
+	}
+	// The container's monitor lock (restart.go), held until this helper
+	// exits or hands it to the next one.
+	monitor := os.NewFile(6, "monitor")
 	r, err := loadCtr(id)
 	if err != nil {
 		return err
@@ -162,14 +172,18 @@ func runLogger(a *app, id string) error {
 	// write to it.
 	var stdin io.Writer
 	if r.Interactive && !r.Tty {
-		stdin = os.NewFile(6, "stdin")
+		stdin = os.NewFile(7, "stdin")
 	}
 	hub := newAttachHub(stdin)
+	closeAttach := func() {}
 	if l, err := listenAttach(id); err != nil {
 		a.log.Warn("attach socket: lodge attach will not reach this container", "container", r.Name, "err", err)
 	} else {
-		defer os.Remove(attachSock(id))
-		defer l.Close()
+		closeAttach = func() {
+			l.Close()
+			os.Remove(attachSock(id))
+		}
+		defer closeAttach()
 		go hub.serve(l)
 	}
 	var wg sync.WaitGroup
@@ -192,7 +206,7 @@ func runLogger(a *app, id string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			master, err := receiveTerminal(os.NewFile(6, "console"))
+			master, err := receiveTerminal(os.NewFile(7, "console"))
 			if err != nil {
 				a.log.Warn("the container's terminal", "container", r.Name, "err", err)
 				return
@@ -203,8 +217,7 @@ func runLogger(a *app, id string) error {
 		}()
 	}
 	code, why := awaitEnd(runtimeState, id, os.NewFile(5, "created"))
-	r.ExitCode, r.Error = &code, why
-	r.FinishedAt = time.Now().UTC()
+	finished := time.Now().UTC()
 	// Its output is flushed by now, or soon; deleting the runtime state
 	// ends the supervisor, which closes the streams.
 	flushed := make(chan struct{})
@@ -219,6 +232,7 @@ func runLogger(a *app, id string) error {
 	case <-time.After(5 * time.Second):
 	}
 	hub.end(code)
+	closeAttach() // before a restart's helper makes its own
 	if err := leaveBridge(a.ctx(), id, r.Network); err != nil {
 		a.log.Warn("leave the bridge network", "container", r.Name, "err", err)
 	}
@@ -229,7 +243,13 @@ func runLogger(a *app, id string) error {
 	if _, err := os.Stat(ctrDir(id)); err != nil {
 		return nil // removed meanwhile (rm -f)
 	}
-	return r.save()
+	if _, err := updateCtr(a.ctx(), id, func(c *ctrRecord) {
+		c.ExitCode, c.Error, c.FinishedAt = &code, why, finished
+	}); err != nil {
+		return err
+	}
+	a.restartOnPolicy(a.ctx(), id, monitor)
+	return nil
 }
 
 // awaitEnd waits for a detached container to end and returns its exit

@@ -180,6 +180,19 @@ type ctrNetwork struct {
 	NetNS string    `json:"netns"`
 	IP    string    `json:"ip,omitempty"`
 	Ports []portMap `json:"ports,omitempty"`
+	// Asked are the publications as asked for (-p, -P), a host port of 0
+	// where the kernel picked it; nil in records from before.
+	Asked []portMap `json:"asked,omitempty"`
+}
+
+// asked is what a container started again publishes: the host ports it
+// asked for, and new ones the kernel picks where it picked them before,
+// as docker does.
+func (n *ctrNetwork) asked() []portMap {
+	if n.Asked != nil {
+		return n.Asked
+	}
+	return n.Ports
 }
 
 // writeNetwork writes a network's list (atomically; an existing one is
@@ -235,6 +248,7 @@ func joinBridge(ctx context.Context, network, id string, ports []portMap) (_ *ct
 	if err := portsTaken(ports, others); err != nil {
 		return nil, err
 	}
+	asked := ports
 	if ports, err = assignHostPorts(ports, others); err != nil {
 		return nil, err
 	}
@@ -257,7 +271,7 @@ func joinBridge(ctx context.Context, network, id string, ports []portMap) (_ *ct
 	if err != nil {
 		return nil, fmt.Errorf("network namespace: %w", err)
 	}
-	n := &ctrNetwork{Name: network, NetNS: path, Ports: ports}
+	n := &ctrNetwork{Name: network, NetNS: path, Ports: ports, Asked: asked}
 	defer func() {
 		if retErr != nil {
 			removeNetNS(path)

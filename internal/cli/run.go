@@ -50,6 +50,7 @@ type runOpts struct {
 	memory                         string
 	cpus                           float64
 	network, pull                  string
+	restart                        string // --restart: the restart policy
 	publish, expose                []string
 	publishAll                     bool // -P: every exposed port to a host port of the kernel's choosing
 	createOnly                     bool // lodge create: made, not started
@@ -85,7 +86,7 @@ func addRunCommand(root *cobra.Command, a *app) {
 	var startAttach, startInteractive bool
 	start := &cobra.Command{
 		Use:   "start [-a [-i]] CONTAINER...",
-		Short: "start created containers",
+		Short: "start containers: created ones, or ended ones again (with what they wrote)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if startAttach || startInteractive {
@@ -96,14 +97,17 @@ func addRunCommand(root *cobra.Command, a *app) {
 				if err != nil {
 					return err
 				}
+				// One that has ended is made again first, and started
+				// once attached.
+				if err := a.startCtr(cmd.Context(), r, true); err != nil {
+					return err
+				}
+				if r, err = loadCtr(r.ID); err != nil {
+					return err
+				}
 				return a.attach(cmd, r, attachOpts{noStdin: !startInteractive, sigProxy: true}, true)
 			}
-			return eachCtr(cmd, args, func(r *ctrRecord) error {
-				if st, _ := r.status(); st != "created" {
-					return fmt.Errorf("container %s is %s, not created (a container of lodge starts once)", r.Name, st)
-				}
-				return runtimeOp(a, "start", r.ID)
-			})
+			return eachCtr(cmd, args, func(r *ctrRecord) error { return a.startCtr(cmd.Context(), r, false) })
 		},
 	}
 	start.Flags().BoolVarP(&startAttach, "attach", "a", false, "attach this terminal to the container's output, and return its exit code")
@@ -132,6 +136,7 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f.BoolVarP(&o.publishAll, "publish-all", "P", false, "publish every exposed port (the image's and --expose's) to a free host port")
 	f.StringArrayVar(&o.expose, "expose", nil, "expose a port, PORT[/tcp|udp], for -P")
 	f.StringVar(&o.pull, "pull", "missing", "pull the image: missing, always or never")
+	f.StringVar(&o.restart, "restart", "no", "restart policy: no, always, unless-stopped or on-failure[:MAX-RETRIES]")
 	f.StringArrayVar(&o.securityOpts, "security-opt", nil, "security options: "+securityOptsHelp+
 		" (docker's default seccomp profile applies unless seccomp= says otherwise)")
 	create.Flags().AddFlagSet(f)
@@ -157,6 +162,13 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 			return lodgeError(fmt.Errorf("--expose: %w", err))
 		}
 	}
+	policy, err := parseRestart(o.restart)
+	if err != nil {
+		return lodgeError(err)
+	}
+	if o.rm && policy.Name != "no" {
+		return lodgeError(fmt.Errorf("--restart %s and --rm: a container removed when it ends cannot be started again", o.restart))
+	}
 	network := o.network
 	switch network {
 	case "none":
@@ -172,7 +184,6 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	}
 	st := a.images()
 	var im *image.Image
-	var err error
 	switch o.pull {
 	case "always":
 		im, err = a.pull(cmd, imageName, "")
@@ -210,7 +221,11 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		return lodgeError(err)
 	}
 	rec := &ctrRecord{ID: id, Name: name, Image: im.Name, ImageID: im.ConfigDigest.Hex, Command: spec.Process.Args,
-		Created: time.Now().UTC(), Detached: o.detach || o.createOnly, Interactive: o.interactive, Tty: o.tty, AutoRemove: o.rm, StopSignal: im.Config.Config.StopSignal, Volumes: vols}
+		Created: time.Now().UTC(), Detached: o.detach || o.createOnly, Interactive: o.interactive, Tty: o.tty, AutoRemove: o.rm, StopSignal: im.Config.Config.StopSignal, Volumes: vols,
+		RestartPolicy: &policy}
+	if !o.createOnly {
+		rec.StartedAt = rec.Created
+	}
 	if err := os.MkdirAll(ctrDir(id), 0o700); err != nil {
 		return lodgeError(err)
 	}
@@ -221,6 +236,13 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 			removeAnonymous(vols)
 		}
 	}()
+	// This command is the container's monitor until it hands the lock to
+	// the log helper (-d) or the container ends.
+	monitor, err := takeMonitor(ctx, rec, 0)
+	if err != nil {
+		return lodgeError(err)
+	}
+	defer monitor.Close()
 	if err := rec.save(); err != nil {
 		return lodgeError(err)
 	}
@@ -258,7 +280,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		return lodgeError(err)
 	}
 	if o.detach || o.createOnly {
-		if err := a.runDetached(ctx, rec, o); err != nil {
+		if err := a.runDetached(ctx, rec, o, monitor); err != nil {
 			return lodgeError(err)
 		}
 		keep = true
@@ -282,8 +304,9 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	}
 	if !o.rm {
 		keep = true
-		rec.ExitCode, rec.FinishedAt = &code, time.Now().UTC()
-		rec.save()
+		updateCtr(ctx, id, func(c *ctrRecord) { c.ExitCode, c.FinishedAt = &code, time.Now().UTC() })
+		// A policy's restart goes on in the background, as docker's.
+		a.restartOnPolicy(context.WithoutCancel(ctx), id, monitor)
 	}
 	if code != 0 {
 		return exitError{code: code}
@@ -328,7 +351,7 @@ func swapStdio(f **os.File, path string, flag int) (restore func(), err error) {
 
 // runDetached starts the container with its output going to its logger
 // (this executable, __logger), which outlives this command.
-func (a *app) runDetached(ctx context.Context, rec *ctrRecord, o runOpts) error {
+func (a *app) runDetached(ctx context.Context, rec *ctrRecord, o runOpts, monitor *os.File) error {
 	// Every descriptor this command opens is closed when it returns (the
 	// helper has its own copies by then).
 	var files []*os.File
@@ -363,7 +386,8 @@ func (a *app) runDetached(ctx context.Context, rec *ctrRecord, o runOpts) error 
 		return err
 	}
 	stdin := devnull
-	extra := []*os.File{outR, errR, createdR}
+	// fd 6 of the helper: the monitor lock it holds from now on.
+	extra := []*os.File{outR, errR, createdR, monitor}
 	var console string
 	switch {
 	case o.tty:
@@ -445,7 +469,7 @@ func writeBundle(bundle string, spec *specs.Spec, lays []string) error {
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
 		return err
 	}
-	return state.Write(filepath.Join(bundle, layers.BundleFile), layers.BundleLayers{Images: lays})
+	return state.Write(filepath.Join(bundle, layers.BundleFile), layers.BundleLayers{Images: lays, KeepWritable: true})
 }
 
 // runSpec makes the container's OCI spec from the image's config and the
