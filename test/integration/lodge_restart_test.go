@@ -5,10 +5,29 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
+
+// qemuOf is the PID of the QEMU that runs the container id.
+func qemuOf(t *testing.T, id string) int {
+	t.Helper()
+	for _, p := range processesMentioning(id) {
+		pid, cmdline, _ := strings.Cut(p, ": ")
+		if strings.HasPrefix(filepath.Base(strings.Fields(cmdline)[0]), "qemu-system") {
+			n, err := strconv.Atoi(pid)
+			if err == nil {
+				return n
+			}
+		}
+	}
+	t.Fatalf("no QEMU process names container %s: %v", id, processesMentioning(id))
+	return 0
+}
 
 // ctrState is what these tests read of `lodge inspect`.
 type ctrState struct {
@@ -71,6 +90,10 @@ func TestLodgeRestart(t *testing.T) {
 	}
 	if s := l.inspect("again"); s.RestartCount != 0 || !s.State.StartedAt.After(first) || s.State.Status != "exited" {
 		t.Errorf("inspect after a start by hand: %+v (first start %v)", s, first)
+	}
+	// start -a of one that has ended: attached before it runs again.
+	if r := l.run("", "start", "-a", "again"); r.code != 3 || r.stdout != "run x\nx\n" {
+		t.Errorf("start -a of an ended container: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	l.must("rm", "again")
 
@@ -165,6 +188,27 @@ func TestLodgeRestart(t *testing.T) {
 		t.Errorf("on-failure:2 ran %d times, want 3:\n%s", strings.Count(out, "attempt\n"), out)
 	}
 	l.must("rm", "flaky")
+
+	// on-failure: a container whose VM is killed starts again.
+	crashy := strings.TrimSpace(l.must("run", "-d", "--restart", "on-failure", "--name", "crashy", ref, "sh", "-c", "echo boot; exec sleep 1000"))
+	ids = append(ids, crashy)
+	l.eventually("crashy's first run", func() bool { return strings.Contains(l.must("logs", "crashy"), "boot") })
+	qemu := qemuOf(t, crashy)
+	if err := syscall.Kill(qemu, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	l.eventually("a restart after its VM was killed", func() bool {
+		s := l.inspect("crashy")
+		return s.RestartCount == 1 && s.State.Status == "running"
+	})
+	l.eventually("the second run's output in the log", func() bool { return l.must("logs", "crashy") == "boot\nboot\n" })
+	if s := l.inspect("crashy"); s.State.Status != "running" {
+		t.Errorf("after a restart from a killed VM: %+v", s)
+	}
+	if again := qemuOf(t, crashy); again == qemu {
+		t.Errorf("the same QEMU (%d) after the restart", qemu)
+	}
+	l.must("rm", "-f", "crashy")
 
 	// always: restarted after a success, until lodge stop.
 	ids = append(ids, strings.TrimSpace(l.must("run", "-d", "--restart", "always", "--name", "forever", ref, "sh", "-c", "echo tick; sleep 1")))
