@@ -124,6 +124,7 @@ func addImageCommands(root *cobra.Command, a *app) {
 	imageCmd := &cobra.Command{Use: "image", Short: "manage images"}
 	imageCmd.AddCommand(cloneCmd(pull), cloneCmd(ls), cloneCmd(rmi), prune, cloneCmd(load), cloneCmd(save))
 	root.AddCommand(pull, ls, rmi, load, save, imageCmd)
+	addRegistryCommands(root, imageCmd, a)
 }
 
 // cloneCmd makes a second command with the same behaviour and flags (for

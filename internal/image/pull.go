@@ -141,18 +141,25 @@ func (s *Store) put(ctx context.Context, img v1.Image, name string, prog Progres
 
 // pullError says what went wrong in words a user can act on.
 func pullError(ref name.Reference, err error) error {
+	return registryError("pull", ref, ref.Context().Registry, err)
+}
+
+// registryError says what went wrong with op (pull, push, login) of what
+// at reg in words a user can act on.
+func registryError(op string, what fmt.Stringer, reg name.Registry, err error) error {
 	var terr *transport.Error
 	var nerr net.Error
 	switch {
-	case errors.As(err, &terr) && terr.StatusCode == http.StatusUnauthorized:
-		return fmt.Errorf("pull %s: the registry refused the credentials (check `docker login` / ~/.docker/config.json): %w", ref, err)
-	case errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound,
-		errors.As(err, &terr) && hasCode(terr, transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode):
-		return fmt.Errorf("pull %s: no such image in %s: %w", ref, ref.Context().RegistryStr(), err)
+	case errors.As(err, &terr) && (terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden):
+		return fmt.Errorf("%s %s: the registry refused the credentials (lodge login %s, or docker's ~/.docker/config.json): %w",
+			op, what, reg.RegistryStr(), err)
+	case op == "pull" && (errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound ||
+		errors.As(err, &terr) && hasCode(terr, transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode)):
+		return fmt.Errorf("pull %s: no such image in %s: %w", what, reg.RegistryStr(), err)
 	case errors.As(err, &nerr):
-		return fmt.Errorf("pull %s: cannot reach the registry %s: %w", ref, ref.Context().RegistryStr(), err)
+		return fmt.Errorf("%s %s: cannot reach the registry %s: %w", op, what, reg.RegistryStr(), err)
 	}
-	return fmt.Errorf("pull %s: %w", ref, err)
+	return fmt.Errorf("%s %s: %w", op, what, err)
 }
 
 func hasCode(e *transport.Error, codes ...transport.ErrorCode) bool {
