@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -284,9 +283,26 @@ func Create(root, logFile, bundle, id, consoleSocket string) error {
 	return cmd.Process.Release()
 }
 
-// Supervises says whether args are a supervisor's (created by Run): the
-// executable must then hand them to Main.
-func Supervises(args []string) bool { return slices.Contains(args, "__supervise") }
+// Supervises says whether args start one of the runtime's own helper
+// processes, which this executable made with the runtime's global flags
+// first (globals.args): a container's supervisor (Run) or a detached
+// exec's holder (exec -d). The executable must then hand them to Main.
+// Only the command word after those flags counts: `lodge run IMAGE echo
+// __supervise` is lodge's.
+func Supervises(args []string) bool {
+	for i := 0; i < len(args); i++ {
+		switch args[i] {
+		case "--root", "--log-format", "--log":
+			i++ // the flag's value
+		case "--debug":
+		case "__supervise", "__exec-hold":
+			return true
+		default:
+			return false
+		}
+	}
+	return false
+}
 
 func runContainer(ctx context.Context, g globals, log *slog.Logger, f createFlags, id string) (int, error) {
 	sigs := make(chan os.Signal, 32)
