@@ -134,5 +134,6 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 	addCpCommand(root, a)
 	addStatsCommand(root, a)
 	addNetworkCommands(root)
+	addContainerGroup(root, a) // last: it names the commands above
 	return root
 }

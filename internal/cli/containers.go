@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -222,20 +221,24 @@ func validName(s string) bool {
 func addContainerCommands(root *cobra.Command, a *app) {
 	var all, quiet bool
 	var format string
+	var filters []string
 	ps := &cobra.Command{
-		Use:   "ps [-a] [-q] [--format table|json|TEMPLATE]",
+		Use:   "ps [-a] [-q] [-f KEY=VALUE] [--format table|json|TEMPLATE]",
 		Short: "list containers",
 		Args:  cobra.NoArgs,
-		RunE:  func(cmd *cobra.Command, _ []string) error { return listCtrs(cmd.OutOrStdout(), all, quiet, format) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return listCtrs(cmd.OutOrStdout(), all, quiet, format, filters)
+		},
 	}
+	ps.Flags().StringArrayVarP(&filters, "filter", "f", nil, "only containers with id=, name=, status=, ancestor= or exited=")
 	ps.Flags().BoolVarP(&all, "all", "a", false, "all containers (default: running ones)")
 	ps.Flags().BoolVarP(&quiet, "quiet", "q", false, "IDs only")
 	ps.Flags().StringVar(&format, "format", "table", "table, json or a Go template")
 
-	var follow, timestamps bool
-	var tail string
+	var lo logOpts
+	var since, until string
 	logs := &cobra.Command{
-		Use:   "logs [-f] [--tail N] [--timestamps] CONTAINER",
+		Use:   "logs [-f] [--tail N] [--timestamps] [--since T] [--until T] CONTAINER",
 		Short: "print a container's output",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -243,12 +246,21 @@ func addContainerCommands(root *cobra.Command, a *app) {
 			if err != nil {
 				return err
 			}
-			return printLogs(cmd.OutOrStdout(), cmd.ErrOrStderr(), r, follow, tail, timestamps)
+			now := time.Now()
+			if lo.since, err = parseLogTime("since", since, now); err != nil {
+				return err
+			}
+			if lo.until, err = parseLogTime("until", until, now); err != nil {
+				return err
+			}
+			return printLogs(cmd.OutOrStdout(), cmd.ErrOrStderr(), r, lo)
 		},
 	}
-	logs.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing until the container ends")
-	logs.Flags().StringVarP(&tail, "tail", "n", "all", "lines from the end to show")
-	logs.Flags().BoolVarP(&timestamps, "timestamps", "t", false, "show times")
+	logs.Flags().BoolVarP(&lo.follow, "follow", "f", false, "keep printing until the container ends")
+	logs.Flags().StringVarP(&lo.tail, "tail", "n", "all", "lines from the end to show")
+	logs.Flags().BoolVarP(&lo.timestamps, "timestamps", "t", false, "show times")
+	logs.Flags().StringVar(&since, "since", "", "only lines from this time on (2026-12-06T10:00:00Z, Unix seconds, or a duration back: 10m)")
+	logs.Flags().StringVar(&until, "until", "", "only lines before this time (same forms)")
 
 	var sig string
 	kill := &cobra.Command{
@@ -315,9 +327,10 @@ func addContainerCommands(root *cobra.Command, a *app) {
 		},
 	}
 
+	var inspectFormat string
 	inspect := &cobra.Command{
-		Use:   "inspect CONTAINER...",
-		Short: "describe containers (a JSON array)",
+		Use:   "inspect [-f TEMPLATE] CONTAINER...",
+		Short: "describe containers (a JSON array, or a Go template's output for each)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out []any
@@ -328,15 +341,14 @@ func addContainerCommands(root *cobra.Command, a *app) {
 				}
 				out = append(out, inspectCtr(r))
 			}
-			enc := json.NewEncoder(cmd.OutOrStdout())
-			enc.SetIndent("", "    ")
-			return enc.Encode(out)
+			return printInspect(cmd.OutOrStdout(), out, inspectFormat)
 		},
 	}
+	inspect.Flags().StringVarP(&inspectFormat, "format", "f", "", "a Go template, e.g. '{{.State.Status}}'")
 
 	var eo execOpts
 	exec := &cobra.Command{
-		Use:   "exec [-i] [-t] [-e VAR] [-w DIR] [-u USER] CONTAINER COMMAND [ARG...]",
+		Use:   "exec [-d] [-i] [-t] [-e VAR] [-w DIR] [-u USER] CONTAINER COMMAND [ARG...]",
 		Short: "run a command in a running container",
 		Args:  cobra.MinimumNArgs(2),
 		RunE:  func(cmd *cobra.Command, args []string) error { return a.exec(cmd, eo, args[0], args[1:]) },
@@ -344,6 +356,7 @@ func addContainerCommands(root *cobra.Command, a *app) {
 	exec.Flags().SetInterspersed(false)
 	exec.Flags().BoolVarP(&eo.interactive, "interactive", "i", false, "keep stdin open")
 	exec.Flags().BoolVarP(&eo.tty, "tty", "t", false, "allocate a terminal")
+	exec.Flags().BoolVarP(&eo.detach, "detach", "d", false, "leave the command running in the background")
 	exec.Flags().StringArrayVarP(&eo.env, "env", "e", nil, "environment variable")
 	exec.Flags().StringVarP(&eo.workdir, "workdir", "w", "", "working directory")
 	exec.Flags().StringVarP(&eo.user, "user", "u", "", "user (uid[:gid])")
@@ -510,15 +523,21 @@ type psRow struct {
 	State   string `json:"State"`
 }
 
-func listCtrs(w io.Writer, all, quiet bool, format string) error {
+func listCtrs(w io.Writer, all, quiet bool, format string, filters []string) error {
+	f, err := parseFilters(filters)
+	if err != nil {
+		return err
+	}
 	ctrs, err := allCtrs()
 	if err != nil {
 		return err
 	}
+	// A status filter asks for what it names, running or not (docker's).
+	all = all || len(f["status"]) > 0 || len(f["exited"]) > 0
 	var rows []psRow
 	for _, r := range ctrs {
 		st, running := r.status()
-		if !all && !running && !r.Restarting {
+		if !all && !running && !r.Restarting || !f.match(r, st) {
 			continue
 		}
 		cmd := strings.Join(r.Command, " ")
@@ -567,15 +586,15 @@ func inspectCtr(r *ctrRecord) map[string]any {
 		"Config": map[string]any{"Image": displayName(r.Image), "Cmd": r.Command,
 			"Tty": r.Tty, "OpenStdin": r.Interactive, "AttachStdout": !r.Detached, "AttachStderr": !r.Detached},
 		"HostConfig":      map[string]any{"AutoRemove": r.AutoRemove, "Runtime": "lodge", "RestartPolicy": policy},
-		"NetworkSettings": r.Network,
+		"NetworkSettings": networkSettings(r.Network, running),
 		"LogPath":         logPath(r.ID),
 	}
 }
 
 type execOpts struct {
-	interactive, tty bool
-	env              []string
-	workdir, user    string
+	interactive, tty, detach bool
+	env                      []string
+	workdir, user            string
 }
 
 func (a *app) exec(cmd *cobra.Command, o execOpts, name string, args []string) error {
@@ -587,8 +606,20 @@ func (a *app) exec(cmd *cobra.Command, o execOpts, name string, args []string) e
 		return lodgeError(fmt.Errorf("container %s is not running", r.Name))
 	}
 	rargs := []string{"exec"}
-	if o.tty {
+	if o.tty && !o.detach {
 		rargs = append(rargs, "-t")
+	}
+	if o.detach {
+		// Its output goes nowhere, as docker's exec -d.
+		rargs = append(rargs, "-d")
+		for _, f := range []**os.File{&os.Stdout, &os.Stderr} {
+			restore, err := swapStdio(f, os.DevNull, os.O_WRONLY)
+			if err != nil {
+				return lodgeError(err)
+			}
+			defer restore()
+		}
+		o.interactive = false
 	}
 	for _, e := range o.env {
 		rargs = append(rargs, "--env", e)

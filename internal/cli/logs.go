@@ -9,7 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -99,8 +102,40 @@ func readLogLines(path string) []logLine {
 	return out
 }
 
-func printLogs(stdout, stderr io.Writer, r *ctrRecord, follow bool, tail string, timestamps bool) error {
-	lines := readLogLines(logPath(r.ID))
+// logOpts are logs' flags.
+type logOpts struct {
+	follow, timestamps bool
+	tail               string
+	since, until       time.Time // zero: no bound
+}
+
+// parseLogTime reads --since or --until as docker does: an RFC 3339 time
+// (or a date), Unix seconds, or a duration back from now.
+func parseLogTime(flag, s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return now.Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	if f, err := strconv.ParseFloat(s, 64); err == nil && f >= 0 {
+		sec, frac := math.Modf(f)
+		return time.Unix(int64(sec), int64(frac*1e9)), nil
+	}
+	return time.Time{}, fmt.Errorf("--%s %q: want a time (2026-12-06T10:00:00Z), Unix seconds or a duration (10m)", flag, s)
+}
+
+func printLogs(stdout, stderr io.Writer, r *ctrRecord, o logOpts) error {
+	follow, tail, timestamps := o.follow, o.tail, o.timestamps
+	inRange := func(l logLine) bool {
+		return (o.since.IsZero() || !l.Time.Before(o.since)) && (o.until.IsZero() || l.Time.Before(o.until))
+	}
+	lines := slices.DeleteFunc(readLogLines(logPath(r.ID)), func(l logLine) bool { return !inRange(l) })
 	if tail != "all" {
 		var n int
 		if _, err := fmt.Sscanf(tail, "%d", &n); err != nil || n < 0 {
@@ -136,7 +171,9 @@ func printLogs(stdout, stderr io.Writer, r *ctrRecord, follow bool, tail string,
 			seen = 0
 		}
 		for _, l := range all[seen:] {
-			emit(l)
+			if inRange(l) {
+				emit(l)
+			}
 		}
 		seen = len(all)
 		if done {

@@ -749,3 +749,29 @@ func networkUsers(name string) []string {
 	}
 	return out
 }
+
+// networkSettings is inspect's NetworkSettings in docker's shape: the
+// address, the published ports and the network, while the container runs
+// (docker shows none for a stopped one).
+func networkSettings(n *ctrNetwork, running bool) map[string]any {
+	out := map[string]any{"IPAddress": "", "Ports": map[string]any{}, "Networks": map[string]any{}, "SandboxKey": ""}
+	if n == nil || !running {
+		return out
+	}
+	ports := map[string][]map[string]string{}
+	for _, p := range n.Ports {
+		k := fmt.Sprintf("%d/%s", p.ContainerPort, p.Protocol)
+		ip := p.HostIP
+		if ip == "" {
+			ip = "0.0.0.0"
+		}
+		ports[k] = append(ports[k], map[string]string{"HostIp": ip, "HostPort": strconv.Itoa(p.HostPort)})
+	}
+	name := n.Name
+	if name == "" {
+		name = bridgeNetwork
+	}
+	out["IPAddress"], out["Ports"], out["SandboxKey"] = n.IP, ports, n.NetNS
+	out["Networks"] = map[string]any{name: map[string]any{"IPAddress": n.IP}}
+	return out
+}

@@ -5,7 +5,6 @@ package cli
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -119,9 +118,10 @@ func addRegistryCommands(root *cobra.Command, imageCmd *cobra.Command, a *app) {
 			return nil
 		},
 	}
+	var inspectFormat string
 	inspect := &cobra.Command{
-		Use:   "inspect IMAGE...",
-		Short: "describe images (a JSON array)",
+		Use:   "inspect [-f TEMPLATE] IMAGE...",
+		Short: "describe images (a JSON array, or a Go template's output for each)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out []any
@@ -132,11 +132,10 @@ func addRegistryCommands(root *cobra.Command, imageCmd *cobra.Command, a *app) {
 				}
 				out = append(out, d)
 			}
-			enc := json.NewEncoder(cmd.OutOrStdout())
-			enc.SetIndent("", "    ")
-			return enc.Encode(out)
+			return printInspect(cmd.OutOrStdout(), out, inspectFormat)
 		},
 	}
+	inspect.Flags().StringVarP(&inspectFormat, "format", "f", "", "a Go template, e.g. '{{.Id}}'")
 	imageCmd.AddCommand(cloneCmd(tag), cloneCmd(push), inspect)
 	root.AddCommand(tag, push, login, logout)
 }

@@ -40,7 +40,7 @@ type ctrState struct {
 	}
 	RestartCount    int
 	NetworkSettings *struct {
-		IP string `json:"ip"`
+		IP string `json:"IPAddress"`
 	}
 }
 
@@ -95,7 +95,15 @@ func TestLodgeRestart(t *testing.T) {
 	if r := l.run("", "start", "-a", "again"); r.code != 3 || r.stdout != "run x\nx\n" {
 		t.Errorf("start -a of an ended container: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
-	l.must("rm", "again")
+	if out := l.must("ps", "--filter", "status=exited", "--filter", "name=aga", "-q"); out != ids[0][:12]+"\n" {
+		t.Errorf("ps --filter status=exited --filter name=aga: %q", out)
+	}
+	if out := l.must("container", "prune", "-f"); !strings.Contains(out, ids[0]) {
+		t.Errorf("container prune: %q", out)
+	}
+	if out := l.must("ps", "-a", "-q"); out != "" {
+		t.Errorf("after container prune: %q", out)
+	}
 
 	// restart of a running container on the bridge network: a new run,
 	// its address in its /etc/hosts, its published port listed.
@@ -117,6 +125,24 @@ func TestLodgeRestart(t *testing.T) {
 	}
 	if port := l.must("port", "svc"); !strings.HasPrefix(port, "80/tcp -> 127.0.0.1:") {
 		t.Errorf("port after restart: %q", port)
+	}
+	// inspect -f, ps and container ls filters, exec -d, logs' time bounds.
+	if out := l.must("inspect", "-f", "{{.State.Status}} {{.NetworkSettings.IPAddress}} {{.RestartCount}}", "svc"); out != "running "+l.inspect("svc").NetworkSettings.IP+" 0\n" {
+		t.Errorf("inspect -f: %q", out)
+	}
+	if out := l.must("container", "ls", "-q", "--filter", "ancestor="+ref); out != ids[1][:12]+"\n" {
+		t.Errorf("container ls --filter ancestor=: %q", out)
+	}
+	if out := l.must("ps", "-q", "-f", "status=exited"); out != "" {
+		t.Errorf("ps -f status=exited with none: %q", out)
+	}
+	l.must("exec", "-d", "svc", "sh", "-c", "sleep 1; echo bg > /tmp/bg")
+	l.eventually("exec -d's command", func() bool { return l.run("", "exec", "svc", "cat", "/tmp/bg").stdout == "bg\n" })
+	if out := l.must("logs", "--since", "1h", "svc"); out != "up\nup\n" {
+		t.Errorf("logs --since 1h: %q", out)
+	}
+	if out := l.must("logs", "--until", "2000-01-01", "svc"); out != "" {
+		t.Errorf("logs --until 2000-01-01: %q", out)
 	}
 	// pause, unpause, rename.
 	l.must("pause", "svc")
@@ -241,6 +267,11 @@ func TestLodgeRestart(t *testing.T) {
 	}
 	l.must("rm", "fg")
 
+	// A command word of the runtime's helpers in a container's command
+	// is the container's.
+	if out := l.must("run", "--rm", ref, "echo", "__supervise"); out != "__supervise\n" {
+		t.Errorf("run echo __supervise: %q", out)
+	}
 	if r := l.run("", "run", "--rm", "--restart", "always", ref, "true"); r.code != 125 || !strings.Contains(r.stderr, "--rm") {
 		t.Errorf("--rm with --restart: exit %d, %s", r.code, r.stderr)
 	}
