@@ -441,7 +441,9 @@ func TestLodgeNetwork(t *testing.T) {
 		t.Errorf("ps does not show the published port:\n%s", ps)
 	}
 	var insp []struct {
-		NetworkSettings struct{ IP string `json:"IPAddress"` } `json:"NetworkSettings"`
+		NetworkSettings struct {
+			IP string `json:"IPAddress"`
+		} `json:"NetworkSettings"`
 	}
 	json.Unmarshal([]byte(l.must("inspect", "web")), &insp)
 	if len(insp) != 1 || net.ParseIP(insp[0].NetworkSettings.IP) == nil {
