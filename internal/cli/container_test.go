@@ -10,7 +10,8 @@ import (
 func TestCtrFilters(t *testing.T) {
 	t.Parallel()
 	code := 3
-	r := &ctrRecord{ID: "abcdef0123", Name: "web-1", Image: "index.docker.io/library/busybox:latest", ImageID: "feedbeef99001122", ExitCode: &code}
+	r := &ctrRecord{ID: "abcdef0123", Name: "web-1", Image: "index.docker.io/library/busybox:latest", ImageID: "feedbeef99001122", ExitCode: &code,
+		Labels: map[string]string{"tier": "web", "empty": ""}}
 	for _, tc := range []struct {
 		filters []string
 		st      string
@@ -31,6 +32,11 @@ func TestCtrFilters(t *testing.T) {
 		{[]string{"exited=3"}, "exited", true},
 		{[]string{"exited=3"}, "running", false},
 		{[]string{"exited=0"}, "exited", false},
+		{[]string{"label=tier"}, "running", true},
+		{[]string{"label=tier=web"}, "running", true},
+		{[]string{"label=tier=db"}, "running", false},
+		{[]string{"label=empty="}, "running", true},
+		{[]string{"label=owner"}, "running", false},
 	} {
 		f, err := parseFilters(tc.filters)
 		if err != nil {
@@ -40,7 +46,7 @@ func TestCtrFilters(t *testing.T) {
 			t.Errorf("%v on a %s container: %v, want %v", tc.filters, tc.st, got, tc.want)
 		}
 	}
-	for _, bad := range []string{"name", "status=sleeping", "exited=x", "label=a=b"} {
+	for _, bad := range []string{"name", "status=sleeping", "exited=x", "volume=a"} {
 		if _, err := parseFilters([]string{bad}); err == nil {
 			t.Errorf("--filter %q: no error", bad)
 		}

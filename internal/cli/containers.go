@@ -61,6 +61,12 @@ type ctrRecord struct {
 	ManuallyStopped bool `json:"manually_stopped,omitempty"`
 	// Restarting: ended, and its policy will start it again shortly.
 	Restarting bool `json:"restarting,omitempty"`
+	// Labels are --label's.
+	Labels map[string]string `json:"labels,omitempty"`
+	// StopTimeout is --stop-timeout's seconds (nil: lodge stop's 10).
+	StopTimeout *int `json:"stop_timeout,omitempty"`
+	// NetFiles is what --add-host and --dns* put in its /etc files.
+	NetFiles *netFilesConf `json:"net_files,omitempty"`
 }
 
 // removeAnonymous removes the anonymous volumes among names (a container
@@ -230,7 +236,7 @@ func addContainerCommands(root *cobra.Command, a *app) {
 			return listCtrs(cmd.OutOrStdout(), all, quiet, format, filters)
 		},
 	}
-	ps.Flags().StringArrayVarP(&filters, "filter", "f", nil, "only containers with id=, name=, status=, ancestor= or exited=")
+	ps.Flags().StringArrayVarP(&filters, "filter", "f", nil, "only containers with id=, name=, status=, ancestor=, exited= or label=")
 	ps.Flags().BoolVarP(&all, "all", "a", false, "all containers (default: running ones)")
 	ps.Flags().BoolVarP(&quiet, "quiet", "q", false, "IDs only")
 	ps.Flags().StringVar(&format, "format", "table", "table, json or a Go template")
@@ -282,7 +288,7 @@ func addContainerCommands(root *cobra.Command, a *app) {
 		Short: "stop containers (their stop signal, then SIGKILL)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachCtr(cmd, args, func(r *ctrRecord) error { return stopCtr(a, r, time.Duration(timeout)*time.Second) })
+			return eachCtr(cmd, args, func(r *ctrRecord) error { return stopCtr(a, r, r.grace(cmd, timeout)) })
 		},
 	}
 	stop.Flags().IntVarP(&timeout, "time", "t", 10, "seconds to wait before SIGKILL")
@@ -445,6 +451,15 @@ func runtimeOp(a *app, op string, args ...string) error {
 	return nil
 }
 
+// grace is how long stop waits before SIGKILL: -t's seconds where given,
+// else the container's --stop-timeout, else -t's default.
+func (r *ctrRecord) grace(cmd *cobra.Command, seconds int) time.Duration {
+	if !cmd.Flags().Changed("time") && r.StopTimeout != nil {
+		seconds = *r.StopTimeout
+	}
+	return time.Duration(seconds) * time.Second
+}
+
 func stopCtr(a *app, r *ctrRecord, grace time.Duration) error {
 	markStopped(a.ctx(), r) // also cancels a restart its policy has not made yet
 	if _, running := r.status(); !running {
@@ -583,7 +598,7 @@ func inspectCtr(r *ctrRecord) map[string]any {
 		"State": map[string]any{"Status": st, "Running": running, "Paused": st == "paused", "Restarting": r.Restarting,
 			"ExitCode": r.exitCode(), "Pid": pid, "StartedAt": r.StartedAt, "FinishedAt": r.FinishedAt, "Error": r.Error},
 		"RestartCount": r.RestartCount, "Image": "sha256:" + r.ImageID,
-		"Config": map[string]any{"Image": displayName(r.Image), "Cmd": r.Command,
+		"Config": map[string]any{"Image": displayName(r.Image), "Cmd": r.Command, "Labels": r.Labels, "StopSignal": r.StopSignal, "StopTimeout": r.StopTimeout,
 			"Tty": r.Tty, "OpenStdin": r.Interactive, "AttachStdout": !r.Detached, "AttachStderr": !r.Detached},
 		"HostConfig":      map[string]any{"AutoRemove": r.AutoRemove, "Runtime": "lodge", "RestartPolicy": policy},
 		"NetworkSettings": networkSettings(r.Network, running),

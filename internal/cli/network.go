@@ -474,8 +474,15 @@ func removeNetNS(path string) error {
 
 // networkFiles writes the container's /etc/hosts, /etc/resolv.conf and
 // /etc/hostname (bind-mounted into it, as docker does).
-func networkFiles(dir, hostname, ip string) (map[string]string, error) {
+func networkFiles(dir, hostname, ip string, conf *netFilesConf) (map[string]string, error) {
+	if conf == nil {
+		conf = &netFilesConf{}
+	}
 	hosts := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+	for _, h := range conf.ExtraHosts { // --add-host
+		name, addr, _ := strings.Cut(h, ":")
+		hosts += addr + "\t" + name + "\n"
+	}
 	if ip != "" {
 		hosts += ip + "\t" + hostname + "\n"
 	}
@@ -484,12 +491,31 @@ func networkFiles(dir, hostname, ip string) (map[string]string, error) {
 		resolv = []byte("nameserver 8.8.8.8\n")
 	}
 	// A resolver on the host's loopback is not reachable from the guest.
+	// --dns, --dns-search and --dns-option replace the host's lines of
+	// their kind, as docker's do.
 	var lines []string
 	for _, l := range strings.Split(string(resolv), "\n") {
-		if f := strings.Fields(l); len(f) == 2 && f[0] == "nameserver" && net.ParseIP(f[1]) != nil && net.ParseIP(f[1]).IsLoopback() {
+		f := strings.Fields(l)
+		switch {
+		case len(f) == 2 && f[0] == "nameserver" && net.ParseIP(f[1]) != nil && net.ParseIP(f[1]).IsLoopback(),
+			len(f) > 0 && f[0] == "nameserver" && len(conf.DNS) > 0,
+			len(f) > 0 && (f[0] == "search" || f[0] == "domain") && len(conf.Search) > 0,
+			len(f) > 0 && f[0] == "options" && len(conf.Options) > 0:
 			continue
 		}
 		lines = append(lines, l)
+	}
+	for _, d := range conf.DNS {
+		lines = append(lines, "nameserver "+d)
+	}
+	if len(conf.Search) > 0 {
+		lines = append(lines, "search "+strings.Join(conf.Search, " "))
+	}
+	if len(conf.Options) > 0 {
+		lines = append(lines, "options "+strings.Join(conf.Options, " "))
+	}
+	if len(lines) > 0 && lines[len(lines)-1] != "" {
+		lines = append(lines, "")
 	}
 	files := map[string]string{"/etc/hosts": hosts, "/etc/resolv.conf": strings.Join(lines, "\n"), "/etc/hostname": hostname + "\n"}
 	out := map[string]string{}

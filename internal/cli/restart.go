@@ -179,7 +179,7 @@ func (a *app) startAgain(ctx context.Context, r *ctrRecord, monitor *os.File, cr
 			}
 		}()
 		// The container's /etc/hosts names its address, which may differ.
-		if _, err := networkFiles(ctrDir(r.ID), spec.Hostname, nw.IP); err != nil {
+		if _, err := networkFiles(ctrDir(r.ID), spec.Hostname, nw.IP, r.NetFiles); err != nil {
 			return err
 		}
 	}
@@ -288,7 +288,7 @@ func addRestartCommand(root *cobra.Command, a *app) {
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachCtr(cmd, args, func(r *ctrRecord) error {
-				if err := stopCtr(a, r, time.Duration(timeout)*time.Second); err != nil {
+				if err := stopCtr(a, r, r.grace(cmd, timeout)); err != nil {
 					return err
 				}
 				return a.startCtr(cmd.Context(), r, false)

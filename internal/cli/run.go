@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -55,6 +56,7 @@ type runOpts struct {
 	publishAll                     bool // -P: every exposed port to a host port of the kernel's choosing
 	createOnly                     bool // lodge create: made, not started
 	detach                         bool
+	specOpts                       // privileges, limits, names, stop (runflags.go)
 }
 
 func addRunCommand(root *cobra.Command, a *app) {
@@ -137,6 +139,7 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f.StringArrayVar(&o.expose, "expose", nil, "expose a port, PORT[/tcp|udp], for -P")
 	f.StringVar(&o.pull, "pull", "missing", "pull the image: missing, always or never")
 	f.StringVar(&o.restart, "restart", "no", "restart policy: no, always, unless-stopped or on-failure[:MAX-RETRIES]")
+	addSpecFlags(f, &o.specOpts)
 	f.StringArrayVar(&o.securityOpts, "security-opt", nil, "security options: "+securityOptsHelp+
 		" (docker's default seccomp profile applies unless seccomp= says otherwise)")
 	create.Flags().AddFlagSet(f)
@@ -182,6 +185,14 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 			return lodgeError(fmt.Errorf("--network %s: no such network (lodge network ls)", network))
 		}
 	}
+	for _, sc := range o.sysctls {
+		if network != "none" && strings.HasPrefix(sc, "net.") {
+			// The VM takes over the container's interface, and the
+			// container uses its guest's own network namespace, in which
+			// the guest's runtime sets no net.* sysctl.
+			return lodgeError(fmt.Errorf("--sysctl %s: a container on a network uses its VM's network namespace, where net.* sysctls are not set; with --network none it has one of its own", sc))
+		}
+	}
 	st := a.images()
 	var im *image.Image
 	switch o.pull {
@@ -211,18 +222,35 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	if err != nil {
 		return lodgeError(err)
 	}
+	// What can be refused is, before runSpec makes anonymous volumes.
+	name, err := uniqueName(o.name)
+	if err != nil {
+		return lodgeError(err)
+	}
+	labels, err := labelMap(o.labels)
+	if err != nil {
+		return lodgeError(err)
+	}
+	netFiles, err := o.netFiles()
+	if err != nil {
+		return lodgeError(err)
+	}
 	id := newID()
 	spec, vols, err := runSpec(im, lays, o, args, id)
 	if err != nil {
 		return lodgeError(err)
 	}
-	name, err := uniqueName(o.name)
-	if err != nil {
-		return lodgeError(err)
+	stopSignal := im.Config.Config.StopSignal
+	if o.stopSignal != "" {
+		stopSignal = o.stopSignal
+	}
+	var stopTimeout *int
+	if o.stopTimeout >= 0 {
+		stopTimeout = &o.stopTimeout
 	}
 	rec := &ctrRecord{ID: id, Name: name, Image: im.Name, ImageID: im.ConfigDigest.Hex, Command: spec.Process.Args,
-		Created: time.Now().UTC(), Detached: o.detach || o.createOnly, Interactive: o.interactive, Tty: o.tty, AutoRemove: o.rm, StopSignal: im.Config.Config.StopSignal, Volumes: vols,
-		RestartPolicy: &policy}
+		Created: time.Now().UTC(), Detached: o.detach || o.createOnly, Interactive: o.interactive, Tty: o.tty, AutoRemove: o.rm, StopSignal: stopSignal, Volumes: vols,
+		RestartPolicy: &policy, Labels: labels, NetFiles: netFiles, StopTimeout: stopTimeout}
 	if !o.createOnly {
 		rec.StartedAt = rec.Created
 	}
@@ -273,7 +301,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 			return lodgeError(err)
 		}
 	}
-	if err := addNetworkToSpec(spec, ctrDir(id), rec.Network); err != nil {
+	if err := addNetworkToSpec(spec, ctrDir(id), rec.Network, rec.NetFiles); err != nil {
 		return lodgeError(err)
 	}
 	if err := writeBundle(bundleDir(id), spec, lays); err != nil {
@@ -317,7 +345,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 // addNetworkToSpec puts the container in its network namespace (none: a
 // namespace of its own in the guest, loopback only) and gives it docker's
 // /etc/hosts, /etc/resolv.conf and /etc/hostname.
-func addNetworkToSpec(spec *specs.Spec, dir string, nw *ctrNetwork) error {
+func addNetworkToSpec(spec *specs.Spec, dir string, nw *ctrNetwork, conf *netFilesConf) error {
 	ip := ""
 	if nw != nil {
 		ip = nw.IP
@@ -327,7 +355,7 @@ func addNetworkToSpec(spec *specs.Spec, dir string, nw *ctrNetwork) error {
 			}
 		}
 	}
-	files, err := networkFiles(dir, spec.Hostname, ip)
+	files, err := networkFiles(dir, spec.Hostname, ip, conf)
 	if err != nil {
 		return err
 	}
@@ -476,13 +504,26 @@ func writeBundle(bundle string, spec *specs.Spec, lays []string) error {
 // command line, as docker does.
 func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string) (_ *specs.Spec, volumes []string, err error) {
 	c := im.Config.Config
+	var anon []string // removed again on error
+	defer func() {
+		if err != nil {
+			removeAnonymous(anon)
+		}
+	}()
 	spec := oci.DefaultSpec()
 	p := spec.Process
 	p.Terminal = o.tty
 	p.NoNewPrivileges = false
 	p.Capabilities = &specs.LinuxCapabilities{Bounding: oci.DockerCaps, Effective: oci.DockerCaps, Permitted: oci.DockerCaps}
 	p.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1048576, Soft: 1048576}}
-	if err := applySecurityOpts(spec, o.securityOpts); err != nil {
+	if err := applySpecOpts(spec, o.specOpts); err != nil {
+		return nil, nil, err
+	}
+	secOpts := o.securityOpts
+	if o.privileged && !slices.ContainsFunc(secOpts, func(s string) bool { return strings.HasPrefix(s, "seccomp") }) {
+		secOpts = append([]string{"seccomp=unconfined"}, secOpts...) // docker's --privileged
+	}
+	if err := applySecurityOpts(spec, secOpts); err != nil {
 		return nil, nil, err
 	}
 	spec.Root = &specs.Root{Path: "rootfs", Readonly: o.readOnly}
@@ -587,6 +628,7 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 		if err != nil {
 			return nil, nil, err
 		}
+		anon = append(anon, vol.Name)
 		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: d, Type: "bind", Source: vol.dataDir(), Options: []string{"rbind", "rprivate"}})
 		volumes = append(volumes, vol.Name)
 	}
@@ -603,8 +645,9 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 		quota := int64(o.cpus * float64(period))
 		res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
 	}
-	// docker's /dev nodes and default device rules.
-	spec.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}
+	// docker's /dev nodes and default device rules (--privileged: every
+	// device of its guest).
+	spec.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: o.privileged, Access: "rwm"}}
 	spec.Annotations = map[string]string{"io.lodge.image": im.Name}
 	return spec, volumes, nil
 }

@@ -1,0 +1,85 @@
+package integration
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestLodgeRunFlags: docker run's flags for privileges, limits, names and
+// stop reach the container in its VM.
+func TestLodgeRunFlags(t *testing.T) {
+	l := newLodgeCLI(t)
+	ref, _ := testImage(t)
+	l.must("pull", ref)
+
+	out := l.must("run", "--rm", "--cap-drop", "ALL", "--cap-add", "NET_BIND_SERVICE", "--pids-limit", "50",
+		"--ulimit", "nofile=100:200", "--tmpfs", "/scratch", "--sysctl", "kernel.shmmni=2048", "--shm-size", "128m",
+		"--add-host", "db:10.0.0.5", "--dns", "192.0.2.53", "--dns-search", "corp.example", ref, "sh", "-c",
+		`grep CapEff /proc/self/status; echo nofile $(ulimit -n) $(ulimit -Hn); echo pids $(cat /sys/fs/cgroup/pids.max);
+grep ' /scratch ' /proc/mounts; echo shmmni $(cat /proc/sys/kernel/shmmni); grep ' /dev/shm ' /proc/mounts;
+grep db /etc/hosts; cat /etc/resolv.conf`)
+	for _, want := range []string{
+		"CapEff:\t0000000000000400\n", // CAP_NET_BIND_SERVICE alone
+		"nofile 100 200\n",
+		"pids 50\n",
+		" /scratch tmpfs rw,nosuid,noexec",
+		"shmmni 2048\n",
+		"size=131072k",
+		"10.0.0.5\tdb\n",
+		"nameserver 192.0.2.53\n",
+		"search corp.example\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("run with the flags: %q missing from:\n%s", want, out)
+		}
+	}
+	if strings.Count(out, "nameserver") != 1 {
+		t.Errorf("--dns left the host's name servers:\n%s", out)
+	}
+
+	// --privileged: every capability, no seccomp filter, no masked paths,
+	// /sys writable: in the container's own guest.
+	// (With --network none a network namespace of its own: net.* sysctls.)
+	out = l.must("run", "--rm", "--privileged", "--network", "none", "--sysctl", "net.ipv4.ip_forward=1", ref, "sh", "-c",
+		`grep -E 'CapEff|Seccomp:' /proc/self/status; grep ' /sys ' /proc/mounts; echo forward $(cat /proc/sys/net/ipv4/ip_forward);
+grep -c ' /proc/keys ' /proc/mounts; true`)
+	if !strings.Contains(out, "CapEff:\t000001ffffffffff\n") || !strings.Contains(out, "Seccomp:\t0\n") ||
+		!strings.Contains(out, " /sys sysfs rw") || !strings.Contains(out, "forward 1\n") || !strings.HasSuffix(out, "0\n") {
+		t.Errorf("--privileged:\n%s", out)
+	}
+	// Without it, docker's defaults: a seccomp filter, /proc/keys masked.
+	out = l.must("run", "--rm", ref, "sh", "-c", `grep 'Seccomp:' /proc/self/status; grep -c ' /proc/keys ' /proc/mounts`)
+	if out != "Seccomp:\t2\n1\n" {
+		t.Errorf("the defaults: %q", out)
+	}
+
+	// Labels, stop signal and timeout are the container's.
+	l.must("run", "-d", "--name", "labelled", "-l", "tier=web", "--stop-timeout", "1", "--stop-signal", "SIGUSR1", "--init", ref, "sleep", "1000")
+	if out := l.must("ps", "-q", "--filter", "label=tier=web"); strings.TrimSpace(out) == "" {
+		t.Errorf("ps --filter label=tier=web found nothing")
+	}
+	if out := l.must("ps", "-q", "--filter", "label=tier=db"); out != "" {
+		t.Errorf("ps --filter label=tier=db: %q", out)
+	}
+	if out := l.must("inspect", "-f", "{{.Config.Labels.tier}} {{.Config.StopSignal}} {{.Config.StopTimeout}}", "labelled"); out != "web SIGUSR1 1\n" {
+		t.Errorf("inspect of labels and stop: %q", out)
+	}
+	l.must("stop", "labelled")
+	if code := strings.TrimSpace(l.must("wait", "labelled")); code != "138" {
+		t.Errorf("stop with --stop-signal SIGUSR1: exit %s, want 138 (sleep killed by the SIGUSR1 tini forwarded)", code)
+	}
+	l.must("rm", "labelled")
+
+	for _, bad := range [][]string{
+		{"--cap-add", "FLY"}, {"--ulimit", "nofile"}, {"--sysctl", "kernel.panic=1"}, {"--add-host", "db"},
+		{"--dns", "ns.example"}, {"--tmpfs", "rel"}, {"-l", "=x"}, {"--sysctl", "net.ipv4.ip_forward=1"},
+	} {
+		r := l.run("", append(append([]string{"run", "--rm"}, bad...), ref, "true")...)
+		if r.code != 125 || !strings.Contains(r.stderr, bad[0]) {
+			t.Errorf("run %v: exit %d, %s; want 125 naming %s", bad, r.code, r.stderr, bad[0])
+		}
+	}
+	if ps := l.must("ps", "-a", "-q"); ps != "" {
+		t.Errorf("containers left: %q", ps)
+	}
+}
