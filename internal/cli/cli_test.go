@@ -117,6 +117,20 @@ func TestImageVolumesGetAnonymousVolumes(t *testing.T) {
 	}
 }
 
+// A run refused after the image's anonymous volumes were made (a bad
+// --memory) leaves none of them.
+func TestRefusedRunSpecLeavesNoVolume(t *testing.T) {
+	volumesDir = t.TempDir()
+	im := &image.Image{Ref: image.Ref{Name: "x"}}
+	im.Config.Config = v1.Config{Cmd: []string{"sh"}, Volumes: map[string]struct{}{"/data": {}}}
+	if _, _, err := runSpec(im, nil, runOpts{memory: "lots"}, nil, strings.Repeat("d", 64)); err == nil {
+		t.Fatal("--memory lots accepted")
+	}
+	if ents, _ := os.ReadDir(volumesDir); len(ents) != 0 {
+		t.Errorf("volumes left by a refused run: %v", ents)
+	}
+}
+
 func TestParseBytes(t *testing.T) {
 	for in, want := range map[string]int64{"512m": 512 << 20, "1g": 1 << 30, "100k": 100 << 10, "4096": 4096, "2G": 2 << 30} {
 		if got, err := parseBytes(in); err != nil || got != want {
