@@ -304,7 +304,9 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	if err := addNetworkToSpec(spec, ctrDir(id), rec.Network, rec.NetFiles); err != nil {
 		return lodgeError(err)
 	}
-	if err := writeBundle(bundleDir(id), spec, lays); err != nil {
+	// A container removed when it ends is never started again: its
+	// writable layer need not outlive it (nor be flushed as its VM ends).
+	if err := writeBundle(bundleDir(id), spec, lays, !o.rm); err != nil {
 		return lodgeError(err)
 	}
 	if o.detach || o.createOnly {
@@ -486,7 +488,7 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
-func writeBundle(bundle string, spec *specs.Spec, lays []string) error {
+func writeBundle(bundle string, spec *specs.Spec, lays []string, keepWritable bool) error {
 	if err := os.MkdirAll(filepath.Join(bundle, "rootfs"), 0o711); err != nil {
 		return err
 	}
@@ -497,7 +499,7 @@ func writeBundle(bundle string, spec *specs.Spec, lays []string) error {
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
 		return err
 	}
-	return state.Write(filepath.Join(bundle, layers.BundleFile), layers.BundleLayers{Images: lays, KeepWritable: true})
+	return state.Write(filepath.Join(bundle, layers.BundleFile), layers.BundleLayers{Images: lays, KeepWritable: keepWritable})
 }
 
 // runSpec makes the container's OCI spec from the image's config and the
