@@ -234,6 +234,9 @@ func (a *app) startCtr(ctx context.Context, r *ctrRecord, createOnly bool) error
 		_, err := updateCtr(ctx, r.ID, func(c *ctrRecord) { c.StartedAt = time.Now().UTC() })
 		return err
 	}
+	if r.Restarting {
+		markStopped(ctx, r) // its policy's pending start gives way to this one
+	}
 	monitor, err := takeMonitor(ctx, r, 30*time.Second)
 	if err != nil {
 		return err
@@ -263,15 +266,25 @@ func (a *app) restartOnPolicy(ctx context.Context, id string, monitor *os.File) 
 	notRestarting := func() { updateCtr(context.WithoutCancel(ctx), id, func(c *ctrRecord) { c.Restarting = false }) }
 	a.log.Info("restart policy: starting the container again", "container", r.Name, "policy", r.RestartPolicy.Name,
 		"exit_code", r.exitCode(), "restarts", r.RestartCount, "delay", delay)
-	select {
-	case <-ctx.Done():
-		notRestarting()
-		return
-	case <-time.After(delay):
-	}
-	if r, err = loadCtr(id); err != nil || !r.RestartPolicy.restarts(r) {
-		notRestarting() // removed, or stopped, meanwhile
-		return
+	// The delay ends early, and the monitor with it (its lock freed),
+	// once the container is removed or stopped: a `lodge start` meanwhile
+	// (which marks it stopped first) need not wait out a long delay.
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for end := time.Now().Add(delay); ; {
+		if r, err = loadCtr(id); err != nil || !r.RestartPolicy.restarts(r) {
+			notRestarting() // removed, or stopped, meanwhile
+			return
+		}
+		if !time.Now().Before(end) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			notRestarting()
+			return
+		case <-tick.C:
+		}
 	}
 	if err := a.startAgain(ctx, r, monitor, false, true); err != nil {
 		notRestarting()
