@@ -1,0 +1,330 @@
+package cli
+
+// The container's OCI spec from the image's config and `lodge run`'s
+// command line, as docker makes it.
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/erofs/go-erofs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/lodgeruntime/lodge/internal/image"
+	"github.com/lodgeruntime/lodge/internal/oci"
+)
+
+// runSpec makes the container's OCI spec from the image's config and the
+// command line, as docker does.
+func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string) (_ *specs.Spec, volumes []string, err error) {
+	c := im.Config.Config
+	var anon []string // removed again on error
+	defer func() {
+		if err != nil {
+			removeAnonymous(anon)
+		}
+	}()
+	spec := oci.DefaultSpec()
+	p := spec.Process
+	p.Terminal = o.tty
+	p.NoNewPrivileges = false
+	p.Capabilities = &specs.LinuxCapabilities{Bounding: oci.DockerCaps, Effective: oci.DockerCaps, Permitted: oci.DockerCaps}
+	p.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1048576, Soft: 1048576}}
+	if err := applySpecOpts(spec, o.specOpts); err != nil {
+		return nil, nil, err
+	}
+	secOpts := o.securityOpts
+	if o.privileged && !slices.ContainsFunc(secOpts, func(s string) bool { return strings.HasPrefix(s, "seccomp") }) {
+		secOpts = append([]string{"seccomp=unconfined"}, secOpts...) // docker's --privileged
+	}
+	if err := applySecurityOpts(spec, secOpts); err != nil {
+		return nil, nil, err
+	}
+	spec.Root = &specs.Root{Path: "rootfs", Readonly: o.readOnly}
+	spec.Hostname = id[:12]
+	if o.hostname != "" {
+		spec.Hostname = o.hostname
+	}
+	entry := c.Entrypoint
+	cmdArgs := c.Cmd
+	if o.entrypoint != nil {
+		entry, cmdArgs = nil, nil
+		if *o.entrypoint != "" {
+			entry = []string{*o.entrypoint}
+		}
+	}
+	if len(args) > 0 {
+		cmdArgs = args
+	}
+	p.Args = append(append([]string{}, entry...), cmdArgs...)
+	if len(p.Args) == 0 {
+		return nil, nil, fmt.Errorf("no command: the image %s has none, give one after its name", displayName(im.Name))
+	}
+	if o.init {
+		// As docker's --init: the host's static tini, bind-mounted read-only
+		// where docker puts it.
+		if _, err := os.Stat(initBinary); err != nil {
+			return nil, nil, fmt.Errorf("--init runs %s, which is missing (apt-get install tini): %w", initBinary, err)
+		}
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: initPath, Type: "bind", Source: initBinary,
+			Options: []string{"rbind", "ro", "rprivate"}})
+		p.Args = append([]string{initPath, "--"}, p.Args...)
+	}
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	env = mergeEnv(env, c.Env)
+	env = mergeEnv(env, []string{"HOSTNAME=" + spec.Hostname})
+	if o.tty {
+		env = mergeEnv(env, []string{"TERM=xterm"})
+	}
+	for _, f := range o.envFiles {
+		vs, err := readEnvFile(f)
+		if err != nil {
+			return nil, nil, err
+		}
+		env = mergeEnv(env, vs)
+	}
+	for _, e := range o.env {
+		if !strings.Contains(e, "=") {
+			v, ok := os.LookupEnv(e)
+			if !ok {
+				continue
+			}
+			e += "=" + v
+		}
+		env = mergeEnv(env, []string{e})
+	}
+	p.Env = env
+	p.Cwd = "/"
+	if c.WorkingDir != "" {
+		p.Cwd = c.WorkingDir
+	}
+	if o.workdir != "" {
+		p.Cwd = o.workdir
+	}
+	if !path.IsAbs(p.Cwd) {
+		return nil, nil, fmt.Errorf("working directory %q must be absolute", p.Cwd)
+	}
+	user := c.User
+	if o.user != "" {
+		user = o.user
+	}
+	if user != "" {
+		u, err := resolveUser(user, lays)
+		if err != nil {
+			return nil, nil, err
+		}
+		p.User = u
+	}
+	taken := map[string]bool{}
+	for _, v := range o.volumes {
+		m, name, err := parseVolume(v)
+		if err != nil {
+			return nil, nil, err
+		}
+		spec.Mounts = append(spec.Mounts, m)
+		taken[path.Clean(m.Destination)] = true
+		if name != "" {
+			volumes = append(volumes, name)
+		}
+	}
+	// The image's VOLUMEs the command line does not cover get anonymous
+	// volumes, as docker gives them.
+	var dests []string
+	for d := range c.Volumes {
+		dests = append(dests, d)
+	}
+	sort.Strings(dests)
+	for _, d := range dests {
+		if !path.IsAbs(d) || taken[path.Clean(d)] {
+			continue
+		}
+		vol, err := ensureVolume("anon-"+newID()[:24], true)
+		if err != nil {
+			return nil, nil, err
+		}
+		anon = append(anon, vol.Name)
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: d, Type: "bind", Source: vol.dataDir(), Options: []string{"rbind", "rprivate"}})
+		volumes = append(volumes, vol.Name)
+	}
+	res := spec.Linux.Resources
+	if o.memory != "" {
+		n, err := parseBytes(o.memory)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--memory %q: %w", o.memory, err)
+		}
+		res.Memory = &specs.LinuxMemory{Limit: &n}
+	}
+	if o.cpus > 0 {
+		period := uint64(100000)
+		quota := int64(o.cpus * float64(period))
+		res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
+	}
+	// docker's /dev nodes and default device rules (--privileged: every
+	// device of its guest).
+	spec.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: o.privileged, Access: "rwm"}}
+	spec.Annotations = map[string]string{"io.lodge.image": im.Name}
+	return spec, volumes, nil
+}
+
+func mergeEnv(env, add []string) []string {
+	for _, kv := range add {
+		k, _, _ := strings.Cut(kv, "=")
+		replaced := false
+		for i, e := range env {
+			if ek, _, _ := strings.Cut(e, "="); ek == k {
+				env[i], replaced = kv, true
+				break
+			}
+		}
+		if !replaced {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func readEnvFile(p string) ([]string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("--env-file: %w", err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		if !strings.Contains(l, "=") {
+			v, ok := os.LookupEnv(l)
+			if !ok {
+				continue
+			}
+			l += "=" + v
+		}
+		out = append(out, l)
+	}
+	return out, sc.Err()
+}
+
+// parseVolume reads -v HOST:CONTAINER[:ro|rw] or NAME:CONTAINER[:ro|rw]
+// (a named volume, created if missing); volume is the name, if any.
+func parseVolume(v string) (m specs.Mount, volumeName string, err error) {
+	parts := strings.Split(v, ":")
+	if len(parts) < 2 || len(parts) > 3 {
+		return m, "", fmt.Errorf("-v %q: want HOST:CONTAINER[:ro] or VOLUME:CONTAINER[:ro]", v)
+	}
+	src, ctr := parts[0], parts[1]
+	if !path.IsAbs(ctr) {
+		return m, "", fmt.Errorf("-v %q: the container path must be absolute", v)
+	}
+	opts := []string{"rbind", "rprivate"}
+	if len(parts) == 3 {
+		switch parts[2] {
+		case "ro":
+			opts = append(opts, "ro")
+		case "rw":
+		default:
+			return m, "", fmt.Errorf("-v %q: option %q: want ro or rw", v, parts[2])
+		}
+	}
+	if !filepath.IsAbs(src) {
+		if !validVolumeName(src) {
+			return m, "", fmt.Errorf("-v %q: %q is neither an absolute host path nor a volume name", v, src)
+		}
+		vol, err := ensureVolume(src, false)
+		if err != nil {
+			return m, "", fmt.Errorf("-v %q: %w", v, err)
+		}
+		return specs.Mount{Destination: ctr, Type: "bind", Source: vol.dataDir(), Options: opts}, src, nil
+	}
+	if _, err := os.Stat(src); err != nil {
+		return m, "", fmt.Errorf("-v %q: %w", v, err)
+	}
+	return specs.Mount{Destination: ctr, Type: "bind", Source: src, Options: opts}, "", nil
+}
+
+func parseBytes(s string) (int64, error) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	mult := int64(1)
+	for suf, m := range map[string]int64{"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "b": 1} {
+		if strings.HasSuffix(s, suf) {
+			s, mult = strings.TrimSuffix(s, suf), m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, errors.New("want a positive size such as 512m or 1g")
+	}
+	return n * mult, nil
+}
+
+// resolveUser turns user[:group] into ids, reading names from the image's
+// /etc/passwd and /etc/group (the topmost layer that has the file).
+func resolveUser(spec string, lays []string) (specs.User, error) {
+	u, g, hasGroup := strings.Cut(spec, ":")
+	var out specs.User
+	uid, err := strconv.ParseUint(u, 10, 32)
+	if err != nil {
+		e, ok := lookupDB(lays, "etc/passwd", u)
+		if !ok {
+			return out, fmt.Errorf("user %q: not in the image's /etc/passwd", u)
+		}
+		uid, _ = strconv.ParseUint(e[2], 10, 32)
+		gid, _ := strconv.ParseUint(e[3], 10, 32)
+		out.GID = uint32(gid)
+	}
+	out.UID = uint32(uid)
+	if hasGroup {
+		gid, err := strconv.ParseUint(g, 10, 32)
+		if err != nil {
+			e, ok := lookupDB(lays, "etc/group", g)
+			if !ok {
+				return out, fmt.Errorf("group %q: not in the image's /etc/group", g)
+			}
+			gid, _ = strconv.ParseUint(e[2], 10, 32)
+		}
+		out.GID = uint32(gid)
+	}
+	return out, nil
+}
+
+// lookupDB finds name's line (split on ':') in the file of the topmost
+// layer image that has it.
+func lookupDB(lays []string, file, name string) ([]string, bool) {
+	for _, l := range lays {
+		f, err := os.Open(l)
+		if err != nil {
+			continue
+		}
+		img, err := erofs.Open(f)
+		if err != nil {
+			f.Close()
+			continue
+		}
+		b, err := fs.ReadFile(img, file)
+		f.Close()
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			fields := strings.Split(line, ":")
+			if len(fields) >= 4 && fields[0] == name {
+				return fields, true
+			}
+		}
+		return nil, false
+	}
+	return nil, false
+}
