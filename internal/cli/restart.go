@@ -157,7 +157,13 @@ func (a *app) startAgain(ctx context.Context, r *ctrRecord, monitor *os.File, cr
 			return err
 		}
 	}
-	leaveBridge(ctx, r.ID, r.Network) // idempotent: the monitor has left it
+	if r.Network != nil {
+		// The last run's monitor left the network unless it was killed
+		// first: then its namespace is still there.
+		if _, err := os.Stat(r.Network.NetNS); err == nil {
+			leaveBridge(ctx, r.ID, r.Network)
+		}
+	}
 	spec, err := readBundleSpec(bundleDir(r.ID))
 	if err != nil {
 		return fmt.Errorf("container %s: its bundle: %w", r.Name, err)
