@@ -134,6 +134,7 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 	addCpCommand(root, a)
 	addStatsCommand(root, a)
 	addNetworkCommands(root)
+	addSandboxCommands(root, a)
 	addContainerGroup(root, a) // last: it names the commands above
 	return root
 }

@@ -366,6 +366,7 @@ func addContainerCommands(root *cobra.Command, a *app) {
 	exec.Flags().StringArrayVarP(&eo.env, "env", "e", nil, "environment variable")
 	exec.Flags().StringVarP(&eo.workdir, "workdir", "w", "", "working directory")
 	exec.Flags().StringVarP(&eo.user, "user", "u", "", "user (uid[:gid])")
+	exec.Flags().DurationVar(&eo.timeout, "timeout", 0, "kill the command (SIGKILL, in the guest) if it still runs after this long, e.g. 30s (not with -d)")
 
 	port := &cobra.Command{
 		Use:   "port CONTAINER",
@@ -501,6 +502,11 @@ func removeCtr(a *app, r *ctrRecord, force bool) error {
 			return err
 		}
 	}
+	// Its monitor (log helper, or a foreground run) ends once it has seen
+	// the end: rm returns after it, as docker's does, unless it hangs.
+	if f, err := takeMonitor(a.ctx(), r, 10*time.Second); err == nil {
+		defer f.Close()
+	}
 	if err := leaveBridge(a.ctx(), r.ID, r.Network); err != nil {
 		return err
 	}
@@ -610,6 +616,7 @@ type execOpts struct {
 	interactive, tty, detach bool
 	env                      []string
 	workdir, user            string
+	timeout                  time.Duration // --timeout: SIGKILL after this long (0: none)
 }
 
 func (a *app) exec(cmd *cobra.Command, o execOpts, name string, args []string) error {
@@ -619,6 +626,9 @@ func (a *app) exec(cmd *cobra.Command, o execOpts, name string, args []string) e
 	}
 	if _, running := r.status(); !running {
 		return lodgeError(fmt.Errorf("container %s is not running", r.Name))
+	}
+	if o.timeout < 0 || o.timeout > 0 && o.detach {
+		return lodgeError(errors.New("exec --timeout: a positive duration, and not with -d (a detached command has no one to wait for it)"))
 	}
 	rargs := []string{"exec"}
 	if o.tty && !o.detach {
@@ -653,7 +663,16 @@ func (a *app) exec(cmd *cobra.Command, o execOpts, name string, args []string) e
 		}
 		defer restore()
 	}
-	code, msg := a.runtime(cmd.Context(), os.Stdout, rargs...)
+	ctx := cmd.Context()
+	if o.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+	}
+	code, msg := a.runtime(ctx, os.Stdout, rargs...)
+	if ctx.Err() != nil && cmd.Context().Err() == nil {
+		fmt.Fprintf(a.env.Err, "lodge: exec: %s killed after %v (--timeout)\n", args[0], o.timeout)
+	}
 	if code != 0 && msg != "" {
 		// lodge-runtime's own failure (the command never ran).
 		return exitError{code: runExitCode(errors.New(msg)), err: errors.New(msg)}

@@ -252,11 +252,23 @@ func runExec(ctx context.Context, g globals, log *slog.Logger, id string, e exec
 			task.Kill(ctx, &taskapi.KillRequest{ID: id, ExecID: execID, Signal: uint32(n)})
 		}
 	}()
-	w, err := task.Wait(ctx, &taskapi.WaitRequest{ID: id, ExecID: execID})
+	// A context that ends (lodge exec --timeout) ends the process with
+	// SIGKILL; the wait goes on for its status.
+	waitCtx := context.WithoutCancel(ctx)
+	waited := make(chan struct{})
+	defer close(waited)
+	go func() {
+		select {
+		case <-ctx.Done():
+			task.Kill(waitCtx, &taskapi.KillRequest{ID: id, ExecID: execID, Signal: uint32(syscall.SIGKILL)})
+		case <-waited:
+		}
+	}()
+	w, err := task.Wait(waitCtx, &taskapi.WaitRequest{ID: id, ExecID: execID})
 	if err != nil {
 		return 0, fmt.Errorf("exec %s: %w", execID, shim.FromWire(err))
 	}
-	task.Delete(ctx, &taskapi.DeleteRequest{ID: id, ExecID: execID})
+	task.Delete(waitCtx, &taskapi.DeleteRequest{ID: id, ExecID: execID})
 	return int(w.ExitStatus), nil
 }
 

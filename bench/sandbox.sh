@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The sandbox service (`lodge sandbox serve`, docs/sandbox-service.md) as a
+# platform running untrusted code sees it, against `lodge run --rm` of the
+# same image in the same script, interleaved run by run:
+#   create   POST /v1/sandboxes until its reply (the sandbox's VM runs)
+#   first    its first command (`true`), a clone's first exec
+#   next     a later command (`true`)
+#   file     a 1 MiB file written, then read back
+#   delete   DELETE until its reply (VM, container and record gone)
+#   run      `lodge run --rm busybox true` (the baseline)
+# Prints every run, then the medians and create+first / run.
+#
+# Usage: bench/sandbox.sh  (env: RUNS, default 5; BIN, default ./bin)
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+RUNS=${RUNS:-5} BIN=${BIN:-$PWD/bin}
+WORK=$(mktemp -d /tmp/lodge-sandbox-bench.XXXXXX)
+SOCK=$WORK/s.sock
+"$BIN/lodge" sandbox serve --listen "unix://$SOCK" --dir "$WORK/records" 2>"$WORK/serve.log" &
+SERVE=$!
+trap 'kill $SERVE 2>/dev/null; wait $SERVE 2>/dev/null; rm -rf "$WORK"' EXIT
+for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
+api() { curl -sf --unix-socket "$SOCK" "$@"; }
+ms() { echo $(( $(date +%s%N) / 1000000 )); }
+head -c 1048576 /dev/urandom > "$WORK/blob"
+declare -A t
+"$BIN/lodge" run --rm busybox true >/dev/null   # any template is built before timing
+for r in $(seq "$RUNS"); do
+	t0=$(ms); id=$(api -d '{}' http://lodge/v1/sandboxes | sed 's/.*"id":"\([^"]*\)".*/\1/'); t1=$(ms)
+	api -d '{"argv":["true"]}' "http://lodge/v1/sandboxes/$id/commands" >/dev/null; t2=$(ms)
+	api -d '{"argv":["true"]}' "http://lodge/v1/sandboxes/$id/commands" >/dev/null; t3=$(ms)
+	api -X PUT --data-binary "@$WORK/blob" "http://lodge/v1/sandboxes/$id/files?path=/tmp/blob"
+	api "http://lodge/v1/sandboxes/$id/files?path=/tmp/blob" | cmp -s - "$WORK/blob" || echo "run $r: the file read back differs"
+	t4=$(ms)
+	api -X DELETE "http://lodge/v1/sandboxes/$id"; t5=$(ms)
+	"$BIN/lodge" run --rm busybox true >/dev/null; t6=$(ms)
+	echo "run $r: create $((t1-t0)) first $((t2-t1)) next $((t3-t2)) file $((t4-t3)) delete $((t5-t4)) run $((t6-t5)) ms"
+	t[create]+="$((t1-t0)) " t[first]+="$((t2-t1)) " t[next]+="$((t3-t2)) " t[file]+="$((t4-t3)) " t[delete]+="$((t5-t4)) " t[run]+="$((t6-t5)) "
+	t[cf]+="$((t2-t0)) "
+done
+m() { echo "${t[$1]}" | tr ' ' '\n' | grep . | median; }
+for k in create first next file delete run; do echo "$k: median $(m $k) ms of $RUNS"; done
+echo "create+first: median $(m cf) ms; / run: $(awk -v a="$(m cf)" -v b="$(m run)" 'BEGIN{printf "%.2f", a/b}')"

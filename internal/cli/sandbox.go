@@ -1,0 +1,127 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lodgeruntime/lodge/internal/sandboxsvc"
+	"github.com/lodgeruntime/lodge/internal/unixsock"
+)
+
+// defaultSandboxSocket is where `lodge sandbox serve` listens unless told.
+const defaultSandboxSocket = "/run/lodge/sandbox.sock"
+
+type serveOpts struct {
+	listen, tokenFile string
+	cfg               sandboxsvc.Config
+}
+
+func addSandboxCommands(root *cobra.Command, a *app) {
+	var o serveOpts
+	group := &cobra.Command{Use: "sandbox", Short: "the sandbox service for untrusted code (docs/sandbox-service.md)"}
+	serve := &cobra.Command{
+		Use:   "serve [OPTIONS]",
+		Short: "serve the sandbox API: make sandboxes, run commands and move files in them, end them at their deadline",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return a.serveSandboxes(cmd, o) },
+	}
+	f := serve.Flags()
+	f.StringVar(&o.listen, "listen", "unix://"+defaultSandboxSocket, "where to listen: unix://PATH (mode 0600), or tcp://HOST:PORT (with --token-file)")
+	f.StringVar(&o.tokenFile, "token-file", "", "a file whose first line is the token every request must bring (Authorization: Bearer TOKEN)")
+	f.StringVar(&o.cfg.Dir, "dir", "/var/lib/lodge/sandboxes", "where the service keeps a record per sandbox")
+	f.StringVar(&o.cfg.DefaultImage, "default-image", "busybox", "a sandbox's image when a request names none")
+	f.StringArrayVar(&o.cfg.Images, "image", nil, "an image sandboxes may use (repeat; none: any image lodge can pull)")
+	f.DurationVar(&o.cfg.DefaultTimeout, "default-timeout", 5*time.Minute, "a sandbox's life when a request gives none")
+	f.DurationVar(&o.cfg.MaxTimeout, "max-timeout", time.Hour, "the longest life (and command timeout) a request may ask for")
+	f.IntVar(&o.cfg.MaxSandboxes, "max-sandboxes", 16, "how many sandboxes may be alive at once")
+	f.BoolVar(&o.cfg.AllowNetwork, "allow-network", false, `let requests ask for "network": "bridge" (else sandboxes have no network)`)
+	group.AddCommand(serve)
+	root.AddCommand(group)
+}
+
+// sandboxListener listens where --listen says.
+func sandboxListener(listen string, token bool) (net.Listener, func(), error) {
+	if addr, ok := strings.CutPrefix(listen, "tcp://"); ok {
+		if !token {
+			return nil, nil, errors.New("--listen tcp://: give --token-file too; over TCP every request must carry the token")
+		}
+		l, err := net.Listen("tcp", addr)
+		return l, func() {}, err
+	}
+	path, ok := strings.CutPrefix(listen, "unix://")
+	if !ok || !filepath.IsAbs(path) {
+		return nil, nil, fmt.Errorf("--listen %q: want unix:///ABSOLUTE/PATH or tcp://HOST:PORT", listen)
+	}
+	if c, err := unixsock.Dial(context.Background(), path); err == nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("%s: a service already listens there", path)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, nil, err
+	}
+	// Connecting takes write permission on the socket, which only its
+	// owner has from the start (umask 022 or narrower); then 0600.
+	l, err := unixsock.Listen(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		os.Remove(path)
+		return nil, nil, err
+	}
+	return l, func() { os.Remove(path) }, nil
+}
+
+func (a *app) serveSandboxes(cmd *cobra.Command, o serveOpts) error {
+	if o.tokenFile != "" {
+		b, err := os.ReadFile(o.tokenFile)
+		if err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+		o.cfg.Token, _, _ = strings.Cut(strings.TrimSpace(string(b)), "\n")
+		if len(o.cfg.Token) < 16 {
+			return errors.New("--token-file: the token must be at least 16 characters")
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	svc, err := sandboxsvc.New(o.cfg, sandboxsvc.LodgeRunner{Bin: self}, a.log)
+	if err != nil {
+		return err
+	}
+	l, cleanup, err := sandboxListener(o.listen, o.cfg.Token != "")
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go svc.Reap(ctx, time.Second)
+	srv := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		// Sandboxes outlive the service: the next one takes them up.
+		shut, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		srv.Shutdown(shut)
+	}()
+	a.log.Info("sandbox service listening", "on", l.Addr().String(), "records", o.cfg.Dir)
+	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

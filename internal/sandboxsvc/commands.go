@@ -1,0 +1,225 @@
+package sandboxsvc
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+	"sync"
+	"time"
+)
+
+// defaultCommandTimeout is a command's when its request gives none.
+const defaultCommandTimeout = time.Minute
+
+// CommandRequest is one command to run in a sandbox: Cmd through
+// /bin/sh -c, or Argv as it is.
+type CommandRequest struct {
+	Cmd            string            `json:"cmd"`
+	Argv           []string          `json:"argv"`
+	Env            map[string]string `json:"env"`
+	Cwd            string            `json:"cwd"`
+	User           string            `json:"user"`
+	Stdin          *string           `json:"stdin"`
+	TimeoutSeconds int               `json:"timeout_seconds"`
+	// Stream: the reply is a stream of events as the output comes
+	// (application/x-ndjson), not one object at the end.
+	Stream bool `json:"stream"`
+}
+
+// CommandResult is a finished command.
+type CommandResult struct {
+	ExitCode        int    `json:"exit_code"`
+	Stdout          string `json:"stdout"`
+	Stderr          string `json:"stderr"`
+	StdoutTruncated bool   `json:"stdout_truncated,omitempty"`
+	StderrTruncated bool   `json:"stderr_truncated,omitempty"`
+	// TimedOut: its timeout passed and it was killed (exit code 137).
+	TimedOut   bool  `json:"timed_out,omitempty"`
+	DurationMS int64 `json:"duration_ms"`
+}
+
+func (s *Service) execArgs(r CommandRequest) (ExecArgs, error) {
+	var x ExecArgs
+	switch {
+	case r.Cmd != "" && len(r.Argv) > 0:
+		return x, badRequest{"cmd or argv, not both"}
+	case r.Cmd != "":
+		x.Argv = []string{"/bin/sh", "-c", r.Cmd}
+	case len(r.Argv) > 0 && r.Argv[0] != "":
+		x.Argv = r.Argv
+	default:
+		return x, badRequest{"no command: give cmd (run by /bin/sh -c) or argv"}
+	}
+	for _, a := range x.Argv {
+		if strings.Contains(a, "\x00") {
+			return x, badRequest{"a command's words cannot hold NUL"}
+		}
+	}
+	if r.Cwd != "" && !path.IsAbs(r.Cwd) {
+		return x, badRequest{fmt.Sprintf("cwd %q: want an absolute path", r.Cwd)}
+	}
+	if strings.HasPrefix(r.User, "-") || strings.ContainsAny(r.User, " \x00") {
+		return x, badRequest{fmt.Sprintf("user %q: want uid[:gid]", r.User)}
+	}
+	x.Dir, x.User = r.Cwd, r.User
+	var err error
+	if x.Env, err = envList(r.Env); err != nil {
+		return x, err
+	}
+	x.Timeout = defaultCommandTimeout
+	if r.TimeoutSeconds != 0 {
+		if r.TimeoutSeconds < 0 || time.Duration(r.TimeoutSeconds)*time.Second > s.cfg.MaxTimeout {
+			return x, badRequest{fmt.Sprintf("timeout_seconds %d: want 1 to %d", r.TimeoutSeconds, int(s.cfg.MaxTimeout/time.Second))}
+		}
+		x.Timeout = time.Duration(r.TimeoutSeconds) * time.Second
+	}
+	if r.Stdin != nil {
+		x.Stdin = strings.NewReader(*r.Stdin)
+	}
+	return x, nil
+}
+
+// exec runs x in sandbox id. A caller that goes away ends the command
+// (SIGTERM).
+func (s *Service) exec(ctx context.Context, id string, x ExecArgs) (int, error) {
+	if _, err := s.Get(id); err != nil {
+		return 0, err
+	}
+	return s.run.Exec(ctx, id, x)
+}
+
+// Run runs a command and returns its result, each stream kept up to the
+// service's MaxOutput.
+func (s *Service) Run(ctx context.Context, id string, r CommandRequest) (CommandResult, error) {
+	x, err := s.execArgs(r)
+	if err != nil {
+		return CommandResult{}, err
+	}
+	out, errOut := &capped{max: s.cfg.MaxOutput}, &capped{max: s.cfg.MaxOutput}
+	x.Stdout, x.Stderr = out, errOut
+	start := time.Now()
+	code, err := s.exec(ctx, id, x)
+	if err != nil {
+		return CommandResult{}, err
+	}
+	d := time.Since(start)
+	return CommandResult{ExitCode: code, Stdout: out.buf.String(), Stderr: errOut.buf.String(),
+		StdoutTruncated: out.truncated, StderrTruncated: errOut.truncated,
+		TimedOut: code == 137 && d >= x.Timeout, DurationMS: d.Milliseconds()}, nil
+}
+
+// capped keeps the first max bytes written to it and drops the rest.
+type capped struct {
+	max       int64
+	buf       bytes.Buffer
+	truncated bool
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	if room := c.max - int64(c.buf.Len()); int64(len(p)) > room {
+		c.buf.Write(p[:max(room, 0)])
+		c.truncated = true
+		return len(p), nil
+	}
+	return c.buf.Write(p)
+}
+
+// Event is one line of a streamed command: output as it comes, then the
+// result.
+type Event struct {
+	Stdout string         `json:"stdout,omitempty"`
+	Stderr string         `json:"stderr,omitempty"`
+	Result *CommandResult `json:"result,omitempty"`
+	Error  string         `json:"error,omitempty"`
+}
+
+// Stream runs a command and hands send its output as it comes, then its
+// result (without the output).
+func (s *Service) Stream(ctx context.Context, id string, r CommandRequest, send func(Event) error) error {
+	x, err := s.execArgs(r)
+	if err != nil {
+		return err
+	}
+	if _, err := s.Get(id); err != nil {
+		return err
+	}
+	var mu sync.Mutex // orders send's calls
+	emit := func(e Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return send(e)
+	}
+	x.Stdout = eventWriter(func(p string) error { return emit(Event{Stdout: p}) })
+	x.Stderr = eventWriter(func(p string) error { return emit(Event{Stderr: p}) })
+	start := time.Now()
+	code, err := s.run.Exec(ctx, id, x)
+	if err != nil {
+		return emit(Event{Error: err.Error()})
+	}
+	d := time.Since(start)
+	return emit(Event{Result: &CommandResult{ExitCode: code, TimedOut: code == 137 && d >= x.Timeout, DurationMS: d.Milliseconds()}})
+}
+
+type eventWriter func(string) error
+
+func (w eventWriter) Write(p []byte) (int, error) {
+	if err := w(string(p)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// checkPath says whether p names a file in a sandbox.
+func checkPath(p string) error {
+	if !path.IsAbs(p) || path.Clean(p) == "/" || len(p) > 4096 || strings.Contains(p, "\x00") {
+		return badRequest{fmt.Sprintf("path %q: want an absolute path to a file", p)}
+	}
+	return nil
+}
+
+// errFile: the sandbox could not read or write the file.
+type errFile struct{ msg string }
+
+func (e errFile) Error() string { return e.msg }
+
+// ReadFile returns a file of the sandbox, up to MaxFile bytes.
+func (s *Service) ReadFile(ctx context.Context, id, p string) ([]byte, error) {
+	if err := checkPath(p); err != nil {
+		return nil, err
+	}
+	out := &capped{max: s.cfg.MaxFile}
+	var errOut capped
+	errOut.max = 4096
+	code, err := s.exec(ctx, id, ExecArgs{Argv: []string{"cat", "--", p}, Timeout: defaultCommandTimeout, Stdout: out, Stderr: &errOut})
+	switch {
+	case err != nil:
+		return nil, err
+	case code != 0:
+		return nil, errFile{fmt.Sprintf("read %s: %s", p, strings.TrimSpace(errOut.buf.String()))}
+	case out.truncated:
+		return nil, badRequest{fmt.Sprintf("read %s: larger than %d bytes, the most this service hands out", p, s.cfg.MaxFile)}
+	}
+	return out.buf.Bytes(), nil
+}
+
+// WriteFile writes a file of the sandbox, making its directory.
+func (s *Service) WriteFile(ctx context.Context, id, p string, data []byte) error {
+	if err := checkPath(p); err != nil {
+		return err
+	}
+	var errOut capped
+	errOut.max = 4096
+	code, err := s.exec(ctx, id, ExecArgs{
+		Argv:  []string{"/bin/sh", "-c", `mkdir -p -- "$(dirname -- "$1")" && cat > "$1"`, "sh", p},
+		Stdin: bytes.NewReader(data), Timeout: defaultCommandTimeout, Stdout: io.Discard, Stderr: &errOut})
+	switch {
+	case err != nil:
+		return err
+	case code != 0:
+		return errFile{fmt.Sprintf("write %s: %s", p, strings.TrimSpace(errOut.buf.String()))}
+	}
+	return nil
+}

@@ -1,0 +1,167 @@
+package sandboxsvc
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// maxRequest bounds a JSON request's body.
+const maxRequest = 1 << 20
+
+// Handler serves the API (docs/sandbox-service.md):
+//
+//	POST   /v1/sandboxes                  make one
+//	GET    /v1/sandboxes                  list them
+//	GET    /v1/sandboxes/{id}             one
+//	DELETE /v1/sandboxes/{id}             remove one
+//	POST   /v1/sandboxes/{id}/timeout     end it N seconds from now
+//	POST   /v1/sandboxes/{id}/commands    run a command
+//	GET    /v1/sandboxes/{id}/files?path= read a file
+//	PUT    /v1/sandboxes/{id}/files?path= write a file
+func (s *Service) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/sandboxes", func(w http.ResponseWriter, r *http.Request) {
+		var req CreateRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		sb, err := s.Create(r.Context(), req)
+		reply(w, http.StatusCreated, sb, err)
+	})
+	mux.HandleFunc("GET /v1/sandboxes", func(w http.ResponseWriter, r *http.Request) {
+		l, err := s.List(r.Context())
+		reply(w, http.StatusOK, l, err)
+	})
+	mux.HandleFunc("GET /v1/sandboxes/{id}", func(w http.ResponseWriter, r *http.Request) {
+		sb, err := s.Get(r.PathValue("id"))
+		reply(w, http.StatusOK, sb, err)
+	})
+	mux.HandleFunc("DELETE /v1/sandboxes/{id}", func(w http.ResponseWriter, r *http.Request) {
+		err := s.Remove(r.Context(), r.PathValue("id"))
+		reply(w, http.StatusNoContent, nil, err)
+	})
+	mux.HandleFunc("POST /v1/sandboxes/{id}/timeout", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			TimeoutSeconds int `json:"timeout_seconds"`
+		}
+		if !decode(w, r, &req) {
+			return
+		}
+		sb, err := s.SetTimeout(r.PathValue("id"), req.TimeoutSeconds)
+		reply(w, http.StatusOK, sb, err)
+	})
+	mux.HandleFunc("POST /v1/sandboxes/{id}/commands", s.serveCommand)
+	mux.HandleFunc("GET /v1/sandboxes/{id}/files", func(w http.ResponseWriter, r *http.Request) {
+		b, err := s.ReadFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"))
+		if err != nil {
+			reply(w, 0, nil, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Write(b)
+	})
+	mux.HandleFunc("PUT /v1/sandboxes/{id}/files", func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxFile))
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			reply(w, 0, nil, badRequest{fmt.Sprintf("file larger than %d bytes, the most this service takes", s.cfg.MaxFile)})
+			return
+		} else if err != nil {
+			reply(w, 0, nil, badRequest{"file: " + err.Error()})
+			return
+		}
+		err = s.WriteFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"), b)
+		reply(w, http.StatusNoContent, nil, err)
+	})
+	return s.auth(mux)
+}
+
+// auth lets through requests that carry the token, if there is one.
+func (s *Service) auth(h http.Handler) http.Handler {
+	if s.cfg.Token == "" {
+		return h
+	}
+	want := []byte("Bearer " + s.cfg.Token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "this service wants its token: Authorization: Bearer TOKEN"})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (s *Service) serveCommand(w http.ResponseWriter, r *http.Request) {
+	var req CommandRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	id := r.PathValue("id")
+	if !req.Stream {
+		res, err := s.Run(r.Context(), id, req)
+		reply(w, http.StatusOK, res, err)
+		return
+	}
+	// What goes wrong before the command runs is an ordinary error reply.
+	if _, err := s.execArgs(req); err != nil {
+		reply(w, 0, nil, err)
+		return
+	}
+	if _, err := s.Get(id); err != nil {
+		reply(w, 0, nil, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	enc := json.NewEncoder(w)
+	s.Stream(r.Context(), id, req, func(e Event) error {
+		if err := enc.Encode(e); err != nil {
+			return err
+		}
+		return rc.Flush()
+	})
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequest))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		reply(w, 0, nil, badRequest{"request body: " + strings.TrimPrefix(err.Error(), "json: ")})
+		return false
+	}
+	return true
+}
+
+// reply writes v with status ok, or err as {"error": ...} with the status
+// its kind calls for.
+func reply(w http.ResponseWriter, ok int, v any, err error) {
+	var bad badRequest
+	var file errFile
+	switch {
+	case err == nil && ok == http.StatusNoContent:
+		w.WriteHeader(ok)
+	case err == nil:
+		writeJSON(w, ok, v)
+	case errors.As(err, &bad):
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+	case errors.Is(err, errNotFound), errors.As(err, &file):
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+	case errors.Is(err, errLimit):
+		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": err.Error()})
+	default:
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}

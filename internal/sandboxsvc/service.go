@@ -1,0 +1,436 @@
+package sandboxsvc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lodgeruntime/lodge/internal/state"
+)
+
+// Config is the service's: where its records live and the bounds it holds
+// callers to.
+type Config struct {
+	// Dir keeps a record per sandbox.
+	Dir string
+	// DefaultImage is a sandbox's image when a request names none.
+	DefaultImage string
+	// Images, when not empty, are the only images sandboxes may use.
+	Images []string
+	// DefaultTimeout and MaxTimeout bound a sandbox's life.
+	DefaultTimeout, MaxTimeout time.Duration
+	// MaxSandboxes is how many may be alive (or being made) at once.
+	MaxSandboxes int
+	// MaxOutput bounds each stream of a command's output kept for its
+	// reply; MaxFile bounds a file read or written.
+	MaxOutput, MaxFile int64
+	// AllowNetwork lets a request ask for the bridge network (else every
+	// sandbox has none).
+	AllowNetwork bool
+	// Token, if set, must come with every request as a bearer token.
+	Token string
+}
+
+// Defaults fills in what c leaves zero.
+func (c Config) Defaults() Config {
+	if c.DefaultImage == "" {
+		c.DefaultImage = "busybox"
+	}
+	if c.DefaultTimeout == 0 {
+		c.DefaultTimeout = 5 * time.Minute
+	}
+	if c.MaxTimeout == 0 {
+		c.MaxTimeout = time.Hour
+	}
+	if c.MaxSandboxes == 0 {
+		c.MaxSandboxes = 16
+	}
+	if c.MaxOutput == 0 {
+		c.MaxOutput = 1 << 20
+	}
+	if c.MaxFile == 0 {
+		c.MaxFile = 64 << 20
+	}
+	return c
+}
+
+// Validate says what is wrong with c.
+func (c Config) Validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("sandbox service: no directory for its records")
+	case c.DefaultTimeout <= 0 || c.MaxTimeout < c.DefaultTimeout:
+		return fmt.Errorf("sandbox service: default timeout %v must be positive and at most the longest, %v", c.DefaultTimeout, c.MaxTimeout)
+	case c.MaxSandboxes < 1 || c.MaxOutput < 1 || c.MaxFile < 1:
+		return errors.New("sandbox service: the limits on sandboxes, output and files must be positive")
+	}
+	return nil
+}
+
+// Sandbox is a sandbox's record, as the API shows it.
+type Sandbox struct {
+	ID        string            `json:"id"`
+	Image     string            `json:"image"`
+	Network   string            `json:"network"`
+	CreatedAt time.Time         `json:"created_at"`
+	ExpiresAt time.Time         `json:"expires_at"`
+	Metadata  map[string]string `json:"metadata,omitempty"`
+	// State is its container's (running, exited, ...), filled in when
+	// asked.
+	State string `json:"state,omitempty"`
+}
+
+// Service is the sandbox service: records, deadlines and the runner.
+type Service struct {
+	cfg Config
+	run Runner
+	log *slog.Logger
+	now func() time.Time
+
+	mu sync.Mutex // guards boxes and making
+	// boxes are the sandboxes with a record, by ID.
+	boxes map[string]*Sandbox
+	// making are the IDs whose containers are being made (no record yet).
+	making map[string]bool
+}
+
+// New loads the records in cfg.Dir and returns the service. Call Reap to
+// enforce deadlines.
+func New(cfg Config, run Runner, log *slog.Logger) (*Service, error) {
+	cfg = cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("sandbox service: %w", err)
+	}
+	s := &Service{cfg: cfg, run: run, log: log, now: time.Now, boxes: map[string]*Sandbox{}, making: map[string]bool{}}
+	ents, err := os.ReadDir(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox service: %w", err)
+	}
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || !validID(id) {
+			continue
+		}
+		var sb Sandbox
+		if err := state.Read(filepath.Join(cfg.Dir, e.Name()), &sb); err != nil || sb.ID != id {
+			log.Warn("sandbox record unreadable: removed", "file", e.Name(), "err", err)
+			os.Remove(filepath.Join(cfg.Dir, e.Name()))
+			continue
+		}
+		s.boxes[id] = &sb
+	}
+	return s, nil
+}
+
+// errNotFound: no sandbox has that ID.
+var errNotFound = errors.New("no such sandbox")
+
+// errLimit: as many sandboxes as allowed are alive.
+var errLimit = errors.New("too many sandboxes")
+
+// badRequest is an error in what the caller asked.
+type badRequest struct{ msg string }
+
+func (b badRequest) Error() string { return b.msg }
+
+func newID() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return "sbx-" + hex.EncodeToString(b)
+}
+
+func validID(id string) bool {
+	rest, ok := strings.CutPrefix(id, "sbx-")
+	if !ok || len(rest) != 12 {
+		return false
+	}
+	_, err := hex.DecodeString(rest)
+	return err == nil
+}
+
+func (s *Service) recordPath(id string) string { return filepath.Join(s.cfg.Dir, id+".json") }
+
+// CreateRequest is what a caller asks a sandbox to be.
+type CreateRequest struct {
+	Image          string            `json:"image"`
+	TimeoutSeconds int               `json:"timeout_seconds"`
+	Env            map[string]string `json:"env"`
+	Memory         string            `json:"memory"`
+	CPUs           float64           `json:"cpus"`
+	Network        string            `json:"network"`
+	Metadata       map[string]string `json:"metadata"`
+}
+
+func (s *Service) lifetime(seconds int) (time.Duration, error) {
+	if seconds == 0 {
+		return s.cfg.DefaultTimeout, nil
+	}
+	d := time.Duration(seconds) * time.Second
+	if seconds < 0 || d > s.cfg.MaxTimeout {
+		return 0, badRequest{fmt.Sprintf("timeout_seconds %d: want 1 to %d", seconds, int(s.cfg.MaxTimeout/time.Second))}
+	}
+	return d, nil
+}
+
+func envList(env map[string]string) ([]string, error) {
+	var out []string
+	for k, v := range env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.Contains(v, "\x00") {
+			return nil, badRequest{fmt.Sprintf("env %q: a name without '=' and values without NUL", k)}
+		}
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func (s *Service) checkCreate(r *CreateRequest) error {
+	if r.Image == "" {
+		r.Image = s.cfg.DefaultImage
+	}
+	if len(s.cfg.Images) > 0 {
+		allowed := false
+		for _, im := range s.cfg.Images {
+			allowed = allowed || im == r.Image
+		}
+		if !allowed {
+			return badRequest{fmt.Sprintf("image %q is not one this service offers (%s)", r.Image, strings.Join(s.cfg.Images, ", "))}
+		}
+	}
+	if strings.HasPrefix(r.Image, "-") || strings.ContainsAny(r.Image, " \x00") {
+		return badRequest{fmt.Sprintf("image %q is not an image reference", r.Image)}
+	}
+	switch r.Network {
+	case "", "none":
+		r.Network = "none"
+	case "bridge":
+		if !s.cfg.AllowNetwork {
+			return badRequest{"network bridge: this service gives sandboxes no network (serve --allow-network)"}
+		}
+	default:
+		return badRequest{fmt.Sprintf("network %q: want none or bridge", r.Network)}
+	}
+	if r.Memory != "" && (strings.HasPrefix(r.Memory, "-") || strings.ContainsAny(r.Memory, " \x00")) {
+		return badRequest{fmt.Sprintf("memory %q: want a size such as 512m", r.Memory)}
+	}
+	if r.CPUs < 0 {
+		return badRequest{"cpus: want a positive number"}
+	}
+	if len(r.Metadata) > 32 {
+		return badRequest{"metadata: at most 32 entries"}
+	}
+	for k, v := range r.Metadata {
+		if len(k) > 64 || len(v) > 512 {
+			return badRequest{"metadata: keys of at most 64 bytes, values of at most 512"}
+		}
+	}
+	return nil
+}
+
+// Create makes a sandbox. A caller that goes away does not stop it half
+// made: it is made, and its deadline ends it.
+func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error) {
+	if err := s.checkCreate(&r); err != nil {
+		return nil, err
+	}
+	life, err := s.lifetime(r.TimeoutSeconds)
+	if err != nil {
+		return nil, err
+	}
+	env, err := envList(r.Env)
+	if err != nil {
+		return nil, err
+	}
+	id := newID()
+	s.mu.Lock()
+	if len(s.boxes)+len(s.making) >= s.cfg.MaxSandboxes {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%w: %d alive, the most this service runs (serve --max-sandboxes)", errLimit, s.cfg.MaxSandboxes)
+	}
+	s.making[id] = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.making, id)
+		s.mu.Unlock()
+	}()
+	ctx = context.WithoutCancel(ctx)
+	start := s.now()
+	err = s.run.Create(ctx, CreateArgs{Name: id, Image: r.Image, Network: r.Network, Memory: r.Memory, CPUs: r.CPUs, Env: env})
+	if err != nil {
+		// Whatever the failed run left, under this name.
+		s.run.Remove(ctx, id)
+		return nil, err
+	}
+	now := s.now()
+	sb := &Sandbox{ID: id, Image: r.Image, Network: r.Network, CreatedAt: now, ExpiresAt: now.Add(life), Metadata: r.Metadata}
+	if err := state.Write(s.recordPath(id), sb); err != nil {
+		s.run.Remove(ctx, id)
+		return nil, fmt.Errorf("sandbox %s: record: %w", id, err)
+	}
+	s.mu.Lock()
+	s.boxes[id] = sb
+	s.mu.Unlock()
+	s.log.Info("sandbox made", "sandbox_id", id, "image", r.Image, "ms", now.Sub(start).Milliseconds(), "expires", sb.ExpiresAt.Format(time.RFC3339))
+	return sb, nil
+}
+
+// Get returns a copy of a sandbox's record.
+func (s *Service) Get(id string) (Sandbox, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sb, ok := s.boxes[id]
+	if !ok {
+		return Sandbox{}, fmt.Errorf("%w: %s", errNotFound, id)
+	}
+	return *sb, nil
+}
+
+// List returns the sandboxes with their containers' states, oldest first.
+func (s *Service) List(ctx context.Context) ([]Sandbox, error) {
+	ctrs, err := s.run.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	states := map[string]string{}
+	for _, c := range ctrs {
+		states[c.Name] = c.State
+	}
+	s.mu.Lock()
+	out := make([]Sandbox, 0, len(s.boxes))
+	for _, sb := range s.boxes {
+		c := *sb
+		c.State = states[c.ID]
+		if c.State == "" {
+			c.State = "gone"
+		}
+		out = append(out, c)
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out, nil
+}
+
+// SetTimeout makes a sandbox end seconds from now.
+func (s *Service) SetTimeout(id string, seconds int) (Sandbox, error) {
+	if seconds == 0 {
+		return Sandbox{}, badRequest{"timeout_seconds: want 1 or more"}
+	}
+	life, err := s.lifetime(seconds)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sb, ok := s.boxes[id]
+	if !ok {
+		return Sandbox{}, fmt.Errorf("%w: %s", errNotFound, id)
+	}
+	c := *sb
+	c.ExpiresAt = s.now().Add(life)
+	if err := state.Write(s.recordPath(id), &c); err != nil {
+		return Sandbox{}, fmt.Errorf("sandbox %s: record: %w", id, err)
+	}
+	*sb = c
+	return c, nil
+}
+
+// Remove ends a sandbox and removes it with its record.
+func (s *Service) Remove(ctx context.Context, id string) error {
+	s.mu.Lock()
+	_, ok := s.boxes[id]
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: %s", errNotFound, id)
+	}
+	return s.remove(ctx, id, "removed")
+}
+
+// remove removes id's container, then its record. A container lodge no
+// longer lists is gone, whatever its rm said.
+func (s *Service) remove(ctx context.Context, id, why string) error {
+	if err := s.run.Remove(ctx, id); err != nil {
+		ctrs, lerr := s.run.List(ctx)
+		if lerr != nil || hasCtr(ctrs, id) {
+			return err
+		}
+	}
+	if err := os.Remove(s.recordPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("sandbox %s: record: %w", id, err)
+	}
+	s.mu.Lock()
+	delete(s.boxes, id)
+	s.mu.Unlock()
+	s.log.Info("sandbox "+why, "sandbox_id", id)
+	return nil
+}
+
+func hasCtr(ctrs []Container, name string) bool {
+	for _, c := range ctrs {
+		if c.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Reap removes, every interval until ctx ends: sandboxes past their
+// deadline, records whose containers are gone, and containers of the
+// service's that have no record (left by a service that died making
+// them). It runs once at once.
+func (s *Service) Reap(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		s.reapOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Service) reapOnce(ctx context.Context) {
+	listed := s.now()
+	ctrs, err := s.run.List(ctx)
+	if err != nil {
+		s.log.Warn("sandbox service: cannot list its containers", "err", err)
+		return
+	}
+	now := s.now()
+	type job struct{ id, why string }
+	var jobs []job
+	s.mu.Lock()
+	for id, sb := range s.boxes {
+		switch {
+		case !now.Before(sb.ExpiresAt):
+			jobs = append(jobs, job{id, "expired"})
+		case sb.CreatedAt.Before(listed) && !hasCtr(ctrs, id):
+			jobs = append(jobs, job{id, "gone (its container was removed)"})
+		}
+	}
+	for _, c := range ctrs {
+		if _, ok := s.boxes[c.Name]; !ok && !s.making[c.Name] && validID(c.Name) {
+			jobs = append(jobs, job{c.Name, "removed (no record)"})
+		}
+	}
+	s.mu.Unlock()
+	for _, j := range jobs {
+		if err := s.remove(ctx, j.id, j.why); err != nil {
+			s.log.Warn("sandbox: cannot remove", "sandbox_id", j.id, "why", j.why, "err", err)
+		}
+	}
+}

@@ -1,0 +1,418 @@
+package sandboxsvc
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// fakeRunner is lodge's containers as a map; exec runs a Go function.
+type fakeRunner struct {
+	mu        sync.Mutex
+	ctrs      map[string]string // name -> state
+	created   []CreateArgs
+	removed   []string
+	createErr error
+	exec      func(name string, x ExecArgs) int
+}
+
+func (f *fakeRunner) Create(_ context.Context, c CreateArgs) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.created = append(f.created, c)
+	if f.createErr != nil {
+		f.ctrs[c.Name] = "created" // what a failed run may leave
+		return f.createErr
+	}
+	f.ctrs[c.Name] = "running"
+	return nil
+}
+
+func (f *fakeRunner) Exec(_ context.Context, name string, x ExecArgs) (int, error) {
+	f.mu.Lock()
+	_, ok := f.ctrs[name]
+	f.mu.Unlock()
+	if !ok {
+		return 0, errors.New("no such container")
+	}
+	return f.exec(name, x), nil
+}
+
+func (f *fakeRunner) Remove(_ context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.removed = append(f.removed, name)
+	if _, ok := f.ctrs[name]; !ok {
+		return errors.New("no such container")
+	}
+	delete(f.ctrs, name)
+	return nil
+}
+
+func (f *fakeRunner) List(context.Context) ([]Container, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []Container
+	for n, st := range f.ctrs {
+		out = append(out, Container{Name: n, State: st})
+	}
+	return out, nil
+}
+
+type fixture struct {
+	svc *Service
+	run *fakeRunner
+	srv *httptest.Server
+	dir string
+}
+
+func newFixture(t *testing.T, cfg Config) *fixture {
+	t.Helper()
+	if cfg.Dir == "" {
+		cfg.Dir = t.TempDir()
+	}
+	run := &fakeRunner{ctrs: map[string]string{}, exec: func(string, ExecArgs) int { return 0 }}
+	svc, err := New(cfg, run, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(svc.Handler())
+	t.Cleanup(srv.Close)
+	return &fixture{svc: svc, run: run, srv: srv, dir: cfg.Dir}
+}
+
+// call sends a request and decodes a JSON reply into out (if not nil).
+func (f *fixture) call(t *testing.T, method, path string, body any, out any) int {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		rd = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequest(method, f.srv.URL+path, rd)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		if b, ok := out.(*[]byte); ok {
+			*b, _ = io.ReadAll(resp.Body)
+		} else if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("%s %s: reply: %v", method, path, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+func (f *fixture) create(t *testing.T, req CreateRequest) Sandbox {
+	t.Helper()
+	var sb Sandbox
+	if code := f.call(t, "POST", "/v1/sandboxes", req, &sb); code != http.StatusCreated {
+		t.Fatalf("create: status %d", code)
+	}
+	return sb
+}
+
+func TestCreateGetListRemove(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{})
+	sb := f.create(t, CreateRequest{Env: map[string]string{"B": "2", "A": "1"}, Metadata: map[string]string{"user": "u1"}, TimeoutSeconds: 30})
+	if !validID(sb.ID) || sb.Image != "busybox" || sb.Network != "none" {
+		t.Fatalf("sandbox %+v: want an sbx- id, the default image and no network", sb)
+	}
+	if d := sb.ExpiresAt.Sub(sb.CreatedAt); d != 30*time.Second {
+		t.Errorf("life %v, want 30s", d)
+	}
+	want := CreateArgs{Name: sb.ID, Image: "busybox", Network: "none", Env: []string{"A=1", "B=2"}}
+	if diff := cmp.Diff([]CreateArgs{want}, f.run.created); diff != "" {
+		t.Errorf("runner's create (-want +got):\n%s", diff)
+	}
+	var got Sandbox
+	if code := f.call(t, "GET", "/v1/sandboxes/"+sb.ID, nil, &got); code != 200 || got.Metadata["user"] != "u1" {
+		t.Errorf("get: %d %+v", code, got)
+	}
+	var list []Sandbox
+	f.call(t, "GET", "/v1/sandboxes", nil, &list)
+	if len(list) != 1 || list[0].ID != sb.ID || list[0].State != "running" {
+		t.Errorf("list: %+v", list)
+	}
+	if _, err := os.Stat(filepath.Join(f.dir, sb.ID+".json")); err != nil {
+		t.Errorf("no record on disk: %v", err)
+	}
+	if code := f.call(t, "DELETE", "/v1/sandboxes/"+sb.ID, nil, nil); code != http.StatusNoContent {
+		t.Errorf("delete: status %d", code)
+	}
+	if len(f.run.ctrs) != 0 {
+		t.Errorf("containers left: %v", f.run.ctrs)
+	}
+	if _, err := os.Stat(filepath.Join(f.dir, sb.ID+".json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("record left: %v", err)
+	}
+	var e map[string]string
+	if code := f.call(t, "GET", "/v1/sandboxes/"+sb.ID, nil, &e); code != 404 || !strings.Contains(e["error"], "no such sandbox") {
+		t.Errorf("get after delete: %d %v", code, e)
+	}
+}
+
+func TestCreateRefusals(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{Images: []string{"busybox", "python:3"}, MaxTimeout: time.Minute, DefaultTimeout: time.Minute})
+	for _, tc := range []struct {
+		name string
+		req  any
+		want string
+	}{
+		{"image not offered", CreateRequest{Image: "alpine"}, "not one this service offers"},
+		{"network", CreateRequest{Network: "bridge"}, "no network"},
+		{"unknown network", CreateRequest{Network: "host"}, "want none or bridge"},
+		{"long life", CreateRequest{TimeoutSeconds: 61}, "want 1 to 60"},
+		{"env name", CreateRequest{Env: map[string]string{"A=B": "x"}}, "env"},
+		{"memory flag", CreateRequest{Memory: "--privileged"}, "memory"},
+		{"unknown field", map[string]any{"imag": "busybox"}, "unknown field"},
+	} {
+		var e map[string]string
+		if code := f.call(t, "POST", "/v1/sandboxes", tc.req, &e); code != 400 || !strings.Contains(e["error"], tc.want) {
+			t.Errorf("%s: %d %q, want 400 with %q", tc.name, code, e["error"], tc.want)
+		}
+	}
+	if len(f.run.created) != 0 {
+		t.Errorf("refused requests made containers: %+v", f.run.created)
+	}
+}
+
+func TestCreateLimitAndFailure(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{MaxSandboxes: 1})
+	f.create(t, CreateRequest{})
+	var e map[string]string
+	if code := f.call(t, "POST", "/v1/sandboxes", CreateRequest{}, &e); code != http.StatusTooManyRequests || !strings.Contains(e["error"], "1 alive") {
+		t.Errorf("second sandbox of 1: %d %v", code, e)
+	}
+
+	g := newFixture(t, Config{})
+	g.run.createErr = errors.New("lodge run: image nope: not found")
+	if code := g.call(t, "POST", "/v1/sandboxes", CreateRequest{Image: "nope"}, &e); code != 500 || !strings.Contains(e["error"], "image nope: not found") {
+		t.Errorf("failed create: %d %v", code, e)
+	}
+	if len(g.run.ctrs) != 0 || len(g.svc.boxes) != 0 {
+		t.Errorf("a failed create left containers %v or records %v", g.run.ctrs, g.svc.boxes)
+	}
+	if ents, _ := os.ReadDir(g.dir); len(ents) != 0 {
+		t.Errorf("a failed create left files: %v", ents)
+	}
+}
+
+func TestReap(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{})
+	now := time.Now()
+	f.svc.now = func() time.Time { return now }
+	short := f.create(t, CreateRequest{TimeoutSeconds: 10})
+	long := f.create(t, CreateRequest{TimeoutSeconds: 100})
+	gone := f.create(t, CreateRequest{TimeoutSeconds: 100})
+	delete(f.run.ctrs, gone.ID)                // someone ran lodge rm
+	f.run.ctrs["sbx-0123456789ab"] = "running" // a service died making it
+	f.run.ctrs["web"] = "running"              // not the service's
+
+	// Extending the short one's life keeps it past its first deadline.
+	var ext Sandbox
+	now = now.Add(5 * time.Second)
+	if code := f.call(t, "POST", "/v1/sandboxes/"+short.ID+"/timeout", map[string]int{"timeout_seconds": 20}, &ext); code != 200 {
+		t.Fatalf("timeout: %d", code)
+	}
+	now = now.Add(15 * time.Second)
+	f.svc.reapOnce(context.Background())
+	if _, err := f.svc.Get(short.ID); err != nil {
+		t.Errorf("extended sandbox reaped before its new deadline: %v", err)
+	}
+	if _, err := f.svc.Get(gone.ID); err == nil {
+		t.Errorf("record of a removed container kept")
+	}
+	if _, ok := f.run.ctrs["sbx-0123456789ab"]; ok {
+		t.Errorf("container without a record kept")
+	}
+	if _, ok := f.run.ctrs["web"]; !ok {
+		t.Errorf("a container not the service's was removed")
+	}
+	now = now.Add(10 * time.Second)
+	f.svc.reapOnce(context.Background())
+	if _, err := f.svc.Get(short.ID); err == nil {
+		t.Errorf("expired sandbox kept")
+	}
+	if _, ok := f.run.ctrs[short.ID]; ok {
+		t.Errorf("expired sandbox's container kept")
+	}
+	if _, err := f.svc.Get(long.ID); err != nil {
+		t.Errorf("live sandbox reaped: %v", err)
+	}
+
+	// A new service on the same directory knows the live one.
+	svc2, err := New(Config{Dir: f.dir}, f.run, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := svc2.Get(long.ID); err != nil || !got.ExpiresAt.Equal(long.ExpiresAt) {
+		t.Errorf("after a restart: %+v %v, want %+v", got, err, long)
+	}
+}
+
+func TestCommands(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{MaxOutput: 8})
+	sb := f.create(t, CreateRequest{})
+	var got ExecArgs
+	f.run.exec = func(_ string, x ExecArgs) int {
+		got = x
+		io.WriteString(x.Stdout, "0123456789")
+		io.WriteString(x.Stderr, "oops")
+		if x.Stdin != nil {
+			b, _ := io.ReadAll(x.Stdin)
+			x.Stdout.Write(b)
+		}
+		return 3
+	}
+	var res CommandResult
+	in := "in"
+	if code := f.call(t, "POST", "/v1/sandboxes/"+sb.ID+"/commands", CommandRequest{Cmd: "echo hi", Cwd: "/tmp", Env: map[string]string{"X": "1"}, Stdin: &in, TimeoutSeconds: 5}, &res); code != 200 {
+		t.Fatalf("command: %d", code)
+	}
+	if diff := cmp.Diff([]string{"/bin/sh", "-c", "echo hi"}, got.Argv); diff != "" {
+		t.Errorf("argv (-want +got):\n%s", diff)
+	}
+	if got.Dir != "/tmp" || got.Timeout != 5*time.Second || len(got.Env) != 1 || got.Env[0] != "X=1" {
+		t.Errorf("exec args %+v", got)
+	}
+	if res.ExitCode != 3 || res.Stdout != "01234567" || !res.StdoutTruncated || res.Stderr != "oops" || res.StderrTruncated {
+		t.Errorf("result %+v: want exit 3, stdout cut at 8 bytes, stderr whole", res)
+	}
+
+	// Streamed: output events, then the result.
+	f.run.exec = func(_ string, x ExecArgs) int {
+		io.WriteString(x.Stdout, "a")
+		io.WriteString(x.Stderr, "b")
+		return 0
+	}
+	j, _ := json.Marshal(CommandRequest{Argv: []string{"true"}, Stream: true})
+	resp, err := http.Post(f.srv.URL+"/v1/sandboxes/"+sb.ID+"/commands", "application/json", bytes.NewReader(j))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []Event
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var e Event
+		json.Unmarshal(sc.Bytes(), &e)
+		evs = append(evs, e)
+	}
+	resp.Body.Close()
+	want := []Event{{Stdout: "a"}, {Stderr: "b"}, {Result: &CommandResult{}}}
+	if diff := cmp.Diff(want, evs, cmp.Comparer(func(a, b *CommandResult) bool {
+		return (a == nil) == (b == nil) && (a == nil || a.ExitCode == b.ExitCode)
+	})); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+
+	var e map[string]string
+	for _, tc := range []struct {
+		id   string
+		req  CommandRequest
+		code int
+	}{
+		{sb.ID, CommandRequest{}, 400},
+		{sb.ID, CommandRequest{Cmd: "x", Argv: []string{"y"}}, 400},
+		{sb.ID, CommandRequest{Cmd: "x", Cwd: "rel"}, 400},
+		{sb.ID, CommandRequest{Cmd: "x", User: "--privileged"}, 400},
+		{"sbx-000000000000", CommandRequest{Cmd: "x"}, 404},
+		{"sbx-000000000000", CommandRequest{Cmd: "x", Stream: true}, 404},
+	} {
+		if code := f.call(t, "POST", "/v1/sandboxes/"+tc.id+"/commands", tc.req, &e); code != tc.code {
+			t.Errorf("%+v: status %d (%v), want %d", tc.req, code, e, tc.code)
+		}
+	}
+}
+
+func TestFiles(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{MaxFile: 16})
+	sb := f.create(t, CreateRequest{})
+	files := map[string][]byte{}
+	f.run.exec = func(_ string, x ExecArgs) int {
+		switch x.Argv[0] {
+		case "cat":
+			b, ok := files[x.Argv[2]]
+			if !ok {
+				io.WriteString(x.Stderr, "cat: "+x.Argv[2]+": No such file or directory\n")
+				return 1
+			}
+			x.Stdout.Write(b)
+		case "/bin/sh":
+			files[x.Argv[4]], _ = io.ReadAll(x.Stdin)
+		}
+		return 0
+	}
+	if code := f.call(t, "PUT", "/v1/sandboxes/"+sb.ID+"/files?path=/work/a.py", []byte("print(1)\n"), nil); code != http.StatusNoContent {
+		t.Fatalf("put: %d", code)
+	}
+	var b []byte
+	if code := f.call(t, "GET", "/v1/sandboxes/"+sb.ID+"/files?path=/work/a.py", nil, &b); code != 200 || string(b) != "print(1)\n" {
+		t.Errorf("get: %d %q", code, b)
+	}
+	var e map[string]string
+	if code := f.call(t, "GET", "/v1/sandboxes/"+sb.ID+"/files?path=/nope", nil, &e); code != 404 || !strings.Contains(e["error"], "No such file") {
+		t.Errorf("missing file: %d %v", code, e)
+	}
+	if code := f.call(t, "GET", "/v1/sandboxes/"+sb.ID+"/files?path=rel", nil, &e); code != 400 {
+		t.Errorf("relative path: %d %v", code, e)
+	}
+	if code := f.call(t, "PUT", "/v1/sandboxes/"+sb.ID+"/files?path=/big", bytes.Repeat([]byte("x"), 17), &e); code != 400 || !strings.Contains(e["error"], "larger than 16") {
+		t.Errorf("file over the limit: %d %v", code, e)
+	}
+	if _, ok := files["/big"]; ok {
+		t.Errorf("a file over the limit was written")
+	}
+	files["/huge"] = bytes.Repeat([]byte("y"), 17)
+	if code := f.call(t, "GET", "/v1/sandboxes/"+sb.ID+"/files?path=/huge", nil, &e); code != 400 {
+		t.Errorf("reading a file over the limit: %d %v", code, e)
+	}
+}
+
+func TestToken(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{Token: "s3cret"})
+	for _, tc := range []struct {
+		header string
+		code   int
+	}{{"", 401}, {"Bearer wrong", 401}, {"Bearer s3cret", 200}} {
+		req, _ := http.NewRequest("GET", f.srv.URL+"/v1/sandboxes", nil)
+		if tc.header != "" {
+			req.Header.Set("Authorization", tc.header)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.code {
+			t.Errorf("Authorization %q: %d, want %d", tc.header, resp.StatusCode, tc.code)
+		}
+	}
+}

@@ -1,0 +1,234 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// sandboxAPI is a client of `lodge sandbox serve` on a unix socket.
+type sandboxAPI struct {
+	t *testing.T
+	c *http.Client
+}
+
+func newSandboxAPI(t *testing.T, sock string) *sandboxAPI {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}
+	return &sandboxAPI{t: t, c: &http.Client{Transport: tr, Timeout: 3 * time.Minute}}
+}
+
+// call sends body (JSON, or raw bytes) and decodes the reply into out,
+// or reads it whole into a *[]byte.
+func (a *sandboxAPI) call(method, path string, body, out any) int {
+	a.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		rd = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequest(method, "http://lodge"+path, rd)
+	resp, err := a.c.Do(req)
+	if err != nil {
+		a.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if raw, ok := out.(*[]byte); ok {
+		*raw = b
+	} else if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			a.t.Fatalf("%s %s: %d %q: %v", method, path, resp.StatusCode, b, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+type apiResult struct {
+	ExitCode int    `json:"exit_code"`
+	Stdout   string `json:"stdout"`
+	Stderr   string `json:"stderr"`
+	TimedOut bool   `json:"timed_out"`
+	Error    string `json:"error"`
+}
+
+func (a *sandboxAPI) command(id string, req map[string]any) apiResult {
+	a.t.Helper()
+	var r apiResult
+	if code := a.call("POST", "/v1/sandboxes/"+id+"/commands", req, &r); code != 200 {
+		a.t.Fatalf("command %v in %s: %d %+v", req, id, code, r)
+	}
+	return r
+}
+
+// serveSandboxes starts `lodge sandbox serve` and returns its socket and
+// a function that stops it (SIGTERM) and waits.
+func serveSandboxes(l *lodgeCLI, ref string) (string, func()) {
+	t := l.t
+	sock := filepath.Join(l.dir, "sandbox.sock")
+	cmd := exec.Command(l.bin, "sandbox", "serve", "--listen", "unix://"+sock, "--dir", filepath.Join(l.dir, "sandboxes"),
+		"--image", ref, "--default-image", ref, "--max-sandboxes", "2")
+	cmd.Env = l.env
+	var logb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logb, &logb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	stop := func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			cmd.Process.Kill()
+			<-done
+		}
+	}
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			t.Logf("service log:\n%s", logb.String())
+		}
+	})
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the service never listened:\n%s", logb.String())
+		}
+	}
+	return sock, stop
+}
+
+func TestSandboxService(t *testing.T) {
+	l := newLodgeCLI(t)
+	ref, _ := testImage(t)
+	l.must("pull", ref)
+	sock, stop := serveSandboxes(l, ref)
+	api := newSandboxAPI(t, sock)
+
+	type sandbox struct {
+		ID, Image, State, Error string
+		ExpiresAt               time.Time `json:"expires_at"`
+	}
+	var a sandbox
+	if code := api.call("POST", "/v1/sandboxes", map[string]any{"timeout_seconds": 600, "env": map[string]string{"GREETING": "hello"},
+		"metadata": map[string]string{"tenant": "t1"}}, &a); code != 201 {
+		t.Fatalf("create: %d %+v", code, a)
+	}
+	r := api.command(a.ID, map[string]any{"cmd": `echo "$GREETING $((6*7))"; uname -r; cat /marker; echo err >&2; exit 3`})
+	if r.ExitCode != 3 || !strings.HasPrefix(r.Stdout, "hello 42\n") || strings.Contains(r.Stdout, hostKernel(t)) ||
+		!strings.Contains(r.Stdout, "from the second layer") || r.Stderr != "err\n" {
+		t.Errorf("command: %+v (host kernel %s)", r, hostKernel(t))
+	}
+	if r := api.command(a.ID, map[string]any{"argv": []string{"cat"}, "stdin": "from stdin"}); r.Stdout != "from stdin" {
+		t.Errorf("stdin: %+v", r)
+	}
+
+	// Files: written, read back, seen by commands.
+	src := []byte("print('hi')\n\x00\xff binary too\n")
+	if code := api.call("PUT", "/v1/sandboxes/"+a.ID+"/files?path=/work/dir/main.py", src, nil); code != 204 {
+		t.Fatalf("write file: %d", code)
+	}
+	var got []byte
+	if code := api.call("GET", "/v1/sandboxes/"+a.ID+"/files?path=/work/dir/main.py", nil, &got); code != 200 || !bytes.Equal(got, src) {
+		t.Errorf("read file: %d %q, want %q", code, got, src)
+	}
+	if r := api.command(a.ID, map[string]any{"cmd": "wc -c < main.py", "cwd": "/work/dir"}); strings.TrimSpace(r.Stdout) != "26" {
+		t.Errorf("the file in a command: %+v", r)
+	}
+
+	// A command past its timeout is killed in the guest.
+	if r := api.command(a.ID, map[string]any{"argv": []string{"sleep", "60"}, "timeout_seconds": 2}); !r.TimedOut || r.ExitCode != 137 {
+		t.Errorf("command past its timeout: %+v, want timed_out and exit 137", r)
+	}
+	if r := api.command(a.ID, map[string]any{"cmd": "ps -o args | grep -c '^sleep 6[0]'"}); strings.TrimSpace(r.Stdout) != "0" {
+		t.Errorf("the timed-out command still runs: %+v", r)
+	}
+
+	// Streamed output comes as events, then the result.
+	j, _ := json.Marshal(map[string]any{"cmd": "echo one; echo two >&2", "stream": true})
+	resp, err := api.c.Post("http://lodge/v1/sandboxes/"+a.ID+"/commands", "application/json", bytes.NewReader(j))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stream []string
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		stream = append(stream, sc.Text())
+	}
+	resp.Body.Close()
+	if joined := strings.Join(stream, "\n"); !strings.Contains(joined, `{"stdout":"one\n"}`) || !strings.Contains(joined, `{"stderr":"two\n"}`) ||
+		!strings.HasPrefix(stream[len(stream)-1], `{"result":{"exit_code":0,`) {
+		t.Errorf("stream:\n%s", joined)
+	}
+
+	// A second sandbox sees nothing of the first; a third is over the limit.
+	var b sandbox
+	if code := api.call("POST", "/v1/sandboxes", map[string]any{}, &b); code != 201 {
+		t.Fatalf("create second: %d %+v", code, b)
+	}
+	var e sandbox
+	if code := api.call("GET", "/v1/sandboxes/"+b.ID+"/files?path=/work/dir/main.py", nil, &e); code != 404 || !strings.Contains(e.Error, "No such file") {
+		t.Errorf("the first sandbox's file read in the second: %d %+v", code, e)
+	}
+	if code := api.call("POST", "/v1/sandboxes", map[string]any{}, &e); code != 429 {
+		t.Errorf("third sandbox of 2: %d %+v", code, e)
+	}
+	if code := api.call("POST", "/v1/sandboxes", map[string]any{"image": "alpine"}, &e); code != 400 {
+		t.Errorf("an image the service does not offer: %d %+v", code, e)
+	}
+
+	// The second ends at its deadline: container, VM and record go.
+	bID := l.inspect(b.ID).ID
+	if code := api.call("POST", "/v1/sandboxes/"+b.ID+"/timeout", map[string]any{"timeout_seconds": 1}, &b); code != 200 {
+		t.Fatalf("timeout: %d", code)
+	}
+	l.eventually("the expired sandbox removed", func() bool {
+		return api.call("GET", "/v1/sandboxes/"+b.ID, nil, nil) == 404 && !strings.Contains(l.must("ps", "-a"), b.ID)
+	})
+	if ps := processesMentioning(bID); len(ps) != 0 {
+		t.Errorf("processes left by the expired sandbox: %v", ps)
+	}
+
+	// Sandboxes outlive the service: a new one takes them up.
+	stop()
+	sock, _ = serveSandboxes(l, ref)
+	api = newSandboxAPI(t, sock)
+	var list []sandbox
+	api.call("GET", "/v1/sandboxes", nil, &list)
+	if len(list) != 1 || list[0].ID != a.ID || list[0].State != "running" || !list[0].ExpiresAt.Equal(a.ExpiresAt) {
+		t.Errorf("after the service restarted: %+v, want %s running until %v", list, a.ID, a.ExpiresAt)
+	}
+	if r := api.command(a.ID, map[string]any{"argv": []string{"head", "-1", "/work/dir/main.py"}}); r.Stdout != "print('hi')\n" {
+		t.Errorf("after the service restarted: %+v", r)
+	}
+	aID := l.inspect(a.ID).ID
+	if code := api.call("DELETE", "/v1/sandboxes/"+a.ID, nil, nil); code != 204 {
+		t.Errorf("delete: %d", code)
+	}
+	if ps := l.must("ps", "-a", "-q"); strings.TrimSpace(ps) != "" {
+		t.Errorf("containers left: %q", ps)
+	}
+	if ps := processesMentioning(aID); len(ps) != 0 {
+		t.Errorf("processes left by the removed sandbox: %v", ps)
+	}
+}
