@@ -88,6 +88,12 @@ func (s *Service) exec(ctx context.Context, id string, x ExecArgs) (int, error) 
 	if _, err := s.Get(id); err != nil {
 		return 0, err
 	}
+	select {
+	case s.running <- struct{}{}:
+		defer func() { <-s.running }()
+	default:
+		return 0, fmt.Errorf("%w: %d commands running, the most this service runs at once (serve --max-commands)", errLimit, s.cfg.MaxCommands)
+	}
 	return s.run.Exec(ctx, id, x)
 }
 
@@ -155,7 +161,7 @@ func (s *Service) Stream(ctx context.Context, id string, r CommandRequest, send 
 	x.Stdout = eventWriter(func(p string) error { return emit(Event{Stdout: p}) })
 	x.Stderr = eventWriter(func(p string) error { return emit(Event{Stderr: p}) })
 	start := time.Now()
-	code, err := s.run.Exec(ctx, id, x)
+	code, err := s.exec(ctx, id, x)
 	if err != nil {
 		return emit(Event{Error: err.Error()})
 	}

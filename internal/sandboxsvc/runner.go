@@ -26,8 +26,8 @@ const holdSeconds = "2147483647"
 // Runner makes, enters and removes the containers sandboxes are.
 type Runner interface {
 	// Create makes and starts the container named c.Name, running until
-	// removed.
-	Create(ctx context.Context, c CreateArgs) error
+	// removed, and returns its address on its network ("" with none).
+	Create(ctx context.Context, c CreateArgs) (ip string, err error)
 	// Exec runs x in the container and returns its exit code; an error
 	// means it could not be run.
 	Exec(ctx context.Context, name string, x ExecArgs) (int, error)
@@ -89,7 +89,7 @@ func lodgeErr(op string, err error, stderr []byte) error {
 
 // Create runs `lodge run -d` with tini as PID 1 (it reaps what commands
 // leave behind) and a sleep as its only child.
-func (l LodgeRunner) Create(ctx context.Context, c CreateArgs) error {
+func (l LodgeRunner) Create(ctx context.Context, c CreateArgs) (string, error) {
 	args := []string{"run", "-d", "--init", "--name", c.Name, "--label", Label + "=" + c.Name,
 		"--network", c.Network, "--pull", "missing"}
 	if c.Memory != "" {
@@ -106,9 +106,19 @@ func (l LodgeRunner) Create(ctx context.Context, c CreateArgs) error {
 	cmd := l.command(ctx, args...)
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		return lodgeErr("run", err, stderr.Bytes())
+		return "", lodgeErr("run", err, stderr.Bytes())
 	}
-	return nil
+	if c.Network == "none" {
+		return "", nil
+	}
+	var out bytes.Buffer
+	stderr.Reset()
+	cmd = l.command(ctx, "inspect", "-f", "{{.NetworkSettings.IPAddress}}", c.Name)
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", lodgeErr("inspect", err, stderr.Bytes())
+	}
+	return strings.TrimSpace(out.String()), nil
 }
 
 // Exec runs `lodge exec`. Lodge's own failures (no such container, the

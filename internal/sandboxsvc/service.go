@@ -30,6 +30,9 @@ type Config struct {
 	DefaultTimeout, MaxTimeout time.Duration
 	// MaxSandboxes is how many may be alive (or being made) at once.
 	MaxSandboxes int
+	// MaxCommands is how many commands (and file reads and writes) may
+	// run at once, in all sandboxes.
+	MaxCommands int
 	// MaxOutput bounds each stream of a command's output kept for its
 	// reply; MaxFile bounds a file read or written.
 	MaxOutput, MaxFile int64
@@ -54,6 +57,9 @@ func (c Config) Defaults() Config {
 	if c.MaxSandboxes == 0 {
 		c.MaxSandboxes = 16
 	}
+	if c.MaxCommands == 0 {
+		c.MaxCommands = 64
+	}
 	if c.MaxOutput == 0 {
 		c.MaxOutput = 1 << 20
 	}
@@ -70,17 +76,19 @@ func (c Config) Validate() error {
 		return errors.New("sandbox service: no directory for its records")
 	case c.DefaultTimeout <= 0 || c.MaxTimeout < c.DefaultTimeout:
 		return fmt.Errorf("sandbox service: default timeout %v must be positive and at most the longest, %v", c.DefaultTimeout, c.MaxTimeout)
-	case c.MaxSandboxes < 1 || c.MaxOutput < 1 || c.MaxFile < 1:
-		return errors.New("sandbox service: the limits on sandboxes, output and files must be positive")
+	case c.MaxSandboxes < 1 || c.MaxCommands < 1 || c.MaxOutput < 1 || c.MaxFile < 1:
+		return errors.New("sandbox service: the limits on sandboxes, commands, output and files must be positive")
 	}
 	return nil
 }
 
 // Sandbox is a sandbox's record, as the API shows it.
 type Sandbox struct {
-	ID        string            `json:"id"`
-	Image     string            `json:"image"`
-	Network   string            `json:"network"`
+	ID      string `json:"id"`
+	Image   string `json:"image"`
+	Network string `json:"network"`
+	// IP is its address on the bridge network (none: "").
+	IP        string            `json:"ip,omitempty"`
 	CreatedAt time.Time         `json:"created_at"`
 	ExpiresAt time.Time         `json:"expires_at"`
 	Metadata  map[string]string `json:"metadata,omitempty"`
@@ -101,6 +109,8 @@ type Service struct {
 	boxes map[string]*Sandbox
 	// making are the IDs whose containers are being made (no record yet).
 	making map[string]bool
+	// running holds a token per command running.
+	running chan struct{}
 }
 
 // New loads the records in cfg.Dir and returns the service. Call Reap to
@@ -113,7 +123,8 @@ func New(cfg Config, run Runner, log *slog.Logger) (*Service, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("sandbox service: %w", err)
 	}
-	s := &Service{cfg: cfg, run: run, log: log, now: time.Now, boxes: map[string]*Sandbox{}, making: map[string]bool{}}
+	s := &Service{cfg: cfg, run: run, log: log, now: time.Now, boxes: map[string]*Sandbox{}, making: map[string]bool{},
+		running: make(chan struct{}, cfg.MaxCommands)}
 	ents, err := os.ReadDir(cfg.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox service: %w", err)
@@ -268,14 +279,14 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error)
 	}()
 	ctx = context.WithoutCancel(ctx)
 	start := s.now()
-	err = s.run.Create(ctx, CreateArgs{Name: id, Image: r.Image, Network: r.Network, Memory: r.Memory, CPUs: r.CPUs, Env: env})
+	ip, err := s.run.Create(ctx, CreateArgs{Name: id, Image: r.Image, Network: r.Network, Memory: r.Memory, CPUs: r.CPUs, Env: env})
 	if err != nil {
 		// Whatever the failed run left, under this name.
 		s.run.Remove(ctx, id)
 		return nil, err
 	}
 	now := s.now()
-	sb := &Sandbox{ID: id, Image: r.Image, Network: r.Network, CreatedAt: now, ExpiresAt: now.Add(life), Metadata: r.Metadata}
+	sb := &Sandbox{ID: id, Image: r.Image, Network: r.Network, IP: ip, CreatedAt: now, ExpiresAt: now.Add(life), Metadata: r.Metadata}
 	if err := state.Write(s.recordPath(id), sb); err != nil {
 		s.run.Remove(ctx, id)
 		return nil, fmt.Errorf("sandbox %s: record: %w", id, err)

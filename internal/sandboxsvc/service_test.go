@@ -30,16 +30,19 @@ type fakeRunner struct {
 	exec      func(name string, x ExecArgs) int
 }
 
-func (f *fakeRunner) Create(_ context.Context, c CreateArgs) error {
+func (f *fakeRunner) Create(_ context.Context, c CreateArgs) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.created = append(f.created, c)
 	if f.createErr != nil {
 		f.ctrs[c.Name] = "created" // what a failed run may leave
-		return f.createErr
+		return "", f.createErr
 	}
 	f.ctrs[c.Name] = "running"
-	return nil
+	if c.Network == "bridge" {
+		return "10.87.0.9", nil
+	}
+	return "", nil
 }
 
 func (f *fakeRunner) Exec(_ context.Context, name string, x ExecArgs) (int, error) {
@@ -414,5 +417,39 @@ func TestToken(t *testing.T) {
 		if resp.StatusCode != tc.code {
 			t.Errorf("Authorization %q: %d, want %d", tc.header, resp.StatusCode, tc.code)
 		}
+	}
+}
+
+func TestCommandLimitAndAddress(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{MaxCommands: 1, AllowNetwork: true})
+	sb := f.create(t, CreateRequest{Network: "bridge"})
+	if sb.IP != "10.87.0.9" {
+		t.Errorf("a bridged sandbox's address: %q", sb.IP)
+	}
+	started, release := make(chan struct{}), make(chan struct{})
+	f.run.exec = func(string, ExecArgs) int {
+		close(started)
+		<-release
+		return 0
+	}
+	done := make(chan int)
+	go func() {
+		var res CommandResult
+		done <- f.call(t, "POST", "/v1/sandboxes/"+sb.ID+"/commands", CommandRequest{Cmd: "sleep 1"}, &res)
+	}()
+	<-started
+	var e map[string]string
+	if code := f.call(t, "POST", "/v1/sandboxes/"+sb.ID+"/commands", CommandRequest{Cmd: "true"}, &e); code != http.StatusTooManyRequests || !strings.Contains(e["error"], "1 commands running") {
+		t.Errorf("a second command of 1: %d %v", code, e)
+	}
+	close(release)
+	if code := <-done; code != 200 {
+		t.Errorf("the first command: %d", code)
+	}
+	f.run.exec = func(string, ExecArgs) int { return 0 }
+	var res CommandResult
+	if code := f.call(t, "POST", "/v1/sandboxes/"+sb.ID+"/commands", CommandRequest{Cmd: "true"}, &res); code != 200 {
+		t.Errorf("a command after the first ended: %d", code)
 	}
 }

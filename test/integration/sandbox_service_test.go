@@ -82,7 +82,7 @@ func serveSandboxes(l *lodgeCLI, ref string) (string, func()) {
 	t := l.t
 	sock := filepath.Join(l.dir, "sandbox.sock")
 	cmd := exec.Command(l.bin, "sandbox", "serve", "--listen", "unix://"+sock, "--dir", filepath.Join(l.dir, "sandboxes"),
-		"--image", ref, "--default-image", ref, "--max-sandboxes", "2")
+		"--image", ref, "--default-image", ref, "--max-sandboxes", "2", "--allow-network")
 	cmd.Env = l.env
 	var logb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logb, &logb
@@ -126,8 +126,8 @@ func TestSandboxService(t *testing.T) {
 	api := newSandboxAPI(t, sock)
 
 	type sandbox struct {
-		ID, Image, State, Error string
-		ExpiresAt               time.Time `json:"expires_at"`
+		ID, Image, State, Error, IP string
+		ExpiresAt                   time.Time `json:"expires_at"`
 	}
 	var a sandbox
 	if code := api.call("POST", "/v1/sandboxes", map[string]any{"timeout_seconds": 600, "env": map[string]string{"GREETING": "hello"},
@@ -181,10 +181,17 @@ func TestSandboxService(t *testing.T) {
 		t.Errorf("stream:\n%s", joined)
 	}
 
-	// A second sandbox sees nothing of the first; a third is over the limit.
+	// A second sandbox, on the bridge network, sees nothing of the first;
+	// a third is over the limit.
 	var b sandbox
-	if code := api.call("POST", "/v1/sandboxes", map[string]any{}, &b); code != 201 {
+	if code := api.call("POST", "/v1/sandboxes", map[string]any{"network": "bridge"}, &b); code != 201 {
 		t.Fatalf("create second: %d %+v", code, b)
+	}
+	if r := api.command(b.ID, map[string]any{"cmd": "ip -4 addr"}); b.IP == "" || !strings.Contains(r.Stdout, "inet "+b.IP+"/") {
+		t.Errorf("the bridged sandbox's address %q; in it:\n%s", b.IP, r.Stdout)
+	}
+	if r := api.command(a.ID, map[string]any{"cmd": "ip -4 addr | grep -v 127.0.0.1 | grep -c inet"}); strings.TrimSpace(r.Stdout) != "0" {
+		t.Errorf("the sandbox without a network has an address: %+v", r)
 	}
 	var e sandbox
 	if code := api.call("GET", "/v1/sandboxes/"+b.ID+"/files?path=/work/dir/main.py", nil, &e); code != 404 || !strings.Contains(e.Error, "No such file") {
