@@ -135,6 +135,7 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 	addStatsCommand(root, a)
 	addNetworkCommands(root)
 	addSandboxCommands(root, a)
+	addUpdateCommand(root, a)
 	addContainerGroup(root, a) // last: it names the commands above
 	return root
 }

@@ -67,6 +67,13 @@ type ctrRecord struct {
 	StopTimeout *int `json:"stop_timeout,omitempty"`
 	// NetFiles is what --add-host and --dns* put in its /etc files.
 	NetFiles *netFilesConf `json:"net_files,omitempty"`
+	// Timeout is --timeout's: each run is stopped this long after it
+	// starts (0: never), unless lodge update moved its deadline.
+	Timeout time.Duration `json:"timeout,omitempty"`
+	// Deadline is lodge update --timeout's for the run that started at
+	// DeadlineFor (zero: that run has none).
+	Deadline    time.Time `json:"deadline,omitzero"`
+	DeadlineFor time.Time `json:"deadline_for,omitzero"`
 }
 
 // removeAnonymous removes the anonymous volumes among names (a container
@@ -503,7 +510,9 @@ func removeCtr(a *app, r *ctrRecord, force bool) error {
 		}
 	}
 	// Its monitor (log helper, or a foreground run) ends once it has seen
-	// the end: rm returns after it, as docker's does, unless it hangs.
+	// the end (or, waiting to restart it, once marked stopped): rm returns
+	// after it, as docker's does, unless it hangs.
+	markStopped(a.ctx(), r)
 	if f, err := takeMonitor(a.ctx(), r, 10*time.Second); err == nil {
 		defer f.Close()
 	}
@@ -602,7 +611,8 @@ func inspectCtr(r *ctrRecord) map[string]any {
 	return map[string]any{
 		"Id": r.ID, "Name": "/" + r.Name, "Created": r.Created, "Path": path, "Args": args,
 		"State": map[string]any{"Status": st, "Running": running, "Paused": st == "paused", "Restarting": r.Restarting,
-			"ExitCode": r.exitCode(), "Pid": pid, "StartedAt": r.StartedAt, "FinishedAt": r.FinishedAt, "Error": r.Error},
+			"ExitCode": r.exitCode(), "Pid": pid, "StartedAt": r.StartedAt, "FinishedAt": r.FinishedAt, "Error": r.Error,
+			"Deadline": r.deadline()},
 		"RestartCount": r.RestartCount, "Image": "sha256:" + r.ImageID,
 		"Config": map[string]any{"Image": displayName(r.Image), "Cmd": r.Command, "Labels": r.Labels, "StopSignal": r.StopSignal, "StopTimeout": r.StopTimeout,
 			"Tty": r.Tty, "OpenStdin": r.Interactive, "AttachStdout": !r.Detached, "AttachStderr": !r.Detached},

@@ -5,6 +5,7 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -253,7 +254,10 @@ func runLogger(a *app, id string) error {
 			jl.copyLines("stdout", io.TeeReader(master, hub.stream(attachStdout)))
 		}()
 	}
+	watchCtx, endWatch := context.WithCancel(a.ctx())
+	go a.watchDeadline(watchCtx, id)
 	code, why := awaitEnd(runtimeState, id, os.NewFile(5, "created"))
+	endWatch()
 	finished := time.Now().UTC()
 	// Its output is flushed by now, or soon; deleting the runtime state
 	// ends the supervisor, which closes the streams.

@@ -42,7 +42,8 @@ type runOpts struct {
 	memory                         string
 	cpus                           float64
 	network, pull                  string
-	restart                        string // --restart: the restart policy
+	restart                        string        // --restart: the restart policy
+	timeout                        time.Duration // --timeout: each run stopped this long after it starts
 	publish, expose                []string
 	publishAll                     bool // -P: every exposed port to a host port of the kernel's choosing
 	createOnly                     bool // lodge create: made, not started
@@ -130,6 +131,7 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f.StringArrayVar(&o.expose, "expose", nil, "expose a port, PORT[/tcp|udp], for -P")
 	f.StringVar(&o.pull, "pull", "missing", "pull the image: missing, always or never")
 	f.StringVar(&o.restart, "restart", "no", "restart policy: no, always, unless-stopped or on-failure[:MAX-RETRIES]")
+	f.DurationVar(&o.timeout, "timeout", 0, "stop the container (its stop signal, then SIGKILL) this long after it starts, e.g. 10m; lodge update --timeout moves it")
 	addSpecFlags(f, &o.specOpts)
 	f.StringArrayVar(&o.securityOpts, "security-opt", nil, "security options: "+securityOptsHelp+
 		" (docker's default seccomp profile applies unless seccomp= says otherwise)")
@@ -159,6 +161,9 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	policy, err := parseRestart(o.restart)
 	if err != nil {
 		return lodgeError(err)
+	}
+	if o.timeout < 0 {
+		return lodgeError(fmt.Errorf("--timeout %v: want a positive duration", o.timeout))
 	}
 	if o.rm && policy.Name != "no" {
 		return lodgeError(fmt.Errorf("--restart %s and --rm: a container removed when it ends cannot be started again", o.restart))
@@ -241,7 +246,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	}
 	rec := &ctrRecord{ID: id, Name: name, Image: im.Name, ImageID: im.ConfigDigest.Hex, Command: spec.Process.Args,
 		Created: time.Now().UTC(), Detached: o.detach || o.createOnly, Interactive: o.interactive, Tty: o.tty, AutoRemove: o.rm, StopSignal: stopSignal, Volumes: vols,
-		RestartPolicy: &policy, Labels: labels, NetFiles: netFiles, StopTimeout: stopTimeout}
+		RestartPolicy: &policy, Labels: labels, NetFiles: netFiles, StopTimeout: stopTimeout, Timeout: o.timeout}
 	if !o.createOnly {
 		rec.StartedAt = rec.Created
 	}
@@ -315,7 +320,10 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		}
 		defer restore()
 	}
+	watchCtx, endWatch := context.WithCancel(ctx)
+	go a.watchDeadline(watchCtx, id)
 	code, err := runtimecli.Run(ctx, a.log, runtimeState, filepath.Join(ctrDir(id), "runtime.log"), bundleDir(id), id, false, "")
+	endWatch()
 	if lerr := leaveBridge(context.WithoutCancel(ctx), id, rec.Network); lerr != nil {
 		a.log.Warn("leave the bridge network", "container", name, "err", lerr)
 	}

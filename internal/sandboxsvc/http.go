@@ -52,7 +52,7 @@ func (s *Service) Handler() http.Handler {
 		if !decode(w, r, &req) {
 			return
 		}
-		sb, err := s.SetTimeout(r.PathValue("id"), req.TimeoutSeconds)
+		sb, err := s.SetTimeout(r.Context(), r.PathValue("id"), req.TimeoutSeconds)
 		reply(w, http.StatusOK, sb, err)
 	})
 	mux.HandleFunc("POST /v1/sandboxes/{id}/commands", s.serveCommand)

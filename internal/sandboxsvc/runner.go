@@ -31,6 +31,8 @@ type Runner interface {
 	// Exec runs x in the container and returns its exit code; an error
 	// means it could not be run.
 	Exec(ctx context.Context, name string, x ExecArgs) (int, error)
+	// SetTimeout makes the container's monitor stop it d from now.
+	SetTimeout(ctx context.Context, name string, d time.Duration) error
 	// Remove removes the container, ending it first.
 	Remove(ctx context.Context, name string) error
 	// List returns the containers that carry Label.
@@ -42,6 +44,9 @@ type CreateArgs struct {
 	Name, Image, Network, Memory string
 	CPUs                         float64
 	Env                          []string // NAME=VALUE
+	// Timeout: its monitor stops it (and, it being --rm, removes it) this
+	// long after it starts, whether or not the service still runs.
+	Timeout time.Duration
 }
 
 // ExecArgs is one command in a sandbox.
@@ -87,11 +92,11 @@ func lodgeErr(op string, err error, stderr []byte) error {
 	return fmt.Errorf("lodge %s: %s", op, msg)
 }
 
-// Create runs `lodge run -d` with tini as PID 1 (it reaps what commands
-// leave behind) and a sleep as its only child.
+// Create runs `lodge run -d --rm --timeout` with tini as PID 1 (it reaps
+// what commands leave behind) and a sleep as its only child.
 func (l LodgeRunner) Create(ctx context.Context, c CreateArgs) (string, error) {
-	args := []string{"run", "-d", "--init", "--name", c.Name, "--label", Label + "=" + c.Name,
-		"--network", c.Network, "--pull", "missing"}
+	args := []string{"run", "-d", "--rm", "--init", "--name", c.Name, "--label", Label + "=" + c.Name,
+		"--network", c.Network, "--pull", "missing", "--stop-timeout", "0", "--timeout", c.Timeout.String()}
 	if c.Memory != "" {
 		args = append(args, "--memory", c.Memory)
 	}
@@ -152,6 +157,17 @@ func (l LodgeRunner) Exec(ctx context.Context, name string, x ExecArgs) (int, er
 		return ee.ExitCode(), nil
 	}
 	return 0, fmt.Errorf("lodge exec: %w", err)
+}
+
+// SetTimeout runs `lodge update --timeout`.
+func (l LodgeRunner) SetTimeout(ctx context.Context, name string, d time.Duration) error {
+	var stderr bytes.Buffer
+	cmd := l.command(ctx, "update", "--timeout", d.String(), name)
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return lodgeErr("update", err, stderr.Bytes())
+	}
+	return nil
 }
 
 // Remove runs `lodge rm -f`.

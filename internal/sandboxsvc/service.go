@@ -279,7 +279,7 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error)
 	}()
 	ctx = context.WithoutCancel(ctx)
 	start := s.now()
-	ip, err := s.run.Create(ctx, CreateArgs{Name: id, Image: r.Image, Network: r.Network, Memory: r.Memory, CPUs: r.CPUs, Env: env})
+	ip, err := s.run.Create(ctx, CreateArgs{Name: id, Image: r.Image, Network: r.Network, Memory: r.Memory, CPUs: r.CPUs, Env: env, Timeout: life})
 	if err != nil {
 		// Whatever the failed run left, under this name.
 		s.run.Remove(ctx, id)
@@ -335,12 +335,18 @@ func (s *Service) List(ctx context.Context) ([]Sandbox, error) {
 }
 
 // SetTimeout makes a sandbox end seconds from now.
-func (s *Service) SetTimeout(id string, seconds int) (Sandbox, error) {
+func (s *Service) SetTimeout(ctx context.Context, id string, seconds int) (Sandbox, error) {
 	if seconds == 0 {
 		return Sandbox{}, badRequest{"timeout_seconds: want 1 or more"}
 	}
 	life, err := s.lifetime(seconds)
 	if err != nil {
+		return Sandbox{}, err
+	}
+	if _, err := s.Get(id); err != nil {
+		return Sandbox{}, err
+	}
+	if err := s.run.SetTimeout(ctx, id, life); err != nil {
 		return Sandbox{}, err
 	}
 	s.mu.Lock()

@@ -26,6 +26,7 @@ type fakeRunner struct {
 	ctrs      map[string]string // name -> state
 	created   []CreateArgs
 	removed   []string
+	timeouts  []time.Duration
 	createErr error
 	exec      func(name string, x ExecArgs) int
 }
@@ -53,6 +54,16 @@ func (f *fakeRunner) Exec(_ context.Context, name string, x ExecArgs) (int, erro
 		return 0, errors.New("no such container")
 	}
 	return f.exec(name, x), nil
+}
+
+func (f *fakeRunner) SetTimeout(_ context.Context, name string, d time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.ctrs[name]; !ok {
+		return errors.New("no such container")
+	}
+	f.timeouts = append(f.timeouts, d)
+	return nil
 }
 
 func (f *fakeRunner) Remove(_ context.Context, name string) error {
@@ -145,7 +156,7 @@ func TestCreateGetListRemove(t *testing.T) {
 	if d := sb.ExpiresAt.Sub(sb.CreatedAt); d != 30*time.Second {
 		t.Errorf("life %v, want 30s", d)
 	}
-	want := CreateArgs{Name: sb.ID, Image: "busybox", Network: "none", Env: []string{"A=1", "B=2"}}
+	want := CreateArgs{Name: sb.ID, Image: "busybox", Network: "none", Env: []string{"A=1", "B=2"}, Timeout: 30 * time.Second}
 	if diff := cmp.Diff([]CreateArgs{want}, f.run.created); diff != "" {
 		t.Errorf("runner's create (-want +got):\n%s", diff)
 	}
@@ -241,6 +252,9 @@ func TestReap(t *testing.T) {
 	now = now.Add(5 * time.Second)
 	if code := f.call(t, "POST", "/v1/sandboxes/"+short.ID+"/timeout", map[string]int{"timeout_seconds": 20}, &ext); code != 200 {
 		t.Fatalf("timeout: %d", code)
+	}
+	if len(f.run.timeouts) != 1 || f.run.timeouts[0] != 20*time.Second {
+		t.Errorf("the container's own deadline: moves %v, want one of 20s", f.run.timeouts)
 	}
 	now = now.Add(15 * time.Second)
 	f.svc.reapOnce(context.Background())

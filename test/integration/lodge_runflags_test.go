@@ -82,4 +82,11 @@ grep -c ' /proc/keys ' /proc/mounts; true`)
 	if ps := l.must("ps", "-a", "-q"); ps != "" {
 		t.Errorf("containers left: %q", ps)
 	}
+
+	// --timeout: the run is stopped at its deadline (its stop signal, which
+	// sleep as PID 1 ignores, then SIGKILL after --stop-timeout).
+	if r := l.run("", "run", "--rm", "--timeout", "2s", "--stop-timeout", "1", ref, "sleep", "120"); r.code != 137 {
+		t.Errorf("run --timeout 2s of sleep 120: exit %d, want 137\n%s", r.code, r.stderr)
+	}
+
 }

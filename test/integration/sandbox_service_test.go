@@ -204,21 +204,21 @@ func TestSandboxService(t *testing.T) {
 		t.Errorf("an image the service does not offer: %d %+v", code, e)
 	}
 
-	// The second ends at its deadline: container, VM and record go.
+	// The second, removed: container, VM and record go.
 	bID := l.inspect(b.ID).ID
-	if code := api.call("POST", "/v1/sandboxes/"+b.ID+"/timeout", map[string]any{"timeout_seconds": 1}, &b); code != 200 {
-		t.Fatalf("timeout: %d", code)
+	if code := api.call("DELETE", "/v1/sandboxes/"+b.ID, nil, nil); code != 204 {
+		t.Errorf("delete: %d", code)
 	}
-	l.eventually("the expired sandbox removed", func() bool {
-		return api.call("GET", "/v1/sandboxes/"+b.ID, nil, nil) == 404 && !strings.Contains(l.must("ps", "-a"), b.ID)
-	})
+	if code := api.call("GET", "/v1/sandboxes/"+b.ID, nil, nil); code != 404 || strings.Contains(l.must("ps", "-a"), b.ID) {
+		t.Errorf("after delete: the sandbox answers %d; lodge ps -a:\n%s", code, l.must("ps", "-a"))
+	}
 	if ps := processesMentioning(bID); len(ps) != 0 {
-		t.Errorf("processes left by the expired sandbox: %v", ps)
+		t.Errorf("processes left by the removed sandbox: %v", ps)
 	}
 
 	// Sandboxes outlive the service: a new one takes them up.
 	stop()
-	sock, _ = serveSandboxes(l, ref)
+	sock, stop = serveSandboxes(l, ref)
 	api = newSandboxAPI(t, sock)
 	var list []sandbox
 	api.call("GET", "/v1/sandboxes", nil, &list)
@@ -228,14 +228,18 @@ func TestSandboxService(t *testing.T) {
 	if r := api.command(a.ID, map[string]any{"argv": []string{"head", "-1", "/work/dir/main.py"}}); r.Stdout != "print('hi')\n" {
 		t.Errorf("after the service restarted: %+v", r)
 	}
+
+	// Its deadline holds with no service running: its container's
+	// monitor ends it.
 	aID := l.inspect(a.ID).ID
-	if code := api.call("DELETE", "/v1/sandboxes/"+a.ID, nil, nil); code != 204 {
-		t.Errorf("delete: %d", code)
+	if code := api.call("POST", "/v1/sandboxes/"+a.ID+"/timeout", map[string]any{"timeout_seconds": 3}, &a); code != 200 {
+		t.Fatalf("timeout: %d", code)
 	}
-	if ps := l.must("ps", "-a", "-q"); strings.TrimSpace(ps) != "" {
-		t.Errorf("containers left: %q", ps)
-	}
+	stop()
+	l.eventually("the sandbox ended at its deadline, with no service", func() bool {
+		return strings.TrimSpace(l.must("ps", "-a", "-q")) == ""
+	})
 	if ps := processesMentioning(aID); len(ps) != 0 {
-		t.Errorf("processes left by the removed sandbox: %v", ps)
+		t.Errorf("processes left by the expired sandbox: %v", ps)
 	}
 }
