@@ -44,6 +44,8 @@ type CreateArgs struct {
 	Name, Image, Network, Memory string
 	CPUs                         float64
 	Env                          []string // NAME=VALUE
+	// Pull: the image may be pulled if it is not in lodge's store.
+	Pull bool
 	// Timeout: its monitor stops it (and, it being --rm, removes it) this
 	// long after it starts, whether or not the service still runs.
 	Timeout time.Duration
@@ -96,7 +98,12 @@ func lodgeErr(op string, err error, stderr []byte) error {
 // what commands leave behind) and a sleep as its only child.
 func (l LodgeRunner) Create(ctx context.Context, c CreateArgs) (string, error) {
 	args := []string{"run", "-d", "--rm", "--init", "--name", c.Name, "--label", Label + "=" + c.Name,
-		"--network", c.Network, "--pull", "missing", "--stop-timeout", "0", "--timeout", c.Timeout.String()}
+		"--network", c.Network, "--stop-timeout", "0", "--timeout", c.Timeout.String()}
+	if c.Pull {
+		args = append(args, "--pull", "missing")
+	} else {
+		args = append(args, "--pull", "never")
+	}
 	if c.Memory != "" {
 		args = append(args, "--memory", c.Memory)
 	}

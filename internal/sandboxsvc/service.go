@@ -36,6 +36,10 @@ type Config struct {
 	// MaxOutput bounds each stream of a command's output kept for its
 	// reply; MaxFile bounds a file read or written.
 	MaxOutput, MaxFile int64
+	// AllowPull lets a request name an image lodge does not have, which
+	// the host then pulls from wherever the name points. Without it only
+	// images in lodge's store, or those of Images, are used.
+	AllowPull bool
 	// AllowNetwork lets a request ask for the bridge network (else every
 	// sandbox has none).
 	AllowNetwork bool
@@ -279,10 +283,15 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error)
 	}()
 	ctx = context.WithoutCancel(ctx)
 	start := s.now()
-	ip, err := s.run.Create(ctx, CreateArgs{Name: id, Image: r.Image, Network: r.Network, Memory: r.Memory, CPUs: r.CPUs, Env: env, Timeout: life})
+	pull := s.cfg.AllowPull || len(s.cfg.Images) > 0
+	ip, err := s.run.Create(ctx, CreateArgs{Name: id, Image: r.Image, Network: r.Network, Memory: r.Memory, CPUs: r.CPUs, Env: env, Timeout: life,
+		Pull: pull})
 	if err != nil {
 		// Whatever the failed run left, under this name.
 		s.run.Remove(ctx, id)
+		if !pull {
+			err = fmt.Errorf("%w (this service pulls no image: if it is missing, lodge pull it on the host, or serve with --image or --allow-pull)", err)
+		}
 		return nil, err
 	}
 	now := s.now()

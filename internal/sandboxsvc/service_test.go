@@ -156,6 +156,7 @@ func TestCreateGetListRemove(t *testing.T) {
 	if d := sb.ExpiresAt.Sub(sb.CreatedAt); d != 30*time.Second {
 		t.Errorf("life %v, want 30s", d)
 	}
+	// No allow-list and no --allow-pull: lodge's own images only.
 	want := CreateArgs{Name: sb.ID, Image: "busybox", Network: "none", Env: []string{"A=1", "B=2"}, Timeout: 30 * time.Second}
 	if diff := cmp.Diff([]CreateArgs{want}, f.run.created); diff != "" {
 		t.Errorf("runner's create (-want +got):\n%s", diff)
@@ -210,6 +211,11 @@ func TestCreateRefusals(t *testing.T) {
 	}
 	if len(f.run.created) != 0 {
 		t.Errorf("refused requests made containers: %+v", f.run.created)
+	}
+	// An image of the allow-list may be pulled.
+	f.create(t, CreateRequest{Image: "python:3"})
+	if len(f.run.created) != 1 || !f.run.created[0].Pull {
+		t.Errorf("an allowed image: %+v, want it pulled where missing", f.run.created)
 	}
 }
 
