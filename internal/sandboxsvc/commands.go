@@ -27,6 +27,9 @@ type CommandRequest struct {
 	// Stream: the reply is a stream of events as the output comes
 	// (application/x-ndjson), not one object at the end.
 	Stream bool `json:"stream"`
+	// Background: the reply comes once it runs; it runs on (until its
+	// timeout, if given, or the sandbox's end) and is asked after by ID.
+	Background bool `json:"background"`
 }
 
 // CommandResult is a finished command.

@@ -20,7 +20,10 @@ const maxRequest = 1 << 20
 //	GET    /v1/sandboxes/{id}             one
 //	DELETE /v1/sandboxes/{id}             remove one
 //	POST   /v1/sandboxes/{id}/timeout     end it N seconds from now
-//	POST   /v1/sandboxes/{id}/commands    run a command
+//	POST   /v1/sandboxes/{id}/commands    run a command (or start one in the background)
+//	GET    /v1/sandboxes/{id}/commands    the background commands
+//	GET    /v1/sandboxes/{id}/commands/{cid}  one, with its output's tail
+//	DELETE /v1/sandboxes/{id}/commands/{cid}  kill it (if it runs) and forget it
 //	GET    /v1/sandboxes/{id}/files?path= read a file
 //	PUT    /v1/sandboxes/{id}/files?path= write a file
 func (s *Service) Handler() http.Handler {
@@ -56,6 +59,18 @@ func (s *Service) Handler() http.Handler {
 		reply(w, http.StatusOK, sb, err)
 	})
 	mux.HandleFunc("POST /v1/sandboxes/{id}/commands", s.serveCommand)
+	mux.HandleFunc("GET /v1/sandboxes/{id}/commands", func(w http.ResponseWriter, r *http.Request) {
+		l, err := s.Backgrounds(r.PathValue("id"))
+		reply(w, http.StatusOK, l, err)
+	})
+	mux.HandleFunc("GET /v1/sandboxes/{id}/commands/{cid}", func(w http.ResponseWriter, r *http.Request) {
+		b, err := s.Command(r.PathValue("id"), r.PathValue("cid"))
+		reply(w, http.StatusOK, b, err)
+	})
+	mux.HandleFunc("DELETE /v1/sandboxes/{id}/commands/{cid}", func(w http.ResponseWriter, r *http.Request) {
+		err := s.Kill(r.Context(), r.PathValue("id"), r.PathValue("cid"))
+		reply(w, http.StatusNoContent, nil, err)
+	})
 	mux.HandleFunc("GET /v1/sandboxes/{id}/files", func(w http.ResponseWriter, r *http.Request) {
 		b, err := s.ReadFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"))
 		if err != nil {
@@ -103,6 +118,15 @@ func (s *Service) serveCommand(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
+	if req.Background {
+		if req.Stream || req.Stdin != nil {
+			reply(w, 0, nil, badRequest{"background: not with stream or stdin"})
+			return
+		}
+		b, err := s.Start(id, req)
+		reply(w, http.StatusAccepted, b, err)
+		return
+	}
 	if !req.Stream {
 		res, err := s.Run(r.Context(), id, req)
 		reply(w, http.StatusOK, res, err)

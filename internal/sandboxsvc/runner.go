@@ -81,17 +81,23 @@ func (l LodgeRunner) command(ctx context.Context, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// lodgeErr words a failed lodge call by what lodge printed.
-func lodgeErr(op string, err error, stderr []byte) error {
-	msg := strings.TrimSpace(string(stderr))
-	if i := strings.LastIndex(msg, "\n"); i >= 0 {
-		msg = strings.TrimSpace(msg[i+1:])
+// output runs lodge with args and returns what it printed; a failure is
+// worded by the last line lodge wrote on stderr.
+func (l LodgeRunner) output(ctx context.Context, args ...string) ([]byte, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := l.command(ctx, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if i := strings.LastIndex(msg, "\n"); i >= 0 {
+			msg = strings.TrimSpace(msg[i+1:])
+		}
+		if msg = strings.TrimPrefix(msg, "lodge: "); msg == "" {
+			return nil, fmt.Errorf("lodge %s: %w", args[0], err)
+		}
+		return nil, fmt.Errorf("lodge %s: %s", args[0], msg)
 	}
-	msg = strings.TrimPrefix(msg, "lodge: ")
-	if msg == "" {
-		return fmt.Errorf("lodge %s: %w", op, err)
-	}
-	return fmt.Errorf("lodge %s: %s", op, msg)
+	return stdout.Bytes(), nil
 }
 
 // Create runs `lodge run -d --rm --timeout` with tini as PID 1 (it reaps
@@ -114,23 +120,11 @@ func (l LodgeRunner) Create(ctx context.Context, c CreateArgs) (string, error) {
 		args = append(args, "--env", e)
 	}
 	args = append(args, c.Image, "sleep", holdSeconds)
-	var stderr bytes.Buffer
-	cmd := l.command(ctx, args...)
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return "", lodgeErr("run", err, stderr.Bytes())
+	if _, err := l.output(ctx, args...); err != nil || c.Network == "none" {
+		return "", err
 	}
-	if c.Network == "none" {
-		return "", nil
-	}
-	var out bytes.Buffer
-	stderr.Reset()
-	cmd = l.command(ctx, "inspect", "-f", "{{.NetworkSettings.IPAddress}}", c.Name)
-	cmd.Stdout, cmd.Stderr = &out, &stderr
-	if err := cmd.Run(); err != nil {
-		return "", lodgeErr("inspect", err, stderr.Bytes())
-	}
-	return strings.TrimSpace(out.String()), nil
+	ip, err := l.output(ctx, "inspect", "-f", "{{.NetworkSettings.IPAddress}}", c.Name)
+	return strings.TrimSpace(string(ip)), err
 }
 
 // Exec runs `lodge exec`. Lodge's own failures (no such container, the
@@ -168,36 +162,24 @@ func (l LodgeRunner) Exec(ctx context.Context, name string, x ExecArgs) (int, er
 
 // SetTimeout runs `lodge update --timeout`.
 func (l LodgeRunner) SetTimeout(ctx context.Context, name string, d time.Duration) error {
-	var stderr bytes.Buffer
-	cmd := l.command(ctx, "update", "--timeout", d.String(), name)
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return lodgeErr("update", err, stderr.Bytes())
-	}
-	return nil
+	_, err := l.output(ctx, "update", "--timeout", d.String(), name)
+	return err
 }
 
 // Remove runs `lodge rm -f`.
 func (l LodgeRunner) Remove(ctx context.Context, name string) error {
-	var stderr bytes.Buffer
-	cmd := l.command(ctx, "rm", "-f", name)
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return lodgeErr("rm", err, stderr.Bytes())
-	}
-	return nil
+	_, err := l.output(ctx, "rm", "-f", name)
+	return err
 }
 
 // List runs `lodge ps -a` filtered by Label.
 func (l LodgeRunner) List(ctx context.Context) ([]Container, error) {
-	var stdout, stderr bytes.Buffer
-	cmd := l.command(ctx, "ps", "-a", "--filter", "label="+Label, "--format", "json")
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return nil, lodgeErr("ps", err, stderr.Bytes())
+	stdout, err := l.output(ctx, "ps", "-a", "--filter", "label="+Label, "--format", "json")
+	if err != nil {
+		return nil, err
 	}
 	var out []Container
-	sc := bufio.NewScanner(&stdout)
+	sc := bufio.NewScanner(bytes.NewReader(stdout))
 	for sc.Scan() {
 		var row struct{ Names, State string }
 		if err := json.Unmarshal(sc.Bytes(), &row); err != nil {

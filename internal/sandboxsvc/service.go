@@ -115,6 +115,8 @@ type Service struct {
 	making map[string]bool
 	// running holds a token per command running.
 	running chan struct{}
+	// bg are the sandboxes' background commands, by sandbox and command.
+	bg map[string]map[string]*bgCommand
 }
 
 // New loads the records in cfg.Dir and returns the service. Call Reap to
@@ -128,7 +130,7 @@ func New(cfg Config, run Runner, log *slog.Logger) (*Service, error) {
 		return nil, fmt.Errorf("sandbox service: %w", err)
 	}
 	s := &Service{cfg: cfg, run: run, log: log, now: time.Now, boxes: map[string]*Sandbox{}, making: map[string]bool{},
-		running: make(chan struct{}, cfg.MaxCommands)}
+		running: make(chan struct{}, cfg.MaxCommands), bg: map[string]map[string]*bgCommand{}}
 	ents, err := os.ReadDir(cfg.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox service: %w", err)
@@ -399,6 +401,7 @@ func (s *Service) remove(ctx context.Context, id, why string) error {
 	s.mu.Lock()
 	delete(s.boxes, id)
 	s.mu.Unlock()
+	s.forget(id)
 	s.log.Info("sandbox "+why, "sandbox_id", id)
 	return nil
 }

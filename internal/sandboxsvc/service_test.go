@@ -473,3 +473,62 @@ func TestCommandLimitAndAddress(t *testing.T) {
 		t.Errorf("a command after the first ended: %d", code)
 	}
 }
+
+func TestBackground(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{MaxOutput: 6})
+	sb := f.create(t, CreateRequest{})
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var killed []string
+	f.run.exec = func(_ string, x ExecArgs) int {
+		switch {
+		case x.Argv[0] == "/bin/sh" && strings.Contains(x.Argv[2], "/tmp/.lodge-cmd-"):
+			if diff := cmp.Diff([]string{"sh", "server", "--port", "8000"}, x.Argv[3:]); diff != "" {
+				t.Errorf("the wrapped command (-want +got):\n%s", diff)
+			}
+			io.WriteString(x.Stdout, "listening\n")
+			io.WriteString(x.Stdout, "req 1\n")
+			<-release
+			return 137
+		case x.Argv[0] == "cat":
+			io.WriteString(x.Stdout, "42\n")
+		case x.Argv[0] == "kill":
+			mu.Lock()
+			killed = x.Argv
+			mu.Unlock()
+			close(release)
+		}
+		return 0
+	}
+	var b Background
+	if code := f.call(t, "POST", "/v1/sandboxes/"+sb.ID+"/commands", CommandRequest{Argv: []string{"server", "--port", "8000"}, Background: true}, &b); code != http.StatusAccepted || !b.Running || !strings.HasPrefix(b.ID, "cmd-") {
+		t.Fatalf("start: %d %+v", code, b)
+	}
+	var got Background
+	for deadline := time.Now().Add(5 * time.Second); !strings.HasSuffix(got.Stdout, "req 1\n") && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		f.call(t, "GET", "/v1/sandboxes/"+sb.ID+"/commands/"+b.ID, nil, &got)
+	}
+	if got.Stdout != "req 1\n" || !got.Running {
+		t.Errorf("a running background command: %+v, want its output's last 6 bytes", got)
+	}
+	var list []Background
+	if f.call(t, "GET", "/v1/sandboxes/"+sb.ID+"/commands", nil, &list); len(list) != 1 || list[0].ID != b.ID || list[0].Stdout != "" {
+		t.Errorf("list: %+v", list)
+	}
+	if code := f.call(t, "DELETE", "/v1/sandboxes/"+sb.ID+"/commands/"+b.ID, nil, nil); code != http.StatusNoContent {
+		t.Errorf("kill: %d", code)
+	}
+	mu.Lock()
+	if diff := cmp.Diff([]string{"kill", "-KILL", "42"}, killed); diff != "" {
+		t.Errorf("kill (-want +got):\n%s", diff)
+	}
+	mu.Unlock()
+	var e map[string]string
+	if code := f.call(t, "GET", "/v1/sandboxes/"+sb.ID+"/commands/"+b.ID, nil, &e); code != 404 {
+		t.Errorf("a killed command still answers: %d %v", code, e)
+	}
+	if code := f.call(t, "POST", "/v1/sandboxes/"+sb.ID+"/commands", CommandRequest{Cmd: "x", Background: true, Stream: true}, &e); code != 400 {
+		t.Errorf("background and stream: %d %v", code, e)
+	}
+}

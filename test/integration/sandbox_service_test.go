@@ -181,6 +181,30 @@ func TestSandboxService(t *testing.T) {
 		t.Errorf("stream:\n%s", joined)
 	}
 
+	// A background command runs on; its output is asked after; it is killed.
+	var bg struct {
+		ID      string `json:"command_id"`
+		Running bool
+		Stdout  string
+	}
+	if code := api.call("POST", "/v1/sandboxes/"+a.ID+"/commands", map[string]any{"background": true,
+		"argv": []string{"sh", "-c", "echo serving; while :; do sleep 1; done"}}, &bg); code != 202 || !bg.Running {
+		t.Fatalf("background command: %d %+v", code, bg)
+	}
+	l.eventually("the background command's output", func() bool {
+		api.call("GET", "/v1/sandboxes/"+a.ID+"/commands/"+bg.ID, nil, &bg)
+		return bg.Stdout == "serving\n"
+	})
+	if r := api.command(a.ID, map[string]any{"cmd": "ps -o args | grep -c '^sh -c echo servin[g]'"}); strings.TrimSpace(r.Stdout) != "1" || !bg.Running {
+		t.Errorf("the background command is not running: %+v %+v", r, bg)
+	}
+	if code := api.call("DELETE", "/v1/sandboxes/"+a.ID+"/commands/"+bg.ID, nil, nil); code != 204 {
+		t.Errorf("kill the background command: %d", code)
+	}
+	if r := api.command(a.ID, map[string]any{"cmd": "ps -o args | grep -c '^sh -c echo servin[g]'"}); strings.TrimSpace(r.Stdout) != "0" {
+		t.Errorf("the killed background command still runs: %+v", r)
+	}
+
 	// A second sandbox, on the bridge network, sees nothing of the first;
 	// a third is over the limit.
 	var b sandbox
