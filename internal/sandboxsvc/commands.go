@@ -194,41 +194,47 @@ type errFile struct{ msg string }
 
 func (e errFile) Error() string { return e.msg }
 
-// ReadFile returns a file of the sandbox, up to MaxFile bytes.
-func (s *Service) ReadFile(ctx context.Context, id, p string) ([]byte, error) {
-	if err := checkPath(p); err != nil {
-		return nil, err
-	}
+// fileOp runs argv in the sandbox for a read or write of p, its output
+// kept up to MaxFile bytes.
+func (s *Service) fileOp(ctx context.Context, id, verb, p string, argv []string, stdin io.Reader) ([]byte, error) {
 	out := &capped{max: s.cfg.MaxFile}
-	var errOut capped
-	errOut.max = 4096
-	code, err := s.exec(ctx, id, ExecArgs{Argv: []string{"cat", "--", p}, Timeout: defaultCommandTimeout, Stdout: out, Stderr: &errOut})
+	errOut := &capped{max: 4096}
+	code, err := s.exec(ctx, id, ExecArgs{Argv: argv, Stdin: stdin, Timeout: defaultCommandTimeout, Stdout: out, Stderr: errOut})
 	switch {
 	case err != nil:
 		return nil, err
 	case code != 0:
-		return nil, errFile{fmt.Sprintf("read %s: %s", p, strings.TrimSpace(errOut.buf.String()))}
+		return nil, errFile{fmt.Sprintf("%s %s: %s", verb, p, strings.TrimSpace(errOut.buf.String()))}
 	case out.truncated:
-		return nil, badRequest{fmt.Sprintf("read %s: larger than %d bytes, the most this service hands out", p, s.cfg.MaxFile)}
+		return nil, badRequest{fmt.Sprintf("%s %s: larger than %d bytes, the most this service hands out", verb, p, s.cfg.MaxFile)}
 	}
 	return out.buf.Bytes(), nil
 }
 
-// WriteFile writes a file of the sandbox, making its directory.
-func (s *Service) WriteFile(ctx context.Context, id, p string, data []byte) error {
+// ReadFile returns a file of the sandbox, or with archive a directory as a
+// tar made in the sandbox (which the service hands on unread), up to
+// MaxFile bytes.
+func (s *Service) ReadFile(ctx context.Context, id, p string, archive bool) ([]byte, error) {
+	if err := checkPath(p); err != nil {
+		return nil, err
+	}
+	argv := []string{"cat", "--", p}
+	if archive {
+		argv = []string{"tar", "-c", "-f", "-", "-C", p, "."}
+	}
+	return s.fileOp(ctx, id, "read", p, argv, nil)
+}
+
+// WriteFile writes a file of the sandbox, making its directory; with
+// archive, data is a tar unpacked (in the sandbox) into the directory p.
+func (s *Service) WriteFile(ctx context.Context, id, p string, data []byte, archive bool) error {
 	if err := checkPath(p); err != nil {
 		return err
 	}
-	var errOut capped
-	errOut.max = 4096
-	code, err := s.exec(ctx, id, ExecArgs{
-		Argv:  []string{"/bin/sh", "-c", `mkdir -p -- "$(dirname -- "$1")" && cat > "$1"`, "sh", p},
-		Stdin: bytes.NewReader(data), Timeout: defaultCommandTimeout, Stdout: io.Discard, Stderr: &errOut})
-	switch {
-	case err != nil:
-		return err
-	case code != 0:
-		return errFile{fmt.Sprintf("write %s: %s", p, strings.TrimSpace(errOut.buf.String()))}
+	script := `mkdir -p -- "$(dirname -- "$1")" && cat > "$1"`
+	if archive {
+		script = `mkdir -p -- "$1" && tar -x -f - -C "$1"`
 	}
-	return nil
+	_, err := s.fileOp(ctx, id, "write", p, []string{"/bin/sh", "-c", script, "sh", p}, bytes.NewReader(data))
+	return err
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -24,8 +25,8 @@ const maxRequest = 1 << 20
 //	GET    /v1/sandboxes/{id}/commands    the background commands
 //	GET    /v1/sandboxes/{id}/commands/{cid}  one, with its output's tail
 //	DELETE /v1/sandboxes/{id}/commands/{cid}  kill it (if it runs) and forget it
-//	GET    /v1/sandboxes/{id}/files?path= read a file
-//	PUT    /v1/sandboxes/{id}/files?path= write a file
+//	GET    /v1/sandboxes/{id}/files?path= read a file (&format=tar: a directory)
+//	PUT    /v1/sandboxes/{id}/files?path= write a file (&format=tar: unpack into a directory)
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/sandboxes", func(w http.ResponseWriter, r *http.Request) {
@@ -38,6 +39,15 @@ func (s *Service) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/sandboxes", func(w http.ResponseWriter, r *http.Request) {
 		l, err := s.List(r.Context())
+		// ?metadata.KEY=VALUE...: those whose metadata has them all.
+		for k, vs := range r.URL.Query() {
+			if key, ok := strings.CutPrefix(k, "metadata."); ok {
+				l = slices.DeleteFunc(l, func(sb Sandbox) bool {
+					v, has := sb.Metadata[key]
+					return !has || !slices.Contains(vs, v)
+				})
+			}
+		}
 		reply(w, http.StatusOK, l, err)
 	})
 	mux.HandleFunc("GET /v1/sandboxes/{id}", func(w http.ResponseWriter, r *http.Request) {
@@ -72,12 +82,16 @@ func (s *Service) Handler() http.Handler {
 		reply(w, http.StatusNoContent, nil, err)
 	})
 	mux.HandleFunc("GET /v1/sandboxes/{id}/files", func(w http.ResponseWriter, r *http.Request) {
-		b, err := s.ReadFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"))
+		archive := r.URL.Query().Get("format") == "tar"
+		b, err := s.ReadFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"), archive)
 		if err != nil {
 			reply(w, 0, nil, err)
 			return
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
+		if archive {
+			w.Header().Set("Content-Type", "application/x-tar")
+		}
 		w.Write(b)
 	})
 	mux.HandleFunc("PUT /v1/sandboxes/{id}/files", func(w http.ResponseWriter, r *http.Request) {
@@ -90,7 +104,7 @@ func (s *Service) Handler() http.Handler {
 			reply(w, 0, nil, badRequest{"file: " + err.Error()})
 			return
 		}
-		err = s.WriteFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"), b)
+		err = s.WriteFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"), b, r.URL.Query().Get("format") == "tar")
 		reply(w, http.StatusNoContent, nil, err)
 	})
 	return s.auth(mux)

@@ -170,6 +170,19 @@ func TestCreateGetListRemove(t *testing.T) {
 	if len(list) != 1 || list[0].ID != sb.ID || list[0].State != "running" {
 		t.Errorf("list: %+v", list)
 	}
+	other := f.create(t, CreateRequest{Metadata: map[string]string{"user": "u2"}})
+	for q, want := range map[string][]string{"?metadata.user=u1": {sb.ID}, "?metadata.user=u2": {other.ID}, "?metadata.team=x": nil, "": {sb.ID, other.ID}} {
+		var l []Sandbox
+		f.call(t, "GET", "/v1/sandboxes"+q, nil, &l)
+		var got []string
+		for _, x := range l {
+			got = append(got, x.ID)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("list%s (-want +got):\n%s", q, diff)
+		}
+	}
+	f.call(t, "DELETE", "/v1/sandboxes/"+other.ID, nil, nil)
 	if _, err := os.Stat(filepath.Join(f.dir, sb.ID+".json")); err != nil {
 		t.Errorf("no record on disk: %v", err)
 	}
@@ -388,7 +401,18 @@ func TestFiles(t *testing.T) {
 			}
 			x.Stdout.Write(b)
 		case "/bin/sh":
-			files[x.Argv[4]], _ = io.ReadAll(x.Stdin)
+			key := x.Argv[4]
+			if strings.Contains(x.Argv[2], "tar -x") {
+				key = "tar:" + key
+			}
+			files[key], _ = io.ReadAll(x.Stdin)
+		case "tar":
+			b, ok := files["tar:"+x.Argv[5]]
+			if !ok {
+				io.WriteString(x.Stderr, "tar: can't change directory to '"+x.Argv[5]+"': No such file or directory\n")
+				return 1
+			}
+			x.Stdout.Write(b)
 		}
 		return 0
 	}
@@ -411,6 +435,16 @@ func TestFiles(t *testing.T) {
 	}
 	if _, ok := files["/big"]; ok {
 		t.Errorf("a file over the limit was written")
+	}
+	// A directory as a tar, unpacked and made in the sandbox.
+	if code := f.call(t, "PUT", "/v1/sandboxes/"+sb.ID+"/files?path=/proj&format=tar", []byte("TAR"), nil); code != http.StatusNoContent {
+		t.Fatalf("put a tar: %d", code)
+	}
+	if code := f.call(t, "GET", "/v1/sandboxes/"+sb.ID+"/files?path=/proj&format=tar", nil, &b); code != 200 || string(b) != "TAR" {
+		t.Errorf("get a tar: %d %q", code, b)
+	}
+	if code := f.call(t, "GET", "/v1/sandboxes/"+sb.ID+"/files?path=/none&format=tar", nil, &e); code != 404 || !strings.Contains(e["error"], "No such file") {
+		t.Errorf("a tar of a missing directory: %d %v", code, e)
 	}
 	files["/huge"] = bytes.Repeat([]byte("y"), 17)
 	if code := f.call(t, "GET", "/v1/sandboxes/"+sb.ID+"/files?path=/huge", nil, &e); code != 400 {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -154,6 +156,40 @@ func TestSandboxService(t *testing.T) {
 	}
 	if r := api.command(a.ID, map[string]any{"cmd": "wc -c < main.py", "cwd": "/work/dir"}); strings.TrimSpace(r.Stdout) != "26" {
 		t.Errorf("the file in a command: %+v", r)
+	}
+
+	// A directory goes in and comes out as a tar, unpacked and made in the
+	// sandbox.
+	var tb bytes.Buffer
+	tw := tar.NewWriter(&tb)
+	for name, body := range map[string]string{"a.txt": "alpha\n", "sub/b.txt": "beta\n"} {
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg})
+		tw.Write([]byte(body))
+	}
+	tw.Close()
+	if code := api.call("PUT", "/v1/sandboxes/"+a.ID+"/files?path=/work/proj&format=tar", tb.Bytes(), nil); code != 204 {
+		t.Fatalf("write a tar: %d", code)
+	}
+	if r := api.command(a.ID, map[string]any{"cmd": "cat /work/proj/a.txt /work/proj/sub/b.txt"}); r.Stdout != "alpha\nbeta\n" {
+		t.Errorf("the unpacked tar: %+v", r)
+	}
+	var out []byte
+	if code := api.call("GET", "/v1/sandboxes/"+a.ID+"/files?path=/work/proj&format=tar", nil, &out); code != 200 {
+		t.Fatalf("read a tar: %d %q", code, out)
+	}
+	inTar := map[string]string{}
+	for tr := tar.NewReader(bytes.NewReader(out)); ; {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		b, _ := io.ReadAll(tr)
+		if h.Typeflag == tar.TypeReg {
+			inTar[path.Clean(h.Name)] = string(b)
+		}
+	}
+	if inTar["a.txt"] != "alpha\n" || inTar["sub/b.txt"] != "beta\n" {
+		t.Errorf("the directory read as a tar: %v", inTar)
 	}
 
 	// A command past its timeout is killed in the guest.
