@@ -84,9 +84,14 @@ type attachHub struct {
 	clients map[*attachClient]bool
 	ended   bool
 
-	inMu   sync.Mutex
+	inMu   sync.Mutex              // guards stdin and resize, never held while writing to stdin
 	stdin  io.Writer               // nil: the container has no stdin to give, or closed it
 	resize func(cols, rows uint16) // nil: the container has no terminal
+	// typed is what clients typed, in order, for the one writer to stdin:
+	// a container that does not read its input holds up only that
+	// writer (and, once input is full, the clients typing), never a
+	// resize.
+	typed chan []byte
 }
 
 type attachClient struct {
@@ -95,7 +100,29 @@ type attachClient struct {
 }
 
 func newAttachHub(stdin io.Writer) *attachHub {
-	return &attachHub{clients: map[*attachClient]bool{}, stdin: stdin}
+	h := &attachHub{clients: map[*attachClient]bool{}, stdin: stdin, typed: make(chan []byte, 16)}
+	go h.writeInput()
+	return h
+}
+
+// writeInput gives the container, in order, what clients typed, for the
+// hub's life (the helper's).
+func (h *attachHub) writeInput() {
+	for p := range h.typed {
+		h.inMu.Lock()
+		w := h.stdin
+		h.inMu.Unlock()
+		if w == nil {
+			continue
+		}
+		if _, err := w.Write(p); err != nil {
+			h.inMu.Lock()
+			if h.stdin == w {
+				h.stdin = nil // the container closed its stdin
+			}
+			h.inMu.Unlock()
+		}
+	}
 }
 
 // serve accepts clients on l until it is closed.
@@ -147,15 +174,14 @@ func (h *attachHub) input(c *attachClient) {
 			return
 		}
 		h.inMu.Lock()
-		switch {
-		case kind == attachInput && h.stdin != nil:
-			if _, err := h.stdin.Write(p); err != nil {
-				h.stdin = nil // the container closed its stdin
-			}
-		case kind == attachResize && h.resize != nil && len(p) == 4:
-			h.resize(binary.BigEndian.Uint16(p), binary.BigEndian.Uint16(p[2:]))
-		}
+		resize := h.resize
 		h.inMu.Unlock()
+		switch {
+		case kind == attachInput:
+			h.typed <- p
+		case kind == attachResize && resize != nil && len(p) == 4:
+			resize(binary.BigEndian.Uint16(p), binary.BigEndian.Uint16(p[2:]))
+		}
 	}
 }
 

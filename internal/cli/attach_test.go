@@ -244,3 +244,36 @@ func TestAttachTerminal(t *testing.T) {
 		t.Errorf("the terminal's size: %+v, %v; want 123x45", ws, err)
 	}
 }
+
+// A container that does not read its input holds up no resize.
+func TestAttachResizeWhileInputIsStuck(t *testing.T) {
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inR.Close()
+	defer inW.Close()
+	hub := newAttachHub(inW) // inR is never read: the pipe fills
+	resized := make(chan [2]uint16, 1)
+	hub.resize = func(cols, rows uint16) { resized <- [2]uint16{cols, rows} }
+	conn := attachTo(t, hub)
+	big := bytes.Repeat([]byte("x"), 128<<10) // more than a pipe holds
+	conn.Write(frame(attachInput, big))
+	var p [4]byte
+	binary.BigEndian.PutUint16(p[:], 120)
+	binary.BigEndian.PutUint16(p[2:], 40)
+	conn.Write(frame(attachResize, p[:]))
+	select {
+	case got := <-resized:
+		if got != [2]uint16{120, 40} {
+			t.Errorf("resized to %v, want 120x40", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a resize waited for input the container does not read")
+	}
+	// What was typed still reaches the container once it reads.
+	b := make([]byte, 1024)
+	if n, err := inR.Read(b); err != nil || n == 0 || b[0] != 'x' {
+		t.Errorf("input after the resize: %d %v", n, err)
+	}
+}
