@@ -8,9 +8,11 @@
 #   file     a 1 MiB file written, then read back
 #   delete   DELETE until its reply (VM, container and record gone)
 #   run      `lodge run --rm busybox true` (the baseline)
-# Prints every run, then the medians and create+first / run.
+# Prints every run, then PAR sandboxes asked for at once (the time until
+# all answer, and the rate), then the medians and create+first / run.
 #
-# Usage: bench/sandbox.sh  (env: RUNS, default 5; BIN, default ./bin)
+# Usage: bench/sandbox.sh  (env: RUNS, default 5; PAR, default 4, 0 to skip;
+# BIN, default ./bin)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 RUNS=${RUNS:-5} BIN=${BIN:-$PWD/bin}
@@ -38,6 +40,21 @@ for r in $(seq "$RUNS"); do
 	t[create]+="$((t1-t0)) " t[first]+="$((t2-t1)) " t[next]+="$((t3-t2)) " t[file]+="$((t4-t3)) " t[delete]+="$((t5-t4)) " t[run]+="$((t6-t5)) "
 	t[cf]+="$((t2-t0)) "
 done
+# PAR sandboxes asked for at once (PAR=0: skipped): the time until all
+# answer, and their rate.
+PAR=${PAR:-4}
+if [ "$PAR" -gt 0 ]; then
+	t0=$(ms)
+	for i in $(seq "$PAR"); do api -d '{}' http://lodge/v1/sandboxes > "$WORK/par.$i" & done
+	wait
+	t1=$(ms)
+	ok=0
+	for i in $(seq "$PAR"); do
+		id=$(sed -n 's/.*"id":"\([^"]*\)".*/\1/p' "$WORK/par.$i")
+		[ -n "$id" ] && ok=$((ok+1)) && api -X DELETE "http://lodge/v1/sandboxes/$id"
+	done
+	echo "$PAR at once: $ok made in $((t1-t0)) ms, $(awk -v n="$ok" -v ms="$((t1-t0))" 'BEGIN{printf "%.2f", n*1000/ms}') sandboxes/s"
+fi
 m() { echo "${t[$1]}" | tr ' ' '\n' | grep . | median; }
 for k in create first next file delete run; do echo "$k: median $(m $k) ms of $RUNS"; done
 echo "create+first: median $(m cf) ms; / run: $(awk -v a="$(m cf)" -v b="$(m run)" 'BEGIN{printf "%.2f", a/b}')"

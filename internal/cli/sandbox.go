@@ -40,7 +40,7 @@ func addSandboxCommands(root *cobra.Command, a *app) {
 	f.StringVar(&o.listen, "listen", "unix://"+defaultSandboxSocket, "where to listen: unix://PATH (mode 0600), or tcp://HOST:PORT (with --token-file)")
 	f.StringVar(&o.tokenFile, "token-file", "", "a file whose first line is the token every request must bring (Authorization: Bearer TOKEN)")
 	f.StringVar(&o.cfg.Dir, "dir", "/var/lib/lodge/sandboxes", "where the service keeps a record per sandbox")
-	f.StringVar(&o.cfg.DefaultImage, "default-image", "busybox", "a sandbox's image when a request names none")
+	f.StringVar(&o.cfg.DefaultImage, "default-image", "", "a sandbox's image when a request names none (default: the first --image, else busybox)")
 	f.StringArrayVar(&o.cfg.Images, "image", nil, "an image sandboxes may use, pulled if missing (repeat; none: any image in lodge's store)")
 	f.BoolVar(&o.cfg.AllowPull, "allow-pull", false, "let requests name images lodge does not have, pulled from wherever they name (without --image: any registry the host reaches)")
 	f.DurationVar(&o.cfg.DefaultTimeout, "default-timeout", 5*time.Minute, "a sandbox's life when a request gives none")
@@ -105,6 +105,7 @@ func (a *app) serveSandboxes(cmd *cobra.Command, o serveOpts) error {
 	if err != nil {
 		return err
 	}
+	defer svc.Close()
 	l, cleanup, err := sandboxListener(o.listen, o.cfg.Token != "")
 	if err != nil {
 		return err

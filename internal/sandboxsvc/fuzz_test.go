@@ -13,7 +13,7 @@ import (
 // FuzzAPI sends bodies to the API's requests: whatever a caller sends gets
 // a reply of a known status, an error as JSON, and no panic.
 func FuzzAPI(f *testing.F) {
-	run := &fakeRunner{ctrs: map[string]string{}, exec: func(_ string, x ExecArgs) int {
+	run := &fakeRunner{ctrs: map[string]string{}, owners: map[string]string{}, exec: func(_ string, x ExecArgs) int {
 		io.WriteString(x.Stdout, "out")
 		return 0
 	}}

@@ -15,8 +15,9 @@ import (
 	"time"
 )
 
-// Label marks the containers the service made; its value is the sandbox
-// ID.
+// Label marks the containers a service made; its value says which service
+// (OwnerOf its records' directory), so that services with directories of
+// their own never take each other's containers for orphans.
 const Label = "io.lodge.sandbox"
 
 // holdSeconds is how long a sandbox's own process sleeps: for ever, as far
@@ -35,15 +36,17 @@ type Runner interface {
 	SetTimeout(ctx context.Context, name string, d time.Duration) error
 	// Remove removes the container, ending it first.
 	Remove(ctx context.Context, name string) error
-	// List returns the containers that carry Label.
-	List(ctx context.Context) ([]Container, error)
+	// List returns the containers whose Label is owner.
+	List(ctx context.Context, owner string) ([]Container, error)
 }
 
 // CreateArgs is a sandbox's container.
 type CreateArgs struct {
 	Name, Image, Network, Memory string
-	CPUs                         float64
-	Env                          []string // NAME=VALUE
+	// Owner is Label's value.
+	Owner string
+	CPUs  float64
+	Env   []string // NAME=VALUE
 	// Pull: the image may be pulled if it is not in lodge's store.
 	Pull bool
 	// Timeout: its monitor stops it (and, it being --rm, removes it) this
@@ -103,7 +106,7 @@ func (l LodgeRunner) output(ctx context.Context, args ...string) ([]byte, error)
 // Create runs `lodge run -d --rm --timeout` with tini as PID 1 (it reaps
 // what commands leave behind) and a sleep as its only child.
 func (l LodgeRunner) Create(ctx context.Context, c CreateArgs) (string, error) {
-	args := []string{"run", "-d", "--rm", "--init", "--name", c.Name, "--label", Label + "=" + c.Name,
+	args := []string{"run", "-d", "--rm", "--init", "--name", c.Name, "--label", Label + "=" + c.Owner,
 		"--network", c.Network, "--stop-timeout", "0", "--timeout", c.Timeout.String()}
 	if c.Pull {
 		args = append(args, "--pull", "missing")
@@ -173,8 +176,8 @@ func (l LodgeRunner) Remove(ctx context.Context, name string) error {
 }
 
 // List runs `lodge ps -a` filtered by Label.
-func (l LodgeRunner) List(ctx context.Context) ([]Container, error) {
-	stdout, err := l.output(ctx, "ps", "-a", "--filter", "label="+Label, "--format", "json")
+func (l LodgeRunner) List(ctx context.Context, owner string) ([]Container, error) {
+	stdout, err := l.output(ctx, "ps", "-a", "--filter", "label="+Label+"="+owner, "--format", "json")
 	if err != nil {
 		return nil, err
 	}

@@ -3,17 +3,20 @@ package sandboxsvc
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/lodgeruntime/lodge/internal/filelock"
 	"github.com/lodgeruntime/lodge/internal/state"
 )
 
@@ -22,7 +25,8 @@ import (
 type Config struct {
 	// Dir keeps a record per sandbox.
 	Dir string
-	// DefaultImage is a sandbox's image when a request names none.
+	// DefaultImage is a sandbox's image when a request names none (unset:
+	// the first of Images, else busybox).
 	DefaultImage string
 	// Images, when not empty, are the only images sandboxes may use.
 	Images []string
@@ -49,7 +53,9 @@ type Config struct {
 
 // Defaults fills in what c leaves zero.
 func (c Config) Defaults() Config {
-	if c.DefaultImage == "" {
+	if c.DefaultImage == "" && len(c.Images) > 0 {
+		c.DefaultImage = c.Images[0]
+	} else if c.DefaultImage == "" {
 		c.DefaultImage = "busybox"
 	}
 	if c.DefaultTimeout == 0 {
@@ -80,6 +86,8 @@ func (c Config) Validate() error {
 		return errors.New("sandbox service: no directory for its records")
 	case c.DefaultTimeout <= 0 || c.MaxTimeout < c.DefaultTimeout:
 		return fmt.Errorf("sandbox service: default timeout %v must be positive and at most the longest, %v", c.DefaultTimeout, c.MaxTimeout)
+	case len(c.Images) > 0 && !slices.Contains(c.Images, c.DefaultImage):
+		return fmt.Errorf("sandbox service: the default image %s is not one of the images offered (--image)", c.DefaultImage)
 	case c.MaxSandboxes < 1 || c.MaxCommands < 1 || c.MaxOutput < 1 || c.MaxFile < 1:
 		return errors.New("sandbox service: the limits on sandboxes, commands, output and files must be positive")
 	}
@@ -108,6 +116,10 @@ type Service struct {
 	log *slog.Logger
 	now func() time.Time
 
+	// owner is this service's Label value; lock, its hold on cfg.Dir.
+	owner string
+	lock  *os.File
+
 	mu sync.Mutex // guards boxes and making
 	// boxes are the sandboxes with a record, by ID.
 	boxes map[string]*Sandbox
@@ -129,10 +141,20 @@ func New(cfg Config, run Runner, log *slog.Logger) (*Service, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("sandbox service: %w", err)
 	}
-	s := &Service{cfg: cfg, run: run, log: log, now: time.Now, boxes: map[string]*Sandbox{}, making: map[string]bool{},
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	lock, err := filelock.LockFile(context.Background(), filepath.Join(dir, "service.lock"), false)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox service: %s is another running service's (each needs a --dir of its own): %w", dir, err)
+	}
+	sum := sha256.Sum256([]byte(dir))
+	s := &Service{cfg: cfg, run: run, log: log, now: time.Now, owner: hex.EncodeToString(sum[:6]), lock: lock, boxes: map[string]*Sandbox{}, making: map[string]bool{},
 		running: make(chan struct{}, cfg.MaxCommands), bg: map[string]map[string]*bgCommand{}}
 	ents, err := os.ReadDir(cfg.Dir)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("sandbox service: %w", err)
 	}
 	for _, e := range ents {
@@ -150,6 +172,9 @@ func New(cfg Config, run Runner, log *slog.Logger) (*Service, error) {
 	}
 	return s, nil
 }
+
+// Close lets go of the records' directory (the sandboxes live on).
+func (s *Service) Close() { s.lock.Close() }
 
 // errNotFound: no sandbox has that ID.
 var errNotFound = errors.New("no such sandbox")
@@ -218,11 +243,7 @@ func (s *Service) checkCreate(r *CreateRequest) error {
 		r.Image = s.cfg.DefaultImage
 	}
 	if len(s.cfg.Images) > 0 {
-		allowed := false
-		for _, im := range s.cfg.Images {
-			allowed = allowed || im == r.Image
-		}
-		if !allowed {
+		if !slices.Contains(s.cfg.Images, r.Image) {
 			return badRequest{fmt.Sprintf("image %q is not one this service offers (%s)", r.Image, strings.Join(s.cfg.Images, ", "))}
 		}
 	}
@@ -286,7 +307,7 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error)
 	ctx = context.WithoutCancel(ctx)
 	start := s.now()
 	pull := s.cfg.AllowPull || len(s.cfg.Images) > 0
-	ip, err := s.run.Create(ctx, CreateArgs{Name: id, Image: r.Image, Network: r.Network, Memory: r.Memory, CPUs: r.CPUs, Env: env, Timeout: life,
+	ip, err := s.run.Create(ctx, CreateArgs{Name: id, Image: r.Image, Network: r.Network, Memory: r.Memory, CPUs: r.CPUs, Env: env, Timeout: life, Owner: s.owner,
 		Pull: pull})
 	if err != nil {
 		// Whatever the failed run left, under this name.
@@ -322,7 +343,7 @@ func (s *Service) Get(id string) (Sandbox, error) {
 
 // List returns the sandboxes with their containers' states, oldest first.
 func (s *Service) List(ctx context.Context) ([]Sandbox, error) {
-	ctrs, err := s.run.List(ctx)
+	ctrs, err := s.run.List(ctx, s.owner)
 	if err != nil {
 		return nil, err
 	}
@@ -390,7 +411,7 @@ func (s *Service) Remove(ctx context.Context, id string) error {
 // longer lists is gone, whatever its rm said.
 func (s *Service) remove(ctx context.Context, id, why string) error {
 	if err := s.run.Remove(ctx, id); err != nil {
-		ctrs, lerr := s.run.List(ctx)
+		ctrs, lerr := s.run.List(ctx, s.owner)
 		if lerr != nil || hasCtr(ctrs, id) {
 			return err
 		}
@@ -434,7 +455,7 @@ func (s *Service) Reap(ctx context.Context, interval time.Duration) {
 
 func (s *Service) reapOnce(ctx context.Context) {
 	listed := s.now()
-	ctrs, err := s.run.List(ctx)
+	ctrs, err := s.run.List(ctx, s.owner)
 	if err != nil {
 		s.log.Warn("sandbox service: cannot list its containers", "err", err)
 		return

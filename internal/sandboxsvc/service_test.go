@@ -24,6 +24,7 @@ import (
 type fakeRunner struct {
 	mu        sync.Mutex
 	ctrs      map[string]string // name -> state
+	owners    map[string]string // name -> Label's value
 	created   []CreateArgs
 	removed   []string
 	timeouts  []time.Duration
@@ -40,6 +41,7 @@ func (f *fakeRunner) Create(_ context.Context, c CreateArgs) (string, error) {
 		return "", f.createErr
 	}
 	f.ctrs[c.Name] = "running"
+	f.owners[c.Name] = c.Owner
 	if c.Network == "bridge" {
 		return "10.87.0.9", nil
 	}
@@ -77,12 +79,14 @@ func (f *fakeRunner) Remove(_ context.Context, name string) error {
 	return nil
 }
 
-func (f *fakeRunner) List(context.Context) ([]Container, error) {
+func (f *fakeRunner) List(_ context.Context, owner string) ([]Container, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []Container
 	for n, st := range f.ctrs {
-		out = append(out, Container{Name: n, State: st})
+		if f.owners[n] == owner {
+			out = append(out, Container{Name: n, State: st})
+		}
 	}
 	return out, nil
 }
@@ -99,7 +103,7 @@ func newFixture(t *testing.T, cfg Config) *fixture {
 	if cfg.Dir == "" {
 		cfg.Dir = t.TempDir()
 	}
-	run := &fakeRunner{ctrs: map[string]string{}, exec: func(string, ExecArgs) int { return 0 }}
+	run := &fakeRunner{ctrs: map[string]string{}, owners: map[string]string{}, exec: func(string, ExecArgs) int { return 0 }}
 	svc, err := New(cfg, run, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -157,7 +161,7 @@ func TestCreateGetListRemove(t *testing.T) {
 		t.Errorf("life %v, want 30s", d)
 	}
 	// No allow-list and no --allow-pull: lodge's own images only.
-	want := CreateArgs{Name: sb.ID, Image: "busybox", Network: "none", Env: []string{"A=1", "B=2"}, Timeout: 30 * time.Second}
+	want := CreateArgs{Name: sb.ID, Image: "busybox", Network: "none", Owner: f.svc.owner, Env: []string{"A=1", "B=2"}, Timeout: 30 * time.Second}
 	if diff := cmp.Diff([]CreateArgs{want}, f.run.created); diff != "" {
 		t.Errorf("runner's create (-want +got):\n%s", diff)
 	}
@@ -225,9 +229,13 @@ func TestCreateRefusals(t *testing.T) {
 	if len(f.run.created) != 0 {
 		t.Errorf("refused requests made containers: %+v", f.run.created)
 	}
-	// An image of the allow-list may be pulled.
+	if _, err := New(Config{Dir: t.TempDir(), Images: []string{"a"}, DefaultImage: "b"}, f.run, f.svc.log); err == nil {
+		t.Errorf("a default image outside the offered ones was taken")
+	}
+	// An image of the allow-list may be pulled; the first is the default.
 	f.create(t, CreateRequest{Image: "python:3"})
-	if len(f.run.created) != 1 || !f.run.created[0].Pull {
+	f.create(t, CreateRequest{})
+	if len(f.run.created) != 2 || !f.run.created[0].Pull || f.run.created[1].Image != "busybox" {
 		t.Errorf("an allowed image: %+v, want it pulled where missing", f.run.created)
 	}
 }
@@ -249,8 +257,8 @@ func TestCreateLimitAndFailure(t *testing.T) {
 	if len(g.run.ctrs) != 0 || len(g.svc.boxes) != 0 {
 		t.Errorf("a failed create left containers %v or records %v", g.run.ctrs, g.svc.boxes)
 	}
-	if ents, _ := os.ReadDir(g.dir); len(ents) != 0 {
-		t.Errorf("a failed create left files: %v", ents)
+	if recs, _ := filepath.Glob(filepath.Join(g.dir, "*.json")); len(recs) != 0 {
+		t.Errorf("a failed create left records: %v", recs)
 	}
 }
 
@@ -264,7 +272,10 @@ func TestReap(t *testing.T) {
 	gone := f.create(t, CreateRequest{TimeoutSeconds: 100})
 	delete(f.run.ctrs, gone.ID)                // someone ran lodge rm
 	f.run.ctrs["sbx-0123456789ab"] = "running" // a service died making it
-	f.run.ctrs["web"] = "running"              // not the service's
+	f.run.owners["sbx-0123456789ab"] = f.svc.owner
+	f.run.ctrs["sbx-aaaaaaaaaaaa"] = "running" // another service's
+	f.run.owners["sbx-aaaaaaaaaaaa"] = "other"
+	f.run.ctrs["web"] = "running" // not a service's
 
 	// Extending the short one's life keeps it past its first deadline.
 	var ext Sandbox
@@ -289,6 +300,9 @@ func TestReap(t *testing.T) {
 	if _, ok := f.run.ctrs["web"]; !ok {
 		t.Errorf("a container not the service's was removed")
 	}
+	if _, ok := f.run.ctrs["sbx-aaaaaaaaaaaa"]; !ok {
+		t.Errorf("another service's container was removed")
+	}
 	now = now.Add(10 * time.Second)
 	f.svc.reapOnce(context.Background())
 	if _, err := f.svc.Get(short.ID); err == nil {
@@ -301,7 +315,12 @@ func TestReap(t *testing.T) {
 		t.Errorf("live sandbox reaped: %v", err)
 	}
 
-	// A new service on the same directory knows the live one.
+	// A new service on the same directory knows the live one, once the
+	// first has let go of it.
+	if _, err := New(Config{Dir: f.dir}, f.run, f.svc.log); err == nil || !strings.Contains(err.Error(), "another running service") {
+		t.Errorf("a second service on a directory in use: %v", err)
+	}
+	f.svc.Close()
 	svc2, err := New(Config{Dir: f.dir}, f.run, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
