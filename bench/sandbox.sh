@@ -45,8 +45,9 @@ done
 PAR=${PAR:-4}
 if [ "$PAR" -gt 0 ]; then
 	t0=$(ms)
-	for i in $(seq "$PAR"); do api -d '{}' http://lodge/v1/sandboxes > "$WORK/par.$i" & done
-	wait
+	pids=()
+	for i in $(seq "$PAR"); do api -d '{}' http://lodge/v1/sandboxes > "$WORK/par.$i" & pids+=($!); done
+	wait "${pids[@]}"
 	t1=$(ms)
 	ok=0
 	for i in $(seq "$PAR"); do
