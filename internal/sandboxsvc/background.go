@@ -45,7 +45,9 @@ type bgCommand struct {
 	stop           context.CancelFunc
 }
 
-// tail keeps the last max bytes written to it.
+// tail keeps the last max bytes written to it. It holds up to twice that
+// and moves the last max to its front when full, so that a command that
+// writes much costs a copy per max bytes, not one per write.
 type tail struct {
 	max int
 	buf []byte
@@ -55,11 +57,23 @@ type tail struct {
 func (t *tail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
+	n := len(p)
+	if len(p) > t.max {
+		p = p[len(p)-t.max:]
 	}
-	return len(p), nil
+	if len(t.buf)+len(p) > 2*t.max {
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
+	}
+	t.buf = append(t.buf, p...)
+	return n, nil
+}
+
+// last returns the last max bytes (its lock held).
+func (t *tail) last() string {
+	if len(t.buf) > t.max {
+		return string(t.buf[len(t.buf)-t.max:])
+	}
+	return string(t.buf)
 }
 
 // Start starts a background command: its shell writes its PID where Kill
@@ -135,7 +149,7 @@ func (c *bgCommand) view(output bool) Background {
 	defer c.mu.Unlock()
 	b := c.b
 	if output {
-		b.Stdout, b.Stderr = string(c.stdout.buf), string(c.stderr.buf)
+		b.Stdout, b.Stderr = c.stdout.last(), c.stderr.last()
 	}
 	return b
 }

@@ -585,3 +585,24 @@ func TestBackground(t *testing.T) {
 		t.Errorf("background and stream: %d %v", code, e)
 	}
 }
+
+func TestTail(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	tl := tail{max: 10, mu: &mu}
+	var all []byte
+	for i, size := range []int{3, 9, 1, 25, 4, 10, 0, 7, 11, 2} {
+		p := bytes.Repeat([]byte{byte('a' + i)}, size)
+		if n, err := tl.Write(p); n != size || err != nil {
+			t.Fatalf("write of %d: %d, %v", size, n, err)
+		}
+		all = append(all, p...)
+		want := all[max(len(all)-10, 0):]
+		if got := tl.last(); got != string(want) {
+			t.Fatalf("after %d writes: %q, want %q", i+1, got, want)
+		}
+		if len(tl.buf) > 20 {
+			t.Fatalf("holds %d bytes, more than twice its 10", len(tl.buf))
+		}
+	}
+}
