@@ -3,6 +3,7 @@ package sandboxsvc
 import (
 	"context"
 	"fmt"
+	"io"
 	"sort"
 	"strconv"
 	"strings"
@@ -79,38 +80,49 @@ func (t *tail) last() string {
 // Start starts a background command: its shell writes its PID where Kill
 // finds it, then becomes the command.
 func (s *Service) Start(id string, r CommandRequest) (Background, error) {
+	if r.Stream || r.Stdin != nil {
+		return Background{}, badRequest{"background: not with stream or stdin"}
+	}
+	r.Background = true
 	x, err := s.execArgs(r)
 	if err != nil {
-		return Background{}, err
-	}
-	if r.TimeoutSeconds == 0 {
-		x.Timeout = 0 // the sandbox's deadline ends it
-	}
-	if _, err := s.Get(id); err != nil {
 		return Background{}, err
 	}
 	cid := "cmd-" + newID()[4:]
 	argv := x.Argv
 	x.Argv = append([]string{"/bin/sh", "-c", `echo $$ > ` + pidFile(cid) + ` && exec "$@"`, "sh"}, argv...)
-	c := &bgCommand{done: make(chan struct{}), b: Background{ID: cid, Argv: argv, StartedAt: s.now().UTC(), Running: true}}
+	ctx, stop := context.WithCancel(context.Background())
+	c := &bgCommand{done: make(chan struct{}), stop: stop, b: Background{ID: cid, Argv: argv, StartedAt: s.now().UTC(), Running: true}}
 	c.stdout, c.stderr = tail{max: int(s.cfg.MaxOutput), mu: &c.mu}, tail{max: int(s.cfg.MaxOutput), mu: &c.mu}
 	x.Stdout, x.Stderr = &c.stdout, &c.stderr
+	release, err := s.acquire()
+	if err != nil {
+		stop()
+		return Background{}, err
+	}
 	s.mu.Lock()
-	if len(s.bg[id]) >= maxBackground {
-		s.mu.Unlock()
-		return Background{}, fmt.Errorf("%w: sandbox %s keeps %d background commands: delete finished ones", errLimit, id, maxBackground)
+	_, alive := s.boxes[id]
+	switch {
+	case !alive:
+		err = fmt.Errorf("%w: %s", errNotFound, id)
+	case len(s.bg[id]) >= maxBackground:
+		err = fmt.Errorf("%w: sandbox %s keeps %d background commands: delete finished ones", errLimit, id, maxBackground)
+	default:
+		if s.bg[id] == nil {
+			s.bg[id] = map[string]*bgCommand{}
+		}
+		s.bg[id][cid] = c
 	}
-	if s.bg[id] == nil {
-		s.bg[id] = map[string]*bgCommand{}
-	}
-	s.bg[id][cid] = c
 	s.mu.Unlock()
-	ctx, stop := context.WithCancel(context.Background())
-	c.stop = stop
-	started := make(chan error, 1)
+	if err != nil {
+		release()
+		stop()
+		return Background{}, err
+	}
 	go func() {
 		defer close(c.done)
-		code, err := s.execNotify(ctx, id, x, started)
+		defer release()
+		code, err := s.run.Exec(ctx, id, x)
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.b.Running, c.b.FinishedAt = false, s.now().UTC()
@@ -120,28 +132,7 @@ func (s *Service) Start(id string, r CommandRequest) (Background, error) {
 			c.b.ExitCode = &code
 		}
 	}()
-	if err := <-started; err != nil {
-		<-c.done
-		s.mu.Lock()
-		delete(s.bg[id], cid)
-		s.mu.Unlock()
-		return Background{}, err
-	}
 	return c.view(false), nil
-}
-
-// execNotify is exec that says on started whether it could start.
-func (s *Service) execNotify(ctx context.Context, id string, x ExecArgs, started chan<- error) (int, error) {
-	select {
-	case s.running <- struct{}{}:
-		defer func() { <-s.running }()
-	default:
-		err := fmt.Errorf("%w: %d commands running, the most this service runs at once (serve --max-commands)", errLimit, s.cfg.MaxCommands)
-		started <- err
-		return 0, err
-	}
-	started <- nil
-	return s.run.Exec(ctx, id, x)
 }
 
 func (c *bgCommand) view(output bool) Background {
@@ -206,12 +197,10 @@ func (s *Service) Kill(ctx context.Context, id, cid string) error {
 	case <-c.done:
 	default:
 		// Its PID, as its shell wrote it: a number, or nothing is killed.
-		out := &capped{max: 16}
-		if code, err := s.exec(ctx, id, ExecArgs{Argv: []string{"cat", pidFile(cid)}, Timeout: defaultCommandTimeout,
-			Stdout: out, Stderr: &capped{max: 256}}); err == nil && code == 0 {
-			if n, err := strconv.Atoi(strings.TrimSpace(out.buf.String())); err == nil && n > 1 {
+		if b, err := s.ReadFile(ctx, id, pidFile(cid), false); err == nil {
+			if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > 1 {
 				s.exec(ctx, id, ExecArgs{Argv: []string{"kill", "-KILL", strconv.Itoa(n)}, Timeout: defaultCommandTimeout,
-					Stdout: &capped{max: 256}, Stderr: &capped{max: 256}})
+					Stdout: io.Discard, Stderr: io.Discard})
 			}
 		}
 		select {

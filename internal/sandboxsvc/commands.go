@@ -72,17 +72,28 @@ func (s *Service) execArgs(r CommandRequest) (ExecArgs, error) {
 	if x.Env, err = envList(r.Env); err != nil {
 		return x, err
 	}
-	x.Timeout = defaultCommandTimeout
-	if r.TimeoutSeconds != 0 {
-		if r.TimeoutSeconds < 0 || time.Duration(r.TimeoutSeconds)*time.Second > s.cfg.MaxTimeout {
-			return x, badRequest{fmt.Sprintf("timeout_seconds %d: want 1 to %d", r.TimeoutSeconds, int(s.cfg.MaxTimeout/time.Second))}
-		}
-		x.Timeout = time.Duration(r.TimeoutSeconds) * time.Second
+	def := defaultCommandTimeout
+	if r.Background {
+		def = 0 // the sandbox's deadline ends it
+	}
+	if x.Timeout, err = s.seconds(r.TimeoutSeconds, def); err != nil {
+		return x, err
 	}
 	if r.Stdin != nil {
 		x.Stdin = strings.NewReader(*r.Stdin)
 	}
 	return x, nil
+}
+
+// acquire takes one of the MaxCommands places for a command; release
+// gives it back.
+func (s *Service) acquire() (release func(), err error) {
+	select {
+	case s.running <- struct{}{}:
+		return func() { <-s.running }, nil
+	default:
+		return nil, fmt.Errorf("%w: %d commands running, the most this service runs at once (serve --max-commands)", errLimit, s.cfg.MaxCommands)
+	}
 }
 
 // exec runs x in sandbox id. A caller that goes away ends the command
@@ -91,13 +102,19 @@ func (s *Service) exec(ctx context.Context, id string, x ExecArgs) (int, error) 
 	if _, err := s.Get(id); err != nil {
 		return 0, err
 	}
-	select {
-	case s.running <- struct{}{}:
-		defer func() { <-s.running }()
-	default:
-		return 0, fmt.Errorf("%w: %d commands running, the most this service runs at once (serve --max-commands)", errLimit, s.cfg.MaxCommands)
+	release, err := s.acquire()
+	if err != nil {
+		return 0, err
 	}
+	defer release()
 	return s.run.Exec(ctx, id, x)
+}
+
+// finished is a command's result from its exit code, its start and its
+// timeout.
+func finished(code int, start time.Time, timeout time.Duration) CommandResult {
+	d := time.Since(start)
+	return CommandResult{ExitCode: code, TimedOut: code == 137 && d >= timeout, DurationMS: d.Milliseconds()}
 }
 
 // Run runs a command and returns its result, each stream kept up to the
@@ -114,10 +131,10 @@ func (s *Service) Run(ctx context.Context, id string, r CommandRequest) (Command
 	if err != nil {
 		return CommandResult{}, err
 	}
-	d := time.Since(start)
-	return CommandResult{ExitCode: code, Stdout: out.buf.String(), Stderr: errOut.buf.String(),
-		StdoutTruncated: out.truncated, StderrTruncated: errOut.truncated,
-		TimedOut: code == 137 && d >= x.Timeout, DurationMS: d.Milliseconds()}, nil
+	res := finished(code, start, x.Timeout)
+	res.Stdout, res.Stderr = out.buf.String(), errOut.buf.String()
+	res.StdoutTruncated, res.StderrTruncated = out.truncated, errOut.truncated
+	return res, nil
 }
 
 // capped keeps the first max bytes written to it and drops the rest.
@@ -146,7 +163,8 @@ type Event struct {
 }
 
 // Stream runs a command and hands send its output as it comes, then its
-// result (without the output).
+// result (without the output). What is wrong before it runs is returned,
+// with nothing sent.
 func (s *Service) Stream(ctx context.Context, id string, r CommandRequest, send func(Event) error) error {
 	x, err := s.execArgs(r)
 	if err != nil {
@@ -168,8 +186,8 @@ func (s *Service) Stream(ctx context.Context, id string, r CommandRequest, send 
 	if err != nil {
 		return emit(Event{Error: err.Error()})
 	}
-	d := time.Since(start)
-	return emit(Event{Result: &CommandResult{ExitCode: code, TimedOut: code == 137 && d >= x.Timeout, DurationMS: d.Milliseconds()}})
+	res := finished(code, start, x.Timeout)
+	return emit(Event{Result: &res})
 }
 
 type eventWriter func(string) error

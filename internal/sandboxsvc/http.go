@@ -133,10 +133,6 @@ func (s *Service) serveCommand(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.PathValue("id")
 	if req.Background {
-		if req.Stream || req.Stdin != nil {
-			reply(w, 0, nil, badRequest{"background: not with stream or stdin"})
-			return
-		}
 		b, err := s.Start(id, req)
 		reply(w, http.StatusAccepted, b, err)
 		return
@@ -146,25 +142,25 @@ func (s *Service) serveCommand(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, res, err)
 		return
 	}
-	// What goes wrong before the command runs is an ordinary error reply.
-	if _, err := s.execArgs(req); err != nil {
-		reply(w, 0, nil, err)
-		return
-	}
-	if _, err := s.Get(id); err != nil {
-		reply(w, 0, nil, err)
-		return
-	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
+	// The stream's status is sent with its first event: what goes wrong
+	// before the command runs is an ordinary error reply.
 	rc := http.NewResponseController(w)
 	enc := json.NewEncoder(w)
-	s.Stream(r.Context(), id, req, func(e Event) error {
+	streaming := false // Stream's calls of send are one at a time
+	err := s.Stream(r.Context(), id, req, func(e Event) error {
+		if !streaming {
+			streaming = true
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.WriteHeader(http.StatusOK)
+		}
 		if err := enc.Encode(e); err != nil {
 			return err
 		}
 		return rc.Flush()
 	})
+	if err != nil && !streaming {
+		reply(w, 0, nil, err)
+	}
 }
 
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {

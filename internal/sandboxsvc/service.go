@@ -215,13 +215,15 @@ type CreateRequest struct {
 	Metadata       map[string]string `json:"metadata"`
 }
 
-func (s *Service) lifetime(seconds int) (time.Duration, error) {
-	if seconds == 0 {
-		return s.cfg.DefaultTimeout, nil
+// seconds is a request's timeout_seconds as a duration, def where it
+// gives none; at most MaxTimeout.
+func (s *Service) seconds(n int, def time.Duration) (time.Duration, error) {
+	if n == 0 {
+		return def, nil
 	}
-	d := time.Duration(seconds) * time.Second
-	if seconds < 0 || d > s.cfg.MaxTimeout {
-		return 0, badRequest{fmt.Sprintf("timeout_seconds %d: want 1 to %d", seconds, int(s.cfg.MaxTimeout/time.Second))}
+	d := time.Duration(n) * time.Second
+	if n < 0 || d > s.cfg.MaxTimeout {
+		return 0, badRequest{fmt.Sprintf("timeout_seconds %d: want 1 to %d", n, int(s.cfg.MaxTimeout/time.Second))}
 	}
 	return d, nil
 }
@@ -283,7 +285,7 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error)
 	if err := s.checkCreate(&r); err != nil {
 		return nil, err
 	}
-	life, err := s.lifetime(r.TimeoutSeconds)
+	life, err := s.seconds(r.TimeoutSeconds, s.cfg.DefaultTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -371,7 +373,7 @@ func (s *Service) SetTimeout(ctx context.Context, id string, seconds int) (Sandb
 	if seconds == 0 {
 		return Sandbox{}, badRequest{"timeout_seconds: want 1 or more"}
 	}
-	life, err := s.lifetime(seconds)
+	life, err := s.seconds(seconds, 0)
 	if err != nil {
 		return Sandbox{}, err
 	}
@@ -398,11 +400,8 @@ func (s *Service) SetTimeout(ctx context.Context, id string, seconds int) (Sandb
 
 // Remove ends a sandbox and removes it with its record.
 func (s *Service) Remove(ctx context.Context, id string) error {
-	s.mu.Lock()
-	_, ok := s.boxes[id]
-	s.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("%w: %s", errNotFound, id)
+	if _, err := s.Get(id); err != nil {
+		return err
 	}
 	return s.remove(ctx, id, "removed")
 }
@@ -428,12 +427,7 @@ func (s *Service) remove(ctx context.Context, id, why string) error {
 }
 
 func hasCtr(ctrs []Container, name string) bool {
-	for _, c := range ctrs {
-		if c.Name == name {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(ctrs, func(c Container) bool { return c.Name == name })
 }
 
 // Reap removes, every interval until ctx ends: sandboxes past their
