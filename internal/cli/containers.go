@@ -298,7 +298,7 @@ func addContainerCommands(root *cobra.Command, a *app) {
 			return eachCtr(cmd, args, func(r *ctrRecord) error { return stopCtr(a, r, r.grace(cmd, timeout)) })
 		},
 	}
-	stop.Flags().IntVarP(&timeout, "time", "t", 10, "seconds to wait before SIGKILL")
+	stop.Flags().IntVarP(&timeout, "time", "t", stopGrace, "seconds to wait before SIGKILL")
 
 	var force, rmVolumes bool
 	rm := &cobra.Command{
@@ -459,13 +459,25 @@ func runtimeOp(a *app, op string, args ...string) error {
 	return nil
 }
 
+// stopGrace is how long stop waits before SIGKILL unless told: docker's
+// 10 s (stop and restart's -t default).
+const stopGrace = 10
+
 // grace is how long stop waits before SIGKILL: -t's seconds where given,
-// else the container's --stop-timeout, else -t's default.
+// else the container's own (stopTimeout).
 func (r *ctrRecord) grace(cmd *cobra.Command, seconds int) time.Duration {
-	if !cmd.Flags().Changed("time") && r.StopTimeout != nil {
-		seconds = *r.StopTimeout
+	if cmd.Flags().Changed("time") {
+		return time.Duration(seconds) * time.Second
 	}
-	return time.Duration(seconds) * time.Second
+	return r.stopTimeout()
+}
+
+// stopTimeout is its --stop-timeout, else stopGrace.
+func (r *ctrRecord) stopTimeout() time.Duration {
+	if r.StopTimeout != nil {
+		return time.Duration(*r.StopTimeout) * time.Second
+	}
+	return stopGrace * time.Second
 }
 
 func stopCtr(a *app, r *ctrRecord, grace time.Duration) error {
@@ -496,13 +508,14 @@ func stopCtr(a *app, r *ctrRecord, grace time.Duration) error {
 }
 
 func removeCtr(a *app, r *ctrRecord, force bool) error {
-	if _, running := r.status(); running {
-		if !force {
-			return fmt.Errorf("container %s is running: stop it first, or rm -f", r.Name)
-		}
-		if err := stopCtr(a, r, 0); err != nil {
-			return err
-		}
+	// stopCtr marks a running one stopped; one that is not is marked here:
+	// its monitor, waiting to restart it, then ends.
+	if _, running := r.status(); !running {
+		markStopped(a.ctx(), r)
+	} else if !force {
+		return fmt.Errorf("container %s is running: stop it first, or rm -f", r.Name)
+	} else if err := stopCtr(a, r, 0); err != nil {
+		return err
 	}
 	if _, err := runtimecli.Inspect(runtimeState, r.ID); err == nil {
 		if err := runtimeOp(a, "delete", "--force", r.ID); err != nil {
@@ -510,9 +523,8 @@ func removeCtr(a *app, r *ctrRecord, force bool) error {
 		}
 	}
 	// Its monitor (log helper, or a foreground run) ends once it has seen
-	// the end (or, waiting to restart it, once marked stopped): rm returns
-	// after it, as docker's does, unless it hangs.
-	markStopped(a.ctx(), r)
+	// the end, or the mark: rm returns after it, as docker's does, unless
+	// it hangs.
 	if f, err := takeMonitor(a.ctx(), r, 10*time.Second); err == nil {
 		defer f.Close()
 	}

@@ -54,11 +54,7 @@ func (a *app) watchDeadline(ctx context.Context, id string) {
 			continue
 		}
 		a.log.Info("the container's deadline passed: stopping it", "container_id", id, "deadline", d.Format(time.RFC3339))
-		grace := 10 * time.Second
-		if r.StopTimeout != nil {
-			grace = time.Duration(*r.StopTimeout) * time.Second
-		}
-		if err := stopCtr(a, r, grace); err != nil {
+		if err := stopCtr(a, r, r.stopTimeout()); err != nil {
 			a.log.Warn("stop at the deadline", "container_id", id, "err", err)
 		}
 		return

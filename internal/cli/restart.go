@@ -314,6 +314,6 @@ func addRestartCommand(root *cobra.Command, a *app) {
 			})
 		},
 	}
-	restart.Flags().IntVarP(&timeout, "time", "t", 10, "seconds to wait for each to stop before SIGKILL")
+	restart.Flags().IntVarP(&timeout, "time", "t", stopGrace, "seconds to wait for each to stop before SIGKILL")
 	root.AddCommand(restart)
 }
