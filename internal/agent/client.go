@@ -117,6 +117,12 @@ func (c *Client) OpenStdio(containerID, execID string, kind transport.Kind) (net
 	return transport.Open(c.sess, transport.Header{Kind: kind, ContainerID: containerID, ExecID: execID})
 }
 
+// OpenChanges opens a stream on which the agent sends a container's
+// writable layer as a layer tar (transport.KindChanges), then closes it.
+func (c *Client) OpenChanges(containerID string) (net.Conn, error) {
+	return transport.Open(c.sess, transport.Header{Kind: transport.KindChanges, ContainerID: containerID})
+}
+
 // DialPort opens a TCP connection to 127.0.0.1:port in the guest's network
 // namespace, carried on its own stream.
 func (c *Client) DialPort(port uint16) (net.Conn, error) {

@@ -136,6 +136,7 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 	addNetworkCommands(root)
 	addSandboxCommands(root, a)
 	addUpdateCommand(root, a)
+	addCommitCommands(root, a)
 	addContainerGroup(root, a) // last: it names the commands above
 	return root
 }

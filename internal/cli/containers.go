@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/lodgeruntime/lodge/internal/runtimecli"
@@ -74,6 +75,10 @@ type ctrRecord struct {
 	// DeadlineFor (zero: that run has none).
 	Deadline    time.Time `json:"deadline,omitzero"`
 	DeadlineFor time.Time `json:"deadline_for,omitzero"`
+	// Config is its config as docker keeps it: the image's with what the
+	// command line changed (nil: a record from before lodge commit; the
+	// image's is taken).
+	Config *v1.Config `json:"config,omitempty"`
 }
 
 // removeAnonymous removes the anonymous volumes among names (a container

@@ -246,7 +246,8 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	}
 	rec := &ctrRecord{ID: id, Name: name, Image: im.Name, ImageID: im.ConfigDigest.Hex, Command: spec.Process.Args,
 		Created: time.Now().UTC(), Detached: o.detach || o.createOnly, Interactive: o.interactive, Tty: o.tty, AutoRemove: o.rm, StopSignal: stopSignal, Volumes: vols,
-		RestartPolicy: &policy, Labels: labels, NetFiles: netFiles, StopTimeout: stopTimeout, Timeout: o.timeout}
+		RestartPolicy: &policy, Labels: labels, NetFiles: netFiles, StopTimeout: stopTimeout, Timeout: o.timeout,
+		Config: ctrConfig(im, o, args, spec, labels)}
 	if !o.createOnly {
 		rec.StartedAt = rec.Created
 	}

@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/erofs/go-erofs"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/lodgeruntime/lodge/internal/image"
@@ -54,17 +55,7 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 	if o.hostname != "" {
 		spec.Hostname = o.hostname
 	}
-	entry := c.Entrypoint
-	cmdArgs := c.Cmd
-	if o.entrypoint != nil {
-		entry, cmdArgs = nil, nil
-		if *o.entrypoint != "" {
-			entry = []string{*o.entrypoint}
-		}
-	}
-	if len(args) > 0 {
-		cmdArgs = args
-	}
+	entry, cmdArgs := entryAndCmd(c, o, args)
 	p.Args = append(append([]string{}, entry...), cmdArgs...)
 	if len(p.Args) == 0 {
 		return nil, nil, fmt.Errorf("no command: the image %s has none, give one after its name", displayName(im.Name))
@@ -173,6 +164,65 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 	spec.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: o.privileged, Access: "rwm"}}
 	spec.Annotations = map[string]string{"io.lodge.image": im.Name}
 	return spec, volumes, nil
+}
+
+// entryAndCmd are the container's entrypoint and command: the image's,
+// unless the command line gives them.
+func entryAndCmd(c v1.Config, o runOpts, args []string) (entry, cmd []string) {
+	entry, cmd = c.Entrypoint, c.Cmd
+	if o.entrypoint != nil {
+		entry, cmd = nil, nil
+		if *o.entrypoint != "" {
+			entry = []string{*o.entrypoint}
+		}
+	}
+	if len(args) > 0 {
+		cmd = args
+	}
+	return entry, cmd
+}
+
+// ctrConfig is the container's config as docker keeps it (what lodge
+// commit gives the image it makes): the image's, with what the command
+// line changed. Its environment is the process's but for what the
+// runtime adds (HOSTNAME, and TERM for a terminal).
+func ctrConfig(im *image.Image, o runOpts, args []string, spec *specs.Spec, labels map[string]string) *v1.Config {
+	c := im.Config.Config.DeepCopy()
+	c.Entrypoint, c.Cmd = entryAndCmd(*c, o, args)
+	c.Env = nil
+	for _, e := range spec.Process.Env {
+		k, _, _ := strings.Cut(e, "=")
+		if k == "HOSTNAME" || k == "TERM" && o.tty && !slices.ContainsFunc(im.Config.Config.Env, func(s string) bool { return strings.HasPrefix(s, "TERM=") }) {
+			continue
+		}
+		c.Env = append(c.Env, e)
+	}
+	c.WorkingDir = spec.Process.Cwd
+	if c.WorkingDir == "/" && im.Config.Config.WorkingDir == "" {
+		c.WorkingDir = ""
+	}
+	if o.user != "" {
+		c.User = o.user
+	}
+	for _, e := range o.expose {
+		if c.ExposedPorts == nil {
+			c.ExposedPorts = map[string]struct{}{}
+		}
+		if !strings.Contains(e, "/") {
+			e += "/tcp"
+		}
+		c.ExposedPorts[e] = struct{}{}
+	}
+	for k, v := range labels {
+		if c.Labels == nil {
+			c.Labels = map[string]string{}
+		}
+		c.Labels[k] = v
+	}
+	if o.stopSignal != "" {
+		c.StopSignal = o.stopSignal
+	}
+	return c
 }
 
 func mergeEnv(env, add []string) []string {

@@ -127,20 +127,26 @@ func (s *fdStore) take(token string) ([]*os.File, error) {
 // passStdio sends this process's stdio to the supervisor of the container
 // in dir and returns the token naming them.
 func passStdio(dir string) (string, error) {
+	return passFiles(dir, [3]*os.File{os.Stdin, os.Stdout, os.Stderr})
+}
+
+// passFiles sends three descriptors to the supervisor of the container in
+// dir and returns the token naming them (fdpass://TOKEN/N).
+func passFiles(dir string, files [3]*os.File) (string, error) {
 	c, err := unixsock.Dial(context.Background(), filepath.Join(dir, fdSock))
 	if err != nil {
 		return "", fmt.Errorf("connect to the container's supervisor: %w", err)
 	}
 	defer c.Close()
 	token := newToken()
-	rights := unix.UnixRights(int(os.Stdin.Fd()), int(os.Stdout.Fd()), int(os.Stderr.Fd()))
+	rights := unix.UnixRights(int(files[0].Fd()), int(files[1].Fd()), int(files[2].Fd()))
 	if _, _, err := c.(*net.UnixConn).WriteMsgUnix([]byte(token), rights, nil); err != nil {
-		return "", fmt.Errorf("pass stdio: %w", err)
+		return "", fmt.Errorf("pass descriptors: %w", err)
 	}
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	ack := make([]byte, 2)
 	if _, err := c.Read(ack); err != nil || string(ack) != "ok" {
-		return "", fmt.Errorf("pass stdio: supervisor refused the descriptors")
+		return "", fmt.Errorf("pass descriptors: supervisor refused them")
 	}
 	return token, nil
 }

@@ -330,6 +330,7 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, r 
 	}
 	s.srv = srv
 	taskapi.RegisterTaskService(srv, &persisting{Service: s.svc, sup: s})
+	registerChanges(srv, s.svc, fds)
 	ul, err := unixsock.Listen(filepath.Join(dir, taskSock))
 	if err != nil {
 		return nil, err
@@ -540,15 +541,23 @@ func (p *persisting) Update(ctx context.Context, r *taskapi.UpdateTaskRequest) (
 
 // dialTask connects to a container's supervisor.
 func dialTask(ctx context.Context, root, id string) (taskapi.TaskService, func(), error) {
+	c, err := dialSupervisor(ctx, root, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return taskapi.NewTaskClient(c), func() { c.Close() }, nil
+}
+
+// dialSupervisor connects a ttrpc client to a container's supervisor.
+func dialSupervisor(ctx context.Context, root, id string) (*ttrpc.Client, error) {
 	conn, err := unixsock.Dial(ctx, filepath.Join(containerDir(root, id), taskSock))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, nil, fmt.Errorf("container %s is not running", id)
+			return nil, fmt.Errorf("container %s is not running", id)
 		}
-		return nil, nil, fmt.Errorf("connect to the supervisor of %s: %w", id, err)
+		return nil, fmt.Errorf("connect to the supervisor of %s: %w", id, err)
 	}
-	c := ttrpc.NewClient(conn)
-	return taskapi.NewTaskClient(c), func() { c.Close() }, nil
+	return ttrpc.NewClient(conn), nil
 }
 
 // forwardable reports whether a signal received by lodge-runtime goes on

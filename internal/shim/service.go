@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -675,6 +676,17 @@ func (s *Service) freeze(ctx context.Context, id string, pause bool) error {
 		s.cfg.Publish(topic, &eventsapi.TaskResumed{ContainerID: id})
 	}
 	return nil
+}
+
+// Changes opens the stream of a container's writable layer from its guest
+// (sandbox.Container.Changes): lodge commit and diff. Not part of the task
+// API; lodge-runtime's supervisor serves it (runtimecli).
+func (s *Service) Changes(id string) (net.Conn, error) {
+	t, err := s.get(id)
+	if err != nil {
+		return nil, err
+	}
+	return t.c.Changes()
 }
 
 // Checkpoint is not supported.

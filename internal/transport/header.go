@@ -23,6 +23,10 @@ const (
 	// network namespace (port forwarding); ContainerID carries the port in
 	// decimal.
 	KindPort Kind = 6
+	// KindChanges carries, from the guest, a container's writable layer as
+	// an OCI layer tar (lodge commit and diff); ContainerID names the
+	// container.
+	KindChanges Kind = 7
 )
 
 func (k Kind) String() string {
@@ -39,6 +43,8 @@ func (k Kind) String() string {
 		return "log"
 	case KindPort:
 		return "port"
+	case KindChanges:
+		return "changes"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -85,6 +91,10 @@ func (h Header) Validate() error {
 	case KindPort:
 		if _, err := PortOf(h); err != nil {
 			return err
+		}
+	case KindChanges:
+		if !ValidID(h.ContainerID) || h.ExecID != "" {
+			return fmt.Errorf("%w: changes of %q (exec %q)", ErrBadHeader, h.ContainerID, h.ExecID)
 		}
 	default:
 		return fmt.Errorf("%w: unknown kind %d", ErrBadHeader, uint8(h.Kind))

@@ -19,6 +19,7 @@ func TestHeaderRoundTrip(t *testing.T) {
 		{Kind: KindStdout, ContainerID: "abc.def_1-2", ExecID: "e1"},
 		{Kind: KindStderr, ContainerID: strings.Repeat("a", MaxIDLen)},
 		PortHeader(8080),
+		{Kind: KindChanges, ContainerID: "c1"},
 	} {
 		t.Run(h.Kind.String(), func(t *testing.T) {
 			var buf bytes.Buffer
@@ -51,6 +52,8 @@ func TestHeaderRejects(t *testing.T) {
 		"port not decimal":  {Kind: KindPort, ContainerID: "0x50"},
 		"port leading zero": {Kind: KindPort, ContainerID: "080"},
 		"port with exec":    {Kind: KindPort, ContainerID: "80", ExecID: "e"},
+		"changes no id":     {Kind: KindChanges},
+		"changes with exec": {Kind: KindChanges, ContainerID: "c", ExecID: "e"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := h.MarshalBinary(); !errors.Is(err, ErrBadHeader) {

@@ -27,4 +27,7 @@ const (
 	// pod_sandbox) as a pod holder, a process in the pod's new namespaces
 	// running the pause program, rather than as a full container.
 	CapPodHolder = "pod-holder"
+	// CapChanges: the agent answers a changes stream (transport.KindChanges)
+	// with the container's writable layer as an OCI layer tar.
+	CapChanges = "changes"
 )

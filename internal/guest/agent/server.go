@@ -127,6 +127,11 @@ func (s *Server) route(st net.Conn, rpc *chanListener) {
 	case transport.KindPort:
 		port, _ := transport.PortOf(h) // validated by ReadHeader
 		go forwardPort(st, port, s.log)
+	case transport.KindChanges:
+		defer st.Close()
+		if err := s.containers.writeChanges(h.ContainerID, st); err != nil {
+			s.log.Warn("changes", "container_id", h.ContainerID, "err", err)
+		}
 	case transport.KindStdin, transport.KindStdout, transport.KindStderr:
 		if err := s.streams.put(streamKey{h.ContainerID, h.ExecID, h.Kind}, st); err != nil {
 			s.log.Warn("reject stream", "err", err)

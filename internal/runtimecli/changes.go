@@ -1,0 +1,117 @@
+package runtimecli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/lodgeruntime/lodge/internal/shim"
+)
+
+// A container's changes (lodge commit and diff) come from its guest
+// through its supervisor, which owns the VM:
+//
+//	Changes (lodge)                        supervisor
+//	pipe; its write end ── fd.sock ──────> store[TOKEN]
+//	ttrpc lodge.runtime.v1.Changes/Export
+//	  {ID, Path: fdpass://TOKEN/1} ──────> take(TOKEN); agent stream
+//	                                       (transport.KindChanges) copied
+//	<── the pipe's read end: the tar ────  into the write end, closed
+//	<── the call's reply: its error ─────
+//
+// The request is the task API's checkpoint request (ID and Path): what is
+// asked is a checkpoint of the container's files, written to Path. The
+// stream is the guest's: the caller must treat it as hostile
+// (layers.ReadChanges).
+const (
+	changesService = "lodge.runtime.v1.Changes"
+	changesExport  = "Export"
+)
+
+// registerChanges serves the changes service on srv.
+func registerChanges(srv *ttrpc.Server, svc *shim.Service, fds *fdStore) {
+	srv.RegisterService(changesService, &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{
+		changesExport: func(ctx context.Context, unmarshal func(any) error) (any, error) {
+			var r taskapi.CheckpointTaskRequest
+			if err := unmarshal(&r); err != nil {
+				return nil, err
+			}
+			return &emptypb.Empty{}, exportChanges(svc, fds, r.ID, r.Path)
+		},
+	}})
+}
+
+func exportChanges(svc *shim.Service, fds *fdStore, id, dest string) error {
+	token, ok := strings.CutSuffix(strings.TrimPrefix(dest, schemeFDPass), "/1")
+	if !ok || !strings.HasPrefix(dest, schemeFDPass) {
+		return fmt.Errorf("changes go to %q: want %sTOKEN/1", dest, schemeFDPass)
+	}
+	files, err := fds.take(token)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	st, err := svc.Changes(id)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if _, err := io.Copy(files[1], st); err != nil {
+		return fmt.Errorf("copy the changes of %s: %w", id, err)
+	}
+	return nil
+}
+
+// Changes writes the changes of container id (created, running or paused,
+// on the state root root) to w as its guest sends them: an OCI layer tar
+// with Lodge's PAX records (see the agent's writeChanges).
+func Changes(ctx context.Context, root, id string, w io.Writer) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return err
+	}
+	defer devnull.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer pr.Close()
+	if _, err := os.Stat(filepath.Join(containerDir(root, id), taskSock)); err != nil {
+		return fmt.Errorf("container %s is not running", id)
+	}
+	token, err := passFiles(containerDir(root, id), [3]*os.File{devnull, pw, devnull})
+	pw.Close()
+	if err != nil {
+		return err
+	}
+	copied := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(w, pr)
+		copied <- err
+	}()
+	c, err := dialSupervisor(ctx, root, id)
+	if err == nil {
+		err = c.Call(ctx, changesService, changesExport, &taskapi.CheckpointTaskRequest{ID: id, Path: schemeFDPass + token + "/1"}, &emptypb.Empty{})
+		c.Close()
+	}
+	if err != nil {
+		pr.Close() // the supervisor may still hold the write end
+		<-copied
+		return shim.FromWire(err)
+	}
+	return <-copied
+}
