@@ -137,6 +137,7 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 	addSandboxCommands(root, a)
 	addUpdateCommand(root, a)
 	addCommitCommands(root, a)
+	addBuildCommand(root, a)
 	addContainerGroup(root, a) // last: it names the commands above
 	return root
 }

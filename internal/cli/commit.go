@@ -12,19 +12,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/moby/buildkit/frontend/dockerfile/instructions"
-	"github.com/moby/buildkit/frontend/dockerfile/parser"
-	"github.com/moby/buildkit/frontend/dockerfile/shell"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/spf13/cobra"
 
+	"github.com/lodgeruntime/lodge/internal/build"
 	"github.com/lodgeruntime/lodge/internal/image"
 	"github.com/lodgeruntime/lodge/internal/layers"
 	"github.com/lodgeruntime/lodge/internal/runtimecli"
@@ -46,14 +41,14 @@ func addCommitCommands(root *cobra.Command, a *app) {
 			}
 			ref := ""
 			if len(args) == 2 {
-				n, err := name.ParseReference(args[1], name.WithDefaultTag("latest"))
+				n, err := image.ParseName(args[1])
 				if err != nil {
-					return fmt.Errorf("%q is not an image name: %w", args[1], err)
+					return err
 				}
-				if _, digest := n.(name.Digest); digest {
+				if strings.Contains(args[1], "@") {
 					return fmt.Errorf("%q: an image made here is named by a tag, not a digest", args[1])
 				}
-				ref = n.Name()
+				ref = image.StoreName(n)
 			}
 			im, err := a.commit(cmd.Context(), r, ref, commitOpts{author: author, message: message, changes: changes, pause: pause})
 			if err != nil {
@@ -115,7 +110,7 @@ func (a *app) commit(ctx context.Context, r *ctrRecord, ref string, o commitOpts
 		cfg = *r.Config.DeepCopy()
 	}
 	for _, c := range o.changes {
-		if err := applyChange(&cfg, c); err != nil {
+		if err := build.Change(&cfg, c); err != nil {
 			return nil, fmt.Errorf("--change %q: %w", c, err)
 		}
 	}
@@ -260,89 +255,4 @@ func newSpecCopy(s *specs.Spec) *specs.Spec {
 		c.Linux = &l
 	}
 	return &c
-}
-
-// applyChange applies one --change, a Dockerfile instruction as docker's
-// commit takes them, to cfg; words are expanded with cfg's environment.
-func applyChange(cfg *v1.Config, line string) error {
-	res, err := parser.Parse(strings.NewReader(line))
-	if err != nil {
-		return err
-	}
-	if len(res.AST.Children) != 1 {
-		return errors.New("want one instruction")
-	}
-	ins, err := instructions.ParseInstruction(res.AST.Children[0])
-	if err != nil {
-		return err
-	}
-	if e, ok := ins.(instructions.SupportsSingleWordExpansion); ok {
-		lex := shell.NewLex(res.EscapeToken)
-		if err := e.Expand(func(w string) (string, error) {
-			out, _, err := lex.ProcessWord(w, shell.EnvsFromSlice(cfg.Env))
-			return out, err
-		}); err != nil {
-			return err
-		}
-	}
-	shellForm := func(c instructions.ShellDependantCmdLine) []string {
-		if !c.PrependShell {
-			return c.CmdLine
-		}
-		sh := cfg.Shell
-		if len(sh) == 0 {
-			sh = []string{"/bin/sh", "-c"}
-		}
-		return append(append([]string{}, sh...), strings.Join(c.CmdLine, " "))
-	}
-	switch c := ins.(type) {
-	case *instructions.CmdCommand:
-		cfg.Cmd = shellForm(c.ShellDependantCmdLine)
-	case *instructions.EntrypointCommand:
-		cfg.Entrypoint, cfg.Cmd = shellForm(c.ShellDependantCmdLine), nil
-	case *instructions.EnvCommand:
-		for _, kv := range c.Env {
-			cfg.Env = mergeEnv(cfg.Env, []string{kv.Key + "=" + kv.Value})
-		}
-	case *instructions.LabelCommand:
-		if cfg.Labels == nil {
-			cfg.Labels = map[string]string{}
-		}
-		for _, kv := range c.Labels {
-			cfg.Labels[kv.Key] = kv.Value
-		}
-	case *instructions.ExposeCommand:
-		if cfg.ExposedPorts == nil {
-			cfg.ExposedPorts = map[string]struct{}{}
-		}
-		for _, p := range c.Ports {
-			if _, err := parseExposed(p); err != nil {
-				return err
-			}
-			if !strings.Contains(p, "/") {
-				p += "/tcp"
-			}
-			cfg.ExposedPorts[p] = struct{}{}
-		}
-	case *instructions.UserCommand:
-		cfg.User = c.User
-	case *instructions.VolumeCommand:
-		if cfg.Volumes == nil {
-			cfg.Volumes = map[string]struct{}{}
-		}
-		for _, v := range c.Volumes {
-			cfg.Volumes[v] = struct{}{}
-		}
-	case *instructions.WorkdirCommand:
-		wd := c.Path
-		if !path.IsAbs(wd) {
-			wd = path.Join("/", cfg.WorkingDir, wd)
-		}
-		cfg.WorkingDir = path.Clean(wd)
-	case *instructions.StopSignalCommand:
-		cfg.StopSignal = c.Signal
-	default:
-		return errors.New("commit takes CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR or STOPSIGNAL")
-	}
-	return nil
 }

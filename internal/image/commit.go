@@ -35,21 +35,8 @@ func (s *Store) Commit(ctx context.Context, c Commit) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	mt, err := base.MediaType()
-	if err != nil {
-		return nil, err
-	}
-	layerType := types.OCILayer
-	if mt == types.DockerManifestSchema2 {
-		layerType = types.DockerLayer
-	}
-	layer, err := tarball.LayerFromFile(c.Layer, tarball.WithMediaType(layerType), tarball.WithCompressedCaching)
-	if err != nil {
-		return nil, err
-	}
 	now := v1.Time{Time: time.Now().UTC().Truncate(time.Second)}
-	img, err := mutate.Append(base, mutate.Addendum{Layer: layer, History: v1.History{
-		Created: now, CreatedBy: c.CreatedBy, Author: c.Author, Comment: c.Comment}})
+	img, err := AppendLayer(base, c.Layer, v1.History{Created: now, CreatedBy: c.CreatedBy, Author: c.Author, Comment: c.Comment})
 	if err != nil {
 		return nil, err
 	}
@@ -75,4 +62,23 @@ func (s *Store) Commit(ctx context.Context, c Commit) (*Image, error) {
 		return nil, fmt.Errorf("store the committed image: %w", err)
 	}
 	return im, nil
+}
+
+// AppendLayer returns img with the uncompressed layer tar at file added
+// (gzip-compressed, of the media type img's manifest uses) and its
+// history entry.
+func AppendLayer(img v1.Image, file string, h v1.History) (v1.Image, error) {
+	mt, err := img.MediaType()
+	if err != nil {
+		return nil, err
+	}
+	lt := types.OCILayer
+	if mt == types.DockerManifestSchema2 {
+		lt = types.DockerLayer
+	}
+	l, err := tarball.LayerFromFile(file, tarball.WithMediaType(lt), tarball.WithCompressedCaching)
+	if err != nil {
+		return nil, err
+	}
+	return mutate.Append(img, mutate.Addendum{Layer: l, History: h})
 }

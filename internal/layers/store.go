@@ -118,7 +118,7 @@ func (s *Store) get(ctx context.Context, key, source string, convert func(*os.Fi
 		return "", false, fmt.Errorf("layer %s: %w", source, err)
 	}
 	if made && s.Log != nil {
-		s.Log.Info("layer converted", "source", source, "image", path, "bytes", size, "took", time.Since(start).Round(time.Millisecond))
+		s.Log.Debug("layer converted", "source", source, "image", path, "bytes", size, "took", time.Since(start).Round(time.Millisecond))
 	}
 	return path, made, nil
 }

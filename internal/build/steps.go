@@ -1,0 +1,377 @@
+package build
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+)
+
+// step runs one instruction of a stage.
+func (bd *build) step(ctx context.Context, st *stage, c instructions.Command) error {
+	if err := expand(c, st.env(), '\\'); err != nil {
+		return err
+	}
+	if a, ok := c.(*instructions.ArgCommand); ok {
+		for _, kv := range a.Args {
+			def := kv.Value
+			if def == nil {
+				if g, ok := bd.global[kv.Key]; ok {
+					def = &g
+				}
+			}
+			st.args[kv.Key] = bd.argValue(kv.Key, def) // a default was expanded with the instruction
+		}
+		return nil
+	}
+	switch c := c.(type) {
+	case *instructions.RunCommand:
+		return bd.run(ctx, st, c)
+	case *instructions.CopyCommand:
+		return bd.copy(ctx, st, c.SourcesAndDest, c.From, c.Chown, c.Chmod, false, c.String(), c.Parents || c.Link || len(c.ExcludePatterns) > 0)
+	case *instructions.AddCommand:
+		if c.Checksum != "" || c.KeepGitDir || c.Link || len(c.ExcludePatterns) > 0 {
+			return errors.New("ADD's --checksum, --keep-git-dir, --link and --exclude are not supported")
+		}
+		return bd.copy(ctx, st, c.SourcesAndDest, "", c.Chown, c.Chmod, true, c.String(), false)
+	case *instructions.WorkdirCommand:
+		return bd.workdir(ctx, st, c)
+	case *instructions.MaintainerCommand:
+		var err error
+		st.img, err = editAuthor(st.img, c.Maintainer, c.String())
+		return err
+	}
+	var handled bool
+	var applyErr error
+	img, err := editConfig(st.img, fmt.Sprint(c), func(cfg *v1.Config) {
+		handled, applyErr = applyConfig(cfg, c, st.shell)
+	})
+	if err = errors.Join(err, applyErr); err != nil {
+		return err
+	}
+	if !handled {
+		return fmt.Errorf("%s is not supported by lodge build", strings.ToUpper(c.Name()))
+	}
+	st.img = img
+	if sh, ok := c.(*instructions.ShellCommand); ok {
+		st.shell = sh.Shell
+	}
+	return nil
+}
+
+// editAuthor sets the image's author (MAINTAINER).
+func editAuthor(img v1.Image, author, createdBy string) (v1.Image, error) {
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.Author = author
+	cf.History = append(cf.History, v1.History{CreatedBy: createdBy, EmptyLayer: true, Comment: "lodge build"})
+	return mutate.ConfigFile(img, cf)
+}
+
+// run is RUN: the command in a container of the stage's image, its
+// changes the next layer.
+func (bd *build) run(ctx context.Context, st *stage, c *instructions.RunCommand) error {
+	network := bd.o.Network
+	for _, f := range c.FlagsUsed {
+		if f != "network" {
+			return fmt.Errorf("RUN --%s is not supported by lodge build", f)
+		}
+		switch n := instructions.GetNetwork(c); n {
+		case instructions.NetworkNone:
+			network = "none"
+		case instructions.NetworkDefault:
+		default:
+			return fmt.Errorf("RUN --network=%s: want default or none", n)
+		}
+	}
+	if len(c.Files) > 0 {
+		return errors.New("RUN with a here-document is not supported by lodge build")
+	}
+	im, err := bd.store(ctx, st)
+	if err != nil {
+		return err
+	}
+	cf, err := st.img.ConfigFile()
+	if err != nil {
+		return err
+	}
+	user := ""
+	if cf.Config.User != "" {
+		u, err := bd.union(ctx, st)
+		if err != nil {
+			return err
+		}
+		user, err = runUser(u, cf.Config.User)
+		u.Close()
+		if err != nil {
+			return err
+		}
+	}
+	f, err := bd.newLayerFile()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	step := RunStep{Args: shellForm(c.ShellDependantCmdLine, st.shell), Env: st.env(), User: user,
+		Workdir: st.workdir, Network: network}
+	if err := bd.b.Runner.Run(ctx, im.ConfigDigest.Hex, step, bd.o.Out, f); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	img, err := addLayer(st.img, f.Name(), c.String())
+	if err != nil {
+		return err
+	}
+	st.img = img
+	return nil
+}
+
+// workdir is WORKDIR: the config's, and the directory made where the
+// image has none, as BuildKit makes it.
+func (bd *build) workdir(ctx context.Context, st *stage, c *instructions.WorkdirCommand) error {
+	st.workdir = st.absPath(c.Path)
+	img, err := editConfig(st.img, fmt.Sprint(c), func(cfg *v1.Config) { cfg.WorkingDir = st.workdir })
+	if err != nil {
+		return err
+	}
+	st.img = img
+	u, err := bd.union(ctx, st)
+	if err != nil {
+		return err
+	}
+	defer u.Close()
+	dir, err := u.resolve(st.workdir, true)
+	if err != nil {
+		return err
+	}
+	if u.isDir(dir) {
+		return nil
+	}
+	lb := newLayer(u, bd.tmpDir)
+	lb.put(dir, &pending{hdr: tar.Header{Typeflag: tar.TypeDir, Mode: 0o755, ModTime: lb.now}})
+	return bd.writeLayer(st, lb, c.String())
+}
+
+// writeLayer adds lb's layer to the stage's image.
+func (bd *build) writeLayer(st *stage, lb *layerBuilder, createdBy string) error {
+	f, err := bd.newLayerFile()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := lb.write(f); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	img, err := addLayer(st.img, f.Name(), createdBy)
+	if err != nil {
+		return err
+	}
+	st.img = img
+	return nil
+}
+
+// copy is COPY (and ADD, which also unpacks local archives).
+func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAndDest, from, chown, chmod string, add bool, createdBy string, unsupported bool) error {
+	if unsupported {
+		return errors.New("COPY's --parents, --link and --exclude are not supported by lodge build")
+	}
+	if len(sd.SourceContents) > 0 {
+		return errors.New("COPY and ADD of a here-document are not supported by lodge build")
+	}
+	u, err := bd.union(ctx, st)
+	if err != nil {
+		return err
+	}
+	defer u.Close()
+	o := copyOpts{}
+	if o.owner, err = lookupOwner(u, chown); err != nil {
+		return err
+	}
+	if chmod != "" {
+		m, err := strconv.ParseUint(chmod, 8, 32)
+		if err != nil || m > 0o7777 {
+			return fmt.Errorf("--chmod %s: want an octal mode", chmod)
+		}
+		mode := fs.FileMode(m)
+		o.mode = &mode
+	}
+	var src source
+	var srcs []string
+	if from != "" {
+		fu, err := bd.fromSource(ctx, from)
+		if err != nil {
+			return err
+		}
+		defer fu.Close()
+		src, o.fromStage = unionSource{fu}, true
+		for _, p := range sd.SourcePaths {
+			m, err := fu.resolve(p, true)
+			if err != nil {
+				return err
+			}
+			if _, _, err := fu.lstat(m); err != nil && m != "/" {
+				return fmt.Errorf("%s: not in %s", p, from)
+			}
+			srcs = append(srcs, m)
+		}
+	} else {
+		root, err := os.OpenRoot(bd.o.Context)
+		if err != nil {
+			return err
+		}
+		defer root.Close()
+		src = contextSource{root}
+		o.skip = bd.ignored
+		for _, p := range sd.SourcePaths {
+			if strings.Contains(p, "://") {
+				return fmt.Errorf("ADD %s: sources from URLs are not supported; fetch it in the context or in a RUN", p)
+			}
+			m, err := bd.contextMatches(p)
+			if err != nil {
+				return err
+			}
+			srcs = append(srcs, m...)
+		}
+	}
+	dst := st.absPath(sd.DestPath)
+	toDir := strings.HasSuffix(sd.DestPath, "/") || sd.DestPath == "." || len(srcs) > 1
+	if r, err := u.resolve(dst, true); err == nil && u.isDir(r) {
+		toDir, dst = true, r
+	} else if r, err := u.resolve(dst, false); err == nil {
+		dst = r
+	}
+	lb := newLayer(u, bd.tmpDir)
+	for _, s := range srcs {
+		fi, err := src.lstat(s)
+		if err != nil {
+			return err
+		}
+		if !o.fromStage && fi.Mode()&fs.ModeSymlink != 0 {
+			// A source named in the instruction is followed, inside the
+			// context.
+			if s, err = bd.followInContext(s); err != nil {
+				return err
+			}
+			if fi, err = src.lstat(s); err != nil {
+				return err
+			}
+		}
+		target := dst
+		if fi.IsDir() {
+			if err := lb.copyTree(src, s, target, o); err != nil {
+				return err
+			}
+			continue
+		}
+		if toDir {
+			target = path.Join(dst, path.Base(s))
+		}
+		if add && !o.fromStage {
+			if ok, err := lb.addArchive(filepath.Join(bd.o.Context, rel(s)), dst, o); ok || err != nil {
+				if err != nil {
+					return fmt.Errorf("ADD %s: %w", s, err)
+				}
+				continue
+			}
+		}
+		if err := lb.copyTree(src, s, target, o); err != nil {
+			return err
+		}
+	}
+	return bd.writeLayer(st, lb, createdBy)
+}
+
+// fromSource is COPY --from's files: an earlier stage's, or an image's.
+func (bd *build) fromSource(ctx context.Context, from string) (*union, error) {
+	if prev := bd.stageNamed(from); prev != nil {
+		return bd.union(ctx, prev)
+	}
+	im, err := bd.o.Base(ctx, from)
+	if err != nil {
+		return nil, err
+	}
+	return bd.imageUnion(ctx, im)
+}
+
+// contextMatches expands a source of the context (wildcards as
+// filepath.Match has them); none is an error, as docker's.
+func (bd *build) contextMatches(p string) ([]string, error) {
+	clean := path.Clean("/" + p)
+	if strings.HasPrefix(path.Clean(p), "..") {
+		return nil, fmt.Errorf("%s: outside the build context", p)
+	}
+	if !strings.ContainsAny(clean, "*?[") {
+		if _, err := os.Lstat(filepath.Join(bd.o.Context, clean)); err != nil {
+			return nil, fmt.Errorf("%s: %w", p, errNoMatch)
+		}
+		if bd.ignored(clean, false) {
+			return nil, fmt.Errorf("%s: excluded by .dockerignore", p)
+		}
+		return []string{clean}, nil
+	}
+	found, err := filepath.Glob(filepath.Join(bd.o.Context, clean))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	var out []string
+	for _, f := range found {
+		r, err := filepath.Rel(bd.o.Context, f)
+		if err != nil || strings.HasPrefix(r, "..") {
+			continue
+		}
+		if r = "/" + filepath.ToSlash(r); !bd.ignored(r, false) {
+			out = append(out, r)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: %w", p, errNoMatch)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// followInContext resolves a symbolic link of the context; its target
+// must be in the context too.
+func (bd *build) followInContext(p string) (string, error) {
+	real, err := filepath.EvalSymlinks(filepath.Join(bd.o.Context, rel(p)))
+	if err != nil {
+		return "", err
+	}
+	ctxReal, err := filepath.EvalSymlinks(bd.o.Context)
+	if err != nil {
+		return "", err
+	}
+	r, err := filepath.Rel(ctxReal, real)
+	if err != nil || r == ".." || strings.HasPrefix(r, "../") {
+		return "", fmt.Errorf("%s: a link to outside the build context", p)
+	}
+	return "/" + filepath.ToSlash(r), nil
+}
+
+// ignored reports whether .dockerignore excludes context path p.
+func (bd *build) ignored(p string, _ bool) bool {
+	if bd.ignore == nil {
+		return false
+	}
+	ok, err := bd.ignore.MatchesOrParentMatches(rel(p))
+	return err == nil && ok
+}

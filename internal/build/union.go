@@ -1,0 +1,220 @@
+package build
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/erofs/go-erofs"
+)
+
+// erofsImage is what go-erofs' reader offers beyond fs.FS.
+type erofsImage interface {
+	fs.FS
+	Lstat(name string) (fs.FileInfo, error)
+	ReadLink(name string) (string, error)
+}
+
+// union is the merged view of an image's layers, as overlayfs shows it
+// in the guest: the layers' erofs images (made by the host from the
+// layer tars), topmost first; a whiteout (a 0/0 character device) hides
+// a path of the layers below, and an opaque directory
+// (trusted.overlay.opaque=y) or a non-directory hides everything of the
+// layers below it. Paths are absolute.
+type union struct {
+	layers []erofsImage
+	files  []*os.File
+}
+
+// openUnion opens the layer images at paths (topmost first).
+func openUnion(paths []string) (*union, error) {
+	u := &union{}
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			u.Close()
+			return nil, err
+		}
+		u.files = append(u.files, f)
+		img, err := erofs.Open(f)
+		if err != nil {
+			u.Close()
+			return nil, fmt.Errorf("layer image %s: %w", p, err)
+		}
+		ei, ok := img.(erofsImage)
+		if !ok {
+			u.Close()
+			return nil, errors.New("go-erofs' image has no Lstat")
+		}
+		u.layers = append(u.layers, ei)
+	}
+	return u, nil
+}
+
+func (u *union) Close() error {
+	for _, f := range u.files {
+		f.Close()
+	}
+	return nil
+}
+
+// rel is p as fs.FS names it.
+func rel(p string) string {
+	p = strings.TrimPrefix(path.Clean("/"+p), "/")
+	if p == "" {
+		return "."
+	}
+	return p
+}
+
+func whiteout(fi fs.FileInfo) bool {
+	if fi.Mode()&fs.ModeCharDevice == 0 {
+		return false
+	}
+	st, ok := fi.Sys().(*erofs.Stat)
+	return ok && st.Rdev == 0
+}
+
+func opaque(fi fs.FileInfo) bool {
+	st, ok := fi.Sys().(*erofs.Stat)
+	return ok && fi.IsDir() && st.Xattrs["trusted.overlay.opaque"] == "y"
+}
+
+// blocks reports whether layer l hides p of the layers below it through
+// one of p's ancestors.
+func blocks(l erofsImage, p string) bool {
+	parts := strings.Split(strings.TrimPrefix(path.Clean(p), "/"), "/")
+	for i := 1; i < len(parts); i++ {
+		fi, err := l.Lstat(strings.Join(parts[:i], "/"))
+		if err != nil {
+			return false // the layer has nothing at or below it
+		}
+		if whiteout(fi) || !fi.IsDir() || opaque(fi) {
+			return true
+		}
+	}
+	return false
+}
+
+// lstat finds p; it returns the layer that has it.
+func (u *union) lstat(p string) (fs.FileInfo, erofsImage, error) {
+	if rel(p) == "." {
+		return nil, nil, fs.ErrInvalid // the root is not an entry of a layer
+	}
+	for _, l := range u.layers {
+		fi, err := l.Lstat(rel(p))
+		if err == nil {
+			if whiteout(fi) {
+				break
+			}
+			return fi, l, nil
+		}
+		if blocks(l, p) {
+			break
+		}
+	}
+	return nil, nil, &fs.PathError{Op: "lstat", Path: p, Err: fs.ErrNotExist}
+}
+
+// isDir reports whether p is a directory (the root is one).
+func (u *union) isDir(p string) bool {
+	if rel(p) == "." {
+		return true
+	}
+	fi, _, err := u.lstat(p)
+	return err == nil && fi.IsDir()
+}
+
+// unionEntry is one name in a directory of the union.
+type unionEntry struct {
+	name  string
+	layer erofsImage
+}
+
+// readDir lists directory p, sorted.
+func (u *union) readDir(p string) ([]unionEntry, error) {
+	seen := map[string]bool{}
+	var out []unionEntry
+	found := rel(p) == "."
+	for _, l := range u.layers {
+		fi, err := l.Lstat(rel(p))
+		if rel(p) != "." {
+			if err != nil {
+				if blocks(l, p) {
+					break
+				}
+				continue
+			}
+			if !fi.IsDir() {
+				break // a whiteout or a file hides the layers below
+			}
+		}
+		found = true
+		ents, err := fs.ReadDir(l, rel(p))
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range ents {
+			if seen[e.Name()] {
+				continue
+			}
+			seen[e.Name()] = true
+			if info, err := e.Info(); err == nil && whiteout(info) {
+				continue
+			}
+			out = append(out, unionEntry{e.Name(), l})
+		}
+		if fi != nil && opaque(fi) {
+			break
+		}
+	}
+	if !found {
+		return nil, &fs.PathError{Op: "readdir", Path: p, Err: fs.ErrNotExist}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out, nil
+}
+
+// resolve follows the symbolic links of p within the union's root, as
+// a path inside the container resolves (a link's target never leaves
+// the root); the last component is followed only with followLast.
+func (u *union) resolve(p string, followLast bool) (string, error) {
+	rest := strings.Split(path.Clean("/"+p), "/")[1:]
+	out := "/"
+	for hops := 0; len(rest) > 0; {
+		c := rest[0]
+		rest = rest[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			out = path.Dir(out)
+			continue
+		}
+		next := path.Join(out, c)
+		if len(rest) == 0 && !followLast {
+			return next, nil
+		}
+		fi, l, err := u.lstat(next)
+		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+			out = next
+			continue
+		}
+		if hops++; hops > 40 {
+			return "", fmt.Errorf("%s: too many levels of symbolic links", p)
+		}
+		target, err := l.ReadLink(rel(next))
+		if err != nil {
+			return "", err
+		}
+		if path.IsAbs(target) {
+			out = "/"
+		}
+		rest = append(strings.Split(target, "/"), rest...)
+	}
+	return out, nil
+}

@@ -1,0 +1,173 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lodgeruntime/lodge/internal/build"
+	"github.com/lodgeruntime/lodge/internal/image"
+	"github.com/lodgeruntime/lodge/internal/layers"
+)
+
+// holderPath is where a RUN step's container finds the host's static
+// busybox, whose sleep holds the container while the step's command runs
+// as an exec (the image may have no sleep, or no shell at all).
+const holderPath = "/.lodge-build/busybox"
+
+func addBuildCommand(root *cobra.Command, a *app) {
+	var o build.Options
+	var tags, buildArgs, labels []string
+	var quiet bool
+	var pull string
+	cmd := &cobra.Command{
+		Use:   "build [flags] CONTEXT",
+		Short: "build an image from a Dockerfile (each RUN in a microVM of its own)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			o.Context = args[0]
+			if fi, err := os.Stat(o.Context); err != nil || !fi.IsDir() {
+				return lodgeError(fmt.Errorf("the build context %s must be a directory", o.Context))
+			}
+			for _, t := range tags {
+				ref, err := image.ParseName(t)
+				if err != nil {
+					return lodgeError(fmt.Errorf("-t %s: %w", t, err))
+				}
+				if strings.Contains(t, "@") {
+					return lodgeError(fmt.Errorf("-t %s: a built image is named by a tag, not a digest", t))
+				}
+				o.Tags = append(o.Tags, image.StoreName(ref))
+			}
+			o.BuildArgs = map[string]string{}
+			for _, kv := range buildArgs {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok {
+					if v, ok = os.LookupEnv(k); !ok {
+						continue
+					}
+				}
+				o.BuildArgs[k] = v
+			}
+			var err error
+			if o.Labels, err = labelMap(labels); err != nil {
+				return lodgeError(err)
+			}
+			if o.Network != "" && o.Network != "bridge" && o.Network != "none" && o.Network != "default" {
+				return lodgeError(fmt.Errorf("--network %s: want bridge or none", o.Network))
+			}
+			if o.Network == "default" {
+				o.Network = "bridge"
+			}
+			o.Out = cmd.OutOrStdout()
+			if quiet {
+				o.Out = io.Discard
+			}
+			o.Base = func(ctx context.Context, name string) (*image.Image, error) {
+				st := a.images()
+				im, err := st.Find(normalise(name))
+				if pull == "always" || errors.Is(err, image.ErrNotFound) && pull == "missing" {
+					im, err = a.pull(cmd, name, "")
+				}
+				return im, err
+			}
+			b := &build.Builder{Store: a.images(), Runner: buildRunner{a: a}}
+			im, err := b.Build(ctx, o)
+			if err != nil {
+				return lodgeError(err)
+			}
+			if quiet {
+				fmt.Fprintln(cmd.OutOrStdout(), im.ConfigDigest)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Successfully built %s\n", im.ConfigDigest.Hex[:12])
+			for _, t := range o.Tags {
+				fmt.Fprintf(cmd.OutOrStdout(), "Successfully tagged %s\n", displayName(t))
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVarP(&tags, "tag", "t", nil, "name the image NAME[:TAG] (more than once for more names)")
+	f.StringVarP(&o.Dockerfile, "file", "f", "", "the Dockerfile (default: CONTEXT/Dockerfile)")
+	f.StringArrayVar(&buildArgs, "build-arg", nil, "set an ARG, KEY=VALUE (KEY alone: from the environment)")
+	f.StringVar(&o.Target, "target", "", "build up to this stage")
+	f.StringVar(&o.Network, "network", "bridge", "RUN's network: bridge or none")
+	f.StringArrayVar(&labels, "label", nil, "set a label on the image, KEY=VALUE")
+	f.BoolVarP(&quiet, "quiet", "q", false, "print only the image ID")
+	f.StringVar(&pull, "pull", "missing", "pull FROM images: missing, always or never")
+	root.AddCommand(cmd)
+}
+
+// buildRunner runs a RUN step as `lodge` does a container: `lodge run -d`
+// of the step's image holding the container with the host's busybox
+// sleep, `lodge exec` of the command (its output to the build's), the
+// container's changes read by its guest (as lodge commit reads them),
+// and `lodge rm -f`, whatever happened.
+type buildRunner struct{ a *app }
+
+func (br buildRunner) Run(ctx context.Context, imageID string, step build.RunStep, out io.Writer, layer io.Writer) error {
+	if _, err := os.Stat(image.BuiltinBusybox); err != nil {
+		return fmt.Errorf("RUN holds its container with the host's %s: install busybox-static", image.BuiltinBusybox)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	name := "lodge-build-" + newID()[:12]
+	lodge := func(stdout io.Writer, args ...string) (int, string, error) {
+		cmd := exec.CommandContext(ctx, self, args...)
+		var errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = stdout, io.MultiWriter(&errb, stdout)
+		if stdout == nil {
+			cmd.Stdout, cmd.Stderr = io.Discard, &errb
+		}
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), strings.TrimSpace(errb.String()), nil
+		}
+		return 0, "", err
+	}
+	code, msg, err := lodge(nil, "run", "-d", "--name", name, "--network", step.Network, "--pull", "never", "-u", "0:0", "-w", "/",
+		"--label", "io.lodge.build=1", "-v", image.BuiltinBusybox+":"+holderPath+":ro", "--entrypoint", holderPath,
+		imageID, "sleep", "2147483647")
+	if err == nil && code != 0 {
+		err = fmt.Errorf("a container for the step: %s", msg)
+	}
+	defer lodge(nil, "rm", "-f", name)
+	if err != nil {
+		return err
+	}
+	args := []string{"exec", "-w", step.Workdir}
+	if step.User != "" {
+		args = append(args, "-u", step.User)
+	}
+	for _, e := range step.Env {
+		args = append(args, "-e", e)
+	}
+	args = append(append(args, name), step.Args...)
+	code, _, err = lodge(out, args...)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return fmt.Errorf("the command %q returned a non-zero code: %d", strings.Join(step.Args, " "), code)
+	}
+	r, err := findCtr(name)
+	if err != nil {
+		return err
+	}
+	return br.a.changes(ctx, r, true, func(rd io.Reader) error {
+		_, err := layers.ReadChanges(rd, layer)
+		return err
+	})
+}
