@@ -55,6 +55,7 @@ type Options struct {
 	Target     string
 	Network    string // RUN's network: bridge (default) or none
 	Labels     map[string]string
+	NoCache    bool // run every step (what they make is still remembered)
 	// Base resolves a FROM image (pulling it as the caller's policy says).
 	Base func(ctx context.Context, name string) (*image.Image, error)
 	Out  io.Writer // progress and RUN's output
@@ -165,7 +166,6 @@ func (b *Builder) Build(ctx context.Context, o Options) (*image.Image, error) {
 		return nil, err
 	}
 	cf = cf.DeepCopy()
-	cf.Created = v1.Time{Time: time.Now().UTC().Truncate(time.Second)}
 	for k, v := range o.Labels {
 		if cf.Config.Labels == nil {
 			cf.Config.Labels = map[string]string{}

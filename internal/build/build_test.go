@@ -269,3 +269,43 @@ func uidOf(sys any) [2]int {
 	}
 	return [2]int{-1, -1}
 }
+
+// A build again with the same inputs takes each step from the cache
+// (no RUN runs; the same image), a changed file of the context makes its
+// COPY and what follows run again, and --no-cache runs everything.
+func TestBuildCache(t *testing.T) {
+	b, r := newTestBuilder(t)
+	ctxDir := t.TempDir()
+	writeFiles(t, ctxDir, map[string]string{
+		"f.txt":      "one\n",
+		"Dockerfile": "FROM scratch\nENV A=1\nRUN first\nCOPY f.txt /f.txt\nRUN second\n",
+	})
+	build := func(noCache bool) (*image.Image, string) {
+		t.Helper()
+		var out bytes.Buffer
+		im, err := b.Build(context.Background(), Options{Context: ctxDir, Tags: []string{"localhost/c:1"}, Out: &out, NoCache: noCache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return im, out.String()
+	}
+	first, _ := build(false)
+	if len(r.steps) != 2 {
+		t.Fatalf("%d RUNs, want 2", len(r.steps))
+	}
+	again, out := build(false)
+	if len(r.steps) != 2 || strings.Count(out, "Using cache") != 4 || again.ConfigDigest != first.ConfigDigest {
+		t.Fatalf("a build again ran %d RUNs, image %s (first %s):\n%s", len(r.steps)-2, again.ConfigDigest, first.ConfigDigest, out)
+	}
+	writeFiles(t, ctxDir, map[string]string{"f.txt": "two\n"})
+	changed, out := build(false)
+	if len(r.steps) != 3 || strings.Count(out, "Using cache") != 2 || changed.ConfigDigest == first.ConfigDigest {
+		t.Fatalf("after a change: %d RUNs in all, want 3:\n%s", len(r.steps), out)
+	}
+	if got := readFile(t, imageFiles(t, b, changed), "/f.txt"); got != "two\n" {
+		t.Fatalf("/f.txt = %q", got)
+	}
+	if _, out = build(true); len(r.steps) != 5 || strings.Contains(out, "Using cache") {
+		t.Fatalf("--no-cache: %d RUNs in all, want 5:\n%s", len(r.steps), out)
+	}
+}

@@ -29,6 +29,7 @@ import (
 type pending struct {
 	hdr  tar.Header
 	open func() (io.ReadCloser, error) // a regular file's content
+	made bool                          // a directory made for what it holds (its time is the build's)
 }
 
 // layerBuilder gathers the entries of one layer that goes on the image
@@ -52,11 +53,11 @@ func (b *layerBuilder) parents(p string) {
 		if _, ok := b.entries[d]; ok {
 			continue
 		}
-		h := tar.Header{Typeflag: tar.TypeDir, Mode: 0o755, ModTime: b.now}
+		e := &pending{hdr: tar.Header{Typeflag: tar.TypeDir, Mode: 0o755, ModTime: b.now}, made: true}
 		if fi, _, err := b.u.lstat(d); err == nil && fi.IsDir() {
-			h = headerOf(fi, "")
+			e = &pending{hdr: headerOf(fi, "")}
 		}
-		b.entries[d] = &pending{hdr: h}
+		b.entries[d] = e
 	}
 }
 
@@ -72,13 +73,8 @@ func (b *layerBuilder) put(p string, e *pending) {
 
 // write writes the layer as a tar.
 func (b *layerBuilder) write(w io.Writer) error {
-	names := make([]string, 0, len(b.entries))
-	for p := range b.entries {
-		names = append(names, p)
-	}
-	sort.Strings(names)
 	tw := tar.NewWriter(w)
-	for _, p := range names {
+	for _, p := range b.sorted() {
 		e := b.entries[p]
 		h := e.hdr
 		h.Name, h.Format = strings.TrimPrefix(p, "/"), tar.FormatPAX
@@ -104,6 +100,16 @@ func (b *layerBuilder) write(w io.Writer) error {
 		}
 	}
 	return tw.Close()
+}
+
+// sorted is the entries' paths in the order they are written.
+func (b *layerBuilder) sorted() []string {
+	names := make([]string, 0, len(b.entries))
+	for p := range b.entries {
+		names = append(names, p)
+	}
+	sort.Strings(names)
+	return names
 }
 
 // headerOf is the tar header of a file's metadata (host or erofs).

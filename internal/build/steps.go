@@ -36,6 +36,12 @@ func (bd *build) step(ctx context.Context, st *stage, c instructions.Command) er
 		return nil
 	}
 	switch c := c.(type) {
+	case *instructions.WorkdirCommand:
+		st.workdir = st.absPath(c.Path)
+	case *instructions.ShellCommand:
+		st.shell = c.Shell
+	}
+	switch c := c.(type) {
 	case *instructions.RunCommand:
 		return bd.run(ctx, st, c)
 	case *instructions.CopyCommand:
@@ -45,6 +51,21 @@ func (bd *build) step(ctx context.Context, st *stage, c instructions.Command) er
 			return errors.New("ADD's --checksum, --keep-git-dir, --link and --exclude are not supported")
 		}
 		return bd.copy(ctx, st, c.SourcesAndDest, "", c.Chown, c.Chmod, true, c.String(), false)
+	}
+	key, err := bd.key(st, fmt.Sprint(c))
+	if err != nil || bd.cached(st, key) {
+		return err
+	}
+	if err := bd.configStep(ctx, st, c); err != nil {
+		return err
+	}
+	return bd.remember(ctx, st, key)
+}
+
+// configStep runs an instruction that changes the config (and WORKDIR,
+// which may make its directory).
+func (bd *build) configStep(ctx context.Context, st *stage, c instructions.Command) error {
+	switch c := c.(type) {
 	case *instructions.WorkdirCommand:
 		return bd.workdir(ctx, st, c)
 	case *instructions.MaintainerCommand:
@@ -64,9 +85,6 @@ func (bd *build) step(ctx context.Context, st *stage, c instructions.Command) er
 		return fmt.Errorf("%s is not supported by lodge build", strings.ToUpper(c.Name()))
 	}
 	st.img = img
-	if sh, ok := c.(*instructions.ShellCommand); ok {
-		st.shell = sh.Shell
-	}
 	return nil
 }
 
@@ -121,13 +139,17 @@ func (bd *build) run(ctx context.Context, st *stage, c *instructions.RunCommand)
 			return err
 		}
 	}
+	step := RunStep{Args: shellForm(c.ShellDependantCmdLine, st.shell), Env: st.env(), User: user,
+		Workdir: st.workdir, Network: network}
+	key, err := bd.key(st, "RUN", strings.Join(step.Args, "\x00"), user, st.workdir, network)
+	if err != nil || bd.cached(st, key) {
+		return err
+	}
 	f, err := bd.newLayerFile()
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	step := RunStep{Args: shellForm(c.ShellDependantCmdLine, st.shell), Env: st.env(), User: user,
-		Workdir: st.workdir, Network: network}
 	if err := bd.b.Runner.Run(ctx, im.ConfigDigest.Hex, step, bd.o.Out, f); err != nil {
 		return err
 	}
@@ -139,13 +161,12 @@ func (bd *build) run(ctx context.Context, st *stage, c *instructions.RunCommand)
 		return err
 	}
 	st.img = img
-	return nil
+	return bd.remember(ctx, st, key)
 }
 
 // workdir is WORKDIR: the config's, and the directory made where the
 // image has none, as BuildKit makes it.
 func (bd *build) workdir(ctx context.Context, st *stage, c *instructions.WorkdirCommand) error {
-	st.workdir = st.absPath(c.Path)
 	img, err := editConfig(st.img, fmt.Sprint(c), func(cfg *v1.Config) { cfg.WorkingDir = st.workdir })
 	if err != nil {
 		return err
@@ -297,7 +318,18 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 			return err
 		}
 	}
-	return bd.writeLayer(st, lb, createdBy)
+	content, err := lb.digest()
+	if err != nil {
+		return err
+	}
+	key, err := bd.key(st, createdBy, content)
+	if err != nil || bd.cached(st, key) {
+		return err
+	}
+	if err := bd.writeLayer(st, lb, createdBy); err != nil {
+		return err
+	}
+	return bd.remember(ctx, st, key)
 }
 
 // fromSource is COPY --from's files: an earlier stage's, or an image's.

@@ -103,6 +103,7 @@ func addBuildCommand(root *cobra.Command, a *app) {
 	f.StringVar(&o.Network, "network", "bridge", "RUN's network: bridge or none")
 	f.StringArrayVar(&labels, "label", nil, "set a label on the image, KEY=VALUE")
 	f.BoolVarP(&quiet, "quiet", "q", false, "print only the image ID")
+	f.BoolVar(&o.NoCache, "no-cache", false, "run every step, even those the build cache has")
 	f.StringVar(&pull, "pull", "missing", "pull FROM images: missing, always or never")
 	root.AddCommand(cmd)
 }
@@ -111,7 +112,8 @@ func addBuildCommand(root *cobra.Command, a *app) {
 // of the step's image holding the container with the host's busybox
 // sleep, `lodge exec` of the command (its output to the build's), the
 // container's changes read by its guest (as lodge commit reads them),
-// and `lodge rm -f`, whatever happened.
+// and `lodge rm -f -v`, whatever happened (what a RUN writes under a VOLUME
+// of the image is dropped with it, as docker drops it).
 type buildRunner struct{ a *app }
 
 func (br buildRunner) Run(ctx context.Context, imageID string, step build.RunStep, out io.Writer, layer io.Writer) error {
@@ -143,7 +145,7 @@ func (br buildRunner) Run(ctx context.Context, imageID string, step build.RunSte
 	if err == nil && code != 0 {
 		err = fmt.Errorf("a container for the step: %s", msg)
 	}
-	defer lodge(nil, "rm", "-f", name)
+	defer lodge(nil, "rm", "-f", "-v", name) // -v: the anonymous volumes of the image's VOLUMEs
 	if err != nil {
 		return err
 	}

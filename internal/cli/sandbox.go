@@ -47,6 +47,7 @@ func addSandboxCommands(root *cobra.Command, a *app) {
 	f.DurationVar(&o.cfg.MaxTimeout, "max-timeout", time.Hour, "the longest life (and command timeout) a request may ask for")
 	f.IntVar(&o.cfg.MaxSandboxes, "max-sandboxes", 16, "how many sandboxes may be alive at once")
 	f.IntVar(&o.cfg.MaxCommands, "max-commands", 64, "how many commands (and file reads and writes) may run at once, in all sandboxes")
+	f.IntVar(&o.cfg.MaxSnapshots, "max-snapshots", 16, "how many snapshots (sandboxes' files kept as images to start sandboxes from) the service keeps")
 	f.BoolVar(&o.cfg.AllowNetwork, "allow-network", false, `let requests ask for "network": "bridge" (else sandboxes have no network)`)
 	group.AddCommand(serve)
 	root.AddCommand(group)

@@ -27,6 +27,9 @@ const maxRequest = 1 << 20
 //	DELETE /v1/sandboxes/{id}/commands/{cid}  kill it (if it runs) and forget it
 //	GET    /v1/sandboxes/{id}/files?path= read a file (&format=tar: a directory)
 //	PUT    /v1/sandboxes/{id}/files?path= write a file (&format=tar: unpack into a directory)
+//	POST   /v1/sandboxes/{id}/snapshots   keep its files as a snapshot
+//	GET    /v1/snapshots                  list the snapshots
+//	DELETE /v1/snapshots/{name}           remove one
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/sandboxes", func(w http.ResponseWriter, r *http.Request) {
@@ -67,6 +70,21 @@ func (s *Service) Handler() http.Handler {
 		}
 		sb, err := s.SetTimeout(r.Context(), r.PathValue("id"), req.TimeoutSeconds)
 		reply(w, http.StatusOK, sb, err)
+	})
+	mux.HandleFunc("POST /v1/sandboxes/{id}/snapshots", func(w http.ResponseWriter, r *http.Request) {
+		var req SnapshotRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		snap, err := s.TakeSnapshot(r.Context(), r.PathValue("id"), req)
+		reply(w, http.StatusCreated, snap, err)
+	})
+	mux.HandleFunc("GET /v1/snapshots", func(w http.ResponseWriter, r *http.Request) {
+		l, err := s.Snapshots(r.Context())
+		reply(w, http.StatusOK, l, err)
+	})
+	mux.HandleFunc("DELETE /v1/snapshots/{name}", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusNoContent, nil, s.RemoveSnapshot(r.Context(), r.PathValue("name")))
 	})
 	mux.HandleFunc("POST /v1/sandboxes/{id}/commands", s.serveCommand)
 	mux.HandleFunc("GET /v1/sandboxes/{id}/commands", func(w http.ResponseWriter, r *http.Request) {
@@ -185,10 +203,12 @@ func reply(w http.ResponseWriter, ok int, v any, err error) {
 		writeJSON(w, ok, v)
 	case errors.As(err, &bad):
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
-	case errors.Is(err, errNotFound), errors.As(err, &file):
+	case errors.Is(err, errNotFound), errors.Is(err, errNoSnapshot), errors.As(err, &file):
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
 	case errors.Is(err, errLimit):
 		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": err.Error()})
+	case errors.Is(err, errInUse):
+		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
 	default:
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 	}

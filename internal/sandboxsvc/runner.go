@@ -38,6 +38,12 @@ type Runner interface {
 	Remove(ctx context.Context, name string) error
 	// List returns the containers whose Label is owner.
 	List(ctx context.Context, owner string) ([]Container, error)
+	// Commit keeps the container's files as the image named image.
+	Commit(ctx context.Context, name, image string) error
+	// Images lists the names of lodge's images (REPOSITORY:TAG).
+	Images(ctx context.Context) ([]string, error)
+	// RemoveImage removes the image named image.
+	RemoveImage(ctx context.Context, image string) error
 }
 
 // CreateArgs is a sandbox's container.
@@ -191,4 +197,35 @@ func (l LodgeRunner) List(ctx context.Context, owner string) ([]Container, error
 		out = append(out, Container{Name: row.Names, State: row.State})
 	}
 	return out, sc.Err()
+}
+
+// Commit runs `lodge commit` (the container frozen while its files are
+// read).
+func (l LodgeRunner) Commit(ctx context.Context, name, image string) error {
+	_, err := l.output(ctx, "commit", name, image)
+	return err
+}
+
+// Images runs `lodge images --format json`.
+func (l LodgeRunner) Images(ctx context.Context) ([]string, error) {
+	stdout, err := l.output(ctx, "images", "--format", "json")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	sc := bufio.NewScanner(bytes.NewReader(stdout))
+	for sc.Scan() {
+		var row struct{ Repository, Tag string }
+		if err := json.Unmarshal(sc.Bytes(), &row); err != nil {
+			return nil, fmt.Errorf("lodge images: %w", err)
+		}
+		out = append(out, row.Repository+":"+row.Tag)
+	}
+	return out, sc.Err()
+}
+
+// RemoveImage runs `lodge rmi`.
+func (l LodgeRunner) RemoveImage(ctx context.Context, image string) error {
+	_, err := l.output(ctx, "rmi", image)
+	return err
 }

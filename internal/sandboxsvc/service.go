@@ -34,9 +34,11 @@ type Config struct {
 	DefaultTimeout, MaxTimeout time.Duration
 	// MaxSandboxes is how many may be alive (or being made) at once.
 	MaxSandboxes int
-	// MaxCommands is how many commands (and file reads and writes) may
-	// run at once, in all sandboxes.
+	// MaxCommands is how many commands (and file reads and writes, and
+	// snapshots being taken) may run at once, in all sandboxes.
 	MaxCommands int
+	// MaxSnapshots is how many snapshots the service keeps.
+	MaxSnapshots int
 	// MaxOutput bounds each stream of a command's output kept for its
 	// reply; MaxFile bounds a file read or written.
 	MaxOutput, MaxFile int64
@@ -70,6 +72,9 @@ func (c Config) Defaults() Config {
 	if c.MaxCommands == 0 {
 		c.MaxCommands = 64
 	}
+	if c.MaxSnapshots == 0 {
+		c.MaxSnapshots = 16
+	}
 	if c.MaxOutput == 0 {
 		c.MaxOutput = 1 << 20
 	}
@@ -88,8 +93,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("sandbox service: default timeout %v must be positive and at most the longest, %v", c.DefaultTimeout, c.MaxTimeout)
 	case len(c.Images) > 0 && !slices.Contains(c.Images, c.DefaultImage):
 		return fmt.Errorf("sandbox service: the default image %s is not one of the images offered (--image)", c.DefaultImage)
-	case c.MaxSandboxes < 1 || c.MaxCommands < 1 || c.MaxOutput < 1 || c.MaxFile < 1:
-		return errors.New("sandbox service: the limits on sandboxes, commands, output and files must be positive")
+	case c.MaxSandboxes < 1 || c.MaxCommands < 1 || c.MaxOutput < 1 || c.MaxFile < 1 || c.MaxSnapshots < 1:
+		return errors.New("sandbox service: the limits on sandboxes, commands, output, files and snapshots must be positive")
 	}
 	return nil
 }
@@ -206,7 +211,10 @@ func (s *Service) recordPath(id string) string { return filepath.Join(s.cfg.Dir,
 
 // CreateRequest is what a caller asks a sandbox to be.
 type CreateRequest struct {
-	Image          string            `json:"image"`
+	Image string `json:"image"`
+	// Snapshot starts it from a snapshot of this service's (instead of
+	// an image).
+	Snapshot       string            `json:"snapshot"`
 	TimeoutSeconds int               `json:"timeout_seconds"`
 	Env            map[string]string `json:"env"`
 	Memory         string            `json:"memory"`
@@ -241,10 +249,20 @@ func envList(env map[string]string) ([]string, error) {
 }
 
 func (s *Service) checkCreate(r *CreateRequest) error {
-	if r.Image == "" {
+	switch {
+	case r.Snapshot != "" && r.Image != "":
+		return badRequest{"give an image or a snapshot, not both"}
+	case r.Snapshot != "":
+		// A snapshot's image was made here from a sandbox whose image
+		// this service offered: it needs no place on the list.
+		if err := checkSnapshotName(r.Snapshot); err != nil {
+			return err
+		}
+		r.Image = s.snapshotImage(r.Snapshot)
+	case r.Image == "":
 		r.Image = s.cfg.DefaultImage
 	}
-	if len(s.cfg.Images) > 0 {
+	if len(s.cfg.Images) > 0 && r.Snapshot == "" {
 		if !slices.Contains(s.cfg.Images, r.Image) {
 			return badRequest{fmt.Sprintf("image %q is not one this service offers (%s)", r.Image, strings.Join(s.cfg.Images, ", "))}
 		}
@@ -308,7 +326,10 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error)
 	}()
 	ctx = context.WithoutCancel(ctx)
 	start := s.now()
-	pull := s.cfg.AllowPull || len(s.cfg.Images) > 0
+	pull := (s.cfg.AllowPull || len(s.cfg.Images) > 0) && r.Snapshot == ""
+	if r.Snapshot != "" && !s.hasSnapshot(ctx, r.Snapshot) {
+		return nil, fmt.Errorf("snapshot %s: %w", r.Snapshot, errNoSnapshot)
+	}
 	ip, err := s.run.Create(ctx, CreateArgs{Name: id, Image: r.Image, Network: r.Network, Memory: r.Memory, CPUs: r.CPUs, Env: env, Timeout: life, Owner: s.owner,
 		Pull: pull})
 	if err != nil {

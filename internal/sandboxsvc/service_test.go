@@ -30,6 +30,7 @@ type fakeRunner struct {
 	timeouts  []time.Duration
 	createErr error
 	exec      func(name string, x ExecArgs) int
+	images    map[string]bool
 }
 
 func (f *fakeRunner) Create(_ context.Context, c CreateArgs) (string, error) {
@@ -89,6 +90,36 @@ func (f *fakeRunner) List(_ context.Context, owner string) ([]Container, error) 
 		}
 	}
 	return out, nil
+}
+
+func (f *fakeRunner) Commit(_ context.Context, name, image string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.ctrs[name]; !ok {
+		return errors.New("no such container: " + name)
+	}
+	if f.images == nil {
+		f.images = map[string]bool{}
+	}
+	f.images[image] = true
+	return nil
+}
+
+func (f *fakeRunner) Images(context.Context) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := []string{"busybox:latest"}
+	for img := range f.images {
+		out = append(out, img)
+	}
+	return out, nil
+}
+
+func (f *fakeRunner) RemoveImage(_ context.Context, image string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.images, image)
+	return nil
 }
 
 type fixture struct {

@@ -276,6 +276,35 @@ func TestSandboxService(t *testing.T) {
 		t.Errorf("processes left by the removed sandbox: %v", ps)
 	}
 
+	// A snapshot of the first keeps its files; a sandbox made from it has
+	// them (past the --image list), and its own writes stay its own.
+	var snap struct{ Name, Image, From string }
+	if code := api.call("POST", "/v1/sandboxes/"+a.ID+"/snapshots", map[string]any{"name": "with-main"}, &snap); code != 201 || snap.From != a.ID {
+		t.Fatalf("snapshot: %d %+v", code, snap)
+	}
+	if r := api.command(a.ID, map[string]any{"cmd": "echo still running"}); r.Stdout != "still running\n" {
+		t.Errorf("the sandbox after its snapshot: %+v", r)
+	}
+	var c sandbox
+	if code := api.call("POST", "/v1/sandboxes", map[string]any{"snapshot": "with-main"}, &c); code != 201 || c.Image != snap.Image {
+		t.Fatalf("create from the snapshot: %d %+v", code, c)
+	}
+	if r := api.command(c.ID, map[string]any{"cmd": "head -1 /work/dir/main.py; cat /marker; echo mine > /work/only-c"}); r.Stdout != "print('hi')\nfrom the second layer\n" {
+		t.Errorf("in the sandbox from the snapshot: %+v", r)
+	}
+	if r := api.command(a.ID, map[string]any{"cmd": "test -e /work/only-c || echo absent"}); r.Stdout != "absent\n" {
+		t.Errorf("the snapshot's sandbox's write reached the first: %+v", r)
+	}
+	if code := api.call("DELETE", "/v1/snapshots/with-main", nil, &e); code != 409 {
+		t.Errorf("removing a snapshot in use: %d %+v", code, e)
+	}
+	if code := api.call("DELETE", "/v1/sandboxes/"+c.ID, nil, nil); code != 204 {
+		t.Errorf("delete: %d", code)
+	}
+	if code := api.call("DELETE", "/v1/snapshots/with-main", nil, nil); code != 204 || strings.Contains(l.must("images"), "with-main") {
+		t.Errorf("removing the snapshot: %d; images:\n%s", code, l.must("images"))
+	}
+
 	// Sandboxes outlive the service: a new one takes them up.
 	stop()
 	sock, stop = serveSandboxes(l, ref)
