@@ -118,9 +118,14 @@ func (c *Client) OpenStdio(containerID, execID string, kind transport.Kind) (net
 }
 
 // OpenChanges opens a stream on which the agent sends a container's
-// writable layer as a layer tar (transport.KindChanges), then closes it.
-func (c *Client) OpenChanges(containerID string) (net.Conn, error) {
-	return transport.Open(c.sess, transport.Header{Kind: transport.KindChanges, ContainerID: containerID})
+// writable layer (with whole, its whole root) as a layer tar
+// (transport.KindChanges), then closes it.
+func (c *Client) OpenChanges(containerID string, whole bool) (net.Conn, error) {
+	h := transport.Header{Kind: transport.KindChanges, ContainerID: containerID}
+	if whole {
+		h.ExecID = transport.ChangesWholeRoot
+	}
+	return transport.Open(c.sess, h)
 }
 
 // DialPort opens a TCP connection to 127.0.0.1:port in the guest's network

@@ -20,9 +20,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
@@ -229,16 +227,13 @@ func (bd *build) from(ctx context.Context, s instructions.Stage, global map[stri
 	case prev != nil:
 		st.img, st.stored = prev.img, prev.stored
 	case base == "scratch":
-		img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-		img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-		cf, err := img.ConfigFile()
+		img, err := image.Scratch()
 		if err != nil {
 			return nil, err
 		}
-		cf = cf.DeepCopy()
-		cf.OS, cf.Architecture = "linux", "amd64"
-		cf.Config.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-		if st.img, err = mutate.ConfigFile(img, cf); err != nil {
+		if st.img, err = editConfig(img, "", func(c *v1.Config) {
+			c.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+		}); err != nil {
 			return nil, err
 		}
 	default:

@@ -168,7 +168,7 @@ func (br buildRunner) Run(ctx context.Context, imageID string, step build.RunSte
 	if err != nil {
 		return err
 	}
-	return br.a.changes(ctx, r, true, func(rd io.Reader) error {
+	return br.a.changes(ctx, r, true, false, func(rd io.Reader) error {
 		_, err := layers.ReadChanges(rd, layer)
 		return err
 	})

@@ -138,6 +138,7 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 	addUpdateCommand(root, a)
 	addCommitCommands(root, a)
 	addBuildCommand(root, a)
+	addExportCommands(root, a)
 	addContainerGroup(root, a) // last: it names the commands above
 	return root
 }

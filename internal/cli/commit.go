@@ -74,7 +74,7 @@ func addCommitCommands(root *cobra.Command, a *app) {
 				return err
 			}
 			var list []layers.Change
-			err = a.changes(cmd.Context(), r, false, func(rd io.Reader) error {
+			err = a.changes(cmd.Context(), r, false, false, func(rd io.Reader) error {
 				var err error
 				list, err = layers.ReadChanges(rd, nil)
 				return err
@@ -126,7 +126,7 @@ func (a *app) commit(ctx context.Context, r *ctrRecord, ref string, o commitOpts
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	err = a.changes(ctx, r, o.pause, func(rd io.Reader) error {
+	err = a.changes(ctx, r, o.pause, false, func(rd io.Reader) error {
 		_, err := layers.ReadChanges(rd, f)
 		return err
 	})
@@ -143,10 +143,10 @@ func (a *app) commit(ctx context.Context, r *ctrRecord, ref string, o commitOpts
 // changes passes read the container's changes as its guest sends them.
 // A running container is frozen meanwhile if pause says so (docker's
 // default), and thawed after; an ended one is read by a VM of its own.
-func (a *app) changes(ctx context.Context, r *ctrRecord, pause bool, read func(io.Reader) error) error {
+func (a *app) changes(ctx context.Context, r *ctrRecord, pause, whole bool, read func(io.Reader) error) error {
 	st, running := r.status()
 	if !running && st != "created" && st != "creating" {
-		return a.changesOfEnded(ctx, r, read)
+		return a.changesOfEnded(ctx, r, whole, read)
 	}
 	if pause && st == "running" {
 		if err := runtimeOp(a, "pause", r.ID); err != nil {
@@ -154,11 +154,12 @@ func (a *app) changes(ctx context.Context, r *ctrRecord, pause bool, read func(i
 		}
 		defer runtimeOp(a, "resume", r.ID)
 	}
-	return streamChanges(ctx, r.ID, read)
+	return streamChanges(ctx, r.ID, whole, read)
 }
 
-// streamChanges hands read the changes of the runtime's container id.
-func streamChanges(ctx context.Context, id string, read func(io.Reader) error) error {
+// streamChanges hands read the changes (with whole, the whole root) of
+// the runtime's container id.
+func streamChanges(ctx context.Context, id string, whole bool, read func(io.Reader) error) error {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
@@ -166,7 +167,7 @@ func streamChanges(ctx context.Context, id string, read func(io.Reader) error) e
 		pr.CloseWithError(errors.New("the changes were not read to their end"))
 		done <- err
 	}()
-	err := runtimecli.Changes(ctx, runtimeState, id, pw)
+	err := runtimecli.Changes(ctx, runtimeState, id, whole, pw)
 	pw.CloseWithError(err)
 	if rerr := <-done; rerr != nil && err == nil {
 		err = rerr
@@ -179,7 +180,7 @@ func streamChanges(ctx context.Context, id string, read func(io.Reader) error) e
 // network, no hooks; its writable layer linked in, kept) under the
 // runtime id ID-changes, read, and deleted. Its monitor lock is held
 // throughout, so that no start runs it at the same time.
-func (a *app) changesOfEnded(ctx context.Context, r *ctrRecord, read func(io.Reader) error) (retErr error) {
+func (a *app) changesOfEnded(ctx context.Context, r *ctrRecord, whole bool, read func(io.Reader) error) (retErr error) {
 	monitor, err := takeMonitor(ctx, r, 10*time.Second)
 	if err != nil {
 		return err
@@ -234,7 +235,7 @@ func (a *app) changesOfEnded(ctx context.Context, r *ctrRecord, read func(io.Rea
 			retErr = err
 		}
 	}()
-	return streamChanges(ctx, id, read)
+	return streamChanges(ctx, id, whole, read)
 }
 
 // newSpecCopy is the spec of the VM that reads an ended container's

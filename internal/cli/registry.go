@@ -138,6 +138,7 @@ func addRegistryCommands(root *cobra.Command, imageCmd *cobra.Command, a *app) {
 	inspect.Flags().StringVarP(&inspectFormat, "format", "f", "", "a Go template, e.g. '{{.Id}}'")
 	imageCmd.AddCommand(cloneCmd(tag), cloneCmd(push), inspect)
 	root.AddCommand(tag, push, login, logout)
+	addHistoryCommand(root, imageCmd, a)
 }
 
 // readPassword reads one line (docker's --password-stdin).

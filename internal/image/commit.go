@@ -6,6 +6,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -81,4 +82,16 @@ func AppendLayer(img v1.Image, file string, h v1.History) (v1.Image, error) {
 		return nil, err
 	}
 	return mutate.Append(img, mutate.Addendum{Layer: l, History: h})
+}
+
+// Scratch is an empty linux/amd64 OCI image (FROM scratch, lodge import).
+func Scratch() (v1.Image, error) {
+	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	return mutate.ConfigFile(img, cf)
 }

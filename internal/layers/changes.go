@@ -15,6 +15,7 @@ import (
 const (
 	changedRecord = "LODGE.lower" // the path is in a lower layer: "C", not "A"
 	errorRecord   = "LODGE.error" // a global header: why the guest gave up
+	endRecord     = "LODGE.end"   // a global header: the stream is whole
 	xattrPrefix   = "SCHILY.xattr."
 )
 
@@ -32,8 +33,9 @@ func (c Change) String() string { return string(c.Kind) + " " + printable(c.Path
 // it also writes them there as a plain OCI layer tar: each entry as sent
 // but for Lodge's own records (only xattrs are kept). The guest is
 // hostile: a stream that is not a tar, names a path outside the root or
-// twice, or ends early is refused, and the guest's own error, if it sent
-// one, is shown bounded and printable.
+// twice, or ends early (without the end record the guest writes last)
+// is refused, and the guest's own error, if it sent one, is shown bounded
+// and printable.
 func ReadChanges(r io.Reader, layer io.Writer) ([]Change, error) {
 	var tw *tar.Writer
 	if layer != nil {
@@ -42,15 +44,26 @@ func ReadChanges(r io.Reader, layer io.Writer) ([]Change, error) {
 	tr := tar.NewReader(r)
 	seen := map[string]bool{}
 	var out []Change
+	ended := false
 	for {
 		h, err := tr.Next()
-		if err == io.EOF {
+		if err == io.EOF && ended {
 			break
+		}
+		if err == io.EOF {
+			return nil, fmt.Errorf("%w: the guest's changes ended early (its VM's log may say why)", ErrBadTar)
+		}
+		if ended {
+			return nil, fmt.Errorf("%w: the guest's changes go on after their end", ErrBadTar)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: the guest's changes: %v (the stream ended early, or is not a tar)", ErrBadTar, err)
 		}
 		if h.Typeflag == tar.TypeXGlobalHeader {
+			if h.PAXRecords[endRecord] == "1" {
+				ended = true
+				continue
+			}
 			if msg, ok := h.PAXRecords[errorRecord]; ok {
 				return nil, fmt.Errorf("the guest could not read the container's writable layer: %s", printable(bound(msg, 1024)))
 			}

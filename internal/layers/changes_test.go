@@ -10,7 +10,33 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
+
+// endEntry is the global header a guest ends a whole stream with.
+var endEntry = entry{hdr: tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "end", PAXRecords: map[string]string{endRecord: "1"}}}
+
+// guestStream is what a guest sends: the entries, then its end.
+func guestStream(t *testing.T, es ...entry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range append(es, endEntry) {
+		h := e.hdr
+		if h.Typeflag != tar.TypeXGlobalHeader {
+			h.Size, h.Mode, h.ModTime = int64(len(e.body)), 0o644, time.Unix(1700000000, 0)
+			if h.Typeflag != tar.TypeReg {
+				h.Size = 0
+			}
+		}
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(e.body))
+	}
+	tw.Close()
+	return buf.Bytes()
+}
 
 func changed(e entry) entry {
 	e.hdr.PAXRecords = map[string]string{changedRecord: "1"}
@@ -23,7 +49,7 @@ func changed(e entry) entry {
 func TestReadChanges(t *testing.T) {
 	capEntry := file("bin/ping", "elf")
 	capEntry.hdr.PAXRecords = map[string]string{xattrPrefix + "security.capability": "\x01\x00\x00\x02"}
-	b, _ := mkTar(t,
+	b := guestStream(t,
 		changed(entry{hdr: tar.Header{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755}}),
 		changed(file("etc/passwd", "root\n")),
 		file("etc/.wh.motd", ""),
@@ -80,7 +106,8 @@ func TestReadChanges(t *testing.T) {
 
 // What a hostile guest can send is refused with words that say why.
 func TestReadChangesRefuses(t *testing.T) {
-	full, _ := mkTar(t, file("a", strings.Repeat("x", 4096)))
+	full := guestStream(t, file("a", strings.Repeat("x", 4096)))
+	whole, _ := mkTar(t, file("a", "x"))
 	errTar := func(msg string) []byte {
 		var buf bytes.Buffer
 		tw := tar.NewWriter(&buf)
@@ -92,10 +119,12 @@ func TestReadChangesRefuses(t *testing.T) {
 		b    []byte
 		want string
 	}{
-		"leaves the root": {b: must(mkTar(t, file("../etc/passwd", "x"))), want: "leaves the layer's root"},
-		"absolute":        {b: must(mkTar(t, file("/etc/passwd", "x"))), want: "absolute path"},
-		"twice":           {b: must(mkTar(t, file("a", "1"), file("./a", "2"))), want: "twice"},
+		"leaves the root": {b: guestStream(t, file("../etc/passwd", "x")), want: "leaves the layer's root"},
+		"absolute":        {b: guestStream(t, file("/etc/passwd", "x")), want: "absolute path"},
+		"twice":           {b: guestStream(t, file("a", "1"), file("./a", "2")), want: "twice"},
 		"cut short":       {b: full[:1024], want: "ended early"},
+		"cut at an entry": {b: whole, want: "ended early"},
+		"past its end":    {b: guestStream(t, file("a", "1"), endEntry, file("b", "2")), want: "after their end"},
 		"guest's error":   {b: errTar("no writable layer\x1b[2J"), want: `"no writable layer\x1b[2J"`},
 		"not a tar":       {b: []byte(strings.Repeat("garbage!", 100)), want: "not a tar"},
 	} {
@@ -111,14 +140,11 @@ func TestReadChangesRefuses(t *testing.T) {
 	}
 }
 
-func must(b []byte, _ string) []byte { return b }
-
 // Any stream: an error or changes, never a panic, and a layer that
 // converts whenever the stream was accepted.
 func FuzzReadChanges(f *testing.F) {
 	t := &testing.T{}
-	seed, _ := mkTar(t, changed(file("etc/passwd", "x")), file("etc/.wh.gone", ""), file("d/.wh..wh..opq", ""))
-	f.Add(seed)
+	f.Add(guestStream(t, changed(file("etc/passwd", "x")), file("etc/.wh.gone", ""), file("d/.wh..wh..opq", "")))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var layer bytes.Buffer
 		if _, err := ReadChanges(bytes.NewReader(b), &layer); err != nil {

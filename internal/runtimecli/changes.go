@@ -32,23 +32,28 @@ import (
 // (layers.ReadChanges).
 const (
 	changesService = "lodge.runtime.v1.Changes"
-	changesExport  = "Export"
+	changesExport  = "Export"     // the writable layer
+	changesRoot    = "ExportRoot" // the whole root (lodge export)
 )
 
 // registerChanges serves the changes service on srv.
 func registerChanges(srv *ttrpc.Server, svc *shim.Service, fds *fdStore) {
-	srv.RegisterService(changesService, &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{
-		changesExport: func(ctx context.Context, unmarshal func(any) error) (any, error) {
+	method := func(whole bool) ttrpc.Method {
+		return func(ctx context.Context, unmarshal func(any) error) (any, error) {
 			var r taskapi.CheckpointTaskRequest
 			if err := unmarshal(&r); err != nil {
 				return nil, err
 			}
-			return &emptypb.Empty{}, exportChanges(svc, fds, r.ID, r.Path)
-		},
+			return &emptypb.Empty{}, exportChanges(svc, fds, r.ID, r.Path, whole)
+		}
+	}
+	srv.RegisterService(changesService, &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{
+		changesExport: method(false),
+		changesRoot:   method(true),
 	}})
 }
 
-func exportChanges(svc *shim.Service, fds *fdStore, id, dest string) error {
+func exportChanges(svc *shim.Service, fds *fdStore, id, dest string, whole bool) error {
 	token, ok := strings.CutSuffix(strings.TrimPrefix(dest, schemeFDPass), "/1")
 	if !ok || !strings.HasPrefix(dest, schemeFDPass) {
 		return fmt.Errorf("changes go to %q: want %sTOKEN/1", dest, schemeFDPass)
@@ -62,7 +67,7 @@ func exportChanges(svc *shim.Service, fds *fdStore, id, dest string) error {
 			f.Close()
 		}
 	}()
-	st, err := svc.Changes(id)
+	st, err := svc.Changes(id, whole)
 	if err != nil {
 		return err
 	}
@@ -75,8 +80,9 @@ func exportChanges(svc *shim.Service, fds *fdStore, id, dest string) error {
 
 // Changes writes the changes of container id (created, running or paused,
 // on the state root root) to w as its guest sends them: an OCI layer tar
-// with Lodge's PAX records (see the agent's writeChanges).
-func Changes(ctx context.Context, root, id string, w io.Writer) error {
+// with Lodge's PAX records (see the agent's writeChanges). With whole it
+// is the container's whole root.
+func Changes(ctx context.Context, root, id string, whole bool, w io.Writer) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
@@ -105,7 +111,11 @@ func Changes(ctx context.Context, root, id string, w io.Writer) error {
 	}()
 	c, err := dialSupervisor(ctx, root, id)
 	if err == nil {
-		err = c.Call(ctx, changesService, changesExport, &taskapi.CheckpointTaskRequest{ID: id, Path: schemeFDPass + token + "/1"}, &emptypb.Empty{})
+		m := changesExport
+		if whole {
+			m = changesRoot
+		}
+		err = c.Call(ctx, changesService, m, &taskapi.CheckpointTaskRequest{ID: id, Path: schemeFDPass + token + "/1"}, &emptypb.Empty{})
 		c.Close()
 	}
 	if err != nil {

@@ -303,13 +303,14 @@ func (c *Container) SignalAll(ctx context.Context, sig int) error {
 	return c.sb.agent.Signal(ctx, c.id, "", uint32(sig), true)
 }
 
-// Changes opens the container's writable layer as the agent sends it: an
-// OCI layer tar, from the guest, so hostile (see internal/layers.Changes).
-func (c *Container) Changes() (net.Conn, error) {
+// Changes opens the container's writable layer (with whole, its whole
+// root) as the agent sends it: an OCI layer tar, from the guest, so
+// hostile (see layers.ReadChanges).
+func (c *Container) Changes(whole bool) (net.Conn, error) {
 	if !c.sb.agent.Has(agentv1.CapChanges) {
 		return nil, fmt.Errorf("container %s: %w: its VM's agent cannot send a container's changes (it predates lodge commit; run lodge setup, then start the container again)", c.id, ErrUnsupported)
 	}
-	return c.sb.agent.OpenChanges(c.id)
+	return c.sb.agent.OpenChanges(c.id, whole)
 }
 
 // Pause freezes the container's processes.

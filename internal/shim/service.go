@@ -681,12 +681,12 @@ func (s *Service) freeze(ctx context.Context, id string, pause bool) error {
 // Changes opens the stream of a container's writable layer from its guest
 // (sandbox.Container.Changes): lodge commit and diff. Not part of the task
 // API; lodge-runtime's supervisor serves it (runtimecli).
-func (s *Service) Changes(id string) (net.Conn, error) {
+func (s *Service) Changes(id string, whole bool) (net.Conn, error) {
 	t, err := s.get(id)
 	if err != nil {
 		return nil, err
 	}
-	return t.c.Changes()
+	return t.c.Changes(whole)
 }
 
 // Checkpoint is not supported.

@@ -25,9 +25,14 @@ const (
 	KindPort Kind = 6
 	// KindChanges carries, from the guest, a container's writable layer as
 	// an OCI layer tar (lodge commit and diff); ContainerID names the
-	// container.
+	// container. ExecID ChangesWholeRoot asks for its whole root instead
+	// (lodge export).
 	KindChanges Kind = 7
 )
+
+// ChangesWholeRoot is the ExecID of a KindChanges stream that asks for a
+// container's whole root.
+const ChangesWholeRoot = "root"
 
 func (k Kind) String() string {
 	switch k {
@@ -93,7 +98,7 @@ func (h Header) Validate() error {
 			return err
 		}
 	case KindChanges:
-		if !ValidID(h.ContainerID) || h.ExecID != "" {
+		if !ValidID(h.ContainerID) || h.ExecID != "" && h.ExecID != ChangesWholeRoot {
 			return fmt.Errorf("%w: changes of %q (exec %q)", ErrBadHeader, h.ContainerID, h.ExecID)
 		}
 	default:

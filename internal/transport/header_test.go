@@ -20,6 +20,7 @@ func TestHeaderRoundTrip(t *testing.T) {
 		{Kind: KindStderr, ContainerID: strings.Repeat("a", MaxIDLen)},
 		PortHeader(8080),
 		{Kind: KindChanges, ContainerID: "c1"},
+		{Kind: KindChanges, ContainerID: "c1", ExecID: ChangesWholeRoot},
 	} {
 		t.Run(h.Kind.String(), func(t *testing.T) {
 			var buf bytes.Buffer

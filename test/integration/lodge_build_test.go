@@ -43,6 +43,11 @@ func TestLodgeBuild(t *testing.T) {
 	if !strings.Contains(out, "Successfully tagged built:first") {
 		t.Fatalf("build output:\n%s", out)
 	}
+	// Its history says each step, newest first.
+	hist := l.must("history", "--no-trunc", "built:first")
+	if i, j := strings.Index(hist, `RUN ["/bin/sh", "-c", "echo exec-form >> built.txt"]`), strings.Index(hist, "COPY greet.sh ./"); i < 0 || j < 0 || i > j {
+		t.Errorf("history:\n%s", hist)
+	}
 	if got := l.must("run", "--rm", "--network", "none", "built:first"); got != "hi from /app\nexec-form\n" {
 		t.Fatalf("the built image's CMD printed %q", got)
 	}

@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"archive/tar"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,6 +95,29 @@ func TestLodgeCommit(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(l.dir, "images", "tmp", "*")); len(left) > 0 {
 		t.Errorf("layer files left: %v", left)
 	}
+	// Its whole root, exported (by a VM of its own, as it has ended) and
+	// imported: an image of one layer with the image's files and its own.
+	exported := filepath.Join(l.dir, "c1.tar")
+	l.must("export", "-o", exported, "c1")
+	names := tarEntryNames(t, exported)
+	for _, want := range []string{"added", "d/hard", "bin/busybox", "etc/passwd"} {
+		if !names[want] {
+			t.Errorf("the export lacks %s", want)
+		}
+	}
+	for n := range names {
+		if strings.HasPrefix(n, "proc/") || strings.HasPrefix(n, "sys/") || n == "marker" || strings.Contains(n, ".wh.") {
+			t.Errorf("the export has %s", n)
+		}
+	}
+	l.must("import", "-c", `CMD ["cat", "/added"]`, exported, "imported:v1")
+	if out := l.must("run", "--rm", "--network", "none", "imported:v1"); out != "new\n" {
+		t.Fatalf("the imported image printed %q", out)
+	}
+	if r := l.run("", "export", "-o", filepath.Join(l.dir, "nothere", "x.tar"), "c1"); r.code == 0 {
+		t.Errorf("export to a missing directory succeeded")
+	}
+
 	// The container starts again with what it wrote, after being read.
 	l.must("start", "c1")
 	waitReady()
@@ -105,4 +130,26 @@ func TestLodgeCommit(t *testing.T) {
 		t.Errorf("the untagged image is not listed as <none>:\n%s", imgs)
 	}
 	l.must("rm", "-f", "c1")
+}
+
+// tarEntryNames lists a tar's entries (directories without their slash).
+func tarEntryNames(t *testing.T, file string) map[string]bool {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]bool{}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[strings.TrimSuffix(h.Name, "/")] = true
+	}
 }

@@ -35,10 +35,12 @@ import (
 // destination, and directories that hold nothing else) are left out, as
 // docker leaves out its init layer. An error the walk meets before any
 // output is sent as a PAX global header with ErrorRecord, for the host to
-// show.
+// show; a stream that is whole ends with one with EndRecord (a tar cut at
+// an entry's end reads as a whole one).
 const (
 	ChangedRecord = "LODGE.lower"
 	ErrorRecord   = "LODGE.error"
+	EndRecord     = "LODGE.end"
 )
 
 // writableOf returns the upper directory and the lower layers (topmost
@@ -52,8 +54,11 @@ func writableOf(mounts []string) (upper string, lowers []string, ok bool) {
 	return filepath.Join(mounts[n-2], "upper"), mounts[:n-2], true
 }
 
-// writeChanges writes the changes of container id to w.
-func (cs *containers) writeChanges(id string, w io.Writer) error {
+// writeChanges writes the changes of container id to w; with whole, its
+// whole root instead (lodge export): the overlay's merged view, which
+// holds no whiteouts, with the runtime's mount points left out where no
+// layer of the image has them.
+func (cs *containers) writeChanges(id string, whole bool, w io.Writer) error {
 	tw := tar.NewWriter(w)
 	fail := func(err error) error {
 		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "error",
@@ -65,6 +70,9 @@ func (cs *containers) writeChanges(id string, w io.Writer) error {
 		return fail(fmt.Errorf("container %s: %w", id, errNotFound))
 	}
 	upper, lowers, ok := writableOf(c.layered)
+	if !ok && whole && len(c.layered) > 0 {
+		upper, ok = c.layered[len(c.layered)-1], true // a read-only root: all of it is the image's
+	}
 	if !ok {
 		return fail(fmt.Errorf("container %s has no writable layer of its own in the guest (its root is a shared directory or read-only)", id))
 	}
@@ -72,11 +80,21 @@ func (cs *containers) writeChanges(id string, w io.Writer) error {
 	for _, m := range c.c.Config().Mounts {
 		mountPoints[path.Clean("/"+m.Destination)] = true
 	}
-	ents, err := walkUpper(upper, lowers, mountPoints)
+	dir := upper
+	if whole {
+		// The root itself, in the agent's mount namespace: none of the
+		// container's own mounts is on it.
+		dir = c.layered[len(c.layered)-1]
+	}
+	ents, err := walkUpper(dir, lowers, mountPoints, whole)
 	if err != nil {
 		return fail(err)
 	}
-	if err := writeEntries(tw, upper, ents); err != nil {
+	if err := writeEntries(tw, dir, ents); err != nil {
+		return err // the stream ends without EndRecord: the host refuses it
+	}
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "end",
+		PAXRecords: map[string]string{EndRecord: "1"}}); err != nil {
 		return err
 	}
 	return tw.Close()
@@ -94,7 +112,7 @@ type upperEntry struct {
 
 // walkUpper lists upper's entries in lexical order and decides which go
 // into the layer (see above).
-func walkUpper(upper string, lowers []string, mountPoints map[string]bool) ([]upperEntry, error) {
+func walkUpper(upper string, lowers []string, mountPoints map[string]bool, whole bool) ([]upperEntry, error) {
 	var ents []upperEntry
 	err := filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -134,6 +152,9 @@ func walkUpper(upper string, lowers []string, mountPoints map[string]bool) ([]up
 		parent := filepath.Dir(e.rel)
 		empty := e.fi.IsDir() && !holds[e.rel] && !e.opaque
 		switch {
+		case whole && e.lower:
+			e.keep = true // the image's own, whatever is mounted on it
+			holds[parent] = true
 		case !e.whiteout && mountPoints["/"+e.rel] && (empty || e.fi.Mode().IsRegular() && e.fi.Size() == 0),
 			empty && onlyMounts[e.rel]:
 			onlyMounts[parent] = true

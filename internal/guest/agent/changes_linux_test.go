@@ -6,9 +6,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/opencontainers/runc/libcontainer/configs"
 	"golang.org/x/sys/unix"
 )
 
@@ -99,7 +101,7 @@ func TestChangesOfAnOverlay(t *testing.T) {
 	}
 	mounted = false
 	mountPoints := map[string]bool{"/etc/hosts": true, "/proc": true, "/data/vol": true}
-	ents, err := walkUpper(upper, []string{lower}, mountPoints)
+	ents, err := walkUpper(upper, []string{lower}, mountPoints, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,5 +177,77 @@ func TestWritableOf(t *testing.T) {
 	upper, lowers, ok := writableOf([]string{"/run/lodge/l/s1", "/run/lodge/l/s2", "/run/lodge/l/3/rw", "/run/lodge/l/3/root"})
 	if !ok || upper != "/run/lodge/l/3/rw/upper" || strings.Join(lowers, ":") != "/run/lodge/l/s1:/run/lodge/l/s2" {
 		t.Errorf("writableOf = %q %q %v", upper, lowers, ok)
+	}
+}
+
+// fakeConfigRunner is a container as writeChanges sees it: its config's
+// mounts (a unit seam; nothing else is called).
+type fakeConfigRunner struct {
+	runner
+	cfg configs.Config
+}
+
+func (f fakeConfigRunner) Config() configs.Config { return f.cfg }
+
+// writeChanges gives the writable layer, or with whole the merged root
+// (the image's files and the container's, no whiteout, the runtime's
+// mount points left out), and ends each stream with its end record.
+func TestWriteChangesAndWholeRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (overlayfs)")
+	}
+	base := t.TempDir()
+	lower, rw, root := filepath.Join(base, "lower"), filepath.Join(base, "rw"), filepath.Join(base, "root")
+	for _, d := range []string{lower + "/bin", lower + "/etc", rw + "/upper", rw + "/work", root} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(lower+"/bin/tool", []byte("elf"), 0o755)
+	os.WriteFile(lower+"/etc/gone", []byte("x"), 0o644)
+	if err := unix.Mount("overlay", root, "overlay", 0, "lowerdir="+lower+",upperdir="+rw+"/upper,workdir="+rw+"/work"); err != nil {
+		t.Skipf("overlayfs: %v", err)
+	}
+	defer unix.Unmount(root, 0)
+	os.WriteFile(root+"/new", []byte("mine"), 0o644)
+	os.Remove(root + "/etc/gone")
+	os.WriteFile(root+"/etc/hosts", nil, 0o644) // the runtime's mount point
+	cs := &containers{byID: map[string]*container{"c1": {
+		c:       fakeConfigRunner{cfg: configs.Config{Mounts: []*configs.Mount{{Destination: "/etc/hosts"}}}},
+		layered: []string{lower, rw, root},
+	}}}
+	stream := func(whole bool) map[string]tarEntry {
+		var buf bytes.Buffer
+		if err := cs.writeChanges("c1", whole, &buf); err != nil {
+			t.Fatal(err)
+		}
+		got := readChanges(t, buf.Bytes())
+		if _, ok := got["end"]; !ok {
+			t.Errorf("whole=%v: no end record", whole)
+		}
+		delete(got, "end")
+		return got
+	}
+	names := func(m map[string]tarEntry) string {
+		var out []string
+		for n := range m {
+			out = append(out, n)
+		}
+		slices.Sort(out)
+		return strings.Join(out, " ")
+	}
+	if got := names(stream(false)); got != "etc/ etc/.wh.gone new" {
+		t.Errorf("changes: %s", got)
+	}
+	whole := stream(true)
+	if got := names(whole); got != "bin/ bin/tool etc/ new" {
+		t.Errorf("whole root: %s", got)
+	}
+	if whole["bin/tool"].body != "elf" || whole["new"].body != "mine" {
+		t.Errorf("whole root's contents: %+v", whole)
+	}
+	var buf bytes.Buffer
+	if err := cs.writeChanges("nope", false, &buf); err == nil {
+		t.Error("an unknown container's changes were written")
 	}
 }

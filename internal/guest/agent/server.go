@@ -129,7 +129,7 @@ func (s *Server) route(st net.Conn, rpc *chanListener) {
 		go forwardPort(st, port, s.log)
 	case transport.KindChanges:
 		defer st.Close()
-		if err := s.containers.writeChanges(h.ContainerID, st); err != nil {
+		if err := s.containers.writeChanges(h.ContainerID, h.ExecID == transport.ChangesWholeRoot, st); err != nil {
 			s.log.Warn("changes", "container_id", h.ContainerID, "err", err)
 		}
 	case transport.KindStdin, transport.KindStdout, transport.KindStderr:
