@@ -54,10 +54,18 @@ type Options struct {
 	Network    string // RUN's network: bridge (default) or none
 	Labels     map[string]string
 	NoCache    bool // run every step (what they make is still remembered)
+	// ID names the build's intermediate images (localhost/lodge-build-ID:N)
+	// and its RUN containers' label: the builder's process (Builder's
+	// callers clean up after builders that died).
+	ID string
 	// Base resolves a FROM image (pulling it as the caller's policy says).
 	Base func(ctx context.Context, name string) (*image.Image, error)
 	Out  io.Writer // progress and RUN's output
 }
+
+// TmpPrefix begins the names of a build's intermediate images, untagged
+// when it ends.
+const TmpPrefix = "localhost/lodge-build-"
 
 // Builder builds images into a store.
 type Builder struct {
@@ -120,7 +128,10 @@ func (b *Builder) Build(ctx context.Context, o Options) (*image.Image, error) {
 	if o.Network == "" {
 		o.Network = "bridge"
 	}
-	bd := &build{b: b, o: o, id: fmt.Sprintf("%x", time.Now().UnixNano())}
+	if o.ID == "" {
+		o.ID = fmt.Sprintf("%x", time.Now().UnixNano())
+	}
+	bd := &build{b: b, o: o, id: o.ID}
 	if bd.ignore, err = readIgnore(o.Context); err != nil {
 		return nil, err
 	}
@@ -331,7 +342,7 @@ func (bd *build) store(ctx context.Context, st *stage) (*image.Image, error) {
 	if st.stored != nil && st.stored.Ref.Manifest == d {
 		return st.stored, nil
 	}
-	name := fmt.Sprintf("localhost/lodge-build-%s:%d", bd.id, len(bd.tmpTags))
+	name := fmt.Sprintf("%s%s:%d", TmpPrefix, bd.id, len(bd.tmpTags))
 	bd.tmpTags = append(bd.tmpTags, name)
 	im, err := bd.b.Store.Import(ctx, st.img, name)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -15,7 +16,11 @@ import (
 	"github.com/lodgeruntime/lodge/internal/build"
 	"github.com/lodgeruntime/lodge/internal/image"
 	"github.com/lodgeruntime/lodge/internal/layers"
+	"github.com/lodgeruntime/lodge/internal/procid"
 )
+
+// buildLabel marks a RUN step's container with its build's ID.
+const buildLabel = "io.lodge.build"
 
 // holderPath is where a RUN step's container finds the host's static
 // busybox, whose sleep holds the container while the step's command runs
@@ -79,7 +84,10 @@ func addBuildCommand(root *cobra.Command, a *app) {
 				}
 				return im, err
 			}
-			b := &build.Builder{Store: a.images(), Runner: buildRunner{a: a}}
+			me := procid.Of(os.Getpid())
+			o.ID = fmt.Sprintf("%d-%d", me.Pid, me.Start)
+			a.cleanBuilds(ctx)
+			b := &build.Builder{Store: a.images(), Runner: buildRunner{a: a, id: o.ID}}
 			im, err := b.Build(ctx, o)
 			if err != nil {
 				return lodgeError(err)
@@ -114,7 +122,10 @@ func addBuildCommand(root *cobra.Command, a *app) {
 // container's changes read by its guest (as lodge commit reads them),
 // and `lodge rm -f -v`, whatever happened (what a RUN writes under a VOLUME
 // of the image is dropped with it, as docker drops it).
-type buildRunner struct{ a *app }
+type buildRunner struct {
+	a  *app
+	id string // the build's (Options.ID): its containers' label
+}
 
 func (br buildRunner) Run(ctx context.Context, imageID string, step build.RunStep, out io.Writer, layer io.Writer) error {
 	if _, err := os.Stat(image.BuiltinBusybox); err != nil {
@@ -140,7 +151,7 @@ func (br buildRunner) Run(ctx context.Context, imageID string, step build.RunSte
 		return 0, "", err
 	}
 	code, msg, err := lodge(nil, "run", "-d", "--name", name, "--network", step.Network, "--pull", "never", "-u", "0:0", "-w", "/",
-		"--label", "io.lodge.build=1", "-v", image.BuiltinBusybox+":"+holderPath+":ro", "--entrypoint", holderPath,
+		"--label", buildLabel+"="+br.id, "-v", image.BuiltinBusybox+":"+holderPath+":ro", "--entrypoint", holderPath,
 		imageID, "sleep", "2147483647")
 	if err == nil && code != 0 {
 		err = fmt.Errorf("a container for the step: %s", msg)
@@ -172,4 +183,32 @@ func (br buildRunner) Run(ctx context.Context, imageID string, step build.RunSte
 		_, err := layers.ReadChanges(rd, layer)
 		return err
 	})
+}
+
+// cleanBuilds removes what builds whose process has died left: their RUN
+// containers and their intermediate images' names (a build that ends,
+// however it ends, removes its own).
+func (a *app) cleanBuilds(ctx context.Context) {
+	dead := func(id string) bool {
+		pid, start, ok := strings.Cut(id, "-")
+		p, err1 := strconv.Atoi(pid)
+		s, err2 := strconv.ParseUint(start, 10, 64)
+		return ok && err1 == nil && err2 == nil && !(procid.ID{Pid: p, Start: s}).Alive()
+	}
+	if ctrs, err := allCtrs(); err == nil {
+		for _, r := range ctrs {
+			if id, ok := r.Labels[buildLabel]; ok && dead(id) {
+				removeCtr(a, r, true)
+			}
+		}
+	}
+	st := a.images()
+	if refs, err := st.List(); err == nil {
+		for _, ref := range refs {
+			rest, ok := strings.CutPrefix(ref.Name, build.TmpPrefix)
+			if id, _, _ := strings.Cut(rest, ":"); ok && dead(id) {
+				st.Untag(ctx, ref.Name)
+			}
+		}
+	}
 }

@@ -223,7 +223,7 @@ func (a *app) changesOfEnded(ctx context.Context, r *ctrRecord, whole bool, read
 	if err := os.Link(rw, filepath.Join(tmp, "lodge-rw.img")); err != nil {
 		return err
 	}
-	id := r.ID + "-changes"
+	id := changesID(r)
 	if _, err := runtimecli.Inspect(runtimeState, id); err == nil {
 		runtimeOp(a, "delete", "--force", id) // left by a commit that was killed
 	}
@@ -237,6 +237,10 @@ func (a *app) changesOfEnded(ctx context.Context, r *ctrRecord, whole bool, read
 	}()
 	return streamChanges(ctx, id, whole, read)
 }
+
+// changesID is the runtime id of the VM that reads an ended container's
+// layer.
+func changesID(r *ctrRecord) string { return r.ID + "-changes" }
 
 // newSpecCopy is the spec of the VM that reads an ended container's
 // layer: the container's, with no network namespace to join (its last

@@ -533,6 +533,10 @@ func removeCtr(a *app, r *ctrRecord, force bool) error {
 	if f, err := takeMonitor(a.ctx(), r, 10*time.Second); err == nil {
 		defer f.Close()
 	}
+	// The VM a killed commit, diff or export of it left (changesOfEnded).
+	if _, err := runtimecli.Inspect(runtimeState, changesID(r)); err == nil {
+		runtimeOp(a, "delete", "--force", changesID(r))
+	}
 	if err := leaveBridge(a.ctx(), r.ID, r.Network); err != nil {
 		return err
 	}

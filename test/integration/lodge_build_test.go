@@ -2,6 +2,7 @@ package integration
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -72,5 +73,27 @@ func TestLodgeBuild(t *testing.T) {
 	}
 	if imgs := l.must("images"); strings.Contains(imgs, "broken") || strings.Contains(imgs, "lodge-build") {
 		t.Fatalf("a failed build left images:\n%s", imgs)
+	}
+
+	// A build killed in a RUN leaves its step's container and names; the
+	// next build removes them, its builder being gone.
+	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM "+ref+"\nENV STEP=1\nRUN sleep 120\n"), 0o644)
+	killed := exec.Command(l.bin, "build", "--network", "none", ctxDir)
+	killed.Env = l.env
+	if err := killed.Start(); err != nil {
+		t.Fatal(err)
+	}
+	l.eventually("the killed build's RUN started", func() bool {
+		return strings.Contains(l.must("ps", "--format", "{{.Names}}"), "lodge-build-")
+	})
+	killed.Process.Kill()
+	killed.Wait()
+	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM "+ref+"\nENV AFTER=1\n"), 0o644)
+	l.must("build", "-q", "-t", "built:after", "--network", "none", ctxDir)
+	if ps := l.must("ps", "-a", "-q"); ps != "" {
+		t.Fatalf("the killed build's container is still there:\n%s", ps)
+	}
+	if imgs := l.must("images"); strings.Contains(imgs, "lodge-build") {
+		t.Fatalf("the killed build's names are still there:\n%s", imgs)
 	}
 }
