@@ -128,6 +128,9 @@ func (b *Builder) Build(ctx context.Context, o Options) (*image.Image, error) {
 	if o.Network == "" {
 		o.Network = "bridge"
 	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
 	if o.ID == "" {
 		o.ID = fmt.Sprintf("%x", time.Now().UnixNano())
 	}

@@ -168,8 +168,19 @@ func streamChanges(ctx context.Context, id string, whole bool, read func(io.Read
 		done <- err
 	}()
 	err := runtimecli.Changes(ctx, runtimeState, id, whole, pw)
+	// A reader that gave up first (a name it refused) says why the copy
+	// into its closed pipe failed; else the copy's error is the cause.
+	select {
+	case rerr := <-done:
+		pw.CloseWithError(err)
+		if rerr != nil {
+			return rerr
+		}
+		return err
+	default:
+	}
 	pw.CloseWithError(err)
-	if rerr := <-done; rerr != nil && err == nil {
+	if rerr := <-done; err == nil {
 		err = rerr
 	}
 	return err
