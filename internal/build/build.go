@@ -34,6 +34,7 @@ import (
 type RunStep struct {
 	Args, Env              []string
 	User, Workdir, Network string
+	Stdin                  []byte // the command's input (none: nil)
 }
 
 // Runner runs RUN steps.

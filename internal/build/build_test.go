@@ -309,3 +309,44 @@ func TestBuildCache(t *testing.T) {
 		t.Fatalf("--no-cache: %d RUNs in all, want 5:\n%s", len(r.steps), out)
 	}
 }
+
+// Here-documents run as BuildKit runs them (a lone one as the shell's
+// text, or as a script of its own when it names its interpreter; one a
+// command reads, given back to the shell), and COPY takes --link.
+func TestBuildHeredocsAndCopyFlags(t *testing.T) {
+	b, r := newTestBuilder(t)
+	ctxDir := t.TempDir()
+	writeFiles(t, ctxDir, map[string]string{
+		"logs/a.txt": "a\n",
+		"logs/b.log": "b\n",
+		"Dockerfile": "FROM scratch\n" +
+			"RUN <<EOF\necho one\necho two\nEOF\n" +
+			"RUN <<EOF\n#!/usr/bin/env python3\nprint(\"hi\")\nEOF\n" +
+			"RUN cat > /x <<EOT\ncontent\nEOT\n" +
+			"COPY --link logs/ /logs/\n",
+	})
+	im, err := b.Build(context.Background(), Options{Context: ctxDir, Tags: []string{"localhost/h:1"}, Network: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.steps) != 3 {
+		t.Fatalf("%d RUNs", len(r.steps))
+	}
+	want := []RunStep{
+		{Args: []string{"/bin/sh", "-c", "echo one\necho two\n"}},
+		{Args: []string{"/bin/sh", "-c", heredocScript}, Stdin: []byte("#!/usr/bin/env python3\nprint(\"hi\")\n")},
+		{Args: []string{"/bin/sh", "-c", "cat > /x <<EOT\ncontent\nEOT"}},
+	}
+	for i, w := range want {
+		if !reflect.DeepEqual(r.steps[i].Args, w.Args) || string(r.steps[i].Stdin) != string(w.Stdin) {
+			t.Errorf("RUN %d: %q stdin %q, want %q stdin %q", i, r.steps[i].Args, r.steps[i].Stdin, w.Args, w.Stdin)
+		}
+	}
+	u := imageFiles(t, b, im)
+	if got := readFile(t, u, "/logs/a.txt"); got != "a\n" {
+		t.Errorf("/logs/a.txt = %q", got)
+	}
+	if got := readFile(t, u, "/logs/b.log"); got != "b\n" {
+		t.Errorf("/logs/b.log = %q", got)
+	}
+}

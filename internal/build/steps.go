@@ -16,6 +16,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
 )
 
 // step runs one instruction of a stage.
@@ -45,12 +46,15 @@ func (bd *build) step(ctx context.Context, st *stage, c instructions.Command) er
 	case *instructions.RunCommand:
 		return bd.run(ctx, st, c)
 	case *instructions.CopyCommand:
-		return bd.copy(ctx, st, c.SourcesAndDest, c.From, c.Chown, c.Chmod, false, c.String(), c.Parents || c.Link || len(c.ExcludePatterns) > 0)
+		// --link changes how BuildKit stores the layer, not the files in
+		// it: a layer here never depends on the files below it.
+		return bd.copy(ctx, st, c.SourcesAndDest, copyFlags{from: c.From, chown: c.Chown, chmod: c.Chmod,
+			createdBy: c.String(), unsupported: c.Parents || len(c.ExcludePatterns) > 0})
 	case *instructions.AddCommand:
-		if c.Checksum != "" || c.KeepGitDir || c.Link || len(c.ExcludePatterns) > 0 {
-			return errors.New("ADD's --checksum, --keep-git-dir, --link and --exclude are not supported")
+		if c.Checksum != "" || c.KeepGitDir || len(c.ExcludePatterns) > 0 {
+			return errors.New("ADD's --checksum, --keep-git-dir and --exclude are not supported")
 		}
-		return bd.copy(ctx, st, c.SourcesAndDest, "", c.Chown, c.Chmod, true, c.String(), false)
+		return bd.copy(ctx, st, c.SourcesAndDest, copyFlags{chown: c.Chown, chmod: c.Chmod, createdBy: c.String(), add: true})
 	}
 	key, err := bd.key(st, fmt.Sprint(c))
 	if err != nil || bd.cached(st, key) {
@@ -116,8 +120,9 @@ func (bd *build) run(ctx context.Context, st *stage, c *instructions.RunCommand)
 			return fmt.Errorf("RUN --network=%s: want default or none", n)
 		}
 	}
-	if len(c.Files) > 0 {
-		return errors.New("RUN with a here-document is not supported by lodge build")
+	args, stdin, err := runArgs(c, st.shell)
+	if err != nil {
+		return err
 	}
 	im, err := bd.store(ctx, st)
 	if err != nil {
@@ -139,9 +144,8 @@ func (bd *build) run(ctx context.Context, st *stage, c *instructions.RunCommand)
 			return err
 		}
 	}
-	step := RunStep{Args: shellForm(c.ShellDependantCmdLine, st.shell), Env: st.env(), User: user,
-		Workdir: st.workdir, Network: network}
-	key, err := bd.key(st, "RUN", strings.Join(step.Args, "\x00"), user, st.workdir, network)
+	step := RunStep{Args: args, Stdin: stdin, Env: st.env(), User: user, Workdir: st.workdir, Network: network}
+	key, err := bd.key(st, "RUN", strings.Join(step.Args, "\x00"), string(stdin), user, st.workdir, network)
 	if err != nil || bd.cached(st, key) {
 		return err
 	}
@@ -162,6 +166,43 @@ func (bd *build) run(ctx context.Context, st *stage, c *instructions.RunCommand)
 	}
 	st.img = img
 	return bd.remember(ctx, st, key)
+}
+
+// heredocScript runs a script given on stdin as a file of its own (its
+// #! line chooses its interpreter), removed after.
+const heredocScript = `f=/tmp/.lodge-heredoc-$$; cat > "$f" && chmod 700 "$f" && "$f"; r=$?; rm -f "$f"; exit $r`
+
+// runArgs is a RUN's argv and, for a here-document that names its own
+// interpreter, the script it gets on stdin. As BuildKit runs them: a
+// RUN that is one here-document runs its text in the shell (a #! text
+// as a file of its own); one whose command uses here-documents gets them
+// back in its text, for the shell to read.
+func runArgs(c *instructions.RunCommand, shellCmd []string) ([]string, []byte, error) {
+	if len(c.Files) == 0 {
+		return shellForm(c.ShellDependantCmdLine, shellCmd), nil, nil
+	}
+	if len(c.CmdLine) != 1 || !c.PrependShell {
+		return nil, nil, errors.New("a here-document RUN must be in shell form")
+	}
+	line := c.ShellDependantCmdLine
+	if parser.MustParseHeredoc(c.CmdLine[0]) != nil {
+		data := c.Files[0].Data
+		if c.Files[0].Chomp {
+			data = parser.ChompHeredocContent(data)
+		}
+		if strings.HasPrefix(data, "#!") {
+			line.CmdLine = []string{heredocScript}
+			return shellForm(line, shellCmd), []byte(data), nil
+		}
+		line.CmdLine = []string{data}
+		return shellForm(line, shellCmd), nil, nil
+	}
+	full := c.CmdLine[0]
+	for _, f := range c.Files {
+		full += "\n" + f.Data + f.Name
+	}
+	line.CmdLine = []string{full}
+	return shellForm(line, shellCmd), nil, nil
 }
 
 // workdir is WORKDIR: the config's, and the directory made where the
@@ -210,10 +251,17 @@ func (bd *build) writeLayer(st *stage, lb *layerBuilder, createdBy string) error
 	return nil
 }
 
+// copyFlags are COPY's and ADD's.
+type copyFlags struct {
+	from, chown, chmod, createdBy string
+	add, unsupported              bool
+}
+
 // copy is COPY (and ADD, which also unpacks local archives).
-func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAndDest, from, chown, chmod string, add bool, createdBy string, unsupported bool) error {
-	if unsupported {
-		return errors.New("COPY's --parents, --link and --exclude are not supported by lodge build")
+func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAndDest, fl copyFlags) error {
+	from, chown, chmod, add, createdBy := fl.from, fl.chown, fl.chmod, fl.add, fl.createdBy
+	if fl.unsupported {
+		return errors.New("COPY's --parents and --exclude are not supported by lodge build")
 	}
 	if len(sd.SourceContents) > 0 {
 		return errors.New("COPY and ADD of a here-document are not supported by lodge build")

@@ -138,6 +138,9 @@ func (br buildRunner) Run(ctx context.Context, imageID string, step build.RunSte
 	name := "lodge-build-" + newID()[:12]
 	lodge := func(stdout io.Writer, args ...string) (int, string, error) {
 		cmd := exec.CommandContext(ctx, self, args...)
+		if args[0] == "exec" && step.Stdin != nil {
+			cmd.Stdin = bytes.NewReader(step.Stdin)
+		}
 		var errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = stdout, io.MultiWriter(&errb, stdout)
 		if stdout == nil {
@@ -161,6 +164,9 @@ func (br buildRunner) Run(ctx context.Context, imageID string, step build.RunSte
 		return err
 	}
 	args := []string{"exec", "-w", step.Workdir}
+	if step.Stdin != nil {
+		args = append(args, "-i")
+	}
 	if step.User != "" {
 		args = append(args, "-u", step.User)
 	}

@@ -27,6 +27,7 @@ func TestLodgeBuild(t *testing.T) {
 			"COPY greet.sh ./\n" +
 			`RUN chmod +x greet.sh && echo "$GREETING from $(pwd)" > built.txt && rm /marker` + "\n" +
 			`RUN ["/bin/sh", "-c", "echo exec-form >> built.txt"]` + "\n" +
+			"RUN <<EOF\n#!/bin/sh\necho from a script > /app/script.txt\nEOF\n" +
 			"USER nobody\n" +
 			"RUN id -u > /tmp/uid\n" +
 			"USER root\n" +
@@ -52,7 +53,7 @@ func TestLodgeBuild(t *testing.T) {
 	if got := l.must("run", "--rm", "--network", "none", "built:first"); got != "hi from /app\nexec-form\n" {
 		t.Fatalf("the built image's CMD printed %q", got)
 	}
-	if got := l.must("run", "--rm", "--network", "none", "built:first", "sh", "-c", "cat /tmp/uid; test -e /marker || echo no-marker; echo $APP"); got != "65534\nno-marker\n/app\n" {
+	if got := l.must("run", "--rm", "--network", "none", "built:first", "sh", "-c", "cat /tmp/uid; test -e /marker || echo no-marker; echo $APP; cat /app/script.txt; ls -a /tmp | grep -c heredoc || true"); got != "65534\nno-marker\n/app\nfrom a script\n0\n" {
 		t.Fatalf("in the built image: %q", got)
 	}
 	l.must("build", "-q", "-t", "built:final", "--network", "none", ctxDir)
