@@ -39,16 +39,9 @@ func addCommitCommands(root *cobra.Command, a *app) {
 			if err != nil {
 				return err
 			}
-			ref := ""
-			if len(args) == 2 {
-				n, err := image.ParseName(args[1])
-				if err != nil {
-					return err
-				}
-				if strings.Contains(args[1], "@") {
-					return fmt.Errorf("%q: an image made here is named by a tag, not a digest", args[1])
-				}
-				ref = image.StoreName(n)
+			ref, err := tagName(args[1:])
+			if err != nil {
+				return err
 			}
 			im, err := a.commit(cmd.Context(), r, ref, commitOpts{author: author, message: message, changes: changes, pause: pause})
 			if err != nil {
@@ -89,6 +82,22 @@ func addCommitCommands(root *cobra.Command, a *app) {
 		},
 	}
 	root.AddCommand(commit, diff)
+}
+
+// tagName is the store's name for the optional REPOSITORY[:TAG] of
+// commit and import ("" if none was given).
+func tagName(args []string) (string, error) {
+	if len(args) == 0 {
+		return "", nil
+	}
+	n, err := image.ParseName(args[0])
+	if err != nil {
+		return "", err
+	}
+	if strings.Contains(args[0], "@") {
+		return "", fmt.Errorf("%q: an image made here is named by a tag, not a digest", args[0])
+	}
+	return image.StoreName(n), nil
 }
 
 type commitOpts struct {
@@ -136,7 +145,11 @@ func (a *app) commit(ctx context.Context, r *ctrRecord, ref string, o commitOpts
 	if err != nil {
 		return nil, err
 	}
-	return st.Commit(ctx, image.Commit{Parent: parent, Layer: f.Name(), Config: cfg, Author: o.author, Comment: o.message,
+	base, err := st.V1(parent)
+	if err != nil {
+		return nil, err
+	}
+	return st.Commit(ctx, image.Commit{Base: base, Layer: f.Name(), Config: cfg, Author: o.author, Comment: o.message,
 		CreatedBy: strings.Join(r.Command, " "), Name: ref})
 }
 

@@ -10,11 +10,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -50,16 +47,9 @@ func addExportCommands(root *cobra.Command, a *app) {
 		Short: "make a one-layer image of a tar of a root (plain, gzip or zstd; - is stdin)",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ref := ""
-			if len(args) == 2 {
-				n, err := image.ParseName(args[1])
-				if err != nil {
-					return err
-				}
-				if strings.Contains(args[1], "@") {
-					return fmt.Errorf("%q: an imported image is named by a tag, not a digest", args[1])
-				}
-				ref = image.StoreName(n)
+			ref, err := tagName(args[1:])
+			if err != nil {
+				return err
 			}
 			var cfg v1.Config
 			for _, c := range changes {
@@ -96,29 +86,8 @@ func importImage(st *image.Store, cmd *cobra.Command, file, source string, cfg v
 	if err != nil {
 		return nil, err
 	}
-	now := v1.Time{Time: time.Now().UTC().Truncate(time.Second)}
-	img, err := image.AppendLayer(base, file, v1.History{Created: now, CreatedBy: "lodge import " + source, Comment: message})
-	if err != nil {
-		return nil, err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
-	cf.Config, cf.Created = cfg, now
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		return nil, err
-	}
-	name := ref
-	if name == "" {
-		d, err := img.Digest()
-		if err != nil {
-			return nil, err
-		}
-		name = image.UntaggedName(d)
-	}
-	im, err := st.Import(cmd.Context(), img, name)
+	im, err := st.Commit(cmd.Context(), image.Commit{Base: base, Layer: file, Config: cfg, Comment: message,
+		CreatedBy: "lodge import " + source, Name: ref})
 	if err != nil {
 		return nil, fmt.Errorf("import %s: %w", source, err)
 	}

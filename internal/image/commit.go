@@ -12,9 +12,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// Commit is an image made from a container's changes (lodge commit).
+// Commit is an image made of one more layer on Base (lodge commit: a
+// container's changes on its image; lodge import: a root on Scratch).
 type Commit struct {
-	Parent *Image
+	Base v1.Image
 	// Layer is the changes as a plain, uncompressed layer tar (a file:
 	// it is read twice, for its digest and into the store).
 	Layer string
@@ -29,15 +30,11 @@ type Commit struct {
 // it as <none> <none>, and its ID finds it.
 func UntaggedName(manifest v1.Hash) string { return "<none>@" + manifest.String() }
 
-// Commit stores the parent image plus one layer, the changes, with the
-// new config and a history entry for the layer, and names it.
+// Commit stores Base plus one layer with the new config and a history
+// entry for the layer, and names it.
 func (s *Store) Commit(ctx context.Context, c Commit) (*Image, error) {
-	base, err := s.V1(c.Parent)
-	if err != nil {
-		return nil, err
-	}
 	now := v1.Time{Time: time.Now().UTC().Truncate(time.Second)}
-	img, err := AppendLayer(base, c.Layer, v1.History{Created: now, CreatedBy: c.CreatedBy, Author: c.Author, Comment: c.Comment})
+	img, err := AppendLayer(c.Base, c.Layer, v1.History{Created: now, CreatedBy: c.CreatedBy, Author: c.Author, Comment: c.Comment})
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +57,7 @@ func (s *Store) Commit(ctx context.Context, c Commit) (*Image, error) {
 	}
 	im, err := s.Import(ctx, img, name)
 	if err != nil {
-		return nil, fmt.Errorf("store the committed image: %w", err)
+		return nil, fmt.Errorf("store the image: %w", err)
 	}
 	return im, nil
 }
