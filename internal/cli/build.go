@@ -84,6 +84,14 @@ func addBuildCommand(root *cobra.Command, a *app) {
 				}
 				return im, err
 			}
+			if o.Dockerfile == "-" {
+				f, err := copyToStore(a.images(), cmd.InOrStdin())
+				if err != nil {
+					return lodgeError(fmt.Errorf("the Dockerfile from stdin: %w", err))
+				}
+				defer os.Remove(f)
+				o.Dockerfile = f
+			}
 			me := procid.Of(os.Getpid())
 			o.ID = fmt.Sprintf("%d-%d", me.Pid, me.Start)
 			a.cleanBuilds(ctx)
@@ -105,7 +113,7 @@ func addBuildCommand(root *cobra.Command, a *app) {
 	}
 	f := cmd.Flags()
 	f.StringArrayVarP(&tags, "tag", "t", nil, "name the image NAME[:TAG] (more than once for more names)")
-	f.StringVarP(&o.Dockerfile, "file", "f", "", "the Dockerfile (default: CONTEXT/Dockerfile)")
+	f.StringVarP(&o.Dockerfile, "file", "f", "", "the Dockerfile (default: CONTEXT/Dockerfile; - reads it from stdin)")
 	f.StringArrayVar(&buildArgs, "build-arg", nil, "set an ARG, KEY=VALUE (KEY alone: from the environment)")
 	f.StringVar(&o.Target, "target", "", "build up to this stage")
 	f.StringVar(&o.Network, "network", "bridge", "RUN's network: bridge or none")

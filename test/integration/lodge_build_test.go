@@ -60,6 +60,12 @@ func TestLodgeBuild(t *testing.T) {
 	if got := l.must("run", "--rm", "--network", "none", "built:final"); got != "hello from /app\nexec-form\n" {
 		t.Fatalf("the final stage printed %q", got)
 	}
+	if r := l.run("FROM "+ref+"\nCMD [\"echo\", \"from stdin\"]\n", "build", "-q", "-t", "built:stdin", "-f", "-", ctxDir); r.code != 0 {
+		t.Fatalf("build -f -: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if got := l.must("run", "--rm", "--network", "none", "built:stdin"); got != "from stdin\n" {
+		t.Fatalf("the image of a Dockerfile from stdin printed %q", got)
+	}
 	if ps := l.must("ps", "-a", "-q"); ps != "" {
 		t.Fatalf("build left containers:\n%s", ps)
 	}
