@@ -638,7 +638,7 @@ func inspectCtr(r *ctrRecord) map[string]any {
 		"Config": map[string]any{"Image": displayName(r.Image), "Cmd": r.Command, "Labels": r.Labels, "StopSignal": r.StopSignal, "StopTimeout": r.StopTimeout,
 			"Tty": r.Tty, "OpenStdin": r.Interactive, "AttachStdout": !r.Detached, "AttachStderr": !r.Detached},
 		"HostConfig":      map[string]any{"AutoRemove": r.AutoRemove, "Runtime": "lodge", "RestartPolicy": policy},
-		"NetworkSettings": networkSettings(r.Network, running),
+		"NetworkSettings": networkSettings(r.Network, r.aliases(), running),
 		"LogPath":         logPath(r.ID),
 	}
 }

@@ -199,6 +199,8 @@ func leaveBridge(ctx context.Context, id string, n *ctrNetwork) error {
 		}
 	}
 	errs = append(errs, removeNetNS(n.NetNS))
+	// The others on the network forget its name.
+	errs = append(errs, refreshHosts(ctx, name))
 	return errors.Join(errs...)
 }
 
@@ -244,14 +246,7 @@ func networkFiles(dir, hostname, ip string, conf *netFilesConf) (map[string]stri
 	if conf == nil {
 		conf = &netFilesConf{}
 	}
-	hosts := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-	for _, h := range conf.ExtraHosts { // --add-host
-		name, addr, _ := strings.Cut(h, ":")
-		hosts += addr + "\t" + name + "\n"
-	}
-	if ip != "" {
-		hosts += ip + "\t" + hostname + "\n"
-	}
+	hosts := hostsBody(hostname, ip, conf)
 	resolv, err := os.ReadFile("/etc/resolv.conf")
 	if err != nil || !strings.Contains(string(resolv), "nameserver") {
 		resolv = []byte("nameserver 8.8.8.8\n")
@@ -545,7 +540,7 @@ func networkUsers(name string) []string {
 // networkSettings is inspect's NetworkSettings in docker's shape: the
 // address, the published ports and the network, while the container runs
 // (docker shows none for a stopped one).
-func networkSettings(n *ctrNetwork, running bool) map[string]any {
+func networkSettings(n *ctrNetwork, aliases []string, running bool) map[string]any {
 	out := map[string]any{"IPAddress": "", "Ports": map[string]any{}, "Networks": map[string]any{}, "SandboxKey": ""}
 	if n == nil || !running {
 		return out
@@ -564,6 +559,6 @@ func networkSettings(n *ctrNetwork, running bool) map[string]any {
 		name = bridgeNetwork
 	}
 	out["IPAddress"], out["Ports"], out["SandboxKey"] = n.IP, ports, n.NetNS
-	out["Networks"] = map[string]any{name: map[string]any{"IPAddress": n.IP}}
+	out["Networks"] = map[string]any{name: map[string]any{"IPAddress": n.IP, "Aliases": aliases}}
 	return out
 }

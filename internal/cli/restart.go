@@ -202,6 +202,11 @@ func (a *app) startAgain(ctx context.Context, r *ctrRecord, monitor *os.File, cr
 	if err != nil {
 		return err
 	}
+	if nw != nil {
+		if err := refreshHosts(ctx, nw.Name); err != nil {
+			a.log.Warn("names on the network", "network", nw.Name, "err", err)
+		}
+	}
 	if err := a.runDetached(ctx, rec, runOpts{tty: rec.Tty, interactive: rec.Interactive, createOnly: createOnly}, monitor); err != nil {
 		updateCtr(context.WithoutCancel(ctx), r.ID, func(c *ctrRecord) {
 			c.Network, c.ExitCode, c.FinishedAt, c.StartedAt = prev.Network, prev.ExitCode, prev.FinishedAt, prev.StartedAt

@@ -171,11 +171,14 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	network := o.network
 	switch network {
 	case "none":
-		if len(ports) > 0 || o.publishAll {
-			return lodgeError(errors.New("-p and -P need a network: not with --network none"))
+		if len(ports) > 0 || o.publishAll || len(o.aliases) > 0 {
+			return lodgeError(errors.New("-p, -P and --network-alias need a network: not with --network none"))
 		}
 	case "bridge", "":
 		network = bridgeNetwork
+		if len(o.aliases) > 0 {
+			return lodgeError(errors.New("--network-alias: names are for networks made with lodge network create, not the default one (as docker's)"))
+		}
 	default:
 		if _, err := os.Stat(networkPath(network)); err != nil || !validName(network) {
 			return lodgeError(fmt.Errorf("--network %s: no such network (lodge network ls)", network))
@@ -300,6 +303,12 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	}
 	if err := addNetworkToSpec(spec, ctrDir(id), rec.Network, rec.NetFiles); err != nil {
 		return lodgeError(err)
+	}
+	if rec.Network != nil {
+		// It and the others on its network learn each other's names.
+		if err := refreshHosts(ctx, rec.Network.Name); err != nil {
+			a.log.Warn("names on the network", "network", rec.Network.Name, "err", err)
+		}
 	}
 	// A container removed when it ends is never started again: its
 	// writable layer need not outlive it (nor be flushed as its VM ends).

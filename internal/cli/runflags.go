@@ -33,6 +33,7 @@ type specOpts struct {
 	stopTimeout        int // -1: not given
 	addHosts, dns      []string
 	dnsSearch, dnsOpts []string
+	aliases            []string // --network-alias
 }
 
 func addSpecFlags(f *pflag.FlagSet, o *specOpts) {
@@ -51,6 +52,7 @@ func addSpecFlags(f *pflag.FlagSet, o *specOpts) {
 	f.StringArrayVar(&o.dns, "dns", nil, "a name server for /etc/resolv.conf")
 	f.StringArrayVar(&o.dnsSearch, "dns-search", nil, "a search domain for /etc/resolv.conf")
 	f.StringArrayVar(&o.dnsOpts, "dns-option", nil, "an option for /etc/resolv.conf")
+	f.StringArrayVar(&o.aliases, "network-alias", nil, "another name the containers on its network (one made with lodge network create) find it by")
 }
 
 // capName is a capability as the spec names it (net_admin -> CAP_NET_ADMIN).
@@ -251,6 +253,9 @@ type netFilesConf struct {
 	DNS        []string `json:"dns,omitempty"`
 	Search     []string `json:"dns_search,omitempty"`
 	Options    []string `json:"dns_options,omitempty"`
+	// Aliases are --network-alias's: names the other containers on its
+	// network find it by, besides its name (hosts.go).
+	Aliases []string `json:"aliases,omitempty"`
 }
 
 func (o specOpts) netFiles() (*netFilesConf, error) {
@@ -265,8 +270,13 @@ func (o specOpts) netFiles() (*netFilesConf, error) {
 			return nil, fmt.Errorf("--dns %q: not an IP address", d)
 		}
 	}
-	if len(o.addHosts)+len(o.dns)+len(o.dnsSearch)+len(o.dnsOpts) == 0 {
+	for _, a := range o.aliases {
+		if !validHostname(a) {
+			return nil, fmt.Errorf("--network-alias %q: want a host name (letters, digits, '-', '.')", a)
+		}
+	}
+	if len(o.addHosts)+len(o.dns)+len(o.dnsSearch)+len(o.dnsOpts)+len(o.aliases) == 0 {
 		return nil, nil
 	}
-	return &netFilesConf{ExtraHosts: o.addHosts, DNS: o.dns, Search: o.dnsSearch, Options: o.dnsOpts}, nil
+	return &netFilesConf{ExtraHosts: o.addHosts, DNS: o.dns, Search: o.dnsSearch, Options: o.dnsOpts, Aliases: o.aliases}, nil
 }

@@ -506,11 +506,29 @@ func TestLodgeNetwork(t *testing.T) {
 	if ls := l.must("network", "ls"); !strings.Contains(ls, "lodgetestnet") {
 		t.Errorf("network ls:\n%s", ls)
 	}
-	l.must("run", "-d", "--name", "peer", "--network", "lodgetestnet", "-v", www+":/www:ro", ref, "httpd", "-f", "-p", "80", "-h", "/www")
+	l.must("run", "-d", "--name", "peer", "--network", "lodgetestnet", "--network-alias", "files", "-v", www+":/www:ro", ref, "httpd", "-f", "-p", "80", "-h", "/www")
 	json.Unmarshal([]byte(l.must("inspect", "peer")), &insp)
 	peerIP := insp[0].NetworkSettings.IP
 	if out := l.run("", "run", "--rm", "--network", "lodgetestnet", ref, "wget", "-qO-", "http://"+peerIP+"/"); out.stdout != "hello-over-the-bridge\n" {
 		t.Errorf("on a user-defined network: %q %s", out.stdout, out.stderr)
+	}
+	// Its members find each other by name and alias, both ways, and
+	// forget one that leaves; the default network has no names.
+	l.must("run", "-d", "--name", "client", "--network", "lodgetestnet", ref, "sleep", "300")
+	for _, name := range []string{"peer", "files"} {
+		if out := l.run("", "exec", "client", "wget", "-qO-", "http://"+name+"/"); out.stdout != "hello-over-the-bridge\n" {
+			t.Errorf("a peer by its name %s: %q %s", name, out.stdout, out.stderr)
+		}
+	}
+	if out := l.run("", "exec", "peer", "ping", "-c1", "-W5", "client"); out.code != 0 {
+		t.Errorf("the older member does not find the newer one: %s %s", out.stdout, out.stderr)
+	}
+	if out := l.run("", "run", "--rm", "--network-alias", "x", ref, "true"); out.code != 125 || !strings.Contains(out.stderr, "lodge network create") {
+		t.Errorf("an alias on the default network: %d %s", out.code, out.stderr)
+	}
+	l.must("rm", "-f", "client")
+	if hosts := l.must("exec", "peer", "cat", "/etc/hosts"); strings.Contains(hosts, "client") {
+		t.Errorf("a removed member is still in the other's /etc/hosts:\n%s", hosts)
 	}
 	if r := l.run("", "network", "rm", "lodgetestnet"); r.code == 0 {
 		t.Error("a network in use was removed")
