@@ -53,7 +53,7 @@ func Main(ctx context.Context, args []string, env Env) int {
 		env.In = os.Stdin
 	}
 	root := newRoot(ctx, &env)
-	root.SetArgs(args)
+	root.SetArgs(composeArgs(args))
 	root.SetOut(env.Out)
 	root.SetErr(env.Err)
 	err := root.ExecuteContext(ctx)
@@ -138,6 +138,7 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 	addUpdateCommand(root, a)
 	addCommitCommands(root, a)
 	addBuildCommand(root, a)
+	addComposeCommands(root, a)
 	addExportCommands(root, a)
 	addContainerGroup(root, a) // last: it names the commands above
 	return root

@@ -574,6 +574,22 @@ type psRow struct {
 	State   string `json:"State"`
 }
 
+// psRowOf is ps's line of a container in state st.
+func psRowOf(r *ctrRecord, st string, running bool) psRow {
+	cmd := strings.Join(r.Command, " ")
+	if len(cmd) > 20 {
+		cmd = cmd[:19] + "…"
+	}
+	var ports []string
+	if r.Network != nil && running {
+		for _, p := range r.Network.Ports {
+			ports = append(ports, p.String())
+		}
+	}
+	return psRow{ID: r.ID[:12], Image: displayName(r.Image), Command: fmt.Sprintf("%q", cmd),
+		Created: since(r.Created), Status: r.statusLine(), Names: r.Name, State: st, Ports: strings.Join(ports, ", ")}
+}
+
 func listCtrs(w io.Writer, all, quiet bool, format string, filters []string) error {
 	f, err := parseFilters(filters)
 	if err != nil {
@@ -591,18 +607,7 @@ func listCtrs(w io.Writer, all, quiet bool, format string, filters []string) err
 		if !all && !running && !r.Restarting || !f.match(r, st) {
 			continue
 		}
-		cmd := strings.Join(r.Command, " ")
-		if len(cmd) > 20 {
-			cmd = cmd[:19] + "…"
-		}
-		var ports []string
-		if r.Network != nil && running {
-			for _, p := range r.Network.Ports {
-				ports = append(ports, p.String())
-			}
-		}
-		rows = append(rows, psRow{ID: r.ID[:12], Image: displayName(r.Image), Command: fmt.Sprintf("%q", cmd),
-			Created: since(r.Created), Status: r.statusLine(), Names: r.Name, State: st, Ports: strings.Join(ports, ", ")})
+		rows = append(rows, psRowOf(r, st, running))
 	}
 	if quiet {
 		for _, r := range rows {

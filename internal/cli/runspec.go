@@ -117,6 +117,18 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 	}
 	taken := map[string]bool{}
 	for _, v := range o.volumes {
+		if path.IsAbs(v) && !strings.Contains(v, ":") {
+			// -v /DIR: an anonymous volume there, as docker's.
+			vol, err := ensureVolume("anon-"+newID()[:24], true)
+			if err != nil {
+				return nil, nil, err
+			}
+			anon = append(anon, vol.Name)
+			spec.Mounts = append(spec.Mounts, specs.Mount{Destination: v, Type: "bind", Source: vol.dataDir(), Options: []string{"rbind", "rprivate"}})
+			taken[path.Clean(v)] = true
+			volumes = append(volumes, vol.Name)
+			continue
+		}
 		m, name, err := parseVolume(v)
 		if err != nil {
 			return nil, nil, err
@@ -272,7 +284,7 @@ func readEnvFile(p string) ([]string, error) {
 func parseVolume(v string) (m specs.Mount, volumeName string, err error) {
 	parts := strings.Split(v, ":")
 	if len(parts) < 2 || len(parts) > 3 {
-		return m, "", fmt.Errorf("-v %q: want HOST:CONTAINER[:ro] or VOLUME:CONTAINER[:ro]", v)
+		return m, "", fmt.Errorf("-v %q: want HOST:CONTAINER[:ro], VOLUME:CONTAINER[:ro] or /CONTAINER (an anonymous volume)", v)
 	}
 	src, ctr := parts[0], parts[1]
 	if !path.IsAbs(ctr) {

@@ -1,0 +1,588 @@
+package cli
+
+// lodge compose up, down, run and exec, and the output of a project's
+// containers.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/lodgeruntime/lodge/internal/compose"
+)
+
+type upOpts struct {
+	detach, build, noBuild    bool
+	forceRecreate, noRecreate bool
+	removeOrphans, noDeps     bool
+	abortOnExit               bool
+	pull, exitCodeFrom        string
+}
+
+type downOpts struct {
+	volumes, removeOrphans bool
+	rmi                    string
+	timeout                int
+}
+
+type composeLogOpts struct {
+	follow, timestamps, noPrefix bool
+	tail                         string
+}
+
+// warn prints a warning about the project.
+func (c *composeCmd) warn(format string, args ...any) {
+	fmt.Fprintf(c.cmd.ErrOrStderr(), "lodge compose: warning: "+format+"\n", args...)
+}
+
+// up makes what the services need and starts their containers, each
+// service after those it depends on (and their conditions) are there.
+func (c *composeCmd) up(o upOpts, services []string) error {
+	if o.exitCodeFrom != "" {
+		if _, ok := c.p.Services[o.exitCodeFrom]; !ok {
+			return fmt.Errorf("--exit-code-from %s: no such service", o.exitCodeFrom)
+		}
+		o.abortOnExit = true
+	}
+	if o.detach && o.abortOnExit {
+		return errors.New("-d and --abort-on-container-exit (or --exit-code-from) do not go together")
+	}
+	if !slices.Contains([]string{"missing", "always", "never"}, o.pull) {
+		return fmt.Errorf("--pull %q: want missing, always or never", o.pull)
+	}
+	order, err := compose.Order(c.p, services)
+	if err != nil {
+		return err
+	}
+	if o.noDeps && len(services) > 0 {
+		order = slices.DeleteFunc(order, func(n string) bool { return !slices.Contains(services, n) })
+	}
+	// Everything is checked before anything is made.
+	for _, n := range order {
+		s := c.p.Services[n]
+		if _, _, err := compose.RunArgs(c.p, s, compose.Container{Name: n}); err != nil {
+			return err
+		}
+		if s.ContainerName != "" && s.GetScale() > 1 {
+			return fmt.Errorf("service %s: container_name %s and %d replicas: a name is one container's", n, s.ContainerName, s.GetScale())
+		}
+	}
+	if err := c.ensureNetworks(order); err != nil {
+		return err
+	}
+	if err := c.ensureVolumes(order); err != nil {
+		return err
+	}
+	if err := c.orphans(o.removeOrphans); err != nil {
+		return err
+	}
+	var names []string
+	for _, n := range order {
+		s := c.p.Services[n]
+		if err := c.waitDeps(s); err != nil {
+			return err
+		}
+		if err := c.ensureImage(s, o); err != nil {
+			return err
+		}
+		hash := compose.Hash(s, c.imageID(compose.Image(c.p, s)))
+		scale := s.GetScale()
+		for i := 1; i <= scale; i++ {
+			name := compose.ContainerName(c.p, s, i)
+			if err := c.upContainer(s, compose.Container{Name: name, Hash: hash, Number: i, Detach: true}, o); err != nil {
+				return err
+			}
+			names = append(names, name)
+		}
+		// Replicas beyond the scale asked now.
+		extra, _ := c.containers([]string{n}, false)
+		for _, r := range extra {
+			if k, _ := strconv.Atoi(r.Labels[compose.LabelNumber]); k > scale {
+				if err := c.remove(r, false, -1); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if o.detach {
+		return nil
+	}
+	return c.attach(names, o)
+}
+
+// upContainer makes or starts one container, or leaves it running when
+// nothing it was made from changed.
+func (c *composeCmd) upContainer(s types.ServiceConfig, ct compose.Container, o upOpts) error {
+	if r := ctrByName(ct.Name); r != nil {
+		if r.Labels[compose.LabelProject] != c.p.Name {
+			return fmt.Errorf("service %s: the container name %s is taken by a container of no project here: remove or rename it", s.Name, ct.Name)
+		}
+		if r.Labels[compose.LabelConfigHash] == ct.Hash && !o.forceRecreate || o.noRecreate {
+			if st, running := r.status(); running || st == "paused" {
+				fmt.Fprintf(c.cmd.ErrOrStderr(), " ✔ Container %s  Running\n", ct.Name)
+				return nil
+			}
+			return c.step("Container", ct.Name, "Started", "start", ct.Name)
+		}
+		// Anonymous volumes go with it (docker compose carries them
+		// over): data that must outlive a container belongs in a named
+		// volume.
+		fmt.Fprintf(c.cmd.ErrOrStderr(), " ⠿ Container %s  Recreate\n", ct.Name)
+		if err := c.remove(r, true, -1); err != nil {
+			return err
+		}
+	}
+	args, warnings, err := compose.RunArgs(c.p, s, ct)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		c.warn("%s", w)
+	}
+	return c.step("Container", ct.Name, "Started", append([]string{"run"}, args...)...)
+}
+
+// ctrByName is the container of that exact name (nil: none).
+func ctrByName(name string) *ctrRecord {
+	all, _ := allCtrs()
+	for _, r := range all {
+		if r.Name == name {
+			return r
+		}
+	}
+	return nil
+}
+
+// remove stops a container (its stop signal, then SIGKILL after timeout
+// seconds; -1: its own) and removes it, with its anonymous volumes if
+// asked.
+func (c *composeCmd) remove(r *ctrRecord, volumes bool, timeout int) error {
+	if st, running := r.status(); running || st == "paused" {
+		args := []string{"stop"}
+		if timeout >= 0 {
+			args = append(args, "-t", strconv.Itoa(timeout))
+		}
+		if err := c.step("Container", r.Name, "Stopped", append(args, r.Name)...); err != nil {
+			return err
+		}
+	}
+	args := []string{"rm", "-f"}
+	if volumes {
+		args = append(args, "-v")
+	}
+	return c.step("Container", r.Name, "Removed", append(args, r.Name)...)
+}
+
+// orphans are the project's containers of services the file no longer
+// has (services a profile leaves out are not orphans).
+func (c *composeCmd) orphans(remove bool) error {
+	var names []string
+	for _, r := range projectCtrs(c.p.Name, false) {
+		svc := r.Labels[compose.LabelService]
+		if _, ok := c.p.Services[svc]; ok || slices.Contains(c.p.DisabledServiceNames(), svc) {
+			continue
+		}
+		if remove {
+			if err := c.remove(r, false, -1); err != nil {
+				return err
+			}
+			continue
+		}
+		names = append(names, r.Name)
+	}
+	if len(names) > 0 {
+		c.warn("containers of services this file no longer has: %s (--remove-orphans removes them)", strings.Join(names, ", "))
+	}
+	return nil
+}
+
+// ensureNetworks makes the project's networks the services use (an
+// external one must exist).
+func (c *composeCmd) ensureNetworks(order []string) error {
+	done := map[string]bool{}
+	for _, n := range order {
+		s := c.p.Services[n]
+		if s.NetworkMode != "" {
+			continue
+		}
+		for _, key := range slices.Sorted(maps.Keys(s.Networks)) {
+			nw := c.p.Networks[key]
+			if done[nw.Name] {
+				continue
+			}
+			done[nw.Name] = true
+			if _, err := os.Stat(networkPath(nw.Name)); err == nil {
+				continue
+			}
+			if nw.External {
+				return fmt.Errorf("network %s is external, but lodge has no network %s (lodge network create %s)", key, nw.Name, nw.Name)
+			}
+			args := []string{"network", "create"}
+			if sub := compose.Subnet(nw); sub != "" {
+				args = append(args, "--subnet", sub)
+			}
+			if err := c.step("Network", nw.Name, "Created", append(args, nw.Name)...); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ensureVolumes makes the project's named volumes the services use (an
+// external one must exist).
+func (c *composeCmd) ensureVolumes(order []string) error {
+	done := map[string]bool{}
+	for _, n := range order {
+		for _, v := range c.p.Services[n].Volumes {
+			if v.Type != types.VolumeTypeVolume || v.Source == "" {
+				continue
+			}
+			vol := c.p.Volumes[v.Source]
+			if done[vol.Name] {
+				continue
+			}
+			done[vol.Name] = true
+			if volumeExists(vol.Name) {
+				continue
+			}
+			if vol.External {
+				return fmt.Errorf("volume %s is external, but lodge has no volume %s (lodge volume create %s)", v.Source, vol.Name, vol.Name)
+			}
+			if err := c.step("Volume", vol.Name, "Created", "volume", "create", vol.Name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func volumeExists(name string) bool {
+	_, err := os.Stat(filepath.Join(volumesDir, name, "volume.json"))
+	return err == nil
+}
+
+// waitDeps waits for the conditions of what s depends on: a healthy
+// container (its healthcheck run in it by lodge exec), or one that ended
+// with 0.
+func (c *composeCmd) waitDeps(s types.ServiceConfig) error {
+	for _, d := range slices.Sorted(maps.Keys(s.DependsOn)) {
+		dep := s.DependsOn[d]
+		ds, ok := c.p.Services[d]
+		if !ok {
+			continue
+		}
+		ctrs, _ := c.containers([]string{d}, false)
+		if len(ctrs) == 0 {
+			if dep.Required {
+				return fmt.Errorf("service %s depends on %s, which has no container (lodge compose up %s)", s.Name, d, d)
+			}
+			continue
+		}
+		for _, r := range ctrs {
+			switch dep.Condition {
+			case types.ServiceConditionHealthy:
+				if err := c.waitHealthy(ds, r.Name); err != nil {
+					return fmt.Errorf("service %s depends on %s: %w", s.Name, d, err)
+				}
+			case types.ServiceConditionCompletedSuccessfully:
+				var out bytes.Buffer
+				code, err := c.lodge(nil, &out, io.Discard, "wait", r.Name)
+				if err != nil {
+					return err
+				}
+				exit, _ := strconv.Atoi(strings.TrimSpace(out.String()))
+				if code != 0 || exit != 0 {
+					return fmt.Errorf("service %s depends on %s completing successfully: container %s exited with %d", s.Name, d, r.Name, exit)
+				}
+				fmt.Fprintf(c.cmd.ErrOrStderr(), " ✔ Container %s  Exited\n", r.Name)
+			}
+		}
+	}
+	return nil
+}
+
+// waitHealthy runs a service's healthcheck in its container until it
+// passes, as docker's daemon would: failures within start_period do not
+// count, retries failures after it make the container unhealthy. The
+// first check runs at once rather than an interval after the start.
+func (c *composeCmd) waitHealthy(s types.ServiceConfig, name string) error {
+	hc := s.HealthCheck
+	if hc == nil || hc.Disable || len(hc.Test) == 0 || hc.Test[0] == "NONE" {
+		return fmt.Errorf("condition service_healthy, but %s has no healthcheck", s.Name)
+	}
+	var argv []string
+	switch hc.Test[0] {
+	case "CMD":
+		argv = hc.Test[1:]
+	case "CMD-SHELL":
+		argv = []string{"/bin/sh", "-c", strings.Join(hc.Test[1:], " ")}
+	default:
+		argv = []string{"/bin/sh", "-c", strings.Join(hc.Test, " ")}
+	}
+	dur := func(d *types.Duration, def time.Duration) time.Duration {
+		if d == nil || *d <= 0 {
+			return def
+		}
+		return time.Duration(*d)
+	}
+	interval, timeout := dur(hc.Interval, 30*time.Second), dur(hc.Timeout, 30*time.Second)
+	startPeriod, startInterval := dur(hc.StartPeriod, 0), dur(hc.StartInterval, 5*time.Second)
+	retries := uint64(3)
+	if hc.Retries != nil {
+		retries = *hc.Retries
+	}
+	fmt.Fprintf(c.cmd.ErrOrStderr(), " ⠿ Container %s  Waiting\n", name)
+	begin := time.Now()
+	var failures uint64
+	for {
+		code, err := c.lodge(nil, io.Discard, io.Discard, append([]string{"exec", "--timeout", timeout.String(), name}, argv...)...)
+		if err != nil {
+			return err
+		}
+		if code == 0 {
+			fmt.Fprintf(c.cmd.ErrOrStderr(), " ✔ Container %s  Healthy\n", name)
+			return nil
+		}
+		if r := ctrByName(name); r == nil {
+			return fmt.Errorf("container %s was removed before it was healthy", name)
+		} else if st, running := r.status(); !running && st != "paused" {
+			return fmt.Errorf("container %s ended (exit %d) before it was healthy (lodge logs %s)", name, r.exitCode(), name)
+		}
+		wait := interval
+		if time.Since(begin) < startPeriod {
+			wait = startInterval
+		} else if failures++; failures >= retries {
+			return fmt.Errorf("container %s is unhealthy: its healthcheck failed %d times, the last with exit %d", name, failures, code)
+		}
+		select {
+		case <-c.cmd.Context().Done():
+			return c.cmd.Context().Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// attach follows the containers' output until they end, as docker
+// compose up without -d: an interrupt stops them (a second one leaves
+// them), and with --abort-on-container-exit the first to end stops the
+// others.
+func (c *composeCmd) attach(names []string, o upOpts) error {
+	var ctrs []*ctrRecord
+	for _, n := range names {
+		if r := ctrByName(n); r != nil {
+			ctrs = append(ctrs, r)
+		}
+	}
+	fmt.Fprintf(c.cmd.ErrOrStderr(), "Attaching to %s\n", strings.Join(names, ", "))
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	ended := make(chan string, len(ctrs))
+	done := make(chan error, 1)
+	logCtx, cancelLogs := context.WithCancel(context.WithoutCancel(c.cmd.Context()))
+	defer cancelLogs()
+	go func() { done <- c.followLogs(logCtx, ctrs, composeLogOpts{follow: true, tail: "all"}, ended) }()
+	var stopping sync.Once
+	stopAll := func(why string) {
+		stopping.Do(func() {
+			fmt.Fprintln(c.cmd.ErrOrStderr(), why)
+			go func() {
+				for i := len(ctrs) - 1; i >= 0; i-- {
+					c.lodge(nil, io.Discard, io.Discard, "stop", ctrs[i].Name)
+				}
+			}()
+		})
+	}
+	interrupted := false
+	for {
+		select {
+		case n := <-ended:
+			if o.abortOnExit {
+				stopAll(fmt.Sprintf("%s exited: stopping the others", n))
+			}
+		case <-sigs:
+			if interrupted {
+				cancelLogs()
+				return exitError{code: 130, err: errors.New("interrupted: containers left as they are")}
+			}
+			interrupted = true
+			stopAll("Gracefully stopping... (press Ctrl+C again to force)")
+		case err := <-done:
+			if err != nil {
+				return err
+			}
+			if interrupted {
+				return exitError{code: 130}
+			}
+			if o.exitCodeFrom != "" {
+				for _, r := range ctrs {
+					if r.Labels[compose.LabelService] == o.exitCodeFrom {
+						if fresh, err := loadCtr(r.ID); err == nil {
+							if code := fresh.exitCode(); code != 0 {
+								return exitError{code: code}
+							}
+						}
+						break
+					}
+				}
+			}
+			return nil
+		}
+	}
+}
+
+// followLogs prints the containers' output, each line after its
+// container's name; a container's name goes to ended once its output
+// has (with -f: once it ended).
+func (c *composeCmd) followLogs(ctx context.Context, ctrs []*ctrRecord, lo composeLogOpts, ended chan<- string) error {
+	width := 0
+	for _, r := range ctrs {
+		width = max(width, len(r.Name))
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	out := c.cmd.OutOrStdout()
+	for _, r := range ctrs {
+		prefix := ""
+		if !lo.noPrefix {
+			prefix = fmt.Sprintf("%-*s | ", width, r.Name)
+		}
+		args := []string{"logs", "--tail", lo.tail}
+		if lo.follow {
+			args = append(args, "-f")
+		}
+		if lo.timestamps {
+			args = append(args, "-t")
+		}
+		stdout := &prefixWriter{mu: &mu, w: out, prefix: prefix}
+		stderr := &prefixWriter{mu: &mu, w: out, prefix: prefix}
+		cmd := exec.CommandContext(ctx, c.self, append(args, r.ID)...)
+		cmd.Stdout, cmd.Stderr = stdout, stderr
+		// Its own process group: a terminal's ^C is for lodge compose,
+		// which stops the containers, whose output then ends.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd.Wait()
+			stdout.flush()
+			stderr.flush()
+			if ended != nil {
+				ended <- r.Name
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// prefixWriter writes whole lines, each after prefix, under mu.
+type prefixWriter struct {
+	mu     *sync.Mutex
+	w      io.Writer
+	prefix string
+	buf    []byte
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.buf = append(p.buf, b...)
+	for {
+		i := bytes.IndexByte(p.buf, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		p.mu.Lock()
+		_, err := fmt.Fprintf(p.w, "%s%s", p.prefix, p.buf[:i+1])
+		p.mu.Unlock()
+		p.buf = p.buf[i+1:]
+		if err != nil {
+			return len(b), err
+		}
+	}
+}
+
+func (p *prefixWriter) flush() {
+	if len(p.buf) > 0 {
+		p.Write([]byte("\n"))
+	}
+}
+
+// down removes the project's containers (last started first), its
+// networks and, if asked, its volumes and images.
+func (c *composeCmd) down(o downOpts) error {
+	if o.rmi != "" && o.rmi != "local" && o.rmi != "all" {
+		return fmt.Errorf("--rmi %q: want local or all", o.rmi)
+	}
+	ctrs, err := c.containers(nil, true)
+	if err != nil {
+		return err
+	}
+	slices.Reverse(ctrs)
+	var errs, orphans []string
+	for _, r := range ctrs {
+		svc := r.Labels[compose.LabelService]
+		if _, ok := c.p.Services[svc]; !ok && !slices.Contains(c.p.DisabledServiceNames(), svc) && !o.removeOrphans {
+			orphans = append(orphans, r.Name)
+			continue
+		}
+		if err := c.remove(r, o.volumes, o.timeout); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(orphans) > 0 {
+		c.warn("containers of services this file no longer has: %s (--remove-orphans removes them)", strings.Join(orphans, ", "))
+	}
+	for _, key := range slices.Sorted(maps.Keys(c.p.Networks)) {
+		nw := c.p.Networks[key]
+		if _, err := os.Stat(networkPath(nw.Name)); err != nil || bool(nw.External) {
+			continue
+		}
+		if err := c.step("Network", nw.Name, "Removed", "network", "rm", nw.Name); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if o.volumes {
+		for _, key := range slices.Sorted(maps.Keys(c.p.Volumes)) {
+			vol := c.p.Volumes[key]
+			if bool(vol.External) || !volumeExists(vol.Name) {
+				continue
+			}
+			if err := c.step("Volume", vol.Name, "Removed", "volume", "rm", vol.Name); err != nil {
+				errs = append(errs, err.Error())
+			}
+		}
+	}
+	if o.rmi != "" {
+		for _, n := range slices.Sorted(maps.Keys(c.p.Services)) {
+			s := c.p.Services[n]
+			if name := compose.Image(c.p, s); (o.rmi == "all" || s.Image == "") && c.imageID(name) != "" {
+				if err := c.step("Image", name, "Removed", "rmi", name); err != nil {
+					errs = append(errs, err.Error())
+				}
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}

@@ -1,0 +1,525 @@
+// Package compose reads Compose files with compose-go (the Compose
+// specification's own loader, which docker compose and nerdctl compose
+// use: interpolation, .env and env_file, extends, include, profiles,
+// merging of several files) and turns each service into the `lodge`
+// command lines that make it: a network made with `lodge network create`
+// per Compose network, a named volume per Compose volume, and `lodge run
+// -d` per container, labelled as docker compose labels them.
+//
+// What `lodge` cannot give a service as Compose asks is refused with the
+// service and the key named, never dropped silently: a container on two
+// networks, the host's network or another container's namespaces, devices
+// and GPUs, fixed addresses, internal networks.
+package compose
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+)
+
+// Labels docker compose puts on its containers; lodge compose finds its
+// containers by them.
+const (
+	LabelProject    = "com.docker.compose.project"
+	LabelService    = "com.docker.compose.service"
+	LabelNumber     = "com.docker.compose.container-number"
+	LabelOneoff     = "com.docker.compose.oneoff"
+	LabelConfigHash = "com.docker.compose.config-hash"
+	LabelWorkingDir = "com.docker.compose.project.working_dir"
+	LabelFiles      = "com.docker.compose.project.config_files"
+)
+
+// Options are the project's: lodge compose's global flags.
+type Options struct {
+	Files    []string // -f (none: compose.yaml, docker-compose.yml ... here or above)
+	Name     string   // -p (default: the project directory's name)
+	WorkDir  string   // --project-directory (default: the first file's directory)
+	EnvFiles []string // --env-file (default: .env in the project directory)
+	Profiles []string // --profile
+}
+
+// Load reads the project.
+func Load(ctx context.Context, o Options) (*types.Project, error) {
+	po, err := cli.NewProjectOptions(o.Files,
+		cli.WithWorkingDirectory(o.WorkDir),
+		cli.WithOsEnv,
+		cli.WithEnvFiles(o.EnvFiles...),
+		cli.WithDotEnv,
+		cli.WithConfigFileEnv,
+		cli.WithDefaultConfigPath,
+		cli.WithProfiles(o.Profiles),
+		cli.WithName(o.Name),
+		cli.WithResolvedPaths(true),
+	)
+	if err != nil {
+		return nil, err
+	}
+	if len(po.ConfigPaths) == 0 {
+		return nil, errors.New("no Compose file here or in a directory above: compose.yaml, compose.yml, docker-compose.yml or docker-compose.yaml (or -f FILE)")
+	}
+	p, err := po.LoadProject(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Order is the services named (all when none), each after the services
+// it depends on; names sorted where the order is free.
+func Order(p *types.Project, names []string) ([]string, error) {
+	if len(names) == 0 {
+		names = p.ServiceNames()
+	}
+	sort.Strings(names)
+	var out []string
+	state := map[string]int{} // 1: visiting, 2: done
+	var visit func(n string, path []string) error
+	visit = func(n string, path []string) error {
+		switch state[n] {
+		case 2:
+			return nil
+		case 1:
+			return fmt.Errorf("services depend on each other in a cycle: %s", strings.Join(append(path, n), " -> "))
+		}
+		s, ok := p.Services[n]
+		if !ok {
+			return fmt.Errorf("no such service: %s", n)
+		}
+		state[n] = 1
+		deps := make([]string, 0, len(s.DependsOn))
+		for d, dep := range s.DependsOn {
+			if _, ok := p.Services[d]; ok || dep.Required {
+				deps = append(deps, d)
+			}
+		}
+		sort.Strings(deps)
+		for _, d := range deps {
+			if err := visit(d, append(path, n)); err != nil {
+				return err
+			}
+		}
+		state[n] = 2
+		out = append(out, n)
+		return nil
+	}
+	for _, n := range names {
+		if err := visit(n, nil); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// ContainerName is the name of a service's container number n.
+func ContainerName(p *types.Project, s types.ServiceConfig, n int) string {
+	if s.ContainerName != "" {
+		return s.ContainerName
+	}
+	return fmt.Sprintf("%s-%s-%d", p.Name, s.Name, n)
+}
+
+// Image is the image a service runs: its image, else the one its build
+// makes (PROJECT-SERVICE, as docker compose names it).
+func Image(p *types.Project, s types.ServiceConfig) string {
+	if s.Image != "" {
+		return s.Image
+	}
+	return p.Name + "-" + s.Name
+}
+
+// Network is the lodge network a service's container joins: "" for the
+// default one ("bridge" in Compose), "none", or a network's lodge name.
+// A network Compose asks for that lodge cannot give is an error.
+func Network(p *types.Project, s types.ServiceConfig) (name string, aliases []string, err error) {
+	switch mode := s.NetworkMode; {
+	case mode == "none":
+		return "none", nil, nil
+	case mode == "bridge" || mode == "default" && len(s.Networks) == 0:
+		return "", nil, nil
+	case mode != "":
+		return "", nil, fmt.Errorf("service %s: network_mode %q: lodge gives each container its own VM and network namespace: only none and bridge are offered", s.Name, mode)
+	}
+	keys := s.NetworksByPriority()
+	switch len(keys) {
+	case 0:
+		return "", nil, nil
+	case 1:
+	default:
+		return "", nil, fmt.Errorf("service %s: networks %s: a lodge container is on one network", s.Name, strings.Join(keys, ", "))
+	}
+	nw, ok := p.Networks[keys[0]]
+	if !ok {
+		return "", nil, fmt.Errorf("service %s: no network %s in the project", s.Name, keys[0])
+	}
+	if err := checkNetwork(keys[0], nw); err != nil {
+		return "", nil, err
+	}
+	if sn := s.Networks[keys[0]]; sn != nil {
+		if sn.Ipv4Address != "" || sn.Ipv6Address != "" || sn.MacAddress != "" {
+			return "", nil, fmt.Errorf("service %s: network %s: fixed addresses are not offered (addresses come from the network's pool)", s.Name, keys[0])
+		}
+		if sn.UseServiceNameAlias == nil || *sn.UseServiceNameAlias {
+			aliases = append(aliases, s.Name)
+		}
+		for _, a := range sn.Aliases {
+			if !slices.Contains(aliases, a) {
+				aliases = append(aliases, a)
+			}
+		}
+	} else {
+		aliases = []string{s.Name}
+	}
+	return nw.Name, aliases, nil
+}
+
+// checkNetwork refuses a network lodge cannot make as Compose describes it.
+func checkNetwork(key string, nw types.NetworkConfig) error {
+	switch {
+	case nw.Driver != "" && nw.Driver != "bridge":
+		return fmt.Errorf("network %s: driver %q: lodge's networks are bridges", key, nw.Driver)
+	case nw.Internal:
+		return fmt.Errorf("network %s: internal networks (no way out) are not offered yet", key)
+	case nw.EnableIPv6 != nil && *nw.EnableIPv6:
+		return fmt.Errorf("network %s: IPv6 is not offered", key)
+	case len(nw.Ipam.Config) > 1:
+		return fmt.Errorf("network %s: one IPAM pool at most", key)
+	}
+	return nil
+}
+
+// Subnet is a network's subnet as the file gives it ("" to have one picked).
+func Subnet(nw types.NetworkConfig) string {
+	if len(nw.Ipam.Config) == 1 {
+		return nw.Ipam.Config[0].Subnet
+	}
+	return ""
+}
+
+// Hash is what a container of the service was made from: the service's
+// configuration and its image's ID; a container whose label differs is
+// made again by `up`.
+func Hash(s types.ServiceConfig, imageID string) string {
+	s.Scale = nil
+	if s.Deploy != nil {
+		d := *s.Deploy
+		d.Replicas = nil
+		s.Deploy = &d
+	}
+	s.DependsOn = nil // a dependency's change is not the container's
+	b, _ := json.Marshal(s)
+	h := sha256.New()
+	h.Write(b)
+	h.Write([]byte(imageID))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Container is one container of a service, as `up` or `run` makes it.
+type Container struct {
+	Name    string
+	Hash    string   // Hash's, on its label
+	Number  int      // its number among the service's containers
+	Detach  bool     // run -d (up), else in the foreground (run)
+	Oneoff  bool     // lodge compose run's
+	Command []string // replaces the service's command (nil: the service's)
+}
+
+// RunArgs are `lodge run`'s arguments (after "run") for container c of
+// service s. What lodge cannot honour is an error; what it ignores is in
+// warnings.
+func RunArgs(p *types.Project, s types.ServiceConfig, c Container) (args, warnings []string, err error) {
+	if err := unsupported(s); err != nil {
+		return nil, nil, err
+	}
+	warn := func(f string, a ...any) {
+		warnings = append(warnings, fmt.Sprintf("service %s: ", s.Name)+fmt.Sprintf(f, a...))
+	}
+	add := func(a ...string) { args = append(args, a...) }
+	if c.Detach {
+		add("-d")
+	}
+	add("--name", c.Name, "--pull", "never")
+	labels := map[string]string{
+		LabelProject: p.Name, LabelService: s.Name, LabelNumber: strconv.Itoa(c.Number),
+		LabelOneoff: "False", LabelConfigHash: c.Hash, LabelWorkingDir: p.WorkingDir,
+		LabelFiles: strings.Join(p.ComposeFiles, ","),
+	}
+	if c.Oneoff {
+		labels[LabelOneoff] = "True"
+	}
+	for k, v := range s.Labels {
+		if _, ours := labels[k]; !ours {
+			labels[k] = v
+		}
+	}
+	for _, k := range sortedKeys(labels) {
+		add("--label", k+"="+labels[k])
+	}
+	network, aliases, err := Network(p, s)
+	if err != nil {
+		return nil, nil, err
+	}
+	if network != "" {
+		add("--network", network)
+	}
+	for _, a := range aliases {
+		add("--network-alias", a)
+	}
+	if s.Hostname != "" {
+		add("--hostname", s.Hostname)
+	}
+	for _, k := range sortedKeys(s.Environment) {
+		if v := s.Environment[k]; v != nil {
+			add("-e", k+"="+*v)
+		}
+	}
+	if s.WorkingDir != "" {
+		add("-w", s.WorkingDir)
+	}
+	if s.User != "" {
+		add("-u", s.User)
+	}
+	// Switches and repeated flags, as the service sets them.
+	for _, sw := range []struct {
+		on   bool
+		flag string
+	}{{s.Tty, "-t"}, {s.StdinOpen, "-i"}, {s.Init != nil && *s.Init, "--init"}, {s.ReadOnly, "--read-only"}, {s.Privileged, "--privileged"}} {
+		if sw.on {
+			add(sw.flag)
+		}
+	}
+	each := func(flag string, vals []string) {
+		for _, v := range vals {
+			add(flag, v)
+		}
+	}
+	each("--cap-add", s.CapAdd)
+	each("--cap-drop", s.CapDrop)
+	each("--security-opt", s.SecurityOpt)
+	if !c.Oneoff && s.Restart != "" {
+		add("--restart", s.Restart)
+	}
+	if s.StopSignal != "" {
+		add("--stop-signal", s.StopSignal)
+	}
+	if s.StopGracePeriod != nil {
+		add("--stop-timeout", strconv.Itoa(int(time.Duration(*s.StopGracePeriod).Round(time.Second)/time.Second)))
+	}
+	mem, cpus := int64(s.MemLimit), float64(s.CPUS)
+	if s.Deploy != nil && s.Deploy.Resources.Limits != nil {
+		if l := s.Deploy.Resources.Limits; l.MemoryBytes > 0 {
+			mem = int64(l.MemoryBytes)
+		}
+		if l := s.Deploy.Resources.Limits; l.NanoCPUs > 0 {
+			cpus = float64(l.NanoCPUs)
+		}
+	}
+	if mem > 0 {
+		add("-m", strconv.FormatInt(mem, 10))
+	}
+	if cpus > 0 {
+		add("--cpus", strconv.FormatFloat(cpus, 'f', -1, 64))
+	}
+	if s.PidsLimit > 0 {
+		add("--pids-limit", strconv.FormatInt(s.PidsLimit, 10))
+	}
+	if s.ShmSize > 0 {
+		add("--shm-size", strconv.FormatInt(int64(s.ShmSize), 10))
+	}
+	for _, k := range sortedKeys(s.Ulimits) {
+		u := s.Ulimits[k]
+		soft, hard := u.Soft, u.Hard
+		if u.Single != 0 {
+			soft, hard = u.Single, u.Single
+		}
+		add("--ulimit", fmt.Sprintf("%s=%d:%d", k, soft, hard))
+	}
+	for _, k := range sortedKeys(s.Sysctls) {
+		add("--sysctl", k+"="+s.Sysctls[k])
+	}
+	each("--tmpfs", s.Tmpfs)
+	for _, h := range sortedKeys(s.ExtraHosts) {
+		for _, ip := range s.ExtraHosts[h] {
+			add("--add-host", h+":"+ip)
+		}
+	}
+	each("--dns", s.DNS)
+	each("--dns-search", s.DNSSearch)
+	each("--dns-option", s.DNSOpts)
+	each("--expose", s.Expose)
+	for _, pt := range s.Ports {
+		add("-p", portArg(pt))
+	}
+	vols, err := volumeArgs(p, s)
+	if err != nil {
+		return nil, nil, err
+	}
+	args = append(args, vols...)
+	if s.Logging != nil && s.Logging.Driver != "" && s.Logging.Driver != "json-file" {
+		warn("logging driver %s: lodge keeps a container's output in its own log (lodge logs)", s.Logging.Driver)
+	}
+	if s.DomainName != "" {
+		warn("domainname is not set")
+	}
+	if s.Links != nil {
+		warn("links: services find each other by name on their network; link aliases are not added")
+	}
+	// The command: an entrypoint of more than one word runs as the first
+	// with the others before the command's words, as docker joins them.
+	cmd := []string(s.Command)
+	if c.Command != nil {
+		cmd = c.Command
+	}
+	if s.Entrypoint != nil {
+		ep := []string(s.Entrypoint)
+		if len(ep) == 0 {
+			add("--entrypoint", "")
+		} else {
+			add("--entrypoint", ep[0])
+			cmd = append(append([]string{}, ep[1:]...), cmd...)
+		}
+	}
+	args = append(args, Image(p, s))
+	return append(args, cmd...), warnings, nil
+}
+
+// unsupported refuses what the service asks and lodge cannot give.
+func unsupported(s types.ServiceConfig) error {
+	var keys []string
+	check := func(set bool, key string) {
+		if set {
+			keys = append(keys, key)
+		}
+	}
+	check(len(s.Devices) > 0, "devices")
+	check(len(s.Gpus) > 0 || s.Deploy != nil && s.Deploy.Resources.Reservations != nil && len(s.Deploy.Resources.Reservations.Devices) > 0, "gpus")
+	check(s.Ipc != "" && s.Ipc != "private" && s.Ipc != "shareable", "ipc")
+	check(s.Pid != "", "pid")
+	check(s.Uts != "", "uts")
+	check(s.UserNSMode != "", "userns_mode")
+	check(len(s.VolumesFrom) > 0, "volumes_from")
+	check(s.CgroupParent != "", "cgroup_parent")
+	check(s.Runtime != "", "runtime")
+	check(s.Platform != "" && s.Platform != "linux/amd64", "platform")
+	if len(keys) > 0 {
+		return fmt.Errorf("service %s: %s: not offered by lodge (each container runs in a VM of its own)", s.Name, strings.Join(keys, ", "))
+	}
+	return nil
+}
+
+// portArg is -p's value for a port.
+func portArg(pt types.ServicePortConfig) string {
+	v := strconv.FormatUint(uint64(pt.Target), 10)
+	if pt.Published != "" {
+		v = pt.Published + ":" + v
+	}
+	if pt.HostIP != "" {
+		if pt.Published == "" {
+			v = ":" + v
+		}
+		v = pt.HostIP + ":" + v
+	}
+	if pt.Protocol != "" && pt.Protocol != "tcp" {
+		v += "/" + pt.Protocol
+	}
+	return v
+}
+
+// volumeArgs are -v and --tmpfs for the service's volumes, secrets and
+// configs (files bound read-only where Compose puts them).
+func volumeArgs(p *types.Project, s types.ServiceConfig) ([]string, error) {
+	var args []string
+	for _, v := range s.Volumes {
+		ro := ""
+		if v.ReadOnly {
+			ro = ":ro"
+		}
+		switch v.Type {
+		case types.VolumeTypeBind:
+			args = append(args, "-v", v.Source+":"+v.Target+ro)
+		case types.VolumeTypeVolume:
+			if v.Source == "" {
+				args = append(args, "-v", v.Target)
+				continue
+			}
+			vol, ok := p.Volumes[v.Source]
+			if !ok {
+				return nil, fmt.Errorf("service %s: no volume %s in the project", s.Name, v.Source)
+			}
+			if vol.Driver != "" && vol.Driver != "local" {
+				return nil, fmt.Errorf("volume %s: driver %q: lodge's volumes are local", v.Source, vol.Driver)
+			}
+			args = append(args, "-v", vol.Name+":"+v.Target+ro)
+		case types.VolumeTypeTmpfs:
+			t := v.Target
+			if v.Tmpfs != nil && v.Tmpfs.Size > 0 {
+				t += ":size=" + strconv.FormatInt(int64(v.Tmpfs.Size), 10)
+			}
+			args = append(args, "--tmpfs", t)
+		default:
+			return nil, fmt.Errorf("service %s: a volume of type %s is not offered", s.Name, v.Type)
+		}
+	}
+	files := func(kind, dir string, refs []types.FileReferenceConfig, defs map[string]types.FileObjectConfig) error {
+		for _, r := range refs {
+			d, ok := defs[r.Source]
+			if !ok {
+				return fmt.Errorf("service %s: no %s %s in the project", s.Name, kind, r.Source)
+			}
+			if d.File == "" {
+				return fmt.Errorf("service %s: %s %s: only file-based ones are offered", s.Name, kind, r.Source)
+			}
+			target := r.Target
+			switch {
+			case target == "":
+				target = dir + r.Source
+			case !filepath.IsAbs(target):
+				target = dir + target
+			}
+			args = append(args, "-v", d.File+":"+target+":ro")
+		}
+		return nil
+	}
+	var secrets, configs []types.FileReferenceConfig
+	for _, r := range s.Secrets {
+		secrets = append(secrets, types.FileReferenceConfig(r))
+	}
+	for _, r := range s.Configs {
+		configs = append(configs, types.FileReferenceConfig(r))
+	}
+	sdefs, cdefs := map[string]types.FileObjectConfig{}, map[string]types.FileObjectConfig{}
+	for k, v := range p.Secrets {
+		sdefs[k] = types.FileObjectConfig(v)
+	}
+	for k, v := range p.Configs {
+		cdefs[k] = types.FileObjectConfig(v)
+	}
+	if err := files("secret", "/run/secrets/", secrets, sdefs); err != nil {
+		return nil, err
+	}
+	if err := files("config", "/", configs, cdefs); err != nil {
+		return nil, err
+	}
+	return args, nil
+}
+
+func sortedKeys[M ~map[string]V, V any](m M) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,227 @@
+package compose
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// load writes a Compose file (and any other files) into a directory named
+// "shop" and loads it.
+func load(t *testing.T, yaml string, files map[string]string) (*Options, error) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "shop")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files["compose.yaml"] = yaml
+	for n, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &Options{WorkDir: dir}, nil
+}
+
+const shop = `
+services:
+  db:
+    image: postgres:16
+    environment:
+      POSTGRES_PASSWORD: ${PW:-secret}
+      EMPTY:
+    volumes:
+      - pgdata:/var/lib/postgresql/data
+      - /var/lib/postgresql/run
+    secrets: [dbpass]
+    healthcheck:
+      test: ["CMD-SHELL", "pg_isready"]
+  web:
+    build:
+      context: ./web
+      args: {VERSION: "2"}
+    ports:
+      - "8080:80"
+      - "127.0.0.1:9000:9000/udp"
+      - "3000"
+    entrypoint: ["/bin/app", "--serve"]
+    command: ["--port", "80"]
+    env_file: [web.env]
+    networks:
+      front:
+        aliases: [www]
+    depends_on:
+      db: {condition: service_healthy}
+    tmpfs: [/tmp]
+    read_only: true
+    cap_drop: [ALL]
+    mem_limit: 256m
+    stop_grace_period: 30s
+    restart: unless-stopped
+    labels: {tier: web}
+    extra_hosts: ["gw:10.0.0.1"]
+volumes:
+  pgdata:
+networks:
+  front:
+    ipam:
+      config: [{subnet: 10.200.0.0/16}]
+secrets:
+  dbpass:
+    file: ./dbpass.txt
+`
+
+func TestRunArgs(t *testing.T) {
+	o, _ := load(t, shop, map[string]string{"web.env": "MODE=prod\n", "dbpass.txt": "pw\n"})
+	p, err := Load(context.Background(), *o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Name != "shop" {
+		t.Errorf("project name %q, want the directory's", p.Name)
+	}
+	order, err := Order(p, nil)
+	if err != nil || !slices.Equal(order, []string{"db", "web"}) {
+		t.Fatalf("order %v %v, want db before web", order, err)
+	}
+
+	web := p.Services["web"]
+	args, _, err := RunArgs(p, web, Container{Name: "shop-web-1", Hash: "h", Number: 1, Detach: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.Join(args, " ")
+	for _, want := range []string{
+		"-d --name shop-web-1 --pull never",
+		"--label com.docker.compose.project=shop", "--label com.docker.compose.service=web",
+		"--label com.docker.compose.config-hash=h", "--label com.docker.compose.oneoff=False", "--label tier=web",
+		"--network shop_front --network-alias web --network-alias www",
+		"-e MODE=prod", "--read-only", "--cap-drop ALL", "--restart unless-stopped",
+		"--stop-timeout 30", "-m 268435456", "--tmpfs /tmp", "--add-host gw:10.0.0.1",
+		"-p 8080:80", "-p 127.0.0.1:9000:9000/udp", "-p 3000",
+		"--entrypoint /bin/app shop-web --serve --port 80",
+	} {
+		if !strings.Contains(line, want) {
+			t.Errorf("web's run lacks %q:\n%s", want, line)
+		}
+	}
+	if !strings.HasSuffix(line, "shop-web --serve --port 80") {
+		t.Errorf("image and command are not last:\n%s", line)
+	}
+
+	db := p.Services["db"]
+	args, _, err = RunArgs(p, db, Container{Name: "x", Number: 1, Oneoff: true, Command: []string{"psql"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	line = strings.Join(args, " ")
+	for _, want := range []string{
+		"-e POSTGRES_PASSWORD=secret", "-v shop_pgdata:/var/lib/postgresql/data", "-v /var/lib/postgresql/run",
+		"--label com.docker.compose.oneoff=True", "--network shop_default --network-alias db",
+		"/dbpass.txt:/run/secrets/dbpass:ro", "postgres:16 psql",
+	} {
+		if !strings.Contains(line, want) {
+			t.Errorf("db's run lacks %q:\n%s", want, line)
+		}
+	}
+	if strings.Contains(line, "EMPTY") || strings.Contains(line, " -d ") || strings.Contains(line, "--restart") {
+		t.Errorf("db's one-off run has an unset variable, -d or a restart policy:\n%s", line)
+	}
+	if Subnet(p.Networks["front"]) != "10.200.0.0/16" {
+		t.Errorf("front's subnet: %q", Subnet(p.Networks["front"]))
+	}
+	if Image(p, web) != "shop-web" || ContainerName(p, web, 2) != "shop-web-2" {
+		t.Errorf("names: %s %s", Image(p, web), ContainerName(p, web, 2))
+	}
+}
+
+func TestHash(t *testing.T) {
+	o, _ := load(t, shop, map[string]string{"web.env": "MODE=prod\n", "dbpass.txt": "pw\n"})
+	p, err := Load(context.Background(), *o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := p.Services["db"]
+	h := Hash(db, "img1")
+	if Hash(db, "img1") != h {
+		t.Error("the hash is not stable")
+	}
+	if Hash(db, "img2") == h {
+		t.Error("a new image does not change the hash")
+	}
+	changed := db
+	changed.Environment = nil
+	if Hash(changed, "img1") == h {
+		t.Error("a changed environment does not change the hash")
+	}
+	scaled := db
+	scaled.SetScale(3)
+	if Hash(scaled, "img1") != h {
+		t.Error("scaling changes the hash (the containers there need not be made again)")
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	for name, svc := range map[string]string{
+		"host network":   "    network_mode: host\n",
+		"two networks":   "    networks: [a, b]\n",
+		"devices":        "    devices: [/dev/fuse]\n",
+		"pid":            "    pid: host\n",
+		"fixed address":  "    networks:\n      a: {ipv4_address: 10.1.0.5}\n",
+		"internal":       "    networks: [c]\n",
+		"volume driver":  "    volumes: [nfs:/data]\n",
+		"env secret":     "    secrets: [token]\n",
+		"other platform": "    platform: linux/arm64\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			yaml := "services:\n  app:\n    image: busybox\n" + svc +
+				"networks:\n  a: {}\n  b: {}\n  c: {internal: true}\n" +
+				"volumes:\n  nfs: {driver: nfs}\n" +
+				"secrets:\n  token: {environment: TOKEN}\n"
+			o, _ := load(t, yaml, map[string]string{})
+			p, err := Load(context.Background(), *o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, err = RunArgs(p, p.Services["app"], Container{Name: "x"})
+			t.Log(err)
+			if err == nil || !strings.Contains(err.Error(), "app") && !strings.Contains(err.Error(), "network c") && !strings.Contains(err.Error(), "volume nfs") {
+				t.Errorf("not refused with the service named: %v", err)
+			}
+		})
+	}
+}
+
+func TestOrder(t *testing.T) {
+	yaml := `
+services:
+  a: {image: x, depends_on: [b, c]}
+  b: {image: x, depends_on: [c]}
+  c: {image: x}
+  d: {image: x}
+`
+	o, _ := load(t, yaml, map[string]string{})
+	p, err := Load(context.Background(), *o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := Order(p, nil); !slices.Equal(got, []string{"c", "b", "a", "d"}) {
+		t.Errorf("order %v", got)
+	}
+	if got, _ := Order(p, []string{"b"}); !slices.Equal(got, []string{"c", "b"}) {
+		t.Errorf("order of b %v, want its dependency first", got)
+	}
+	if _, err := Order(p, []string{"nope"}); err == nil {
+		t.Error("an unknown service is taken")
+	}
+}
+
+func TestNoComposeFile(t *testing.T) {
+	_, err := Load(context.Background(), Options{WorkDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "compose.yaml") {
+		t.Errorf("no file: %v", err)
+	}
+}

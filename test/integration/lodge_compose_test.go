@@ -1,0 +1,173 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestLodgeCompose: `lodge compose` runs a three-service application as
+// docker compose would: a one-shot seeding job (service_completed_
+// successfully), a server the next waits for (service_healthy, its
+// healthcheck run in it), a service built from a Dockerfile that finds
+// the server by an alias on the project's network and publishes a port;
+// a named volume shared by two of them. A second `up` leaves what did not
+// change running and makes again what did; `run` gives a one-off's exit
+// code; `up --exit-code-from` follows the output and returns a service's
+// code; `down -v --rmi local` leaves no container, network, bridge,
+// namespace, volume or built image; a file asking what lodge cannot give
+// is refused before anything is made.
+func TestLodgeCompose(t *testing.T) {
+	l := newLodgeCLI(t)
+	ref, _ := testImage(t)
+	l.must("pull", ref)
+	dir := filepath.Join(t.TempDir(), "shop")
+	files := map[string]string{
+		"compose.yaml": `
+services:
+  seed:
+    image: ` + ref + `
+    command: ["sh", "-c", "echo seeded-$$GREETING > /data/index.html"]
+    environment:
+      GREETING: ${GREETING:-unset}
+    volumes: [data:/data]
+  db:
+    image: ` + ref + `
+    command: httpd -f -p 80 -h /www
+    volumes: ["data:/www:ro"]
+    networks:
+      default:
+        aliases: [database]
+    depends_on:
+      seed: {condition: service_completed_successfully}
+    healthcheck:
+      test: ["CMD", "wget", "-qO-", "http://127.0.0.1/"]
+      interval: 1s
+      retries: 60
+  web:
+    build: ./web
+    ports: ["127.0.0.1::8080"]
+    environment:
+      UPSTREAM: http://database/
+    depends_on:
+      db: {condition: service_healthy}
+volumes:
+  data:
+`,
+		".env":              "GREETING=hello\n",
+		"bye.env":           "GREETING=bye\n",
+		"web/Dockerfile":    "FROM " + ref + "\nCOPY serve.sh /serve.sh\nCMD [\"sh\", \"/serve.sh\"]\n",
+		"web/serve.sh":      "mkdir -p /www && wget -qO /www/index.html \"$UPSTREAM\"; echo \"web got: $(cat /www/index.html)\"; exec httpd -f -p 8080 -h /www\n",
+		"tests/compose.yml": "services:\n  srv:\n    image: " + ref + "\n    command: sh -c 'echo srv up; trap \"echo srv stopping; exit 0\" TERM; while :; do sleep 1; done'\n  tester:\n    image: " + ref + "\n    command: sh -c 'echo testing; sleep 1; exit 7'\n    depends_on: [srv]\n",
+		"bad/compose.yml":   "services:\n  app:\n    image: " + ref + "\n    network_mode: host\n  other:\n    image: " + ref + "\n",
+	}
+	for name, body := range files {
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	linksBefore := hostLinks(t)
+	file := filepath.Join(dir, "compose.yaml")
+	compose := func(args ...string) result {
+		t.Helper()
+		return l.run("", append([]string{"compose", "-f", file, "-p", "lodgetest"}, args...)...)
+	}
+	defer compose("down", "-v", "--rmi", "local")
+
+	r := compose("up", "-d")
+	if r.code != 0 {
+		t.Fatalf("up -d: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, want := range []string{"Network lodgetest_default  Created", "Volume lodgetest_data  Created", "lodgetest-seed-1  Exited", "lodgetest-db-1  Healthy", "lodgetest-web-1  Started"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("up -d did not say %q:\n%s", want, r.stderr)
+		}
+	}
+	ps := compose("ps", "-a").stdout
+	for _, want := range []string{"lodgetest-seed-1", "Exited (0)", "lodgetest-db-1", "lodgetest-web-1"} {
+		if !strings.Contains(ps, want) {
+			t.Errorf("ps -a lacks %q:\n%s", want, ps)
+		}
+	}
+	// web read what seed wrote, from db, by its alias.
+	l.eventually("web's first line", func() bool { return strings.Contains(l.must("logs", "lodgetest-web-1"), "web got: seeded-hello") })
+	hostPort := strings.TrimSpace(l.must("port", "lodgetest-web-1"))
+	if i := strings.LastIndex(hostPort, ":"); i < 0 || httpGet("http://127.0.0.1:"+hostPort[i+1:]+"/") != "seeded-hello\n" {
+		t.Errorf("web's published port %q does not serve what it fetched", hostPort)
+	}
+	if out := compose("exec", "-T", "web", "wget", "-qO-", "http://db/"); out.stdout != "seeded-hello\n" {
+		t.Errorf("exec in web, db by its service name: %q %s", out.stdout, out.stderr)
+	}
+	if out := compose("logs", "web"); !strings.Contains(out.stdout, "lodgetest-web-1 | web got: seeded-hello") {
+		t.Errorf("compose logs web:\n%s", out.stdout)
+	}
+
+	// Nothing changed: left running. seed's environment changed: made again.
+	webID := l.inspect("lodgetest-web-1").ID
+	r = l.run("", "compose", "-f", file, "-p", "lodgetest", "--env-file", filepath.Join(dir, "bye.env"), "up", "-d")
+	if r.code != 0 || !strings.Contains(r.stderr, "lodgetest-web-1  Running") || !strings.Contains(r.stderr, "lodgetest-seed-1  Recreate") {
+		t.Errorf("up -d again: exit %d\n%s", r.code, r.stderr)
+	}
+	if l.inspect("lodgetest-web-1").ID != webID {
+		t.Error("an unchanged service's container was made again")
+	}
+	if out := compose("run", "--rm", "--no-deps", "db", "cat", "/www/index.html"); out.stdout != "seeded-bye\n" {
+		t.Errorf("a one-off of db sees the volume as seed left it: %q %s", out.stdout, out.stderr)
+	}
+	if out := compose("run", "--rm", "--no-deps", "db", "sh", "-c", "exit 3"); out.code != 3 {
+		t.Errorf("a one-off's exit code: %d %s", out.code, out.stderr)
+	}
+	if ps := l.must("ps", "-a"); strings.Contains(ps, "-run-") {
+		t.Errorf("run --rm left its container:\n%s", ps)
+	}
+
+	r = compose("down", "-v", "--rmi", "local")
+	if r.code != 0 {
+		t.Fatalf("down: exit %d\n%s", r.code, r.stderr)
+	}
+	if ps := l.must("ps", "-a", "-q"); ps != "" {
+		t.Errorf("down left containers:\n%s", ps)
+	}
+	if v := l.must("volume", "ls", "-q"); strings.Contains(v, "lodgetest") {
+		t.Errorf("down -v left volumes:\n%s", v)
+	}
+	if n := l.must("network", "ls"); strings.Contains(n, "lodgetest") {
+		t.Errorf("down left its network:\n%s", n)
+	}
+	if im := l.must("images"); strings.Contains(im, "lodgetest-web") {
+		t.Errorf("down --rmi local left the built image:\n%s", im)
+	}
+	if after := hostLinks(t); len(after) != len(linksBefore) {
+		t.Errorf("host interfaces after down: %v, before up: %v", after, linksBefore)
+	}
+	for _, e := range mustReadDir(t, "/run/netns") {
+		if strings.HasPrefix(e, "lodge-") {
+			t.Errorf("network namespace left after down: %s", e)
+		}
+	}
+
+	// Attached: the services' output, each line after its container's
+	// name, until tester ends; the others are stopped, and its code is
+	// compose's.
+	tests := filepath.Join(dir, "tests", "compose.yml")
+	r = l.run("", "compose", "-f", tests, "up", "--exit-code-from", "tester")
+	if r.code != 7 || !strings.Contains(r.stdout, "tests-tester-1 | testing") || !strings.Contains(r.stdout, "tests-srv-1    | srv stopping") {
+		t.Errorf("up --exit-code-from tester: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	if r := l.run("", "compose", "-f", tests, "down"); r.code != 0 {
+		t.Errorf("down: %s", r.stderr)
+	}
+
+	// Refused before anything is made.
+	nets := l.must("network", "ls")
+	r = l.run("", "compose", "-f", filepath.Join(dir, "bad", "compose.yml"), "up", "-d")
+	if r.code == 0 || !strings.Contains(r.stderr, `network_mode "host"`) {
+		t.Errorf("a host-network service: exit %d %s", r.code, r.stderr)
+	}
+	if l.must("network", "ls") != nets || l.must("ps", "-a", "-q") != "" {
+		t.Error("a refused up made something")
+	}
+}
