@@ -103,7 +103,7 @@ fuzz:
 
 # Start-up (lodge-runtime warm/cold/raw/runc), `lodge run` beside Podman+runc
 # and Docker, a bridge network's join and leave (host side), a 100 MB pull
-# with its conversion, stdio under load, commit, diff and build.
+# with its conversion, stdio under load, commit, diff and build, compose.
 bench: setup
 	$(GO) run ./bench/startup -bin $(CURDIR)/$(BIN) -runs $${RUNS:-5}
 	RUNS=$${RUNS:-5} bench/run.sh
@@ -111,6 +111,7 @@ bench: setup
 	$(GO) run ./bench/pull -runs $${RUNS:-5}
 	$(GO) run ./bench/stdio -bin $(CURDIR)/$(BIN) -runs $${RUNS:-3}
 	BIN=$(CURDIR)/$(BIN) RUNS=$${RUNS:-5} bench/commit.sh
+	BIN=$(CURDIR)/$(BIN) RUNS=$${RUNS:-5} bench/compose.sh
 
 # Many sandbox lifecycles through lodge-runtime and CRI, then what the host
 # holds against before them (about 6 minutes here).

@@ -139,6 +139,7 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 	addCommitCommands(root, a)
 	addBuildCommand(root, a)
 	addComposeCommands(root, a)
+	addPruneCommands(root, a)
 	addExportCommands(root, a)
 	addContainerGroup(root, a) // last: it names the commands above
 	return root

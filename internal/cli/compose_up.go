@@ -94,8 +94,10 @@ func (c *composeCmd) up(o upOpts, services []string) error {
 	var names []string
 	for _, n := range order {
 		s := c.p.Services[n]
-		if err := c.waitDeps(s); err != nil {
-			return err
+		if !o.noDeps {
+			if err := c.waitDeps(s); err != nil {
+				return err
+			}
 		}
 		if err := c.ensureImage(s, o); err != nil {
 			return err
@@ -278,8 +280,7 @@ func volumeExists(name string) bool {
 }
 
 // waitDeps waits for the conditions of what s depends on: a healthy
-// container (its healthcheck run in it by lodge exec), or one that ended
-// with 0.
+// container (as its monitor finds it), or one that ended with 0.
 func (c *composeCmd) waitDeps(s types.ServiceConfig) error {
 	for _, d := range slices.Sorted(maps.Keys(s.DependsOn)) {
 		dep := s.DependsOn[d]
@@ -317,63 +318,43 @@ func (c *composeCmd) waitDeps(s types.ServiceConfig) error {
 	return nil
 }
 
-// waitHealthy runs a service's healthcheck in its container until it
-// passes, as docker's daemon would: failures within start_period do not
-// count, retries failures after it make the container unhealthy. The
-// first check runs at once rather than an interval after the start.
+// waitHealthy waits for a container's health check, which its monitor
+// runs (health.go), to pass; an unhealthy or ended container is an error.
 func (c *composeCmd) waitHealthy(s types.ServiceConfig, name string) error {
-	hc := s.HealthCheck
-	if hc == nil || hc.Disable || len(hc.Test) == 0 || hc.Test[0] == "NONE" {
-		return fmt.Errorf("condition service_healthy, but %s has no healthcheck", s.Name)
+	r := ctrByName(name)
+	if r == nil {
+		return fmt.Errorf("container %s is gone", name)
 	}
-	var argv []string
-	switch hc.Test[0] {
-	case "CMD":
-		argv = hc.Test[1:]
-	case "CMD-SHELL":
-		argv = []string{"/bin/sh", "-c", strings.Join(hc.Test[1:], " ")}
-	default:
-		argv = []string{"/bin/sh", "-c", strings.Join(hc.Test, " ")}
-	}
-	dur := func(d *types.Duration, def time.Duration) time.Duration {
-		if d == nil || *d <= 0 {
-			return def
-		}
-		return time.Duration(*d)
-	}
-	interval, timeout := dur(hc.Interval, 30*time.Second), dur(hc.Timeout, 30*time.Second)
-	startPeriod, startInterval := dur(hc.StartPeriod, 0), dur(hc.StartInterval, 5*time.Second)
-	retries := uint64(3)
-	if hc.Retries != nil {
-		retries = *hc.Retries
+	hc := r.healthcheck()
+	if hc == nil {
+		return fmt.Errorf("condition service_healthy, but %s has no healthcheck (in the Compose file or its image)", s.Name)
 	}
 	fmt.Fprintf(c.cmd.ErrOrStderr(), " ⠿ Container %s  Waiting\n", name)
-	begin := time.Now()
-	var failures uint64
 	for {
-		code, err := c.lodge(nil, io.Discard, io.Discard, append([]string{"exec", "--timeout", timeout.String(), name}, argv...)...)
-		if err != nil {
-			return err
-		}
-		if code == 0 {
-			fmt.Fprintf(c.cmd.ErrOrStderr(), " ✔ Container %s  Healthy\n", name)
-			return nil
-		}
-		if r := ctrByName(name); r == nil {
+		r := ctrByName(name)
+		if r == nil {
 			return fmt.Errorf("container %s was removed before it was healthy", name)
-		} else if st, running := r.status(); !running && st != "paused" {
+		}
+		st, running := r.status()
+		if !running && st != "paused" {
 			return fmt.Errorf("container %s ended (exit %d) before it was healthy (lodge logs %s)", name, r.exitCode(), name)
 		}
-		wait := interval
-		if time.Since(begin) < startPeriod {
-			wait = startInterval
-		} else if failures++; failures >= retries {
-			return fmt.Errorf("container %s is unhealthy: its healthcheck failed %d times, the last with exit %d", name, failures, code)
+		switch h := r.health(); {
+		case h != nil && h.Status == "healthy":
+			fmt.Fprintf(c.cmd.ErrOrStderr(), " ✔ Container %s  Healthy\n", name)
+			return nil
+		case h != nil && h.Status == "unhealthy":
+			last := ""
+			if len(h.Log) > 0 {
+				p := h.Log[len(h.Log)-1]
+				last = fmt.Sprintf(": the last check exited %d: %q", p.ExitCode, strings.TrimSpace(p.Output))
+			}
+			return fmt.Errorf("container %s is unhealthy%s", name, last)
 		}
 		select {
 		case <-c.cmd.Context().Done():
 			return c.cmd.Context().Err()
-		case <-time.After(wait):
+		case <-time.After(300 * time.Millisecond):
 		}
 	}
 }

@@ -32,8 +32,10 @@ func parseFilters(args []string) (ctrFilters, error) {
 			if _, err := strconv.Atoi(v); err != nil {
 				return nil, fmt.Errorf("--filter %q: an exit code is a number", a)
 			}
-		case k != "id" && k != "name" && k != "status" && k != "ancestor" && k != "label":
-			return nil, fmt.Errorf("--filter %q: filters are id, name, status, ancestor, exited and label", a)
+		case k == "health" && !slices.Contains([]string{"starting", "healthy", "unhealthy", "none"}, v):
+			return nil, fmt.Errorf("--filter %q: a health is starting, healthy, unhealthy or none", a)
+		case k != "id" && k != "name" && k != "status" && k != "ancestor" && k != "label" && k != "health":
+			return nil, fmt.Errorf("--filter %q: filters are id, name, status, ancestor, exited, label and health", a)
 		}
 		f[k] = append(f[k], v)
 	}
@@ -55,6 +57,11 @@ func (f ctrFilters) match(r *ctrRecord, st string) bool {
 				return normalise(v) == r.Image || displayName(r.Image) == v || looksLikeID(v) && strings.HasPrefix(r.ImageID, strings.TrimPrefix(v, "sha256:"))
 			case "exited":
 				return st == "exited" && strconv.Itoa(r.exitCode()) == v
+			case "health":
+				if h := r.health(); h != nil {
+					return h.Status == v
+				}
+				return v == "none"
 			case "label": // KEY, or KEY=VALUE
 				lk, lv, withValue := strings.Cut(v, "=")
 				have, ok := r.Labels[lk]

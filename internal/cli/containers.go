@@ -182,7 +182,7 @@ func (r *ctrRecord) statusLine() string {
 	}
 	switch st {
 	case "running":
-		return "Up " + humanDuration(time.Since(started))
+		return "Up " + humanDuration(time.Since(started)) + r.healthSuffix()
 	case "paused":
 		return "Up (Paused)"
 	case "created", "creating":
@@ -638,7 +638,7 @@ func inspectCtr(r *ctrRecord) map[string]any {
 		"Id": r.ID, "Name": "/" + r.Name, "Created": r.Created, "Path": path, "Args": args,
 		"State": map[string]any{"Status": st, "Running": running, "Paused": st == "paused", "Restarting": r.Restarting,
 			"ExitCode": r.exitCode(), "Pid": pid, "StartedAt": r.StartedAt, "FinishedAt": r.FinishedAt, "Error": r.Error,
-			"Deadline": r.deadline()},
+			"Deadline": r.deadline(), "Health": r.health()},
 		"RestartCount": r.RestartCount, "Image": "sha256:" + r.ImageID,
 		"Config": map[string]any{"Image": displayName(r.Image), "Cmd": r.Command, "Labels": r.Labels, "StopSignal": r.StopSignal, "StopTimeout": r.StopTimeout,
 			"Tty": r.Tty, "OpenStdin": r.Interactive, "AttachStdout": !r.Detached, "AttachStderr": !r.Detached},

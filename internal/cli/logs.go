@@ -256,6 +256,7 @@ func runLogger(a *app, id string) error {
 	}
 	watchCtx, endWatch := context.WithCancel(a.ctx())
 	go a.watchDeadline(watchCtx, id)
+	go a.watchHealth(watchCtx, id)
 	code, why := awaitEnd(runtimeState, id, os.NewFile(5, "created"))
 	endWatch()
 	finished := time.Now().UTC()

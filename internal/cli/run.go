@@ -48,7 +48,8 @@ type runOpts struct {
 	publishAll                     bool // -P: every exposed port to a host port of the kernel's choosing
 	createOnly                     bool // lodge create: made, not started
 	detach                         bool
-	specOpts                       // privileges, limits, names, stop (runflags.go)
+	health                         healthOpts // --health-* (health.go)
+	specOpts                                  // privileges, limits, names, stop (runflags.go)
 }
 
 func addRunCommand(root *cobra.Command, a *app) {
@@ -118,6 +119,7 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f.StringVar(&o.name, "name", "", "container name")
 	f.StringArrayVarP(&o.env, "env", "e", nil, "set an environment variable (NAME=VALUE, or NAME to pass the host's)")
 	f.StringArrayVar(&o.envFiles, "env-file", nil, "read environment variables from a file")
+	addHealthFlags(f, &o.health)
 	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "bind mount HOST:CONTAINER[:ro]")
 	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory in the container")
 	f.StringVarP(&o.user, "user", "u", "", "user (name|uid[:group|gid])")
@@ -251,6 +253,9 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		Created: time.Now().UTC(), Detached: o.detach || o.createOnly, Interactive: o.interactive, Tty: o.tty, AutoRemove: o.rm, StopSignal: stopSignal, Volumes: vols,
 		RestartPolicy: &policy, Labels: labels, NetFiles: netFiles, StopTimeout: stopTimeout, Timeout: o.timeout,
 		Config: ctrConfig(im, o, args, spec, labels)}
+	if err := o.health.apply(rec.Config); err != nil {
+		return lodgeError(err)
+	}
 	if !o.createOnly {
 		rec.StartedAt = rec.Created
 	}
@@ -332,6 +337,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	}
 	watchCtx, endWatch := context.WithCancel(ctx)
 	go a.watchDeadline(watchCtx, id)
+	go a.watchHealth(watchCtx, id)
 	code, err := runtimecli.Run(ctx, a.log, runtimeState, filepath.Join(ctrDir(id), "runtime.log"), bundleDir(id), id, false, "")
 	endWatch()
 	if lerr := leaveBridge(context.WithoutCancel(ctx), id, rec.Network); lerr != nil {

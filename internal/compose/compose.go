@@ -362,6 +362,7 @@ func RunArgs(p *types.Project, s types.ServiceConfig, c Container) (args, warnin
 	for _, pt := range s.Ports {
 		add("-p", portArg(pt))
 	}
+	args = append(args, healthArgs(s.HealthCheck)...)
 	vols, err := volumeArgs(p, s)
 	if err != nil {
 		return nil, nil, err
@@ -393,6 +394,37 @@ func RunArgs(p *types.Project, s types.ServiceConfig, c Container) (args, warnin
 	}
 	args = append(args, Image(p, s))
 	return append(args, cmd...), warnings, nil
+}
+
+// healthArgs are run's --health-* flags for a healthcheck (the CMD form
+// as a JSON array, which lodge runs as it is).
+func healthArgs(hc *types.HealthCheckConfig) []string {
+	if hc == nil {
+		return nil
+	}
+	if hc.Disable || len(hc.Test) > 0 && hc.Test[0] == "NONE" {
+		return []string{"--no-healthcheck"}
+	}
+	var args []string
+	switch {
+	case len(hc.Test) > 1 && hc.Test[0] == "CMD":
+		b, _ := json.Marshal([]string(hc.Test[1:]))
+		args = append(args, "--health-cmd", string(b))
+	case len(hc.Test) > 1 && hc.Test[0] == "CMD-SHELL":
+		args = append(args, "--health-cmd", strings.Join(hc.Test[1:], " "))
+	}
+	for _, d := range []struct {
+		flag string
+		v    *types.Duration
+	}{{"--health-interval", hc.Interval}, {"--health-timeout", hc.Timeout}, {"--health-start-period", hc.StartPeriod}} {
+		if d.v != nil && *d.v > 0 {
+			args = append(args, d.flag, time.Duration(*d.v).String())
+		}
+	}
+	if hc.Retries != nil && *hc.Retries > 0 {
+		args = append(args, "--health-retries", strconv.FormatUint(*hc.Retries, 10))
+	}
+	return args
 }
 
 // unsupported refuses what the service asks and lodge cannot give.

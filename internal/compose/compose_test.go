@@ -121,7 +121,7 @@ func TestRunArgs(t *testing.T) {
 	for _, want := range []string{
 		"-e POSTGRES_PASSWORD=secret", "-v shop_pgdata:/var/lib/postgresql/data", "-v /var/lib/postgresql/run",
 		"--label com.docker.compose.oneoff=True", "--network shop_default --network-alias db",
-		"/dbpass.txt:/run/secrets/dbpass:ro", "postgres:16 psql",
+		"/dbpass.txt:/run/secrets/dbpass:ro", "postgres:16 psql", "--health-cmd pg_isready",
 	} {
 		if !strings.Contains(line, want) {
 			t.Errorf("db's run lacks %q:\n%s", want, line)
@@ -187,7 +187,6 @@ func TestRefusals(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, _, err = RunArgs(p, p.Services["app"], Container{Name: "x"})
-			t.Log(err)
 			if err == nil || !strings.Contains(err.Error(), "app") && !strings.Contains(err.Error(), "network c") && !strings.Contains(err.Error(), "volume nfs") {
 				t.Errorf("not refused with the service named: %v", err)
 			}

@@ -87,7 +87,7 @@ volumes:
 		}
 	}
 	ps := compose("ps", "-a").stdout
-	for _, want := range []string{"lodgetest-seed-1", "Exited (0)", "lodgetest-db-1", "lodgetest-web-1"} {
+	for _, want := range []string{"lodgetest-seed-1", "Exited (0)", "lodgetest-db-1", "(healthy)", "lodgetest-web-1"} {
 		if !strings.Contains(ps, want) {
 			t.Errorf("ps -a lacks %q:\n%s", want, ps)
 		}
@@ -134,6 +134,10 @@ volumes:
 	if v := l.must("volume", "ls", "-q"); strings.Contains(v, "lodgetest") {
 		t.Errorf("down -v left volumes:\n%s", v)
 	}
+	l.must("volume", "create", "unused")
+	if out := l.must("volume", "prune", "-f", "-a"); !strings.Contains(out, "unused") || l.must("volume", "ls", "-q") != "" {
+		t.Errorf("volume prune -a: %s", out)
+	}
 	if n := l.must("network", "ls"); strings.Contains(n, "lodgetest") {
 		t.Errorf("down left its network:\n%s", n)
 	}
@@ -170,4 +174,38 @@ volumes:
 	if l.must("network", "ls") != nets || l.must("ps", "-a", "-q") != "" {
 		t.Error("a refused up made something")
 	}
+}
+
+// TestLodgeHealthcheck: run's --health-* flags make the container's
+// monitor check it: starting, unhealthy after its retries fail, healthy
+// once the check passes; ps shows it and filters by it, inspect has it,
+// and --no-healthcheck drops it.
+func TestLodgeHealthcheck(t *testing.T) {
+	l := newLodgeCLI(t)
+	ref, _ := testImage(t)
+	l.must("pull", ref)
+	l.must("run", "-d", "--name", "checked", "--network", "none", "--health-cmd", "cat /ok", "--health-interval", "1s", "--health-retries", "2", ref, "sleep", "300")
+	health := func() string {
+		return strings.TrimSpace(l.must("inspect", "-f", "{{.State.Health.Status}}", "checked"))
+	}
+	l.eventually("unhealthy after two failed checks", func() bool { return health() == "unhealthy" })
+	if ps := l.must("ps"); !strings.Contains(ps, "(unhealthy)") {
+		t.Errorf("ps does not show the health:\n%s", ps)
+	}
+	if out := l.must("inspect", "-f", "{{range .State.Health.Log}}{{.ExitCode}} {{end}}", "checked"); !strings.HasPrefix(out, "1 1") {
+		t.Errorf("the checks' exit codes: %q", out)
+	}
+	l.must("exec", "checked", "sh", "-c", "echo fine > /ok")
+	l.eventually("healthy once the check passes", func() bool { return health() == "healthy" })
+	if ids := l.must("ps", "-q", "--filter", "health=healthy"); !strings.Contains(ids, l.inspect("checked").ID[:12]) {
+		t.Errorf("ps --filter health=healthy: %q", ids)
+	}
+	l.must("run", "-d", "--name", "unchecked", "--network", "none", "--health-cmd", "false", "--no-healthcheck", ref, "sleep", "300")
+	if ps := l.must("ps", "-q", "--filter", "health=none"); !strings.Contains(ps, l.inspect("unchecked").ID[:12]) || strings.Contains(ps, l.inspect("checked").ID[:12]) {
+		t.Errorf("ps --filter health=none: %q", ps)
+	}
+	if r := l.run("", "run", "--rm", "--health-retries", "2", ref, "true"); r.code != 125 || !strings.Contains(r.stderr, "--health-cmd") {
+		t.Errorf("--health-retries with no check: %d %s", r.code, r.stderr)
+	}
+	l.must("rm", "-f", "checked", "unchecked")
 }
