@@ -107,6 +107,8 @@ func addComposeCommands(root *cobra.Command, a *app) {
 	up.Flags().BoolVar(&uo.removeOrphans, "remove-orphans", false, "remove the project's containers of services the file no longer has")
 	up.Flags().BoolVar(&uo.noDeps, "no-deps", false, "do not start the services the named ones depend on")
 	up.Flags().BoolVar(&uo.abortOnExit, "abort-on-container-exit", false, "stop every container when one ends (not with -d)")
+	up.Flags().BoolVar(&uo.wait, "wait", false, "return once every container runs, and is healthy where it has a health check (implies -d)")
+	up.Flags().IntVar(&uo.waitTimeout, "wait-timeout", 0, "the most seconds --wait waits (0: no limit)")
 	up.Flags().StringVar(&uo.exitCodeFrom, "exit-code-from", "", "return this service's exit code (implies --abort-on-container-exit)")
 
 	var do downOpts

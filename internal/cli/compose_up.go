@@ -30,7 +30,8 @@ type upOpts struct {
 	detach, build, noBuild    bool
 	forceRecreate, noRecreate bool
 	removeOrphans, noDeps     bool
-	abortOnExit               bool
+	abortOnExit, wait         bool
+	waitTimeout               int // seconds
 	pull, exitCodeFrom        string
 }
 
@@ -59,8 +60,11 @@ func (c *composeCmd) up(o upOpts, services []string) error {
 		}
 		o.abortOnExit = true
 	}
+	if o.wait {
+		o.detach = true
+	}
 	if o.detach && o.abortOnExit {
-		return errors.New("-d and --abort-on-container-exit (or --exit-code-from) do not go together")
+		return errors.New("-d (or --wait) and --abort-on-container-exit (or --exit-code-from) do not go together")
 	}
 	if !slices.Contains([]string{"missing", "always", "never"}, o.pull) {
 		return fmt.Errorf("--pull %q: want missing, always or never", o.pull)
@@ -121,10 +125,55 @@ func (c *composeCmd) up(o upOpts, services []string) error {
 			}
 		}
 	}
+	if o.wait {
+		return c.waitUp(names, time.Duration(o.waitTimeout)*time.Second)
+	}
 	if o.detach {
 		return nil
 	}
 	return c.attach(names, o)
+}
+
+// waitUp waits for the containers up started to be running, and healthy
+// where they have a health check (up --wait).
+func (c *composeCmd) waitUp(names []string, timeout time.Duration) error {
+	ctx := c.cmd.Context()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	for _, n := range names {
+		r := ctrByName(n)
+		if r == nil {
+			return fmt.Errorf("container %s is gone", n)
+		}
+		if r.healthcheck() == nil {
+			// A one-shot job others wait on may have ended, with 0.
+			if st, running := r.status(); !running && st != "paused" && !(r.exitCode() == 0 && c.awaitedToComplete(r.Labels[compose.LabelService])) {
+				return fmt.Errorf("container %s is not running (exit %d; lodge logs %s)", n, r.exitCode(), n)
+			}
+			continue
+		}
+		if err := c.waitHealthy(ctx, r.Labels[compose.LabelService], n); err != nil {
+			if ctx.Err() != nil && c.cmd.Context().Err() == nil {
+				return fmt.Errorf("container %s: not healthy within --wait-timeout %v", n, timeout)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// awaitedToComplete says whether a service depends on svc with
+// service_completed_successfully.
+func (c *composeCmd) awaitedToComplete(svc string) bool {
+	for _, s := range c.p.Services {
+		if d, ok := s.DependsOn[svc]; ok && d.Condition == types.ServiceConditionCompletedSuccessfully {
+			return true
+		}
+	}
+	return false
 }
 
 // upContainer makes or starts one container, or leaves it running when
@@ -298,7 +347,7 @@ func (c *composeCmd) waitDeps(s types.ServiceConfig) error {
 		for _, r := range ctrs {
 			switch dep.Condition {
 			case types.ServiceConditionHealthy:
-				if err := c.waitHealthy(ds, r.Name); err != nil {
+				if err := c.waitHealthy(c.cmd.Context(), ds.Name, r.Name); err != nil {
 					return fmt.Errorf("service %s depends on %s: %w", s.Name, d, err)
 				}
 			case types.ServiceConditionCompletedSuccessfully:
@@ -320,14 +369,14 @@ func (c *composeCmd) waitDeps(s types.ServiceConfig) error {
 
 // waitHealthy waits for a container's health check, which its monitor
 // runs (health.go), to pass; an unhealthy or ended container is an error.
-func (c *composeCmd) waitHealthy(s types.ServiceConfig, name string) error {
+func (c *composeCmd) waitHealthy(ctx context.Context, service, name string) error {
 	r := ctrByName(name)
 	if r == nil {
 		return fmt.Errorf("container %s is gone", name)
 	}
 	hc := r.healthcheck()
 	if hc == nil {
-		return fmt.Errorf("condition service_healthy, but %s has no healthcheck (in the Compose file or its image)", s.Name)
+		return fmt.Errorf("condition service_healthy, but %s has no healthcheck (in the Compose file or its image)", service)
 	}
 	fmt.Fprintf(c.cmd.ErrOrStderr(), " ⠿ Container %s  Waiting\n", name)
 	for {
@@ -352,8 +401,8 @@ func (c *composeCmd) waitHealthy(s types.ServiceConfig, name string) error {
 			return fmt.Errorf("container %s is unhealthy%s", name, last)
 		}
 		select {
-		case <-c.cmd.Context().Done():
-			return c.cmd.Context().Err()
+		case <-ctx.Done():
+			return ctx.Err()
 		case <-time.After(300 * time.Millisecond):
 		}
 	}

@@ -23,8 +23,8 @@ import (
 const defaultSandboxSocket = "/run/lodge/sandbox.sock"
 
 type serveOpts struct {
-	listen, tokenFile string
-	cfg               sandboxsvc.Config
+	listen, tokenFile, tenantsFile string
+	cfg                            sandboxsvc.Config
 }
 
 func addSandboxCommands(root *cobra.Command, a *app) {
@@ -39,6 +39,7 @@ func addSandboxCommands(root *cobra.Command, a *app) {
 	f := serve.Flags()
 	f.StringVar(&o.listen, "listen", "unix://"+defaultSandboxSocket, "where to listen: unix://PATH (mode 0600), or tcp://HOST:PORT (with --token-file)")
 	f.StringVar(&o.tokenFile, "token-file", "", "a file whose first line is the token every request must bring (Authorization: Bearer TOKEN)")
+	f.StringVar(&o.tenantsFile, "tenants-file", "", "callers sharing the service, one per line: NAME TOKEN [MAX_SANDBOXES]; each sees and uses only its own sandboxes and snapshots")
 	f.StringVar(&o.cfg.Dir, "dir", "/var/lib/lodge/sandboxes", "where the service keeps a record per sandbox")
 	f.StringVar(&o.cfg.DefaultImage, "default-image", "", "a sandbox's image when a request names none (default: the first --image, else busybox)")
 	f.StringArrayVar(&o.cfg.Images, "image", nil, "an image sandboxes may use, pulled if missing (repeat; none: any image in lodge's store)")
@@ -57,7 +58,7 @@ func addSandboxCommands(root *cobra.Command, a *app) {
 func sandboxListener(listen string, token bool) (net.Listener, func(), error) {
 	if addr, ok := strings.CutPrefix(listen, "tcp://"); ok {
 		if !token {
-			return nil, nil, errors.New("--listen tcp://: give --token-file too; over TCP every request must carry the token")
+			return nil, nil, errors.New("--listen tcp://: give --token-file or --tenants-file too; over TCP every request must carry a token")
 		}
 		l, err := net.Listen("tcp", addr)
 		return l, func() {}, err
@@ -98,6 +99,20 @@ func (a *app) serveSandboxes(cmd *cobra.Command, o serveOpts) error {
 			return errors.New("--token-file: the token must be at least 16 characters")
 		}
 	}
+	if o.tenantsFile != "" {
+		if o.tokenFile != "" {
+			return errors.New("--token-file and --tenants-file: give one (a tenant's token is its own)")
+		}
+		f, err := os.Open(o.tenantsFile)
+		if err != nil {
+			return fmt.Errorf("--tenants-file: %w", err)
+		}
+		o.cfg.Tenants, err = sandboxsvc.ParseTenants(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("--tenants-file %s: %w", o.tenantsFile, err)
+		}
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -107,7 +122,7 @@ func (a *app) serveSandboxes(cmd *cobra.Command, o serveOpts) error {
 		return err
 	}
 	defer svc.Close()
-	l, cleanup, err := sandboxListener(o.listen, o.cfg.Token != "")
+	l, cleanup, err := sandboxListener(o.listen, o.cfg.Token != "" || len(o.cfg.Tenants) > 0)
 	if err != nil {
 		return err
 	}

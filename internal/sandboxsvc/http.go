@@ -1,7 +1,6 @@
 package sandboxsvc
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -128,19 +127,28 @@ func (s *Service) Handler() http.Handler {
 	return s.auth(mux)
 }
 
-// auth lets through requests that carry the token, if there is one.
+// auth lets through requests that carry a token, if the service has
+// any, each acting for its token's tenant, on that tenant's sandboxes
+// only.
 func (s *Service) auth(h http.Handler) http.Handler {
-	if s.cfg.Token == "" {
+	if s.cfg.Token == "" && len(s.cfg.Tenants) == 0 {
 		return h
 	}
-	want := []byte("Bearer " + s.cfg.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		t, ok := s.tenantFor(r.Header.Get("Authorization"))
+		if !ok {
 			w.Header().Set("WWW-Authenticate", "Bearer")
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "this service wants its token: Authorization: Bearer TOKEN"})
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "this service wants your token: Authorization: Bearer TOKEN"})
 			return
 		}
-		h.ServeHTTP(w, r)
+		if rest, ok := strings.CutPrefix(r.URL.Path, "/v1/sandboxes/"); ok {
+			id, _, _ := strings.Cut(rest, "/")
+			if !s.owns(t.Name, id) {
+				reply(w, 0, nil, fmt.Errorf("%w: %s", errNotFound, id))
+				return
+			}
+		}
+		h.ServeHTTP(w, r.WithContext(WithTenant(r.Context(), t.Name)))
 	})
 }
 

@@ -51,6 +51,9 @@ type Config struct {
 	AllowNetwork bool
 	// Token, if set, must come with every request as a bearer token.
 	Token string
+	// Tenants, if any, are the callers that share the service, each with
+	// a token of its own (tenants.go).
+	Tenants []Tenant
 }
 
 // Defaults fills in what c leaves zero.
@@ -112,6 +115,8 @@ type Sandbox struct {
 	// State is its container's (running, exited, ...), filled in when
 	// asked.
 	State string `json:"state,omitempty"`
+	// Tenant is the caller it is made for ("": the service has none).
+	Tenant string `json:"tenant,omitempty"`
 }
 
 // Service is the sandbox service: records, deadlines and the runner.
@@ -128,8 +133,9 @@ type Service struct {
 	mu sync.Mutex // guards boxes and making
 	// boxes are the sandboxes with a record, by ID.
 	boxes map[string]*Sandbox
-	// making are the IDs whose containers are being made (no record yet).
-	making map[string]bool
+	// making are the IDs whose containers are being made (no record
+	// yet), with their tenants.
+	making map[string]string
 	// running holds a token per command running.
 	running chan struct{}
 	// bg are the sandboxes' background commands, by sandbox and command.
@@ -155,7 +161,7 @@ func New(cfg Config, run Runner, log *slog.Logger) (*Service, error) {
 		return nil, fmt.Errorf("sandbox service: %s is another running service's (each needs a --dir of its own): %w", dir, err)
 	}
 	sum := sha256.Sum256([]byte(dir))
-	s := &Service{cfg: cfg, run: run, log: log, now: time.Now, owner: hex.EncodeToString(sum[:6]), lock: lock, boxes: map[string]*Sandbox{}, making: map[string]bool{},
+	s := &Service{cfg: cfg, run: run, log: log, now: time.Now, owner: hex.EncodeToString(sum[:6]), lock: lock, boxes: map[string]*Sandbox{}, making: map[string]string{},
 		running: make(chan struct{}, cfg.MaxCommands), bg: map[string]map[string]*bgCommand{}}
 	ents, err := os.ReadDir(cfg.Dir)
 	if err != nil {
@@ -248,7 +254,7 @@ func envList(env map[string]string) ([]string, error) {
 	return out, nil
 }
 
-func (s *Service) checkCreate(r *CreateRequest) error {
+func (s *Service) checkCreate(tenant string, r *CreateRequest) error {
 	switch {
 	case r.Snapshot != "" && r.Image != "":
 		return badRequest{"give an image or a snapshot, not both"}
@@ -258,7 +264,7 @@ func (s *Service) checkCreate(r *CreateRequest) error {
 		if err := checkSnapshotName(r.Snapshot); err != nil {
 			return err
 		}
-		r.Image = s.snapshotImage(r.Snapshot)
+		r.Image = s.snapshotImage(tenant, r.Snapshot)
 	case r.Image == "":
 		r.Image = s.cfg.DefaultImage
 	}
@@ -300,7 +306,7 @@ func (s *Service) checkCreate(r *CreateRequest) error {
 // Create makes a sandbox. A caller that goes away does not stop it half
 // made: it is made, and its deadline ends it.
 func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error) {
-	if err := s.checkCreate(&r); err != nil {
+	if err := s.checkCreate(tenantOf(ctx), &r); err != nil {
 		return nil, err
 	}
 	life, err := s.seconds(r.TimeoutSeconds, s.cfg.DefaultTimeout)
@@ -312,12 +318,30 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error)
 		return nil, err
 	}
 	id := newID()
+	tenant := tenantOf(ctx)
 	s.mu.Lock()
 	if len(s.boxes)+len(s.making) >= s.cfg.MaxSandboxes {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("%w: %d alive, the most this service runs (serve --max-sandboxes)", errLimit, s.cfg.MaxSandboxes)
 	}
-	s.making[id] = true
+	if limit := s.tenantLimit(tenant); limit > 0 {
+		mine := 0
+		for _, sb := range s.boxes {
+			if sb.Tenant == tenant {
+				mine++
+			}
+		}
+		for _, t := range s.making {
+			if t == tenant {
+				mine++
+			}
+		}
+		if mine >= limit {
+			s.mu.Unlock()
+			return nil, fmt.Errorf("%w: %d of yours alive, the most you may run", errLimit, limit)
+		}
+	}
+	s.making[id] = tenant
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -341,7 +365,7 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error)
 		return nil, err
 	}
 	now := s.now()
-	sb := &Sandbox{ID: id, Image: r.Image, Network: r.Network, IP: ip, CreatedAt: now, ExpiresAt: now.Add(life), Metadata: r.Metadata}
+	sb := &Sandbox{ID: id, Image: r.Image, Network: r.Network, IP: ip, CreatedAt: now, ExpiresAt: now.Add(life), Metadata: r.Metadata, Tenant: tenant}
 	if err := state.Write(s.recordPath(id), sb); err != nil {
 		s.run.Remove(ctx, id)
 		return nil, fmt.Errorf("sandbox %s: record: %w", id, err)
@@ -377,6 +401,9 @@ func (s *Service) List(ctx context.Context) ([]Sandbox, error) {
 	s.mu.Lock()
 	out := make([]Sandbox, 0, len(s.boxes))
 	for _, sb := range s.boxes {
+		if sb.Tenant != tenantOf(ctx) {
+			continue
+		}
 		c := *sb
 		c.State = states[c.ID]
 		if c.State == "" {
@@ -488,7 +515,8 @@ func (s *Service) reapOnce(ctx context.Context) {
 		}
 	}
 	for _, c := range ctrs {
-		if _, ok := s.boxes[c.Name]; !ok && !s.making[c.Name] && validID(c.Name) {
+		_, making := s.making[c.Name]
+		if _, ok := s.boxes[c.Name]; !ok && !making && validID(c.Name) {
 			jobs = append(jobs, job{c.Name, "removed (no record)"})
 		}
 	}

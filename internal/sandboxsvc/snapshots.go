@@ -38,10 +38,19 @@ var snapshotName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 // errInUse: a snapshot that sandboxes run from cannot be removed.
 var errInUse = errors.New("in use")
 
-// snapshotRepo is the repository of this service's snapshots.
-func (s *Service) snapshotRepo() string { return "localhost/lodge-sandbox-" + s.owner }
+// snapshotRepo is the repository of a tenant's snapshots: a path of its
+// own under the service's (tenant names have no '/' and snapshot names
+// none either, so no name of one tenant is another's).
+func (s *Service) snapshotRepo(tenant string) string {
+	if tenant == "" {
+		return "localhost/lodge-sandbox-" + s.owner
+	}
+	return "localhost/lodge-sandbox-" + s.owner + "/" + tenant
+}
 
-func (s *Service) snapshotImage(name string) string { return s.snapshotRepo() + "/" + name + ":latest" }
+func (s *Service) snapshotImage(tenant, name string) string {
+	return s.snapshotRepo(tenant) + "/" + name + ":latest"
+}
 
 func checkSnapshotName(n string) error {
 	if !snapshotName.MatchString(n) {
@@ -68,7 +77,7 @@ func (s *Service) TakeSnapshot(ctx context.Context, id string, r SnapshotRequest
 	if !replaces && len(have) >= s.cfg.MaxSnapshots {
 		return nil, fmt.Errorf("%w: %d snapshots kept, the most this service keeps (serve --max-snapshots); remove one first", errLimit, len(have))
 	}
-	img := s.snapshotImage(r.Name)
+	img := s.snapshotImage(tenantOf(ctx), r.Name)
 	if replaces && s.inUse(img) {
 		return nil, fmt.Errorf("snapshot %s: %w by a sandbox (remove those sandboxes, or take it under another name)", r.Name, errInUse)
 	}
@@ -93,7 +102,7 @@ func (s *Service) Snapshots(ctx context.Context) ([]Snapshot, error) {
 	}
 	out := []Snapshot{}
 	for _, img := range imgs {
-		rest, ok := strings.CutPrefix(img, s.snapshotRepo()+"/")
+		rest, ok := strings.CutPrefix(img, s.snapshotRepo(tenantOf(ctx))+"/")
 		if name, latest := strings.CutSuffix(rest, ":latest"); ok && latest && snapshotName.MatchString(name) {
 			out = append(out, Snapshot{Name: name, Image: img})
 		}
@@ -110,7 +119,7 @@ func (s *Service) RemoveSnapshot(ctx context.Context, name string) error {
 	if !s.hasSnapshot(ctx, name) {
 		return fmt.Errorf("snapshot %s: %w", name, errNoSnapshot)
 	}
-	img := s.snapshotImage(name)
+	img := s.snapshotImage(tenantOf(ctx), name)
 	if s.inUse(img) {
 		return fmt.Errorf("snapshot %s: %w by a sandbox (remove those sandboxes first)", name, errInUse)
 	}

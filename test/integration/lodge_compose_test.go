@@ -107,7 +107,7 @@ volumes:
 
 	// Nothing changed: left running. seed's environment changed: made again.
 	webID := l.inspect("lodgetest-web-1").ID
-	r = l.run("", "compose", "-f", file, "-p", "lodgetest", "--env-file", filepath.Join(dir, "bye.env"), "up", "-d")
+	r = l.run("", "compose", "-f", file, "-p", "lodgetest", "--env-file", filepath.Join(dir, "bye.env"), "up", "--wait", "--wait-timeout", "120")
 	if r.code != 0 || !strings.Contains(r.stderr, "lodgetest-web-1  Running") || !strings.Contains(r.stderr, "lodgetest-seed-1  Recreate") {
 		t.Errorf("up -d again: exit %d\n%s", r.code, r.stderr)
 	}

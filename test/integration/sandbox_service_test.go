@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
@@ -20,8 +21,9 @@ import (
 
 // sandboxAPI is a client of `lodge sandbox serve` on a unix socket.
 type sandboxAPI struct {
-	t *testing.T
-	c *http.Client
+	t     *testing.T
+	c     *http.Client
+	token string // sent as a bearer token, if set
 }
 
 func newSandboxAPI(t *testing.T, sock string) *sandboxAPI {
@@ -45,6 +47,9 @@ func (a *sandboxAPI) call(method, path string, body, out any) int {
 		rd = bytes.NewReader(j)
 	}
 	req, _ := http.NewRequest(method, "http://lodge"+path, rd)
+	if a.token != "" {
+		req.Header.Set("Authorization", "Bearer "+a.token)
+	}
 	resp, err := a.c.Do(req)
 	if err != nil {
 		a.t.Fatalf("%s %s: %v", method, path, err)
@@ -78,13 +83,19 @@ func (a *sandboxAPI) command(id string, req map[string]any) apiResult {
 	return r
 }
 
+// sandbox is a sandbox as the API shows it.
+type sandbox struct {
+	ID, Image, State, Error, IP string
+	ExpiresAt                   time.Time `json:"expires_at"`
+}
+
 // serveSandboxes starts `lodge sandbox serve` and returns its socket and
 // a function that stops it (SIGTERM) and waits.
-func serveSandboxes(l *lodgeCLI, ref string) (string, func()) {
+func serveSandboxes(l *lodgeCLI, ref string, extra ...string) (string, func()) {
 	t := l.t
 	sock := filepath.Join(l.dir, "sandbox.sock")
-	cmd := exec.Command(l.bin, "sandbox", "serve", "--listen", "unix://"+sock, "--dir", filepath.Join(l.dir, "sandboxes"),
-		"--image", ref, "--default-image", ref, "--max-sandboxes", "2", "--allow-network")
+	cmd := exec.Command(l.bin, append([]string{"sandbox", "serve", "--listen", "unix://" + sock, "--dir", filepath.Join(l.dir, "sandboxes"),
+		"--image", ref, "--default-image", ref, "--max-sandboxes", "2", "--allow-network"}, extra...)...)
 	cmd.Env = l.env
 	var logb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logb, &logb
@@ -127,10 +138,6 @@ func TestSandboxService(t *testing.T) {
 	sock, stop := serveSandboxes(l, ref)
 	api := newSandboxAPI(t, sock)
 
-	type sandbox struct {
-		ID, Image, State, Error, IP string
-		ExpiresAt                   time.Time `json:"expires_at"`
-	}
 	var a sandbox
 	if code := api.call("POST", "/v1/sandboxes", map[string]any{"timeout_seconds": 600, "env": map[string]string{"GREETING": "hello"},
 		"metadata": map[string]string{"tenant": "t1"}}, &a); code != 201 {
@@ -330,5 +337,50 @@ func TestSandboxService(t *testing.T) {
 	})
 	if ps := processesMentioning(aID); len(ps) != 0 {
 		t.Errorf("processes left by the expired sandbox: %v", ps)
+	}
+}
+
+// TestSandboxTenants: a service shared by two tenants (--tenants-file):
+// each reaches only its own sandboxes, through the real service and a
+// real sandbox; a request without a token is refused even on the socket.
+func TestSandboxTenants(t *testing.T) {
+	l := newLodgeCLI(t)
+	ref, _ := testImage(t)
+	l.must("pull", ref)
+	file := filepath.Join(l.dir, "tenants")
+	os.WriteFile(file, []byte("alice alice-token-0123456789 1\nbob bob-token-0123456789\n"), 0o600)
+	sock, _ := serveSandboxes(l, ref, "--tenants-file", file)
+	alice, bob, anon := newSandboxAPI(t, sock), newSandboxAPI(t, sock), newSandboxAPI(t, sock)
+	alice.token, bob.token = "alice-token-0123456789", "bob-token-0123456789"
+	var a sandbox
+	if code := alice.call("POST", "/v1/sandboxes", map[string]any{}, &a); code != 201 {
+		t.Fatalf("alice's sandbox: %d", code)
+	}
+	if r := alice.command(a.ID, map[string]any{"cmd": "echo mine > /tmp/f; cat /tmp/f"}); r.Stdout != "mine\n" {
+		t.Errorf("alice's command: %+v", r)
+	}
+	if code := alice.call("POST", "/v1/sandboxes", map[string]any{}, nil); code != 429 {
+		t.Errorf("alice past her limit of one: %d", code)
+	}
+	var e map[string]string
+	if code := bob.call("POST", "/v1/sandboxes/"+a.ID+"/commands", map[string]any{"cmd": "cat /tmp/f"}, &e); code != 404 {
+		t.Errorf("bob's command in alice's sandbox: %d %v", code, e)
+	}
+	if code := bob.call("DELETE", "/v1/sandboxes/"+a.ID, nil, nil); code != 404 {
+		t.Errorf("bob's delete of alice's sandbox: %d", code)
+	}
+	var list []sandbox
+	bob.call("GET", "/v1/sandboxes", nil, &list)
+	if len(list) != 0 {
+		t.Errorf("bob sees: %+v", list)
+	}
+	if code := anon.call("GET", "/v1/sandboxes", nil, nil); code != 401 {
+		t.Errorf("no token on the socket: %d", code)
+	}
+	if code := alice.call("DELETE", "/v1/sandboxes/"+a.ID, nil, nil); code != 204 {
+		t.Errorf("alice's delete: %d", code)
+	}
+	if ps := l.must("ps", "-a", "-q"); ps != "" {
+		t.Errorf("left: %s", ps)
 	}
 }
