@@ -185,7 +185,7 @@ func addComposeCommands(root *cobra.Command, a *app) {
 					return err
 				}
 				if verb == "stop" {
-					slices.Reverse(ctrs)
+					return errors.Join(c.dependentsFirst(ctrs, func(r *ctrRecord) error { return c.step("Container", r.Name, done, verb, r.Name) })...)
 				}
 				var errs []error
 				for _, r := range ctrs {

@@ -165,6 +165,51 @@ func (c *composeCmd) waitUp(names []string, timeout time.Duration) error {
 	return nil
 }
 
+// dependentsFirst runs f for each container, those of services others
+// depend on after those others, and the containers of one level at once
+// (as docker compose stops them: each may take its stop timeout).
+func (c *composeCmd) dependentsFirst(ctrs []*ctrRecord, f func(*ctrRecord) error) []error {
+	depth := map[string]int{}
+	var level func(svc string, seen map[string]bool) int
+	level = func(svc string, seen map[string]bool) int {
+		if d, ok := depth[svc]; ok {
+			return d
+		}
+		d := 0
+		if s, ok := c.p.Services[svc]; ok && !seen[svc] {
+			seen[svc] = true
+			for dep := range s.DependsOn {
+				d = max(d, level(dep, seen)+1)
+			}
+		}
+		depth[svc] = d
+		return d
+	}
+	byLevel := map[int][]*ctrRecord{}
+	for _, r := range ctrs {
+		l := level(r.Labels[compose.LabelService], map[string]bool{})
+		byLevel[l] = append(byLevel[l], r)
+	}
+	var mu sync.Mutex
+	var errs []error
+	for _, l := range slices.Backward(slices.Sorted(maps.Keys(byLevel))) {
+		var wg sync.WaitGroup
+		for _, r := range byLevel[l] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := f(r); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	return errs
+}
+
 // awaitedToComplete says whether a service depends on svc with
 // service_completed_successfully.
 func (c *composeCmd) awaitedToComplete(svc string) bool {
@@ -432,11 +477,10 @@ func (c *composeCmd) attach(names []string, o upOpts) error {
 	stopAll := func(why string) {
 		stopping.Do(func() {
 			fmt.Fprintln(c.cmd.ErrOrStderr(), why)
-			go func() {
-				for i := len(ctrs) - 1; i >= 0; i-- {
-					c.lodge(nil, io.Discard, io.Discard, "stop", ctrs[i].Name)
-				}
-			}()
+			go c.dependentsFirst(ctrs, func(r *ctrRecord) error {
+				_, err := c.lodge(nil, io.Discard, io.Discard, "stop", r.Name)
+				return err
+			})
 		})
 	}
 	interrupted := false
@@ -566,17 +610,17 @@ func (c *composeCmd) down(o downOpts) error {
 	if err != nil {
 		return err
 	}
-	slices.Reverse(ctrs)
 	var errs, orphans []string
-	for _, r := range ctrs {
+	ctrs = slices.DeleteFunc(ctrs, func(r *ctrRecord) bool {
 		svc := r.Labels[compose.LabelService]
 		if _, ok := c.p.Services[svc]; !ok && !slices.Contains(c.p.DisabledServiceNames(), svc) && !o.removeOrphans {
 			orphans = append(orphans, r.Name)
-			continue
+			return true
 		}
-		if err := c.remove(r, o.volumes, o.timeout); err != nil {
-			errs = append(errs, err.Error())
-		}
+		return false
+	})
+	for _, err := range c.dependentsFirst(ctrs, func(r *ctrRecord) error { return c.remove(r, o.volumes, o.timeout) }) {
+		errs = append(errs, err.Error())
 	}
 	if len(orphans) > 0 {
 		c.warn("containers of services this file no longer has: %s (--remove-orphans removes them)", strings.Join(orphans, ", "))
