@@ -161,7 +161,8 @@ func (br buildRunner) Run(ctx context.Context, imageID string, step build.RunSte
 		}
 		return 0, "", err
 	}
-	code, msg, err := lodge(nil, "run", "-d", "--name", name, "--network", step.Network, "--pull", "never", "-u", "0:0", "-w", "/",
+	// --no-healthcheck: a base image's HEALTHCHECK is not run in a build.
+	code, msg, err := lodge(nil, "run", "-d", "--name", name, "--network", step.Network, "--pull", "never", "-u", "0:0", "-w", "/", "--no-healthcheck",
 		"--label", buildLabel+"="+br.id, "-v", image.BuiltinBusybox+":"+holderPath+":ro", "--entrypoint", holderPath,
 		imageID, "sleep", "2147483647")
 	if err == nil && code != 0 {

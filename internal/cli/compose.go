@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -109,6 +110,7 @@ func addComposeCommands(root *cobra.Command, a *app) {
 	up.Flags().BoolVar(&uo.abortOnExit, "abort-on-container-exit", false, "stop every container when one ends (not with -d)")
 	up.Flags().BoolVar(&uo.wait, "wait", false, "return once every container runs, and is healthy where it has a health check (implies -d)")
 	up.Flags().IntVar(&uo.waitTimeout, "wait-timeout", 0, "the most seconds --wait waits (0: no limit)")
+	up.Flags().StringArrayVar(&uo.scale, "scale", nil, "SERVICE=N: run N containers of the service (over the file's scale or replicas)")
 	up.Flags().StringVar(&uo.exitCodeFrom, "exit-code-from", "", "return this service's exit code (implies --abort-on-container-exit)")
 
 	var do downOpts
@@ -196,9 +198,36 @@ func addComposeCommands(root *cobra.Command, a *app) {
 	}
 	exec := composeExecCommand(run)
 	runCmd := composeRunCommand(run)
+	var portIndex int
+	var portProto string
+	port := &cobra.Command{Use: "port [--index N] [--protocol tcp|udp] SERVICE PRIVATE_PORT", Short: "the host address a service's port is published on", Args: cobra.ExactArgs(2),
+		RunE: run(func(c *composeCmd, args []string) error {
+			ctrs, err := c.containers(args[:1], false)
+			if err != nil {
+				return err
+			}
+			for _, r := range ctrs {
+				if r.Labels[compose.LabelNumber] != strconv.Itoa(portIndex) || r.Network == nil {
+					continue
+				}
+				for _, p := range r.Network.Ports {
+					if strconv.Itoa(p.ContainerPort) == args[1] && p.Protocol == portProto {
+						ip := p.HostIP
+						if ip == "" {
+							ip = "0.0.0.0"
+						}
+						fmt.Fprintf(c.cmd.OutOrStdout(), "%s:%d\n", ip, p.HostPort)
+						return nil
+					}
+				}
+			}
+			return fmt.Errorf("service %s: port %s/%s of container %d is not published", args[0], args[1], portProto, portIndex)
+		})}
+	port.Flags().IntVar(&portIndex, "index", 1, "which of the service's containers")
+	port.Flags().StringVar(&portProto, "protocol", "tcp", "tcp or udp")
 	ls := &cobra.Command{Use: "ls", Short: "list the projects that have containers", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return composeProjects(cmd.OutOrStdout()) }}
-	c.AddCommand(config, up, down, ps, logs, buildCmd, pull, exec, runCmd, ls,
+	c.AddCommand(config, up, down, ps, logs, buildCmd, pull, exec, runCmd, ls, port,
 		lifecycle("start", "start the services' existing containers", "start", "Started"),
 		lifecycle("stop", "stop the services' containers", "stop", "Stopped"),
 		lifecycle("restart", "restart the services' containers", "restart", "Restarted"))

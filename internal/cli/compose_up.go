@@ -33,6 +33,7 @@ type upOpts struct {
 	abortOnExit, wait         bool
 	waitTimeout               int // seconds
 	pull, exitCodeFrom        string
+	scale                     []string // --scale SERVICE=N
 }
 
 type downOpts struct {
@@ -68,6 +69,16 @@ func (c *composeCmd) up(o upOpts, services []string) error {
 	}
 	if !slices.Contains([]string{"missing", "always", "never"}, o.pull) {
 		return fmt.Errorf("--pull %q: want missing, always or never", o.pull)
+	}
+	for _, sc := range o.scale {
+		name, n, ok := strings.Cut(sc, "=")
+		k, err := strconv.Atoi(n)
+		s, known := c.p.Services[name]
+		if !ok || err != nil || k < 0 || !known {
+			return fmt.Errorf("--scale %q: want SERVICE=N, a service of the file and N of 0 or more", sc)
+		}
+		s.SetScale(k)
+		c.p.Services[name] = s
 	}
 	order, err := compose.Order(c.p, services)
 	if err != nil {

@@ -94,7 +94,7 @@ volumes:
 	}
 	// web read what seed wrote, from db, by its alias.
 	l.eventually("web's first line", func() bool { return strings.Contains(l.must("logs", "lodgetest-web-1"), "web got: seeded-hello") })
-	hostPort := strings.TrimSpace(l.must("port", "lodgetest-web-1"))
+	hostPort := strings.TrimSpace(compose("port", "web", "8080").stdout)
 	if i := strings.LastIndex(hostPort, ":"); i < 0 || httpGet("http://127.0.0.1:"+hostPort[i+1:]+"/") != "seeded-hello\n" {
 		t.Errorf("web's published port %q does not serve what it fetched", hostPort)
 	}
@@ -113,6 +113,13 @@ volumes:
 	}
 	if l.inspect("lodgetest-web-1").ID != webID {
 		t.Error("an unchanged service's container was made again")
+	}
+	// --scale: a second db, then back to one.
+	if r := compose("up", "-d", "--no-deps", "--scale", "db=2", "db"); r.code != 0 || !strings.Contains(compose("ps").stdout, "lodgetest-db-2") {
+		t.Errorf("--scale db=2: %d %s", r.code, r.stderr)
+	}
+	if r := compose("up", "-d", "--no-deps", "db"); r.code != 0 || strings.Contains(compose("ps", "-a").stdout, "lodgetest-db-2") {
+		t.Errorf("back to one db: %d %s", r.code, r.stderr)
 	}
 	if out := compose("run", "--rm", "--no-deps", "db", "cat", "/www/index.html"); out.stdout != "seeded-bye\n" {
 		t.Errorf("a one-off of db sees the volume as seed left it: %q %s", out.stdout, out.stderr)
