@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -90,9 +92,9 @@ func sandboxListener(listen string, token bool) (net.Listener, func(), error) {
 
 func (a *app) serveSandboxes(cmd *cobra.Command, o serveOpts) error {
 	if o.tokenFile != "" {
-		b, err := os.ReadFile(o.tokenFile)
+		b, err := readSecret("--token-file", o.tokenFile)
 		if err != nil {
-			return fmt.Errorf("--token-file: %w", err)
+			return err
 		}
 		o.cfg.Token, _, _ = strings.Cut(strings.TrimSpace(string(b)), "\n")
 		if len(o.cfg.Token) < 16 {
@@ -103,12 +105,11 @@ func (a *app) serveSandboxes(cmd *cobra.Command, o serveOpts) error {
 		if o.tokenFile != "" {
 			return errors.New("--token-file and --tenants-file: give one (a tenant's token is its own)")
 		}
-		f, err := os.Open(o.tenantsFile)
+		b, err := readSecret("--tenants-file", o.tenantsFile)
 		if err != nil {
-			return fmt.Errorf("--tenants-file: %w", err)
+			return err
 		}
-		o.cfg.Tenants, err = sandboxsvc.ParseTenants(f)
-		f.Close()
+		o.cfg.Tenants, err = sandboxsvc.ParseTenants(bytes.NewReader(b))
 		if err != nil {
 			return fmt.Errorf("--tenants-file %s: %w", o.tenantsFile, err)
 		}
@@ -143,4 +144,27 @@ func (a *app) serveSandboxes(cmd *cobra.Command, o serveOpts) error {
 		return err
 	}
 	return nil
+}
+
+// readSecret reads a file of tokens, refusing one that users other than
+// its owner may read (as ssh refuses such a key): its tokens would be
+// theirs too.
+func readSecret(flag, path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("%s %s: other users may read its tokens (mode %04o): chmod 600 %s", flag, path, perm, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	return b, nil
 }

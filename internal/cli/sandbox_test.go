@@ -45,3 +45,20 @@ func TestSandboxListener(t *testing.T) {
 	l.Close()
 	cleanup()
 }
+
+func TestReadSecret(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "tokens")
+	os.WriteFile(p, []byte("alice 0123456789abcdef\n"), 0o644)
+	os.Chmod(p, 0o644)
+	if _, err := readSecret("--tenants-file", p); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("a file others may read: %v", err)
+	}
+	os.Chmod(p, 0o600)
+	if b, err := readSecret("--tenants-file", p); err != nil || string(b) != "alice 0123456789abcdef\n" {
+		t.Errorf("a file of its owner's: %q %v", b, err)
+	}
+	if _, err := readSecret("--token-file", filepath.Join(dir, "none")); err == nil {
+		t.Error("a missing file is taken")
+	}
+}
