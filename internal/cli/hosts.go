@@ -99,6 +99,10 @@ func memberHosts(name string, m member, members []member) string {
 	return body + peersMark + name + "\n" + peers.String()
 }
 
+// hostsLockPath is the lock of network name's members' /etc/hosts
+// (removed with the network).
+func hostsLockPath(name string) string { return filepath.Join(runtimeState, "hosts-"+name+".lock") }
+
 // refreshHosts rewrites the /etc/hosts of every member of network name
 // (a user-defined one; the default network has no names) after a
 // container joined or left it. The files are written in place: each is
@@ -110,7 +114,7 @@ func refreshHosts(ctx context.Context, name string) error {
 	if err := os.MkdirAll(runtimeState, 0o700); err != nil {
 		return err
 	}
-	unlock, err := filelock.Lock(ctx, filepath.Join(runtimeState, "hosts-"+name+".lock"), true)
+	unlock, err := filelock.Lock(ctx, hostsLockPath(name), true)
 	if err != nil {
 		return err
 	}

@@ -457,6 +457,7 @@ func removeNetwork(ctx context.Context, name string) error {
 	if err := os.RemoveAll(filepath.Join(cniIPAMDir, name)); err != nil {
 		return fmt.Errorf("network %s: remove its address leases: %w", name, err)
 	}
+	os.Remove(hostsLockPath(name))
 	return nil
 }
 
