@@ -127,7 +127,7 @@ func addPruneCommands(root *cobra.Command, a *app) {
 	volPrune.Flags().BoolVarP(&all, "all", "a", false, "named volumes too")
 	volInspect := &cobra.Command{Use: "inspect VOLUME...", Short: "a volume's details, as JSON", Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			out := []map[string]any{}
+			out := []any{}
 			var errs []error
 			for _, n := range args {
 				if !volumeExists(n) {
@@ -138,7 +138,7 @@ func addPruneCommands(root *cobra.Command, a *app) {
 				out = append(out, map[string]any{"Name": v.Name, "Driver": "local", "Mountpoint": v.dataDir(),
 					"CreatedAt": v.Created, "Scope": "local", "Labels": map[string]string{}, "UsedBy": volumeUsers(v.Name)})
 			}
-			return errors.Join(writeJSON(cmd.OutOrStdout(), out), errors.Join(errs...))
+			return errors.Join(printInspect(cmd.OutOrStdout(), out, ""), errors.Join(errs...))
 		}}
 	find("volume").AddCommand(volPrune, volInspect)
 
@@ -154,7 +154,7 @@ func addPruneCommands(root *cobra.Command, a *app) {
 	netPrune.Flags().BoolVarP(&force, "force", "f", false, "do not ask")
 	netInspect := &cobra.Command{Use: "inspect NETWORK...", Short: "a network's details, as JSON", Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			out := []map[string]any{}
+			out := []any{}
 			var errs []error
 			for _, n := range args {
 				if n == "bridge" {
@@ -191,7 +191,7 @@ func addPruneCommands(root *cobra.Command, a *app) {
 				out = append(out, map[string]any{"Name": n, "Driver": "bridge", "Scope": "local", "IPAM": map[string]any{"Driver": "host-local", "Config": pools},
 					"Options": map[string]string{"bridge": bridge}, "ConfigFile": networkPath(n), "Containers": members})
 			}
-			return errors.Join(writeJSON(cmd.OutOrStdout(), out), errors.Join(errs...))
+			return errors.Join(printInspect(cmd.OutOrStdout(), out, ""), errors.Join(errs...))
 		}}
 	find("network").AddCommand(netPrune, netInspect)
 
@@ -233,17 +233,4 @@ func addPruneCommands(root *cobra.Command, a *app) {
 	system := &cobra.Command{Use: "system", Short: "the host's lodge as a whole"}
 	system.AddCommand(sysPrune)
 	root.AddCommand(system)
-}
-
-// writeJSON writes v indented, as docker's inspect commands do.
-func writeJSON(w io.Writer, v any) error {
-	if v == nil {
-		return nil
-	}
-	b, err := json.MarshalIndent(v, "", "    ")
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(w, "%s\n", b)
-	return err
 }
