@@ -34,8 +34,26 @@ import (
 type RunStep struct {
 	Args, Env              []string
 	User, Workdir, Network string
-	Stdin                  []byte // the command's input (none: nil)
+	Stdin                  []byte  // the command's input (none: nil)
+	Mounts                 []Mount // RUN --mount's, made on the host
+	// SecretEnv is NAME=VALUE of the secrets the command gets as
+	// environment variables: to be handed over as no command line
+	// carries them (a host's command lines are everyone's to read).
+	SecretEnv []string
 }
+
+// Mount is what a RUN --mount gives the step's container.
+type Mount struct {
+	Type     string // "bind" (Source, a host file or directory) or "tmpfs"
+	Source   string
+	Target   string // absolute, in the container
+	ReadOnly bool
+	Size     int64 // a tmpfs's, in bytes (0: the runner's default)
+}
+
+// Secret is where a build secret (lodge build --secret) is read: a file
+// or an environment variable of the builder.
+type Secret struct{ File, Env string }
 
 // Runner runs RUN steps.
 type Runner interface {
@@ -54,7 +72,8 @@ type Options struct {
 	Target     string
 	Network    string // RUN's network: bridge (default) or none
 	Labels     map[string]string
-	NoCache    bool // run every step (what they make is still remembered)
+	NoCache    bool              // run every step (what they make is still remembered)
+	Secrets    map[string]Secret // RUN --mount=type=secret's, by id
 	// ID names the build's intermediate images (localhost/lodge-build-ID:N)
 	// and its RUN containers' label: the builder's process (Builder's
 	// callers clean up after builders that died).

@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -23,10 +24,22 @@ import (
 
 // fakeRunner stands in for the VM a RUN runs in (a unit seam): it
 // records the steps and answers each with a layer that adds /ran.
-type fakeRunner struct{ steps []RunStep }
+type fakeRunner struct {
+	steps []RunStep
+	check func(RunStep) error // looks at a step while it runs (its mounts)
+	store *image.Store
+}
 
 func (f *fakeRunner) Run(ctx context.Context, imageID string, step RunStep, out io.Writer, layer io.Writer) error {
 	f.steps = append(f.steps, step)
+	if _, err := f.store.Find(imageID); err != nil {
+		return fmt.Errorf("the step's image, as lodge run would find it: %w", err)
+	}
+	if f.check != nil {
+		if err := f.check(step); err != nil {
+			return err
+		}
+	}
 	if strings.Contains(strings.Join(step.Args, " "), "fail") {
 		return errors.New("the command returned a non-zero code: 1")
 	}
@@ -41,7 +54,7 @@ func newTestBuilder(t *testing.T) (*Builder, *fakeRunner) {
 	t.Helper()
 	dir := t.TempDir()
 	st := &image.Store{Dir: filepath.Join(dir, "images"), Layers: &layers.Store{Dir: filepath.Join(dir, "layers")}}
-	r := &fakeRunner{}
+	r := &fakeRunner{store: st}
 	return &Builder{Store: st, Runner: r}, r
 }
 
@@ -237,7 +250,10 @@ func TestBuildRefusals(t *testing.T) {
 		"outside context": {"FROM scratch\nCOPY ../etc/passwd /x\n", "outside the build context"},
 		"URL":             {"FROM scratch\nADD http://127.0.0.1/x /x\n", "URL"},
 		"RUN fails":       {"FROM scratch\nRUN fail now\n", "non-zero code"},
-		"RUN --mount":     {"FROM scratch\nRUN --mount=type=cache,target=/c true\n", "not supported"},
+		"RUN --mount ssh": {"FROM scratch\nRUN --mount=type=ssh true\n", "not supported"},
+		"secret needed":   {"FROM scratch\nRUN --mount=type=secret,id=tok,required true\n", "--secret id=tok"},
+		"bind outside":    {"FROM scratch\nRUN --mount=source=../etc,target=/e true\n", "outside the build context"},
+		"cache no target": {"FROM scratch\nRUN --mount=type=cache true\n", "target"},
 		"bad target":      {"FROM scratch\n", "no stage"},
 		"bad chown":       {"FROM scratch\nCOPY --chown=nobody Dockerfile /x\n", "chown"},
 	} {

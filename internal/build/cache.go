@@ -78,7 +78,10 @@ func (bd *build) cached(st *stage, key string) bool {
 	if err != nil {
 		return false
 	}
-	st.img, st.stored = img, im
+	// Not st.stored: the image may have no name left (an earlier build's
+	// intermediate one), and a RUN's container needs one; store names
+	// it for this build when a step needs it stored.
+	st.img, st.stored = img, nil
 	fmt.Fprintln(bd.o.Out, " ---> Using cache")
 	return true
 }
@@ -151,4 +154,22 @@ func sortedRecords(m map[string]string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// ForgetSteps empties the build cache of the store at storeDir (lodge
+// builder prune); it returns how many steps it forgot. The images they
+// made stay in the store until nothing names them (lodge image prune).
+func ForgetSteps(ctx context.Context, storeDir string) (int, error) {
+	unlock, err := filelock.Lock(ctx, filepath.Join(storeDir, "build-cache.lock"), true)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	p := filepath.Join(storeDir, "build-cache.json")
+	var cf cacheFile
+	state.Read(p, &cf) // a damaged cache is removed as well
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return 0, err
+	}
+	return len(cf.Steps), nil
 }

@@ -109,6 +109,9 @@ func editAuthor(img v1.Image, author, createdBy string) (v1.Image, error) {
 func (bd *build) run(ctx context.Context, st *stage, c *instructions.RunCommand) error {
 	network := bd.o.Network
 	for _, f := range c.FlagsUsed {
+		if f == "mount" {
+			continue
+		}
 		if f != "network" {
 			return fmt.Errorf("RUN --%s is not supported by lodge build", f)
 		}
@@ -144,8 +147,14 @@ func (bd *build) run(ctx context.Context, st *stage, c *instructions.RunCommand)
 			return err
 		}
 	}
-	step := RunStep{Args: args, Stdin: stdin, Env: st.env(), User: user, Workdir: st.workdir, Network: network}
-	key, err := bd.key(st, "RUN", strings.Join(step.Args, "\x00"), string(stdin), user, st.workdir, network)
+	mounts, err := bd.runMounts(ctx, st, c)
+	if err != nil {
+		return err
+	}
+	defer mounts.close()
+	step := RunStep{Args: args, Stdin: stdin, Env: st.env(), User: user, Workdir: st.workdir, Network: network,
+		Mounts: mounts.mounts, SecretEnv: mounts.secretEnv}
+	key, err := bd.key(st, append([]string{"RUN", strings.Join(step.Args, "\x00"), string(stdin), user, st.workdir, network}, mounts.key...)...)
 	if err != nil || bd.cached(st, key) {
 		return err
 	}

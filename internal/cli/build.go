@@ -29,7 +29,7 @@ const holderPath = "/.lodge-build/busybox"
 
 func addBuildCommand(root *cobra.Command, a *app) {
 	var o build.Options
-	var tags, buildArgs, labels []string
+	var tags, buildArgs, labels, secrets []string
 	var quiet bool
 	var pull string
 	cmd := &cobra.Command{
@@ -64,6 +64,9 @@ func addBuildCommand(root *cobra.Command, a *app) {
 			}
 			var err error
 			if o.Labels, err = labelMap(labels); err != nil {
+				return lodgeError(err)
+			}
+			if o.Secrets, err = secretMap(secrets); err != nil {
 				return lodgeError(err)
 			}
 			if o.Network != "" && o.Network != "bridge" && o.Network != "none" && o.Network != "default" {
@@ -121,7 +124,54 @@ func addBuildCommand(root *cobra.Command, a *app) {
 	f.BoolVarP(&quiet, "quiet", "q", false, "print only the image ID")
 	f.BoolVar(&o.NoCache, "no-cache", false, "run every step, even those the build cache has")
 	f.StringVar(&pull, "pull", "missing", "pull FROM images: missing, always or never")
+	f.StringArrayVar(&secrets, "secret", nil, "a secret for RUN --mount=type=secret: id=ID[,src=FILE | ,env=VARIABLE] (id alone: the variable ID)")
 	root.AddCommand(cmd)
+}
+
+// secretMap reads --secret values, as docker buildx has them.
+func secretMap(vals []string) (map[string]build.Secret, error) {
+	out := map[string]build.Secret{}
+	for _, v := range vals {
+		var id, typ string
+		var sec build.Secret
+		for _, field := range strings.Split(v, ",") {
+			k, val, _ := strings.Cut(field, "=")
+			switch k {
+			case "id":
+				id = val
+			case "type":
+				typ = val
+			case "src", "source":
+				sec.File = val
+			case "env":
+				sec.Env = val
+			default:
+				return nil, fmt.Errorf("--secret %s: unknown key %q (want id, src, env or type)", v, k)
+			}
+		}
+		if id == "" {
+			return nil, fmt.Errorf("--secret %s: no id=", v)
+		}
+		switch {
+		case typ != "" && typ != "file" && typ != "env":
+			return nil, fmt.Errorf("--secret %s: type=%s: want file or env", v, typ)
+		case sec.File != "" && sec.Env != "":
+			return nil, fmt.Errorf("--secret %s: src= or env=, not both", v)
+		case sec.File == "" && sec.Env == "" && typ == "file":
+			sec.File = id
+		case sec.File == "" && sec.Env == "":
+			sec.Env = id
+		}
+		if sec.File != "" {
+			if _, err := os.Stat(sec.File); err != nil {
+				return nil, fmt.Errorf("--secret %s: %w", v, err)
+			}
+		} else if _, ok := os.LookupEnv(sec.Env); !ok {
+			return nil, fmt.Errorf("--secret %s: the environment variable %s is not set", v, sec.Env)
+		}
+		out[id] = sec
+	}
+	return out, nil
 }
 
 // buildRunner runs a RUN step as `lodge` does a container: `lodge run -d`
@@ -149,6 +199,9 @@ func (br buildRunner) Run(ctx context.Context, imageID string, step build.RunSte
 		if args[0] == "exec" && step.Stdin != nil {
 			cmd.Stdin = bytes.NewReader(step.Stdin)
 		}
+		if args[0] == "exec" {
+			cmd.Env = append(os.Environ(), step.SecretEnv...) // exec -e NAME takes them from here
+		}
 		var errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = stdout, io.MultiWriter(&errb, stdout)
 		if stdout == nil {
@@ -162,9 +215,21 @@ func (br buildRunner) Run(ctx context.Context, imageID string, step build.RunSte
 		return 0, "", err
 	}
 	// --no-healthcheck: a base image's HEALTHCHECK is not run in a build.
-	code, msg, err := lodge(nil, "run", "-d", "--name", name, "--network", step.Network, "--pull", "never", "-u", "0:0", "-w", "/", "--no-healthcheck",
-		"--label", buildLabel+"="+br.id, "-v", image.BuiltinBusybox+":"+holderPath+":ro", "--entrypoint", holderPath,
-		imageID, "sleep", "2147483647")
+	run := []string{"run", "-d", "--name", name, "--network", step.Network, "--pull", "never", "-u", "0:0", "-w", "/", "--no-healthcheck",
+		"--label", buildLabel + "=" + br.id, "-v", image.BuiltinBusybox + ":" + holderPath + ":ro", "--entrypoint", holderPath}
+	for _, m := range step.Mounts {
+		switch {
+		case m.Type == "tmpfs" && m.Size > 0:
+			run = append(run, "--tmpfs", fmt.Sprintf("%s:rw,nosuid,nodev,size=%d", m.Target, m.Size))
+		case m.Type == "tmpfs":
+			run = append(run, "--tmpfs", m.Target+":rw,nosuid,nodev")
+		case m.ReadOnly:
+			run = append(run, "-v", m.Source+":"+m.Target+":ro")
+		default:
+			run = append(run, "-v", m.Source+":"+m.Target)
+		}
+	}
+	code, msg, err := lodge(nil, append(run, imageID, "sleep", "2147483647")...)
 	if err == nil && code != 0 {
 		err = fmt.Errorf("a container for the step: %s", msg)
 	}
@@ -181,6 +246,10 @@ func (br buildRunner) Run(ctx context.Context, imageID string, step build.RunSte
 	}
 	for _, e := range step.Env {
 		args = append(args, "-e", e)
+	}
+	for _, e := range step.SecretEnv {
+		k, _, _ := strings.Cut(e, "=")
+		args = append(args, "-e", k)
 	}
 	args = append(append(args, name), step.Args...)
 	code, _, err = lodge(out, args...)

@@ -375,7 +375,7 @@ func addContainerCommands(root *cobra.Command, a *app) {
 	exec.Flags().BoolVarP(&eo.interactive, "interactive", "i", false, "keep stdin open")
 	exec.Flags().BoolVarP(&eo.tty, "tty", "t", false, "allocate a terminal")
 	exec.Flags().BoolVarP(&eo.detach, "detach", "d", false, "leave the command running in the background")
-	exec.Flags().StringArrayVarP(&eo.env, "env", "e", nil, "environment variable")
+	exec.Flags().StringArrayVarP(&eo.env, "env", "e", nil, "set an environment variable (NAME=VALUE, or NAME to pass the host's)")
 	exec.Flags().StringVarP(&eo.workdir, "workdir", "w", "", "working directory")
 	exec.Flags().StringVarP(&eo.user, "user", "u", "", "user (uid[:gid])")
 	exec.Flags().DurationVar(&eo.timeout, "timeout", 0, "kill the command (SIGKILL, in the guest) if it still runs after this long, e.g. 30s (not with -d)")
@@ -683,6 +683,15 @@ func (a *app) exec(cmd *cobra.Command, o execOpts, name string, args []string) e
 		o.interactive = false
 	}
 	for _, e := range o.env {
+		if !strings.Contains(e, "=") {
+			// NAME alone: this process's value (none: not set), as
+			// docker's exec; the value is on no command line.
+			v, ok := os.LookupEnv(e)
+			if !ok {
+				continue
+			}
+			e += "=" + v
+		}
 		rargs = append(rargs, "--env", e)
 	}
 	if o.workdir != "" {

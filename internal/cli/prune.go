@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lodgeruntime/lodge/internal/build"
 	"github.com/lodgeruntime/lodge/internal/image"
 )
 
@@ -98,6 +99,29 @@ func printGone(w io.Writer, heading string, gone []string) {
 	for _, g := range gone {
 		fmt.Fprintln(w, g)
 	}
+}
+
+// pruneBuilder forgets the build cache's steps and removes the RUN cache
+// mounts no build uses.
+func (a *app) pruneBuilder(cmd *cobra.Command) error {
+	dir := a.images().Dir
+	mounts, err := build.PruneCacheMounts(dir)
+	steps, err2 := build.ForgetSteps(cmd.Context(), dir)
+	w := cmd.OutOrStdout()
+	var gone []string
+	var size int64
+	for _, m := range mounts {
+		gone = append(gone, "cache mount "+m.ID)
+		size += m.Size
+	}
+	if steps > 0 {
+		gone = append(gone, fmt.Sprintf("%d remembered steps", steps))
+	}
+	printGone(w, "Deleted build cache objects:", gone)
+	if len(gone) > 0 {
+		fmt.Fprintln(w, "Total reclaimed space:", humanSize(size))
+	}
+	return errors.Join(err, err2)
 }
 
 func addPruneCommands(root *cobra.Command, a *app) {
@@ -197,7 +221,7 @@ func addPruneCommands(root *cobra.Command, a *app) {
 
 	sysPrune := &cobra.Command{Use: "prune [-f] [-a] [--volumes]", Short: "remove stopped containers, unused networks, untagged images (-a: unused ones) and unused content", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			what := "every stopped container, every network no container is on, "
+			what := "every stopped container, every network no container is on, the build cache, "
 			if all {
 				what += "every image no container uses"
 			} else {
@@ -225,8 +249,20 @@ func addPruneCommands(root *cobra.Command, a *app) {
 			if freed != "" {
 				fmt.Fprintln(w, "Removed content:", freed)
 			}
-			return errors.Join(err1, err2, err3, err4)
+			return errors.Join(err1, err2, err3, err4, a.pruneBuilder(cmd))
 		}}
+	builderPrune := &cobra.Command{Use: "prune [-f]", Short: "remove the build cache: the steps lodge build remembers, and RUN cache mounts no build uses", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !ask(cmd, "the build cache (the steps builds remember, and RUN cache mounts no build uses)") {
+				return nil
+			}
+			return a.pruneBuilder(cmd)
+		}}
+	builderPrune.Flags().BoolVarP(&force, "force", "f", false, "do not ask")
+	builder := &cobra.Command{Use: "builder", Short: "lodge build's cache"}
+	builder.AddCommand(builderPrune)
+	root.AddCommand(builder)
+
 	sysPrune.Flags().BoolVarP(&force, "force", "f", false, "do not ask")
 	sysPrune.Flags().BoolVarP(&all, "all", "a", false, "images no container uses, not only untagged ones")
 	sysPrune.Flags().BoolVar(&volumes, "volumes", false, "anonymous volumes no container mounts too")

@@ -1,4 +1,4 @@
-// Package filelock takes exclusive flock(2) locks on files, waiting for
+// Package filelock takes flock(2) locks on files, waiting for
 // them (bounded by a context) or not. A lock dies with its process, so a
 // killed holder never leaves one held.
 package filelock
@@ -31,12 +31,22 @@ func Lock(ctx context.Context, path string, wait bool) (func(), error) {
 // held until every descriptor of it is closed: one handed to a child
 // process keeps it held after the caller closes its own.
 func LockFile(ctx context.Context, path string, wait bool) (*os.File, error) {
+	return lockFile(ctx, path, wait, unix.LOCK_EX)
+}
+
+// SharedFile is LockFile for a shared lock: any number of holders of
+// shared locks at once, none while an exclusive one is held.
+func SharedFile(ctx context.Context, path string, wait bool) (*os.File, error) {
+	return lockFile(ctx, path, wait, unix.LOCK_SH)
+}
+
+func lockFile(ctx context.Context, path string, wait bool, how int) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
 	}
 	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
 		if err == nil {
 			return f, nil
 		}

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -102,5 +103,73 @@ func TestLodgeBuild(t *testing.T) {
 	}
 	if imgs := l.must("images"); strings.Contains(imgs, "lodge-build") {
 		t.Fatalf("the killed build's names are still there:\n%s", imgs)
+	}
+}
+
+// TestLodgeBuildMounts: RUN --mount in a real build: the context bound
+// read-only (without what .dockerignore excludes), a file of an earlier
+// stage, a cache directory that keeps what one build's step wrote for
+// the next, a tmpfs, and a secret as a file and as a variable; none of
+// them, nor the secret, is in the image. lodge builder prune removes the
+// cache.
+func TestLodgeBuildMounts(t *testing.T) {
+	l := newLodgeCLI(t)
+	ref, _ := testImage(t)
+	l.must("pull", ref)
+	ctxDir := t.TempDir()
+	secret := filepath.Join(t.TempDir(), "tok")
+	files := map[string]string{
+		"input.txt":     "one\n",
+		"ignored.txt":   "no\n",
+		".dockerignore": "ignored.txt\n",
+		"Dockerfile": "FROM " + ref + " AS tool\n" +
+			"RUN echo from-tool > /tool.txt\n" +
+			"FROM " + ref + "\n" +
+			"WORKDIR /w\n" +
+			"RUN --mount=target=/ctx --mount=from=tool,source=/tool.txt,target=/t/tool.txt " +
+			"--mount=type=cache,target=/cache --mount=type=tmpfs,target=/scratch " +
+			"--mount=type=secret,id=tok --mount=type=secret,id=tok,env=TOKEN <<EOF\n" +
+			"cat /ctx/input.txt /t/tool.txt > out.txt\n" +
+			"test -e /ctx/ignored.txt || echo not-ignored-file >> out.txt\n" +
+			"touch /ctx/x 2>/dev/null || echo ctx-read-only >> out.txt\n" +
+			"echo run >> /cache/runs; wc -l < /cache/runs | tr -d ' ' >> out.txt\n" +
+			"grep -q ' /scratch tmpfs ' /proc/mounts && echo scratch-tmpfs >> out.txt\n" +
+			"test \"$(cat /run/secrets/tok)\" = s3cret && echo secret-file >> out.txt\n" +
+			"test \"$TOKEN\" = s3cret && echo secret-env >> out.txt\n" +
+			"EOF\n",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(ctxDir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(secret, []byte("s3cret"), 0o600)
+	l.must("build", "-q", "-t", "mounts:1", "--network", "none", "--secret", "id=tok,src="+secret, ctxDir)
+	const after = "from-tool\nnot-ignored-file\nctx-read-only\n%d\nscratch-tmpfs\nsecret-file\nsecret-env\n"
+	if got := l.must("run", "--rm", "--network", "none", "mounts:1", "cat", "/w/out.txt"); got != "one\n"+fmt.Sprintf(after, 1) {
+		t.Fatalf("the step wrote %q", got)
+	}
+	left := "for p in /ctx /t /cache /scratch /run/secrets; do test -e $p && echo $p; done; grep -rl s3cret /w /run /tmp /etc /root 2>/dev/null; true"
+	if got := l.must("run", "--rm", "--network", "none", "mounts:1", "sh", "-c", left); got != "" {
+		t.Fatalf("the image holds the step's mounts or its secret: %q", got)
+	}
+	// A changed bound file runs the step again; its cache holds what the
+	// first build wrote.
+	os.WriteFile(filepath.Join(ctxDir, "input.txt"), []byte("two\n"), 0o644)
+	l.must("build", "-q", "-t", "mounts:2", "--network", "none", "--secret", "id=tok,src="+secret, ctxDir)
+	if got := l.must("run", "--rm", "--network", "none", "mounts:2", "cat", "/w/out.txt"); got != "two\n"+fmt.Sprintf(after, 2) {
+		t.Fatalf("the step again wrote %q", got)
+	}
+	if r := l.run("FROM "+ref+"\nRUN --mount=type=secret,id=tok,required true\n", "build", "-f", "-", ctxDir); r.code != 125 || !strings.Contains(r.stderr, "--secret id=tok") {
+		t.Fatalf("a required secret not given: exit %d %s", r.code, r.stderr)
+	}
+	if out := l.must("builder", "prune", "-f"); !strings.Contains(out, "cache mount /cache") {
+		t.Fatalf("builder prune:\n%s", out)
+	}
+	if dirs, _ := filepath.Glob(filepath.Join(l.dir, "images", "build-mounts", "*")); len(dirs) != 0 {
+		t.Fatalf("cache mounts left after prune: %v", dirs)
+	}
+	if ps := l.must("ps", "-a", "-q"); ps != "" {
+		t.Fatalf("the builds left containers:\n%s", ps)
 	}
 }
