@@ -6,11 +6,17 @@ import (
 	"bytes"
 	"compress/bzip2"
 	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -116,4 +122,67 @@ func (b *layerBuilder) keep(r io.Reader) (string, error) {
 		return "", err
 	}
 	return f.Name(), f.Close()
+}
+
+// fetched is a file ADD downloaded.
+type fetched struct {
+	file    string    // in the build's directory
+	size    int64     // bytes
+	name    string    // the URL path's last name ("" if it has none)
+	modTime time.Time // the server's Last-Modified (else the epoch, so that the same bytes make the same layer)
+}
+
+// fetchURL downloads ADD's URL source into dir (it is not unpacked, as
+// docker's ADD does not unpack a download); with checksum
+// (sha256:HEX, ADD --checksum) the bytes must match it.
+func fetchURL(ctx context.Context, src, dir, checksum string) (*fetched, error) {
+	u, err := url.Parse(src)
+	if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("%s: only http and https URLs are supported", src)
+	}
+	var want string
+	if checksum != "" {
+		hexSum, ok := strings.CutPrefix(checksum, "sha256:")
+		if _, err := hex.DecodeString(hexSum); !ok || err != nil || len(hexSum) != 64 {
+			return nil, fmt.Errorf("--checksum=%s: want sha256:<64 hex digits>", checksum)
+		}
+		want = strings.ToLower(hexSum)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: the server answered %s", src, resp.Status)
+	}
+	f, err := os.CreateTemp(dir, "add-*")
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), resp.Body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); want != "" && got != want {
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("%s: its content is sha256:%s, not the --checksum sha256:%s", src, got, want)
+	}
+	out := &fetched{file: f.Name(), size: n, modTime: time.Unix(0, 0).UTC()}
+	if lm, err := http.ParseTime(resp.Header.Get("Last-Modified")); err == nil {
+		out.modTime = lm.UTC()
+	}
+	if b := path.Base(u.Path); b != "/" && b != "." {
+		out.name = b
+	}
+	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -51,10 +52,10 @@ func (bd *build) step(ctx context.Context, st *stage, c instructions.Command) er
 		return bd.copy(ctx, st, c.SourcesAndDest, copyFlags{from: c.From, chown: c.Chown, chmod: c.Chmod,
 			createdBy: c.String(), unsupported: c.Parents || len(c.ExcludePatterns) > 0})
 	case *instructions.AddCommand:
-		if c.Checksum != "" || c.KeepGitDir || len(c.ExcludePatterns) > 0 {
-			return errors.New("ADD's --checksum, --keep-git-dir and --exclude are not supported")
+		if c.KeepGitDir || len(c.ExcludePatterns) > 0 {
+			return errors.New("ADD's --keep-git-dir and --exclude are not supported")
 		}
-		return bd.copy(ctx, st, c.SourcesAndDest, copyFlags{chown: c.Chown, chmod: c.Chmod, createdBy: c.String(), add: true})
+		return bd.copy(ctx, st, c.SourcesAndDest, copyFlags{chown: c.Chown, chmod: c.Chmod, createdBy: c.String(), add: true, checksum: c.Checksum})
 	}
 	key, err := bd.key(st, fmt.Sprint(c))
 	if err != nil || bd.cached(st, key) {
@@ -263,6 +264,7 @@ func (bd *build) writeLayer(st *stage, lb *layerBuilder, createdBy string) error
 // copyFlags are COPY's and ADD's.
 type copyFlags struct {
 	from, chown, chmod, createdBy string
+	checksum                      string // ADD --checksum, of a URL source
 	add, unsupported              bool
 }
 
@@ -293,7 +295,7 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 		o.mode = &mode
 	}
 	var src source
-	var srcs []string
+	var srcs, urls []string
 	if from != "" {
 		fu, err := bd.fromSource(ctx, from)
 		if err != nil {
@@ -321,7 +323,11 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 		o.skip = bd.ignored
 		for _, p := range sd.SourcePaths {
 			if strings.Contains(p, "://") {
-				return fmt.Errorf("ADD %s: sources from URLs are not supported; fetch it in the context or in a RUN", p)
+				if !add {
+					return fmt.Errorf("COPY %s: a source cannot be a URL (ADD fetches URLs)", p)
+				}
+				urls = append(urls, p)
+				continue
 			}
 			m, err := bd.contextMatches(p)
 			if err != nil {
@@ -330,8 +336,11 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 			srcs = append(srcs, m...)
 		}
 	}
+	if fl.checksum != "" && (len(urls) != 1 || len(srcs) > 0) {
+		return errors.New("ADD --checksum needs exactly one source, a URL")
+	}
 	dst := st.absPath(sd.DestPath)
-	toDir := strings.HasSuffix(sd.DestPath, "/") || sd.DestPath == "." || len(srcs) > 1
+	toDir := strings.HasSuffix(sd.DestPath, "/") || sd.DestPath == "." || len(srcs)+len(urls) > 1
 	if r, err := u.resolve(dst, true); err == nil && u.isDir(r) {
 		toDir, dst = true, r
 	} else if r, err := u.resolve(dst, false); err == nil {
@@ -375,6 +384,11 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 			return err
 		}
 	}
+	for _, u := range urls {
+		if err := bd.addURL(ctx, lb, u, dst, toDir, fl.checksum, o); err != nil {
+			return err
+		}
+	}
 	content, err := lb.digest()
 	if err != nil {
 		return err
@@ -387,6 +401,33 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 		return err
 	}
 	return bd.remember(ctx, st, key)
+}
+
+// addURL is ADD of a URL: the download at dst (in dst, named as the
+// URL's path ends, when dst is a directory), mode 0600 unless --chmod,
+// root's unless --chown, as docker's ADD makes it.
+func (bd *build) addURL(ctx context.Context, lb *layerBuilder, u, dst string, toDir bool, checksum string, o copyOpts) error {
+	fmt.Fprintf(bd.o.Out, "Downloading %s\n", u)
+	f, err := fetchURL(ctx, u, bd.tmpDir, checksum)
+	if err != nil {
+		return err
+	}
+	target := dst
+	if toDir {
+		if f.name == "" {
+			return fmt.Errorf("%s: the URL names no file; give the destination's file name", u)
+		}
+		target = path.Join(dst, f.name)
+	}
+	h := tar.Header{Typeflag: tar.TypeReg, Mode: 0o600, Size: f.size, ModTime: f.modTime}
+	if o.owner != nil {
+		h.Uid, h.Gid = o.owner[0], o.owner[1]
+	}
+	if o.mode != nil {
+		h.Mode = int64(*o.mode)
+	}
+	lb.put(target, &pending{hdr: h, open: func() (io.ReadCloser, error) { return os.Open(f.file) }})
+	return nil
 }
 
 // fromSource is COPY --from's files: an earlier stage's, or an image's.
