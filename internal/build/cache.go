@@ -122,12 +122,17 @@ func (bd *build) cachePath() string { return filepath.Join(bd.b.Store.Dir, "buil
 
 // digest is a content key of the layer lb would write: each entry's path,
 // metadata and content.
-func (lb *layerBuilder) digest() (string, error) {
+func (lb *layerBuilder) digest() (string, error) { return lb.digestOf(true) }
+
+// digestOf is digest, with or without the entries' modification times
+// (a RUN --mount=type=bind's key has none, as BuildKit's: a checkout
+// that touches every file is no change).
+func (lb *layerBuilder) digestOf(times bool) (string, error) {
 	h := sha256.New()
 	for _, p := range lb.sorted() {
 		e := lb.entries[p]
 		x := e.hdr
-		if e.made {
+		if e.made || !times {
 			x.ModTime = time.Time{}
 		}
 		fmt.Fprintf(h, "%s\x00%c\x00%o\x00%d:%d\x00%d\x00%s\x00%s\x00%v\n", p, x.Typeflag, x.Mode, x.Uid, x.Gid,

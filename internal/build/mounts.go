@@ -24,8 +24,8 @@ import (
 //
 //	bind    a file or directory of the context (or, with from=, of a stage or
 //	        an image), copied for the step (.dockerignore applied), so that
-//	        what a rw mount writes goes nowhere; its content is part of the
-//	        step's cache key, as COPY's is
+//	        what a rw mount writes goes nowhere; its content and metadata but
+//	        for times are part of the step's cache key
 //	cache   a directory kept on the host between builds, by id (default: the
 //	        target), in <store>/build-mounts; sharing=shared (default),
 //	        locked (one step at a time) or private (a step that finds it in
@@ -169,7 +169,7 @@ func (bd *build) bindMount(ctx context.Context, m *instructions.Mount, target st
 			return err
 		}
 	}
-	content, err := lb.digest()
+	content, err := lb.digestOf(false)
 	if err != nil {
 		return err
 	}
