@@ -2,11 +2,7 @@ package cli
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
-
-	"github.com/spf13/cobra"
 )
 
 // A container's deadline: `lodge run --timeout D` stops each run D after it
@@ -59,35 +55,4 @@ func (a *app) watchDeadline(ctx context.Context, id string) {
 		}
 		return
 	}
-}
-
-func addUpdateCommand(root *cobra.Command, a *app) {
-	var timeout time.Duration
-	update := &cobra.Command{
-		Use:   "update --timeout DURATION CONTAINER...",
-		Short: "move running containers' deadlines: each is stopped DURATION from now (0: no deadline for this run)",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if !cmd.Flags().Changed("timeout") {
-				return errors.New("update: --timeout is what lodge updates (a VM's resources are fixed when it starts)")
-			}
-			if timeout < 0 {
-				return fmt.Errorf("--timeout %v: want 0 or a positive duration", timeout)
-			}
-			return eachCtr(cmd, args, func(r *ctrRecord) error {
-				if _, running := r.status(); !running {
-					return fmt.Errorf("container %s is not running", r.Name)
-				}
-				_, err := updateCtr(cmd.Context(), r.ID, func(c *ctrRecord) {
-					c.DeadlineFor, c.Deadline = c.StartedAt, time.Time{}
-					if timeout > 0 {
-						c.Deadline = time.Now().UTC().Add(timeout)
-					}
-				})
-				return err
-			})
-		},
-	}
-	update.Flags().DurationVar(&timeout, "timeout", 0, "stop each container this long from now, e.g. 5m (0: no deadline for this run)")
-	root.AddCommand(update)
 }

@@ -45,10 +45,12 @@ func toStateJSON(r *record) stateJSON {
 
 // Annotations `state` adds to the spec's: how the sandbox started.
 const (
-	annStart       = "io.lodge.start"        // clone or cold
-	annStartReason = "io.lodge.start.reason" // why it cold-booted
-	annTemplate    = "io.lodge.template.key" // the template a clone came from
-	annPooled      = "io.lodge.start.pooled" // "true": a clone taken from the pool
+	annStart       = "io.lodge.start"         // clone or cold
+	annStartReason = "io.lodge.start.reason"  // why it cold-booted
+	annTemplate    = "io.lodge.template.key"  // the template a clone came from
+	annPooled      = "io.lodge.start.pooled"  // "true": a clone taken from the pool
+	annVCPUs       = "io.lodge.vm.vcpus"      // the VM's vCPUs
+	annMemory      = "io.lodge.vm.memory_mib" // the VM's memory, MiB
 )
 
 func withStart(spec map[string]string, st *sandbox.StartInfo) map[string]string {
@@ -68,6 +70,9 @@ func withStart(spec map[string]string, st *sandbox.StartInfo) map[string]string 
 	}
 	if st.Pooled {
 		ann[annPooled] = "true"
+	}
+	if st.VCPUs > 0 {
+		ann[annVCPUs], ann[annMemory] = strconv.Itoa(st.VCPUs), strconv.Itoa(st.MemoryMiB)
 	}
 	return ann
 }

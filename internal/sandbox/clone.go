@@ -37,6 +37,9 @@ type StartInfo struct {
 	Reason   string // why it cold-booted
 	Template string // the template's key, for a clone
 	Pooled   bool   // a clone restored before it was asked for (Templates.Pool)
+	// VCPUs and MemoryMiB are the VM's (a clone's are its template's
+	// shape: the sandbox's rounded up to a size class).
+	VCPUs, MemoryMiB int
 }
 
 // Templates is where a sandbox's clone comes from.
@@ -202,7 +205,7 @@ func createClone(ctx context.Context, deps Deps, cfg Config, log *slog.Logger, p
 		"template", t.Meta.Key)
 	cu.Release()
 	return &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, hostMemory: hostMemoryOf(vc), share: share, agent: client,
-		start: StartInfo{Path: StartClone, Template: t.Meta.Key}, layers: cfg.Layers, seccomp: cfg.Seccomp, lateNet: cfg.LateNetwork, containers: map[string]*Container{}}, nil
+		start: StartInfo{Path: StartClone, Template: t.Meta.Key, VCPUs: vc.VCPUs, MemoryMiB: vc.MemoryMiB}, layers: cfg.Layers, seccomp: cfg.Seccomp, lateNet: cfg.LateNetwork, containers: map[string]*Container{}}, nil
 }
 
 // templateVM is what a template VM and its clones share: the shape, the

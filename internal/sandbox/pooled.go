@@ -261,8 +261,9 @@ func claimClone(ctx context.Context, deps Deps, cfg Config, t *template.Template
 	log.Info("vm started", "vmm", "qemu", "pid", o.VMPID, "accel", cfg.VM.Accel, "start", StartClone,
 		"template", t.Meta.Key, "pooled", true, "keeper_pid", o.KeeperPID)
 	cu.Release()
-	return &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, hostMemory: hostMemoryOf(CloneVM(cfg.VM, t)), share: share,
-		agent: client, start: StartInfo{Path: StartClone, Template: t.Meta.Key, Pooled: true}, layers: cfg.Layers,
+	vc := CloneVM(cfg.VM, t)
+	return &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, hostMemory: hostMemoryOf(vc), share: share,
+		agent: client, start: StartInfo{Path: StartClone, Template: t.Meta.Key, Pooled: true, VCPUs: vc.VCPUs, MemoryMiB: vc.MemoryMiB}, layers: cfg.Layers,
 		seccomp: cfg.Seccomp, lateNet: cfg.LateNetwork, containers: map[string]*Container{}}, nil
 }
 

@@ -182,6 +182,7 @@ func Create(ctx context.Context, deps Deps, cfg Config) (*Sandbox, error) {
 	ph.done(PhaseBoot)
 
 	cu.Release()
+	start.VCPUs, start.MemoryMiB = vc.VCPUs, vc.MemoryMiB
 	s := &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, hostMemory: hostMemoryOf(vc), share: share, agent: client,
 		start: start, layers: cfg.Layers, seccomp: cfg.Seccomp, lateNet: cfg.LateNetwork, containers: map[string]*Container{}}
 	go s.watchShare()
