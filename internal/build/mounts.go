@@ -279,16 +279,7 @@ func (bd *build) cacheMount(ctx context.Context, m *instructions.Mount, target s
 	if id == "" {
 		id = target
 	}
-	mode, uid, gid := fs.FileMode(0o755), 0, 0
-	if m.Mode != nil {
-		mode = fs.FileMode(*m.Mode).Perm()
-	}
-	if m.UID != nil {
-		uid = int(*m.UID)
-	}
-	if m.GID != nil {
-		gid = int(*m.GID)
-	}
+	mode, uid, gid := ownerOf(m, 0o755)
 	sum := sha256.Sum256([]byte(id))
 	dir := filepath.Join(CacheMountsDir(bd.b.Store.Dir), hex.EncodeToString(sum[:16]))
 	lock, err := lockCache(ctx, dir, m.CacheSharing)
@@ -323,6 +314,21 @@ func (bd *build) cacheMount(ctx context.Context, m *instructions.Mount, target s
 	sm.mounts = append(sm.mounts, Mount{Type: "bind", Source: data, Target: target, ReadOnly: m.ReadOnly})
 	sm.key = append(sm.key, "cache", id, target, strconv.FormatBool(m.ReadOnly))
 	return nil
+}
+
+// ownerOf is a mount's mode= (else def), uid= and gid= (else root's).
+func ownerOf(m *instructions.Mount, def fs.FileMode) (mode fs.FileMode, uid, gid int) {
+	mode = def
+	if m.Mode != nil {
+		mode = fs.FileMode(*m.Mode).Perm()
+	}
+	if m.UID != nil {
+		uid = int(*m.UID)
+	}
+	if m.GID != nil {
+		gid = int(*m.GID)
+	}
+	return mode, uid, gid
 }
 
 func ownDir(dir string, mode fs.FileMode, uid, gid int) error {
@@ -466,16 +472,7 @@ func (bd *build) secretMount(st *stage, m *instructions.Mount, sm *stepMounts) e
 	if err := os.WriteFile(f, data, 0o400); err != nil {
 		return err
 	}
-	mode, uid, gid := fs.FileMode(0o400), 0, 0
-	if m.Mode != nil {
-		mode = fs.FileMode(*m.Mode).Perm()
-	}
-	if m.UID != nil {
-		uid = int(*m.UID)
-	}
-	if m.GID != nil {
-		gid = int(*m.GID)
-	}
+	mode, uid, gid := ownerOf(m, 0o400)
 	if err := os.Chown(f, uid, gid); err != nil {
 		return err
 	}
