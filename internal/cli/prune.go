@@ -268,5 +268,6 @@ func addPruneCommands(root *cobra.Command, a *app) {
 	sysPrune.Flags().BoolVar(&volumes, "volumes", false, "anonymous volumes no container mounts too")
 	system := &cobra.Command{Use: "system", Short: "the host's lodge as a whole"}
 	system.AddCommand(sysPrune)
+	addRestoreCommand(system, a)
 	root.AddCommand(system)
 }

@@ -159,8 +159,12 @@ func (a *app) startAgain(ctx context.Context, r *ctrRecord, monitor *os.File, cr
 	}
 	if r.Network != nil {
 		// The last run's monitor left the network unless it was killed
-		// first: then its namespace is still there.
-		if _, err := os.Stat(r.Network.NetNS); err == nil {
+		// first: then its namespace is still there, or, after the host
+		// stopped, gone with /run while the network's address store
+		// still holds the container's address (a run that recorded no
+		// end), which the join would find taken.
+		_, err := os.Stat(r.Network.NetNS)
+		if err == nil || r.ExitCode == nil && r.FinishedAt.IsZero() && !r.StartedAt.IsZero() {
 			leaveBridge(ctx, r.ID, r.Network)
 		}
 	}

@@ -155,3 +155,34 @@ func TestAskedPorts(t *testing.T) {
 		t.Errorf("asked() of an old record = %v, want its ports", got)
 	}
 }
+
+// At boot, restore starts what dockerd would at its start: always ones
+// that ever ran, unless-stopped ones not stopped by hand, on-failure ones
+// whose run the host cut short or that failed within their retries.
+func TestBootRestarts(t *testing.T) {
+	ran := time.Now().Add(-time.Hour)
+	zero, one := 0, 1
+	for _, tc := range []struct {
+		name string
+		r    ctrRecord
+		want bool
+	}{
+		{"no policy", ctrRecord{StartedAt: ran}, false},
+		{"no", ctrRecord{StartedAt: ran, RestartPolicy: &restartPolicy{Name: "no"}}, false},
+		{"always, running when the host stopped", ctrRecord{StartedAt: ran, RestartPolicy: &restartPolicy{Name: "always"}}, true},
+		{"always, stopped by hand", ctrRecord{StartedAt: ran, ManuallyStopped: true, ExitCode: &zero, RestartPolicy: &restartPolicy{Name: "always"}}, true},
+		{"always, never started", ctrRecord{RestartPolicy: &restartPolicy{Name: "always"}}, false},
+		{"always, --rm", ctrRecord{StartedAt: ran, AutoRemove: true, RestartPolicy: &restartPolicy{Name: "always"}}, false},
+		{"unless-stopped", ctrRecord{StartedAt: ran, RestartPolicy: &restartPolicy{Name: "unless-stopped"}}, true},
+		{"unless-stopped, stopped by hand", ctrRecord{StartedAt: ran, ManuallyStopped: true, RestartPolicy: &restartPolicy{Name: "unless-stopped"}}, false},
+		{"on-failure, cut short", ctrRecord{StartedAt: ran, RestartPolicy: &restartPolicy{Name: "on-failure"}}, true},
+		{"on-failure, ended well", ctrRecord{StartedAt: ran, ExitCode: &zero, FinishedAt: ran.Add(time.Minute), RestartPolicy: &restartPolicy{Name: "on-failure"}}, false},
+		{"on-failure, failed", ctrRecord{StartedAt: ran, ExitCode: &one, FinishedAt: ran.Add(time.Minute), RestartPolicy: &restartPolicy{Name: "on-failure"}}, true},
+		{"on-failure:2, retries spent", ctrRecord{StartedAt: ran, RestartCount: 2, RestartPolicy: &restartPolicy{Name: "on-failure", MaximumRetryCount: 2}}, false},
+		{"on-failure, stopped by hand", ctrRecord{StartedAt: ran, ManuallyStopped: true, ExitCode: &one, RestartPolicy: &restartPolicy{Name: "on-failure"}}, false},
+	} {
+		if got := bootRestarts(&tc.r); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
