@@ -25,7 +25,11 @@ const maxRequest = 1 << 20
 //	GET    /v1/sandboxes/{id}/commands/{cid}  one, with its output's tail
 //	DELETE /v1/sandboxes/{id}/commands/{cid}  kill it (if it runs) and forget it
 //	GET    /v1/sandboxes/{id}/files?path= read a file (&format=tar: a directory)
-//	PUT    /v1/sandboxes/{id}/files?path= write a file (&format=tar: unpack into a directory)
+//	       &format=stat: its details; &format=list: a directory's entries
+//	PUT    /v1/sandboxes/{id}/files?path= write a file (&format=tar: unpack into a directory;
+//	       &format=dir: make a directory)
+//	DELETE /v1/sandboxes/{id}/files?path= remove a file or directory
+//	POST   /v1/sandboxes/{id}/files/move  move one (from, to)
 //	POST   /v1/sandboxes/{id}/snapshots   keep its files as a snapshot
 //	GET    /v1/snapshots                  list the snapshots
 //	DELETE /v1/snapshots/{name}           remove one
@@ -99,8 +103,23 @@ func (s *Service) Handler() http.Handler {
 		reply(w, http.StatusNoContent, nil, err)
 	})
 	mux.HandleFunc("GET /v1/sandboxes/{id}/files", func(w http.ResponseWriter, r *http.Request) {
+		id, p := r.PathValue("id"), r.URL.Query().Get("path")
+		switch format := r.URL.Query().Get("format"); format {
+		case "stat":
+			fi, err := s.Stat(r.Context(), id, p)
+			reply(w, http.StatusOK, fi, err)
+			return
+		case "list":
+			l, err := s.ListDir(r.Context(), id, p)
+			reply(w, http.StatusOK, l, err)
+			return
+		case "", "tar":
+		default:
+			reply(w, 0, nil, badRequest{fmt.Sprintf("format=%s: want tar, stat or list (none: the file's bytes)", format)})
+			return
+		}
 		archive := r.URL.Query().Get("format") == "tar"
-		b, err := s.ReadFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"), archive)
+		b, err := s.ReadFile(r.Context(), id, p, archive)
 		if err != nil {
 			reply(w, 0, nil, err)
 			return
@@ -111,7 +130,27 @@ func (s *Service) Handler() http.Handler {
 		}
 		w.Write(b)
 	})
+	mux.HandleFunc("DELETE /v1/sandboxes/{id}/files", func(w http.ResponseWriter, r *http.Request) {
+		err := s.RemoveFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"))
+		reply(w, http.StatusNoContent, nil, err)
+	})
+	mux.HandleFunc("POST /v1/sandboxes/{id}/files/move", func(w http.ResponseWriter, r *http.Request) {
+		var req MoveRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		reply(w, http.StatusNoContent, nil, s.MoveFile(r.Context(), r.PathValue("id"), req))
+	})
 	mux.HandleFunc("PUT /v1/sandboxes/{id}/files", func(w http.ResponseWriter, r *http.Request) {
+		switch format := r.URL.Query().Get("format"); format {
+		case "dir":
+			reply(w, http.StatusNoContent, nil, s.MakeDir(r.Context(), r.PathValue("id"), r.URL.Query().Get("path")))
+			return
+		case "", "tar":
+		default:
+			reply(w, 0, nil, badRequest{fmt.Sprintf("format=%s: want tar or dir (none: the body is the file's bytes)", format)})
+			return
+		}
 		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxFile))
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {

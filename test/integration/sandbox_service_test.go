@@ -198,6 +198,52 @@ func TestSandboxService(t *testing.T) {
 	if inTar["a.txt"] != "alpha\n" || inTar["sub/b.txt"] != "beta\n" {
 		t.Errorf("the directory read as a tar: %v", inTar)
 	}
+	// A directory's entries, a file's details, a move, a new directory
+	// and a removal, as the sandbox's own programs see them.
+	files := "/v1/sandboxes/" + a.ID + "/files"
+	type entry struct {
+		Name, Path, Type, Mode string
+		Size                   int64
+		ModifiedAt             time.Time `json:"modified_at"`
+	}
+	api.command(a.ID, map[string]any{"cmd": "ln -s a.txt /work/proj/link; touch '/work/proj/sp ace'"})
+	var entries []entry
+	if code := api.call("GET", files+"?path=/work/proj&format=list", nil, &entries); code != 200 || len(entries) != 4 {
+		t.Fatalf("list: %d %+v", code, entries)
+	}
+	byName := map[string]entry{}
+	for _, e := range entries {
+		byName[e.Name] = e
+	}
+	if e := byName["a.txt"]; e.Type != "file" || e.Size != 6 || e.Mode != "644" || e.Path != "/work/proj/a.txt" || time.Since(byName["sp ace"].ModifiedAt) > time.Hour {
+		t.Errorf("list's a.txt: %+v", e)
+	}
+	if byName["sub"].Type != "dir" || byName["link"].Type != "symlink" || byName["sp ace"].Type != "file" {
+		t.Errorf("list's types: %+v", entries)
+	}
+	var one entry
+	if code := api.call("GET", files+"?path=/work/proj/sub/b.txt&format=stat", nil, &one); code != 200 || one.Name != "b.txt" || one.Size != 5 {
+		t.Errorf("stat: %d %+v", code, one)
+	}
+	if code := api.call("POST", files+"/move", map[string]string{"from": "/work/proj/a.txt", "to": "/work/moved/a.txt"}, nil); code != 204 {
+		t.Errorf("move: %d", code)
+	}
+	if code := api.call("PUT", files+"?path=/work/empty/dir&format=dir", nil, nil); code != 204 {
+		t.Errorf("mkdir: %d", code)
+	}
+	if code := api.call("DELETE", files+"?path=/work/proj/sub", nil, nil); code != 204 {
+		t.Errorf("remove: %d", code)
+	}
+	if r := api.command(a.ID, map[string]any{"cmd": "cat /work/moved/a.txt; test -d /work/empty/dir && echo dir; test -e /work/proj/sub || echo gone"}); r.Stdout != "alpha\ndir\ngone\n" {
+		t.Errorf("after move, mkdir and remove: %+v", r)
+	}
+	var missing struct{ Error string }
+	if code := api.call("DELETE", files+"?path=/work/proj/sub", nil, &missing); code != 404 || !strings.Contains(missing.Error, "No such file") {
+		t.Errorf("remove of what is gone: %d %+v", code, missing)
+	}
+	if code := api.call("GET", files+"?path=/work/none&format=list", nil, &missing); code != 404 {
+		t.Errorf("list of a missing directory: %d %+v", code, missing)
+	}
 
 	// A command past its timeout is killed in the guest.
 	if r := api.command(a.ID, map[string]any{"argv": []string{"sleep", "60"}, "timeout_seconds": 2}); !r.TimedOut || r.ExitCode != 137 {
