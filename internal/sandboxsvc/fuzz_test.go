@@ -76,3 +76,19 @@ func FuzzAPI(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseStat reads what a sandbox's stat printed (a hostile guest's
+// bytes): no panic, and every entry has a type of the four.
+func FuzzParseStat(f *testing.F) {
+	f.Add([]byte("regular file|12|644|1700000000|./a.txt\ndirectory|4096|755|1|./d\n"))
+	f.Add([]byte("|||||\n\n|1|8|x|\n"))
+	f.Fuzz(func(t *testing.T, out []byte) {
+		for _, fi := range parseStat(out, "/w") {
+			switch fi.Type {
+			case "file", "dir", "symlink", "other":
+			default:
+				t.Fatalf("type %q", fi.Type)
+			}
+		}
+	})
+}
