@@ -345,24 +345,17 @@ func addContainerCommands(root *cobra.Command, a *app) {
 		},
 	}
 
-	var inspectFormat string
+	var inspectFormat, inspectType string
 	inspect := &cobra.Command{
-		Use:   "inspect [-f TEMPLATE] CONTAINER...",
-		Short: "describe containers (a JSON array, or a Go template's output for each)",
+		Use:   "inspect [-f TEMPLATE] [--type container|image|network|volume] NAME...",
+		Short: "describe containers, images, networks or volumes (a JSON array, or a Go template's output for each)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var out []any
-			for _, n := range args {
-				r, err := findCtr(n)
-				if err != nil {
-					return err
-				}
-				out = append(out, inspectCtr(r))
-			}
-			return printInspect(cmd.OutOrStdout(), out, inspectFormat)
+			return inspectEach(cmd, args, inspectFormat, func(n string) (any, error) { return a.inspectAny(inspectType, n) })
 		},
 	}
 	inspect.Flags().StringVarP(&inspectFormat, "format", "f", "", "a Go template, e.g. '{{.State.Status}}'")
+	inspect.Flags().StringVar(&inspectType, "type", "", "only this kind of object: container, image, network or volume")
 
 	var eo execOpts
 	exec := &cobra.Command{

@@ -4,11 +4,9 @@ package cli
 // networks, and `system prune`, which takes them together.
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 
@@ -150,20 +148,7 @@ func addPruneCommands(root *cobra.Command, a *app) {
 	volPrune.Flags().BoolVarP(&force, "force", "f", false, "do not ask")
 	volPrune.Flags().BoolVarP(&all, "all", "a", false, "named volumes too")
 	volInspect := &cobra.Command{Use: "inspect VOLUME...", Short: "a volume's details, as JSON", Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			out := []any{}
-			var errs []error
-			for _, n := range args {
-				if !volumeExists(n) {
-					errs = append(errs, fmt.Errorf("no such volume: %s", n))
-					continue
-				}
-				v, _ := ensureVolume(n, false)
-				out = append(out, map[string]any{"Name": v.Name, "Driver": "local", "Mountpoint": v.dataDir(),
-					"CreatedAt": v.Created, "Scope": "local", "Labels": map[string]string{}, "UsedBy": volumeUsers(v.Name)})
-			}
-			return errors.Join(printInspect(cmd.OutOrStdout(), out, ""), errors.Join(errs...))
-		}}
+		RunE: func(cmd *cobra.Command, args []string) error { return inspectEach(cmd, args, "", inspectVolume) }}
 	find("volume").AddCommand(volPrune, volInspect)
 
 	netPrune := &cobra.Command{Use: "prune [-f]", Short: "remove the networks no container is on", Args: cobra.NoArgs,
@@ -177,46 +162,7 @@ func addPruneCommands(root *cobra.Command, a *app) {
 		}}
 	netPrune.Flags().BoolVarP(&force, "force", "f", false, "do not ask")
 	netInspect := &cobra.Command{Use: "inspect NETWORK...", Short: "a network's details, as JSON", Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			out := []any{}
-			var errs []error
-			for _, n := range args {
-				if n == "bridge" {
-					n = bridgeNetwork
-				}
-				conf, err := os.ReadFile(networkPath(n))
-				if err != nil || !validName(n) {
-					errs = append(errs, fmt.Errorf("no such network: %s", n))
-					continue
-				}
-				var list struct {
-					Plugins []struct {
-						Bridge string `json:"bridge"`
-						IPAM   struct {
-							Ranges [][]map[string]string `json:"ranges"`
-						} `json:"ipam"`
-					} `json:"plugins"`
-				}
-				json.Unmarshal(conf, &list)
-				var pools []map[string]string
-				bridge := ""
-				if len(list.Plugins) > 0 {
-					bridge = list.Plugins[0].Bridge
-					for _, r := range list.Plugins[0].IPAM.Ranges {
-						for _, p := range r {
-							pools = append(pools, map[string]string{"Subnet": p["subnet"], "Gateway": p["gateway"]})
-						}
-					}
-				}
-				members := map[string]any{}
-				for _, m := range networkMembers(n) {
-					members[m.rec.ID] = map[string]any{"Name": m.rec.Name, "IPv4Address": m.rec.Network.IP, "Aliases": m.rec.aliases()}
-				}
-				out = append(out, map[string]any{"Name": n, "Driver": "bridge", "Scope": "local", "IPAM": map[string]any{"Driver": "host-local", "Config": pools},
-					"Options": map[string]string{"bridge": bridge}, "ConfigFile": networkPath(n), "Containers": members})
-			}
-			return errors.Join(printInspect(cmd.OutOrStdout(), out, ""), errors.Join(errs...))
-		}}
+		RunE: func(cmd *cobra.Command, args []string) error { return inspectEach(cmd, args, "", inspectNetwork) }}
 	find("network").AddCommand(netPrune, netInspect)
 
 	sysPrune := &cobra.Command{Use: "prune [-f] [-a] [--volumes]", Short: "remove stopped containers, unused networks, untagged images (-a: unused ones) and unused content", Args: cobra.NoArgs,
@@ -269,5 +215,6 @@ func addPruneCommands(root *cobra.Command, a *app) {
 	system := &cobra.Command{Use: "system", Short: "the host's lodge as a whole"}
 	system.AddCommand(sysPrune)
 	addRestoreCommand(system, a)
+	addInfoCommands(root, system, a)
 	root.AddCommand(system)
 }
