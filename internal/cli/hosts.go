@@ -44,6 +44,7 @@ func hostsBody(hostname, ip string, conf *netFilesConf) string {
 type member struct {
 	rec      *ctrRecord
 	hostname string
+	ip       string // its address on that network
 }
 
 // names are what the others call it: its name, its aliases, its short ID
@@ -71,37 +72,45 @@ func networkMembers(name string) []member {
 	all, _ := allCtrs()
 	var out []member
 	for _, r := range all {
-		if r.Network == nil || r.Network.Name != name || r.Network.IP == "" {
+		ip := r.Network.ipOn(name)
+		if ip == "" {
 			continue
 		}
 		if _, err := os.Stat(r.Network.NetNS); err != nil {
 			continue
 		}
 		h, _ := os.ReadFile(filepath.Join(ctrDir(r.ID), "hostname"))
-		out = append(out, member{rec: r, hostname: strings.TrimSpace(string(h))})
+		out = append(out, member{rec: r, hostname: strings.TrimSpace(string(h)), ip: ip})
 	}
 	slices.SortStableFunc(out, func(a, b member) int { return a.rec.Created.Compare(b.rec.Created) })
 	return out
 }
 
-// memberHosts is m's /etc/hosts on network name with every other member.
-func memberHosts(name string, m member, members []member) string {
+// memberHosts is m's /etc/hosts: for each user-defined network it is on,
+// the other members (membersOf gives a network's members).
+func memberHosts(m member, membersOf func(network string) []member) string {
 	body := hostsBody(m.hostname, m.rec.Network.IP, m.rec.NetFiles)
-	var peers strings.Builder
-	for _, o := range members {
-		if o.rec.ID != m.rec.ID {
-			peers.WriteString(o.rec.Network.IP + "\t" + strings.Join(o.names(), " ") + "\n")
+	for _, n := range m.rec.Network.names() {
+		if n == bridgeNetwork {
+			continue
+		}
+		var peers strings.Builder
+		for _, o := range membersOf(n) {
+			if o.rec.ID != m.rec.ID {
+				peers.WriteString(o.ip + "\t" + strings.Join(o.names(), " ") + "\n")
+			}
+		}
+		if peers.Len() > 0 {
+			body += peersMark + n + "\n" + peers.String()
 		}
 	}
-	if peers.Len() == 0 {
-		return body
-	}
-	return body + peersMark + name + "\n" + peers.String()
+	return body
 }
 
-// hostsLockPath is the lock of network name's members' /etc/hosts
-// (removed with the network).
-func hostsLockPath(name string) string { return filepath.Join(runtimeState, "hosts-"+name+".lock") }
+// hostsLockPath is the lock of the members' /etc/hosts: one for all
+// networks, as a container's file lists the members of each of its
+// networks.
+func hostsLockPath() string { return filepath.Join(runtimeState, "hosts.lock") }
 
 // refreshHosts rewrites the /etc/hosts of every member of network name
 // (a user-defined one; the default network has no names) after a
@@ -114,16 +123,22 @@ func refreshHosts(ctx context.Context, name string) error {
 	if err := os.MkdirAll(runtimeState, 0o700); err != nil {
 		return err
 	}
-	unlock, err := filelock.Lock(ctx, hostsLockPath(name), true)
+	unlock, err := filelock.Lock(ctx, hostsLockPath(), true)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	members := networkMembers(name)
+	known := map[string][]member{}
+	membersOf := func(n string) []member {
+		if _, ok := known[n]; !ok {
+			known[n] = networkMembers(n)
+		}
+		return known[n]
+	}
 	var errs []error
-	for _, m := range members {
+	for _, m := range membersOf(name) {
 		p := filepath.Join(ctrDir(m.rec.ID), "hosts")
-		want := memberHosts(name, m, members)
+		want := memberHosts(m, membersOf)
 		if have, err := os.ReadFile(p); err != nil || string(have) == want {
 			continue // removed meanwhile, or as it should be
 		}

@@ -102,7 +102,7 @@ func inspectNetwork(n string) (any, error) {
 	}
 	members := map[string]any{}
 	for _, m := range networkMembers(n) {
-		members[m.rec.ID] = map[string]any{"Name": m.rec.Name, "IPv4Address": m.rec.Network.IP, "Aliases": m.rec.aliases()}
+		members[m.rec.ID] = map[string]any{"Name": m.rec.Name, "IPv4Address": m.ip, "Aliases": m.rec.aliases()}
 	}
 	return map[string]any{"Name": n, "Driver": "bridge", "Scope": "local", "IPAM": map[string]any{"Driver": "host-local", "Config": pools},
 		"Options": map[string]string{"bridge": bridge}, "ConfigFile": networkPath(n), "Containers": members}, nil

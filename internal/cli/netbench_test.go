@@ -45,7 +45,7 @@ func TestBenchNetworkJoin(t *testing.T) {
 		for _, name := range []string{"benchperctr", "benchlodge"} {
 			id := fmt.Sprintf("%064d", time.Now().UnixNano())
 			t0 := time.Now()
-			n, err := joinBridge(ctx, name, id, nil)
+			n, err := joinBridge(ctx, name, nil, id, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

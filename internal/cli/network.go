@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -72,6 +73,45 @@ type ctrNetwork struct {
 	// Asked are the publications as asked for (-p, -P), a host port of 0
 	// where the kernel picked it; nil in records from before.
 	Asked []portMap `json:"asked,omitempty"`
+	// Extra are the container's other networks (--network given more
+	// than once): interfaces eth1, eth2... in the same namespace, with no
+	// default route (the first network's is the container's).
+	Extra []netLink `json:"extra,omitempty"`
+}
+
+// netLink is one more network of a container.
+type netLink struct {
+	Name   string `json:"name"`
+	IfName string `json:"ifname"`
+	IP     string `json:"ip,omitempty"`
+}
+
+// names are the networks the container is on, its first one first.
+func (n *ctrNetwork) names() []string {
+	if n == nil {
+		return nil
+	}
+	out := []string{n.Name}
+	for _, l := range n.Extra {
+		out = append(out, l.Name)
+	}
+	return out
+}
+
+// ipOn is the container's address on network name ("" if it is not on it).
+func (n *ctrNetwork) ipOn(name string) string {
+	if n == nil {
+		return ""
+	}
+	if n.Name == name {
+		return n.IP
+	}
+	for _, l := range n.Extra {
+		if l.Name == name {
+			return l.IP
+		}
+	}
+	return ""
 }
 
 // asked is what a container started again publishes: the host ports it
@@ -127,9 +167,9 @@ func runtimeConf(id string, n *ctrNetwork) *libcni.RuntimeConf {
 }
 
 // joinBridge makes the container a network namespace on the bridge
-// network with its published ports; the VM takes over its interface.
-// On error nothing is left.
-func joinBridge(ctx context.Context, network, id string, ports []portMap) (_ *ctrNetwork, retErr error) {
+// network with its published ports, and on the extra networks; the VM
+// takes over its interfaces. On error nothing is left.
+func joinBridge(ctx context.Context, network string, extra []string, id string, ports []portMap) (_ *ctrNetwork, retErr error) {
 	others, err := publishedPorts()
 	if err != nil {
 		return nil, err
@@ -172,7 +212,89 @@ func joinBridge(ctx context.Context, network, id string, ports []portMap) (_ *ct
 		return nil, fmt.Errorf("network %s: %w (are containernetworking-plugins and iptables installed?)", network, err)
 	}
 	n.IP = resultIP(res)
+	defer func() {
+		if retErr != nil {
+			leaveExtra(context.WithoutCancel(ctx), id, n)
+			cni.DelNetworkList(context.WithoutCancel(ctx), list, runtimeConf(id, n))
+		}
+	}()
+	for i, name := range extra {
+		if err := joinExtra(ctx, id, n, name, fmt.Sprintf("eth%d", i+1)); err != nil {
+			return nil, err
+		}
+	}
 	return n, nil
+}
+
+// joinExtra attaches the container's namespace to one more network, as
+// interface ifname, without the network's default route.
+func joinExtra(ctx context.Context, id string, n *ctrNetwork, name, ifname string) error {
+	cni, list, err := extraConfig(name)
+	if err != nil {
+		return err
+	}
+	if subnet := confRules(list.Bytes); subnet != "" {
+		if err := ensureNetworkRules(ctx, name, subnet); err != nil {
+			return fmt.Errorf("network %s: NAT and forwarding: %w", name, err)
+		}
+	}
+	rt := &libcni.RuntimeConf{ContainerID: id, NetNS: n.NetNS, IfName: ifname}
+	res, err := cni.AddNetworkList(ctx, list, rt)
+	if err != nil {
+		cni.DelNetworkList(context.WithoutCancel(ctx), list, rt)
+		return fmt.Errorf("network %s: %w", name, err)
+	}
+	n.Extra = append(n.Extra, netLink{Name: name, IfName: ifname, IP: resultIP(res)})
+	return nil
+}
+
+// extraConfig is a network's list for a container's extra interface:
+// its bridge and addresses without a default route or published ports.
+func extraConfig(name string) (*libcni.CNIConfig, *libcni.NetworkConfigList, error) {
+	cni, list, err := cniConfig(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(list.Bytes, &raw); err != nil {
+		return nil, nil, fmt.Errorf("network %s: %w", name, err)
+	}
+	var plugins []any
+	for _, p := range raw["plugins"].([]any) {
+		pm, ok := p.(map[string]any)
+		if !ok || pm["type"] == "portmap" {
+			continue
+		}
+		if ipam, ok := pm["ipam"].(map[string]any); ok {
+			delete(ipam, "routes")
+		}
+		plugins = append(plugins, pm)
+	}
+	raw["plugins"] = plugins
+	b, err := json.Marshal(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := libcni.ConfListFromBytes(b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("network %s: %w", name, err)
+	}
+	return cni, l, nil
+}
+
+// leaveExtra detaches the container's extra interfaces (what it can).
+func leaveExtra(ctx context.Context, id string, n *ctrNetwork) error {
+	var errs []error
+	for _, l := range n.Extra {
+		cni, list, err := extraConfig(l.Name)
+		if err == nil {
+			err = cni.DelNetworkList(ctx, list, &libcni.RuntimeConf{ContainerID: id, NetNS: n.NetNS, IfName: l.IfName})
+		}
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // leaveBridge undoes joinBridge (idempotent: a second call finds nothing).
@@ -188,7 +310,7 @@ func leaveBridge(ctx context.Context, id string, n *ctrNetwork) error {
 	if unlock, err := filelock.Lock(ctx, filepath.Join(ctrDir(id), "network.lock"), true); err == nil {
 		defer unlock()
 	}
-	var errs []error
+	errs := []error{leaveExtra(ctx, id, n)}
 	name := n.Name
 	if name == "" {
 		name = bridgeNetwork
@@ -199,8 +321,10 @@ func leaveBridge(ctx context.Context, id string, n *ctrNetwork) error {
 		}
 	}
 	errs = append(errs, removeNetNS(n.NetNS))
-	// The others on the network forget its name.
-	errs = append(errs, refreshHosts(ctx, name))
+	// The others on its networks forget its name.
+	for _, nn := range n.names() {
+		errs = append(errs, refreshHosts(ctx, nn))
+	}
 	return errors.Join(errs...)
 }
 
@@ -457,7 +581,7 @@ func removeNetwork(ctx context.Context, name string) error {
 	if err := os.RemoveAll(filepath.Join(cniIPAMDir, name)); err != nil {
 		return fmt.Errorf("network %s: remove its address leases: %w", name, err)
 	}
-	os.Remove(hostsLockPath(name))
+	os.Remove(filepath.Join(runtimeState, "hosts-"+name+".lock")) // of an older lodge's
 	return nil
 }
 
@@ -531,7 +655,7 @@ func networkUsers(name string) []string {
 	all, _ := allCtrs()
 	var out []string
 	for _, r := range all {
-		if r.Network != nil && r.Network.Name == name {
+		if slices.Contains(r.Network.names(), name) {
 			out = append(out, r.Name)
 		}
 	}
@@ -560,6 +684,10 @@ func networkSettings(n *ctrNetwork, aliases []string, running bool) map[string]a
 		name = bridgeNetwork
 	}
 	out["IPAddress"], out["Ports"], out["SandboxKey"] = n.IP, ports, n.NetNS
-	out["Networks"] = map[string]any{name: map[string]any{"IPAddress": n.IP, "Aliases": aliases}}
+	nets := map[string]any{name: map[string]any{"IPAddress": n.IP, "Aliases": aliases}}
+	for _, l := range n.Extra {
+		nets[l.Name] = map[string]any{"IPAddress": l.IP, "Aliases": aliases}
+	}
+	out["Networks"] = nets
 	return out
 }

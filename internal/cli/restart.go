@@ -178,7 +178,7 @@ func (a *app) startAgain(ctx context.Context, r *ctrRecord, monitor *os.File, cr
 		if err != nil {
 			return err
 		}
-		nw, err = joinBridge(ctx, r.Network.Name, r.ID, r.Network.asked())
+		nw, err = joinBridge(ctx, r.Network.Name, r.Network.names()[1:], r.ID, r.Network.asked())
 		unlock()
 		if err != nil {
 			return fmt.Errorf("container %s: %w", r.Name, err)
@@ -206,9 +206,9 @@ func (a *app) startAgain(ctx context.Context, r *ctrRecord, monitor *os.File, cr
 	if err != nil {
 		return err
 	}
-	if nw != nil {
-		if err := refreshHosts(ctx, nw.Name); err != nil {
-			a.log.Warn("names on the network", "network", nw.Name, "err", err)
+	for _, n := range nw.names() {
+		if err := refreshHosts(ctx, n); err != nil {
+			a.log.Warn("names on the network", "network", n, "err", err)
 		}
 	}
 	if err := a.runDetached(ctx, rec, runOpts{tty: rec.Tty, interactive: rec.Interactive, createOnly: createOnly}, monitor); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -41,7 +42,8 @@ type runOpts struct {
 	securityOpts                   []string // docker's --security-opt
 	memory                         string
 	cpus                           float64
-	network, pull                  string
+	networks                       []string // --network, once or more
+	pull                           string
 	restart                        string        // --restart: the restart policy
 	timeout                        time.Duration // --timeout: each run stopped this long after it starts
 	publish, expose                []string
@@ -127,7 +129,7 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f.StringVarP(&o.memory, "memory", "m", "", "memory limit (e.g. 256m, 1g)")
 	f.Float64Var(&o.cpus, "cpus", 0, "CPUs (e.g. 1.5)")
 	f.StringVar(&o.hostname, "hostname", "", "container host name")
-	f.StringVar(&o.network, "network", "bridge", "network: bridge (the default, lodge0), none, or one made with lodge network create")
+	f.StringArrayVar(&o.networks, "network", nil, "network: bridge (the default, lodge0), none, or one made with lodge network create; again for more networks (eth1, ...)")
 	f.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port: [[IP:][HOSTPORT]:]CONTAINERPORT[/tcp|udp] (no HOSTPORT: a free one)")
 	f.BoolVarP(&o.publishAll, "publish-all", "P", false, "publish every exposed port (the image's and --expose's) to a free host port")
 	f.StringArrayVar(&o.expose, "expose", nil, "expose a port, PORT[/tcp|udp], for -P")
@@ -170,21 +172,16 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	if o.rm && policy.Name != "no" {
 		return lodgeError(fmt.Errorf("--restart %s and --rm: a container removed when it ends cannot be started again", o.restart))
 	}
-	network := o.network
-	switch network {
-	case "none":
-		if len(ports) > 0 || o.publishAll || len(o.aliases) > 0 {
-			return lodgeError(errors.New("-p, -P and --network-alias need a network: not with --network none"))
-		}
-	case "bridge", "":
-		network = bridgeNetwork
-		if len(o.aliases) > 0 {
-			return lodgeError(errors.New("--network-alias: names are for networks made with lodge network create, not the default one (as docker's)"))
-		}
-	default:
-		if _, err := os.Stat(networkPath(network)); err != nil || !validName(network) {
-			return lodgeError(fmt.Errorf("--network %s: no such network (lodge network ls)", network))
-		}
+	networks, err := runNetworks(o.networks)
+	if err != nil {
+		return lodgeError(err)
+	}
+	network, extraNets := networks[0], networks[1:]
+	switch {
+	case network == "none" && (len(ports) > 0 || o.publishAll || len(o.aliases) > 0):
+		return lodgeError(errors.New("-p, -P and --network-alias need a network: not with --network none"))
+	case len(o.aliases) > 0 && !slices.ContainsFunc(networks, func(n string) bool { return n != bridgeNetwork }):
+		return lodgeError(errors.New("--network-alias: names are for networks made with lodge network create, not the default one (as docker's)"))
 	}
 	for _, sc := range o.sysctls {
 		if network != "none" && strings.HasPrefix(sc, "net.") {
@@ -289,7 +286,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		if err != nil {
 			return lodgeError(err)
 		}
-		nw, err := joinBridge(ctx, network, id, ports)
+		nw, err := joinBridge(ctx, network, extraNets, id, ports)
 		if err != nil {
 			unlock()
 			return lodgeError(err)
@@ -309,10 +306,10 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	if err := addNetworkToSpec(spec, ctrDir(id), rec.Network, rec.NetFiles); err != nil {
 		return lodgeError(err)
 	}
-	if rec.Network != nil {
-		// It and the others on its network learn each other's names.
-		if err := refreshHosts(ctx, rec.Network.Name); err != nil {
-			a.log.Warn("names on the network", "network", rec.Network.Name, "err", err)
+	// It and the others on its networks learn each other's names.
+	for _, n := range rec.Network.names() {
+		if err := refreshHosts(ctx, n); err != nil {
+			a.log.Warn("names on the network", "network", n, "err", err)
 		}
 	}
 	// A container removed when it ends is never started again: its
@@ -357,6 +354,35 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		return exitError{code: code}
 	}
 	return nil
+}
+
+// runNetworks reads --network's values: none alone, or networks that
+// exist, each once (bridge or none: the default network).
+func runNetworks(vals []string) ([]string, error) {
+	if len(vals) == 0 {
+		return []string{bridgeNetwork}, nil
+	}
+	var out []string
+	for _, n := range vals {
+		switch n {
+		case "none":
+			if len(vals) > 1 {
+				return nil, errors.New("--network none: not with other networks")
+			}
+			return []string{"none"}, nil
+		case "bridge", "", bridgeNetwork:
+			n = bridgeNetwork
+		default:
+			if _, err := os.Stat(networkPath(n)); err != nil || !validName(n) {
+				return nil, fmt.Errorf("--network %s: no such network (lodge network ls)", n)
+			}
+		}
+		if slices.Contains(out, n) {
+			return nil, fmt.Errorf("--network %s: given twice", n)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 // addNetworkToSpec puts the container in its network namespace (none: a

@@ -7,9 +7,9 @@
 // -d` per container, labelled as docker compose labels them.
 //
 // What `lodge` cannot give a service as Compose asks is refused with the
-// service and the key named, never dropped silently: a container on two
-// networks, the host's network or another container's namespaces, devices
-// and GPUs, fixed addresses, internal networks.
+// service and the key named, never dropped silently: the host's network
+// or another container's namespaces, devices and GPUs, fixed addresses,
+// internal networks.
 package compose
 
 import (
@@ -140,49 +140,50 @@ func Image(p *types.Project, s types.ServiceConfig) string {
 	return p.Name + "-" + s.Name
 }
 
-// Network is the lodge network a service's container joins: "" for the
-// default one ("bridge" in Compose), "none", or a network's lodge name.
-// A network Compose asks for that lodge cannot give is an error.
-func Network(p *types.Project, s types.ServiceConfig) (name string, aliases []string, err error) {
+// Networks are the lodge networks a service's container joins, the
+// first (Compose's priority order) its default route's: nil for the
+// default one ("bridge" in Compose), "none", or networks' lodge names;
+// aliases are its names on them (Lodge's aliases hold on each of its
+// networks). A network Compose asks for that lodge cannot give is an
+// error.
+func Networks(p *types.Project, s types.ServiceConfig) (names, aliases []string, err error) {
 	switch mode := s.NetworkMode; {
 	case mode == "none":
-		return "none", nil, nil
+		return []string{"none"}, nil, nil
 	case mode == "bridge" || mode == "default" && len(s.Networks) == 0:
-		return "", nil, nil
+		return nil, nil, nil
 	case mode != "":
-		return "", nil, fmt.Errorf("service %s: network_mode %q: lodge gives each container its own VM and network namespace: only none and bridge are offered", s.Name, mode)
+		return nil, nil, fmt.Errorf("service %s: network_mode %q: lodge gives each container its own VM and network namespace: only none and bridge are offered", s.Name, mode)
 	}
-	keys := s.NetworksByPriority()
-	switch len(keys) {
-	case 0:
-		return "", nil, nil
-	case 1:
-	default:
-		return "", nil, fmt.Errorf("service %s: networks %s: a lodge container is on one network", s.Name, strings.Join(keys, ", "))
-	}
-	nw, ok := p.Networks[keys[0]]
-	if !ok {
-		return "", nil, fmt.Errorf("service %s: no network %s in the project", s.Name, keys[0])
-	}
-	if err := checkNetwork(keys[0], nw); err != nil {
-		return "", nil, err
-	}
-	if sn := s.Networks[keys[0]]; sn != nil {
-		if sn.Ipv4Address != "" || sn.Ipv6Address != "" || sn.MacAddress != "" {
-			return "", nil, fmt.Errorf("service %s: network %s: fixed addresses are not offered (addresses come from the network's pool)", s.Name, keys[0])
+	addAlias := func(a string) {
+		if !slices.Contains(aliases, a) {
+			aliases = append(aliases, a)
 		}
-		if sn.UseServiceNameAlias == nil || *sn.UseServiceNameAlias {
-			aliases = append(aliases, s.Name)
+	}
+	for _, key := range s.NetworksByPriority() {
+		nw, ok := p.Networks[key]
+		if !ok {
+			return nil, nil, fmt.Errorf("service %s: no network %s in the project", s.Name, key)
 		}
-		for _, a := range sn.Aliases {
-			if !slices.Contains(aliases, a) {
-				aliases = append(aliases, a)
+		if err := checkNetwork(key, nw); err != nil {
+			return nil, nil, err
+		}
+		if sn := s.Networks[key]; sn != nil {
+			if sn.Ipv4Address != "" || sn.Ipv6Address != "" || sn.MacAddress != "" {
+				return nil, nil, fmt.Errorf("service %s: network %s: fixed addresses are not offered (addresses come from the network's pool)", s.Name, key)
 			}
+			if sn.UseServiceNameAlias == nil || *sn.UseServiceNameAlias {
+				addAlias(s.Name)
+			}
+			for _, a := range sn.Aliases {
+				addAlias(a)
+			}
+		} else {
+			addAlias(s.Name)
 		}
-	} else {
-		aliases = []string{s.Name}
+		names = append(names, nw.Name)
 	}
-	return nw.Name, aliases, nil
+	return names, aliases, nil
 }
 
 // checkNetwork refuses a network lodge cannot make as Compose describes it.
@@ -267,12 +268,12 @@ func RunArgs(p *types.Project, s types.ServiceConfig, c Container) (args, warnin
 	for _, k := range sortedKeys(labels) {
 		add("--label", k+"="+labels[k])
 	}
-	network, aliases, err := Network(p, s)
+	networks, aliases, err := Networks(p, s)
 	if err != nil {
 		return nil, nil, err
 	}
-	if network != "" {
-		add("--network", network)
+	for _, n := range networks {
+		add("--network", n)
 	}
 	for _, a := range aliases {
 		add("--network-alias", a)

@@ -167,7 +167,6 @@ func TestHash(t *testing.T) {
 func TestRefusals(t *testing.T) {
 	for name, svc := range map[string]string{
 		"host network":   "    network_mode: host\n",
-		"two networks":   "    networks: [a, b]\n",
 		"devices":        "    devices: [/dev/fuse]\n",
 		"pid":            "    pid: host\n",
 		"fixed address":  "    networks:\n      a: {ipv4_address: 10.1.0.5}\n",
@@ -191,6 +190,26 @@ func TestRefusals(t *testing.T) {
 				t.Errorf("not refused with the service named: %v", err)
 			}
 		})
+	}
+}
+
+// A service on two networks joins both, the one of higher priority
+// first (its default route's), with its aliases on each.
+func TestTwoNetworks(t *testing.T) {
+	yaml := "services:\n  app:\n    image: busybox\n    networks:\n      back: {aliases: [store]}\n      front: {priority: 10}\n" +
+		"networks:\n  front: {}\n  back: {}\n"
+	o, _ := load(t, yaml, map[string]string{})
+	p, err := Load(context.Background(), *o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args, _, err := RunArgs(p, p.Services["app"], Container{Name: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.Join(args, " ")
+	if want := "--network " + p.Name + "_front --network " + p.Name + "_back --network-alias app --network-alias store"; !strings.Contains(line, want) {
+		t.Errorf("run args lack %q:\n%s", want, line)
 	}
 }
 

@@ -1,11 +1,13 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -134,4 +136,84 @@ func listenInNetNS(t *testing.T, name, addr string) net.Listener {
 	}
 	t.Cleanup(func() { l.Close() })
 	return l
+}
+
+// TestLodgeTwoNetworks: a container on two networks (--network twice)
+// reaches and is reached by the members of each by name, at its address
+// on that network, with its default route on the first; the others do
+// not see across; a restart keeps both; nothing is left once it is gone.
+func TestLodgeTwoNetworks(t *testing.T) {
+	l := newLodgeCLI(t)
+	ref, _ := testImage(t)
+	l.must("pull", ref)
+	linksBefore := hostLinks(t)
+	l.must("network", "create", "twofront")
+	l.must("network", "create", "twoback")
+	t.Cleanup(func() {
+		l.run("", "rm", "-f", "two-web", "two-api", "two-store")
+		l.run("", "network", "rm", "twofront", "twoback")
+	})
+	l.must("run", "-d", "--name", "two-store", "--network", "twoback", ref, "sleep", "1000")
+	l.must("run", "-d", "--name", "two-api", "--network", "twofront", "--network", "twoback", "--network-alias", "apisvc", ref, "sleep", "1000")
+	l.must("run", "-d", "--name", "two-web", "--network", "twofront", ref, "sleep", "1000")
+	var insp []struct {
+		NetworkSettings struct {
+			Networks map[string]struct{ IPAddress string }
+		}
+	}
+	if err := json.Unmarshal([]byte(l.must("inspect", "two-api")), &insp); err != nil || len(insp) != 1 {
+		t.Fatalf("inspect two-api: %v", err)
+	}
+	front, back := insp[0].NetworkSettings.Networks["twofront"].IPAddress, insp[0].NetworkSettings.Networks["twoback"].IPAddress
+	if front == "" || back == "" || front == back {
+		t.Fatalf("two-api's addresses: front %q, back %q", front, back)
+	}
+	reach := func(from, to string) bool {
+		return l.run("", "exec", from, "ping", "-c1", "-W5", to).code == 0
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, c := range []struct{ from, to string }{{"two-web", "two-api"}, {"two-web", "apisvc"}, {"two-store", "two-api"}, {"two-api", "two-web"}, {"two-api", "two-store"}} {
+			if !reach(c.from, c.to) {
+				t.Errorf("%s: %s does not reach %s", when, c.from, c.to)
+			}
+		}
+		if hosts := l.must("exec", "two-web", "cat", "/etc/hosts"); strings.Contains(hosts, "two-store") {
+			t.Errorf("%s: web, on front alone, is told of store:\n%s", when, hosts)
+		}
+		api := l.must("exec", "two-api", "sh", "-c", "cat /etc/hosts; ip route")
+		if strings.Count(api, "default via") != 1 || !strings.Contains(api, "# other containers on network twofront") || !strings.Contains(api, "# other containers on network twoback") {
+			t.Errorf("%s: api's names and routes:\n%s", when, api)
+		}
+	}
+	check("started")
+	if hosts := l.must("exec", "two-store", "cat", "/etc/hosts"); !strings.Contains(hosts, back+"\ttwo-api apisvc") {
+		t.Errorf("store does not find api at its address on back (%s):\n%s", back, hosts)
+	}
+	if r := l.run("", "network", "rm", "twoback"); r.code == 0 || !strings.Contains(r.stderr, "two-api") {
+		t.Errorf("rm of a network a container is on as its second: exit %d %s", r.code, r.stderr)
+	}
+	l.must("restart", "-t", "0", "two-api")
+	check("after a restart")
+	if r := l.run("", "run", "--rm", "--network", "none", "--network", "twofront", ref, "true"); r.code != 125 || !strings.Contains(r.stderr, "none") {
+		t.Errorf("--network none with another: exit %d %s", r.code, r.stderr)
+	}
+	l.must("rm", "-f", "two-web", "two-api", "two-store")
+	for _, n := range []string{"twofront", "twoback"} {
+		leases, _ := os.ReadDir(filepath.Join("/var/lib/cni/networks", n))
+		for _, e := range leases {
+			if net.ParseIP(e.Name()) != nil {
+				t.Errorf("an address lease of %s left: %s", n, e.Name())
+			}
+		}
+	}
+	l.must("network", "rm", "twofront", "twoback")
+	for _, e := range mustReadDir(t, "/run/netns") {
+		if strings.HasPrefix(e, "lodge-") {
+			t.Errorf("network namespace left: %s", e)
+		}
+	}
+	if after := hostLinks(t); len(after) != len(linksBefore) {
+		t.Errorf("host interfaces after: %v, before: %v", after, linksBefore)
+	}
 }
