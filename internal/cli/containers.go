@@ -62,6 +62,10 @@ type ctrRecord struct {
 	ManuallyStopped bool `json:"manually_stopped,omitempty"`
 	// Restarting: ended, and its policy will start it again shortly.
 	Restarting bool `json:"restarting,omitempty"`
+	// HostStopped: lodge system shutdown (the host going down) stopped
+	// it; its policy does not start it again now, system restore does at
+	// boot. A start clears it.
+	HostStopped bool `json:"host_stopped,omitempty"`
 	// Labels are --label's.
 	Labels map[string]string `json:"labels,omitempty"`
 	// StopTimeout is --stop-timeout's seconds (nil: lodge stop's 10).
@@ -480,6 +484,12 @@ func (r *ctrRecord) stopTimeout() time.Duration {
 
 func stopCtr(a *app, r *ctrRecord, grace time.Duration) error {
 	markStopped(a.ctx(), r) // also cancels a restart its policy has not made yet
+	return signalStop(a, r, grace)
+}
+
+// signalStop stops a running container: its stop signal, then SIGKILL
+// after grace.
+func signalStop(a *app, r *ctrRecord, grace time.Duration) error {
 	if _, running := r.status(); !running {
 		return nil
 	}

@@ -73,7 +73,7 @@ func parseRestart(s string) (restartPolicy, error) {
 // at most MaximumRetryCount times. always and unless-stopped differ only
 // where a daemon restarts, which lodge has none of.
 func (p restartPolicy) restarts(r *ctrRecord) bool {
-	if r.ManuallyStopped || r.AutoRemove {
+	if r.ManuallyStopped || r.AutoRemove || r.HostStopped {
 		return false
 	}
 	switch p.Name {
@@ -197,7 +197,7 @@ func (a *app) startAgain(ctx context.Context, r *ctrRecord, monitor *os.File, cr
 	rec, err := updateCtr(ctx, r.ID, func(c *ctrRecord) {
 		c.Network = nw
 		c.ExitCode, c.FinishedAt, c.Error = nil, time.Time{}, ""
-		c.StartedAt, c.Detached, c.ManuallyStopped, c.Restarting = time.Now().UTC(), true, false, false
+		c.StartedAt, c.Detached, c.ManuallyStopped, c.Restarting, c.HostStopped = time.Now().UTC(), true, false, false, false
 		if byPolicy {
 			c.RestartCount++
 			c.RestartBackoff = restartDelay(&prev)

@@ -180,9 +180,18 @@ func TestBootRestarts(t *testing.T) {
 		{"on-failure, failed", ctrRecord{StartedAt: ran, ExitCode: &one, FinishedAt: ran.Add(time.Minute), RestartPolicy: &restartPolicy{Name: "on-failure"}}, true},
 		{"on-failure:2, retries spent", ctrRecord{StartedAt: ran, RestartCount: 2, RestartPolicy: &restartPolicy{Name: "on-failure", MaximumRetryCount: 2}}, false},
 		{"on-failure, stopped by hand", ctrRecord{StartedAt: ran, ManuallyStopped: true, ExitCode: &one, RestartPolicy: &restartPolicy{Name: "on-failure"}}, false},
+		{"on-failure, stopped by the host's shutdown", ctrRecord{StartedAt: ran, HostStopped: true, ExitCode: &zero, FinishedAt: ran.Add(time.Minute), RestartPolicy: &restartPolicy{Name: "on-failure"}}, true},
+		{"unless-stopped, stopped by the host's shutdown", ctrRecord{StartedAt: ran, HostStopped: true, ExitCode: &zero, RestartPolicy: &restartPolicy{Name: "unless-stopped"}}, true},
+		{"no, stopped by the host's shutdown", ctrRecord{StartedAt: ran, HostStopped: true, RestartPolicy: &restartPolicy{Name: "no"}}, false},
 	} {
 		if got := bootRestarts(&tc.r); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// While the host shuts down, no policy starts a container again.
+	for _, p := range []string{"always", "unless-stopped", "on-failure"} {
+		if (restartPolicy{Name: p}).restarts(&ctrRecord{StartedAt: ran, HostStopped: true, ExitCode: &one}) {
+			t.Errorf("%s restarts a container the host's shutdown stopped", p)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/spf13/cobra"
 )
@@ -21,6 +22,14 @@ import (
 //
 // Run on a host that did not stop, it starts only those of them that are
 // not running.
+//
+// Its counterpart, `lodge system shutdown` (the unit's ExecStop), is what
+// dockerd does as it stops: every running container stopped as `lodge
+// stop` stops it (its stop signal, SIGKILL after its stop timeout), all at
+// once, but marked as stopped by the host, not by hand, so that no policy
+// starts it again now and restore does at boot. A container stopped so
+// ends its VM in order: what it wrote to its root is synced to the host
+// (killed with the host, its guest's unwritten pages are lost).
 
 // bootRestarts says whether restore starts the container of record r.
 func bootRestarts(r *ctrRecord) bool {
@@ -34,14 +43,66 @@ func bootRestarts(r *ctrRecord) bool {
 	case "unless-stopped":
 		return !r.ManuallyStopped
 	case "on-failure":
-		cut := r.ExitCode == nil && r.FinishedAt.IsZero() // the run never recorded its end
+		// The host's shutdown stopped it, or its run never recorded its
+		// end (the host stopped under it).
+		cut := r.HostStopped || r.ExitCode == nil && r.FinishedAt.IsZero()
 		within := p.MaximumRetryCount == 0 || r.RestartCount < p.MaximumRetryCount
 		return !r.ManuallyStopped && within && (cut || r.Restarting || p.restarts(r))
 	}
 	return false
 }
 
+// shutdown stops every running container (and cancels the restarts
+// policies were about to make) for the host's shutdown.
+func (a *app) shutdown(cmd *cobra.Command) error {
+	ctrs, err := allCtrs()
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for _, r := range ctrs {
+		st, running := r.status()
+		if !running && st != "restarting" {
+			continue
+		}
+		if _, err := updateCtr(cmd.Context(), r.ID, func(c *ctrRecord) { c.HostStopped = true }); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !running {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := signalStop(a, r, r.stopTimeout())
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), r.Name)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 func addRestoreCommand(system *cobra.Command, a *app) {
+	system.AddCommand(&cobra.Command{
+		Use:   "shutdown",
+		Short: "stop every running container for the host's shutdown (what docker's daemon does as it stops); system restore starts them again at boot",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := a.shutdown(cmd); err != nil {
+				return lodgeError(err)
+			}
+			return nil
+		},
+	})
 	system.AddCommand(&cobra.Command{
 		Use:   "restore",
 		Short: "start again the containers their restart policy keeps running (at boot: what docker's daemon does when it starts)",

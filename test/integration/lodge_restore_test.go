@@ -76,10 +76,11 @@ func TestLodgeRestore(t *testing.T) {
 	ref, _ := testImage(t)
 	l.must("pull", ref)
 	l.must("network", "create", "restorenet")
+	l.must("network", "create", "restorenet2")
 	names := []string{"always", "always-stop", "unless", "unless-stop", "failure", "nopolicy"}
 	t.Cleanup(func() {
 		l.run("", append([]string{"rm", "-f", "-v"}, names...)...)
-		l.run("", "network", "rm", "restorenet")
+		l.run("", "network", "rm", "restorenet", "restorenet2")
 		l.run("", "volume", "rm", "restorevol")
 	})
 	// sync: what a guest has not written back when its host stops is
@@ -87,7 +88,7 @@ func TestLodgeRestore(t *testing.T) {
 	counting := `echo run >> /data/runs; echo mine >> /mine; sync; touch /tmp/synced; exec sleep 1000`
 	ids := map[string]string{}
 	for name, args := range map[string][]string{
-		"always":      {"--restart", "always", "--network", "restorenet", "-v", "restorevol:/data"},
+		"always":      {"--restart", "always", "--network", "restorenet", "--network", "restorenet2", "-v", "restorevol:/data"},
 		"always-stop": {"--restart", "always", "--network", "none"},
 		"unless":      {"--restart", "unless-stopped", "--network", "none"},
 		"unless-stop": {"--restart", "unless-stopped", "--network", "none"},
@@ -126,11 +127,41 @@ func TestLodgeRestore(t *testing.T) {
 	if st.NetworkSettings == nil || st.NetworkSettings.IP == "" {
 		t.Fatalf("always is not on its network after restore: %+v", st)
 	}
+	if nets := l.must("inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}", "always"); nets != "restorenet restorenet2 \n" {
+		t.Errorf("always's networks after restore: %q", nets)
+	}
 	if hosts := l.must("exec", "always", "cat", "/etc/hosts"); !strings.Contains(hosts, st.NetworkSettings.IP+"\t") {
 		t.Errorf("always's /etc/hosts does not name its address %s:\n%s", st.NetworkSettings.IP, hosts)
 	}
 	// Again: nothing to start.
 	if out := l.must("system", "restore"); out != "" {
 		t.Errorf("a second restore started %q", out)
+	}
+
+	// An orderly shutdown: every running container stopped at once, none
+	// started again by its policy, what each wrote to its root kept
+	// though it never synced; restore brings back the same ones.
+	for _, name := range want {
+		l.must("exec", name, "sh", "-c", "echo late >> /mine")
+	}
+	got = strings.Fields(l.must("system", "shutdown"))
+	slices.Sort(got)
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("shutdown stopped %q, want %q", got, want)
+	}
+	time.Sleep(2 * time.Second) // a policy's restart would come within 100 ms of the end
+	if ps := l.must("ps", "-q"); ps != "" {
+		t.Fatalf("running after the shutdown:\n%s", ps)
+	}
+	got = strings.Fields(l.must("system", "restore"))
+	slices.Sort(got)
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("restore after a shutdown started %q, want %q", got, want)
+	}
+	for _, name := range want {
+		// Each start appends "mine": the three runs' and the late line.
+		if out := l.must("exec", name, "cat", "/mine"); !strings.HasSuffix(out, "mine\nlate\nmine\n") {
+			t.Errorf("%s lost what it wrote before the shutdown: %q", name, out)
+		}
 	}
 }
