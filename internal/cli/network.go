@@ -259,8 +259,12 @@ func extraConfig(name string) (*libcni.CNIConfig, *libcni.NetworkConfigList, err
 	if err := json.Unmarshal(list.Bytes, &raw); err != nil {
 		return nil, nil, fmt.Errorf("network %s: %w", name, err)
 	}
+	list0, ok := raw["plugins"].([]any)
+	if !ok {
+		return nil, nil, fmt.Errorf("network %s: its list has no plugins", name)
+	}
 	var plugins []any
-	for _, p := range raw["plugins"].([]any) {
+	for _, p := range list0 {
 		pm, ok := p.(map[string]any)
 		if !ok || pm["type"] == "portmap" {
 			continue

@@ -68,7 +68,9 @@ func (a *app) shutdown(cmd *cobra.Command) error {
 			continue
 		}
 		if _, err := updateCtr(cmd.Context(), r.ID, func(c *ctrRecord) { c.HostStopped = true }); err != nil {
+			mu.Lock()
 			errs = append(errs, err)
+			mu.Unlock()
 			continue
 		}
 		if !running {

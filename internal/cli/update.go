@@ -140,13 +140,15 @@ func (a *app) updateOne(cmd *cobra.Command, r *ctrRecord, res *specs.LinuxResour
 		return fmt.Errorf("container %s was run with --rm: it cannot have a restart policy", r.Name)
 	}
 	if res != nil {
-		if err := mergeBundleResources(bundleDir(r.ID), res); err != nil {
-			return fmt.Errorf("container %s: %w", r.Name, err)
-		}
+		// The running container first: limits it refuses are not kept
+		// for its next start either.
 		if running {
 			if err := a.updateRunning(cmd, r, res); err != nil {
 				return err
 			}
+		}
+		if err := mergeBundleResources(bundleDir(r.ID), res); err != nil {
+			return fmt.Errorf("container %s: %w", r.Name, err)
 		}
 	}
 	if policy == nil && !setTimeout {
