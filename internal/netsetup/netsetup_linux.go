@@ -385,7 +385,9 @@ func Teardown(path string, veths, taps []string) error {
 		}
 		q := &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index,
 			Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_INGRESS}}
-		if err := h.QdiscDel(q); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+		// ENODEV: the veth went meanwhile (the engine's CNI teardown
+		// races a cleanup after a crash), and its redirect with it.
+		if err := h.QdiscDel(q); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENODEV) {
 			errs = append(errs, fmt.Errorf("remove redirect on %s: %w", name, err))
 		}
 	}
