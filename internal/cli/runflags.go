@@ -10,6 +10,7 @@ package cli
 import (
 	"fmt"
 	"net"
+	"os"
 	"path"
 	"slices"
 	"strconv"
@@ -169,6 +170,7 @@ func applySpecOpts(spec *specs.Spec, o specOpts) error {
 	}
 	p.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: slices.Clone(caps)}
 	if o.privileged {
+		spec.Linux.Devices = append(spec.Linux.Devices, privilegedDevices()...)
 		spec.Linux.MaskedPaths, spec.Linux.ReadonlyPaths = nil, nil
 		for i, m := range spec.Mounts {
 			if m.Type == "sysfs" || m.Type == "cgroup" || m.Type == "cgroup2" {
@@ -279,4 +281,23 @@ func (o specOpts) netFiles() (*netFilesConf, error) {
 		return nil, nil
 	}
 	return &netFilesConf{ExtraHosts: o.addHosts, DNS: o.dns, Search: o.dnsSearch, Options: o.dnsOpts, Aliases: o.aliases}, nil
+}
+
+// privilegedDevices are the nodes --privileged adds to a container's /dev:
+// docker's gives every device of its host; a Lodge container's host is
+// its own guest, whose devices (besides the VM's own disks and ports) are
+// these: FUSE, TUN/TAP and loop devices (mount -o loop, losetup).
+func privilegedDevices() []specs.LinuxDevice {
+	mode := func(m os.FileMode) *os.FileMode { return &m }
+	var zero uint32
+	devs := []specs.LinuxDevice{
+		{Path: "/dev/fuse", Type: "c", Major: 10, Minor: 229, FileMode: mode(0o666), UID: &zero, GID: &zero},
+		{Path: "/dev/net/tun", Type: "c", Major: 10, Minor: 200, FileMode: mode(0o666), UID: &zero, GID: &zero},
+		{Path: "/dev/loop-control", Type: "c", Major: 10, Minor: 237, FileMode: mode(0o660), UID: &zero, GID: &zero},
+	}
+	for i := range 8 {
+		devs = append(devs, specs.LinuxDevice{Path: fmt.Sprintf("/dev/loop%d", i), Type: "b", Major: 7, Minor: int64(i),
+			FileMode: mode(0o660), UID: &zero, GID: &zero})
+	}
+	return devs
 }

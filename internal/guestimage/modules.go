@@ -24,8 +24,9 @@ var GuestModules = []string{"virtio_mmio", "virtio_console", "virtiofs", "virtio
 // a template's boot, before its snapshot); loop, erofs, overlay and ext4
 // (after crc32c_generic, which libcrc32c and ext4 ask the crypto API for
 // by name) for roots built from layer images (by the agent at its first such root,
-// or by a template's boot).
-var OnDemandModules = []string{"virtio_net", "bridge", "veth", "9pnet_virtio", "9p", "crc32c_generic", "loop", "erofs", "overlay", "ext4"}
+// or by a template's boot); tun when a (privileged) container opens
+// /dev/net/tun.
+var OnDemandModules = []string{"virtio_net", "bridge", "veth", "9pnet_virtio", "9p", "crc32c_generic", "loop", "erofs", "overlay", "ext4", "tun"}
 
 // Module is one kernel module file.
 type Module struct {

@@ -47,8 +47,21 @@ grep -c ' /proc/keys ' /proc/mounts; true`)
 		!strings.Contains(out, " /sys sysfs rw") || !strings.Contains(out, "forward 1\n") || !strings.HasSuffix(out, "0\n") {
 		t.Errorf("--privileged:\n%s", out)
 	}
-	// Without it, docker's defaults: a seccomp filter, /proc/keys masked.
-	out = l.must("run", "--rm", ref, "sh", "-c", `grep 'Seccomp:' /proc/self/status; grep -c ' /proc/keys ' /proc/mounts`)
+	// ... and its guest's devices: a free loop device (the guest's roots
+	// hold the first ones) set up on a file, TUN
+	// (its driver loaded on demand: an unattached tun reads "bad state"),
+	// FUSE.
+	out = l.must("run", "--rm", "--privileged", "--network", "none", ref, "sh", "-c",
+		`dd if=/dev/zero of=/dev/shm/img bs=1024 count=64 2>/dev/null; dev=$(losetup -f) && losetup $dev /dev/shm/img && losetup $dev && echo loop-ok; losetup -d $dev;
+cat /dev/net/tun 2>&1 | grep -q 'bad state' && echo tun-ok; test -c /dev/fuse && echo fuse-ok; true`)
+	for _, want := range []string{"loop-ok", "tun-ok", "fuse-ok"} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("--privileged's devices: no %s in:\n%s", want, out)
+		}
+	}
+	// Without it, docker's defaults: a seccomp filter, /proc/keys masked,
+	// no such devices.
+	out = l.must("run", "--rm", ref, "sh", "-c", `grep 'Seccomp:' /proc/self/status; grep -c ' /proc/keys ' /proc/mounts; test -e /dev/fuse && echo fuse; true`)
 	if out != "Seccomp:\t2\n1\n" {
 		t.Errorf("the defaults: %q", out)
 	}
