@@ -367,3 +367,21 @@ func TestBuildHeredocsAndCopyFlags(t *testing.T) {
 		t.Errorf("/logs/b.log = %q", got)
 	}
 }
+
+// A stage's root is a source as any directory is: COPY --from=STAGE /
+// copies all of it (it failed with "invalid argument": the root is no
+// layer's entry).
+func TestCopyFromStageRoot(t *testing.T) {
+	b, _ := newTestBuilder(t)
+	ctxDir := t.TempDir()
+	writeFiles(t, ctxDir, map[string]string{"a": "a\n", "d/b": "b\n",
+		"Dockerfile": "FROM scratch AS s\nCOPY a /a\nCOPY d /d\nFROM scratch\nCOPY --from=s / /x/\n"})
+	im, err := b.Build(context.Background(), Options{Context: ctxDir, Out: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := imageFiles(t, b, im)
+	if got := readFile(t, u, "/x/a") + readFile(t, u, "/x/d/b"); got != "a\nb\n" {
+		t.Errorf("the stage's root copied: %q", got)
+	}
+}

@@ -163,9 +163,22 @@ func (c contextSource) readDir(p string) ([]string, error) {
 type unionSource struct{ u *union }
 
 func (s unionSource) lstat(p string) (fs.FileInfo, error) {
+	if rel(p) == "." {
+		return rootInfo{}, nil // the root is no layer's entry, but a source may be it
+	}
 	fi, _, err := s.u.lstat(p)
 	return fi, err
 }
+
+// rootInfo is a stage's root as a source: a directory, root's, 0755.
+type rootInfo struct{}
+
+func (rootInfo) Name() string       { return "/" }
+func (rootInfo) Size() int64        { return 0 }
+func (rootInfo) Mode() fs.FileMode  { return fs.ModeDir | 0o755 }
+func (rootInfo) ModTime() time.Time { return time.Unix(0, 0).UTC() }
+func (rootInfo) IsDir() bool        { return true }
+func (rootInfo) Sys() any           { return nil }
 func (s unionSource) readLink(p string) (string, error) {
 	_, l, err := s.u.lstat(p)
 	if err != nil {

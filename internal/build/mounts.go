@@ -136,38 +136,17 @@ func (bd *build) bindMount(ctx context.Context, m *instructions.Mount, target st
 		}
 	}
 	lb := newLayer(&union{}, bd.tmpDir)
-	file := "" // the source's name, when it is no directory
-	if p == "/" {
-		names, err := s.readDir(p)
-		if err != nil {
-			return err
-		}
-		for _, n := range names {
-			cp := "/" + n
-			fi, err := s.lstat(cp)
-			if err != nil {
-				return err
-			}
-			if o.skip != nil && o.skip(cp, fi.IsDir()) {
-				continue
-			}
-			if err := lb.copyTree(s, cp, cp, o); err != nil {
-				return err
-			}
-		}
-	} else {
-		fi, err := s.lstat(p)
-		if err != nil {
-			return fmt.Errorf("source %s: %w", src, errNoMatch)
-		}
-		dst := "/"
-		if !fi.IsDir() {
-			file = path.Base(p)
-			dst += file
-		}
-		if err := lb.copyTree(s, p, dst, o); err != nil {
-			return err
-		}
+	fi, err := s.lstat(p)
+	if err != nil {
+		return fmt.Errorf("source %s: %w", src, errNoMatch)
+	}
+	file, dst := "", "/" // file: the source's name, when it is no directory
+	if !fi.IsDir() {
+		file = path.Base(p)
+		dst += file
+	}
+	if err := lb.copyTree(s, p, dst, o); err != nil {
+		return err
 	}
 	content, err := lb.digestOf(false)
 	if err != nil {
