@@ -87,6 +87,11 @@ type Options struct {
 // when it ends.
 const TmpPrefix = "localhost/lodge-build-"
 
+// TmpDir is the directory of build id's files (layer tars, bind mounts'
+// copies, secrets' copies), removed when it ends; a build killed first
+// leaves it for its callers to remove (as its names).
+func TmpDir(storeDir, id string) string { return filepath.Join(storeDir, "tmp", "build-"+id) }
+
 // Builder builds images into a store.
 type Builder struct {
 	Store  *image.Store
@@ -158,11 +163,11 @@ func (b *Builder) Build(ctx context.Context, o Options) (*image.Image, error) {
 	if bd.ignore, err = readIgnore(o.Context); err != nil {
 		return nil, err
 	}
-	tmp := filepath.Join(b.Store.Dir, "tmp")
-	if err := os.MkdirAll(tmp, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(b.Store.Dir, "tmp"), 0o700); err != nil {
 		return nil, err
 	}
-	if bd.tmpDir, err = os.MkdirTemp(tmp, "build-"); err != nil {
+	bd.tmpDir = TmpDir(b.Store.Dir, o.ID)
+	if err := os.Mkdir(bd.tmpDir, 0o700); err != nil {
 		return nil, err
 	}
 	defer bd.cleanup(context.WithoutCancel(ctx))

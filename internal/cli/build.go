@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -270,8 +271,8 @@ func (br buildRunner) Run(ctx context.Context, imageID string, step build.RunSte
 }
 
 // cleanBuilds removes what builds whose process has died left: their RUN
-// containers and their intermediate images' names (a build that ends,
-// however it ends, removes its own).
+// containers, their intermediate images' names and their files (a build
+// that ends, however it ends, removes its own).
 func (a *app) cleanBuilds(ctx context.Context) {
 	dead := func(id string) bool {
 		pid, start, ok := strings.Cut(id, "-")
@@ -292,6 +293,15 @@ func (a *app) cleanBuilds(ctx context.Context) {
 			rest, ok := strings.CutPrefix(ref.Name, build.TmpPrefix)
 			if id, _, _ := strings.Cut(rest, ":"); ok && dead(id) {
 				st.Untag(ctx, ref.Name)
+			}
+		}
+	}
+	// Its files: layer tars, and the copies its RUN mounts made (of
+	// secrets too).
+	if dirs, err := filepath.Glob(build.TmpDir(st.Dir, "*")); err == nil {
+		for _, d := range dirs {
+			if id := strings.TrimPrefix(filepath.Base(d), "build-"); dead(id) {
+				os.RemoveAll(d)
 			}
 		}
 	}

@@ -83,8 +83,8 @@ func TestLodgeBuild(t *testing.T) {
 		t.Fatalf("a failed build left images:\n%s", imgs)
 	}
 
-	// A build killed in a RUN leaves its step's container and names; the
-	// next build removes them, its builder being gone.
+	// A build killed in a RUN leaves its step's container, names and files;
+	// the next build removes them, its builder being gone.
 	os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM "+ref+"\nENV STEP=1\nRUN sleep 120\n"), 0o644)
 	killed := exec.Command(l.bin, "build", "--network", "none", ctxDir)
 	killed.Env = l.env
@@ -103,6 +103,9 @@ func TestLodgeBuild(t *testing.T) {
 	}
 	if imgs := l.must("images"); strings.Contains(imgs, "lodge-build") {
 		t.Fatalf("the killed build's names are still there:\n%s", imgs)
+	}
+	if left, _ := filepath.Glob(filepath.Join(l.dir, "images", "tmp", "build-*")); len(left) > 0 {
+		t.Fatalf("the killed build's files are still there: %v", left)
 	}
 }
 
