@@ -357,11 +357,11 @@ func lockCache(ctx context.Context, dir string, sharing instructions.ShareMode) 
 type CacheMount struct {
 	ID   string
 	Size int64 // bytes of its files
+	dir  string
 }
 
-// PruneCacheMounts removes the cache mounts of the store at storeDir that
-// no build uses; it returns what it removed.
-func PruneCacheMounts(storeDir string) ([]CacheMount, error) {
+// CacheMounts lists the RUN cache mounts of the store at storeDir.
+func CacheMounts(storeDir string) ([]CacheMount, error) {
 	base := CacheMountsDir(storeDir)
 	ents, err := os.ReadDir(base)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -371,16 +371,29 @@ func PruneCacheMounts(storeDir string) ([]CacheMount, error) {
 		return nil, err
 	}
 	var out []CacheMount
-	var errs []error
 	for _, e := range ents {
 		dir := filepath.Join(base, e.Name())
-		f, err := filelock.LockFile(context.Background(), filepath.Join(dir, "lock"), false)
+		id, _ := os.ReadFile(filepath.Join(dir, "id"))
+		out = append(out, CacheMount{ID: string(id), Size: dirSize(filepath.Join(dir, "data")), dir: dir})
+	}
+	return out, nil
+}
+
+// PruneCacheMounts removes the cache mounts of the store at storeDir that
+// no build uses; it returns what it removed.
+func PruneCacheMounts(storeDir string) ([]CacheMount, error) {
+	all, err := CacheMounts(storeDir)
+	if err != nil {
+		return nil, err
+	}
+	var out []CacheMount
+	var errs []error
+	for _, cm := range all {
+		f, err := filelock.LockFile(context.Background(), filepath.Join(cm.dir, "lock"), false)
 		if err != nil {
 			continue // in use (or not a cache's): left
 		}
-		id, _ := os.ReadFile(filepath.Join(dir, "id"))
-		cm := CacheMount{ID: string(id), Size: dirSize(filepath.Join(dir, "data"))}
-		err = os.RemoveAll(dir) // the lock file too: a step waiting on it takes a new one
+		err = os.RemoveAll(cm.dir) // the lock file too: a step waiting on it takes a new one
 		f.Close()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("cache mount %s: %w", cm.ID, err))

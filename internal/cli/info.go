@@ -204,13 +204,11 @@ func (a *app) diskUsage() []dfRow {
 		}
 	}
 	cacheRow := dfRow{Type: "Build Cache"}
-	if ents, err := os.ReadDir(build.CacheMountsDir(a.images().Dir)); err == nil {
-		for _, e := range ents {
-			size := dirBytes(filepath.Join(build.CacheMountsDir(a.images().Dir), e.Name(), "data"))
-			cacheRow.TotalCount++
-			cacheRow.Size += size
-			cacheRow.Reclaimable += size
-		}
+	caches, _ := build.CacheMounts(a.images().Dir) // its layout is the build package's
+	for _, cm := range caches {
+		cacheRow.TotalCount++
+		cacheRow.Size += cm.Size
+		cacheRow.Reclaimable += cm.Size
 	}
 	rows := []dfRow{imgRow, ctrRow, volRow, cacheRow}
 	for i := range rows {
