@@ -201,22 +201,13 @@ func (c *composeCmd) dependentsFirst(ctrs []*ctrRecord, f func(*ctrRecord) error
 		l := level(r.Labels[compose.LabelService], map[string]bool{})
 		byLevel[l] = append(byLevel[l], r)
 	}
-	var mu sync.Mutex
 	var errs []error
 	for _, l := range slices.Backward(slices.Sorted(maps.Keys(byLevel))) {
-		var wg sync.WaitGroup
-		for _, r := range byLevel[l] {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := f(r); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-				}
-			}()
+		for _, err := range atOnce(byLevel[l], f) {
+			if err != nil {
+				errs = append(errs, err)
+			}
 		}
-		wg.Wait()
 	}
 	return errs
 }

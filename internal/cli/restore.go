@@ -59,38 +59,44 @@ func (a *app) shutdown(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	var mu sync.Mutex
 	var errs []error
-	var wg sync.WaitGroup
+	var stopping []*ctrRecord
 	for _, r := range ctrs {
 		st, running := r.status()
 		if !running && st != "restarting" {
 			continue
 		}
 		if _, err := updateCtr(cmd.Context(), r.ID, func(c *ctrRecord) { c.HostStopped = true }); err != nil {
-			mu.Lock()
 			errs = append(errs, err)
-			mu.Unlock()
 			continue
 		}
-		if !running {
+		if running {
+			stopping = append(stopping, r)
+		}
+	}
+	for i, err := range atOnce(stopping, func(r *ctrRecord) error { return signalStop(a, r, r.stopTimeout()) }) {
+		if err != nil {
+			errs = append(errs, err)
 			continue
 		}
+		fmt.Fprintln(cmd.OutOrStdout(), stopping[i].Name)
+	}
+	return errors.Join(errs...)
+}
+
+// atOnce runs f on every item at the same time; errs[i] is item i's.
+func atOnce[T any](items []T, f func(T) error) []error {
+	errs := make([]error, len(items))
+	var wg sync.WaitGroup
+	for i, it := range items {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := signalStop(a, r, r.stopTimeout())
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, err)
-				return
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), r.Name)
+			errs[i] = f(it)
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return errs
 }
 
 func addRestoreCommand(system *cobra.Command, a *app) {
