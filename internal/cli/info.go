@@ -21,6 +21,7 @@ import (
 
 	"github.com/lodgeruntime/lodge/internal/build"
 	"github.com/lodgeruntime/lodge/internal/host"
+	"github.com/lodgeruntime/lodge/internal/image"
 )
 
 // hostInfo is what lodge info prints (--format names its fields).
@@ -67,15 +68,7 @@ func (a *app) hostInfo() hostInfo {
 	} else {
 		in.Warnings = append(in.Warnings, "containers: "+err.Error())
 	}
-	seen := map[v1.Hash]bool{}
-	if refs, err := a.images().List(); err == nil {
-		for _, r := range refs {
-			if im, err := a.images().Open(r); err == nil && !seen[im.ConfigDigest] {
-				seen[im.ConfigDigest] = true
-				in.Images++
-			}
-		}
-	}
+	in.Images = len(a.distinctImages())
 	if vs, err := listVolumes(); err == nil {
 		in.Volumes = len(vs)
 	}
@@ -136,6 +129,24 @@ func (in hostInfo) print(w io.Writer) {
 	}
 }
 
+// distinctImages are the stored images, each once whatever its names
+// (docker counts images by ID).
+func (a *app) distinctImages() []*image.Image {
+	refs, err := a.images().List()
+	if err != nil {
+		return nil
+	}
+	seen := map[v1.Hash]bool{}
+	var out []*image.Image
+	for _, r := range refs {
+		if im, err := a.images().Open(r); err == nil && !seen[im.ConfigDigest] {
+			seen[im.ConfigDigest] = true
+			out = append(out, im)
+		}
+	}
+	return out
+}
+
 // dfRow is one line of system df.
 type dfRow struct {
 	Type                string
@@ -165,23 +176,15 @@ func (a *app) diskUsage() []dfRow {
 	imgRow := dfRow{Type: "Images"}
 	layerSize := map[v1.Hash]int64{}
 	usedLayers := map[v1.Hash]bool{}
-	seen := map[v1.Hash]bool{}
-	if refs, err := a.images().List(); err == nil {
-		for _, ref := range refs {
-			im, err := a.images().Open(ref)
-			if err != nil || seen[im.ConfigDigest] {
-				continue
-			}
-			seen[im.ConfigDigest] = true
-			imgRow.TotalCount++
-			used := usedImages[im.ConfigDigest.Hex]
-			if used {
-				imgRow.Active++
-			}
-			for _, l := range im.Manifest.Layers {
-				layerSize[l.Digest] = l.Size
-				usedLayers[l.Digest] = usedLayers[l.Digest] || used
-			}
+	for _, im := range a.distinctImages() {
+		imgRow.TotalCount++
+		used := usedImages[im.ConfigDigest.Hex]
+		if used {
+			imgRow.Active++
+		}
+		for _, l := range im.Manifest.Layers {
+			layerSize[l.Digest] = l.Size
+			usedLayers[l.Digest] = usedLayers[l.Digest] || used
 		}
 	}
 	for d, n := range layerSize {
