@@ -196,9 +196,12 @@ func (a *app) watchHealth(ctx context.Context, id string) {
 	f := healthFile{healthState: healthState{Status: "starting", Log: []healthProbe{}}, Run: r.StartedAt}
 	state.Write(healthPath(id), f)
 	begin := time.Now()
+	// In the start period, until a first pass: checks every 5 s, whose
+	// failures do not count.
+	starting := func() bool { return f.Status == "starting" && time.Since(begin) < hc.StartPeriod }
 	for {
 		wait := interval
-		if f.Status == "starting" && time.Since(begin) < hc.StartPeriod {
+		if starting() {
 			wait = healthStartInterval
 		}
 		select {
@@ -222,8 +225,8 @@ func (a *app) watchHealth(ctx context.Context, id string) {
 		switch {
 		case p.ExitCode == 0:
 			f.Status, f.FailingStreak = "healthy", 0
-		case f.Status == "starting" && time.Since(begin) < hc.StartPeriod:
-			// Not counted: it is still starting.
+		case starting():
+			// Not counted.
 		default:
 			if f.FailingStreak++; f.FailingStreak >= retries {
 				f.Status = "unhealthy"

@@ -29,24 +29,26 @@ import (
 // beyond it takes effect when the container starts again; update says so.
 
 type updateOpts struct {
-	timeout  time.Duration
-	cpus     float64
-	memory   string
-	pids     int64
-	shares   int64
-	restart  string
-	settable []string // the flags update takes
+	timeout time.Duration
+	cpus    float64
+	memory  string
+	pids    int64
+	shares  int64
+	restart string
 }
 
+// updateFlags are the flags update takes (one at least).
+var updateFlags = []string{"cpus", "memory", "pids-limit", "cpu-shares", "restart", "timeout"}
+
 func addUpdateCommand(root *cobra.Command, a *app) {
-	o := updateOpts{settable: []string{"cpus", "memory", "pids-limit", "cpu-shares", "restart", "timeout"}}
+	var o updateOpts
 	update := &cobra.Command{
 		Use:   "update [--cpus N] [-m SIZE] [--pids-limit N] [--cpu-shares N] [--restart POLICY] [--timeout D] CONTAINER...",
 		Short: "change containers' CPU, memory and process limits, restart policy or deadline, running or not",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
-			if !anyChanged(f, o.settable) {
+			if !anyChanged(f, updateFlags) {
 				return lodgeError(errors.New("update: nothing to change: give --cpus, --memory, --pids-limit, --cpu-shares, --restart or --timeout"))
 			}
 			res, err := o.resources(f)
