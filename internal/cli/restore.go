@@ -20,8 +20,9 @@ import (
 //	on-failure[:N]  one whose run the host's stop cut short, or that had
 //	                failed and was to start again, within its N retries
 //
-// Run on a host that did not stop, it starts only those of them that are
-// not running.
+// A --rm container that is not running (its run cut short, so never
+// removed) is removed. Run on a host that did not stop, it starts only
+// those of them that are not running.
 //
 // Its counterpart, `lodge system shutdown` (the unit's ExecStop), is what
 // dockerd does as it stops: every running container stopped as `lodge
@@ -122,7 +123,20 @@ func addRestoreCommand(system *cobra.Command, a *app) {
 			}
 			var errs []error
 			for _, r := range ctrs {
-				if st, running := r.status(); running || st == "created" || st == "creating" || !bootRestarts(r) {
+				st, running := r.status()
+				if running || st == "created" || st == "creating" {
+					continue
+				}
+				if r.AutoRemove {
+					// A --rm container whose run the host's stop cut short:
+					// removed, as its end would have removed it (and as
+					// dockerd removes it at its start).
+					if err := removeCtr(a, r, true); err != nil {
+						errs = append(errs, fmt.Errorf("container %s (--rm): %w", r.Name, err))
+					}
+					continue
+				}
+				if !bootRestarts(r) {
 					continue
 				}
 				if err := a.startCtr(cmd.Context(), r, false); err != nil {

@@ -70,14 +70,15 @@ func (l *lodgeCLI) hostStops(id string) {
 // again what docker's daemon would at its start (always, even after a
 // stop by hand; unless-stopped unless stopped by hand; on-failure cut
 // short by the stop), on their network, with their volumes and what they
-// wrote, and leaves the others.
+// wrote, removes a --rm one (with its network address), and leaves the
+// others.
 func TestLodgeRestore(t *testing.T) {
 	l := newLodgeCLI(t)
 	ref, _ := testImage(t)
 	l.must("pull", ref)
 	l.must("network", "create", "restorenet")
 	l.must("network", "create", "restorenet2")
-	names := []string{"always", "always-stop", "unless", "unless-stop", "failure", "nopolicy"}
+	names := []string{"always", "always-stop", "unless", "unless-stop", "failure", "nopolicy", "autoremove"}
 	t.Cleanup(func() {
 		l.run("", append([]string{"rm", "-f", "-v"}, names...)...)
 		l.run("", "network", "rm", "restorenet", "restorenet2")
@@ -94,6 +95,7 @@ func TestLodgeRestore(t *testing.T) {
 		"unless-stop": {"--restart", "unless-stopped", "--network", "none"},
 		"failure":     {"--restart", "on-failure", "--network", "none"},
 		"nopolicy":    {"--network", "none"},
+		"autoremove":  {"--rm", "--network", "restorenet"},
 	} {
 		run := append(append([]string{"run", "-d", "--name", name}, args...), ref, "sh", "-c", "mkdir -p /data; "+counting)
 		ids[name] = strings.TrimSpace(l.must(run...))
@@ -102,7 +104,7 @@ func TestLodgeRestore(t *testing.T) {
 		l.eventually(name+" wrote and synced", func() bool { return l.run("", "exec", name, "test", "-e", "/tmp/synced").code == 0 })
 	}
 	l.must("stop", "-t", "0", "always-stop", "unless-stop")
-	for _, name := range []string{"always", "unless", "failure", "nopolicy"} {
+	for _, name := range []string{"always", "unless", "failure", "nopolicy", "autoremove"} {
 		l.hostStops(ids[name])
 	}
 	if ps := l.must("ps", "-q"); ps != "" {
@@ -114,6 +116,9 @@ func TestLodgeRestore(t *testing.T) {
 	slices.Sort(got)
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("restore started %q, want %q", got, want)
+	}
+	if all := l.must("ps", "-a", "--format", "{{.Names}}"); strings.Contains(all, "autoremove") {
+		t.Errorf("restore left the --rm container the host's stop cut short:\n%s", all)
 	}
 	running := strings.Fields(l.must("ps", "--format", "{{.Names}}"))
 	slices.Sort(running)
