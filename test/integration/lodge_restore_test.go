@@ -125,6 +125,9 @@ func TestLodgeRestore(t *testing.T) {
 	if strings.Join(running, " ") != strings.Join(want, " ") {
 		t.Fatalf("running after restore: %q", running)
 	}
+	// restore returns once each container has started, not once its
+	// command has appended its line: wait for the line, then compare.
+	l.eventually("always ran again", func() bool { return strings.Count(l.run("", "exec", "always", "cat", "/mine").stdout, "mine") >= 2 })
 	if out := l.must("exec", "always", "sh", "-c", "cat /data/runs /mine | tr '\\n' ' '"); out != "run run mine mine " {
 		t.Errorf("always's volume and root after restore: %q", out)
 	}
@@ -165,6 +168,7 @@ func TestLodgeRestore(t *testing.T) {
 	}
 	for _, name := range want {
 		// Each start appends "mine": the three runs' and the late line.
+		l.eventually(name+" ran a third time", func() bool { return strings.Count(l.run("", "exec", name, "cat", "/mine").stdout, "mine") >= 3 })
 		if out := l.must("exec", name, "cat", "/mine"); !strings.HasSuffix(out, "mine\nlate\nmine\n") {
 			t.Errorf("%s lost what it wrote before the shutdown: %q", name, out)
 		}
