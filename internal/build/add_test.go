@@ -44,7 +44,7 @@ func TestAddURL(t *testing.T) {
 		}
 		u := imageFiles(t, b, im)
 		for p, mode := range map[string]os.FileMode{"/opt/tool.tgz": 0o600, "/bin/tool": 0o755} {
-			fi, _, err := u.lstat(p)
+			fi, _, err := u.Lstat(p)
 			if err != nil {
 				t.Fatalf("%s: %v", p, err)
 			}

@@ -28,6 +28,7 @@ import (
 	"github.com/moby/patternmatcher/ignorefile"
 
 	"github.com/lodgeruntime/lodge/internal/image"
+	"github.com/lodgeruntime/lodge/internal/imagefs"
 )
 
 // RunStep is one RUN: a command in a container of an image.
@@ -381,7 +382,7 @@ func (bd *build) store(ctx context.Context, st *stage) (*image.Image, error) {
 }
 
 // union opens the merged view of the stage's files.
-func (bd *build) union(ctx context.Context, st *stage) (*union, error) {
+func (bd *build) union(ctx context.Context, st *stage) (*imagefs.Union, error) {
 	im, err := bd.store(ctx, st)
 	if err != nil {
 		return nil, err
@@ -390,12 +391,12 @@ func (bd *build) union(ctx context.Context, st *stage) (*union, error) {
 }
 
 // imageUnion opens the merged view of a stored image's files.
-func (bd *build) imageUnion(ctx context.Context, im *image.Image) (*union, error) {
+func (bd *build) imageUnion(ctx context.Context, im *image.Image) (*imagefs.Union, error) {
 	lays, err := bd.b.Store.RootLayers(ctx, im)
 	if err != nil {
 		return nil, err
 	}
-	return openUnion(lays)
+	return imagefs.Open(lays)
 }
 
 // newLayerFile is a file for a layer tar in the build's directory.

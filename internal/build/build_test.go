@@ -19,6 +19,7 @@ import (
 	"github.com/erofs/go-erofs"
 
 	"github.com/lodgeruntime/lodge/internal/image"
+	"github.com/lodgeruntime/lodge/internal/imagefs"
 	"github.com/lodgeruntime/lodge/internal/layers"
 )
 
@@ -73,13 +74,13 @@ func writeFiles(t *testing.T, dir string, files map[string]string) {
 
 // files of an image as a container would see them: the merged view of
 // its layer images.
-func imageFiles(t *testing.T, b *Builder, im *image.Image) *union {
+func imageFiles(t *testing.T, b *Builder, im *image.Image) *imagefs.Union {
 	t.Helper()
 	lays, err := b.Store.RootLayers(context.Background(), im)
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, err := openUnion(lays)
+	u, err := imagefs.Open(lays)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,13 +88,13 @@ func imageFiles(t *testing.T, b *Builder, im *image.Image) *union {
 	return u
 }
 
-func readFile(t *testing.T, u *union, p string) string {
+func readFile(t *testing.T, u *imagefs.Union, p string) string {
 	t.Helper()
-	_, l, err := u.lstat(p)
+	_, l, err := u.Lstat(p)
 	if err != nil {
 		t.Fatalf("%s: %v", p, err)
 	}
-	b, err := fs.ReadFile(l, rel(p))
+	b, err := fs.ReadFile(l, imagefs.Rel(p))
 	if err != nil {
 		t.Fatalf("%s: %v", p, err)
 	}
@@ -136,6 +137,7 @@ ARG VERSION=1.0
 ENV APP_VERSION=$VERSION
 COPY app /app/
 COPY --chown=7:8 --chmod=0750 notes.txt /app/notes
+COPY --chmod=4755 notes.txt /app/suid
 COPY *.conf /etc/conf/
 ADD bundle.tar.gz /opt/
 WORKDIR /srv/data
@@ -143,6 +145,7 @@ RUN echo built $APP_VERSION
 FROM scratch
 COPY --from=build /app/lib /lib
 COPY --from=build /opt/inside.txt /inside.txt
+COPY --from=build /app/suid /suid
 WORKDIR /srv
 ENV MODE=prod
 LABEL stage=final
@@ -181,10 +184,13 @@ CMD ["/app/main.sh"]
 	if got := readFile(t, u, "/inside.txt"); got != "unpacked\n" {
 		t.Errorf("/inside.txt = %q", got)
 	}
-	if !u.isDir("/srv") {
+	if !u.IsDir("/srv") {
 		t.Error("WORKDIR /srv was not made")
 	}
-	if _, _, err := u.lstat("/app"); err == nil {
+	if fi, _, err := u.Lstat("/suid"); err != nil || imagefs.Mode(fi) != fs.ModeSetuid|0o755 {
+		t.Errorf("/suid from the stage: %v, want its set-user-ID bit kept", err)
+	}
+	if _, _, err := u.Lstat("/app"); err == nil {
 		t.Error("the final stage has the first stage's /app")
 	}
 	// The first stage, by its tag-less image.
@@ -193,10 +199,10 @@ CMD ["/app/main.sh"]
 	if got := readFile(t, fu, "/app/main.sh"); got != "echo main\n" {
 		t.Errorf("/app/main.sh = %q", got)
 	}
-	if _, _, err := fu.lstat("/app/secret"); err == nil {
+	if _, _, err := fu.Lstat("/app/secret"); err == nil {
 		t.Error(".dockerignore's app/secret was copied")
 	}
-	fi, _, err := fu.lstat("/app/notes")
+	fi, _, err := fu.Lstat("/app/notes")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,11 +210,11 @@ CMD ["/app/main.sh"]
 		t.Errorf("/app/notes: mode %v owner %v, want 0750 7:8", fi.Mode(), uidOf(st))
 	}
 	for _, p := range []string{"/etc/conf/a.conf", "/etc/conf/b.conf", "/opt/inside.txt", "/ran"} {
-		if _, _, err := fu.lstat(p); err != nil {
+		if _, _, err := fu.Lstat(p); err != nil {
 			t.Errorf("%s: %v", p, err)
 		}
 	}
-	if !u.isDir("/srv") || !fu.isDir("/srv/data") {
+	if !u.IsDir("/srv") || !fu.IsDir("/srv/data") {
 		t.Error("WORKDIR's directories missing")
 	}
 	// No intermediate image keeps a name.

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/erofs/go-erofs"
+
+	"github.com/lodgeruntime/lodge/internal/imagefs"
 )
 
 // A layer COPY, ADD or WORKDIR makes is written on the host from trusted
@@ -36,12 +38,12 @@ type pending struct {
 // whose merged view is u.
 type layerBuilder struct {
 	tmpDir  string // where ADD keeps an archive's contents
-	u       *union
+	u       *imagefs.Union
 	entries map[string]*pending // by absolute path
 	now     time.Time
 }
 
-func newLayer(u *union, tmpDir string) *layerBuilder {
+func newLayer(u *imagefs.Union, tmpDir string) *layerBuilder {
 	return &layerBuilder{u: u, tmpDir: tmpDir, entries: map[string]*pending{}, now: time.Now().UTC().Truncate(time.Second)}
 }
 
@@ -54,7 +56,7 @@ func (b *layerBuilder) parents(p string) {
 			continue
 		}
 		e := &pending{hdr: tar.Header{Typeflag: tar.TypeDir, Mode: 0o755, ModTime: b.now}, made: true}
-		if fi, _, err := b.u.lstat(d); err == nil && fi.IsDir() {
+		if fi, _, err := b.u.Lstat(d); err == nil && fi.IsDir() {
 			e = &pending{hdr: headerOf(fi, "")}
 		}
 		b.entries[d] = e
@@ -122,6 +124,12 @@ func headerOf(fi fs.FileInfo, link string) tar.Header {
 	switch st := fi.Sys().(type) {
 	case *erofs.Stat:
 		h.Uid, h.Gid = int(st.UID), int(st.GID)
+		// The set-id and sticky bits, which go-erofs' Mode() leaves out.
+		for bit, raw := range map[fs.FileMode]int64{fs.ModeSetuid: 0o4000, fs.ModeSetgid: 0o2000, fs.ModeSticky: 0o1000} {
+			if st.Mode&bit != 0 {
+				h.Mode |= raw
+			}
+		}
 		if c, ok := st.Xattrs["security.capability"]; ok {
 			h.PAXRecords = map[string]string{"SCHILY.xattr.security.capability": c}
 		}
@@ -143,13 +151,13 @@ type source interface {
 // name or link in it reaches outside it.
 type contextSource struct{ root *os.Root }
 
-func (c contextSource) lstat(p string) (fs.FileInfo, error) { return c.root.Lstat(rel(p)) }
-func (c contextSource) readLink(p string) (string, error)   { return c.root.Readlink(rel(p)) }
+func (c contextSource) lstat(p string) (fs.FileInfo, error) { return c.root.Lstat(imagefs.Rel(p)) }
+func (c contextSource) readLink(p string) (string, error)   { return c.root.Readlink(imagefs.Rel(p)) }
 func (c contextSource) open(p string) (io.ReadCloser, error) {
-	return c.root.OpenFile(rel(p), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	return c.root.OpenFile(imagefs.Rel(p), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 }
 func (c contextSource) readDir(p string) ([]string, error) {
-	d, err := c.root.Open(rel(p))
+	d, err := c.root.Open(imagefs.Rel(p))
 	if err != nil {
 		return nil, err
 	}
@@ -160,13 +168,13 @@ func (c contextSource) readDir(p string) ([]string, error) {
 }
 
 // unionSource is a stage's (or an image's) files.
-type unionSource struct{ u *union }
+type unionSource struct{ u *imagefs.Union }
 
 func (s unionSource) lstat(p string) (fs.FileInfo, error) {
-	if rel(p) == "." {
+	if imagefs.Rel(p) == "." {
 		return rootInfo{}, nil // the root is no layer's entry, but a source may be it
 	}
-	fi, _, err := s.u.lstat(p)
+	fi, _, err := s.u.Lstat(p)
 	return fi, err
 }
 
@@ -180,24 +188,24 @@ func (rootInfo) ModTime() time.Time { return time.Unix(0, 0).UTC() }
 func (rootInfo) IsDir() bool        { return true }
 func (rootInfo) Sys() any           { return nil }
 func (s unionSource) readLink(p string) (string, error) {
-	_, l, err := s.u.lstat(p)
+	_, l, err := s.u.Lstat(p)
 	if err != nil {
 		return "", err
 	}
-	return l.ReadLink(rel(p))
+	return l.ReadLink(imagefs.Rel(p))
 }
 func (s unionSource) open(p string) (io.ReadCloser, error) {
-	_, l, err := s.u.lstat(p)
+	_, l, err := s.u.Lstat(p)
 	if err != nil {
 		return nil, err
 	}
-	return l.Open(rel(p))
+	return l.Open(imagefs.Rel(p))
 }
 func (s unionSource) readDir(p string) ([]string, error) {
-	ents, err := s.u.readDir(p)
+	ents, err := s.u.ReadDir(p)
 	var names []string
 	for _, e := range ents {
-		names = append(names, e.name)
+		names = append(names, e.Name)
 	}
 	return names, err
 }
@@ -218,7 +226,7 @@ func (b *layerBuilder) copyTree(s source, src, dst string, o copyOpts) error {
 		return err
 	}
 	if fi.IsDir() {
-		if _, exists := b.entries[dst]; !exists && !b.u.isDir(dst) {
+		if _, exists := b.entries[dst]; !exists && !b.u.IsDir(dst) {
 			b.put(dst, b.entry(s, src, fi, o))
 		}
 		names, err := s.readDir(src)
@@ -246,7 +254,7 @@ func (b *layerBuilder) copyTree(s source, src, dst string, o copyOpts) error {
 	}
 	// Devices, fifos and sockets of a context are not copied (nor by
 	// docker's builder); a stage's are copied as a stage has them.
-	if o.fromStage && fi.Mode()&(fs.ModeDevice|fs.ModeNamedPipe) != 0 && !whiteout(fi) {
+	if o.fromStage && fi.Mode()&(fs.ModeDevice|fs.ModeNamedPipe) != 0 && !imagefs.Whiteout(fi) {
 		b.put(dst, b.entry(s, src, fi, o))
 	}
 	return nil
@@ -278,7 +286,7 @@ func (b *layerBuilder) entry(s source, src string, fi fs.FileInfo, o copyOpts) *
 // lookupOwner resolves --chown's USER[:GROUP] (names or numbers) in the
 // image's /etc/passwd and /etc/group, as docker's builder does (a user
 // alone is also the group).
-func lookupOwner(u *union, spec string) (*[2]int, error) {
+func lookupOwner(u *imagefs.Union, spec string) (*[2]int, error) {
 	if spec == "" {
 		return nil, nil
 	}
@@ -299,7 +307,7 @@ func lookupOwner(u *union, spec string) (*[2]int, error) {
 // runUser is USER's user as UID:GID for a RUN: names looked up in the
 // image, a user's group its primary one (0 for a number the image does
 // not list).
-func runUser(u *union, spec string) (string, error) {
+func runUser(u *imagefs.Union, spec string) (string, error) {
 	user, group, hasGroup := strings.Cut(spec, ":")
 	uid, primary, err := lookupID(u, "/etc/passwd", user)
 	if err != nil {
@@ -316,19 +324,19 @@ func runUser(u *union, spec string) (string, error) {
 
 // lookupID is the id of name in an /etc/passwd or /etc/group of u (a
 // number is itself) and, in /etc/passwd, its primary group (0 if none).
-func lookupID(u *union, file, name string) (id, group int, err error) {
+func lookupID(u *imagefs.Union, file, name string) (id, group int, err error) {
 	n, numErr := strconv.Atoi(name)
 	if numErr == nil && n < 0 {
 		return 0, 0, fmt.Errorf("%s: not an id", name)
 	}
-	_, l, err := u.lstat(file)
+	_, l, err := u.Lstat(file)
 	if err != nil {
 		if numErr == nil {
 			return n, 0, nil
 		}
 		return 0, 0, fmt.Errorf("%s is not a number and the image has no %s", name, file)
 	}
-	f, err := l.Open(rel(file))
+	f, err := l.Open(imagefs.Rel(file))
 	if err != nil {
 		return 0, 0, err
 	}

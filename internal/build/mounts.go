@@ -18,6 +18,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 
 	"github.com/lodgeruntime/lodge/internal/filelock"
+	"github.com/lodgeruntime/lodge/internal/imagefs"
 )
 
 // RUN --mount, as BuildKit's Dockerfile frontend reads it:
@@ -110,7 +111,7 @@ func (bd *build) bindMount(ctx context.Context, m *instructions.Mount, target st
 			return err
 		}
 		defer fu.Close()
-		if p, err = fu.resolve(p, true); err != nil {
+		if p, err = fu.Resolve(p, true); err != nil {
 			return err
 		}
 		s, o.fromStage = unionSource{fu}, true
@@ -135,7 +136,7 @@ func (bd *build) bindMount(ctx context.Context, m *instructions.Mount, target st
 			}
 		}
 	}
-	lb := newLayer(&union{}, bd.tmpDir)
+	lb := newLayer(&imagefs.Union{}, bd.tmpDir)
 	fi, err := s.lstat(p)
 	if err != nil {
 		return fmt.Errorf("source %s: %w", src, errNoMatch)
@@ -181,7 +182,7 @@ func (lb *layerBuilder) materialise(dir string) error {
 	}
 	defer root.Close()
 	for _, p := range lb.sorted() {
-		e, r := lb.entries[p], rel(p)
+		e, r := lb.entries[p], imagefs.Rel(p)
 		h := e.hdr
 		switch h.Typeflag {
 		case tar.TypeDir:

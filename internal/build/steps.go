@@ -18,6 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
+
+	"github.com/lodgeruntime/lodge/internal/imagefs"
 )
 
 // step runs one instruction of a stage.
@@ -228,11 +230,11 @@ func (bd *build) workdir(ctx context.Context, st *stage, c *instructions.Workdir
 		return err
 	}
 	defer u.Close()
-	dir, err := u.resolve(st.workdir, true)
+	dir, err := u.Resolve(st.workdir, true)
 	if err != nil {
 		return err
 	}
-	if u.isDir(dir) {
+	if u.IsDir(dir) {
 		return nil
 	}
 	lb := newLayer(u, bd.tmpDir)
@@ -304,11 +306,11 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 		defer fu.Close()
 		src, o.fromStage = unionSource{fu}, true
 		for _, p := range sd.SourcePaths {
-			m, err := fu.resolve(p, true)
+			m, err := fu.Resolve(p, true)
 			if err != nil {
 				return err
 			}
-			if _, _, err := fu.lstat(m); err != nil && m != "/" {
+			if _, _, err := fu.Lstat(m); err != nil && m != "/" {
 				return fmt.Errorf("%s: not in %s", p, from)
 			}
 			srcs = append(srcs, m)
@@ -341,9 +343,9 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 	}
 	dst := st.absPath(sd.DestPath)
 	toDir := strings.HasSuffix(sd.DestPath, "/") || sd.DestPath == "." || len(srcs)+len(urls) > 1
-	if r, err := u.resolve(dst, true); err == nil && u.isDir(r) {
+	if r, err := u.Resolve(dst, true); err == nil && u.IsDir(r) {
 		toDir, dst = true, r
-	} else if r, err := u.resolve(dst, false); err == nil {
+	} else if r, err := u.Resolve(dst, false); err == nil {
 		dst = r
 	}
 	lb := newLayer(u, bd.tmpDir)
@@ -373,7 +375,7 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 			target = path.Join(dst, path.Base(s))
 		}
 		if add && !o.fromStage {
-			if ok, err := lb.addArchive(filepath.Join(bd.o.Context, rel(s)), dst, o); ok || err != nil {
+			if ok, err := lb.addArchive(filepath.Join(bd.o.Context, imagefs.Rel(s)), dst, o); ok || err != nil {
 				if err != nil {
 					return fmt.Errorf("ADD %s: %w", s, err)
 				}
@@ -431,7 +433,7 @@ func (bd *build) addURL(ctx context.Context, lb *layerBuilder, u, dst string, to
 }
 
 // fromSource is COPY --from's files: an earlier stage's, or an image's.
-func (bd *build) fromSource(ctx context.Context, from string) (*union, error) {
+func (bd *build) fromSource(ctx context.Context, from string) (*imagefs.Union, error) {
 	if prev := bd.stageNamed(from); prev != nil {
 		return bd.union(ctx, prev)
 	}
@@ -482,7 +484,7 @@ func (bd *build) contextMatches(p string) ([]string, error) {
 // followInContext resolves a symbolic link of the context; its target
 // must be in the context too.
 func (bd *build) followInContext(p string) (string, error) {
-	real, err := filepath.EvalSymlinks(filepath.Join(bd.o.Context, rel(p)))
+	real, err := filepath.EvalSymlinks(filepath.Join(bd.o.Context, imagefs.Rel(p)))
 	if err != nil {
 		return "", err
 	}
@@ -502,6 +504,6 @@ func (bd *build) ignored(p string, _ bool) bool {
 	if bd.ignore == nil {
 		return false
 	}
-	ok, err := bd.ignore.MatchesOrParentMatches(rel(p))
+	ok, err := bd.ignore.MatchesOrParentMatches(imagefs.Rel(p))
 	return err == nil && ok
 }

@@ -1,4 +1,4 @@
-package build
+package imagefs
 
 import (
 	"archive/tar"
@@ -43,19 +43,19 @@ func TestUnion(t *testing.T) {
 	s := &layers.Store{Dir: filepath.Join(t.TempDir(), "layers")}
 	lower := layerImage(t, s, "etc/", "etc/passwd", "etc/group", "data/", "data/old", "usr/", "usr/bin/", "usr/bin/tool", "bin->usr/bin", "abs->/usr/bin/tool", "loop->loop")
 	upper := layerImage(t, s, "etc/", "etc/.wh.group", "etc/new", "data/", "data/.wh..wh..opq", "data/fresh")
-	u, err := openUnion([]string{upper, lower})
+	u, err := Open([]string{upper, lower})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer u.Close()
 	names := func(p string) string {
-		ents, err := u.readDir(p)
+		ents, err := u.ReadDir(p)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var out []string
 		for _, e := range ents {
-			out = append(out, e.name)
+			out = append(out, e.Name)
 		}
 		return strings.Join(out, ",")
 	}
@@ -65,53 +65,18 @@ func TestUnion(t *testing.T) {
 	if got := names("/data"); got != "fresh" {
 		t.Errorf("/data = %s, want fresh (opaque)", got)
 	}
-	if _, _, err := u.lstat("/etc/group"); err == nil {
+	if _, _, err := u.Lstat("/etc/group"); err == nil {
 		t.Error("a whited-out file is seen")
 	}
-	if _, _, err := u.lstat("/data/old"); err == nil {
+	if _, _, err := u.Lstat("/data/old"); err == nil {
 		t.Error("a file under an opaque directory is seen")
 	}
 	for in, want := range map[string]string{"/bin/tool": "/usr/bin/tool", "/abs": "/usr/bin/tool", "/bin/../etc": "/etc", "/../../etc/passwd": "/etc/passwd"} {
-		if got, err := u.resolve(in, true); err != nil || got != want {
+		if got, err := u.Resolve(in, true); err != nil || got != want {
 			t.Errorf("resolve(%s) = %q, %v; want %s", in, got, err, want)
 		}
 	}
-	if _, err := u.resolve("/loop", true); err == nil {
+	if _, err := u.Resolve("/loop", true); err == nil {
 		t.Error("a link loop resolved")
-	}
-}
-
-// USER and --chown names are the image's: a user's group is its primary
-// one, a number the image does not list stands for itself.
-func TestRunUser(t *testing.T) {
-	s := &layers.Store{Dir: filepath.Join(t.TempDir(), "layers")}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for name, body := range map[string]string{"etc/passwd": "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65533::/:/bin/false\n", "etc/group": "root:x:0:\nstaff:x:50:\n"} {
-		tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))})
-		tw.Write([]byte(body))
-	}
-	tw.Close()
-	p, _, err := s.FromTar(context.Background(), fmt.Sprintf("sha256:%x", sha256.Sum256(buf.Bytes())), bytes.NewReader(buf.Bytes()), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := openUnion([]string{p})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer u.Close()
-	for in, want := range map[string]string{"nobody": "65534:65533", "nobody:staff": "65534:50", "1000": "1000:0", "0:50": "0:50", "65534": "65534:65533"} {
-		if got, err := runUser(u, in); err != nil || got != want {
-			t.Errorf("runUser(%s) = %q, %v; want %s", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"ghost", "nobody:nogroup", "-1"} {
-		if _, err := runUser(u, bad); err == nil {
-			t.Errorf("runUser(%s) accepted", bad)
-		}
-	}
-	if o, err := lookupOwner(u, "nobody:staff"); err != nil || *o != [2]int{65534, 50} {
-		t.Errorf("lookupOwner = %v, %v", o, err)
 	}
 }

@@ -1,4 +1,6 @@
-package build
+// Package imagefs reads an image's files as its container sees them:
+// the merged view of its layers' erofs images.
+package imagefs
 
 import (
 	"errors"
@@ -12,27 +14,28 @@ import (
 	"github.com/erofs/go-erofs"
 )
 
-// erofsImage is what go-erofs' reader offers beyond fs.FS.
-type erofsImage interface {
+// Layer is a layer's erofs image: what go-erofs' reader offers beyond
+// fs.FS.
+type Layer interface {
 	fs.FS
 	Lstat(name string) (fs.FileInfo, error)
 	ReadLink(name string) (string, error)
 }
 
-// union is the merged view of an image's layers, as overlayfs shows it
+// Union is the merged view of an image's layers, as overlayfs shows it
 // in the guest: the layers' erofs images (made by the host from the
 // layer tars), topmost first; a whiteout (a 0/0 character device) hides
 // a path of the layers below, and an opaque directory
 // (trusted.overlay.opaque=y) or a non-directory hides everything of the
 // layers below it. Paths are absolute.
-type union struct {
-	layers []erofsImage
+type Union struct {
+	layers []Layer
 	files  []*os.File
 }
 
-// openUnion opens the layer images at paths (topmost first).
-func openUnion(paths []string) (*union, error) {
-	u := &union{}
+// Open opens the layer images at paths (topmost first).
+func Open(paths []string) (*Union, error) {
+	u := &Union{}
 	for _, p := range paths {
 		f, err := os.Open(p)
 		if err != nil {
@@ -45,7 +48,7 @@ func openUnion(paths []string) (*union, error) {
 			u.Close()
 			return nil, fmt.Errorf("layer image %s: %w", p, err)
 		}
-		ei, ok := img.(erofsImage)
+		ei, ok := img.(Layer)
 		if !ok {
 			u.Close()
 			return nil, errors.New("go-erofs' image has no Lstat")
@@ -55,15 +58,15 @@ func openUnion(paths []string) (*union, error) {
 	return u, nil
 }
 
-func (u *union) Close() error {
+func (u *Union) Close() error {
 	for _, f := range u.files {
 		f.Close()
 	}
 	return nil
 }
 
-// rel is p as fs.FS names it.
-func rel(p string) string {
+// Rel is p as fs.FS names it.
+func Rel(p string) string {
 	p = strings.TrimPrefix(path.Clean("/"+p), "/")
 	if p == "" {
 		return "."
@@ -71,7 +74,7 @@ func rel(p string) string {
 	return p
 }
 
-func whiteout(fi fs.FileInfo) bool {
+func Whiteout(fi fs.FileInfo) bool {
 	if fi.Mode()&fs.ModeCharDevice == 0 {
 		return false
 	}
@@ -79,36 +82,36 @@ func whiteout(fi fs.FileInfo) bool {
 	return ok && st.Rdev == 0
 }
 
-func opaque(fi fs.FileInfo) bool {
+func Opaque(fi fs.FileInfo) bool {
 	st, ok := fi.Sys().(*erofs.Stat)
 	return ok && fi.IsDir() && st.Xattrs["trusted.overlay.opaque"] == "y"
 }
 
 // blocks reports whether layer l hides p of the layers below it through
 // one of p's ancestors.
-func blocks(l erofsImage, p string) bool {
+func blocks(l Layer, p string) bool {
 	parts := strings.Split(strings.TrimPrefix(path.Clean(p), "/"), "/")
 	for i := 1; i < len(parts); i++ {
 		fi, err := l.Lstat(strings.Join(parts[:i], "/"))
 		if err != nil {
 			return false // the layer has nothing at or below it
 		}
-		if whiteout(fi) || !fi.IsDir() || opaque(fi) {
+		if Whiteout(fi) || !fi.IsDir() || Opaque(fi) {
 			return true
 		}
 	}
 	return false
 }
 
-// lstat finds p; it returns the layer that has it.
-func (u *union) lstat(p string) (fs.FileInfo, erofsImage, error) {
-	if rel(p) == "." {
+// Lstat finds p; it returns the layer that has it.
+func (u *Union) Lstat(p string) (fs.FileInfo, Layer, error) {
+	if Rel(p) == "." {
 		return nil, nil, fs.ErrInvalid // the root is not an entry of a layer
 	}
 	for _, l := range u.layers {
-		fi, err := l.Lstat(rel(p))
+		fi, err := l.Lstat(Rel(p))
 		if err == nil {
-			if whiteout(fi) {
+			if Whiteout(fi) {
 				break
 			}
 			return fi, l, nil
@@ -120,29 +123,29 @@ func (u *union) lstat(p string) (fs.FileInfo, erofsImage, error) {
 	return nil, nil, &fs.PathError{Op: "lstat", Path: p, Err: fs.ErrNotExist}
 }
 
-// isDir reports whether p is a directory (the root is one).
-func (u *union) isDir(p string) bool {
-	if rel(p) == "." {
+// IsDir reports whether p is a directory (the root is one).
+func (u *Union) IsDir(p string) bool {
+	if Rel(p) == "." {
 		return true
 	}
-	fi, _, err := u.lstat(p)
+	fi, _, err := u.Lstat(p)
 	return err == nil && fi.IsDir()
 }
 
-// unionEntry is one name in a directory of the union.
-type unionEntry struct {
-	name  string
-	layer erofsImage
+// Entry is one name in a directory of the union.
+type Entry struct {
+	Name  string
+	Layer Layer
 }
 
-// readDir lists directory p, sorted.
-func (u *union) readDir(p string) ([]unionEntry, error) {
+// ReadDir lists directory p, sorted.
+func (u *Union) ReadDir(p string) ([]Entry, error) {
 	seen := map[string]bool{}
-	var out []unionEntry
-	found := rel(p) == "."
+	var out []Entry
+	found := Rel(p) == "."
 	for _, l := range u.layers {
-		fi, err := l.Lstat(rel(p))
-		if rel(p) != "." {
+		fi, err := l.Lstat(Rel(p))
+		if Rel(p) != "." {
 			if err != nil {
 				if blocks(l, p) {
 					break
@@ -154,7 +157,7 @@ func (u *union) readDir(p string) ([]unionEntry, error) {
 			}
 		}
 		found = true
-		ents, err := fs.ReadDir(l, rel(p))
+		ents, err := fs.ReadDir(l, Rel(p))
 		if err != nil {
 			return nil, err
 		}
@@ -163,26 +166,26 @@ func (u *union) readDir(p string) ([]unionEntry, error) {
 				continue
 			}
 			seen[e.Name()] = true
-			if info, err := e.Info(); err == nil && whiteout(info) {
+			if info, err := e.Info(); err == nil && Whiteout(info) {
 				continue
 			}
-			out = append(out, unionEntry{e.Name(), l})
+			out = append(out, Entry{e.Name(), l})
 		}
-		if fi != nil && opaque(fi) {
+		if fi != nil && Opaque(fi) {
 			break
 		}
 	}
 	if !found {
 		return nil, &fs.PathError{Op: "readdir", Path: p, Err: fs.ErrNotExist}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
-// resolve follows the symbolic links of p within the union's root, as
+// Resolve follows the symbolic links of p within the union's root, as
 // a path inside the container resolves (a link's target never leaves
 // the root); the last component is followed only with followLast.
-func (u *union) resolve(p string, followLast bool) (string, error) {
+func (u *Union) Resolve(p string, followLast bool) (string, error) {
 	rest := strings.Split(path.Clean("/"+p), "/")[1:]
 	out := "/"
 	for hops := 0; len(rest) > 0; {
@@ -199,7 +202,7 @@ func (u *union) resolve(p string, followLast bool) (string, error) {
 		if len(rest) == 0 && !followLast {
 			return next, nil
 		}
-		fi, l, err := u.lstat(next)
+		fi, l, err := u.Lstat(next)
 		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
 			out = next
 			continue
@@ -207,7 +210,7 @@ func (u *union) resolve(p string, followLast bool) (string, error) {
 		if hops++; hops > 40 {
 			return "", fmt.Errorf("%s: too many levels of symbolic links", p)
 		}
-		target, err := l.ReadLink(rel(next))
+		target, err := l.ReadLink(Rel(next))
 		if err != nil {
 			return "", err
 		}
