@@ -1,14 +1,17 @@
 package cli
 
 import (
+	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/lodgeruntime/lodge/internal/image"
 )
@@ -67,23 +70,98 @@ func TestRunSpecFollowsDocker(t *testing.T) {
 
 func ptr(s string) *string { return &s }
 
-func TestParseVolume(t *testing.T) {
-	volumesDir = t.TempDir()
-	dir := t.TempDir()
-	m, name, err := parseVolume(dir + ":/data:ro")
-	if err != nil || m.Source != dir || m.Destination != "/data" || !slices.Contains(m.Options, "ro") || name != "" {
-		t.Fatalf("parseVolume = %+v, %q, %v", m, name, err)
+// -v and --mount read as docker reads them; what cannot be given is
+// refused, naming the flag.
+func TestParseMounts(t *testing.T) {
+	for in, want := range map[string]mountReq{
+		"/h:/data:ro":          {kind: "bind", src: "/h", dst: "/data", ro: true, create: true},
+		"/h:/data:rw,Z":        {kind: "bind", src: "/h", dst: "/data", create: true},
+		"/h:/data:ro,rprivate": {kind: "bind", src: "/h", dst: "/data", ro: true, create: true},
+		"cache:/var/cache":     {kind: "volume", src: "cache", dst: "/var/cache"},
+		"cache:/c:nocopy,ro":   {kind: "volume", src: "cache", dst: "/c", ro: true, nocopy: true},
+		"/anon":                {kind: "volume", dst: "/anon"},
+	} {
+		r, err := parseVolume(in)
+		r.flag = ""
+		if err != nil || !reflect.DeepEqual(r, want) {
+			t.Errorf("-v %s = %+v, %v; want %+v", in, r, err, want)
+		}
 	}
-	m, name, err = parseVolume("cache:/var/cache")
-	if err != nil || name != "cache" || m.Source != filepath.Join(volumesDir, "cache", "_data") {
-		t.Fatalf("named volume: %+v, %q, %v", m, name, err)
+	for in, want := range map[string]mountReq{
+		"type=bind,source=/h,target=/d,readonly":               {kind: "bind", src: "/h", dst: "/d", ro: true},
+		"type=bind,src=/h,dst=/d,bind-propagation=rprivate":    {kind: "bind", src: "/h", dst: "/d"},
+		"source=v1,target=/d,volume-nocopy":                    {kind: "volume", src: "v1", dst: "/d", nocopy: true},
+		"type=volume,src=v1,dst=/d,volume-subpath=a/b,ro=true": {kind: "volume", src: "v1", dst: "/d", subpath: "a/b", ro: true},
+		"type=volume,destination=/d":                           {kind: "volume", dst: "/d"},
+		"type=tmpfs,dst=/t,tmpfs-size=1m,tmpfs-mode=1770":      {kind: "tmpfs", dst: "/t", tmpfsOps: []string{"nosuid", "nodev", "noexec", "mode=1770", "size=1024k"}},
+		`"type=bind","src=/a,b",dst=/d`:                        {kind: "bind", src: "/a,b", dst: "/d"},
+	} {
+		r, err := parseMount(in)
+		r.flag = ""
+		if err != nil || !reflect.DeepEqual(r, want) {
+			t.Errorf("--mount %s = %+v, %v; want %+v", in, r, err, want)
+		}
 	}
-	if fi, err := os.Stat(m.Source); err != nil || !fi.IsDir() {
-		t.Errorf("named volume not created: %v", err)
-	}
-	for _, bad := range []string{"a:/data", "../x:/data", dir + ":rel", dir + ":/d:xx", "/no/such/dir:/d", dir} {
-		if _, _, err := parseVolume(bad); err == nil {
+	for _, bad := range []string{"a:/data", "../x:/data", "/h:rel", "/h:/d:xx", "/h:/d:rshared", "/h:/d:nocopy", "/h:/"} {
+		if _, err := parseVolume(bad); err == nil {
 			t.Errorf("-v %q accepted", bad)
+		} else if !strings.Contains(err.Error(), "-v") {
+			t.Errorf("-v %q: %v does not name the flag", bad, err)
+		}
+	}
+	for _, bad := range []string{"type=bind,src=rel,dst=/d", "type=nfs,dst=/d", "type=tmpfs,src=/x,dst=/t", "type=volume,dst=/d,volume-opt=type=nfs",
+		"type=volume,src=v,dst=/d,volume-subpath=../up", "type=volume,src=v,dst=/d,volume-subpath=/abs", "type=bind,src=/h,dst=/d,volume-nocopy",
+		"type=bind,src=/h,dst=/d,bind-propagation=rshared", "type=volume,dst=/d,volume-driver=nfs", "type=bind,src=/h,dst=/d,tmpfs-size=1m",
+		"type=tmpfs,dst=/t,tmpfs-mode=999", "type=volume,src=v,dst=relative", "type=volume,src=v,dst=/d,readonly=maybe"} {
+		if _, err := parseMount(bad); err == nil {
+			t.Errorf("--mount %q accepted", bad)
+		}
+	}
+}
+
+// Mounts made: a -v host directory that is missing is made (as docker's
+// -v makes it), --mount's is refused; a volume's subpath is a directory
+// of it, never a link out of it; two mounts at one path are refused.
+func TestMakeMounts(t *testing.T) {
+	volumesDir = t.TempDir()
+	host := filepath.Join(t.TempDir(), "made")
+	spec := &specs.Spec{}
+	vols, anon, err := ctrMounts(spec, []string{"/img"}, nil, runOpts{volumes: []string{host + ":/h", "named:/n:ro"},
+		mounts: []string{"type=tmpfs,dst=/t"}}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(host); err != nil || !fi.IsDir() {
+		t.Errorf("-v did not make the missing host directory: %v", err)
+	}
+	if len(vols) != 2 || vols[0] != "named" || len(anon) != 1 || anon[0] != vols[1] {
+		t.Errorf("volumes %v, anonymous %v", vols, anon)
+	}
+	var dsts []string
+	for _, m := range spec.Mounts {
+		dsts = append(dsts, m.Destination+" "+m.Type+" "+strings.Join(m.Options, ","))
+	}
+	want := []string{"/h bind rbind,rprivate", "/n bind rbind,rprivate,ro", "/t tmpfs rw,nosuid,nodev,noexec,mode=1777", "/img bind rbind,rprivate"}
+	if !reflect.DeepEqual(dsts, want) {
+		t.Errorf("mounts %q, want %q", dsts, want)
+	}
+	if _, _, err := ctrMounts(&specs.Spec{}, nil, nil, runOpts{mounts: []string{"type=bind,src=" + host + "/missing,dst=/m"}}, io.Discard); err == nil {
+		t.Error("--mount of a missing host path accepted")
+	}
+	if _, _, err := ctrMounts(&specs.Spec{}, nil, nil, runOpts{volumes: []string{"named:/d"}, mounts: []string{"type=tmpfs,dst=/d/"}}, io.Discard); err == nil {
+		t.Error("two mounts at /d accepted")
+	}
+	data := filepath.Join(volumesDir, "named", "_data")
+	os.MkdirAll(filepath.Join(data, "sub", "dir"), 0o755)
+	os.Symlink("/etc", filepath.Join(data, "out"))
+	spec = &specs.Spec{}
+	if _, _, err := ctrMounts(spec, nil, nil, runOpts{mounts: []string{"src=named,dst=/s,volume-subpath=sub/dir"}}, io.Discard); err != nil ||
+		spec.Mounts[0].Source != filepath.Join(data, "sub", "dir") {
+		t.Errorf("subpath: %v, %+v", err, spec.Mounts)
+	}
+	for _, sub := range []string{"out", "missing"} {
+		if _, _, err := ctrMounts(&specs.Spec{}, nil, nil, runOpts{mounts: []string{"src=named,dst=/s,volume-subpath=" + sub}}, io.Discard); err == nil {
+			t.Errorf("volume-subpath %s accepted", sub)
 		}
 	}
 }

@@ -8,12 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
+	"github.com/lodgeruntime/lodge/internal/layers"
 	"github.com/lodgeruntime/lodge/internal/runtimecli"
 	"github.com/lodgeruntime/lodge/internal/state"
 )
@@ -374,7 +376,7 @@ func addContainerCommands(root *cobra.Command, a *app) {
 	exec.Flags().BoolVarP(&eo.detach, "detach", "d", false, "leave the command running in the background")
 	exec.Flags().StringArrayVarP(&eo.env, "env", "e", nil, "set an environment variable (NAME=VALUE, or NAME to pass the host's)")
 	exec.Flags().StringVarP(&eo.workdir, "workdir", "w", "", "working directory")
-	exec.Flags().StringVarP(&eo.user, "user", "u", "", "user (uid[:gid])")
+	exec.Flags().StringVarP(&eo.user, "user", "u", "", "user (name|uid[:group|gid]), names from the image's /etc/passwd and /etc/group")
 	exec.Flags().DurationVar(&eo.timeout, "timeout", 0, "kill the command (SIGKILL, in the guest) if it still runs after this long, e.g. 30s (not with -d)")
 
 	port := &cobra.Command{
@@ -701,7 +703,19 @@ func (a *app) exec(cmd *cobra.Command, o execOpts, name string, args []string) e
 		rargs = append(rargs, "--cwd", o.workdir)
 	}
 	if o.user != "" {
-		rargs = append(rargs, "--user", o.user)
+		// Names are the image's, as for run -u (the runtime takes numbers).
+		var bl layers.BundleLayers
+		if err := state.Read(filepath.Join(bundleDir(r.ID), layers.BundleFile), &bl); err != nil {
+			return lodgeError(fmt.Errorf("container %s: its layers: %w", r.Name, err))
+		}
+		u, err := resolveUser(o.user, bl.Images)
+		if err != nil {
+			return lodgeError(err)
+		}
+		rargs = append(rargs, "--user", fmt.Sprintf("%d:%d", u.UID, u.GID))
+		for _, g := range u.AdditionalGids {
+			rargs = append(rargs, "--additional-gids", strconv.FormatUint(uint64(g), 10))
+		}
 	}
 	rargs = append(append(rargs, r.ID), args...)
 	if !o.interactive {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,7 +40,9 @@ type runOpts struct {
 	name, workdir, user, hostname  string
 	entrypoint                     *string
 	env, envFiles, volumes         []string
-	securityOpts                   []string // docker's --security-opt
+	mounts                         []string  // --mount, docker's KEY=VALUE form (mounts.go)
+	warn                           io.Writer // where what was not done as asked is said (stderr)
+	securityOpts                   []string  // docker's --security-opt
 	memory                         string
 	cpus                           float64
 	networks                       []string // --network, once or more
@@ -122,7 +125,8 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f.StringArrayVarP(&o.env, "env", "e", nil, "set an environment variable (NAME=VALUE, or NAME to pass the host's)")
 	f.StringArrayVar(&o.envFiles, "env-file", nil, "read environment variables from a file")
 	addHealthFlags(f, &o.health)
-	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "bind mount HOST:CONTAINER[:ro]")
+	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "a host directory or file (made if missing) or a volume: HOST:CONTAINER[:ro][,nocopy], VOLUME:CONTAINER[:OPTS], or /CONTAINER (an anonymous volume); an empty volume takes the image's files there unless nocopy")
+	f.StringArrayVar(&o.mounts, "mount", nil, "a mount as docker's --mount: type=bind|volume|tmpfs,source=..,target=..[,readonly][,volume-nocopy][,volume-subpath=DIR][,tmpfs-size=..][,tmpfs-mode=1770]")
 	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory in the container")
 	f.StringVarP(&o.user, "user", "u", "", "user (name|uid[:group|gid])")
 	f.StringVar(&entrypoint, "entrypoint", "", "override the image's entrypoint")
@@ -148,6 +152,7 @@ func addRunCommand(root *cobra.Command, a *app) {
 func lodgeError(err error) error { return exitError{code: ExitLodge, err: err} }
 
 func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string) error {
+	o.warn = cmd.ErrOrStderr()
 	ctx := cmd.Context()
 	var ports []portMap
 	for _, p := range o.publish {

@@ -7,16 +7,13 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
-	"github.com/erofs/go-erofs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -115,48 +112,15 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 		}
 		p.User = u
 	}
-	taken := map[string]bool{}
-	for _, v := range o.volumes {
-		if path.IsAbs(v) && !strings.Contains(v, ":") {
-			// -v /DIR: an anonymous volume there, as docker's.
-			vol, err := ensureVolume("anon-"+newID()[:24], true)
-			if err != nil {
-				return nil, nil, err
-			}
-			anon = append(anon, vol.Name)
-			spec.Mounts = append(spec.Mounts, specs.Mount{Destination: v, Type: "bind", Source: vol.dataDir(), Options: []string{"rbind", "rprivate"}})
-			taken[path.Clean(v)] = true
-			volumes = append(volumes, vol.Name)
-			continue
-		}
-		m, name, err := parseVolume(v)
-		if err != nil {
-			return nil, nil, err
-		}
-		spec.Mounts = append(spec.Mounts, m)
-		taken[path.Clean(m.Destination)] = true
-		if name != "" {
-			volumes = append(volumes, name)
-		}
-	}
-	// The image's VOLUMEs the command line does not cover get anonymous
-	// volumes, as docker gives them.
-	var dests []string
+	var imageVolumes []string
 	for d := range c.Volumes {
-		dests = append(dests, d)
+		imageVolumes = append(imageVolumes, d)
 	}
-	sort.Strings(dests)
-	for _, d := range dests {
-		if !path.IsAbs(d) || taken[path.Clean(d)] {
-			continue
-		}
-		vol, err := ensureVolume("anon-"+newID()[:24], true)
-		if err != nil {
-			return nil, nil, err
-		}
-		anon = append(anon, vol.Name)
-		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: d, Type: "bind", Source: vol.dataDir(), Options: []string{"rbind", "rprivate"}})
-		volumes = append(volumes, vol.Name)
+	sort.Strings(imageVolumes)
+	volumes, made, err := ctrMounts(spec, imageVolumes, lays, o, o.warn)
+	anon = append(anon, made...)
+	if err != nil {
+		return nil, nil, err
 	}
 	res := spec.Linux.Resources
 	if o.memory != "" {
@@ -279,43 +243,6 @@ func readEnvFile(p string) ([]string, error) {
 	return out, sc.Err()
 }
 
-// parseVolume reads -v HOST:CONTAINER[:ro|rw] or NAME:CONTAINER[:ro|rw]
-// (a named volume, created if missing); volume is the name, if any.
-func parseVolume(v string) (m specs.Mount, volumeName string, err error) {
-	parts := strings.Split(v, ":")
-	if len(parts) < 2 || len(parts) > 3 {
-		return m, "", fmt.Errorf("-v %q: want HOST:CONTAINER[:ro], VOLUME:CONTAINER[:ro] or /CONTAINER (an anonymous volume)", v)
-	}
-	src, ctr := parts[0], parts[1]
-	if !path.IsAbs(ctr) {
-		return m, "", fmt.Errorf("-v %q: the container path must be absolute", v)
-	}
-	opts := []string{"rbind", "rprivate"}
-	if len(parts) == 3 {
-		switch parts[2] {
-		case "ro":
-			opts = append(opts, "ro")
-		case "rw":
-		default:
-			return m, "", fmt.Errorf("-v %q: option %q: want ro or rw", v, parts[2])
-		}
-	}
-	if !filepath.IsAbs(src) {
-		if !validVolumeName(src) {
-			return m, "", fmt.Errorf("-v %q: %q is neither an absolute host path nor a volume name", v, src)
-		}
-		vol, err := ensureVolume(src, false)
-		if err != nil {
-			return m, "", fmt.Errorf("-v %q: %w", v, err)
-		}
-		return specs.Mount{Destination: ctr, Type: "bind", Source: vol.dataDir(), Options: opts}, src, nil
-	}
-	if _, err := os.Stat(src); err != nil {
-		return m, "", fmt.Errorf("-v %q: %w", v, err)
-	}
-	return specs.Mount{Destination: ctr, Type: "bind", Source: src, Options: opts}, "", nil
-}
-
 func parseBytes(s string) (int64, error) {
 	s = strings.ToLower(strings.TrimSpace(s))
 	mult := int64(1)
@@ -330,63 +257,4 @@ func parseBytes(s string) (int64, error) {
 		return 0, errors.New("want a positive size such as 512m or 1g")
 	}
 	return n * mult, nil
-}
-
-// resolveUser turns user[:group] into ids, reading names from the image's
-// /etc/passwd and /etc/group (the topmost layer that has the file).
-func resolveUser(spec string, lays []string) (specs.User, error) {
-	u, g, hasGroup := strings.Cut(spec, ":")
-	var out specs.User
-	uid, err := strconv.ParseUint(u, 10, 32)
-	if err != nil {
-		e, ok := lookupDB(lays, "etc/passwd", u)
-		if !ok {
-			return out, fmt.Errorf("user %q: not in the image's /etc/passwd", u)
-		}
-		uid, _ = strconv.ParseUint(e[2], 10, 32)
-		gid, _ := strconv.ParseUint(e[3], 10, 32)
-		out.GID = uint32(gid)
-	}
-	out.UID = uint32(uid)
-	if hasGroup {
-		gid, err := strconv.ParseUint(g, 10, 32)
-		if err != nil {
-			e, ok := lookupDB(lays, "etc/group", g)
-			if !ok {
-				return out, fmt.Errorf("group %q: not in the image's /etc/group", g)
-			}
-			gid, _ = strconv.ParseUint(e[2], 10, 32)
-		}
-		out.GID = uint32(gid)
-	}
-	return out, nil
-}
-
-// lookupDB finds name's line (split on ':') in the file of the topmost
-// layer image that has it.
-func lookupDB(lays []string, file, name string) ([]string, bool) {
-	for _, l := range lays {
-		f, err := os.Open(l)
-		if err != nil {
-			continue
-		}
-		img, err := erofs.Open(f)
-		if err != nil {
-			f.Close()
-			continue
-		}
-		b, err := fs.ReadFile(img, file)
-		f.Close()
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			fields := strings.Split(line, ":")
-			if len(fields) >= 4 && fields[0] == name {
-				return fields, true
-			}
-		}
-		return nil, false
-	}
-	return nil, false
 }

@@ -15,6 +15,7 @@ package compose
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -481,6 +482,12 @@ func volumeArgs(p *types.Project, s types.ServiceConfig) ([]string, error) {
 		}
 		switch v.Type {
 		case types.VolumeTypeBind:
+			if v.Bind != nil && !v.Bind.CreateHostPath {
+				// create_host_path: false: a missing source is an error,
+				// which --mount gives (-v makes the directory).
+				args = append(args, "--mount", mountValue("type=bind", "source="+v.Source, "target="+v.Target, "readonly="+strconv.FormatBool(v.ReadOnly)))
+				continue
+			}
 			args = append(args, "-v", v.Source+":"+v.Target+ro)
 		case types.VolumeTypeVolume:
 			if v.Source == "" {
@@ -493,6 +500,15 @@ func volumeArgs(p *types.Project, s types.ServiceConfig) ([]string, error) {
 			}
 			if vol.Driver != "" && vol.Driver != "local" {
 				return nil, fmt.Errorf("volume %s: driver %q: lodge's volumes are local", v.Source, vol.Driver)
+			}
+			if v.Volume != nil && (v.Volume.NoCopy || v.Volume.Subpath != "") {
+				fields := []string{"type=volume", "source=" + vol.Name, "target=" + v.Target, "readonly=" + strconv.FormatBool(v.ReadOnly),
+					"volume-nocopy=" + strconv.FormatBool(v.Volume.NoCopy)}
+				if v.Volume.Subpath != "" {
+					fields = append(fields, "volume-subpath="+v.Volume.Subpath)
+				}
+				args = append(args, "--mount", mountValue(fields...))
+				continue
 			}
 			args = append(args, "-v", vol.Name+":"+v.Target+ro)
 		case types.VolumeTypeTmpfs:
@@ -546,6 +562,16 @@ func volumeArgs(p *types.Project, s types.ServiceConfig) ([]string, error) {
 		return nil, err
 	}
 	return args, nil
+}
+
+// mountValue is a --mount value of fields (KEY=VALUE), each quoted where
+// a comma or a quote in it would split it, as docker reads the value.
+func mountValue(fields ...string) string {
+	var b strings.Builder
+	w := csv.NewWriter(&b)
+	w.Write(fields)
+	w.Flush()
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 func sortedKeys[M ~map[string]V, V any](m M) []string {

@@ -36,6 +36,15 @@ services:
     volumes:
       - pgdata:/var/lib/postgresql/data
       - /var/lib/postgresql/run
+      - type: volume
+        source: pgdata
+        target: /seed
+        volume: {nocopy: true, subpath: "a,b"}
+      - type: bind
+        source: ./conf
+        target: /conf
+        read_only: true
+        bind: {create_host_path: false}
     secrets: [dbpass]
     healthcheck:
       test: ["CMD-SHELL", "pg_isready"]
@@ -122,6 +131,8 @@ func TestRunArgs(t *testing.T) {
 		"-e POSTGRES_PASSWORD=secret", "-v shop_pgdata:/var/lib/postgresql/data", "-v /var/lib/postgresql/run",
 		"--label com.docker.compose.oneoff=True", "--network shop_default --network-alias db",
 		"/dbpass.txt:/run/secrets/dbpass:ro", "postgres:16 psql", "--health-cmd pg_isready",
+		`--mount type=volume,source=shop_pgdata,target=/seed,readonly=false,volume-nocopy=true,"volume-subpath=a,b"`,
+		"/conf,target=/conf,readonly=true",
 	} {
 		if !strings.Contains(line, want) {
 			t.Errorf("db's run lacks %q:\n%s", want, line)

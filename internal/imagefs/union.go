@@ -221,3 +221,19 @@ func (u *Union) Resolve(p string, followLast bool) (string, error) {
 	}
 	return out, nil
 }
+
+// ReadFile reads file p, its links followed within the root.
+func (u *Union) ReadFile(p string) ([]byte, error) {
+	r, err := u.Resolve(p, true)
+	if err != nil {
+		return nil, err
+	}
+	fi, l, err := u.Lstat(r)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, &fs.PathError{Op: "read", Path: p, Err: errors.New("not a regular file")}
+	}
+	return fs.ReadFile(l, Rel(r))
+}

@@ -247,6 +247,10 @@ func TestLodgeDetached(t *testing.T) {
 	if out := l.must("exec", "ticker", "cat", "/marker"); out != "from the second layer\n" {
 		t.Errorf("exec: %q", out)
 	}
+	// A user by name, as docker's exec -u takes it (the image's /etc/passwd).
+	if out := l.must("exec", "-u", "nobody", "ticker", "sh", "-c", "id -u; id -g"); out != "65534\n65534\n" {
+		t.Errorf("exec -u nobody: %q", out)
+	}
 	if r := l.run("", "exec", "ticker", "sh", "-c", "exit 4"); r.code != 4 {
 		t.Errorf("exec exit 4: %d", r.code)
 	}

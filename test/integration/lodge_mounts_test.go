@@ -1,0 +1,135 @@
+package integration
+
+import (
+	"archive/tar"
+	"bytes"
+	"io"
+	"log"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/lodgeruntime/lodge/internal/image"
+)
+
+// volumeImage is busybox with /srv/app (1000:1000, 0750: a file, a hard
+// link to it, and a device node) declared a VOLUME, served from a
+// registry of the test's.
+func volumeImage(t *testing.T) string {
+	t.Helper()
+	base, err := image.BuiltinImage(image.BuiltinBusybox)
+	if err != nil {
+		t.Skip(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range []tar.Header{
+		{Typeflag: tar.TypeDir, Name: "srv/", Mode: 0o755},
+		{Typeflag: tar.TypeDir, Name: "srv/app/", Mode: 0o750, Uid: 1000, Gid: 1000},
+		{Typeflag: tar.TypeReg, Name: "srv/app/conf", Mode: 0o640, Uid: 1000, Gid: 1000, Size: 5},
+		{Typeflag: tar.TypeLink, Name: "srv/app/conf.link", Linkname: "srv/app/conf"},
+		{Typeflag: tar.TypeChar, Name: "srv/app/null", Mode: 0o666, Devmajor: 1, Devminor: 3},
+	} {
+		tw.WriteHeader(&h)
+		if h.Typeflag == tar.TypeReg {
+			tw.Write([]byte("seed\n"))
+		}
+	}
+	tw.Close()
+	b := buf.Bytes()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(base, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, _ := img.ConfigFile()
+	cf = cf.DeepCopy()
+	cf.Config.Volumes = map[string]struct{}{"/srv/app": {}}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/test/vol:v1"
+	r, _ := name.ParseReference(ref)
+	if err := remote.Write(r, img); err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}
+
+// TestLodgeVolumeFill: a volume with nothing in it takes what the image
+// has where it is mounted, as docker's does (an image's VOLUME and a named
+// volume alike): owners, modes, hard links; no device node reaches the
+// host, and the user is told; a filled volume keeps what containers wrote;
+// nocopy leaves it empty. --mount's bind, volume (with a subpath,
+// read-only) and tmpfs (sized) mounts; -v makes a missing host directory.
+func TestLodgeVolumeFill(t *testing.T) {
+	l := newLodgeCLI(t)
+	ref := volumeImage(t)
+	l.must("pull", ref)
+	t.Cleanup(func() { l.run("", "volume", "rm", "appdata", "bare") })
+
+	r := l.run("", "run", "--rm", "--network", "none", ref, "sh", "-c", "stat -c '%u:%g %a' /srv/app; cat /srv/app/conf.link; ls /srv/app")
+	if r.code != 0 || r.stdout != "1000:1000 750\nseed\nconf\nconf.link\n" {
+		t.Errorf("the image's VOLUME: exit %d: %q, want its owner, mode and files but the device node\n%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "/srv/app/null is a device node, fifo or socket: not copied") {
+		t.Errorf("no word of the device node left out:\n%s", r.stderr)
+	}
+	if vs := l.must("volume", "ls", "-q"); vs != "" {
+		t.Errorf("--rm left its anonymous volume: %q", vs)
+	}
+
+	l.must("run", "--rm", "--network", "none", "-v", "appdata:/srv/app", ref, "sh", "-c", "echo mine > /srv/app/conf; mkdir /srv/app/sub; echo s > /srv/app/sub/f")
+	data := filepath.Join(l.dir, "volumes", "appdata", "_data")
+	fi, err := os.Stat(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 1000 || fi.Mode().Perm() != 0o750 {
+		t.Errorf("the volume's root on the host: %d %v, want the image directory's 1000 0750", st.Uid, fi.Mode())
+	}
+	a, _ := os.Stat(filepath.Join(data, "conf"))
+	b, _ := os.Stat(filepath.Join(data, "conf.link"))
+	if a == nil || b == nil || !os.SameFile(a, b) {
+		t.Error("the image's hard link became two files in the volume")
+	}
+	if out := l.must("run", "--rm", "--network", "none", "-v", "appdata:/srv/app", ref, "cat", "/srv/app/conf.link"); out != "mine\n" {
+		t.Errorf("a filled volume was filled again: %q", out)
+	}
+	if out := l.must("run", "--rm", "--network", "none", "-v", "bare:/srv/app:nocopy", ref, "ls", "-A", "/srv/app"); out != "" {
+		t.Errorf("nocopy: %q", out)
+	}
+
+	host := filepath.Join(t.TempDir(), "made", "here")
+	out := l.must("run", "--rm", "--network", "none", "-v", host+":/h",
+		"--mount", "type=volume,source=appdata,target=/sub,volume-subpath=sub,readonly",
+		"--mount", "type=tmpfs,destination=/scratch,tmpfs-size=1m",
+		"--mount", "type=bind,src="+filepath.Dir(host)+",dst=/parent,readonly",
+		ref, "sh", "-c", "df -k /scratch | awk 'NR==2 {print $2}'; cat /sub/f; touch /sub/x 2>/dev/null || echo ro; echo h > /h/f; ls /parent; touch /parent/x 2>/dev/null || echo ro")
+	if out != "1024\ns\nro\nhere\nro\n" {
+		t.Errorf("--mount and -v: %q", out)
+	}
+	if b, err := os.ReadFile(filepath.Join(host, "f")); err != nil || string(b) != "h\n" {
+		t.Errorf("-v's missing host directory: %q, %v", b, err)
+	}
+	if r := l.run("", "run", "--rm", "--network", "none", "--mount", "type=bind,src=/no/such/dir,dst=/d", ref, "true"); r.code == 0 || !strings.Contains(r.stderr, "/no/such/dir") {
+		t.Errorf("--mount of a missing host path: exit %d: %s", r.code, r.stderr)
+	}
+	if _, err := os.Stat("/no/such/dir"); err == nil {
+		t.Error("--mount made its missing source")
+	}
+}
