@@ -1,33 +1,19 @@
 package build
 
 import (
-	"archive/tar"
-	"bytes"
-	"context"
-	"crypto/sha256"
-	"fmt"
 	"path/filepath"
 	"testing"
 
 	"github.com/lodgeruntime/lodge/internal/imagefs"
 	"github.com/lodgeruntime/lodge/internal/layers"
+	"github.com/lodgeruntime/lodge/internal/layers/layerstest"
 )
 
 // USER and --chown names are the image's: a user's group is its primary
 // one, a number the image does not list stands for itself.
 func TestRunUser(t *testing.T) {
 	s := &layers.Store{Dir: filepath.Join(t.TempDir(), "layers")}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for name, body := range map[string]string{"etc/passwd": "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65533::/:/bin/false\n", "etc/group": "root:x:0:\nstaff:x:50:\n"} {
-		tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))})
-		tw.Write([]byte(body))
-	}
-	tw.Close()
-	p, _, err := s.FromTar(context.Background(), fmt.Sprintf("sha256:%x", sha256.Sum256(buf.Bytes())), bytes.NewReader(buf.Bytes()), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := layerstest.Files(t, s, map[string]string{"etc/passwd": "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65533::/:/bin/false\n", "etc/group": "root:x:0:\nstaff:x:50:\n"})
 	u, err := imagefs.Open([]string{p})
 	if err != nil {
 		t.Fatal(err)

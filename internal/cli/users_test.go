@@ -1,11 +1,6 @@
 package cli
 
 import (
-	"archive/tar"
-	"bytes"
-	"context"
-	"crypto/sha256"
-	"fmt"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -13,32 +8,15 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/lodgeruntime/lodge/internal/layers"
+	"github.com/lodgeruntime/lodge/internal/layers/layerstest"
 )
-
-// fileLayer converts a layer of the given files (an empty body is a
-// whiteout's) to an erofs image, as a pull does.
-func fileLayer(t *testing.T, s *layers.Store, files map[string]string) string {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for name, body := range files {
-		tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))})
-		tw.Write([]byte(body))
-	}
-	tw.Close()
-	p, _, err := s.FromTar(context.Background(), fmt.Sprintf("sha256:%x", sha256.Sum256(buf.Bytes())), bytes.NewReader(buf.Bytes()), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // -u as docker reads it: a name's ids; a listed number's primary group;
 // an unlisted number alone; the groups that list the user, unless a
 // group is given; what the top layer removed is not read.
 func TestResolveUser(t *testing.T) {
 	s := &layers.Store{Dir: filepath.Join(t.TempDir(), "layers")}
-	lower := fileLayer(t, s, map[string]string{
+	lower := layerstest.Files(t, s, map[string]string{
 		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nsvc:x:1001:50::/:/bin/false\n",
 		"etc/group":  "root:x:0:\napp:x:1000:\nstaff:x:50:\nssl:x:101:svc,app\nextra:x:102:app\n",
 	})
@@ -62,7 +40,7 @@ func TestResolveUser(t *testing.T) {
 			t.Errorf("resolveUser(%s) accepted", bad)
 		}
 	}
-	upper := fileLayer(t, s, map[string]string{"etc/.wh.group": ""})
+	upper := layerstest.Files(t, s, map[string]string{"etc/.wh.group": ""})
 	if got, err := resolveUser("app", []string{upper, lower}); err != nil || got.AdditionalGids != nil {
 		t.Errorf("groups of a removed /etc/group: %+v, %v", got, err)
 	}

@@ -2,9 +2,6 @@ package imagefs
 
 import (
 	"archive/tar"
-	"bytes"
-	"context"
-	"crypto/sha256"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,31 +12,17 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lodgeruntime/lodge/internal/layers"
+	"github.com/lodgeruntime/lodge/internal/layers/layerstest"
 )
 
-// tarLayer converts a layer of the given headers (with body as the
-// regular files' content) to an erofs image, as a pull does.
+// tarLayer is a layer image of hdrs, body each regular file's content.
 func tarLayer(t *testing.T, s *layers.Store, body string, hdrs ...tar.Header) string {
 	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
+	var entries []layerstest.Entry
 	for _, h := range hdrs {
-		if h.Typeflag == tar.TypeReg {
-			h.Size = int64(len(body))
-		}
-		if err := tw.WriteHeader(&h); err != nil {
-			t.Fatal(err)
-		}
-		if h.Typeflag == tar.TypeReg {
-			tw.Write([]byte(body))
-		}
+		entries = append(entries, layerstest.Entry{Hdr: h, Body: map[bool]string{true: body}[h.Typeflag == tar.TypeReg]})
 	}
-	tw.Close()
-	p, _, err := s.FromTar(context.Background(), fmt.Sprintf("sha256:%x", sha256.Sum256(buf.Bytes())), bytes.NewReader(buf.Bytes()), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return layerstest.Image(t, s, entries...)
 }
 
 // An empty volume takes the image's directory as docker fills it: what

@@ -2,38 +2,29 @@ package imagefs
 
 import (
 	"archive/tar"
-	"bytes"
-	"context"
-	"crypto/sha256"
-	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/lodgeruntime/lodge/internal/layers"
+	"github.com/lodgeruntime/lodge/internal/layers/layerstest"
 )
 
 // layerImage converts a layer of the given entries (NAME or NAME->LINK;
 // a trailing / is a directory) to an erofs image, as a pull does.
 func layerImage(t *testing.T, s *layers.Store, names ...string) string {
 	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
+	var entries []layerstest.Entry
 	for _, n := range names {
-		h := &tar.Header{Name: n, Typeflag: tar.TypeReg, Mode: 0o644}
+		h := tar.Header{Name: n, Typeflag: tar.TypeReg, Mode: 0o644}
 		if name, link, ok := strings.Cut(n, "->"); ok {
-			h = &tar.Header{Name: name, Typeflag: tar.TypeSymlink, Linkname: link, Mode: 0o777}
+			h = tar.Header{Name: name, Typeflag: tar.TypeSymlink, Linkname: link, Mode: 0o777}
 		} else if strings.HasSuffix(n, "/") {
 			h.Typeflag, h.Mode = tar.TypeDir, 0o755
 		}
-		tw.WriteHeader(h)
+		entries = append(entries, layerstest.Entry{Hdr: h})
 	}
-	tw.Close()
-	p, _, err := s.FromTar(context.Background(), fmt.Sprintf("sha256:%x", sha256.Sum256(buf.Bytes())), bytes.NewReader(buf.Bytes()), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return layerstest.Image(t, s, entries...)
 }
 
 // The union shows what overlayfs shows: a whiteout hides a lower file, an

@@ -22,6 +22,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -88,14 +89,39 @@ func (l *lodgeCLI) must(args ...string) string {
 // and deletes /etc/group (a whiteout), served by a registry on 127.0.0.1.
 func testImage(t *testing.T) (string, *httptest.Server) {
 	t.Helper()
+	return busyboxWith(t, "test/app:v1", []tarEntry{
+		{tar.Header{Name: "marker", Mode: 0o644, Typeflag: tar.TypeReg}, "from the second layer\n"},
+		{tar.Header{Name: "etc/.wh.group", Mode: 0o644, Typeflag: tar.TypeReg}, ""},
+	}, func(c *v1.Config) {
+		c.Env = append(c.Env, "FROM_IMAGE=yes")
+		c.WorkingDir = "/etc"
+		c.ExposedPorts = map[string]struct{}{"80/tcp": {}} // for -P
+	})
+}
+
+// tarEntry is a layer's entry; a regular file's size is its body's.
+type tarEntry struct {
+	hdr  tar.Header
+	body string
+}
+
+// busyboxWith is lodge's built-in busybox with one more layer of entries
+// and its config changed by config, served as repo (REPO:TAG) from a
+// registry of the test's on 127.0.0.1.
+func busyboxWith(t *testing.T, repo string, entries []tarEntry, config func(*v1.Config)) (string, *httptest.Server) {
+	t.Helper()
 	base, err := image.BuiltinImage(image.BuiltinBusybox)
 	if err != nil {
 		t.Skip(err)
 	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	for _, e := range []struct{ name, body string }{{"marker", "from the second layer\n"}, {"etc/.wh.group", ""}} {
-		tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.body)), Typeflag: tar.TypeReg})
+	for _, e := range entries {
+		h := e.hdr
+		if h.Typeflag == tar.TypeReg {
+			h.Size = int64(len(e.body))
+		}
+		tw.WriteHeader(&h)
 		tw.Write([]byte(e.body))
 	}
 	tw.Close()
@@ -110,15 +136,13 @@ func testImage(t *testing.T) (string, *httptest.Server) {
 	}
 	cf, _ := img.ConfigFile()
 	cf = cf.DeepCopy()
-	cf.Config.Env = append(cf.Config.Env, "FROM_IMAGE=yes")
-	cf.Config.WorkingDir = "/etc"
-	cf.Config.ExposedPorts = map[string]struct{}{"80/tcp": {}} // for -P
+	config(&cf.Config)
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
-	ref := strings.TrimPrefix(srv.URL, "http://") + "/test/app:v1"
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/" + repo
 	r, _ := name.ParseReference(ref)
 	if err := remote.Write(r, img); err != nil {
 		t.Fatal(err)

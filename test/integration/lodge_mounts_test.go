@@ -2,23 +2,13 @@ package integration
 
 import (
 	"archive/tar"
-	"bytes"
-	"io"
-	"log"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-
-	"github.com/lodgeruntime/lodge/internal/image"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // volumeImage is busybox with /srv/app (1000:1000, 0750: a file, a hard
@@ -26,47 +16,13 @@ import (
 // registry of the test's.
 func volumeImage(t *testing.T) string {
 	t.Helper()
-	base, err := image.BuiltinImage(image.BuiltinBusybox)
-	if err != nil {
-		t.Skip(err)
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, h := range []tar.Header{
-		{Typeflag: tar.TypeDir, Name: "srv/", Mode: 0o755},
-		{Typeflag: tar.TypeDir, Name: "srv/app/", Mode: 0o750, Uid: 1000, Gid: 1000},
-		{Typeflag: tar.TypeReg, Name: "srv/app/conf", Mode: 0o640, Uid: 1000, Gid: 1000, Size: 5},
-		{Typeflag: tar.TypeLink, Name: "srv/app/conf.link", Linkname: "srv/app/conf"},
-		{Typeflag: tar.TypeChar, Name: "srv/app/null", Mode: 0o666, Devmajor: 1, Devminor: 3},
-	} {
-		tw.WriteHeader(&h)
-		if h.Typeflag == tar.TypeReg {
-			tw.Write([]byte("seed\n"))
-		}
-	}
-	tw.Close()
-	b := buf.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(base, layer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, _ := img.ConfigFile()
-	cf = cf.DeepCopy()
-	cf.Config.Volumes = map[string]struct{}{"/srv/app": {}}
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(srv.Close)
-	ref := strings.TrimPrefix(srv.URL, "http://") + "/test/vol:v1"
-	r, _ := name.ParseReference(ref)
-	if err := remote.Write(r, img); err != nil {
-		t.Fatal(err)
-	}
+	ref, _ := busyboxWith(t, "test/vol:v1", []tarEntry{
+		{tar.Header{Typeflag: tar.TypeDir, Name: "srv/", Mode: 0o755}, ""},
+		{tar.Header{Typeflag: tar.TypeDir, Name: "srv/app/", Mode: 0o750, Uid: 1000, Gid: 1000}, ""},
+		{tar.Header{Typeflag: tar.TypeReg, Name: "srv/app/conf", Mode: 0o640, Uid: 1000, Gid: 1000}, "seed\n"},
+		{tar.Header{Typeflag: tar.TypeLink, Name: "srv/app/conf.link", Linkname: "srv/app/conf"}, ""},
+		{tar.Header{Typeflag: tar.TypeChar, Name: "srv/app/null", Mode: 0o666, Devmajor: 1, Devminor: 3}, ""},
+	}, func(c *v1.Config) { c.Volumes = map[string]struct{}{"/srv/app": {}} })
 	return ref
 }
 
