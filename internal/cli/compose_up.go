@@ -334,6 +334,9 @@ func (c *composeCmd) ensureNetworks(order []string) error {
 			if sub := compose.Subnet(nw); sub != "" {
 				args = append(args, "--subnet", sub)
 			}
+			if nw.Internal {
+				args = append(args, "--internal")
+			}
 			if err := c.step("Network", nw.Name, "Created", append(args, nw.Name)...); err != nil {
 				return err
 			}

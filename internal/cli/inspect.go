@@ -104,6 +104,6 @@ func inspectNetwork(n string) (any, error) {
 	for _, m := range networkMembers(n) {
 		members[m.rec.ID] = map[string]any{"Name": m.rec.Name, "IPv4Address": m.ip, "Aliases": m.rec.aliases()}
 	}
-	return map[string]any{"Name": n, "Driver": "bridge", "Scope": "local", "IPAM": map[string]any{"Driver": "host-local", "Config": pools},
+	return map[string]any{"Name": n, "Driver": "bridge", "Scope": "local", "Internal": confRules(conf).internal, "IPAM": map[string]any{"Driver": "host-local", "Config": pools},
 		"Options": map[string]string{"bridge": bridge}, "ConfigFile": networkPath(n), "Containers": members}, nil
 }

@@ -32,10 +32,21 @@ const (
 	rulesLockPath = "/run/lodge/network-rules.lock"
 )
 
-// netRule is one iptables rule: its table, chain and specification.
+// netRule is one iptables rule: its table, chain and specification;
+// first rules go to the top of their chain, ahead of every other
+// network's.
 type netRule struct {
 	table, chain string
 	spec         []string
+	first        bool
+}
+
+// netPolicy is what a network's list says of its rules: its subnet (""
+// when its plugins make their own), its bridge, and whether it is
+// internal (no way out of it).
+type netPolicy struct {
+	subnet, bridge string
+	internal       bool
 }
 
 // args are the iptables arguments that do op (-A, -I 1, -D, -C) with r.
@@ -45,22 +56,32 @@ func (r netRule) args(op ...string) []string {
 
 // jumpRules send the built-in chains' traffic through Lodge's chains.
 var jumpRules = []netRule{
-	{"nat", "POSTROUTING", []string{"-m", "comment", "--comment", "lodge networks", "-j", natChain}},
-	{"filter", "FORWARD", []string{"-m", "comment", "--comment", "lodge networks", "-j", forwardChain}},
+	{"nat", "POSTROUTING", []string{"-m", "comment", "--comment", "lodge networks", "-j", natChain}, false},
+	{"filter", "FORWARD", []string{"-m", "comment", "--comment", "lodge networks", "-j", forwardChain}, true},
 }
 
-// networkRules are network name's rules, for its subnet: masquerade what
-// leaves the subnet (but multicast), accept what comes from it and the
-// replies to it.
-func networkRules(name, subnet string) []netRule {
+// networkRules are network name's rules. Its subnet's traffic is
+// masqueraded as it leaves (but multicast), and what comes from it and
+// the replies to it are accepted. An internal network has no way out: no
+// NAT, and what enters or leaves its bridge from or to another interface
+// is dropped, ahead of every other network's rules, so that a guest that
+// forges another network's source address is dropped all the same.
+func networkRules(name string, p netPolicy) []netRule {
 	c := func(rest ...string) []string {
 		return slices.Concat(rest[:len(rest)-2], []string{"-m", "comment", "--comment", "lodge network " + name}, rest[len(rest)-2:])
 	}
+	if p.internal {
+		return []netRule{
+			{"filter", forwardChain, c("-i", p.bridge, "-o", p.bridge, "-j", "ACCEPT"), true},
+			{"filter", forwardChain, c("-i", p.bridge, "-j", "DROP"), true},
+			{"filter", forwardChain, c("-o", p.bridge, "-j", "DROP"), true},
+		}
+	}
 	return []netRule{
-		{"nat", natChain, c("-s", subnet, "-d", "224.0.0.0/4", "-j", "RETURN")},
-		{"nat", natChain, c("-s", subnet, "!", "-d", subnet, "-j", "MASQUERADE")},
-		{"filter", forwardChain, c("-d", subnet, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")},
-		{"filter", forwardChain, c("-s", subnet, "-j", "ACCEPT")},
+		{"nat", natChain, c("-s", p.subnet, "-d", "224.0.0.0/4", "-j", "RETURN"), false},
+		{"nat", natChain, c("-s", p.subnet, "!", "-d", p.subnet, "-j", "MASQUERADE"), false},
+		{"filter", forwardChain, c("-d", p.subnet, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"), false},
+		{"filter", forwardChain, c("-s", p.subnet, "-j", "ACCEPT"), false},
 	}
 }
 
@@ -136,7 +157,7 @@ func lockRules(ctx context.Context) (func(), error) {
 
 // ensureNetworkRules installs what is missing of network name's rules
 // (and Lodge's chains and jumps).
-func ensureNetworkRules(ctx context.Context, name, subnet string) error {
+func ensureNetworkRules(ctx context.Context, name string, p netPolicy) error {
 	unlock, err := lockRules(ctx)
 	if err != nil {
 		return err
@@ -156,20 +177,18 @@ func ensureNetworkRules(ctx context.Context, name, subnet string) error {
 	}
 	// Forwarding is accepted ahead of what the host's FORWARD chain holds
 	// (Docker's and others' rules, a DROP policy); NAT comes after.
-	for _, r := range jumpRules {
-		if saved.has(r) {
-			continue
-		}
-		op := []string{"-A"}
-		if r.chain == "FORWARD" {
-			op = []string{"-I", "1"}
-		}
-		if err := iptables(ctx, r.args(op...)...); err != nil {
-			return err
+	rules := append(slices.Clone(jumpRules), networkRules(name, p)...)
+	// The first rules are inserted at the top last to first, so that
+	// they keep their order there.
+	for i := len(rules) - 1; i >= 0; i-- {
+		if r := rules[i]; r.first && !saved.has(r) {
+			if err := iptables(ctx, r.args("-I", "1")...); err != nil {
+				return err
+			}
 		}
 	}
-	for _, r := range networkRules(name, subnet) {
-		if !saved.has(r) {
+	for _, r := range rules {
+		if !r.first && !saved.has(r) {
 			if err := iptables(ctx, r.args("-A")...); err != nil {
 				return err
 			}
@@ -180,14 +199,14 @@ func ensureNetworkRules(ctx context.Context, name, subnet string) error {
 
 // removeNetworkRules deletes network name's rules; Lodge's chains and
 // jumps stay for the other networks. Rules already gone are no error.
-func removeNetworkRules(ctx context.Context, name, subnet string) error {
+func removeNetworkRules(ctx context.Context, name string, p netPolicy) error {
 	unlock, err := lockRules(ctx)
 	if err != nil {
 		return err
 	}
 	defer unlock()
 	var errs []error
-	for _, r := range networkRules(name, subnet) {
+	for _, r := range networkRules(name, p) {
 		if exec.CommandContext(ctx, "iptables", r.args("-C")...).Run() != nil {
 			continue
 		}
@@ -196,26 +215,27 @@ func removeNetworkRules(ctx context.Context, name, subnet string) error {
 	return errors.Join(errs...)
 }
 
-// confRules is the subnet of a network list whose NAT and forwarding are
-// Lodge's (no firewall plugin, the bridge without ipMasq), or "" for a
-// list that leaves them to its plugins (one written before: each
-// container's plugins then make its rules, as they did).
-func confRules(conf []byte) string {
+// confRules is the policy of a network list whose NAT and forwarding
+// are Lodge's (no firewall plugin, the bridge without ipMasq), or none
+// (no subnet) for a list that leaves them to its plugins (one written
+// before: each container's plugins then make its rules, as they did).
+func confRules(conf []byte) netPolicy {
 	l, ok := parseList(conf)
 	if !ok {
-		return ""
+		return netPolicy{}
 	}
-	subnet := ""
-	for _, p := range l.Plugins {
+	var p netPolicy
+	for _, pl := range l.Plugins {
 		switch {
-		case p.Type == "firewall", p.Type == "bridge" && p.IPMasq:
-			return ""
-		case p.Type == "bridge" && len(p.IPAM.Ranges) == 1 && len(p.IPAM.Ranges[0]) == 1:
-			subnet = p.IPAM.Ranges[0][0].Subnet
+		case pl.Type == "firewall", pl.Type == "bridge" && pl.IPMasq:
+			return netPolicy{}
+		case pl.Type == "bridge" && len(pl.IPAM.Ranges) == 1 && len(pl.IPAM.Ranges[0]) == 1:
+			p.subnet, p.bridge = pl.IPAM.Ranges[0][0].Subnet, pl.Bridge
 		}
 	}
-	if _, n, err := net.ParseCIDR(subnet); err != nil || n.String() != subnet {
-		return ""
+	if _, n, err := net.ParseCIDR(p.subnet); err != nil || n.String() != p.subnet || p.bridge == "" {
+		return netPolicy{}
 	}
-	return subnet
+	p.internal = l.Lodge.Internal
+	return p
 }

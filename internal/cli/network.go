@@ -37,19 +37,26 @@ const (
 // bridgeConf is a network's CNI list: bridge, host-local addresses,
 // portmap for -p. Its NAT and forwarding are Lodge's, once per network
 // (netrules.go), not the bridge plugin's ipMasq and the firewall
-// plugin's, once per container.
-func bridgeConf(name, bridge, subnet, gateway string) string {
+// plugin's, once per container. An internal network's containers get no
+// default route, and its list says it is internal (Lodge's own key), so
+// that its rules drop what would leave it.
+func bridgeConf(name, bridge, subnet, gateway string, internal bool) string {
+	lodge, routes := "", `[{"dst": "0.0.0.0/0"}]`
+	if internal {
+		lodge, routes = `
+  "lodge": {"internal": true},`, `[]`
+	}
 	return fmt.Sprintf(`{
   "cniVersion": "1.0.0",
-  "name": %q,
+  "name": %q,%s
   "plugins": [
     {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": true,
      "ipam": {"type": "host-local", "ranges": [[{"subnet": %q, "gateway": %q}]],
-              "routes": [{"dst": "0.0.0.0/0"}]}},
+              "routes": %s}},
     {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }
-`, name, bridge, subnet, gateway)
+`, name, lodge, bridge, subnet, gateway, routes)
 }
 
 // networkPath is a network's list: lodge.conflist for the default one,
@@ -77,13 +84,16 @@ type ctrNetwork struct {
 	// than once): interfaces eth1, eth2... in the same namespace, with no
 	// default route (the first network's is the container's).
 	Extra []netLink `json:"extra,omitempty"`
+	// FixedIP is the address asked for (--ip), kept by every start.
+	FixedIP string `json:"fixed_ip,omitempty"`
 }
 
 // netLink is one more network of a container.
 type netLink struct {
-	Name   string `json:"name"`
-	IfName string `json:"ifname"`
-	IP     string `json:"ip,omitempty"`
+	Name    string `json:"name"`
+	IfName  string `json:"ifname"`
+	IP      string `json:"ip,omitempty"`
+	FixedIP string `json:"fixed_ip,omitempty"`
 }
 
 // names are the networks the container is on, its first one first.
@@ -147,7 +157,7 @@ func cniConfig(name string) (*libcni.CNIConfig, *libcni.NetworkConfigList, error
 		if name != bridgeNetwork {
 			return nil, nil, fmt.Errorf("no such network: %s (lodge network create %s)", name, name)
 		}
-		if err := writeNetwork(name, bridgeConf(name, "lodge0", "10.87.0.0/16", "10.87.0.1"), false); err != nil {
+		if err := writeNetwork(name, bridgeConf(name, "lodge0", "10.87.0.0/16", "10.87.0.1", false), false); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -158,8 +168,8 @@ func cniConfig(name string) (*libcni.CNIConfig, *libcni.NetworkConfigList, error
 	return libcni.NewCNIConfig(cniPluginDirs, nil), list, nil
 }
 
-func runtimeConf(id string, n *ctrNetwork) *libcni.RuntimeConf {
-	rt := &libcni.RuntimeConf{ContainerID: id, NetNS: n.NetNS, IfName: "eth0"}
+func runtimeConf(id string, n *ctrNetwork, args [][2]string) *libcni.RuntimeConf {
+	rt := &libcni.RuntimeConf{ContainerID: id, NetNS: n.NetNS, IfName: "eth0", Args: args}
 	if len(n.Ports) > 0 {
 		rt.CapabilityArgs = map[string]any{"portMappings": n.Ports}
 	}
@@ -169,7 +179,8 @@ func runtimeConf(id string, n *ctrNetwork) *libcni.RuntimeConf {
 // joinBridge makes the container a network namespace on the bridge
 // network with its published ports, and on the extra networks; the VM
 // takes over its interfaces. On error nothing is left.
-func joinBridge(ctx context.Context, network string, extra []string, id string, ports []portMap) (_ *ctrNetwork, retErr error) {
+func joinBridge(ctx context.Context, nets []netReq, id string, ports []portMap) (_ *ctrNetwork, retErr error) {
+	network := nets[0].Name
 	others, err := publishedPorts()
 	if err != nil {
 		return nil, err
@@ -190,8 +201,16 @@ func joinBridge(ctx context.Context, network string, extra []string, id string, 
 	if err != nil {
 		return nil, err
 	}
-	if subnet := confRules(list.Bytes); subnet != "" {
-		if err := ensureNetworkRules(ctx, network, subnet); err != nil {
+	pol := confRules(list.Bytes)
+	if pol.internal && len(ports) > 0 {
+		return nil, fmt.Errorf("network %s is internal (no way in or out of it): no port can be published from it (-p); join another network first", network)
+	}
+	args, err := ipArgs(network, list.Bytes, nets[0].IP)
+	if err != nil {
+		return nil, err
+	}
+	if pol.subnet != "" {
+		if err := ensureNetworkRules(ctx, network, pol); err != nil {
 			return nil, fmt.Errorf("network %s: NAT and forwarding: %w", network, err)
 		}
 	}
@@ -200,26 +219,29 @@ func joinBridge(ctx context.Context, network string, extra []string, id string, 
 	if err != nil {
 		return nil, fmt.Errorf("network namespace: %w", err)
 	}
-	n := &ctrNetwork{Name: network, NetNS: path, Ports: ports, Asked: asked}
+	n := &ctrNetwork{Name: network, NetNS: path, Ports: ports, Asked: asked, FixedIP: nets[0].IP}
 	defer func() {
 		if retErr != nil {
 			removeNetNS(path)
 		}
 	}()
-	res, err := cni.AddNetworkList(ctx, list, runtimeConf(id, n))
+	res, err := cni.AddNetworkList(ctx, list, runtimeConf(id, n, args))
 	if err != nil {
-		cni.DelNetworkList(context.WithoutCancel(ctx), list, runtimeConf(id, n))
-		return nil, fmt.Errorf("network %s: %w (are containernetworking-plugins and iptables installed?)", network, err)
+		cni.DelNetworkList(context.WithoutCancel(ctx), list, runtimeConf(id, n, nil))
+		return nil, fmt.Errorf("network %s: %w%s", network, err, joinHint(nets[0].IP))
 	}
 	n.IP = resultIP(res)
 	defer func() {
 		if retErr != nil {
 			leaveExtra(context.WithoutCancel(ctx), id, n)
-			cni.DelNetworkList(context.WithoutCancel(ctx), list, runtimeConf(id, n))
+			cni.DelNetworkList(context.WithoutCancel(ctx), list, runtimeConf(id, n, nil))
 		}
 	}()
-	for i, name := range extra {
-		if err := joinExtra(ctx, id, n, name, fmt.Sprintf("eth%d", i+1)); err != nil {
+	if err := stableMAC(path, "eth0", n.IP); err != nil {
+		return nil, fmt.Errorf("network %s: %w", network, err)
+	}
+	for i, r := range nets[1:] {
+		if err := joinExtra(ctx, id, n, r, fmt.Sprintf("eth%d", i+1)); err != nil {
 			return nil, err
 		}
 	}
@@ -228,23 +250,35 @@ func joinBridge(ctx context.Context, network string, extra []string, id string, 
 
 // joinExtra attaches the container's namespace to one more network, as
 // interface ifname, without the network's default route.
-func joinExtra(ctx context.Context, id string, n *ctrNetwork, name, ifname string) error {
+func joinExtra(ctx context.Context, id string, n *ctrNetwork, r netReq, ifname string) error {
+	name := r.Name
 	cni, list, err := extraConfig(name)
 	if err != nil {
 		return err
 	}
-	if subnet := confRules(list.Bytes); subnet != "" {
-		if err := ensureNetworkRules(ctx, name, subnet); err != nil {
+	args, err := ipArgs(name, list.Bytes, r.IP)
+	if err != nil {
+		return err
+	}
+	if pol := confRules(list.Bytes); pol.subnet != "" {
+		if err := ensureNetworkRules(ctx, name, pol); err != nil {
 			return fmt.Errorf("network %s: NAT and forwarding: %w", name, err)
 		}
 	}
-	rt := &libcni.RuntimeConf{ContainerID: id, NetNS: n.NetNS, IfName: ifname}
+	rt := &libcni.RuntimeConf{ContainerID: id, NetNS: n.NetNS, IfName: ifname, Args: args}
 	res, err := cni.AddNetworkList(ctx, list, rt)
 	if err != nil {
+		rt.Args = nil
+		cni.DelNetworkList(context.WithoutCancel(ctx), list, rt)
+		return fmt.Errorf("network %s: %w%s", name, err, joinHint(r.IP))
+	}
+	ip := resultIP(res)
+	if err := stableMAC(n.NetNS, ifname, ip); err != nil {
+		rt.Args = nil
 		cni.DelNetworkList(context.WithoutCancel(ctx), list, rt)
 		return fmt.Errorf("network %s: %w", name, err)
 	}
-	n.Extra = append(n.Extra, netLink{Name: name, IfName: ifname, IP: resultIP(res)})
+	n.Extra = append(n.Extra, netLink{Name: name, IfName: ifname, IP: ip, FixedIP: r.IP})
 	return nil
 }
 
@@ -320,7 +354,7 @@ func leaveBridge(ctx context.Context, id string, n *ctrNetwork) error {
 		name = bridgeNetwork
 	}
 	if cni, list, err := cniConfig(name); err == nil {
-		if err := cni.DelNetworkList(ctx, list, runtimeConf(id, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := cni.DelNetworkList(ctx, list, runtimeConf(id, n, nil)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}
@@ -450,8 +484,9 @@ func lodgeNetworks() ([]*libcni.NetworkConfigList, error) {
 func addNetworkCommands(root *cobra.Command) {
 	nw := &cobra.Command{Use: "network", Short: "manage bridge networks"}
 	var subnet string
+	var internal bool
 	create := &cobra.Command{
-		Use:   "create [--subnet CIDR] NAME",
+		Use:   "create [--subnet CIDR] [--internal] NAME",
 		Short: "create a bridge network",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -499,7 +534,7 @@ func addNetworkCommands(root *cobra.Command) {
 			gw := ipn.IP.To4()
 			gw = net.IPv4(gw[0], gw[1], gw[2], gw[3]+1)
 			bridge := bridgeName(name)
-			if err := writeNetwork(name, bridgeConf(name, bridge, ipn.String(), gw.String()), false); err != nil {
+			if err := writeNetwork(name, bridgeConf(name, bridge, ipn.String(), gw.String(), internal), false); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), name)
@@ -507,6 +542,7 @@ func addNetworkCommands(root *cobra.Command) {
 		},
 	}
 	create.Flags().StringVar(&subnet, "subnet", "", "IPv4 subnet (default: the next free 10.N.0.0/16)")
+	create.Flags().BoolVar(&internal, "internal", false, "no way out: its containers reach each other and the host, nothing beyond, and publish no ports")
 	ls := &cobra.Command{
 		Use:   "ls",
 		Short: "list networks",
@@ -569,8 +605,8 @@ func removeNetwork(ctx context.Context, name string) error {
 		return fmt.Errorf("network %q: not a network name", name)
 	}
 	conf, _ := os.ReadFile(networkPath(name))
-	if subnet := confRules(conf); subnet != "" {
-		if err := removeNetworkRules(ctx, name, subnet); err != nil {
+	if pol := confRules(conf); pol.subnet != "" {
+		if err := removeNetworkRules(ctx, name, pol); err != nil {
 			return fmt.Errorf("network %s: remove its NAT and forwarding: %w", name, err)
 		}
 	}
@@ -603,6 +639,9 @@ func bridgeName(name string) string {
 // cniList is what Lodge reads of a network's CNI list (confBridge,
 // confRules).
 type cniList struct {
+	Lodge struct {
+		Internal bool `json:"internal"`
+	} `json:"lodge"` // Lodge's own key (libcni ignores it)
 	Plugins []struct {
 		Type, Bridge string
 		IPMasq       bool `json:"ipMasq"`
@@ -688,9 +727,16 @@ func networkSettings(n *ctrNetwork, aliases []string, running bool) map[string]a
 		name = bridgeNetwork
 	}
 	out["IPAddress"], out["Ports"], out["SandboxKey"] = n.IP, ports, n.NetNS
-	nets := map[string]any{name: map[string]any{"IPAddress": n.IP, "Aliases": aliases}}
+	endpoint := func(ip, fixed string) map[string]any {
+		e := map[string]any{"IPAddress": ip, "Aliases": aliases}
+		if fixed != "" {
+			e["IPAMConfig"] = map[string]string{"IPv4Address": fixed}
+		}
+		return e
+	}
+	nets := map[string]any{name: endpoint(n.IP, n.FixedIP)}
 	for _, l := range n.Extra {
-		nets[l.Name] = map[string]any{"IPAddress": l.IP, "Aliases": aliases}
+		nets[l.Name] = endpoint(l.IP, l.FixedIP)
 	}
 	out["Networks"] = nets
 	return out

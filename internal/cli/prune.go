@@ -147,8 +147,10 @@ func addPruneCommands(root *cobra.Command, a *app) {
 		}}
 	volPrune.Flags().BoolVarP(&force, "force", "f", false, "do not ask")
 	volPrune.Flags().BoolVarP(&all, "all", "a", false, "named volumes too")
-	volInspect := &cobra.Command{Use: "inspect VOLUME...", Short: "a volume's details, as JSON", Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return inspectEach(cmd, args, "", inspectVolume) }}
+	var volFormat, netFormat string
+	volInspect := &cobra.Command{Use: "inspect [-f TEMPLATE] VOLUME...", Short: "a volume's details, as JSON (or a Go template's output for each)", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error { return inspectEach(cmd, args, volFormat, inspectVolume) }}
+	volInspect.Flags().StringVarP(&volFormat, "format", "f", "", "a Go template, e.g. '{{.Mountpoint}}'")
 	find("volume").AddCommand(volPrune, volInspect)
 
 	netPrune := &cobra.Command{Use: "prune [-f]", Short: "remove the networks no container is on", Args: cobra.NoArgs,
@@ -161,8 +163,9 @@ func addPruneCommands(root *cobra.Command, a *app) {
 			return err
 		}}
 	netPrune.Flags().BoolVarP(&force, "force", "f", false, "do not ask")
-	netInspect := &cobra.Command{Use: "inspect NETWORK...", Short: "a network's details, as JSON", Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return inspectEach(cmd, args, "", inspectNetwork) }}
+	netInspect := &cobra.Command{Use: "inspect [-f TEMPLATE] NETWORK...", Short: "a network's details, as JSON (or a Go template's output for each)", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error { return inspectEach(cmd, args, netFormat, inspectNetwork) }}
+	netInspect.Flags().StringVarP(&netFormat, "format", "f", "", "a Go template, e.g. '{{.Internal}}'")
 	find("network").AddCommand(netPrune, netInspect)
 
 	sysPrune := &cobra.Command{Use: "prune [-f] [-a] [--volumes]", Short: "remove stopped containers, unused networks, untagged images (-a: unused ones) and unused content", Args: cobra.NoArgs,

@@ -178,7 +178,7 @@ func (a *app) startAgain(ctx context.Context, r *ctrRecord, monitor *os.File, cr
 		if err != nil {
 			return err
 		}
-		nw, err = joinBridge(ctx, r.Network.Name, r.Network.names()[1:], r.ID, r.Network.asked())
+		nw, err = joinBridge(ctx, r.Network.reqs(), r.ID, r.Network.asked())
 		unlock()
 		if err != nil {
 			return fmt.Errorf("container %s: %w", r.Name, err)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,6 +47,7 @@ type runOpts struct {
 	memory                         string
 	cpus                           float64
 	networks                       []string // --network, once or more
+	ip                             string   // --ip: the first network's address
 	pull                           string
 	restart                        string        // --restart: the restart policy
 	timeout                        time.Duration // --timeout: each run stopped this long after it starts
@@ -133,7 +135,8 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f.StringVarP(&o.memory, "memory", "m", "", "memory limit (e.g. 256m, 1g)")
 	f.Float64Var(&o.cpus, "cpus", 0, "CPUs (e.g. 1.5)")
 	f.StringVar(&o.hostname, "hostname", "", "container host name")
-	f.StringArrayVar(&o.networks, "network", nil, "network: bridge (the default, lodge0), none, or one made with lodge network create; again for more networks (eth1, ...)")
+	f.StringArrayVar(&o.networks, "network", nil, "network: bridge (the default, lodge0), none, or one made with lodge network create, or name=NET,ip=ADDRESS; again for more networks (eth1, ...)")
+	f.StringVar(&o.ip, "ip", "", "the container's IPv4 address on its (first) network, kept by every start")
 	f.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port: [[IP:][HOSTPORT]:]CONTAINERPORT[/tcp|udp] (no HOSTPORT: a free one)")
 	f.BoolVarP(&o.publishAll, "publish-all", "P", false, "publish every exposed port (the image's and --expose's) to a free host port")
 	f.StringArrayVar(&o.expose, "expose", nil, "expose a port, PORT[/tcp|udp], for -P")
@@ -177,15 +180,15 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	if o.rm && policy.Name != "no" {
 		return lodgeError(fmt.Errorf("--restart %s and --rm: a container removed when it ends cannot be started again", o.restart))
 	}
-	networks, err := runNetworks(o.networks)
+	networks, err := runNetworks(o.networks, o.ip)
 	if err != nil {
 		return lodgeError(err)
 	}
-	network, extraNets := networks[0], networks[1:]
+	network := networks[0].Name
 	switch {
 	case network == "none" && (len(ports) > 0 || o.publishAll || len(o.aliases) > 0):
 		return lodgeError(errors.New("-p, -P and --network-alias need a network: not with --network none"))
-	case len(o.aliases) > 0 && !slices.ContainsFunc(networks, func(n string) bool { return n != bridgeNetwork }):
+	case len(o.aliases) > 0 && !slices.ContainsFunc(networks, func(n netReq) bool { return n.Name != bridgeNetwork }):
 		return lodgeError(errors.New("--network-alias: names are for networks made with lodge network create, not the default one (as docker's)"))
 	}
 	for _, sc := range o.sysctls {
@@ -291,7 +294,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		if err != nil {
 			return lodgeError(err)
 		}
-		nw, err := joinBridge(ctx, network, extraNets, id, ports)
+		nw, err := joinBridge(ctx, networks, id, ports)
 		if err != nil {
 			unlock()
 			return lodgeError(err)
@@ -361,33 +364,73 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	return nil
 }
 
-// runNetworks reads --network's values: none alone, or networks that
-// exist, each once (bridge or none: the default network).
-func runNetworks(vals []string) ([]string, error) {
+// runNetworks reads --network's values and --ip: none alone, or networks
+// that exist, each once (bridge or none: the default network), each a
+// name or docker's name=NET,ip=ADDRESS; --ip is the first's address.
+func runNetworks(vals []string, ip string) ([]netReq, error) {
 	if len(vals) == 0 {
-		return []string{bridgeNetwork}, nil
+		vals = []string{bridgeNetwork}
 	}
-	var out []string
-	for _, n := range vals {
-		switch n {
+	var out []netReq
+	for _, v := range vals {
+		r, err := parseNetworkFlag(v)
+		if err != nil {
+			return nil, err
+		}
+		switch r.Name {
 		case "none":
-			if len(vals) > 1 {
-				return nil, errors.New("--network none: not with other networks")
+			if len(vals) > 1 || ip != "" || r.IP != "" {
+				return nil, errors.New("--network none: not with other networks or an address")
 			}
-			return []string{"none"}, nil
+			return []netReq{r}, nil
 		case "bridge", "", bridgeNetwork:
-			n = bridgeNetwork
+			r.Name = bridgeNetwork
 		default:
-			if _, err := os.Stat(networkPath(n)); err != nil || !validName(n) {
-				return nil, fmt.Errorf("--network %s: no such network (lodge network ls)", n)
+			if _, err := os.Stat(networkPath(r.Name)); err != nil || !validName(r.Name) {
+				return nil, fmt.Errorf("--network %s: no such network (lodge network ls)", r.Name)
 			}
 		}
-		if slices.Contains(out, n) {
-			return nil, fmt.Errorf("--network %s: given twice", n)
+		if slices.ContainsFunc(out, func(o netReq) bool { return o.Name == r.Name }) {
+			return nil, fmt.Errorf("--network %s: given twice", r.Name)
 		}
-		out = append(out, n)
+		out = append(out, r)
+	}
+	if ip != "" {
+		if out[0].IP != "" && out[0].IP != ip {
+			return nil, fmt.Errorf("--ip %s: the network %s has an address already (%s)", ip, out[0].Name, out[0].IP)
+		}
+		out[0].IP = ip
+	}
+	for _, r := range out {
+		if r.IP != "" && net.ParseIP(r.IP).To4() == nil {
+			return nil, fmt.Errorf("--network %s: address %q: want an IPv4 address", r.Name, r.IP)
+		}
 	}
 	return out, nil
+}
+
+// parseNetworkFlag reads one --network value: NAME, or docker's
+// comma-separated name=NAME,ip=ADDRESS.
+func parseNetworkFlag(v string) (netReq, error) {
+	if !strings.Contains(v, "=") {
+		return netReq{Name: v}, nil
+	}
+	var r netReq
+	for _, f := range strings.Split(v, ",") {
+		key, val, _ := strings.Cut(f, "=")
+		switch key {
+		case "name":
+			r.Name = val
+		case "ip":
+			r.IP = val
+		default:
+			return r, fmt.Errorf("--network %s: key %q is not offered (name, ip; aliases: --network-alias)", v, key)
+		}
+	}
+	if r.Name == "" {
+		return r, fmt.Errorf("--network %s: no name=", v)
+	}
+	return r, nil
 }
 
 // addNetworkToSpec puts the container in its network namespace (none: a

@@ -8,8 +8,8 @@
 //
 // What `lodge` cannot give a service as Compose asks is refused with the
 // service and the key named, never dropped silently: the host's network
-// or another container's namespaces, devices and GPUs, fixed addresses,
-// internal networks.
+// or another container's namespaces, devices and GPUs, fixed IPv6 and MAC
+// addresses.
 package compose
 
 import (
@@ -143,7 +143,8 @@ func Image(p *types.Project, s types.ServiceConfig) string {
 
 // Networks are the lodge networks a service's container joins, the
 // first (Compose's priority order) its default route's: nil for the
-// default one ("bridge" in Compose), "none", or networks' lodge names;
+// default one ("bridge" in Compose), "none", or networks' lodge names
+// (name=NAME,ip=ADDRESS where the service asks for an ipv4_address);
 // aliases are its names on them (Lodge's aliases hold on each of its
 // networks). A network Compose asks for that lodge cannot give is an
 // error.
@@ -169,9 +170,13 @@ func Networks(p *types.Project, s types.ServiceConfig) (names, aliases []string,
 		if err := checkNetwork(key, nw); err != nil {
 			return nil, nil, err
 		}
+		arg := nw.Name
 		if sn := s.Networks[key]; sn != nil {
-			if sn.Ipv4Address != "" || sn.Ipv6Address != "" || sn.MacAddress != "" {
-				return nil, nil, fmt.Errorf("service %s: network %s: fixed addresses are not offered (addresses come from the network's pool)", s.Name, key)
+			if sn.Ipv6Address != "" || sn.MacAddress != "" {
+				return nil, nil, fmt.Errorf("service %s: network %s: fixed IPv6 and MAC addresses are not offered", s.Name, key)
+			}
+			if sn.Ipv4Address != "" {
+				arg = "name=" + nw.Name + ",ip=" + sn.Ipv4Address
 			}
 			if sn.UseServiceNameAlias == nil || *sn.UseServiceNameAlias {
 				addAlias(s.Name)
@@ -182,7 +187,7 @@ func Networks(p *types.Project, s types.ServiceConfig) (names, aliases []string,
 		} else {
 			addAlias(s.Name)
 		}
-		names = append(names, nw.Name)
+		names = append(names, arg)
 	}
 	return names, aliases, nil
 }
@@ -192,8 +197,6 @@ func checkNetwork(key string, nw types.NetworkConfig) error {
 	switch {
 	case nw.Driver != "" && nw.Driver != "bridge":
 		return fmt.Errorf("network %s: driver %q: lodge's networks are bridges", key, nw.Driver)
-	case nw.Internal:
-		return fmt.Errorf("network %s: internal networks (no way out) are not offered yet", key)
 	case nw.EnableIPv6 != nil && *nw.EnableIPv6:
 		return fmt.Errorf("network %s: IPv6 is not offered", key)
 	case len(nw.Ipam.Config) > 1:

@@ -62,6 +62,7 @@ services:
     networks:
       front:
         aliases: [www]
+        ipv4_address: 10.200.0.10
     depends_on:
       db: {condition: service_healthy}
     tmpfs: [/tmp]
@@ -107,7 +108,7 @@ func TestRunArgs(t *testing.T) {
 		"-d --name shop-web-1 --pull never",
 		"--label com.docker.compose.project=shop", "--label com.docker.compose.service=web",
 		"--label com.docker.compose.config-hash=h", "--label com.docker.compose.oneoff=False", "--label tier=web",
-		"--network shop_front --network-alias web --network-alias www",
+		"--network name=shop_front,ip=10.200.0.10 --network-alias web --network-alias www",
 		"-e MODE=prod", "--read-only", "--cap-drop ALL", "--restart unless-stopped",
 		"--stop-timeout 30", "-m 268435456", "--tmpfs /tmp", "--add-host gw:10.0.0.1",
 		"-p 8080:80", "-p 127.0.0.1:9000:9000/udp", "-p 3000",
@@ -180,8 +181,7 @@ func TestRefusals(t *testing.T) {
 		"host network":   "    network_mode: host\n",
 		"devices":        "    devices: [/dev/fuse]\n",
 		"pid":            "    pid: host\n",
-		"fixed address":  "    networks:\n      a: {ipv4_address: 10.1.0.5}\n",
-		"internal":       "    networks: [c]\n",
+		"fixed address":  "    networks:\n      a: {ipv6_address: fd00::5}\n",
 		"volume driver":  "    volumes: [nfs:/data]\n",
 		"env secret":     "    secrets: [token]\n",
 		"other platform": "    platform: linux/arm64\n",

@@ -21,7 +21,8 @@ import (
 // that side; a user network's rules go with `network rm`. "Beyond the
 // host" is a network namespace of the test's own, linked to the host by a
 // veth pair on a documentation network the host does not use (TEST-NET-2,
-// -3 or -1: some hosts have an address on one).
+// -3 or -1: some hosts have an address on one). An internal network
+// reaches nothing there.
 func TestLodgeNetworkBeyondHost(t *testing.T) {
 	l := newLodgeCLI(t)
 	ref, _ := testImage(t)
@@ -86,6 +87,35 @@ func TestLodgeNetworkBeyondHost(t *testing.T) {
 	if _, err := os.Stat(leases); !os.IsNotExist(err) {
 		t.Errorf("the removed network's address leases are left (%s): %v", leases, err)
 	}
+
+	// An internal network: its containers reach each other by name and
+	// nothing beyond the host, not even a privileged one that routes
+	// through the gateway itself; it publishes no port.
+	l.run("", "network", "rm", "lodgeintest")
+	l.must("network", "create", "--internal", "lodgeintest")
+	defer l.run("", "network", "rm", "lodgeintest")
+	if got := l.must("network", "inspect", "-f", "{{.Internal}}", "lodgeintest"); got != "true\n" {
+		t.Fatalf("inspect of an internal network: Internal %q", got)
+	}
+	gw := strings.TrimSpace(l.must("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", "lodgeintest"))
+	l.must("run", "-d", "--name", "inner", "--network", "lodgeintest", ref, "sh", "-c", "mkdir /www; echo inside > /www/index.html; exec httpd -f -p 80 -h /www")
+	defer l.run("", "rm", "-f", "inner")
+	if out := l.run("", "run", "--rm", "--network", "lodgeintest", ref, "sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://inner/ && exit; sleep 1; done"); out.stdout != "inside\n" {
+		t.Errorf("internal network -> its own member: exit %d, %q %s", out.code, out.stdout, out.stderr)
+	}
+	if out := l.run("", "run", "--rm", "--network", "lodgeintest", "--privileged", ref, "sh", "-c",
+		"ip route; ip route add default via "+gw+" && echo routed && wget -T 5 -qO- "+url); out.code == 0 || !strings.Contains(out.stdout, "routed") ||
+		strings.Contains(out.stdout, hostAddr) || strings.Contains(out.stdout, "default") {
+		t.Errorf("internal network -> beyond the host: exit %d, %q %s; want no default route, and none through the gateway", out.code, out.stdout, out.stderr)
+	}
+	if out := l.run("", "run", "--rm", "--network", "lodgeintest", "-p", "18080:80", ref, "true"); out.code == 0 || !strings.Contains(out.stderr, "internal") {
+		t.Errorf("-p on an internal network: exit %d: %s", out.code, out.stderr)
+	}
+	l.must("rm", "-f", "inner")
+	l.must("network", "rm", "lodgeintest")
+	if out, _ := exec.Command("iptables-save").Output(); strings.Contains(string(out), "lodge network lodgeintest") {
+		t.Errorf("the internal network's rules are left:\n%s", out)
+	}
 }
 
 // unusedTestNet is the first three octets of a documentation /24 no
@@ -141,7 +171,9 @@ func listenInNetNS(t *testing.T, name, addr string) net.Listener {
 // TestLodgeTwoNetworks: a container on two networks (--network twice)
 // reaches and is reached by the members of each by name, at its address
 // on that network, with its default route on the first; the others do
-// not see across; a restart keeps both; nothing is left once it is gone.
+// not see across; addresses it asks for (--ip, name=NET,ip=) it gets,
+// and keeps through a restart, and no other container gets them; a
+// restart keeps both networks; nothing is left once it is gone.
 func TestLodgeTwoNetworks(t *testing.T) {
 	l := newLodgeCLI(t)
 	ref, _ := testImage(t)
@@ -154,7 +186,15 @@ func TestLodgeTwoNetworks(t *testing.T) {
 		l.run("", "network", "rm", "twofront", "twoback")
 	})
 	l.must("run", "-d", "--name", "two-store", "--network", "twoback", ref, "sleep", "1000")
-	l.must("run", "-d", "--name", "two-api", "--network", "twofront", "--network", "twoback", "--network-alias", "apisvc", ref, "sleep", "1000")
+	// api asks for its addresses (--ip, and docker's name=,ip=), .77 of
+	// each network's subnet.
+	fixed := func(n string) string {
+		gw := strings.TrimSpace(l.must("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", n))
+		return strings.TrimSuffix(gw, ".1") + ".77"
+	}
+	fixedFront, fixedBack := fixed("twofront"), fixed("twoback")
+	l.must("run", "-d", "--name", "two-api", "--network", "twofront", "--ip", fixedFront, "--network", "name=twoback,ip="+fixedBack,
+		"--network-alias", "apisvc", ref, "sleep", "1000")
 	l.must("run", "-d", "--name", "two-web", "--network", "twofront", ref, "sleep", "1000")
 	var insp []struct {
 		NetworkSettings struct {
@@ -165,8 +205,18 @@ func TestLodgeTwoNetworks(t *testing.T) {
 		t.Fatalf("inspect two-api: %v", err)
 	}
 	front, back := insp[0].NetworkSettings.Networks["twofront"].IPAddress, insp[0].NetworkSettings.Networks["twoback"].IPAddress
-	if front == "" || back == "" || front == back {
-		t.Fatalf("two-api's addresses: front %q, back %q", front, back)
+	if front != fixedFront || back != fixedBack {
+		t.Fatalf("two-api's addresses: front %q, back %q; want the ones it asked for, %s and %s", front, back, fixedFront, fixedBack)
+	}
+	// Its MAC address is docker's, from its address: the same at each
+	// start, so that its neighbours' ARP entries still hold after one.
+	a := net.ParseIP(fixedFront).To4()
+	want := net.HardwareAddr{2, 0x42, a[0], a[1], a[2], a[3]}.String() + "\n"
+	if mac := l.must("exec", "two-api", "cat", "/sys/class/net/eth0/address"); mac != want {
+		t.Errorf("two-api's eth0 MAC address %q, want 02:42 and its address", mac)
+	}
+	if r := l.run("", "run", "--rm", "--network", "twofront", "--ip", fixedFront, ref, "true"); r.code == 0 || !strings.Contains(r.stderr, fixedFront) {
+		t.Errorf("a second container at %s: exit %d %s", fixedFront, r.code, r.stderr)
 	}
 	reach := func(from, to string) bool {
 		return l.run("", "exec", from, "ping", "-c1", "-W5", to).code == 0
@@ -195,6 +245,9 @@ func TestLodgeTwoNetworks(t *testing.T) {
 	}
 	l.must("restart", "-t", "0", "two-api")
 	check("after a restart")
+	if got := l.must("inspect", "-f", `{{range $k, $v := .NetworkSettings.Networks}}{{$v.IPAddress}}={{$v.IPAMConfig.IPv4Address}} {{end}}`, "two-api"); got != fixedBack+"="+fixedBack+" "+fixedFront+"="+fixedFront+" \n" { // by name
+		t.Errorf("two-api's addresses after a restart: %q", got)
+	}
 	if r := l.run("", "run", "--rm", "--network", "none", "--network", "twofront", ref, "true"); r.code != 125 || !strings.Contains(r.stderr, "none") {
 		t.Errorf("--network none with another: exit %d %s", r.code, r.stderr)
 	}
