@@ -52,7 +52,6 @@ func joinHint(ip string) string {
 	return " (are containernetworking-plugins and iptables installed?)"
 }
 
-
 // stableMAC gives interface ifname of the namespace at nsPath the MAC
 // address docker derives from an IPv4 address (02:42 and the address's
 // four bytes), before the VM takes the interface's address for its NIC.

@@ -164,7 +164,9 @@ func addPruneCommands(root *cobra.Command, a *app) {
 		}}
 	netPrune.Flags().BoolVarP(&force, "force", "f", false, "do not ask")
 	netInspect := &cobra.Command{Use: "inspect [-f TEMPLATE] NETWORK...", Short: "a network's details, as JSON (or a Go template's output for each)", Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return inspectEach(cmd, args, netFormat, inspectNetwork) }}
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return inspectEach(cmd, args, netFormat, inspectNetwork)
+		}}
 	netInspect.Flags().StringVarP(&netFormat, "format", "f", "", "a Go template, e.g. '{{.Internal}}'")
 	find("network").AddCommand(netPrune, netInspect)
 
