@@ -119,6 +119,25 @@ func TestParseMounts(t *testing.T) {
 	}
 }
 
+// The volumes' directory is root's alone, made so or narrowed: a
+// set-user-ID file a container wrote into a volume is no host user's to
+// run.
+func TestVolumesDirRootOnly(t *testing.T) {
+	for _, before := range []os.FileMode{0, 0o755} {
+		volumesDir = filepath.Join(t.TempDir(), "volumes")
+		if before != 0 {
+			os.Mkdir(volumesDir, before)
+			os.Chmod(volumesDir, before)
+		}
+		if _, err := ensureVolume("v1", false); err != nil {
+			t.Fatal(err)
+		}
+		if fi, _ := os.Stat(volumesDir); fi.Mode().Perm() != 0o700 {
+			t.Errorf("volumes' directory (before: %v) is %v, want 0700", before, fi.Mode())
+		}
+	}
+}
+
 // Mounts made: a -v host directory that is missing is made (as docker's
 // -v makes it), --mount's is refused; a volume's subpath is a directory
 // of it, never a link out of it; two mounts at one path are refused.

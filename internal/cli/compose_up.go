@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -237,11 +238,12 @@ func (c *composeCmd) upContainer(s types.ServiceConfig, ct compose.Container, o 
 			}
 			return c.step("Container", ct.Name, "Started", "start", ct.Name)
 		}
-		// Anonymous volumes go with it (docker compose carries them
-		// over): data that must outlive a container belongs in a named
-		// volume.
+		// Its anonymous volumes go to the container that replaces it, as
+		// docker compose carries them over (a database's data in the
+		// image's VOLUME); those the new one does not take go after it.
 		fmt.Fprintf(c.cmd.ErrOrStderr(), " ⠿ Container %s  Recreate\n", ct.Name)
-		if err := c.remove(r, true, -1); err != nil {
+		ct.Anonymous = anonymousVolumes(r)
+		if err := c.remove(r, false, -1); err != nil {
 			return err
 		}
 	}
@@ -252,7 +254,38 @@ func (c *composeCmd) upContainer(s types.ServiceConfig, ct compose.Container, o 
 	for _, w := range warnings {
 		c.warn("%s", w)
 	}
-	return c.step("Container", ct.Name, "Started", append([]string{"run"}, args...)...)
+	if err := c.step("Container", ct.Name, "Started", append([]string{"run"}, args...)...); err != nil {
+		return err
+	}
+	if len(ct.Anonymous) > 0 {
+		var taken []string
+		if nr := ctrByName(ct.Name); nr != nil {
+			taken = nr.Volumes
+		}
+		for _, v := range ct.Anonymous {
+			if !slices.Contains(taken, v) {
+				removeAnonymous([]string{v})
+			}
+		}
+	}
+	return nil
+}
+
+// anonymousVolumes are a container's anonymous volumes by the path each
+// is mounted at (from its bundle's mounts).
+func anonymousVolumes(r *ctrRecord) map[string]string {
+	spec, err := readBundleSpec(bundleDir(r.ID))
+	if err != nil {
+		return nil
+	}
+	out := map[string]string{}
+	for _, m := range spec.Mounts {
+		name := filepath.Base(filepath.Dir(m.Source))
+		if m.Type == "bind" && strings.HasPrefix(name, "anon-") && m.Source == (volume{Name: name}).dataDir() && slices.Contains(r.Volumes, name) {
+			out[path.Clean(m.Destination)] = name
+		}
+	}
+	return out
 }
 
 // ctrByName is the container of that exact name (nil: none).

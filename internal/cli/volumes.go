@@ -41,10 +41,32 @@ func ensureVolume(name string, anonymous bool) (volume, error) {
 		return v, nil
 	}
 	v = volume{Name: name, Created: time.Now().UTC(), Anonymous: anonymous}
+	if err := volumesRoot(); err != nil {
+		return v, err
+	}
 	if err := os.MkdirAll(v.dataDir(), 0o755); err != nil {
 		return v, err
 	}
 	return v, state.Write(meta, v)
+}
+
+// volumesRoot makes volumesDir root's alone (0700), as docker keeps
+// /var/lib/docker: what a container writes into a volume is the host's
+// file, and a set-user-ID file a hostile container (root in its guest)
+// made there must not be a host user's to run. A directory made wider
+// before is narrowed.
+func volumesRoot() error {
+	if err := os.MkdirAll(volumesDir, 0o700); err != nil {
+		return err
+	}
+	fi, err := os.Stat(volumesDir)
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return os.Chmod(volumesDir, 0o700)
+	}
+	return nil
 }
 
 func listVolumes() ([]volume, error) {

@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -239,6 +240,11 @@ type Container struct {
 	Detach  bool     // run -d (up), else in the foreground (run)
 	Oneoff  bool     // lodge compose run's
 	Command []string // replaces the service's command (nil: the service's)
+	// Anonymous are the anonymous volumes of the container this one
+	// replaces, by the path they are mounted at: carried over where this
+	// one has an anonymous volume or nothing at that path, as docker
+	// compose carries them.
+	Anonymous map[string]string
 }
 
 // RunArgs are `lodge run`'s arguments (after "run") for container c of
@@ -368,7 +374,7 @@ func RunArgs(p *types.Project, s types.ServiceConfig, c Container) (args, warnin
 		add("-p", portArg(pt))
 	}
 	args = append(args, healthArgs(s.HealthCheck)...)
-	vols, err := volumeArgs(p, s)
+	vols, err := volumeArgs(p, s, c.Anonymous)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -476,9 +482,11 @@ func portArg(pt types.ServicePortConfig) string {
 
 // volumeArgs are -v and --tmpfs for the service's volumes, secrets and
 // configs (files bound read-only where Compose puts them).
-func volumeArgs(p *types.Project, s types.ServiceConfig) ([]string, error) {
+func volumeArgs(p *types.Project, s types.ServiceConfig, anonymous map[string]string) ([]string, error) {
 	var args []string
+	covered := map[string]bool{}
 	for _, v := range s.Volumes {
+		covered[path.Clean(v.Target)] = true
 		ro := ""
 		if v.ReadOnly {
 			ro = ":ro"
@@ -494,6 +502,10 @@ func volumeArgs(p *types.Project, s types.ServiceConfig) ([]string, error) {
 			args = append(args, "-v", v.Source+":"+v.Target+ro)
 		case types.VolumeTypeVolume:
 			if v.Source == "" {
+				if prev := anonymous[path.Clean(v.Target)]; prev != "" {
+					args = append(args, "-v", prev+":"+v.Target)
+					continue
+				}
 				args = append(args, "-v", v.Target)
 				continue
 			}
@@ -563,6 +575,13 @@ func volumeArgs(p *types.Project, s types.ServiceConfig) ([]string, error) {
 	}
 	if err := files("config", "/", configs, cdefs); err != nil {
 		return nil, err
+	}
+	// The replaced container's other anonymous volumes (the image's
+	// VOLUMEs) where the service mounts nothing else.
+	for _, dst := range sortedKeys(anonymous) {
+		if !covered[dst] {
+			args = append(args, "-v", anonymous[dst]+":"+dst)
+		}
 	}
 	return args, nil
 }

@@ -254,3 +254,38 @@ func TestNoComposeFile(t *testing.T) {
 		t.Errorf("no file: %v", err)
 	}
 }
+
+// A recreated container's anonymous volumes go to its successor: at the
+// service's anonymous volume of that path, and at a path the service
+// mounts nothing at (the image's VOLUME); not where the service now
+// mounts something else.
+func TestAnonymousVolumesCarried(t *testing.T) {
+	o, _ := load(t, `
+services:
+  db:
+    image: postgres:16
+    volumes:
+      - /var/lib/run
+      - named:/now-named
+volumes:
+  named:
+`, map[string]string{})
+	p, err := Load(context.Background(), *o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args, _, err := RunArgs(p, p.Services["db"], Container{Name: "x", Number: 1, Anonymous: map[string]string{
+		"/var/lib/run": "anon-1", "/var/lib/postgresql/data": "anon-2", "/now-named": "anon-3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.Join(args, " ")
+	for _, want := range []string{"-v anon-1:/var/lib/run", "-v anon-2:/var/lib/postgresql/data", "-v " + p.Name + "_named:/now-named"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("lacks %q:\n%s", want, line)
+		}
+	}
+	if strings.Contains(line, "anon-3") || strings.Contains(line, "-v /var/lib/run ") {
+		t.Errorf("carried over where it should not:\n%s", line)
+	}
+}

@@ -17,13 +17,15 @@ import (
 // CopyInto fills dir, a host directory with no entries, with directory p
 // of the image (its links followed, as the container's mount point
 // resolves), the way docker fills an empty volume from the image it is
-// mounted on: names, contents, owners, modes (set-id bits included),
-// modification times, hard links, and the files' user.* and
-// security.capability attributes; dir itself takes the image
-// directory's owner, mode and time. Device nodes, fifos and sockets are
-// not made on the host, where a guest could reach a host device through
-// one: their paths come back in skipped. It copies nothing, and says so,
-// when p is no directory of the image or dir has entries already.
+// mounted on: names, contents, owners, modes, modification times, hard
+// links, and the files' user.* attributes; dir itself takes the image
+// directory's owner, mode and time. What an image holds does not give
+// the host what a guest's writes to its share cannot: set-user-ID and
+// set-group-ID bits and file capabilities are left out (docker keeps
+// them), and device nodes, fifos and sockets are not made, since a guest
+// could reach a host device through one; the latter's paths come back in
+// skipped. It copies nothing, and says so, when p is no directory of the
+// image or dir has entries already.
 //
 // Everything is written through an os.Root at dir, so no name or link in
 // the image reaches outside it.
@@ -141,9 +143,8 @@ func (c *copier) file(src, dst string, l Layer) error {
 	return out.Close()
 }
 
-// meta gives dst (a directory or a regular file) fi's owner, mode,
-// attributes and modification time: owner first, since a chown clears
-// the set-id bits and file capabilities.
+// meta gives dst (a directory or a regular file) fi's owner, mode (but
+// its set-id bits), user attributes and modification time.
 func (c *copier) meta(dst string, fi fs.FileInfo) error {
 	st, _ := fi.Sys().(*erofs.Stat)
 	if st != nil {
@@ -151,7 +152,7 @@ func (c *copier) meta(dst string, fi fs.FileInfo) error {
 			return err
 		}
 	}
-	if err := c.root.Chmod(dst, Mode(fi)&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+	if err := c.root.Chmod(dst, Mode(fi)&(fs.ModePerm|fs.ModeSticky)); err != nil {
 		return err
 	}
 	if st != nil && len(st.Xattrs) > 0 {
@@ -169,8 +170,8 @@ func (c *copier) xattrs(dst string, xs map[string]string) error {
 	}
 	defer f.Close()
 	for k, v := range xs {
-		if !strings.HasPrefix(k, "user.") && k != "security.capability" {
-			continue // overlayfs' own (trusted.*), labels of another host
+		if !strings.HasPrefix(k, "user.") {
+			continue // overlayfs' own (trusted.*), capabilities, labels of another host
 		}
 		if err := unix.Fsetxattr(int(f.Fd()), k, []byte(v), 0); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
 			return fmt.Errorf("%s: attribute %s: %w", dst, k, err)

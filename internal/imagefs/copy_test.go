@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/erofs/go-erofs"
 	"golang.org/x/sys/unix"
 
 	"github.com/lodgeruntime/lodge/internal/layers"
@@ -27,10 +28,11 @@ func tarLayer(t *testing.T, s *layers.Store, body string, hdrs ...tar.Header) st
 
 // An empty volume takes the image's directory as docker fills it: what
 // the container sees there (upper layers' files, not what a whiteout or
-// an opaque directory hides), with owners, modes, set-id bits, times,
-// links and capabilities; the volume's root takes the directory's owner
-// and mode; no device node reaches the host; a volume with entries, and
-// a path that is no directory of the image, are left as they are.
+// an opaque directory hides), with owners, modes, times, links and user
+// attributes; the volume's root takes the directory's owner and mode; no
+// device node, set-id bit or file capability reaches the host; a volume
+// with entries, and a path that is no directory of the image, are left
+// as they are.
 func TestCopyInto(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to give files the image's owners")
@@ -47,7 +49,8 @@ func TestCopyInto(t *testing.T) {
 		dir("srv/", 0o750, 999), file("srv/gone", 0o644, 0), dir("srv/cache/", 0o755, 0), file("srv/cache/old", 0o644, 0),
 		file("srv/shadowed", 0o644, 0))
 	withCap := file("srv/bin/ping", 0o4755, 0)
-	withCap.PAXRecords = map[string]string{"SCHILY.xattr.user.note": "kept", "SCHILY.xattr.trusted.other": "dropped"}
+	withCap.PAXRecords = map[string]string{"SCHILY.xattr.user.note": "kept", "SCHILY.xattr.trusted.other": "dropped",
+		"SCHILY.xattr.security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"}
 	upper := tarLayer(t, s, "upper\n",
 		dir("srv/", 0o2750, 999), tar.Header{Typeflag: tar.TypeChar, Name: "srv/.wh.gone"},
 		dir("srv/cache/", 0o755, 0), tar.Header{Typeflag: tar.TypeReg, Name: "srv/cache/.wh..wh..opq"},
@@ -64,6 +67,9 @@ func TestCopyInto(t *testing.T) {
 	}
 	defer u.Close()
 
+	if fi, _, err := u.Lstat("/srv/bin/ping"); err != nil || Mode(fi)&os.ModeSetuid == 0 || fi.Sys().(*erofs.Stat).Xattrs["security.capability"] == "" {
+		t.Fatalf("the image's /srv/bin/ping lacks its set-user-ID bit or capability: %v", err)
+	}
 	vol := t.TempDir()
 	copied, skipped, err := u.CopyInto("/data", vol) // through the image's link
 	if err != nil || !copied {
@@ -81,10 +87,10 @@ func TestCopyInto(t *testing.T) {
 		return fi.Mode(), st.Uid, st.Gid
 	}
 	for p, want := range map[string]string{
-		".":         "dgrwxr-x--- 999:999",
+		".":         "drwxr-x--- 999:999",
 		"cache/new": "-rw------- 1000:1000",
 		"shadowed":  "-rw-r----- 1000:1000",
-		"bin/ping":  "urwxr-xr-x 0:0",
+		"bin/ping":  "-rwxr-xr-x 0:0",
 		"bin/up":    "Lrwxrwxrwx 7:7",
 	} {
 		m, uid, gid := owner(p)
@@ -115,8 +121,10 @@ func TestCopyInto(t *testing.T) {
 	if n, err := unix.Lgetxattr(filepath.Join(vol, "bin/ping"), "user.note", buf); err != nil || string(buf[:n]) != "kept" {
 		t.Errorf("user.note: %q, %v", buf[:n], err)
 	}
-	if _, err := unix.Lgetxattr(filepath.Join(vol, "bin/ping"), "trusted.other", buf); err == nil {
-		t.Error("a trusted.* attribute reached the host")
+	for _, x := range []string{"trusted.other", "security.capability"} {
+		if _, err := unix.Lgetxattr(filepath.Join(vol, "bin/ping"), x, buf); err == nil {
+			t.Errorf("%s reached the host", x)
+		}
 	}
 
 	// Entries already: left alone.

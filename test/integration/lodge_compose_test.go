@@ -28,10 +28,10 @@ func TestLodgeCompose(t *testing.T) {
 services:
   seed:
     image: ` + ref + `
-    command: ["sh", "-c", "echo seeded-$$GREETING > /data/index.html"]
+    command: ["sh", "-c", "echo seeded-$$GREETING > /data/index.html; echo run >> /scratch/runs; echo runs=$$(wc -l < /scratch/runs)"]
     environment:
       GREETING: ${GREETING:-unset}
-    volumes: [data:/data]
+    volumes: [data:/data, /scratch]
   db:
     image: ` + ref + `
     command: httpd -f -p 80 -h /www
@@ -113,6 +113,14 @@ volumes:
 	}
 	if l.inspect("lodgetest-web-1").ID != webID {
 		t.Error("an unchanged service's container was made again")
+	}
+	// The recreated seed has its predecessor's anonymous volume, and no
+	// other is left.
+	if out := l.must("logs", "lodgetest-seed-1"); out != "runs=2\n" {
+		t.Errorf("the recreated seed's anonymous volume: %q, want its predecessor's with one more run", out)
+	}
+	if vs := strings.Fields(l.must("volume", "ls", "-q")); len(vs) != 2 {
+		t.Errorf("volumes after the recreate: %q, want the named one and one anonymous", vs)
 	}
 	// --scale: a second db, then back to one.
 	if r := compose("up", "-d", "--no-deps", "--scale", "db=2", "db"); r.code != 0 || !strings.Contains(compose("ps").stdout, "lodgetest-db-2") {
