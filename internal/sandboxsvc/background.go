@@ -95,7 +95,7 @@ func (s *Service) Start(id string, r CommandRequest) (Background, error) {
 	c := &bgCommand{done: make(chan struct{}), stop: stop, b: Background{ID: cid, Argv: argv, StartedAt: s.now().UTC(), Running: true}}
 	c.stdout, c.stderr = tail{max: int(s.cfg.MaxOutput), mu: &c.mu}, tail{max: int(s.cfg.MaxOutput), mu: &c.mu}
 	x.Stdout, x.Stderr = &c.stdout, &c.stderr
-	release, err := s.acquire()
+	release, err := s.acquire(id)
 	if err != nil {
 		stop()
 		return Background{}, err

@@ -85,13 +85,32 @@ func (s *Service) execArgs(r CommandRequest) (ExecArgs, error) {
 	return x, nil
 }
 
-// acquire takes one of the MaxCommands places for a command; release
-// gives it back.
-func (s *Service) acquire() (release func(), err error) {
+// acquire takes one of the MaxCommands places for a command in sandbox
+// id, and one of its tenant's own; release gives them back.
+func (s *Service) acquire(id string) (release func(), err error) {
+	s.mu.Lock()
+	tenant := ""
+	if sb, ok := s.boxes[id]; ok {
+		tenant = sb.Tenant
+	}
+	if limit := s.tenant(tenant).MaxCommands; limit > 0 && s.tenantRunning[tenant] >= limit {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%w: %d commands of tenant %s running, the most it may run at once (its MAX_COMMANDS)", errLimit, limit, tenant)
+	}
+	s.tenantRunning[tenant]++
+	s.mu.Unlock()
+	untake := func() {
+		s.mu.Lock()
+		if s.tenantRunning[tenant]--; s.tenantRunning[tenant] == 0 {
+			delete(s.tenantRunning, tenant)
+		}
+		s.mu.Unlock()
+	}
 	select {
 	case s.running <- struct{}{}:
-		return func() { <-s.running }, nil
+		return func() { <-s.running; untake() }, nil
 	default:
+		untake()
 		return nil, fmt.Errorf("%w: %d commands running, the most this service runs at once (serve --max-commands)", errLimit, s.cfg.MaxCommands)
 	}
 }
@@ -102,7 +121,7 @@ func (s *Service) exec(ctx context.Context, id string, x ExecArgs) (int, error) 
 	if _, err := s.Get(id); err != nil {
 		return 0, err
 	}
-	release, err := s.acquire()
+	release, err := s.acquire(id)
 	if err != nil {
 		return 0, err
 	}

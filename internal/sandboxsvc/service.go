@@ -130,14 +130,16 @@ type Service struct {
 	owner string
 	lock  *os.File
 
-	mu sync.Mutex // guards boxes and making
+	mu sync.Mutex // guards boxes, making and tenantRunning
 	// boxes are the sandboxes with a record, by ID.
 	boxes map[string]*Sandbox
 	// making are the IDs whose containers are being made (no record
 	// yet), with their tenants.
 	making map[string]string
-	// running holds a token per command running.
-	running chan struct{}
+	// running holds a token per command running; tenantRunning counts
+	// them by tenant (guarded by mu).
+	running       chan struct{}
+	tenantRunning map[string]int
 	// bg are the sandboxes' background commands, by sandbox and command.
 	bg map[string]map[string]*bgCommand
 }
@@ -162,7 +164,7 @@ func New(cfg Config, run Runner, log *slog.Logger) (*Service, error) {
 	}
 	sum := sha256.Sum256([]byte(dir))
 	s := &Service{cfg: cfg, run: run, log: log, now: time.Now, owner: hex.EncodeToString(sum[:6]), lock: lock, boxes: map[string]*Sandbox{}, making: map[string]string{},
-		running: make(chan struct{}, cfg.MaxCommands), bg: map[string]map[string]*bgCommand{}}
+		running: make(chan struct{}, cfg.MaxCommands), tenantRunning: map[string]int{}, bg: map[string]map[string]*bgCommand{}}
 	ents, err := os.ReadDir(cfg.Dir)
 	if err != nil {
 		lock.Close()

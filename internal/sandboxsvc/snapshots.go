@@ -81,7 +81,7 @@ func (s *Service) TakeSnapshot(ctx context.Context, id string, r SnapshotRequest
 	if replaces && s.inUse(img) {
 		return nil, fmt.Errorf("snapshot %s: %w by a sandbox (remove those sandboxes, or take it under another name)", r.Name, errInUse)
 	}
-	release, err := s.acquire()
+	release, err := s.acquire(id)
 	if err != nil {
 		return nil, err
 	}

@@ -27,12 +27,17 @@ type Tenant struct {
 	// MaxSandboxes is how many of its sandboxes may be alive at once
 	// (0: only the service's own limit).
 	MaxSandboxes int
+	// MaxCommands is how many commands (file calls and snapshots
+	// included) its sandboxes may run at once (0: only the service's
+	// --max-commands), so that one tenant cannot take every place.
+	MaxCommands int
 }
 
 var tenantName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
 
 // ParseTenants reads a tenants file: one tenant per line, NAME TOKEN
-// [MAX_SANDBOXES], blank lines and lines starting with # skipped.
+// [MAX_SANDBOXES [MAX_COMMANDS]] ("-": no limit of its own), blank lines
+// and lines starting with # skipped.
 func ParseTenants(r io.Reader) ([]Tenant, error) {
 	var out []Tenant
 	names, tokens := map[string]bool{}, map[string]bool{}
@@ -42,8 +47,8 @@ func ParseTenants(r io.Reader) ([]Tenant, error) {
 		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
 			continue
 		}
-		if len(f) < 2 || len(f) > 3 {
-			return nil, fmt.Errorf("tenants, line %d: want NAME TOKEN [MAX_SANDBOXES]", n)
+		if len(f) < 2 || len(f) > 4 {
+			return nil, fmt.Errorf("tenants, line %d: want NAME TOKEN [MAX_SANDBOXES [MAX_COMMANDS]]", n)
 		}
 		t := Tenant{Name: f[0], Token: f[1]}
 		switch {
@@ -56,12 +61,15 @@ func ParseTenants(r io.Reader) ([]Tenant, error) {
 		case tokens[t.Token]:
 			return nil, fmt.Errorf("tenants, line %d: %s's token is another tenant's", n, t.Name)
 		}
-		if len(f) == 3 {
-			m, err := strconv.Atoi(f[2])
-			if err != nil || m < 1 {
-				return nil, fmt.Errorf("tenants, line %d: MAX_SANDBOXES %q: want a positive number", n, f[2])
+		for i, limit := range []*int{&t.MaxSandboxes, &t.MaxCommands} {
+			if len(f) <= 2+i || f[2+i] == "-" {
+				continue
 			}
-			t.MaxSandboxes = m
+			m, err := strconv.Atoi(f[2+i])
+			if err != nil || m < 1 {
+				return nil, fmt.Errorf("tenants, line %d: %s %q: want a positive number, or -", n, []string{"MAX_SANDBOXES", "MAX_COMMANDS"}[i], f[2+i])
+			}
+			*limit = m
 		}
 		names[t.Name], tokens[t.Token] = true, true
 		out = append(out, t)
@@ -116,10 +124,15 @@ func (s *Service) owns(tenant, id string) bool {
 
 // tenantLimit is the tenant's own limit on sandboxes (0: none).
 func (s *Service) tenantLimit(tenant string) int {
+	return s.tenant(tenant).MaxSandboxes
+}
+
+// tenant is the tenant of that name (none: no limits of its own).
+func (s *Service) tenant(name string) Tenant {
 	for _, t := range s.cfg.Tenants {
-		if t.Name == tenant {
-			return t.MaxSandboxes
+		if t.Name == name {
+			return t
 		}
 	}
-	return 0
+	return Tenant{Name: name}
 }

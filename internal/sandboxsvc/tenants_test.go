@@ -113,11 +113,56 @@ func TestParseTenantsRefuses(t *testing.T) {
 		"same name":    "alice " + tokA + "\nalice " + tokB,
 		"bad name":     "Alice/x " + tokA,
 		"bad limit":    "alice " + tokA + " 0",
-		"extra fields": "alice " + tokA + " 1 2",
+		"extra fields": "alice " + tokA + " 1 2 3",
+		"bad commands": "alice " + tokA + " - 0",
 		"empty":        "# nobody\n",
 	} {
 		if _, err := ParseTenants(strings.NewReader(file)); err == nil {
 			t.Errorf("%s: taken", name)
 		}
+	}
+}
+
+// A tenant's MAX_COMMANDS bounds its own commands at once, whatever the
+// service's --max-commands leaves; another tenant's run meanwhile.
+func TestTenantCommandLimit(t *testing.T) {
+	t.Parallel()
+	tenants, err := ParseTenants(strings.NewReader("alice " + tokA + " - 1\nbob " + tokB + "\n"))
+	if err != nil || tenants[0].MaxSandboxes != 0 || tenants[0].MaxCommands != 1 {
+		t.Fatalf("%+v %v", tenants, err)
+	}
+	f := newFixture(t, Config{Tenants: tenants, MaxCommands: 8})
+	f.run.images = map[string]bool{}
+	var a, b Sandbox
+	if code := f.as(t, tokA, "POST", "/v1/sandboxes", CreateRequest{}, &a); code != 201 {
+		t.Fatalf("alice's create: %d", code)
+	}
+	if code := f.as(t, tokB, "POST", "/v1/sandboxes", CreateRequest{}, &b); code != 201 {
+		t.Fatalf("bob's create: %d", code)
+	}
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	f.run.exec = func(name string, _ ExecArgs) int {
+		if name == a.ID {
+			started <- struct{}{}
+			<-release
+		}
+		return 0
+	}
+	done := make(chan int)
+	go func() { done <- f.as(t, tokA, "POST", "/v1/sandboxes/"+a.ID+"/commands", CommandRequest{Cmd: "sleep 1"}, nil) }()
+	<-started
+	var e map[string]string
+	if code := f.as(t, tokA, "POST", "/v1/sandboxes/"+a.ID+"/commands", CommandRequest{Cmd: "true"}, &e); code != 429 || !strings.Contains(e["error"], "tenant alice") {
+		t.Errorf("alice's second command past her 1: %d %v", code, e)
+	}
+	if code := f.as(t, tokB, "POST", "/v1/sandboxes/"+b.ID+"/commands", CommandRequest{Cmd: "true"}, nil); code != 200 {
+		t.Errorf("bob's command while alice's runs: %d", code)
+	}
+	close(release)
+	if code := <-done; code != 200 {
+		t.Errorf("alice's first command: %d", code)
+	}
+	if code := f.as(t, tokA, "POST", "/v1/sandboxes/"+a.ID+"/commands", CommandRequest{Cmd: "true"}, nil); code != 200 {
+		t.Errorf("alice's command after hers ended: %d", code)
 	}
 }
