@@ -149,7 +149,9 @@ func TestTenantCommandLimit(t *testing.T) {
 		return 0
 	}
 	done := make(chan int)
-	go func() { done <- f.as(t, tokA, "POST", "/v1/sandboxes/"+a.ID+"/commands", CommandRequest{Cmd: "sleep 1"}, nil) }()
+	go func() {
+		done <- f.as(t, tokA, "POST", "/v1/sandboxes/"+a.ID+"/commands", CommandRequest{Cmd: "sleep 1"}, nil)
+	}()
 	<-started
 	var e map[string]string
 	if code := f.as(t, tokA, "POST", "/v1/sandboxes/"+a.ID+"/commands", CommandRequest{Cmd: "true"}, &e); code != 429 || !strings.Contains(e["error"], "tenant alice") {
