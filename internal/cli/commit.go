@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/spf13/cobra"
@@ -205,14 +204,11 @@ func streamChanges(ctx context.Context, id string, whole bool, read func(io.Read
 // runtime id ID-changes, read, and deleted. Its monitor lock is held
 // throughout, so that no start runs it at the same time.
 func (a *app) changesOfEnded(ctx context.Context, r *ctrRecord, whole bool, read func(io.Reader) error) (retErr error) {
-	monitor, err := takeMonitor(ctx, r, 10*time.Second)
+	monitor, r, err := holdEnded(ctx, r)
 	if err != nil {
 		return err
 	}
 	defer monitor.Close()
-	if r, err = loadCtr(r.ID); err != nil {
-		return err
-	}
 	if st, running := r.status(); running || st == "created" {
 		return fmt.Errorf("container %s started meanwhile: try again", r.Name)
 	}

@@ -13,12 +13,16 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/lodgeruntime/lodge/internal/imagefs"
+	"github.com/lodgeruntime/lodge/internal/layers"
+	"github.com/lodgeruntime/lodge/internal/state"
 )
 
 func addCpCommand(root *cobra.Command, a *app) {
 	root.AddCommand(&cobra.Command{
 		Use:   "cp SRC DST   (one of them CONTAINER:PATH)",
-		Short: "copy files between the host and a running container (the container needs tar)",
+		Short: "copy files between the host and a container: to a running one, from any (a running one needs tar)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			src, dst := args[0], args[1]
@@ -86,6 +90,9 @@ func (a *app) cpTo(cmd *cobra.Command, src, name, dst string) error {
 	if err != nil {
 		return err
 	}
+	if _, running := r.status(); !running {
+		return fmt.Errorf("cp: container %s is not running: a copy into a container goes through its running guest (lodge start %s first)", r.Name, r.Name)
+	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	base := filepath.Base(dst)
@@ -138,18 +145,79 @@ func (a *app) cpTo(cmd *cobra.Command, src, name, dst string) error {
 	return a.execIn(cmd, r, &buf, io.Discard, "tar", "-x", "-f", "-", "-C", dir)
 }
 
-// cpFrom copies a path of the container to the host. What the container
-// sends is hostile input: every entry is written through an os.Root of
-// the destination, so no name or link in it reaches outside.
+// cpFrom copies a path of the container to the host: through tar in a
+// running container; from the whole root of one that is not running, as
+// export reads it (an ended one's writable layer in a VM made to read
+// it), links in the path's directories followed as the image has them.
 func (a *app) cpFrom(cmd *cobra.Command, name, src, dst string) error {
 	r, err := findCtr(name)
 	if err != nil {
 		return err
 	}
-	var buf bytes.Buffer
-	if err := a.execIn(cmd, r, strings.NewReader(""), &buf, "tar", "-c", "-f", "-", "-C", path.Dir(src), path.Base(src)); err != nil {
+	if _, running := r.status(); running {
+		var buf bytes.Buffer
+		if err := a.execIn(cmd, r, strings.NewReader(""), &buf, "tar", "-c", "-f", "-", "-C", path.Dir(src), path.Base(src)); err != nil {
+			return err
+		}
+		return unpackCopy(tar.NewReader(&buf), src, dst, func(n string) (string, bool) { return n, true })
+	}
+	if src, err = resolveInImage(r, src); err != nil {
 		return err
 	}
+	if src == "/" {
+		return errors.New("cp: the root of a container that is not running: lodge export writes it")
+	}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- a.changes(cmd.Context(), r, false, true, func(rd io.Reader) error {
+			_, err := layers.ReadChanges(rd, pw)
+			pw.CloseWithError(err)
+			return err
+		})
+		pw.Close()
+	}()
+	found := false
+	err = unpackCopy(tar.NewReader(pr), src, dst, func(n string) (string, bool) {
+		p := path.Clean("/" + n)
+		if p != src && !strings.HasPrefix(p, src+"/") {
+			return "", false
+		}
+		found = true
+		return strings.TrimPrefix(strings.TrimPrefix(p, path.Dir(src)), "/"), true
+	})
+	io.Copy(io.Discard, pr) // the reading VM ends only once its stream is read
+	pr.Close()
+	if cerr := <-done; err == nil && cerr != nil {
+		err = fmt.Errorf("cp: container %s: %w", r.Name, cerr)
+	}
+	if err == nil && !found {
+		err = fmt.Errorf("cp: container %s has no %s", r.Name, src)
+	}
+	return err
+}
+
+// resolveInImage follows the links in p's directories as the container's
+// image has them (not the last component's, as tar archives a link).
+func resolveInImage(r *ctrRecord, p string) (string, error) {
+	var bl layers.BundleLayers
+	if err := state.Read(filepath.Join(bundleDir(r.ID), layers.BundleFile), &bl); err != nil {
+		return "", fmt.Errorf("container %s: its layers: %w", r.Name, err)
+	}
+	files, err := imagefs.Open(bl.Images)
+	if err != nil {
+		return "", err
+	}
+	defer files.Close()
+	return files.Resolve(p, false)
+}
+
+// unpackCopy writes the entries of tr that name keeps (renaming them
+// relative to src's directory) below dst, as cp writes a copy: into dst
+// if it is a directory, else as dst. What the container sends is
+// hostile input: every entry is written through an os.Root of the
+// destination, so no name or link in it reaches outside.
+func unpackCopy(tr *tar.Reader, src, dst string, name func(string) (string, bool)) error {
 	into, rename := dst, ""
 	if fi, err := os.Stat(dst); err != nil || !fi.IsDir() {
 		into, rename = filepath.Dir(dst), filepath.Base(dst)
@@ -159,7 +227,6 @@ func (a *app) cpFrom(cmd *cobra.Command, name, src, dst string) error {
 		return err
 	}
 	defer root.Close()
-	tr := tar.NewReader(&buf)
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -168,7 +235,11 @@ func (a *app) cpFrom(cmd *cobra.Command, name, src, dst string) error {
 		if err != nil {
 			return fmt.Errorf("cp: the container's archive: %w", err)
 		}
-		p := path.Clean(h.Name)
+		n, ok := name(h.Name)
+		if !ok {
+			continue
+		}
+		p := path.Clean(n)
 		if rename != "" {
 			first, rest, _ := strings.Cut(p, "/")
 			if first == path.Base(src) {

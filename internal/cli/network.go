@@ -589,6 +589,7 @@ func addNetworkCommands(root *cobra.Command) {
 		},
 	}
 	nw.AddCommand(create, ls, rm)
+	addNetworkConnectCommands(nw)
 	root.AddCommand(nw)
 }
 

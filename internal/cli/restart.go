@@ -99,6 +99,22 @@ func restartDelay(r *ctrRecord) time.Duration {
 
 func monitorLockPath(id string) string { return filepath.Join(ctrDir(id), "monitor.lock") }
 
+// holdEnded takes the monitor lock of a container that is not running
+// (waiting up to 10 s for its last run's monitor to finish), so that no
+// start runs it meanwhile, and returns its record as it is then.
+func holdEnded(ctx context.Context, r *ctrRecord) (*os.File, *ctrRecord, error) {
+	monitor, err := takeMonitor(ctx, r, 10*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	fresh, err := loadCtr(r.ID)
+	if err != nil {
+		monitor.Close()
+		return nil, nil, err
+	}
+	return monitor, fresh, nil
+}
+
 // takeMonitor takes the container's monitor lock, waiting up to wait for
 // the monitor of its last run to finish.
 func takeMonitor(ctx context.Context, r *ctrRecord, wait time.Duration) (*os.File, error) {

@@ -86,11 +86,13 @@ func (l *lodgeCLI) must(args ...string) string {
 }
 
 // testImage is the built-in busybox image plus a layer that adds /marker
-// and deletes /etc/group (a whiteout), served by a registry on 127.0.0.1.
+// and /linked (a link to /) and deletes /etc/group (a whiteout), served by
+// a registry on 127.0.0.1.
 func testImage(t *testing.T) (string, *httptest.Server) {
 	t.Helper()
 	return busyboxWith(t, "test/app:v1", []tarEntry{
 		{tar.Header{Name: "marker", Mode: 0o644, Typeflag: tar.TypeReg}, "from the second layer\n"},
+		{tar.Header{Name: "linked", Typeflag: tar.TypeSymlink, Linkname: "/"}, ""},
 		{tar.Header{Name: "etc/.wh.group", Mode: 0o644, Typeflag: tar.TypeReg}, ""},
 	}, func(c *v1.Config) {
 		c.Env = append(c.Env, "FROM_IMAGE=yes")
@@ -316,7 +318,35 @@ func TestLodgeDetached(t *testing.T) {
 	if out := l.must("logs", "ticker"); !strings.Contains(out, "tick 1") {
 		t.Errorf("logs after exit: %q", out)
 	}
+	// cp out of an ended container (what it wrote: its writable layer,
+	// read in a VM made for that), through a link of its image; none
+	// into it.
+	ended := filepath.Join(t.TempDir(), "ended")
+	if err := os.Mkdir(ended, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l.must("cp", "ticker:/tmp/in.txt", ended)
+	l.must("cp", "ticker:/linked/marker", filepath.Join(ended, "marker"))
+	if b, _ := os.ReadFile(filepath.Join(ended, "in.txt")); string(b) != "copied in\n" {
+		t.Errorf("cp out of an ended container: %q", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(ended, "marker")); string(b) != "from the second layer\n" {
+		t.Errorf("cp out of an ended container through its image's link: %q", b)
+	}
+	if r := l.run("", "cp", src, "ticker:/tmp"); r.code == 0 || !strings.Contains(r.stderr, "not running") {
+		t.Errorf("cp into an ended container: exit %d %s", r.code, r.stderr)
+	}
+	if r := l.run("", "cp", "ticker:/no/such", ended); r.code == 0 || !strings.Contains(r.stderr, "/no/such") {
+		t.Errorf("cp of a missing path out of an ended container: exit %d %s", r.code, r.stderr)
+	}
 	l.must("rm", "ticker")
+	// And out of a created one (docker create; docker cp: an image's file).
+	l.must("create", "--name", "fresh", "--network", "none", ref)
+	l.must("cp", "fresh:/marker", filepath.Join(ended, "fresh"))
+	if b, _ := os.ReadFile(filepath.Join(ended, "fresh")); string(b) != "from the second layer\n" {
+		t.Errorf("cp out of a created container: %q", b)
+	}
+	l.must("rm", "fresh")
 
 	// attach: with -d -i the container's stdin is its own, not the
 	// caller's ("early" never reaches it); an attach sends it input, gets

@@ -173,7 +173,8 @@ func listenInNetNS(t *testing.T, name, addr string) net.Listener {
 // on that network, with its default route on the first; the others do
 // not see across; addresses it asks for (--ip, name=NET,ip=) it gets,
 // and keeps through a restart, and no other container gets them; a
-// restart keeps both networks; nothing is left once it is gone.
+// restart keeps both networks; network connect and disconnect of a
+// stopped container; nothing is left once it is gone.
 func TestLodgeTwoNetworks(t *testing.T) {
 	l := newLodgeCLI(t)
 	ref, _ := testImage(t)
@@ -247,6 +248,26 @@ func TestLodgeTwoNetworks(t *testing.T) {
 	check("after a restart")
 	if got := l.must("inspect", "-f", `{{range $k, $v := .NetworkSettings.Networks}}{{$v.IPAddress}}={{$v.IPAMConfig.IPv4Address}} {{end}}`, "two-api"); got != fixedBack+"="+fixedBack+" "+fixedFront+"="+fixedFront+" \n" { // by name
 		t.Errorf("two-api's addresses after a restart: %q", got)
+	}
+	// network connect and disconnect: refused while it runs (no NIC
+	// hotplug); a stopped container joins or leaves at its next start.
+	if r := l.run("", "network", "connect", "twoback", "two-web"); r.code == 0 || !strings.Contains(r.stderr, "running") {
+		t.Errorf("connect of a running container: exit %d %s", r.code, r.stderr)
+	}
+	l.must("stop", "-t", "0", "two-web")
+	l.must("network", "connect", "twoback", "two-web")
+	l.must("start", "two-web")
+	if !reach("two-web", "two-store") {
+		t.Error("two-web, connected to back, does not reach store")
+	}
+	l.must("stop", "-t", "0", "two-web")
+	l.must("network", "disconnect", "twoback", "two-web")
+	if r := l.run("", "network", "disconnect", "twofront", "two-web"); r.code == 0 || !strings.Contains(r.stderr, "only one") {
+		t.Errorf("disconnect from its only network: exit %d %s", r.code, r.stderr)
+	}
+	l.must("start", "two-web")
+	if reach("two-web", "two-store") {
+		t.Error("two-web, disconnected from back, still reaches store")
 	}
 	if r := l.run("", "run", "--rm", "--network", "none", "--network", "twofront", ref, "true"); r.code != 125 || !strings.Contains(r.stderr, "none") {
 		t.Errorf("--network none with another: exit %d %s", r.code, r.stderr)
