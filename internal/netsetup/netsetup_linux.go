@@ -365,6 +365,13 @@ func Teardown(path string, veths, taps []string) error {
 		return fmt.Errorf("open pod network namespace %s: %w", path, err)
 	}
 	defer ns.Close()
+	// The engine's CNI teardown, racing a cleanup after a crash, may have
+	// unmounted the namespace already, leaving its mount point a plain
+	// file: the namespace went with its interfaces.
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(int(ns), &fs); err == nil && fs.Type != unix.NSFS_MAGIC {
+		return nil
+	}
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -196,5 +197,21 @@ func TestForwardLocalhost(t *testing.T) {
 	}
 	if out := inNS(t, path, "iptables", "-t", "nat", "-S", "OUTPUT"); strings.Contains(out, "lodge port-forward") {
 		t.Errorf("nat rule left after Close:\n%s", out)
+	}
+}
+
+// A teardown after the engine removed the pod's namespace (its mount
+// point left a plain file, or gone) finds nothing to do, as the
+// namespace went with its interfaces.
+func TestTeardownOfUnmountedNamespace(t *testing.T) {
+	left := filepath.Join(t.TempDir(), "netns")
+	if err := os.WriteFile(left, nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := Teardown(left, []string{"eth0"}, []string{"tap0"}); err != nil {
+		t.Errorf("teardown of an unmounted namespace: %v", err)
+	}
+	if err := Teardown(filepath.Join(t.TempDir(), "gone"), []string{"eth0"}, nil); err != nil {
+		t.Errorf("teardown of a removed namespace: %v", err)
 	}
 }
