@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -145,7 +146,7 @@ func TestMakeMounts(t *testing.T) {
 	volumesDir = t.TempDir()
 	host := filepath.Join(t.TempDir(), "made")
 	spec := &specs.Spec{}
-	vols, anon, err := ctrMounts(spec, []string{"/img"}, nil, runOpts{volumes: []string{host + ":/h", "named:/n:ro"},
+	m, err := ctrMounts(spec, []string{"/img"}, nil, runOpts{volumes: []string{host + ":/h", "named:/n:ro"},
 		mounts: []string{"type=tmpfs,dst=/t"}}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -153,8 +154,15 @@ func TestMakeMounts(t *testing.T) {
 	if fi, err := os.Stat(host); err != nil || !fi.IsDir() {
 		t.Errorf("-v did not make the missing host directory: %v", err)
 	}
-	if len(vols) != 2 || vols[0] != "named" || len(anon) != 1 || anon[0] != vols[1] {
+	if vols, anon := m.volumes, m.anon; len(vols) != 2 || vols[0] != "named" || len(anon) != 1 || anon[0] != vols[1] {
 		t.Errorf("volumes %v, anonymous %v", vols, anon)
+	}
+	var points []string
+	for _, p := range m.points {
+		points = append(points, fmt.Sprintf("%s %s %s %v", p.Type, p.Name, p.Destination, p.RW))
+	}
+	if want := []string{"bind  /h true", "volume named /n false", "tmpfs  /t true", "volume " + m.anon[0] + " /img true"}; !reflect.DeepEqual(points, want) {
+		t.Errorf("mount points %q, want %q", points, want)
 	}
 	var dsts []string
 	for _, m := range spec.Mounts {
@@ -164,22 +172,22 @@ func TestMakeMounts(t *testing.T) {
 	if !reflect.DeepEqual(dsts, want) {
 		t.Errorf("mounts %q, want %q", dsts, want)
 	}
-	if _, _, err := ctrMounts(&specs.Spec{}, nil, nil, runOpts{mounts: []string{"type=bind,src=" + host + "/missing,dst=/m"}}, io.Discard); err == nil {
+	if _, err := ctrMounts(&specs.Spec{}, nil, nil, runOpts{mounts: []string{"type=bind,src=" + host + "/missing,dst=/m"}}, io.Discard); err == nil {
 		t.Error("--mount of a missing host path accepted")
 	}
-	if _, _, err := ctrMounts(&specs.Spec{}, nil, nil, runOpts{volumes: []string{"named:/d"}, mounts: []string{"type=tmpfs,dst=/d/"}}, io.Discard); err == nil {
+	if _, err := ctrMounts(&specs.Spec{}, nil, nil, runOpts{volumes: []string{"named:/d"}, mounts: []string{"type=tmpfs,dst=/d/"}}, io.Discard); err == nil {
 		t.Error("two mounts at /d accepted")
 	}
 	data := filepath.Join(volumesDir, "named", "_data")
 	os.MkdirAll(filepath.Join(data, "sub", "dir"), 0o755)
 	os.Symlink("/etc", filepath.Join(data, "out"))
 	spec = &specs.Spec{}
-	if _, _, err := ctrMounts(spec, nil, nil, runOpts{mounts: []string{"src=named,dst=/s,volume-subpath=sub/dir"}}, io.Discard); err != nil ||
+	if _, err := ctrMounts(spec, nil, nil, runOpts{mounts: []string{"src=named,dst=/s,volume-subpath=sub/dir"}}, io.Discard); err != nil ||
 		spec.Mounts[0].Source != filepath.Join(data, "sub", "dir") {
 		t.Errorf("subpath: %v, %+v", err, spec.Mounts)
 	}
 	for _, sub := range []string{"out", "missing"} {
-		if _, _, err := ctrMounts(&specs.Spec{}, nil, nil, runOpts{mounts: []string{"src=named,dst=/s,volume-subpath=" + sub}}, io.Discard); err == nil {
+		if _, err := ctrMounts(&specs.Spec{}, nil, nil, runOpts{mounts: []string{"src=named,dst=/s,volume-subpath=" + sub}}, io.Discard); err == nil {
 			t.Errorf("volume-subpath %s accepted", sub)
 		}
 	}
@@ -189,7 +197,8 @@ func TestImageVolumesGetAnonymousVolumes(t *testing.T) {
 	volumesDir = t.TempDir()
 	im := &image.Image{Ref: image.Ref{Name: "x"}}
 	im.Config.Config = v1.Config{Cmd: []string{"sh"}, Volumes: map[string]struct{}{"/data": {}, "/logs": {}}}
-	s, vols, err := runSpec(im, nil, runOpts{volumes: []string{"named1:/logs"}}, nil, strings.Repeat("c", 64))
+	s, m, err := runSpec(im, nil, runOpts{volumes: []string{"named1:/logs"}}, nil, strings.Repeat("c", 64))
+	vols := m.volumes
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +214,7 @@ func TestImageVolumesGetAnonymousVolumes(t *testing.T) {
 	if n != 2 {
 		t.Errorf("%d volume mounts, want 2: %+v", n, s.Mounts)
 	}
-	removeAnonymous(vols)
+	removeAnonymous(vols, "")
 	if _, err := os.Stat(filepath.Join(volumesDir, vols[1])); !os.IsNotExist(err) {
 		t.Errorf("anonymous volume not removed: %v", err)
 	}
@@ -320,5 +329,68 @@ func TestDetachedLoggerWaitsForTheContainer(t *testing.T) {
 	createdW.Close()
 	if code, why := awaitEnd(root, strings.Repeat("ef", 32), createdR); code != 137 || !strings.Contains(why, "before the container was created") {
 		t.Errorf("lodge gone before create: %d %q", code, why)
+	}
+}
+
+// --volumes-from mounts another container's volumes and binds (not its
+// tmpfs) at their paths, as they were or as :ro says, where -v puts
+// nothing; an anonymous volume two containers share goes with neither's
+// rm -v while the other mounts it.
+func TestVolumesFrom(t *testing.T) {
+	volumesDir, containersDir = t.TempDir(), t.TempDir()
+	host := t.TempDir()
+	src := &ctrRecord{ID: strings.Repeat("a", 64), Name: "data", Volumes: []string{"anon-shared", "named"}, Mounts: []mountPoint{
+		{Type: "volume", Name: "anon-shared", Destination: "/var/lib/db", RW: true},
+		{Type: "volume", Name: "named", Destination: "/n", RW: false},
+		{Type: "bind", Source: host, Destination: "/h", RW: true},
+		{Type: "tmpfs", Destination: "/t", RW: true},
+	}}
+	if err := os.MkdirAll(ctrDir(src.ID), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.save(); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"anon-shared", "named"} {
+		if _, err := ensureVolume(v, v == "anon-shared"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := &specs.Spec{}
+	m, err := ctrMounts(spec, nil, nil, runOpts{volumesFrom: []string{"data:ro"}, volumes: []string{"other:/n"}}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range m.points {
+		got = append(got, fmt.Sprintf("%s %s%s %s %v", p.Type, p.Name, p.Source, p.Destination, p.RW))
+	}
+	want := []string{"volume other" + filepath.Join(volumesDir, "other", "_data") + " /n true",
+		"volume anon-shared" + filepath.Join(volumesDir, "anon-shared", "_data") + " /var/lib/db false",
+		"bind " + host + " /h false"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("mounts %q\nwant %q", got, want)
+	}
+	if len(m.anon) != 0 {
+		t.Errorf("another's anonymous volume counted as this one's: %v", m.anon)
+	}
+	// The sharing container's rm -v leaves it; the last one's takes it.
+	user := &ctrRecord{ID: strings.Repeat("b", 64), Name: "user", Volumes: m.volumes}
+	os.MkdirAll(ctrDir(user.ID), 0o700)
+	user.save()
+	removeAnonymous(user.Volumes, user.ID)
+	if _, err := os.Stat(filepath.Join(volumesDir, "anon-shared")); err != nil {
+		t.Errorf("rm -v of the sharer removed the other's anonymous volume: %v", err)
+	}
+	os.RemoveAll(ctrDir(user.ID))
+	os.RemoveAll(ctrDir(src.ID))
+	removeAnonymous(src.Volumes, src.ID)
+	if _, err := os.Stat(filepath.Join(volumesDir, "anon-shared")); !os.IsNotExist(err) {
+		t.Errorf("the last user's rm -v left the anonymous volume: %v", err)
+	}
+	for _, bad := range []string{"nobody", "data:rx"} {
+		if _, err := ctrMounts(&specs.Spec{}, nil, nil, runOpts{volumesFrom: []string{bad}}, io.Discard); err == nil {
+			t.Errorf("--volumes-from %s accepted", bad)
+		}
 	}
 }

@@ -264,7 +264,7 @@ func (c *composeCmd) upContainer(s types.ServiceConfig, ct compose.Container, o 
 		}
 		for _, v := range ct.Anonymous {
 			if !slices.Contains(taken, v) {
-				removeAnonymous([]string{v})
+				removeAnonymous([]string{v}, "")
 			}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -51,6 +52,9 @@ type ctrRecord struct {
 	Network *ctrNetwork `json:"network,omitempty"`
 	// Volumes are the named and anonymous volumes it mounts.
 	Volumes []string `json:"volumes,omitempty"`
+	// Mounts are its mounts of -v, --mount, --volumes-from and its
+	// image's VOLUMEs (nil in records from before).
+	Mounts []mountPoint `json:"mounts,omitempty"`
 	// StartedAt is when its last run started (zero: never started).
 	StartedAt time.Time `json:"started_at,omitzero"`
 	// RestartPolicy is --restart's (nil: a record from before policies).
@@ -87,13 +91,22 @@ type ctrRecord struct {
 	Config *v1.Config `json:"config,omitempty"`
 }
 
-// removeAnonymous removes the anonymous volumes among names (a container
-// removed with --rm, or rm -v).
-func removeAnonymous(names []string) {
+// removeAnonymous removes the anonymous volumes among names that no
+// container but self (its ID, "" for none) mounts: --volumes-from shares
+// one with another container, whose data it still is.
+func removeAnonymous(names []string, self string) {
+	var all []*ctrRecord
 	for _, n := range names {
-		if strings.HasPrefix(n, "anon-") {
-			os.RemoveAll(filepath.Join(volumesDir, n))
+		if !strings.HasPrefix(n, "anon-") {
+			continue
 		}
+		if all == nil {
+			all, _ = allCtrs()
+		}
+		if slices.ContainsFunc(all, func(r *ctrRecord) bool { return r.ID != self && slices.Contains(r.Volumes, n) }) {
+			continue
+		}
+		os.RemoveAll(filepath.Join(volumesDir, n))
 	}
 }
 
@@ -243,17 +256,26 @@ func validName(s string) bool {
 }
 
 func addContainerCommands(root *cobra.Command, a *app) {
-	var all, quiet bool
+	var all, quiet, latest bool
 	var format string
 	var filters []string
+	var last int
 	ps := &cobra.Command{
-		Use:   "ps [-a] [-q] [-f KEY=VALUE] [--format table|json|TEMPLATE]",
+		Use:   "ps [-a] [-q] [-n N | -l] [-f KEY=VALUE] [--format table|json|TEMPLATE]",
 		Short: "list containers",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return listCtrs(cmd.OutOrStdout(), all, quiet, format, filters)
+			if latest {
+				last = 1
+			}
+			if last < 0 {
+				return errors.New("ps -n: want a positive number")
+			}
+			return listCtrs(cmd.OutOrStdout(), all, quiet, format, filters, last)
 		},
 	}
+	ps.Flags().IntVarP(&last, "last", "n", 0, "the N containers made last, in any state")
+	ps.Flags().BoolVarP(&latest, "latest", "l", false, "the container made last, in any state")
 	ps.Flags().StringArrayVarP(&filters, "filter", "f", nil, "only containers with id=, name=, status=, ancestor=, exited= or label=")
 	ps.Flags().BoolVarP(&all, "all", "a", false, "all containers (default: running ones)")
 	ps.Flags().BoolVarP(&quiet, "quiet", "q", false, "IDs only")
@@ -322,7 +344,7 @@ func addContainerCommands(root *cobra.Command, a *app) {
 					return err
 				}
 				if rmVolumes {
-					removeAnonymous(r.Volumes)
+					removeAnonymous(r.Volumes, r.ID)
 				}
 				return nil
 			})
@@ -595,7 +617,7 @@ func psRowOf(r *ctrRecord, st string, running bool) psRow {
 		Created: since(r.Created), Status: r.statusLine(), Names: r.Name, State: st, Ports: strings.Join(ports, ", ")}
 }
 
-func listCtrs(w io.Writer, all, quiet bool, format string, filters []string) error {
+func listCtrs(w io.Writer, all, quiet bool, format string, filters []string, last int) error {
 	f, err := parseFilters(filters)
 	if err != nil {
 		return err
@@ -604,10 +626,14 @@ func listCtrs(w io.Writer, all, quiet bool, format string, filters []string) err
 	if err != nil {
 		return err
 	}
-	// A status filter asks for what it names, running or not (docker's).
-	all = all || len(f["status"]) > 0 || len(f["exited"]) > 0
+	// A status filter asks for what it names, running or not, and -n the
+	// last ones made in any state (docker's). ctrs are newest first.
+	all = all || len(f["status"]) > 0 || len(f["exited"]) > 0 || last > 0
 	var rows []psRow
 	for _, r := range ctrs {
+		if last > 0 && len(rows) == last {
+			break
+		}
 		st, running := r.status()
 		if !all && !running && !r.Restarting || !f.match(r, st) {
 			continue
@@ -649,8 +675,17 @@ func inspectCtr(r *ctrRecord) map[string]any {
 			"Tty": r.Tty, "OpenStdin": r.Interactive, "AttachStdout": !r.Detached, "AttachStderr": !r.Detached},
 		"HostConfig":      map[string]any{"AutoRemove": r.AutoRemove, "Runtime": "lodge", "RestartPolicy": policy},
 		"NetworkSettings": networkSettings(r.Network, r.aliases(), running),
+		"Mounts":          mountsOf(r),
 		"LogPath":         logPath(r.ID),
 	}
+}
+
+// mountsOf is inspect's Mounts: never null, as docker's.
+func mountsOf(r *ctrRecord) []mountPoint {
+	if r.Mounts == nil {
+		return []mountPoint{}
+	}
+	return r.Mounts
 }
 
 type execOpts struct {

@@ -41,14 +41,22 @@ func addImageCommands(root *cobra.Command, a *app) {
 
 	var quiet bool
 	var format string
+	var filters []string
 	ls := &cobra.Command{
-		Use:   "images [-q] [--format table|json|TEMPLATE]",
+		Use:   "images [-q] [--format table|json|TEMPLATE] [-f KEY=VALUE]... [REPOSITORY[:TAG]]",
 		Short: "list images",
-		Args:  cobra.NoArgs,
-		RunE:  func(cmd *cobra.Command, _ []string) error { return a.listImages(cmd.OutOrStdout(), quiet, format) },
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := parseImageFilter(strings.Join(args, ""), filters, func(n string) (*image.Image, error) { return a.images().Find(normalise(n)) })
+			if err != nil {
+				return err
+			}
+			return a.listImages(cmd.OutOrStdout(), quiet, format, f)
+		},
 	}
 	ls.Flags().BoolVarP(&quiet, "quiet", "q", false, "image IDs only")
 	ls.Flags().StringVar(&format, "format", "table", "table, json or a Go template")
+	ls.Flags().StringArrayVarP(&filters, "filter", "f", nil, "only images with dangling=true|false, reference=REPOSITORY[:TAG] (globs), label=KEY[=VALUE], before=IMAGE or since=IMAGE")
 
 	rmi := &cobra.Command{
 		Use:   "rmi IMAGE...",
@@ -223,7 +231,7 @@ type imageRow struct {
 	Digest     string `json:"Digest"`
 }
 
-func (a *app) listImages(w io.Writer, quiet bool, format string) error {
+func (a *app) listImages(w io.Writer, quiet bool, format string, f imageFilter) error {
 	st := a.images()
 	refs, err := st.List()
 	if err != nil {
@@ -237,6 +245,9 @@ func (a *app) listImages(w io.Writer, quiet bool, format string) error {
 			continue
 		}
 		repo, tag := splitName(r.Name)
+		if !f.match(repo, tag, im) {
+			continue
+		}
 		created := im.Config.Created.Time
 		rows = append(rows, imageRow{Repository: repo, Tag: tag, ID: im.ConfigDigest.Hex[:12],
 			Created: since(created), CreatedAt: created.Format(time.RFC3339), Size: humanSize(im.Size()), Digest: r.Manifest.String()})

@@ -279,7 +279,7 @@ func runLogger(a *app, id string) error {
 		a.log.Warn("leave the bridge network", "container", r.Name, "err", err)
 	}
 	if r.AutoRemove {
-		removeAnonymous(r.Volumes)
+		removeAnonymous(r.Volumes, r.ID)
 		return os.RemoveAll(ctrDir(id))
 	}
 	if _, err := os.Stat(ctrDir(id)); err != nil {

@@ -196,24 +196,45 @@ func (r mountReq) check() error {
 	return nil
 }
 
-// ctrMounts makes the container's mounts of -v and --mount, and
-// anonymous volumes at the image's VOLUMEs they do not cover. A volume
-// that has nothing in it takes what the image has at its mount point,
-// as docker fills it, unless nocopy. It returns the volumes mounted and,
-// of them, the anonymous ones it made.
-func ctrMounts(spec *specs.Spec, imageVolumes []string, lays []string, o runOpts, warn io.Writer) (volumes, anon []string, err error) {
+// mountPoint is one of a container's mounts that -v, --mount,
+// --volumes-from or its image's VOLUMEs made, as docker's inspect shows it
+// (and --volumes-from takes it again).
+type mountPoint struct {
+	Type        string `json:"Type"`           // bind, volume or tmpfs
+	Name        string `json:"Name,omitempty"` // a volume's
+	Source      string `json:"Source"`
+	Destination string `json:"Destination"`
+	Mode        string `json:"Mode"`
+	RW          bool   `json:"RW"`
+	Propagation string `json:"Propagation"`
+	Subpath     string `json:"Subpath,omitempty"` // a volume's volume-subpath
+}
+
+// mounted is what ctrMounts made: the volumes mounted (and, of them, the
+// anonymous ones it made) and the mount points.
+type mounted struct {
+	volumes, anon []string
+	points        []mountPoint
+}
+
+// ctrMounts makes the container's mounts of -v and --mount, those of
+// the containers --volumes-from names (where -v and --mount put nothing),
+// and anonymous volumes at the image's VOLUMEs none of them covers. A
+// volume that has nothing in it takes what the image has at its mount
+// point, as docker fills it, unless nocopy.
+func ctrMounts(spec *specs.Spec, imageVolumes []string, lays []string, o runOpts, warn io.Writer) (m mounted, err error) {
 	var reqs []mountReq
 	for _, v := range o.volumes {
 		r, err := parseVolume(v)
 		if err != nil {
-			return nil, nil, err
+			return m, err
 		}
 		reqs = append(reqs, r)
 	}
 	for _, v := range o.mounts {
 		r, err := parseMount(v)
 		if err != nil {
-			return nil, nil, err
+			return m, err
 		}
 		reqs = append(reqs, r)
 	}
@@ -221,9 +242,21 @@ func ctrMounts(spec *specs.Spec, imageVolumes []string, lays []string, o runOpts
 	for _, r := range reqs {
 		d := path.Clean(r.dst)
 		if prev, ok := taken[d]; ok {
-			return nil, nil, fmt.Errorf("%s: %s is mounted already (%s)", r.flag, d, prev)
+			return m, fmt.Errorf("%s: %s is mounted already (%s)", r.flag, d, prev)
 		}
 		taken[d] = r.flag
+	}
+	for _, v := range o.volumesFrom {
+		from, err := volumesFrom(v)
+		if err != nil {
+			return m, err
+		}
+		for _, r := range from {
+			if d := path.Clean(r.dst); taken[d] == "" {
+				taken[d] = r.flag
+				reqs = append(reqs, r)
+			}
+		}
 	}
 	for _, d := range imageVolumes {
 		if path.IsAbs(d) && taken[path.Clean(d)] == "" {
@@ -241,16 +274,21 @@ func ctrMounts(spec *specs.Spec, imageVolumes []string, lays []string, o runOpts
 		if r.ro {
 			opts = append(opts, "ro")
 		}
+		point := mountPoint{Type: r.kind, Destination: path.Clean(r.dst), Mode: rwOpt(r.ro), RW: !r.ro, Propagation: "rprivate"}
 		switch r.kind {
 		case "tmpfs":
 			spec.Mounts = append(spec.Mounts, specs.Mount{Destination: path.Clean(r.dst), Type: "tmpfs", Source: "tmpfs",
 				Options: append([]string{rwOpt(r.ro)}, r.tmpfsOps...)})
+			point.Propagation = ""
+			m.points = append(m.points, point)
 			continue
 		case "bind":
 			if err := bindSource(r); err != nil {
-				return volumes, anon, err
+				return m, err
 			}
 			spec.Mounts = append(spec.Mounts, specs.Mount{Destination: r.dst, Type: "bind", Source: r.src, Options: opts})
+			point.Source = r.src
+			m.points = append(m.points, point)
 			continue
 		}
 		name, anonymous := r.src, r.src == ""
@@ -259,30 +297,63 @@ func ctrMounts(spec *specs.Spec, imageVolumes []string, lays []string, o runOpts
 		}
 		vol, err := ensureVolume(name, anonymous)
 		if err != nil {
-			return volumes, anon, fmt.Errorf("%s: %w", r.flag, err)
+			return m, fmt.Errorf("%s: %w", r.flag, err)
 		}
-		volumes = append(volumes, vol.Name)
+		m.volumes = append(m.volumes, vol.Name)
 		if anonymous {
-			anon = append(anon, vol.Name)
+			m.anon = append(m.anon, vol.Name)
 		}
 		src := vol.dataDir()
 		if r.subpath != "" {
 			if src, err = subpathOf(vol, r.subpath); err != nil {
-				return volumes, anon, fmt.Errorf("%s: %w", r.flag, err)
+				return m, fmt.Errorf("%s: %w", r.flag, err)
 			}
 		} else if !r.nocopy {
 			if files == nil {
 				if files, err = imagefs.Open(lays); err != nil {
-					return volumes, anon, err
+					return m, err
 				}
 			}
 			if err := fillVolume(vol, files, r.dst, warn); err != nil {
-				return volumes, anon, fmt.Errorf("%s: %w", r.flag, err)
+				return m, fmt.Errorf("%s: %w", r.flag, err)
 			}
 		}
 		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: r.dst, Type: "bind", Source: src, Options: opts})
+		point.Name, point.Source, point.Subpath = vol.Name, src, r.subpath
+		m.points = append(m.points, point)
 	}
-	return volumes, anon, nil
+	return m, nil
+}
+
+// volumesFrom reads a --volumes-from value, CONTAINER[:ro|:rw], into the
+// container's volume and bind mounts (not its tmpfs ones), each read-only
+// or not as there unless the suffix says.
+func volumesFrom(v string) ([]mountReq, error) {
+	name, mode, _ := strings.Cut(v, ":")
+	if mode != "" && mode != "ro" && mode != "rw" {
+		return nil, fmt.Errorf("--volumes-from %s: want CONTAINER[:ro|:rw]", v)
+	}
+	r, err := findCtr(name)
+	if err != nil {
+		return nil, fmt.Errorf("--volumes-from %s: %w", v, err)
+	}
+	var out []mountReq
+	for _, p := range r.Mounts {
+		req := mountReq{flag: "--volumes-from " + v, kind: p.Type, dst: p.Destination, ro: !p.RW, nocopy: true, subpath: p.Subpath}
+		switch {
+		case p.Type == "volume":
+			req.src = p.Name
+		case p.Type == "bind":
+			req.src, req.nocopy = p.Source, false
+		default:
+			continue
+		}
+		if mode != "" {
+			req.ro = mode == "ro"
+		}
+		out = append(out, req)
+	}
+	return out, nil
 }
 
 func rwOpt(ro bool) string {

@@ -42,6 +42,7 @@ type runOpts struct {
 	entrypoint                     *string
 	env, envFiles, volumes         []string
 	mounts                         []string  // --mount, docker's KEY=VALUE form (mounts.go)
+	volumesFrom                    []string  // --volumes-from CONTAINER[:ro|:rw]
 	warn                           io.Writer // where what was not done as asked is said (stderr)
 	securityOpts                   []string  // docker's --security-opt
 	memory                         string
@@ -128,6 +129,7 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f.StringArrayVar(&o.envFiles, "env-file", nil, "read environment variables from a file")
 	addHealthFlags(f, &o.health)
 	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "a host directory or file (made if missing) or a volume: HOST:CONTAINER[:ro][,nocopy], VOLUME:CONTAINER[:OPTS], or /CONTAINER (an anonymous volume); an empty volume takes the image's files there unless nocopy")
+	f.StringArrayVar(&o.volumesFrom, "volumes-from", nil, "the volumes and binds of another container, at the same paths: CONTAINER[:ro|:rw]")
 	f.StringArrayVar(&o.mounts, "mount", nil, "a mount as docker's --mount: type=bind|volume|tmpfs,source=..,target=..[,readonly][,volume-nocopy][,volume-subpath=DIR][,tmpfs-size=..][,tmpfs-mode=1770]")
 	f.StringVarP(&o.workdir, "workdir", "w", "", "working directory in the container")
 	f.StringVarP(&o.user, "user", "u", "", "user (name|uid[:group|gid])")
@@ -242,7 +244,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		return lodgeError(err)
 	}
 	id := newID()
-	spec, vols, err := runSpec(im, lays, o, args, id)
+	spec, mnt, err := runSpec(im, lays, o, args, id)
 	if err != nil {
 		return lodgeError(err)
 	}
@@ -255,7 +257,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		stopTimeout = &o.stopTimeout
 	}
 	rec := &ctrRecord{ID: id, Name: name, Image: im.Name, ImageID: im.ConfigDigest.Hex, Command: spec.Process.Args,
-		Created: time.Now().UTC(), Detached: o.detach || o.createOnly, Interactive: o.interactive, Tty: o.tty, AutoRemove: o.rm, StopSignal: stopSignal, Volumes: vols,
+		Created: time.Now().UTC(), Detached: o.detach || o.createOnly, Interactive: o.interactive, Tty: o.tty, AutoRemove: o.rm, StopSignal: stopSignal, Volumes: mnt.volumes, Mounts: mnt.points,
 		RestartPolicy: &policy, Labels: labels, NetFiles: netFiles, StopTimeout: stopTimeout, Timeout: o.timeout,
 		Config: ctrConfig(im, o, args, spec, labels)}
 	if err := o.health.apply(rec.Config); err != nil {
@@ -271,7 +273,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	defer func() {
 		if !keep {
 			os.RemoveAll(ctrDir(id))
-			removeAnonymous(vols)
+			removeAnonymous(mnt.anon, id)
 		}
 	}()
 	// This command is the container's monitor until it hands the lock to

@@ -23,12 +23,12 @@ import (
 
 // runSpec makes the container's OCI spec from the image's config and the
 // command line, as docker does.
-func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string) (_ *specs.Spec, volumes []string, err error) {
+func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string) (_ *specs.Spec, m mounted, err error) {
 	c := im.Config.Config
 	var anon []string // removed again on error
 	defer func() {
 		if err != nil {
-			removeAnonymous(anon)
+			removeAnonymous(anon, "")
 		}
 	}()
 	spec := oci.DefaultSpec()
@@ -38,14 +38,14 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 	p.Capabilities = &specs.LinuxCapabilities{Bounding: oci.DockerCaps, Effective: oci.DockerCaps, Permitted: oci.DockerCaps}
 	p.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1048576, Soft: 1048576}}
 	if err := applySpecOpts(spec, o.specOpts); err != nil {
-		return nil, nil, err
+		return nil, m, err
 	}
 	secOpts := o.securityOpts
 	if o.privileged && !slices.ContainsFunc(secOpts, func(s string) bool { return strings.HasPrefix(s, "seccomp") }) {
 		secOpts = append([]string{"seccomp=unconfined"}, secOpts...) // docker's --privileged
 	}
 	if err := applySecurityOpts(spec, secOpts); err != nil {
-		return nil, nil, err
+		return nil, m, err
 	}
 	spec.Root = &specs.Root{Path: "rootfs", Readonly: o.readOnly}
 	spec.Hostname = id[:12]
@@ -55,13 +55,13 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 	entry, cmdArgs := entryAndCmd(c, o, args)
 	p.Args = append(append([]string{}, entry...), cmdArgs...)
 	if len(p.Args) == 0 {
-		return nil, nil, fmt.Errorf("no command: the image %s has none, give one after its name", displayName(im.Name))
+		return nil, m, fmt.Errorf("no command: the image %s has none, give one after its name", displayName(im.Name))
 	}
 	if o.init {
 		// As docker's --init: the host's static tini, bind-mounted read-only
 		// where docker puts it.
 		if _, err := os.Stat(initBinary); err != nil {
-			return nil, nil, fmt.Errorf("--init runs %s, which is missing (apt-get install tini): %w", initBinary, err)
+			return nil, m, fmt.Errorf("--init runs %s, which is missing (apt-get install tini): %w", initBinary, err)
 		}
 		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: initPath, Type: "bind", Source: initBinary,
 			Options: []string{"rbind", "ro", "rprivate"}})
@@ -76,7 +76,7 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 	for _, f := range o.envFiles {
 		vs, err := readEnvFile(f)
 		if err != nil {
-			return nil, nil, err
+			return nil, m, err
 		}
 		env = mergeEnv(env, vs)
 	}
@@ -99,7 +99,7 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 		p.Cwd = o.workdir
 	}
 	if !path.IsAbs(p.Cwd) {
-		return nil, nil, fmt.Errorf("working directory %q must be absolute", p.Cwd)
+		return nil, m, fmt.Errorf("working directory %q must be absolute", p.Cwd)
 	}
 	user := c.User
 	if o.user != "" {
@@ -108,7 +108,7 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 	if user != "" {
 		u, err := resolveUser(user, lays)
 		if err != nil {
-			return nil, nil, err
+			return nil, m, err
 		}
 		p.User = u
 	}
@@ -117,16 +117,16 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 		imageVolumes = append(imageVolumes, d)
 	}
 	sort.Strings(imageVolumes)
-	volumes, made, err := ctrMounts(spec, imageVolumes, lays, o, o.warn)
-	anon = append(anon, made...)
+	m, err = ctrMounts(spec, imageVolumes, lays, o, o.warn)
+	anon = append(anon, m.anon...)
 	if err != nil {
-		return nil, nil, err
+		return nil, m, err
 	}
 	res := spec.Linux.Resources
 	if o.memory != "" {
 		n, err := parseBytes(o.memory)
 		if err != nil {
-			return nil, nil, fmt.Errorf("--memory %q: %w", o.memory, err)
+			return nil, m, fmt.Errorf("--memory %q: %w", o.memory, err)
 		}
 		res.Memory = &specs.LinuxMemory{Limit: &n}
 	}
@@ -139,7 +139,7 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 	// device of its guest).
 	spec.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: o.privileged, Access: "rwm"}}
 	spec.Annotations = map[string]string{"io.lodge.image": im.Name}
-	return spec, volumes, nil
+	return spec, m, nil
 }
 
 // entryAndCmd are the container's entrypoint and command: the image's,

@@ -374,6 +374,13 @@ func RunArgs(p *types.Project, s types.ServiceConfig, c Container) (args, warnin
 		add("-p", portArg(pt))
 	}
 	args = append(args, healthArgs(s.HealthCheck)...)
+	for _, v := range s.VolumesFrom {
+		from, err := volumesFromArg(p, v)
+		if err != nil {
+			return nil, nil, fmt.Errorf("service %s: volumes_from %s: %w", s.Name, v, err)
+		}
+		add("--volumes-from", from)
+	}
 	vols, err := volumeArgs(p, s, c.Anonymous)
 	if err != nil {
 		return nil, nil, err
@@ -452,7 +459,6 @@ func unsupported(s types.ServiceConfig) error {
 	check(s.Pid != "", "pid")
 	check(s.Uts != "", "uts")
 	check(s.UserNSMode != "", "userns_mode")
-	check(len(s.VolumesFrom) > 0, "volumes_from")
 	check(s.CgroupParent != "", "cgroup_parent")
 	check(s.Runtime != "", "runtime")
 	check(s.Platform != "" && s.Platform != "linux/amd64", "platform")
@@ -584,6 +590,25 @@ func volumeArgs(p *types.Project, s types.ServiceConfig, anonymous map[string]st
 		}
 	}
 	return args, nil
+}
+
+// volumesFromArg is --volumes-from's value for a volumes_from entry:
+// container:NAME[:MODE] names a container, SERVICE[:MODE] the service's
+// first container (which compose-go makes a dependency, started first).
+func volumesFromArg(p *types.Project, v string) (string, error) {
+	if name, ok := strings.CutPrefix(v, types.ContainerPrefix); ok {
+		return name, nil
+	}
+	svc, mode, hasMode := strings.Cut(v, ":")
+	other, ok := p.Services[svc]
+	if !ok {
+		return "", fmt.Errorf("no service %s in the project", svc)
+	}
+	out := ContainerName(p, other, 1)
+	if hasMode {
+		out += ":" + mode
+	}
+	return out, nil
 }
 
 // mountValue is a --mount value of fields (KEY=VALUE), each quoted where

@@ -255,6 +255,33 @@ func TestNoComposeFile(t *testing.T) {
 	}
 }
 
+// volumes_from: a service's first container (by its name), or a
+// container by its own, with the mode given.
+func TestVolumesFrom(t *testing.T) {
+	o, _ := load(t, `
+services:
+  db:
+    image: postgres:16
+  backup:
+    image: busybox
+    volumes_from: ["db:ro", "container:keeper"]
+`, map[string]string{})
+	p, err := Load(context.Background(), *o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args, _, err := RunArgs(p, p.Services["backup"], Container{Name: "x", Number: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line := strings.Join(args, " "); !strings.Contains(line, "--volumes-from "+p.Name+"-db-1:ro --volumes-from keeper") {
+		t.Errorf("volumes_from:\n%s", line)
+	}
+	if order, err := Order(p, nil); err != nil || !slices.Equal(order, []string{"db", "backup"}) {
+		t.Errorf("order %v %v, want db (whose volumes backup mounts) first", order, err)
+	}
+}
+
 // A recreated container's anonymous volumes go to its successor: at the
 // service's anonymous volume of that path, and at a path the service
 // mounts nothing at (the image's VOLUME); not where the service now

@@ -170,6 +170,12 @@ func TestLodgePullRun(t *testing.T) {
 	if q := strings.Fields(l.must("images", "-q")); len(q) != 1 || len(q[0]) != 12 {
 		t.Errorf("images -q: %q", q)
 	}
+	// docker images REPOSITORY[:TAG] and --filter.
+	for args, want := range map[string]int{"app": 1, "app:v1": 1, "app:v2": 0, "nothing": 0, "--filter=dangling=true": 0, "--filter=reference=*/test/*": 1} {
+		if q := strings.Fields(l.must("images", "-q", args)); len(q) != want {
+			t.Errorf("images -q %s: %q, want %d", args, q, want)
+		}
+	}
 
 	// The image's config and the layers, whiteout included, in a VM.
 	out := l.must("run", "--rm", ref, "sh", "-c", `cat /marker; test -e /etc/group && echo group-visible; echo "$FROM_IMAGE $(pwd)"; uname -r`)

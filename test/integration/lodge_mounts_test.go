@@ -31,7 +31,8 @@ func volumeImage(t *testing.T) string {
 // volume alike): owners, modes, hard links; no device node reaches the
 // host, and the user is told; a filled volume keeps what containers wrote;
 // nocopy leaves it empty. --mount's bind, volume (with a subpath,
-// read-only) and tmpfs (sized) mounts; -v makes a missing host directory.
+// read-only) and tmpfs (sized) mounts; -v makes a missing host directory;
+// --volumes-from.
 func TestLodgeVolumeFill(t *testing.T) {
 	l := newLodgeCLI(t)
 	ref := volumeImage(t)
@@ -81,6 +82,20 @@ func TestLodgeVolumeFill(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(host, "f")); err != nil || string(b) != "h\n" {
 		t.Errorf("-v's missing host directory: %q, %v", b, err)
+	}
+	// --volumes-from: another container's volumes at their paths (here
+	// read-only), as inspect's Mounts lists them; rm -v takes the
+	// anonymous one with its container.
+	l.must("run", "--name", "holder", "--network", "none", ref, "true")
+	if got := l.must("inspect", "-f", "{{range .Mounts}}{{.Type}} {{.Destination}} {{.RW}}{{end}}", "holder"); got != "volume /srv/app true\n" {
+		t.Errorf("holder's Mounts: %q", got)
+	}
+	if out := l.must("run", "--rm", "--network", "none", "--volumes-from", "holder:ro", ref, "sh", "-c", "cat /srv/app/conf; touch /srv/app/x 2>/dev/null || echo ro"); out != "seed\nro\n" {
+		t.Errorf("--volumes-from holder:ro: %q", out)
+	}
+	l.must("rm", "-v", "holder")
+	if vs := strings.Fields(l.must("volume", "ls", "-q")); len(vs) != 2 {
+		t.Errorf("volumes after rm -v of holder: %q, want appdata and bare", vs)
 	}
 	if r := l.run("", "run", "--rm", "--network", "none", "--mount", "type=bind,src=/no/such/dir,dst=/d", ref, "true"); r.code == 0 || !strings.Contains(r.stderr, "/no/such/dir") {
 		t.Errorf("--mount of a missing host path: exit %d: %s", r.code, r.stderr)
