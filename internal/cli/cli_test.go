@@ -15,6 +15,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/lodgeruntime/lodge/internal/image"
+	"github.com/lodgeruntime/lodge/internal/state"
 )
 
 func TestRunSpecFollowsDocker(t *testing.T) {
@@ -392,5 +393,18 @@ func TestVolumesFrom(t *testing.T) {
 		if _, err := ctrMounts(&specs.Spec{}, nil, nil, runOpts{volumesFrom: []string{bad}}, io.Discard); err == nil {
 			t.Errorf("--volumes-from %s accepted", bad)
 		}
+	}
+	// A record from before Lodge kept its mounts: its bundle's volume
+	// mounts (not its other binds).
+	oldRec := &ctrRecord{ID: strings.Repeat("c", 64), Name: "older", Volumes: []string{"named"}}
+	os.MkdirAll(bundleDir(oldRec.ID), 0o700)
+	oldRec.save()
+	state.Write(filepath.Join(bundleDir(oldRec.ID), "config.json"), &specs.Spec{Mounts: []specs.Mount{
+		{Destination: "/n", Type: "bind", Source: filepath.Join(volumesDir, "named", "_data"), Options: []string{"rbind", "ro"}},
+		{Destination: "/etc/hosts", Type: "bind", Source: filepath.Join(ctrDir(oldRec.ID), "hosts")},
+	}})
+	m, err = ctrMounts(&specs.Spec{}, nil, nil, runOpts{volumesFrom: []string{"older"}}, io.Discard)
+	if err != nil || len(m.points) != 1 || m.points[0].Name != "named" || m.points[0].Destination != "/n" || m.points[0].RW {
+		t.Errorf("--volumes-from a record without mounts: %+v, %v", m.points, err)
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -272,17 +271,12 @@ func (c *composeCmd) upContainer(s types.ServiceConfig, ct compose.Container, o 
 }
 
 // anonymousVolumes are a container's anonymous volumes by the path each
-// is mounted at (from its bundle's mounts).
+// is mounted at.
 func anonymousVolumes(r *ctrRecord) map[string]string {
-	spec, err := readBundleSpec(bundleDir(r.ID))
-	if err != nil {
-		return nil
-	}
 	out := map[string]string{}
-	for _, m := range spec.Mounts {
-		name := filepath.Base(filepath.Dir(m.Source))
-		if m.Type == "bind" && strings.HasPrefix(name, "anon-") && m.Source == (volume{Name: name}).dataDir() && slices.Contains(r.Volumes, name) {
-			out[path.Clean(m.Destination)] = name
+	for _, p := range volumeMountsOf(r) {
+		if strings.HasPrefix(p.Name, "anon-") {
+			out[p.Destination] = p.Name
 		}
 	}
 	return out

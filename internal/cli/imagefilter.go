@@ -88,9 +88,10 @@ func (f imageFilter) match(repo, tag string, im *image.Image) bool {
 }
 
 // refMatches matches REPOSITORY[:TAG] (globs, as docker's reference
-// filter) against an image's repository and tag; a pattern without a
-// tag matches every tag, and one without a registry also the last part
-// of a repository's path (busybox matches 127.0.0.1:5000/busybox).
+// filter) against an image's repository (as listed: docker.io's short)
+// and tag; a pattern without a tag matches every tag. As docker's, app
+// is not 127.0.0.1:5000/team/app: a script that removes what it lists
+// must not reach another registry's image.
 func refMatches(pattern, repo, tag string) bool {
 	pr, pt := pattern, ""
 	if i := strings.LastIndex(pattern, ":"); i > strings.LastIndex(pattern, "/") {
@@ -101,11 +102,8 @@ func refMatches(pattern, repo, tag string) bool {
 			return false
 		}
 	}
-	if ok, _ := path.Match(pr, repo); ok {
-		return true
-	}
-	ok, _ := path.Match(pr, path.Base(repo))
-	return ok && !strings.Contains(pr, "/")
+	ok, _ := path.Match(pr, repo)
+	return ok
 }
 
 func anyOf(xs []string, f func(string) bool) bool {

@@ -36,10 +36,12 @@ func TestImageFilter(t *testing.T) {
 		want    []string
 	}{
 		{"", nil, []string{"busybox:latest", "127.0.0.1:5000/team/app:v1", "app:v2", "<none>:<none>"}},
-		{"app", nil, []string{"127.0.0.1:5000/team/app:v1", "app:v2"}},
+		{"app", nil, []string{"app:v2"}},
+		{"127.0.0.1:5000/team/app", nil, []string{"127.0.0.1:5000/team/app:v1"}},
+		{"", []string{"reference=*/*/app"}, []string{"127.0.0.1:5000/team/app:v1"}},
 		{"app:v2", nil, []string{"app:v2"}},
 		{"", []string{"reference=*box"}, []string{"busybox:latest"}},
-		{"", []string{"reference=app:v*", "reference=busybox"}, []string{"busybox:latest", "127.0.0.1:5000/team/app:v1", "app:v2"}},
+		{"", []string{"reference=app:v*", "reference=busybox"}, []string{"busybox:latest", "app:v2"}},
 		{"", []string{"dangling=true"}, []string{"<none>:<none>"}},
 		{"", []string{"dangling=false", "label=tier"}, []string{"127.0.0.1:5000/team/app:v1", "app:v2"}},
 		{"", []string{"label=tier=db"}, []string{"app:v2", "<none>:<none>"}},

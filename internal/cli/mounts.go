@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -337,8 +338,12 @@ func volumesFrom(v string) ([]mountReq, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--volumes-from %s: %w", v, err)
 	}
+	points := r.Mounts
+	if points == nil { // a record from before Lodge kept its mounts
+		points = volumeMountsOf(r)
+	}
 	var out []mountReq
-	for _, p := range r.Mounts {
+	for _, p := range points {
 		req := mountReq{flag: "--volumes-from " + v, kind: p.Type, dst: p.Destination, ro: !p.RW, nocopy: true, subpath: p.Subpath}
 		switch {
 		case p.Type == "volume":
@@ -417,4 +422,24 @@ func fillVolume(v volume, files *imagefs.Union, dst string, warn io.Writer) erro
 		}
 	}
 	return err
+}
+
+// volumeMountsOf are a container's volume mounts, from its bundle's
+// mounts (what a record from before Lodge kept its mounts still has).
+func volumeMountsOf(r *ctrRecord) []mountPoint {
+	spec, err := readBundleSpec(bundleDir(r.ID))
+	if err != nil {
+		return nil
+	}
+	var out []mountPoint
+	for _, m := range spec.Mounts {
+		name := filepath.Base(filepath.Dir(m.Source))
+		if m.Type != "bind" || m.Source != (volume{Name: name}).dataDir() || !slices.Contains(r.Volumes, name) {
+			continue
+		}
+		ro := slices.Contains(m.Options, "ro")
+		out = append(out, mountPoint{Type: "volume", Name: name, Source: m.Source, Destination: path.Clean(m.Destination),
+			Mode: rwOpt(ro), RW: !ro, Propagation: "rprivate"})
+	}
+	return out
 }
