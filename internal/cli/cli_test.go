@@ -408,3 +408,56 @@ func TestVolumesFrom(t *testing.T) {
 		t.Errorf("--volumes-from a record without mounts: %+v, %v", m.points, err)
 	}
 }
+
+// volume create --label and volume ls --filter, as docker's: labels kept
+// (a second create with others refused), dangling= by whether a
+// container mounts it, name= a part of the name.
+func TestVolumeLabelsAndFilters(t *testing.T) {
+	volumesDir, containersDir = t.TempDir(), t.TempDir()
+	web, _ := ensureVolume("web-data", false)
+	if _, err := labelVolume(web, map[string]string{"tier": "web"}); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := ensureVolume("web-data", false) // as a second create finds it
+	if _, err := labelVolume(again, map[string]string{"tier": "db"}); err == nil {
+		t.Error("a second create with other labels accepted")
+	}
+	ensureVolume("db-data", false)
+	user := &ctrRecord{ID: strings.Repeat("d", 64), Name: "user", Volumes: []string{"db-data"}}
+	os.MkdirAll(ctrDir(user.ID), 0o700)
+	user.save()
+	vs, _ := listVolumes()
+	for filters, want := range map[string]string{
+		"":                              "db-data web-data",
+		"dangling=true":                 "web-data",
+		"dangling=false":                "db-data",
+		"name=db":                       "db-data",
+		"label=tier":                    "web-data",
+		"label=tier=web,dangling=true":  "web-data",
+		"label=tier=db":                 "",
+		"name=web,name=db,driver=local": "db-data web-data",
+	} {
+		var fs []string
+		if filters != "" {
+			fs = strings.Split(filters, ",")
+		}
+		keep, err := volumeFilter(fs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, v := range vs {
+			if keep(v) {
+				got = append(got, v.Name)
+			}
+		}
+		if strings.Join(got, " ") != want {
+			t.Errorf("--filter %s: %q, want %q", filters, got, want)
+		}
+	}
+	for _, bad := range []string{"dangling=maybe", "size=1", "name"} {
+		if _, err := volumeFilter([]string{bad}); err == nil {
+			t.Errorf("--filter %s accepted", bad)
+		}
+	}
+}

@@ -69,8 +69,12 @@ func inspectVolume(n string) (any, error) {
 		return nil, fmt.Errorf("no such volume: %s", n)
 	}
 	v, _ := ensureVolume(n, false)
+	labels := v.Labels
+	if labels == nil {
+		labels = map[string]string{}
+	}
 	return map[string]any{"Name": v.Name, "Driver": "local", "Mountpoint": v.dataDir(),
-		"CreatedAt": v.Created, "Scope": "local", "Labels": map[string]string{}, "UsedBy": volumeUsers(v.Name)}, nil
+		"CreatedAt": v.Created, "Scope": "local", "Labels": labels, "UsedBy": volumeUsers(v.Name)}, nil
 }
 
 func inspectNetwork(n string) (any, error) {

@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +27,8 @@ type volume struct {
 	Name      string    `json:"Name"`
 	Created   time.Time `json:"CreatedAt"`
 	Anonymous bool      `json:"Anonymous,omitempty"`
+	// Labels are volume create --label's.
+	Labels map[string]string `json:"Labels,omitempty"`
 }
 
 func (v volume) dataDir() string { return filepath.Join(volumesDir, v.Name, "_data") }
@@ -114,8 +119,17 @@ func removeVolume(name string, force bool) error {
 
 func addVolumeCommands(root *cobra.Command) {
 	vol := &cobra.Command{Use: "volume", Short: "manage named volumes"}
-	create := &cobra.Command{Use: "create [NAME]", Short: "create a named volume", Args: cobra.MaximumNArgs(1),
+	var labels []string
+	var driver string
+	create := &cobra.Command{Use: "create [-l KEY=VALUE]... [NAME]", Short: "create a named volume", Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if driver != "local" {
+				return fmt.Errorf("--driver %q: lodge's volumes are local", driver)
+			}
+			lm, err := labelMap(labels)
+			if err != nil {
+				return err
+			}
 			name := "v" + newID()[:16]
 			if len(args) == 1 {
 				name = args[0]
@@ -124,21 +138,34 @@ func addVolumeCommands(root *cobra.Command) {
 			if err != nil {
 				return err
 			}
+			if len(lm) > 0 {
+				if v, err = labelVolume(v, lm); err != nil {
+					return err
+				}
+			}
 			fmt.Fprintln(cmd.OutOrStdout(), v.Name)
 			return nil
 		}}
+	create.Flags().StringArrayVarP(&labels, "label", "l", nil, "a label: KEY=VALUE")
+	create.Flags().StringVarP(&driver, "driver", "d", "local", "the volume driver (local, the only one)")
 	var quiet bool
 	var format string
-	ls := &cobra.Command{Use: "ls [-q] [--format table|json]", Short: "list volumes", Args: cobra.NoArgs,
+	var filters []string
+	ls := &cobra.Command{Use: "ls [-q] [-f KEY=VALUE]... [--format table|json]", Short: "list volumes", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			keep, err := volumeFilter(filters)
+			if err != nil {
+				return err
+			}
 			vs, err := listVolumes()
 			if err != nil {
 				return err
 			}
-			return printVolumes(cmd.OutOrStdout(), vs, quiet, format)
+			return printVolumes(cmd.OutOrStdout(), slices.DeleteFunc(vs, func(v volume) bool { return !keep(v) }), quiet, format)
 		}}
 	ls.Flags().BoolVarP(&quiet, "quiet", "q", false, "names only")
 	ls.Flags().StringVar(&format, "format", "table", "table or json")
+	ls.Flags().StringArrayVarP(&filters, "filter", "f", nil, "only volumes with dangling=true|false (no container uses it), name=PART, label=KEY[=VALUE] or driver=local")
 	var force bool
 	rm := &cobra.Command{Use: "rm [-f] VOLUME...", Short: "remove volumes (refused while a container uses one)", Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -173,4 +200,68 @@ func printVolumes(w io.Writer, vs []volume, quiet bool, format string) error {
 		rows = append(rows, row{"local", v.Name, v.dataDir(), v.Created})
 	}
 	return printList(w, rows, format, "DRIVER\tVOLUME NAME", func(r row) string { return r.Driver + "\t" + r.Name })
+}
+
+// labelVolume gives a volume made just now its labels; one that has
+// other labels is refused, as docker refuses it.
+func labelVolume(v volume, labels map[string]string) (volume, error) {
+	if v.Labels != nil {
+		if !maps.Equal(v.Labels, labels) {
+			return v, fmt.Errorf("volume %s exists with other labels", v.Name)
+		}
+		return v, nil
+	}
+	v.Labels = labels
+	return v, state.Write(filepath.Join(volumesDir, v.Name, "volume.json"), v)
+}
+
+// volumeFilter reads volume ls --filter values (each key's values
+// or-ed, the keys and-ed, as docker's).
+func volumeFilter(filters []string) (func(volume) bool, error) {
+	by := map[string][]string{}
+	for _, f := range filters {
+		k, v, ok := strings.Cut(f, "=")
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("--filter %q: want KEY=VALUE", f)
+		case k == "dangling":
+			if _, err := strconv.ParseBool(v); err != nil {
+				return nil, fmt.Errorf("--filter %s: want true or false", f)
+			}
+		case k != "name" && k != "label" && k != "driver":
+			return nil, fmt.Errorf("--filter %q: want dangling, name, label or driver", f)
+		}
+		by[k] = append(by[k], v)
+	}
+	var users map[string]bool
+	return func(vol volume) bool {
+		for k, vals := range by {
+			if !slices.ContainsFunc(vals, func(v string) bool {
+				switch k {
+				case "dangling":
+					if users == nil {
+						users = map[string]bool{}
+						all, _ := allCtrs()
+						for _, r := range all {
+							for _, n := range r.Volumes {
+								users[n] = true
+							}
+						}
+					}
+					want, _ := strconv.ParseBool(v)
+					return want == !users[vol.Name]
+				case "name":
+					return strings.Contains(vol.Name, v)
+				case "driver":
+					return v == "local"
+				}
+				lk, lv, hasValue := strings.Cut(v, "=")
+				got, ok := vol.Labels[lk]
+				return ok && (!hasValue || got == lv)
+			}) {
+				return false
+			}
+		}
+		return true
+	}, nil
 }
