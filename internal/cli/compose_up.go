@@ -392,7 +392,13 @@ func (c *composeCmd) ensureVolumes(order []string) error {
 			if vol.External {
 				return fmt.Errorf("volume %s is external, but lodge has no volume %s (lodge volume create %s)", v.Source, vol.Name, vol.Name)
 			}
-			if err := c.step("Volume", vol.Name, "Created", "volume", "create", vol.Name); err != nil {
+			// Labelled as docker compose labels its volumes, and with the
+			// file's own labels.
+			args := []string{"volume", "create", "--label", compose.LabelProject + "=" + c.p.Name, "--label", "com.docker.compose.volume=" + v.Source}
+			for _, k := range slices.Sorted(maps.Keys(vol.Labels)) {
+				args = append(args, "--label", k+"="+vol.Labels[k])
+			}
+			if err := c.step("Volume", vol.Name, "Created", append(args, vol.Name)...); err != nil {
 				return err
 			}
 		}

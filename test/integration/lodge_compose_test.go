@@ -86,6 +86,9 @@ volumes:
 			t.Errorf("up -d did not say %q:\n%s", want, r.stderr)
 		}
 	}
+	if v := l.must("volume", "ls", "-q", "--filter", "label=com.docker.compose.project=lodgetest"); v != "lodgetest_data\n" {
+		t.Errorf("the project's volume by its label: %q", v)
+	}
 	ps := compose("ps", "-a").stdout
 	for _, want := range []string{"lodgetest-seed-1", "Exited (0)", "lodgetest-db-1", "(healthy)", "lodgetest-web-1"} {
 		if !strings.Contains(ps, want) {
