@@ -41,9 +41,18 @@ func TestRunSpecFollowsDocker(t *testing.T) {
 			t.Errorf("%s: args %v, want %v", tc.name, s.Process.Args, tc.wantArgs)
 		}
 	}
-	s, _, err := runSpec(im, nil, runOpts{env: []string{"A=flag", "B=2"}, workdir: "/tmp", memory: "64m", cpus: 1.5, tty: true}, nil, id)
+	s, _, err := runSpec(im, nil, runOpts{env: []string{"A=flag", "B=2"}, workdir: "/tmp", memory: "64m", cpus: 1.5, tty: true,
+		memoryReservation: "32m", cpuShares: 512, cpusetCpus: "0-1", groupAdd: []string{"44", "44", "7"}}, nil, id)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if r := s.Linux.Resources; *r.Memory.Reservation != 32<<20 || *r.CPU.Shares != 512 || r.CPU.Cpus != "0-1" || !slices.Equal(s.Process.User.AdditionalGids, []uint32{44, 7}) {
+		t.Errorf("--memory-reservation, --cpu-shares, --cpuset-cpus, --group-add: %+v %+v %v", r.Memory, r.CPU, s.Process.User.AdditionalGids)
+	}
+	for _, bad := range []runOpts{{cpuShares: 1}, {cpusetCpus: "all"}, {memoryReservation: "lots"}, {groupAdd: []string{"wheel"}}} {
+		if _, _, err := runSpec(im, nil, bad, nil, id); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
 	}
 	env := strings.Join(s.Process.Env, " ")
 	for _, want := range []string{"PATH=/img", "A=flag", "B=2", "HOSTNAME=" + id[:12], "TERM=xterm"} {
@@ -459,5 +468,18 @@ func TestVolumeLabelsAndFilters(t *testing.T) {
 		if _, err := volumeFilter([]string{bad}); err == nil {
 			t.Errorf("--filter %s accepted", bad)
 		}
+	}
+}
+
+// --label-file: KEY=VALUE lines, blank lines and comments skipped.
+func TestReadLabelFiles(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "labels")
+	os.WriteFile(f, []byte("# team\ntier=web\n\n  owner=ops  \n"), 0o644)
+	got, err := readLabelFiles([]string{f})
+	if err != nil || !slices.Equal(got, []string{"tier=web", "owner=ops"}) {
+		t.Errorf("readLabelFiles = %q, %v", got, err)
+	}
+	if _, err := readLabelFiles([]string{f + ".missing"}); err == nil {
+		t.Error("a missing label file accepted")
 	}
 }

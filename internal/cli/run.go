@@ -45,8 +45,13 @@ type runOpts struct {
 	volumesFrom                    []string  // --volumes-from CONTAINER[:ro|:rw]
 	warn                           io.Writer // where what was not done as asked is said (stderr)
 	securityOpts                   []string  // docker's --security-opt
-	memory                         string
+	memory, memoryReservation      string
 	cpus                           float64
+	cpuShares                      int64
+	cpusetCpus                     string
+	groupAdd                       []string // --group-add: more groups
+	cidFile                        string   // --cidfile: where the ID is written
+	labelFiles                     []string // --label-file
 	networks                       []string // --network, once or more
 	ip                             string   // --ip: the first network's address
 	pull                           string
@@ -136,6 +141,12 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f.StringVar(&entrypoint, "entrypoint", "", "override the image's entrypoint")
 	f.StringVarP(&o.memory, "memory", "m", "", "memory limit (e.g. 256m, 1g)")
 	f.Float64Var(&o.cpus, "cpus", 0, "CPUs (e.g. 1.5)")
+	f.StringVar(&o.memoryReservation, "memory-reservation", "", "memory the container is squeezed back to first when its VM runs short (e.g. 128m)")
+	f.Int64Var(&o.cpuShares, "cpu-shares", 0, "CPU shares, a relative weight (2 to 262144)")
+	f.StringVar(&o.cpusetCpus, "cpuset-cpus", "", "the CPUs of its VM it may run on (0-1, 0,2)")
+	f.StringArrayVar(&o.groupAdd, "group-add", nil, "one more group of the container's process (a name from the image's /etc/group, or a number)")
+	f.StringVar(&o.cidFile, "cidfile", "", "write the container's ID to this file (which must not exist)")
+	f.StringArrayVar(&o.labelFiles, "label-file", nil, "read labels (KEY=VALUE lines) from a file")
 	f.StringVar(&o.hostname, "hostname", "", "container host name")
 	f.StringArrayVar(&o.networks, "network", nil, "network: bridge (the default, lodge0), none, or one made with lodge network create, or name=NET,ip=ADDRESS; again for more networks (eth1, ...)")
 	f.StringVar(&o.ip, "ip", "", "the container's IPv4 address on its (first) network, kept by every start")
@@ -235,9 +246,18 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	if err != nil {
 		return lodgeError(err)
 	}
-	labels, err := labelMap(o.labels)
+	fileLabels, err := readLabelFiles(o.labelFiles)
 	if err != nil {
 		return lodgeError(err)
+	}
+	labels, err := labelMap(append(fileLabels, o.labels...))
+	if err != nil {
+		return lodgeError(err)
+	}
+	if o.cidFile != "" {
+		if _, err := os.Stat(o.cidFile); err == nil {
+			return lodgeError(fmt.Errorf("--cidfile %s exists: another container's? remove it first", o.cidFile))
+		}
 	}
 	netFiles, err := o.netFiles()
 	if err != nil {
@@ -285,6 +305,16 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	defer monitor.Close()
 	if err := rec.save(); err != nil {
 		return lodgeError(err)
+	}
+	if o.cidFile != "" {
+		if err := os.WriteFile(o.cidFile, []byte(id), 0o644); err != nil {
+			return lodgeError(fmt.Errorf("--cidfile: %w", err))
+		}
+		defer func() {
+			if !keep {
+				os.Remove(o.cidFile)
+			}
+		}()
 	}
 	if network != "none" {
 		// One container at a time checks the published ports and records

@@ -231,6 +231,24 @@ func applySpecOpts(spec *specs.Spec, o specOpts) error {
 	return nil
 }
 
+// readLabelFiles reads --label-file files: KEY=VALUE lines (blank ones
+// and # comments skipped), as --label values.
+func readLabelFiles(files []string) ([]string, error) {
+	var out []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("--label-file: %w", err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				out = append(out, line)
+			}
+		}
+	}
+	return out, nil
+}
+
 // labelMap reads --label KEY=VALUE values.
 func labelMap(labels []string) (map[string]string, error) {
 	if len(labels) == 0 {

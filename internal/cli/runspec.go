@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -112,6 +113,15 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 		}
 		p.User = u
 	}
+	for _, g := range o.groupAdd {
+		gid, err := resolveGroup(g, lays)
+		if err != nil {
+			return nil, m, fmt.Errorf("--group-add %s: %w", g, err)
+		}
+		if !slices.Contains(p.User.AdditionalGids, gid) {
+			p.User.AdditionalGids = append(p.User.AdditionalGids, gid)
+		}
+	}
 	var imageVolumes []string
 	for d := range c.Volumes {
 		imageVolumes = append(imageVolumes, d)
@@ -130,10 +140,38 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 		}
 		res.Memory = &specs.LinuxMemory{Limit: &n}
 	}
+	if o.memoryReservation != "" {
+		n, err := parseBytes(o.memoryReservation)
+		if err != nil {
+			return nil, m, fmt.Errorf("--memory-reservation %q: %w", o.memoryReservation, err)
+		}
+		if res.Memory == nil {
+			res.Memory = &specs.LinuxMemory{}
+		}
+		res.Memory.Reservation = &n
+	}
 	if o.cpus > 0 {
 		period := uint64(100000)
 		quota := int64(o.cpus * float64(period))
 		res.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
+	}
+	if o.cpuShares != 0 || o.cpusetCpus != "" {
+		if res.CPU == nil {
+			res.CPU = &specs.LinuxCPU{}
+		}
+		if o.cpuShares != 0 {
+			if o.cpuShares < 2 || o.cpuShares > 262144 {
+				return nil, m, fmt.Errorf("--cpu-shares %d: want 2 to 262144", o.cpuShares)
+			}
+			shares := uint64(o.cpuShares)
+			res.CPU.Shares = &shares
+		}
+		if o.cpusetCpus != "" {
+			if !cpuList.MatchString(o.cpusetCpus) {
+				return nil, m, fmt.Errorf("--cpuset-cpus %q: want a list such as 0-1 or 0,2 (the CPUs of the container's VM)", o.cpusetCpus)
+			}
+			res.CPU.Cpus = o.cpusetCpus
+		}
 	}
 	// docker's /dev nodes and default device rules (--privileged: every
 	// device of its guest).
@@ -141,6 +179,9 @@ func runSpec(im *image.Image, lays []string, o runOpts, args []string, id string
 	spec.Annotations = map[string]string{"io.lodge.image": im.Name}
 	return spec, m, nil
 }
+
+// cpuList is a cpuset list: 0-3,5.
+var cpuList = regexp.MustCompile(`^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$`)
 
 // entryAndCmd are the container's entrypoint and command: the image's,
 // unless the command line gives them.

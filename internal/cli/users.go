@@ -110,3 +110,29 @@ func findEntry(db [][]string, i int, v string) []string {
 	}
 	return nil
 }
+
+// resolveGroup is a group's id: a number is itself, a name the image's
+// /etc/group's.
+func resolveGroup(g string, lays []string) (uint32, error) {
+	if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+		return uint32(n), nil
+	}
+	files, err := imagefs.Open(lays)
+	if err != nil {
+		return 0, err
+	}
+	defer files.Close()
+	group, err := userDB(files, "/etc/group")
+	if err != nil {
+		return 0, err
+	}
+	e := findEntry(group, 0, g)
+	if e == nil {
+		return 0, fmt.Errorf("not in the image's /etc/group")
+	}
+	n, err := strconv.ParseUint(e[2], 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("the image's /etc/group gives no number: %q", e[2])
+	}
+	return uint32(n), nil
+}

@@ -1,8 +1,13 @@
 package integration
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/opencontainers/cgroups"
 )
 
 // TestLodgeRunFlags: docker run's flags for privileges, limits, names and
@@ -36,6 +41,28 @@ grep db /etc/hosts; cat /etc/resolv.conf`)
 	if strings.Count(out, "nameserver") != 1 {
 		t.Errorf("--dns left the host's name servers:\n%s", out)
 	}
+
+	// Weights, CPUs, a soft memory floor and more groups, in the guest's
+	// cgroup; --cidfile and --label-file on the host.
+	dir := t.TempDir()
+	cid, lf := filepath.Join(dir, "cid"), filepath.Join(dir, "labels")
+	os.WriteFile(lf, []byte("# from a file\ntier=web\n"), 0o644)
+	out = l.must("run", "--name", "weighed", "--cidfile", cid, "--label-file", lf, "--cpu-shares", "512", "--cpuset-cpus", "0",
+		"--memory-reservation", "32m", "--group-add", "44", "--network", "none", ref, "sh", "-c",
+		`echo weight $(cat /sys/fs/cgroup/cpu.weight) cpus $(cat /sys/fs/cgroup/cpuset.cpus) low $(cat /sys/fs/cgroup/memory.low) groups $(id -G)`)
+	if want := fmt.Sprintf("weight %d cpus 0 low 33554432 groups 0 44\n", cgroups.ConvertCPUSharesToCgroupV2Value(512)); out != want {
+		t.Errorf("--cpu-shares 512 --cpuset-cpus 0 --memory-reservation 32m --group-add 44: %q", out)
+	}
+	if b, _ := os.ReadFile(cid); string(b) != l.inspect("weighed").ID {
+		t.Errorf("--cidfile holds %q", b)
+	}
+	if got := l.must("inspect", "-f", "{{.Config.Labels.tier}}", "weighed"); got != "web\n" {
+		t.Errorf("--label-file: %q", got)
+	}
+	if r := l.run("", "run", "--rm", "--cidfile", cid, "--network", "none", ref, "true"); r.code == 0 || !strings.Contains(r.stderr, "exists") {
+		t.Errorf("--cidfile of a file that exists: exit %d %s", r.code, r.stderr)
+	}
+	l.must("rm", "weighed")
 
 	// --privileged: every capability, no seccomp filter, no masked paths,
 	// /sys writable: in the container's own guest.
