@@ -346,6 +346,20 @@ func RunArgs(p *types.Project, s types.ServiceConfig, c Container) (args, warnin
 	if s.PidsLimit > 0 {
 		add("--pids-limit", strconv.FormatInt(s.PidsLimit, 10))
 	}
+	memLow := int64(s.MemReservation)
+	if s.Deploy != nil && s.Deploy.Resources.Reservations != nil && s.Deploy.Resources.Reservations.MemoryBytes > 0 {
+		memLow = int64(s.Deploy.Resources.Reservations.MemoryBytes)
+	}
+	if memLow > 0 {
+		add("--memory-reservation", strconv.FormatInt(memLow, 10))
+	}
+	if s.CPUShares > 0 {
+		add("--cpu-shares", strconv.FormatInt(s.CPUShares, 10))
+	}
+	if s.CPUSet != "" {
+		add("--cpuset-cpus", s.CPUSet)
+	}
+	each("--group-add", s.GroupAdd)
 	if s.ShmSize > 0 {
 		add("--shm-size", strconv.FormatInt(int64(s.ShmSize), 10))
 	}

@@ -69,6 +69,10 @@ services:
     read_only: true
     cap_drop: [ALL]
     mem_limit: 256m
+    mem_reservation: 64m
+    cpu_shares: 512
+    cpuset: "0"
+    group_add: [audio]
     stop_grace_period: 30s
     restart: unless-stopped
     labels: {tier: web}
@@ -111,6 +115,7 @@ func TestRunArgs(t *testing.T) {
 		"--network name=shop_front,ip=10.200.0.10 --network-alias web --network-alias www",
 		"-e MODE=prod", "--read-only", "--cap-drop ALL", "--restart unless-stopped",
 		"--stop-timeout 30", "-m 268435456", "--tmpfs /tmp", "--add-host gw:10.0.0.1",
+		"--memory-reservation 67108864", "--cpu-shares 512", "--cpuset-cpus 0", "--group-add audio",
 		"-p 8080:80", "-p 127.0.0.1:9000:9000/udp", "-p 3000",
 		"--entrypoint /bin/app shop-web --serve --port 80",
 	} {
