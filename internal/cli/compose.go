@@ -187,11 +187,20 @@ func addComposeCommands(root *cobra.Command, a *app) {
 					return err
 				}
 				if verb == "stop" {
-					return errors.Join(c.dependentsFirst(ctrs, func(r *ctrRecord) error { return c.step("Container", r.Name, done, verb, r.Name) })...)
+					return errors.Join(c.dependentsFirst(ctrs, func(r *ctrRecord) error {
+						return errors.Join(c.preStop(r), c.step("Container", r.Name, done, verb, r.Name))
+					})...)
 				}
 				var errs []error
 				for _, r := range ctrs {
-					errs = append(errs, c.step("Container", r.Name, done, verb, r.Name))
+					if verb == "restart" {
+						errs = append(errs, c.preStop(r))
+					}
+					err := c.step("Container", r.Name, done, verb, r.Name)
+					if s, ok := c.p.Services[r.Labels[compose.LabelService]]; ok && err == nil && (verb == "start" || verb == "restart") {
+						err = c.hooks(s, r.Name, s.PostStart, "post_start")
+					}
+					errs = append(errs, err)
 				}
 				return errors.Join(errs...)
 			})}

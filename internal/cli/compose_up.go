@@ -235,7 +235,10 @@ func (c *composeCmd) upContainer(s types.ServiceConfig, ct compose.Container, o 
 				fmt.Fprintf(c.cmd.ErrOrStderr(), " ✔ Container %s  Running\n", ct.Name)
 				return nil
 			}
-			return c.step("Container", ct.Name, "Started", "start", ct.Name)
+			if err := c.step("Container", ct.Name, "Started", "start", ct.Name); err != nil {
+				return err
+			}
+			return c.hooks(s, ct.Name, s.PostStart, "post_start")
 		}
 		// Its anonymous volumes go to the container that replaces it, as
 		// docker compose carries them over (a database's data in the
@@ -255,6 +258,11 @@ func (c *composeCmd) upContainer(s types.ServiceConfig, ct compose.Container, o 
 	}
 	if err := c.step("Container", ct.Name, "Started", append([]string{"run"}, args...)...); err != nil {
 		return err
+	}
+	if ct.Detach {
+		if err := c.hooks(s, ct.Name, s.PostStart, "post_start"); err != nil {
+			return err
+		}
 	}
 	if len(ct.Anonymous) > 0 {
 		var taken []string
@@ -282,6 +290,30 @@ func anonymousVolumes(r *ctrRecord) map[string]string {
 	return out
 }
 
+// hooks runs a service's post_start or pre_stop hooks in its container
+// name, as docker compose runs them (a hook that fails is an error).
+func (c *composeCmd) hooks(s types.ServiceConfig, name string, hs []types.ServiceHook, kind string) error {
+	for _, h := range hs {
+		args, err := compose.HookArgs(h, name)
+		if err != nil {
+			return fmt.Errorf("service %s: %s: %w", s.Name, kind, err)
+		}
+		if err := c.step("Container", name, kind+" hook done", append([]string{"exec"}, args...)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// preStop runs the pre_stop hooks of a running container's service.
+func (c *composeCmd) preStop(r *ctrRecord) error {
+	s, ok := c.p.Services[r.Labels[compose.LabelService]]
+	if _, running := r.status(); !ok || !running || len(s.PreStop) == 0 {
+		return nil
+	}
+	return c.hooks(s, r.Name, s.PreStop, "pre_stop")
+}
+
 // ctrByName is the container of that exact name (nil: none).
 func ctrByName(name string) *ctrRecord {
 	all, _ := allCtrs()
@@ -297,6 +329,11 @@ func ctrByName(name string) *ctrRecord {
 // seconds; -1: its own) and removes it, with its anonymous volumes if
 // asked.
 func (c *composeCmd) remove(r *ctrRecord, volumes bool, timeout int) error {
+	if _, running := r.status(); running {
+		if err := c.preStop(r); err != nil {
+			return err
+		}
+	}
 	if st, running := r.status(); running || st == "paused" {
 		args := []string{"stop"}
 		if timeout >= 0 {
@@ -516,6 +553,7 @@ func (c *composeCmd) attach(names []string, o upOpts) error {
 		stopping.Do(func() {
 			fmt.Fprintln(c.cmd.ErrOrStderr(), why)
 			go c.dependentsFirst(ctrs, func(r *ctrRecord) error {
+				c.preStop(r)
 				_, err := c.lodge(nil, io.Discard, io.Discard, "stop", r.Name)
 				return err
 			})

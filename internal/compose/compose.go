@@ -474,6 +474,9 @@ func unsupported(s types.ServiceConfig) error {
 	check(s.Uts != "", "uts")
 	check(s.UserNSMode != "", "userns_mode")
 	check(s.CgroupParent != "", "cgroup_parent")
+	check(len(s.PreStart) > 0, "pre_start")
+	check(s.Provider != nil, "provider")
+	check(slices.ContainsFunc(append(slices.Clone(s.PostStart), s.PreStop...), func(h types.ServiceHook) bool { return h.Privileged }), "privileged post_start/pre_stop hooks")
 	check(s.Runtime != "", "runtime")
 	check(s.Platform != "" && s.Platform != "linux/amd64", "platform")
 	if len(keys) > 0 {
@@ -623,6 +626,29 @@ func volumesFromArg(p *types.Project, v string) (string, error) {
 		out += ":" + mode
 	}
 	return out, nil
+}
+
+// HookArgs are `lodge exec`'s arguments (after "exec") for a post_start
+// or pre_stop hook, run in container name as docker compose runs it.
+func HookArgs(h types.ServiceHook, name string) ([]string, error) {
+	if len(h.Command) == 0 {
+		return nil, errors.New("a hook without a command")
+	}
+	var args []string
+	if h.User != "" {
+		args = append(args, "-u", h.User)
+	}
+	if h.WorkingDir != "" {
+		args = append(args, "-w", h.WorkingDir)
+	}
+	for _, k := range sortedKeys(h.Environment) {
+		if v := h.Environment[k]; v != nil {
+			args = append(args, "-e", k+"="+*v)
+		} else {
+			args = append(args, "-e", k)
+		}
+	}
+	return append(append(args, name), h.Command...), nil
 }
 
 // mountValue is a --mount value of fields (KEY=VALUE), each quoted where

@@ -321,3 +321,35 @@ volumes:
 		t.Errorf("carried over where it should not:\n%s", line)
 	}
 }
+
+// post_start and pre_stop hooks run as lodge exec in the container, with
+// their user, directory and environment; a privileged one, pre_start and
+// provider are refused.
+func TestHooks(t *testing.T) {
+	o, _ := load(t, `
+services:
+  app:
+    image: busybox
+    post_start:
+      - command: ["sh", "-c", "chown -R 1000 /data"]
+        user: root
+        working_dir: /data
+        environment: {MODE: init, EMPTY: ""}
+  bad:
+    image: busybox
+    pre_stop:
+      - command: ["true"]
+        privileged: true
+`, map[string]string{})
+	p, err := Load(context.Background(), *o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args, err := HookArgs(p.Services["app"].PostStart[0], "proj-app-1")
+	if err != nil || strings.Join(args, " ") != "-u root -w /data -e EMPTY= -e MODE=init proj-app-1 sh -c chown -R 1000 /data" {
+		t.Errorf("HookArgs = %q, %v", args, err)
+	}
+	if _, _, err := RunArgs(p, p.Services["bad"], Container{Name: "x"}); err == nil || !strings.Contains(err.Error(), "privileged") {
+		t.Errorf("a privileged hook: %v", err)
+	}
+}

@@ -35,7 +35,12 @@ services:
   db:
     image: ` + ref + `
     command: httpd -f -p 80 -h /www
-    volumes: ["data:/www:ro"]
+    volumes: ["data:/www:ro", "./hooks:/hooks"]
+    post_start:
+      - command: ["sh", "-c", "echo $$STAGE > /tmp/hooked"]
+        environment: {STAGE: started}
+    pre_stop:
+      - command: ["sh", "-c", "hostname >> /hooks/pre-stop"]
     networks:
       default:
         aliases: [database]
@@ -131,6 +136,14 @@ volumes:
 	}
 	if r := compose("up", "-d", "--no-deps", "db"); r.code != 0 || strings.Contains(compose("ps", "-a").stdout, "lodgetest-db-2") {
 		t.Errorf("back to one db: %d %s", r.code, r.stderr)
+	}
+	// Hooks: post_start ran in each db as it started, pre_stop in db-2
+	// before it was stopped and removed.
+	if out := compose("exec", "-T", "db", "cat", "/tmp/hooked"); out.stdout != "started\n" {
+		t.Errorf("db's post_start hook: %q %s", out.stdout, out.stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "hooks", "pre-stop")); err != nil || strings.Count(string(b), "\n") != 1 {
+		t.Errorf("db-2's pre_stop hook: %q, %v", b, err)
 	}
 	if out := compose("run", "--rm", "--no-deps", "db", "cat", "/www/index.html"); out.stdout != "seeded-bye\n" {
 		t.Errorf("a one-off of db sees the volume as seed left it: %q %s", out.stdout, out.stderr)
