@@ -340,6 +340,14 @@ func RunArgs(p *types.Project, s types.ServiceConfig, c Container) (args, warnin
 	if mem > 0 {
 		add("-m", strconv.FormatInt(mem, 10))
 	}
+	if cpus == 0 && s.CPUQuota > 0 {
+		// cpu_quota over cpu_period (docker's default period: 100 ms).
+		period := s.CPUPeriod
+		if period <= 0 {
+			period = 100000
+		}
+		cpus = float64(s.CPUQuota) / float64(period)
+	}
 	if cpus > 0 {
 		add("--cpus", strconv.FormatFloat(cpus, 'f', -1, 64))
 	}
@@ -408,6 +416,25 @@ func RunArgs(p *types.Project, s types.ServiceConfig, c Container) (args, warnin
 	}
 	if s.Links != nil {
 		warn("links: services find each other by name on their network; link aliases are not added")
+	}
+	// Keys with no meaning in a VM of the container's own, or nothing here
+	// to set them with: said, not silently dropped.
+	for _, k := range []struct {
+		set bool
+		key string
+		why string
+	}{
+		{s.MemSwapLimit != 0, "memswap_limit", "the container's guest has no swap; mem_limit bounds its memory"},
+		{s.OomKillDisable, "oom_kill_disable", "the guest's OOM killer guards the guest; mem_limit is the container's bound"},
+		{s.OomScoreAdj != 0, "oom_score_adj", "not set: the container's VM holds only it and the guest's own processes"},
+		{s.BlkioConfig != nil, "blkio_config", "not applied: the container's disks are files of its VM"},
+		{len(s.StorageOpt) > 0, "storage_opt", "not applied: the writable layer's size is Lodge's"},
+		{s.CPUCount != 0 || s.CPUPercent != 0, "cpu_count/cpu_percent", "Windows' keys; cpus bounds CPU here"},
+		{len(s.Annotations) > 0, "annotations", "not applied to the container"},
+	} {
+		if k.set {
+			warn("%s: %s", k.key, k.why)
+		}
 	}
 	// The command: an entrypoint of more than one word runs as the first
 	// with the others before the command's words, as docker joins them.
@@ -478,6 +505,11 @@ func unsupported(s types.ServiceConfig) error {
 	check(s.Provider != nil, "provider")
 	check(slices.ContainsFunc(append(slices.Clone(s.PostStart), s.PreStop...), func(h types.ServiceHook) bool { return h.Privileged }), "privileged post_start/pre_stop hooks")
 	check(s.Runtime != "", "runtime")
+	check(s.MacAddress != "", "mac_address")
+	check(s.CPURTPeriod != 0 || s.CPURTRuntime != 0, "cpu_rt_period/cpu_rt_runtime")
+	check(len(s.DeviceCgroupRules) > 0, "device_cgroup_rules")
+	check(s.Cgroup == "host", "cgroup: host")
+	check(s.Isolation != "" && s.Isolation != "default", "isolation")
 	check(s.Platform != "" && s.Platform != "linux/amd64", "platform")
 	if len(keys) > 0 {
 		return fmt.Errorf("service %s: %s: not offered by lodge (each container runs in a VM of its own)", s.Name, strings.Join(keys, ", "))

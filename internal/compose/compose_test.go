@@ -190,6 +190,10 @@ func TestRefusals(t *testing.T) {
 		"volume driver":  "    volumes: [nfs:/data]\n",
 		"env secret":     "    secrets: [token]\n",
 		"other platform": "    platform: linux/arm64\n",
+		"mac address":    "    mac_address: 02:42:ac:11:00:02\n",
+		"realtime":       "    cpu_rt_runtime: 1000\n",
+		"device rules":   "    device_cgroup_rules: ['c 1:3 mr']\n",
+		"host cgroup":    "    cgroup: host\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			yaml := "services:\n  app:\n    image: busybox\n" + svc +
@@ -351,5 +355,33 @@ services:
 	}
 	if _, _, err := RunArgs(p, p.Services["bad"], Container{Name: "x"}); err == nil || !strings.Contains(err.Error(), "privileged") {
 		t.Errorf("a privileged hook: %v", err)
+	}
+}
+
+// cpu_quota (over cpu_period) becomes --cpus; keys that mean nothing in a
+// VM of the container's own are warned about, not dropped silently.
+func TestQuotaAndWarnings(t *testing.T) {
+	o, _ := load(t, `
+services:
+  app:
+    image: busybox
+    cpu_quota: 50000
+    cpu_period: 200000
+    memswap_limit: 1g
+    oom_score_adj: 100
+`, map[string]string{})
+	p, err := Load(context.Background(), *o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args, warnings, err := RunArgs(p, p.Services["app"], Container{Name: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line := strings.Join(args, " "); !strings.Contains(line, "--cpus 0.25") {
+		t.Errorf("cpu_quota 50000 over cpu_period 200000:\n%s", line)
+	}
+	if w := strings.Join(warnings, "\n"); !strings.Contains(w, "memswap_limit") || !strings.Contains(w, "oom_score_adj") {
+		t.Errorf("warnings:\n%s", w)
 	}
 }
