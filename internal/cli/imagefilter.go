@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -70,7 +71,7 @@ func (f imageFilter) match(repo, tag string, im *image.Image) bool {
 	if f.dangling != nil && *f.dangling != dangling {
 		return false
 	}
-	if len(f.refs) > 0 && !anyOf(f.refs, func(p string) bool { return refMatches(p, repo, tag) }) {
+	if len(f.refs) > 0 && !slices.ContainsFunc(f.refs, func(p string) bool { return refMatches(p, repo, tag) }) {
 		return false
 	}
 	labels := im.Config.Config.Labels
@@ -104,13 +105,4 @@ func refMatches(pattern, repo, tag string) bool {
 	}
 	ok, _ := path.Match(pr, repo)
 	return ok
-}
-
-func anyOf(xs []string, f func(string) bool) bool {
-	for _, x := range xs {
-		if f(x) {
-			return true
-		}
-	}
-	return false
 }

@@ -54,17 +54,11 @@ func resolveUser(spec string, lays []string) (specs.User, error) {
 		}
 	}
 	if hasGroup {
-		gid, err := strconv.ParseUint(grp, 10, 32)
+		gid, err := groupID(group, grp)
 		if err != nil {
-			g := findEntry(group, 0, grp)
-			if g == nil {
-				return out, fmt.Errorf("group %q: not in the image's /etc/group", grp)
-			}
-			if gid, err = strconv.ParseUint(g[2], 10, 32); err != nil {
-				return out, fmt.Errorf("group %q: the image's /etc/group gives no number: %q", grp, g[2])
-			}
+			return out, fmt.Errorf("group %q: %w", grp, err)
 		}
-		out.GID = uint32(gid)
+		out.GID = gid
 		return out, nil
 	}
 	if entry == nil {
@@ -114,9 +108,6 @@ func findEntry(db [][]string, i int, v string) []string {
 // resolveGroup is a group's id: a number is itself, a name the image's
 // /etc/group's.
 func resolveGroup(g string, lays []string) (uint32, error) {
-	if n, err := strconv.ParseUint(g, 10, 32); err == nil {
-		return uint32(n), nil
-	}
 	files, err := imagefs.Open(lays)
 	if err != nil {
 		return 0, err
@@ -125,6 +116,15 @@ func resolveGroup(g string, lays []string) (uint32, error) {
 	group, err := userDB(files, "/etc/group")
 	if err != nil {
 		return 0, err
+	}
+	return groupID(group, g)
+}
+
+// groupID is g's id in group (the lines of an /etc/group): a number is
+// itself.
+func groupID(group [][]string, g string) (uint32, error) {
+	if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+		return uint32(n), nil
 	}
 	e := findEntry(group, 0, g)
 	if e == nil {
