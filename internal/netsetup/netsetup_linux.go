@@ -2,7 +2,8 @@
 // Kata's tc-filter mode does: for each interface CNI made (a veth, usually)
 // a tap device in the same namespace, and tc rules that redirect every
 // frame arriving on one to the other (ingress qdisc, u32 match-all, mirred
-// egress redirect, both ways). QEMU's virtio-net uses the tap with the
+// egress redirect, both ways; from the guest only what its veth's
+// addresses may send: guard_linux.go). QEMU's virtio-net uses the tap with the
 // veth's MAC, and the guest takes over the veth's addresses and routes, so
 // the pod is on the network exactly where CNI put it.
 package netsetup
@@ -297,7 +298,8 @@ func inNetNS(ns netns.NsHandle, fn func() error) error {
 }
 
 // redirect brings the tap up with the veth's MTU and sends every frame
-// that arrives on either device out of the other.
+// that arrives on the veth out of the tap, and what arrives on the tap
+// out of the veth if the veth's own addresses sent it (guard).
 func redirect(h *netlink.Handle, veth, tap string, mtu int) error {
 	v, err := h.LinkByName(veth)
 	if err != nil {
@@ -319,6 +321,12 @@ func redirect(h *netlink.Handle, veth, tap string, mtu int) error {
 			Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_INGRESS}}
 		if err := h.QdiscAdd(q); err != nil {
 			return fmt.Errorf("ingress qdisc on %s: %w", p[0].Attrs().Name, err)
+		}
+		if p[0] == t {
+			if err := guard(h, v, t); err != nil {
+				return err
+			}
+			continue
 		}
 		f := &netlink.U32{
 			FilterAttrs: netlink.FilterAttrs{LinkIndex: from, Parent: netlink.MakeHandle(0xffff, 0),

@@ -48,10 +48,19 @@ func TestSwapTap(t *testing.T) {
 	if name != "lodgetap0" || !ns.Equal(want) {
 		t.Errorf("the pooled queue's tap is %q in %v, want lodgetap0 in the pod's namespace", name, ns)
 	}
-	for dev, to := range map[string]string{"eth0": "lodgetap0", "lodgetap0": "eth0"} {
+	// eth0's frames all go to the tap; the tap's go to eth0 through the
+	// guard (ARP and IPv4 from its address, IPv6 from link-local and
+	// unspecified ones), and the rest is dropped: made once.
+	for dev, want := range map[string]struct {
+		to    string
+		n     int
+		guard bool
+	}{"eth0": {"lodgetap0", 1, false}, "lodgetap0": {"eth0", 4, true}} {
 		out := inNS(t, path, "tc", "filter", "show", "dev", dev, "ingress")
-		if n := len(regexp.MustCompile("Redirect to device").FindAllString(out, -1)); n != 1 || !strings.Contains(out, "Redirect to device "+to) {
-			t.Errorf("redirect %s -> %s (want exactly one):\n%s", dev, to, out)
+		n := len(regexp.MustCompile("Redirect to device").FindAllString(out, -1))
+		if n != want.n || n != len(regexp.MustCompile("Redirect to device "+want.to).FindAllString(out, -1)) ||
+			strings.Count(out, "lodge-guard-drop") != map[bool]int{true: 1}[want.guard] {
+			t.Errorf("%s: want %d redirects to %s (guarded: %v):\n%s", dev, want.n, want.to, want.guard, out)
 		}
 	}
 	if out := inNS(t, path, "ip", "link", "show", "lodgetap0"); !strings.Contains(out, "mtu 1400") || !strings.Contains(out, "UP") {

@@ -65,6 +65,19 @@ func TestLodgeNetworkBeyondHost(t *testing.T) {
 	if out := l.run("", "run", "--rm", ref, "wget", "-qO-", url); out.stdout != hostAddr+"\n" {
 		t.Errorf("default network -> beyond the host: exit %d, %q %s; want the host's address there, %s", out.code, out.stdout, out.stderr, hostAddr)
 	}
+	// A guest that sends from an address it was not given gets nothing
+	// through (netsetup's guard); from its own, all goes on.
+	spoof := `set -- $(ip -4 route show default); gw=$3
+own=$(ip -4 addr show eth0 | awk '/inet /{print $2}' | cut -d/ -f1)
+ip addr add ${own%.*}.250/32 dev eth0
+ip route replace default via $gw dev eth0 src ${own%.*}.250
+ping -c 1 -W 3 ` + outAddr + ` >/dev/null && echo FORGED-PASSED
+ip route replace default via $gw dev eth0 src $own
+ip neigh flush dev eth0 >/dev/null
+wget -qO- ` + url
+	if out := l.run("", "run", "--rm", "--cap-add", "NET_ADMIN", ref, "sh", "-c", spoof); out.stdout != hostAddr+"\n" {
+		t.Errorf("a forged source address: exit %d, %q %s; want only the own address's answer, %s", out.code, out.stdout, out.stderr, hostAddr)
+	}
 	l.run("", "network", "rm", "lodgeouttest")
 	l.must("network", "create", "lodgeouttest")
 	defer l.run("", "network", "rm", "lodgeouttest")
