@@ -108,6 +108,10 @@ func inspectNetwork(n string) (any, error) {
 	for _, m := range networkMembers(n) {
 		members[m.rec.ID] = map[string]any{"Name": m.rec.Name, "IPv4Address": m.ip, "Aliases": m.rec.aliases()}
 	}
-	return map[string]any{"Name": n, "Driver": "bridge", "Scope": "local", "Internal": confRules(conf).internal, "IPAM": map[string]any{"Driver": "host-local", "Config": pools},
-		"Options": map[string]string{"bridge": bridge}, "ConfigFile": networkPath(n), "Containers": members}, nil
+	pol, opts := confRules(conf), map[string]string{"bridge": bridge}
+	if pol.noICC {
+		opts[iccOption] = "false"
+	}
+	return map[string]any{"Name": n, "Driver": "bridge", "Scope": "local", "Internal": pol.internal, "IPAM": map[string]any{"Driver": "host-local", "Config": pools},
+		"Options": opts, "ConfigFile": networkPath(n), "Containers": members}, nil
 }

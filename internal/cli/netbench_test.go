@@ -32,7 +32,7 @@ func TestBenchNetworkJoin(t *testing.T) {
 	}
 	lists := map[string]string{
 		"benchperctr": perContainerConf("benchperctr", "lodge-benchpc", "10.251.0.0/16", "10.251.0.1"),
-		"benchlodge":  bridgeConf("benchlodge", "lodge-benchlg", "10.252.0.0/16", "10.252.0.1", false),
+		"benchlodge":  bridgeConf("benchlodge", "lodge-benchlg", "10.252.0.0/16", "10.252.0.1", netMode{}),
 	}
 	for name, body := range lists {
 		if err := writeNetwork(name, body, false); err != nil {
@@ -45,7 +45,7 @@ func TestBenchNetworkJoin(t *testing.T) {
 		for _, name := range []string{"benchperctr", "benchlodge"} {
 			id := fmt.Sprintf("%064d", time.Now().UnixNano())
 			t0 := time.Now()
-			n, err := joinBridge(ctx, []netReq{{Name: name}}, id, nil)
+			n, err := joinBridge(ctx, []netReq{{Name: name}}, id, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -75,7 +75,7 @@ func TestBenchNetworkJoin(t *testing.T) {
 // nerdctl writes it: the bridge plugin masquerades and the firewall plugin
 // accepts each container's address, per container.
 func perContainerConf(name, bridge, subnet, gateway string) string {
-	s := strings.Replace(bridgeConf(name, bridge, subnet, gateway, false), `"ipMasq": false`, `"ipMasq": true`, 1)
+	s := strings.Replace(bridgeConf(name, bridge, subnet, gateway, netMode{}), `"ipMasq": false`, `"ipMasq": true`, 1)
 	return strings.Replace(s, `{"type": "portmap", "capabilities": {"portMappings": true}}`,
 		`{"type": "portmap", "capabilities": {"portMappings": true}},`+"\n    "+`{"type": "firewall"}`, 1)
 }

@@ -47,6 +47,7 @@ type netRule struct {
 type netPolicy struct {
 	subnet, bridge string
 	internal       bool
+	noICC          bool // docker's enable_icc=false
 }
 
 // args are the iptables arguments that do op (-A, -I 1, -D, -C) with r.
@@ -70,19 +71,23 @@ func networkRules(name string, p netPolicy) []netRule {
 	c := func(rest ...string) []string {
 		return slices.Concat(rest[:len(rest)-2], []string{"-m", "comment", "--comment", "lodge network " + name}, rest[len(rest)-2:])
 	}
+	var rules []netRule
+	if p.noICC { // ahead of the internal network's acceptance
+		rules = append(rules, netRule{"filter", forwardChain, c("-i", p.bridge, "-o", p.bridge, "-j", "DROP"), true})
+	}
 	if p.internal {
-		return []netRule{
+		return append(rules, []netRule{
 			{"filter", forwardChain, c("-i", p.bridge, "-o", p.bridge, "-j", "ACCEPT"), true},
 			{"filter", forwardChain, c("-i", p.bridge, "-j", "DROP"), true},
 			{"filter", forwardChain, c("-o", p.bridge, "-j", "DROP"), true},
-		}
+		}...)
 	}
-	return []netRule{
+	return append(rules, []netRule{
 		{"nat", natChain, c("-s", p.subnet, "-d", "224.0.0.0/4", "-j", "RETURN"), false},
 		{"nat", natChain, c("-s", p.subnet, "!", "-d", p.subnet, "-j", "MASQUERADE"), false},
 		{"filter", forwardChain, c("-d", p.subnet, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"), false},
 		{"filter", forwardChain, c("-s", p.subnet, "-j", "ACCEPT"), false},
-	}
+	}...)
 }
 
 // savedRules is what iptables-save shows: per table, its chains and its
@@ -158,16 +163,16 @@ func lockRules(ctx context.Context) (func(), error) {
 // ensureNetworkRules installs what is missing of network name's rules
 // (and Lodge's chains and jumps).
 func ensureNetworkRules(ctx context.Context, name string, p netPolicy) error {
-	unlock, err := lockRules(ctx)
+	if p.noICC {
+		if err := bridgeFiltered(); err != nil { // else bridged traffic passes no rule
+			return err
+		}
+	}
+	saved, unlock, err := lockedRules(ctx)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	out, err := exec.CommandContext(ctx, "iptables-save").Output()
-	if err != nil {
-		return fmt.Errorf("iptables-save: %w (is iptables installed?)", err)
-	}
-	saved := parseSave(out)
 	for _, ch := range []netRule{{table: "nat", chain: natChain}, {table: "filter", chain: forwardChain}} {
 		if !slices.Contains(saved[ch.table].chains, ch.chain) {
 			if err := iptables(ctx, "-w", "-t", ch.table, "-N", ch.chain); err != nil {
@@ -237,5 +242,6 @@ func confRules(conf []byte) netPolicy {
 		return netPolicy{}
 	}
 	p.internal = l.Lodge.Internal
+	p.noICC = l.Lodge.ICC != nil && !*l.Lodge.ICC
 	return p
 }

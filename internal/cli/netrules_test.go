@@ -13,12 +13,16 @@ import (
 // plugin or the bridge's ipMasq (written before) leaves them to its
 // plugins.
 func TestConfRules(t *testing.T) {
-	conf := bridgeConf("n", "lodge-n", "10.93.0.0/16", "10.93.0.1", false)
+	conf := bridgeConf("n", "lodge-n", "10.93.0.0/16", "10.93.0.1", netMode{})
 	if got := confRules([]byte(conf)); got != (netPolicy{subnet: "10.93.0.0/16", bridge: "lodge-n"}) {
 		t.Errorf("Lodge's list: %+v, want its subnet and bridge", got)
 	}
-	if got := confRules([]byte(bridgeConf("n", "lodge-n", "10.93.0.0/16", "10.93.0.1", true))); got != (netPolicy{"10.93.0.0/16", "lodge-n", true}) {
+	if got := confRules([]byte(bridgeConf("n", "lodge-n", "10.93.0.0/16", "10.93.0.1", netMode{internal: true}))); got != (netPolicy{subnet: "10.93.0.0/16", bridge: "lodge-n", internal: true}) {
 		t.Errorf("an internal network's list: %+v", got)
+	}
+	noICC := bridgeConf("n", "lodge-n", "10.93.0.0/16", "10.93.0.1", netMode{noICC: true})
+	if got := confRules([]byte(noICC)); got != (netPolicy{subnet: "10.93.0.0/16", bridge: "lodge-n", noICC: true}) || !strings.Contains(noICC, `"lodge": {"icc":false},`) {
+		t.Errorf("a network without inter-container traffic: %+v\n%s", got, noICC)
 	}
 	legacy := strings.Replace(conf, `"ipMasq": false`, `"ipMasq": true`, 1)
 	if got := confRules([]byte(legacy)); got.subnet != "" {
@@ -28,7 +32,7 @@ func TestConfRules(t *testing.T) {
 	if got := confRules([]byte(firewall)); got.subnet != "" {
 		t.Errorf("a list with the firewall plugin: %+v, want its plugins' rules", got)
 	}
-	for _, bad := range []string{"", "{", bridgeConf("n", "b", "10.93.0.1/16", "10.93.0.1", false), bridgeConf("n", "b", "nope", "x", false)} {
+	for _, bad := range []string{"", "{", bridgeConf("n", "b", "10.93.0.1/16", "10.93.0.1", netMode{}), bridgeConf("n", "b", "nope", "x", netMode{})} {
 		if got := confRules([]byte(bad)); got.subnet != "" {
 			t.Errorf("confRules(%q) = %+v, want none", bad, got)
 		}
@@ -145,7 +149,7 @@ func TestFixedAddresses(t *testing.T) {
 	if _, err := runNetworks([]string{"name=bridge,ip=10.87.0.9"}, "10.87.0.8"); err == nil {
 		t.Error("two addresses for one network accepted")
 	}
-	conf := []byte(bridgeConf("n", "lodge-n", "10.93.0.0/16", "10.93.0.1", false))
+	conf := []byte(bridgeConf("n", "lodge-n", "10.93.0.0/16", "10.93.0.1", netMode{}))
 	if args, err := ipArgs("n", conf, "10.93.1.2"); err != nil || len(args) != 2 || args[1] != [2]string{"IP", "10.93.1.2"} {
 		t.Errorf("ipArgs: %v, %v", args, err)
 	}

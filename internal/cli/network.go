@@ -39,12 +39,17 @@ const (
 // (netrules.go), not the bridge plugin's ipMasq and the firewall
 // plugin's, once per container. An internal network's containers get no
 // default route, and its list says it is internal (Lodge's own key), so
-// that its rules drop what would leave it.
-func bridgeConf(name, bridge, subnet, gateway string, internal bool) string {
+// that its rules drop what would leave it; one without inter-container
+// traffic (docker's enable_icc=false) says so too, and its rules drop
+// what its containers send each other.
+func bridgeConf(name, bridge, subnet, gateway string, mode netMode) string {
 	lodge, routes := "", `[{"dst": "0.0.0.0/0"}]`
-	if internal {
-		lodge, routes = `
-  "lodge": {"internal": true},`, `[]`
+	if mode.internal {
+		routes = `[]`
+	}
+	if mode != (netMode{}) {
+		b, _ := json.Marshal(lodgeKey{Internal: mode.internal, ICC: ptrIf(mode.noICC, false)})
+		lodge = "\n  \"lodge\": " + string(b) + ","
 	}
 	return fmt.Sprintf(`{
   "cniVersion": "1.0.0",
@@ -57,6 +62,25 @@ func bridgeConf(name, bridge, subnet, gateway string, internal bool) string {
   ]
 }
 `, name, lodge, bridge, subnet, gateway, routes)
+}
+
+// netMode is how a network differs from docker's default bridge.
+type netMode struct {
+	internal bool // no way out (--internal)
+	noICC    bool // its containers do not reach each other (enable_icc=false)
+}
+
+// lodgeKey is Lodge's own key of a network's list (libcni ignores it).
+type lodgeKey struct {
+	Internal bool  `json:"internal,omitempty"`
+	ICC      *bool `json:"icc,omitempty"`
+}
+
+func ptrIf[T any](ok bool, v T) *T {
+	if !ok {
+		return nil
+	}
+	return &v
 }
 
 // networkPath is a network's list: lodge.conflist for the default one,
@@ -86,6 +110,9 @@ type ctrNetwork struct {
 	Extra []netLink `json:"extra,omitempty"`
 	// FixedIP is the address asked for (--ip), kept by every start.
 	FixedIP string `json:"fixed_ip,omitempty"`
+	// Egress is what it may open connections to (--allow-out,
+	// --deny-out), installed by every start.
+	Egress *egress `json:"egress,omitempty"`
 }
 
 // netLink is one more network of a container.
@@ -157,7 +184,7 @@ func cniConfig(name string) (*libcni.CNIConfig, *libcni.NetworkConfigList, error
 		if name != bridgeNetwork {
 			return nil, nil, fmt.Errorf("no such network: %s (lodge network create %s)", name, name)
 		}
-		if err := writeNetwork(name, bridgeConf(name, "lodge0", "10.87.0.0/16", "10.87.0.1", false), false); err != nil {
+		if err := writeNetwork(name, bridgeConf(name, "lodge0", "10.87.0.0/16", "10.87.0.1", netMode{}), false); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -179,7 +206,7 @@ func runtimeConf(id string, n *ctrNetwork, args [][2]string) *libcni.RuntimeConf
 // joinBridge makes the container a network namespace on the bridge
 // network with its published ports, and on the extra networks; the VM
 // takes over its interfaces. On error nothing is left.
-func joinBridge(ctx context.Context, nets []netReq, id string, ports []portMap) (_ *ctrNetwork, retErr error) {
+func joinBridge(ctx context.Context, nets []netReq, id string, ports []portMap, eg *egress) (_ *ctrNetwork, retErr error) {
 	network := nets[0].Name
 	others, err := publishedPorts()
 	if err != nil {
@@ -244,6 +271,12 @@ func joinBridge(ctx context.Context, nets []netReq, id string, ports []portMap) 
 		if err := joinExtra(ctx, id, n, r, fmt.Sprintf("eth%d", i+1)); err != nil {
 			return nil, err
 		}
+	}
+	if eg != nil {
+		if err := applyEgress(ctx, id, n.ips(), eg); err != nil {
+			return nil, fmt.Errorf("--allow-out/--deny-out: %w", err)
+		}
+		n.Egress = eg
 	}
 	return n, nil
 }
@@ -348,7 +381,11 @@ func leaveBridge(ctx context.Context, id string, n *ctrNetwork) error {
 	if unlock, err := filelock.Lock(ctx, filepath.Join(ctrDir(id), "network.lock"), true); err == nil {
 		defer unlock()
 	}
-	errs := []error{leaveExtra(ctx, id, n)}
+	var errs []error
+	if n.Egress != nil { // before its addresses can go to another
+		errs = append(errs, removeEgress(ctx, id))
+	}
+	errs = append(errs, leaveExtra(ctx, id, n))
 	name := n.Name
 	if name == "" {
 		name = bridgeNetwork
@@ -466,6 +503,72 @@ func resultIP(r cnitypes.Result) string {
 	return ""
 }
 
+// createNetwork writes network name's list: a bridge on subnet (""
+// picks the next free 10.N.0.0/16) in mode.
+func createNetwork(name, subnet string, mode netMode) error {
+	if _, _, err := cniConfig(bridgeNetwork); err != nil { // the default's subnet is taken
+		return err
+	}
+	existing, err := lodgeNetworks()
+	if err != nil {
+		return err
+	}
+	// A subnet is taken by another lodge network, or by any network
+	// the host has an address on (another runtime's bridge: two
+	// bridges with one subnet make its addresses unreachable).
+	hostNets := hostSubnets()
+	used := func(cidr string) bool {
+		for _, l := range existing {
+			if strings.Contains(string(l.Bytes), `"`+cidr+`"`) {
+				return true
+			}
+		}
+		_, c, err := net.ParseCIDR(cidr)
+		for _, h := range hostNets {
+			if err == nil && (h.Contains(c.IP) || c.Contains(h.IP)) {
+				return true
+			}
+		}
+		return false
+	}
+	for n := 88; subnet == "" && n < 255; n++ {
+		if c := fmt.Sprintf("10.%d.0.0/16", n); !used(c) {
+			subnet = c
+		}
+	}
+	ip, ipn, err := net.ParseCIDR(subnet)
+	if err != nil || ip.To4() == nil {
+		return fmt.Errorf("--subnet %q: want an IPv4 CIDR such as 10.90.0.0/16", subnet)
+	}
+	if used(ipn.String()) {
+		return fmt.Errorf("--subnet %s: another network uses it", ipn)
+	}
+	gw := ipn.IP.To4()
+	gw = net.IPv4(gw[0], gw[1], gw[2], gw[3]+1)
+	bridge := bridgeName(name)
+	return writeNetwork(name, bridgeConf(name, bridge, ipn.String(), gw.String(), mode), false)
+}
+
+// networkOpts reads network create's -o options: docker's bridge
+// driver's enable_icc, the one Lodge has; whether it is off.
+func networkOpts(opts []string) (noICC bool, err error) {
+	for _, o := range opts {
+		k, v, _ := strings.Cut(o, "=")
+		switch {
+		case k == iccOption && (v == "false" || v == "true"):
+			noICC = v == "false"
+		case k == iccOption:
+			return false, fmt.Errorf("-o %s: want true or false", o)
+		default:
+			return false, fmt.Errorf("-o %s: lodge's bridge networks take %s=false alone", o, iccOption)
+		}
+	}
+	return noICC, nil
+}
+
+// iccOption is docker's bridge option for traffic between containers.
+const iccOption = "com.docker.network.bridge.enable_icc"
+
 // lodgeNetworks lists the networks lodge made.
 func lodgeNetworks() ([]*libcni.NetworkConfigList, error) {
 	files, err := filepath.Glob(filepath.Join(cniConfDir, "lodge-net-*.conflist"))
@@ -485,8 +588,9 @@ func addNetworkCommands(root *cobra.Command) {
 	nw := &cobra.Command{Use: "network", Short: "manage bridge networks"}
 	var subnet string
 	var internal bool
+	var opts []string
 	create := &cobra.Command{
-		Use:   "create [--subnet CIDR] [--internal] NAME",
+		Use:   "create [--subnet CIDR] [--internal] [-o com.docker.network.bridge.enable_icc=false] NAME",
 		Short: "create a bridge network",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -494,47 +598,11 @@ func addNetworkCommands(root *cobra.Command) {
 			if !validName(name) || name == "bridge" || name == "none" || name == "host" {
 				return fmt.Errorf("invalid network name %q", name)
 			}
-			if _, _, err := cniConfig(bridgeNetwork); err != nil { // the default's subnet is taken
-				return err
-			}
-			existing, err := lodgeNetworks()
+			noICC, err := networkOpts(opts)
 			if err != nil {
 				return err
 			}
-			// A subnet is taken by another lodge network, or by any network
-			// the host has an address on (another runtime's bridge: two
-			// bridges with one subnet make its addresses unreachable).
-			hostNets := hostSubnets()
-			used := func(cidr string) bool {
-				for _, l := range existing {
-					if strings.Contains(string(l.Bytes), `"`+cidr+`"`) {
-						return true
-					}
-				}
-				_, c, err := net.ParseCIDR(cidr)
-				for _, h := range hostNets {
-					if err == nil && (h.Contains(c.IP) || c.Contains(h.IP)) {
-						return true
-					}
-				}
-				return false
-			}
-			for n := 88; subnet == "" && n < 255; n++ {
-				if c := fmt.Sprintf("10.%d.0.0/16", n); !used(c) {
-					subnet = c
-				}
-			}
-			ip, ipn, err := net.ParseCIDR(subnet)
-			if err != nil || ip.To4() == nil {
-				return fmt.Errorf("--subnet %q: want an IPv4 CIDR such as 10.90.0.0/16", subnet)
-			}
-			if used(ipn.String()) {
-				return fmt.Errorf("--subnet %s: another network uses it", ipn)
-			}
-			gw := ipn.IP.To4()
-			gw = net.IPv4(gw[0], gw[1], gw[2], gw[3]+1)
-			bridge := bridgeName(name)
-			if err := writeNetwork(name, bridgeConf(name, bridge, ipn.String(), gw.String(), internal), false); err != nil {
+			if err := createNetwork(name, subnet, netMode{internal: internal, noICC: noICC}); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), name)
@@ -543,6 +611,7 @@ func addNetworkCommands(root *cobra.Command) {
 	}
 	create.Flags().StringVar(&subnet, "subnet", "", "IPv4 subnet (default: the next free 10.N.0.0/16)")
 	create.Flags().BoolVar(&internal, "internal", false, "no way out: its containers reach each other and the host, nothing beyond, and publish no ports")
+	create.Flags().StringArrayVarP(&opts, "opt", "o", nil, "a driver option: com.docker.network.bridge.enable_icc=false keeps its containers from reaching each other (they reach the host and beyond)")
 	ls := &cobra.Command{
 		Use:   "ls",
 		Short: "list networks",
@@ -640,9 +709,7 @@ func bridgeName(name string) string {
 // cniList is what Lodge reads of a network's CNI list (confBridge,
 // confRules).
 type cniList struct {
-	Lodge struct {
-		Internal bool `json:"internal"`
-	} `json:"lodge"` // Lodge's own key (libcni ignores it)
+	Lodge   lodgeKey `json:"lodge"`
 	Plugins []struct {
 		Type, Bridge string
 		IPMasq       bool `json:"ipMasq"`

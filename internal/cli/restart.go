@@ -194,7 +194,7 @@ func (a *app) startAgain(ctx context.Context, r *ctrRecord, monitor *os.File, cr
 		if err != nil {
 			return err
 		}
-		nw, err = joinBridge(ctx, r.Network.reqs(), r.ID, r.Network.asked())
+		nw, err = joinBridge(ctx, r.Network.reqs(), r.ID, r.Network.asked(), r.Network.Egress)
 		unlock()
 		if err != nil {
 			return fmt.Errorf("container %s: %w", r.Name, err)

@@ -54,6 +54,7 @@ type runOpts struct {
 	labelFiles                     []string // --label-file
 	networks                       []string // --network, once or more
 	ip                             string   // --ip: the first network's address
+	allowOut, denyOut              []string // --allow-out, --deny-out: what it may open connections to
 	pull                           string
 	restart                        string        // --restart: the restart policy
 	timeout                        time.Duration // --timeout: each run stopped this long after it starts
@@ -150,6 +151,8 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f.StringVar(&o.hostname, "hostname", "", "container host name")
 	f.StringArrayVar(&o.networks, "network", nil, "network: bridge (the default, lodge0), none, or one made with lodge network create, or name=NET,ip=ADDRESS; again for more networks (eth1, ...)")
 	f.StringVar(&o.ip, "ip", "", "the container's IPv4 address on its (first) network, kept by every start")
+	f.StringArrayVar(&o.denyOut, "deny-out", nil, "a destination (IPv4 address or CIDR; 0.0.0.0/0: all) the container may not open connections to, on any network or the host; again for more")
+	f.StringArrayVar(&o.allowOut, "allow-out", nil, "a destination it may open connections to whatever --deny-out says (IPv4 address or CIDR); again for more")
 	f.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port: [[IP:][HOSTPORT]:]CONTAINERPORT[/tcp|udp] (no HOSTPORT: a free one)")
 	f.BoolVarP(&o.publishAll, "publish-all", "P", false, "publish every exposed port (the image's and --expose's) to a free host port")
 	f.StringArrayVar(&o.expose, "expose", nil, "expose a port, PORT[/tcp|udp], for -P")
@@ -198,6 +201,13 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		return lodgeError(err)
 	}
 	network := networks[0].Name
+	eg, err := parseEgress(o.allowOut, o.denyOut)
+	if err != nil {
+		return lodgeError(err)
+	}
+	if eg != nil && network == "none" {
+		return lodgeError(errors.New("--allow-out/--deny-out: the container has no network (--network none)"))
+	}
 	switch {
 	case network == "none" && (len(ports) > 0 || o.publishAll || len(o.aliases) > 0):
 		return lodgeError(errors.New("-p, -P and --network-alias need a network: not with --network none"))
@@ -326,7 +336,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		if err != nil {
 			return lodgeError(err)
 		}
-		nw, err := joinBridge(ctx, networks, id, ports)
+		nw, err := joinBridge(ctx, networks, id, ports, eg)
 		if err != nil {
 			unlock()
 			return lodgeError(err)

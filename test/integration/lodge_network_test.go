@@ -28,31 +28,7 @@ func TestLodgeNetworkBeyondHost(t *testing.T) {
 	ref, _ := testImage(t)
 	l.must("pull", ref)
 
-	ns, veth := fmt.Sprintf("ltest-out-%d", os.Getpid()), fmt.Sprintf("ltout%d", os.Getpid()%1000000)
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	ip("netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
-	t.Cleanup(func() { exec.Command("ip", "link", "del", veth).Run() })
-	prefix := unusedTestNet(t)
-	hostAddr, outAddr := prefix+".1", prefix+".2"
-	ip("addr", "add", hostAddr+"/24", "dev", veth)
-	ip("link", "set", veth, "up")
-	ip("-n", ns, "addr", "add", outAddr+"/24", "dev", "eth0")
-	ip("-n", ns, "link", "set", "eth0", "up")
-
-	// A server in the namespace answers with the address it sees.
-	lst := listenInNetNS(t, ns, outAddr+":0")
-	go http.Serve(lst, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host, _, _ := net.SplitHostPort(r.RemoteAddr)
-		fmt.Fprintln(w, host)
-	}))
-	url := fmt.Sprintf("http://%s/", lst.Addr())
+	hostAddr, outAddr, url := beyondHost(t)
 
 	// The host's FORWARD policy is DROP while the containers run.
 	if out, err := exec.Command("iptables", "-S", "FORWARD").Output(); err == nil && strings.HasPrefix(string(out), "-P FORWARD ACCEPT") {
@@ -129,6 +105,41 @@ wget -qO- ` + url
 	if out, _ := exec.Command("iptables-save").Output(); strings.Contains(string(out), "lodge network lodgeintest") {
 		t.Errorf("the internal network's rules are left:\n%s", out)
 	}
+}
+
+// beyondHost makes "beyond the host" for a test: a network namespace of
+// its own, linked to the host by a veth pair on a documentation network
+// the host does not use, where an HTTP server answers with the address
+// it sees. It returns the host's address on that link, the namespace's,
+// and the server's URL.
+func beyondHost(t *testing.T) (hostAddr, outAddr, url string) {
+	t.Helper()
+	ns, veth := fmt.Sprintf("ltest-out-%d", os.Getpid()), fmt.Sprintf("ltout%d", os.Getpid()%1000000)
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	ip("netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", veth).Run() })
+	prefix := unusedTestNet(t)
+	hostAddr, outAddr = prefix+".1", prefix+".2"
+	ip("addr", "add", hostAddr+"/24", "dev", veth)
+	ip("link", "set", veth, "up")
+	ip("-n", ns, "addr", "add", outAddr+"/24", "dev", "eth0")
+	ip("-n", ns, "link", "set", "eth0", "up")
+
+	// A server in the namespace answers with the address it sees.
+	lst := listenInNetNS(t, ns, outAddr+":0")
+	go http.Serve(lst, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		fmt.Fprintln(w, host)
+	}))
+	url = fmt.Sprintf("http://%s/", lst.Addr())
+	return hostAddr, outAddr, url
 }
 
 // unusedTestNet is the first three octets of a documentation /24 no

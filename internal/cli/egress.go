@@ -1,0 +1,237 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+)
+
+// A container's egress rule (`--allow-out`, `--deny-out`; the sandbox
+// service's allow_out and deny_out) says what it may open connections
+// to: a destination in Allow may be reached, then one in Deny may not,
+// and the rest may, as E2B's lists read. It holds for every address of
+// the container on each of its networks, towards the host's own
+// addresses (INPUT) as towards everything routed or bridged (FORWARD),
+// and never for replies to connections made to it. The rules name the
+// container by its source address, which netsetup's guard keeps the
+// guest from forging; each container has a chain of its own, made at
+// every join and removed at its leave, so that an address handed on to
+// another container takes no rule with it.
+type egress struct {
+	Allow []string `json:"allow,omitempty"`
+	Deny  []string `json:"deny,omitempty"`
+}
+
+const inputChain = "LODGE-INPUT" // filter: jumped to from INPUT, first
+
+// parseEgress reads --allow-out and --deny-out: IPv4 addresses or CIDRs
+// (Lodge's networks are IPv4), kept in canonical form; nil when both are
+// empty.
+func parseEgress(allow, deny []string) (*egress, error) {
+	if len(allow) == 0 && len(deny) == 0 {
+		return nil, nil
+	}
+	eg := &egress{}
+	for _, l := range []struct {
+		flag string
+		in   []string
+		out  *[]string
+	}{{"--allow-out", allow, &eg.Allow}, {"--deny-out", deny, &eg.Deny}} {
+		for _, s := range l.in {
+			c, err := parseCIDR(s)
+			if err != nil {
+				return nil, fmt.Errorf("%s %q: %w", l.flag, s, err)
+			}
+			if !slices.Contains(*l.out, c) {
+				*l.out = append(*l.out, c)
+			}
+		}
+	}
+	return eg, nil
+}
+
+// parseCIDR reads an IPv4 address or CIDR into canonical CIDR form.
+func parseCIDR(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if !strings.Contains(s, "/") {
+		s += "/32"
+	}
+	ip, n, err := net.ParseCIDR(s)
+	switch {
+	case err != nil && net.ParseIP(strings.Split(s, "/")[0]) == nil && strings.ContainsAny(s, "abcdefghijklmnopqrstuvwxyz"):
+		return "", errors.New("give an IPv4 address or CIDR: a name's addresses change, and Lodge does not follow them")
+	case err != nil:
+		return "", errors.New("not an IPv4 address or CIDR")
+	case ip.To4() == nil:
+		return "", errors.New("an IPv6 destination: Lodge's networks are IPv4")
+	}
+	return n.String(), nil
+}
+
+// egressChain is container id's chain (iptables allows 28 characters).
+func egressChain(id string) string { return "LODGE-EG-" + id[:12] }
+
+// egressTag is the comment on container id's jumps, one word so that
+// iptables-save prints it unquoted.
+func egressTag(id string) string { return "lodge-container-" + id[:12] }
+
+// egressRules are the rules of container id's chain, and its jumps (one
+// per address and built-in direction) to it.
+func egressRules(id string, ips []string, eg *egress) (chain, jumps []netRule) {
+	ch := egressChain(id)
+	chain = append(chain, netRule{"filter", ch, []string{"-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN"}, false})
+	for _, c := range eg.Allow {
+		chain = append(chain, netRule{"filter", ch, []string{"-d", c, "-j", "RETURN"}, false})
+	}
+	for _, c := range eg.Deny {
+		chain = append(chain, netRule{"filter", ch, []string{"-d", c, "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"}, false})
+	}
+	for _, ip := range ips {
+		for _, from := range []string{forwardChain, inputChain} {
+			jumps = append(jumps, netRule{"filter", from, []string{"-s", ip + "/32", "-m", "comment", "--comment", egressTag(id), "-j", ch}, true})
+		}
+	}
+	return chain, jumps
+}
+
+// applyEgress installs container id's rules for its addresses ips,
+// replacing any it had.
+func applyEgress(ctx context.Context, id string, ips []string, eg *egress) (retErr error) {
+	if err := bridgeFiltered(); err != nil {
+		return err
+	}
+	saved, unlock, err := lockedRules(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := dropEgress(ctx, id, saved); err != nil {
+		return err
+	}
+	defer func() {
+		if retErr != nil {
+			if saved, err := saveRules(ctx); err == nil {
+				dropEgress(context.WithoutCancel(ctx), id, saved)
+			}
+		}
+	}()
+	if !slices.Contains(saved["filter"].chains, inputChain) {
+		if err := iptables(ctx, "-w", "-t", "filter", "-N", inputChain); err != nil {
+			return err
+		}
+	}
+	in := netRule{"filter", "INPUT", []string{"-m", "comment", "--comment", "lodge containers", "-j", inputChain}, true}
+	if !saved.has(in) {
+		if err := iptables(ctx, in.args("-I", "1")...); err != nil {
+			return err
+		}
+	}
+	if err := iptables(ctx, "-w", "-t", "filter", "-N", egressChain(id)); err != nil {
+		return err
+	}
+	chain, jumps := egressRules(id, ips, eg)
+	for _, r := range chain {
+		if err := iptables(ctx, r.args("-A")...); err != nil {
+			return err
+		}
+	}
+	for _, r := range jumps {
+		if err := iptables(ctx, r.args("-I", "1")...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeEgress removes container id's rules, whatever addresses they
+// named (none is no error).
+func removeEgress(ctx context.Context, id string) error {
+	saved, unlock, err := lockedRules(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return dropEgress(ctx, id, saved)
+}
+
+// dropEgress deletes what saved shows of container id's jumps and chain.
+func dropEgress(ctx context.Context, id string, saved savedRules) error {
+	var errs []error
+	tag := "--comment " + egressTag(id) + " "
+	for _, l := range saved["filter"].rules {
+		if strings.Contains(l, tag) {
+			f := strings.Fields(l)
+			errs = append(errs, iptables(ctx, slices.Concat([]string{"-w", "-t", "filter", "-D"}, f[1:])...))
+		}
+	}
+	if ch := egressChain(id); slices.Contains(saved["filter"].chains, ch) {
+		errs = append(errs, iptables(ctx, "-w", "-t", "filter", "-F", ch), iptables(ctx, "-w", "-t", "filter", "-X", ch))
+	}
+	return errors.Join(errs...)
+}
+
+// lockedRules takes the lock on Lodge's rules and reads them as they
+// are; the caller unlocks.
+func lockedRules(ctx context.Context) (savedRules, func(), error) {
+	unlock, err := lockRules(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	saved, err := saveRules(ctx)
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return saved, unlock, nil
+}
+
+func saveRules(ctx context.Context) (savedRules, error) {
+	out, err := exec.CommandContext(ctx, "iptables-save").Output()
+	if err != nil {
+		return nil, fmt.Errorf("iptables-save: %w (is iptables installed?)", err)
+	}
+	return parseSave(out), nil
+}
+
+// bridgeNF is the switch that sends bridged IPv4 through iptables.
+const bridgeNF = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+
+// bridgeFiltered makes sure that what one container sends another on
+// the same bridge passes the rules too (br_netfilter, as docker loads
+// it); else a peer would be out of their reach.
+func bridgeFiltered() error {
+	if _, err := os.Stat(bridgeNF); err != nil {
+		if out, err := exec.Command("modprobe", "br_netfilter").CombinedOutput(); err != nil {
+			return fmt.Errorf("egress rules need the kernel's br_netfilter, to see what containers on one bridge send each other: modprobe br_netfilter: %v: %s", err, strings.TrimSpace(string(out)))
+		}
+	}
+	b, err := os.ReadFile(bridgeNF)
+	if err != nil {
+		return fmt.Errorf("egress rules: %w", err)
+	}
+	if strings.TrimSpace(string(b)) != "1" {
+		if err := os.WriteFile(bridgeNF, []byte("1"), 0o644); err != nil {
+			return fmt.Errorf("egress rules need %s set to 1: %w", bridgeNF, err)
+		}
+	}
+	return nil
+}
+
+// ips are the container's addresses on its networks.
+func (n *ctrNetwork) ips() []string {
+	var out []string
+	if n.IP != "" {
+		out = append(out, n.IP)
+	}
+	for _, l := range n.Extra {
+		if l.IP != "" {
+			out = append(out, l.IP)
+		}
+	}
+	return out
+}
