@@ -401,6 +401,13 @@ func (c *composeCmd) ensureNetworks(order []string) error {
 			if nw.Internal {
 				args = append(args, "--internal")
 			}
+			for _, k := range slices.Sorted(maps.Keys(nw.DriverOpts)) {
+				if k == iccOption {
+					args = append(args, "-o", k+"="+nw.DriverOpts[k])
+				} else {
+					c.warn("network %s: driver_opts %s: lodge's bridge networks have no such option (left out)", key, k)
+				}
+			}
 			if err := c.step("Network", nw.Name, "Created", append(args, nw.Name)...); err != nil {
 				return err
 			}

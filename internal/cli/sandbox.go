@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -51,9 +52,34 @@ func addSandboxCommands(root *cobra.Command, a *app) {
 	f.IntVar(&o.cfg.MaxSandboxes, "max-sandboxes", 16, "how many sandboxes may be alive at once")
 	f.IntVar(&o.cfg.MaxCommands, "max-commands", 64, "how many commands (and file reads and writes) may run at once, in all sandboxes")
 	f.IntVar(&o.cfg.MaxSnapshots, "max-snapshots", 16, "how many snapshots (sandboxes' files kept as images to start sandboxes from) the service keeps")
-	f.BoolVar(&o.cfg.AllowNetwork, "allow-network", false, `let requests ask for "network": "bridge" (else sandboxes have no network)`)
+	f.BoolVar(&o.cfg.AllowNetwork, "allow-network", false, `let requests ask for "network": "bridge" (else sandboxes have no network): the network `+sandboxNetwork+`, whose sandboxes do not reach each other`)
+	f.StringArrayVar(&o.cfg.DenyOut, "deny-out", []string{"169.254.0.0/16"}, "a destination (IPv4 address or CIDR) no sandbox may open connections to, whatever its allow_out (repeat; the default is link-local, where clouds serve their metadata; none: \"\")")
 	group.AddCommand(serve)
 	root.AddCommand(group)
+}
+
+// sandboxNetwork is the network of the sandboxes the service gives one:
+// a lodge network made without traffic between its containers, so that
+// one tenant's sandbox cannot reach another's.
+const sandboxNetwork = "lodge-sandboxes"
+
+// ensureSandboxNetwork makes sandboxNetwork if it is missing, and
+// refuses one that lets its containers reach each other.
+func ensureSandboxNetwork() error {
+	conf, err := os.ReadFile(networkPath(sandboxNetwork))
+	if errors.Is(err, os.ErrNotExist) {
+		if err := createNetwork(sandboxNetwork, "", netMode{noICC: true}); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("--allow-network: make the network %s: %w", sandboxNetwork, err)
+		}
+		conf, err = os.ReadFile(networkPath(sandboxNetwork))
+	}
+	if err != nil {
+		return fmt.Errorf("--allow-network: %w", err)
+	}
+	if p := confRules(conf); !p.noICC || p.internal {
+		return fmt.Errorf("--allow-network: the network %s lets its containers reach each other, or nothing beyond the host: remove it (lodge network rm %s) and the service makes it again", sandboxNetwork, sandboxNetwork)
+	}
+	return nil
 }
 
 // sandboxListener listens where --listen says.
@@ -113,6 +139,13 @@ func (a *app) serveSandboxes(cmd *cobra.Command, o serveOpts) error {
 		if err != nil {
 			return fmt.Errorf("--tenants-file %s: %w", o.tenantsFile, err)
 		}
+	}
+	o.cfg.DenyOut = slices.DeleteFunc(o.cfg.DenyOut, func(d string) bool { return d == "" })
+	if o.cfg.AllowNetwork {
+		if err := ensureSandboxNetwork(); err != nil {
+			return err
+		}
+		o.cfg.Network = sandboxNetwork
 	}
 	self, err := os.Executable()
 	if err != nil {

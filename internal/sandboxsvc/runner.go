@@ -55,6 +55,8 @@ type CreateArgs struct {
 	Env   []string // NAME=VALUE
 	// Pull: the image may be pulled if it is not in lodge's store.
 	Pull bool
+	// AllowOut and DenyOut are lodge run's --allow-out and --deny-out.
+	AllowOut, DenyOut []string
 	// Timeout: its monitor stops it (and, it being --rm, removes it) this
 	// long after it starts, whether or not the service still runs.
 	Timeout time.Duration
@@ -127,6 +129,12 @@ func (l LodgeRunner) Create(ctx context.Context, c CreateArgs) (string, error) {
 	}
 	for _, e := range c.Env {
 		args = append(args, "--env", e)
+	}
+	for _, d := range c.AllowOut {
+		args = append(args, "--allow-out", d)
+	}
+	for _, d := range c.DenyOut {
+		args = append(args, "--deny-out", d)
 	}
 	args = append(args, c.Image, "sleep", holdSeconds)
 	if _, err := l.output(ctx, args...); err != nil || c.Network == "none" {

@@ -47,8 +47,13 @@ type Config struct {
 	// images in lodge's store, or those of Images, are used.
 	AllowPull bool
 	// AllowNetwork lets a request ask for the bridge network (else every
-	// sandbox has none).
+	// sandbox has none): Network, a lodge network whose containers do
+	// not reach each other.
 	AllowNetwork bool
+	Network      string
+	// DenyOut are the destinations (IPv4 CIDRs) no sandbox may open a
+	// connection to, whatever its request's allow_out says.
+	DenyOut []string
 	// Token, if set, must come with every request as a bearer token.
 	Token string
 	// Tenants, if any, are the callers that share the service, each with
@@ -84,6 +89,9 @@ func (c Config) Defaults() Config {
 	if c.MaxFile == 0 {
 		c.MaxFile = 64 << 20
 	}
+	if c.Network == "" {
+		c.Network = "bridge"
+	}
 	return c
 }
 
@@ -99,6 +107,9 @@ func (c Config) Validate() error {
 	case c.MaxSandboxes < 1 || c.MaxCommands < 1 || c.MaxOutput < 1 || c.MaxFile < 1 || c.MaxSnapshots < 1:
 		return errors.New("sandbox service: the limits on sandboxes, commands, output, files and snapshots must be positive")
 	}
+	if _, err := parseDests("--deny-out", c.DenyOut); err != nil {
+		return fmt.Errorf("sandbox service: %w", err)
+	}
 	return nil
 }
 
@@ -108,7 +119,10 @@ type Sandbox struct {
 	Image   string `json:"image"`
 	Network string `json:"network"`
 	// IP is its address on the bridge network (none: "").
-	IP        string            `json:"ip,omitempty"`
+	IP string `json:"ip,omitempty"`
+	// AllowOut and DenyOut are its request's egress lists.
+	AllowOut  []string          `json:"allow_out,omitempty"`
+	DenyOut   []string          `json:"deny_out,omitempty"`
 	CreatedAt time.Time         `json:"created_at"`
 	ExpiresAt time.Time         `json:"expires_at"`
 	Metadata  map[string]string `json:"metadata,omitempty"`
@@ -229,6 +243,11 @@ type CreateRequest struct {
 	CPUs           float64           `json:"cpus"`
 	Network        string            `json:"network"`
 	Metadata       map[string]string `json:"metadata"`
+	// AllowOut and DenyOut say what it may open connections to, as
+	// E2B's lists: a destination in AllowOut may be reached, then one in
+	// DenyOut may not, the rest may; never one the service denies.
+	AllowOut []string `json:"allow_out"`
+	DenyOut  []string `json:"deny_out"`
 }
 
 // seconds is a request's timeout_seconds as a duration, def where it
@@ -287,6 +306,9 @@ func (s *Service) checkCreate(tenant string, r *CreateRequest) error {
 		}
 	default:
 		return badRequest{fmt.Sprintf("network %q: want none or bridge", r.Network)}
+	}
+	if err := s.checkEgress(r); err != nil {
+		return err
 	}
 	if r.Memory != "" && (strings.HasPrefix(r.Memory, "-") || strings.ContainsAny(r.Memory, " \x00")) {
 		return badRequest{fmt.Sprintf("memory %q: want a size such as 512m", r.Memory)}
@@ -356,8 +378,12 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error)
 	if r.Snapshot != "" && !s.hasSnapshot(ctx, r.Snapshot) {
 		return nil, fmt.Errorf("snapshot %s: %w", r.Snapshot, errNoSnapshot)
 	}
-	ip, err := s.run.Create(ctx, CreateArgs{Name: id, Image: r.Image, Network: r.Network, Memory: r.Memory, CPUs: r.CPUs, Env: env, Timeout: life, Owner: s.owner,
-		Pull: pull})
+	args := CreateArgs{Name: id, Image: r.Image, Network: r.Network, Memory: r.Memory, CPUs: r.CPUs, Env: env, Timeout: life, Owner: s.owner,
+		Pull: pull}
+	if r.Network == "bridge" {
+		args.Network, args.AllowOut, args.DenyOut = s.cfg.Network, r.AllowOut, slices.Concat(s.cfg.DenyOut, r.DenyOut)
+	}
+	ip, err := s.run.Create(ctx, args)
 	if err != nil {
 		// Whatever the failed run left, under this name.
 		s.run.Remove(ctx, id)
@@ -367,7 +393,8 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error)
 		return nil, err
 	}
 	now := s.now()
-	sb := &Sandbox{ID: id, Image: r.Image, Network: r.Network, IP: ip, CreatedAt: now, ExpiresAt: now.Add(life), Metadata: r.Metadata, Tenant: tenant}
+	sb := &Sandbox{ID: id, Image: r.Image, Network: r.Network, IP: ip, AllowOut: r.AllowOut, DenyOut: r.DenyOut,
+		CreatedAt: now, ExpiresAt: now.Add(life), Metadata: r.Metadata, Tenant: tenant}
 	if err := state.Write(s.recordPath(id), sb); err != nil {
 		s.run.Remove(ctx, id)
 		return nil, fmt.Errorf("sandbox %s: record: %w", id, err)

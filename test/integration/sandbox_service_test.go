@@ -294,14 +294,23 @@ func TestSandboxService(t *testing.T) {
 		t.Errorf("the killed background command still runs: %+v", r)
 	}
 
-	// A second sandbox, on the bridge network, sees nothing of the first;
-	// a third is over the limit.
+	// A second sandbox, on the service's network (whose sandboxes do not
+	// reach each other), sees nothing of the first; what its deny_out
+	// names it cannot reach, not even the host; a third is over the
+	// limit.
 	var b sandbox
-	if code := api.call("POST", "/v1/sandboxes", map[string]any{"network": "bridge"}, &b); code != 201 {
+	if code := api.call("POST", "/v1/sandboxes", map[string]any{"network": "bridge", "deny_out": []string{"0.0.0.0/0"}}, &b); code != 201 {
 		t.Fatalf("create second: %d %+v", code, b)
 	}
+	defer l.run("", "network", "rm", "lodge-sandboxes")
 	if r := api.command(b.ID, map[string]any{"cmd": "ip -4 addr"}); b.IP == "" || !strings.Contains(r.Stdout, "inet "+b.IP+"/") {
 		t.Errorf("the bridged sandbox's address %q; in it:\n%s", b.IP, r.Stdout)
+	}
+	if got := l.must("network", "inspect", "-f", `{{index .Options "com.docker.network.bridge.enable_icc"}} {{len .Containers}}`, "lodge-sandboxes"); got != "false 1\n" {
+		t.Errorf("the service's network: enable_icc and members %q, want false 1", got)
+	}
+	if r := api.command(b.ID, map[string]any{"cmd": gwScript + "ping -c 1 -W 3 $gw >/dev/null || echo denied"}); r.Stdout != "denied\n" {
+		t.Errorf(`deny_out ["0.0.0.0/0"]: the host answers the sandbox: %+v`, r)
 	}
 	if r := api.command(a.ID, map[string]any{"cmd": "ip -4 addr | grep -v 127.0.0.1 | grep -c inet"}); strings.TrimSpace(r.Stdout) != "0" {
 		t.Errorf("the sandbox without a network has an address: %+v", r)

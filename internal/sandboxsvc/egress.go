@@ -1,0 +1,58 @@
+package sandboxsvc
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// maxDests bounds each of a request's egress lists.
+const maxDests = 64
+
+// parseDests reads IPv4 addresses and CIDRs (what lodge run's
+// --allow-out and --deny-out take) into canonical prefixes.
+func parseDests(field string, in []string) ([]netip.Prefix, error) {
+	if len(in) > maxDests {
+		return nil, fmt.Errorf("%s: at most %d destinations", field, maxDests)
+	}
+	var out []netip.Prefix
+	for _, s := range in {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("%s %q: want an IPv4 address or CIDR (names are not followed)", field, s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if !p.Addr().Is4() {
+			return nil, fmt.Errorf("%s %q: sandboxes' networks are IPv4", field, s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// checkEgress refuses a request's allow_out and deny_out when they are
+// malformed, when the sandbox has no network, or when an allowed
+// destination overlaps one the service denies (which would not be
+// reached all the same: said rather than ignored).
+func (s *Service) checkEgress(r *CreateRequest) error {
+	if len(r.AllowOut)+len(r.DenyOut) > 0 && r.Network != "bridge" {
+		return badRequest{`allow_out and deny_out: the sandbox has no network (ask for "network": "bridge")`}
+	}
+	allow, err := parseDests("allow_out", r.AllowOut)
+	if err != nil {
+		return badRequest{err.Error()}
+	}
+	if _, err := parseDests("deny_out", r.DenyOut); err != nil {
+		return badRequest{err.Error()}
+	}
+	denied, _ := parseDests("--deny-out", s.cfg.DenyOut) // Validate read them
+	for i, a := range allow {
+		if j := slices.IndexFunc(denied, a.Overlaps); j >= 0 {
+			return badRequest{fmt.Sprintf("allow_out %q: overlaps %s, which this service lets no sandbox reach", r.AllowOut[i], denied[j])}
+		}
+	}
+	return nil
+}
