@@ -7,8 +7,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+
+	"github.com/lodgeruntime/lodge/internal/filelock"
 )
 
 // A container's egress rule (`--allow-out`, `--deny-out`; the sandbox
@@ -25,9 +29,19 @@ import (
 type egress struct {
 	Allow []string `json:"allow,omitempty"`
 	Deny  []string `json:"deny,omitempty"`
+	// Proxy, if not 0, is the port on the container's gateway (the host)
+	// its TCP connections to ports 80 and 443 are sent to (a proxy that
+	// decides by the name they ask for: the sandbox service's), which
+	// it may reach with its resolvers (DNS) whatever Deny says.
+	Proxy int `json:"proxy,omitempty"`
+	// Resolvers are the nameservers of its resolv.conf (with Proxy).
+	Resolvers []string `json:"resolvers,omitempty"`
 }
 
-const inputChain = "LODGE-INPUT" // filter: jumped to from INPUT, first
+const (
+	inputChain      = "LODGE-INPUT"      // filter: jumped to from INPUT, first
+	preroutingChain = "LODGE-PREROUTING" // nat: jumped to from PREROUTING, first
+)
 
 // parseEgress reads --allow-out and --deny-out: IPv4 addresses or CIDRs
 // (Lodge's networks are IPv4), kept in canonical form; nil when both are
@@ -85,6 +99,14 @@ func egressTag(id string) string { return "lodge-container-" + id[:12] }
 func egressRules(id string, ips []string, eg *egress) (chain, jumps []netRule) {
 	ch := egressChain(id)
 	chain = append(chain, netRule{"filter", ch, []string{"-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN"}, false})
+	if eg.Proxy > 0 {
+		chain = append(chain, netRule{"filter", ch, []string{"-p", "tcp", "-m", "addrtype", "--dst-type", "LOCAL", "-m", "tcp", "--dport", strconv.Itoa(eg.Proxy), "-j", "RETURN"}, false})
+		for _, r := range eg.Resolvers {
+			for _, proto := range []string{"udp", "tcp"} {
+				chain = append(chain, netRule{"filter", ch, []string{"-d", r + "/32", "-p", proto, "-m", proto, "--dport", "53", "-j", "RETURN"}, false})
+			}
+		}
+	}
 	for _, c := range eg.Allow {
 		chain = append(chain, netRule{"filter", ch, []string{"-d", c, "-j", "RETURN"}, false})
 	}
@@ -94,6 +116,10 @@ func egressRules(id string, ips []string, eg *egress) (chain, jumps []netRule) {
 	for _, ip := range ips {
 		for _, from := range []string{forwardChain, inputChain} {
 			jumps = append(jumps, netRule{"filter", from, []string{"-s", ip + "/32", "-m", "comment", "--comment", egressTag(id), "-j", ch}, true})
+		}
+		if eg.Proxy > 0 {
+			jumps = append(jumps, netRule{"nat", preroutingChain, []string{"-s", ip + "/32", "-p", "tcp", "-m", "multiport", "--dports", "80,443",
+				"-m", "comment", "--comment", egressTag(id), "-j", "REDIRECT", "--to-ports", strconv.Itoa(eg.Proxy)}, true})
 		}
 	}
 	return chain, jumps
@@ -120,15 +146,20 @@ func applyEgress(ctx context.Context, id string, ips []string, eg *egress) (retE
 			}
 		}
 	}()
-	if !slices.Contains(saved["filter"].chains, inputChain) {
-		if err := iptables(ctx, "-w", "-t", "filter", "-N", inputChain); err != nil {
-			return err
+	for _, j := range []netRule{
+		{"filter", "INPUT", []string{"-m", "comment", "--comment", "lodge containers", "-j", inputChain}, true},
+		{"nat", "PREROUTING", []string{"-m", "comment", "--comment", "lodge containers", "-j", preroutingChain}, true},
+	} {
+		to := j.spec[len(j.spec)-1]
+		if !slices.Contains(saved[j.table].chains, to) {
+			if err := iptables(ctx, "-w", "-t", j.table, "-N", to); err != nil {
+				return err
+			}
 		}
-	}
-	in := netRule{"filter", "INPUT", []string{"-m", "comment", "--comment", "lodge containers", "-j", inputChain}, true}
-	if !saved.has(in) {
-		if err := iptables(ctx, in.args("-I", "1")...); err != nil {
-			return err
+		if !saved.has(j) {
+			if err := iptables(ctx, j.args("-I", "1")...); err != nil {
+				return err
+			}
 		}
 	}
 	if err := iptables(ctx, "-w", "-t", "filter", "-N", egressChain(id)); err != nil {
@@ -163,10 +194,12 @@ func removeEgress(ctx context.Context, id string) error {
 func dropEgress(ctx context.Context, id string, saved savedRules) error {
 	var errs []error
 	tag := "--comment " + egressTag(id) + " "
-	for _, l := range saved["filter"].rules {
-		if strings.Contains(l, tag) {
-			f := strings.Fields(l)
-			errs = append(errs, iptables(ctx, slices.Concat([]string{"-w", "-t", "filter", "-D"}, f[1:])...))
+	for _, table := range []string{"filter", "nat"} {
+		for _, l := range saved[table].rules {
+			if strings.Contains(l, tag) {
+				f := strings.Fields(l)
+				errs = append(errs, iptables(ctx, slices.Concat([]string{"-w", "-t", table, "-D"}, f[1:])...))
+			}
 		}
 	}
 	if ch := egressChain(id); slices.Contains(saved["filter"].chains, ch) {
@@ -231,6 +264,87 @@ func (n *ctrNetwork) ips() []string {
 	for _, l := range n.Extra {
 		if l.IP != "" {
 			out = append(out, l.IP)
+		}
+	}
+	return out
+}
+
+// nonEmpty is update's list without its empty values ("" clears it).
+func nonEmpty(l *[]string) []string {
+	if l == nil {
+		return nil
+	}
+	return slices.DeleteFunc(slices.Clone(*l), func(s string) bool { return s == "" })
+}
+
+// updateEgress replaces container r's allow list, deny list, proxy or
+// all (nil: kept) in its record and, while it is on its networks, in the
+// host's rules. The container's network lock keeps its leave out
+// meanwhile: rules installed after it would outlive its addresses.
+func updateEgress(ctx context.Context, r *ctrRecord, allow, deny *[]string, proxy *int) error {
+	if r.Network == nil {
+		return fmt.Errorf("container %s has no network: it has no egress rules to change", r.Name)
+	}
+	unlock, err := filelock.Lock(ctx, filepath.Join(ctrDir(r.ID), "network.lock"), true)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	cur, err := loadCtr(r.ID)
+	if err != nil {
+		return err
+	}
+	n := cur.Network
+	old := egress{}
+	if n.Egress != nil {
+		old = *n.Egress
+	}
+	if allow != nil {
+		old.Allow = nonEmpty(allow)
+	}
+	if deny != nil {
+		old.Deny = nonEmpty(deny)
+	}
+	eg, err := parseEgress(old.Allow, old.Deny)
+	if err != nil {
+		return err
+	}
+	if proxy != nil {
+		old.Proxy = *proxy
+	}
+	if old.Proxy > 0 {
+		if eg == nil {
+			eg = &egress{}
+		}
+		eg.Proxy = old.Proxy
+		if b, err := os.ReadFile(filepath.Join(ctrDir(r.ID), "resolv.conf")); err == nil {
+			eg.Resolvers = nameservers(string(b))
+		}
+	}
+	if _, err := os.Stat(n.NetNS); err == nil && len(n.ips()) > 0 { // on its networks now
+		if eg == nil {
+			err = removeEgress(ctx, r.ID)
+		} else {
+			err = applyEgress(ctx, r.ID, n.ips(), eg)
+		}
+		if err != nil {
+			return fmt.Errorf("container %s: %w", r.Name, err)
+		}
+	}
+	_, err = updateCtr(ctx, r.ID, func(c *ctrRecord) {
+		if c.Network != nil {
+			c.Network.Egress = eg
+		}
+	})
+	return err
+}
+
+// nameservers are the resolvers a resolv.conf names.
+func nameservers(resolv string) []string {
+	var out []string
+	for _, l := range strings.Split(resolv, "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == "nameserver" && net.ParseIP(f[1]).To4() != nil {
+			out = append(out, f[1])
 		}
 	}
 	return out

@@ -81,8 +81,30 @@ func TestEgressRules(t *testing.T) {
 		strings.Count(s, "-A LODGE-EG-e0e0e0e0aaaa ") != 2 {
 		t.Errorf("applied again: want only the new address's two jumps and the new chain:\n%s", s)
 	}
+	// With a proxy: its 80 and 443 go to the host's port, which it may
+	// reach, as its resolver on 53.
+	if err := applyEgress(ctx, a, []string{"198.51.100.9"}, &egress{Deny: []string{"0.0.0.0/0"}, Proxy: 3129, Resolvers: []string{"192.0.2.53"}}); err != nil {
+		t.Fatal(err)
+	}
+	s = save()
+	nat, _ := exec.Command("iptables-save", "-t", "nat").Output()
+	for _, want := range []string{
+		"-A LODGE-EG-e0e0e0e0aaaa -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 3129 -j RETURN\n",
+		"-A LODGE-EG-e0e0e0e0aaaa -d 192.0.2.53/32 -p udp -m udp --dport 53 -j RETURN\n",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("with a proxy: missing %q in:\n%s", want, s)
+		}
+	}
+	if want := "-A LODGE-PREROUTING -s 198.51.100.9/32 -p tcp -m multiport --dports 80,443 -m comment --comment lodge-container-e0e0e0e0aaaa -j REDIRECT --to-ports 3129\n"; !strings.Contains(string(nat), want) ||
+		!strings.Contains(string(nat), `-A PREROUTING -m comment --comment "lodge containers" -j LODGE-PREROUTING`) {
+		t.Errorf("with a proxy: nat has no redirect %q:\n%s", want, nat)
+	}
 	if err := removeEgress(ctx, a); err != nil {
 		t.Fatal(err)
+	}
+	if nat, _ := exec.Command("iptables-save", "-t", "nat").Output(); strings.Contains(string(nat), "e0e0e0e0aaaa") {
+		t.Errorf("the redirect is left after removal:\n%s", nat)
 	}
 	if err := removeEgress(ctx, a); err != nil {
 		t.Errorf("removed twice: %v", err)

@@ -55,6 +55,7 @@ type runOpts struct {
 	networks                       []string // --network, once or more
 	ip                             string   // --ip: the first network's address
 	allowOut, denyOut              []string // --allow-out, --deny-out: what it may open connections to
+	egressProxy                    int      // --egress-proxy: the port its 80 and 443 go to
 	pull                           string
 	restart                        string        // --restart: the restart policy
 	timeout                        time.Duration // --timeout: each run stopped this long after it starts
@@ -153,6 +154,7 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f.StringVar(&o.ip, "ip", "", "the container's IPv4 address on its (first) network, kept by every start")
 	f.StringArrayVar(&o.denyOut, "deny-out", nil, "a destination (IPv4 address or CIDR; 0.0.0.0/0: all) the container may not open connections to, on any network or the host; again for more")
 	f.StringArrayVar(&o.allowOut, "allow-out", nil, "a destination it may open connections to whatever --deny-out says (IPv4 address or CIDR); again for more")
+	f.IntVar(&o.egressProxy, "egress-proxy", 0, "send its TCP connections to ports 80 and 443 to this port of its gateway (the host), a proxy that decides by the name asked (the sandbox service's), and let it reach its resolvers")
 	f.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port: [[IP:][HOSTPORT]:]CONTAINERPORT[/tcp|udp] (no HOSTPORT: a free one)")
 	f.BoolVarP(&o.publishAll, "publish-all", "P", false, "publish every exposed port (the image's and --expose's) to a free host port")
 	f.StringArrayVar(&o.expose, "expose", nil, "expose a port, PORT[/tcp|udp], for -P")
@@ -205,8 +207,17 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	if err != nil {
 		return lodgeError(err)
 	}
+	if o.egressProxy != 0 {
+		if o.egressProxy < 1 || o.egressProxy > 65535 {
+			return lodgeError(fmt.Errorf("--egress-proxy %d: want a port", o.egressProxy))
+		}
+		if eg == nil {
+			eg = &egress{}
+		}
+		eg.Proxy = o.egressProxy
+	}
 	if eg != nil && network == "none" {
-		return lodgeError(errors.New("--allow-out/--deny-out: the container has no network (--network none)"))
+		return lodgeError(errors.New("--allow-out/--deny-out/--egress-proxy: the container has no network (--network none)"))
 	}
 	switch {
 	case network == "none" && (len(ports) > 0 || o.publishAll || len(o.aliases) > 0):
@@ -272,6 +283,9 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	netFiles, err := o.netFiles()
 	if err != nil {
 		return lodgeError(err)
+	}
+	if eg != nil && eg.Proxy > 0 {
+		eg.Resolvers = nameservers(resolvConf(netFiles))
 	}
 	id := newID()
 	spec, mnt, err := runSpec(im, lays, o, args, id)

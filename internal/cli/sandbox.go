@@ -8,16 +8,19 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/lodgeruntime/lodge/internal/netsetup"
 	"github.com/lodgeruntime/lodge/internal/sandboxsvc"
 	"github.com/lodgeruntime/lodge/internal/unixsock"
 )
@@ -27,6 +30,7 @@ const defaultSandboxSocket = "/run/lodge/sandbox.sock"
 
 type serveOpts struct {
 	listen, tokenFile, tenantsFile string
+	egressResolver                 string
 	cfg                            sandboxsvc.Config
 }
 
@@ -53,6 +57,8 @@ func addSandboxCommands(root *cobra.Command, a *app) {
 	f.IntVar(&o.cfg.MaxCommands, "max-commands", 64, "how many commands (and file reads and writes) may run at once, in all sandboxes")
 	f.IntVar(&o.cfg.MaxSnapshots, "max-snapshots", 16, "how many snapshots (sandboxes' files kept as images to start sandboxes from) the service keeps")
 	f.BoolVar(&o.cfg.AllowNetwork, "allow-network", false, `let requests ask for "network": "bridge" (else sandboxes have no network): the network `+sandboxNetwork+`, whose sandboxes do not reach each other`)
+	f.IntVar(&o.cfg.EgressProxy, "egress-proxy-port", 3129, "with --allow-network, the port of the egress proxy on the sandboxes' gateway, which lets a request's allow_out name hosts (0: none)")
+	f.StringVar(&o.egressResolver, "egress-resolver", "", "the DNS server (HOST:PORT) the egress proxy resolves allowed names with (default: the host's)")
 	f.StringArrayVar(&o.cfg.DenyOut, "deny-out", []string{"169.254.0.0/16"}, "a destination (IPv4 address or CIDR) no sandbox may open connections to, whatever its allow_out (repeat; the default is link-local, where clouds serve their metadata; none: \"\")")
 	group.AddCommand(serve)
 	root.AddCommand(group)
@@ -80,6 +86,39 @@ func ensureSandboxNetwork() error {
 		return fmt.Errorf("--allow-network: the network %s lets its containers reach each other, or nothing beyond the host: remove it (lodge network rm %s) and the service makes it again", sandboxNetwork, sandboxNetwork)
 	}
 	return nil
+}
+
+// egressListener listens for the egress proxy on port of the sandbox
+// network's gateway: the address REDIRECT gives the sandboxes'
+// connections. The bridge that carries it is made with the network's
+// first member, so the socket binds before the address exists
+// (IP_FREEBIND); it is on no other interface of the host.
+func egressListener(port int) (net.Listener, error) {
+	conf, err := os.ReadFile(networkPath(sandboxNetwork))
+	if err != nil {
+		return nil, err
+	}
+	gw := ""
+	if l, ok := parseList(conf); ok {
+		for _, p := range l.Plugins {
+			if p.Type == "bridge" && len(p.IPAM.Ranges) == 1 && len(p.IPAM.Ranges[0]) == 1 {
+				gw = p.IPAM.Ranges[0][0].Gateway
+			}
+		}
+	}
+	if net.ParseIP(gw).To4() == nil {
+		return nil, fmt.Errorf("--egress-proxy-port: the network %s names no gateway", sandboxNetwork)
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_FREEBIND, 1) })
+		return errors.Join(err, serr)
+	}}
+	l, err := lc.Listen(context.Background(), "tcp4", net.JoinHostPort(gw, strconv.Itoa(port)))
+	if err != nil {
+		return nil, fmt.Errorf("--egress-proxy-port %d: %w (another service there? give another port, or 0 for none)", port, err)
+	}
+	return l, nil
 }
 
 // sandboxListener listens where --listen says.
@@ -141,11 +180,21 @@ func (a *app) serveSandboxes(cmd *cobra.Command, o serveOpts) error {
 		}
 	}
 	o.cfg.DenyOut = slices.DeleteFunc(o.cfg.DenyOut, func(d string) bool { return d == "" })
+	var proxy net.Listener
 	if o.cfg.AllowNetwork {
 		if err := ensureSandboxNetwork(); err != nil {
 			return err
 		}
 		o.cfg.Network = sandboxNetwork
+		if o.cfg.EgressProxy != 0 {
+			var err error
+			if proxy, err = egressListener(o.cfg.EgressProxy); err != nil {
+				return err
+			}
+			defer proxy.Close()
+		}
+	} else {
+		o.cfg.EgressProxy = 0
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -164,6 +213,21 @@ func (a *app) serveSandboxes(cmd *cobra.Command, o serveOpts) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	go svc.Reap(ctx, time.Second)
+	if proxy != nil {
+		var resolver *net.Resolver
+		if o.egressResolver != "" {
+			resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, o.egressResolver)
+			}}
+		}
+		go svc.ServeEgress(proxy, resolver, func(c net.Conn) (netip.AddrPort, error) {
+			tc, ok := c.(*net.TCPConn)
+			if !ok {
+				return netip.AddrPort{}, errors.New("not TCP")
+			}
+			return netsetup.OriginalDst(tc)
+		})
+	}
 	srv := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()

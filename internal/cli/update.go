@@ -29,27 +29,29 @@ import (
 // beyond it takes effect when the container starts again; update says so.
 
 type updateOpts struct {
-	timeout time.Duration
-	cpus    float64
-	memory  string
-	pids    int64
-	shares  int64
-	restart string
+	timeout           time.Duration
+	cpus              float64
+	memory            string
+	pids              int64
+	shares            int64
+	restart           string
+	allowOut, denyOut []string
+	egressProxy       int
 }
 
 // updateFlags are the flags update takes (one at least).
-var updateFlags = []string{"cpus", "memory", "pids-limit", "cpu-shares", "restart", "timeout"}
+var updateFlags = []string{"cpus", "memory", "pids-limit", "cpu-shares", "restart", "timeout", "allow-out", "deny-out", "egress-proxy"}
 
 func addUpdateCommand(root *cobra.Command, a *app) {
 	var o updateOpts
 	update := &cobra.Command{
-		Use:   "update [--cpus N] [-m SIZE] [--pids-limit N] [--cpu-shares N] [--restart POLICY] [--timeout D] CONTAINER...",
-		Short: "change containers' CPU, memory and process limits, restart policy or deadline, running or not",
+		Use:   "update [--cpus N] [-m SIZE] [--pids-limit N] [--cpu-shares N] [--restart POLICY] [--timeout D] [--deny-out CIDR] [--allow-out CIDR] CONTAINER...",
+		Short: "change containers' CPU, memory and process limits, restart policy, deadline or egress rules, running or not",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
 			if !anyChanged(f, updateFlags) {
-				return lodgeError(errors.New("update: nothing to change: give --cpus, --memory, --pids-limit, --cpu-shares, --restart or --timeout"))
+				return lodgeError(errors.New("update: nothing to change: give --cpus, --memory, --pids-limit, --cpu-shares, --restart, --timeout, --deny-out or --allow-out"))
 			}
 			res, err := o.resources(f)
 			if err != nil {
@@ -66,7 +68,29 @@ func addUpdateCommand(root *cobra.Command, a *app) {
 			if o.timeout < 0 {
 				return lodgeError(fmt.Errorf("--timeout %v: want 0 or a positive duration", o.timeout))
 			}
+			var allow, deny *[]string
+			if f.Changed("allow-out") {
+				allow = &o.allowOut
+			}
+			if f.Changed("deny-out") {
+				deny = &o.denyOut
+			}
+			var proxy *int
+			if f.Changed("egress-proxy") {
+				if o.egressProxy < 0 || o.egressProxy > 65535 {
+					return lodgeError(fmt.Errorf("--egress-proxy %d: want a port (0: none)", o.egressProxy))
+				}
+				proxy = &o.egressProxy
+			}
+			if _, err := parseEgress(nonEmpty(allow), nonEmpty(deny)); err != nil {
+				return lodgeError(err)
+			}
 			return eachCtr(cmd, args, func(r *ctrRecord) error {
+				if allow != nil || deny != nil || proxy != nil {
+					if err := updateEgress(cmd.Context(), r, allow, deny, proxy); err != nil {
+						return err
+					}
+				}
 				return a.updateOne(cmd, r, res, policy, f.Changed("timeout"), o.timeout)
 			})
 		},
@@ -78,6 +102,9 @@ func addUpdateCommand(root *cobra.Command, a *app) {
 	f.Int64Var(&o.pids, "pids-limit", 0, "most processes at once (-1: no limit)")
 	f.Int64Var(&o.shares, "cpu-shares", 0, "CPU shares, relative weight")
 	f.StringVar(&o.restart, "restart", "", "restart policy: no, always, unless-stopped, on-failure[:N]")
+	f.StringArrayVar(&o.denyOut, "deny-out", nil, `the destinations it may not open connections to, replacing those it had (again for more; "": none), at once if it runs`)
+	f.StringArrayVar(&o.allowOut, "allow-out", nil, `the destinations it may reach whatever --deny-out says, replacing those it had (again for more; "": none)`)
+	f.IntVar(&o.egressProxy, "egress-proxy", 0, "the port of its gateway its TCP ports 80 and 443 go to (run --egress-proxy; 0: none)")
 	root.AddCommand(update)
 }
 

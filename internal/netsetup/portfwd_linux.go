@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os/exec"
 	"strconv"
 	"sync"
@@ -102,9 +103,16 @@ func (pf *PortForwarder) serve(dial func(port uint16) (net.Conn, error), log *sl
 
 // originalPort reads the destination port a redirected connection had.
 func originalPort(c *net.TCPConn) (uint16, error) {
+	d, err := OriginalDst(c)
+	return d.Port(), err
+}
+
+// OriginalDst reads the destination a connection redirected by nat
+// (REDIRECT, DNAT) had before it (IPv4: SO_ORIGINAL_DST).
+func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return 0, err
+		return netip.AddrPort{}, err
 	}
 	var sa unix.RawSockaddrInet4
 	var serr error
@@ -120,11 +128,11 @@ func originalPort(c *net.TCPConn) (uint16, error) {
 		err = serr
 	}
 	if err != nil {
-		return 0, err
+		return netip.AddrPort{}, err
 	}
 	// sin_port is in network byte order.
 	p := (*[2]byte)(unsafe.Pointer(&sa.Port))
-	return uint16(p[0])<<8 | uint16(p[1]), nil
+	return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(p[0])<<8|uint16(p[1])), nil
 }
 
 // Close stops forwarding and removes the nat rule.

@@ -1,6 +1,7 @@
 package sandboxsvc
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -41,7 +42,11 @@ func (s *Service) checkEgress(r *CreateRequest) error {
 	if len(r.AllowOut)+len(r.DenyOut) > 0 && r.Network != "bridge" {
 		return badRequest{`allow_out and deny_out: the sandbox has no network (ask for "network": "bridge")`}
 	}
-	allow, err := parseDests("allow_out", r.AllowOut)
+	cidrs, names := splitDests(r.AllowOut)
+	if len(names) > 0 && s.cfg.EgressProxy == 0 {
+		return badRequest{fmt.Sprintf("allow_out %q: names need the service's egress proxy (serve --egress-proxy-port); give addresses or CIDRs", names[0])}
+	}
+	allow, err := parseDests("allow_out", cidrs)
 	if err != nil {
 		return badRequest{err.Error()}
 	}
@@ -51,8 +56,39 @@ func (s *Service) checkEgress(r *CreateRequest) error {
 	denied, _ := parseDests("--deny-out", s.cfg.DenyOut) // Validate read them
 	for i, a := range allow {
 		if j := slices.IndexFunc(denied, a.Overlaps); j >= 0 {
-			return badRequest{fmt.Sprintf("allow_out %q: overlaps %s, which this service lets no sandbox reach", r.AllowOut[i], denied[j])}
+			return badRequest{fmt.Sprintf("allow_out %q: overlaps %s, which this service lets no sandbox reach", cidrs[i], denied[j])}
 		}
 	}
 	return nil
+}
+
+// SetEgress replaces a bridged sandbox's allow_out and deny_out, at once
+// (the service's deny set stays above them).
+func (s *Service) SetEgress(ctx context.Context, id string, allow, deny []string) (Sandbox, error) {
+	sb, err := s.Get(id)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	if sb.Network != "bridge" {
+		return Sandbox{}, badRequest{`allow_out and deny_out: the sandbox has no network (it was made without "network": "bridge")`}
+	}
+	if err := s.checkEgress(&CreateRequest{Network: sb.Network, AllowOut: allow, DenyOut: deny}); err != nil {
+		return Sandbox{}, err
+	}
+	if err := s.run.SetEgress(ctx, id, s.egressArgs(allow, deny)); err != nil {
+		return Sandbox{}, err
+	}
+	return s.change(id, func(c *Sandbox) { c.AllowOut, c.DenyOut = allow, deny })
+}
+
+// egressArgs are lodge run's (and update's) egress flags for a request's
+// lists: its addresses, the service's deny set ahead of its own, and the
+// proxy where it names hosts.
+func (s *Service) egressArgs(allow, deny []string) Egress {
+	cidrs, names := splitDests(allow)
+	e := Egress{Allow: cidrs, Deny: slices.Concat(s.cfg.DenyOut, deny)}
+	if len(names) > 0 {
+		e.Proxy = s.cfg.EgressProxy
+	}
+	return e
 }

@@ -20,6 +20,7 @@ const maxRequest = 1 << 20
 //	GET    /v1/sandboxes/{id}             one
 //	DELETE /v1/sandboxes/{id}             remove one
 //	POST   /v1/sandboxes/{id}/timeout     end it N seconds from now
+//	PUT    /v1/sandboxes/{id}/network     replace its allow_out and deny_out
 //	POST   /v1/sandboxes/{id}/commands    run a command (or start one in the background)
 //	GET    /v1/sandboxes/{id}/commands    the background commands
 //	GET    /v1/sandboxes/{id}/commands/{cid}  one, with its output's tail
@@ -72,6 +73,17 @@ func (s *Service) Handler() http.Handler {
 			return
 		}
 		sb, err := s.SetTimeout(r.Context(), r.PathValue("id"), req.TimeoutSeconds)
+		reply(w, http.StatusOK, sb, err)
+	})
+	mux.HandleFunc("PUT /v1/sandboxes/{id}/network", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			AllowOut []string `json:"allow_out"`
+			DenyOut  []string `json:"deny_out"`
+		}
+		if !decode(w, r, &req) {
+			return
+		}
+		sb, err := s.SetEgress(r.Context(), r.PathValue("id"), req.AllowOut, req.DenyOut)
 		reply(w, http.StatusOK, sb, err)
 	})
 	mux.HandleFunc("POST /v1/sandboxes/{id}/snapshots", func(w http.ResponseWriter, r *http.Request) {

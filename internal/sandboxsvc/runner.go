@@ -34,6 +34,9 @@ type Runner interface {
 	Exec(ctx context.Context, name string, x ExecArgs) (int, error)
 	// SetTimeout makes the container's monitor stop it d from now.
 	SetTimeout(ctx context.Context, name string, d time.Duration) error
+	// SetEgress replaces the container's egress rules (lodge update
+	// --allow-out, --deny-out, --egress-proxy).
+	SetEgress(ctx context.Context, name string, e Egress) error
 	// Remove removes the container, ending it first.
 	Remove(ctx context.Context, name string) error
 	// List returns the containers whose Label is owner.
@@ -55,8 +58,8 @@ type CreateArgs struct {
 	Env   []string // NAME=VALUE
 	// Pull: the image may be pulled if it is not in lodge's store.
 	Pull bool
-	// AllowOut and DenyOut are lodge run's --allow-out and --deny-out.
-	AllowOut, DenyOut []string
+	// Egress is what it may open connections to.
+	Egress Egress
 	// Timeout: its monitor stops it (and, it being --rm, removes it) this
 	// long after it starts, whether or not the service still runs.
 	Timeout time.Duration
@@ -130,11 +133,14 @@ func (l LodgeRunner) Create(ctx context.Context, c CreateArgs) (string, error) {
 	for _, e := range c.Env {
 		args = append(args, "--env", e)
 	}
-	for _, d := range c.AllowOut {
+	for _, d := range c.Egress.Allow {
 		args = append(args, "--allow-out", d)
 	}
-	for _, d := range c.DenyOut {
+	for _, d := range c.Egress.Deny {
 		args = append(args, "--deny-out", d)
+	}
+	if c.Egress.Proxy > 0 {
+		args = append(args, "--egress-proxy", strconv.Itoa(c.Egress.Proxy))
 	}
 	args = append(args, c.Image, "sleep", holdSeconds)
 	if _, err := l.output(ctx, args...); err != nil || c.Network == "none" {
@@ -142,6 +148,30 @@ func (l LodgeRunner) Create(ctx context.Context, c CreateArgs) (string, error) {
 	}
 	ip, err := l.output(ctx, "inspect", "-f", "{{.NetworkSettings.IPAddress}}", c.Name)
 	return strings.TrimSpace(string(ip)), err
+}
+
+// SetEgress runs `lodge update --allow-out --deny-out --egress-proxy`
+// (an empty list: "").
+func (l LodgeRunner) SetEgress(ctx context.Context, name string, e Egress) error {
+	args := []string{"update", "--egress-proxy", strconv.Itoa(e.Proxy)}
+	for flag, list := range map[string][]string{"--allow-out": e.Allow, "--deny-out": e.Deny} {
+		if len(list) == 0 {
+			list = []string{""}
+		}
+		for _, d := range list {
+			args = append(args, flag, d)
+		}
+	}
+	_, err := l.output(ctx, append(args, name)...)
+	return err
+}
+
+// Egress is a sandbox's egress rules as lodge takes them: addresses or
+// CIDRs it may reach, then those it may not, and the port of the
+// proxy its ports 80 and 443 go to (0: none).
+type Egress struct {
+	Allow, Deny []string
+	Proxy       int
 }
 
 // Exec runs `lodge exec`. Lodge's own failures (no such container, the

@@ -54,6 +54,9 @@ type Config struct {
 	// DenyOut are the destinations (IPv4 CIDRs) no sandbox may open a
 	// connection to, whatever its request's allow_out says.
 	DenyOut []string
+	// EgressProxy is the port of the service's egress proxy on the
+	// network's gateway (0: none, and allow_out takes no names).
+	EgressProxy int
 	// Token, if set, must come with every request as a bearer token.
 	Token string
 	// Tenants, if any, are the callers that share the service, each with
@@ -381,7 +384,7 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error)
 	args := CreateArgs{Name: id, Image: r.Image, Network: r.Network, Memory: r.Memory, CPUs: r.CPUs, Env: env, Timeout: life, Owner: s.owner,
 		Pull: pull}
 	if r.Network == "bridge" {
-		args.Network, args.AllowOut, args.DenyOut = s.cfg.Network, r.AllowOut, slices.Concat(s.cfg.DenyOut, r.DenyOut)
+		args.Network, args.Egress = s.cfg.Network, s.egressArgs(r.AllowOut, r.DenyOut)
 	}
 	ip, err := s.run.Create(ctx, args)
 	if err != nil {
@@ -460,6 +463,11 @@ func (s *Service) SetTimeout(ctx context.Context, id string, seconds int) (Sandb
 	if err := s.run.SetTimeout(ctx, id, life); err != nil {
 		return Sandbox{}, err
 	}
+	return s.change(id, func(c *Sandbox) { c.ExpiresAt = s.now().Add(life) })
+}
+
+// change changes sandbox id's record, on disk and then in memory.
+func (s *Service) change(id string, fn func(*Sandbox)) (Sandbox, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sb, ok := s.boxes[id]
@@ -467,7 +475,7 @@ func (s *Service) SetTimeout(ctx context.Context, id string, seconds int) (Sandb
 		return Sandbox{}, fmt.Errorf("%w: %s", errNotFound, id)
 	}
 	c := *sb
-	c.ExpiresAt = s.now().Add(life)
+	fn(&c)
 	if err := state.Write(s.recordPath(id), &c); err != nil {
 		return Sandbox{}, fmt.Errorf("sandbox %s: record: %w", id, err)
 	}

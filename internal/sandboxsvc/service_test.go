@@ -31,6 +31,20 @@ type fakeRunner struct {
 	createErr error
 	exec      func(name string, x ExecArgs) int
 	images    map[string]bool
+	egress    []egressCall
+	bridgeIP  string // a bridged sandbox's address, if not 10.87.0.9
+}
+
+func (f *fakeRunner) SetEgress(_ context.Context, name string, e Egress) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.egress = append(f.egress, egressCall{name, e})
+	return nil
+}
+
+type egressCall struct {
+	name string
+	e    Egress
 }
 
 func (f *fakeRunner) Create(_ context.Context, c CreateArgs) (string, error) {
@@ -43,6 +57,9 @@ func (f *fakeRunner) Create(_ context.Context, c CreateArgs) (string, error) {
 	}
 	f.ctrs[c.Name] = "running"
 	f.owners[c.Name] = c.Owner
+	if c.Network == "bridge" && f.bridgeIP != "" {
+		return f.bridgeIP, nil
+	}
 	if c.Network == "bridge" {
 		return "10.87.0.9", nil
 	}

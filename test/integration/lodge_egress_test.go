@@ -59,6 +59,16 @@ func TestLodgeEgress(t *testing.T) {
 	if out, _ := exec.Command("iptables-save", "-t", "filter").Output(); strings.Count(string(out), "lodge-container-"+id[:12]) != 2 {
 		t.Errorf("after a restart: want two jumps to its rules (FORWARD, INPUT):\n%s", out)
 	}
+	// Changed while it runs: cleared, then a new list.
+	l.must("update", "--deny-out", "", "egd")
+	if out := l.run("", "exec", "egd", "sh", "-c", check); out.stdout != hostAddr+"\npeer\nhost\n" {
+		t.Errorf("after update --deny-out '': exit %d, %q %s", out.code, out.stdout, out.stderr)
+	}
+	leftover("after update --deny-out ''")
+	l.must("update", "--deny-out", peer, "egd")
+	if out := l.run("", "exec", "egd", "sh", "-c", check); out.stdout != hostAddr+"\ndenied\nhost\n" {
+		t.Errorf("after update --deny-out %s: exit %d, %q %s", peer, out.code, out.stdout, out.stderr)
+	}
 	l.must("rm", "-f", "egd", "egpeer")
 	leftover("after rm -f")
 	if out := l.run("", "run", "--rm", "--network", "none", "--deny-out", "0.0.0.0/0", ref, "true"); out.code != 125 || !strings.Contains(out.stderr, "no network") {

@@ -109,8 +109,8 @@ wget -qO- ` + url
 
 // beyondHost makes "beyond the host" for a test: a network namespace of
 // its own, linked to the host by a veth pair on a documentation network
-// the host does not use, where an HTTP server answers with the address
-// it sees. It returns the host's address on that link, the namespace's,
+// the host does not use, where an HTTP server on port 80 answers with the
+// address it sees. It returns the host's address on that link, the namespace's,
 // and the server's URL.
 func beyondHost(t *testing.T) (hostAddr, outAddr, url string) {
 	t.Helper()
@@ -133,7 +133,7 @@ func beyondHost(t *testing.T) (hostAddr, outAddr, url string) {
 	ip("-n", ns, "link", "set", "eth0", "up")
 
 	// A server in the namespace answers with the address it sees.
-	lst := listenInNetNS(t, ns, outAddr+":0")
+	lst := listenInNetNS(t, ns, outAddr+":80")
 	go http.Serve(lst, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host, _, _ := net.SplitHostPort(r.RemoteAddr)
 		fmt.Fprintln(w, host)

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lodgeruntime/lodge/internal/testdns"
 )
 
 // sandboxAPI is a client of `lodge sandbox serve` on a unix socket.
@@ -135,7 +137,11 @@ func TestSandboxService(t *testing.T) {
 	l := newLodgeCLI(t)
 	ref, _ := testImage(t)
 	l.must("pull", ref)
-	sock, stop := serveSandboxes(l, ref)
+	// Beyond the host, a server a sandbox reaches by an allowed name (the
+	// egress proxy resolves it with a DNS server of the test's).
+	hostAddr, outAddr, _ := beyondHost(t)
+	dns := testdns.Serve(t, map[string]string{"allowed.test": outAddr})
+	sock, stop := serveSandboxes(l, ref, "--egress-resolver", dns)
 	api := newSandboxAPI(t, sock)
 
 	var a sandbox
@@ -312,6 +318,24 @@ func TestSandboxService(t *testing.T) {
 	if r := api.command(b.ID, map[string]any{"cmd": gwScript + "ping -c 1 -W 3 $gw >/dev/null || echo denied"}); r.Stdout != "denied\n" {
 		t.Errorf(`deny_out ["0.0.0.0/0"]: the host answers the sandbox: %+v`, r)
 	}
+	if code := api.call("PUT", "/v1/sandboxes/"+b.ID+"/network", map[string]any{"deny_out": []string{}}, nil); code != 200 {
+		t.Errorf("PUT network: %d", code)
+	}
+	if r := api.command(b.ID, map[string]any{"cmd": gwScript + "ping -c 1 -W 3 $gw >/dev/null && echo host"}); r.Stdout != "host\n" {
+		t.Errorf(`deny_out [] put while it runs: the host does not answer: %+v`, r)
+	}
+	// Names: only the allowed one, and only where it resolves for the
+	// host (the sandbox asks for it at an address of the test's link
+	// that nothing holds); other ports stay denied.
+	if code := api.call("PUT", "/v1/sandboxes/"+b.ID+"/network", map[string]any{"allow_out": []string{"allowed.test"}, "deny_out": []string{"0.0.0.0/0"}}, nil); code != 200 {
+		t.Errorf("PUT network with a name: %d", code)
+	}
+	elsewhere := outAddr[:strings.LastIndex(outAddr, ".")] + ".3"
+	names := "wget -qO- --header 'Host: allowed.test' http://" + elsewhere + "/; wget -qO- --header 'Host: denied.test' http://" + outAddr + "/ || echo refused; " +
+		"wget -qO- http://" + outAddr + ":8080/ || echo denied"
+	if r := api.command(b.ID, map[string]any{"cmd": names}); r.Stdout != hostAddr+"\nrefused\ndenied\n" {
+		t.Errorf("allow_out [allowed.test], deny_out [0.0.0.0/0]: %+v; want the allowed name's server (seeing the host), the other refused, port 8080 denied", r)
+	}
 	if r := api.command(a.ID, map[string]any{"cmd": "ip -4 addr | grep -v 127.0.0.1 | grep -c inet"}); strings.TrimSpace(r.Stdout) != "0" {
 		t.Errorf("the sandbox without a network has an address: %+v", r)
 	}
@@ -369,7 +393,7 @@ func TestSandboxService(t *testing.T) {
 
 	// Sandboxes outlive the service: a new one takes them up.
 	stop()
-	sock, stop = serveSandboxes(l, ref)
+	sock, stop = serveSandboxes(l, ref, "--egress-resolver", dns)
 	api = newSandboxAPI(t, sock)
 	var list []sandbox
 	api.call("GET", "/v1/sandboxes", nil, &list)
