@@ -16,8 +16,9 @@ import (
 // (joinBridge and leaveBridge, no VM), with Lodge's list (NAT and
 // forwarding once per network) against the list Lodge wrote before,
 // nerdctl's (the bridge plugin's ipMasq and the firewall plugin: each
-// container's own iptables rules), interleaved. It prints the medians and
-// their ratio, and leaves neither network behind.
+// container's own iptables rules), and with Lodge's list for a container
+// with egress rules, interleaved. It prints the medians and their ratios,
+// and leaves neither network behind.
 func TestBenchNetworkJoin(t *testing.T) {
 	if os.Getenv("LODGE_BENCH_NET") == "" || os.Geteuid() != 0 {
 		t.Skip("a benchmark: LODGE_BENCH_NET=1, as root")
@@ -41,11 +42,19 @@ func TestBenchNetworkJoin(t *testing.T) {
 		t.Cleanup(func() { removeNetwork(ctx, name) })
 	}
 	ms := map[string][]float64{}
+	// The third variant is Lodge's list for a container with egress
+	// rules (a sandbox's: all denied but one network, and the service's
+	// deny set).
+	eg := &egress{Allow: []string{"192.0.2.0/24"}, Deny: []string{"169.254.0.0/16", "0.0.0.0/0"}}
+	variants := []struct {
+		key, name string
+		eg        *egress
+	}{{"benchperctr", "benchperctr", nil}, {"benchlodge", "benchlodge", nil}, {"benchegress", "benchlodge", eg}}
 	for i := 0; i < runs; i++ {
-		for _, name := range []string{"benchperctr", "benchlodge"} {
+		for _, v := range variants {
 			id := fmt.Sprintf("%064d", time.Now().UnixNano())
 			t0 := time.Now()
-			n, err := joinBridge(ctx, []netReq{{Name: name}}, id, nil, nil)
+			n, err := joinBridge(ctx, []netReq{{Name: v.name}}, id, nil, v.eg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -53,8 +62,8 @@ func TestBenchNetworkJoin(t *testing.T) {
 			if err := leaveBridge(ctx, id, n); err != nil {
 				t.Fatal(err)
 			}
-			ms[name+" join"] = append(ms[name+" join"], float64(t1.Sub(t0).Microseconds())/1000)
-			ms[name+" leave"] = append(ms[name+" leave"], float64(time.Since(t1).Microseconds())/1000)
+			ms[v.key+" join"] = append(ms[v.key+" join"], float64(t1.Sub(t0).Microseconds())/1000)
+			ms[v.key+" leave"] = append(ms[v.key+" leave"], float64(time.Since(t1).Microseconds())/1000)
 		}
 	}
 	med := func(k string) float64 {
@@ -65,8 +74,9 @@ func TestBenchNetworkJoin(t *testing.T) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "bridge network, a container's join and leave (host side; medians of %d, interleaved):\n", runs)
 	for _, k := range []string{"join", "leave"} {
-		fmt.Fprintf(&b, "  %-6s per-container rules %7.1f ms   Lodge's per-network rules %7.1f ms   ratio %.2f\n",
-			k, med("benchperctr "+k), med("benchlodge "+k), med("benchlodge "+k)/med("benchperctr "+k))
+		fmt.Fprintf(&b, "  %-6s per-container rules %7.1f ms   Lodge's per-network rules %7.1f ms   ratio %.2f   with egress rules %7.1f ms (%.2f of without)\n",
+			k, med("benchperctr "+k), med("benchlodge "+k), med("benchlodge "+k)/med("benchperctr "+k),
+			med("benchegress "+k), med("benchegress "+k)/med("benchlodge "+k))
 	}
 	t.Log("\n" + b.String())
 }

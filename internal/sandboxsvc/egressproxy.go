@@ -72,10 +72,18 @@ func (s *Service) proxyEgress(c net.Conn, dst netip.AddrPort, resolver *net.Reso
 	if err != nil {
 		return
 	}
+	if local, err := netip.ParseAddrPort(c.LocalAddr().String()); err == nil && local == dst {
+		return // not redirected: a connection to the proxy itself
+	}
 	sb, ok := s.sandboxAt(src.Addr().Unmap())
 	if !ok {
 		return // not a sandbox of this service's
 	}
+	if !s.proxySlot(sb.ID, 1) {
+		s.log.Info("egress refused", "sandbox_id", sb.ID, "dst", dst.String(), "why", fmt.Sprintf("%d connections through the proxy already", maxProxied))
+		return
+	}
+	defer s.proxySlot(sb.ID, -1)
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var seen bytes.Buffer
 	name := sniffName(io.TeeReader(io.LimitReader(c, sniffLimit), &seen))
@@ -113,6 +121,26 @@ func (s *Service) proxyEgress(c net.Conn, dst netip.AddrPort, resolver *net.Reso
 		tc.CloseWrite()
 	}
 	<-done
+}
+
+// maxProxied bounds a sandbox's connections through the proxy at once.
+const maxProxied = 256
+
+// proxySlot takes (d 1) or gives back (d -1) one of sandbox id's places
+// in the proxy; false when none is left.
+func (s *Service) proxySlot(id string, d int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proxied == nil {
+		s.proxied = map[string]int{}
+	}
+	if d > 0 && s.proxied[id] >= maxProxied {
+		return false
+	}
+	if s.proxied[id] += d; s.proxied[id] <= 0 {
+		delete(s.proxied, id)
+	}
+	return true
 }
 
 // sandboxAt is the sandbox whose address is ip.

@@ -167,3 +167,24 @@ func TestEgressProxy(t *testing.T) {
 		t.Errorf("from an address no sandbox has: dialled %v, got %q", d, got)
 	}
 }
+
+// One sandbox cannot take the host's sockets through the proxy: its
+// connections at once are bounded, and a place given back is taken again.
+func TestProxySlots(t *testing.T) {
+	f := newFixture(t, Config{})
+	for i := 0; i < maxProxied; i++ {
+		if !f.svc.proxySlot("a", 1) {
+			t.Fatalf("place %d refused", i)
+		}
+	}
+	if f.svc.proxySlot("a", 1) {
+		t.Error("a place past the bound")
+	}
+	if !f.svc.proxySlot("b", 1) {
+		t.Error("another sandbox's place refused")
+	}
+	f.svc.proxySlot("a", -1)
+	if !f.svc.proxySlot("a", 1) {
+		t.Error("a place given back is not taken again")
+	}
+}

@@ -147,12 +147,14 @@ type Service struct {
 	owner string
 	lock  *os.File
 
-	mu sync.Mutex // guards boxes, making and tenantRunning
+	mu sync.Mutex // guards boxes, making, proxied and tenantRunning
 	// boxes are the sandboxes with a record, by ID.
 	boxes map[string]*Sandbox
 	// making are the IDs whose containers are being made (no record
 	// yet), with their tenants.
 	making map[string]string
+	// proxied counts each sandbox's connections through the egress proxy.
+	proxied map[string]int
 	// running holds a token per command running; tenantRunning counts
 	// them by tenant (guarded by mu).
 	running       chan struct{}

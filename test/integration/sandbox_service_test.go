@@ -120,6 +120,12 @@ func serveSandboxes(l *lodgeCLI, ref string, extra ...string) (string, func()) {
 		if t.Failed() {
 			t.Logf("service log:\n%s", logb.String())
 		}
+		// The network the service made (--allow-network) goes once
+		// its sandboxes have.
+		for _, id := range strings.Fields(l.run("", "ps", "-a", "-q").stdout) {
+			l.run("", "rm", "-f", id)
+		}
+		l.run("", "network", "rm", "lodge-sandboxes")
 	})
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if c, err := net.Dial("unix", sock); err == nil {
@@ -308,7 +314,6 @@ func TestSandboxService(t *testing.T) {
 	if code := api.call("POST", "/v1/sandboxes", map[string]any{"network": "bridge", "deny_out": []string{"0.0.0.0/0"}}, &b); code != 201 {
 		t.Fatalf("create second: %d %+v", code, b)
 	}
-	defer l.run("", "network", "rm", "lodge-sandboxes")
 	if r := api.command(b.ID, map[string]any{"cmd": "ip -4 addr"}); b.IP == "" || !strings.Contains(r.Stdout, "inet "+b.IP+"/") {
 		t.Errorf("the bridged sandbox's address %q; in it:\n%s", b.IP, r.Stdout)
 	}
