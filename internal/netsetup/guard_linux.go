@@ -73,9 +73,10 @@ func selector(keys ...[]netlink.TcU32Key) *netlink.TcU32Sel {
 
 // guardRules lists what passes for mac and addrs (the veth's, link-local
 // ones included or not): ARP whose sender is mac and an IPv4 address of
-// addrs; IPv4 from such an address; IPv6 from a global address of addrs,
-// a link-local one (the guest makes its own) or the unspecified one
-// (duplicate address detection). Everything sent has mac as its source.
+// addrs; IPv4 from such an address; and where addrs hold a global IPv6
+// address, IPv6 from one, from a link-local one (the guest makes its
+// own) or the unspecified one (duplicate address detection). Everything
+// sent has mac as its source.
 func guardRules(mac net.HardwareAddr, addrs []net.IP) []guardRule {
 	m := macKeys(mac)
 	var rules []guardRule
@@ -93,13 +94,21 @@ func guardRules(mac net.HardwareAddr, addrs []net.IP) []guardRule {
 				guardRule{unix.ETH_P_IP, selector(m, []netlink.TcU32Key{key(12, a, 0xffffffff)})})
 		}
 	}
-	rules = append(rules,
-		guardRule{unix.ETH_P_IPV6, selector(m, ipv6Keys(8, net.ParseIP("fe80::"), 10))},
-		guardRule{unix.ETH_P_IPV6, selector(m, ipv6Keys(8, net.IPv6unspecified, 128))})
+	// IPv6 only where the network gave the veth an IPv6 address: else
+	// a guest's link-local IPv6 would reach the host and its bridge's
+	// other members past every IPv4 rule (egress rules, a network
+	// without traffic between its containers).
+	var v6 []guardRule
 	for _, ip := range addrs {
 		if ip.To4() == nil && !ip.IsLinkLocalUnicast() {
-			rules = append(rules, guardRule{unix.ETH_P_IPV6, selector(m, ipv6Keys(8, ip, 128))})
+			v6 = append(v6, guardRule{unix.ETH_P_IPV6, selector(m, ipv6Keys(8, ip, 128))})
 		}
+	}
+	if len(v6) > 0 {
+		rules = append(rules,
+			guardRule{unix.ETH_P_IPV6, selector(m, ipv6Keys(8, net.ParseIP("fe80::"), 10))},
+			guardRule{unix.ETH_P_IPV6, selector(m, ipv6Keys(8, net.IPv6unspecified, 128))})
+		rules = append(rules, v6...)
 	}
 	return rules
 }

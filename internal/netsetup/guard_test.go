@@ -127,6 +127,11 @@ func TestGuardPassesOnlyTheVethsOwnAddresses(t *testing.T) {
 			t.Errorf("%s: passed %v, want %v", c.marker, got[c.marker], c.pass)
 		}
 	}
+	// Without an IPv6 address of its own, no IPv6 at all: link-local
+	// would reach the host and the bridge's members past IPv4's rules.
+	if r := guardRules(mac, []net.IP{own}); slices.ContainsFunc(r, func(g guardRule) bool { return g.proto == unix.ETH_P_IPV6 }) || len(r) != 2 {
+		t.Errorf("an IPv4-only veth's guard: %d rules, IPv6 among them", len(r))
+	}
 	if !slices.ContainsFunc(cases, func(c tc) bool { return c.pass && got[c.marker] }) {
 		t.Fatal("nothing passed: the test sees nothing (peer down?)")
 	}

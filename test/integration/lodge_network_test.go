@@ -42,7 +42,8 @@ func TestLodgeNetworkBeyondHost(t *testing.T) {
 		t.Errorf("default network -> beyond the host: exit %d, %q %s; want the host's address there, %s", out.code, out.stdout, out.stderr, hostAddr)
 	}
 	// A guest that sends from an address it was not given gets nothing
-	// through (netsetup's guard); from its own, all goes on.
+	// through (netsetup's guard); from its own, all goes on. Nor does its
+	// IPv6 (link-local) leave it: the network gives it no IPv6 address.
 	spoof := `set -- $(ip -4 route show default); gw=$3
 own=$(ip -4 addr show eth0 | awk '/inet /{print $2}' | cut -d/ -f1)
 ip addr add ${own%.*}.250/32 dev eth0
@@ -50,9 +51,10 @@ ip route replace default via $gw dev eth0 src ${own%.*}.250
 ping -c 1 -W 3 ` + outAddr + ` >/dev/null && echo FORGED-PASSED
 ip route replace default via $gw dev eth0 src $own
 ip neigh flush dev eth0 >/dev/null
-wget -qO- ` + url
-	if out := l.run("", "run", "--rm", "--cap-add", "NET_ADMIN", ref, "sh", "-c", spoof); out.stdout != hostAddr+"\n" {
-		t.Errorf("a forged source address: exit %d, %q %s; want only the own address's answer, %s", out.code, out.stdout, out.stderr, hostAddr)
+wget -qO- ` + url + `
+ping -6 -c 2 -W 3 -I eth0 ff02::1 2>/dev/null | grep 'bytes from' | grep -vc "$(ip -6 addr show eth0 | awk '/inet6/{print $2}' | cut -d/ -f1)"`
+	if out := l.run("", "run", "--rm", "--cap-add", "NET_ADMIN", ref, "sh", "-c", spoof); out.stdout != hostAddr+"\n0\n" {
+		t.Errorf("a forged source address: %q %s; want only the own address's answer, %s, then no IPv6 answer but its own (its network gives no IPv6)", out.stdout, out.stderr, hostAddr)
 	}
 	l.run("", "network", "rm", "lodgeouttest")
 	l.must("network", "create", "lodgeouttest")
