@@ -327,8 +327,15 @@ func updateEgress(ctx context.Context, r *ctrRecord, allow, deny *[]string, prox
 		} else {
 			err = applyEgress(ctx, r.ID, n.ips(), eg)
 		}
+		if err != nil && n.Egress != nil {
+			// A failed apply leaves none: put back the rules it had
+			// rather than leave it unbound.
+			if rerr := applyEgress(context.WithoutCancel(ctx), r.ID, n.ips(), n.Egress); rerr != nil {
+				return fmt.Errorf("container %s: %w; and its former rules could not be put back (%v): it runs without egress rules, stop it (lodge stop %s)", r.Name, err, rerr, r.Name)
+			}
+		}
 		if err != nil {
-			return fmt.Errorf("container %s: %w", r.Name, err)
+			return fmt.Errorf("container %s: %w (its rules are as they were)", r.Name, err)
 		}
 	}
 	_, err = updateCtr(ctx, r.ID, func(c *ctrRecord) {
