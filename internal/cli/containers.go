@@ -673,7 +673,7 @@ func inspectCtr(r *ctrRecord) map[string]any {
 		"RestartCount": r.RestartCount, "Image": "sha256:" + r.ImageID,
 		"Config": map[string]any{"Image": displayName(r.Image), "Cmd": r.Command, "Labels": r.Labels, "StopSignal": r.StopSignal, "StopTimeout": r.StopTimeout,
 			"Tty": r.Tty, "OpenStdin": r.Interactive, "AttachStdout": !r.Detached, "AttachStderr": !r.Detached},
-		"HostConfig":      map[string]any{"AutoRemove": r.AutoRemove, "Runtime": "lodge", "RestartPolicy": policy},
+		"HostConfig":      map[string]any{"AutoRemove": r.AutoRemove, "Runtime": "lodge", "RestartPolicy": policy, "Egress": r.egress()},
 		"NetworkSettings": networkSettings(r.Network, r.aliases(), running),
 		"Mounts":          mountsOf(r),
 		"LogPath":         logPath(r.ID),

@@ -356,3 +356,12 @@ func nameservers(resolv string) []string {
 	}
 	return out
 }
+
+// egress is inspect's HostConfig.Egress (Lodge's own): the container's
+// rules, or null.
+func (r *ctrRecord) egress() *egress {
+	if r.Network == nil {
+		return nil
+	}
+	return r.Network.Egress
+}

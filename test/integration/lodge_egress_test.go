@@ -55,6 +55,9 @@ func TestLodgeEgress(t *testing.T) {
 	if out := l.run("", "exec", "egd", "sh", "-c", check); out.stdout != "denied\ndenied\nhost\n" {
 		t.Errorf("after a restart: exit %d, %q %s", out.code, out.stdout, out.stderr)
 	}
+	if got := l.must("inspect", "-f", "{{json .HostConfig.Egress}}", "egd"); got != `{"deny":["`+outAddr+`/32","`+peer+`/32"]}`+"\n" {
+		t.Errorf("inspect's HostConfig.Egress: %s", got)
+	}
 	id := strings.TrimSpace(l.must("inspect", "-f", "{{.Id}}", "egd"))
 	if out, _ := exec.Command("iptables-save", "-t", "filter").Output(); strings.Count(string(out), "lodge-container-"+id[:12]) != 2 {
 		t.Errorf("after a restart: want two jumps to its rules (FORWARD, INPUT):\n%s", out)
