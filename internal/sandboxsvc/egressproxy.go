@@ -80,7 +80,7 @@ func (s *Service) proxyEgress(c net.Conn, dst netip.AddrPort, resolver *net.Reso
 		return // not a sandbox of this service's
 	}
 	if !s.proxySlot(sb.ID, 1) {
-		s.log.Info("egress refused", "sandbox_id", sb.ID, "dst", dst.String(), "why", fmt.Sprintf("%d connections through the proxy already", maxProxied))
+		s.logRefusal(sb.ID, "dst", dst.String(), "why", fmt.Sprintf("%d connections through the proxy already", maxProxied))
 		return
 	}
 	defer s.proxySlot(sb.ID, -1)
@@ -101,7 +101,7 @@ func (s *Service) proxyEgress(c net.Conn, dst netip.AddrPort, resolver *net.Reso
 		if why == "" && err != nil {
 			why = err.Error()
 		}
-		s.log.Info("egress refused", "sandbox_id", sb.ID, "dst", dst.String(), "name", name, "why", why)
+		s.logRefusal(sb.ID, "dst", dst.String(), "name", name, "why", why)
 		return
 	}
 	defer up.Close()
@@ -141,6 +141,40 @@ func (s *Service) proxySlot(id string, d int) bool {
 		delete(s.proxied, id)
 	}
 	return true
+}
+
+// refusalsLogged bounds the refusals logged per sandbox and minute: a
+// sandbox that knocks in a loop must not fill the host's log.
+const refusalsLogged = 20
+
+// logRefusal logs a refused connection of sandbox id, the first
+// refusalsLogged of each minute, then how many more there were.
+func (s *Service) logRefusal(id string, args ...any) {
+	s.mu.Lock()
+	if s.refusals == nil {
+		s.refusals = map[string]*refusals{}
+	}
+	r := s.refusals[id]
+	now := s.now()
+	if r == nil || now.Sub(r.since) >= time.Minute {
+		if r != nil && r.n > refusalsLogged {
+			s.log.Info("egress refused, not logged", "sandbox_id", id, "connections", r.n-refusalsLogged, "since", r.since.Format(time.RFC3339))
+		}
+		r = &refusals{since: now}
+		s.refusals[id] = r
+	}
+	r.n++
+	n := r.n
+	s.mu.Unlock()
+	if n <= refusalsLogged {
+		s.log.Info("egress refused", append([]any{"sandbox_id", id}, args...)...)
+	}
+}
+
+// refusals counts a sandbox's refused connections since a minute began.
+type refusals struct {
+	since time.Time
+	n     int
 }
 
 // sandboxAt is the sandbox whose address is ip.

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -186,5 +187,26 @@ func TestProxySlots(t *testing.T) {
 	f.svc.proxySlot("a", -1)
 	if !f.svc.proxySlot("a", 1) {
 		t.Error("a place given back is not taken again")
+	}
+}
+
+// A sandbox that knocks in a loop fills no log: the first refusals of a
+// minute are logged, then one line says how many more there were.
+func TestRefusalsLogged(t *testing.T) {
+	var logb bytes.Buffer
+	f := newFixture(t, Config{})
+	f.svc.log = slog.New(slog.NewTextHandler(&logb, nil))
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	f.svc.now = func() time.Time { return now }
+	for i := 0; i < 1000; i++ {
+		f.svc.logRefusal("sbx-a", "dst", "192.0.2.1:443")
+	}
+	if n := strings.Count(logb.String(), `msg="egress refused"`); n != refusalsLogged {
+		t.Errorf("%d refusals logged of 1000 in a minute, want %d", n, refusalsLogged)
+	}
+	now = now.Add(time.Minute)
+	f.svc.logRefusal("sbx-a", "dst", "192.0.2.1:443")
+	if !strings.Contains(logb.String(), "connections=980") || strings.Count(logb.String(), `msg="egress refused"`) != refusalsLogged+1 {
+		t.Errorf("the next minute: %s", logb.String()[max(0, logb.Len()-400):])
 	}
 }

@@ -147,14 +147,16 @@ type Service struct {
 	owner string
 	lock  *os.File
 
-	mu sync.Mutex // guards boxes, making, proxied and tenantRunning
+	mu sync.Mutex // guards boxes, making, proxied, refusals and tenantRunning
 	// boxes are the sandboxes with a record, by ID.
 	boxes map[string]*Sandbox
 	// making are the IDs whose containers are being made (no record
 	// yet), with their tenants.
 	making map[string]string
-	// proxied counts each sandbox's connections through the egress proxy.
-	proxied map[string]int
+	// proxied counts each sandbox's connections through the egress
+	// proxy; refusals, its refused ones logged this minute.
+	proxied  map[string]int
+	refusals map[string]*refusals
 	// running holds a token per command running; tenantRunning counts
 	// them by tenant (guarded by mu).
 	running       chan struct{}
@@ -507,6 +509,7 @@ func (s *Service) remove(ctx context.Context, id, why string) error {
 	}
 	s.mu.Lock()
 	delete(s.boxes, id)
+	delete(s.refusals, id)
 	s.mu.Unlock()
 	s.forget(id)
 	s.log.Info("sandbox "+why, "sandbox_id", id)
