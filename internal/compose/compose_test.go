@@ -7,7 +7,20 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/compose-spec/compose-go/v2/types"
 )
+
+// project is a Compose file's project, loaded as up loads it.
+func project(t *testing.T, yaml string) *types.Project {
+	t.Helper()
+	o, _ := load(t, yaml, map[string]string{})
+	p, err := Load(context.Background(), *o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
 
 // load writes a Compose file (and any other files) into a directory named
 // "shop" and loads it.
@@ -200,12 +213,8 @@ func TestRefusals(t *testing.T) {
 				"networks:\n  a: {}\n  b: {}\n  c: {internal: true}\n" +
 				"volumes:\n  nfs: {driver: nfs}\n" +
 				"secrets:\n  token: {environment: TOKEN}\n"
-			o, _ := load(t, yaml, map[string]string{})
-			p, err := Load(context.Background(), *o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, _, err = RunArgs(p, p.Services["app"], Container{Name: "x"})
+			p := project(t, yaml)
+			_, _, err := RunArgs(p, p.Services["app"], Container{Name: "x"})
 			if err == nil || !strings.Contains(err.Error(), "app") && !strings.Contains(err.Error(), "network c") && !strings.Contains(err.Error(), "volume nfs") {
 				t.Errorf("not refused with the service named: %v", err)
 			}
@@ -218,11 +227,7 @@ func TestRefusals(t *testing.T) {
 func TestTwoNetworks(t *testing.T) {
 	yaml := "services:\n  app:\n    image: busybox\n    networks:\n      back: {aliases: [store]}\n      front: {priority: 10}\n" +
 		"networks:\n  front: {}\n  back: {}\n"
-	o, _ := load(t, yaml, map[string]string{})
-	p, err := Load(context.Background(), *o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := project(t, yaml)
 	args, _, err := RunArgs(p, p.Services["app"], Container{Name: "x"})
 	if err != nil {
 		t.Fatal(err)
@@ -241,11 +246,7 @@ services:
   c: {image: x}
   d: {image: x}
 `
-	o, _ := load(t, yaml, map[string]string{})
-	p, err := Load(context.Background(), *o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := project(t, yaml)
 	if got, _ := Order(p, nil); !slices.Equal(got, []string{"c", "b", "a", "d"}) {
 		t.Errorf("order %v", got)
 	}
@@ -267,18 +268,14 @@ func TestNoComposeFile(t *testing.T) {
 // volumes_from: a service's first container (by its name), or a
 // container by its own, with the mode given.
 func TestVolumesFrom(t *testing.T) {
-	o, _ := load(t, `
+	p := project(t, `
 services:
   db:
     image: postgres:16
   backup:
     image: busybox
     volumes_from: ["db:ro", "container:keeper"]
-`, map[string]string{})
-	p, err := Load(context.Background(), *o)
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	args, _, err := RunArgs(p, p.Services["backup"], Container{Name: "x", Number: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -296,7 +293,7 @@ services:
 // mounts nothing at (the image's VOLUME); not where the service now
 // mounts something else.
 func TestAnonymousVolumesCarried(t *testing.T) {
-	o, _ := load(t, `
+	p := project(t, `
 services:
   db:
     image: postgres:16
@@ -305,11 +302,7 @@ services:
       - named:/now-named
 volumes:
   named:
-`, map[string]string{})
-	p, err := Load(context.Background(), *o)
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	args, _, err := RunArgs(p, p.Services["db"], Container{Name: "x", Number: 1, Anonymous: map[string]string{
 		"/var/lib/run": "anon-1", "/var/lib/postgresql/data": "anon-2", "/now-named": "anon-3"}})
 	if err != nil {
@@ -330,7 +323,7 @@ volumes:
 // their user, directory and environment; a privileged one, pre_start and
 // provider are refused.
 func TestHooks(t *testing.T) {
-	o, _ := load(t, `
+	p := project(t, `
 services:
   app:
     image: busybox
@@ -344,11 +337,7 @@ services:
     pre_stop:
       - command: ["true"]
         privileged: true
-`, map[string]string{})
-	p, err := Load(context.Background(), *o)
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	args, err := HookArgs(p.Services["app"].PostStart[0], "proj-app-1")
 	if err != nil || strings.Join(args, " ") != "-u root -w /data -e EMPTY= -e MODE=init proj-app-1 sh -c chown -R 1000 /data" {
 		t.Errorf("HookArgs = %q, %v", args, err)
@@ -361,7 +350,7 @@ services:
 // cpu_quota (over cpu_period) becomes --cpus; keys that mean nothing in a
 // VM of the container's own are warned about, not dropped silently.
 func TestQuotaAndWarnings(t *testing.T) {
-	o, _ := load(t, `
+	p := project(t, `
 services:
   app:
     image: busybox
@@ -369,11 +358,7 @@ services:
     cpu_period: 200000
     memswap_limit: 1g
     oom_score_adj: 100
-`, map[string]string{})
-	p, err := Load(context.Background(), *o)
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	args, warnings, err := RunArgs(p, p.Services["app"], Container{Name: "x"})
 	if err != nil {
 		t.Fatal(err)
