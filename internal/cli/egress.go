@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/lodgeruntime/lodge/internal/filelock"
 )
@@ -77,7 +78,7 @@ func parseCIDR(s string) (string, error) {
 	}
 	ip, n, err := net.ParseCIDR(s)
 	switch {
-	case err != nil && net.ParseIP(strings.Split(s, "/")[0]) == nil && strings.ContainsAny(s, "abcdefghijklmnopqrstuvwxyz"):
+	case err != nil && !strings.Contains(s, ":") && strings.IndexFunc(s, unicode.IsLetter) >= 0:
 		return "", errors.New("give an IPv4 address or CIDR: a name's addresses change, and Lodge does not follow them")
 	case err != nil:
 		return "", errors.New("not an IPv4 address or CIDR")
@@ -295,28 +296,28 @@ func updateEgress(ctx context.Context, r *ctrRecord, allow, deny *[]string, prox
 		return err
 	}
 	n := cur.Network
-	old := egress{}
+	want := egress{} // what it had, with what the flags change
 	if n.Egress != nil {
-		old = *n.Egress
+		want = *n.Egress
 	}
 	if allow != nil {
-		old.Allow = nonEmpty(allow)
+		want.Allow = nonEmpty(allow)
 	}
 	if deny != nil {
-		old.Deny = nonEmpty(deny)
+		want.Deny = nonEmpty(deny)
 	}
-	eg, err := parseEgress(old.Allow, old.Deny)
+	if proxy != nil {
+		want.Proxy = *proxy
+	}
+	eg, err := parseEgress(want.Allow, want.Deny)
 	if err != nil {
 		return err
 	}
-	if proxy != nil {
-		old.Proxy = *proxy
-	}
-	if old.Proxy > 0 {
+	if want.Proxy > 0 {
 		if eg == nil {
 			eg = &egress{}
 		}
-		eg.Proxy = old.Proxy
+		eg.Proxy = want.Proxy
 		if b, err := os.ReadFile(filepath.Join(ctrDir(r.ID), "resolv.conf")); err == nil {
 			eg.Resolvers = nameservers(string(b))
 		}

@@ -48,7 +48,11 @@ func bridgeConf(name, bridge, subnet, gateway string, mode netMode) string {
 		routes = `[]`
 	}
 	if mode != (netMode{}) {
-		b, _ := json.Marshal(lodgeKey{Internal: mode.internal, ICC: ptrIf(mode.noICC, false)})
+		k := lodgeKey{Internal: mode.internal}
+		if mode.noICC {
+			k.ICC = new(bool) // false
+		}
+		b, _ := json.Marshal(k)
 		lodge = "\n  \"lodge\": " + string(b) + ","
 	}
 	return fmt.Sprintf(`{
@@ -74,13 +78,6 @@ type netMode struct {
 type lodgeKey struct {
 	Internal bool  `json:"internal,omitempty"`
 	ICC      *bool `json:"icc,omitempty"`
-}
-
-func ptrIf[T any](ok bool, v T) *T {
-	if !ok {
-		return nil
-	}
-	return &v
 }
 
 // networkPath is a network's list: lodge.conflist for the default one,
