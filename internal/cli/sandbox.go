@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lodgeruntime/lodge/internal/netsetup"
 	"github.com/lodgeruntime/lodge/internal/sandboxsvc"
 	"github.com/lodgeruntime/lodge/internal/unixsock"
 )
@@ -220,13 +218,7 @@ func (a *app) serveSandboxes(cmd *cobra.Command, o serveOpts) error {
 				return (&net.Dialer{}).DialContext(ctx, network, o.egressResolver)
 			}}
 		}
-		go svc.ServeEgress(proxy, resolver, func(c net.Conn) (netip.AddrPort, error) {
-			tc, ok := c.(*net.TCPConn)
-			if !ok {
-				return netip.AddrPort{}, errors.New("not TCP")
-			}
-			return netsetup.OriginalDst(tc)
-		})
+		go svc.ServeEgress(proxy, resolver)
 	}
 	srv := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {

@@ -53,10 +53,9 @@ func (s *Service) checkEgress(r *CreateRequest) error {
 	if _, err := parseDests("deny_out", r.DenyOut); err != nil {
 		return badRequest{err.Error()}
 	}
-	denied, _ := parseDests("--deny-out", s.cfg.DenyOut) // Validate read them
 	for i, a := range allow {
-		if j := slices.IndexFunc(denied, a.Overlaps); j >= 0 {
-			return badRequest{fmt.Sprintf("allow_out %q: overlaps %s, which this service lets no sandbox reach", cidrs[i], denied[j])}
+		if j := slices.IndexFunc(s.denied, a.Overlaps); j >= 0 {
+			return badRequest{fmt.Sprintf("allow_out %q: overlaps %s, which this service lets no sandbox reach", cidrs[i], s.denied[j])}
 		}
 	}
 	return nil

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lodgeruntime/lodge/internal/netsetup"
 )
 
 // Names in allow_out ("pypi.org", "*.pythonhosted.org") are decided by
@@ -36,7 +38,7 @@ type egressDial func(ctx context.Context, addr string) (net.Conn, error)
 
 // ServeEgress runs the proxy on ln until it is closed; resolver resolves
 // allowed names (nil: the host's).
-func (s *Service) ServeEgress(ln net.Listener, resolver *net.Resolver, origDst func(net.Conn) (netip.AddrPort, error)) error {
+func (s *Service) ServeEgress(ln net.Listener, resolver *net.Resolver) error {
 	if resolver == nil {
 		resolver = net.DefaultResolver
 	}
@@ -55,7 +57,11 @@ func (s *Service) ServeEgress(ln net.Listener, resolver *net.Resolver, origDst f
 		go func() {
 			defer wg.Done()
 			defer c.Close()
-			dst, err := origDst(c)
+			tc, ok := c.(*net.TCPConn)
+			if !ok {
+				return
+			}
+			dst, err := netsetup.OriginalDst(tc)
 			if err != nil {
 				return
 			}
@@ -192,7 +198,7 @@ func (s *Service) sandboxAt(ip netip.Addr) (Sandbox, bool) {
 // egressTargets are where a sandbox's connection to dst asking for name
 // may go, in order (none, and why, if nowhere).
 func (s *Service) egressTargets(ctx context.Context, sb Sandbox, dst netip.AddrPort, name string, resolver *net.Resolver) ([]netip.AddrPort, string) {
-	denied, _ := parseDests("--deny-out", s.cfg.DenyOut)
+	denied := s.denied
 	allowCIDRs, names := splitDests(sb.AllowOut)
 	allow, _ := parseDests("allow_out", allowCIDRs)
 	deny, _ := parseDests("deny_out", sb.DenyOut)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -139,9 +140,11 @@ type Sandbox struct {
 // Service is the sandbox service: records, deadlines and the runner.
 type Service struct {
 	cfg Config
-	run Runner
-	log *slog.Logger
-	now func() time.Time
+	// denied is cfg.DenyOut, parsed.
+	denied []netip.Prefix
+	run    Runner
+	log    *slog.Logger
+	now    func() time.Time
 
 	// owner is this service's Label value; lock, its hold on cfg.Dir.
 	owner string
@@ -184,7 +187,8 @@ func New(cfg Config, run Runner, log *slog.Logger) (*Service, error) {
 		return nil, fmt.Errorf("sandbox service: %s is another running service's (each needs a --dir of its own): %w", dir, err)
 	}
 	sum := sha256.Sum256([]byte(dir))
-	s := &Service{cfg: cfg, run: run, log: log, now: time.Now, owner: hex.EncodeToString(sum[:6]), lock: lock, boxes: map[string]*Sandbox{}, making: map[string]string{},
+	denied, _ := parseDests("--deny-out", cfg.DenyOut) // Validate read them
+	s := &Service{cfg: cfg, denied: denied, run: run, log: log, now: time.Now, owner: hex.EncodeToString(sum[:6]), lock: lock, boxes: map[string]*Sandbox{}, making: map[string]string{},
 		running: make(chan struct{}, cfg.MaxCommands), tenantRunning: map[string]int{}, bg: map[string]map[string]*bgCommand{}}
 	ents, err := os.ReadDir(cfg.Dir)
 	if err != nil {
