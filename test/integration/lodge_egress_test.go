@@ -40,6 +40,9 @@ func TestLodgeEgress(t *testing.T) {
 	l.must("run", "-d", "--name", "egpeer", ref, "sh", "-c", "mkdir /www; echo peer > /www/index.html; exec httpd -f -p 80 -h /www")
 	defer l.run("", "rm", "-f", "egpeer")
 	peer := strings.TrimSpace(l.must("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "egpeer"))
+	if got := httpGet("http://" + peer + "/"); got != "peer\n" { // up: unreached below means denied
+		t.Fatalf("the peer's server from the host: %q", got)
+	}
 	l.must("run", "-d", "--name", "egd", "--deny-out", outAddr, "--deny-out", peer, ref, "sh", "-c",
 		"mkdir /www; echo denied-one > /www/index.html; exec httpd -f -p 80 -h /www")
 	defer l.run("", "rm", "-f", "egd")
@@ -90,8 +93,12 @@ func TestLodgeEgress(t *testing.T) {
 	}
 	l.must("run", "-d", "--name", "apart", "--network", "lodgeicctest", ref, "sh", "-c", "mkdir /www; echo apart > /www/index.html; exec httpd -f -p 80 -h /www")
 	defer l.run("", "rm", "-f", "apart")
+	apart := strings.TrimSpace(l.must("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "apart"))
+	if got := httpGet("http://" + apart + "/"); got != "apart\n" { // up, and the host reaches it
+		t.Fatalf("enable_icc=false: the host does not reach a member's server: %q", got)
+	}
 	if out := l.run("", "run", "--rm", "--network", "lodgeicctest", ref, "sh", "-c",
-		"timeout 5 wget -qO- http://apart/ || echo unreached; wget -qO- "+url); out.stdout != "unreached\n"+hostAddr+"\n" {
+		"timeout 5 wget -qO- http://"+apart+"/ || echo unreached; wget -qO- "+url); out.stdout != "unreached\n"+hostAddr+"\n" {
 		t.Errorf("enable_icc=false: exit %d, %q %s; want the other container unreached and beyond the host reached", out.code, out.stdout, out.stderr)
 	}
 	if out := l.run("", "exec", "apart", "sh", "-c", gwScript+"ping -c 1 -W 3 $gw >/dev/null && echo host"); out.stdout != "host\n" {
