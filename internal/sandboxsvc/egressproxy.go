@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/lodgeruntime/lodge/internal/netsetup"
@@ -36,15 +35,14 @@ const sniffLimit = 16 << 10
 // egressDial is how the proxy connects (a seam for tests).
 type egressDial func(ctx context.Context, addr string) (net.Conn, error)
 
-// ServeEgress runs the proxy on ln until it is closed; resolver resolves
-// allowed names (nil: the host's).
+// ServeEgress runs the proxy on ln until it is closed (connections
+// already passed on go on); resolver resolves allowed names (nil: the
+// host's).
 func (s *Service) ServeEgress(ln net.Listener, resolver *net.Resolver) error {
 	if resolver == nil {
 		resolver = net.DefaultResolver
 	}
 	d := &net.Dialer{Timeout: 10 * time.Second}
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -53,9 +51,7 @@ func (s *Service) ServeEgress(ln net.Listener, resolver *net.Resolver) error {
 			}
 			return err
 		}
-		wg.Add(1)
 		go func() {
-			defer wg.Done()
 			defer c.Close()
 			tc, ok := c.(*net.TCPConn)
 			if !ok {
