@@ -131,7 +131,52 @@ func (c *Client) OpenChanges(containerID string, whole bool) (net.Conn, error) {
 // DialPort opens a TCP connection to 127.0.0.1:port in the guest's network
 // namespace, carried on its own stream.
 func (c *Client) DialPort(port uint16) (net.Conn, error) {
-	return transport.Open(c.sess, transport.PortHeader(port))
+	return transport.Open(c.sess, transport.PortHeader("", port))
+}
+
+// maxPortStatus bounds the status line of a port stream.
+const maxPortStatus = 512
+
+// DialContainerPort opens a TCP connection to 127.0.0.1:port in the
+// network namespace of the guest's container id (agentv1.CapPortIn), and
+// returns the agent's refusal ("connection refused") as an error.
+func (c *Client) DialContainerPort(ctx context.Context, id string, port uint16) (net.Conn, error) {
+	st, err := transport.Open(c.sess, transport.PortHeader(id, port))
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { st.Close() })
+	line, err := readStatus(st)
+	if !stop() {
+		st.Close()
+		return nil, ctx.Err()
+	}
+	switch {
+	case err != nil:
+		st.Close()
+		return nil, fmt.Errorf("port %d in container %s: the agent's answer: %w", port, id, err)
+	case line != transport.PortStatusOK:
+		st.Close()
+		return nil, errors.New(GuestText(line))
+	}
+	return st, nil
+}
+
+// readStatus reads one line, a byte at a time so that none of what follows
+// it is taken.
+func readStatus(st net.Conn) (string, error) {
+	var b [1]byte
+	line := make([]byte, 0, 64)
+	for len(line) < maxPortStatus {
+		if _, err := st.Read(b[:]); err != nil {
+			return "", err
+		}
+		if b[0] == '\n' {
+			return string(line), nil
+		}
+		line = append(line, b[0])
+	}
+	return "", fmt.Errorf("%w: a status line longer than %d bytes", ErrBadReply, maxPortStatus)
 }
 
 // maxLogLine bounds one log record from the guest.

@@ -313,6 +313,15 @@ func (c *Container) Changes(whole bool) (net.Conn, error) {
 	return c.sb.agent.OpenChanges(c.id, whole)
 }
 
+// DialPort connects to 127.0.0.1:port in the container's network
+// namespace in its guest (lodge port-forward).
+func (c *Container) DialPort(ctx context.Context, port uint16) (net.Conn, error) {
+	if !c.sb.agent.Has(agentv1.CapPortIn) {
+		return nil, fmt.Errorf("container %s: %w: its VM's agent cannot forward a port into a container (run lodge setup, then start the container again)", c.id, ErrUnsupported)
+	}
+	return c.sb.agent.DialContainerPort(ctx, c.id, port)
+}
+
 // Pause freezes the container's processes.
 func (c *Container) Pause(ctx context.Context) error { return c.sb.agent.Pause(ctx, c.id) }
 

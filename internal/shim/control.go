@@ -79,6 +79,17 @@ func (s *Service) Changes(id string, whole bool) (net.Conn, error) {
 	return t.c.Changes(whole)
 }
 
+// DialPort connects to 127.0.0.1:port in container id's network namespace
+// in its guest (sandbox.Container.DialPort): lodge port-forward. Not part
+// of the task API; lodge-runtime's supervisor serves it (runtimecli).
+func (s *Service) DialPort(ctx context.Context, id string, port uint16) (net.Conn, error) {
+	t, err := s.get(id)
+	if err != nil {
+		return nil, err
+	}
+	return t.c.DialPort(ctx, port)
+}
+
 // Checkpoint is not supported.
 func (s *Service) Checkpoint(ctx context.Context, r *taskapi.CheckpointTaskRequest) (*emptypb.Empty, error) {
 	return nil, toWire(fmt.Errorf("%w: checkpoint of a Lodge container", ErrNotImpl))

@@ -19,9 +19,12 @@ const (
 	KindStdout Kind = 3 // process stdout -> host
 	KindStderr Kind = 4 // process stderr -> host
 	KindLog    Kind = 5 // agent log records -> host
-	// KindPort is a TCP connection to 127.0.0.1:<port> in the guest's
-	// network namespace (port forwarding); ContainerID carries the port in
-	// decimal.
+	// KindPort is a TCP connection to 127.0.0.1:<port> (port forwarding);
+	// ContainerID carries the port in decimal. With ExecID empty it is the
+	// guest's own network namespace (a pod's); ExecID naming a container
+	// asks for that container's namespace, and the agent then answers a
+	// status line first (PortStatusOK, or the dial's error) before the
+	// connection's bytes (agentv1.CapPortIn).
 	KindPort Kind = 6
 	// KindChanges carries, from the guest, a container's writable layer as
 	// an OCI layer tar (lodge commit and diff); ContainerID names the
@@ -94,7 +97,7 @@ func (h Header) Validate() error {
 			return fmt.Errorf("%w: invalid exec id %q", ErrBadHeader, h.ExecID)
 		}
 	case KindPort:
-		if _, err := PortOf(h); err != nil {
+		if _, _, err := PortOf(h); err != nil {
 			return err
 		}
 	case KindChanges:
@@ -107,18 +110,28 @@ func (h Header) Validate() error {
 	return nil
 }
 
-// PortHeader opens a port-forwarding stream to port.
-func PortHeader(port uint16) Header {
-	return Header{Kind: KindPort, ContainerID: strconv.Itoa(int(port))}
+// PortHeader opens a port-forwarding stream to port in the network
+// namespace of container ("": the guest's own).
+func PortHeader(container string, port uint16) Header {
+	return Header{Kind: KindPort, ContainerID: strconv.Itoa(int(port)), ExecID: container}
 }
 
-// PortOf returns the port a KindPort header names.
-func PortOf(h Header) (uint16, error) {
+// PortStatusOK is the status line an agent answers a port stream into a
+// container with when its connection is made; any other line is the
+// dial's error.
+const PortStatusOK = "ok"
+
+// PortOf returns the port a KindPort header names, and the container in
+// whose network namespace ("": the guest's own).
+func PortOf(h Header) (port uint16, container string, err error) {
 	n, err := strconv.ParseUint(h.ContainerID, 10, 16)
-	if err != nil || n == 0 || h.ExecID != "" || h.ContainerID != strconv.FormatUint(n, 10) {
-		return 0, fmt.Errorf("%w: bad port %q", ErrBadHeader, h.ContainerID)
+	if err != nil || n == 0 || h.ContainerID != strconv.FormatUint(n, 10) {
+		return 0, "", fmt.Errorf("%w: bad port %q", ErrBadHeader, h.ContainerID)
 	}
-	return uint16(n), nil
+	if h.ExecID != "" && !ValidID(h.ExecID) {
+		return 0, "", fmt.Errorf("%w: port %d in invalid container id %q", ErrBadHeader, n, h.ExecID)
+	}
+	return uint16(n), h.ExecID, nil
 }
 
 // MarshalBinary encodes the header:

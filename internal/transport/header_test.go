@@ -18,7 +18,8 @@ func TestHeaderRoundTrip(t *testing.T) {
 		{Kind: KindStdin, ContainerID: "c1"},
 		{Kind: KindStdout, ContainerID: "abc.def_1-2", ExecID: "e1"},
 		{Kind: KindStderr, ContainerID: strings.Repeat("a", MaxIDLen)},
-		PortHeader(8080),
+		PortHeader("", 8080),
+		PortHeader("c1", 8080),
 		{Kind: KindChanges, ContainerID: "c1"},
 		{Kind: KindChanges, ContainerID: "c1", ExecID: ChangesWholeRoot},
 	} {
@@ -52,7 +53,7 @@ func TestHeaderRejects(t *testing.T) {
 		"port too big":      {Kind: KindPort, ContainerID: "65536"},
 		"port not decimal":  {Kind: KindPort, ContainerID: "0x50"},
 		"port leading zero": {Kind: KindPort, ContainerID: "080"},
-		"port with exec":    {Kind: KindPort, ContainerID: "80", ExecID: "e"},
+		"port in bad id":    {Kind: KindPort, ContainerID: "80", ExecID: "../c"},
 		"changes no id":     {Kind: KindChanges},
 		"changes with exec": {Kind: KindChanges, ContainerID: "c", ExecID: "e"},
 	} {

@@ -30,4 +30,8 @@ const (
 	// CapChanges: the agent answers a changes stream (transport.KindChanges)
 	// with the container's writable layer as an OCI layer tar.
 	CapChanges = "changes"
+	// CapPortIn: the agent forwards a port stream that names a container
+	// (transport.PortHeader) into that container's network namespace, and
+	// answers a status line first.
+	CapPortIn = "port-in"
 )

@@ -125,8 +125,12 @@ func (s *Server) route(st net.Conn, rpc *chanListener) {
 		}
 		s.sink.attach(st)
 	case transport.KindPort:
-		port, _ := transport.PortOf(h) // validated by ReadHeader
-		go forwardPort(st, port, s.log)
+		port, container, _ := transport.PortOf(h) // validated by ReadHeader
+		if container != "" {
+			go s.containers.forwardContainerPort(st, container, port, s.log)
+		} else {
+			go forwardPort(st, port, s.log)
+		}
 	case transport.KindChanges:
 		defer st.Close()
 		if err := s.containers.writeChanges(h.ContainerID, h.ExecID == transport.ChangesWholeRoot, st); err != nil {

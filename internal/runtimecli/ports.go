@@ -1,0 +1,144 @@
+package runtimecli
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/lodgeruntime/lodge/internal/shim"
+	"github.com/lodgeruntime/lodge/internal/transport"
+)
+
+// A connection to a port in a container (lodge port-forward, the sandbox
+// service's ports) is made by its supervisor, which owns the VM:
+//
+//	DialPort (lodge)                        supervisor
+//	socketpair; one end ── fd.sock ───────> store[TOKEN]
+//	ttrpc lodge.runtime.v1.Ports/Dial
+//	  {ID, Path: fdpass://TOKEN/1,
+//	   Options: UInt32Value(port)} ───────> take(TOKEN); agent stream
+//	                                        (transport.KindPort, the
+//	                                        container's namespace)
+//	<── the call's reply: the dial's error  spliced to the passed end
+//	the other end: the connection
+//
+// The bytes are the server's in the guest: the caller treats them as it
+// would any peer's on the network.
+const (
+	portsService = "lodge.runtime.v1.Ports"
+	portsDial    = "Dial"
+	// maxForwards bounds the connections one supervisor relays at once.
+	maxForwards = 256
+)
+
+// registerPorts serves the ports service on srv.
+func registerPorts(srv *ttrpc.Server, svc *shim.Service, fds *fdStore) {
+	slots := make(chan struct{}, maxForwards)
+	srv.RegisterService(portsService, &ttrpc.ServiceDesc{Methods: map[string]ttrpc.Method{
+		portsDial: func(ctx context.Context, unmarshal func(any) error) (any, error) {
+			var r taskapi.CheckpointTaskRequest
+			if err := unmarshal(&r); err != nil {
+				return nil, err
+			}
+			return &emptypb.Empty{}, dialPort(ctx, svc, fds, slots, &r)
+		},
+	}})
+}
+
+func dialPort(ctx context.Context, svc *shim.Service, fds *fdStore, slots chan struct{}, r *taskapi.CheckpointTaskRequest) error {
+	token, ok := strings.CutSuffix(strings.TrimPrefix(r.Path, schemeFDPass), "/1")
+	if !ok || !strings.HasPrefix(r.Path, schemeFDPass) {
+		return fmt.Errorf("a port's connection goes to %q: want %sTOKEN/1", r.Path, schemeFDPass)
+	}
+	var port wrapperspb.UInt32Value
+	if r.Options == nil || r.Options.UnmarshalTo(&port) != nil || port.Value == 0 || port.Value > 65535 {
+		return fmt.Errorf("a port's connection: no port (1-65535) given")
+	}
+	files, err := fds.take(token)
+	if err != nil {
+		return err
+	}
+	var end net.Conn
+	for i, f := range files {
+		if i == 1 {
+			end, err = net.FileConn(f)
+		}
+		f.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("a port's connection: the passed descriptor: %w", err)
+	}
+	select {
+	case slots <- struct{}{}:
+	default:
+		end.Close()
+		return fmt.Errorf("container %s: %d connections are forwarded already: close some", r.ID, maxForwards)
+	}
+	c, err := svc.DialPort(ctx, r.ID, uint16(port.Value))
+	if err != nil {
+		end.Close()
+		<-slots
+		return err
+	}
+	go func() {
+		defer func() { <-slots }()
+		defer end.Close()
+		defer c.Close()
+		transport.Splice(end, c)
+	}()
+	return nil
+}
+
+// DialPort connects to 127.0.0.1:port in the network namespace of
+// container id (created, running or paused, on the state root root), in
+// its guest.
+func DialPort(ctx context.Context, root, id string, port uint16) (net.Conn, error) {
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
+	dir := containerDir(root, id)
+	if _, err := os.Stat(filepath.Join(dir, taskSock)); err != nil {
+		return nil, fmt.Errorf("container %s is not running", id)
+	}
+	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	mine, theirs := os.NewFile(uintptr(pair[0]), "port"), os.NewFile(uintptr(pair[1]), "port-peer")
+	defer mine.Close()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		theirs.Close()
+		return nil, err
+	}
+	defer devnull.Close()
+	token, err := passFiles(dir, [3]*os.File{devnull, theirs, devnull})
+	theirs.Close()
+	if err != nil {
+		return nil, err
+	}
+	opts, err := anypb.New(wrapperspb.UInt32(uint32(port)))
+	if err != nil {
+		return nil, err
+	}
+	c, err := dialSupervisor(ctx, root, id)
+	if err != nil {
+		return nil, err
+	}
+	err = c.Call(ctx, portsService, portsDial, &taskapi.CheckpointTaskRequest{ID: id, Path: schemeFDPass + token + "/1", Options: opts}, &emptypb.Empty{})
+	c.Close()
+	if err != nil {
+		return nil, shim.FromWire(err)
+	}
+	return net.FileConn(mine)
+}
