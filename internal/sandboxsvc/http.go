@@ -34,6 +34,7 @@ const maxRequest = 1 << 20
 //	POST   /v1/sandboxes/{id}/snapshots   keep its files as a snapshot
 //	GET    /v1/snapshots                  list the snapshots
 //	DELETE /v1/snapshots/{name}           remove one
+//	ANY    /v1/sandboxes/{id}/ports/{port}/PATH  sent on to the sandbox's server on that port
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/sandboxes", func(w http.ResponseWriter, r *http.Request) {
@@ -175,6 +176,7 @@ func (s *Service) Handler() http.Handler {
 		err = s.WriteFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"), b, r.URL.Query().Get("format") == "tar")
 		reply(w, http.StatusNoContent, nil, err)
 	})
+	mux.Handle("/v1/sandboxes/{id}/ports/{port}/{path...}", s.portProxy())
 	return s.auth(mux)
 }
 
@@ -182,14 +184,14 @@ func (s *Service) Handler() http.Handler {
 // any, each acting for its token's tenant, on that tenant's sandboxes
 // only.
 func (s *Service) auth(h http.Handler) http.Handler {
-	if s.cfg.Token == "" && len(s.cfg.Tenants) == 0 {
+	if !s.hasTokens() {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t, ok := s.tenantFor(r.Header.Get("Authorization"))
+		t, ok := s.tenantOfRequest(r)
 		if !ok {
 			w.Header().Set("WWW-Authenticate", "Bearer")
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "this service wants your token: Authorization: Bearer TOKEN"})
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "this service wants your token: Authorization: Bearer TOKEN (or " + TokenHeader + ": TOKEN)"})
 			return
 		}
 		if rest, ok := strings.CutPrefix(r.URL.Path, "/v1/sandboxes/"); ok {
@@ -255,6 +257,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 func reply(w http.ResponseWriter, ok int, v any, err error) {
 	var bad badRequest
 	var file errFile
+	var port *portError
 	switch {
 	case err == nil && ok == http.StatusNoContent:
 		w.WriteHeader(ok)
@@ -268,6 +271,8 @@ func reply(w http.ResponseWriter, ok int, v any, err error) {
 		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": err.Error()})
 	case errors.Is(err, errInUse):
 		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+	case errors.As(err, &port):
+		writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})
 	default:
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 	}

@@ -8,9 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -47,6 +51,9 @@ type Runner interface {
 	Images(ctx context.Context) ([]string, error)
 	// RemoveImage removes the image named image.
 	RemoveImage(ctx context.Context, image string) error
+	// DialPort connects to 127.0.0.1:port in the container's own network
+	// namespace, whatever its network. ctx bounds the dial only.
+	DialPort(ctx context.Context, name string, port uint16) (net.Conn, error)
 }
 
 // CreateArgs is a sandbox's container.
@@ -102,16 +109,116 @@ func (l LodgeRunner) output(ctx context.Context, args ...string) ([]byte, error)
 	cmd := l.command(ctx, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if i := strings.LastIndex(msg, "\n"); i >= 0 {
-			msg = strings.TrimSpace(msg[i+1:])
+		if msg := lastWords(stderr.String()); msg != "" {
+			return nil, fmt.Errorf("lodge %s: %s", args[0], msg)
 		}
-		if msg = strings.TrimPrefix(msg, "lodge: "); msg == "" {
-			return nil, fmt.Errorf("lodge %s: %w", args[0], err)
-		}
-		return nil, fmt.Errorf("lodge %s: %s", args[0], msg)
+		return nil, fmt.Errorf("lodge %s: %w", args[0], err)
 	}
 	return stdout.Bytes(), nil
+}
+
+// lastWords is the last line lodge wrote on stderr, without "lodge: ".
+func lastWords(stderr string) string {
+	msg := strings.TrimSpace(stderr)
+	if i := strings.LastIndex(msg, "\n"); i >= 0 {
+		msg = strings.TrimSpace(msg[i+1:])
+	}
+	return strings.TrimPrefix(msg, "lodge: ")
+}
+
+// DialPort runs `lodge port-forward --stdio NAME PORT` with one end of a
+// socket pair as its stdin and stdout; the other end is the connection.
+// One that lodge could not make reads as a *portError with lodge's words
+// (its first read, at the end of the stream).
+func (l LodgeRunner) DialPort(ctx context.Context, name string, port uint16) (net.Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	mine, theirs := os.NewFile(uintptr(pair[0]), "port"), os.NewFile(uintptr(pair[1]), "port-lodge")
+	defer mine.Close()
+	// Not ended with ctx: the connection outlives the request that made
+	// it (a transport keeps it for the next), and ends when closed.
+	cmd := exec.Command(l.Bin, "port-forward", "--stdio", name, strconv.Itoa(int(port)))
+	stderr := &capped{max: 4096}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = theirs, theirs, stderr
+	err = cmd.Start()
+	theirs.Close()
+	if err != nil {
+		return nil, fmt.Errorf("lodge port-forward: %w", err)
+	}
+	c, err := net.FileConn(mine)
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, err
+	}
+	pc := &procConn{Conn: c, cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		if err := cmd.Wait(); err != nil {
+			pc.failed = &portError{msg: fmt.Sprintf("port %d of sandbox %s: %s", port, name, lastWords(stderr.buf.String()))}
+		}
+		close(pc.exited)
+	}()
+	return pc, nil
+}
+
+// procConn is a connection relayed by a lodge process.
+type procConn struct {
+	net.Conn
+	cmd    *exec.Cmd
+	exited chan struct{}
+	failed *portError // set before exited closes
+	got    atomic.Bool
+	closed sync.Once
+}
+
+func (c *procConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.got.Store(true)
+	}
+	return n, c.why(err)
+}
+
+func (c *procConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	return n, c.why(err)
+}
+
+// why is lodge's failure, where the connection failed before anything
+// came from the sandbox (lodge could not connect, and ended); else err.
+func (c *procConn) why(err error) error {
+	if err == nil || c.got.Load() {
+		return err
+	}
+	select {
+	case <-c.exited:
+		if c.failed != nil {
+			return c.failed
+		}
+	case <-time.After(2 * time.Second):
+	}
+	return err
+}
+
+// Close ends the connection; lodge then ends as its stdin does, or is
+// killed.
+func (c *procConn) Close() error {
+	err := c.Conn.Close()
+	c.closed.Do(func() {
+		go func() {
+			select {
+			case <-c.exited:
+			case <-time.After(10 * time.Second):
+				c.cmd.Process.Kill()
+			}
+		}()
+	})
+	return err
 }
 
 // Create runs `lodge run -d --rm --timeout` with tini as PID 1 (it reaps

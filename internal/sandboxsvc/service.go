@@ -150,7 +150,7 @@ type Service struct {
 	owner string
 	lock  *os.File
 
-	mu sync.Mutex // guards boxes, making, proxied, refusals and tenantRunning
+	mu sync.Mutex // guards boxes, making, proxied, refusals, portConns and tenantRunning
 	// boxes are the sandboxes with a record, by ID.
 	boxes map[string]*Sandbox
 	// making are the IDs whose containers are being made (no record
@@ -160,6 +160,8 @@ type Service struct {
 	// proxy; refusals, its refused ones logged this minute.
 	proxied  map[string]int
 	refusals map[string]*refusals
+	// portConns counts each sandbox's connections to its ports.
+	portConns map[string]int
 	// running holds a token per command running; tenantRunning counts
 	// them by tenant (guarded by mu).
 	running       chan struct{}
@@ -188,7 +190,7 @@ func New(cfg Config, run Runner, log *slog.Logger) (*Service, error) {
 	}
 	sum := sha256.Sum256([]byte(dir))
 	denied, _ := parseDests("--deny-out", cfg.DenyOut) // Validate read them
-	s := &Service{cfg: cfg, denied: denied, run: run, log: log, now: time.Now, owner: hex.EncodeToString(sum[:6]), lock: lock, boxes: map[string]*Sandbox{}, making: map[string]string{},
+	s := &Service{cfg: cfg, denied: denied, run: run, log: log, now: time.Now, owner: hex.EncodeToString(sum[:6]), lock: lock, boxes: map[string]*Sandbox{}, making: map[string]string{}, portConns: map[string]int{},
 		running: make(chan struct{}, cfg.MaxCommands), tenantRunning: map[string]int{}, bg: map[string]map[string]*bgCommand{}}
 	ents, err := os.ReadDir(cfg.Dir)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -33,6 +34,15 @@ type fakeRunner struct {
 	images    map[string]bool
 	egress    []egressCall
 	bridgeIP  string // a bridged sandbox's address, if not 10.87.0.9
+	// dial makes DialPort's connections (nil: nothing listens).
+	dial func(name string, port uint16) (net.Conn, error)
+}
+
+func (f *fakeRunner) DialPort(_ context.Context, name string, port uint16) (net.Conn, error) {
+	if f.dial == nil {
+		return nil, &portError{msg: "connection refused"}
+	}
+	return f.dial(name, port)
 }
 
 func (f *fakeRunner) SetEgress(_ context.Context, name string, e Egress) error {

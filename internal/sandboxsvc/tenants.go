@@ -15,6 +15,7 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"io"
+	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -95,6 +96,18 @@ func tenantOf(ctx context.Context) string {
 // request; for callers of the service's methods).
 func WithTenant(ctx context.Context, tenant string) context.Context {
 	return context.WithValue(ctx, tenantKey{}, tenant)
+}
+
+// hasTokens says whether requests must bring a token.
+func (s *Service) hasTokens() bool { return s.cfg.Token != "" || len(s.cfg.Tenants) > 0 }
+
+// tenantOfRequest is the tenant whose token the request brings, in
+// TokenHeader or else in Authorization.
+func (s *Service) tenantOfRequest(r *http.Request) (Tenant, bool) {
+	if t := r.Header.Get(TokenHeader); t != "" {
+		return s.tenantFor("Bearer " + t)
+	}
+	return s.tenantFor(r.Header.Get("Authorization"))
 }
 
 // tenantFor is the tenant whose token an Authorization header carries;

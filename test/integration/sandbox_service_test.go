@@ -306,6 +306,21 @@ func TestSandboxService(t *testing.T) {
 		t.Errorf("the killed background command still runs: %+v", r)
 	}
 
+	// A server in the sandbox, which has no network, is reached through
+	// the service; a port nothing listens on is a 502 that says so.
+	if code := api.call("POST", "/v1/sandboxes/"+a.ID+"/commands", map[string]any{"background": true,
+		"cmd": "mkdir -p /www/sub && echo served > /www/sub/page.html && exec httpd -f -p 8080 -h /www"}, &bg); code != 202 {
+		t.Fatalf("server in the background: %d %+v", code, bg)
+	}
+	var page []byte
+	l.eventually("the sandbox's server through its port", func() bool {
+		return api.call("GET", "/v1/sandboxes/"+a.ID+"/ports/8080/sub/page.html", nil, &page) == 200 && string(page) == "served\n"
+	})
+	var perr struct{ Error string }
+	if code := api.call("GET", "/v1/sandboxes/"+a.ID+"/ports/8081/", nil, &perr); code != 502 || !strings.Contains(perr.Error, "connection refused") {
+		t.Errorf("a port nothing listens on: %d %q, want 502 saying the connection was refused", code, perr.Error)
+	}
+
 	// A second sandbox, on the service's network (whose sandboxes do not
 	// reach each other), sees nothing of the first; what its deny_out
 	// names it cannot reach, not even the host; a third is over the
