@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"strings"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/ttrpc"
@@ -54,25 +52,17 @@ func registerChanges(srv *ttrpc.Server, svc *shim.Service, fds *fdStore) {
 }
 
 func exportChanges(svc *shim.Service, fds *fdStore, id, dest string, whole bool) error {
-	token, ok := strings.CutSuffix(strings.TrimPrefix(dest, schemeFDPass), "/1")
-	if !ok || !strings.HasPrefix(dest, schemeFDPass) {
-		return fmt.Errorf("changes go to %q: want %sTOKEN/1", dest, schemeFDPass)
-	}
-	files, err := fds.take(token)
+	out, err := fds.takeSecond("changes", dest)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
+	defer out.Close()
 	st, err := svc.Changes(id, whole)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	if _, err := io.Copy(files[1], st); err != nil {
+	if _, err := io.Copy(out, st); err != nil {
 		return fmt.Errorf("copy the changes of %s: %w", id, err)
 	}
 	return nil
@@ -86,20 +76,12 @@ func Changes(ctx context.Context, root, id string, whole bool, w io.Writer) erro
 	if err := checkID(id); err != nil {
 		return err
 	}
-	devnull, err := os.Open(os.DevNull)
-	if err != nil {
-		return err
-	}
-	defer devnull.Close()
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return err
 	}
 	defer pr.Close()
-	if _, err := os.Stat(filepath.Join(containerDir(root, id), taskSock)); err != nil {
-		return fmt.Errorf("container %s is not running", id)
-	}
-	token, err := passFiles(containerDir(root, id), [3]*os.File{devnull, pw, devnull})
+	token, err := passEnd(root, id, pw)
 	pw.Close()
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -109,6 +110,16 @@ func (s *fdStore) put(token string, files []*os.File) bool {
 		return false
 	}
 	s.pending[token] = &passed{files: files, at: time.Now()}
+	// Descriptors nobody claims (an exec whose start failed) are closed
+	// after fdTTL, not at the next pass: a client may wait for the end of
+	// a pipe it passed.
+	time.AfterFunc(fdTTL, func() {
+		if files, err := s.take(token); err == nil {
+			for _, f := range files {
+				f.Close()
+			}
+		}
+	})
 	return true
 }
 
@@ -122,6 +133,39 @@ func (s *fdStore) take(token string) ([]*os.File, error) {
 	}
 	delete(s.pending, token)
 	return p.files, nil
+}
+
+// takeSecond returns the second of the descriptors that dest
+// (fdpass://TOKEN/1) names, and closes the others: the one end a stream
+// of the supervisor's goes to (what names it in errors).
+func (s *fdStore) takeSecond(what, dest string) (*os.File, error) {
+	token, ok := strings.CutSuffix(strings.TrimPrefix(dest, schemeFDPass), "/1")
+	if !ok || !strings.HasPrefix(dest, schemeFDPass) {
+		return nil, fmt.Errorf("%s goes to %q: want %sTOKEN/1", what, dest, schemeFDPass)
+	}
+	files, err := s.take(token)
+	if err != nil {
+		return nil, err
+	}
+	files[0].Close()
+	files[2].Close()
+	return files[1], nil
+}
+
+// passEnd sends f to the supervisor of running container id, as the
+// second of three descriptors (the others /dev/null), and returns the
+// token naming them: the end of a stream the supervisor opens for us.
+func passEnd(root, id string, f *os.File) (string, error) {
+	dir := containerDir(root, id)
+	if _, err := os.Stat(filepath.Join(dir, taskSock)); err != nil {
+		return "", fmt.Errorf("container %s is not running", id)
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return "", err
+	}
+	defer devnull.Close()
+	return passFiles(dir, [3]*os.File{devnull, f, devnull})
 }
 
 // passStdio sends this process's stdio to the supervisor of the container

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
-	"strings"
 	"syscall"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
@@ -56,25 +54,16 @@ func registerPorts(srv *ttrpc.Server, svc *shim.Service, fds *fdStore) {
 }
 
 func dialPort(ctx context.Context, svc *shim.Service, fds *fdStore, slots chan struct{}, r *taskapi.CheckpointTaskRequest) error {
-	token, ok := strings.CutSuffix(strings.TrimPrefix(r.Path, schemeFDPass), "/1")
-	if !ok || !strings.HasPrefix(r.Path, schemeFDPass) {
-		return fmt.Errorf("a port's connection goes to %q: want %sTOKEN/1", r.Path, schemeFDPass)
-	}
 	var port wrapperspb.UInt32Value
 	if r.Options == nil || r.Options.UnmarshalTo(&port) != nil || port.Value == 0 || port.Value > 65535 {
 		return fmt.Errorf("a port's connection: no port (1-65535) given")
 	}
-	files, err := fds.take(token)
+	f, err := fds.takeSecond("a port's connection", r.Path)
 	if err != nil {
 		return err
 	}
-	var end net.Conn
-	for i, f := range files {
-		if i == 1 {
-			end, err = net.FileConn(f)
-		}
-		f.Close()
-	}
+	end, err := net.FileConn(f)
+	f.Close()
 	if err != nil {
 		return fmt.Errorf("a port's connection: the passed descriptor: %w", err)
 	}
@@ -106,23 +95,13 @@ func DialPort(ctx context.Context, root, id string, port uint16) (net.Conn, erro
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
-	dir := containerDir(root, id)
-	if _, err := os.Stat(filepath.Join(dir, taskSock)); err != nil {
-		return nil, fmt.Errorf("container %s is not running", id)
-	}
 	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
 	mine, theirs := os.NewFile(uintptr(pair[0]), "port"), os.NewFile(uintptr(pair[1]), "port-peer")
 	defer mine.Close()
-	devnull, err := os.Open(os.DevNull)
-	if err != nil {
-		theirs.Close()
-		return nil, err
-	}
-	defer devnull.Close()
-	token, err := passFiles(dir, [3]*os.File{devnull, theirs, devnull})
+	token, err := passEnd(root, id, theirs)
 	theirs.Close()
 	if err != nil {
 		return nil, err
