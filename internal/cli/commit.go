@@ -199,11 +199,19 @@ func streamChanges(ctx context.Context, id string, whole bool, read func(io.Read
 }
 
 // changesOfEnded reads an ended container's writable layer in a VM made
-// for that: the container is created again from a copy of its bundle (no
-// network, no hooks; its writable layer linked in, kept) under the
-// runtime id ID-changes, read, and deleted. Its monitor lock is held
-// throughout, so that no start runs it at the same time.
-func (a *app) changesOfEnded(ctx context.Context, r *ctrRecord, whole bool, read func(io.Reader) error) (retErr error) {
+// for that (inEndedVM).
+func (a *app) changesOfEnded(ctx context.Context, r *ctrRecord, whole bool, read func(io.Reader) error) error {
+	return a.inEndedVM(ctx, r, "read", func(id string) error { return streamChanges(ctx, id, whole, read) })
+}
+
+// inEndedVM calls fn with the runtime id of a VM made for an ended
+// container's writable layer (to read or to write it): the container is
+// created again from a copy of its bundle (no network, no hooks; its
+// writable layer linked in, kept) under the runtime id ID-changes, not
+// started, and deleted after fn. Its monitor lock is held throughout, so
+// that no start runs it at the same time. what is what fn does with the
+// layer ("read", "copy into"), for errors.
+func (a *app) inEndedVM(ctx context.Context, r *ctrRecord, what string, fn func(id string) error) (retErr error) {
 	monitor, r, err := holdEnded(ctx, r)
 	if err != nil {
 		return err
@@ -219,13 +227,12 @@ func (a *app) changesOfEnded(ctx context.Context, r *ctrRecord, whole bool, read
 	}
 	rw := filepath.Join(bundle, "lodge-rw.img")
 	if _, err := os.Stat(rw); err != nil || !bl.KeepWritable {
-		return fmt.Errorf("container %s has no writable layer kept (it never started?): nothing to read", r.Name)
+		return fmt.Errorf("container %s has no writable layer kept (it never started?): nothing to %s", r.Name, what)
 	}
 	spec, err := readBundleSpec(bundle)
 	if err != nil {
 		return fmt.Errorf("container %s: its bundle: %w", r.Name, err)
 	}
-	reader := newSpecCopy(spec)
 	tmp, err := os.MkdirTemp(ctrDir(r.ID), "changes-")
 	if err != nil {
 		return err
@@ -234,7 +241,7 @@ func (a *app) changesOfEnded(ctx context.Context, r *ctrRecord, whole bool, read
 	if err := os.Mkdir(filepath.Join(tmp, "rootfs"), 0o755); err != nil {
 		return err
 	}
-	if err := state.Write(filepath.Join(tmp, "config.json"), reader); err != nil {
+	if err := state.Write(filepath.Join(tmp, "config.json"), newSpecCopy(spec)); err != nil {
 		return err
 	}
 	if err := state.Write(filepath.Join(tmp, layers.BundleFile), layers.BundleLayers{Images: bl.Images, KeepWritable: true}); err != nil {
@@ -248,18 +255,18 @@ func (a *app) changesOfEnded(ctx context.Context, r *ctrRecord, whole bool, read
 		runtimeOp(a, "delete", "--force", id) // left by a commit that was killed
 	}
 	if err := runtimecli.Create(runtimeState, filepath.Join(tmp, "runtime.log"), tmp, id, ""); err != nil {
-		return fmt.Errorf("container %s: a VM to read its writable layer: %w", r.Name, err)
+		return fmt.Errorf("container %s: a VM to %s its writable layer: %w", r.Name, what, err)
 	}
 	defer func() {
 		if err := runtimeOp(a, "delete", "--force", id); err != nil && retErr == nil {
 			retErr = err
 		}
 	}()
-	return streamChanges(ctx, id, whole, read)
+	return fn(id)
 }
 
-// changesID is the runtime id of the VM that reads an ended container's
-// layer.
+// changesID is the runtime id of the VM that reads or writes an ended
+// container's layer (inEndedVM).
 func changesID(r *ctrRecord) string { return r.ID + "-changes" }
 
 // newSpecCopy is the spec of the VM that reads an ended container's

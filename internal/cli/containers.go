@@ -560,7 +560,7 @@ func removeCtr(a *app, r *ctrRecord, force bool) error {
 	if f, err := takeMonitor(a.ctx(), r, 10*time.Second); err == nil {
 		defer f.Close()
 	}
-	// The VM a killed commit, diff or export of it left (changesOfEnded).
+	// The VM a killed commit, diff, export or cp of it left (inEndedVM).
 	if _, err := runtimecli.Inspect(runtimeState, changesID(r)); err == nil {
 		runtimeOp(a, "delete", "--force", changesID(r))
 	}

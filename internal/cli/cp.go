@@ -22,7 +22,7 @@ import (
 func addCpCommand(root *cobra.Command, a *app) {
 	root.AddCommand(&cobra.Command{
 		Use:   "cp SRC DST   (one of them CONTAINER:PATH)",
-		Short: "copy files between the host and a container: to a running one, from any (a running one needs tar)",
+		Short: "copy files between the host and a container, running or not (a copy into one, or out of a running one, needs tar in it)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			src, dst := args[0], args[1]
@@ -90,9 +90,22 @@ func (a *app) cpTo(cmd *cobra.Command, src, name, dst string) error {
 	if err != nil {
 		return err
 	}
-	if _, running := r.status(); !running {
-		return fmt.Errorf("cp: container %s is not running: a copy into a container goes through its running guest (lodge start %s first)", r.Name, r.Name)
+	// A created container's guest has its root ready (docker's create,
+	// cp, start); an ended one's writable layer is written in a VM made
+	// for that, and its next start finds the files.
+	if st, running := r.status(); !running && st != "created" {
+		return a.inEndedVM(cmd.Context(), r, "copy into", func(id string) error {
+			spare := *r
+			spare.ID = id
+			return a.cpInto(cmd, &spare, src, dst)
+		})
 	}
+	return a.cpInto(cmd, r, src, dst)
+}
+
+// cpInto copies src into the root of r, whose guest runs (its container
+// created, running or paused), through tar there.
+func (a *app) cpInto(cmd *cobra.Command, r *ctrRecord, src, dst string) error {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	base := filepath.Base(dst)
@@ -102,7 +115,7 @@ func (a *app) cpTo(cmd *cobra.Command, src, name, dst string) error {
 		base, dir = filepath.Base(src), dst
 	}
 	root := filepath.Clean(src)
-	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}

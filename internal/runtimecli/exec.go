@@ -77,7 +77,10 @@ func cmdExec(ctx context.Context, g globals, log *slog.Logger, env Env, args []s
 	if err != nil {
 		return err
 	}
-	if rec.Status != statusRunning {
+	// As runc: a created container takes an exec (its namespaces and root
+	// are made; docker cp into a created container needs it), a paused
+	// or stopped one does not.
+	if rec.Status != statusRunning && rec.Status != statusCreated {
 		return fmt.Errorf("cannot exec in a %s container", rec.Status)
 	}
 	proc, err := execProcess(rec, f, fs.Args()[1:])

@@ -414,7 +414,9 @@ func (s *Service) startInit(ctx context.Context, t *task) (retErr error) {
 }
 
 func (s *Service) startExec(ctx context.Context, t *task, execID string) error {
-	if st := t.life.Status(); st != apitypes.Status_RUNNING {
+	// As runc: a created container takes an exec too (its namespaces and
+	// root are made; lodge cp into a created container needs it).
+	if st := t.life.Status(); st != apitypes.Status_RUNNING && st != apitypes.Status_CREATED {
 		return fmt.Errorf("%w: container %s is %s, not running", ErrPrecondition, t.id, statusName(st))
 	}
 	// Claim the exec under the task's lock: a concurrent Start of it is

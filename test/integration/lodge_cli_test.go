@@ -340,18 +340,31 @@ func TestLodgeDetached(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(ended, "marker")); string(b) != "from the second layer\n" {
 		t.Errorf("cp out of an ended container through its image's link: %q", b)
 	}
-	if r := l.run("", "cp", src, "ticker:/tmp"); r.code == 0 || !strings.Contains(r.stderr, "not running") {
-		t.Errorf("cp into an ended container: exit %d %s", r.code, r.stderr)
+	// cp into an ended container: written in a VM made for that, kept
+	// in its writable layer (read back by another such VM).
+	late := filepath.Join(t.TempDir(), "late.txt")
+	os.WriteFile(late, []byte("copied in after its end\n"), 0o644)
+	l.must("cp", late, "ticker:/tmp")
+	l.must("cp", "ticker:/tmp/late.txt", filepath.Join(ended, "late"))
+	if b, _ := os.ReadFile(filepath.Join(ended, "late")); string(b) != "copied in after its end\n" {
+		t.Errorf("cp into an ended container, read back: %q", b)
 	}
 	if r := l.run("", "cp", "ticker:/no/such", ended); r.code == 0 || !strings.Contains(r.stderr, "/no/such") {
 		t.Errorf("cp of a missing path out of an ended container: exit %d %s", r.code, r.stderr)
 	}
 	l.must("rm", "ticker")
-	// And out of a created one (docker create; docker cp: an image's file).
-	l.must("create", "--name", "fresh", "--network", "none", ref)
+	// And out of and into a created one (docker create; docker cp; docker
+	// start: an image's file out, a configuration in before its start).
+	l.must("create", "--name", "fresh", "--network", "none", ref, "cat", "/etc/app.conf")
 	l.must("cp", "fresh:/marker", filepath.Join(ended, "fresh"))
 	if b, _ := os.ReadFile(filepath.Join(ended, "fresh")); string(b) != "from the second layer\n" {
 		t.Errorf("cp out of a created container: %q", b)
+	}
+	conf := filepath.Join(t.TempDir(), "app.conf")
+	os.WriteFile(conf, []byte("setting=1\n"), 0o644)
+	l.must("cp", conf, "fresh:/etc/app.conf")
+	if out := l.run("", "start", "-a", "fresh"); out.code != 0 || out.stdout != "setting=1\n" {
+		t.Errorf("start -a after cp into the created container: exit %d, %q %s", out.code, out.stdout, out.stderr)
 	}
 	l.must("rm", "fresh")
 
