@@ -2,12 +2,15 @@ package sandboxsvc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -35,6 +38,8 @@ type Background struct {
 	// command's own reply (not in lists).
 	Stdout string `json:"stdout,omitempty"`
 	Stderr string `json:"stderr,omitempty"`
+	// StdinOpen: it takes input (SendStdin) until CloseStdin or its end.
+	StdinOpen bool `json:"stdin_open,omitempty"`
 }
 
 // bgCommand is a Background and what it runs on.
@@ -44,7 +49,28 @@ type bgCommand struct {
 	stdout, stderr tail
 	done           chan struct{} // closed when it has ended
 	stop           context.CancelFunc
+
+	inMu sync.Mutex // guards in; held through a write to it
+	// in is the write end of its stdin's pipe (nil: closed, or none).
+	in *os.File
+	// inOpen is in != nil, for views that must not wait for a write.
+	inOpen atomic.Bool
 }
+
+// closeIn closes its stdin (c.inMu held).
+func (c *bgCommand) closeIn() error {
+	if c.in == nil {
+		return nil
+	}
+	err := c.in.Close()
+	c.in = nil
+	c.inOpen.Store(false)
+	return err
+}
+
+// stdinWait bounds how long a write to a background command's stdin
+// waits for the command to read (the pipe holds 64 KiB).
+const stdinWait = 30 * time.Second
 
 // tail keeps the last max bytes written to it. It holds up to twice that
 // and moves the last max to its front when full, so that a command that
@@ -80,24 +106,39 @@ func (t *tail) last() string {
 // Start starts a background command: its shell writes its PID where Kill
 // finds it, then becomes the command.
 func (s *Service) Start(id string, r CommandRequest) (Background, error) {
-	if r.Stream || r.Stdin != nil {
-		return Background{}, badRequest{"background: not with stream or stdin"}
+	if r.Stream {
+		return Background{}, badRequest{"background: not with stream"}
 	}
 	r.Background = true
 	x, err := s.execArgs(r)
 	if err != nil {
 		return Background{}, err
 	}
+	var inR, in *os.File // its stdin, if it has one
+	if r.Stdin != nil || r.StdinOpen {
+		if inR, in, err = os.Pipe(); err != nil {
+			return Background{}, err
+		}
+		x.Stdin = inR
+	}
+	dropPipe := func() {
+		if inR != nil {
+			inR.Close()
+			in.Close()
+		}
+	}
 	cid := "cmd-" + newID()[4:]
 	argv := x.Argv
 	x.Argv = append([]string{"/bin/sh", "-c", `echo $$ > ` + pidFile(cid) + ` && exec "$@"`, "sh"}, argv...)
 	ctx, stop := context.WithCancel(context.Background())
-	c := &bgCommand{done: make(chan struct{}), stop: stop, b: Background{ID: cid, Argv: argv, StartedAt: s.now().UTC(), Running: true}}
+	c := &bgCommand{done: make(chan struct{}), stop: stop, in: in, b: Background{ID: cid, Argv: argv, StartedAt: s.now().UTC(), Running: true}}
+	c.inOpen.Store(in != nil)
 	c.stdout, c.stderr = tail{max: int(s.cfg.MaxOutput), mu: &c.mu}, tail{max: int(s.cfg.MaxOutput), mu: &c.mu}
 	x.Stdout, x.Stderr = &c.stdout, &c.stderr
 	release, err := s.acquire(id)
 	if err != nil {
 		stop()
+		dropPipe()
 		return Background{}, err
 	}
 	s.mu.Lock()
@@ -117,12 +158,31 @@ func (s *Service) Start(id string, r CommandRequest) (Background, error) {
 	if err != nil {
 		release()
 		stop()
+		dropPipe()
 		return Background{}, err
+	}
+	if r.Stdin != nil {
+		// Its first input, written as later input is (the lock taken
+		// now: nothing sent after this reply goes before it).
+		c.inMu.Lock()
+		go func() {
+			defer c.inMu.Unlock()
+			c.write([]byte(*r.Stdin))
+			if !r.StdinOpen {
+				c.closeIn()
+			}
+		}()
 	}
 	go func() {
 		defer close(c.done)
 		defer release()
 		code, err := s.run.Exec(ctx, id, x)
+		if inR != nil {
+			inR.Close()
+			c.inMu.Lock()
+			c.closeIn()
+			c.inMu.Unlock()
+		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.b.Running, c.b.FinishedAt = false, s.now().UTC()
@@ -135,10 +195,51 @@ func (s *Service) Start(id string, r CommandRequest) (Background, error) {
 	return c.view(false), nil
 }
 
+// write writes p to its stdin (c.inMu held), waiting at most stdinWait
+// for the command to take it.
+func (c *bgCommand) write(p []byte) error {
+	c.in.SetWriteDeadline(time.Now().Add(stdinWait))
+	n, err := c.in.Write(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return conflict{fmt.Sprintf("command %s has not read its input for %v: %d of %d bytes taken", c.b.ID, stdinWait, n, len(p))}
+	}
+	return err
+}
+
+// SendStdin writes p to a background command's stdin.
+func (s *Service) SendStdin(id, cid string, p []byte) error {
+	c, err := s.background(id, cid)
+	if err != nil {
+		return err
+	}
+	c.inMu.Lock()
+	defer c.inMu.Unlock()
+	if c.in == nil {
+		return conflict{fmt.Sprintf("command %s takes no input: it has ended, its stdin was closed, or it was started without stdin_open", cid)}
+	}
+	return c.write(p)
+}
+
+// CloseStdin closes a background command's stdin: it reads the end of
+// its input.
+func (s *Service) CloseStdin(id, cid string) error {
+	c, err := s.background(id, cid)
+	if err != nil {
+		return err
+	}
+	c.inMu.Lock()
+	defer c.inMu.Unlock()
+	if c.in == nil {
+		return conflict{fmt.Sprintf("command %s takes no input: it has ended, its stdin was closed, or it was started without stdin_open", cid)}
+	}
+	return c.closeIn()
+}
+
 func (c *bgCommand) view(output bool) Background {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	b := c.b
+	b.StdinOpen = c.inOpen.Load()
 	if output {
 		b.Stdout, b.Stderr = c.stdout.last(), c.stderr.last()
 	}

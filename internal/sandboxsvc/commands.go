@@ -30,6 +30,9 @@ type CommandRequest struct {
 	// Background: the reply comes once it runs; it runs on (until its
 	// timeout, if given, or the sandbox's end) and is asked after by ID.
 	Background bool `json:"background"`
+	// StdinOpen: a background command's stdin stays open (after Stdin,
+	// if given) for SendStdin, until CloseStdin.
+	StdinOpen bool `json:"stdin_open"`
 }
 
 // CommandResult is a finished command.

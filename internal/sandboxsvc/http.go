@@ -25,6 +25,8 @@ const maxRequest = 1 << 20
 //	GET    /v1/sandboxes/{id}/commands    the background commands
 //	GET    /v1/sandboxes/{id}/commands/{cid}  one, with its output's tail
 //	DELETE /v1/sandboxes/{id}/commands/{cid}  kill it (if it runs) and forget it
+//	POST   /v1/sandboxes/{id}/commands/{cid}/stdin  send it input (stdin_open)
+//	DELETE /v1/sandboxes/{id}/commands/{cid}/stdin  close its input
 //	GET    /v1/sandboxes/{id}/files?path= read a file (&format=tar: a directory)
 //	       &format=stat: its details; &format=list: a directory's entries
 //	PUT    /v1/sandboxes/{id}/files?path= write a file (&format=tar: unpack into a directory;
@@ -114,6 +116,17 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/sandboxes/{id}/commands/{cid}", func(w http.ResponseWriter, r *http.Request) {
 		err := s.Kill(r.Context(), r.PathValue("id"), r.PathValue("cid"))
 		reply(w, http.StatusNoContent, nil, err)
+	})
+	mux.HandleFunc("POST /v1/sandboxes/{id}/commands/{cid}/stdin", func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequest))
+		if err != nil {
+			reply(w, 0, nil, badRequest{fmt.Sprintf("input: %v (at most %d bytes a request)", err, maxRequest)})
+			return
+		}
+		reply(w, http.StatusNoContent, nil, s.SendStdin(r.PathValue("id"), r.PathValue("cid"), b))
+	})
+	mux.HandleFunc("DELETE /v1/sandboxes/{id}/commands/{cid}/stdin", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusNoContent, nil, s.CloseStdin(r.PathValue("id"), r.PathValue("cid")))
 	})
 	mux.HandleFunc("GET /v1/sandboxes/{id}/files", func(w http.ResponseWriter, r *http.Request) {
 		id, p := r.PathValue("id"), r.URL.Query().Get("path")
@@ -258,6 +271,7 @@ func reply(w http.ResponseWriter, ok int, v any, err error) {
 	var bad badRequest
 	var file errFile
 	var port *portError
+	var busy conflict
 	switch {
 	case err == nil && ok == http.StatusNoContent:
 		w.WriteHeader(ok)
@@ -269,7 +283,7 @@ func reply(w http.ResponseWriter, ok int, v any, err error) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
 	case errors.Is(err, errLimit):
 		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": err.Error()})
-	case errors.Is(err, errInUse):
+	case errors.Is(err, errInUse), errors.As(err, &busy):
 		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
 	case errors.As(err, &port):
 		writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})

@@ -664,3 +664,71 @@ func TestTail(t *testing.T) {
 		}
 	}
 }
+
+// A background command with stdin_open takes its first input, then what
+// is sent, in order, and ends when its input is closed; one without it, or
+// ended, takes none (409).
+func TestBackgroundStdin(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{})
+	sb := f.create(t, CreateRequest{})
+	f.run.exec = func(_ string, x ExecArgs) int {
+		if x.Stdin == nil {
+			return 0
+		}
+		sc := bufio.NewScanner(x.Stdin)
+		for sc.Scan() {
+			io.WriteString(x.Stdout, "got "+sc.Text()+"\n")
+		}
+		return 7
+	}
+	start := func(req CommandRequest) Background {
+		t.Helper()
+		req.Background = true
+		var b Background
+		if code := f.call(t, "POST", "/v1/sandboxes/"+sb.ID+"/commands", req, &b); code != http.StatusAccepted {
+			t.Fatalf("start: %d %+v", code, b)
+		}
+		return b
+	}
+	first := "one\n"
+	b := start(CommandRequest{Argv: []string{"repl"}, Stdin: &first, StdinOpen: true})
+	if !b.StdinOpen {
+		t.Errorf("started with stdin_open: %+v", b)
+	}
+	base := "/v1/sandboxes/" + sb.ID + "/commands/" + b.ID
+	for _, in := range []string{"two\n", "thr", "ee\n"} {
+		if code := f.call(t, "POST", base+"/stdin", []byte(in), nil); code != http.StatusNoContent {
+			t.Fatalf("send %q: %d", in, code)
+		}
+	}
+	if code := f.call(t, "DELETE", base+"/stdin", nil, nil); code != http.StatusNoContent {
+		t.Fatalf("close stdin: %d", code)
+	}
+	var got Background
+	for deadline := time.Now().Add(5 * time.Second); got.ExitCode == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		f.call(t, "GET", base, nil, &got)
+	}
+	if got.Stdout != "got one\ngot two\ngot three\n" || got.ExitCode == nil || *got.ExitCode != 7 || got.StdinOpen {
+		t.Errorf("after its input closed: %+v", got)
+	}
+	var e struct{ Error string }
+	if code := f.call(t, "POST", base+"/stdin", []byte("more\n"), &e); code != http.StatusConflict || !strings.Contains(e.Error, "takes no input") {
+		t.Errorf("send to an ended command: %d %q", code, e.Error)
+	}
+	// Stdin without stdin_open: taken, then closed.
+	only := "alone\n"
+	b = start(CommandRequest{Argv: []string{"repl"}, Stdin: &only})
+	base = "/v1/sandboxes/" + sb.ID + "/commands/" + b.ID
+	got = Background{}
+	for deadline := time.Now().Add(5 * time.Second); got.ExitCode == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		f.call(t, "GET", base, nil, &got)
+	}
+	if got.Stdout != "got alone\n" || got.ExitCode == nil {
+		t.Errorf("stdin without stdin_open: %+v, want it read and closed", got)
+	}
+	b = start(CommandRequest{Argv: []string{"server"}})
+	if code := f.call(t, "DELETE", "/v1/sandboxes/"+sb.ID+"/commands/"+b.ID+"/stdin", nil, &e); code != http.StatusConflict {
+		t.Errorf("close the stdin of a command that has none: %d %q", code, e.Error)
+	}
+}

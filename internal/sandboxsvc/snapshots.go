@@ -38,6 +38,12 @@ var snapshotName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 // errInUse: a snapshot that sandboxes run from cannot be removed.
 var errInUse = errors.New("in use")
 
+// conflict is a request the thing it names is not in a state to take
+// (409), in words of its own.
+type conflict struct{ msg string }
+
+func (c conflict) Error() string { return c.msg }
+
 // snapshotRepo is the repository of a tenant's snapshots: a path of its
 // own under the service's (tenant names have no '/' and snapshot names
 // none either, so no name of one tenant is another's).

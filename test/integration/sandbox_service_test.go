@@ -316,6 +316,36 @@ func TestSandboxService(t *testing.T) {
 	l.eventually("the sandbox's server through its port", func() bool {
 		return api.call("GET", "/v1/sandboxes/"+a.ID+"/ports/8080/sub/page.html", nil, &page) == 200 && string(page) == "served\n"
 	})
+	// A background command that reads its input: sent while it runs,
+	// ended by closing it.
+	var repl struct {
+		ID       string `json:"command_id"`
+		Stdout   string
+		ExitCode *int `json:"exit_code"`
+	}
+	if code := api.call("POST", "/v1/sandboxes/"+a.ID+"/commands", map[string]any{"background": true, "stdin_open": true,
+		"cmd": `while read -r l; do echo "got $l"; done; echo bye`}, &repl); code != 202 {
+		t.Fatalf("a reading command: %d %+v", code, repl)
+	}
+	for _, in := range []string{"one\n", "two\n"} {
+		if code := api.call("POST", "/v1/sandboxes/"+a.ID+"/commands/"+repl.ID+"/stdin", []byte(in), nil); code != 204 {
+			t.Errorf("send %q: %d", in, code)
+		}
+	}
+	l.eventually("the reading command's answers", func() bool {
+		api.call("GET", "/v1/sandboxes/"+a.ID+"/commands/"+repl.ID, nil, &repl)
+		return repl.Stdout == "got one\ngot two\n"
+	})
+	if code := api.call("DELETE", "/v1/sandboxes/"+a.ID+"/commands/"+repl.ID+"/stdin", nil, nil); code != 204 {
+		t.Errorf("close its stdin: %d", code)
+	}
+	l.eventually("the reading command's end", func() bool {
+		api.call("GET", "/v1/sandboxes/"+a.ID+"/commands/"+repl.ID, nil, &repl)
+		return repl.ExitCode != nil
+	})
+	if *repl.ExitCode != 0 || repl.Stdout != "got one\ngot two\nbye\n" {
+		t.Errorf("after its input ended: exit %d, %q", *repl.ExitCode, repl.Stdout)
+	}
 	var perr struct{ Error string }
 	if code := api.call("GET", "/v1/sandboxes/"+a.ID+"/ports/8081/", nil, &perr); code != 502 || !strings.Contains(perr.Error, "connection refused") {
 		t.Errorf("a port nothing listens on: %d %q, want 502 saying the connection was refused", code, perr.Error)
