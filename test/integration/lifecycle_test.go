@@ -135,8 +135,13 @@ func TestLifecycle(t *testing.T) {
 	if r := f.rt("create", "--bundle", f.bundle, "life"); r.code == 0 || !strings.Contains(r.stderr, "already exists") {
 		t.Errorf("duplicate create: exit %d, %q", r.code, r.stderr)
 	}
-	if r := f.rt("exec", "life", "true"); r.code == 0 {
-		t.Error("exec into a created (not started) container succeeded")
+	// As runc's: a created container takes an exec (its namespaces and
+	// root are made), and its process is not started by it.
+	if r := f.rt("exec", "life", "true"); r.code != 0 {
+		t.Errorf("exec into a created container: exit %d, %s", r.code, r.stderr)
+	}
+	if st := f.state("life").Status; st != "created" {
+		t.Errorf("after an exec, a created container is %s", st)
 	}
 	f.mustRT("start", "life")
 	if f.state("life").Status != "running" {
