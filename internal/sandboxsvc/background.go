@@ -44,11 +44,15 @@ type Background struct {
 
 // bgCommand is a Background and what it runs on.
 type bgCommand struct {
-	mu             sync.Mutex // guards b and the tails
+	mu             sync.Mutex // guards b, the tails and followers
 	b              Background
 	stdout, stderr tail
-	done           chan struct{} // closed when it has ended
-	stop           context.CancelFunc
+	// followers get its output as it comes, then its result (Follow).
+	followers map[*follower]struct{}
+	// result is its end as an event, once it has ended.
+	result *Event
+	done   chan struct{} // closed when it has ended
+	stop   context.CancelFunc
 
 	inMu sync.Mutex // guards in; held through a write to it
 	// in is the write end of its stdin's pipe (nil: closed, or none).
@@ -78,12 +82,20 @@ const stdinWait = 30 * time.Second
 type tail struct {
 	max int
 	buf []byte
-	mu  *sync.Mutex // the command's
+	c   *bgCommand // whose lock guards buf, and whose followers get what is written
+	err bool       // stderr's
 }
 
 func (t *tail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	if len(t.c.followers) > 0 {
+		ev := Event{Stdout: string(p)}
+		if t.err {
+			ev = Event{Stderr: string(p)}
+		}
+		t.c.publish(ev)
+	}
 	n := len(p)
 	if len(p) > t.max {
 		p = p[len(p)-t.max:]
@@ -133,7 +145,7 @@ func (s *Service) Start(id string, r CommandRequest) (Background, error) {
 	ctx, stop := context.WithCancel(context.Background())
 	c := &bgCommand{done: make(chan struct{}), stop: stop, in: in, b: Background{ID: cid, Argv: argv, StartedAt: s.now().UTC(), Running: true}}
 	c.inOpen.Store(in != nil)
-	c.stdout, c.stderr = tail{max: int(s.cfg.MaxOutput), mu: &c.mu}, tail{max: int(s.cfg.MaxOutput), mu: &c.mu}
+	c.stdout, c.stderr = tail{max: int(s.cfg.MaxOutput), c: c}, tail{max: int(s.cfg.MaxOutput), c: c, err: true}
 	x.Stdout, x.Stderr = &c.stdout, &c.stderr
 	release, err := s.acquire(id)
 	if err != nil {
@@ -188,9 +200,14 @@ func (s *Service) Start(id string, r CommandRequest) (Background, error) {
 		c.b.Running, c.b.FinishedAt = false, s.now().UTC()
 		if err != nil {
 			c.b.Error = err.Error()
+			c.result = &Event{Error: err.Error()}
 		} else {
 			c.b.ExitCode = &code
+			res := finished(code, c.b.StartedAt, x.Timeout)
+			c.result = &Event{Result: &res}
 		}
+		c.publish(*c.result)
+		c.followers = nil
 	}()
 	return c.view(false), nil
 }
@@ -233,6 +250,116 @@ func (s *Service) CloseStdin(id, cid string) error {
 		return conflict{fmt.Sprintf("command %s takes no input: it has ended, its stdin was closed, or it was started without stdin_open", cid)}
 	}
 	return c.closeIn()
+}
+
+// followBytes is how much output a follower may be behind before it is
+// let go (its stream ends with an error): a slow reader cannot hold the
+// command up, nor make the service keep its output without bound.
+const followBytes = 1 << 20
+
+// follower is one reader of a command's output (Follow): what it has not
+// taken yet, and a signal that there is more.
+type follower struct {
+	mu     sync.Mutex // guards queue, queued and behind
+	queue  []Event
+	queued int
+	behind bool // let go: it fell followBytes behind
+	more   chan struct{}
+}
+
+func (f *follower) put(ev Event) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.behind {
+		return
+	}
+	if f.queued += len(ev.Stdout) + len(ev.Stderr); f.queued > followBytes {
+		f.behind, f.queue = true, nil
+	} else {
+		f.queue = append(f.queue, ev)
+	}
+	select {
+	case f.more <- struct{}{}:
+	default:
+	}
+}
+
+// take returns what is queued, and whether the follower was let go.
+func (f *follower) take() ([]Event, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	q := f.queue
+	f.queue, f.queued = nil, 0
+	return q, f.behind
+}
+
+// publish hands ev to every follower (c.mu held).
+func (c *bgCommand) publish(ev Event) {
+	for f := range c.followers {
+		f.put(ev)
+	}
+}
+
+// Follow hands send a background command's output as it comes (with
+// replay, first what is kept of it: stdout's, then stderr's), then its
+// result, until it ends or ctx does. It calls ready once it follows: what
+// the command writes after is sent.
+func (s *Service) Follow(ctx context.Context, id, cid string, replay bool, send func(Event) error, ready func()) error {
+	c, err := s.background(id, cid)
+	if err != nil {
+		return err
+	}
+	var first []Event
+	c.mu.Lock()
+	if replay {
+		if out := c.stdout.last(); out != "" {
+			first = append(first, Event{Stdout: out})
+		}
+		if out := c.stderr.last(); out != "" {
+			first = append(first, Event{Stderr: out})
+		}
+	}
+	var f *follower
+	if c.result != nil {
+		first = append(first, *c.result)
+	} else {
+		f = &follower{more: make(chan struct{}, 1)}
+		if c.followers == nil {
+			c.followers = map[*follower]struct{}{}
+		}
+		c.followers[f] = struct{}{}
+	}
+	c.mu.Unlock()
+	ready()
+	if f != nil {
+		defer func() {
+			c.mu.Lock()
+			delete(c.followers, f)
+			c.mu.Unlock()
+		}()
+	}
+	for _, ev := range first {
+		if err := send(ev); err != nil {
+			return err
+		}
+	}
+	for f != nil {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-f.more:
+		}
+		evs, behind := f.take()
+		if behind {
+			return send(Event{Error: fmt.Sprintf("this reader fell %d bytes behind the command's output: follow it again (replay gives what is kept)", followBytes)})
+		}
+		for _, ev := range evs {
+			if err := send(ev); err != nil || ev.Result != nil || ev.Error != "" {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (c *bgCommand) view(output bool) Background {

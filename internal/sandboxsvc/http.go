@@ -25,6 +25,7 @@ const maxRequest = 1 << 20
 //	GET    /v1/sandboxes/{id}/commands    the background commands
 //	GET    /v1/sandboxes/{id}/commands/{cid}  one, with its output's tail
 //	DELETE /v1/sandboxes/{id}/commands/{cid}  kill it (if it runs) and forget it
+//	GET    /v1/sandboxes/{id}/commands/{cid}/events  its output as it comes, then its end (NDJSON)
 //	POST   /v1/sandboxes/{id}/commands/{cid}/stdin  send it input (stdin_open)
 //	DELETE /v1/sandboxes/{id}/commands/{cid}/stdin  close its input
 //	GET    /v1/sandboxes/{id}/files?path= read a file (&format=tar: a directory)
@@ -116,6 +117,12 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/sandboxes/{id}/commands/{cid}", func(w http.ResponseWriter, r *http.Request) {
 		err := s.Kill(r.Context(), r.PathValue("id"), r.PathValue("cid"))
 		reply(w, http.StatusNoContent, nil, err)
+	})
+	mux.HandleFunc("GET /v1/sandboxes/{id}/commands/{cid}/events", func(w http.ResponseWriter, r *http.Request) {
+		replay := r.URL.Query().Get("replay") == "true"
+		streamEvents(w, func(send func(Event) error, ready func()) error {
+			return s.Follow(r.Context(), r.PathValue("id"), r.PathValue("cid"), replay, send, ready)
+		})
 	})
 	mux.HandleFunc("POST /v1/sandboxes/{id}/commands/{cid}/stdin", func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequest))
@@ -234,22 +241,31 @@ func (s *Service) serveCommand(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, res, err)
 		return
 	}
-	// The stream's status is sent with its first event: what goes wrong
-	// before the command runs is an ordinary error reply.
+	streamEvents(w, func(send func(Event) error, _ func()) error { return s.Stream(r.Context(), id, req, send) })
+}
+
+// streamEvents replies with the events run sends, as NDJSON, each flushed
+// as it comes. The stream's status is sent with its first event, or when
+// run calls ready: what goes wrong before is an ordinary error reply.
+func streamEvents(w http.ResponseWriter, run func(send func(Event) error, ready func()) error) {
 	rc := http.NewResponseController(w)
 	enc := json.NewEncoder(w)
-	streaming := false // Stream's calls of send are one at a time
-	err := s.Stream(r.Context(), id, req, func(e Event) error {
+	streaming := false // run's calls of send and ready are one at a time
+	ready := func() {
 		if !streaming {
 			streaming = true
 			w.Header().Set("Content-Type", "application/x-ndjson")
 			w.WriteHeader(http.StatusOK)
+			rc.Flush()
 		}
+	}
+	err := run(func(e Event) error {
+		ready()
 		if err := enc.Encode(e); err != nil {
 			return err
 		}
 		return rc.Flush()
-	})
+	}, ready)
 	if err != nil && !streaming {
 		reply(w, 0, nil, err)
 	}

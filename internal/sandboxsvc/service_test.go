@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -646,8 +647,7 @@ func TestBackground(t *testing.T) {
 
 func TestTail(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	tl := tail{max: 10, mu: &mu}
+	tl := tail{max: 10, c: &bgCommand{}}
 	var all []byte
 	for i, size := range []int{3, 9, 1, 25, 4, 10, 0, 7, 11, 2} {
 		p := bytes.Repeat([]byte{byte('a' + i)}, size)
@@ -730,5 +730,116 @@ func TestBackgroundStdin(t *testing.T) {
 	b = start(CommandRequest{Argv: []string{"server"}})
 	if code := f.call(t, "DELETE", "/v1/sandboxes/"+sb.ID+"/commands/"+b.ID+"/stdin", nil, &e); code != http.StatusConflict {
 		t.Errorf("close the stdin of a command that has none: %d %q", code, e.Error)
+	}
+}
+
+// Following a background command gives what is kept (with replay), its
+// output as it comes and its end; one that ended gives its end at once.
+func TestFollow(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{})
+	sb := f.create(t, CreateRequest{})
+	step := make(chan string)
+	f.run.exec = func(_ string, x ExecArgs) int {
+		io.WriteString(x.Stdout, "kept\n")
+		for out := range step {
+			if out == "flood" { // many writes, then more than a reader may be behind
+				for i := range 1000 {
+					fmt.Fprintf(x.Stdout, "%d\n", i)
+				}
+				continue
+			}
+			if out == "big" {
+				x.Stdout.Write(bytes.Repeat([]byte("x"), followBytes))
+				continue
+			}
+			io.WriteString(x.Stderr, out)
+		}
+		return 3
+	}
+	var b Background
+	if code := f.call(t, "POST", "/v1/sandboxes/"+sb.ID+"/commands", CommandRequest{Argv: []string{"job"}, Background: true}, &b); code != 202 {
+		t.Fatalf("start: %d", code)
+	}
+	base := f.srv.URL + "/v1/sandboxes/" + sb.ID + "/commands/" + b.ID
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var got Background
+		if f.call(t, "GET", "/v1/sandboxes/"+sb.ID+"/commands/"+b.ID, nil, &got); got.Stdout == "kept\n" || time.Now().After(deadline) {
+			break
+		}
+	}
+	follow := func(q string) (*bufio.Scanner, func()) {
+		resp, err := http.Get(base + "/events" + q)
+		if err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/x-ndjson" {
+			t.Fatalf("follow%s: %v %v", q, resp, err)
+		}
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(nil, 2*followBytes)
+		return sc, func() { resp.Body.Close() }
+	}
+	next := func(sc *bufio.Scanner) string {
+		t.Helper()
+		if !sc.Scan() {
+			t.Fatalf("the stream ended: %v", sc.Err())
+		}
+		return sc.Text()
+	}
+	replayed, closeR := follow("?replay=true")
+	defer closeR()
+	if got := next(replayed); got != `{"stdout":"kept\n"}` {
+		t.Errorf("replay: %s", got)
+	}
+	step <- "err one\n"
+	if got := next(replayed); got != `{"stderr":"err one\n"}` {
+		t.Errorf("live: %s", got)
+	}
+	step <- "flood"
+	for i := range 1000 {
+		if got := next(replayed); got != fmt.Sprintf(`{"stdout":"%d\n"}`, i) {
+			t.Fatalf("flood %d: %s", i, got)
+		}
+	}
+	step <- "big"
+	close(step)
+	if got := next(replayed); len(got) < followBytes {
+		t.Errorf("a large write: %d bytes", len(got))
+	}
+	if got := next(replayed); !strings.HasPrefix(got, `{"result":{"exit_code":3,`) {
+		t.Errorf("end: %s", got)
+	}
+	if replayed.Scan() {
+		t.Errorf("after the end: %s", replayed.Text())
+	}
+	ended, closeE := follow("")
+	defer closeE()
+	if got := next(ended); !strings.HasPrefix(got, `{"result":{"exit_code":3,`) {
+		t.Errorf("an ended command: %s", got)
+	}
+	if code := f.call(t, "GET", "/v1/sandboxes/"+sb.ID+"/commands/cmd-nope/events", nil, nil); code != 404 {
+		t.Errorf("no such command: %d", code)
+	}
+}
+
+// A follower that falls more than followBytes behind is let go, and keeps
+// nothing more; one that takes what comes is not.
+func TestFollowerBehind(t *testing.T) {
+	t.Parallel()
+	f := &follower{more: make(chan struct{}, 1)}
+	chunk := strings.Repeat("x", followBytes/4)
+	for range 4 {
+		f.put(Event{Stdout: chunk})
+	}
+	if evs, behind := f.take(); len(evs) != 4 || behind {
+		t.Fatalf("at the limit: %d events, behind %v", len(evs), behind)
+	}
+	for range 5 {
+		f.put(Event{Stderr: chunk})
+	}
+	if evs, behind := f.take(); len(evs) != 0 || !behind {
+		t.Fatalf("past the limit: %d events kept, behind %v", len(evs), behind)
+	}
+	f.put(Event{Stdout: "later"})
+	if evs, behind := f.take(); len(evs) != 0 || !behind {
+		t.Errorf("after being let go: %d events kept", len(evs))
 	}
 }

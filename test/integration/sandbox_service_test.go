@@ -336,14 +336,33 @@ func TestSandboxService(t *testing.T) {
 		api.call("GET", "/v1/sandboxes/"+a.ID+"/commands/"+repl.ID, nil, &repl)
 		return repl.Stdout == "got one\ngot two\n"
 	})
+	// Followed as it runs: what is kept, what comes, its end.
+	followed := make(chan string, 1)
+	go func() {
+		var b []byte
+		api.call("GET", "/v1/sandboxes/"+a.ID+"/commands/"+repl.ID+"/events?replay=true", nil, &b)
+		followed <- string(b)
+	}()
+	if code := api.call("POST", "/v1/sandboxes/"+a.ID+"/commands/"+repl.ID+"/stdin", []byte("three\n"), nil); code != 204 {
+		t.Errorf("send three: %d", code)
+	}
 	if code := api.call("DELETE", "/v1/sandboxes/"+a.ID+"/commands/"+repl.ID+"/stdin", nil, nil); code != 204 {
 		t.Errorf("close its stdin: %d", code)
+	}
+	select {
+	case got := <-followed:
+		if !strings.HasPrefix(got, `{"stdout":"got one\ngot two\n`) || !strings.Contains(got, "got three") ||
+			!strings.Contains(got, `{"result":{"exit_code":0,`) {
+			t.Errorf("followed:\n%s", got)
+		}
+	case <-time.After(time.Minute):
+		t.Errorf("following the command: no end a minute after its input ended")
 	}
 	l.eventually("the reading command's end", func() bool {
 		api.call("GET", "/v1/sandboxes/"+a.ID+"/commands/"+repl.ID, nil, &repl)
 		return repl.ExitCode != nil
 	})
-	if *repl.ExitCode != 0 || repl.Stdout != "got one\ngot two\nbye\n" {
+	if *repl.ExitCode != 0 || repl.Stdout != "got one\ngot two\ngot three\nbye\n" {
 		t.Errorf("after its input ended: exit %d, %q", *repl.ExitCode, repl.Stdout)
 	}
 	var perr struct{ Error string }
