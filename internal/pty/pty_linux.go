@@ -2,6 +2,7 @@
 package pty
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -16,14 +17,24 @@ func Open() (master, slave *os.File, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		m.Close()
-		return nil, nil, fmt.Errorf("unlock pty: %w", err)
-	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	// Through the raw descriptor: Fd would make m blocking, deaf to
+	// deadlines.
+	rc, err := m.SyscallConn()
 	if err != nil {
 		m.Close()
 		return nil, nil, err
+	}
+	var n int
+	var ierr error
+	if err := rc.Control(func(fd uintptr) {
+		if ierr = unix.IoctlSetPointerInt(int(fd), unix.TIOCSPTLCK, 0); ierr != nil {
+			ierr = fmt.Errorf("unlock pty: %w", ierr)
+			return
+		}
+		n, ierr = unix.IoctlGetInt(int(fd), unix.TIOCGPTN)
+	}); err != nil || ierr != nil {
+		m.Close()
+		return nil, nil, errors.Join(err, ierr)
 	}
 	s, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
