@@ -12,6 +12,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lodgeruntime/lodge/internal/pty"
 )
 
 // maxBackground bounds the background commands a sandbox keeps (running or
@@ -40,6 +44,8 @@ type Background struct {
 	Stderr string `json:"stderr,omitempty"`
 	// StdinOpen: it takes input (SendStdin) until CloseStdin or its end.
 	StdinOpen bool `json:"stdin_open,omitempty"`
+	// PTY is its terminal's size, if it runs on one.
+	PTY *TermSize `json:"pty,omitempty"`
 }
 
 // bgCommand is a Background and what it runs on.
@@ -59,6 +65,8 @@ type bgCommand struct {
 	in *os.File
 	// inOpen is in != nil, for views that must not wait for a write.
 	inOpen atomic.Bool
+	// term: it runs on a terminal, whose master is in.
+	term bool
 }
 
 // closeIn closes its stdin (c.inMu held).
@@ -126,8 +134,24 @@ func (s *Service) Start(id string, r CommandRequest) (Background, error) {
 	if err != nil {
 		return Background{}, err
 	}
-	var inR, in *os.File // its stdin, if it has one
-	if r.Stdin != nil || r.StdinOpen {
+	// Its stdin, if it has one: a pipe's ends, or its terminal's (the
+	// slave its, the master ours: input written to it, output read).
+	var inR, in *os.File
+	switch {
+	case r.PTY != nil:
+		if err := r.PTY.check(); err != nil {
+			return Background{}, err
+		}
+		if in, inR, err = pty.Open(); err != nil {
+			return Background{}, fmt.Errorf("a terminal: %w", err)
+		}
+		if err := setSize(in, *r.PTY); err != nil {
+			in.Close()
+			inR.Close()
+			return Background{}, err
+		}
+		x.TTY, x.Stdin = inR, nil
+	case r.Stdin != nil || r.StdinOpen:
 		if inR, in, err = os.Pipe(); err != nil {
 			return Background{}, err
 		}
@@ -145,6 +169,10 @@ func (s *Service) Start(id string, r CommandRequest) (Background, error) {
 	ctx, stop := context.WithCancel(context.Background())
 	c := &bgCommand{done: make(chan struct{}), stop: stop, in: in, b: Background{ID: cid, Argv: argv, StartedAt: s.now().UTC(), Running: true}}
 	c.inOpen.Store(in != nil)
+	if r.PTY != nil {
+		size := *r.PTY
+		c.b.PTY, c.term = &size, true
+	}
 	c.stdout, c.stderr = tail{max: int(s.cfg.MaxOutput), c: c}, tail{max: int(s.cfg.MaxOutput), c: c, err: true}
 	x.Stdout, x.Stderr = &c.stdout, &c.stderr
 	release, err := s.acquire(id)
@@ -180,10 +208,21 @@ func (s *Service) Start(id string, r CommandRequest) (Background, error) {
 		go func() {
 			defer c.inMu.Unlock()
 			c.write([]byte(*r.Stdin))
-			if !r.StdinOpen {
+			if !r.StdinOpen && !c.term {
 				c.closeIn()
 			}
 		}()
+	}
+	output := make(chan struct{})
+	if c.term {
+		// Its terminal's output, until its last process lets go of the
+		// slave (EIO): one stream, as a terminal has.
+		go func() {
+			io.Copy(&c.stdout, in)
+			close(output)
+		}()
+	} else {
+		close(output)
 	}
 	go func() {
 		defer close(c.done)
@@ -191,6 +230,14 @@ func (s *Service) Start(id string, r CommandRequest) (Background, error) {
 		code, err := s.run.Exec(ctx, id, x)
 		if inR != nil {
 			inR.Close()
+			if c.term {
+				// What it wrote last is in the terminal already; the
+				// slave may stay open a while elsewhere (lodge's
+				// supervisor lets go of it once a blocked read ends), so
+				// the end of its output is not waited for.
+				in.SetReadDeadline(time.Now().Add(time.Second))
+			}
+			<-output
 			c.inMu.Lock()
 			c.closeIn()
 			c.inMu.Unlock()
@@ -223,6 +270,52 @@ func (c *bgCommand) write(p []byte) error {
 	return err
 }
 
+// setSize sets the size of the terminal whose master is m.
+// (Through its raw descriptor: Fd would make the master blocking, and its
+// reads deaf to deadlines.)
+func setSize(m *os.File, t TermSize) error {
+	rc, err := m.SyscallConn()
+	if err == nil {
+		cerr := rc.Control(func(fd uintptr) {
+			err = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Row: t.Rows, Col: t.Cols})
+		})
+		if cerr != nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("terminal size: %w", err)
+	}
+	return nil
+}
+
+// Resize changes the size of a background command's terminal; the
+// command sees it as a terminal's program does (SIGWINCH).
+func (s *Service) Resize(id, cid string, size TermSize) error {
+	if err := size.check(); err != nil {
+		return err
+	}
+	c, err := s.background(id, cid)
+	if err != nil {
+		return err
+	}
+	if !c.term {
+		return conflict{fmt.Sprintf("command %s has no terminal (start it with pty)", cid)}
+	}
+	c.inMu.Lock()
+	defer c.inMu.Unlock()
+	if c.in == nil {
+		return conflict{fmt.Sprintf("command %s has ended", cid)}
+	}
+	if err := setSize(c.in, size); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.b.PTY = &size
+	c.mu.Unlock()
+	return nil
+}
+
 // SendStdin writes p to a background command's stdin.
 func (s *Service) SendStdin(id, cid string, p []byte) error {
 	c, err := s.background(id, cid)
@@ -243,6 +336,9 @@ func (s *Service) CloseStdin(id, cid string) error {
 	c, err := s.background(id, cid)
 	if err != nil {
 		return err
+	}
+	if c.term {
+		return conflict{fmt.Sprintf("command %s runs on a terminal, whose input is not closed: send it what ends its input there (Ctrl-D, \"\\u0004\"), or delete it", cid)}
 	}
 	c.inMu.Lock()
 	defer c.inMu.Unlock()

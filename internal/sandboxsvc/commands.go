@@ -33,6 +33,23 @@ type CommandRequest struct {
 	// StdinOpen: a background command's stdin stays open (after Stdin,
 	// if given) for SendStdin, until CloseStdin.
 	StdinOpen bool `json:"stdin_open"`
+	// PTY runs a background command on a terminal of that size (its
+	// output one stream, its input through SendStdin; Resize changes
+	// the size).
+	PTY *TermSize `json:"pty"`
+}
+
+// TermSize is a terminal's size, in characters.
+type TermSize struct {
+	Cols uint16 `json:"cols"`
+	Rows uint16 `json:"rows"`
+}
+
+func (t TermSize) check() error {
+	if t.Cols == 0 || t.Rows == 0 || t.Cols > 1000 || t.Rows > 1000 {
+		return badRequest{fmt.Sprintf("terminal size %dx%d: want cols and rows of 1-1000", t.Cols, t.Rows)}
+	}
+	return nil
 }
 
 // CommandResult is a finished command.
@@ -84,6 +101,9 @@ func (s *Service) execArgs(r CommandRequest) (ExecArgs, error) {
 	}
 	if r.Stdin != nil {
 		x.Stdin = strings.NewReader(*r.Stdin)
+	}
+	if r.PTY != nil && !r.Background {
+		return x, badRequest{"pty: for a background command (its input goes through .../stdin)"}
 	}
 	return x, nil
 }

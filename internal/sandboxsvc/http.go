@@ -26,7 +26,8 @@ const maxRequest = 1 << 20
 //	GET    /v1/sandboxes/{id}/commands/{cid}  one, with its output's tail
 //	DELETE /v1/sandboxes/{id}/commands/{cid}  kill it (if it runs) and forget it
 //	GET    /v1/sandboxes/{id}/commands/{cid}/events  its output as it comes, then its end (NDJSON)
-//	POST   /v1/sandboxes/{id}/commands/{cid}/stdin  send it input (stdin_open)
+//	POST   /v1/sandboxes/{id}/commands/{cid}/stdin  send it input (stdin_open, pty)
+//	POST   /v1/sandboxes/{id}/commands/{cid}/resize its terminal's new size (pty)
 //	DELETE /v1/sandboxes/{id}/commands/{cid}/stdin  close its input
 //	GET    /v1/sandboxes/{id}/files?path= read a file (&format=tar: a directory)
 //	       &format=stat: its details; &format=list: a directory's entries
@@ -123,6 +124,13 @@ func (s *Service) Handler() http.Handler {
 		streamEvents(w, func(send func(Event) error, ready func()) error {
 			return s.Follow(r.Context(), r.PathValue("id"), r.PathValue("cid"), replay, send, ready)
 		})
+	})
+	mux.HandleFunc("POST /v1/sandboxes/{id}/commands/{cid}/resize", func(w http.ResponseWriter, r *http.Request) {
+		var size TermSize
+		if !decode(w, r, &size) {
+			return
+		}
+		reply(w, http.StatusNoContent, nil, s.Resize(r.PathValue("id"), r.PathValue("cid"), size))
 	})
 	mux.HandleFunc("POST /v1/sandboxes/{id}/commands/{cid}/stdin", func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequest))

@@ -80,6 +80,11 @@ type ExecArgs struct {
 	Timeout        time.Duration // SIGKILL in the guest after this long
 	Stdin          io.Reader     // nil: none
 	Stdout, Stderr io.Writer
+	// TTY, if set, is a terminal's slave end: the command's stdin,
+	// stdout and stderr and its controlling terminal (Stdin, Stdout and
+	// Stderr are then unused), so that it runs on a terminal in the
+	// sandbox whose size follows this one's.
+	TTY *os.File
 }
 
 // Container is one of the service's containers as lodge lists it.
@@ -286,8 +291,11 @@ type Egress struct {
 // stderr, as docker's.
 func (l LodgeRunner) Exec(ctx context.Context, name string, x ExecArgs) (int, error) {
 	args := []string{"exec"}
-	if x.Stdin != nil {
+	if x.Stdin != nil || x.TTY != nil {
 		args = append(args, "-i")
+	}
+	if x.TTY != nil {
+		args = append(args, "-t")
 	}
 	if x.Timeout > 0 {
 		args = append(args, "--timeout", x.Timeout.String())
@@ -303,6 +311,12 @@ func (l LodgeRunner) Exec(ctx context.Context, name string, x ExecArgs) (int, er
 	}
 	cmd := l.command(ctx, append(append(args, name), x.Argv...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = x.Stdin, x.Stdout, x.Stderr
+	if x.TTY != nil {
+		// lodge exec -t on the terminal: its session's, so that a new
+		// size reaches it (SIGWINCH) and, through it, the sandbox.
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = x.TTY, x.TTY, x.TTY
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	}
 	err := cmd.Run()
 	var ee *exec.ExitError
 	switch {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
 
 // fakeRunner is lodge's containers as a map; exec runs a Go function.
@@ -841,5 +842,83 @@ func TestFollowerBehind(t *testing.T) {
 	f.put(Event{Stdout: "later"})
 	if evs, behind := f.take(); len(evs) != 0 || !behind {
 		t.Errorf("after being let go: %d events kept", len(evs))
+	}
+}
+
+// A background command on a terminal: its output and input go through
+// the terminal, its size is the one asked and then the one set; its input
+// is not closed; a command without one cannot be resized.
+func TestBackgroundTerminal(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{})
+	sb := f.create(t, CreateRequest{})
+	f.run.exec = func(_ string, x ExecArgs) int {
+		if x.TTY == nil {
+			time.Sleep(time.Second)
+			return 0
+		}
+		sc := bufio.NewScanner(x.TTY)
+		for sc.Scan() {
+			switch strings.TrimSpace(sc.Text()) {
+			case "size":
+				ws, err := unix.IoctlGetWinsize(int(x.TTY.Fd()), unix.TIOCGWINSZ)
+				if err != nil {
+					t.Error(err)
+					return 1
+				}
+				fmt.Fprintf(x.TTY, "size=%dx%d\n", ws.Col, ws.Row)
+			case "exit":
+				return 5
+			}
+		}
+		return 0
+	}
+	var b Background
+	if code := f.call(t, "POST", "/v1/sandboxes/"+sb.ID+"/commands", map[string]any{"argv": []string{"sh"}, "background": true,
+		"pty": map[string]int{"cols": 80, "rows": 24}}, &b); code != 202 || b.PTY == nil || *b.PTY != (TermSize{80, 24}) {
+		t.Fatalf("start on a terminal: %d %+v", code, b)
+	}
+	base := "/v1/sandboxes/" + sb.ID + "/commands/" + b.ID
+	output := func(want string) {
+		t.Helper()
+		var got Background
+		for deadline := time.Now().Add(5 * time.Second); !strings.Contains(got.Stdout, want) && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			f.call(t, "GET", base, nil, &got)
+		}
+		if !strings.Contains(got.Stdout, want) {
+			t.Fatalf("output %q, want %q in it", got.Stdout, want)
+		}
+	}
+	f.call(t, "POST", base+"/stdin", []byte("size\n"), nil)
+	output("size=80x24")
+	if code := f.call(t, "POST", base+"/resize", TermSize{Cols: 132, Rows: 40}, nil); code != 204 {
+		t.Fatalf("resize: %d", code)
+	}
+	f.call(t, "POST", base+"/stdin", []byte("size\n"), nil)
+	output("size=132x40")
+	var e struct{ Error string }
+	if code := f.call(t, "DELETE", base+"/stdin", nil, &e); code != 409 || !strings.Contains(e.Error, "terminal") {
+		t.Errorf("close a terminal's input: %d %q", code, e.Error)
+	}
+	if code := f.call(t, "POST", base+"/resize", TermSize{Cols: 0, Rows: 40}, &e); code != 400 {
+		t.Errorf("resize to 0 columns: %d %q", code, e.Error)
+	}
+	f.call(t, "POST", base+"/stdin", []byte("exit\n"), nil)
+	var got Background
+	for deadline := time.Now().Add(5 * time.Second); got.ExitCode == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		f.call(t, "GET", base, nil, &got)
+	}
+	if got.ExitCode == nil || *got.ExitCode != 5 {
+		t.Errorf("after exit: %+v", got)
+	}
+	if code := f.call(t, "POST", base+"/resize", TermSize{Cols: 80, Rows: 24}, &e); code != 409 {
+		t.Errorf("resize after its end: %d %q", code, e.Error)
+	}
+	f.call(t, "POST", "/v1/sandboxes/"+sb.ID+"/commands", CommandRequest{Argv: []string{"plain"}, Background: true}, &b)
+	if code := f.call(t, "POST", "/v1/sandboxes/"+sb.ID+"/commands/"+b.ID+"/resize", TermSize{Cols: 80, Rows: 24}, &e); code != 409 || !strings.Contains(e.Error, "no terminal") {
+		t.Errorf("resize without a terminal: %d %q", code, e.Error)
+	}
+	if code := f.call(t, "POST", "/v1/sandboxes/"+sb.ID+"/commands", map[string]any{"argv": []string{"x"}, "pty": map[string]int{"cols": 80, "rows": 24}}, &e); code != 400 {
+		t.Errorf("a terminal for a command that is not in the background: %d %q", code, e.Error)
 	}
 }

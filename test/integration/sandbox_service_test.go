@@ -365,6 +365,44 @@ func TestSandboxService(t *testing.T) {
 	if *repl.ExitCode != 0 || repl.Stdout != "got one\ngot two\ngot three\nbye\n" {
 		t.Errorf("after its input ended: exit %d, %q", *repl.ExitCode, repl.Stdout)
 	}
+	// A shell on a terminal: its size is the one asked, then the one set;
+	// it reads what is sent as a terminal's input.
+	var term struct {
+		ID       string `json:"command_id"`
+		Stdout   string
+		ExitCode *int `json:"exit_code"`
+	}
+	if code := api.call("POST", "/v1/sandboxes/"+a.ID+"/commands", map[string]any{"background": true, "argv": []string{"sh"},
+		"pty": map[string]int{"cols": 80, "rows": 24}}, &term); code != 202 {
+		t.Fatalf("a shell on a terminal: %d %+v", code, term)
+	}
+	termOut := func(want string) {
+		t.Helper()
+		l.eventually("the terminal's "+want, func() bool {
+			api.call("GET", "/v1/sandboxes/"+a.ID+"/commands/"+term.ID, nil, &term)
+			return strings.Contains(term.Stdout, want)
+		})
+	}
+	api.call("POST", "/v1/sandboxes/"+a.ID+"/commands/"+term.ID+"/stdin", []byte("stty size; tty | sed s/^/on:/\n"), nil)
+	termOut("24 80")
+	termOut("on:/dev/pts/")
+	if code := api.call("POST", "/v1/sandboxes/"+a.ID+"/commands/"+term.ID+"/resize", map[string]int{"cols": 132, "rows": 40}, nil); code != 204 {
+		t.Errorf("resize: %d", code)
+	}
+	l.eventually("the terminal's new size", func() bool {
+		api.call("POST", "/v1/sandboxes/"+a.ID+"/commands/"+term.ID+"/stdin", []byte("stty size\n"), nil)
+		time.Sleep(500 * time.Millisecond)
+		api.call("GET", "/v1/sandboxes/"+a.ID+"/commands/"+term.ID, nil, &term)
+		return strings.Contains(term.Stdout, "40 132")
+	})
+	api.call("POST", "/v1/sandboxes/"+a.ID+"/commands/"+term.ID+"/stdin", []byte("exit 6\n"), nil)
+	l.eventually("the shell's end", func() bool {
+		api.call("GET", "/v1/sandboxes/"+a.ID+"/commands/"+term.ID, nil, &term)
+		return term.ExitCode != nil
+	})
+	if *term.ExitCode != 6 {
+		t.Errorf("the shell on a terminal ended with %d, want 6", *term.ExitCode)
+	}
 	var perr struct{ Error string }
 	if code := api.call("GET", "/v1/sandboxes/"+a.ID+"/ports/8081/", nil, &perr); code != 502 || !strings.Contains(perr.Error, "connection refused") {
 		t.Errorf("a port nothing listens on: %d %q, want 502 saying the connection was refused", code, perr.Error)
