@@ -37,12 +37,7 @@ const (
 // fdStore holds passed descriptors until an exec claims them.
 type fdStore struct {
 	mu      sync.Mutex // guards pending
-	pending map[string]*passed
-}
-
-type passed struct {
-	files []*os.File
-	at    time.Time
+	pending map[string][]*os.File
 }
 
 func newToken() string {
@@ -95,24 +90,16 @@ func (s *fdStore) receive(c *net.UnixConn) {
 func (s *fdStore) put(token string, files []*os.File) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for k, p := range s.pending {
-		if time.Since(p.at) > fdTTL {
-			for _, f := range p.files {
-				f.Close()
-			}
-			delete(s.pending, k)
-		}
-	}
 	if len(s.pending) >= maxPending {
 		return false
 	}
 	if _, dup := s.pending[token]; dup {
 		return false
 	}
-	s.pending[token] = &passed{files: files, at: time.Now()}
+	s.pending[token] = files
 	// Descriptors nobody claims (an exec whose start failed) are closed
-	// after fdTTL, not at the next pass: a client may wait for the end of
-	// a pipe it passed.
+	// after fdTTL, not left for a later pass: a client may wait for the
+	// end of a pipe it passed.
 	time.AfterFunc(fdTTL, func() {
 		if files, err := s.take(token); err == nil {
 			for _, f := range files {
@@ -127,12 +114,12 @@ func (s *fdStore) put(token string, files []*os.File) bool {
 func (s *fdStore) take(token string) ([]*os.File, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p, ok := s.pending[token]
+	files, ok := s.pending[token]
 	if !ok {
 		return nil, errors.New("no descriptors passed under that token")
 	}
 	delete(s.pending, token)
-	return p.files, nil
+	return files, nil
 }
 
 // takeSecond returns the second of the descriptors that dest

@@ -173,7 +173,7 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, r 
 	var sb *sandbox.Sandbox
 	var vmProcs []procid.ID
 	var started sandbox.StartInfo
-	fds := &fdStore{pending: map[string]*passed{}}
+	fds := &fdStore{pending: map[string][]*os.File{}}
 	opener := &cliStdio{fds: fds, log: log}
 	s.svc = shim.New(shim.Config{
 		Log: log,
