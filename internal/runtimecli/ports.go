@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"syscall"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/ttrpc"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/lodgeruntime/lodge/internal/shim"
 	"github.com/lodgeruntime/lodge/internal/transport"
+	"github.com/lodgeruntime/lodge/internal/unixsock"
 )
 
 // A connection to a port in a container (lodge port-forward, the sandbox
@@ -95,11 +94,10 @@ func DialPort(ctx context.Context, root, id string, port uint16) (net.Conn, erro
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
-	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	mine, theirs, err := unixsock.Pair()
 	if err != nil {
 		return nil, err
 	}
-	mine, theirs := os.NewFile(uintptr(pair[0]), "port"), os.NewFile(uintptr(pair[1]), "port-peer")
 	defer mine.Close()
 	token, err := passEnd(root, id, theirs)
 	theirs.Close()

@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/lodgeruntime/lodge/internal/unixsock"
 )
 
 // Label marks the containers a service made; its value says which service
@@ -139,11 +141,10 @@ func (l LodgeRunner) DialPort(ctx context.Context, name string, port uint16) (ne
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	mine, theirs, err := unixsock.Pair()
 	if err != nil {
 		return nil, err
 	}
-	mine, theirs := os.NewFile(uintptr(pair[0]), "port"), os.NewFile(uintptr(pair[1]), "port-lodge")
 	defer mine.Close()
 	// Not ended with ctx: the connection outlives the request that made
 	// it (a transport keeps it for the next), and ends when closed.

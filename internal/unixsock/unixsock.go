@@ -95,3 +95,14 @@ func DialFile(ctx context.Context, path string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// Pair returns the two ends of a connected stream socket pair, both
+// close-on-exec: one to keep (as a net.Conn through net.FileConn), one to
+// hand to another process.
+func Pair() (mine, theirs *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("socket pair: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "pair"), os.NewFile(uintptr(fds[1]), "pair-peer"), nil
+}

@@ -90,3 +90,18 @@ func TestErrors(t *testing.T) {
 		t.Errorf("a name no directory descriptor can shorten: %v", err)
 	}
 }
+
+// A pair's ends are connected both ways.
+func TestPair(t *testing.T) {
+	mine, theirs, err := Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mine.Close()
+	defer theirs.Close()
+	theirs.Write([]byte("ping"))
+	b := make([]byte, 4)
+	if n, err := mine.Read(b); err != nil || string(b[:n]) != "ping" {
+		t.Errorf("read %q, %v", b[:n], err)
+	}
+}
