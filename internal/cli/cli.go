@@ -132,7 +132,7 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 	addPauseCommands(root, a)
 	addVolumeCommands(root)
 	addCpCommand(root, a)
-	root.AddCommand(a.portForwardCmd())
+	root.AddCommand(portForwardCmd())
 	addStatsCommand(root, a)
 	addNetworkCommands(root)
 	addSandboxCommands(root, a)

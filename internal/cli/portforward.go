@@ -54,7 +54,7 @@ func parseForwards(args []string) ([]forward, error) {
 	return out, nil
 }
 
-func (a *app) portForwardCmd() *cobra.Command {
+func portForwardCmd() *cobra.Command {
 	var address string
 	var stdio bool
 	cmd := &cobra.Command{
@@ -82,7 +82,7 @@ func (a *app) portForwardCmd() *cobra.Command {
 				}
 				return nil
 			}
-			return a.forwardPorts(cmd, r, address, fwds)
+			return forwardPorts(cmd, r, address, fwds)
 		},
 	}
 	cmd.Flags().StringVar(&address, "address", "127.0.0.1", "the host address to listen on")
@@ -123,7 +123,7 @@ func relayStdio(ctx context.Context, id string, port uint16, in io.Reader, out i
 
 // forwardPorts listens on address for each forward and relays every
 // connection to the container, until interrupted or the container ends.
-func (a *app) forwardPorts(cmd *cobra.Command, r *ctrRecord, address string, fwds []forward) error {
+func forwardPorts(cmd *cobra.Command, r *ctrRecord, address string, fwds []forward) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	var ls []net.Listener
