@@ -134,28 +134,9 @@ func (s *Service) Start(id string, r CommandRequest) (Background, error) {
 	if err != nil {
 		return Background{}, err
 	}
-	// Its stdin, if it has one: a pipe's ends, or its terminal's (the
-	// slave its, the master ours: input written to it, output read).
-	var inR, in *os.File
-	switch {
-	case r.PTY != nil:
-		if err := r.PTY.check(); err != nil {
-			return Background{}, err
-		}
-		if in, inR, err = pty.Open(); err != nil {
-			return Background{}, fmt.Errorf("a terminal: %w", err)
-		}
-		if err := setSize(in, *r.PTY); err != nil {
-			in.Close()
-			inR.Close()
-			return Background{}, err
-		}
-		x.TTY, x.Stdin = inR, nil
-	case r.Stdin != nil || r.StdinOpen:
-		if inR, in, err = os.Pipe(); err != nil {
-			return Background{}, err
-		}
-		x.Stdin = inR
+	inR, in, err := openStdin(r, &x)
+	if err != nil {
+		return Background{}, err
 	}
 	dropPipe := func() {
 		if inR != nil {
@@ -257,6 +238,34 @@ func (s *Service) Start(id string, r CommandRequest) (Background, error) {
 		c.followers = nil
 	}()
 	return c.view(false), nil
+}
+
+// openStdin gives a background command the stdin it asks for, if any: a
+// pipe, or a terminal (x.TTY). It returns the command's end (the read end,
+// or the terminal's slave) and the service's (the write end, or the
+// master: input written to it, output read from it).
+func openStdin(r CommandRequest, x *ExecArgs) (theirs, ours *os.File, err error) {
+	switch {
+	case r.PTY != nil:
+		if err := r.PTY.check(); err != nil {
+			return nil, nil, err
+		}
+		if ours, theirs, err = pty.Open(); err != nil {
+			return nil, nil, fmt.Errorf("a terminal: %w", err)
+		}
+		if err := setSize(ours, *r.PTY); err != nil {
+			ours.Close()
+			theirs.Close()
+			return nil, nil, err
+		}
+		x.TTY, x.Stdin = theirs, nil
+	case r.Stdin != nil || r.StdinOpen:
+		if theirs, ours, err = os.Pipe(); err != nil {
+			return nil, nil, err
+		}
+		x.Stdin = theirs
+	}
+	return theirs, ours, nil
 }
 
 // write writes p to its stdin (c.inMu held), waiting at most stdinWait
