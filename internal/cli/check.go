@@ -55,11 +55,6 @@ func cmdCheck(ctx context.Context, cfg config.Config, log *slog.Logger, out io.W
 	}
 	req("kernel", describeFile(cfg.Guest.Kernel, cfg.Guest.Dir+"/kernel.release"), statErr(cfg.Guest.Kernel))
 	req("initrd", describeFile(cfg.Guest.Initrd, ""), statErr(cfg.Guest.Initrd))
-	_, err = exec.LookPath(cfg.Sharefs.Virtiofsd)
-	if err != nil {
-		err = fmt.Errorf("%s not found: apt-get install qemu-system-common", cfg.Sharefs.Virtiofsd)
-	}
-	req("virtiofsd", cfg.Sharefs.Virtiofsd, err)
 	req("cgroups", cgroupMode(), nil)
 	switch {
 	case cfg.VMM.AgentChannel != "auto":
@@ -239,7 +234,7 @@ func confinementStatus(cfg config.Config) (string, error) {
 	if f := strings.Fields(st["NSpid"]); len(f) < 2 || f[len(f)-1] != "1" {
 		return "", fmt.Errorf("a confined process is not alone in a PID namespace (NSpid %q): does this kernel have PID namespaces?", st["NSpid"])
 	}
-	return "QEMU and virtiofsd under Lodge's seccomp filter with no_new_privs; QEMU " + user +
-		", without capabilities in the host's user namespace (a clone keeps 4 for 9p in one of its own), core dumps or environment, in mount, PID, network and IPC namespaces with its own files and process only; " +
-		"virtiofsd with 6 (sandbox=namespace); state directories 0700 (docs/security.md)", nil
+	return "QEMU under Lodge's seccomp filter with no_new_privs, " + user +
+		", without capabilities in the host's user namespace (4 for serving 9p in one of its own), core dumps or environment, in mount, PID, network and IPC namespaces with its own files and process only; " +
+		"no other host process serves a guest; state directories 0700 (docs/security.md)", nil
 }

@@ -166,7 +166,9 @@ type VMM struct {
 	MergePages bool `toml:"merge_pages"`
 }
 
-// Sharefs configures virtio-fs.
+// Sharefs is what configured virtio-fs, which no sandbox uses any more:
+// QEMU serves every sandbox's files over 9p. Its key is still read, so
+// that a config file that names virtiofsd loads, and is ignored.
 type Sharefs struct {
 	Virtiofsd string `toml:"virtiofsd"`
 }
@@ -191,7 +193,6 @@ func Default() Config {
 		VMM: VMM{QEMU: "qemu-system-x86_64", Accel: "auto", VCPUs: 1, MemoryMiB: 256,
 			BootTimeout: Duration{60 * time.Second}, AgentChannel: "auto", HostReserveMiB: 256,
 			QEMUUIDFirst: DefaultQEMUUIDFirst, QEMUUIDCount: 65536},
-		Sharefs: Sharefs{Virtiofsd: "/usr/lib/qemu/virtiofsd"},
 		Template: Template{Enabled: true, Dir: DefaultTemplateDir, PoolCgroup: DefaultPoolCgroup,
 			MemoryClassesMiB: []int{256, 512, 1024, 2048, 4096}, VCPUClasses: []int{1, 2, 4, 8}},
 		Layers: Layers{Enabled: true, Dir: DefaultLayerDir, WritableGiB: 10},

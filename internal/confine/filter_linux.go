@@ -9,13 +9,13 @@ import (
 
 // Thread installs, on the calling thread only (it is inherited by the
 // processes the thread starts), a seccomp filter that keeps what a guest
-// writes through a host helper (virtiofsd, or QEMU serving 9p) from
+// writes through a host helper (QEMU serving 9p) from
 // carrying privilege on the host:
 //
 //   - creating or chmod-ing a file with the setuid or setgid bit fails with
 //     EPERM (open, openat, creat, mknod, mknodat, chmod, fchmod, fchmodat,
 //     fchmodat2: their mode is a plain argument, so the filter can read it);
-//   - creating a character or block device node fails with EPERM (virtiofsd
+//   - creating a character or block device node fails with EPERM (QEMU
 //     also runs without CAP_MKNOD);
 //   - extended attributes cannot be set (no file capabilities), openat2 and io_uring are refused
 //     (ENOSYS) because the filter cannot read their arguments;

@@ -25,9 +25,7 @@ const evil = "EVIL"
 // annotation, CRI field or OCI spec field of a pod sandbox's spec to a
 // hostile value; the pod is then refused, or QEMU's command line, cold and
 // cloned, is exactly a plain pod's but for the -m and -smp that the sizing
-// rules derive from resources as numbers. virtiofsd's command line takes
-// nothing of the spec at all (sharefs.virtiofsdArgs: the share's state
-// directory only); everything else in the spec goes to the guest's agent,
+// rules derive from resources as numbers. Everything else in the spec goes to the guest's agent,
 // never to a host command line (sandbox.guestSpec).
 func TestPodInputNeverReachesHostCommandLines(t *testing.T) {
 	t.Parallel()
@@ -136,7 +134,7 @@ func TestPodInputNeverReachesHostCommandLines(t *testing.T) {
 func TestHostileVMIDsRefused(t *testing.T) {
 	t.Parallel()
 	for _, id := range []string{"a,b", "a b", "../x", "a\nb", "a=b", ""} {
-		vc := sandbox.ColdConfig(sandbox.Config{ID: id, Dir: "/run/lodge/x", VM: baseVM()})
+		vc := sandbox.ColdConfig(sandbox.Config{ID: id, Dir: "/run/lodge/x", VM: baseVM()}, vmm.Share9P{Tag: sandbox.SharedTag, Path: "/run/lodge/x/share"})
 		if argv, err := qemu.Argv(vc, qemu.Host{TSCkHz: 1_000_000}); err == nil {
 			t.Errorf("VM id %q: accepted: %q", id, argv)
 		}
@@ -178,7 +176,7 @@ func commandLines(t *testing.T, vm vmm.Config) []string {
 	}
 	defer tap.Close()
 	vm.NICs = []vmm.NIC{{Tap: tap, MAC: "02:00:00:00:00:01"}}
-	cold, err := qemu.Argv(sandbox.ColdConfig(sandbox.Config{ID: "pod1", Dir: dir, VM: vm}), host)
+	cold, err := qemu.Argv(sandbox.ColdConfig(sandbox.Config{ID: "pod1", Dir: dir, VM: vm}, vmm.Share9P{Tag: sandbox.SharedTag, Path: filepath.Join(dir, "share")}), host)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,7 +51,7 @@ func Main() {
 		Requires: []plugin.Type{plugin.EventPlugin, plugin.InternalPlugin},
 		InitFn:   initTaskService,
 	})
-	// The shim waits for its own children (QEMU, virtiofsd) with os/exec:
+	// The shim waits for its own children (QEMU) with os/exec:
 	// containerd's reaper would steal their exit statuses.
 	cshim.RunManager(context.Background(), &manager{stateRoot: stateRoot()},
 		func(c *cshim.Config) { c.NoReaper = true })
@@ -246,8 +246,8 @@ func (t *taskService) newSandbox(ctx context.Context, id string, spec *specs.Spe
 
 // joinPodCgroup moves the shim into the pod's host cgroup (the parent of
 // the sandbox container's cgroupsPath: the kubelet's pod cgroup, which it
-// limits for the whole pod) when that cgroup exists, so that QEMU and
-// virtiofsd, started next, are fenced with the pod. A cgroup nobody made is
+// limits for the whole pod) when that cgroup exists, so that QEMU, started
+// next, is fenced with the pod. A cgroup nobody made is
 // not created: there is no pod-level limit to honour then, and nothing to
 // clean up.
 func (t *taskService) joinPodCgroup(spec *specs.Spec) {

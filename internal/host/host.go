@@ -1,5 +1,5 @@
 // Package host turns Lodge's configuration into working drivers for this
-// machine: it finds QEMU, virtiofsd, the guest kernel and initrd, picks the
+// machine: it finds QEMU, the guest kernel and initrd, picks the
 // accelerator (KVM when usable, else TCG, and says why) and reads the
 // host's TSC frequency. Every missing piece is reported with what to do.
 package host
@@ -18,7 +18,6 @@ import (
 	"github.com/lodgeruntime/lodge/internal/guestimage"
 	"github.com/lodgeruntime/lodge/internal/layers"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
-	"github.com/lodgeruntime/lodge/internal/sharefs"
 	"github.com/lodgeruntime/lodge/internal/state"
 	"github.com/lodgeruntime/lodge/internal/template"
 	"github.com/lodgeruntime/lodge/internal/transport"
@@ -171,10 +170,6 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("%w: %w", ErrMissing, err))
 	}
-	fsd := &sharefs.Virtiofsd{Binary: cfg.Sharefs.Virtiofsd, Log: log, ExecDir: sharefs.DefaultExecDir}
-	if err := fsd.Check(); err != nil {
-		errs = append(errs, fmt.Errorf("%w: %w", ErrMissing, err))
-	}
 	accel, err := ChooseAccel(cfg)
 	if err != nil {
 		errs = append(errs, err)
@@ -203,7 +198,7 @@ func Resolve(cfg config.Config, log *slog.Logger) (*Env, error) {
 		Config: cfg,
 		Accel:  accel,
 		QEMU:   qemuBin,
-		Deps:   sandbox.Deps{Driver: driver, Virtiofsd: fsd, Log: log},
+		Deps:   sandbox.Deps{Driver: driver, Log: log},
 		VM: vmm.Config{Kernel: cfg.Guest.Kernel, Initrd: cfg.Guest.Initrd, VCPUs: cfg.VMM.VCPUs,
 			MemoryMiB: cfg.VMM.MemoryMiB, Accel: accel.Accel, Channel: channel,
 			Memory: vmm.Memory{Mergeable: cfg.VMM.MergePages}},

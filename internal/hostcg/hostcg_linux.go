@@ -1,6 +1,6 @@
 // Package hostcg fences a VM on the host: the supervisor enters the host
-// cgroup the spec names (linux.cgroupsPath) before it starts QEMU and
-// virtiofsd, which inherit it, and once the container exists that cgroup
+// cgroup the spec names (linux.cgroupsPath) before it starts QEMU, which
+// inherits it, and once the container exists that cgroup
 // gets the container's CPU limits (shares, quota and period, realtime
 // budget, cpuset). The guest
 // enforces every limit on the container itself; this keeps the whole VM,

@@ -425,8 +425,8 @@ func deleteStopped(ctx context.Context, log *slog.Logger, root, id string) error
 			}
 		}
 	}
-	// QEMU and virtiofsd die with the supervisor (Pdeathsig), but not
-	// instantly: make sure they are gone before their mounts and state.
+	// QEMU dies with the supervisor (Pdeathsig), but not
+	// instantly: make sure it is gone before its mounts and state.
 	kctx, kcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	procid.KillAll(kctx, rec.VMProcs)
 	kcancel()

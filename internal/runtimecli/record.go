@@ -47,7 +47,7 @@ type record struct {
 	ExitStatus *int               `json:"exit_status,omitempty"`
 	// CgroupPath is the host cgroup the VM runs in (spec linux.cgroupsPath).
 	CgroupPath string `json:"cgroup_path,omitempty"`
-	// VMProcs are QEMU and virtiofsd: delete ends them if the supervisor
+	// VMProcs are the VM's host processes (QEMU): delete ends them if the supervisor
 	// died without taking them along.
 	VMProcs []procid.ID `json:"vm_procs,omitempty"`
 }

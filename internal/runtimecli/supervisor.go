@@ -39,7 +39,7 @@ import (
 //
 //	create (CLI)                         supervisor (__supervise, setsid)
 //	mkdir <root>/<id>  (reserves the id)
-//	fork/exec, stdio = the caller's ───> sandbox: virtiofsd, QEMU, agent
+//	fork/exec, stdio = the caller's ───> sandbox: QEMU, agent
 //	                                     container created (guest init waits)
 //	                                     state.json {created, pid = own pid}
 //	                                     serve task.sock (containerd task API)

@@ -77,6 +77,9 @@ const TemplateSlotMAC = "02:4c:4f:44:47:00"
 // ext4 for roots built from layer images.
 const templatePreload = "lodge.preload=9pnet_virtio,9p,virtio_net,crc32c_generic,loop,erofs,overlay,ext4"
 
+// coldPreload is what a cold-booted guest loads at once: 9p for its share.
+const coldPreload = "lodge.preload=9pnet_virtio,9p"
+
 // cloneRestoreTimeout bounds a clone's restore and its agent's answer; a
 // clone answers in about a second under TCG, a cold boot is the fallback.
 const cloneRestoreTimeout = 30 * time.Second
@@ -133,7 +136,7 @@ func createClone(ctx context.Context, deps Deps, cfg Config, log *slog.Logger, p
 	var cu rollback.Stack
 	defer cu.Run()
 
-	share, err := deps.Virtiofsd.Start(ctx, sharefs.Config{Dir: filepath.Join(cfg.Dir, shareDir)})
+	share, err := sharefs.Start(ctx, filepath.Join(cfg.Dir, shareDir))
 	if err != nil {
 		return nil, err
 	}

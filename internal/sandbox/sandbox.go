@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
@@ -24,16 +23,13 @@ import (
 	"github.com/lodgeruntime/lodge/internal/vmm"
 )
 
-// SharedTag is the tag of the sandbox's shared directory (virtio-fs in a
-// cold-booted VM, 9p in a clone).
+// SharedTag is the tag of the sandbox's shared directory, which QEMU
+// serves over 9p.
 const SharedTag = "lodge-shared"
 
-// Files and directories in a sandbox's state directory.
-const (
-	shareDir     = "share" // see sharefs: empty on the host
-	virtiofsSock = "virtiofsd.sock"
-	virtiofsLog  = "virtiofsd.log"
-)
+// shareDir is the share's directory in a sandbox's state directory (see
+// sharefs: empty on the host).
+const shareDir = "share"
 
 // ErrBoot reports a guest that did not come up.
 var ErrBoot = errors.New("guest did not boot")
@@ -71,9 +67,8 @@ type Config struct {
 
 // Deps are the drivers a sandbox uses.
 type Deps struct {
-	Driver    vmm.Driver
-	Virtiofsd *sharefs.Virtiofsd
-	Log       *slog.Logger
+	Driver vmm.Driver
+	Log    *slog.Logger
 }
 
 // Sandbox is one running microVM.
@@ -92,12 +87,6 @@ type Sandbox struct {
 	seccomp    *SeccompCompiler
 	// lateNet: see Config.LateNetwork.
 	lateNet bool
-
-	// shareLost: virtiofsd died under a running VM, which was then stopped.
-	shareLost atomic.Bool
-	// stopping: Destroy has begun; virtiofsd ending from then on is the
-	// teardown's doing (QEMU's exit closes its socket), not a fault.
-	stopping atomic.Bool
 
 	mu         sync.Mutex // guards containers and seccompSent
 	containers map[string]*Container
@@ -145,23 +134,24 @@ func Create(ctx context.Context, deps Deps, cfg Config) (*Sandbox, error) {
 		log.Info("cold boot", "start", StartCold, "reason", start.Reason)
 	}
 
-	share, err := deps.Virtiofsd.Start(ctx, sharefs.Config{
-		Dir:     filepath.Join(cfg.Dir, shareDir),
-		Socket:  filepath.Join(cfg.Dir, virtiofsSock),
-		LogFile: filepath.Join(cfg.Dir, virtiofsLog),
-	})
+	share, err := sharefs.Start(ctx, filepath.Join(cfg.Dir, shareDir))
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
 	}
 	cu.Add(share.Stop)
+	view, err := share.OpenView(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
+	defer view.Close() // QEMU keeps its copy
 
-	vc := ColdConfig(cfg)
+	vc := ColdConfig(cfg, vmm.Share9P{Tag: SharedTag, Dir: view})
 	vm, err := deps.Driver.Start(ctx, vc)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
 	}
 	cu.Add(func() { vm.Shutdown(context.Background()) })
-	log.Info("vm started", "vmm", "qemu", "pid", vm.Info().PID, "accel", vc.Accel, "virtiofsd_pid", share.PID())
+	log.Info("vm started", "vmm", "qemu", "pid", vm.Info().PID, "accel", vc.Accel)
 	ph.done(PhaseVMMStart)
 
 	client, err := connectAgent(ctx, vm, nil, cfg.BootTimeout)
@@ -185,13 +175,12 @@ func Create(ctx context.Context, deps Deps, cfg Config) (*Sandbox, error) {
 	start.VCPUs, start.MemoryMiB = vc.VCPUs, vc.MemoryMiB
 	s := &Sandbox{id: cfg.ID, dir: cfg.Dir, log: log, phases: ph, vm: vm, hostMemory: hostMemoryOf(vc), share: share, agent: client,
 		start: start, layers: cfg.Layers, seccomp: cfg.Seccomp, lateNet: cfg.LateNetwork, containers: map[string]*Container{}}
-	go s.watchShare()
 	return s, nil
 }
 
 // HostOverheadMiB is host memory a VM takes beside its RAM: QEMU's own
-// (device emulation, its heap, ~30 MB measured), the supervisor's or
-// shim's and virtiofsd's, and under TCG the translated code, which QEMU
+// (device emulation, its 9p server, its heap, ~30 MB measured), the
+// supervisor's or shim's, and under TCG the translated code, which QEMU
 // lets grow to 1 GiB.
 func HostOverheadMiB(accel vmm.Accel) int {
 	if accel == vmm.AccelTCG {
@@ -216,7 +205,7 @@ func hostMemoryOf(vc vmm.Config) int64 {
 
 // HostPrograms are the programs a sandbox runs on the host, by the start
 // of their names (procid.Strays).
-var HostPrograms = []string{"qemu-system-", "virtiofsd"}
+var HostPrograms = []string{"qemu-system-"}
 
 // KillStrays ends the host programs of a sandbox (or template) whose state
 // lives in dir but which no record names: their owner died between
@@ -229,9 +218,10 @@ func KillStrays(dir string) {
 }
 
 // ColdConfig is the VM of a cold-booted sandbox of cfg: cfg.VM with the
-// sandbox's id and state directory, its agent channel and its share
-// (virtio-fs, served by virtiofsd on a socket in the state directory).
-func ColdConfig(cfg Config) vmm.Config {
+// sandbox's id and state directory, its agent channel and its share (the
+// share's view, sharefs.Share.OpenView), which QEMU serves over 9p as a
+// clone's.
+func ColdConfig(cfg Config, share vmm.Share9P) vmm.Config {
 	vc := cfg.VM
 	vc.ID, vc.StateDir = cfg.ID, cfg.Dir
 	if vc.Channel == "" {
@@ -240,32 +230,9 @@ func ColdConfig(cfg Config) vmm.Config {
 	if vc.Channel == vmm.ChannelVsock && vc.VsockCID == 0 {
 		vc.VsockCID = newCID()
 	}
-	vc.Shares = []vmm.Share{{Tag: SharedTag, Socket: filepath.Join(cfg.Dir, virtiofsSock)}}
+	vc.Shares9P = []vmm.Share9P{share}
+	vc.KernelArgs = append(append([]string{}, vc.KernelArgs...), coldPreload)
 	return vc
-}
-
-// watchShare stops the VM if virtiofsd dies under it: the guest's every
-// file access would hang from then on, so its containers end instead, and
-// their wait says why (GoneReason).
-func (s *Sandbox) watchShare() {
-	select {
-	case <-s.share.Done():
-	case <-s.vm.Done():
-		return
-	}
-	select {
-	case <-s.vm.Done(): // stopped first, by Destroy
-		return
-	default:
-	}
-	if s.stopping.Load() {
-		return
-	}
-	s.shareLost.Store(true)
-	s.log.Error("virtiofsd, which serves the sandbox's files, exited: stopping the VM", "virtiofsd_pid", s.share.PID())
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s.vm.Shutdown(ctx)
 }
 
 // newCID picks a random guest context id; vhost-vsock refuses one in use
@@ -318,13 +285,6 @@ func connectAgent(ctx context.Context, vm vmm.VM, conn net.Conn, timeout time.Du
 // panic, with the console from the panic on, or QEMU's exit, with the
 // console's last lines.
 func (s *Sandbox) GoneReason(ctx context.Context) string {
-	if s.shareLost.Load() {
-		why := "virtiofsd, which served the sandbox's files, exited, so the VM was stopped"
-		if b, err := os.ReadFile(filepath.Join(s.dir, virtiofsLog)); err == nil && len(bytes.TrimSpace(b)) > 0 {
-			why += "; its log:\n" + consoleTail(filepath.Join(s.dir, virtiofsLog), 5)
-		}
-		return why
-	}
 	path := s.vm.Info().Console
 	if b, err := os.ReadFile(path); err == nil {
 		b = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
@@ -379,14 +339,9 @@ func (s *Sandbox) ID() string { return s.id }
 // VMInfo describes the sandbox's VM.
 func (s *Sandbox) VMInfo() vmm.Info { return s.vm.Info() }
 
-// HostPIDs are the host processes the sandbox runs (QEMU, virtiofsd), so
-// that an owner that dies can be cleaned up after.
-func (s *Sandbox) HostPIDs() []int {
-	if pid := s.share.PID(); pid != 0 {
-		return []int{s.vm.Info().PID, pid}
-	}
-	return []int{s.vm.Info().PID}
-}
+// HostPIDs are the host processes the sandbox runs (QEMU, which serves
+// its files too), so that an owner that dies can be cleaned up after.
+func (s *Sandbox) HostPIDs() []int { return []int{s.vm.Info().PID} }
 
 // Start says how the sandbox started: a clone of a template or a cold
 // boot, and why.
@@ -418,10 +373,9 @@ func (s *Sandbox) ConfigureNetwork(ctx context.Context, req *agentv1.NetworkRequ
 // DialPort connects to 127.0.0.1:port in the guest's network namespace.
 func (s *Sandbox) DialPort(port uint16) (net.Conn, error) { return s.agent.DialPort(port) }
 
-// Destroy stops the VM and virtiofsd, detaches everything the share holds
+// Destroy stops the VM, detaches everything the share holds
 // and removes the state directory. It is safe to call on a sandbox whose VM already died.
 func (s *Sandbox) Destroy(ctx context.Context) error {
-	s.stopping.Store(true)
 	s.phases.mark()
 	s.mu.Lock()
 	ctrs := s.containers

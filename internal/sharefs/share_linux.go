@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lodgeruntime/lodge/internal/confine"
-	"github.com/lodgeruntime/lodge/internal/unixsock"
 )
 
 // Layout of a share, in its state directory:
@@ -20,17 +19,17 @@ import (
 //	stage/   a tmpfs (nosuid, nodev, noexec), shared propagation: the host
 //	         makes directories here and attaches rootfs and volumes on them
 //	shared/  a read-only bind of stage/ in stage's peer group, so every
-//	         attachment appears here too, with its own flags: virtiofsd
-//	         serves this, the guest can write nothing but what is attached
-//	         read-write
+//	         attachment appears here too, with its own flags: the VMM
+//	         serves this (OpenView), the guest can write nothing but what
+//	         is attached read-write
 //
 // Both mounts exist only in the share's mount namespace: one OS thread of
 // this process unshares it (slave of the host's, so nothing made in it
-// propagates back), makes the mounts, starts virtiofsd (which takes its own
-// copy of the namespace as a slave, for its sandbox) and then runs every
-// later attach and detach. On the host both directories stay empty; no host
-// mount is made, so nothing pins a host directory and a dead owner leaves
-// no mount behind: the namespace ends with its thread and virtiofsd.
+// propagates back), makes the mounts and then runs every later attach and
+// detach; the VMM reaches the view through a descriptor opened there. On
+// the host both directories stay empty; no host mount is made, so nothing
+// pins a host directory and a dead owner leaves no mount behind: the
+// namespace ends with its thread and the VMM's descriptor.
 //
 // An attachment is made read-only before it is visible anywhere: the
 // source is cloned with open_tree in the host's namespace, its flags are set
@@ -43,11 +42,10 @@ const (
 	sharedDir = "shared"
 )
 
-// Share is one sandbox's shared directory and the virtiofsd serving it.
+// Share is one sandbox's shared directory.
 type Share struct {
-	dir    string
-	daemon *Daemon
-	stage  int // O_PATH descriptor of stage/, used on the namespace thread
+	dir   string
+	stage int // O_PATH descriptor of stage/, used on the namespace thread
 
 	// adopted: the namespace and directory are another process's (Adopt).
 	adopted bool
@@ -58,34 +56,17 @@ type Share struct {
 	once sync.Once
 }
 
-// Start makes the share's namespace and mounts and starts virtiofsd on a
-// listening socket it inherits, so QEMU may connect as soon as Start
-// returns. On error nothing is left.
-//
-// A Config without a Socket makes a share that the VMM serves itself (9p,
-// for template clones: see OpenView); no virtiofsd runs.
-func (v *Virtiofsd) Start(ctx context.Context, c Config) (*Share, error) {
-	if c.Socket != "" {
-		if err := v.Check(); err != nil {
-			return nil, err
-		}
-	}
-	if err := os.Mkdir(c.Dir, 0o700); err != nil {
+// Start makes a share in dir (its state directory, created here; it must
+// not exist): its namespace and mounts. The VMM serves its view
+// (OpenView). On error nothing is left.
+func Start(ctx context.Context, dir string) (*Share, error) {
+	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("share: %w", err)
 	}
-	var lf *os.File
-	if c.Socket != "" {
-		var err error
-		if lf, err = unixsock.ListenFile(c.Socket); err != nil {
-			os.RemoveAll(c.Dir)
-			return nil, fmt.Errorf("virtiofsd: %w", err)
-		}
-		defer lf.Close()
-	}
 	var err error
-	s := &Share{dir: c.Dir, stage: -1, reqs: make(chan func()), quit: make(chan struct{}), done: make(chan struct{})}
+	s := &Share{dir: dir, stage: -1, reqs: make(chan func()), quit: make(chan struct{}), done: make(chan struct{})}
 	started := make(chan error, 1)
-	confine.GoLocked(func() { s.serve(v, lf, c, started) })
+	confine.GoLocked(func() { s.serve(started) })
 	select {
 	case err = <-started:
 	case <-ctx.Done():
@@ -94,10 +75,7 @@ func (v *Virtiofsd) Start(ctx context.Context, c Config) (*Share, error) {
 	}
 	if err != nil {
 		<-s.done
-		if c.Socket != "" {
-			os.Remove(c.Socket)
-		}
-		os.RemoveAll(c.Dir)
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	return s, nil
@@ -105,33 +83,14 @@ func (v *Virtiofsd) Start(ctx context.Context, c Config) (*Share, error) {
 
 // serve is the namespace thread: it sets the share up, then runs requests
 // until Stop.
-func (s *Share) serve(v *Virtiofsd, lf *os.File, c Config, started chan<- error) {
+func (s *Share) serve(started chan<- error) {
 	defer close(s.done)
-	ns, err := s.setup()
-	if err != nil {
-		started <- err
-		return
-	}
-	daemon := make(chan error, 1)
-	stop := make(chan struct{})
-	stopped := make(chan struct{})
-	if lf != nil {
-		confine.GoLocked(func() { s.runDaemon(v, ns, lf, c, daemonSync{started: daemon, stop: stop, stopped: stopped}) })
-	} else {
-		daemon <- nil
-		close(stopped)
-	}
-	err = <-daemon
-	unix.Close(ns)
-	if err != nil {
-		unix.Close(s.stage)
+	if err := s.setup(); err != nil {
 		started <- err
 		return
 	}
 	started <- nil
 	s.serveRequests()
-	close(stop)
-	<-stopped
 }
 
 // serveRequests runs requests on the namespace thread until Stop, then
@@ -148,17 +107,17 @@ func (s *Share) serveRequests() {
 	}
 }
 
-// setup runs on the namespace thread and returns a descriptor of the new
-// namespace; on error the thread's end undoes it.
-func (s *Share) setup() (int, error) {
+// setup runs on the namespace thread; on error the thread's end undoes
+// it.
+func (s *Share) setup() error {
 	stage, shared := filepath.Join(s.dir, stageDir), filepath.Join(s.dir, sharedDir)
 	for _, d := range []string{stage, shared} {
 		if err := os.Mkdir(d, 0o700); err != nil {
-			return -1, fmt.Errorf("share: %w", err)
+			return fmt.Errorf("share: %w", err)
 		}
 	}
 	if err := unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS); err != nil {
-		return -1, fmt.Errorf("share: new mount namespace: %w", err)
+		return fmt.Errorf("share: new mount namespace: %w", err)
 	}
 	steps := []struct {
 		what                 string
@@ -173,62 +132,15 @@ func (s *Share) setup() (int, error) {
 	}
 	for _, st := range steps {
 		if err := unix.Mount(st.src, st.dst, st.fstype, st.flags, st.do); err != nil {
-			return -1, fmt.Errorf("share: %s: %w", st.what, err)
+			return fmt.Errorf("share: %s: %w", st.what, err)
 		}
 	}
 	fd, err := unix.Open(stage, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, fmt.Errorf("share: %w", err)
-	}
-	ns, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("share: %w", err)
+		return fmt.Errorf("share: %w", err)
 	}
 	s.stage = fd
-	return ns, nil
-}
-
-// daemonSync is how runDaemon reports its start and learns to stop.
-type daemonSync struct {
-	started chan<- error
-	stop    <-chan struct{}
-	stopped chan<- struct{}
-}
-
-// runDaemon is virtiofsd's thread: it joins the share's namespace, takes
-// the seccomp filter virtiofsd inherits (so the namespace thread, which
-// mounts, is not filtered), starts virtiofsd and stays until stop, for
-// virtiofsd's Pdeathsig is tied to the thread that started it.
-func (s *Share) runDaemon(v *Virtiofsd, ns int, lf *os.File, c Config, sync daemonSync) {
-	started, stop := sync.started, sync.stop
-	defer close(sync.stopped)
-	err := unix.Unshare(unix.CLONE_FS)
-	if err == nil {
-		err = unix.Setns(ns, unix.CLONE_NEWNS)
-	}
-	if err != nil {
-		started <- fmt.Errorf("share: join the share's namespace: %w", err)
-		return
-	}
-	if err := confine.Thread(); err == nil && v.ExecDir != "" {
-		// Started without effective capabilities, an execute-only
-		// copy makes virtiofsd non-dumpable (it keeps its permitted ones).
-		err = confine.ClearThreadCaps()
-	}
-	if err != nil {
-		started <- fmt.Errorf("share: %w", err)
-		return
-	}
-	d, err := v.start(filepath.Join(s.dir, sharedDir), lf, c)
-	if err != nil {
-		started <- err
-		return
-	}
-	s.daemon = d
-	started <- nil
-	<-stop
-	d.stop()
+	return nil
 }
 
 // do runs fn on the namespace thread.
@@ -244,26 +156,8 @@ func (s *Share) do(ctx context.Context, fn func() error) error {
 	}
 }
 
-// PID is virtiofsd's process id, 0 for a share the VMM serves.
-func (s *Share) PID() int {
-	if s.daemon == nil {
-		return 0
-	}
-	return s.daemon.PID()
-}
-
-// Done is closed when virtiofsd exits, for whatever reason; nil for a share
-// the VMM serves.
-func (s *Share) Done() <-chan struct{} {
-	if s.daemon == nil {
-		return nil
-	}
-	return s.daemon.done
-}
-
-// OpenView opens the guest's view of the share (the directory virtiofsd
-// would serve) as an O_PATH descriptor, for a VMM that serves the share
-// itself: through it the VMM sees the share's namespace, attachments made
+// OpenView opens the guest's view of the share as an O_PATH descriptor,
+// for the VMM that serves it (9p): through it the VMM sees the share's namespace, attachments made
 // later included, without joining that namespace.
 func (s *Share) OpenView(ctx context.Context) (*os.File, error) {
 	var fd int
@@ -277,10 +171,7 @@ func (s *Share) OpenView(ctx context.Context) (*os.File, error) {
 	return os.NewFile(uintptr(fd), filepath.Join(s.dir, sharedDir)), nil
 }
 
-// Dir is the directory virtiofsd serves (in the share's namespace only).
-func (s *Share) Dir() string { return filepath.Join(s.dir, sharedDir) }
-
-// Stop ends virtiofsd and the share's namespace (which takes every
+// Stop ends the share's namespace (which takes every
 // attachment with it) and removes the share's directory. An adopted share
 // only lets go of the namespace: it ends with its owner's.
 func (s *Share) Stop() {

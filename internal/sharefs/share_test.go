@@ -3,75 +3,75 @@ package sharefs
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lodgeruntime/lodge/internal/confine"
 )
 
-// needRoot skips tests that mount and start virtiofsd.
-func needRoot(t *testing.T) *Virtiofsd {
+// needRoot skips tests that make mount namespaces and mount.
+func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (mount namespaces, virtiofsd)")
+		t.Skip("needs root (mount namespaces)")
 	}
-	v := &Virtiofsd{Binary: "/usr/lib/qemu/virtiofsd", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if err := v.Check(); err != nil {
-		t.Skipf("no virtiofsd: %v (make setup installs it)", err)
-	}
-	return v
 }
 
-func startShare(t *testing.T, v *Virtiofsd) *Share {
+// startShare starts a share and opens its view, as the VMM does.
+func startShare(t *testing.T) (*Share, *os.File) {
 	t.Helper()
-	dir := t.TempDir()
-	s, err := v.Start(context.Background(), Config{Dir: filepath.Join(dir, "share"),
-		Socket: filepath.Join(dir, "fs.sock"), LogFile: filepath.Join(dir, "fs.log")})
+	needRoot(t)
+	s, err := Start(context.Background(), filepath.Join(t.TempDir(), "share"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	// virtiofsd sets its sandbox up once the VMM connects.
-	conn, err := net.Dial("unix", filepath.Join(dir, "fs.sock"))
+	view, err := s.OpenView(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		conn.Close()
+		view.Close()
 		s.Stop()
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "fs.log"))
-			t.Logf("virtiofsd log:\n%s", b)
-		}
 	})
-	return s
+	return s, view
 }
 
-// guestView is a path as virtiofsd sees it (its root is the served dir).
-func guestView(t *testing.T, s *Share, rel string) string {
+// viewPath is a path as the VMM sees it, through its view.
+func viewPath(view *os.File, rel string) string {
+	return filepath.Join("/proc/self/fd", strconv.Itoa(int(view.Fd())), rel)
+}
+
+// nsMountinfo is the mount table of the share's namespace.
+func nsMountinfo(t *testing.T, s *Share) string {
 	t.Helper()
-	p := filepath.Join("/proc", strconv.Itoa(s.PID()), "root", rel)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Lstat(p); err == nil {
-			return p
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: virtiofsd did not set its sandbox up within 10s", p)
-		}
-		time.Sleep(20 * time.Millisecond)
+	ns, err := s.Namespace(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer ns.Close()
+	out := make(chan string, 1)
+	confine.GoLocked(func() {
+		if unix.Unshare(unix.CLONE_FS) != nil || unix.Setns(int(ns.Fd()), unix.CLONE_NEWNS) != nil {
+			out <- ""
+			return
+		}
+		b, _ := os.ReadFile("/proc/thread-self/mountinfo")
+		out <- string(b)
+	})
+	mi := <-out
+	if mi == "" {
+		t.Fatal("could not read the share's mount table")
+	}
+	return mi
 }
 
-func TestAttachFlagsInVirtiofsdsView(t *testing.T) {
-	v := needRoot(t)
-	s := startShare(t, v)
+func TestAttachFlagsInVMMsView(t *testing.T) {
+	s, view := startShare(t)
 	ctx := context.Background()
 	host := t.TempDir()
 	for _, d := range []string{"ro", "rw", "rro", "ro/sub", "rro/sub"} {
@@ -109,9 +109,8 @@ func TestAttachFlagsInVirtiofsdsView(t *testing.T) {
 		"c1/mounts/2/rro/sub":     false,
 		"c1/mounts/3/hosts.probe": false,
 	}
-	guestView(t, s, "c1/mounts/3/hosts") // virtiofsd has set its sandbox up (c1 is not on the host's /)
 	for rel, want := range writable {
-		p := filepath.Join("/proc", strconv.Itoa(s.PID()), "root", rel)
+		p := viewPath(view, rel)
 		err := os.WriteFile(filepath.Join(p, "probe"), []byte("x"), 0o644)
 		if rel == "c1/mounts/3/hosts.probe" {
 			err = os.WriteFile(strings.TrimSuffix(p, ".probe"), []byte("x"), 0o644)
@@ -123,12 +122,12 @@ func TestAttachFlagsInVirtiofsdsView(t *testing.T) {
 			t.Errorf("write below %q: %v, want EROFS", rel, err)
 		}
 	}
-	// Every attachment is nosuid and nodev in virtiofsd's namespace.
-	mi, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(s.PID()), "mountinfo"))
+	// Every attachment is nosuid and nodev in the guest's view.
+	mi := nsMountinfo(t, s)
 	seen := 0
-	for _, l := range strings.Split(string(mi), "\n") {
+	for _, l := range strings.Split(mi, "\n") {
 		f := strings.Fields(l)
-		if len(f) < 6 || !strings.HasPrefix(f[4], "/c1/") {
+		if len(f) < 6 || !strings.HasPrefix(f[4], filepath.Join(s.Path(), sharedDir, "c1")+"/") {
 			continue
 		}
 		seen++
@@ -137,7 +136,7 @@ func TestAttachFlagsInVirtiofsdsView(t *testing.T) {
 		}
 	}
 	if seen < 6 { // 4 attachments, 2 submounts
-		t.Errorf("virtiofsd sees %d attachments, want 6:\n%s", seen, mi)
+		t.Errorf("the view holds %d attachments, want 6:\n%s", seen, mi)
 	}
 	if b, _ := os.ReadFile(file); string(b) != "127.0.0.1 localhost\n" {
 		t.Errorf("host file changed: %q", b)
@@ -167,14 +166,13 @@ func TestAttachFlagsInVirtiofsdsView(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(host, "rw", "probe")); err != nil {
 		t.Errorf("a write to the rw volume did not reach the host: %v", err)
 	}
-	if _, err := os.Lstat(filepath.Join("/proc", strconv.Itoa(s.PID()), "root", "c1")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Lstat(viewPath(view, "c1")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("c1 still in the share: %v", err)
 	}
 }
 
 func TestRemoveDoesNotEnterAttachments(t *testing.T) {
-	v := needRoot(t)
-	s := startShare(t, v)
+	s, _ := startShare(t)
 	ctx := context.Background()
 	host := t.TempDir()
 	os.WriteFile(filepath.Join(host, "keep"), []byte("x"), 0o644)
@@ -195,28 +193,29 @@ func TestRemoveDoesNotEnterAttachments(t *testing.T) {
 }
 
 func TestStopLeavesNothing(t *testing.T) {
-	v := needRoot(t)
-	dir := t.TempDir()
-	s, err := v.Start(context.Background(), Config{Dir: filepath.Join(dir, "share"),
-		Socket: filepath.Join(dir, "fs.sock"), LogFile: filepath.Join(dir, "fs.log")})
+	needRoot(t)
+	dir := filepath.Join(t.TempDir(), "share")
+	s, err := Start(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Attach(context.Background(), Attachment{Source: t.TempDir(), Target: "c/rootfs"}); err != nil {
+	src := t.TempDir()
+	if err := s.Attach(context.Background(), Attachment{Source: src, Target: "c/rootfs"}); err != nil {
 		t.Fatal(err)
 	}
-	pid := s.PID()
 	s.Stop()
-	if err := unix.Kill(pid, 0); err == nil {
-		t.Errorf("virtiofsd %d still running", pid)
+	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s left: %v", dir, err)
 	}
-	for _, p := range []string{filepath.Join(dir, "share"), filepath.Join(dir, "fs.sock")} {
-		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("%s left: %v", p, err)
-		}
+	// The namespace is gone with its thread: nothing pins the source.
+	if err := os.Remove(src); err != nil {
+		t.Errorf("remove the attached source after Stop: %v", err)
 	}
-	if err := s.Attach(context.Background(), Attachment{Source: dir, Target: "x"}); !errors.Is(err, ErrStopped) {
+	if err := s.Attach(context.Background(), Attachment{Source: t.TempDir(), Target: "x"}); !errors.Is(err, ErrStopped) {
 		t.Errorf("attach after stop: %v, want ErrStopped", err)
+	}
+	if _, err := Start(context.Background(), t.TempDir()); err == nil {
+		t.Error("a share started in a directory that exists")
 	}
 }
 
@@ -225,9 +224,9 @@ func TestStopLeavesNothing(t *testing.T) {
 // in the view the VMM opened from the first owner; its Stop leaves the
 // share to its owner, whose Stop ends it.
 func TestAdoptedShare(t *testing.T) {
-	v := needRoot(t)
+	needRoot(t)
 	dir := filepath.Join(t.TempDir(), "share")
-	owner, err := v.Start(context.Background(), Config{Dir: dir}) // served by the VMM (9p)
+	owner, err := Start(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,6 @@ import (
 	agentv1 "github.com/lodgeruntime/lodge/api/agent/v1"
 	"github.com/lodgeruntime/lodge/internal/agent/agenttest"
 	"github.com/lodgeruntime/lodge/internal/sandbox"
-	"github.com/lodgeruntime/lodge/internal/sharefs"
 	"github.com/lodgeruntime/lodge/internal/testbundle"
 	"github.com/lodgeruntime/lodge/internal/vmm"
 	"github.com/lodgeruntime/lodge/internal/vmm/vmmtest"
@@ -99,19 +98,15 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (the share's mount namespace, virtiofsd)")
+		t.Skip("needs root (the share's mount namespace)")
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	fsd := &sharefs.Virtiofsd{Binary: "/usr/lib/qemu/virtiofsd", Log: log}
-	if err := fsd.Check(); err != nil {
-		t.Skipf("no virtiofsd: %v (make setup installs it)", err)
-	}
 	f := &fixture{t: t, guest: &guest{procs: map[string]chan int32{}}, root: t.TempDir()}
 	f.drv = &vmmtest.Driver{Agent: f.guest.fake, BootDelay: 50 * time.Millisecond}
 	f.svc = New(Config{
 		Log: log,
 		NewSandbox: func(ctx context.Context, id string, _ *specs.Spec) (*sandbox.Sandbox, error) {
-			return sandbox.Create(ctx, sandbox.Deps{Driver: f.drv, Virtiofsd: fsd, Log: log}, sandbox.Config{
+			return sandbox.Create(ctx, sandbox.Deps{Driver: f.drv, Log: log}, sandbox.Config{
 				ID: "pod", Dir: filepath.Join(f.root, "vm"), BootTimeout: 10 * time.Second,
 				VM: vmm.Config{Kernel: "vmlinux", Initrd: "initrd", VCPUs: 1, MemoryMiB: 256, Accel: vmm.AccelTCG}})
 		},

@@ -67,8 +67,9 @@ type Memory struct {
 }
 
 // Merged says whether the host's KSM may merge guest RAM: only a private
-// mapping (a clone's) can be, never shared memory (a template's file, a
-// cold boot's memfd, which virtiofsd maps too).
+// mapping of a template's file (a clone's) is, never shared memory (a
+// template's file being built, a vhost-user device's memfd) nor a cold
+// boot's RAM: a sandbox that opts out of templates shares no page.
 func (m Memory) Merged() bool { return m.Mergeable && m.File != "" && !m.Shared }
 
 // NIC is a virtio-net device backed by an open tap queue.

@@ -433,13 +433,13 @@ func TestIDReuse(t *testing.T) {
 
 // TestLongRootAndID: a --root as deep as Docker's runtime root and an id as
 // long as Docker's put every socket of the container (the supervisor's, the
-// VM's, virtiofsd's) past the kernel's 108-byte limit for a unix socket
+// VM's) past the kernel's 108-byte limit for a unix socket
 // path; create, start, exec, kill and delete still work and leave nothing.
 func TestLongRootAndID(t *testing.T) {
 	f := newFixture(t)
 	f.root = filepath.Join(f.root, "runtime-runc", "moby", strings.Repeat("r", 40))
 	id := strings.Repeat("0123456789abcdef", 4)
-	if n := len(filepath.Join(f.root, id, "vm", "virtiofsd.sock")); n <= 108 {
+	if n := len(filepath.Join(f.root, id, "vm", "qmp.sock")); n <= 108 {
 		t.Fatalf("socket path of %d bytes tests nothing", n)
 	}
 	f.writeSpec(defaultSpec("sleep", "1000"))

@@ -565,28 +565,6 @@ func TestClonesHaveDockersSeccompCompiled(t *testing.T) {
 	}
 }
 
-// A cold boot's normal end is no fault: QEMU's exit ends virtiofsd before
-// its own wait returns, and the sandbox, already stopping, must not log
-// that virtiofsd died under it.
-func TestColdTeardownLogsNoShareLoss(t *testing.T) {
-	f := newFixture(t)
-	f.config("[template]\nenabled = false\n")
-	f.writeSpec(defaultSpec("true"))
-	logf := filepath.Join(t.TempDir(), "lodge.log")
-	for i := range 3 {
-		if r := f.rt("--debug", "--log", logf, "--log-format", "text", "run", "--bundle", f.bundle, "cold-"+strconv.Itoa(i)); r.code != 0 {
-			t.Fatalf("run: exit %d: %s", r.code, r.stderr)
-		}
-	}
-	b, _ := os.ReadFile(logf)
-	if !strings.Contains(string(b), "cold boot") {
-		t.Fatalf("the runs did not cold-boot, or logged nothing:\n%s", b)
-	}
-	if strings.Contains(string(b), "which serves the sandbox's files, exited") {
-		t.Errorf("a normal cold teardown logged a lost share:\n%s", b)
-	}
-}
-
 // TestGuestGivesBackFreedMemory: memory a container used and freed goes
 // back to the host (virtio-balloon free page reporting). A clone drops its
 // private copies of the template's pages (the template's file must stay as

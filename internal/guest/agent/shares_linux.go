@@ -121,8 +121,8 @@ func unmountAll(paths []string) {
 }
 
 // shareMount says how to mount the share tagged tag: 9p where a virtio-9p
-// device carries the tag (a clone of a template: QEMU serves it), else
-// virtio-fs (a cold boot: virtiofsd serves it).
+// device carries the tag (QEMU serves it: every sandbox's share), else
+// virtio-fs (a host whose VMM gives the guest a vhost-user-fs device).
 func shareMount(tag string) (fstype, data string) {
 	devs, _ := filepath.Glob("/sys/bus/virtio/drivers/9pnet_virtio/virtio*/mount_tag")
 	for _, d := range devs {

@@ -170,7 +170,7 @@ func Argv(cfg vmm.Config, host Host) ([]string, error) {
 		"-cpu", cpuModel(cfg.Accel),
 		"-smp", strconv.Itoa(cfg.VCPUs),
 		"-m", mem,
-		"-object", memoryBackend(cfg.Memory, mem),
+		"-object", memoryBackend(cfg.Memory, mem, len(cfg.Shares) > 0),
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
 		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		"-kernel", cfg.Kernel,
@@ -240,11 +240,15 @@ func Argv(cfg vmm.Config, host Host) ([]string, error) {
 	return a, nil
 }
 
-// memoryBackend is guest RAM: a shared memfd (virtio-fs maps it), or a
-// template's file, shared by the template and private in a clone.
-func memoryBackend(m vmm.Memory, size string) string {
-	if m.File == "" {
+// memoryBackend is guest RAM: private anonymous memory, a shared memfd
+// where a vhost-user device (virtio-fs) must map it, or a template's file,
+// shared by the template and private in a clone.
+func memoryBackend(m vmm.Memory, size string, vhostUser bool) string {
+	switch {
+	case m.File == "" && vhostUser:
 		return "memory-backend-memfd,id=mem,size=" + size + ",share=on"
+	case m.File == "":
+		return "memory-backend-ram,id=mem,size=" + size
 	}
 	share := "off"
 	if m.Shared {

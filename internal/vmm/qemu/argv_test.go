@@ -62,6 +62,11 @@ func TestArgvGolden(t *testing.T) {
 			c.Memory = vmm.Memory{File: "/run/lodge/templates/t1/memory", Mergeable: true}
 			c.Incoming = true
 		},
+		"tcg-cold-9p": func(c *vmm.Config) { // a cold boot's share, as a clone's
+			c.Shares = nil
+			c.Shares9P = []vmm.Share9P{{Tag: "lodge-shared", Dir: os.Stdin}}
+			c.KernelArgs = []string{"lodge.preload=9pnet_virtio,9p"}
+		},
 		"tcg-noshare-extra-args": func(c *vmm.Config) {
 			c.Shares = nil
 			c.KernelArgs = []string{"lodge.debug=1"}
