@@ -22,10 +22,12 @@ func TestResolveModules(t *testing.T) {
 	deps := map[string][]string{
 		"virtio_mmio":    {"virtio", "virtio_ring"},
 		"virtio_console": {"virtio", "virtio_ring"},
-		"virtiofs":       {"fuse", "virtio", "virtio_ring"},
+		"9pnet_virtio":   {"9pnet", "virtio", "virtio_ring"},
+		"9pnet":          nil,
+		"9p":             {"9pnet", "netfs"},
+		"netfs":          nil,
 		"virtio":         nil,
 		"virtio_ring":    {"virtio"},
-		"fuse":           nil,
 		"virtio_balloon": {"virtio", "virtio_ring"},
 		"virtio_net":     {"net_failover", "virtio", "virtio_ring"},
 		"net_failover":   {"failover"},
@@ -43,20 +45,20 @@ func TestResolveModules(t *testing.T) {
 	for _, m := range got {
 		names = append(names, m.Name)
 	}
-	want := []string{"virtio", "virtio_ring", "virtio_mmio", "virtio_console", "fuse", "virtiofs", "virtio_balloon"}
+	want := []string{"virtio", "virtio_ring", "virtio_mmio", "virtio_console", "9pnet", "9pnet_virtio", "netfs", "9p", "virtio_balloon"}
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Fatalf("order (-want +got):\n%s", diff)
 	}
 
-	deps["virtio"] = []string{"virtiofs"}
+	deps["virtio"] = []string{"9pnet_virtio"}
 	if _, err := ResolveModules(GuestModules, idx, func(p string) ([]string, error) { return deps[p], nil }); err == nil ||
 		!strings.Contains(err.Error(), "cycle") {
 		t.Fatalf("cycle not reported: %v", err)
 	}
-	delete(idx, "fuse")
+	delete(idx, "netfs")
 	deps["virtio"] = nil
 	if _, err := ResolveModules(GuestModules, idx, func(p string) ([]string, error) { return deps[p], nil }); err == nil ||
-		!strings.Contains(err.Error(), "fuse not found") {
+		!strings.Contains(err.Error(), "netfs not found") {
 		t.Fatalf("missing module not reported: %v", err)
 	}
 }

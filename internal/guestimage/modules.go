@@ -11,22 +11,21 @@ import (
 
 // GuestModules are the modules every boot loads on Debian's generic
 // kernel: the virtio-mmio transport, the virtio-serial port of the agent
-// channel, virtio-fs for root filesystems and the balloon through which the
-// guest reports the memory it frees. Their dependencies are added
-// from the modules' own metadata.
-var GuestModules = []string{"virtio_mmio", "virtio_console", "virtiofs", "virtio_balloon"}
+// channel, 9p and its virtio transport for the sandbox's share (QEMU serves
+// it, cold boots and clones alike) and the balloon through which the guest
+// reports the memory it frees. Their dependencies are added from the
+// modules' own metadata.
+var GuestModules = []string{"virtio_mmio", "virtio_console", "9pnet_virtio", "9p", "virtio_balloon"}
 
 // OnDemandModules go into the initrd but are loaded only when needed:
 // virtio_net by the agent when the host gives the VM NICs (a pod with a
 // network), bridge and veth when the guest kernel asks (request_module: a
 // pod creating a bridge or a veth pair), the agent answering as modprobe;
-// 9p and its virtio transport for the shares of template clones (loaded by
-// a template's boot, before its snapshot); loop, erofs, overlay and ext4
-// (after crc32c_generic, which libcrc32c and ext4 ask the crypto API for
-// by name) for roots built from layer images (by the agent at its first such root,
-// or by a template's boot); tun when a (privileged) container opens
-// /dev/net/tun.
-var OnDemandModules = []string{"virtio_net", "bridge", "veth", "9pnet_virtio", "9p", "crc32c_generic", "loop", "erofs", "overlay", "ext4", "tun"}
+// loop, erofs, overlay and ext4 (after crc32c_generic, which libcrc32c and
+// ext4 ask the crypto API for by name) for roots built from layer images
+// (by the agent at its first such root, or by a template's boot); tun when
+// a (privileged) container opens /dev/net/tun.
+var OnDemandModules = []string{"virtio_net", "bridge", "veth", "crc32c_generic", "loop", "erofs", "overlay", "ext4", "tun"}
 
 // Module is one kernel module file.
 type Module struct {

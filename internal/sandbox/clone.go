@@ -71,14 +71,12 @@ const templateLayout = "layout=serial,virtio-serial,net:" + TemplateSlotMAC + ",
 const TemplateSlotMAC = "02:4c:4f:44:47:00"
 
 // templatePreload is what a template loads before its snapshot, so that
-// no clone pays for it: 9p for the share, virtio_net for the NIC slot (it
+// no clone pays for it (9p for the share every guest loads at boot):
+// virtio_net for the NIC slot (it
 // probes the slot's NIC in the template; a clone's agent renames it and
 // gives it its pod's MAC, or leaves it down); loop, erofs, overlay and
 // ext4 for roots built from layer images.
-const templatePreload = "lodge.preload=9pnet_virtio,9p,virtio_net,crc32c_generic,loop,erofs,overlay,ext4"
-
-// coldPreload is what a cold-booted guest loads at once: 9p for its share.
-const coldPreload = "lodge.preload=9pnet_virtio,9p"
+const templatePreload = "lodge.preload=virtio_net,crc32c_generic,loop,erofs,overlay,ext4"
 
 // cloneRestoreTimeout bounds a clone's restore and its agent's answer; a
 // clone answers in about a second under TCG, a cold boot is the fallback.

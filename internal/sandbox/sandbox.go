@@ -231,7 +231,6 @@ func ColdConfig(cfg Config, share vmm.Share9P) vmm.Config {
 		vc.VsockCID = newCID()
 	}
 	vc.Shares9P = []vmm.Share9P{share}
-	vc.KernelArgs = append(append([]string{}, vc.KernelArgs...), coldPreload)
 	return vc
 }
 

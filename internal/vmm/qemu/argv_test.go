@@ -65,7 +65,6 @@ func TestArgvGolden(t *testing.T) {
 		"tcg-cold-9p": func(c *vmm.Config) { // a cold boot's share, as a clone's
 			c.Shares = nil
 			c.Shares9P = []vmm.Share9P{{Tag: "lodge-shared", Dir: os.Stdin}}
-			c.KernelArgs = []string{"lodge.preload=9pnet_virtio,9p"}
 		},
 		"tcg-noshare-extra-args": func(c *vmm.Config) {
 			c.Shares = nil
