@@ -320,7 +320,7 @@ func lodgeRun(bin, work, bundle, cfg, id string) (time.Duration, map[string]time
 }
 
 // rawBoot starts QEMU through the vmm driver with the same kernel and
-// initrd, without virtiofsd or a container, and times it to the agent's
+// initrd, without a share or a container, and times it to the agent's
 // handshake.
 func rawBoot(env *host.Env, work string, i int) (time.Duration, error) {
 	dir := filepath.Join(work, fmt.Sprintf("raw-%d", i))

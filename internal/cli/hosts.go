@@ -7,7 +7,7 @@ package cli
 // the file is the container's own, bound into its root from the host
 // (over the VM's share), so the host rewrites it in place whenever a
 // member joins or leaves, and every member sees the change at its next
-// lookup (through virtio-fs within its attribute timeout, a second).
+// lookup (9p with cache=mmap caches no attributes).
 // Containers on the default network find no one by name, as on docker's.
 
 import (

@@ -10,7 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestFilter runs the virtiofsd filter on a thread of its own and checks
+// TestFilter runs the helpers' filter on a thread of its own and checks
 // what it refuses.
 func TestFilter(t *testing.T) {
 	dir := t.TempDir()

@@ -38,7 +38,7 @@ func TestRoleOf(t *testing.T) {
 	if podDir("/r", "k8s.io", "a") == podDir("/r", "default", "a") {
 		t.Error("pods of two namespaces share a state directory")
 	}
-	if d := podDir(DefaultStateRoot, "k8s.io", strings.Repeat("f", 64)); len(d)+len("/vm/virtiofsd.sock") > 100 {
+	if d := podDir(DefaultStateRoot, "k8s.io", strings.Repeat("f", 64)); len(d)+len("/vm/agent.sock") > 100 {
 		t.Errorf("state dir %s too long for unix sockets", d)
 	}
 }

@@ -218,7 +218,6 @@ func templateVM(base vmm.Config, shape template.Shape, share vmm.Share9P) (vc vm
 	vc = base
 	vc.VCPUs, vc.MemoryMiB = shape.VCPUs, shape.MemoryMiB
 	vc.KernelArgs = append(append([]string{}, base.KernelArgs...), templatePreload)
-	vc.Shares = nil
 	vc.Shares9P = []vmm.Share9P{share}
 	closeSlot = func() {}
 	if len(vc.NICs) == 0 {

@@ -81,7 +81,7 @@ func (noStdio) Open(context.Context, StdioRequest) (sandbox.Stdio, io.Closer, er
 	return sandbox.Stdio{}, io.NopCloser(nil), nil
 }
 
-// fixture is a task service over a real sandbox (real virtiofsd and share)
+// fixture is a task service over a real sandbox (a real share)
 // on a fake VM whose agents follow guest.
 type fixture struct {
 	t     *testing.T

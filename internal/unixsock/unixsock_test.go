@@ -24,7 +24,7 @@ func deepDir(t *testing.T) string {
 
 func TestLongPathListenAndDial(t *testing.T) {
 	for _, dir := range []string{t.TempDir(), deepDir(t)} {
-		p := filepath.Join(dir, "virtiofsd.sock")
+		p := filepath.Join(dir, "share.sock")
 		l, err := Listen(p)
 		if err != nil {
 			t.Fatalf("listen on a %d-byte path: %v", len(p), err)

@@ -33,13 +33,6 @@ const (
 	ChannelVsock AgentChannel = "vsock"
 )
 
-// Share is a vhost-user-fs (virtio-fs) device served by a daemon listening
-// on Socket.
-type Share struct {
-	Tag    string
-	Socket string
-}
-
 // Share9P is a virtio-9p device served by the VMM itself (so it works in a
 // clone, whose RAM no other process can map). The VMM serves Dir (an open
 // directory, passed to it) or, when Dir is nil, Path.
@@ -53,8 +46,8 @@ type Share9P struct {
 	Placeholder bool
 }
 
-// Memory says how guest RAM is backed. The zero value is anonymous shared
-// memory (memfd), which virtio-fs needs.
+// Memory says how guest RAM is backed. The zero value is private
+// anonymous memory (a cold boot's).
 type Memory struct {
 	// File backs guest RAM with this file: a template's memory (Shared:
 	// the guest's writes reach the file) or a clone's (private: the clone's
@@ -68,8 +61,7 @@ type Memory struct {
 
 // Merged says whether the host's KSM may merge guest RAM: only a private
 // mapping of a template's file (a clone's) is, never shared memory (a
-// template's file being built, a vhost-user device's memfd) nor a cold
-// boot's RAM: a sandbox that opts out of templates shares no page.
+// template's file being built) nor a cold boot's RAM: a sandbox that opts out of templates shares no page.
 func (m Memory) Merged() bool { return m.Mergeable && m.File != "" && !m.Shared }
 
 // NIC is a virtio-net device backed by an open tap queue.
@@ -92,8 +84,7 @@ type Config struct {
 	Channel    AgentChannel
 	// VsockCID is the guest's context id when Channel is ChannelVsock.
 	VsockCID uint32
-	Shares   []Share
-	// Shares9P come after Shares and NICs in the device layout.
+	// Shares9P come after the NICs in the device layout.
 	Shares9P []Share9P
 	NICs     []NIC
 	Memory   Memory

@@ -103,7 +103,7 @@ func (f *fixture) run(id, stdin string, extra ...string) result {
 }
 
 // assertNoLeftovers fails if anything of this fixture's survives: a process
-// mentioning the state root (qemu, virtiofsd), a mount below it, or a file
+// mentioning the state root (QEMU), a mount below it, or a file
 // in it.
 func (f *fixture) assertNoLeftovers() {
 	f.t.Helper()

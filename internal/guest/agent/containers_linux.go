@@ -42,7 +42,7 @@ type containers struct {
 
 	mu     sync.Mutex // guards byID and shares
 	byID   map[string]*container
-	shares map[string]string // mounted share tags: their file system type
+	shares map[string]bool // mounted share tags
 }
 
 // runner is what the agent does with a container: a libcontainer
@@ -99,7 +99,7 @@ func newContainers(cfg Config, st *streams) *containers {
 		noDirect:   cfg.NoDirect,
 		directInit: cfg.DirectInit,
 		byID:       map[string]*container{},
-		shares:     map[string]string{},
+		shares:     map[string]bool{},
 	}
 }
 
@@ -135,7 +135,7 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 	if spec.Process == nil || len(spec.Process.Args) == 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "spec has no process args")
 	}
-	rootfs, shareFS, err := cs.shareFile(req.Rootfs)
+	rootfs, err := cs.shareFile(req.Rootfs)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "rootfs: %v", err)
 	}
@@ -175,13 +175,7 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 		cs.streams.drop(id)
 	})
 
-	var binds []string
-	var berr error
-	if shareFS == "9p" {
-		binds, berr = bindSubmounts(subs)
-	} else {
-		triggerSubmounts(subs)
-	}
+	binds, berr := bindSubmounts(subs)
 	cu.Add(func() { unmountAll(binds) })
 	if berr != nil {
 		return nil, status.Errorf(codes.Internal, "submount: %v", berr)
@@ -234,7 +228,7 @@ func (cs *containers) Create(ctx context.Context, req *agentv1.CreateRequest) (*
 		}
 	}
 
-	if shareFS == "9p" && len(req.Rootfs.Layers) == 0 {
+	if len(req.Rootfs.Layers) == 0 {
 		if err := readonlyNodesAsBinds(&spec, rootfs); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "readonly path: %v", err)
 		}

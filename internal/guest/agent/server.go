@@ -30,7 +30,7 @@ type Config struct {
 	Log *slog.Logger
 	// StateDir holds libcontainer state (a tmpfs in the guest).
 	StateDir string
-	// SharesDir is where virtio-fs shares are mounted, one directory per tag.
+	// SharesDir is where shares are mounted, one directory per tag.
 	SharesDir string
 	// Version is lodge-agent's build version.
 	Version string

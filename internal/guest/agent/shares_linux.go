@@ -1,6 +1,6 @@
 package agent
 
-// A container's files: the sandbox's share (virtio-fs or 9p) mounted once,
+// A container's files: the sandbox's share (9p) mounted once,
 // bind sources inside it, host submounts kept mounts of their own, and
 // read-only device nodes on 9p.
 
@@ -87,16 +87,6 @@ func shareRelative(share, src string) (string, error) {
 // guest before libcontainer binds the volume, so that a non-recursive
 // read-only bind leaves it writable, as runc does.
 
-// triggerSubmounts opens each: over virtio-fs, that triggers the automount
-// virtiofsd announces.
-func triggerSubmounts(subs []string) {
-	for _, p := range subs {
-		if d, err := os.Open(p); err == nil {
-			d.Close()
-		}
-	}
-}
-
 // bindSubmounts binds each onto itself: over 9p the host's submounts are
 // plain directories to the guest. It returns the binds it made, to be
 // unmounted when the container goes.
@@ -120,45 +110,32 @@ func unmountAll(paths []string) {
 	}
 }
 
-// shareMount says how to mount the share tagged tag: 9p where a virtio-9p
-// device carries the tag (QEMU serves it: every sandbox's share), else
-// virtio-fs (a host whose VMM gives the guest a vhost-user-fs device).
-func shareMount(tag string) (fstype, data string) {
-	devs, _ := filepath.Glob("/sys/bus/virtio/drivers/9pnet_virtio/virtio*/mount_tag")
-	for _, d := range devs {
-		if b, err := os.ReadFile(d); err == nil && strings.TrimRight(string(b), "\x00\n") == tag {
-			// cache=mmap: no caching but what shared writable mappings
-			// need, so host-side changes are seen at once.
-			return "9p", "trans=virtio,version=9p2000.L,msize=524288,cache=mmap"
-		}
-	}
-	return "virtiofs", ""
-}
+// share9P is how a share is mounted: QEMU serves it over virtio-9p.
+// cache=mmap: no caching but what shared writable mappings need, so
+// host-side changes are seen at once.
+const share9P = "trans=virtio,version=9p2000.L,msize=524288,cache=mmap"
 
 // shareFile mounts the share that holds r (once) and returns the guest path
-// of r and the share's file system type.
-func (cs *containers) shareFile(r *agentv1.Rootfs) (string, string, error) {
+// of r.
+func (cs *containers) shareFile(r *agentv1.Rootfs) (string, error) {
 	if r == nil || !transport.ValidID(r.ShareTag) {
-		return "", "", fmt.Errorf("invalid share")
+		return "", fmt.Errorf("invalid share")
 	}
 	dir := filepath.Join(cs.sharesDir, r.ShareTag)
 	p, err := shareRelative(dir, r.Path)
 	if err != nil {
-		return "", "", err
+		return "", err
 	}
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	fstype, ok := cs.shares[r.ShareTag]
-	if !ok {
+	if !cs.shares[r.ShareTag] {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return "", "", err
+			return "", err
 		}
-		var data string
-		fstype, data = shareMount(r.ShareTag)
-		if err := unix.Mount(r.ShareTag, dir, fstype, 0, data); err != nil {
-			return "", "", fmt.Errorf("mount %s share %q: %w", fstype, r.ShareTag, err)
+		if err := unix.Mount(r.ShareTag, dir, "9p", 0, share9P); err != nil {
+			return "", fmt.Errorf("mount 9p share %q: %w", r.ShareTag, err)
 		}
-		cs.shares[r.ShareTag] = fstype
+		cs.shares[r.ShareTag] = true
 	}
-	return p, fstype, nil
+	return p, nil
 }

@@ -26,18 +26,10 @@ func firstNICFD(cfg vmm.Config) int {
 	return fdQMP + 1
 }
 
-// firstShareFD is the descriptor of the first share's vhost-user socket,
-// connected by the driver: shares follow the NICs. A connected socket
-// rather than a path, so that no socket path QEMU must fit into a
-// sockaddr is derived from the state directory.
-func firstShareFD(cfg vmm.Config) int {
-	return firstNICFD(cfg) + len(cfg.NICs)
-}
-
 // first9PFD is the descriptor of the first 9p share's directory: 9p
-// shares follow the vhost-user sockets.
+// shares follow the NICs.
 func first9PFD(cfg vmm.Config) int {
-	return firstShareFD(cfg) + len(cfg.Shares)
+	return firstNICFD(cfg) + len(cfg.NICs)
 }
 
 // vsockFD is the descriptor of /dev/vhost-vsock, opened by the driver (so
@@ -170,7 +162,7 @@ func Argv(cfg vmm.Config, host Host) ([]string, error) {
 		"-cpu", cpuModel(cfg.Accel),
 		"-smp", strconv.Itoa(cfg.VCPUs),
 		"-m", mem,
-		"-object", memoryBackend(cfg.Memory, mem, len(cfg.Shares) > 0),
+		"-object", memoryBackend(cfg.Memory, mem),
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
 		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		"-kernel", cfg.Kernel,
@@ -202,16 +194,6 @@ func Argv(cfg vmm.Config, host Host) ([]string, error) {
 			"-device", "virtio-net-device,netdev="+id+",mac="+mac.String(),
 		)
 	}
-	for i, s := range cfg.Shares {
-		if !transport.ValidID(s.Tag) {
-			return nil, fmt.Errorf("qemu: invalid share %q", s.Tag)
-		}
-		id := "fs" + strconv.Itoa(i)
-		a = append(a,
-			"-chardev", "socket,id="+id+",fd="+strconv.Itoa(firstShareFD(cfg)+i),
-			"-device", "vhost-user-fs-device,chardev="+id+",tag="+s.Tag,
-		)
-	}
 	for i, s := range cfg.Shares9P {
 		if !transport.ValidID(s.Tag) || strings.ContainsAny(s.Path, ",") {
 			return nil, fmt.Errorf("qemu: invalid 9p share %q", s.Tag)
@@ -221,8 +203,8 @@ func Argv(cfg vmm.Config, host Host) ([]string, error) {
 			path = "/proc/self/fd/" + strconv.Itoa(first9PFD(cfg)+i)
 		}
 		id := "p9" + strconv.Itoa(i)
-		// passthrough: files keep their real owners and modes, as with
-		// virtio-fs (the mapped models turn host symlinks into files); QEMU
+		// passthrough: files keep their real owners and modes (the mapped
+		// models turn host symlinks into files); QEMU
 		// runs under confine's filter, so no setuid bit, device node or
 		// xattr reaches a host file. remap: the share spans several host
 		// filesystems, whose inode numbers may collide.
@@ -240,14 +222,10 @@ func Argv(cfg vmm.Config, host Host) ([]string, error) {
 	return a, nil
 }
 
-// memoryBackend is guest RAM: private anonymous memory, a shared memfd
-// where a vhost-user device (virtio-fs) must map it, or a template's file,
-// shared by the template and private in a clone.
-func memoryBackend(m vmm.Memory, size string, vhostUser bool) string {
-	switch {
-	case m.File == "" && vhostUser:
-		return "memory-backend-memfd,id=mem,size=" + size + ",share=on"
-	case m.File == "":
+// memoryBackend is guest RAM: private anonymous memory (a cold boot's),
+// or a template's file, shared by the template and private in a clone.
+func memoryBackend(m vmm.Memory, size string) string {
+	if m.File == "" {
 		return "memory-backend-ram,id=mem,size=" + size
 	}
 	share := "off"

@@ -25,7 +25,7 @@ func baseConfig() vmm.Config {
 		MemoryMiB: 256,
 		Accel:     vmm.AccelTCG,
 		Channel:   vmm.ChannelSerial,
-		Shares:    []vmm.Share{{Tag: "lodge-shared", Socket: "/run/lodge/sb1/virtiofsd.sock"}},
+		Shares9P:  []vmm.Share9P{{Tag: "lodge-shared", Path: "/run/lodge/sb1/share"}},
 	}
 }
 
@@ -46,28 +46,24 @@ func TestArgvGolden(t *testing.T) {
 			c.NICs = []vmm.NIC{{Tap: os.Stdin, MAC: "0a:58:0a:58:00:05"}}
 		},
 		"tcg-template": func(c *vmm.Config) {
-			c.Shares = nil
 			c.Shares9P = []vmm.Share9P{{Tag: "lodge-shared", Path: "/run/lodge/templates/t1/empty"}}
 			c.Memory = vmm.Memory{File: "/run/lodge/templates/t1/memory", Shared: true}
 		},
 		"tcg-clone": func(c *vmm.Config) {
-			c.Shares = nil
 			c.Shares9P = []vmm.Share9P{{Tag: "lodge-shared", Dir: os.Stdin}}
 			c.Memory = vmm.Memory{File: "/run/lodge/templates/t1/memory"}
 			c.Incoming = true
 		},
 		"tcg-clone-mergeable": func(c *vmm.Config) {
-			c.Shares = nil
 			c.Shares9P = []vmm.Share9P{{Tag: "lodge-shared", Dir: os.Stdin}}
 			c.Memory = vmm.Memory{File: "/run/lodge/templates/t1/memory", Mergeable: true}
 			c.Incoming = true
 		},
-		"tcg-cold-9p": func(c *vmm.Config) { // a cold boot's share, as a clone's
-			c.Shares = nil
+		"tcg-cold-9p": func(c *vmm.Config) { // a cold boot's share, a directory as a clone's
 			c.Shares9P = []vmm.Share9P{{Tag: "lodge-shared", Dir: os.Stdin}}
 		},
 		"tcg-noshare-extra-args": func(c *vmm.Config) {
-			c.Shares = nil
+			c.Shares9P = nil
 			c.KernelArgs = []string{"lodge.debug=1"}
 		},
 	}
@@ -111,7 +107,7 @@ func TestArgvRejects(t *testing.T) {
 		"bad accel":                   {func(c *vmm.Config) { c.Accel = "hvf" }, Host{TSCkHz: 1}},
 		"reserved cid":                {func(c *vmm.Config) { c.Channel, c.VsockCID = vmm.ChannelVsock, 2 }, Host{TSCkHz: 1}},
 		"space in arg":                {func(c *vmm.Config) { c.KernelArgs = []string{"a b"} }, Host{TSCkHz: 1}},
-		"bad share tag":               {func(c *vmm.Config) { c.Shares[0].Tag = "a/b" }, Host{TSCkHz: 1}},
+		"bad share tag":               {func(c *vmm.Config) { c.Shares9P[0].Tag = "a/b" }, Host{TSCkHz: 1}},
 		"zero vcpus":                  {func(c *vmm.Config) { c.VCPUs = 0 }, Host{TSCkHz: 1}},
 		"unknown transport":           {func(c *vmm.Config) { c.Channel = "tcp" }, Host{TSCkHz: 1}},
 		"restore without memory file": {func(c *vmm.Config) { c.Incoming = true }, Host{TSCkHz: 1}},
@@ -145,7 +141,7 @@ func TestGuestFactCoversTheGuest(t *testing.T) {
 	for _, accel := range []vmm.Accel{vmm.AccelKVM, vmm.AccelTCG} {
 		cfg := baseConfig()
 		cfg.Accel = accel
-		cfg.Shares = nil // no configured device but the agent channel's
+		cfg.Shares9P = nil // no configured device but the agent channel's
 		argv, err := Argv(cfg, Host{TSCkHz: 2500000})
 		if err != nil {
 			t.Fatal(err)

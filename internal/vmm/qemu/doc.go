@@ -12,8 +12,8 @@
 //	                                              (bytes wait until the guest opens it)
 //
 // The machine is -M microvm with virtio-mmio devices, non-legacy transport
-// (vhost-user refuses legacy devices), guest RAM private (a shared memfd
-// only where a vhost-user device must map it), KVM when usable and TCG otherwise. Under TCG the
+// (the modern transport, which vhost devices need), guest RAM private
+// (a template's file, shared, while it is built), KVM when usable and TCG otherwise. Under TCG the
 // guest cannot calibrate its TSC on microvm (no HPET, no PM timer, and the
 // PIT fails), so the command line carries the host's TSC frequency; the
 // machine has no PIT at all (see machine in argv.go).

@@ -200,20 +200,13 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 		files = append(files, f)
 		cu.Add(func() { os.Remove(p) })
 	}
-	var shares []*os.File
+	var opened []*os.File // besides files: the vsock device
 	closeFiles := func() {
 		closeAll(files)
-		closeAll(shares)
-		files, shares = nil, nil
+		closeAll(opened)
+		files, opened = nil, nil
 	}
 	defer closeFiles()
-	for _, s := range cfg.Shares {
-		f, err := unixsock.DialFile(ctx, s.Socket)
-		if err != nil {
-			return nil, fmt.Errorf("qemu: share %s: %w", s.Tag, err)
-		}
-		shares = append(shares, f)
-	}
 
 	logFile, err := os.OpenFile(filepath.Join(cfg.StateDir, qemuLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -227,7 +220,6 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 	for _, n := range cfg.NICs {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, n.Tap)
 	}
-	cmd.ExtraFiles = append(cmd.ExtraFiles, shares...)
 	for _, sh := range cfg.Shares9P {
 		if sh.Dir != nil {
 			cmd.ExtraFiles = append(cmd.ExtraFiles, sh.Dir)
@@ -239,7 +231,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 		if err != nil {
 			return nil, fmt.Errorf("qemu: %w", err)
 		}
-		shares = append(shares, f) // closed with them
+		opened = append(opened, f)
 		cmd.ExtraFiles = append(cmd.ExtraFiles, f)
 	}
 	// QEMU dies with its owner, so a crashed supervisor leaves no VM behind.
@@ -336,9 +328,9 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.VM, error) {
 }
 
 // nsIDMap is the id map (uids and gids alike) of the user namespace a
-// clone's QEMU, host user uid, serves 9p from: every host id below first,
+// QEMU, host user uid, serves 9p from: every host id below first,
 // where the range kept for QEMUs starts, as itself, so that a file's owner
-// in the guest is its owner on the host, as through virtio-fs; and uid,
+// in the guest is its owner on the host; and uid,
 // QEMU's own, as first. QEMU holds 9p's capabilities as ambient ones of
 // that user, so:
 //   - it has no capability in the host's user namespace: whatever the

@@ -27,7 +27,7 @@ func TestStartReportsDeadQEMU(t *testing.T) {
 	state := filepath.Join(dir, "state")
 	os.Mkdir(state, 0o700)
 	cfg := baseConfig()
-	cfg.StateDir, cfg.Shares = state, nil
+	cfg.StateDir, cfg.Shares9P = state, nil
 	d := &Driver{Binary: fake, Host: Host{TSCkHz: 1}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -47,38 +47,6 @@ func TestStartReportsDeadQEMU(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(state, s)); err == nil {
 			t.Errorf("%s left behind", s)
 		}
-	}
-}
-
-// TestStartWithoutShareDaemon: the driver connects each share's socket
-// before QEMU starts (QEMU gets the connected socket); a share whose
-// daemon is not listening fails Start with the share named, before any
-// QEMU runs, and leaves no sockets behind.
-func TestStartWithoutShareDaemon(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	ran := filepath.Join(dir, "ran")
-	fake := filepath.Join(dir, "qemu")
-	os.WriteFile(fake, []byte("#!/bin/sh\ntouch "+ran+"\nsleep 30\n"), 0o755)
-	state := filepath.Join(dir, "state")
-	os.Mkdir(state, 0o700)
-	cfg := baseConfig()
-	cfg.StateDir = state
-	cfg.Shares[0].Socket = filepath.Join(state, "virtiofsd.sock")
-	d := &Driver{Binary: fake, Host: Host{TSCkHz: 1}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	vm, err := d.Start(context.Background(), cfg)
-	if err == nil {
-		vm.Shutdown(context.Background())
-		t.Fatal("Start succeeded without a share daemon")
-	}
-	if !strings.Contains(err.Error(), cfg.Shares[0].Tag) || !strings.Contains(err.Error(), "virtiofsd.sock") {
-		t.Errorf("error does not name the share and its socket: %v", err)
-	}
-	if _, err := os.Stat(ran); err == nil {
-		t.Error("QEMU was started")
-	}
-	if left, _ := os.ReadDir(state); len(left) != 0 {
-		t.Errorf("left behind: %v", left)
 	}
 }
 
@@ -107,7 +75,7 @@ func TestKVMDeviceIsQEMUsOwn(t *testing.T) {
 			state := filepath.Join(dir, "state")
 			os.Mkdir(state, 0o700)
 			cfg := baseConfig()
-			cfg.StateDir, cfg.Shares, cfg.Accel = state, nil, vmm.AccelKVM
+			cfg.StateDir, cfg.Shares9P, cfg.Accel = state, nil, vmm.AccelKVM
 			cfg.Kernel, cfg.Initrd = filepath.Join(dir, "vmlinux"), filepath.Join(dir, "initrd")
 			for _, f := range []string{cfg.Kernel, cfg.Initrd} {
 				os.WriteFile(f, nil, 0o644) // readable by all, as the jail asks
