@@ -119,6 +119,8 @@ type build struct {
 	stages  []*stage
 	ignore  *patternmatcher.PatternMatcher
 	global  map[string]string // the ARGs before the first FROM
+	// copyExtras are COPY's and ADD's --parents and --exclude, by line.
+	copyExtras map[int]copyExtra
 }
 
 // Build builds the Dockerfile and returns the image of its target stage
@@ -133,6 +135,10 @@ func (b *Builder) Build(ctx context.Context, o Options) (*image.Image, error) {
 		return nil, fmt.Errorf("the Dockerfile: %w", err)
 	}
 	res, err := parser.Parse(strings.NewReader(string(text)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", df, err)
+	}
+	extras, err := takeCopyFlags(res.AST)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", df, err)
 	}
@@ -160,7 +166,7 @@ func (b *Builder) Build(ctx context.Context, o Options) (*image.Image, error) {
 	if o.ID == "" {
 		o.ID = fmt.Sprintf("%x", time.Now().UnixNano())
 	}
-	bd := &build{b: b, o: o, id: o.ID}
+	bd := &build{b: b, o: o, id: o.ID, copyExtras: extras}
 	if bd.ignore, err = readIgnore(o.Context); err != nil {
 		return nil, err
 	}

@@ -216,6 +216,10 @@ type copyOpts struct {
 	mode      *fs.FileMode // --chmod
 	fromStage bool
 	skip      func(p string, dir bool) bool // .dockerignore's exclusions (context paths)
+	// exclude is --exclude's patterns, matched against paths relative to
+	// excludeRoot, the source being copied.
+	exclude     *excluder
+	excludeRoot string
 }
 
 // copyTree copies src of s (a file, link or directory: a directory's
@@ -240,6 +244,9 @@ func (b *layerBuilder) copyTree(s source, src, dst string, o copyOpts) error {
 				return err
 			}
 			if o.skip != nil && o.skip(sp, cfi.IsDir()) {
+				continue
+			}
+			if o.exclude.out(strings.TrimPrefix(strings.TrimPrefix(sp, o.excludeRoot), "/")) {
 				continue
 			}
 			if err := b.copyTree(s, sp, path.Join(dst, n), o); err != nil {

@@ -49,15 +49,24 @@ func (bd *build) step(ctx context.Context, st *stage, c instructions.Command) er
 	case *instructions.RunCommand:
 		return bd.run(ctx, st, c)
 	case *instructions.CopyCommand:
+		x, err := bd.copyExtra(st, c.Location())
+		if err != nil {
+			return err
+		}
 		// --link changes how BuildKit stores the layer, not the files in
 		// it: a layer here never depends on the files below it.
 		return bd.copy(ctx, st, c.SourcesAndDest, copyFlags{from: c.From, chown: c.Chown, chmod: c.Chmod,
-			createdBy: c.String(), unsupported: c.Parents || len(c.ExcludePatterns) > 0})
+			createdBy: c.String(), extra: x})
 	case *instructions.AddCommand:
-		if c.KeepGitDir || len(c.ExcludePatterns) > 0 {
-			return errors.New("ADD's --keep-git-dir and --exclude are not supported")
+		if c.KeepGitDir {
+			return errors.New("ADD's --keep-git-dir is not supported")
 		}
-		return bd.copy(ctx, st, c.SourcesAndDest, copyFlags{chown: c.Chown, chmod: c.Chmod, createdBy: c.String(), add: true, checksum: c.Checksum})
+		x, err := bd.copyExtra(st, c.Location())
+		if err != nil {
+			return err
+		}
+		return bd.copy(ctx, st, c.SourcesAndDest, copyFlags{chown: c.Chown, chmod: c.Chmod, createdBy: c.String(), add: true,
+			checksum: c.Checksum, extra: x})
 	}
 	key, err := bd.key(st, fmt.Sprint(c))
 	if err != nil || bd.cached(st, key) {
@@ -267,15 +276,22 @@ func (bd *build) writeLayer(st *stage, lb *layerBuilder, createdBy string) error
 type copyFlags struct {
 	from, chown, chmod, createdBy string
 	checksum                      string // ADD --checksum, of a URL source
-	add, unsupported              bool
+	add                           bool
+	extra                         copyExtra // --parents, --exclude
+}
+
+// copyExtra is the --parents and --exclude of the instruction at loc,
+// its patterns expanded in the stage's environment.
+func (bd *build) copyExtra(st *stage, loc []parser.Range) (copyExtra, error) {
+	if len(loc) == 0 {
+		return copyExtra{}, nil
+	}
+	return bd.copyExtras[loc[0].Start.Line].expanded(st.env(), '\\')
 }
 
 // copy is COPY (and ADD, which also unpacks local archives).
 func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAndDest, fl copyFlags) error {
 	from, chown, chmod, add, createdBy := fl.from, fl.chown, fl.chmod, fl.add, fl.createdBy
-	if fl.unsupported {
-		return errors.New("COPY's --parents and --exclude are not supported by lodge build")
-	}
 	if len(sd.SourceContents) > 0 {
 		return errors.New("COPY and ADD of a here-document are not supported by lodge build")
 	}
@@ -296,8 +312,12 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 		mode := fs.FileMode(m)
 		o.mode = &mode
 	}
+	ex, err := newExcluder(fl.extra.exclude)
+	if err != nil {
+		return err
+	}
 	var src source
-	var srcs, urls []string
+	var srcs, urls, pats []string // pats[i]: the source pattern srcs[i] matched
 	if from != "" {
 		fu, err := bd.fromSource(ctx, from)
 		if err != nil {
@@ -306,14 +326,12 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 		defer fu.Close()
 		src, o.fromStage = unionSource{fu}, true
 		for _, p := range sd.SourcePaths {
-			m, err := fu.Resolve(p, true)
+			ms, err := stageMatches(fu, p)
 			if err != nil {
-				return err
+				return fmt.Errorf("%w in %s", err, from)
 			}
-			if _, _, err := fu.Lstat(m); err != nil && m != "/" {
-				return fmt.Errorf("%s: not in %s", p, from)
-			}
-			srcs = append(srcs, m)
+			srcs = append(srcs, ms...)
+			pats = append(pats, slices.Repeat([]string{p}, len(ms))...)
 		}
 	} else {
 		root, err := os.OpenRoot(bd.o.Context)
@@ -331,25 +349,26 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 				urls = append(urls, p)
 				continue
 			}
-			m, err := bd.contextMatches(p)
+			m, err := bd.contextMatches(root, p)
 			if err != nil {
 				return err
 			}
 			srcs = append(srcs, m...)
+			pats = append(pats, slices.Repeat([]string{p}, len(m))...)
 		}
 	}
 	if fl.checksum != "" && (len(urls) != 1 || len(srcs) > 0) {
 		return errors.New("ADD --checksum needs exactly one source, a URL")
 	}
 	dst := st.absPath(sd.DestPath)
-	toDir := strings.HasSuffix(sd.DestPath, "/") || sd.DestPath == "." || len(srcs)+len(urls) > 1
+	toDir := strings.HasSuffix(sd.DestPath, "/") || sd.DestPath == "." || len(srcs)+len(urls) > 1 || fl.extra.parents
 	if r, err := u.Resolve(dst, true); err == nil && u.IsDir(r) {
 		toDir, dst = true, r
 	} else if r, err := u.Resolve(dst, false); err == nil {
 		dst = r
 	}
 	lb := newLayer(u, bd.tmpDir)
-	for _, s := range srcs {
+	for i, s := range srcs {
 		fi, err := src.lstat(s)
 		if err != nil {
 			return err
@@ -364,14 +383,22 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 				return err
 			}
 		}
+		so := o
+		so.exclude, so.excludeRoot = ex, s
 		target := dst
+		if fl.extra.parents {
+			target = path.Join(dst, parentsKept(pats[i], srcs[i]))
+		}
 		if fi.IsDir() {
-			if err := lb.copyTree(src, s, target, o); err != nil {
+			if err := lb.copyTree(src, s, target, so); err != nil {
 				return err
 			}
 			continue
 		}
-		if toDir {
+		if ex.out(path.Base(s)) {
+			continue
+		}
+		if toDir && !fl.extra.parents {
 			target = path.Join(dst, path.Base(s))
 		}
 		if add && !o.fromStage {
@@ -382,7 +409,7 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 				continue
 			}
 		}
-		if err := lb.copyTree(src, s, target, o); err != nil {
+		if err := lb.copyTree(src, s, target, so); err != nil {
 			return err
 		}
 	}
@@ -445,13 +472,13 @@ func (bd *build) fromSource(ctx context.Context, from string) (*imagefs.Union, e
 }
 
 // contextMatches expands a source of the context (wildcards as
-// filepath.Match has them); none is an error, as docker's.
-func (bd *build) contextMatches(p string) ([]string, error) {
+// globSource has them); none is an error, as docker's.
+func (bd *build) contextMatches(root *os.Root, p string) ([]string, error) {
 	clean := path.Clean("/" + p)
 	if strings.HasPrefix(path.Clean(p), "..") {
 		return nil, fmt.Errorf("%s: outside the build context", p)
 	}
-	if !strings.ContainsAny(clean, "*?[") {
+	if !hasGlob(clean) {
 		if _, err := os.Lstat(filepath.Join(bd.o.Context, clean)); err != nil {
 			return nil, fmt.Errorf("%s: %w", p, errNoMatch)
 		}
@@ -460,25 +487,45 @@ func (bd *build) contextMatches(p string) ([]string, error) {
 		}
 		return []string{clean}, nil
 	}
-	found, err := filepath.Glob(filepath.Join(bd.o.Context, clean))
+	found, err := globSource(contextSource{root}, clean)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
+		return nil, err
 	}
 	var out []string
 	for _, f := range found {
-		r, err := filepath.Rel(bd.o.Context, f)
-		if err != nil || strings.HasPrefix(r, "..") {
-			continue
-		}
-		if r = "/" + filepath.ToSlash(r); !bd.ignored(r, false) {
-			out = append(out, r)
+		if !bd.ignored(f, false) {
+			out = append(out, f)
 		}
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%s: %w", p, errNoMatch)
 	}
-	slices.Sort(out)
 	return out, nil
+}
+
+// stageMatches expands a source of a stage or image: a path (its links
+// followed) or a pattern (wildcards as globSource has them); none is an
+// error.
+func stageMatches(fu *imagefs.Union, p string) ([]string, error) {
+	clean := path.Clean("/" + p)
+	if hasGlob(clean) {
+		found, err := globSource(unionSource{fu}, clean)
+		if err != nil {
+			return nil, err
+		}
+		if len(found) == 0 {
+			return nil, fmt.Errorf("%s: no such file or directory", p)
+		}
+		return found, nil
+	}
+	m, err := fu.Resolve(p, true)
+	if err != nil {
+		return nil, err
+	}
+	if _, _, err := fu.Lstat(m); err != nil && m != "/" {
+		return nil, fmt.Errorf("%s: no such file or directory", p)
+	}
+	return []string{m}, nil
 }
 
 // followInContext resolves a symbolic link of the context; its target
