@@ -124,7 +124,8 @@ func globSource(s source, pattern string) ([]string, error) {
 			if err := walk(dir, rest); err != nil { // none
 				return err
 			}
-			return eachDir(s, dir, func(child string) error { return walk(child, parts) })
+			isDir := func(p string) bool { fi, err := s.lstat(p); return err == nil && fi.IsDir() } // not a link to one
+			return children(s, dir, isDir, func(child string) error { return walk(child, parts) })
 		}
 		if !hasGlob(part) {
 			p := path.Join(dir, part)
@@ -136,22 +137,10 @@ func globSource(s source, pattern string) ([]string, error) {
 		if _, err := path.Match(part, ""); err != nil {
 			return fmt.Errorf("%s: %w", pattern, err)
 		}
-		fi, err := s.lstat(dir)
-		if err != nil || !fi.IsDir() {
-			return nil
-		}
-		names, err := s.readDir(dir)
-		if err != nil {
-			return err
-		}
-		for _, n := range names {
-			if ok, _ := path.Match(part, n); ok {
-				if err := walk(path.Join(dir, n), rest); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
+		return children(s, dir, func(p string) bool {
+			ok, _ := path.Match(part, path.Base(p))
+			return ok
+		}, func(p string) error { return walk(p, rest) })
 	}
 	parts := strings.Split(strings.TrimPrefix(pattern, "/"), "/")
 	if err := walk("/", parts); err != nil {
@@ -161,8 +150,9 @@ func globSource(s source, pattern string) ([]string, error) {
 	return slices.Compact(out), nil
 }
 
-// eachDir calls fn for each directory (not a link to one) in dir.
-func eachDir(s source, dir string, fn func(string) error) error {
+// children calls fn for each entry of directory dir that keep accepts
+// (nothing if dir is no directory).
+func children(s source, dir string, keep func(p string) bool, fn func(string) error) error {
 	fi, err := s.lstat(dir)
 	if err != nil || !fi.IsDir() {
 		return nil
@@ -172,8 +162,7 @@ func eachDir(s source, dir string, fn func(string) error) error {
 		return err
 	}
 	for _, n := range names {
-		p := path.Join(dir, n)
-		if cfi, err := s.lstat(p); err == nil && cfi.IsDir() {
+		if p := path.Join(dir, n); keep(p) {
 			if err := fn(p); err != nil {
 				return err
 			}
