@@ -7,7 +7,6 @@ set -euo pipefail
 what=${1:-all}
 pkgs=(
   qemu-system-x86      # the VMM
-  qemu-system-common   # /usr/lib/qemu/virtiofsd
   busybox-static       # the built-in image (lodge setup), test root filesystems
   libseccomp-dev       # static libseccomp for the guest agent
   gcc libc6-dev        # cgo for the agent (libcontainer's nsenter)
