@@ -14,6 +14,7 @@ pkgs=(
   e2fsprogs            # mkfs.ext4: containers' writable layers (layer-image roots)
   containernetworking-plugins iptables  # lodge's bridge network; CNI for the CRI pod test
   tini                 # lodge run --init (tini-static)
+  git                  # lodge build: ADD of a git repository
 )
 [ "$what" = run ] || pkgs+=(
   kmod                 # not needed at run time; handy for debugging modules

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/buildkit/util/gitutil"
 
 	"github.com/lodgeruntime/lodge/internal/imagefs"
 )
@@ -58,15 +59,12 @@ func (bd *build) step(ctx context.Context, st *stage, c instructions.Command) er
 		return bd.copy(ctx, st, c.SourcesAndDest, copyFlags{from: c.From, chown: c.Chown, chmod: c.Chmod,
 			createdBy: c.String(), extra: x})
 	case *instructions.AddCommand:
-		if c.KeepGitDir {
-			return errors.New("ADD's --keep-git-dir is not supported")
-		}
 		x, err := bd.copyExtra(st, c.Location())
 		if err != nil {
 			return err
 		}
 		return bd.copy(ctx, st, c.SourcesAndDest, copyFlags{chown: c.Chown, chmod: c.Chmod, createdBy: c.String(), add: true,
-			checksum: c.Checksum, extra: x})
+			checksum: c.Checksum, keepGitDir: c.KeepGitDir, extra: x})
 	}
 	key, err := bd.key(st, fmt.Sprint(c))
 	if err != nil || bd.cached(st, key) {
@@ -276,7 +274,7 @@ func (bd *build) writeLayer(st *stage, lb *layerBuilder, createdBy string) error
 type copyFlags struct {
 	from, chown, chmod, createdBy string
 	checksum                      string // ADD --checksum, of a URL source
-	add                           bool
+	add, keepGitDir               bool
 	extra                         copyExtra // --parents, --exclude
 }
 
@@ -318,6 +316,7 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 	}
 	var src source
 	var srcs, urls, pats []string // pats[i]: the source pattern srcs[i] matched
+	var gits []*gitutil.GitRef
 	if from != "" {
 		fu, err := bd.fromSource(ctx, from)
 		if err != nil {
@@ -342,6 +341,13 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 		src = contextSource{root}
 		o.skip = bd.ignored
 		for _, p := range sd.SourcePaths {
+			if g, ok := gitSource(p); ok {
+				if !add {
+					return fmt.Errorf("COPY %s: a source cannot be a git repository (ADD clones one)", p)
+				}
+				gits = append(gits, g)
+				continue
+			}
 			if strings.Contains(p, "://") {
 				if !add {
 					return fmt.Errorf("COPY %s: a source cannot be a URL (ADD fetches URLs)", p)
@@ -361,7 +367,7 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 		return errors.New("ADD --checksum needs exactly one source, a URL")
 	}
 	dst := st.absPath(sd.DestPath)
-	toDir := strings.HasSuffix(sd.DestPath, "/") || sd.DestPath == "." || len(srcs)+len(urls) > 1 || fl.extra.parents
+	toDir := strings.HasSuffix(sd.DestPath, "/") || sd.DestPath == "." || len(srcs)+len(urls)+len(gits) > 1 || fl.extra.parents
 	if r, err := u.Resolve(dst, true); err == nil && u.IsDir(r) {
 		toDir, dst = true, r
 	} else if r, err := u.Resolve(dst, false); err == nil {
@@ -412,6 +418,13 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 		if err := lb.copyTree(src, s, target, so); err != nil {
 			return err
 		}
+	}
+	for _, g := range gits {
+		c, err := bd.addGit(ctx, lb, g, dst, fl.keepGitDir, copyOpts{owner: o.owner, mode: o.mode, exclude: ex})
+		if err != nil {
+			return fmt.Errorf("ADD %s: %w", g.Remote, err)
+		}
+		defer c.Close()
 	}
 	for _, u := range urls {
 		if err := bd.addURL(ctx, lb, u, dst, toDir, fl.checksum, o); err != nil {
