@@ -23,9 +23,9 @@ var GuestModules = []string{"virtio_mmio", "virtio_console", "9pnet_virtio", "9p
 // pod creating a bridge or a veth pair), the agent answering as modprobe;
 // loop, erofs, overlay and ext4 (after crc32c_generic, which libcrc32c and
 // ext4 ask the crypto API for by name) for roots built from layer images
-// (by the agent at its first such root, or by a template's boot); tun when
-// a (privileged) container opens /dev/net/tun.
-var OnDemandModules = []string{"virtio_net", "bridge", "veth", "crc32c_generic", "loop", "erofs", "overlay", "ext4", "tun"}
+// (by the agent at its first such root, or by a template's boot); tun and
+// fuse when a (privileged) container opens /dev/net/tun or /dev/fuse.
+var OnDemandModules = []string{"virtio_net", "bridge", "veth", "crc32c_generic", "loop", "erofs", "overlay", "ext4", "tun", "fuse"}
 
 // Module is one kernel module file.
 type Module struct {
