@@ -106,35 +106,9 @@ func (c *composeCmd) up(o upOpts, services []string) error {
 	if err := c.orphans(o.removeOrphans); err != nil {
 		return err
 	}
-	var names []string
-	for _, n := range order {
-		s := c.p.Services[n]
-		if !o.noDeps {
-			if err := c.waitDeps(s); err != nil {
-				return err
-			}
-		}
-		if err := c.ensureImage(s, o); err != nil {
-			return err
-		}
-		hash := compose.Hash(s, c.imageID(compose.Image(c.p, s)))
-		scale := s.GetScale()
-		for i := 1; i <= scale; i++ {
-			name := compose.ContainerName(c.p, s, i)
-			if err := c.upContainer(s, compose.Container{Name: name, Hash: hash, Number: i, Detach: true}, o); err != nil {
-				return err
-			}
-			names = append(names, name)
-		}
-		// Replicas beyond the scale asked now.
-		extra, _ := c.containers([]string{n}, false)
-		for _, r := range extra {
-			if k, _ := strconv.Atoi(r.Labels[compose.LabelNumber]); k > scale {
-				if err := c.remove(r, false, -1); err != nil {
-					return err
-				}
-			}
-		}
+	names, err := c.upServices(order, func(s types.ServiceConfig) ([]string, error) { return c.upService(s, o) })
+	if err != nil {
+		return err
 	}
 	if o.wait {
 		return c.waitUp(names, time.Duration(o.waitTimeout)*time.Second)
