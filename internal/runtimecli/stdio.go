@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"github.com/lodgeruntime/lodge/internal/pty"
@@ -105,6 +106,12 @@ func (o *cliStdio) Open(ctx context.Context, r shim.StdioRequest) (sandbox.Stdio
 	s := sandbox.Stdio{Terminal: r.Terminal}
 	if files[0] != nil {
 		s.Stdin = files[0]
+		if strings.HasPrefix(r.Stdin, schemeFDPass) {
+			if own := ownTerminal(files[0]); own != nil {
+				s.Stdin = own
+				cl = append(cl, func() { own.Close() })
+			}
+		}
 	}
 	if files[1] != nil {
 		s.Stdout = files[1]
@@ -113,6 +120,26 @@ func (o *cliStdio) Open(ctx context.Context, r shim.StdioRequest) (sandbox.Stdio
 		s.Stderr = files[2]
 	}
 	return s, cl, nil
+}
+
+// ownTerminal opens a passed stdin that is a terminal again, as an open
+// file of this process's own, non-blocking, so that closing it ends a read
+// blocked on it at once (nil for one that is no terminal, or cannot be
+// opened again). A passed descriptor shares its open file with the caller,
+// whose blocking mode is not ours to change, and a read blocked on a
+// blocking descriptor keeps it open until something arrives: an exec's
+// terminal stayed open in the supervisor after the exec ended, until its
+// next keystroke.
+func ownTerminal(f *os.File) *os.File {
+	fd := int(f.Fd())
+	if !term.IsTerminal(fd) {
+		return nil
+	}
+	own, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	return os.NewFile(uintptr(own), f.Name())
 }
 
 // console makes a host terminal for a process and hands its master to the

@@ -212,10 +212,9 @@ func (s *Service) Start(id string, r CommandRequest) (Background, error) {
 		if inR != nil {
 			inR.Close()
 			if c.term {
-				// What it wrote last is in the terminal already; the
-				// slave may stay open a while elsewhere (lodge's
-				// supervisor lets go of it once a blocked read ends), so
-				// the end of its output is not waited for.
+				// What it wrote last is in the terminal already; should
+				// the slave stay open elsewhere (a process of the host that
+				// holds it), the end of its output is not waited for.
 				in.SetReadDeadline(time.Now().Add(time.Second))
 			}
 			<-output
