@@ -13,8 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/lodgeruntime/lodge/internal/pty"
 )
 
@@ -279,19 +277,8 @@ func (c *bgCommand) write(p []byte) error {
 }
 
 // setSize sets the size of the terminal whose master is m.
-// (Through its raw descriptor: Fd would make the master blocking, and its
-// reads deaf to deadlines.)
 func setSize(m *os.File, t TermSize) error {
-	rc, err := m.SyscallConn()
-	if err == nil {
-		cerr := rc.Control(func(fd uintptr) {
-			err = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Row: t.Rows, Col: t.Cols})
-		})
-		if cerr != nil {
-			err = cerr
-		}
-	}
-	if err != nil {
+	if err := pty.SetSize(m, t.Cols, t.Rows); err != nil {
 		return fmt.Errorf("terminal size: %w", err)
 	}
 	return nil
