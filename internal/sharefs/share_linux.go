@@ -63,34 +63,44 @@ func Start(ctx context.Context, dir string) (*Share, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("share: %w", err)
 	}
-	var err error
-	s := &Share{dir: dir, stage: -1, reqs: make(chan func()), quit: make(chan struct{}), done: make(chan struct{})}
-	started := make(chan error, 1)
-	confine.GoLocked(func() { s.serve(started) })
-	select {
-	case err = <-started:
-	case <-ctx.Done():
-		err = ctx.Err()
-		s.Stop()
-	}
-	if err != nil {
-		<-s.done
+	s := newShare(dir, false)
+	if err := s.run(ctx, s.setup); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
 	return s, nil
 }
 
-// serve is the namespace thread: it sets the share up, then runs requests
-// until Stop.
-func (s *Share) serve(started chan<- error) {
-	defer close(s.done)
-	if err := s.setup(); err != nil {
-		started <- err
-		return
+func newShare(dir string, adopted bool) *Share {
+	return &Share{dir: dir, stage: -1, adopted: adopted, reqs: make(chan func()), quit: make(chan struct{}), done: make(chan struct{})}
+}
+
+// run starts the share's namespace thread, which sets the share up
+// (setup, whose failure its end undoes) and then runs requests until
+// Stop. On error the thread has ended.
+func (s *Share) run(ctx context.Context, setup func() error) error {
+	started := make(chan error, 1)
+	confine.GoLocked(func() {
+		// Never unlocked: the thread ends with the goroutine, and with it
+		// its hold on the namespace.
+		defer close(s.done)
+		if err := setup(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		s.serveRequests()
+	})
+	select {
+	case err := <-started:
+		if err != nil {
+			<-s.done
+		}
+		return err
+	case <-ctx.Done():
+		s.Stop()
+		return ctx.Err()
 	}
-	started <- nil
-	s.serveRequests()
 }
 
 // serveRequests runs requests on the namespace thread until Stop, then
@@ -206,12 +216,8 @@ func (s *Share) Path() string { return s.dir }
 // to the clone's share this way. The share lives as long as its owner
 // keeps it; Stop lets go of it here.
 func Adopt(ctx context.Context, dir string, ns *os.File) (*Share, error) {
-	s := &Share{dir: dir, stage: -1, adopted: true, reqs: make(chan func()), quit: make(chan struct{}), done: make(chan struct{})}
-	started := make(chan error, 1)
-	confine.GoLocked(func() {
-		defer close(s.done)
-		// Never unlocked: the thread ends with the goroutine, and with it
-		// its hold on the namespace.
+	s := newShare(dir, true)
+	err := s.run(ctx, func() error {
 		err := unix.Unshare(unix.CLONE_FS)
 		if err == nil {
 			err = unix.Setns(int(ns.Fd()), unix.CLONE_NEWNS)
@@ -229,22 +235,14 @@ func Adopt(ctx context.Context, dir string, ns *os.File) (*Share, error) {
 			if s.stage >= 0 {
 				unix.Close(s.stage)
 			}
-			started <- fmt.Errorf("share: adopt %s: %w", dir, err)
-			return
+			return fmt.Errorf("share: adopt %s: %w", dir, err)
 		}
-		started <- nil
-		s.serveRequests()
+		return nil
 	})
-	select {
-	case err := <-started:
-		if err != nil {
-			return nil, err
-		}
-		return s, nil
-	case <-ctx.Done():
-		s.Stop()
-		return nil, ctx.Err()
+	if err != nil {
+		return nil, err
 	}
+	return s, nil
 }
 
 // Attachment is a host path to make visible below the share.
