@@ -192,6 +192,20 @@ func TestRemoveDoesNotEnterAttachments(t *testing.T) {
 	}
 }
 
+// threadsSeeing counts this process's threads in whose mount table a
+// mount below dir is.
+func threadsSeeing(t *testing.T, dir string) int {
+	t.Helper()
+	tables, _ := filepath.Glob("/proc/self/task/*/mountinfo")
+	n := 0
+	for _, p := range tables {
+		if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), " "+dir+"/") {
+			n++
+		}
+	}
+	return n
+}
+
 func TestStopLeavesNothing(t *testing.T) {
 	needRoot(t)
 	dir := filepath.Join(t.TempDir(), "share")
@@ -203,13 +217,16 @@ func TestStopLeavesNothing(t *testing.T) {
 	if err := s.Attach(context.Background(), Attachment{Source: src, Target: "c/rootfs"}); err != nil {
 		t.Fatal(err)
 	}
+	if n := threadsSeeing(t, dir); n != 1 {
+		t.Fatalf("%d threads of this process see the share's mounts, want its namespace thread", n)
+	}
 	s.Stop()
 	if _, err := os.Lstat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("%s left: %v", dir, err)
 	}
-	// The namespace is gone with its thread: nothing pins the source.
-	if err := os.Remove(src); err != nil {
-		t.Errorf("remove the attached source after Stop: %v", err)
+	// The namespace is gone with its thread, and its mounts with it.
+	if n := threadsSeeing(t, dir); n != 0 {
+		t.Errorf("%d threads of this process still see the share's mounts after Stop", n)
 	}
 	if err := s.Attach(context.Background(), Attachment{Source: t.TempDir(), Target: "x"}); !errors.Is(err, ErrStopped) {
 		t.Errorf("attach after stop: %v, want ErrStopped", err)
