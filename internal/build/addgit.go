@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 
@@ -42,28 +43,28 @@ var gitArgs = []string{"-c", "protocol.allow=never", "-c", "protocol.https.allow
 	"-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false"}
 
 // git runs git in dir; a failure carries git's last words.
-func git(ctx context.Context, dir string, args ...string) (string, error) {
+func git(ctx context.Context, dir string, args ...string) error {
 	cmd := exec.CommandContext(ctx, "git", append(append([]string{}, gitArgs...), args...)...)
 	cmd.Dir, cmd.Env = dir, gitEnv(dir)
-	var out, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &stderr
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
-			return "", errors.New("ADD of a git repository needs git on the host (apt-get install git)")
+			return errors.New("ADD of a git repository needs git on the host (apt-get install git)")
 		}
 		words := strings.TrimSpace(stderr.String())
 		if i := strings.LastIndex(words, "\n"); i >= 0 {
 			words = words[i+1:]
 		}
-		return "", fmt.Errorf("git %s: %s", args[0], words)
+		return fmt.Errorf("git %s: %s", args[0], words)
 	}
-	return strings.TrimSpace(out.String()), nil
+	return nil
 }
 
-// cloneGit checks r out into a new directory below tmp and returns it (its
-// SUBDIR, if r names one), without .git unless keepGitDir. A branch or tag
-// comes with a shallow clone where the server can give one; a commit, or a
-// server that cannot (git's "dumb" HTTP), takes the whole history.
+// cloneGit checks r out into a new directory below tmp and returns it,
+// without .git unless keepGitDir. A branch or tag comes with a shallow
+// clone where the server can give one; a commit, or a server that cannot
+// (git's "dumb" HTTP), takes the whole history.
 func cloneGit(ctx context.Context, r *gitutil.GitRef, tmp string, keepGitDir bool) (string, error) {
 	if !strings.Contains(r.Remote, "://") {
 		return "", fmt.Errorf("%s: ADD of a git repository over SSH is not supported (the host's keys are not a build's to use): give an https:// URL", r.Remote)
@@ -77,9 +78,9 @@ func cloneGit(ctx context.Context, r *gitutil.GitRef, tmp string, keepGitDir boo
 	if r.Commit != "" {
 		shallow = append(shallow, "--branch", r.Commit)
 	}
-	if _, err := git(ctx, dir, append(shallow, "--", r.Remote, repo)...); err != nil {
+	if err := git(ctx, dir, append(shallow, "--", r.Remote, repo)...); err != nil {
 		os.RemoveAll(repo)
-		if _, err := git(ctx, dir, "clone", "-q", "--no-checkout", "--", r.Remote, repo); err != nil {
+		if err := git(ctx, dir, "clone", "-q", "--no-checkout", "--", r.Remote, repo); err != nil {
 			return "", err
 		}
 	}
@@ -87,17 +88,17 @@ func cloneGit(ctx context.Context, r *gitutil.GitRef, tmp string, keepGitDir boo
 	if r.Commit != "" {
 		ref = r.Commit
 		for _, c := range []string{r.Commit, "origin/" + r.Commit, "refs/tags/" + r.Commit} {
-			if _, err := git(ctx, repo, "rev-parse", "--verify", "--quiet", c+"^{commit}"); err == nil {
+			if git(ctx, repo, "rev-parse", "--verify", "--quiet", c+"^{commit}") == nil {
 				ref = c
 				break
 			}
 		}
 	}
-	if _, err := git(ctx, repo, "checkout", "-q", "--detach", ref, "--"); err != nil {
+	if err := git(ctx, repo, "checkout", "-q", "--detach", ref, "--"); err != nil {
 		return "", fmt.Errorf("%s#%s: %w", r.Remote, r.Commit, err)
 	}
 	if _, err := os.Stat(filepath.Join(repo, ".gitmodules")); err == nil {
-		if _, err := git(ctx, repo, "submodule", "update", "-q", "--init", "--recursive"); err != nil {
+		if err := git(ctx, repo, "submodule", "update", "-q", "--init", "--recursive"); err != nil {
 			return "", err
 		}
 	}
@@ -106,35 +107,33 @@ func cloneGit(ctx context.Context, r *gitutil.GitRef, tmp string, keepGitDir boo
 			return "", err
 		}
 	}
-	if r.SubDir == "" {
-		return repo, nil
-	}
-	sub := filepath.Join(repo, filepath.Clean("/"+r.SubDir))
-	root, err := os.OpenRoot(repo)
-	if err != nil {
-		return "", err
-	}
-	defer root.Close()
-	if fi, err := root.Stat(filepath.Clean("/" + r.SubDir)[1:]); err != nil || !fi.IsDir() {
-		return "", fmt.Errorf("%s#%s:%s: no such directory in the repository", r.Remote, r.Commit, r.SubDir)
-	}
-	return sub, nil
+	return repo, nil
 }
 
-// addGit is ADD of a git repository: its files at dst (a directory), as
-// root's unless --chown. The returned closer keeps the checkout readable
-// until the layer is written.
+// addGit is ADD of a git repository: its files (its SUBDIR's, if r names
+// one) at dst (a directory), as root's unless --chown, --exclude's
+// patterns matched from the repository's root. The returned closer keeps
+// the checkout readable until the layer is written.
 func (bd *build) addGit(ctx context.Context, lb *layerBuilder, r *gitutil.GitRef, dst string, keepGitDir bool, o copyOpts) (io.Closer, error) {
 	fmt.Fprintf(bd.o.Out, "Cloning %s\n", r.Remote)
-	dir, err := cloneGit(ctx, r, bd.tmpDir, keepGitDir)
+	repo, err := cloneGit(ctx, r, bd.tmpDir, keepGitDir)
 	if err != nil {
 		return nil, err
 	}
-	root, err := os.OpenRoot(dir)
+	root, err := os.OpenRoot(repo)
 	if err != nil {
 		return nil, err
 	}
-	o.fromStage, o.skip, o.excludeRoot = false, nil, "/" // .dockerignore is the context's; --exclude holds
+	if sub := strings.Trim(path.Clean("/"+r.SubDir), "/"); sub != "" {
+		// Through the checkout's root: a link cannot take it elsewhere.
+		subRoot, err := root.OpenRoot(sub)
+		root.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s#%s:%s: no such directory in the repository", r.Remote, r.Commit, r.SubDir)
+		}
+		root = subRoot
+	}
+	o.fromStage, o.skip, o.excludeRoot = false, nil, "/" // .dockerignore is the context's
 	if err := lb.copyTree(contextSource{root}, "/", dst, o); err != nil {
 		root.Close()
 		return nil, err

@@ -17,7 +17,7 @@ import (
 // gitRepo makes a repository served over git's "dumb" HTTP from
 // 127.0.0.1 (no shallow clones there: the clone falls back to a whole
 // one): v1 (a tag) has a.txt "one" and sub/b.txt; main then has a.txt
-// "two"; branch feature adds sub/c.txt. It returns the URL and v1's
+// "two" and a link to /etc; branch feature adds sub/c.txt. It returns the URL and v1's
 // commit.
 func gitRepo(t *testing.T) (string, string) {
 	t.Helper()
@@ -42,7 +42,11 @@ func gitRepo(t *testing.T) (string, string) {
 	run("tag", "v1")
 	v1 := run("rev-parse", "HEAD")
 	writeFiles(t, dir, map[string]string{"a.txt": "two"})
-	run("commit", "-q", "-am", "two")
+	if err := os.Symlink("/etc", filepath.Join(dir, "out")); err != nil { // a SUBDIR must not lead off the checkout
+		t.Fatal(err)
+	}
+	run("add", ".")
+	run("commit", "-q", "-m", "two")
 	run("checkout", "-q", "-b", "feature")
 	writeFiles(t, dir, map[string]string{"sub/c.txt": "c"})
 	run("add", ".")
@@ -97,6 +101,7 @@ func TestAddGit(t *testing.T) {
 		{"COPY " + repo + " /x/", "cannot be a git repository"},
 		{"ADD git@example.com:x/y.git /x/", "over SSH is not supported"},
 		{"ADD " + repo + "#v1:nosuch /x/", "no such directory"},
+		{"ADD " + repo + "#main:out /x/", "no such directory"},
 		{"ADD http://127.0.0.1:1/none.git /x/", "git clone"},
 	} {
 		os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM scratch\n"+tc.line+"\n"), 0o644)

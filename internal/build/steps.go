@@ -310,8 +310,7 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 		mode := fs.FileMode(m)
 		o.mode = &mode
 	}
-	ex, err := newExcluder(fl.extra.exclude)
-	if err != nil {
+	if o.exclude, err = newExcluder(fl.extra.exclude); err != nil {
 		return err
 	}
 	var src source
@@ -390,7 +389,7 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 			}
 		}
 		so := o
-		so.exclude, so.excludeRoot = ex, s
+		so.excludeRoot = s
 		target := dst
 		if fl.extra.parents {
 			target = path.Join(dst, parentsKept(pats[i], srcs[i]))
@@ -401,7 +400,7 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 			}
 			continue
 		}
-		if ex.out(path.Base(s)) {
+		if o.exclude.out(path.Base(s)) {
 			continue
 		}
 		if toDir && !fl.extra.parents {
@@ -420,7 +419,7 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 		}
 	}
 	for _, g := range gits {
-		c, err := bd.addGit(ctx, lb, g, dst, fl.keepGitDir, copyOpts{owner: o.owner, mode: o.mode, exclude: ex})
+		c, err := bd.addGit(ctx, lb, g, dst, fl.keepGitDir, o)
 		if err != nil {
 			return fmt.Errorf("ADD %s: %w", g.Remote, err)
 		}
