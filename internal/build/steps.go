@@ -10,7 +10,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -314,7 +313,14 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 		return err
 	}
 	var src source
-	var srcs, urls, pats []string // pats[i]: the source pattern srcs[i] matched
+	type match struct{ path, pattern string } // a source and the source pattern it matched
+	var srcs []match
+	matched := func(pattern string, paths []string) {
+		for _, p := range paths {
+			srcs = append(srcs, match{p, pattern})
+		}
+	}
+	var urls []string
 	var gits []*gitutil.GitRef
 	if from != "" {
 		fu, err := bd.fromSource(ctx, from)
@@ -328,8 +334,7 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 			if err != nil {
 				return fmt.Errorf("%w in %s", err, from)
 			}
-			srcs = append(srcs, ms...)
-			pats = append(pats, slices.Repeat([]string{p}, len(ms))...)
+			matched(p, ms)
 		}
 	} else {
 		root, err := os.OpenRoot(bd.o.Context)
@@ -358,8 +363,7 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 			if err != nil {
 				return err
 			}
-			srcs = append(srcs, m...)
-			pats = append(pats, slices.Repeat([]string{p}, len(m))...)
+			matched(p, m)
 		}
 	}
 	if fl.checksum != "" && (len(urls) != 1 || len(srcs) > 0) {
@@ -373,7 +377,8 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 		dst = r
 	}
 	lb := newLayer(u, bd.tmpDir)
-	for i, s := range srcs {
+	for _, m := range srcs {
+		s := m.path
 		fi, err := src.lstat(s)
 		if err != nil {
 			return err
@@ -392,7 +397,7 @@ func (bd *build) copy(ctx context.Context, st *stage, sd instructions.SourcesAnd
 		so.excludeRoot = s
 		target := dst
 		if fl.extra.parents {
-			target = path.Join(dst, parentsKept(pats[i], srcs[i]))
+			target = path.Join(dst, parentsKept(m.pattern, m.path))
 		}
 		if fi.IsDir() {
 			if err := lb.copyTree(src, s, target, so); err != nil {
