@@ -50,11 +50,17 @@ func expand(ins any, env []string, escape rune) error {
 	if !ok {
 		return nil
 	}
+	return e.Expand(wordExpander(env, escape))
+}
+
+// wordExpander expands a word's variables in env, as an instruction's
+// words are.
+func wordExpander(env []string, escape rune) func(string) (string, error) {
 	lex := shell.NewLex(escape)
-	return e.Expand(func(w string) (string, error) {
+	return func(w string) (string, error) {
 		out, _, err := lex.ProcessWord(w, shell.EnvsFromSlice(env))
 		return out, err
-	})
+	}
 }
 
 // shellForm is a CMD's, ENTRYPOINT's or RUN's argv: its exec form, or

@@ -13,7 +13,6 @@ import (
 	"strings"
 
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
-	"github.com/moby/buildkit/frontend/dockerfile/shell"
 	"github.com/moby/patternmatcher"
 )
 
@@ -66,10 +65,10 @@ func takeCopyFlags(ast *parser.Node) (map[int]copyExtra, error) {
 // expanded is x with its patterns' variables expanded in env, as the
 // instruction's other words are.
 func (x copyExtra) expanded(env []string, escape rune) (copyExtra, error) {
-	lex := shell.NewLex(escape)
+	expand := wordExpander(env, escape)
 	out := copyExtra{parents: x.parents}
 	for _, p := range x.exclude {
-		w, _, err := lex.ProcessWord(p, shell.EnvsFromSlice(env))
+		w, err := expand(p)
 		if err != nil {
 			return out, fmt.Errorf("--exclude=%s: %w", p, err)
 		}
