@@ -27,46 +27,39 @@ var errDepFailed = errors.New("not started, as a service it depends on failed")
 // its error, and a service whose dependency failed does not start.
 func (c *composeCmd) upServices(order []string, start func(types.ServiceConfig) ([]string, error)) ([]string, error) {
 	out := &lockedWriter{w: c.cmd.ErrOrStderr()}
-	c.cmd.SetErr(out) // services print their progress lines at once
-	done := map[string]chan struct{}{}
-	for _, n := range order {
-		done[n] = make(chan struct{})
+	c.cmd.SetErr(out)      // services print their progress lines at once
+	at := map[string]int{} // a service's place in order
+	done := make([]chan struct{}, len(order))
+	for i, n := range order {
+		at[n], done[i] = i, make(chan struct{})
 	}
 	names := make([][]string, len(order))
-	errs := make([]error, len(order))
-	failed := sync.Map{}
+	errs := make([]error, len(order)) // errs[i] is set before done[i] closes
 	var wg sync.WaitGroup
 	for i, n := range order {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer close(done[n])
+			defer close(done[i])
 			s := c.p.Services[n]
 			for _, d := range slices.Sorted(maps.Keys(s.DependsOn)) {
-				if ch, ok := done[d]; ok {
-					<-ch
-					if _, bad := failed.Load(d); bad {
-						failed.Store(n, true)
+				if j, ok := at[d]; ok {
+					if <-done[j]; errs[j] != nil {
 						errs[i] = fmt.Errorf("service %s: %w: %s", n, errDepFailed, d)
 						return
 					}
 				}
 			}
-			if names[i], errs[i] = start(s); errs[i] != nil {
-				failed.Store(n, true)
-			}
+			names[i], errs[i] = start(s)
 		}()
 	}
 	wg.Wait()
-	// The first cause: an error of its own before one that only follows
-	// from it.
+	// The first cause: an error of its own, not one that only follows
+	// from another's (a service whose dependency failed names it).
 	for _, e := range errs {
 		if e != nil && !errors.Is(e, errDepFailed) {
 			return nil, e
 		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
 	}
 	return slices.Concat(names...), nil
 }
