@@ -8,6 +8,8 @@
 #   file     a 1 MiB file written, then read back
 #   port     a GET through the service's port of an httpd in the sandbox
 #            (a connection of its own: a lodge port-forward per connection)
+#   pause    POST .../pause until its reply (its processes frozen)
+#   resume   POST .../resume until its reply, then a command (`true`)
 #   delete   DELETE until its reply (VM, container and record gone)
 #   run      `lodge run --rm busybox true` (the baseline)
 # Prints every run, then PAR sandboxes asked for at once (the time until
@@ -39,11 +41,14 @@ for r in $(seq "$RUNS"); do
 	api -d '{"background":true,"cmd":"mkdir -p /www && echo hi > /www/i && exec httpd -f -p 8080 -h /www"}' "http://lodge/v1/sandboxes/$id/commands" >/dev/null
 	until api "http://lodge/v1/sandboxes/$id/ports/8080/i" >/dev/null 2>&1; do sleep 0.1; done # httpd up
 	p0=$(ms); api "http://lodge/v1/sandboxes/$id/ports/8080/i" >/dev/null || echo "run $r: no answer through the port"; p1=$(ms)
+	q0=$(ms); api -X POST "http://lodge/v1/sandboxes/$id/pause" >/dev/null; q1=$(ms)
+	api -X POST "http://lodge/v1/sandboxes/$id/resume" >/dev/null
+	api -d '{"argv":["true"]}' "http://lodge/v1/sandboxes/$id/commands" >/dev/null; q2=$(ms)
 	t5a=$(ms); api -X DELETE "http://lodge/v1/sandboxes/$id"; t5=$(ms)
 	"$BIN/lodge" run --rm busybox true >/dev/null; t6=$(ms)
-	echo "run $r: create $((t1-t0)) first $((t2-t1)) next $((t3-t2)) file $((t4-t3)) port $((p1-p0)) delete $((t5-t5a)) run $((t6-t5)) ms"
+	echo "run $r: create $((t1-t0)) first $((t2-t1)) next $((t3-t2)) file $((t4-t3)) port $((p1-p0)) pause $((q1-q0)) resume $((q2-q1)) delete $((t5-t5a)) run $((t6-t5)) ms"
 	t[create]+="$((t1-t0)) " t[first]+="$((t2-t1)) " t[next]+="$((t3-t2)) " t[file]+="$((t4-t3)) " t[delete]+="$((t5-t5a)) " t[run]+="$((t6-t5)) "
-	t[port]+="$((p1-p0)) "
+	t[port]+="$((p1-p0)) " t[pause]+="$((q1-q0)) " t[resume]+="$((q2-q1)) "
 	t[cf]+="$((t2-t0)) "
 done
 # PAR sandboxes asked for at once (PAR=0: skipped): the time until all
@@ -63,5 +68,5 @@ if [ "$PAR" -gt 0 ]; then
 	echo "$PAR at once: $ok made in $((t1-t0)) ms, $(awk -v n="$ok" -v ms="$((t1-t0))" 'BEGIN{printf "%.2f", n*1000/ms}') sandboxes/s"
 fi
 m() { echo "${t[$1]}" | tr ' ' '\n' | grep . | median; }
-for k in create first next file port delete run; do echo "$k: median $(m $k) ms of $RUNS"; done
+for k in create first next file port pause resume delete run; do echo "$k: median $(m $k) ms of $RUNS"; done
 echo "create+first: median $(m cf) ms; / run: $(awk -v a="$(m cf)" -v b="$(m run)" 'BEGIN{printf "%.2f", a/b}')"

@@ -81,6 +81,9 @@ type ctrRecord struct {
 	// Timeout is --timeout's: each run is stopped this long after it
 	// starts (0: never), unless lodge update moved its deadline.
 	Timeout time.Duration `json:"timeout,omitempty"`
+	// OnTimeout is --on-timeout's: "pause" freezes a running container
+	// at its deadline instead of stopping it ("": stop).
+	OnTimeout string `json:"on_timeout,omitempty"`
 	// Deadline is lodge update --timeout's for the run that started at
 	// DeadlineFor (zero: that run has none).
 	Deadline    time.Time `json:"deadline,omitzero"`
@@ -522,6 +525,9 @@ func signalStop(a *app, r *ctrRecord, grace time.Duration) error {
 		sig = "TERM"
 	}
 	runtimeOp(a, "kill", r.ID, sig)
+	if st, _ := r.status(); st == "paused" {
+		grace = 0 // frozen: its signal waits, unhandled, for a thaw that will not come
+	}
 	deadline := time.Now().Add(grace)
 	for time.Now().Before(deadline) {
 		if _, running := r.status(); !running {

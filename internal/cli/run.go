@@ -59,6 +59,7 @@ type runOpts struct {
 	pull                           string
 	restart                        string        // --restart: the restart policy
 	timeout                        time.Duration // --timeout: each run stopped this long after it starts
+	onTimeout                      string        // --on-timeout: stop or pause
 	publish, expose                []string
 	publishAll                     bool // -P: every exposed port to a host port of the kernel's choosing
 	createOnly                     bool // lodge create: made, not started
@@ -161,6 +162,7 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f.StringVar(&o.pull, "pull", "missing", "pull the image: missing, always or never")
 	f.StringVar(&o.restart, "restart", "no", "restart policy: no, always, unless-stopped or on-failure[:MAX-RETRIES]")
 	f.DurationVar(&o.timeout, "timeout", 0, "stop the container (its stop signal, then SIGKILL) this long after it starts, e.g. 10m; lodge update --timeout moves it")
+	f.StringVar(&o.onTimeout, "on-timeout", "stop", "what its deadline does: stop it, or pause it (its processes frozen, its memory kept; a paused container's deadline stops it)")
 	addSpecFlags(f, &o.specOpts)
 	f.StringArrayVar(&o.securityOpts, "security-opt", nil, "security options: "+securityOptsHelp+
 		" (docker's default seccomp profile applies unless seccomp= says otherwise)")
@@ -194,6 +196,13 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	}
 	if o.timeout < 0 {
 		return lodgeError(fmt.Errorf("--timeout %v: want a positive duration", o.timeout))
+	}
+	switch o.onTimeout {
+	case "stop":
+		o.onTimeout = ""
+	case "", "pause":
+	default:
+		return lodgeError(fmt.Errorf("--on-timeout %s: want stop or pause", o.onTimeout))
 	}
 	if o.rm && policy.Name != "no" {
 		return lodgeError(fmt.Errorf("--restart %s and --rm: a container removed when it ends cannot be started again", o.restart))
@@ -302,7 +311,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	}
 	rec := &ctrRecord{ID: id, Name: name, Image: im.Name, ImageID: im.ConfigDigest.Hex, Command: spec.Process.Args,
 		Created: time.Now().UTC(), Detached: o.detach || o.createOnly, Interactive: o.interactive, Tty: o.tty, AutoRemove: o.rm, StopSignal: stopSignal, Volumes: mnt.volumes, Mounts: mnt.points,
-		RestartPolicy: &policy, Labels: labels, NetFiles: netFiles, StopTimeout: stopTimeout, Timeout: o.timeout,
+		RestartPolicy: &policy, Labels: labels, NetFiles: netFiles, StopTimeout: stopTimeout, Timeout: o.timeout, OnTimeout: o.onTimeout,
 		Config: ctrConfig(im, o, args, spec, labels)}
 	if err := o.health.apply(rec.Config); err != nil {
 		return lodgeError(err)

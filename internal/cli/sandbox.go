@@ -51,6 +51,7 @@ func addSandboxCommands(root *cobra.Command, a *app) {
 	f.BoolVar(&o.cfg.AllowPull, "allow-pull", false, "let requests name images lodge does not have, pulled from wherever they name (without --image: any registry the host reaches)")
 	f.DurationVar(&o.cfg.DefaultTimeout, "default-timeout", 5*time.Minute, "a sandbox's life when a request gives none")
 	f.DurationVar(&o.cfg.MaxTimeout, "max-timeout", time.Hour, "the longest life (and command timeout) a request may ask for")
+	f.DurationVar(&o.cfg.MaxPaused, "max-paused", 24*time.Hour, "how long a paused sandbox is kept for a resume before it is removed (it holds its memory meanwhile)")
 	f.IntVar(&o.cfg.MaxSandboxes, "max-sandboxes", 16, "how many sandboxes may be alive at once")
 	f.IntVar(&o.cfg.MaxCommands, "max-commands", 64, "how many commands (and file reads and writes) may run at once, in all sandboxes")
 	f.IntVar(&o.cfg.MaxSnapshots, "max-snapshots", 16, "how many snapshots (sandboxes' files kept as images to start sandboxes from) the service keeps")

@@ -132,6 +132,9 @@ func (s *Service) Start(id string, r CommandRequest) (Background, error) {
 	if err != nil {
 		return Background{}, err
 	}
+	if err := s.notPaused(id); err != nil {
+		return Background{}, err
+	}
 	inR, in, err := openStdin(r, &x)
 	if err != nil {
 		return Background{}, err
@@ -515,6 +518,9 @@ func (s *Service) Kill(ctx context.Context, id, cid string) error {
 	select {
 	case <-c.done:
 	default:
+		if err := s.notPaused(id); err != nil {
+			return err // its kill would wait for a thaw
+		}
 		// Its PID, as its shell wrote it: a number, or nothing is killed.
 		if b, err := s.ReadFile(ctx, id, pidFile(cid), false); err == nil {
 			if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > 1 {

@@ -20,6 +20,8 @@ const maxRequest = 1 << 20
 //	GET    /v1/sandboxes/{id}             one
 //	DELETE /v1/sandboxes/{id}             remove one
 //	POST   /v1/sandboxes/{id}/timeout     end it N seconds from now
+//	POST   /v1/sandboxes/{id}/pause       freeze it, memory and all
+//	POST   /v1/sandboxes/{id}/resume      thaw it (timeout_seconds: its new life)
 //	PUT    /v1/sandboxes/{id}/network     replace its allow_out and deny_out
 //	POST   /v1/sandboxes/{id}/commands    run a command (or start one in the background)
 //	GET    /v1/sandboxes/{id}/commands    the background commands
@@ -78,6 +80,20 @@ func (s *Service) Handler() http.Handler {
 			return
 		}
 		sb, err := s.SetTimeout(r.Context(), r.PathValue("id"), req.TimeoutSeconds)
+		reply(w, http.StatusOK, sb, err)
+	})
+	mux.HandleFunc("POST /v1/sandboxes/{id}/pause", func(w http.ResponseWriter, r *http.Request) {
+		sb, err := s.Pause(r.Context(), r.PathValue("id"))
+		reply(w, http.StatusOK, sb, err)
+	})
+	mux.HandleFunc("POST /v1/sandboxes/{id}/resume", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			TimeoutSeconds int `json:"timeout_seconds"`
+		}
+		if r.ContentLength != 0 && !decode(w, r, &req) {
+			return
+		}
+		sb, err := s.Resume(r.Context(), r.PathValue("id"), req.TimeoutSeconds)
 		reply(w, http.StatusOK, sb, err)
 	})
 	mux.HandleFunc("PUT /v1/sandboxes/{id}/network", func(w http.ResponseWriter, r *http.Request) {

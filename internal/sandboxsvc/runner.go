@@ -40,6 +40,9 @@ type Runner interface {
 	Exec(ctx context.Context, name string, x ExecArgs) (int, error)
 	// SetTimeout makes the container's monitor stop it d from now.
 	SetTimeout(ctx context.Context, name string, d time.Duration) error
+	// Pause freezes the container's processes; Resume thaws them.
+	Pause(ctx context.Context, name string) error
+	Resume(ctx context.Context, name string) error
 	// SetEgress replaces the container's egress rules (lodge update
 	// --allow-out, --deny-out, --egress-proxy).
 	SetEgress(ctx context.Context, name string, e Egress) error
@@ -72,6 +75,8 @@ type CreateArgs struct {
 	// Timeout: its monitor stops it (and, it being --rm, removes it) this
 	// long after it starts, whether or not the service still runs.
 	Timeout time.Duration
+	// OnTimeout "pause": its monitor pauses it at Timeout instead.
+	OnTimeout string
 }
 
 // ExecArgs is one command in a sandbox.
@@ -232,6 +237,9 @@ func (c *procConn) Close() error {
 func (l LodgeRunner) Create(ctx context.Context, c CreateArgs) (string, error) {
 	args := []string{"run", "-d", "--rm", "--init", "--name", c.Name, "--label", Label + "=" + c.Owner,
 		"--network", c.Network, "--stop-timeout", "0", "--timeout", c.Timeout.String()}
+	if c.OnTimeout != "" {
+		args = append(args, "--on-timeout", c.OnTimeout)
+	}
 	if c.Pull {
 		args = append(args, "--pull", "missing")
 	} else {
@@ -332,6 +340,18 @@ func (l LodgeRunner) Exec(ctx context.Context, name string, x ExecArgs) (int, er
 // SetTimeout runs `lodge update --timeout`.
 func (l LodgeRunner) SetTimeout(ctx context.Context, name string, d time.Duration) error {
 	_, err := l.output(ctx, "update", "--timeout", d.String(), name)
+	return err
+}
+
+// Pause runs `lodge pause`.
+func (l LodgeRunner) Pause(ctx context.Context, name string) error {
+	_, err := l.output(ctx, "pause", name)
+	return err
+}
+
+// Resume runs `lodge unpause`.
+func (l LodgeRunner) Resume(ctx context.Context, name string) error {
+	_, err := l.output(ctx, "unpause", name)
 	return err
 }
 

@@ -63,6 +63,9 @@ type Config struct {
 	// Tenants, if any, are the callers that share the service, each with
 	// a token of its own (tenants.go).
 	Tenants []Tenant
+	// MaxPaused is how long a paused sandbox is kept for a resume
+	// before it is removed (pause.go).
+	MaxPaused time.Duration
 }
 
 // Defaults fills in what c leaves zero.
@@ -77,6 +80,9 @@ func (c Config) Defaults() Config {
 	}
 	if c.MaxTimeout == 0 {
 		c.MaxTimeout = time.Hour
+	}
+	if c.MaxPaused == 0 {
+		c.MaxPaused = 24 * time.Hour
 	}
 	if c.MaxSandboxes == 0 {
 		c.MaxSandboxes = 16
@@ -108,6 +114,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("sandbox service: default timeout %v must be positive and at most the longest, %v", c.DefaultTimeout, c.MaxTimeout)
 	case len(c.Images) > 0 && !slices.Contains(c.Images, c.DefaultImage):
 		return fmt.Errorf("sandbox service: the default image %s is not one of the images offered (--image)", c.DefaultImage)
+	case c.MaxPaused < 0:
+		return fmt.Errorf("sandbox service: the longest a sandbox stays paused, %v, must be positive", c.MaxPaused)
 	case c.MaxSandboxes < 1 || c.MaxCommands < 1 || c.MaxOutput < 1 || c.MaxFile < 1 || c.MaxSnapshots < 1:
 		return errors.New("sandbox service: the limits on sandboxes, commands, output, files and snapshots must be positive")
 	}
@@ -135,6 +143,13 @@ type Sandbox struct {
 	State string `json:"state,omitempty"`
 	// Tenant is the caller it is made for ("": the service has none).
 	Tenant string `json:"tenant,omitempty"`
+	// OnTimeout is "pause" for one paused at its deadline, not removed.
+	OnTimeout string `json:"on_timeout,omitempty"`
+	// PausedAt is when it was paused (zero: it runs); its ExpiresAt is
+	// then when it is removed unless resumed, and LeftSeconds the time
+	// it had left, which a resume gives back unless told otherwise.
+	PausedAt    time.Time `json:"paused_at,omitzero"`
+	LeftSeconds int       `json:"left_seconds,omitempty"`
 }
 
 // Service is the sandbox service: records, deadlines and the runner.
@@ -168,6 +183,8 @@ type Service struct {
 	tenantRunning map[string]int
 	// bg are the sandboxes' background commands, by sandbox and command.
 	bg map[string]map[string]*bgCommand
+	// turning are the sandboxes being paused or resumed.
+	turning map[string]bool
 }
 
 // New loads the records in cfg.Dir and returns the service. Call Reap to
@@ -191,7 +208,7 @@ func New(cfg Config, run Runner, log *slog.Logger) (*Service, error) {
 	sum := sha256.Sum256([]byte(dir))
 	denied, _ := parseDests("--deny-out", cfg.DenyOut) // Validate read them
 	s := &Service{cfg: cfg, denied: denied, run: run, log: log, now: time.Now, owner: hex.EncodeToString(sum[:6]), lock: lock, boxes: map[string]*Sandbox{}, making: map[string]string{}, portConns: map[string]int{},
-		running: make(chan struct{}, cfg.MaxCommands), tenantRunning: map[string]int{}, bg: map[string]map[string]*bgCommand{}}
+		running: make(chan struct{}, cfg.MaxCommands), tenantRunning: map[string]int{}, bg: map[string]map[string]*bgCommand{}, turning: map[string]bool{}}
 	ents, err := os.ReadDir(cfg.Dir)
 	if err != nil {
 		lock.Close()
@@ -261,6 +278,9 @@ type CreateRequest struct {
 	// DenyOut may not, the rest may; never one the service denies.
 	AllowOut []string `json:"allow_out"`
 	DenyOut  []string `json:"deny_out"`
+	// OnTimeout is what its deadline does: "kill" (the default: it is
+	// removed) or "pause" (E2B's auto-pause: pause.go).
+	OnTimeout string `json:"on_timeout"`
 }
 
 // seconds is a request's timeout_seconds as a duration, def where it
@@ -329,6 +349,13 @@ func (s *Service) checkCreate(tenant string, r *CreateRequest) error {
 	if r.CPUs < 0 {
 		return badRequest{"cpus: want a positive number"}
 	}
+	switch r.OnTimeout {
+	case "", "kill":
+		r.OnTimeout = ""
+	case "pause":
+	default:
+		return badRequest{fmt.Sprintf("on_timeout %q: want kill or pause", r.OnTimeout)}
+	}
 	if len(r.Metadata) > 32 {
 		return badRequest{"metadata: at most 32 entries"}
 	}
@@ -392,7 +419,7 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error)
 		return nil, fmt.Errorf("snapshot %s: %w", r.Snapshot, errNoSnapshot)
 	}
 	args := CreateArgs{Name: id, Image: r.Image, Network: r.Network, Memory: r.Memory, CPUs: r.CPUs, Env: env, Timeout: life, Owner: s.owner,
-		Pull: pull}
+		Pull: pull, OnTimeout: r.OnTimeout}
 	if r.Network == "bridge" {
 		args.Network, args.Egress = s.cfg.Network, s.egressArgs(r.AllowOut, r.DenyOut)
 	}
@@ -407,7 +434,7 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error)
 	}
 	now := s.now()
 	sb := &Sandbox{ID: id, Image: r.Image, Network: r.Network, IP: ip, AllowOut: r.AllowOut, DenyOut: r.DenyOut,
-		CreatedAt: now, ExpiresAt: now.Add(life), Metadata: r.Metadata, Tenant: tenant}
+		CreatedAt: now, ExpiresAt: now.Add(life), Metadata: r.Metadata, Tenant: tenant, OnTimeout: r.OnTimeout}
 	if err := state.Write(s.recordPath(id), sb); err != nil {
 		s.run.Remove(ctx, id)
 		return nil, fmt.Errorf("sandbox %s: record: %w", id, err)
@@ -467,8 +494,8 @@ func (s *Service) SetTimeout(ctx context.Context, id string, seconds int) (Sandb
 	if err != nil {
 		return Sandbox{}, err
 	}
-	if _, err := s.Get(id); err != nil {
-		return Sandbox{}, err
+	if err := s.notPaused(id); err != nil {
+		return Sandbox{}, err // a resume takes timeout_seconds
 	}
 	if err := s.run.SetTimeout(ctx, id, life); err != nil {
 		return Sandbox{}, err
@@ -550,17 +577,17 @@ func (s *Service) reapOnce(ctx context.Context) {
 		s.log.Warn("sandbox service: cannot list its containers", "err", err)
 		return
 	}
+	states := map[string]string{}
+	for _, c := range ctrs {
+		states[c.Name] = c.State
+	}
 	now := s.now()
 	type job struct{ id, why string }
 	var jobs []job
 	s.mu.Lock()
-	for id, sb := range s.boxes {
-		switch {
-		case !now.Before(sb.ExpiresAt):
-			jobs = append(jobs, job{id, "expired"})
-		case sb.CreatedAt.Before(listed) && !hasCtr(ctrs, id):
-			jobs = append(jobs, job{id, "gone (its container was removed)"})
-		}
+	boxes := make([]Sandbox, 0, len(s.boxes))
+	for _, sb := range s.boxes {
+		boxes = append(boxes, *sb)
 	}
 	for _, c := range ctrs {
 		_, making := s.making[c.Name]
@@ -569,6 +596,16 @@ func (s *Service) reapOnce(ctx context.Context) {
 		}
 	}
 	s.mu.Unlock()
+	for _, sb := range boxes {
+		st, listedNow := states[sb.ID]
+		switch {
+		case listedNow && s.reconcilePause(ctx, sb, st, now):
+		case !now.Before(sb.ExpiresAt):
+			jobs = append(jobs, job{sb.ID, "expired"})
+		case sb.CreatedAt.Before(listed) && !listedNow:
+			jobs = append(jobs, job{sb.ID, "gone (its container was removed)"})
+		}
+	}
 	for _, j := range jobs {
 		if err := s.remove(ctx, j.id, j.why); err != nil {
 			s.log.Warn("sandbox: cannot remove", "sandbox_id", j.id, "why", j.why, "err", err)

@@ -32,10 +32,13 @@ type fakeRunner struct {
 	removed   []string
 	timeouts  []time.Duration
 	createErr error
-	exec      func(name string, x ExecArgs) int
-	images    map[string]bool
-	egress    []egressCall
-	bridgeIP  string // a bridged sandbox's address, if not 10.87.0.9
+	turnErr   error // Pause's and Resume's
+	// timeoutErr, if set, is SetTimeout's.
+	timeoutErr error
+	exec       func(name string, x ExecArgs) int
+	images     map[string]bool
+	egress     []egressCall
+	bridgeIP   string // a bridged sandbox's address, if not 10.87.0.9
 	// dial makes DialPort's connections (nil: nothing listens).
 	dial func(name string, port uint16) (net.Conn, error)
 }
@@ -93,6 +96,9 @@ func (f *fakeRunner) SetTimeout(_ context.Context, name string, d time.Duration)
 	defer f.mu.Unlock()
 	if _, ok := f.ctrs[name]; !ok {
 		return errors.New("no such container")
+	}
+	if f.timeoutErr != nil {
+		return f.timeoutErr
 	}
 	f.timeouts = append(f.timeouts, d)
 	return nil
@@ -921,4 +927,31 @@ func TestBackgroundTerminal(t *testing.T) {
 	if code := f.call(t, "POST", "/v1/sandboxes/"+sb.ID+"/commands", map[string]any{"argv": []string{"x"}, "pty": map[string]int{"cols": 80, "rows": 24}}, &e); code != 400 {
 		t.Errorf("a terminal for a command that is not in the background: %d %q", code, e.Error)
 	}
+}
+
+func (f *fakeRunner) Pause(_ context.Context, name string) error {
+	return f.turn(name, "running", "paused")
+}
+
+func (f *fakeRunner) Resume(_ context.Context, name string) error {
+	return f.turn(name, "paused", "running")
+}
+
+// turn moves container name from state from to state to, as lodge pause
+// and unpause do, or fails as they fail.
+func (f *fakeRunner) turn(name, from, to string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.turnErr != nil {
+		return f.turnErr
+	}
+	st, ok := f.ctrs[name]
+	switch {
+	case !ok:
+		return errors.New("no such container: " + name)
+	case st != from:
+		return fmt.Errorf("container %s is %s, not %s", name, st, from)
+	}
+	f.ctrs[name] = to
+	return nil
 }
