@@ -234,14 +234,17 @@ func runExec(ctx context.Context, g globals, log *slog.Logger, id string, e exec
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs)
 	defer signal.Stop(sigs)
+	if terminal {
+		// Raw before the process starts, as run's is: what it prints
+		// at once, and what is typed as it starts, pass untouched (no
+		// echo of this terminal's own, no \r added).
+		defer rawTerminal()()
+	}
 	if _, err := task.Start(ctx, &taskapi.StartRequest{ID: id, ExecID: execID}); err != nil {
 		task.Delete(ctx, &taskapi.DeleteRequest{ID: id, ExecID: execID})
 		return 0, shim.FromWire(err)
 	}
 	e.started()
-	if terminal {
-		defer rawTerminal()()
-	}
 	go func() {
 		for s := range sigs {
 			if s == syscall.SIGWINCH && terminal {
