@@ -132,7 +132,7 @@ func (s *Service) Start(id string, r CommandRequest) (Background, error) {
 	if err != nil {
 		return Background{}, err
 	}
-	if err := s.notPaused(id); err != nil {
+	if err := s.awake(context.Background(), id); err != nil {
 		return Background{}, err
 	}
 	inR, in, err := openStdin(r, &x)
@@ -518,7 +518,7 @@ func (s *Service) Kill(ctx context.Context, id, cid string) error {
 	select {
 	case <-c.done:
 	default:
-		if err := s.notPaused(id); err != nil {
+		if err := s.awake(ctx, id); err != nil {
 			return err // its kill would wait for a thaw
 		}
 		// Its PID, as its shell wrote it: a number, or nothing is killed.

@@ -141,7 +141,7 @@ func (s *Service) acquire(id string) (release func(), err error) {
 // exec runs x in sandbox id. A caller that goes away ends the command
 // (SIGTERM).
 func (s *Service) exec(ctx context.Context, id string, x ExecArgs) (int, error) {
-	if err := s.notPaused(id); err != nil {
+	if err := s.awake(ctx, id); err != nil {
 		return 0, err
 	}
 	release, err := s.acquire(id)
@@ -212,7 +212,7 @@ func (s *Service) Stream(ctx context.Context, id string, r CommandRequest, send 
 	if err != nil {
 		return err
 	}
-	if err := s.notPaused(id); err != nil {
+	if err := s.awake(ctx, id); err != nil {
 		return err
 	}
 	var mu sync.Mutex // orders send's calls

@@ -22,6 +22,7 @@ const maxRequest = 1 << 20
 //	POST   /v1/sandboxes/{id}/timeout     end it N seconds from now
 //	POST   /v1/sandboxes/{id}/pause       freeze it, memory and all
 //	POST   /v1/sandboxes/{id}/resume      thaw it (timeout_seconds: its new life)
+//	GET    /v1/sandboxes/{id}/metrics     its CPU, memory and processes now
 //	PUT    /v1/sandboxes/{id}/network     replace its allow_out and deny_out
 //	POST   /v1/sandboxes/{id}/commands    run a command (or start one in the background)
 //	GET    /v1/sandboxes/{id}/commands    the background commands
@@ -85,6 +86,10 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/sandboxes/{id}/pause", func(w http.ResponseWriter, r *http.Request) {
 		sb, err := s.Pause(r.Context(), r.PathValue("id"))
 		reply(w, http.StatusOK, sb, err)
+	})
+	mux.HandleFunc("GET /v1/sandboxes/{id}/metrics", func(w http.ResponseWriter, r *http.Request) {
+		m, err := s.Metrics(r.Context(), r.PathValue("id"))
+		reply(w, http.StatusOK, m, err)
 	})
 	mux.HandleFunc("POST /v1/sandboxes/{id}/resume", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {

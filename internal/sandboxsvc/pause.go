@@ -2,6 +2,7 @@ package sandboxsvc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -32,6 +33,37 @@ func (s *Service) notPaused(id string) error {
 	}
 	return nil
 }
+
+// awake returns nil if sandbox id runs. One that is paused is resumed
+// first if it was made with auto_resume (E2B's autoResume: any call that
+// needs it running wakes it, with the time it had left), else refused.
+func (s *Service) awake(ctx context.Context, id string) error {
+	for wait := time.Now().Add(turnWait); ; time.Sleep(50 * time.Millisecond) {
+		err := s.notPaused(id)
+		var c conflict
+		if err == nil || !errors.As(err, &c) {
+			return err
+		}
+		sb, gerr := s.Get(id)
+		if gerr != nil || !sb.AutoResume {
+			return err
+		}
+		_, err = s.Resume(ctx, id, 0)
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &c) && time.Now().Before(wait):
+			continue // another call pauses or resumes it: look again once it has
+		case errors.As(err, &c):
+			return err
+		}
+		return fmt.Errorf("sandbox %s is paused, and its resume failed: %w", id, err)
+	}
+}
+
+// turnWait bounds how long a call that wakes a paused sandbox waits for
+// another's pause or resume of it.
+const turnWait = 30 * time.Second
 
 // transition marks sandbox id as being paused or resumed, so that two
 // such calls (a caller's and the reaper's) never cross, and returns its

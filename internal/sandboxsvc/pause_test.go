@@ -68,6 +68,11 @@ func TestPauseResume(t *testing.T) {
 			t.Errorf("%s %s while paused: %d %v, want 409 that says it is paused", c.method, c.path, code, e)
 		}
 	}
+	// Its figures may be read: its VM answers.
+	var m Metrics
+	if code := f.call(t, "GET", path+"/metrics", nil, &m); code != 200 || m.MemTotal != 256<<20 || m.PIDs != 3 || !m.Timestamp.Equal(now.UTC()) {
+		t.Errorf("metrics while paused: %d %+v", code, m)
+	}
 	// Its files may be kept: lodge commit reads a paused container.
 	if code := f.call(t, "POST", path+"/snapshots", map[string]string{"name": "p"}, nil); code != http.StatusCreated {
 		t.Errorf("snapshot of a paused sandbox: %d", code)
@@ -126,8 +131,14 @@ func TestPauseResume(t *testing.T) {
 	if _, err := f.svc.Get(sb.ID); err == nil || f.run.state(sb.ID) != "" {
 		t.Errorf("a sandbox paused past --max-paused kept")
 	}
-	if code := f.call(t, "POST", "/v1/sandboxes/sbx-0123456789ab/pause", nil, &e); code != http.StatusNotFound {
-		t.Errorf("pause of no sandbox: %d", code)
+	for _, op := range []string{"pause", "resume", "metrics"} {
+		method := "POST"
+		if op == "metrics" {
+			method = "GET"
+		}
+		if code := f.call(t, method, "/v1/sandboxes/sbx-0123456789ab/"+op, nil, &e); code != http.StatusNotFound {
+			t.Errorf("%s of no sandbox: %d", op, code)
+		}
 	}
 }
 
@@ -219,5 +230,61 @@ func TestAutoPause(t *testing.T) {
 	f.svc.reapOnce(context.Background())
 	if got, _ := f.svc.Get(sb.ID); !got.PausedAt.IsZero() || !got.ExpiresAt.Equal(now.Add(time.Minute)) || f.run.lastTimeout() != time.Minute {
 		t.Errorf("thawed by hand: %+v, deadline %v; want it running with the default life", got, f.run.lastTimeout())
+	}
+}
+
+// TestAutoResume: a paused sandbox made with auto_resume is resumed by a
+// call that needs it running, with the time it had left; the calls go on.
+func TestAutoResume(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{MaxPaused: time.Hour})
+	now := time.Now()
+	f.svc.now = func() time.Time { return now }
+	sb := f.create(t, CreateRequest{TimeoutSeconds: 100, AutoResume: true})
+	path := "/v1/sandboxes/" + sb.ID
+	if !sb.AutoResume {
+		t.Errorf("made: %+v, want auto_resume", sb)
+	}
+	for _, c := range []struct {
+		method, path string
+		body         any
+		want         int
+	}{
+		{"POST", path + "/commands", map[string]any{"cmd": "true"}, 200},
+		{"POST", path + "/commands", map[string]any{"cmd": "sleep 9", "background": true}, 202},
+		{"GET", path + "/files?path=/etc/hostname", nil, 200},
+	} {
+		now = now.Add(10 * time.Second)
+		if code := f.call(t, "POST", path+"/pause", nil, nil); code != 200 {
+			t.Fatalf("pause: %d", code)
+		}
+		got, _ := f.svc.Get(sb.ID)
+		left := time.Duration(got.LeftSeconds) * time.Second
+		now = now.Add(time.Minute)
+		if code := f.call(t, c.method, c.path, c.body, nil); code != c.want {
+			t.Errorf("%s %s of a paused auto_resume sandbox: %d, want %d", c.method, c.path, code, c.want)
+		}
+		got, _ = f.svc.Get(sb.ID)
+		if !got.PausedAt.IsZero() || f.run.state(sb.ID) != "running" || !got.ExpiresAt.Equal(now.Add(left)) {
+			t.Errorf("after %s %s: %+v, container %s; want it running for the %v it had left", c.method, c.path, got, f.run.state(sb.ID), left)
+		}
+	}
+	// Calls at once: one resumes it, the others wait for that and go on.
+	f.call(t, "POST", path+"/pause", nil, nil)
+	codes := make(chan int, 4)
+	for range 4 {
+		go func() { codes <- f.call(t, "POST", path+"/commands", map[string]any{"cmd": "true"}, nil) }()
+	}
+	for range 4 {
+		if code := <-codes; code != 200 {
+			t.Errorf("a command among four at once on a paused auto_resume sandbox: %d", code)
+		}
+	}
+	// A resume that fails says so.
+	f.call(t, "POST", path+"/pause", nil, nil)
+	f.run.turnErr = errors.New("lodge unpause: the VM exited")
+	var e map[string]string
+	if code := f.call(t, "POST", path+"/commands", map[string]any{"cmd": "true"}, &e); code != 500 || !strings.Contains(e["error"], "its resume failed") {
+		t.Errorf("a command whose resume failed: %d %v", code, e)
 	}
 }

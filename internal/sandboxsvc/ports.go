@@ -104,7 +104,7 @@ func (s *Service) portProxy() http.Handler {
 			reply(w, 0, nil, err)
 			return
 		}
-		if err := s.notPaused(r.PathValue("id")); err != nil {
+		if err := s.awake(r.Context(), r.PathValue("id")); err != nil {
 			reply(w, 0, nil, err)
 			return
 		}
@@ -121,7 +121,7 @@ func (e *portError) Error() string { return e.msg }
 // DialPort connects to 127.0.0.1:port in sandbox id, within the sandbox's
 // bound on such connections.
 func (s *Service) DialPort(ctx context.Context, id string, port uint16) (net.Conn, error) {
-	if err := s.notPaused(id); err != nil {
+	if err := s.awake(ctx, id); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()

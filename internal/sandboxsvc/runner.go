@@ -43,6 +43,8 @@ type Runner interface {
 	// Pause freezes the container's processes; Resume thaws them.
 	Pause(ctx context.Context, name string) error
 	Resume(ctx context.Context, name string) error
+	// Metrics samples the container's CPU, memory and processes.
+	Metrics(ctx context.Context, name string) (Metrics, error)
 	// SetEgress replaces the container's egress rules (lodge update
 	// --allow-out, --deny-out, --egress-proxy).
 	SetEgress(ctx context.Context, name string, e Egress) error
@@ -353,6 +355,26 @@ func (l LodgeRunner) Pause(ctx context.Context, name string) error {
 func (l LodgeRunner) Resume(ctx context.Context, name string) error {
 	_, err := l.output(ctx, "unpause", name)
 	return err
+}
+
+// Metrics runs `lodge stats --no-stream --format json`.
+func (l LodgeRunner) Metrics(ctx context.Context, name string) (Metrics, error) {
+	stdout, err := l.output(ctx, "stats", "--no-stream", "--format", "json", name)
+	if err != nil {
+		return Metrics{}, err
+	}
+	var row struct {
+		CPUPercent                              float64
+		MemUsageBytes, MemLimitBytes, PIDsCount uint64
+		CPUPerc                                 string
+	}
+	if err := json.Unmarshal(stdout, &row); err != nil {
+		return Metrics{}, fmt.Errorf("lodge stats: %w", err)
+	}
+	if row.CPUPerc == "--" {
+		return Metrics{}, fmt.Errorf("lodge stats: no figures for %s (its VM did not answer)", name)
+	}
+	return Metrics{CPUUsedPct: row.CPUPercent, MemUsed: row.MemUsageBytes, MemTotal: row.MemLimitBytes, PIDs: row.PIDsCount}, nil
 }
 
 // Remove runs `lodge rm -f`.

@@ -143,8 +143,10 @@ type Sandbox struct {
 	State string `json:"state,omitempty"`
 	// Tenant is the caller it is made for ("": the service has none).
 	Tenant string `json:"tenant,omitempty"`
-	// OnTimeout is "pause" for one paused at its deadline, not removed.
-	OnTimeout string `json:"on_timeout,omitempty"`
+	// OnTimeout is "pause" for one paused at its deadline, not removed;
+	// AutoResume, one that a call needing it running resumes.
+	OnTimeout  string `json:"on_timeout,omitempty"`
+	AutoResume bool   `json:"auto_resume,omitempty"`
 	// PausedAt is when it was paused (zero: it runs); its ExpiresAt is
 	// then when it is removed unless resumed, and LeftSeconds the time
 	// it had left, which a resume gives back unless told otherwise.
@@ -281,6 +283,9 @@ type CreateRequest struct {
 	// OnTimeout is what its deadline does: "kill" (the default: it is
 	// removed) or "pause" (E2B's auto-pause: pause.go).
 	OnTimeout string `json:"on_timeout"`
+	// AutoResume: a call that needs it running (a command, a file, a
+	// port) resumes it if it is paused, instead of a 409.
+	AutoResume bool `json:"auto_resume"`
 }
 
 // seconds is a request's timeout_seconds as a duration, def where it
@@ -434,7 +439,8 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error)
 	}
 	now := s.now()
 	sb := &Sandbox{ID: id, Image: r.Image, Network: r.Network, IP: ip, AllowOut: r.AllowOut, DenyOut: r.DenyOut,
-		CreatedAt: now, ExpiresAt: now.Add(life), Metadata: r.Metadata, Tenant: tenant, OnTimeout: r.OnTimeout}
+		CreatedAt: now, ExpiresAt: now.Add(life), Metadata: r.Metadata, Tenant: tenant, OnTimeout: r.OnTimeout,
+		AutoResume: r.AutoResume}
 	if err := state.Write(s.recordPath(id), sb); err != nil {
 		s.run.Remove(ctx, id)
 		return nil, fmt.Errorf("sandbox %s: record: %w", id, err)

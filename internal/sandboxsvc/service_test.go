@@ -955,3 +955,12 @@ func (f *fakeRunner) turn(name, from, to string) error {
 	f.ctrs[name] = to
 	return nil
 }
+
+func (f *fakeRunner) Metrics(_ context.Context, name string) (Metrics, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.ctrs[name]; !ok {
+		return Metrics{}, errors.New("no such container: " + name)
+	}
+	return Metrics{CPUUsedPct: 12.5, MemUsed: 3 << 20, MemTotal: 256 << 20, PIDs: 3}, nil
+}

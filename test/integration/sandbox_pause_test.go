@@ -76,6 +76,17 @@ func TestSandboxPause(t *testing.T) {
 	if code := api.call("POST", "/v1/sandboxes/"+a.ID+"/pause", nil, &p); code != 200 || p.PausedAt.IsZero() || p.LeftSeconds < 500 {
 		t.Fatalf("pause: %d %+v", code, p)
 	}
+	// Its figures, paused as running: the counter's shell, its sleeps,
+	// tini and the sandbox's sleep.
+	var m struct {
+		CPU      float64 `json:"cpu_used_pct"`
+		MemUsed  uint64  `json:"mem_used"`
+		MemTotal uint64  `json:"mem_total"`
+		PIDs     uint64  `json:"pids"`
+	}
+	if code := api.call("GET", "/v1/sandboxes/"+a.ID+"/metrics", nil, &m); code != 200 || m.PIDs < 3 || m.MemUsed == 0 || m.MemTotal <= m.MemUsed || m.MemTotal > 1<<40 || m.CPU > 5 {
+		t.Errorf("metrics of a paused sandbox: %d %+v, want its processes, memory and limit, and no CPU", code, m)
+	}
 	var e map[string]string
 	if code := api.call("POST", "/v1/sandboxes/"+a.ID+"/commands", map[string]any{"cmd": "true"}, &e); code != 409 || !strings.Contains(e["error"], "paused") {
 		t.Errorf("a command while paused: %d %v", code, e)
@@ -110,10 +121,10 @@ func TestSandboxPause(t *testing.T) {
 		t.Errorf("the background command after the resume: not running")
 	}
 
-	// on_timeout pause: paused at its deadline, with what it wrote; its
-	// resume gives it a life again.
+	// on_timeout pause: paused at its deadline, with what it wrote; with
+	// auto_resume, a command resumes it, with the default life.
 	var b pausedSandbox
-	if code := api.call("POST", "/v1/sandboxes", map[string]any{"timeout_seconds": 3, "on_timeout": "pause"}, &b); code != 201 {
+	if code := api.call("POST", "/v1/sandboxes", map[string]any{"timeout_seconds": 3, "on_timeout": "pause", "auto_resume": true}, &b); code != 201 {
 		t.Fatalf("create: %d %+v", code, b)
 	}
 	if code := api.call("PUT", "/v1/sandboxes/"+b.ID+"/files?path=/tmp/keep", []byte("kept"), nil); code != 204 {
@@ -129,11 +140,13 @@ func TestSandboxPause(t *testing.T) {
 			t.Fatalf("on_timeout pause: %+v, not paused a minute after its deadline", got)
 		}
 	}
-	if code := api.call("POST", "/v1/sandboxes/"+b.ID+"/resume", map[string]int{"timeout_seconds": 120}, &r); code != 200 {
-		t.Fatalf("resume: %d %+v", code, r)
-	}
 	if res := api.command(b.ID, map[string]any{"cmd": "cat /tmp/keep"}); res.Stdout != "kept" {
-		t.Errorf("after an on_timeout pause and a resume: %+v", res)
+		t.Errorf("a command after an on_timeout pause: %+v", res)
+	}
+	var got pausedSandbox
+	api.call("GET", "/v1/sandboxes/"+b.ID, nil, &got)
+	if left := time.Until(got.ExpiresAt); !got.PausedAt.IsZero() || left < 4*time.Minute || left > 5*time.Minute {
+		t.Errorf("resumed by a command: %+v (ends in %v), want it running for the default 5m", got, left)
 	}
 
 	// A paused sandbox is removed as any is: nothing of it is left.
