@@ -134,6 +134,7 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 	addCpCommand(root, a)
 	root.AddCommand(portForwardCmd())
 	addStatsCommand(root, a)
+	addEventsCommand(root, a)
 	addNetworkCommands(root)
 	addSandboxCommands(root, a)
 	addUpdateCommand(root, a)

@@ -46,6 +46,7 @@ func addCommitCommands(root *cobra.Command, a *app) {
 			if err != nil {
 				return err
 			}
+			r.emit("commit", "comment", message, "imageID", im.ConfigDigest.String(), "imageRef", displayName(im.Name))
 			fmt.Fprintln(cmd.OutOrStdout(), im.ConfigDigest.String())
 			return nil
 		},

@@ -319,7 +319,11 @@ func addContainerCommands(root *cobra.Command, a *app) {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachCtr(cmd, args, func(r *ctrRecord) error {
 				markStopped(cmd.Context(), r)
-				return runtimeOp(a, "kill", r.ID, sig)
+				if err := runtimeOp(a, "kill", r.ID, sig); err != nil {
+					return err
+				}
+				r.emit("kill", "signal", sig)
+				return nil
 			})
 		},
 	}
@@ -511,7 +515,14 @@ func (r *ctrRecord) stopTimeout() time.Duration {
 
 func stopCtr(a *app, r *ctrRecord, grace time.Duration) error {
 	markStopped(a.ctx(), r) // also cancels a restart its policy has not made yet
-	return signalStop(a, r, grace)
+	_, running := r.status()
+	if err := signalStop(a, r, grace); err != nil {
+		return err
+	}
+	if running {
+		r.emit("stop")
+	}
+	return nil
 }
 
 // signalStop stops a running container: its stop signal, then SIGKILL
@@ -524,7 +535,9 @@ func signalStop(a *app, r *ctrRecord, grace time.Duration) error {
 	if sig == "" {
 		sig = "TERM"
 	}
-	runtimeOp(a, "kill", r.ID, sig)
+	if runtimeOp(a, "kill", r.ID, sig) == nil {
+		r.emit("kill", "signal", sig)
+	}
 	if st, _ := r.status(); st == "paused" {
 		grace = 0 // frozen: its signal waits, unhandled, for a thaw that will not come
 	}
@@ -535,7 +548,9 @@ func signalStop(a *app, r *ctrRecord, grace time.Duration) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	runtimeOp(a, "kill", r.ID, "KILL")
+	if runtimeOp(a, "kill", r.ID, "KILL") == nil {
+		r.emit("kill", "signal", "KILL")
+	}
 	for range 100 {
 		if _, running := r.status(); !running {
 			return nil
@@ -574,7 +589,11 @@ func removeCtr(a *app, r *ctrRecord, force bool) error {
 		return err
 	}
 	os.Remove(attachSock(r.ID)) // its helper's, if it died before it could
-	return os.RemoveAll(ctrDir(r.ID))
+	if err := os.RemoveAll(ctrDir(r.ID)); err != nil {
+		return err
+	}
+	r.emit("destroy")
+	return nil
 }
 
 // waitCtr waits until the container has ended and its exit is recorded.
@@ -772,7 +791,12 @@ func (a *app) exec(cmd *cobra.Command, o execOpts, name string, args []string) e
 		ctx, cancel = context.WithTimeout(ctx, o.timeout)
 		defer cancel()
 	}
+	line := strings.Join(args, " ")
+	r.emit("exec_start: "+line, "execCommand", line)
 	code, msg := a.runtime(ctx, os.Stdout, rargs...)
+	if !o.detach {
+		r.emit("exec_die", "execCommand", line, "exitCode", strconv.Itoa(code))
+	}
 	if ctx.Err() != nil && cmd.Context().Err() == nil {
 		fmt.Fprintf(a.env.Err, "lodge: exec: %s killed after %v (--timeout)\n", args[0], o.timeout)
 	}

@@ -71,6 +71,7 @@ func (a *app) watchDeadline(ctx context.Context, id string) {
 				a.log.Warn("pause at the deadline", "container_id", id, "err", err)
 				continue
 			}
+			r.emit("pause")
 			if _, err := updateCtr(ctx, id, func(c *ctrRecord) { c.Deadline, c.DeadlineFor = time.Time{}, c.StartedAt }); err != nil {
 				a.log.Warn("pause at the deadline: record", "container_id", id, "err", err)
 			}

@@ -71,6 +71,7 @@ func addExportCommands(root *cobra.Command, a *app) {
 			if err != nil {
 				return err
 			}
+			emitImage("import", im.ConfigDigest.String(), im.Name)
 			fmt.Fprintln(cmd.OutOrStdout(), im.ConfigDigest.String())
 			return nil
 		},

@@ -19,21 +19,7 @@ func printInspect(w io.Writer, objs []any, format string) error {
 		enc.SetIndent("", "    ")
 		return enc.Encode(objs)
 	}
-	t, err := template.New("format").Funcs(template.FuncMap{
-		"json": func(v any) (string, error) {
-			b, err := json.Marshal(v)
-			return string(b), err
-		},
-		"join":  strings.Join,
-		"lower": strings.ToLower,
-		"upper": strings.ToUpper,
-		"title": func(s string) string {
-			if s == "" {
-				return s
-			}
-			return strings.ToUpper(s[:1]) + s[1:]
-		},
-	}).Option("missingkey=zero").Parse(format)
+	t, err := formatTemplate(format)
 	if err != nil {
 		return fmt.Errorf("--format: %w", err)
 	}
@@ -53,4 +39,24 @@ func printInspect(w io.Writer, objs []any, format string) error {
 		fmt.Fprintln(w)
 	}
 	return nil
+}
+
+// formatTemplate parses --format's Go template, with docker's json, join,
+// lower, upper and title functions.
+func formatTemplate(format string) (*template.Template, error) {
+	return template.New("format").Funcs(template.FuncMap{
+		"json": func(v any) (string, error) {
+			b, err := json.Marshal(v)
+			return string(b), err
+		},
+		"join":  strings.Join,
+		"lower": strings.ToLower,
+		"upper": strings.ToUpper,
+		"title": func(s string) string {
+			if s == "" {
+				return s
+			}
+			return strings.ToUpper(s[:1]) + s[1:]
+		},
+	}).Option("missingkey=zero").Parse(format)
 }

@@ -222,6 +222,7 @@ func (a *app) watchHealth(ctx context.Context, id string) {
 		if len(f.Log) > healthLogEntries {
 			f.Log = f.Log[len(f.Log)-healthLogEntries:]
 		}
+		was := f.Status
 		switch {
 		case p.ExitCode == 0:
 			f.Status, f.FailingStreak = "healthy", 0
@@ -234,6 +235,9 @@ func (a *app) watchHealth(ctx context.Context, id string) {
 		}
 		if err := state.Write(healthPath(id), f); err != nil {
 			a.log.Warn("health", "container", r.Name, "err", err)
+		}
+		if f.Status != was {
+			r.emit("health_status: " + f.Status)
 		}
 	}
 }

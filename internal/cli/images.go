@@ -95,6 +95,7 @@ func addImageCommands(root *cobra.Command, a *app) {
 			ims, err := a.images().Load(cmd.Context(), r)
 			for _, im := range ims {
 				fmt.Fprintf(cmd.OutOrStdout(), "Loaded image: %s\n", displayName(im.Name))
+				emitImage("load", "sha256:"+im.ConfigDigest.Hex, im.Name)
 			}
 			return err
 		},
@@ -218,6 +219,7 @@ func (a *app) pull(cmd *cobra.Command, name, platform string) (*image.Image, err
 		return nil, err
 	}
 	fmt.Fprintf(out, "Digest: %s\nStatus: %s\n", im.Ref.Manifest, displayName(im.Name))
+	emitImage("pull", displayName(im.Name), im.Name)
 	return im, nil
 }
 
@@ -315,6 +317,7 @@ func (a *app) removeImages(cmd *cobra.Command, args []string) error {
 			continue
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "Untagged: %s\n", displayName(im.Name))
+		emitImage("untag", "sha256:"+im.ConfigDigest.Hex, im.Name)
 	}
 	return errors.Join(errs...)
 }

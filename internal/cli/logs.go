@@ -259,6 +259,10 @@ func runLogger(a *app, id string) error {
 	go a.watchHealth(watchCtx, id)
 	code, why := awaitEnd(runtimeState, id, os.NewFile(5, "created"))
 	endWatch()
+	if r2, err := loadCtr(id); err == nil {
+		r = r2 // its name, as it is now
+	}
+	r.emit("die", "exitCode", strconv.Itoa(code))
 	finished := time.Now().UTC()
 	// Its output is flushed by now, or soon; deleting the runtime state
 	// ends the supervisor, which closes the streams.
@@ -280,6 +284,10 @@ func runLogger(a *app, id string) error {
 	}
 	if r.AutoRemove {
 		removeAnonymous(r.Volumes, r.ID)
+		if _, err := os.Stat(ctrDir(id)); err != nil {
+			return nil // removed meanwhile (rm -f), which said so
+		}
+		r.emit("destroy")
 		return os.RemoveAll(ctrDir(id))
 	}
 	if _, err := os.Stat(ctrDir(id)); err != nil {

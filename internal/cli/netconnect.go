@@ -23,7 +23,7 @@ func addNetworkConnectCommands(nw *cobra.Command) {
 			if err != nil {
 				return err
 			}
-			return changeNetworks(cmd.Context(), args[1], func(n *ctrNetwork) error {
+			return changeNetworks(cmd.Context(), args[1], "connect", reqs[0].Name, func(n *ctrNetwork) error {
 				r := reqs[0]
 				if slices.Contains(n.names(), r.Name) {
 					return fmt.Errorf("it is on network %s already", r.Name)
@@ -43,7 +43,7 @@ func addNetworkConnectCommands(nw *cobra.Command) {
 			if name == "bridge" {
 				name = bridgeNetwork
 			}
-			return changeNetworks(cmd.Context(), args[1], func(n *ctrNetwork) error {
+			return changeNetworks(cmd.Context(), args[1], "disconnect", name, func(n *ctrNetwork) error {
 				names := n.names()
 				i := slices.Index(names, name)
 				switch {
@@ -71,7 +71,7 @@ func addNetworkConnectCommands(nw *cobra.Command) {
 // changeNetworks changes the networks of a container that is not
 // running, holding its monitor's lock so that no start joins them
 // meanwhile.
-func changeNetworks(ctx context.Context, name string, change func(*ctrNetwork) error) error {
+func changeNetworks(ctx context.Context, name, action, network string, change func(*ctrNetwork) error) error {
 	r, err := findCtr(name)
 	if err != nil {
 		return err
@@ -97,6 +97,9 @@ func changeNetworks(ctx context.Context, name string, change func(*ctrNetwork) e
 	})
 	if changeErr != nil {
 		return fmt.Errorf("container %s: %w", r.Name, changeErr)
+	}
+	if err == nil {
+		emit("network", action, network, map[string]string{"name": network, "type": "bridge", "container": r.ID})
 	}
 	return err
 }

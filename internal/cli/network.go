@@ -544,6 +544,7 @@ func addNetworkCommands(root *cobra.Command) {
 			if err := createNetwork(name, subnet, netMode{internal: internal, noICC: noICC}); err != nil {
 				return err
 			}
+			emit("network", "create", name, map[string]string{"name": name, "type": "bridge"})
 			fmt.Fprintln(cmd.OutOrStdout(), name)
 			return nil
 		},
@@ -591,6 +592,7 @@ func addNetworkCommands(root *cobra.Command) {
 					errs = append(errs, err)
 					continue
 				}
+				emit("network", "destroy", n, map[string]string{"name": n, "type": "bridge"})
 				fmt.Fprintln(cmd.OutOrStdout(), n)
 			}
 			return errors.Join(errs...)

@@ -17,7 +17,11 @@ func addPauseCommands(root *cobra.Command, a *app) {
 					if st, _ := r.status(); st != from {
 						return fmt.Errorf("container %s is %s, not %s", r.Name, st, from)
 					}
-					return runtimeOp(a, op, r.ID)
+					if err := runtimeOp(a, op, r.ID); err != nil {
+						return err
+					}
+					r.emit(use)
+					return nil
 				})
 			},
 		}
@@ -40,7 +44,10 @@ func addPauseCommands(root *cobra.Command, a *app) {
 			if err != nil {
 				return err
 			}
-			_, err = updateCtr(cmd.Context(), r.ID, func(c *ctrRecord) { c.Name = name })
+			nr, err := updateCtr(cmd.Context(), r.ID, func(c *ctrRecord) { c.Name = name })
+			if err == nil {
+				nr.emit("rename", "oldName", r.Name)
+			}
 			return err
 		},
 	}

@@ -220,6 +220,7 @@ func addPruneCommands(root *cobra.Command, a *app) {
 	system := &cobra.Command{Use: "system", Short: "the host's lodge as a whole"}
 	system.AddCommand(sysPrune)
 	addRestoreCommand(system, a)
+	addEventsCommand(system, a) // docker system events
 	addInfoCommands(root, system, a)
 	root.AddCommand(system)
 }

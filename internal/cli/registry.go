@@ -35,7 +35,11 @@ func addRegistryCommands(root *cobra.Command, imageCmd *cobra.Command, a *app) {
 			if _, ok := ref.(name.Tag); !ok {
 				return fmt.Errorf("tag %s: a target names a tag, not a digest", args[1])
 			}
-			return st.Tag(cmd.Context(), image.StoreName(ref), im.Ref.Manifest)
+			if err := st.Tag(cmd.Context(), image.StoreName(ref), im.Ref.Manifest); err != nil {
+				return err
+			}
+			emitImage("tag", "sha256:"+im.ConfigDigest.Hex, image.StoreName(ref))
+			return nil
 		},
 	}
 	push := &cobra.Command{
@@ -58,6 +62,7 @@ func addRegistryCommands(root *cobra.Command, imageCmd *cobra.Command, a *app) {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: digest: %s\n", displayName(ref.Name()), im.Ref.Manifest)
+			emitImage("push", displayName(ref.Name()), im.Name)
 			return nil
 		},
 	}

@@ -262,6 +262,7 @@ func (a *app) startCtr(ctx context.Context, r *ctrRecord, createOnly bool) error
 		if err := runtimeOp(a, "start", r.ID); err != nil {
 			return err
 		}
+		r.emit("start")
 		_, err := updateCtr(ctx, r.ID, func(c *ctrRecord) { c.StartedAt = time.Now().UTC() })
 		return err
 	}
@@ -335,7 +336,11 @@ func addRestartCommand(root *cobra.Command, a *app) {
 				if err := stopCtr(a, r, r.grace(cmd, timeout)); err != nil {
 					return err
 				}
-				return a.startCtr(cmd.Context(), r, false)
+				if err := a.startCtr(cmd.Context(), r, false); err != nil {
+					return err
+				}
+				r.emit("restart")
+				return nil
 			})
 		},
 	}

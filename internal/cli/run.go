@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -339,6 +340,12 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	if err := rec.save(); err != nil {
 		return lodgeError(err)
 	}
+	rec.emit("create")
+	defer func() {
+		if !keep {
+			rec.emit("destroy")
+		}
+	}()
 	if o.cidFile != "" {
 		if err := os.WriteFile(o.cidFile, []byte(id), 0o644); err != nil {
 			return lodgeError(fmt.Errorf("--cidfile: %w", err))
@@ -408,8 +415,12 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	watchCtx, endWatch := context.WithCancel(ctx)
 	go a.watchDeadline(watchCtx, id)
 	go a.watchHealth(watchCtx, id)
+	rec.emit("start")
 	code, err := runtimecli.Run(ctx, a.log, runtimeState, filepath.Join(ctrDir(id), "runtime.log"), bundleDir(id), id, false, "")
 	endWatch()
+	if err == nil {
+		rec.emit("die", "exitCode", strconv.Itoa(code))
+	}
 	if lerr := leaveBridge(context.WithoutCancel(ctx), id, rec.Network); lerr != nil {
 		a.log.Warn("leave the bridge network", "container", name, "err", lerr)
 	}
@@ -621,6 +632,9 @@ func (a *app) runDetached(ctx context.Context, rec *ctrRecord, o runOpts, monito
 	}
 	createdW.Write([]byte{1})
 	logger.Process.Release()
+	if !o.createOnly {
+		rec.emit("start")
+	}
 	return nil
 }
 

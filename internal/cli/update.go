@@ -91,7 +91,11 @@ func addUpdateCommand(root *cobra.Command, a *app) {
 						return err
 					}
 				}
-				return a.updateOne(cmd, r, res, policy, f.Changed("timeout"), o.timeout)
+				if err := a.updateOne(cmd, r, res, policy, f.Changed("timeout"), o.timeout); err != nil {
+					return err
+				}
+				r.emit("update")
+				return nil
 			})
 		},
 	}

@@ -143,6 +143,7 @@ func addVolumeCommands(root *cobra.Command) {
 					return err
 				}
 			}
+			emit("volume", "create", v.Name, map[string]string{"driver": "local"})
 			fmt.Fprintln(cmd.OutOrStdout(), v.Name)
 			return nil
 		}}
@@ -175,6 +176,7 @@ func addVolumeCommands(root *cobra.Command) {
 					errs = append(errs, err)
 					continue
 				}
+				emit("volume", "destroy", n, map[string]string{"driver": "local"})
 				fmt.Fprintln(cmd.OutOrStdout(), n)
 			}
 			return errors.Join(errs...)
