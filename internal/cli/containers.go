@@ -78,6 +78,9 @@ type ctrRecord struct {
 	StopTimeout *int `json:"stop_timeout,omitempty"`
 	// NetFiles is what --add-host and --dns* put in its /etc files.
 	NetFiles *netFilesConf `json:"net_files,omitempty"`
+	// StorageOpt is --storage-opt's, as inspect shows it (its size is
+	// in the bundle's lodge-layers.json).
+	StorageOpt map[string]string `json:"storage_opt,omitempty"`
 	// Timeout is --timeout's: each run is stopped this long after it
 	// starts (0: never), unless lodge update moved its deadline.
 	Timeout time.Duration `json:"timeout,omitempty"`
@@ -698,7 +701,7 @@ func inspectCtr(r *ctrRecord) map[string]any {
 		"RestartCount": r.RestartCount, "Image": "sha256:" + r.ImageID,
 		"Config": map[string]any{"Image": displayName(r.Image), "Cmd": r.Command, "Labels": r.Labels, "StopSignal": r.StopSignal, "StopTimeout": r.StopTimeout,
 			"Tty": r.Tty, "OpenStdin": r.Interactive, "AttachStdout": !r.Detached, "AttachStderr": !r.Detached},
-		"HostConfig":      map[string]any{"AutoRemove": r.AutoRemove, "Runtime": "lodge", "RestartPolicy": policy, "Egress": r.egress()},
+		"HostConfig":      map[string]any{"AutoRemove": r.AutoRemove, "Runtime": "lodge", "RestartPolicy": policy, "Egress": r.egress(), "StorageOpt": r.StorageOpt},
 		"NetworkSettings": networkSettings(r.Network, r.aliases(), running),
 		"Mounts":          mountsOf(r),
 		"LogPath":         logPath(r.ID),

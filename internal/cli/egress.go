@@ -14,6 +14,8 @@ import (
 	"unicode"
 
 	"github.com/lodgeruntime/lodge/internal/filelock"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // A container's egress rule (`--allow-out`, `--deny-out`; the sandbox
@@ -37,7 +39,25 @@ type egress struct {
 	Proxy int `json:"proxy,omitempty"`
 	// Resolvers are the nameservers of its resolv.conf (with Proxy).
 	Resolvers []string `json:"resolvers,omitempty"`
+	// DNS, if not 0, is the port on its gateway its DNS queries (UDP and
+	// TCP port 53, to any server) are sent to: a resolver that adds the
+	// addresses of names it may reach to its set (egressSet), which its
+	// chain lets through before Deny (the sandbox service's).
+	DNS int `json:"dns,omitempty"`
 }
+
+// orEmpty is eg, or a new empty rule where there is none.
+func orEmpty(eg *egress) *egress {
+	if eg == nil {
+		return &egress{}
+	}
+	return eg
+}
+
+// egressSet is container id's ipset of addresses its DNS resolver lets
+// it reach (--egress-dns), each for as long as its name's answer said
+// (ipset names take 31 characters).
+func egressSet(id string) string { return "lodge-eg-" + id[:12] }
 
 const (
 	inputChain      = "LODGE-INPUT"      // filter: jumped to from INPUT, first
@@ -108,8 +128,16 @@ func egressRules(id string, ips []string, eg *egress) (chain, jumps []netRule) {
 			}
 		}
 	}
+	if eg.DNS > 0 {
+		for _, proto := range []string{"udp", "tcp"} {
+			chain = append(chain, netRule{"filter", ch, []string{"-p", proto, "-m", "addrtype", "--dst-type", "LOCAL", "-m", proto, "--dport", strconv.Itoa(eg.DNS), "-j", "RETURN"}, false})
+		}
+	}
 	for _, c := range eg.Allow {
 		chain = append(chain, netRule{"filter", ch, []string{"-d", c, "-j", "RETURN"}, false})
+	}
+	if eg.DNS > 0 {
+		chain = append(chain, netRule{"filter", ch, []string{"-m", "set", "--match-set", egressSet(id), "dst", "-j", "RETURN"}, false})
 	}
 	for _, c := range eg.Deny {
 		chain = append(chain, netRule{"filter", ch, []string{"-d", c, "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"}, false})
@@ -121,6 +149,12 @@ func egressRules(id string, ips []string, eg *egress) (chain, jumps []netRule) {
 		if eg.Proxy > 0 {
 			jumps = append(jumps, netRule{"nat", preroutingChain, []string{"-s", ip + "/32", "-p", "tcp", "-m", "multiport", "--dports", "80,443",
 				"-m", "comment", "--comment", egressTag(id), "-j", "REDIRECT", "--to-ports", strconv.Itoa(eg.Proxy)}, true})
+		}
+		if eg.DNS > 0 {
+			for _, proto := range []string{"udp", "tcp"} {
+				jumps = append(jumps, netRule{"nat", preroutingChain, []string{"-s", ip + "/32", "-p", proto, "-m", proto, "--dport", "53",
+					"-m", "comment", "--comment", egressTag(id), "-j", "REDIRECT", "--to-ports", strconv.Itoa(eg.DNS)}, true})
+			}
 		}
 	}
 	return chain, jumps
@@ -161,6 +195,13 @@ func applyEgress(ctx context.Context, id string, ips []string, eg *egress) (retE
 			if err := iptables(ctx, j.args("-I", "1")...); err != nil {
 				return err
 			}
+		}
+	}
+	if eg.DNS > 0 {
+		// A new set: what an earlier rule's resolver let through is
+		// not carried over to new rules.
+		if err := netlink.IpsetCreate(egressSet(id), "hash:ip", netlink.IpsetCreateOptions{Timeout: new(uint32(0))}); err != nil {
+			return fmt.Errorf("egress: the set of %s's resolved addresses: %w", id[:12], err)
 		}
 	}
 	if err := iptables(ctx, "-w", "-t", "filter", "-N", egressChain(id)); err != nil {
@@ -205,6 +246,10 @@ func dropEgress(ctx context.Context, id string, saved savedRules) error {
 	}
 	if ch := egressChain(id); slices.Contains(saved["filter"].chains, ch) {
 		errs = append(errs, iptables(ctx, "-w", "-t", "filter", "-F", ch), iptables(ctx, "-w", "-t", "filter", "-X", ch))
+	}
+	// Its set, once no rule names it (--egress-dns; none is no error).
+	if err := netlink.IpsetDestroy(egressSet(id)); err != nil && !errors.Is(err, unix.ENOENT) {
+		errs = append(errs, fmt.Errorf("egress: the set of %s's resolved addresses: %w", id[:12], err))
 	}
 	return errors.Join(errs...)
 }
@@ -278,11 +323,11 @@ func nonEmpty(l *[]string) []string {
 	return slices.DeleteFunc(slices.Clone(*l), func(s string) bool { return s == "" })
 }
 
-// updateEgress replaces container r's allow list, deny list, proxy or
-// all (nil: kept) in its record and, while it is on its networks, in the
+// updateEgress replaces container r's allow list, deny list, proxy, DNS
+// port or all (nil: kept) in its record and, while it is on its networks, in the
 // host's rules. The container's network lock keeps its leave out
 // meanwhile: rules installed after it would outlive its addresses.
-func updateEgress(ctx context.Context, r *ctrRecord, allow, deny *[]string, proxy *int) error {
+func updateEgress(ctx context.Context, r *ctrRecord, allow, deny *[]string, proxy, dns *int) error {
 	if r.Network == nil {
 		return fmt.Errorf("container %s has no network: it has no egress rules to change", r.Name)
 	}
@@ -309,14 +354,19 @@ func updateEgress(ctx context.Context, r *ctrRecord, allow, deny *[]string, prox
 	if proxy != nil {
 		want.Proxy = *proxy
 	}
+	if dns != nil {
+		want.DNS = *dns
+	}
 	eg, err := parseEgress(want.Allow, want.Deny)
 	if err != nil {
 		return err
 	}
+	if want.DNS > 0 {
+		eg = orEmpty(eg)
+		eg.DNS = want.DNS
+	}
 	if want.Proxy > 0 {
-		if eg == nil {
-			eg = &egress{}
-		}
+		eg = orEmpty(eg)
 		eg.Proxy = want.Proxy
 		if b, err := os.ReadFile(filepath.Join(ctrDir(r.ID), "resolv.conf")); err == nil {
 			eg.Resolvers = nameservers(string(b))

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"github.com/vishvananda/netlink"
+	"net"
 	"os"
 	"os/exec"
 	"slices"
@@ -100,8 +102,42 @@ func TestEgressRules(t *testing.T) {
 		!strings.Contains(string(nat), `-A PREROUTING -m comment --comment "lodge containers" -j LODGE-PREROUTING`) {
 		t.Errorf("with a proxy: nat has no redirect %q:\n%s", want, nat)
 	}
+	// With a resolver: its DNS, to any server, goes to the host's port,
+	// which it may reach, and its set's addresses pass before its deny
+	// list; the set is new at each apply and goes with the chain.
+	if err := applyEgress(ctx, a, []string{"198.51.100.9"}, &egress{Allow: []string{"192.0.2.0/24"}, Deny: []string{"0.0.0.0/0"}, Proxy: 3129, DNS: 3153}); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.IpsetAdd(egressSet(a), &netlink.IPSetEntry{IP: net.ParseIP("203.0.113.80"), Timeout: new(uint32(60))}); err != nil {
+		t.Fatalf("the set: %v", err)
+	}
+	s = save()
+	nat, _ = exec.Command("iptables-save", "-t", "nat").Output()
+	for _, want := range []string{
+		"-A LODGE-EG-e0e0e0e0aaaa -p udp -m addrtype --dst-type LOCAL -m udp --dport 3153 -j RETURN\n",
+		"-A LODGE-EG-e0e0e0e0aaaa -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 3153 -j RETURN\n",
+		"-A LODGE-EG-e0e0e0e0aaaa -d 192.0.2.0/24 -j RETURN\n-A LODGE-EG-e0e0e0e0aaaa -m set --match-set lodge-eg-e0e0e0e0aaaa dst -j RETURN\n-A LODGE-EG-e0e0e0e0aaaa -j REJECT",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("with a resolver: missing %q in:\n%s", want, s)
+		}
+	}
+	for _, proto := range []string{"udp", "tcp"} {
+		if want := "-A LODGE-PREROUTING -s 198.51.100.9/32 -p " + proto + " -m " + proto + " --dport 53 -m comment --comment lodge-container-e0e0e0e0aaaa -j REDIRECT --to-ports 3153\n"; !strings.Contains(string(nat), want) {
+			t.Errorf("with a resolver: nat has no redirect %q:\n%s", want, nat)
+		}
+	}
+	if err := applyEgress(ctx, a, []string{"198.51.100.9"}, &egress{Deny: []string{"0.0.0.0/0"}, Proxy: 3129, DNS: 3153}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := netlink.IpsetList(egressSet(a)); err != nil || len(r.Entries) != 0 {
+		t.Errorf("the set after its rules were applied again: %+v %v, want it empty", r, err)
+	}
 	if err := removeEgress(ctx, a); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := netlink.IpsetList(egressSet(a)); err == nil {
+		t.Errorf("the set is left after removal")
 	}
 	if nat, _ := exec.Command("iptables-save", "-t", "nat").Output(); strings.Contains(string(nat), "e0e0e0e0aaaa") {
 		t.Errorf("the redirect is left after removal:\n%s", nat)

@@ -57,6 +57,7 @@ type runOpts struct {
 	ip                             string   // --ip: the first network's address
 	allowOut, denyOut              []string // --allow-out, --deny-out: what it may open connections to
 	egressProxy                    int      // --egress-proxy: the port its 80 and 443 go to
+	egressDNS                      int      // --egress-dns: the port its DNS goes to
 	pull                           string
 	restart                        string        // --restart: the restart policy
 	timeout                        time.Duration // --timeout: each run stopped this long after it starts
@@ -156,6 +157,7 @@ func addRunCommand(root *cobra.Command, a *app) {
 	f.StringVar(&o.ip, "ip", "", "the container's IPv4 address on its (first) network, kept by every start")
 	f.StringArrayVar(&o.denyOut, "deny-out", nil, "a destination (IPv4 address or CIDR; 0.0.0.0/0: all) the container may not open connections to, on any network or the host; again for more")
 	f.StringArrayVar(&o.allowOut, "allow-out", nil, "a destination it may open connections to whatever --deny-out says (IPv4 address or CIDR); again for more")
+	f.IntVar(&o.egressDNS, "egress-dns", 0, "send its DNS (UDP and TCP port 53, to any server) to this port of its gateway (the host), a resolver that may let it reach the addresses of the names it allows (the sandbox service's: docs/sandbox-service.md)")
 	f.IntVar(&o.egressProxy, "egress-proxy", 0, "send its TCP connections to ports 80 and 443 to this port of its gateway (the host), a proxy that decides by the name asked (the sandbox service's), and let it reach its resolvers")
 	f.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port: [[IP:][HOSTPORT]:]CONTAINERPORT[/tcp|udp] (no HOSTPORT: a free one)")
 	f.BoolVarP(&o.publishAll, "publish-all", "P", false, "publish every exposed port (the image's and --expose's) to a free host port")
@@ -198,6 +200,10 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	if o.timeout < 0 {
 		return lodgeError(fmt.Errorf("--timeout %v: want a positive duration", o.timeout))
 	}
+	writableBytes, storageOpt, err := parseStorageOpts(o.storageOpts)
+	if err != nil {
+		return lodgeError(err)
+	}
 	switch o.onTimeout {
 	case "stop":
 		o.onTimeout = ""
@@ -221,13 +227,18 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 		if o.egressProxy < 1 || o.egressProxy > 65535 {
 			return lodgeError(fmt.Errorf("--egress-proxy %d: want a port", o.egressProxy))
 		}
-		if eg == nil {
-			eg = &egress{}
-		}
+		eg = orEmpty(eg)
 		eg.Proxy = o.egressProxy
 	}
+	if o.egressDNS != 0 {
+		if o.egressDNS < 1 || o.egressDNS > 65535 {
+			return lodgeError(fmt.Errorf("--egress-dns %d: want a port", o.egressDNS))
+		}
+		eg = orEmpty(eg)
+		eg.DNS = o.egressDNS
+	}
 	if eg != nil && network == "none" {
-		return lodgeError(errors.New("--allow-out/--deny-out/--egress-proxy: the container has no network (--network none)"))
+		return lodgeError(errors.New("--allow-out/--deny-out/--egress-proxy/--egress-dns: the container has no network (--network none)"))
 	}
 	switch {
 	case network == "none" && (len(ports) > 0 || o.publishAll || len(o.aliases) > 0):
@@ -312,7 +323,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	}
 	rec := &ctrRecord{ID: id, Name: name, Image: im.Name, ImageID: im.ConfigDigest.Hex, Command: spec.Process.Args,
 		Created: time.Now().UTC(), Detached: o.detach || o.createOnly, Interactive: o.interactive, Tty: o.tty, AutoRemove: o.rm, StopSignal: stopSignal, Volumes: mnt.volumes, Mounts: mnt.points,
-		RestartPolicy: &policy, Labels: labels, NetFiles: netFiles, StopTimeout: stopTimeout, Timeout: o.timeout, OnTimeout: o.onTimeout,
+		RestartPolicy: &policy, Labels: labels, NetFiles: netFiles, StopTimeout: stopTimeout, Timeout: o.timeout, OnTimeout: o.onTimeout, StorageOpt: storageOpt,
 		Config: ctrConfig(im, o, args, spec, labels)}
 	if err := o.health.apply(rec.Config); err != nil {
 		return lodgeError(err)
@@ -394,7 +405,7 @@ func (a *app) run(cmd *cobra.Command, o runOpts, imageName string, args []string
 	}
 	// A container removed when it ends is never started again: its
 	// writable layer need not outlive it (nor be flushed as its VM ends).
-	if err := writeBundle(bundleDir(id), spec, lays, !o.rm); err != nil {
+	if err := writeBundle(bundleDir(id), spec, layers.BundleLayers{Images: lays, KeepWritable: !o.rm, WritableBytes: writableBytes}); err != nil {
 		return lodgeError(err)
 	}
 	if o.detach || o.createOnly {
@@ -656,7 +667,7 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
-func writeBundle(bundle string, spec *specs.Spec, lays []string, keepWritable bool) error {
+func writeBundle(bundle string, spec *specs.Spec, bl layers.BundleLayers) error {
 	if err := os.MkdirAll(filepath.Join(bundle, "rootfs"), 0o711); err != nil {
 		return err
 	}
@@ -667,5 +678,5 @@ func writeBundle(bundle string, spec *specs.Spec, lays []string, keepWritable bo
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
 		return err
 	}
-	return state.Write(filepath.Join(bundle, layers.BundleFile), layers.BundleLayers{Images: lays, KeepWritable: keepWritable})
+	return state.Write(filepath.Join(bundle, layers.BundleFile), bl)
 }

@@ -35,6 +35,7 @@ type specOpts struct {
 	addHosts, dns      []string
 	dnsSearch, dnsOpts []string
 	aliases            []string // --network-alias
+	storageOpts        []string // --storage-opt
 }
 
 func addSpecFlags(f *pflag.FlagSet, o *specOpts) {
@@ -53,6 +54,7 @@ func addSpecFlags(f *pflag.FlagSet, o *specOpts) {
 	f.StringArrayVar(&o.dns, "dns", nil, "a name server for /etc/resolv.conf")
 	f.StringArrayVar(&o.dnsSearch, "dns-search", nil, "a search domain for /etc/resolv.conf")
 	f.StringArrayVar(&o.dnsOpts, "dns-option", nil, "an option for /etc/resolv.conf")
+	f.StringArrayVar(&o.storageOpts, "storage-opt", nil, "a storage option: size=SIZE, its writable layer's size (e.g. 20g; default [layers] writable_gib)")
 	f.StringArrayVar(&o.aliases, "network-alias", nil, "another name the containers on its network (one made with lodge network create) find it by")
 }
 

@@ -130,3 +130,18 @@ func TestNetworkFilesConf(t *testing.T) {
 		}
 	}
 }
+
+func TestParseStorageOpts(t *testing.T) {
+	t.Parallel()
+	if n, opts, err := parseStorageOpts([]string{"size=20g"}); err != nil || n != 20<<30 || opts["size"] != "20g" {
+		t.Errorf("size=20g: %d %v %v", n, opts, err)
+	}
+	if n, opts, err := parseStorageOpts(nil); err != nil || n != 0 || opts != nil {
+		t.Errorf("none: %d %v %v", n, opts, err)
+	}
+	for _, bad := range []string{"size=1m", "size=17t", "size=lots", "size=-5g", "size=99999999999t", "dm.basesize=20g", "size"} {
+		if _, _, err := parseStorageOpts([]string{bad}); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path"
 	"regexp"
@@ -284,17 +285,45 @@ func readEnvFile(p string) ([]string, error) {
 	return out, sc.Err()
 }
 
+// Bounds of a writable layer's size (--storage-opt size=): room for an
+// ext4 with an overlay's upper and work directories; ext4's largest with
+// 4 KiB blocks and no 64bit feature.
+const minWritableBytes, maxWritableBytes = 64 << 20, 16 << 40
+
+// parseStorageOpts reads --storage-opt: size=SIZE alone, docker's one
+// option for a container's own layer. It returns the size (0: none given)
+// and the options as inspect shows them.
+func parseStorageOpts(in []string) (int64, map[string]string, error) {
+	var size int64
+	opts := map[string]string{}
+	for _, kv := range in {
+		k, v, _ := strings.Cut(kv, "=")
+		if k != "size" {
+			return 0, nil, fmt.Errorf("--storage-opt %q: lodge knows size=SIZE alone (its writable layer's size)", kv)
+		}
+		n, err := parseBytes(v)
+		if err != nil || n < minWritableBytes || n > maxWritableBytes {
+			return 0, nil, fmt.Errorf("--storage-opt %q: want a size from 64m to 16t", kv)
+		}
+		size, opts[k] = n, v
+	}
+	if len(opts) == 0 {
+		opts = nil
+	}
+	return size, opts, nil
+}
+
 func parseBytes(s string) (int64, error) {
 	s = strings.ToLower(strings.TrimSpace(s))
 	mult := int64(1)
-	for suf, m := range map[string]int64{"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "b": 1} {
+	for suf, m := range map[string]int64{"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "b": 1} {
 		if strings.HasSuffix(s, suf) {
 			s, mult = strings.TrimSuffix(s, suf), m
 			break
 		}
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n <= 0 {
+	if err != nil || n <= 0 || n > math.MaxInt64/mult {
 		return 0, errors.New("want a positive size such as 512m or 1g")
 	}
 	return n * mult, nil

@@ -57,7 +57,8 @@ func addSandboxCommands(root *cobra.Command, a *app) {
 	f.IntVar(&o.cfg.MaxSnapshots, "max-snapshots", 16, "how many snapshots (sandboxes' files kept as images to start sandboxes from) the service keeps")
 	f.BoolVar(&o.cfg.AllowNetwork, "allow-network", false, `let requests ask for "network": "bridge" (else sandboxes have no network): the network `+sandboxNetwork+`, whose sandboxes do not reach each other`)
 	f.IntVar(&o.cfg.EgressProxy, "egress-proxy-port", 3129, "with --allow-network, the port of the egress proxy on the sandboxes' gateway, which lets a request's allow_out name hosts (0: none)")
-	f.StringVar(&o.egressResolver, "egress-resolver", "", "the DNS server (HOST:PORT) the egress proxy resolves allowed names with (default: the host's)")
+	f.IntVar(&o.cfg.EgressDNS, "egress-dns-port", 3153, "with --allow-network, the port (UDP and TCP) of the resolver on the sandboxes' gateway that a sandbox whose allow_out names hosts asks, so that it reaches those names on every port (0: none: names on ports 80 and 443 alone)")
+	f.StringVar(&o.egressResolver, "egress-resolver", "", "the DNS server (HOST:PORT) the egress proxy and resolver ask (default: the host's first nameserver)")
 	f.StringArrayVar(&o.cfg.DenyOut, "deny-out", []string{"169.254.0.0/16"}, "a destination (IPv4 address or CIDR) no sandbox may open connections to, whatever its allow_out (repeat; the default is link-local, where clouds serve their metadata; none: \"\")")
 	group.AddCommand(serve)
 	root.AddCommand(group)
@@ -93,9 +94,44 @@ func ensureSandboxNetwork() error {
 // first member, so the socket binds before the address exists
 // (IP_FREEBIND); it is on no other interface of the host.
 func egressListener(port int) (net.Listener, error) {
+	gw, lc, err := egressGateway()
+	if err != nil {
+		return nil, fmt.Errorf("--egress-proxy-port: %w", err)
+	}
+	l, err := lc.Listen(context.Background(), "tcp4", net.JoinHostPort(gw, strconv.Itoa(port)))
+	if err != nil {
+		return nil, fmt.Errorf("--egress-proxy-port %d: %w (another service there? give another port, or 0 for none)", port, err)
+	}
+	return l, nil
+}
+
+// egressDNSListeners listen for the egress resolver on port (UDP and TCP)
+// of the sandbox network's gateway, as egressListener does.
+func egressDNSListeners(port int) (net.PacketConn, net.Listener, error) {
+	gw, lc, err := egressGateway()
+	if err != nil {
+		return nil, nil, fmt.Errorf("--egress-dns-port: %w", err)
+	}
+	addr := net.JoinHostPort(gw, strconv.Itoa(port))
+	pc, err := lc.ListenPacket(context.Background(), "udp4", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--egress-dns-port %d: %w (another service there? give another port, or 0 for none)", port, err)
+	}
+	l, err := lc.Listen(context.Background(), "tcp4", addr)
+	if err != nil {
+		pc.Close()
+		return nil, nil, fmt.Errorf("--egress-dns-port %d: %w (another service there? give another port, or 0 for none)", port, err)
+	}
+	return pc, l, nil
+}
+
+// egressGateway is the sandbox network's gateway address, and how to bind
+// to it before it exists.
+func egressGateway() (string, net.ListenConfig, error) {
+	var lc net.ListenConfig
 	conf, err := os.ReadFile(networkPath(sandboxNetwork))
 	if err != nil {
-		return nil, err
+		return "", lc, err
 	}
 	gw := ""
 	if l, ok := parseList(conf); ok {
@@ -106,18 +142,14 @@ func egressListener(port int) (net.Listener, error) {
 		}
 	}
 	if net.ParseIP(gw).To4() == nil {
-		return nil, fmt.Errorf("--egress-proxy-port: the network %s names no gateway", sandboxNetwork)
+		return "", lc, fmt.Errorf("the network %s names no gateway", sandboxNetwork)
 	}
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+	lc.Control = func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_FREEBIND, 1) })
 		return errors.Join(err, serr)
-	}}
-	l, err := lc.Listen(context.Background(), "tcp4", net.JoinHostPort(gw, strconv.Itoa(port)))
-	if err != nil {
-		return nil, fmt.Errorf("--egress-proxy-port %d: %w (another service there? give another port, or 0 for none)", port, err)
 	}
-	return l, nil
+	return gw, lc, nil
 }
 
 // sandboxListener listens where --listen says.
@@ -179,7 +211,8 @@ func (a *app) serveSandboxes(cmd *cobra.Command, o serveOpts) error {
 		}
 	}
 	o.cfg.DenyOut = slices.DeleteFunc(o.cfg.DenyOut, func(d string) bool { return d == "" })
-	var proxy net.Listener
+	var proxy, dnsLn net.Listener
+	var dnsPC net.PacketConn
 	if o.cfg.AllowNetwork {
 		if err := ensureSandboxNetwork(); err != nil {
 			return err
@@ -192,8 +225,29 @@ func (a *app) serveSandboxes(cmd *cobra.Command, o serveOpts) error {
 			}
 			defer proxy.Close()
 		}
-	} else {
+		if o.cfg.EgressProxy != 0 && o.cfg.EgressDNS != 0 {
+			var err error
+			if dnsPC, dnsLn, err = egressDNSListeners(o.cfg.EgressDNS); err != nil {
+				return err
+			}
+			defer dnsPC.Close()
+			defer dnsLn.Close()
+		}
+	}
+	if dnsPC == nil {
+		o.cfg.EgressDNS = 0
+	}
+	if proxy == nil {
 		o.cfg.EgressProxy = 0
+	}
+	upstream := o.egressResolver
+	if dnsPC != nil && upstream == "" {
+		b, err := os.ReadFile("/etc/resolv.conf")
+		if ns := nameservers(string(b)); err != nil || len(ns) == 0 {
+			return errors.New("--egress-dns-port: the host's /etc/resolv.conf names no IPv4 nameserver: give --egress-resolver HOST:PORT (or --egress-dns-port 0)")
+		} else {
+			upstream = net.JoinHostPort(ns[0], "53")
+		}
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -220,6 +274,9 @@ func (a *app) serveSandboxes(cmd *cobra.Command, o serveOpts) error {
 			}}
 		}
 		go svc.ServeEgress(proxy, resolver)
+	}
+	if dnsPC != nil {
+		go svc.ServeEgressDNS(dnsPC, dnsLn, upstream, nil)
 	}
 	srv := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {

@@ -37,10 +37,11 @@ type updateOpts struct {
 	restart           string
 	allowOut, denyOut []string
 	egressProxy       int
+	egressDNS         int
 }
 
 // updateFlags are the flags update takes (one at least).
-var updateFlags = []string{"cpus", "memory", "pids-limit", "cpu-shares", "restart", "timeout", "allow-out", "deny-out", "egress-proxy"}
+var updateFlags = []string{"cpus", "memory", "pids-limit", "cpu-shares", "restart", "timeout", "allow-out", "deny-out", "egress-proxy", "egress-dns"}
 
 func addUpdateCommand(root *cobra.Command, a *app) {
 	var o updateOpts
@@ -75,19 +76,25 @@ func addUpdateCommand(root *cobra.Command, a *app) {
 			if f.Changed("deny-out") {
 				deny = &o.denyOut
 			}
-			var proxy *int
-			if f.Changed("egress-proxy") {
-				if o.egressProxy < 0 || o.egressProxy > 65535 {
-					return lodgeError(fmt.Errorf("--egress-proxy %d: want a port (0: none)", o.egressProxy))
+			var proxy, dns *int
+			for _, p := range []struct {
+				flag string
+				v    *int
+				to   **int
+			}{{"egress-proxy", &o.egressProxy, &proxy}, {"egress-dns", &o.egressDNS, &dns}} {
+				if f.Changed(p.flag) {
+					if *p.v < 0 || *p.v > 65535 {
+						return lodgeError(fmt.Errorf("--%s %d: want a port (0: none)", p.flag, *p.v))
+					}
+					*p.to = p.v
 				}
-				proxy = &o.egressProxy
 			}
 			if _, err := parseEgress(nonEmpty(allow), nonEmpty(deny)); err != nil {
 				return lodgeError(err)
 			}
 			return eachCtr(cmd, args, func(r *ctrRecord) error {
-				if allow != nil || deny != nil || proxy != nil {
-					if err := updateEgress(cmd.Context(), r, allow, deny, proxy); err != nil {
+				if allow != nil || deny != nil || proxy != nil || dns != nil {
+					if err := updateEgress(cmd.Context(), r, allow, deny, proxy, dns); err != nil {
 						return err
 					}
 				}
@@ -109,6 +116,7 @@ func addUpdateCommand(root *cobra.Command, a *app) {
 	f.StringArrayVar(&o.denyOut, "deny-out", nil, `the destinations it may not open connections to, replacing those it had (again for more; "": none), at once if it runs`)
 	f.StringArrayVar(&o.allowOut, "allow-out", nil, `the destinations it may reach whatever --deny-out says, replacing those it had (again for more; "": none)`)
 	f.IntVar(&o.egressProxy, "egress-proxy", 0, "the port of its gateway its TCP ports 80 and 443 go to (run --egress-proxy; 0: none)")
+	f.IntVar(&o.egressDNS, "egress-dns", 0, "the port of its gateway its DNS goes to (run --egress-dns; 0: none)")
 	root.AddCommand(update)
 }
 

@@ -371,6 +371,9 @@ func RunArgs(p *types.Project, s types.ServiceConfig, c Container) (args, warnin
 	if s.ShmSize > 0 {
 		add("--shm-size", strconv.FormatInt(int64(s.ShmSize), 10))
 	}
+	for _, k := range sortedKeys(s.StorageOpt) {
+		add("--storage-opt", k+"="+s.StorageOpt[k])
+	}
 	for _, k := range sortedKeys(s.Ulimits) {
 		u := s.Ulimits[k]
 		soft, hard := u.Soft, u.Hard

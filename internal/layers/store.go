@@ -271,6 +271,9 @@ type BundleLayers struct {
 	// bundle) outlives it, and the next container made from this bundle
 	// writes on in it (`lodge start` of a stopped container).
 	KeepWritable bool `json:"keep_writable,omitempty"`
+	// WritableBytes is the writable layer's size (0: the store's
+	// default, [layers] writable_gib): lodge run --storage-opt size=.
+	WritableBytes int64 `json:"writable_bytes,omitempty"`
 }
 
 // ReadBundle reads bundle's BundleFile (nil, nil if it has none) and

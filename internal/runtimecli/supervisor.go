@@ -236,7 +236,8 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, r 
 			if err != nil || bl == nil {
 				return nil, err
 			}
-			return &sandbox.LayeredRoot{Images: bl.Images, Writable: filepath.Join(bundle, "lodge-rw.img"), KeepWritable: bl.KeepWritable}, nil
+			return &sandbox.LayeredRoot{Images: bl.Images, Writable: filepath.Join(bundle, "lodge-rw.img"), KeepWritable: bl.KeepWritable,
+				WritableBytes: bl.WritableBytes}, nil
 		},
 		HookNetNS: hookNS,
 		HooksRan: func(ctx context.Context, _ string) error {

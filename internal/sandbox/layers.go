@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -37,6 +38,8 @@ type LayeredRoot struct {
 	// a stopped container of `lodge` started again finds what it wrote,
 	// as docker's does.
 	KeepWritable bool
+	// WritableBytes sizes a new writable layer (0: the store's default).
+	WritableBytes int64
 }
 
 // CanLayer says whether the sandbox builds roots from layers: layers are
@@ -91,7 +94,7 @@ func (c *Container) attachLayers(ctx context.Context, lr *LayeredRoot) (*agentv1
 	}
 	if fi, err := os.Lstat(lr.Writable); lr.KeepWritable && err == nil && fi.Mode().IsRegular() {
 		c.sb.log.Debug("writable layer kept from the container's last run", "container_id", c.id)
-	} else if err := st.Store.NewWritable(ctx, lr.Writable, st.WritableBytes); err != nil {
+	} else if err := st.Store.NewWritable(ctx, lr.Writable, cmp.Or(lr.WritableBytes, st.WritableBytes)); err != nil {
 		return nil, err
 	} else if !lr.KeepWritable {
 		c.writable = lr.Writable

@@ -87,7 +87,7 @@ func (s *Service) egressArgs(allow, deny []string) Egress {
 	cidrs, names := splitDests(allow)
 	e := Egress{Allow: cidrs, Deny: slices.Concat(s.cfg.DenyOut, deny)}
 	if len(names) > 0 {
-		e.Proxy = s.cfg.EgressProxy
+		e.Proxy, e.DNS = s.cfg.EgressProxy, s.cfg.EgressDNS
 	}
 	return e
 }

@@ -54,7 +54,12 @@ func (s *Service) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/sandboxes", func(w http.ResponseWriter, r *http.Request) {
 		l, err := s.List(r.Context())
-		// ?metadata.KEY=VALUE...: those whose metadata has them all.
+		// ?state=S (again for more): those in one of them (running,
+		// paused, ...); ?metadata.KEY=VALUE...: those whose metadata has
+		// them all.
+		if states, ok := r.URL.Query()["state"]; ok {
+			l = slices.DeleteFunc(l, func(sb Sandbox) bool { return !slices.Contains(states, sb.State) })
+		}
 		for k, vs := range r.URL.Query() {
 			if key, ok := strings.CutPrefix(k, "metadata."); ok {
 				l = slices.DeleteFunc(l, func(sb Sandbox) bool {

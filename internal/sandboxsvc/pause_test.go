@@ -82,6 +82,12 @@ func TestPauseResume(t *testing.T) {
 	if len(l) != 1 || l[0].State != "paused" {
 		t.Errorf("list: %+v, want it paused", l)
 	}
+	for q, want := range map[string]int{"state=paused": 1, "state=running": 0, "state=running&state=paused": 1} {
+		f.call(t, "GET", "/v1/sandboxes?"+q, nil, &l)
+		if len(l) != want {
+			t.Errorf("list ?%s: %d, want %d", q, len(l), want)
+		}
+	}
 	// Past its old deadline, it is kept: a paused sandbox has none.
 	now = now.Add(10 * time.Minute)
 	f.svc.reapOnce(context.Background())

@@ -33,8 +33,8 @@ const holdSeconds = "2147483647"
 // Runner makes, enters and removes the containers sandboxes are.
 type Runner interface {
 	// Create makes and starts the container named c.Name, running until
-	// removed, and returns its address on its network ("" with none).
-	Create(ctx context.Context, c CreateArgs) (ip string, err error)
+	// removed.
+	Create(ctx context.Context, c CreateArgs) (Created, error)
 	// Exec runs x in the container and returns its exit code; an error
 	// means it could not be run.
 	Exec(ctx context.Context, name string, x ExecArgs) (int, error)
@@ -66,6 +66,8 @@ type Runner interface {
 // CreateArgs is a sandbox's container.
 type CreateArgs struct {
 	Name, Image, Network, Memory string
+	// Disk is its writable layer's size ("": lodge's default).
+	Disk string
 	// Owner is Label's value.
 	Owner string
 	CPUs  float64
@@ -79,6 +81,12 @@ type CreateArgs struct {
 	Timeout time.Duration
 	// OnTimeout "pause": its monitor pauses it at Timeout instead.
 	OnTimeout string
+}
+
+// Created is a container Create made: its ID, and its address on its
+// network ("" with none).
+type Created struct {
+	ID, IP string
 }
 
 // ExecArgs is one command in a sandbox.
@@ -236,7 +244,7 @@ func (c *procConn) Close() error {
 
 // Create runs `lodge run -d --rm --timeout` with tini as PID 1 (it reaps
 // what commands leave behind) and a sleep as its only child.
-func (l LodgeRunner) Create(ctx context.Context, c CreateArgs) (string, error) {
+func (l LodgeRunner) Create(ctx context.Context, c CreateArgs) (Created, error) {
 	args := []string{"run", "-d", "--rm", "--init", "--name", c.Name, "--label", Label + "=" + c.Owner,
 		"--network", c.Network, "--stop-timeout", "0", "--timeout", c.Timeout.String()}
 	if c.OnTimeout != "" {
@@ -249,6 +257,9 @@ func (l LodgeRunner) Create(ctx context.Context, c CreateArgs) (string, error) {
 	}
 	if c.Memory != "" {
 		args = append(args, "--memory", c.Memory)
+	}
+	if c.Disk != "" {
+		args = append(args, "--storage-opt", "size="+c.Disk)
 	}
 	if c.CPUs > 0 {
 		args = append(args, "--cpus", strconv.FormatFloat(c.CPUs, 'f', -1, 64))
@@ -265,18 +276,24 @@ func (l LodgeRunner) Create(ctx context.Context, c CreateArgs) (string, error) {
 	if c.Egress.Proxy > 0 {
 		args = append(args, "--egress-proxy", strconv.Itoa(c.Egress.Proxy))
 	}
+	if c.Egress.DNS > 0 {
+		args = append(args, "--egress-dns", strconv.Itoa(c.Egress.DNS))
+	}
 	args = append(args, c.Image, "sleep", holdSeconds)
-	if _, err := l.output(ctx, args...); err != nil || c.Network == "none" {
-		return "", err
+	id, err := l.output(ctx, args...)
+	made := Created{ID: strings.TrimSpace(string(id))}
+	if err != nil || c.Network == "none" {
+		return made, err
 	}
 	ip, err := l.output(ctx, "inspect", "-f", "{{.NetworkSettings.IPAddress}}", c.Name)
-	return strings.TrimSpace(string(ip)), err
+	made.IP = strings.TrimSpace(string(ip))
+	return made, err
 }
 
 // SetEgress runs `lodge update --allow-out --deny-out --egress-proxy`
 // (an empty list: "").
 func (l LodgeRunner) SetEgress(ctx context.Context, name string, e Egress) error {
-	args := []string{"update", "--egress-proxy", strconv.Itoa(e.Proxy)}
+	args := []string{"update", "--egress-proxy", strconv.Itoa(e.Proxy), "--egress-dns", strconv.Itoa(e.DNS)}
 	for flag, list := range map[string][]string{"--allow-out": e.Allow, "--deny-out": e.Deny} {
 		if len(list) == 0 {
 			list = []string{""}
@@ -290,11 +307,12 @@ func (l LodgeRunner) SetEgress(ctx context.Context, name string, e Egress) error
 }
 
 // Egress is a sandbox's egress rules as lodge takes them: addresses or
-// CIDRs it may reach, then those it may not, and the port of the
-// proxy its ports 80 and 443 go to (0: none).
+// CIDRs it may reach, then those it may not, the port of the proxy its
+// ports 80 and 443 go to and that of the resolver its DNS goes to (0:
+// none).
 type Egress struct {
 	Allow, Deny []string
-	Proxy       int
+	Proxy, DNS  int
 }
 
 // Exec runs `lodge exec`. Lodge's own failures (no such container, the

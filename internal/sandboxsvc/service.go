@@ -56,8 +56,11 @@ type Config struct {
 	// connection to, whatever its request's allow_out says.
 	DenyOut []string
 	// EgressProxy is the port of the service's egress proxy on the
-	// network's gateway (0: none, and allow_out takes no names).
-	EgressProxy int
+	// network's gateway (0: none, and allow_out takes no names);
+	// EgressDNS, that of its resolver for sandboxes whose allow_out
+	// names hosts (0: none, and names are reached on ports 80 and 443
+	// alone, through the proxy).
+	EgressProxy, EgressDNS int
 	// Token, if set, must come with every request as a bearer token.
 	Token string
 	// Tenants, if any, are the callers that share the service, each with
@@ -132,6 +135,8 @@ type Sandbox struct {
 	Network string `json:"network"`
 	// IP is its address on the bridge network (none: "").
 	IP string `json:"ip,omitempty"`
+	// ContainerID is its lodge container's ID.
+	ContainerID string `json:"container_id,omitempty"`
 	// AllowOut and DenyOut are its request's egress lists.
 	AllowOut  []string          `json:"allow_out,omitempty"`
 	DenyOut   []string          `json:"deny_out,omitempty"`
@@ -272,9 +277,11 @@ type CreateRequest struct {
 	TimeoutSeconds int               `json:"timeout_seconds"`
 	Env            map[string]string `json:"env"`
 	Memory         string            `json:"memory"`
-	CPUs           float64           `json:"cpus"`
-	Network        string            `json:"network"`
-	Metadata       map[string]string `json:"metadata"`
+	// Disk is its writable layer's size ("4g"; none: lodge's default).
+	Disk     string            `json:"disk"`
+	CPUs     float64           `json:"cpus"`
+	Network  string            `json:"network"`
+	Metadata map[string]string `json:"metadata"`
 	// AllowOut and DenyOut say what it may open connections to, as
 	// E2B's lists: a destination in AllowOut may be reached, then one in
 	// DenyOut may not, the rest may; never one the service denies.
@@ -351,6 +358,9 @@ func (s *Service) checkCreate(tenant string, r *CreateRequest) error {
 	if r.Memory != "" && (strings.HasPrefix(r.Memory, "-") || strings.ContainsAny(r.Memory, " \x00")) {
 		return badRequest{fmt.Sprintf("memory %q: want a size such as 512m", r.Memory)}
 	}
+	if r.Disk != "" && (strings.HasPrefix(r.Disk, "-") || strings.ContainsAny(r.Disk, " =,\x00")) {
+		return badRequest{fmt.Sprintf("disk %q: want a size such as 4g", r.Disk)}
+	}
 	if r.CPUs < 0 {
 		return badRequest{"cpus: want a positive number"}
 	}
@@ -423,12 +433,12 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error)
 	if r.Snapshot != "" && !s.hasSnapshot(ctx, r.Snapshot) {
 		return nil, fmt.Errorf("snapshot %s: %w", r.Snapshot, errNoSnapshot)
 	}
-	args := CreateArgs{Name: id, Image: r.Image, Network: r.Network, Memory: r.Memory, CPUs: r.CPUs, Env: env, Timeout: life, Owner: s.owner,
+	args := CreateArgs{Name: id, Image: r.Image, Network: r.Network, Memory: r.Memory, Disk: r.Disk, CPUs: r.CPUs, Env: env, Timeout: life, Owner: s.owner,
 		Pull: pull, OnTimeout: r.OnTimeout}
 	if r.Network == "bridge" {
 		args.Network, args.Egress = s.cfg.Network, s.egressArgs(r.AllowOut, r.DenyOut)
 	}
-	ip, err := s.run.Create(ctx, args)
+	made, err := s.run.Create(ctx, args)
 	if err != nil {
 		// Whatever the failed run left, under this name.
 		s.run.Remove(ctx, id)
@@ -438,7 +448,7 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error)
 		return nil, err
 	}
 	now := s.now()
-	sb := &Sandbox{ID: id, Image: r.Image, Network: r.Network, IP: ip, AllowOut: r.AllowOut, DenyOut: r.DenyOut,
+	sb := &Sandbox{ID: id, Image: r.Image, Network: r.Network, IP: made.IP, ContainerID: made.ID, AllowOut: r.AllowOut, DenyOut: r.DenyOut,
 		CreatedAt: now, ExpiresAt: now.Add(life), Metadata: r.Metadata, Tenant: tenant, OnTimeout: r.OnTimeout,
 		AutoResume: r.AutoResume}
 	if err := state.Write(s.recordPath(id), sb); err != nil {

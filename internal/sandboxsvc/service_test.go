@@ -62,23 +62,24 @@ type egressCall struct {
 	e    Egress
 }
 
-func (f *fakeRunner) Create(_ context.Context, c CreateArgs) (string, error) {
+func (f *fakeRunner) Create(_ context.Context, c CreateArgs) (Created, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.created = append(f.created, c)
 	if f.createErr != nil {
 		f.ctrs[c.Name] = "created" // what a failed run may leave
-		return "", f.createErr
+		return Created{}, f.createErr
 	}
 	f.ctrs[c.Name] = "running"
 	f.owners[c.Name] = c.Owner
-	if c.Network == "bridge" && f.bridgeIP != "" {
-		return f.bridgeIP, nil
+	made := Created{ID: fmt.Sprintf("%064x", len(f.created))}
+	switch {
+	case c.Network == "bridge" && f.bridgeIP != "":
+		made.IP = f.bridgeIP
+	case c.Network == "bridge":
+		made.IP = "10.87.0.9"
 	}
-	if c.Network == "bridge" {
-		return "10.87.0.9", nil
-	}
-	return "", nil
+	return made, nil
 }
 
 func (f *fakeRunner) Exec(_ context.Context, name string, x ExecArgs) (int, error) {
@@ -285,6 +286,8 @@ func TestCreateRefusals(t *testing.T) {
 		{"long life", CreateRequest{TimeoutSeconds: 61}, "want 1 to 60"},
 		{"env name", CreateRequest{Env: map[string]string{"A=B": "x"}}, "env"},
 		{"memory flag", CreateRequest{Memory: "--privileged"}, "memory"},
+		{"disk flag", CreateRequest{Disk: "--privileged"}, "disk"},
+		{"disk options", CreateRequest{Disk: "4g,size=9t"}, "disk"},
 		{"unknown field", map[string]any{"imag": "busybox"}, "unknown field"},
 	} {
 		var e map[string]string
@@ -299,8 +302,11 @@ func TestCreateRefusals(t *testing.T) {
 		t.Errorf("a default image outside the offered ones was taken")
 	}
 	// An image of the allow-list may be pulled; the first is the default.
-	f.create(t, CreateRequest{Image: "python:3"})
+	f.create(t, CreateRequest{Image: "python:3", Disk: "4g"})
 	f.create(t, CreateRequest{})
+	if d := f.run.created[0].Disk; d != "4g" {
+		t.Errorf("disk: its container's %q, want 4g", d)
+	}
 	if len(f.run.created) != 2 || !f.run.created[0].Pull || f.run.created[1].Image != "busybox" {
 		t.Errorf("an allowed image: %+v, want it pulled where missing", f.run.created)
 	}

@@ -130,3 +130,39 @@ cat /dev/net/tun 2>&1 | grep -q 'bad state' && echo tun-ok; cat /dev/fuse 2>&1 |
 	}
 
 }
+
+// TestLodgeStorageOpt: --storage-opt size= sizes the container's
+// writable layer, which its root's free space shows; a size lodge cannot
+// give is refused before anything is made.
+func TestLodgeStorageOpt(t *testing.T) {
+	l := newLodgeCLI(t)
+	ref, _ := testImage(t)
+	l.must("pull", ref)
+	rootKB := func(args ...string) int {
+		t.Helper()
+		out := l.must(append(append([]string{"run", "--rm"}, args...), ref, "df", "-k", "/")...)
+		var kb int
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if f := strings.Fields(lines[len(lines)-1]); len(f) < 2 || func() error { _, err := fmt.Sscan(f[1], &kb); return err }() != nil {
+			t.Fatalf("df: %q", out)
+		}
+		return kb
+	}
+	if kb := rootKB("--storage-opt", "size=300m"); kb < 250<<10 || kb > 300<<10 {
+		t.Errorf("--storage-opt size=300m: a root of %d KiB", kb)
+	}
+	if kb := rootKB(); kb < 9<<20 {
+		t.Errorf("the default writable layer: a root of %d KiB, want about 10 GiB", kb)
+	}
+	l.must("create", "--name", "sized", "--storage-opt", "size=2g", ref, "true")
+	if got := strings.TrimSpace(l.must("inspect", "-f", "{{.HostConfig.StorageOpt.size}}", "sized")); got != "2g" {
+		t.Errorf("inspect's StorageOpt: %q", got)
+	}
+	l.must("rm", "sized")
+	if r := l.run("", "run", "--rm", "--storage-opt", "size=1m", ref, "true"); r.code != 125 || !strings.Contains(r.stderr, "from 64m to 16t") {
+		t.Errorf("size=1m: exit %d, %s", r.code, r.stderr)
+	}
+	if ps := strings.TrimSpace(l.must("ps", "-a", "-q")); ps != "" {
+		t.Errorf("left: %s", ps)
+	}
+}

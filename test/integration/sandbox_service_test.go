@@ -146,7 +146,7 @@ func TestSandboxService(t *testing.T) {
 	// Beyond the host, a server a sandbox reaches by an allowed name (the
 	// egress proxy resolves it with a DNS server of the test's).
 	hostAddr, outAddr, _ := beyondHost(t)
-	dns := testdns.Serve(t, map[string]string{"allowed.test": outAddr})
+	dns := testdns.Serve(t, map[string]string{"allowed.test": outAddr, "other.test": hostAddr})
 	sock, stop := serveSandboxes(l, ref, "--egress-resolver", dns)
 	api := newSandboxAPI(t, sock)
 
@@ -442,6 +442,18 @@ func TestSandboxService(t *testing.T) {
 		"wget -qO- http://" + outAddr + ":8080/ || echo denied"
 	if r := api.command(b.ID, map[string]any{"cmd": names}); r.Stdout != hostAddr+"\nrefused\ndenied\n" {
 		t.Errorf("allow_out [allowed.test], deny_out [0.0.0.0/0]: %+v; want the allowed name's server (seeing the host), the other refused, port 8080 denied", r)
+	}
+	// On another port, by the allowed name: its DNS goes to the service's
+	// resolver, which lets the name's address through for the
+	// connection that follows (nothing listens there: refused by the
+	// server's side, not denied by the host's "no route").
+	if r := api.command(b.ID, map[string]any{"cmd": "wget -qO- http://allowed.test:8089/ 2>&1; true"}); !strings.Contains(r.Stdout, "refused") {
+		t.Errorf("allowed.test on port 8089: %+v; want its connection refused by the server's side, not denied", r)
+	}
+	// A name not allowed resolves, and its address stays denied (the
+	// host's, which would refuse as the server did).
+	if r := api.command(b.ID, map[string]any{"cmd": "wget -qO- http://other.test:8089/ 2>&1; true"}); !strings.Contains(r.Stdout, "No route to host") {
+		t.Errorf("other.test on port 8089: %+v; want it denied", r)
 	}
 	if r := api.command(a.ID, map[string]any{"cmd": "ip -4 addr | grep -v 127.0.0.1 | grep -c inet"}); strings.TrimSpace(r.Stdout) != "0" {
 		t.Errorf("the sandbox without a network has an address: %+v", r)
