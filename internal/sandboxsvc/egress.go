@@ -77,7 +77,11 @@ func (s *Service) SetEgress(ctx context.Context, id string, allow, deny []string
 	if err := s.run.SetEgress(ctx, id, s.egressArgs(allow, deny)); err != nil {
 		return Sandbox{}, err
 	}
-	return s.change(id, func(c *Sandbox) { c.AllowOut, c.DenyOut = allow, deny })
+	sb, err = s.change(id, func(c *Sandbox) { c.AllowOut, c.DenyOut = allow, deny })
+	if err == nil {
+		s.happened("updated", sb, "network")
+	}
+	return sb, err
 }
 
 // egressArgs are lodge run's (and update's) egress flags for a request's

@@ -2,9 +2,12 @@ package sandboxsvc
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -140,4 +143,50 @@ func TestEgressDNS(t *testing.T) {
 	if _, ok := f.svc.dnsClient(&net.UDPAddr{IP: net.ParseIP("127.0.0.9"), Port: 53}); ok {
 		t.Errorf("a query from no sandbox's address would be answered")
 	}
+}
+
+// FuzzLearn: whatever an upstream's reply holds, learning from it never
+// panics, and lets through only IPv4 addresses a sandbox may reach, and
+// only for a question about a name it allows.
+func FuzzLearn(f *testing.F) {
+	build := func(name string, addrs ...string) []byte {
+		b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 1, Response: true})
+		b.StartQuestions()
+		n := dnsmessage.MustNewName(name + ".")
+		b.Question(dnsmessage.Question{Name: n, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET})
+		b.StartAnswers()
+		for _, a := range addrs {
+			b.AResource(dnsmessage.ResourceHeader{Name: n, Class: dnsmessage.ClassINET, TTL: 9}, dnsmessage.AResource{A: netip.MustParseAddr(a).As4()})
+		}
+		out, _ := b.Finish()
+		return out
+	}
+	f.Add(build("pypi.org", "151.101.0.223", "169.254.169.254"))
+	f.Add(build("x.pythonhosted.org", "127.0.0.1", "10.0.0.1"))
+	f.Add(build("evil.example", "203.0.113.1"))
+	f.Add([]byte{0, 1, 0x80, 0, 0, 1, 0, 1})
+	svc, err := New(Config{Dir: f.TempDir(), DenyOut: []string{"169.254.0.0/16"}}, &fakeRunner{ctrs: map[string]string{}, owners: map[string]string{}}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	sb := Sandbox{ID: "sbx-0123456789ab", ContainerID: strings.Repeat("c", 64), AllowOut: []string{"pypi.org", "*.pythonhosted.org", "192.0.2.0/24"}}
+	f.Fuzz(func(t *testing.T, reply []byte) {
+		var asked string
+		var p dnsmessage.Parser
+		if _, err := p.Start(reply); err == nil {
+			if q, err := p.Question(); err == nil {
+				asked = strings.TrimSuffix(strings.ToLower(q.Name.String()), ".")
+			}
+		}
+		svc.learn(sb, reply, func(set string, ip netip.Addr, ttl time.Duration) error {
+			if set != "lodge-eg-cccccccccccc" || !ip.Is4() || ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsUnspecified() || ip.IsMulticast() ||
+				ttl < dnsMinTTL+dnsGrace || ttl > dnsMaxTTL+dnsGrace {
+				t.Errorf("let through %s %s for %v", set, ip, ttl)
+			}
+			if asked != "pypi.org" && !strings.HasSuffix(asked, ".pythonhosted.org") {
+				t.Errorf("let through %s for a question about %q", ip, asked)
+			}
+			return nil
+		})
+	})
 }

@@ -23,6 +23,7 @@ const maxRequest = 1 << 20
 //	POST   /v1/sandboxes/{id}/pause       freeze it, memory and all
 //	POST   /v1/sandboxes/{id}/resume      thaw it (timeout_seconds: its new life)
 //	GET    /v1/sandboxes/{id}/metrics     its CPU, memory and processes now
+//	GET    /v1/events[?sandbox=ID&replay=true]  sandboxes' lives as they happen (NDJSON)
 //	PUT    /v1/sandboxes/{id}/network     replace its allow_out and deny_out
 //	POST   /v1/sandboxes/{id}/commands    run a command (or start one in the background)
 //	GET    /v1/sandboxes/{id}/commands    the background commands
@@ -91,6 +92,18 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/sandboxes/{id}/pause", func(w http.ResponseWriter, r *http.Request) {
 		sb, err := s.Pause(r.Context(), r.PathValue("id"))
 		reply(w, http.StatusOK, sb, err)
+	})
+	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if id := q.Get("sandbox"); id != "" {
+			if _, err := s.Get(id); err != nil || !s.owns(tenantOf(r.Context()), id) {
+				reply(w, 0, nil, fmt.Errorf("%w: %s", errNotFound, id))
+				return
+			}
+		}
+		streamEvents(w, func(send func(LifecycleEvent) error, ready func()) error {
+			return s.FollowLifecycle(r.Context(), q.Get("sandbox"), q.Get("replay") == "true", send, ready)
+		})
 	})
 	mux.HandleFunc("GET /v1/sandboxes/{id}/metrics", func(w http.ResponseWriter, r *http.Request) {
 		m, err := s.Metrics(r.Context(), r.PathValue("id"))
@@ -281,7 +294,7 @@ func (s *Service) serveCommand(w http.ResponseWriter, r *http.Request) {
 // streamEvents replies with the events run sends, as NDJSON, each flushed
 // as it comes. The stream's status is sent with its first event, or when
 // run calls ready: what goes wrong before is an ordinary error reply.
-func streamEvents(w http.ResponseWriter, run func(send func(Event) error, ready func()) error) {
+func streamEvents[E any](w http.ResponseWriter, run func(send func(E) error, ready func()) error) {
 	rc := http.NewResponseController(w)
 	enc := json.NewEncoder(w)
 	streaming := false // run's calls of send and ready are one at a time
@@ -293,7 +306,7 @@ func streamEvents(w http.ResponseWriter, run func(send func(Event) error, ready 
 			rc.Flush()
 		}
 	}
-	err := run(func(e Event) error {
+	err := run(func(e E) error {
 		ready()
 		if err := enc.Encode(e); err != nil {
 			return err

@@ -97,6 +97,7 @@ func (s *Service) Pause(ctx context.Context, id string) (Sandbox, error) {
 		return Sandbox{}, conflict{fmt.Sprintf("sandbox %s is paused already", id)}
 	}
 	ctx = context.WithoutCancel(ctx)
+	at := s.now()
 	if err := s.run.Pause(ctx, id); err != nil {
 		return Sandbox{}, fmt.Errorf("sandbox %s: pause: %w", id, err)
 	}
@@ -109,18 +110,19 @@ func (s *Service) Pause(ctx context.Context, id string) (Sandbox, error) {
 		}
 		return Sandbox{}, fmt.Errorf("sandbox %s: pause: %w", id, err)
 	}
-	return s.markPaused(id, "paused")
+	return s.markPaused(id, "paused", at)
 }
 
-// markPaused records sandbox id as paused now (its container is, and has
-// MaxPaused from now).
-func (s *Service) markPaused(id, why string) (Sandbox, error) {
-	now := s.now()
+// markPaused records sandbox id as paused at now (its container is, and
+// has MaxPaused from then: now is taken before its deadline was set, so
+// that the record's is never later than its monitor's).
+func (s *Service) markPaused(id, why string, now time.Time) (Sandbox, error) {
 	sb, err := s.change(id, func(c *Sandbox) {
 		c.LeftSeconds = max(int(c.ExpiresAt.Sub(now)/time.Second), 0)
 		c.PausedAt, c.ExpiresAt = now, now.Add(s.cfg.MaxPaused)
 	})
 	if err == nil {
+		s.happened("paused", sb, why)
 		s.log.Info("sandbox "+why, "sandbox_id", id, "left_s", sb.LeftSeconds, "removed_at", sb.ExpiresAt.Format(time.RFC3339))
 	}
 	return sb, err
@@ -146,6 +148,7 @@ func (s *Service) Resume(ctx context.Context, id string, seconds int) (Sandbox, 
 		return Sandbox{}, err
 	}
 	ctx = context.WithoutCancel(ctx)
+	at := s.now()
 	// Its deadline before anything in it runs again.
 	if err := s.run.SetTimeout(ctx, id, life); err != nil {
 		return Sandbox{}, fmt.Errorf("sandbox %s: resume: %w", id, err)
@@ -156,7 +159,7 @@ func (s *Service) Resume(ctx context.Context, id string, seconds int) (Sandbox, 
 		}
 		return Sandbox{}, fmt.Errorf("sandbox %s: resume: %w", id, err)
 	}
-	return s.markRunning(id, life, "resumed")
+	return s.markRunning(id, at.Add(life), "resumed")
 }
 
 // resumeLife is what a resume of paused sb gives it unless asked: the
@@ -168,13 +171,13 @@ func (s *Service) resumeLife(sb Sandbox) time.Duration {
 	return s.cfg.DefaultTimeout
 }
 
-// markRunning records sandbox id as running, ending life from now.
-func (s *Service) markRunning(id string, life time.Duration, why string) (Sandbox, error) {
-	now := s.now()
+// markRunning records sandbox id as running, ending at end.
+func (s *Service) markRunning(id string, end time.Time, why string) (Sandbox, error) {
 	sb, err := s.change(id, func(c *Sandbox) {
-		c.PausedAt, c.LeftSeconds, c.ExpiresAt = time.Time{}, 0, now.Add(life)
+		c.PausedAt, c.LeftSeconds, c.ExpiresAt = time.Time{}, 0, end
 	})
 	if err == nil {
+		s.happened("resumed", sb, why)
 		s.log.Info("sandbox "+why, "sandbox_id", id, "expires", sb.ExpiresAt.Format(time.RFC3339))
 	}
 	return sb, err
@@ -221,18 +224,19 @@ func (s *Service) reconcilePause(ctx context.Context, sb Sandbox, st string, now
 	switch paused = !sb.PausedAt.IsZero(); {
 	case st == "paused" && !paused:
 		// Its monitor took its deadline away: the paused one's.
+		at := s.now()
 		if err := s.run.SetTimeout(ctx, sb.ID, s.cfg.MaxPaused); err != nil {
 			s.log.Warn("sandbox: paused by its container: deadline", "sandbox_id", sb.ID, "err", err)
 			return true
 		}
-		s.markPaused(sb.ID, "paused (at its deadline, or by hand)")
+		s.markPaused(sb.ID, "paused (at its deadline, or by hand)", at)
 	case st == "running" && paused:
-		life := s.resumeLife(sb)
+		life, at := s.resumeLife(sb), s.now()
 		if err := s.run.SetTimeout(ctx, sb.ID, life); err != nil {
 			s.log.Warn("sandbox: thawed by hand: deadline", "sandbox_id", sb.ID, "err", err)
 			return true
 		}
-		s.markRunning(sb.ID, life, "running again (thawed by hand)")
+		s.markRunning(sb.ID, at.Add(life), "running again (thawed by hand)")
 	}
 	return true
 }

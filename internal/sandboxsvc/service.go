@@ -192,6 +192,10 @@ type Service struct {
 	bg map[string]map[string]*bgCommand
 	// turning are the sandboxes being paused or resumed.
 	turning map[string]bool
+	// lifecycle are the last events of sandboxes' lives; followers,
+	// those who follow them (lifecycle.go).
+	lifecycle []LifecycleEvent
+	followers map[*lifecycleFollower]struct{}
 }
 
 // New loads the records in cfg.Dir and returns the service. Call Reap to
@@ -449,7 +453,11 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error)
 	}
 	now := s.now()
 	sb := &Sandbox{ID: id, Image: r.Image, Network: r.Network, IP: made.IP, ContainerID: made.ID, AllowOut: r.AllowOut, DenyOut: r.DenyOut,
-		CreatedAt: now, ExpiresAt: now.Add(life), Metadata: r.Metadata, Tenant: tenant, OnTimeout: r.OnTimeout,
+		// Its life counts from before its container started, so that the
+		// record's deadline is never later than its monitor's. (When its
+		// record was made, after: the reaper takes a record older than
+		// its list of containers for one whose container is gone.)
+		CreatedAt: now, ExpiresAt: start.Add(life), Metadata: r.Metadata, Tenant: tenant, OnTimeout: r.OnTimeout,
 		AutoResume: r.AutoResume}
 	if err := state.Write(s.recordPath(id), sb); err != nil {
 		s.run.Remove(ctx, id)
@@ -458,6 +466,7 @@ func (s *Service) Create(ctx context.Context, r CreateRequest) (*Sandbox, error)
 	s.mu.Lock()
 	s.boxes[id] = sb
 	s.mu.Unlock()
+	s.happened("created", *sb, "")
 	s.log.Info("sandbox made", "sandbox_id", id, "image", r.Image, "ms", now.Sub(start).Milliseconds(), "expires", sb.ExpiresAt.Format(time.RFC3339))
 	return sb, nil
 }
@@ -513,10 +522,15 @@ func (s *Service) SetTimeout(ctx context.Context, id string, seconds int) (Sandb
 	if err := s.notPaused(id); err != nil {
 		return Sandbox{}, err // a resume takes timeout_seconds
 	}
+	at := s.now() // before its monitor's deadline moves: never later than it
 	if err := s.run.SetTimeout(ctx, id, life); err != nil {
 		return Sandbox{}, err
 	}
-	return s.change(id, func(c *Sandbox) { c.ExpiresAt = s.now().Add(life) })
+	sb, err := s.change(id, func(c *Sandbox) { c.ExpiresAt = at.Add(life) })
+	if err == nil {
+		s.happened("updated", sb, "timeout")
+	}
+	return sb, err
 }
 
 // change changes sandbox id's record, on disk and then in memory.
@@ -557,9 +571,13 @@ func (s *Service) remove(ctx context.Context, id, why string) error {
 		return fmt.Errorf("sandbox %s: record: %w", id, err)
 	}
 	s.mu.Lock()
+	gone, had := s.boxes[id]
 	delete(s.boxes, id)
 	delete(s.refusals, id)
 	s.mu.Unlock()
+	if had {
+		s.happened("removed", *gone, why)
+	}
 	s.forget(id)
 	s.log.Info("sandbox "+why, "sandbox_id", id)
 	return nil

@@ -1,6 +1,9 @@
 package integration
 
 import (
+	"bufio"
+	"encoding/json"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -113,6 +116,23 @@ func TestSandboxPause(t *testing.T) {
 	t.Logf("count %d before the pause, %d after the resume", before, after)
 	if after <= before || after-before > 15 {
 		t.Errorf("count %d before the pause, %d after the resume: want a few more (5 s paused would be 25)", before, after)
+	}
+	// Its life as the service tells it, kept for one who follows later.
+	req, _ := http.NewRequest("GET", "http://lodge/v1/events?replay=true&sandbox="+a.ID, nil)
+	if resp, err := api.c.Do(req); err != nil {
+		t.Errorf("events: %v", err)
+	} else {
+		sc := bufio.NewScanner(resp.Body)
+		var got []string
+		for len(got) < 3 && sc.Scan() {
+			var e struct{ Type, Why string }
+			json.Unmarshal(sc.Bytes(), &e)
+			got = append(got, e.Type)
+		}
+		resp.Body.Close()
+		if strings.Join(got, " ") != "created paused resumed" {
+			t.Errorf("its events: %q", got)
+		}
 	}
 	var cmd struct {
 		Running bool `json:"running"`
