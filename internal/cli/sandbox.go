@@ -234,20 +234,23 @@ func (a *app) serveSandboxes(cmd *cobra.Command, o serveOpts) error {
 			defer dnsLn.Close()
 		}
 	}
+	upstream := o.egressResolver
+	if dnsPC != nil && upstream == "" {
+		b, _ := os.ReadFile("/etc/resolv.conf")
+		if ns := nameservers(string(b)); len(ns) > 0 {
+			upstream = net.JoinHostPort(ns[0], "53")
+		} else {
+			a.log.Warn("the egress resolver is off: the host's /etc/resolv.conf names no IPv4 nameserver (give --egress-resolver HOST:PORT); names in allow_out reach ports 80 and 443 alone")
+			dnsPC.Close()
+			dnsLn.Close()
+			dnsPC = nil
+		}
+	}
 	if dnsPC == nil {
 		o.cfg.EgressDNS = 0
 	}
 	if proxy == nil {
 		o.cfg.EgressProxy = 0
-	}
-	upstream := o.egressResolver
-	if dnsPC != nil && upstream == "" {
-		b, err := os.ReadFile("/etc/resolv.conf")
-		if ns := nameservers(string(b)); err != nil || len(ns) == 0 {
-			return errors.New("--egress-dns-port: the host's /etc/resolv.conf names no IPv4 nameserver: give --egress-resolver HOST:PORT (or --egress-dns-port 0)")
-		} else {
-			upstream = net.JoinHostPort(ns[0], "53")
-		}
 	}
 	self, err := os.Executable()
 	if err != nil {
