@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -110,8 +111,9 @@ func emitImage(action, id, storeName string) {
 	emit("image", action, id, map[string]string{"name": displayName(storeName)})
 }
 
-// eventFilter is events' -f: each key's values are alternatives, and every
-// key must match (docker's rule).
+// eventFilter is events' -f: each key's values are alternatives (labels
+// excepted: every one must hold), and every key must match (docker's
+// rules).
 type eventFilter map[string][]string
 
 var eventFilterKeys = []string{"type", "event", "container", "image", "label", "network", "volume"}
@@ -153,10 +155,12 @@ func (f eventFilter) match(e event) bool {
 			}
 			return img == v || img == normalise(v) || strings.TrimSuffix(img, ":latest") == v
 		}) &&
-		any("label", func(v string) bool {
+		// Every label asked for, as docker's (the other keys' values
+		// are alternatives).
+		!slices.ContainsFunc(f["label"], func(v string) bool {
 			k, val, hasVal := strings.Cut(v, "=")
 			got, ok := e.Actor.Attributes[k]
-			return ok && (!hasVal || got == val)
+			return !ok || hasVal && got != val
 		})
 }
 
@@ -217,13 +221,24 @@ func (a *app) events(cmd *cobra.Command, o eventsOpts) error {
 	if err != nil {
 		return err
 	}
+	return followEvents(cmd.Context(), since, until, func(e event) {
+		if filter.match(e) {
+			print(e)
+		}
+	})
+}
+
+// followEvents hands show the journal's events from since (those of its
+// old file first), then each as it is written, until until (zero: never)
+// or ctx ends.
+func followEvents(ctx context.Context, since, until time.Time, each func(event)) error {
 	show := func(e event) bool {
 		t := time.Unix(0, e.TimeNano)
 		if !until.IsZero() && t.After(until) {
 			return false
 		}
-		if !t.Before(since) && filter.match(e) {
-			print(e)
+		if !t.Before(since) {
+			each(e)
 		}
 		return true
 	}
@@ -251,7 +266,7 @@ func (a *app) events(cmd *cobra.Command, o eventsOpts) error {
 			return nil
 		}
 		select {
-		case <-cmd.Context().Done():
+		case <-ctx.Done():
 			return nil
 		case <-time.After(200 * time.Millisecond):
 		}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lodgeruntime/lodge/internal/compose"
 	"github.com/lodgeruntime/lodge/internal/config"
 )
 
@@ -57,6 +58,8 @@ func TestEvents(t *testing.T) {
 		{[]string{"-f", "container=other"}, nil},
 		{[]string{"-f", "label=tier=front", "-f", "event=start"}, []string{"container start"}},
 		{[]string{"-f", "label=tier=back"}, nil},
+		{[]string{"-f", "label=tier=front", "-f", "label=tier"}, []string{"container create", "container start", "container die", "container health_status: healthy"}},
+		{[]string{"-f", "label=tier=front", "-f", "label=zone"}, nil}, // every label must hold
 		{[]string{"-f", "image=busybox", "-f", "event=pull"}, []string{"image pull"}},
 		{[]string{"-f", "network=n1"}, []string{"network create"}},
 	} {
@@ -120,5 +123,27 @@ func TestEventsFollow(t *testing.T) {
 	out := <-done
 	if got := strings.Fields(out); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("followed: %v\nwant %v", got, want)
+	}
+}
+
+func TestComposeWants(t *testing.T) {
+	t.Parallel()
+	ctr := func(project, service string) event {
+		return event{Type: "container", Actor: eventActor{Attributes: map[string]string{compose.LabelProject: project, compose.LabelService: service}}}
+	}
+	for _, tc := range []struct {
+		e        event
+		services []string
+		want     bool
+	}{
+		{ctr("shop", "web"), nil, true},
+		{ctr("shop", "web"), []string{"db", "web"}, true},
+		{ctr("shop", "web"), []string{"db"}, false},
+		{ctr("other", "web"), nil, false},
+		{event{Type: "network", Actor: eventActor{Attributes: map[string]string{compose.LabelProject: "shop"}}}, nil, false},
+	} {
+		if _, got := composeWants(tc.e, "shop", tc.services); got != tc.want {
+			t.Errorf("%+v for services %v: %v, want %v", tc.e, tc.services, got, tc.want)
+		}
 	}
 }

@@ -1,10 +1,15 @@
 package integration
 
 import (
+	"bufio"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestLodgeCompose: `lodge compose` runs a three-service application as
@@ -82,9 +87,41 @@ volumes:
 	}
 	defer compose("down", "-v", "--rmi", "local")
 
+	// compose events follows the project's containers: db's alone here.
+	follow := exec.Command(l.bin, "compose", "-f", file, "-p", "lodgetest", "events", "--json", "db")
+	follow.Env = l.env
+	followOut, _ := follow.StdoutPipe()
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { follow.Process.Kill(); follow.Wait() }()
+	followed := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(followOut)
+		for sc.Scan() {
+			var e struct{ Service, Action string }
+			json.Unmarshal(sc.Bytes(), &e)
+			followed <- e.Service + " " + e.Action
+		}
+	}()
+	time.Sleep(time.Second) // it follows
+
 	r := compose("up", "-d")
 	if r.code != 0 {
 		t.Fatalf("up -d: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	var events []string
+	for deadline := time.After(10 * time.Second); !slices.Contains(events, "db health_status: healthy"); {
+		select {
+		case e := <-followed:
+			events = append(events, e)
+			continue
+		case <-deadline:
+		}
+		break
+	}
+	if len(events) < 3 || events[0] != "db create" || events[1] != "db start" || slices.ContainsFunc(events, func(e string) bool { return !strings.HasPrefix(e, "db ") }) {
+		t.Errorf("compose events --json db: %q; want db's create, start, ..., health_status: healthy", events)
 	}
 	for _, want := range []string{"Network lodgetest_default  Created", "Volume lodgetest_data  Created", "lodgetest-seed-1  Exited", "lodgetest-db-1  Healthy", "lodgetest-web-1  Started"} {
 		if !strings.Contains(r.stderr, want) {
