@@ -14,6 +14,7 @@ import (
 	"unicode"
 
 	"github.com/lodgeruntime/lodge/internal/filelock"
+	"github.com/lodgeruntime/lodge/internal/netsetup"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -42,7 +43,7 @@ type egress struct {
 	// DNS, if not 0, is the port on its gateway its DNS queries (UDP and
 	// TCP port 53, to any server) are sent to: a resolver that adds the
 	// addresses of names it may reach to its set (egressSet), which its
-	// chain lets through before Deny (the sandbox service's).
+	// chain lets through before Deny (the sandbox service's; netsetup.EgressSet).
 	DNS int `json:"dns,omitempty"`
 }
 
@@ -53,11 +54,6 @@ func orEmpty(eg *egress) *egress {
 	}
 	return eg
 }
-
-// egressSet is container id's ipset of addresses its DNS resolver lets
-// it reach (--egress-dns), each for as long as its name's answer said
-// (ipset names take 31 characters).
-func egressSet(id string) string { return "lodge-eg-" + id[:12] }
 
 const (
 	inputChain      = "LODGE-INPUT"      // filter: jumped to from INPUT, first
@@ -137,7 +133,7 @@ func egressRules(id string, ips []string, eg *egress) (chain, jumps []netRule) {
 		chain = append(chain, netRule{"filter", ch, []string{"-d", c, "-j", "RETURN"}, false})
 	}
 	if eg.DNS > 0 {
-		chain = append(chain, netRule{"filter", ch, []string{"-m", "set", "--match-set", egressSet(id), "dst", "-j", "RETURN"}, false})
+		chain = append(chain, netRule{"filter", ch, []string{"-m", "set", "--match-set", netsetup.EgressSet(id), "dst", "-j", "RETURN"}, false})
 	}
 	for _, c := range eg.Deny {
 		chain = append(chain, netRule{"filter", ch, []string{"-d", c, "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"}, false})
@@ -200,7 +196,7 @@ func applyEgress(ctx context.Context, id string, ips []string, eg *egress) (retE
 	if eg.DNS > 0 {
 		// A new set: what an earlier rule's resolver let through is
 		// not carried over to new rules.
-		if err := netlink.IpsetCreate(egressSet(id), "hash:ip", netlink.IpsetCreateOptions{Timeout: new(uint32(0))}); err != nil {
+		if err := netlink.IpsetCreate(netsetup.EgressSet(id), "hash:ip", netlink.IpsetCreateOptions{Timeout: new(uint32(0))}); err != nil {
 			return fmt.Errorf("egress: the set of %s's resolved addresses: %w", id[:12], err)
 		}
 	}
@@ -248,7 +244,7 @@ func dropEgress(ctx context.Context, id string, saved savedRules) error {
 		errs = append(errs, iptables(ctx, "-w", "-t", "filter", "-F", ch), iptables(ctx, "-w", "-t", "filter", "-X", ch))
 	}
 	// Its set, once no rule names it (--egress-dns; none is no error).
-	if err := netlink.IpsetDestroy(egressSet(id)); err != nil && !errors.Is(err, unix.ENOENT) {
+	if err := netlink.IpsetDestroy(netsetup.EgressSet(id)); err != nil && !errors.Is(err, unix.ENOENT) {
 		errs = append(errs, fmt.Errorf("egress: the set of %s's resolved addresses: %w", id[:12], err))
 	}
 	return errors.Join(errs...)

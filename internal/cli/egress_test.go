@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"github.com/lodgeruntime/lodge/internal/netsetup"
 	"github.com/vishvananda/netlink"
 	"net"
 	"os"
@@ -108,7 +109,7 @@ func TestEgressRules(t *testing.T) {
 	if err := applyEgress(ctx, a, []string{"198.51.100.9"}, &egress{Allow: []string{"192.0.2.0/24"}, Deny: []string{"0.0.0.0/0"}, Proxy: 3129, DNS: 3153}); err != nil {
 		t.Fatal(err)
 	}
-	if err := netlink.IpsetAdd(egressSet(a), &netlink.IPSetEntry{IP: net.ParseIP("203.0.113.80"), Timeout: new(uint32(60))}); err != nil {
+	if err := netlink.IpsetAdd(netsetup.EgressSet(a), &netlink.IPSetEntry{IP: net.ParseIP("203.0.113.80"), Timeout: new(uint32(60))}); err != nil {
 		t.Fatalf("the set: %v", err)
 	}
 	s = save()
@@ -130,13 +131,13 @@ func TestEgressRules(t *testing.T) {
 	if err := applyEgress(ctx, a, []string{"198.51.100.9"}, &egress{Deny: []string{"0.0.0.0/0"}, Proxy: 3129, DNS: 3153}); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := netlink.IpsetList(egressSet(a)); err != nil || len(r.Entries) != 0 {
+	if r, err := netlink.IpsetList(netsetup.EgressSet(a)); err != nil || len(r.Entries) != 0 {
 		t.Errorf("the set after its rules were applied again: %+v %v, want it empty", r, err)
 	}
 	if err := removeEgress(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := netlink.IpsetList(egressSet(a)); err == nil {
+	if _, err := netlink.IpsetList(netsetup.EgressSet(a)); err == nil {
 		t.Errorf("the set is left after removal")
 	}
 	if nat, _ := exec.Command("iptables-save", "-t", "nat").Output(); strings.Contains(string(nat), "e0e0e0e0aaaa") {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/lodgeruntime/lodge/internal/netsetup"
 	"golang.org/x/net/dns/dnsmessage"
 )
 
@@ -49,15 +51,6 @@ type addToSet func(set string, ip netip.Addr, ttl time.Duration) error
 func ipsetAdd(set string, ip netip.Addr, ttl time.Duration) error {
 	secs := uint32(ttl / time.Second)
 	return netlink.IpsetAdd(set, &netlink.IPSetEntry{IP: ip.AsSlice(), Timeout: &secs, Replace: true})
-}
-
-// containerSet is the set lodge made for a container of ID id
-// (cli.egressSet).
-func containerSet(id string) string {
-	if len(id) < 12 {
-		return ""
-	}
-	return "lodge-eg-" + id[:12]
 }
 
 // ServeEgressDNS answers sandboxes' DNS on pc (UDP) and ln (TCP) through
@@ -202,7 +195,7 @@ func writeDNSTCP(w io.Writer, msg []byte) error {
 // allow_out names, if it names hosts.
 func (s *Service) learn(sb Sandbox, reply []byte, add addToSet) {
 	_, names := splitDests(sb.AllowOut)
-	set := containerSet(sb.ContainerID)
+	set := netsetup.EgressSet(sb.ContainerID)
 	if len(names) == 0 || set == "" {
 		return
 	}

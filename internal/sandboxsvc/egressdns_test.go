@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
+	"github.com/lodgeruntime/lodge/internal/netsetup"
 	"github.com/lodgeruntime/lodge/internal/testdns"
 )
 
@@ -127,7 +128,7 @@ func TestEgressDNS(t *testing.T) {
 	if got := ask("files.pythonhosted.org", true); !slices.Equal(got, []string{"151.101.1.63"}) {
 		t.Errorf("files.pythonhosted.org over TCP: %v", got)
 	}
-	set := containerSet(fmt.Sprintf("%064x", 1))
+	set := netsetup.EgressSet(fmt.Sprintf("%064x", 1))
 	want := map[string]time.Duration{
 		// The TTL (30 s) raised to a minute, and a minute's grace.
 		set + " 151.101.0.223": 2 * time.Minute,
