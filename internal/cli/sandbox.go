@@ -213,6 +213,22 @@ func (a *app) serveSandboxes(cmd *cobra.Command, o serveOpts) error {
 	o.cfg.DenyOut = slices.DeleteFunc(o.cfg.DenyOut, func(d string) bool { return d == "" })
 	var proxy, dnsLn net.Listener
 	var dnsPC net.PacketConn
+	if !o.cfg.AllowNetwork {
+		o.cfg.EgressProxy = 0
+	}
+	if o.cfg.EgressProxy == 0 {
+		o.cfg.EgressDNS = 0
+	}
+	upstream := o.egressResolver
+	if o.cfg.EgressDNS != 0 && upstream == "" {
+		b, _ := os.ReadFile("/etc/resolv.conf")
+		if ns := nameservers(string(b)); len(ns) > 0 {
+			upstream = net.JoinHostPort(ns[0], "53")
+		} else {
+			a.log.Warn("the egress resolver is off: the host's /etc/resolv.conf names no IPv4 nameserver (give --egress-resolver HOST:PORT); names in allow_out reach ports 80 and 443 alone")
+			o.cfg.EgressDNS = 0
+		}
+	}
 	if o.cfg.AllowNetwork {
 		if err := ensureSandboxNetwork(); err != nil {
 			return err
@@ -225,7 +241,7 @@ func (a *app) serveSandboxes(cmd *cobra.Command, o serveOpts) error {
 			}
 			defer proxy.Close()
 		}
-		if o.cfg.EgressProxy != 0 && o.cfg.EgressDNS != 0 {
+		if o.cfg.EgressDNS != 0 {
 			var err error
 			if dnsPC, dnsLn, err = egressDNSListeners(o.cfg.EgressDNS); err != nil {
 				return err
@@ -233,24 +249,6 @@ func (a *app) serveSandboxes(cmd *cobra.Command, o serveOpts) error {
 			defer dnsPC.Close()
 			defer dnsLn.Close()
 		}
-	}
-	upstream := o.egressResolver
-	if dnsPC != nil && upstream == "" {
-		b, _ := os.ReadFile("/etc/resolv.conf")
-		if ns := nameservers(string(b)); len(ns) > 0 {
-			upstream = net.JoinHostPort(ns[0], "53")
-		} else {
-			a.log.Warn("the egress resolver is off: the host's /etc/resolv.conf names no IPv4 nameserver (give --egress-resolver HOST:PORT); names in allow_out reach ports 80 and 443 alone")
-			dnsPC.Close()
-			dnsLn.Close()
-			dnsPC = nil
-		}
-	}
-	if dnsPC == nil {
-		o.cfg.EgressDNS = 0
-	}
-	if proxy == nil {
-		o.cfg.EgressProxy = 0
 	}
 	self, err := os.Executable()
 	if err != nil {

@@ -34,7 +34,8 @@ import (
 // the sandbox uses for it later (as Cilium's FQDN policies).
 
 // dnsLimits: the longest a query waits for the upstream, the most queries
-// in flight, and the bounds of the time an address is kept.
+// (and TCP connections) in flight, and the bounds of the time an address
+// is kept.
 const (
 	dnsTimeout  = 5 * time.Second
 	dnsInFlight = 256
@@ -60,6 +61,8 @@ func (s *Service) ServeEgressDNS(pc net.PacketConn, ln net.Listener, upstream st
 	if add == nil {
 		add = ipsetAdd
 	}
+	// Queries in flight over UDP and connections over TCP share the
+	// slots: a sandbox cannot hold more of the service than that.
 	slots := make(chan struct{}, dnsInFlight)
 	go func() {
 		for {
@@ -67,7 +70,16 @@ func (s *Service) ServeEgressDNS(pc net.PacketConn, ln net.Listener, upstream st
 			if err != nil {
 				return
 			}
-			go s.dnsOverTCP(c, upstream, add)
+			select {
+			case slots <- struct{}{}:
+			default:
+				c.Close()
+				continue
+			}
+			go func() {
+				defer func() { <-slots }()
+				s.dnsOverTCP(c, upstream, add)
+			}()
 		}
 	}()
 	buf := make([]byte, 65535)
