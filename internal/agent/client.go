@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path"
 	"slices"
 	"strings"
 
@@ -126,6 +127,43 @@ func (c *Client) OpenChanges(containerID string, whole bool) (net.Conn, error) {
 		h.ExecID = transport.ChangesWholeRoot
 	}
 	return transport.Open(c.sess, h)
+}
+
+// OpenWatch opens a stream on which the agent sends what changes below
+// dir, an absolute path in container id (agentv1.CapWatch), one JSON event
+// a line, and returns the agent's refusal as an error. Closing the stream
+// ends the watch.
+func (c *Client) OpenWatch(ctx context.Context, id, dir string, recursive bool) (net.Conn, error) {
+	if !path.IsAbs(dir) || len(dir) > transport.MaxWatchPath || strings.ContainsAny(dir, "\x00\n") {
+		return nil, fmt.Errorf("watch %q: not an absolute path", dir)
+	}
+	h := transport.Header{Kind: transport.KindWatch, ContainerID: id}
+	if recursive {
+		h.ExecID = transport.WatchRecursive
+	}
+	st, err := transport.Open(c.sess, h)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { st.Close() })
+	_, err = st.Write([]byte(dir + "\n"))
+	var line string
+	if err == nil {
+		line, err = readStatus(st)
+	}
+	if !stop() {
+		st.Close()
+		return nil, ctx.Err()
+	}
+	switch {
+	case err != nil:
+		st.Close()
+		return nil, fmt.Errorf("watch %s in container %s: the agent's answer: %w", dir, id, err)
+	case line != transport.WatchStatusOK:
+		st.Close()
+		return nil, errors.New(GuestText(line))
+	}
+	return st, nil
 }
 
 // DialPort opens a TCP connection to 127.0.0.1:port in the guest's network

@@ -133,6 +133,7 @@ func newRoot(ctx context.Context, env *Env) *cobra.Command {
 	addVolumeCommands(root)
 	addCpCommand(root, a)
 	root.AddCommand(portForwardCmd())
+	addWatchCommand(root, a)
 	addStatsCommand(root, a)
 	addEventsCommand(root, a)
 	addNetworkCommands(root)

@@ -135,7 +135,7 @@ func addContainerGroup(root *cobra.Command, a *app) {
 	for _, c := range root.Commands() {
 		switch c.Name() {
 		case "attach", "cp", "inspect", "kill", "logs", "pause", "port", "rename", "restart",
-			"rm", "start", "stats", "stop", "top", "unpause", "update", "wait", "commit", "diff", "export":
+			"rm", "start", "stats", "stop", "top", "unpause", "update", "wait", "commit", "diff", "export", "watch":
 			group.AddCommand(cloneCmd(c))
 		case "create", "exec", "run":
 			d := cloneCmd(c)

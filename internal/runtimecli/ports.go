@@ -2,6 +2,7 @@ package runtimecli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 
@@ -57,22 +58,31 @@ func dialPort(ctx context.Context, svc *shim.Service, fds *fdStore, slots chan s
 	if r.Options == nil || r.Options.UnmarshalTo(&port) != nil || port.Value == 0 || port.Value > 65535 {
 		return fmt.Errorf("a port's connection: no port (1-65535) given")
 	}
-	f, err := fds.takeSecond("a port's connection", r.Path)
+	return relay(fds, slots, "a port's connection", r.Path,
+		fmt.Sprintf("container %s: %d connections are forwarded already: close some", r.ID, cap(slots)),
+		func() (net.Conn, error) { return svc.DialPort(ctx, r.ID, uint16(port.Value)) })
+}
+
+// relay splices the socket passed as dest (fdpass://TOKEN/1) to the
+// stream open makes, in a slot of slots (full: busy is the error), until
+// either side ends.
+func relay(fds *fdStore, slots chan struct{}, what, dest, busy string, open func() (net.Conn, error)) error {
+	f, err := fds.takeSecond(what, dest)
 	if err != nil {
 		return err
 	}
 	end, err := net.FileConn(f)
 	f.Close()
 	if err != nil {
-		return fmt.Errorf("a port's connection: the passed descriptor: %w", err)
+		return fmt.Errorf("%s: the passed descriptor: %w", what, err)
 	}
 	select {
 	case slots <- struct{}{}:
 	default:
 		end.Close()
-		return fmt.Errorf("container %s: %d connections are forwarded already: close some", r.ID, maxForwards)
+		return errors.New(busy)
 	}
-	c, err := svc.DialPort(ctx, r.ID, uint16(port.Value))
+	c, err := open()
 	if err != nil {
 		end.Close()
 		<-slots

@@ -333,6 +333,7 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, r 
 	taskapi.RegisterTaskService(srv, &persisting{Service: s.svc, sup: s})
 	registerChanges(srv, s.svc, fds)
 	registerPorts(srv, s.svc, fds)
+	registerFiles(srv, s.svc, fds)
 	ul, err := unixsock.Listen(filepath.Join(dir, taskSock))
 	if err != nil {
 		return nil, err

@@ -322,6 +322,16 @@ func (c *Container) DialPort(ctx context.Context, port uint16) (net.Conn, error)
 	return c.sb.agent.DialContainerPort(ctx, c.id, port)
 }
 
+// Watch opens a stream of what changes below dir, an absolute path in the
+// container (lodge watch): one JSON event a line, from the guest, so
+// hostile. Closing it ends the watch.
+func (c *Container) Watch(ctx context.Context, dir string, recursive bool) (net.Conn, error) {
+	if !c.sb.agent.Has(agentv1.CapWatch) {
+		return nil, fmt.Errorf("container %s: %w: its VM's agent cannot watch files (run lodge setup, then start the container again)", c.id, ErrUnsupported)
+	}
+	return c.sb.agent.OpenWatch(ctx, c.id, dir, recursive)
+}
+
 // Pause freezes the container's processes.
 func (c *Container) Pause(ctx context.Context) error { return c.sb.agent.Pause(ctx, c.id) }
 

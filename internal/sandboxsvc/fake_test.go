@@ -34,6 +34,20 @@ type fakeRunner struct {
 	bridgeIP   string // a bridged sandbox's address, if not 10.87.0.9
 	// dial makes DialPort's connections (nil: nothing listens).
 	dial func(name string, port uint16) (net.Conn, error)
+	// watchErr, if set, is Watch's; watched, the watches it opened.
+	watchErr error
+	watched  chan *fakeWatch
+}
+
+func (f *fakeRunner) Watch(_ context.Context, name, dir string, recursive bool) (Watcher, error) {
+	if f.watchErr != nil {
+		return nil, f.watchErr
+	}
+	w := &fakeWatch{name: name, dir: dir, recursive: recursive, events: make(chan FileEvent, 16), closed: make(chan struct{})}
+	if f.watched != nil {
+		f.watched <- w
+	}
+	return w, nil
 }
 
 func (f *fakeRunner) DialPort(_ context.Context, name string, port uint16) (net.Conn, error) {

@@ -38,6 +38,7 @@ const maxRequest = 1 << 20
 //	PUT    /v1/sandboxes/{id}/files?path= write a file (&format=tar: unpack into a directory;
 //	       &format=dir: make a directory)
 //	DELETE /v1/sandboxes/{id}/files?path= remove a file or directory
+//	GET    /v1/sandboxes/{id}/files/watch?path= what changes below a directory, as it comes
 //	POST   /v1/sandboxes/{id}/files/move  move one (from, to)
 //	POST   /v1/sandboxes/{id}/snapshots   keep its files as a snapshot
 //	GET    /v1/snapshots                  list the snapshots
@@ -209,6 +210,21 @@ func (s *Service) Handler() http.Handler {
 			w.Header().Set("Content-Type", "application/x-tar")
 		}
 		w.Write(b)
+	})
+	mux.HandleFunc("GET /v1/sandboxes/{id}/files/watch", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		recursive := false
+		switch v := q.Get("recursive"); v {
+		case "", "false":
+		case "true":
+			recursive = true
+		default:
+			reply(w, 0, nil, badRequest{fmt.Sprintf("recursive=%s: want true or false", v)})
+			return
+		}
+		streamEvents(w, func(send func(FileEvent) error, ready func()) error {
+			return s.Watch(r.Context(), r.PathValue("id"), q.Get("path"), recursive, send, ready)
+		})
 	})
 	mux.HandleFunc("DELETE /v1/sandboxes/{id}/files", func(w http.ResponseWriter, r *http.Request) {
 		err := s.RemoveFile(r.Context(), r.PathValue("id"), r.URL.Query().Get("path"))

@@ -61,6 +61,8 @@ type Runner interface {
 	// DialPort connects to 127.0.0.1:port in the container's own network
 	// namespace, whatever its network. ctx bounds the dial only.
 	DialPort(ctx context.Context, name string, port uint16) (net.Conn, error)
+	// Watch watches dir in the container (watch.go). ctx bounds its start.
+	Watch(ctx context.Context, name, dir string, recursive bool) (Watcher, error)
 }
 
 // CreateArgs is a sandbox's container.

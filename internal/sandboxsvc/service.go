@@ -172,7 +172,7 @@ type Service struct {
 	owner string
 	lock  *os.File
 
-	mu sync.Mutex // guards boxes, making, proxied, refusals, portConns and tenantRunning
+	mu sync.Mutex // guards boxes, making, proxied, refusals, portConns, watches and tenantRunning
 	// boxes are the sandboxes with a record, by ID.
 	boxes map[string]*Sandbox
 	// making are the IDs whose containers are being made (no record
@@ -182,8 +182,10 @@ type Service struct {
 	// proxy; refusals, its refused ones logged this minute.
 	proxied  map[string]int
 	refusals map[string]*refusals
-	// portConns counts each sandbox's connections to its ports.
+	// portConns counts each sandbox's connections to its ports;
+	// watches, its watches of directories.
 	portConns map[string]int
+	watches   map[string]int
 	// running holds a token per command running; tenantRunning counts
 	// them by tenant (guarded by mu).
 	running       chan struct{}
@@ -218,7 +220,7 @@ func New(cfg Config, run Runner, log *slog.Logger) (*Service, error) {
 	}
 	sum := sha256.Sum256([]byte(dir))
 	denied, _ := parseDests("--deny-out", cfg.DenyOut) // Validate read them
-	s := &Service{cfg: cfg, denied: denied, run: run, log: log, now: time.Now, owner: hex.EncodeToString(sum[:6]), lock: lock, boxes: map[string]*Sandbox{}, making: map[string]string{}, portConns: map[string]int{},
+	s := &Service{cfg: cfg, denied: denied, run: run, log: log, now: time.Now, owner: hex.EncodeToString(sum[:6]), lock: lock, boxes: map[string]*Sandbox{}, making: map[string]string{}, portConns: map[string]int{}, watches: map[string]int{},
 		running: make(chan struct{}, cfg.MaxCommands), tenantRunning: map[string]int{}, bg: map[string]map[string]*bgCommand{}, turning: map[string]bool{}}
 	ents, err := os.ReadDir(cfg.Dir)
 	if err != nil {

@@ -90,6 +90,17 @@ func (s *Service) DialPort(ctx context.Context, id string, port uint16) (net.Con
 	return t.c.DialPort(ctx, port)
 }
 
+// Watch opens a stream of what changes below dir in container id, in its
+// guest (sandbox.Container.Watch): lodge watch. Not part of the task API;
+// lodge-runtime's supervisor serves it (runtimecli).
+func (s *Service) Watch(ctx context.Context, id, dir string, recursive bool) (net.Conn, error) {
+	t, err := s.get(id)
+	if err != nil {
+		return nil, err
+	}
+	return t.c.Watch(ctx, dir, recursive)
+}
+
 // Checkpoint is not supported.
 func (s *Service) Checkpoint(ctx context.Context, r *taskapi.CheckpointTaskRequest) (*emptypb.Empty, error) {
 	return nil, toWire(fmt.Errorf("%w: checkpoint of a Lodge container", ErrNotImpl))

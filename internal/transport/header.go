@@ -31,11 +31,30 @@ const (
 	// container. ExecID ChangesWholeRoot asks for its whole root instead
 	// (lodge export).
 	KindChanges Kind = 7
+	// KindWatch carries, from the guest, what changes below a directory
+	// of a container (lodge watch, the sandbox service's watches):
+	// ContainerID names the container, ExecID WatchRecursive asks for the
+	// directories below it too. The host then writes the directory's
+	// path, absolute in the container, as one line; the agent answers a
+	// status line (WatchStatusOK, or why not), then one JSON event a line
+	// (agentv1.CapWatch).
+	KindWatch Kind = 8
 )
 
 // ChangesWholeRoot is the ExecID of a KindChanges stream that asks for a
 // container's whole root.
 const ChangesWholeRoot = "root"
+
+// WatchRecursive is the ExecID of a KindWatch stream that watches the
+// whole tree below its directory.
+const WatchRecursive = "recursive"
+
+// WatchStatusOK is the status line an agent answers a watch stream with
+// once its directory is watched; any other line says why not.
+const WatchStatusOK = "ok"
+
+// MaxWatchPath bounds the path line of a watch stream (PATH_MAX).
+const MaxWatchPath = 4096
 
 func (k Kind) String() string {
 	switch k {
@@ -53,6 +72,8 @@ func (k Kind) String() string {
 		return "port"
 	case KindChanges:
 		return "changes"
+	case KindWatch:
+		return "watch"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -103,6 +124,10 @@ func (h Header) Validate() error {
 	case KindChanges:
 		if !ValidID(h.ContainerID) || h.ExecID != "" && h.ExecID != ChangesWholeRoot {
 			return fmt.Errorf("%w: changes of %q (exec %q)", ErrBadHeader, h.ContainerID, h.ExecID)
+		}
+	case KindWatch:
+		if !ValidID(h.ContainerID) || h.ExecID != "" && h.ExecID != WatchRecursive {
+			return fmt.Errorf("%w: watch in %q (exec %q)", ErrBadHeader, h.ContainerID, h.ExecID)
 		}
 	default:
 		return fmt.Errorf("%w: unknown kind %d", ErrBadHeader, uint8(h.Kind))

@@ -22,6 +22,8 @@ func TestHeaderRoundTrip(t *testing.T) {
 		PortHeader("c1", 8080),
 		{Kind: KindChanges, ContainerID: "c1"},
 		{Kind: KindChanges, ContainerID: "c1", ExecID: ChangesWholeRoot},
+		{Kind: KindWatch, ContainerID: "c1"},
+		{Kind: KindWatch, ContainerID: "c1", ExecID: WatchRecursive},
 	} {
 		t.Run(h.Kind.String(), func(t *testing.T) {
 			var buf bytes.Buffer
@@ -56,6 +58,8 @@ func TestHeaderRejects(t *testing.T) {
 		"port in bad id":    {Kind: KindPort, ContainerID: "80", ExecID: "../c"},
 		"changes no id":     {Kind: KindChanges},
 		"changes with exec": {Kind: KindChanges, ContainerID: "c", ExecID: "e"},
+		"watch no id":       {Kind: KindWatch},
+		"watch with exec":   {Kind: KindWatch, ContainerID: "c", ExecID: "e"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := h.MarshalBinary(); !errors.Is(err, ErrBadHeader) {
@@ -153,6 +157,21 @@ func TestMuxStreams(t *testing.T) {
 		want := h.Kind.String() + ":" + h.ContainerID + ":payload-" + h.ContainerID
 		if out.String() != want {
 			t.Fatalf("got %q, want %q", out.String(), want)
+		}
+	}
+}
+
+func TestWatchEventCheck(t *testing.T) {
+	for _, e := range []WatchEvent{{Type: "create", Name: "a/b"}, {Type: "remove", Dir: true}, {Type: "overflow"}, {Type: "write", Name: "..a"}} {
+		if err := e.Check(); err != nil {
+			t.Errorf("%+v: %v", e, err)
+		}
+	}
+	for _, e := range []WatchEvent{{Type: "exec"}, {Type: ""}, {Type: "create", Name: "/etc/passwd"}, {Type: "create", Name: "../x"},
+		{Type: "create", Name: ".."}, {Type: "create", Name: "."}, {Type: "create", Name: "a//b"}, {Type: "create", Name: "a/../../b"},
+		{Type: "create", Name: "a\x00b"}, {Type: "create", Name: strings.Repeat("a", MaxWatchPath+1)}} {
+		if err := e.Check(); !errors.Is(err, ErrBadEvent) {
+			t.Errorf("%+v: %v, want ErrBadEvent", e, err)
 		}
 	}
 }

@@ -34,4 +34,7 @@ const (
 	// (transport.PortHeader) into that container's network namespace, and
 	// answers a status line first.
 	CapPortIn = "port-in"
+	// CapWatch: the agent answers a watch stream (transport.KindWatch)
+	// with the changes below a directory of a container.
+	CapWatch = "watch"
 )

@@ -136,6 +136,8 @@ func (s *Server) route(st net.Conn, rpc *chanListener) {
 		if err := s.containers.writeChanges(h.ContainerID, h.ExecID == transport.ChangesWholeRoot, st); err != nil {
 			s.log.Warn("changes", "container_id", h.ContainerID, "err", err)
 		}
+	case transport.KindWatch:
+		go s.containers.watchContainer(st, h.ContainerID, h.ExecID == transport.WatchRecursive, s.log)
 	case transport.KindStdin, transport.KindStdout, transport.KindStderr:
 		if err := s.streams.put(streamKey{h.ContainerID, h.ExecID, h.Kind}, st); err != nil {
 			s.log.Warn("reject stream", "err", err)
