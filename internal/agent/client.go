@@ -141,29 +141,7 @@ func (c *Client) OpenWatch(ctx context.Context, id, dir string, recursive bool) 
 	if recursive {
 		h.ExecID = transport.WatchRecursive
 	}
-	st, err := transport.Open(c.sess, h)
-	if err != nil {
-		return nil, err
-	}
-	stop := context.AfterFunc(ctx, func() { st.Close() })
-	_, err = st.Write([]byte(dir + "\n"))
-	var line string
-	if err == nil {
-		line, err = readStatus(st)
-	}
-	if !stop() {
-		st.Close()
-		return nil, ctx.Err()
-	}
-	switch {
-	case err != nil:
-		st.Close()
-		return nil, fmt.Errorf("watch %s in container %s: the agent's answer: %w", dir, id, err)
-	case line != transport.WatchStatusOK:
-		st.Close()
-		return nil, errors.New(GuestText(line))
-	}
-	return st, nil
+	return c.openAnswered(ctx, h, dir+"\n", transport.WatchStatusOK, fmt.Sprintf("watch %s in container %s", dir, id))
 }
 
 // DialPort opens a TCP connection to 127.0.0.1:port in the guest's network
@@ -179,12 +157,25 @@ const maxPortStatus = 512
 // network namespace of the guest's container id (agentv1.CapPortIn), and
 // returns the agent's refusal ("connection refused") as an error.
 func (c *Client) DialContainerPort(ctx context.Context, id string, port uint16) (net.Conn, error) {
-	st, err := transport.Open(c.sess, transport.PortHeader(id, port))
+	return c.openAnswered(ctx, transport.PortHeader(id, port), "", transport.PortStatusOK, fmt.Sprintf("port %d in container %s", port, id))
+}
+
+// openAnswered opens a stream with header h, writes first on it, and reads
+// the agent's status line: ok, or its refusal, returned as an error (what
+// names the stream in other errors). ctx bounds the exchange.
+func (c *Client) openAnswered(ctx context.Context, h transport.Header, first, ok, what string) (net.Conn, error) {
+	st, err := transport.Open(c.sess, h)
 	if err != nil {
 		return nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { st.Close() })
-	line, err := readStatus(st)
+	if first != "" {
+		_, err = st.Write([]byte(first))
+	}
+	var line string
+	if err == nil {
+		line, err = readStatus(st)
+	}
 	if !stop() {
 		st.Close()
 		return nil, ctx.Err()
@@ -192,8 +183,8 @@ func (c *Client) DialContainerPort(ctx context.Context, id string, port uint16) 
 	switch {
 	case err != nil:
 		st.Close()
-		return nil, fmt.Errorf("port %d in container %s: the agent's answer: %w", port, id, err)
-	case line != transport.PortStatusOK:
+		return nil, fmt.Errorf("%s: the agent's answer: %w", what, err)
+	case line != ok:
 		st.Close()
 		return nil, errors.New(GuestText(line))
 	}

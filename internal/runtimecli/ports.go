@@ -8,6 +8,7 @@ import (
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/ttrpc"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -101,6 +102,13 @@ func relay(fds *fdStore, slots chan struct{}, what, dest, busy string, open func
 // container id (created, running or paused, on the state root root), in
 // its guest.
 func DialPort(ctx context.Context, root, id string, port uint16) (net.Conn, error) {
+	return callForConn(ctx, root, id, portsService, portsDial, wrapperspb.UInt32(uint32(port)))
+}
+
+// callForConn asks container id's supervisor for a connection: one end of
+// a socket pair passed to it, named in a call of service's method with
+// opts as its options; the other end once the call succeeded.
+func callForConn(ctx context.Context, root, id, service, method string, opts proto.Message) (net.Conn, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
@@ -114,7 +122,7 @@ func DialPort(ctx context.Context, root, id string, port uint16) (net.Conn, erro
 	if err != nil {
 		return nil, err
 	}
-	opts, err := anypb.New(wrapperspb.UInt32(uint32(port)))
+	options, err := anypb.New(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +130,7 @@ func DialPort(ctx context.Context, root, id string, port uint16) (net.Conn, erro
 	if err != nil {
 		return nil, err
 	}
-	err = c.Call(ctx, portsService, portsDial, &taskapi.CheckpointTaskRequest{ID: id, Path: schemeFDPass + token + "/1", Options: opts}, &emptypb.Empty{})
+	err = c.Call(ctx, service, method, &taskapi.CheckpointTaskRequest{ID: id, Path: schemeFDPass + token + "/1", Options: options}, &emptypb.Empty{})
 	c.Close()
 	if err != nil {
 		return nil, shim.FromWire(err)

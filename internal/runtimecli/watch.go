@@ -7,12 +7,10 @@ import (
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/ttrpc"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/lodgeruntime/lodge/internal/shim"
-	"github.com/lodgeruntime/lodge/internal/unixsock"
 )
 
 // A watch of a container's directory (lodge watch) is opened by its
@@ -66,35 +64,9 @@ func registerFiles(srv *ttrpc.Server, svc *shim.Service, fds *fdStore) {
 // a line (the agent's WatchEvent), until the connection is closed or the
 // directory goes.
 func Watch(ctx context.Context, root, id, dir string, recursive bool) (net.Conn, error) {
-	if err := checkID(id); err != nil {
-		return nil, err
-	}
-	mine, theirs, err := unixsock.Pair()
-	if err != nil {
-		return nil, err
-	}
-	defer mine.Close()
-	token, err := passEnd(root, id, theirs)
-	theirs.Close()
-	if err != nil {
-		return nil, err
-	}
-	opts, err := anypb.New(wrapperspb.String(dir))
-	if err != nil {
-		return nil, err
-	}
-	c, err := dialSupervisor(ctx, root, id)
-	if err != nil {
-		return nil, err
-	}
 	m := filesWatch
 	if recursive {
 		m = filesWatchRecursive
 	}
-	err = c.Call(ctx, filesService, m, &taskapi.CheckpointTaskRequest{ID: id, Path: schemeFDPass + token + "/1", Options: opts}, &emptypb.Empty{})
-	c.Close()
-	if err != nil {
-		return nil, shim.FromWire(err)
-	}
-	return net.FileConn(mine)
+	return callForConn(ctx, root, id, filesService, m, wrapperspb.String(dir))
 }

@@ -53,21 +53,30 @@ func (cs *containers) forwardContainerPort(st net.Conn, id string, port uint16, 
 	transport.Splice(st, c)
 }
 
+// firstPid is the PID of container id's first process.
+func (cs *containers) firstPid(id string) (int, error) {
+	c, err := cs.get(id)
+	if err != nil {
+		return 0, fmt.Errorf("container %s: %w", id, errNotFound)
+	}
+	p, err := c.proc("")
+	if err != nil || p.pid <= 0 {
+		return 0, fmt.Errorf("container %s has no process", id)
+	}
+	return p.pid, nil
+}
+
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
 
 // dialIn connects to 127.0.0.1:port from the network namespace of
 // container id's first process: the socket is made on a thread that has
 // joined that namespace, and keeps it wherever its goroutine runs next.
 func (cs *containers) dialIn(id string, port uint16) (net.Conn, error) {
-	c, err := cs.get(id)
+	pid, err := cs.firstPid(id)
 	if err != nil {
-		return nil, fmt.Errorf("container %s: %w", id, errNotFound)
+		return nil, err
 	}
-	p, err := c.proc("")
-	if err != nil || p.pid <= 0 {
-		return nil, fmt.Errorf("container %s has no process", id)
-	}
-	target, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", p.pid))
+	target, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
 	if err != nil {
 		return nil, fmt.Errorf("container %s: its network namespace: %w", id, err)
 	}

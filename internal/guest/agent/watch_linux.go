@@ -72,15 +72,11 @@ func (cs *containers) watchContainer(st net.Conn, id string, recursive bool, log
 
 // openWatch watches dir, an absolute path in container id's root.
 func (cs *containers) openWatch(id, dir string, recursive bool) (*watcher, error) {
-	c, err := cs.get(id)
+	pid, err := cs.firstPid(id)
 	if err != nil {
-		return nil, fmt.Errorf("container %s: %w", id, errNotFound)
+		return nil, err
 	}
-	p, err := c.proc("")
-	if err != nil || p.pid <= 0 {
-		return nil, fmt.Errorf("container %s has no process", id)
-	}
-	root, err := os.OpenFile(fmt.Sprintf("/proc/%d/root", p.pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	root, err := os.OpenFile(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("container %s: its root: %w", id, err)
 	}
