@@ -309,6 +309,19 @@ func (c *Client) Resume(ctx context.Context, id string) error {
 	return err
 }
 
+// Reclaim drops a container's file cache in its guest
+// (agentv1.CapReclaim) and returns how much it held before and after.
+func (c *Client) Reclaim(ctx context.Context, id string) (before, after uint64, err error) {
+	if !c.Has(agentv1.CapReclaim) {
+		return 0, 0, fmt.Errorf("%w: the agent cannot reclaim a container's memory (rebuild the guest with `lodge setup`)", ErrIncompatible)
+	}
+	r, err := c.containers.Reclaim(ctx, &agentv1.ContainerRequest{ContainerId: id})
+	if err != nil {
+		return 0, 0, err
+	}
+	return r.FileBefore, r.FileAfter, nil
+}
+
 // maxPids bounds the process list a guest may return.
 const maxPids = 1 << 16
 

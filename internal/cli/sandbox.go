@@ -29,6 +29,7 @@ const defaultSandboxSocket = "/run/lodge/sandbox.sock"
 type serveOpts struct {
 	listen, tokenFile, tenantsFile string
 	egressResolver                 string
+	pauseReclaim                   bool
 	cfg                            sandboxsvc.Config
 }
 
@@ -52,6 +53,7 @@ func addSandboxCommands(root *cobra.Command, a *app) {
 	f.DurationVar(&o.cfg.DefaultTimeout, "default-timeout", 5*time.Minute, "a sandbox's life when a request gives none")
 	f.DurationVar(&o.cfg.MaxTimeout, "max-timeout", time.Hour, "the longest life (and command timeout) a request may ask for")
 	f.DurationVar(&o.cfg.MaxPaused, "max-paused", 24*time.Hour, "how long a paused sandbox is kept for a resume before it is removed (it holds its memory meanwhile)")
+	f.BoolVar(&o.pauseReclaim, "pause-reclaim", true, "a pause gives the host back the memory a sandbox's file cache holds (lodge pause --reclaim: its files are read again when next used)")
 	f.IntVar(&o.cfg.MaxSandboxes, "max-sandboxes", 16, "how many sandboxes may be alive at once")
 	f.IntVar(&o.cfg.MaxCommands, "max-commands", 64, "how many commands (and file reads and writes) may run at once, in all sandboxes")
 	f.IntVar(&o.cfg.MaxSnapshots, "max-snapshots", 16, "how many snapshots (sandboxes' files kept as images to start sandboxes from) the service keeps")
@@ -254,7 +256,7 @@ func (a *app) serveSandboxes(cmd *cobra.Command, o serveOpts) error {
 	if err != nil {
 		return err
 	}
-	svc, err := sandboxsvc.New(o.cfg, sandboxsvc.LodgeRunner{Bin: self}, a.log)
+	svc, err := sandboxsvc.New(o.cfg, sandboxsvc.LodgeRunner{Bin: self, PauseReclaim: o.pauseReclaim}, a.log)
 	if err != nil {
 		return err
 	}

@@ -334,6 +334,7 @@ func newSupervisor(ctx context.Context, g globals, log *slog.Logger, env Env, r 
 	registerChanges(srv, s.svc, fds)
 	registerPorts(srv, s.svc, fds)
 	registerFiles(srv, s.svc, fds)
+	registerMemory(srv, s.svc)
 	ul, err := unixsock.Listen(filepath.Join(dir, taskSock))
 	if err != nil {
 		return nil, err

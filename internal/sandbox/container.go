@@ -335,6 +335,13 @@ func (c *Container) Watch(ctx context.Context, dir string, recursive bool) (net.
 // Pause freezes the container's processes.
 func (c *Container) Pause(ctx context.Context) error { return c.sb.agent.Pause(ctx, c.id) }
 
+// Reclaim drops the container's file cache in its guest, whose freed
+// pages go back to the host (lodge pause --reclaim); it returns the
+// cache's size before and after.
+func (c *Container) Reclaim(ctx context.Context) (before, after uint64, err error) {
+	return c.sb.agent.Reclaim(ctx, c.id)
+}
+
 // Resume thaws the container's processes.
 func (c *Container) Resume(ctx context.Context) error { return c.sb.agent.Resume(ctx, c.id) }
 

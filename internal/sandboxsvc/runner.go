@@ -115,6 +115,9 @@ type Container struct {
 type LodgeRunner struct {
 	// Bin is the lodge executable.
 	Bin string
+	// PauseReclaim: Pause gives the host back the container's file cache
+	// (lodge pause --reclaim).
+	PauseReclaim bool
 }
 
 func (l LodgeRunner) command(ctx context.Context, args ...string) *exec.Cmd {
@@ -365,9 +368,13 @@ func (l LodgeRunner) SetTimeout(ctx context.Context, name string, d time.Duratio
 	return err
 }
 
-// Pause runs `lodge pause`.
+// Pause runs `lodge pause`, with --reclaim if PauseReclaim is set.
 func (l LodgeRunner) Pause(ctx context.Context, name string) error {
-	_, err := l.output(ctx, "pause", name)
+	args := []string{"pause", name}
+	if l.PauseReclaim {
+		args = []string{"pause", "--reclaim", name}
+	}
+	_, err := l.output(ctx, args...)
 	return err
 }
 

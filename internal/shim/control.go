@@ -101,6 +101,17 @@ func (s *Service) Watch(ctx context.Context, id, dir string, recursive bool) (ne
 	return t.c.Watch(ctx, dir, recursive)
 }
 
+// Reclaim drops container id's file cache in its guest
+// (sandbox.Container.Reclaim): lodge pause --reclaim. Not part of the task
+// API; lodge-runtime's supervisor serves it (runtimecli).
+func (s *Service) Reclaim(ctx context.Context, id string) (before, after uint64, err error) {
+	t, err := s.get(id)
+	if err != nil {
+		return 0, 0, err
+	}
+	return t.c.Reclaim(ctx)
+}
+
 // Checkpoint is not supported.
 func (s *Service) Checkpoint(ctx context.Context, r *taskapi.CheckpointTaskRequest) (*emptypb.Empty, error) {
 	return nil, toWire(fmt.Errorf("%w: checkpoint of a Lodge container", ErrNotImpl))

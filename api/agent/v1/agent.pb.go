@@ -1254,6 +1254,59 @@ func (x *StatsResponse) GetCpuPeriods() uint64 {
 	return 0
 }
 
+type ReclaimResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The container's file cache before and after, in bytes.
+	FileBefore    uint64 `protobuf:"varint,1,opt,name=file_before,json=fileBefore,proto3" json:"file_before,omitempty"`
+	FileAfter     uint64 `protobuf:"varint,2,opt,name=file_after,json=fileAfter,proto3" json:"file_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReclaimResponse) Reset() {
+	*x = ReclaimResponse{}
+	mi := &file_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReclaimResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReclaimResponse) ProtoMessage() {}
+
+func (x *ReclaimResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReclaimResponse.ProtoReflect.Descriptor instead.
+func (*ReclaimResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ReclaimResponse) GetFileBefore() uint64 {
+	if x != nil {
+		return x.FileBefore
+	}
+	return 0
+}
+
+func (x *ReclaimResponse) GetFileAfter() uint64 {
+	if x != nil {
+		return x.FileAfter
+	}
+	return 0
+}
+
 type UpdateRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -1265,7 +1318,7 @@ type UpdateRequest struct {
 
 func (x *UpdateRequest) Reset() {
 	*x = UpdateRequest{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1277,7 +1330,7 @@ func (x *UpdateRequest) String() string {
 func (*UpdateRequest) ProtoMessage() {}
 
 func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1290,7 +1343,7 @@ func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdateRequest) GetContainerId() string {
@@ -1325,7 +1378,7 @@ type NetworkInterface struct {
 
 func (x *NetworkInterface) Reset() {
 	*x = NetworkInterface{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1390,7 @@ func (x *NetworkInterface) String() string {
 func (*NetworkInterface) ProtoMessage() {}
 
 func (x *NetworkInterface) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1350,7 +1403,7 @@ func (x *NetworkInterface) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkInterface.ProtoReflect.Descriptor instead.
 func (*NetworkInterface) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NetworkInterface) GetMac() string {
@@ -1401,7 +1454,7 @@ type NetworkRoute struct {
 
 func (x *NetworkRoute) Reset() {
 	*x = NetworkRoute{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1466,7 @@ func (x *NetworkRoute) String() string {
 func (*NetworkRoute) ProtoMessage() {}
 
 func (x *NetworkRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1479,7 @@ func (x *NetworkRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkRoute.ProtoReflect.Descriptor instead.
 func (*NetworkRoute) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NetworkRoute) GetDestination() string {
@@ -1462,7 +1515,7 @@ type NetworkRequest struct {
 
 func (x *NetworkRequest) Reset() {
 	*x = NetworkRequest{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1474,7 +1527,7 @@ func (x *NetworkRequest) String() string {
 func (*NetworkRequest) ProtoMessage() {}
 
 func (x *NetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1487,7 +1540,7 @@ func (x *NetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkRequest.ProtoReflect.Descriptor instead.
 func (*NetworkRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NetworkRequest) GetInterfaces() []*NetworkInterface {
@@ -1605,7 +1658,12 @@ const file_agent_proto_rawDesc = "" +
 	" \x01(\x04R\x13cpuThrottledPeriods\x12(\n" +
 	"\x10cpu_throttled_ns\x18\v \x01(\x04R\x0ecpuThrottledNs\x12\x1f\n" +
 	"\vcpu_periods\x18\f \x01(\x04R\n" +
-	"cpuPeriods\"P\n" +
+	"cpuPeriods\"Q\n" +
+	"\x0fReclaimResponse\x12\x1f\n" +
+	"\vfile_before\x18\x01 \x01(\x04R\n" +
+	"fileBefore\x12\x1d\n" +
+	"\n" +
+	"file_after\x18\x02 \x01(\x04R\tfileAfter\"P\n" +
 	"\rUpdateRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1c\n" +
 	"\tresources\x18\x02 \x01(\fR\tresources\"\x89\x01\n" +
@@ -1631,7 +1689,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\x98\x01\n" +
 	"\x06Health\x12J\n" +
 	"\aVersion\x12\x1e.lodge.agent.v1.VersionRequest\x1a\x1f.lodge.agent.v1.VersionResponse\x12B\n" +
-	"\bIdentify\x12\x1f.lodge.agent.v1.IdentifyRequest\x1a\x15.lodge.agent.v1.Empty2\xbb\x06\n" +
+	"\bIdentify\x12\x1f.lodge.agent.v1.IdentifyRequest\x1a\x15.lodge.agent.v1.Empty2\x89\a\n" +
 	"\n" +
 	"Containers\x12G\n" +
 	"\x06Create\x12\x1d.lodge.agent.v1.CreateRequest\x1a\x1e.lodge.agent.v1.CreateResponse\x12<\n" +
@@ -1645,7 +1703,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x04Pids\x12 .lodge.agent.v1.ContainerRequest\x1a\x1c.lodge.agent.v1.PidsResponse\x12H\n" +
 	"\x05Stats\x12 .lodge.agent.v1.ContainerRequest\x1a\x1d.lodge.agent.v1.StatsResponse\x12>\n" +
 	"\x06Update\x12\x1d.lodge.agent.v1.UpdateRequest\x1a\x15.lodge.agent.v1.Empty\x12A\n" +
-	"\x06Delete\x12 .lodge.agent.v1.ContainerRequest\x1a\x15.lodge.agent.v1.Empty2M\n" +
+	"\x06Delete\x12 .lodge.agent.v1.ContainerRequest\x1a\x15.lodge.agent.v1.Empty\x12L\n" +
+	"\aReclaim\x12 .lodge.agent.v1.ContainerRequest\x1a\x1f.lodge.agent.v1.ReclaimResponse2M\n" +
 	"\aNetwork\x12B\n" +
 	"\tConfigure\x12\x1e.lodge.agent.v1.NetworkRequest\x1a\x15.lodge.agent.v1.EmptyB4Z2github.com/lodgeruntime/lodge/api/agent/v1;agentv1b\x06proto3"
 
@@ -1661,7 +1720,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_agent_proto_goTypes = []any{
 	(*IdentifyRequest)(nil),  // 0: lodge.agent.v1.IdentifyRequest
 	(*VersionRequest)(nil),   // 1: lodge.agent.v1.VersionRequest
@@ -1682,11 +1741,12 @@ var file_agent_proto_goTypes = []any{
 	(*ProcessInfo)(nil),      // 16: lodge.agent.v1.ProcessInfo
 	(*PidsResponse)(nil),     // 17: lodge.agent.v1.PidsResponse
 	(*StatsResponse)(nil),    // 18: lodge.agent.v1.StatsResponse
-	(*UpdateRequest)(nil),    // 19: lodge.agent.v1.UpdateRequest
-	(*NetworkInterface)(nil), // 20: lodge.agent.v1.NetworkInterface
-	(*NetworkRoute)(nil),     // 21: lodge.agent.v1.NetworkRoute
-	(*NetworkRequest)(nil),   // 22: lodge.agent.v1.NetworkRequest
-	nil,                      // 23: lodge.agent.v1.NetworkRequest.SysctlsEntry
+	(*ReclaimResponse)(nil),  // 19: lodge.agent.v1.ReclaimResponse
+	(*UpdateRequest)(nil),    // 20: lodge.agent.v1.UpdateRequest
+	(*NetworkInterface)(nil), // 21: lodge.agent.v1.NetworkInterface
+	(*NetworkRoute)(nil),     // 22: lodge.agent.v1.NetworkRoute
+	(*NetworkRequest)(nil),   // 23: lodge.agent.v1.NetworkRequest
+	nil,                      // 24: lodge.agent.v1.NetworkRequest.SysctlsEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	4,  // 0: lodge.agent.v1.CreateRequest.rootfs:type_name -> lodge.agent.v1.Rootfs
@@ -1694,9 +1754,9 @@ var file_agent_proto_depIdxs = []int32{
 	7,  // 2: lodge.agent.v1.CreateRequest.seccomp:type_name -> lodge.agent.v1.SeccompProgram
 	5,  // 3: lodge.agent.v1.ExecRequest.stdio:type_name -> lodge.agent.v1.Stdio
 	16, // 4: lodge.agent.v1.PidsResponse.processes:type_name -> lodge.agent.v1.ProcessInfo
-	20, // 5: lodge.agent.v1.NetworkRequest.interfaces:type_name -> lodge.agent.v1.NetworkInterface
-	21, // 6: lodge.agent.v1.NetworkRequest.routes:type_name -> lodge.agent.v1.NetworkRoute
-	23, // 7: lodge.agent.v1.NetworkRequest.sysctls:type_name -> lodge.agent.v1.NetworkRequest.SysctlsEntry
+	21, // 5: lodge.agent.v1.NetworkRequest.interfaces:type_name -> lodge.agent.v1.NetworkInterface
+	22, // 6: lodge.agent.v1.NetworkRequest.routes:type_name -> lodge.agent.v1.NetworkRoute
+	24, // 7: lodge.agent.v1.NetworkRequest.sysctls:type_name -> lodge.agent.v1.NetworkRequest.SysctlsEntry
 	1,  // 8: lodge.agent.v1.Health.Version:input_type -> lodge.agent.v1.VersionRequest
 	0,  // 9: lodge.agent.v1.Health.Identify:input_type -> lodge.agent.v1.IdentifyRequest
 	6,  // 10: lodge.agent.v1.Containers.Create:input_type -> lodge.agent.v1.CreateRequest
@@ -1709,26 +1769,28 @@ var file_agent_proto_depIdxs = []int32{
 	15, // 17: lodge.agent.v1.Containers.Resume:input_type -> lodge.agent.v1.ContainerRequest
 	15, // 18: lodge.agent.v1.Containers.Pids:input_type -> lodge.agent.v1.ContainerRequest
 	15, // 19: lodge.agent.v1.Containers.Stats:input_type -> lodge.agent.v1.ContainerRequest
-	19, // 20: lodge.agent.v1.Containers.Update:input_type -> lodge.agent.v1.UpdateRequest
+	20, // 20: lodge.agent.v1.Containers.Update:input_type -> lodge.agent.v1.UpdateRequest
 	15, // 21: lodge.agent.v1.Containers.Delete:input_type -> lodge.agent.v1.ContainerRequest
-	22, // 22: lodge.agent.v1.Network.Configure:input_type -> lodge.agent.v1.NetworkRequest
-	2,  // 23: lodge.agent.v1.Health.Version:output_type -> lodge.agent.v1.VersionResponse
-	3,  // 24: lodge.agent.v1.Health.Identify:output_type -> lodge.agent.v1.Empty
-	8,  // 25: lodge.agent.v1.Containers.Create:output_type -> lodge.agent.v1.CreateResponse
-	3,  // 26: lodge.agent.v1.Containers.Start:output_type -> lodge.agent.v1.Empty
-	8,  // 27: lodge.agent.v1.Containers.Exec:output_type -> lodge.agent.v1.CreateResponse
-	3,  // 28: lodge.agent.v1.Containers.Signal:output_type -> lodge.agent.v1.Empty
-	13, // 29: lodge.agent.v1.Containers.Wait:output_type -> lodge.agent.v1.WaitResponse
-	3,  // 30: lodge.agent.v1.Containers.ResizePty:output_type -> lodge.agent.v1.Empty
-	3,  // 31: lodge.agent.v1.Containers.Pause:output_type -> lodge.agent.v1.Empty
-	3,  // 32: lodge.agent.v1.Containers.Resume:output_type -> lodge.agent.v1.Empty
-	17, // 33: lodge.agent.v1.Containers.Pids:output_type -> lodge.agent.v1.PidsResponse
-	18, // 34: lodge.agent.v1.Containers.Stats:output_type -> lodge.agent.v1.StatsResponse
-	3,  // 35: lodge.agent.v1.Containers.Update:output_type -> lodge.agent.v1.Empty
-	3,  // 36: lodge.agent.v1.Containers.Delete:output_type -> lodge.agent.v1.Empty
-	3,  // 37: lodge.agent.v1.Network.Configure:output_type -> lodge.agent.v1.Empty
-	23, // [23:38] is the sub-list for method output_type
-	8,  // [8:23] is the sub-list for method input_type
+	15, // 22: lodge.agent.v1.Containers.Reclaim:input_type -> lodge.agent.v1.ContainerRequest
+	23, // 23: lodge.agent.v1.Network.Configure:input_type -> lodge.agent.v1.NetworkRequest
+	2,  // 24: lodge.agent.v1.Health.Version:output_type -> lodge.agent.v1.VersionResponse
+	3,  // 25: lodge.agent.v1.Health.Identify:output_type -> lodge.agent.v1.Empty
+	8,  // 26: lodge.agent.v1.Containers.Create:output_type -> lodge.agent.v1.CreateResponse
+	3,  // 27: lodge.agent.v1.Containers.Start:output_type -> lodge.agent.v1.Empty
+	8,  // 28: lodge.agent.v1.Containers.Exec:output_type -> lodge.agent.v1.CreateResponse
+	3,  // 29: lodge.agent.v1.Containers.Signal:output_type -> lodge.agent.v1.Empty
+	13, // 30: lodge.agent.v1.Containers.Wait:output_type -> lodge.agent.v1.WaitResponse
+	3,  // 31: lodge.agent.v1.Containers.ResizePty:output_type -> lodge.agent.v1.Empty
+	3,  // 32: lodge.agent.v1.Containers.Pause:output_type -> lodge.agent.v1.Empty
+	3,  // 33: lodge.agent.v1.Containers.Resume:output_type -> lodge.agent.v1.Empty
+	17, // 34: lodge.agent.v1.Containers.Pids:output_type -> lodge.agent.v1.PidsResponse
+	18, // 35: lodge.agent.v1.Containers.Stats:output_type -> lodge.agent.v1.StatsResponse
+	3,  // 36: lodge.agent.v1.Containers.Update:output_type -> lodge.agent.v1.Empty
+	3,  // 37: lodge.agent.v1.Containers.Delete:output_type -> lodge.agent.v1.Empty
+	19, // 38: lodge.agent.v1.Containers.Reclaim:output_type -> lodge.agent.v1.ReclaimResponse
+	3,  // 39: lodge.agent.v1.Network.Configure:output_type -> lodge.agent.v1.Empty
+	24, // [24:40] is the sub-list for method output_type
+	8,  // [8:24] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -1745,7 +1807,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -72,6 +72,7 @@ type ContainersService interface {
 	Stats(context.Context, *ContainerRequest) (*StatsResponse, error)
 	Update(context.Context, *UpdateRequest) (*Empty, error)
 	Delete(context.Context, *ContainerRequest) (*Empty, error)
+	Reclaim(context.Context, *ContainerRequest) (*ReclaimResponse, error)
 }
 
 func RegisterContainersService(srv *ttrpc.Server, svc ContainersService) {
@@ -160,6 +161,13 @@ func RegisterContainersService(srv *ttrpc.Server, svc ContainersService) {
 					return nil, err
 				}
 				return svc.Delete(ctx, &req)
+			},
+			"Reclaim": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ContainerRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.Reclaim(ctx, &req)
 			},
 		},
 	})
@@ -266,6 +274,14 @@ func (c *containersClient) Update(ctx context.Context, req *UpdateRequest) (*Emp
 func (c *containersClient) Delete(ctx context.Context, req *ContainerRequest) (*Empty, error) {
 	var resp Empty
 	if err := c.client.Call(ctx, "lodge.agent.v1.Containers", "Delete", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *containersClient) Reclaim(ctx context.Context, req *ContainerRequest) (*ReclaimResponse, error) {
+	var resp ReclaimResponse
+	if err := c.client.Call(ctx, "lodge.agent.v1.Containers", "Reclaim", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

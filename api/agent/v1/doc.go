@@ -37,4 +37,6 @@ const (
 	// CapWatch: the agent answers a watch stream (transport.KindWatch)
 	// with the changes below a directory of a container.
 	CapWatch = "watch"
+	// CapReclaim: the agent answers Containers.Reclaim.
+	CapReclaim = "reclaim"
 )

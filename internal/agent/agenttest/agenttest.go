@@ -194,6 +194,10 @@ func (s *service) Update(ctx context.Context, r *agentv1.UpdateRequest) (*agentv
 	return call(s.f, "Update", nil, ctx, r, &agentv1.Empty{})
 }
 
+func (s *service) Reclaim(ctx context.Context, r *agentv1.ContainerRequest) (*agentv1.ReclaimResponse, error) {
+	return call(s.f, "Reclaim", nil, ctx, r, &agentv1.ReclaimResponse{})
+}
+
 func (s *service) Delete(ctx context.Context, r *agentv1.ContainerRequest) (*agentv1.Empty, error) {
 	return call(s.f, "Delete", s.f.Delete, ctx, r, &agentv1.Empty{})
 }
