@@ -236,7 +236,7 @@ func addComposeCommands(root *cobra.Command, a *app) {
 	port.Flags().StringVar(&portProto, "protocol", "tcp", "tcp or udp")
 	ls := &cobra.Command{Use: "ls", Short: "list the projects that have containers", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return composeProjects(cmd.OutOrStdout()) }}
-	c.AddCommand(config, up, down, ps, logs, buildCmd, pull, exec, runCmd, ls, port, composeEventsCommand(run),
+	c.AddCommand(config, up, down, ps, logs, buildCmd, pull, exec, runCmd, ls, port, composeEventsCommand(run), composeWatchCommand(run),
 		lifecycle("start", "start the services' existing containers", "start", "Started"),
 		lifecycle("stop", "stop the services' containers", "stop", "Stopped"),
 		lifecycle("restart", "restart the services' containers", "restart", "Restarted"))

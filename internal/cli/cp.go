@@ -124,30 +124,7 @@ func (a *app) cpInto(cmd *cobra.Command, r *ctrRecord, src, dst string) error {
 		if err != nil {
 			return err
 		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		h.Name = path.Join(base, filepath.ToSlash(rel))
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(tw, f)
-			f.Close()
-			return err
-		}
-		return nil
+		return addTarEntry(tw, p, path.Join(base, filepath.ToSlash(rel)), fi)
 	})
 	if err != nil {
 		return err
