@@ -8,6 +8,10 @@
 #   file     a 1 MiB file written, then read back
 #   port     a GET through the service's port of an httpd in the sandbox
 #            (a connection of its own: a lodge port-forward per connection)
+#   watch    GET .../files/watch until its reply's header (a lodge watch in
+#            place in the guest)
+#   event    a command that creates a file below the watched directory,
+#            until its create event came on the watch (compare with next)
 #   pause    POST .../pause until its reply (its processes frozen)
 #   resume   POST .../resume until its reply, then a command (`true`)
 #   delete   DELETE until its reply (VM, container and record gone)
@@ -41,14 +45,23 @@ for r in $(seq "$RUNS"); do
 	api -d '{"background":true,"cmd":"mkdir -p /www && echo hi > /www/i && exec httpd -f -p 8080 -h /www"}' "http://lodge/v1/sandboxes/$id/commands" >/dev/null
 	until api "http://lodge/v1/sandboxes/$id/ports/8080/i" >/dev/null 2>&1; do sleep 0.1; done # httpd up
 	p0=$(ms); api "http://lodge/v1/sandboxes/$id/ports/8080/i" >/dev/null || echo "run $r: no answer through the port"; p1=$(ms)
+	api -d '{"argv":["mkdir","/tmp/w"]}' "http://lodge/v1/sandboxes/$id/commands" >/dev/null
+	: > "$WORK/watch.h"; : > "$WORK/watch.b"
+	w0=$(ms)
+	curl -sN --unix-socket "$SOCK" -D "$WORK/watch.h" "http://lodge/v1/sandboxes/$id/files/watch?path=/tmp/w" > "$WORK/watch.b" & WATCH=$!
+	until grep -q '^HTTP/1.1 200' "$WORK/watch.h"; do sleep 0.01; done; w1=$(ms)
+	api -d '{"argv":["touch","/tmp/w/f"]}' "http://lodge/v1/sandboxes/$id/commands" >/dev/null &
+	until grep -q '"create"' "$WORK/watch.b"; do sleep 0.01; done; w2=$(ms)
+	wait $!; kill $WATCH 2>/dev/null; wait $WATCH 2>/dev/null || true
 	q0=$(ms); api -X POST "http://lodge/v1/sandboxes/$id/pause" >/dev/null; q1=$(ms)
 	api -X POST "http://lodge/v1/sandboxes/$id/resume" >/dev/null
 	api -d '{"argv":["true"]}' "http://lodge/v1/sandboxes/$id/commands" >/dev/null; q2=$(ms)
 	t5a=$(ms); api -X DELETE "http://lodge/v1/sandboxes/$id"; t5=$(ms)
 	"$BIN/lodge" run --rm busybox true >/dev/null; t6=$(ms)
-	echo "run $r: create $((t1-t0)) first $((t2-t1)) next $((t3-t2)) file $((t4-t3)) port $((p1-p0)) pause $((q1-q0)) resume $((q2-q1)) delete $((t5-t5a)) run $((t6-t5)) ms"
+	echo "run $r: create $((t1-t0)) first $((t2-t1)) next $((t3-t2)) file $((t4-t3)) port $((p1-p0)) watch $((w1-w0)) event $((w2-w1)) pause $((q1-q0)) resume $((q2-q1)) delete $((t5-t5a)) run $((t6-t5)) ms"
 	t[create]+="$((t1-t0)) " t[first]+="$((t2-t1)) " t[next]+="$((t3-t2)) " t[file]+="$((t4-t3)) " t[delete]+="$((t5-t5a)) " t[run]+="$((t6-t5)) "
 	t[port]+="$((p1-p0)) " t[pause]+="$((q1-q0)) " t[resume]+="$((q2-q1)) "
+	t[watch]+="$((w1-w0)) " t[event]+="$((w2-w1)) "
 	t[cf]+="$((t2-t0)) "
 done
 # PAR sandboxes asked for at once (PAR=0: skipped): the time until all
@@ -68,5 +81,5 @@ if [ "$PAR" -gt 0 ]; then
 	echo "$PAR at once: $ok made in $((t1-t0)) ms, $(awk -v n="$ok" -v ms="$((t1-t0))" 'BEGIN{printf "%.2f", n*1000/ms}') sandboxes/s"
 fi
 m() { echo "${t[$1]}" | tr ' ' '\n' | grep . | median; }
-for k in create first next file port pause resume delete run; do echo "$k: median $(m $k) ms of $RUNS"; done
+for k in create first next file port watch event pause resume delete run; do echo "$k: median $(m $k) ms of $RUNS"; done
 echo "create+first: median $(m cf) ms; / run: $(awk -v a="$(m cf)" -v b="$(m run)" 'BEGIN{printf "%.2f", a/b}')"
