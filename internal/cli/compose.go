@@ -21,6 +21,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/spf13/cobra"
@@ -34,6 +36,10 @@ type composeCmd struct {
 	cmd  *cobra.Command
 	p    *types.Project
 	self string
+	// rebuilding is held while a watch's rebuild makes containers
+	// again; rebuilds counts them (up --watch follows the new ones).
+	rebuilding sync.Mutex
+	rebuilds   atomic.Int64
 }
 
 func addComposeCommands(root *cobra.Command, a *app) {
@@ -101,6 +107,7 @@ func addComposeCommands(root *cobra.Command, a *app) {
 		RunE: run(func(c *composeCmd, args []string) error { return c.up(uo, args) })}
 	up.Flags().BoolVarP(&uo.detach, "detach", "d", false, "start them and return")
 	up.Flags().BoolVar(&uo.build, "build", false, "build the images of services with a build section first")
+	up.Flags().BoolVarP(&uo.watch, "watch", "w", false, "while attached, keep the containers in step with their sources as develop.watch says (lodge compose watch)")
 	up.Flags().BoolVar(&uo.noBuild, "no-build", false, "do not build missing images")
 	up.Flags().StringVar(&uo.pull, "pull", "missing", "pull images: missing, always or never")
 	up.Flags().BoolVar(&uo.forceRecreate, "force-recreate", false, "make the containers again even if nothing changed")

@@ -31,7 +31,8 @@ type upOpts struct {
 	forceRecreate, noRecreate bool
 	removeOrphans, noDeps     bool
 	abortOnExit, wait         bool
-	waitTimeout               int // seconds
+	watch                     bool // develop.watch while attached (up --watch)
+	waitTimeout               int  // seconds
 	pull, exitCodeFrom        string
 	scale                     []string // --scale SERVICE=N
 }
@@ -66,6 +67,16 @@ func (c *composeCmd) up(o upOpts, services []string) error {
 	}
 	if o.detach && o.abortOnExit {
 		return errors.New("-d (or --wait) and --abort-on-container-exit (or --exit-code-from) do not go together")
+	}
+	var rules []*watchRule
+	if o.watch {
+		if o.detach {
+			return errors.New("--watch and -d (or --wait) do not go together: lodge compose watch watches detached services")
+		}
+		var err error
+		if rules, err = c.watchRules(services); err != nil {
+			return err
+		}
 	}
 	if !slices.Contains([]string{"missing", "always", "never"}, o.pull) {
 		return fmt.Errorf("--pull %q: want missing, always or never", o.pull)
@@ -115,6 +126,36 @@ func (c *composeCmd) up(o upOpts, services []string) error {
 	}
 	if o.detach {
 		return nil
+	}
+	if rules != nil {
+		ctx, stop := context.WithCancel(c.cmd.Context())
+		watched := make(chan error, 1)
+		go func() { watched <- c.watchLoop(ctx, rules) }()
+		var err error
+		for {
+			// A rebuild makes a service's containers again, and the
+			// old ones' output ends: follow the new ones.
+			n := c.rebuilds.Load()
+			if err = c.attach(names, o); err != nil || c.rebuilds.Load() == n {
+				break
+			}
+			c.rebuilding.Lock()
+			names = names[:0]
+			for _, r := range projectCtrs(c.p.Name, false) {
+				if _, running := r.status(); running {
+					names = append(names, r.Name)
+				}
+			}
+			c.rebuilding.Unlock()
+			if len(names) == 0 {
+				break
+			}
+		}
+		stop()
+		if werr := <-watched; err == nil && werr != nil {
+			err = werr
+		}
+		return err
 	}
 	return c.attach(names, o)
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -146,6 +147,14 @@ func (c *composeCmd) watch(services []string, noUp bool) error {
 			return err
 		}
 	}
+	ctx, stop := signal.NotifyContext(c.cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return c.watchLoop(ctx, rules)
+}
+
+// watchLoop watches the rules' sources and applies what changes, until
+// ctx ends.
+func (c *composeCmd) watchLoop(ctx context.Context, rules []*watchRule) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return err
@@ -156,8 +165,6 @@ func (c *composeCmd) watch(services []string, noUp bool) error {
 			return fmt.Errorf("service %s: watch %s: %w", r.service, r.t.Path, err)
 		}
 	}
-	ctx, stop := signal.NotifyContext(c.cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	errOut := c.cmd.ErrOrStderr()
 	for _, r := range rules {
 		if r.t.InitialSync && r.t.Target != "" {
@@ -292,6 +299,9 @@ func (c *composeCmd) applyService(svc string, rules []*watchRule, changed []stri
 	}
 	if rebuild {
 		fmt.Fprintf(errOut, "Rebuilding service %q after changes were detected...\n", svc)
+		c.rebuilding.Lock()
+		defer c.rebuilding.Unlock()
+		c.rebuilds.Add(1)
 		return c.up(upOpts{detach: true, build: true, noDeps: true, pull: "missing"}, []string{svc})
 	}
 	if err := t.Close(); err != nil {

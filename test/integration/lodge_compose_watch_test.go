@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,7 +41,7 @@ services:
           action: sync+restart
   web:
     build: ./web
-    command: ["sleep", "600"]
+    command: ["sh", "-c", "cat /page.txt; exec sleep 600"]
     develop:
       watch:
         - path: ./web
@@ -158,6 +159,71 @@ services:
 	case <-time.After(30 * time.Second):
 		t.Errorf("compose watch outlived SIGINT")
 	}
+	// up --watch: attached, and a rebuilt container's output followed.
+	up := exec.Command(l.bin, "compose", "-f", file, "-p", "watchtest", "up", "--watch", "web")
+	up.Env = l.env
+	upOut, _ := up.StdoutPipe()
+	upErr, _ := up.StderrPipe()
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer up.Process.Kill()
+	outLines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(upOut)
+		for sc.Scan() {
+			outLines <- sc.Text()
+		}
+		close(outLines)
+	}()
+	lines = make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(upErr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	said = nil
+	waitLine("Watch enabled")
+	waitOut := func(want string) {
+		t.Helper()
+		var got []string
+		for deadline := time.After(2 * time.Minute); ; {
+			select {
+			case line, ok := <-outLines:
+				if !ok {
+					t.Fatalf("up --watch's output ended before %q: %q", want, got)
+				}
+				got = append(got, line)
+				if strings.HasSuffix(line, "| "+want) {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("up --watch did not print %q: %q", want, got)
+			}
+		}
+	}
+	waitOut("second")
+	write("web/page.txt", "third\n")
+	waitLine(`Rebuilding service "web"`)
+	waitOut("third")
+	up.Process.Signal(syscall.SIGINT)
+	upEnded := make(chan error, 1)
+	go func() { upEnded <- up.Wait() }()
+	select {
+	case err := <-upEnded:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+			t.Errorf("up --watch at SIGINT: %v, want exit 130", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Errorf("up --watch outlived SIGINT")
+	}
+	if st := strings.TrimSpace(l.must("ps", "-a", "--filter", "name=watchtest-web-1", "--format", "{{.Status}}")); !strings.HasPrefix(st, "Exited") {
+		t.Errorf("web after up --watch's SIGINT: %q, want it stopped", st)
+	}
+
 	if r := compose("down", "--rmi", "local"); r.code != 0 {
 		t.Errorf("down: %d %s", r.code, r.stderr)
 	}
