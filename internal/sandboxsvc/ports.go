@@ -124,27 +124,35 @@ func (s *Service) DialPort(ctx context.Context, id string, port uint16) (net.Con
 	if err := s.awake(ctx, id); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	if s.portConns[id] >= maxPortConns {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("%w: %d connections to sandbox %s's ports open, the most one sandbox may have", errLimit, maxPortConns, id)
-	}
-	s.portConns[id]++
-	s.mu.Unlock()
-	c, err := s.run.DialPort(ctx, id, port)
+	release, err := s.hold(s.portConns, id, maxPortConns,
+		fmt.Sprintf("%d connections to sandbox %s's ports open, the most one sandbox may have", maxPortConns, id))
 	if err != nil {
-		s.unPort(id)
 		return nil, err
 	}
-	return &countedConn{Conn: c, done: func() { s.unPort(id) }}, nil
+	c, err := s.run.DialPort(ctx, id, port)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return &countedConn{Conn: c, done: release}, nil
 }
 
-func (s *Service) unPort(id string) {
+// hold counts one more of sandbox id's in counts (guarded by mu), refused
+// with errLimit and refusal at max; release counts it out.
+func (s *Service) hold(counts map[string]int, id string, max int, refusal string) (release func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.portConns[id]--; s.portConns[id] <= 0 {
-		delete(s.portConns, id)
+	if counts[id] >= max {
+		return nil, fmt.Errorf("%w: %s", errLimit, refusal)
 	}
+	counts[id]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if counts[id]--; counts[id] <= 0 {
+			delete(counts, id)
+		}
+	}, nil
 }
 
 // countedConn calls done once, when closed.

@@ -51,26 +51,15 @@ func (s *Service) Watch(ctx context.Context, id, dir string, recursive bool, sen
 	if err := checkDir(dir); err != nil {
 		return err
 	}
-	if _, err := s.Get(id); err != nil {
-		return err
-	}
 	if err := s.awake(ctx, id); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	if s.watches[id] >= maxSandboxWatches {
-		s.mu.Unlock()
-		return fmt.Errorf("%w: %d watches of sandbox %s open, the most one sandbox may have", errLimit, maxSandboxWatches, id)
+	release, err := s.hold(s.watches, id, maxSandboxWatches,
+		fmt.Sprintf("%d watches of sandbox %s open, the most one sandbox may have", maxSandboxWatches, id))
+	if err != nil {
+		return err
 	}
-	s.watches[id]++
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		if s.watches[id]--; s.watches[id] <= 0 {
-			delete(s.watches, id)
-		}
-		s.mu.Unlock()
-	}()
+	defer release()
 	w, err := s.run.Watch(ctx, id, dir, recursive)
 	if err != nil {
 		return err
