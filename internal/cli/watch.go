@@ -109,17 +109,11 @@ func now() string { return time.Now().UTC().Format(time.RFC3339Nano) }
 // it to print with the host's time and its path in the container, until
 // the stream ends.
 func readWatch(r io.Reader, dir string, print func(watchEvent) error) error {
-	br := bufio.NewReaderSize(r, 64<<10)
-	for {
-		line, err := readLine(br, maxWatchLine)
-		if err != nil {
-			if errors.Is(err, io.EOF) && len(line) == 0 {
-				return nil
-			}
-			return fmt.Errorf("the watch: %w", err)
-		}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), maxWatchLine)
+	for sc.Scan() {
 		var e transport.WatchEvent
-		if err := json.Unmarshal(line, &e); err != nil {
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			return fmt.Errorf("the watch: %w: %v", transport.ErrBadEvent, err)
 		}
 		if err := e.Check(); err != nil {
@@ -129,26 +123,11 @@ func readWatch(r io.Reader, dir string, print func(watchEvent) error) error {
 			return err
 		}
 	}
-}
-
-// readLine reads one line of at most max bytes, without its newline.
-func readLine(br *bufio.Reader, max int) ([]byte, error) {
-	var line []byte
-	for {
-		frag, err := br.ReadSlice('\n')
-		line = append(line, frag...)
-		if len(line) > max+1 {
-			return nil, fmt.Errorf("%w: a line longer than %d bytes", transport.ErrBadEvent, max)
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return fmt.Errorf("the watch: %w: a line longer than %d bytes", transport.ErrBadEvent, maxWatchLine)
 		}
-		switch {
-		case err == nil:
-			return line[:len(line)-1], nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			continue
-		case errors.Is(err, io.EOF) && len(line) > 0:
-			return line, io.ErrUnexpectedEOF
-		default:
-			return line, err
-		}
+		return fmt.Errorf("the watch: %w", err)
 	}
+	return nil
 }
