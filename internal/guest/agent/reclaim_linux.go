@@ -92,12 +92,21 @@ func cgroupOf(pid int) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
+	dir, ok := cgroup2Dir(b)
+	if !ok {
+		return "", fmt.Errorf("process %d has no cgroup v2", pid)
+	}
+	return dir, nil
+}
+
+// cgroup2Dir is the cgroup v2 directory a /proc/PID/cgroup names.
+func cgroup2Dir(procCgroup []byte) (string, bool) {
+	for _, line := range strings.Split(string(procCgroup), "\n") {
 		if p, ok := strings.CutPrefix(line, "0::"); ok && strings.HasPrefix(p, "/") {
-			return filepath.Join(cgroupRoot, filepath.Clean(p)), nil
+			return filepath.Join(cgroupRoot, filepath.Clean(p)), true
 		}
 	}
-	return "", fmt.Errorf("process %d has no cgroup v2", pid)
+	return "", false
 }
 
 // fileCache is the "file" line of dir's memory.stat.

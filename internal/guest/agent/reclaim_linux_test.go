@@ -3,7 +3,6 @@ package agent
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -26,15 +25,18 @@ func TestMemoryStat(t *testing.T) {
 	}
 }
 
-func TestCgroupOf(t *testing.T) {
-	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err != nil {
-		t.Skip("no cgroup v2 here")
-	}
-	dir, err := cgroupOf(os.Getpid())
-	if err != nil || !strings.HasPrefix(dir, cgroupRoot+"/") && dir != cgroupRoot {
-		t.Fatalf("cgroupOf: %q %v", dir, err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil {
-		t.Errorf("%s: %v", dir, err)
+func TestCgroup2Dir(t *testing.T) {
+	for in, want := range map[string]string{
+		"0::/lodge/abc\n":                        "/sys/fs/cgroup/lodge/abc",
+		"12:memory:/x\n1:name=systemd:/y\n0::/z": "/sys/fs/cgroup/z", // hybrid
+		"0::/\n":                                 "/sys/fs/cgroup",
+		"0::/a/../../etc\n":                      "/sys/fs/cgroup/etc",
+		"12:memory:/x\n":                         "",
+		"0::relative\n":                          "",
+	} {
+		got, ok := cgroup2Dir([]byte(in))
+		if got != want || ok != (want != "") {
+			t.Errorf("%q: %q %v, want %q", in, got, ok, want)
+		}
 	}
 }
